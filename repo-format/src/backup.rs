@@ -1,0 +1,787 @@
+//! Backups of directory trees and streams.
+//!
+//! Pipeline (SPEC.md "Write ordering", ARCHITECTURE.md "Data flow of a backup"):
+//! - the walker (one blocking thread) stats entries in directory order, reuses the
+//!   content of files unchanged since the parent snapshot (size, mtime, ctime, inode),
+//!   and reads and chunks the others;
+//! - each chunk is hashed, deduplicated, compressed and encrypted on the rayon pool
+//!   ([`BlobSaver`]); at most `max_in_flight_chunks` chunks are held at once, so memory
+//!   is bounded by configuration, not by the input;
+//! - the finalizer (one thread) receives directories in post-order and writes each tree
+//!   once all its files are done, so the walker never waits at directory boundaries;
+//! - after the root tree, the packs are flushed, the uploader writes the last index
+//!   file, and only then is the manifest written: a crash at any earlier point leaves
+//!   unreferenced packs, never a snapshot with missing data.
+
+use crate::blob::BlobType;
+use crate::config::ChunkerSettings;
+use crate::content::{Content, ContentBuilder};
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+use crate::manifest::{SessionMarker, SnapshotManifest, SnapshotSummary, MANIFEST_VERSION};
+use crate::repo::{current_hostname, current_username, Repository, Snapshot, SESSIONS_DIR, SNAPSHOTS_DIR};
+use crate::saver::BlobSaver;
+use crate::tree::{Node, NodeKind, Timestamp, Tree};
+use dprepo_chunker::{Chunker, ChunkerParams};
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Instant;
+
+/// What to back up.
+pub enum BackupSource {
+    /// Files and directories, by path (made absolute).
+    Paths(Vec<PathBuf>),
+    /// A stream read to its end and stored as one file named `name`.
+    Stream {
+        /// Name of the stream (`--stdin-name`).
+        name: String,
+        /// The bytes.
+        reader: Box<dyn Read + Send>,
+    },
+}
+
+impl std::fmt::Debug for BackupSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackupSource::Paths(p) => f.debug_tuple("Paths").field(p).finish(),
+            BackupSource::Stream { name, .. } => f.debug_struct("Stream").field("name", name).finish(),
+        }
+    }
+}
+
+/// How the parent snapshot is chosen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ParentChoice {
+    /// The latest snapshot of the same host and paths.
+    #[default]
+    Auto,
+    /// This snapshot.
+    Id(BlobId),
+    /// None: read every file.
+    None,
+}
+
+/// Options of a backup.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Tags recorded in the manifest.
+    pub tags: Vec<String>,
+    /// Host name recorded (default: this machine's).
+    pub hostname: Option<String>,
+    /// Parent snapshot selection.
+    pub parent: ParentChoice,
+    /// Chunker override (default: the repository's, for trees or streams).
+    pub chunker: Option<ChunkerParams>,
+    /// Concurrent pack uploads.
+    pub connections: usize,
+    /// Chunks being processed at once (memory: this times the maximum chunk size).
+    pub max_in_flight_chunks: usize,
+    /// Snapshot time (default: now).
+    pub time: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            tags: Vec::new(),
+            hostname: None,
+            parent: ParentChoice::Auto,
+            chunker: None,
+            connections: 4,
+            max_in_flight_chunks: 4 * rayon::current_num_threads().max(2),
+            time: None,
+        }
+    }
+}
+
+impl BackupOptions {
+    /// Set tags.
+    pub fn with_tags(mut self, tags: Vec<String>) -> Self {
+        self.tags = tags;
+        self
+    }
+    /// Set the recorded host name.
+    pub fn with_hostname(mut self, host: impl Into<String>) -> Self {
+        self.hostname = Some(host.into());
+        self
+    }
+    /// Set the parent choice.
+    pub fn with_parent(mut self, parent: ParentChoice) -> Self {
+        self.parent = parent;
+        self
+    }
+    /// Override the chunker.
+    pub fn with_chunker(mut self, c: ChunkerParams) -> Self {
+        self.chunker = Some(c);
+        self
+    }
+    /// Set the number of concurrent uploads.
+    pub fn with_connections(mut self, n: usize) -> Self {
+        self.connections = n;
+        self
+    }
+}
+
+/// Live counters of a running backup (for progress display).
+#[derive(Debug, Default)]
+pub struct BackupProgress {
+    /// Files finished (read or reused).
+    pub files: AtomicU64,
+    /// Directories entered.
+    pub dirs: AtomicU64,
+    /// Bytes read from the source.
+    pub bytes_read: AtomicU64,
+    /// Bytes of unchanged files that were not read.
+    pub bytes_unchanged: AtomicU64,
+    /// Entries that could not be read.
+    pub errors: AtomicU64,
+    /// Path being read.
+    pub current: Mutex<String>,
+}
+
+/// The result of a backup.
+#[derive(Debug)]
+pub struct BackupOutcome {
+    /// The committed snapshot.
+    pub snapshot: Snapshot,
+    /// Entries that could not be read and were left out of the snapshot.
+    pub warnings: Vec<String>,
+}
+
+/// Back up `source` into `repo` and commit a snapshot.
+///
+/// # Errors
+/// Storage failures abort the backup before the manifest is written (nothing is
+/// committed). Unreadable source entries do not abort it: they are left out and listed
+/// in [`BackupOutcome::warnings`]. A source path that does not exist is an error.
+pub async fn backup(repo: &Repository, source: BackupSource, options: BackupOptions, progress: Arc<BackupProgress>) -> Result<BackupOutcome> {
+    let started = Instant::now();
+    let time = options.time.unwrap_or_else(chrono::Utc::now);
+    let hostname = options.hostname.clone().unwrap_or_else(current_hostname);
+    let session_name = open_session(repo, time).await?;
+    let result = run_backup(repo, source, &options, progress, time, &hostname, started).await;
+    let _ = repo.storage().delete(&session_name).await;
+    result
+}
+
+async fn open_session(repo: &Repository, time: chrono::DateTime<chrono::Utc>) -> Result<String> {
+    let marker = SessionMarker { hostname: current_hostname(), pid: std::process::id(), started: time, command: "backup".into() };
+    let bytes = marker.encode(repo.keys());
+    let name = format!("{SESSIONS_DIR}{}", BlobId::of_stored(&bytes).to_hex());
+    repo.storage().create(&name, &bytes).await?;
+    Ok(name)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_backup(
+    repo: &Repository,
+    source: BackupSource,
+    options: &BackupOptions,
+    progress: Arc<BackupProgress>,
+    time: chrono::DateTime<chrono::Utc>,
+    hostname: &str,
+    started: Instant,
+) -> Result<BackupOutcome> {
+    let config = repo.config().clone();
+    let (paths, stdin_name, chunker) = match &source {
+        BackupSource::Paths(p) => (normalize_paths(p)?, None, options.chunker.map(Ok).unwrap_or_else(|| config.chunker.params())?),
+        BackupSource::Stream { name, .. } => {
+            validate_stream_name(name)?;
+            (vec![PathBuf::from("/").join(name)], Some(name.clone()), options.chunker.map(Ok).unwrap_or_else(|| config.stream_chunker.params())?)
+        }
+    };
+    let path_strings: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let parent = match (&options.parent, &source) {
+        (_, BackupSource::Stream { .. }) | (ParentChoice::None, _) => None,
+        (ParentChoice::Id(id), _) => {
+            let all = repo.list_snapshots().await?;
+            Some(Repository::select_snapshot(&all, &id.to_hex())?)
+        }
+        (ParentChoice::Auto, _) => {
+            let all = repo.list_snapshots().await?;
+            all.into_iter().rev().find(|s| s.manifest.hostname == hostname && s.manifest.paths == path_strings && s.manifest.stdin_name.is_none())
+        }
+    };
+    let (saver, uploader) = BlobSaver::start(
+        repo.storage().clone(),
+        repo.keys().clone(),
+        repo.index().clone(),
+        config.pack_size,
+        config.compression_level,
+        options.connections,
+    );
+    let save_stats = saver.stats.clone();
+    let walker = Walker {
+        repo: repo.clone(),
+        rt: tokio::runtime::Handle::current(),
+        saver: saver.clone(),
+        chunker,
+        limiter: Arc::new(Limiter::new(options.max_in_flight_chunks.max(1))),
+        abort: Arc::new(AtomicBool::new(false)),
+        progress: progress.clone(),
+        counts: Mutex::new(SnapshotSummary::default()),
+        warnings: Mutex::new(Vec::new()),
+    };
+    let parent_tree = parent.as_ref().map(|p| p.manifest.tree);
+    let walked = tokio::task::spawn_blocking(move || {
+        let result = match source {
+            BackupSource::Paths(_) => walker.walk_paths(&paths, parent_tree),
+            BackupSource::Stream { name, reader } => walker.walk_stream(&name, reader, time),
+        };
+        // No chunk task may outlive the walk: they hold the saver, whose channel must
+        // close for the uploader to finish.
+        walker.limiter.wait_idle();
+        let closed = walker.saver.close();
+        let counts = walker.counts.into_inner().unwrap_or_default();
+        let warnings = walker.warnings.into_inner().unwrap_or_default();
+        result.and_then(|root| closed.map(|_| (root, counts, warnings)))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("backup walker: {e}")));
+    drop(saver);
+    let uploaded = uploader.finish().await;
+    let (root, mut summary, warnings) = walked??;
+    uploaded?;
+    summary.bytes_read = progress.bytes_read.load(Ordering::Relaxed);
+    summary.blobs_added = save_stats.blobs_added.load(Ordering::Relaxed);
+    summary.bytes_added = save_stats.bytes_added.load(Ordering::Relaxed);
+    summary.bytes_stored = save_stats.bytes_stored.load(Ordering::Relaxed);
+    summary.packs_written = save_stats.packs_written.load(Ordering::Relaxed);
+    summary.errors = warnings.len() as u64;
+    summary.duration_secs = started.elapsed().as_secs_f64();
+    let manifest = SnapshotManifest {
+        version: MANIFEST_VERSION,
+        time,
+        tree: root,
+        paths: path_strings,
+        hostname: hostname.to_string(),
+        username: current_username(),
+        tags: options.tags.clone(),
+        parent: parent.map(|p| p.id),
+        stdin_name,
+        chunker: ChunkerSettings::from(chunker),
+        program_version: format!("dprepo {}", env!("CARGO_PKG_VERSION")),
+        summary,
+    };
+    let bytes = manifest.encode(repo.keys());
+    let id = BlobId::of_stored(&bytes);
+    repo.storage().put(&format!("{SNAPSHOTS_DIR}{}", id.to_hex()), &bytes).await?;
+    Ok(BackupOutcome { snapshot: Snapshot { id, manifest }, warnings })
+}
+
+fn validate_stream_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0') {
+        return Err(Error::InvalidArgument(format!("stream name {name:?} must be a single file name (no '/')")));
+    }
+    Ok(())
+}
+
+/// Make paths absolute and lexically clean, drop duplicates and paths inside others.
+fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if paths.is_empty() {
+        return Err(Error::InvalidArgument("nothing to back up: give at least one path".into()));
+    }
+    let cwd = std::env::current_dir().map_err(|e| Error::LocalIo { path: ".".into(), source: e })?;
+    let mut out: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        let abs = if p.is_absolute() { p.clone() } else { cwd.join(p) };
+        let mut clean = PathBuf::from("/");
+        for c in abs.components() {
+            match c {
+                Component::Normal(n) => clean.push(n),
+                Component::ParentDir => {
+                    clean.pop();
+                }
+                _ => {}
+            }
+        }
+        std::fs::symlink_metadata(&clean).map_err(|e| Error::LocalIo { path: clean.clone(), source: e })?;
+        out.push(clean);
+    }
+    out.sort();
+    out.dedup();
+    let all = out.clone();
+    out.retain(|p| !all.iter().any(|q| q != p && p.starts_with(q)));
+    Ok(out)
+}
+
+/// Counting semaphore bounding the chunks in flight.
+#[derive(Debug)]
+struct Limiter {
+    state: Mutex<usize>,
+    cond: Condvar,
+    max: usize,
+}
+
+impl Limiter {
+    fn new(max: usize) -> Self {
+        Limiter { state: Mutex::new(0), cond: Condvar::new(), max }
+    }
+    fn acquire(&self) {
+        let mut n = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while *n >= self.max {
+            n = self.cond.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += 1;
+    }
+    fn release(&self) {
+        let mut n = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        self.cond.notify_all();
+    }
+    fn wait_idle(&self) {
+        let mut n = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while *n > 0 {
+            n = self.cond.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Content of one file being saved: chunk ids arrive out of order from the pool and are
+/// fed in order into a [`ContentBuilder`].
+#[derive(Debug, Default)]
+struct FileState {
+    inner: Mutex<FileInner>,
+    cond: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct FileInner {
+    builder: Option<ContentBuilder>,
+    next_seq: u64,
+    out_of_order: BTreeMap<u64, BlobId>,
+    total: Option<u64>,
+    done: Option<Result<Content>>,
+}
+
+impl FileState {
+    fn new() -> Arc<FileState> {
+        Arc::new(FileState { inner: Mutex::new(FileInner { builder: Some(ContentBuilder::new()), ..Default::default() }), cond: Condvar::new() })
+    }
+
+    fn chunk_done(&self, seq: u64, result: Result<BlobId>, saver: &BlobSaver) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.done.is_some() {
+            return;
+        }
+        match result {
+            Err(e) => inner.done = Some(Err(e)),
+            Ok(id) => {
+                inner.out_of_order.insert(seq, id);
+                let mut failed = None;
+                while let Some(id) = {
+                    let next = inner.next_seq;
+                    inner.out_of_order.remove(&next)
+                } {
+                    inner.next_seq += 1;
+                    if let Some(b) = inner.builder.as_mut() {
+                        if let Err(e) = b.push(id, &mut |body| saver.save(BlobType::ChunkList, &body)) {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                if let Some(e) = failed {
+                    inner.done = Some(Err(e));
+                }
+            }
+        }
+        Self::maybe_finish(&mut inner, saver);
+        self.cond.notify_all();
+    }
+
+    fn set_total(&self, total: u64, saver: &BlobSaver) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.total = Some(total);
+        Self::maybe_finish(&mut inner, saver);
+        self.cond.notify_all();
+    }
+
+    fn fail(&self, e: Error) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.done.is_none() {
+            inner.done = Some(Err(e));
+        }
+        self.cond.notify_all();
+    }
+
+    fn maybe_finish(inner: &mut FileInner, saver: &BlobSaver) {
+        if inner.done.is_none() && inner.total == Some(inner.next_seq) {
+            if let Some(b) = inner.builder.take() {
+                inner.done = Some(b.finish(&mut |body| saver.save(BlobType::ChunkList, &body)));
+            }
+        }
+    }
+
+    fn wait(&self) -> Result<Content> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(done) = &inner.done {
+                return match done {
+                    Ok(c) => Ok(c.clone()),
+                    Err(e) => Err(Error::Internal(e.to_string())),
+                };
+            }
+            inner = self.cond.wait(inner).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// A node whose payload may still be in progress.
+enum PendingNode {
+    Ready(Node),
+    File(Node, Arc<FileState>, PathBuf),
+    Dir(Node, Arc<DirState>),
+}
+
+#[derive(Debug, Default)]
+struct DirState {
+    tree: OnceLock<BlobId>,
+}
+
+struct Walker {
+    repo: Repository,
+    rt: tokio::runtime::Handle,
+    saver: Arc<BlobSaver>,
+    chunker: ChunkerParams,
+    limiter: Arc<Limiter>,
+    abort: Arc<AtomicBool>,
+    progress: Arc<BackupProgress>,
+    counts: Mutex<SnapshotSummary>,
+    warnings: Mutex<Vec<String>>,
+}
+
+/// A directory whose entries are all enumerated, waiting for its tree to be written.
+struct FinishedDir {
+    nodes: Vec<PendingNode>,
+    state: Arc<DirState>,
+}
+
+/// Virtual directory structure above the backed-up paths.
+#[derive(Default)]
+struct PathTrie {
+    children: BTreeMap<Vec<u8>, PathTrie>,
+    is_target: bool,
+}
+
+impl Walker {
+    fn warn(&self, msg: String) {
+        self.progress.errors.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut w) = self.warnings.lock() {
+            w.push(msg);
+        }
+    }
+
+    fn load_parent(&self, id: Option<BlobId>) -> Option<Tree> {
+        let id = id?;
+        match self.rt.block_on(self.repo.load_tree(&id)) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.warn(format!("parent tree {}: {e} (reading files in full)", id.short()));
+                None
+            }
+        }
+    }
+
+    fn walk_paths(&self, paths: &[PathBuf], parent_root: Option<BlobId>) -> Result<BlobId> {
+        let mut trie = PathTrie::default();
+        for p in paths {
+            let mut t = &mut trie;
+            for c in p.components() {
+                if let Component::Normal(n) = c {
+                    t = t.children.entry(n.as_bytes().to_vec()).or_default();
+                }
+            }
+            t.is_target = true;
+        }
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<FinishedDir>(256);
+            let finalizer = scope.spawn(|| self.finalize(rx));
+            let root_state = Arc::new(DirState::default());
+            let walked = self.walk_virtual(&trie, Path::new("/"), parent_root, root_state.clone(), &tx);
+            drop(tx);
+            let finalized = finalizer.join().map_err(|_| Error::Internal("finalizer panicked".into()))?;
+            walked?;
+            finalized?;
+            root_state.tree.get().copied().ok_or_else(|| Error::Internal("root tree not written".into()))
+        })
+    }
+
+    fn walk_virtual(&self, trie: &PathTrie, path: &Path, parent: Option<BlobId>, state: Arc<DirState>, tx: &std::sync::mpsc::SyncSender<FinishedDir>) -> Result<()> {
+        let parent_tree = self.load_parent(parent);
+        let mut nodes = Vec::new();
+        for (name, child) in &trie.children {
+            let child_path = path.join(OsStr::from_bytes(name));
+            let parent_node = parent_tree.as_ref().and_then(|t| t.get(name)).cloned();
+            if child.is_target {
+                if let Some(n) = self.entry(&child_path, name.clone(), parent_node, tx)? {
+                    nodes.push(n);
+                }
+            } else {
+                let meta = std::fs::metadata(&child_path).map_err(|e| Error::LocalIo { path: child_path.clone(), source: e })?;
+                let sub_parent = match parent_node.map(|n| n.kind) {
+                    Some(NodeKind::Dir(id)) => Some(id),
+                    _ => None,
+                };
+                let sub_state = Arc::new(DirState::default());
+                self.walk_virtual(child, &child_path, sub_parent, sub_state.clone(), tx)?;
+                nodes.push(PendingNode::Dir(node_from_meta(name.clone(), &meta, NodeKind::Dir(BlobId([0; 32]))), sub_state));
+            }
+        }
+        self.counts.lock().map_err(|_| Error::Internal("poisoned".into()))?.dirs += 1;
+        tx.send(FinishedDir { nodes, state }).map_err(|_| Error::Internal("finalizer stopped".into()))
+    }
+
+    /// Back up one entry found at `path`; `None` if it is skipped.
+    fn entry(&self, path: &Path, name: Vec<u8>, parent: Option<Node>, tx: &std::sync::mpsc::SyncSender<FinishedDir>) -> Result<Option<PendingNode>> {
+        if self.abort.load(Ordering::Relaxed) {
+            return Err(Error::Internal("backup aborted".into()));
+        }
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.warn(format!("{}: {e}", path.display()));
+                return Ok(None);
+            }
+        };
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            let sub_parent = match parent.map(|n| n.kind) {
+                Some(NodeKind::Dir(id)) => Some(id),
+                _ => None,
+            };
+            let state = Arc::new(DirState::default());
+            self.walk_dir(path, sub_parent, state.clone(), tx)?;
+            return Ok(Some(PendingNode::Dir(node_from_meta(name, &meta, NodeKind::Dir(BlobId([0; 32]))), state)));
+        }
+        if ft.is_symlink() {
+            let target = match std::fs::read_link(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.warn(format!("{}: {e}", path.display()));
+                    return Ok(None);
+                }
+            };
+            self.counts.lock().map_err(|_| Error::Internal("poisoned".into()))?.symlinks += 1;
+            return Ok(Some(PendingNode::Ready(node_from_meta(name, &meta, NodeKind::Symlink(target.as_os_str().as_bytes().to_vec())))));
+        }
+        if !ft.is_file() {
+            self.warn(format!("{}: special file (device, fifo or socket) not backed up", path.display()));
+            return Ok(None);
+        }
+        let node = node_from_meta(name, &meta, NodeKind::File(Content::default()));
+        {
+            let mut counts = self.counts.lock().map_err(|_| Error::Internal("poisoned".into()))?;
+            counts.files += 1;
+        }
+        // Unchanged since the parent snapshot: reuse its content without reading.
+        if let Some(p) = parent {
+            if let NodeKind::File(content) = &p.kind {
+                let same = p.size == node.size && p.mtime == node.mtime && p.ctime == node.ctime && p.inode == node.inode;
+                let indexed = self.repo.index().read().map(|i| content.ids.iter().all(|id| i.contains(id))).unwrap_or(false);
+                if same && indexed {
+                    let mut counts = self.counts.lock().map_err(|_| Error::Internal("poisoned".into()))?;
+                    counts.files_unmodified += 1;
+                    counts.total_bytes += node.size;
+                    self.progress.files.fetch_add(1, Ordering::Relaxed);
+                    self.progress.bytes_unchanged.fetch_add(node.size, Ordering::Relaxed);
+                    let mut node = node;
+                    node.kind = NodeKind::File(content.clone());
+                    return Ok(Some(PendingNode::Ready(node)));
+                }
+                self.counts.lock().map_err(|_| Error::Internal("poisoned".into()))?.files_changed += 1;
+            } else {
+                self.counts.lock().map_err(|_| Error::Internal("poisoned".into()))?.files_new += 1;
+            }
+        } else {
+            self.counts.lock().map_err(|_| Error::Internal("poisoned".into()))?.files_new += 1;
+        }
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.warn(format!("{}: {e}", path.display()));
+                return Ok(None);
+            }
+        };
+        if let Ok(mut c) = self.progress.current.lock() {
+            *c = path.to_string_lossy().into_owned();
+        }
+        let state = FileState::new();
+        match self.read_content(file, &state) {
+            Ok(size) => {
+                let mut node = node;
+                node.size = size;
+                self.counts.lock().map_err(|_| Error::Internal("poisoned".into()))?.total_bytes += size;
+                Ok(Some(PendingNode::File(node, state, path.to_path_buf())))
+            }
+            Err(Error::LocalIo { source, .. }) => {
+                state.fail(Error::InvalidArgument("read failed".into()));
+                self.warn(format!("{}: {source}", path.display()));
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn walk_dir(&self, path: &Path, parent: Option<BlobId>, state: Arc<DirState>, tx: &std::sync::mpsc::SyncSender<FinishedDir>) -> Result<()> {
+        self.progress.dirs.fetch_add(1, Ordering::Relaxed);
+        self.counts.lock().map_err(|_| Error::Internal("poisoned".into()))?.dirs += 1;
+        let parent_tree = self.load_parent(parent);
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        match std::fs::read_dir(path) {
+            Ok(rd) => {
+                for e in rd {
+                    match e {
+                        Ok(e) => names.push(e.file_name().as_bytes().to_vec()),
+                        Err(e) => self.warn(format!("{}: {e}", path.display())),
+                    }
+                }
+            }
+            Err(e) => self.warn(format!("{}: {e}", path.display())),
+        }
+        names.sort();
+        let mut nodes = Vec::with_capacity(names.len());
+        for name in names {
+            let child = path.join(OsStr::from_bytes(&name));
+            let parent_node = parent_tree.as_ref().and_then(|t| t.get(&name)).cloned();
+            if let Some(n) = self.entry(&child, name, parent_node, tx)? {
+                nodes.push(n);
+            }
+        }
+        tx.send(FinishedDir { nodes, state }).map_err(|_| Error::Internal("finalizer stopped".into()))
+    }
+
+    /// Read and chunk a file or stream, handing chunks to the pool; returns the number
+    /// of bytes read. Chunk ids complete asynchronously into `state`.
+    fn read_content(&self, source: impl Read, state: &Arc<FileState>) -> Result<u64> {
+        let chunker = Chunker::new(source, self.chunker).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let mut seq = 0u64;
+        let mut size = 0u64;
+        for chunk in chunker {
+            if self.abort.load(Ordering::Relaxed) {
+                return Err(Error::Internal("backup aborted".into()));
+            }
+            let chunk = chunk.map_err(|e| Error::LocalIo { path: PathBuf::new(), source: e })?;
+            size += chunk.len() as u64;
+            self.progress.bytes_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            self.limiter.acquire();
+            let (saver, state, limiter, abort) = (self.saver.clone(), state.clone(), self.limiter.clone(), self.abort.clone());
+            let this_seq = seq;
+            rayon::spawn(move || {
+                let result = saver.save(BlobType::Data, &chunk);
+                if result.is_err() {
+                    abort.store(true, Ordering::Relaxed);
+                }
+                drop(chunk);
+                state.chunk_done(this_seq, result, &saver);
+                limiter.release();
+            });
+            seq += 1;
+        }
+        state.set_total(seq, &self.saver);
+        self.progress.files.fetch_add(1, Ordering::Relaxed);
+        Ok(size)
+    }
+
+    fn walk_stream(&self, name: &str, reader: Box<dyn Read + Send>, time: chrono::DateTime<chrono::Utc>) -> Result<BlobId> {
+        let state = FileState::new();
+        let size = self.read_content(reader, &state).map_err(|e| match e {
+            Error::LocalIo { source, .. } => Error::LocalIo { path: PathBuf::from("<stdin>"), source },
+            e => e,
+        })?;
+        let content = state.wait()?;
+        let (uid, gid) = std::fs::metadata("/proc/self").map(|m| (m.uid(), m.gid())).unwrap_or((0, 0));
+        let stamp = Timestamp { sec: time.timestamp(), nsec: time.timestamp_subsec_nanos() };
+        let node = Node {
+            name: name.as_bytes().to_vec(),
+            kind: NodeKind::File(content),
+            mode: 0o100644,
+            uid,
+            gid,
+            mtime: stamp,
+            ctime: stamp,
+            inode: 0,
+            device: 0,
+            size,
+        };
+        {
+            let mut counts = self.counts.lock().map_err(|_| Error::Internal("poisoned".into()))?;
+            counts.files = 1;
+            counts.files_new = 1;
+            counts.total_bytes = size;
+        }
+        let tree = Tree { nodes: vec![node] };
+        self.saver.save(BlobType::Tree, &tree.encode()?)
+    }
+
+    /// Write trees in post-order as their files complete.
+    fn finalize(&self, rx: std::sync::mpsc::Receiver<FinishedDir>) -> Result<()> {
+        let mut first_error = None;
+        for dir in rx {
+            if first_error.is_some() {
+                continue; // keep draining so the walker never blocks on a full channel
+            }
+            if let Err(e) = self.finalize_dir(dir) {
+                self.abort.store(true, Ordering::Relaxed);
+                first_error = Some(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn finalize_dir(&self, dir: FinishedDir) -> Result<()> {
+        let mut tree = Tree::default();
+        let mut seen: HashMap<Vec<u8>, ()> = HashMap::new();
+        for pending in dir.nodes {
+            let node = match pending {
+                PendingNode::Ready(n) => n,
+                PendingNode::File(mut n, state, path) => match state.wait() {
+                    Ok(content) => {
+                        n.kind = NodeKind::File(content);
+                        n
+                    }
+                    Err(e) => {
+                        if self.abort.load(Ordering::Relaxed) {
+                            return Err(e);
+                        }
+                        self.warn(format!("{}: {e}", path.display()));
+                        continue;
+                    }
+                },
+                PendingNode::Dir(mut n, state) => {
+                    let id = state.tree.get().copied().ok_or_else(|| Error::Internal("subtree finished out of order".into()))?;
+                    n.kind = NodeKind::Dir(id);
+                    n
+                }
+            };
+            if seen.insert(node.name.clone(), ()).is_none() {
+                tree.nodes.push(node);
+            }
+        }
+        tree.sort();
+        let id = self.saver.save(BlobType::Tree, &tree.encode()?)?;
+        let _ = dir.state.tree.set(id);
+        Ok(())
+    }
+}
+
+fn node_from_meta(name: Vec<u8>, meta: &std::fs::Metadata, kind: NodeKind) -> Node {
+    Node {
+        name,
+        kind,
+        mode: meta.mode(),
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mtime: Timestamp { sec: meta.mtime(), nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32 },
+        ctime: Timestamp { sec: meta.ctime(), nsec: meta.ctime_nsec().clamp(0, 999_999_999) as u32 },
+        inode: meta.ino(),
+        device: meta.dev(),
+        size: meta.size(),
+    }
+}

@@ -1,0 +1,208 @@
+//! Blob encoding: how one chunk, tree or chunk list is stored inside a pack.
+//!
+//! `stored = nonce[24] || AEAD(encryption key, aad, payload)` with
+//! `aad = "dprepo blob" || type u8 || content id[32]` and
+//! `payload = encoding u8 || body` (encoding 0: body is the plaintext; 1: body is a zstd
+//! frame of the plaintext). Binding the content id and type as associated data means a
+//! blob cannot be passed off as another one even by someone who can rewrite packs.
+
+use crate::crypto::{Keys, SEAL_OVERHEAD};
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+use std::io::Read;
+
+/// Kinds of blobs; the byte value is stored in pack headers and index files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobType {
+    /// File or stream content (goes to data packs).
+    Data = 0,
+    /// A directory tree (metadata packs).
+    Tree = 1,
+    /// A list of chunk ids of a large file (metadata packs).
+    ChunkList = 2,
+}
+
+impl BlobType {
+    /// Decode the stored byte.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for an unknown value.
+    pub fn from_u8(v: u8, object: &str) -> Result<Self> {
+        match v {
+            0 => Ok(BlobType::Data),
+            1 => Ok(BlobType::Tree),
+            2 => Ok(BlobType::ChunkList),
+            _ => Err(Error::corrupt(object, format!("unknown blob type {v}"))),
+        }
+    }
+
+    /// Whether blobs of this type live in metadata packs.
+    pub fn is_metadata(self) -> bool {
+        !matches!(self, BlobType::Data)
+    }
+}
+
+/// Payload encoding byte: body stored as is.
+pub const ENCODING_RAW: u8 = 0;
+/// Payload encoding byte: body is one zstd frame.
+pub const ENCODING_ZSTD: u8 = 1;
+/// The largest plaintext any blob may decode to. Bounds allocations on damaged input.
+pub const MAX_BLOB_PLAINTEXT: u64 = 256 << 20;
+
+/// Prefix of the associated data of blobs.
+const BLOB_AAD_PREFIX: &[u8] = b"dprepo blob";
+
+fn blob_aad(blob_type: BlobType, id: &BlobId) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(BLOB_AAD_PREFIX.len() + 33);
+    aad.extend_from_slice(BLOB_AAD_PREFIX);
+    aad.push(blob_type as u8);
+    aad.extend_from_slice(&id.0);
+    aad
+}
+
+/// Compress `plaintext` with zstd at `level` (0 disables compression) when that saves
+/// space; returns the payload `encoding || body`.
+///
+/// Incompressible data is detected on a sample first, so random data costs almost no
+/// compression time.
+pub fn compress_payload(plaintext: &[u8], level: i32) -> Vec<u8> {
+    const SAMPLE: usize = 16 << 10;
+    let worth_trying = level != 0
+        && plaintext.len() >= 64
+        && (plaintext.len() <= 2 * SAMPLE || {
+            let sample = &plaintext[..SAMPLE];
+            zstd::bulk::compress(sample, 1).map(|c| c.len() < SAMPLE * 97 / 100).unwrap_or(false)
+        });
+    if worth_trying {
+        if let Ok(compressed) = zstd::bulk::compress(plaintext, level) {
+            if compressed.len() + 16 < plaintext.len() {
+                let mut out = Vec::with_capacity(compressed.len() + 1);
+                out.push(ENCODING_ZSTD);
+                out.extend_from_slice(&compressed);
+                return out;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(plaintext.len() + 1);
+    out.push(ENCODING_RAW);
+    out.extend_from_slice(plaintext);
+    out
+}
+
+/// Decode a payload (`encoding || body`) into the plaintext, which must be exactly
+/// `expected_len` bytes.
+///
+/// # Errors
+/// [`Error::Corrupt`] for an unknown encoding, a damaged zstd frame or a length mismatch.
+pub fn decompress_payload(payload: &[u8], expected_len: u64, object: &str) -> Result<Vec<u8>> {
+    let (&encoding, body) =
+        payload.split_first().ok_or_else(|| Error::corrupt(object, "empty blob payload"))?;
+    if expected_len > MAX_BLOB_PLAINTEXT {
+        return Err(Error::corrupt(object, format!("plaintext length {expected_len} exceeds {MAX_BLOB_PLAINTEXT}")));
+    }
+    let plain = match encoding {
+        ENCODING_RAW => body.to_vec(),
+        ENCODING_ZSTD => {
+            let mut out = Vec::new();
+            let decoder = zstd::stream::read::Decoder::new(body)
+                .map_err(|e| Error::corrupt(object, format!("zstd: {e}")))?;
+            // Read at most one byte more than expected: a decompression bomb stops there.
+            decoder
+                .take(expected_len + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| Error::corrupt(object, format!("zstd: {e}")))?;
+            out
+        }
+        other => return Err(Error::corrupt(object, format!("unknown payload encoding {other}"))),
+    };
+    if plain.len() as u64 != expected_len {
+        return Err(Error::corrupt(
+            object,
+            format!("decodes to {} bytes, expected {expected_len}", plain.len()),
+        ));
+    }
+    Ok(plain)
+}
+
+/// Encode a blob for storage in a pack: compress (when it pays), then encrypt bound to
+/// its type and id.
+pub fn encode_blob(keys: &Keys, blob_type: BlobType, id: &BlobId, plaintext: &[u8], level: i32) -> Vec<u8> {
+    let payload = compress_payload(plaintext, level);
+    keys.seal(&blob_aad(blob_type, id), &payload)
+}
+
+/// Decrypt, decompress and verify a stored blob: the plaintext must hash to `id`.
+///
+/// # Errors
+/// [`Error::Corrupt`] if the bytes do not authenticate, do not decode to `raw_len`
+/// bytes, or hash to another id.
+pub fn decode_blob(keys: &Keys, blob_type: BlobType, id: &BlobId, stored: &[u8], raw_len: u64) -> Result<Vec<u8>> {
+    let object = format!("{blob_type:?} blob {}", id.short()).to_lowercase();
+    let payload = keys.open(&blob_aad(blob_type, id), stored, &object)?;
+    let plain = decompress_payload(&payload, raw_len, &object)?;
+    if keys.content_id(&plain) != *id {
+        return Err(Error::corrupt(object, "content does not hash to its id"));
+    }
+    Ok(plain)
+}
+
+/// Smallest possible stored blob (empty plaintext, raw encoding).
+pub const MIN_STORED_BLOB: usize = SEAL_OVERHEAD + 1;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::MasterKey;
+    use proptest::prelude::*;
+
+    fn keys() -> Keys {
+        Keys::derive(&MasterKey::from_bytes([7; 32]))
+    }
+
+    proptest! {
+        #[test]
+        fn blob_round_trip(data in proptest::collection::vec(any::<u8>(), 0..5000), level in 0i32..4, rep in 1usize..4) {
+            let keys = keys();
+            let plain: Vec<u8> = data.iter().cycle().take(data.len() * rep).copied().collect();
+            let id = keys.content_id(&plain);
+            let stored = encode_blob(&keys, BlobType::Data, &id, &plain, level);
+            prop_assert_eq!(decode_blob(&keys, BlobType::Data, &id, &stored, plain.len() as u64).unwrap(), plain.clone());
+            // Wrong type, wrong length, flipped byte: all rejected.
+            prop_assert!(decode_blob(&keys, BlobType::Tree, &id, &stored, plain.len() as u64).is_err());
+            prop_assert!(decode_blob(&keys, BlobType::Data, &id, &stored, plain.len() as u64 + 1).is_err());
+            let mut bad = stored.clone();
+            let i = bad.len() / 2;
+            bad[i] ^= 0x40;
+            prop_assert!(decode_blob(&keys, BlobType::Data, &id, &bad, plain.len() as u64).is_err());
+        }
+
+        #[test]
+        fn decompress_never_panics(payload in proptest::collection::vec(any::<u8>(), 0..300), len in 0u64..100_000) {
+            let _ = decompress_payload(&payload, len, "fuzz");
+        }
+    }
+
+    #[test]
+    fn compressible_data_is_compressed_and_random_is_not() {
+        let zeros = vec![0u8; 100_000];
+        assert_eq!(compress_payload(&zeros, 3)[0], ENCODING_ZSTD);
+        let mut x = 1u64;
+        let random: Vec<u8> = (0..100_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert_eq!(compress_payload(&random, 3)[0], ENCODING_RAW);
+    }
+
+    #[test]
+    fn zstd_bomb_is_stopped_at_expected_length() {
+        let zeros = vec![0u8; 10 << 20];
+        let payload = compress_payload(&zeros, 3);
+        assert!(decompress_payload(&payload, 1000, "bomb").is_err());
+    }
+}

@@ -1,0 +1,126 @@
+//! The public error of the engine.
+//!
+//! Callers act on the kind of failure, not on messages: `NotFound`, `AlreadyExists`,
+//! `Corrupt`, `UnsupportedVersion` and `WrongKey` stay distinct variants, and
+//! [`Error::is_transient`] says whether retrying the same operation can help.
+
+use std::path::PathBuf;
+
+/// Result alias used across the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every failure the engine reports. Variants name the object they concern.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A blob or object that was asked for does not exist in storage.
+    #[error("{object} not found")]
+    NotFound {
+        /// The storage name or description of the missing object.
+        object: String,
+    },
+    /// A create-if-absent write found the name already taken.
+    #[error("{object} already exists")]
+    AlreadyExists {
+        /// The storage name that was taken.
+        object: String,
+    },
+    /// Bytes read from storage do not form a valid structure.
+    #[error("{object} is corrupt: {reason}")]
+    Corrupt {
+        /// What was being decoded (a blob name, a chunk id ...).
+        object: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// A structure carries a version this build cannot read.
+    #[error("{object} has format version {found}, this dprepo reads up to version {supported}; upgrade dprepo")]
+    UnsupportedVersion {
+        /// The structure carrying the version.
+        object: String,
+        /// The version found.
+        found: u32,
+        /// The highest version this build supports.
+        supported: u32,
+    },
+    /// No key blob of the repository opens with the given password.
+    #[error("wrong password: no key in the repository matches it")]
+    WrongKey,
+    /// The repository location holds no repository.
+    #[error("no repository at {location} (create one with `dprepo init`)")]
+    NoRepository {
+        /// The repository location as given.
+        location: String,
+    },
+    /// A repository already exists where `init` was asked to create one.
+    #[error("a repository already exists at {location}")]
+    RepositoryExists {
+        /// The repository location as given.
+        location: String,
+    },
+    /// A snapshot selector matched no snapshot, or more than one.
+    #[error("snapshot {selector}: {reason}")]
+    Snapshot {
+        /// The id, prefix or `latest` as given.
+        selector: String,
+        /// Why it could not be resolved.
+        reason: String,
+    },
+    /// A path inside a snapshot does not exist or has the wrong kind.
+    #[error("path {path} in snapshot: {reason}")]
+    SnapshotPath {
+        /// The path as given.
+        path: String,
+        /// Why it could not be used.
+        reason: String,
+    },
+    /// Local file system I/O on the backup source or restore target failed.
+    #[error("{}: {source}", path.display())]
+    LocalIo {
+        /// The local path concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Storage backend I/O failed.
+    #[error("storage {object}: {source}")]
+    Storage {
+        /// The storage name concerned.
+        object: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An argument given to the engine is invalid.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A background task of the engine ended abnormally.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Build a [`Error::Corrupt`] for `object`.
+    pub fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Corrupt { object: object.into(), reason: reason.into() }
+    }
+
+    /// Build a [`Error::NotFound`] for `object`.
+    pub fn not_found(object: impl Into<String>) -> Self {
+        Error::NotFound { object: object.into() }
+    }
+
+    /// Whether retrying the same operation may succeed (network hiccups, throttling,
+    /// interrupted I/O). Corruption, missing objects and wrong keys never are.
+    pub fn is_transient(&self) -> bool {
+        use std::io::ErrorKind::*;
+        match self {
+            Error::Storage { source, .. } | Error::LocalIo { source, .. } => matches!(
+                source.kind(),
+                Interrupted | TimedOut | WouldBlock | ConnectionReset | ConnectionAborted | BrokenPipe
+            ),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! dprepo repository engine.
+#![warn(missing_docs)]
+
+pub mod backup;
+pub mod blob;
+pub mod codec;
+pub mod config;
+pub mod content;
+pub mod crypto;
+pub mod envelope;
+pub mod error;
+pub mod id;
+pub mod index;
+pub mod key;
+pub mod manifest;
+pub mod pack;
+pub mod repo;
+pub mod restore;
+pub mod saver;
+pub mod storage;
+pub mod tree;
+
+pub use dprepo_chunker as chunker;
+pub use error::{Error, Result};
+pub use id::BlobId;
+pub use repo::{InitOptions, Repository, Snapshot};

@@ -1,0 +1,144 @@
+//! Snapshot manifests (`snapshots/<id>`): what a snapshot is. JSON in an envelope of type
+//! Snapshot; the snapshot id is the storage id of the file. Unknown fields are ignored,
+//! so later minor versions can add fields without breaking older readers.
+//!
+//! A manifest is written last, after every pack and index file it depends on is
+//! durable: its existence is what commits a snapshot.
+
+use crate::config::ChunkerSettings;
+use crate::crypto::Keys;
+use crate::envelope::{open_file, seal_file, FileType};
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+use serde::{Deserialize, Serialize};
+
+/// Envelope version of snapshot files.
+pub const SNAPSHOT_FILE_VERSION: u8 = 1;
+/// Manifest major version written and read by this build.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// Counters recorded by the backup that made a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SnapshotSummary {
+    /// Regular files in the snapshot.
+    pub files: u64,
+    /// Directories in the snapshot.
+    pub dirs: u64,
+    /// Symlinks in the snapshot.
+    pub symlinks: u64,
+    /// Files read because they were new.
+    pub files_new: u64,
+    /// Files read because they changed since the parent.
+    pub files_changed: u64,
+    /// Files taken from the parent without reading.
+    pub files_unmodified: u64,
+    /// Sum of file sizes (logical bytes).
+    pub total_bytes: u64,
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Blobs this backup added to the repository.
+    pub blobs_added: u64,
+    /// Plaintext bytes of the blobs added.
+    pub bytes_added: u64,
+    /// Stored (compressed, encrypted) bytes of the blobs added.
+    pub bytes_stored: u64,
+    /// Packs uploaded.
+    pub packs_written: u64,
+    /// Entries that could not be read and were left out.
+    pub errors: u64,
+    /// Wall time of the backup in seconds.
+    pub duration_secs: f64,
+}
+
+/// The manifest of one snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotManifest {
+    /// Manifest major version.
+    pub version: u32,
+    /// When the backup started.
+    pub time: chrono::DateTime<chrono::Utc>,
+    /// Root tree.
+    pub tree: BlobId,
+    /// Backed-up paths as given (absolute), or `/<name>` for a stream.
+    pub paths: Vec<String>,
+    /// Host name of the machine that made it.
+    pub hostname: String,
+    /// User that made it.
+    pub username: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Snapshot whose unchanged files were reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<BlobId>,
+    /// For a stream backup: the name under which the stream is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_name: Option<String>,
+    /// Chunker parameters used for this snapshot's content.
+    pub chunker: ChunkerSettings,
+    /// Version of the program that wrote it.
+    pub program_version: String,
+    /// Backup counters.
+    #[serde(default)]
+    pub summary: SnapshotSummary,
+}
+
+impl SnapshotManifest {
+    /// Encode as a sealed snapshot file.
+    pub fn encode(&self, keys: &Keys) -> Vec<u8> {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        seal_file(keys, FileType::Snapshot, SNAPSHOT_FILE_VERSION, &json)
+    }
+
+    /// Decode a sealed snapshot file.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] / [`Error::UnsupportedVersion`] naming `object`.
+    pub fn decode(keys: &Keys, bytes: &[u8], object: &str) -> Result<SnapshotManifest> {
+        let (_, body) = open_file(keys, bytes, FileType::Snapshot, SNAPSHOT_FILE_VERSION, object)?;
+        #[derive(Deserialize)]
+        struct VersionOnly {
+            version: u32,
+        }
+        let v: VersionOnly = serde_json::from_slice(&body).map_err(|e| Error::corrupt(object, e.to_string()))?;
+        if v.version != MANIFEST_VERSION {
+            return Err(Error::UnsupportedVersion { object: object.into(), found: v.version, supported: MANIFEST_VERSION });
+        }
+        serde_json::from_slice(&body).map_err(|e| Error::corrupt(object, e.to_string()))
+    }
+}
+
+/// A writer session marker (`sessions/<id>`): present while a backup is writing packs
+/// that no snapshot references yet. Garbage collection must not delete packs younger
+/// than the oldest live session (SPEC.md, "Writer sessions").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionMarker {
+    /// Host running the writer.
+    pub hostname: String,
+    /// Process id of the writer.
+    pub pid: u32,
+    /// When the session started.
+    pub started: chrono::DateTime<chrono::Utc>,
+    /// What the writer is doing (`backup`).
+    pub command: String,
+}
+
+/// Envelope version of session files.
+pub const SESSION_FILE_VERSION: u8 = 1;
+
+impl SessionMarker {
+    /// Encode as a sealed session file.
+    pub fn encode(&self, keys: &Keys) -> Vec<u8> {
+        seal_file(keys, FileType::Session, SESSION_FILE_VERSION, &serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// Decode a sealed session file.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] / [`Error::UnsupportedVersion`] naming `object`.
+    pub fn decode(keys: &Keys, bytes: &[u8], object: &str) -> Result<SessionMarker> {
+        let (_, body) = open_file(keys, bytes, FileType::Session, SESSION_FILE_VERSION, object)?;
+        serde_json::from_slice(&body).map_err(|e| Error::corrupt(object, e.to_string()))
+    }
+}

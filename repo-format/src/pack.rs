@@ -1,0 +1,270 @@
+//! Packs: many encoded blobs in one storage file, followed by an encrypted header that
+//! lists them, so an index can always be rebuilt from the packs alone.
+//!
+//! `pack = blob_0 || ... || blob_{n-1} || sealed_header || header_len u32 || version u8 || "dprpack"`
+//! where `sealed_header = nonce || AEAD("dprepo pack header", count u32 || entry*)` and
+//! `entry = type u8 || id[32] || stored_len u32 || raw_len u32`. Blob offsets follow from
+//! the order: blob i starts at the sum of the stored lengths before it.
+//! The pack's storage id is the BLAKE3 hash of all its bytes.
+
+use crate::blob::{BlobType, MIN_STORED_BLOB};
+use crate::codec::{Reader, Writer};
+use crate::crypto::{Keys, SEAL_OVERHEAD};
+use crate::error::{Error, Result};
+use crate::id::{BlobId, ID_LEN};
+
+/// Pack format version written by this build.
+pub const PACK_VERSION: u8 = 1;
+/// Magic at the very end of a pack.
+pub const PACK_MAGIC: &[u8; 7] = b"dprpack";
+/// Offset of the header length within the trailer.
+pub const TRAILER_HEADER_LEN_OFFSET: usize = 0;
+/// Offset of the version byte within the trailer.
+pub const TRAILER_VERSION_OFFSET: usize = TRAILER_HEADER_LEN_OFFSET + 4;
+/// Offset of the magic within the trailer.
+pub const TRAILER_MAGIC_OFFSET: usize = TRAILER_VERSION_OFFSET + 1;
+/// Length of the trailer.
+pub const TRAILER_LEN: usize = TRAILER_MAGIC_OFFSET + PACK_MAGIC.len();
+/// Length of one header entry.
+pub const HEADER_ENTRY_LEN: usize = 1 + ID_LEN + 4 + 4;
+/// Associated data of the pack header.
+pub const PACK_HEADER_AAD: &[u8] = b"dprepo pack header";
+
+/// Which directory a pack lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PackKind {
+    /// `data/`: file and stream content.
+    Data = 0,
+    /// `meta/`: trees and chunk lists (small, read often, cacheable).
+    Meta = 1,
+}
+
+impl PackKind {
+    /// Decode the stored byte.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for an unknown value.
+    pub fn from_u8(v: u8, object: &str) -> Result<Self> {
+        match v {
+            0 => Ok(PackKind::Data),
+            1 => Ok(PackKind::Meta),
+            _ => Err(Error::corrupt(object, format!("unknown pack kind {v}"))),
+        }
+    }
+
+    /// The kind of pack blobs of `t` go to.
+    pub fn for_blob(t: BlobType) -> Self {
+        if t.is_metadata() {
+            PackKind::Meta
+        } else {
+            PackKind::Data
+        }
+    }
+
+    /// The storage name of pack `id` of this kind.
+    pub fn storage_name(self, id: &BlobId) -> String {
+        let hex = id.to_hex();
+        let dir = match self {
+            PackKind::Data => "data",
+            PackKind::Meta => "meta",
+        };
+        format!("{dir}/{}/{hex}", &hex[..2])
+    }
+}
+
+/// One blob of a pack, as listed in its header and in index files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackEntry {
+    /// Blob type.
+    pub blob_type: BlobType,
+    /// Content id of the plaintext.
+    pub id: BlobId,
+    /// Offset of the stored blob in the pack.
+    pub offset: u32,
+    /// Length of the stored (encoded) blob.
+    pub stored_len: u32,
+    /// Length of the plaintext.
+    pub raw_len: u32,
+}
+
+/// Accumulates encoded blobs into one pack in memory.
+#[derive(Debug)]
+pub struct PackBuilder {
+    kind: PackKind,
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// A complete pack, ready to upload.
+#[derive(Debug)]
+pub struct FinishedPack {
+    /// Storage id (BLAKE3 of `bytes`).
+    pub id: BlobId,
+    /// Which directory it goes to.
+    pub kind: PackKind,
+    /// The pack file.
+    pub bytes: Vec<u8>,
+    /// The blobs it holds.
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackBuilder {
+    /// An empty pack of `kind`.
+    pub fn new(kind: PackKind) -> Self {
+        PackBuilder { kind, buf: Vec::new(), entries: Vec::new() }
+    }
+
+    /// Append an encoded blob.
+    pub fn add(&mut self, blob_type: BlobType, id: BlobId, stored: &[u8], raw_len: u32) {
+        self.entries.push(PackEntry {
+            blob_type,
+            id,
+            offset: self.buf.len() as u32,
+            stored_len: stored.len() as u32,
+            raw_len,
+        });
+        self.buf.extend_from_slice(stored);
+    }
+
+    /// Bytes of blob data so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether no blob was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Append the header and trailer.
+    pub fn finish(mut self, keys: &Keys) -> FinishedPack {
+        let mut w = Writer::new();
+        w.u32(self.entries.len() as u32);
+        for e in &self.entries {
+            w.u8(e.blob_type as u8);
+            w.id(&e.id);
+            w.u32(e.stored_len);
+            w.u32(e.raw_len);
+        }
+        let header = keys.seal(PACK_HEADER_AAD, &w.finish());
+        self.buf.extend_from_slice(&header);
+        self.buf.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        self.buf.push(PACK_VERSION);
+        self.buf.extend_from_slice(PACK_MAGIC);
+        FinishedPack { id: BlobId::of_stored(&self.buf), kind: self.kind, bytes: self.buf, entries: self.entries }
+    }
+}
+
+/// Parse a pack trailer (its last [`TRAILER_LEN`] bytes) and return the length of the
+/// sealed header that precedes it.
+///
+/// # Errors
+/// [`Error::Corrupt`] if the pack is too short, the magic is wrong or the header length
+/// does not fit in the pack; [`Error::UnsupportedVersion`] for an unknown pack version.
+pub fn parse_trailer(trailer: &[u8], pack_len: u64, object: &str) -> Result<u32> {
+    if trailer.len() != TRAILER_LEN || pack_len < TRAILER_LEN as u64 {
+        return Err(Error::corrupt(object, format!("pack of {pack_len} bytes is too short for its trailer")));
+    }
+    if &trailer[TRAILER_MAGIC_OFFSET..] != PACK_MAGIC {
+        return Err(Error::corrupt(object, "pack trailer magic missing (truncated or not a pack)"));
+    }
+    let version = trailer[TRAILER_VERSION_OFFSET];
+    if version != PACK_VERSION {
+        return Err(Error::UnsupportedVersion { object: object.into(), found: u32::from(version), supported: u32::from(PACK_VERSION) });
+    }
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&trailer[..4]);
+    let header_len = u32::from_le_bytes(len);
+    if u64::from(header_len) + TRAILER_LEN as u64 > pack_len || (header_len as usize) < SEAL_OVERHEAD + 4 {
+        return Err(Error::corrupt(object, format!("header length {header_len} does not fit in a pack of {pack_len} bytes")));
+    }
+    Ok(header_len)
+}
+
+/// Decrypt and parse a sealed pack header; checks that the listed blobs exactly fill the
+/// pack before the header.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming `object` on any inconsistency.
+pub fn decode_header(keys: &Keys, sealed: &[u8], pack_len: u64, object: &str) -> Result<Vec<PackEntry>> {
+    let plain = keys.open(PACK_HEADER_AAD, sealed, object)?;
+    let mut r = Reader::new(&plain, object);
+    let count = r.count("pack header entry count", HEADER_ENTRY_LEN)?;
+    let data_len = pack_len - sealed.len() as u64 - TRAILER_LEN as u64;
+    let mut entries = Vec::with_capacity(count);
+    let mut offset = 0u64;
+    for _ in 0..count {
+        let blob_type = BlobType::from_u8(r.u8("blob type")?, object)?;
+        let id = r.id("blob id")?;
+        let stored_len = r.u32("stored length")?;
+        let raw_len = r.u32("raw length")?;
+        if (stored_len as usize) < MIN_STORED_BLOB {
+            return Err(r.corrupt(format!("blob {} has impossible stored length {stored_len}", id.short())));
+        }
+        entries.push(PackEntry { blob_type, id, offset: offset as u32, stored_len, raw_len });
+        offset += u64::from(stored_len);
+        if offset > data_len {
+            return Err(r.corrupt(format!("header lists {offset}+ bytes of blobs but the pack holds {data_len}")));
+        }
+    }
+    r.finish()?;
+    if offset != data_len {
+        return Err(Error::corrupt(object, format!("header lists {offset} bytes of blobs but the pack holds {data_len}")));
+    }
+    Ok(entries)
+}
+
+/// Parse the header of a whole pack held in memory.
+///
+/// # Errors
+/// As [`parse_trailer`] and [`decode_header`].
+pub fn decode_pack(keys: &Keys, pack: &[u8], object: &str) -> Result<Vec<PackEntry>> {
+    let len = pack.len() as u64;
+    if pack.len() < TRAILER_LEN {
+        return Err(Error::corrupt(object, format!("pack of {len} bytes is too short for its trailer")));
+    }
+    let header_len = parse_trailer(&pack[pack.len() - TRAILER_LEN..], len, object)? as usize;
+    let start = pack.len() - TRAILER_LEN - header_len;
+    decode_header(keys, &pack[start..pack.len() - TRAILER_LEN], len, object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::{decode_blob, encode_blob};
+    use crate::crypto::MasterKey;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn pack_round_trip(blobs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..2000), 0..20)) {
+            let keys = Keys::derive(&MasterKey::from_bytes([5; 32]));
+            let mut b = PackBuilder::new(PackKind::Data);
+            for data in &blobs {
+                let id = keys.content_id(data);
+                b.add(BlobType::Data, id, &encode_blob(&keys, BlobType::Data, &id, data, 3), data.len() as u32);
+            }
+            let pack = b.finish(&keys);
+            prop_assert_eq!(pack.id, BlobId::of_stored(&pack.bytes));
+            let entries = decode_pack(&keys, &pack.bytes, "pack").unwrap();
+            prop_assert_eq!(&entries, &pack.entries);
+            for (e, data) in entries.iter().zip(&blobs) {
+                let stored = &pack.bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+                prop_assert_eq!(&decode_blob(&keys, e.blob_type, &e.id, stored, e.raw_len.into()).unwrap(), data);
+            }
+            // Every truncation is rejected.
+            for cut in [1usize, 5, TRAILER_LEN, TRAILER_LEN + 3] {
+                if cut <= pack.bytes.len() {
+                    prop_assert!(decode_pack(&keys, &pack.bytes[..pack.bytes.len() - cut], "pack").is_err());
+                }
+            }
+        }
+
+        #[test]
+        fn decode_pack_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let keys = Keys::derive(&MasterKey::from_bytes([5; 32]));
+            let _ = decode_pack(&keys, &bytes, "fuzz");
+        }
+    }
+}

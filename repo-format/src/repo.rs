@@ -1,0 +1,364 @@
+//! The repository handle: opening with a password, the in-memory index, reading blobs,
+//! trees and snapshots, and resolving snapshot selectors.
+//!
+//! Layout of a repository in storage (SPEC.md, "Repository layout"):
+//! `config`, `keys/<id>`, `data/<xx>/<id>`, `meta/<xx>/<id>`, `index/<id>`,
+//! `snapshots/<id>`, `sessions/<id>`.
+
+use crate::blob::{decode_blob, BlobType};
+use crate::config::Config;
+use crate::crypto::{Keys, MasterKey};
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+use crate::index::{missing_blob, BlobLocation, Index, IndexFile};
+use crate::key::{KdfParams, KeyFile};
+use crate::manifest::SnapshotManifest;
+use crate::storage::Storage;
+use crate::tree::{Node, NodeKind, Tree};
+use dprepo_chunker::ChunkerParams;
+use std::sync::{Arc, RwLock};
+
+/// Storage name of the config file.
+pub const CONFIG_NAME: &str = "config";
+/// Directory of key files.
+pub const KEYS_DIR: &str = "keys/";
+/// Directory of index files.
+pub const INDEX_DIR: &str = "index/";
+/// Directory of snapshot manifests.
+pub const SNAPSHOTS_DIR: &str = "snapshots/";
+/// Directory of writer session markers.
+pub const SESSIONS_DIR: &str = "sessions/";
+/// Most key files tried when opening (each costs one Argon2 run).
+pub const MAX_KEYS_TRIED: usize = 64;
+
+/// Settings chosen when a repository is created.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Password hashing cost.
+    pub kdf: KdfParams,
+    /// Chunker for directory backups.
+    pub chunker: ChunkerParams,
+    /// Chunker for stream backups.
+    pub stream_chunker: ChunkerParams,
+    /// Target pack size in bytes.
+    pub pack_size: u32,
+    /// zstd level (0: no compression).
+    pub compression_level: i32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            kdf: KdfParams::default(),
+            chunker: ChunkerParams::DEFAULT,
+            stream_chunker: ChunkerParams::DEFAULT,
+            pack_size: crate::config::DEFAULT_PACK_SIZE,
+            compression_level: 3,
+        }
+    }
+}
+
+impl InitOptions {
+    /// Set the password hashing cost.
+    pub fn with_kdf(mut self, kdf: KdfParams) -> Self {
+        self.kdf = kdf;
+        self
+    }
+    /// Set the chunker for directory backups.
+    pub fn with_chunker(mut self, c: ChunkerParams) -> Self {
+        self.chunker = c;
+        self
+    }
+    /// Set the chunker for stream backups.
+    pub fn with_stream_chunker(mut self, c: ChunkerParams) -> Self {
+        self.stream_chunker = c;
+        self
+    }
+    /// Set the target pack size.
+    pub fn with_pack_size(mut self, size: u32) -> Self {
+        self.pack_size = size;
+        self
+    }
+    /// Set the zstd level.
+    pub fn with_compression_level(mut self, level: i32) -> Self {
+        self.compression_level = level;
+        self
+    }
+}
+
+/// A snapshot: its id and manifest.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Snapshot id (storage id of the manifest file).
+    pub id: BlobId,
+    /// The manifest.
+    pub manifest: SnapshotManifest,
+}
+
+/// An open repository.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    storage: Arc<dyn Storage>,
+    keys: Keys,
+    config: Config,
+    index: Arc<RwLock<Index>>,
+}
+
+/// The user name of this process, for manifests and key files.
+pub fn current_username() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
+}
+
+/// The host name of this machine.
+pub fn current_hostname() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+impl Repository {
+    /// Create a new repository in `storage`, protected by `password`.
+    ///
+    /// # Errors
+    /// [`Error::RepositoryExists`] if a config is already there; invalid options;
+    /// storage errors.
+    pub async fn init(storage: Arc<dyn Storage>, password: &[u8], options: InitOptions) -> Result<Repository> {
+        match storage.size(CONFIG_NAME).await {
+            Ok(_) => return Err(Error::RepositoryExists { location: storage.location() }),
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let mut config = Config::new(options.chunker, options.stream_chunker);
+        config.pack_size = options.pack_size;
+        config.compression_level = options.compression_level;
+        config.validate().map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let master = MasterKey::generate();
+        let keys = Keys::derive(&master);
+        let kdf = options.kdf;
+        let pw = password_owned(password);
+        let wrap_master = master.clone();
+        let key_file = run_cpu(move || KeyFile::create(&wrap_master, &pw, kdf, &current_hostname(), &current_username())).await??;
+        let key_name = format!("{KEYS_DIR}{}", BlobId::of_stored(&key_file).to_hex());
+        storage.create(&key_name, &key_file).await?;
+        if let Err(e) = storage.create(CONFIG_NAME, &config.encode(&keys)).await {
+            // Lost a race with another init: leave no stray key behind.
+            let _ = storage.delete(&key_name).await;
+            return Err(match e {
+                Error::AlreadyExists { .. } => Error::RepositoryExists { location: storage.location() },
+                e => e,
+            });
+        }
+        Ok(Repository { storage, keys, config, index: Arc::new(RwLock::new(Index::new())) })
+    }
+
+    /// Open the repository in `storage` with `password` and load its index.
+    ///
+    /// # Errors
+    /// [`Error::NoRepository`], [`Error::WrongKey`], [`Error::UnsupportedVersion`],
+    /// [`Error::Corrupt`], storage errors.
+    pub async fn open(storage: Arc<dyn Storage>, password: &[u8]) -> Result<Repository> {
+        let config_bytes = match storage.get(CONFIG_NAME).await {
+            Ok(b) => b,
+            Err(Error::NotFound { .. }) => return Err(Error::NoRepository { location: storage.location() }),
+            Err(e) => return Err(e),
+        };
+        let mut key_names: Vec<String> = storage.list(KEYS_DIR).await?.into_iter().map(|b| b.name).collect();
+        key_names.sort();
+        let mut master = None;
+        let mut last_error = None;
+        for name in key_names.iter().take(MAX_KEYS_TRIED) {
+            let bytes = storage.get(name).await?;
+            let key = match KeyFile::decode(&bytes, name) {
+                Ok(k) => k,
+                Err(e) => {
+                    last_error = Some(e);
+                    continue;
+                }
+            };
+            let pw = password_owned(password);
+            if let Some(m) = run_cpu(move || key.open(&pw)).await?? {
+                master = Some(m);
+                break;
+            }
+        }
+        let Some(master) = master else {
+            return Err(match last_error {
+                Some(e @ Error::UnsupportedVersion { .. }) => e,
+                _ if key_names.is_empty() => Error::corrupt("repository", "no key files in keys/"),
+                _ => Error::WrongKey,
+            });
+        };
+        let keys = Keys::derive(&master);
+        let config = Config::decode(&keys, &config_bytes)?;
+        let repo = Repository { storage, keys, config, index: Arc::new(RwLock::new(Index::new())) };
+        repo.load_index().await?;
+        Ok(repo)
+    }
+
+    /// The storage backend.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// The derived keys.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The repository config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Shared handle to the in-memory index.
+    pub fn index(&self) -> &Arc<RwLock<Index>> {
+        &self.index
+    }
+
+    /// Replace the in-memory index with one built from every index file in storage.
+    ///
+    /// # Errors
+    /// Storage errors; [`Error::Corrupt`] for an index file that does not decode.
+    pub async fn load_index(&self) -> Result<()> {
+        let names = self.storage.list(INDEX_DIR).await?;
+        let mut fresh = Index::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut pending = names.into_iter();
+        loop {
+            while tasks.len() < 8 {
+                let Some(info) = pending.next() else { break };
+                let storage = self.storage.clone();
+                let keys = self.keys.clone();
+                tasks.spawn(async move {
+                    let bytes = storage.get(&info.name).await?;
+                    run_cpu(move || IndexFile::decode(&keys, &bytes, &info.name)).await?
+                });
+            }
+            let Some(done) = tasks.join_next().await else { break };
+            let file = done.map_err(|e| Error::Internal(e.to_string()))??;
+            fresh.add_file(&file);
+        }
+        *self.index.write().map_err(|_| Error::Internal("index lock poisoned".into()))? = fresh;
+        Ok(())
+    }
+
+    /// Where blob `id` is stored.
+    pub fn locate(&self, id: &BlobId) -> Option<BlobLocation> {
+        self.index.read().ok().and_then(|i| i.get(id))
+    }
+
+    /// Read, decrypt and verify blob `id`, which must be of type `blob_type`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if no index knows it or its pack is gone; [`Error::Corrupt`]
+    /// if the stored bytes are damaged.
+    pub async fn read_blob(&self, id: &BlobId, blob_type: BlobType) -> Result<Vec<u8>> {
+        let loc = self.locate(id).ok_or_else(|| missing_blob(id))?;
+        if loc.blob_type != blob_type {
+            return Err(Error::corrupt(format!("blob {}", id.short()), format!("indexed as {:?}, expected {blob_type:?}", loc.blob_type)));
+        }
+        let stored = self.storage.get_range(&loc.pack_name(), u64::from(loc.offset), u64::from(loc.stored_len)).await?;
+        let keys = self.keys.clone();
+        let id = *id;
+        run_cpu(move || decode_blob(&keys, blob_type, &id, &stored, u64::from(loc.raw_len))).await?
+    }
+
+    /// Load and decode tree `id`.
+    ///
+    /// # Errors
+    /// As [`Repository::read_blob`], plus tree decoding errors.
+    pub async fn load_tree(&self, id: &BlobId) -> Result<Tree> {
+        let body = self.read_blob(id, BlobType::Tree).await?;
+        Tree::decode(&body, &format!("tree {}", id.short()))
+    }
+
+    /// Every snapshot in the repository, oldest first.
+    ///
+    /// # Errors
+    /// Storage errors; [`Error::Corrupt`] for a manifest that does not decode.
+    pub async fn list_snapshots(&self) -> Result<Vec<Snapshot>> {
+        let names = self.storage.list(SNAPSHOTS_DIR).await?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for info in names {
+            let storage = self.storage.clone();
+            let keys = self.keys.clone();
+            tasks.spawn(async move {
+                let hex = info.name.trim_start_matches(SNAPSHOTS_DIR).to_string();
+                let id = BlobId::from_hex(&hex).map_err(|_| Error::corrupt(&info.name, "snapshot file name is not an id"))?;
+                let bytes = storage.get(&info.name).await?;
+                if BlobId::of_stored(&bytes) != id {
+                    return Err(Error::corrupt(&info.name, "content does not hash to its name"));
+                }
+                let manifest = SnapshotManifest::decode(&keys, &bytes, &format!("snapshot {}", id.short()))?;
+                Ok(Snapshot { id, manifest })
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            out.push(done.map_err(|e| Error::Internal(e.to_string()))??);
+        }
+        out.sort_by(|a, b| a.manifest.time.cmp(&b.manifest.time).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Resolve `latest`, a full id or a unique id prefix among `snapshots`.
+    ///
+    /// # Errors
+    /// [`Error::Snapshot`] if nothing or more than one snapshot matches.
+    pub fn select_snapshot(snapshots: &[Snapshot], selector: &str) -> Result<Snapshot> {
+        let err = |reason: &str| Error::Snapshot { selector: selector.to_string(), reason: reason.to_string() };
+        if selector == "latest" {
+            return snapshots.last().cloned().ok_or_else(|| err("the repository has no snapshots (matching the filters)"));
+        }
+        if selector.is_empty() || !selector.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(err("not a snapshot id, id prefix or `latest`"));
+        }
+        let lower = selector.to_ascii_lowercase();
+        let matches: Vec<&Snapshot> = snapshots.iter().filter(|s| s.id.to_hex().starts_with(&lower)).collect();
+        match matches.len() {
+            1 => Ok(matches[0].clone()),
+            0 => Err(err("no such snapshot")),
+            n => Err(err(&format!("prefix matches {n} snapshots; give more digits"))),
+        }
+    }
+
+    /// Find the node at `path` (`/`-separated, relative to the snapshot root; empty or
+    /// `/` is the root, returned as `None`).
+    ///
+    /// # Errors
+    /// [`Error::SnapshotPath`] if a component is missing or not a directory.
+    pub async fn find_node(&self, root: &BlobId, path: &[u8]) -> Result<Option<Node>> {
+        let display = String::from_utf8_lossy(path).into_owned();
+        let mut tree_id = *root;
+        let mut found: Option<Node> = None;
+        for comp in path.split(|b| *b == b'/').filter(|c| !c.is_empty() && *c != b".") {
+            if let Some(node) = &found {
+                match &node.kind {
+                    NodeKind::Dir(id) => tree_id = *id,
+                    _ => return Err(Error::SnapshotPath { path: display, reason: format!("{} is not a directory", String::from_utf8_lossy(&node.name)) }),
+                }
+            }
+            let tree = self.load_tree(&tree_id).await?;
+            let node = tree
+                .get(comp)
+                .cloned()
+                .ok_or_else(|| Error::SnapshotPath { path: display.clone(), reason: format!("no entry named {}", String::from_utf8_lossy(comp)) })?;
+            found = Some(node);
+        }
+        Ok(found)
+    }
+}
+
+fn password_owned(p: &[u8]) -> Vec<u8> {
+    p.to_vec()
+}
+
+/// Run CPU-heavy work on the rayon pool and await its result.
+///
+/// # Errors
+/// [`Error::Internal`] if the work panicked.
+pub async fn run_cpu<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.await.map_err(|_| Error::Internal("worker task panicked".into()))
+}

@@ -1,0 +1,317 @@
+//! Restoring snapshots to a directory, and reading file contents in order (`dump`).
+//!
+//! Files are restored concurrently (bounded), each file's chunks are fetched with a
+//! read-ahead window and verified (every chunk must decrypt and hash to its id; the file
+//! must end at its recorded size), so a restore either writes the exact bytes or fails
+//! naming the damaged object. Directory metadata is applied last, deepest first, so
+//! restoring contents does not disturb directory mtimes or trip read-only modes.
+
+use crate::blob::BlobType;
+use crate::content::Content;
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+use crate::repo::Repository;
+use crate::tree::{Node, NodeKind};
+use std::collections::VecDeque;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+
+/// Yields the data chunk ids of a content in order, loading chunk lists depth-first;
+/// memory is bounded by the list depth times the list size.
+#[derive(Debug)]
+pub struct DataIds {
+    stack: Vec<(u8, Vec<BlobId>, usize)>,
+}
+
+impl DataIds {
+    /// Start at the root of `content`.
+    pub fn new(content: &Content) -> Self {
+        DataIds { stack: vec![(content.level, content.ids.clone(), 0)] }
+    }
+
+    /// The next data chunk id, or `None` at the end.
+    ///
+    /// # Errors
+    /// Failures reading or decoding chunk lists.
+    pub async fn next(&mut self, repo: &Repository) -> Result<Option<BlobId>> {
+        while let Some((level, ids, pos)) = self.stack.last_mut() {
+            if *pos >= ids.len() {
+                self.stack.pop();
+                continue;
+            }
+            let id = ids[*pos];
+            *pos += 1;
+            if *level == 0 {
+                return Ok(Some(id));
+            }
+            let child = *level - 1;
+            let body = repo.read_blob(&id, BlobType::ChunkList).await?;
+            let list = Content::decode_list(&body, child, &format!("chunk list {}", id.short()))?;
+            self.stack.push((child, list.ids, 0));
+        }
+        Ok(None)
+    }
+}
+
+/// Reads the plaintext of a content chunk by chunk, with `window` chunks fetched ahead.
+#[derive(Debug)]
+pub struct ContentReader {
+    repo: Repository,
+    ids: DataIds,
+    inflight: VecDeque<tokio::task::JoinHandle<Result<Vec<u8>>>>,
+    window: usize,
+    exhausted: bool,
+}
+
+impl ContentReader {
+    /// Start reading `content`.
+    pub fn new(repo: &Repository, content: &Content, window: usize) -> Self {
+        ContentReader { repo: repo.clone(), ids: DataIds::new(content), inflight: VecDeque::new(), window: window.max(1), exhausted: false }
+    }
+
+    /// The next chunk's plaintext, or `None` at the end.
+    ///
+    /// # Errors
+    /// A missing or damaged chunk or chunk list.
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>> {
+        while !self.exhausted && self.inflight.len() < self.window {
+            match self.ids.next(&self.repo).await? {
+                Some(id) => {
+                    let repo = self.repo.clone();
+                    self.inflight.push_back(tokio::spawn(async move { repo.read_blob(&id, BlobType::Data).await }));
+                }
+                None => self.exhausted = true,
+            }
+        }
+        match self.inflight.pop_front() {
+            Some(h) => Ok(Some(h.await.map_err(|e| Error::Internal(e.to_string()))??)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Drop for ContentReader {
+    fn drop(&mut self) {
+        for h in &self.inflight {
+            h.abort();
+        }
+    }
+}
+
+/// Options of a restore.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Files restored at once.
+    pub parallel_files: usize,
+    /// Chunks fetched ahead per file.
+    pub read_ahead: usize,
+    /// Restore owners (uid/gid); needs privileges, failures are warnings.
+    pub restore_owner: bool,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions { parallel_files: 8, read_ahead: 8, restore_owner: true }
+    }
+}
+
+/// Live counters of a running restore.
+#[derive(Debug, Default)]
+pub struct RestoreProgress {
+    /// Files written.
+    pub files: AtomicU64,
+    /// Directories created.
+    pub dirs: AtomicU64,
+    /// Bytes written.
+    pub bytes: AtomicU64,
+}
+
+/// What a restore did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct RestoreSummary {
+    /// Files written.
+    pub files: u64,
+    /// Directories created.
+    pub dirs: u64,
+    /// Symlinks created.
+    pub symlinks: u64,
+    /// Bytes of file content written.
+    pub bytes: u64,
+    /// Metadata that could not be applied (e.g. ownership without privileges).
+    pub warnings: Vec<String>,
+}
+
+/// Restore the entry at `path` of snapshot tree `root` into `target`. For the root or a
+/// directory, its contents go into `target`; a file or symlink is restored as
+/// `target/<name>`.
+///
+/// # Errors
+/// [`Error::SnapshotPath`] for a bad path; local I/O errors naming the path; missing or
+/// damaged repository objects. Already restored files are left in place on failure.
+pub async fn restore(repo: &Repository, root: &BlobId, path: &[u8], target: &Path, options: &RestoreOptions, progress: Arc<RestoreProgress>) -> Result<RestoreSummary> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| Error::LocalIo { path: p, source: e }
+    };
+    tokio::fs::create_dir_all(target).await.map_err(io(target))?;
+    let mut summary = RestoreSummary::default();
+    let mut files = tokio::task::JoinSet::new();
+    let mut dir_meta: Vec<(PathBuf, Node)> = Vec::new();
+    // Stack of (tree id, local directory).
+    let mut stack: Vec<(BlobId, PathBuf)> = Vec::new();
+    match repo.find_node(root, path).await? {
+        None => stack.push((*root, target.to_path_buf())),
+        Some(node) => match &node.kind {
+            NodeKind::Dir(id) => {
+                stack.push((*id, target.to_path_buf()));
+                dir_meta.push((target.to_path_buf(), node.clone()));
+            }
+            _ => restore_leaf(repo, &node, target, options, &progress, &mut files, &mut summary).await?,
+        },
+    }
+    while let Some((tree_id, dir)) = stack.pop() {
+        let tree = repo.load_tree(&tree_id).await?;
+        for node in tree.nodes {
+            let local = dir.join(OsStr::from_bytes(&node.name));
+            if let NodeKind::Dir(id) = &node.kind {
+                match tokio::fs::create_dir(&local).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && local.is_dir() => {}
+                    Err(e) => return Err(io(&local)(e)),
+                }
+                summary.dirs += 1;
+                progress.dirs.fetch_add(1, Ordering::Relaxed);
+                stack.push((*id, local.clone()));
+                dir_meta.push((local, node));
+            } else {
+                restore_leaf(repo, &node, &dir, options, &progress, &mut files, &mut summary).await?;
+            }
+        }
+    }
+    while let Some(done) = files.join_next().await {
+        let (bytes, warnings) = done.map_err(|e| Error::Internal(e.to_string()))??;
+        summary.bytes += bytes;
+        summary.warnings.extend(warnings);
+    }
+    // Deepest directories first, so setting a parent's mtime comes after its children.
+    dir_meta.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+    for (p, node) in &dir_meta {
+        summary.warnings.extend(apply_metadata(p, node, options.restore_owner)?);
+    }
+    Ok(summary)
+}
+
+async fn restore_leaf(
+    repo: &Repository,
+    node: &Node,
+    dir: &Path,
+    options: &RestoreOptions,
+    progress: &Arc<RestoreProgress>,
+    files: &mut tokio::task::JoinSet<Result<(u64, Vec<String>)>>,
+    summary: &mut RestoreSummary,
+) -> Result<()> {
+    let local = dir.join(OsStr::from_bytes(&node.name));
+    match &node.kind {
+        NodeKind::Symlink(target) => {
+            if tokio::fs::symlink_metadata(&local).await.is_ok() {
+                tokio::fs::remove_file(&local).await.map_err(|e| Error::LocalIo { path: local.clone(), source: e })?;
+            }
+            std::os::unix::fs::symlink(OsStr::from_bytes(target), &local).map_err(|e| Error::LocalIo { path: local.clone(), source: e })?;
+            summary.symlinks += 1;
+            summary.warnings.extend(apply_metadata(&local, node, options.restore_owner)?);
+        }
+        NodeKind::File(_) => {
+            while files.len() >= options.parallel_files.max(1) {
+                if let Some(done) = files.join_next().await {
+                    let (bytes, warnings) = done.map_err(|e| Error::Internal(e.to_string()))??;
+                    summary.bytes += bytes;
+                    summary.warnings.extend(warnings);
+                }
+            }
+            summary.files += 1;
+            let (repo, node, options, progress) = (repo.clone(), node.clone(), options.clone(), progress.clone());
+            files.spawn(async move { restore_file(&repo, &node, &local, &options, &progress).await });
+        }
+        NodeKind::Dir(_) => {}
+    }
+    Ok(())
+}
+
+async fn restore_file(repo: &Repository, node: &Node, local: &Path, options: &RestoreOptions, progress: &RestoreProgress) -> Result<(u64, Vec<String>)> {
+    let NodeKind::File(content) = &node.kind else { return Ok((0, Vec::new())) };
+    let io = |e| Error::LocalIo { path: local.to_path_buf(), source: e };
+    if let Ok(m) = tokio::fs::symlink_metadata(local).await {
+        if !m.is_file() {
+            return Err(Error::LocalIo { path: local.to_path_buf(), source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists and is not a regular file") });
+        }
+    }
+    let mut file = tokio::fs::File::create(local).await.map_err(io)?;
+    let mut reader = ContentReader::new(repo, content, options.read_ahead);
+    let mut written = 0u64;
+    while let Some(chunk) = reader.next_chunk().await? {
+        file.write_all(&chunk).await.map_err(io)?;
+        written += chunk.len() as u64;
+        progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    }
+    file.flush().await.map_err(io)?;
+    drop(file);
+    if written != node.size {
+        return Err(Error::corrupt(
+            format!("file {}", local.display()),
+            format!("snapshot records {} bytes but its chunks hold {written}", node.size),
+        ));
+    }
+    progress.files.fetch_add(1, Ordering::Relaxed);
+    let warnings = apply_metadata(local, node, options.restore_owner)?;
+    Ok((written, warnings))
+}
+
+/// Apply owner, mode and mtime of `node` to `path`. Returns warnings for what could not
+/// be applied for lack of privileges.
+fn apply_metadata(path: &Path, node: &Node, restore_owner: bool) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    let is_link = matches!(node.kind, NodeKind::Symlink(_));
+    if restore_owner {
+        if let Err(e) = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
+            if e.kind() != std::io::ErrorKind::PermissionDenied {
+                warnings.push(format!("{}: cannot set owner: {e}", path.display()));
+            }
+        }
+    }
+    if !is_link {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777)).map_err(|e| Error::LocalIo { path: path.to_path_buf(), source: e })?;
+    }
+    let mtime = filetime::FileTime::from_unix_time(node.mtime.sec, node.mtime.nsec);
+    let result = if is_link { filetime::set_symlink_file_times(path, mtime, mtime) } else { filetime::set_file_times(path, mtime, mtime) };
+    result.map_err(|e| Error::LocalIo { path: path.to_path_buf(), source: e })?;
+    Ok(warnings)
+}
+
+/// Write the content of the file at `path` in snapshot tree `root` to `out`.
+///
+/// # Errors
+/// [`Error::SnapshotPath`] if the path is missing or not a file; write errors; missing
+/// or damaged repository objects.
+pub async fn dump(repo: &Repository, root: &BlobId, path: &[u8], out: &mut (dyn std::io::Write + Send)) -> Result<u64> {
+    let display = String::from_utf8_lossy(path).into_owned();
+    let node = repo.find_node(root, path).await?.ok_or_else(|| Error::SnapshotPath { path: display.clone(), reason: "is the snapshot root (a directory); use restore".into() })?;
+    let NodeKind::File(content) = &node.kind else {
+        return Err(Error::SnapshotPath { path: display, reason: format!("is a {}, not a file; use restore", node.kind.name()) });
+    };
+    let mut reader = ContentReader::new(repo, content, 8);
+    let mut written = 0u64;
+    while let Some(chunk) = reader.next_chunk().await? {
+        out.write_all(&chunk).map_err(|e| Error::LocalIo { path: "<stdout>".into(), source: e })?;
+        written += chunk.len() as u64;
+    }
+    out.flush().map_err(|e| Error::LocalIo { path: "<stdout>".into(), source: e })?;
+    if written != node.size {
+        return Err(Error::corrupt(format!("file {display}"), format!("snapshot records {} bytes but its chunks hold {written}", node.size)));
+    }
+    Ok(written)
+}

@@ -1,0 +1,234 @@
+//! The blob saver: the write path shared by every backup task.
+//!
+//! `save` hashes a plaintext, skips it if the index (or this session) already has it,
+//! otherwise compresses, encrypts and appends it to the open data or metadata pack. Full
+//! packs go to an async uploader over a bounded channel (backpressure: at most
+//! `connections + 1` packs wait in memory). The uploader records each durable pack in the
+//! in-memory index and writes index files every [`PACKS_PER_INDEX_FILE`] packs and at the
+//! end, so the index files always describe only packs that exist.
+//!
+//! `save` is synchronous and blocks on backpressure: call it from rayon or blocking
+//! threads, never from async code.
+
+use crate::blob::{encode_blob, BlobType};
+use crate::crypto::Keys;
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+use crate::index::{Index, IndexFile, IndexPack};
+use crate::pack::{FinishedPack, PackBuilder, PackKind};
+use crate::repo::INDEX_DIR;
+use crate::storage::Storage;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::mpsc;
+
+/// Packs described per index file written during a backup.
+pub const PACKS_PER_INDEX_FILE: usize = 64;
+
+/// Counters of what a saver added.
+#[derive(Debug, Default)]
+pub struct SaveStats {
+    /// Blobs added.
+    pub blobs_added: AtomicU64,
+    /// Plaintext bytes of blobs added.
+    pub bytes_added: AtomicU64,
+    /// Stored bytes of blobs added.
+    pub bytes_stored: AtomicU64,
+    /// Packs uploaded.
+    pub packs_written: AtomicU64,
+    /// Index files written.
+    pub index_files_written: AtomicU64,
+}
+
+/// Shared write path of one backup session.
+#[derive(Debug)]
+pub struct BlobSaver {
+    keys: Keys,
+    index: Arc<RwLock<Index>>,
+    claimed: Mutex<HashSet<BlobId>>,
+    data_pack: Mutex<PackBuilder>,
+    meta_pack: Mutex<PackBuilder>,
+    pack_size: usize,
+    level: i32,
+    tx: Mutex<Option<mpsc::Sender<FinishedPack>>>,
+    /// Counters, readable while the backup runs.
+    pub stats: Arc<SaveStats>,
+}
+
+/// Handle to the uploader task; [`UploaderHandle::finish`] waits for it.
+#[derive(Debug)]
+pub struct UploaderHandle {
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl UploaderHandle {
+    /// Wait until every pack sent so far is uploaded and indexed.
+    ///
+    /// # Errors
+    /// The first upload or index write failure.
+    pub async fn finish(self) -> Result<()> {
+        self.task.await.map_err(|e| Error::Internal(format!("uploader: {e}")))?
+    }
+}
+
+impl BlobSaver {
+    /// Start a saver and its uploader on the current tokio runtime.
+    pub fn start(
+        storage: Arc<dyn Storage>,
+        keys: Keys,
+        index: Arc<RwLock<Index>>,
+        pack_size: u32,
+        level: i32,
+        connections: usize,
+    ) -> (Arc<BlobSaver>, UploaderHandle) {
+        let connections = connections.max(1);
+        let (tx, rx) = mpsc::channel(1);
+        let stats = Arc::new(SaveStats::default());
+        let task = tokio::spawn(upload_loop(storage, keys.clone(), index.clone(), rx, connections, stats.clone()));
+        let saver = BlobSaver {
+            keys,
+            index,
+            claimed: Mutex::new(HashSet::new()),
+            data_pack: Mutex::new(PackBuilder::new(PackKind::Data)),
+            meta_pack: Mutex::new(PackBuilder::new(PackKind::Meta)),
+            pack_size: pack_size as usize,
+            level,
+            tx: Mutex::new(Some(tx)),
+            stats,
+        };
+        (Arc::new(saver), UploaderHandle { task })
+    }
+
+    /// The keys blobs are encrypted with.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Store `plaintext` as a blob of `blob_type` unless it is already stored; returns
+    /// its content id.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if the uploader has stopped (after an upload failure, which
+    /// the uploader itself reports).
+    pub fn save(&self, blob_type: BlobType, plaintext: &[u8]) -> Result<BlobId> {
+        let id = self.keys.content_id(plaintext);
+        self.save_with_id(blob_type, id, plaintext)?;
+        Ok(id)
+    }
+
+    /// [`BlobSaver::save`] for a plaintext whose id is already computed.
+    ///
+    /// # Errors
+    /// As [`BlobSaver::save`].
+    pub fn save_with_id(&self, blob_type: BlobType, id: BlobId, plaintext: &[u8]) -> Result<()> {
+        if self.index.read().map(|i| i.contains(&id)).unwrap_or(false) {
+            return Ok(());
+        }
+        if !self.claimed.lock().map_err(|_| poisoned())?.insert(id) {
+            return Ok(());
+        }
+        let stored = encode_blob(&self.keys, blob_type, &id, plaintext, self.level);
+        self.stats.blobs_added.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes_added.fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+        self.stats.bytes_stored.fetch_add(stored.len() as u64, Ordering::Relaxed);
+        let kind = PackKind::for_blob(blob_type);
+        let full = {
+            let mut pack = self.packer(kind).lock().map_err(|_| poisoned())?;
+            pack.add(blob_type, id, &stored, plaintext.len() as u32);
+            if pack.len() >= self.pack_size {
+                Some(std::mem::replace(&mut *pack, PackBuilder::new(kind)))
+            } else {
+                None
+            }
+        };
+        if let Some(builder) = full {
+            self.send(builder.finish(&self.keys))?;
+        }
+        Ok(())
+    }
+
+    fn packer(&self, kind: PackKind) -> &Mutex<PackBuilder> {
+        match kind {
+            PackKind::Data => &self.data_pack,
+            PackKind::Meta => &self.meta_pack,
+        }
+    }
+
+    fn send(&self, pack: FinishedPack) -> Result<()> {
+        let tx = self.tx.lock().map_err(|_| poisoned())?.clone();
+        let tx = tx.ok_or_else(|| Error::Internal("blob saver already closed".into()))?;
+        tx.blocking_send(pack).map_err(|_| Error::Internal("pack uploader stopped (see the upload error)".into()))
+    }
+
+    /// Send the partly filled packs and close the channel; then await
+    /// [`UploaderHandle::finish`]. Blocking: call from a blocking thread.
+    ///
+    /// # Errors
+    /// As [`BlobSaver::save`].
+    pub fn close(&self) -> Result<()> {
+        for kind in [PackKind::Data, PackKind::Meta] {
+            let builder = std::mem::replace(&mut *self.packer(kind).lock().map_err(|_| poisoned())?, PackBuilder::new(kind));
+            if !builder.is_empty() {
+                self.send(builder.finish(&self.keys))?;
+            }
+        }
+        self.tx.lock().map_err(|_| poisoned())?.take();
+        Ok(())
+    }
+}
+
+fn poisoned() -> Error {
+    Error::Internal("a backup worker panicked".into())
+}
+
+async fn upload_loop(
+    storage: Arc<dyn Storage>,
+    keys: Keys,
+    index: Arc<RwLock<Index>>,
+    mut rx: mpsc::Receiver<FinishedPack>,
+    connections: usize,
+    stats: Arc<SaveStats>,
+) -> Result<()> {
+    let mut uploads = tokio::task::JoinSet::new();
+    let mut done: Vec<IndexPack> = Vec::new();
+    let mut receiving = true;
+    loop {
+        tokio::select! {
+            pack = rx.recv(), if receiving && uploads.len() < connections => {
+                match pack {
+                    Some(pack) => {
+                        let storage = storage.clone();
+                        uploads.spawn(async move {
+                            storage.put(&pack.kind.storage_name(&pack.id), &pack.bytes).await?;
+                            Ok::<_, Error>(IndexPack { id: pack.id, kind: pack.kind, entries: pack.entries })
+                        });
+                    }
+                    None => receiving = false,
+                }
+            }
+            Some(joined) = uploads.join_next(), if !uploads.is_empty() => {
+                let uploaded = joined.map_err(|e| Error::Internal(format!("upload task: {e}")))??;
+                stats.packs_written.fetch_add(1, Ordering::Relaxed);
+                index.write().map_err(|_| poisoned())?.add_pack(uploaded.id, uploaded.kind, &uploaded.entries);
+                done.push(uploaded);
+                if done.len() >= PACKS_PER_INDEX_FILE {
+                    write_index_file(&*storage, &keys, std::mem::take(&mut done), &stats).await?;
+                }
+            }
+            else => break,
+        }
+    }
+    if !done.is_empty() {
+        write_index_file(&*storage, &keys, done, &stats).await?;
+    }
+    Ok(())
+}
+
+async fn write_index_file(storage: &dyn Storage, keys: &Keys, packs: Vec<IndexPack>, stats: &SaveStats) -> Result<()> {
+    let bytes = IndexFile { obsoletes: Vec::new(), packs }.encode(keys);
+    let name = format!("{INDEX_DIR}{}", BlobId::of_stored(&bytes).to_hex());
+    storage.put(&name, &bytes).await?;
+    stats.index_files_written.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}

@@ -1,0 +1,529 @@
+//! [`LocalStorage`]: blobs as files below a root directory.
+//!
+//! The blob name `a/b/c` is the file `<root>/a/b/c`. Invariants this module keeps:
+//! - A blob file only ever appears complete: data is written to a temporary file in the
+//!   target's directory (named `.tmp-<pid>-<counter>-<nanos>`), fsynced, then moved into
+//!   place with `rename` (`put`) or `hard_link` (`create`, which fails if the target
+//!   exists and is therefore an atomic create-if-absent).
+//! - A write returns `Ok` only after the file, its directory entry and the entries of
+//!   every directory on the way from the root have been fsynced.
+//! - Temporary files are never listed, and names that could escape the root or collide
+//!   with temporary files are rejected before touching the file system.
+//!
+//! Every blocking file system call runs on tokio's blocking pool (`spawn_blocking`).
+
+use super::{BlobInfo, Storage};
+use crate::error::{Error, Result};
+use async_trait::async_trait;
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// File names starting with this are in-flight (or abandoned) writes, never blobs.
+pub(super) const TEMP_PREFIX: &str = ".tmp-";
+
+/// How deep `list` descends below the root. Repository names have at most three
+/// components; the limit only stops symlink loops from being walked forever.
+const MAX_LIST_DEPTH: usize = 32;
+
+/// Distinguishes temporary files created by one process within the same nanosecond.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Check that `name` is a valid blob name: non-empty `/`-separated components, none of
+/// them empty, `.` or `..`, or starting with the temporary-file prefix `.tmp-`; no
+/// leading `/`, no backslash, no NUL. Every backend applies the same rule so that a
+/// repository can move between backends.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the offending blob name and the reason.
+pub(super) fn validate_name(name: &str) -> Result<()> {
+    let reject = |why: &str| Err(Error::InvalidArgument(format!("blob name {name:?} {why}")));
+    if name.is_empty() {
+        return reject("is empty");
+    }
+    if name.starts_with('/') {
+        return reject("starts with '/'");
+    }
+    if name.contains('\\') {
+        return reject("contains a backslash");
+    }
+    if name.contains('\0') {
+        return reject("contains a NUL byte");
+    }
+    for component in name.split('/') {
+        if component.is_empty() {
+            return reject("has an empty path component");
+        }
+        if component == "." || component == ".." {
+            return reject("has a '.' or '..' component");
+        }
+        if component.starts_with(TEMP_PREFIX) {
+            return reject("uses the reserved temporary-file prefix \".tmp-\"");
+        }
+    }
+    Ok(())
+}
+
+/// Check that `prefix` is a valid listing prefix: empty, or a string whose part up to
+/// the last `/` is a valid blob name followed by `/`, and whose remainder contains no
+/// backslash or NUL.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the prefix and the reason.
+pub(super) fn validate_prefix(prefix: &str) -> Result<()> {
+    let (dir, rest) = split_prefix(prefix);
+    if !dir.is_empty() {
+        validate_name(dir.trim_end_matches('/')).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "list prefix {prefix:?} does not start with a valid directory name"
+            ))
+        })?;
+        if dir.ends_with("//") {
+            return Err(Error::InvalidArgument(format!(
+                "list prefix {prefix:?} has an empty path component"
+            )));
+        }
+    }
+    if rest.contains('\\') || rest.contains('\0') {
+        return Err(Error::InvalidArgument(format!(
+            "list prefix {prefix:?} contains a backslash or NUL byte"
+        )));
+    }
+    Ok(())
+}
+
+/// Split a listing prefix into the directory part (up to and including the last `/`,
+/// possibly empty) and the partial last component.
+fn split_prefix(prefix: &str) -> (&str, &str) {
+    match prefix.rfind('/') {
+        Some(i) => prefix.split_at(i + 1),
+        None => ("", prefix),
+    }
+}
+
+/// A [`Storage`] backend keeping each blob as a file below a root directory.
+///
+/// Cloning is cheap and clones share state. The root and any missing directories below
+/// it are created on the first write. Concurrent use from several processes is safe:
+/// every write goes through a uniquely named temporary file and an atomic rename or
+/// link.
+///
+/// Caveats: the file system must support hard links (`create` fails with
+/// [`Error::Storage`] otherwise) and must honour `fsync` for durability. Deleting a blob
+/// does not remove directories that become empty.
+#[derive(Clone)]
+pub struct LocalStorage {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    /// Directories (at or below the root) that exist and whose own directory entry this
+    /// process has fsynced in their parent. Checking this instead of just "exists" closes
+    /// the race where another writer created the directory but has not synced it yet.
+    synced_dirs: Mutex<HashSet<PathBuf>>,
+}
+
+impl std::fmt::Debug for LocalStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalStorage")
+            .field("root", &self.inner.root)
+            .finish()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WriteMode {
+    /// Replace an existing blob (`rename`).
+    Replace,
+    /// Fail if the blob exists (`hard_link`).
+    CreateNew,
+}
+
+impl LocalStorage {
+    /// A backend rooted at `root`. Nothing is touched until the first operation, so a
+    /// missing root only shows up as [`Error::NotFound`] on reads or an empty listing.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStorage {
+            inner: Arc::new(Inner {
+                root: root.into(),
+                synced_dirs: Mutex::new(HashSet::new()),
+            }),
+        }
+    }
+
+    /// The root directory holding the blobs.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The file path of a (validated) blob name.
+    fn path_of(&self, name: &str) -> Result<PathBuf> {
+        validate_name(name)?;
+        let mut path = self.inner.root.clone();
+        path.extend(name.split('/'));
+        Ok(path)
+    }
+
+    async fn write(&self, name: &str, data: &[u8], mode: WriteMode) -> Result<()> {
+        let path = self.path_of(name)?;
+        let inner = Arc::clone(&self.inner);
+        let owned_name = name.to_owned();
+        let data = data.to_vec();
+        run_blocking(name, move || {
+            inner.write_blocking(&owned_name, &path, &data, mode)
+        })
+        .await
+    }
+}
+
+/// Run `f` on the blocking pool; a panicked or cancelled task becomes
+/// [`Error::Internal`] naming `object`.
+async fn run_blocking<T, F>(object: &str, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("storage task for {object} failed: {e}")))?
+}
+
+/// Map an error of a read: a missing file is [`Error::NotFound`], anything else
+/// [`Error::Storage`].
+fn read_error(name: &str, source: io::Error) -> Error {
+    if source.kind() == io::ErrorKind::NotFound {
+        Error::not_found(name)
+    } else {
+        Error::Storage {
+            object: name.to_owned(),
+            source,
+        }
+    }
+}
+
+fn storage_error(name: &str, source: io::Error) -> Error {
+    Error::Storage {
+        object: name.to_owned(),
+        source,
+    }
+}
+
+/// A fresh temporary file name, unique across processes (pid), threads (counter) and
+/// restarts of a process with a reused pid (nanoseconds).
+fn temp_name() -> String {
+    let counter = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{TEMP_PREFIX}{}-{counter}-{nanos}", std::process::id())
+}
+
+/// Make the entries of `dir` durable (new, renamed or removed files in it).
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        match File::open(dir).and_then(|d| d.sync_all()) {
+            Ok(()) => Ok(()),
+            // Some file systems (network mounts, some FUSE) cannot fsync a directory;
+            // they give no stronger guarantee to ask for, as restic also concludes.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        // Directories cannot be opened for syncing here; NTFS journals metadata.
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// Open a blob for reading and return it with its size. A directory at the blob's path
+/// is not a blob and reads as [`Error::NotFound`].
+fn open_blob(name: &str, path: &Path) -> Result<(File, u64)> {
+    let file = File::open(path).map_err(|e| read_error(name, e))?;
+    let meta = file.metadata().map_err(|e| storage_error(name, e))?;
+    if !meta.is_file() {
+        return Err(Error::not_found(name));
+    }
+    Ok((file, meta.len()))
+}
+
+impl Inner {
+    /// Make sure `dir` (the root or a directory below it) exists and that its entry is
+    /// durable in its parent, creating and syncing directories from the root down.
+    fn ensure_dir(&self, dir: &Path) -> io::Result<()> {
+        if self
+            .synced_dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(dir)
+        {
+            return Ok(());
+        }
+        if dir == self.root || dir.parent().is_none() {
+            // The root: create it (and its ancestors) if missing. An existing root was
+            // made by the user or by `init` in an earlier run, so its entry is durable.
+            if !dir.is_dir() {
+                fs::create_dir_all(dir)?;
+                if let Some(parent) = dir.parent() {
+                    sync_dir(parent)?;
+                }
+            }
+        } else {
+            let parent = dir.parent().unwrap_or(Path::new(""));
+            self.ensure_dir(parent)?;
+            match fs::create_dir(dir) {
+                Ok(()) => {}
+                // Made by someone else (another writer, or an earlier run): it may not
+                // be synced yet, so sync the parent below regardless.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            sync_dir(parent)?;
+        }
+        self.synced_dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(dir.to_path_buf());
+        Ok(())
+    }
+
+    fn write_blocking(&self, name: &str, path: &Path, data: &[u8], mode: WriteMode) -> Result<()> {
+        if mode == WriteMode::CreateNew && fs::symlink_metadata(path).is_ok() {
+            // Cheap early answer; the hard link below is the authoritative check.
+            return Err(Error::AlreadyExists {
+                object: name.to_owned(),
+            });
+        }
+        let dir = path.parent().unwrap_or(Path::new(""));
+        self.ensure_dir(dir).map_err(|e| storage_error(name, e))?;
+        let temp = dir.join(temp_name());
+        let result = write_via_temp(name, path, dir, &temp, data, mode);
+        if result.is_err() {
+            // Best effort: a leftover temporary file is never listed, only wastes space.
+            let _ = fs::remove_file(&temp);
+        }
+        result
+    }
+}
+
+/// The write protocol proper: temp file, fsync, rename or link, fsync the directory.
+fn write_via_temp(
+    name: &str,
+    path: &Path,
+    dir: &Path,
+    temp: &Path,
+    data: &[u8],
+    mode: WriteMode,
+) -> Result<()> {
+    let io_err = |e| storage_error(name, e);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(temp)
+        .map_err(io_err)?;
+    file.write_all(data).map_err(io_err)?;
+    file.sync_all().map_err(io_err)?;
+    drop(file);
+    match mode {
+        WriteMode::Replace => fs::rename(temp, path).map_err(io_err)?,
+        WriteMode::CreateNew => {
+            fs::hard_link(temp, path).map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    Error::AlreadyExists {
+                        object: name.to_owned(),
+                    }
+                } else {
+                    storage_error(name, e)
+                }
+            })?;
+            // The blob is in place; failing here would make a retry report
+            // AlreadyExists for our own write, so a stale temp file is the lesser evil.
+            let _ = fs::remove_file(temp);
+        }
+    }
+    sync_dir(dir).map_err(io_err)
+}
+
+fn read_range_blocking(name: &str, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
+    let (mut file, size) = open_blob(name, path)?;
+    let past_end = || {
+        Error::corrupt(
+            name,
+            format!(
+                "range of {len} bytes at offset {offset} extends past the end of the blob ({size} bytes)"
+            ),
+        )
+    };
+    match offset.checked_add(len) {
+        Some(end) if end <= size => {}
+        _ => return Err(past_end()),
+    }
+    // Bounded by the file size just checked, never by the untrusted `len` alone.
+    let len_usize = usize::try_from(len).map_err(|_| {
+        Error::InvalidArgument(format!(
+            "range of {len} bytes of {name} does not fit in memory"
+        ))
+    })?;
+    let mut buf = vec![0u8; len_usize];
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| storage_error(name, e))?;
+    file.read_exact(&mut buf).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            // Truncated between the size check and the read.
+            past_end()
+        } else {
+            storage_error(name, e)
+        }
+    })?;
+    Ok(buf)
+}
+
+fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<BlobInfo>> {
+    let (dir_part, _) = split_prefix(prefix);
+    let mut start = root.to_path_buf();
+    start.extend(dir_part.split('/').filter(|c| !c.is_empty()));
+    let mut found = Vec::new();
+    // (directory path, its name relative to the root with a trailing '/', depth)
+    let mut stack = vec![(start, dir_part.to_owned(), dir_part.matches('/').count())];
+    while let Some((dir, rel, depth)) = stack.pop() {
+        let object = if rel.is_empty() { "/" } else { rel.as_str() };
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            // Missing (or deleted meanwhile), or a file where the prefix implies a
+            // directory: nothing below it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound || !dir.is_dir() => continue,
+            Err(e) => return Err(storage_error(object, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| storage_error(object, e))?;
+            let Ok(file_name) = entry.file_name().into_string() else {
+                continue; // not UTF-8, so not a blob name
+            };
+            if file_name.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let full = format!("{rel}{file_name}");
+            let file_type = entry.file_type().map_err(|e| storage_error(&full, e))?;
+            let meta = if file_type.is_symlink() {
+                fs::metadata(entry.path())
+            } else {
+                entry.metadata()
+            };
+            let meta = match meta {
+                Ok(meta) => meta,
+                // Deleted since read_dir, or a dangling symlink.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(storage_error(&full, e)),
+            };
+            if meta.is_dir() {
+                let sub = format!("{full}/");
+                let may_match = sub.starts_with(prefix) || prefix.starts_with(&sub);
+                if may_match && depth < MAX_LIST_DEPTH {
+                    stack.push((entry.path(), sub, depth + 1));
+                }
+            } else if meta.is_file() && full.starts_with(prefix) && validate_name(&full).is_ok() {
+                found.push(BlobInfo {
+                    name: full,
+                    size: meta.len(),
+                });
+            }
+        }
+    }
+    Ok(found)
+}
+
+#[async_trait]
+impl Storage for LocalStorage {
+    fn location(&self) -> String {
+        self.inner.root.display().to_string()
+    }
+
+    /// Writes through a temporary file renamed over `name`, so an existing blob is
+    /// replaced atomically.
+    async fn put(&self, name: &str, data: &[u8]) -> Result<()> {
+        self.write(name, data, WriteMode::Replace).await
+    }
+
+    async fn create(&self, name: &str, data: &[u8]) -> Result<()> {
+        self.write(name, data, WriteMode::CreateNew).await
+    }
+
+    async fn get(&self, name: &str) -> Result<Vec<u8>> {
+        let path = self.path_of(name)?;
+        let owned_name = name.to_owned();
+        run_blocking(name, move || {
+            let (mut file, _) = open_blob(&owned_name, &path)?;
+            let mut data = Vec::new();
+            file.read_to_end(&mut data)
+                .map_err(|e| storage_error(&owned_name, e))?;
+            Ok(data)
+        })
+        .await
+    }
+
+    async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let path = self.path_of(name)?;
+        let owned_name = name.to_owned();
+        run_blocking(name, move || {
+            read_range_blocking(&owned_name, &path, offset, len)
+        })
+        .await
+    }
+
+    async fn size(&self, name: &str) -> Result<u64> {
+        let path = self.path_of(name)?;
+        let owned_name = name.to_owned();
+        run_blocking(name, move || {
+            let meta = fs::metadata(&path).map_err(|e| read_error(&owned_name, e))?;
+            if meta.is_file() {
+                Ok(meta.len())
+            } else {
+                Err(Error::not_found(owned_name))
+            }
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>> {
+        validate_prefix(prefix)?;
+        let root = self.inner.root.clone();
+        let owned_prefix = prefix.to_owned();
+        run_blocking(prefix, move || list_blocking(&root, &owned_prefix)).await
+    }
+
+    /// Removes the file and fsyncs its directory, so a deletion is not undone by a crash
+    /// (garbage collection relies on deletes staying in the order they were made).
+    async fn delete(&self, name: &str) -> Result<()> {
+        let path = self.path_of(name)?;
+        let owned_name = name.to_owned();
+        run_blocking(name, move || {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(storage_error(&owned_name, e)),
+            }
+            sync_dir(path.parent().unwrap_or(Path::new("")))
+                .map_err(|e| storage_error(&owned_name, e))
+        })
+        .await
+    }
+}

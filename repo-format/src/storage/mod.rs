@@ -1,0 +1,82 @@
+//! The storage trait: a flat namespace of immutable, named blobs.
+//!
+//! Every backend (local file system, in-memory, object stores) implements [`Storage`].
+//! Names are `/`-separated relative paths such as `config`, `keys/<hex>` or
+//! `data/ab/<hex>` (SPEC.md, "Repository layout"). Blobs are written once and never
+//! modified; the only way to change a name's content is to delete it first.
+//!
+//! Invariants every backend guarantees:
+//! - `put` and `create` are atomic: a reader sees the whole blob or nothing, never a prefix.
+//! - When `put`/`create` return `Ok`, the blob is durable (survives a crash/power loss).
+//! - `create` is an atomic create-if-absent: of two concurrent `create`s of one name,
+//!   exactly one succeeds and the other gets [`Error::AlreadyExists`].
+//! - `get`/`get_range` of a missing name return [`Error::NotFound`].
+
+mod local;
+mod memory;
+#[cfg(test)]
+mod conformance;
+
+pub use local::LocalStorage;
+pub use memory::MemoryStorage;
+
+use crate::error::Result;
+use async_trait::async_trait;
+
+/// One entry of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// The full name, including the prefix that was listed.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A backend holding the blobs of one repository.
+#[async_trait]
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// A human-readable location (path or URL) for messages.
+    fn location(&self) -> String;
+
+    /// Write `data` under `name`, replacing nothing: if `name` exists it is overwritten
+    /// only by backends that cannot prevent it; callers use it only for names derived
+    /// from the content (so an existing blob already has the same bytes).
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage) on I/O failure.
+    async fn put(&self, name: &str, data: &[u8]) -> Result<()>;
+
+    /// Atomically write `data` under `name` only if `name` does not exist yet.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the name is taken;
+    /// [`Error::Storage`](crate::Error::Storage) on I/O failure.
+    async fn create(&self, name: &str, data: &[u8]) -> Result<()>;
+
+    /// Read the whole blob.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) if absent.
+    async fn get(&self, name: &str) -> Result<Vec<u8>>;
+
+    /// Read `len` bytes starting at `offset`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) if absent;
+    /// [`Error::Corrupt`](crate::Error::Corrupt) if the range extends past the end of
+    /// the blob (the blob is shorter than its index says).
+    async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+
+    /// Size of the blob in bytes.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) if absent.
+    async fn size(&self, name: &str) -> Result<u64>;
+
+    /// All blobs whose name starts with `prefix` (e.g. `"snapshots/"`), in any order.
+    /// Temporary files of in-flight writes are never listed.
+    async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>>;
+
+    /// Delete the blob. Deleting a missing name is not an error (idempotent).
+    async fn delete(&self, name: &str) -> Result<()>;
+}

@@ -1,0 +1,565 @@
+//! The subcommands.
+
+use crate::output::{self, bytes, parse_size, print, print_json};
+use crate::progress::Status;
+use crate::repository;
+use crate::{Cli, EXIT_PARTIAL};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use dprepo_repo_format::backup::{backup, BackupOptions, BackupProgress, BackupSource, ParentChoice};
+use dprepo_repo_format::blob::BlobType;
+use dprepo_repo_format::chunker::ChunkerParams;
+use dprepo_repo_format::repo::current_hostname;
+use dprepo_repo_format::restore::{dump, restore, RestoreOptions, RestoreProgress};
+use dprepo_repo_format::tree::{Node, NodeKind};
+use dprepo_repo_format::{BlobId, InitOptions, Repository, Snapshot};
+use serde_json::json;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new repository.
+    Init(InitArgs),
+    /// Back up files and directories, or a stream from stdin.
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots(FilterArgs),
+    /// List the files of a snapshot.
+    Ls(LsArgs),
+    /// Restore a snapshot (or a path in it) to a directory.
+    Restore(RestoreArgs),
+    /// Write one file or stream of a snapshot to stdout.
+    Dump(DumpArgs),
+    /// Show repository and snapshot statistics.
+    Stats(StatsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Chunker for directory backups: MIN:AVG:MAX (e.g. 256K:1M:4M) or `default`/`small`.
+    #[arg(long, default_value = "default")]
+    chunker: String,
+    /// Chunker for stream (stdin) backups, same forms as --chunker.
+    #[arg(long, default_value = "default")]
+    stream_chunker: String,
+    /// Target pack size (e.g. 16M).
+    #[arg(long, value_parser = parse_size, default_value = "16M")]
+    pack_size: u32,
+    /// zstd compression level, 0 to disable.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(0..=22))]
+    compression: i32,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct FilterArgs {
+    /// Only snapshots with this tag (repeatable; a snapshot matches if it has any).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Only snapshots of this host (repeatable).
+    #[arg(long = "host")]
+    hosts: Vec<String>,
+    /// Only snapshots that include this path (repeatable).
+    #[arg(long = "path")]
+    paths: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Files and directories to back up.
+    paths: Vec<PathBuf>,
+    /// Back up a stream read from stdin.
+    #[arg(long, conflicts_with = "paths")]
+    stdin: bool,
+    /// Name under which the stdin stream is stored.
+    #[arg(long, requires = "stdin")]
+    stdin_name: Option<String>,
+    /// Tag the snapshot (repeatable, or comma-separated).
+    #[arg(long = "tag", value_delimiter = ',')]
+    tags: Vec<String>,
+    /// Host name to record (default: this machine's).
+    #[arg(long)]
+    host: Option<String>,
+    /// Use this snapshot as parent instead of the latest of the same host and paths.
+    #[arg(long)]
+    parent: Option<String>,
+    /// Read every file, ignoring the parent snapshot.
+    #[arg(long)]
+    force: bool,
+    /// Concurrent pack uploads.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Snapshot id, unique prefix, or `latest`.
+    snapshot: String,
+    /// Directory or file in the snapshot (default: everything).
+    path: Option<String>,
+    /// Show mode, owner, size and time.
+    #[arg(short, long)]
+    long: bool,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// SNAPSHOT or SNAPSHOT:PATH.
+    snapshot: String,
+    /// Directory to restore into (created if missing).
+    #[arg(short, long)]
+    target: PathBuf,
+    /// Files restored in parallel.
+    #[arg(long, default_value_t = 8)]
+    parallel: usize,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// Snapshot id, unique prefix, or `latest`.
+    snapshot: String,
+    /// The file in the snapshot (for a stream: its name).
+    path: String,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Snapshots to count (default: all matching the filters).
+    snapshots: Vec<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+pub async fn run(cli: &Cli) -> Result<u8> {
+    match &cli.command {
+        Command::Init(a) => init(cli, a).await,
+        Command::Backup(a) => run_backup(cli, a).await,
+        Command::Snapshots(a) => snapshots(cli, a).await,
+        Command::Ls(a) => ls(cli, a).await,
+        Command::Restore(a) => run_restore(cli, a).await,
+        Command::Dump(a) => run_dump(cli, a).await,
+        Command::Stats(a) => stats(cli, a).await,
+    }
+}
+
+fn parse_chunker(s: &str) -> Result<ChunkerParams> {
+    match s {
+        "default" => return Ok(ChunkerParams::DEFAULT),
+        "small" => return Ok(ChunkerParams::SMALL),
+        _ => {}
+    }
+    let parts: Vec<&str> = s.split(':').collect();
+    let [min, avg, max] = parts.as_slice() else {
+        bail!("chunker {s:?}: expected MIN:AVG:MAX (e.g. 256K:1M:4M), `default` or `small`");
+    };
+    let size = |v: &str| parse_size(v).map_err(anyhow::Error::msg);
+    ChunkerParams::new(size(min)?, size(avg)?, size(max)?).with_context(|| format!("chunker {s:?}"))
+}
+
+async fn init(cli: &Cli, a: &InitArgs) -> Result<u8> {
+    let storage = repository::storage(cli)?;
+    let options = InitOptions::default()
+        .with_chunker(parse_chunker(&a.chunker)?)
+        .with_stream_chunker(parse_chunker(&a.stream_chunker)?)
+        .with_pack_size(a.pack_size)
+        .with_compression_level(a.compression);
+    let password = repository::password(cli, true)?;
+    let repo = Repository::init(storage.clone(), &password, options).await?;
+    if cli.json {
+        print_json(&json!({ "id": repo.config().id, "location": storage.location(), "config": repo.config() }))?;
+    } else if !cli.quiet {
+        print(&format!("created repository {} at {}\n", &repo.config().id[..8], storage.location()))?;
+    }
+    Ok(0)
+}
+
+fn snapshot_json(s: &Snapshot) -> serde_json::Value {
+    let m = &s.manifest;
+    json!({
+        "id": s.id,
+        "short_id": s.id.short(),
+        "time": m.time,
+        "tree": m.tree,
+        "paths": m.paths,
+        "hostname": m.hostname,
+        "username": m.username,
+        "tags": m.tags,
+        "parent": m.parent,
+        "stdin_name": m.stdin_name,
+        "chunker": m.chunker,
+        "program_version": m.program_version,
+        "summary": m.summary,
+    })
+}
+
+async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
+    let repo = repository::open(cli).await?;
+    let source = if a.stdin {
+        BackupSource::Stream { name: a.stdin_name.clone().unwrap_or_else(|| "stdin".into()), reader: Box::new(std::io::stdin()) }
+    } else {
+        if a.paths.is_empty() {
+            bail!("nothing to back up: give paths, or --stdin --stdin-name NAME");
+        }
+        BackupSource::Paths(a.paths.clone())
+    };
+    let parent = match (&a.parent, a.force) {
+        (_, true) => ParentChoice::None,
+        (Some(sel), false) => {
+            let all = repo.list_snapshots().await?;
+            ParentChoice::Id(Repository::select_snapshot(&all, sel)?.id)
+        }
+        (None, false) => ParentChoice::Auto,
+    };
+    let mut options = BackupOptions::default().with_tags(a.tags.iter().filter(|t| !t.is_empty()).cloned().collect()).with_parent(parent).with_connections(a.connections);
+    if let Some(h) = &a.host {
+        options = options.with_hostname(h.clone());
+    }
+    let progress = Arc::new(BackupProgress::default());
+    let p = progress.clone();
+    let status = Status::start(cli.quiet || cli.json, move || {
+        format!(
+            "{} files, {} dirs, {} read, {} unchanged, {} errors  {}",
+            p.files.load(Ordering::Relaxed),
+            p.dirs.load(Ordering::Relaxed),
+            bytes(p.bytes_read.load(Ordering::Relaxed)),
+            bytes(p.bytes_unchanged.load(Ordering::Relaxed)),
+            p.errors.load(Ordering::Relaxed),
+            p.current.lock().map(|c| c.clone()).unwrap_or_default()
+        )
+    });
+    let result = backup(&repo, source, options, progress).await;
+    status.finish();
+    let outcome = result?;
+    for w in &outcome.warnings {
+        eprintln!("dprepo: warning: {w}");
+    }
+    let s = &outcome.snapshot;
+    let sum = &s.manifest.summary;
+    if cli.json {
+        let mut doc = snapshot_json(s);
+        doc["warnings"] = json!(outcome.warnings);
+        print_json(&doc)?;
+    } else if !cli.quiet {
+        if let Some(p) = s.manifest.parent {
+            print(&format!("using parent snapshot {}\n", p.short()))?;
+        }
+        print(&format!(
+            "Files: {} new, {} changed, {} unmodified\nAdded to the repository: {} ({} stored)\nprocessed {} files, {} in {:.1}s\nsnapshot {} saved\n",
+            sum.files_new,
+            sum.files_changed,
+            sum.files_unmodified,
+            bytes(sum.bytes_added),
+            bytes(sum.bytes_stored),
+            sum.files,
+            bytes(sum.total_bytes),
+            sum.duration_secs,
+            s.id.short()
+        ))?;
+    }
+    Ok(if outcome.warnings.is_empty() { 0 } else { EXIT_PARTIAL })
+}
+
+fn matches_filter(s: &Snapshot, f: &FilterArgs) -> bool {
+    let m = &s.manifest;
+    (f.tags.is_empty() || f.tags.iter().any(|t| m.tags.contains(t)))
+        && (f.hosts.is_empty() || f.hosts.contains(&m.hostname))
+        && (f.paths.is_empty() || f.paths.iter().all(|p| m.paths.iter().any(|q| q == p.trim_end_matches('/') || q == p)))
+}
+
+async fn filtered_snapshots(repo: &Repository, f: &FilterArgs) -> Result<Vec<Snapshot>> {
+    Ok(repo.list_snapshots().await?.into_iter().filter(|s| matches_filter(s, f)).collect())
+}
+
+async fn snapshots(cli: &Cli, f: &FilterArgs) -> Result<u8> {
+    let repo = repository::open(cli).await?;
+    let list = filtered_snapshots(&repo, f).await?;
+    if cli.json {
+        print_json(&serde_json::Value::Array(list.iter().map(snapshot_json).collect()))?;
+        return Ok(0);
+    }
+    let mut text = format!("{:<9} {:<19} {:<16} {:<16} {:>11}  {}\n", "ID", "Time", "Host", "Tags", "Size", "Paths");
+    text.push_str(&format!("{}\n", "-".repeat(90)));
+    for s in &list {
+        let m = &s.manifest;
+        text.push_str(&format!(
+            "{:<9} {:<19} {:<16} {:<16} {:>11}  {}\n",
+            s.id.short(),
+            output::time(&m.time),
+            m.hostname,
+            m.tags.join(","),
+            bytes(m.summary.total_bytes),
+            m.paths.join(", ")
+        ));
+    }
+    text.push_str(&format!("{} snapshots\n", list.len()));
+    print(&text)?;
+    Ok(0)
+}
+
+async fn resolve(repo: &Repository, selector: &str, f: &FilterArgs) -> Result<Snapshot> {
+    let list = filtered_snapshots(repo, f).await?;
+    Ok(Repository::select_snapshot(&list, selector)?)
+}
+
+fn node_type(n: &Node) -> &'static str {
+    n.kind.name()
+}
+
+fn mode_string(n: &Node) -> String {
+    let kind = match n.kind {
+        NodeKind::Dir(_) => 'd',
+        NodeKind::Symlink(_) => 'l',
+        NodeKind::File(_) => '-',
+    };
+    let mut s = String::from(kind);
+    for shift in [6u32, 3, 0] {
+        let bits = (n.mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+fn node_time(n: &Node) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(n.mtime.sec, n.mtime.nsec).unwrap_or_default()
+}
+
+async fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
+    let repo = repository::open(cli).await?;
+    let snap = resolve(&repo, &a.snapshot, &a.filter).await?;
+    let start = a.path.clone().unwrap_or_default();
+    let start_trimmed = start.trim_end_matches('/').to_string();
+    let mut entries: Vec<(String, Node)> = Vec::new();
+    let mut stack: Vec<(BlobId, String)> = Vec::new();
+    match repo.find_node(&snap.manifest.tree, start.as_bytes()).await? {
+        None => stack.push((snap.manifest.tree, String::new())),
+        Some(node) => {
+            let path = if start_trimmed.starts_with('/') { start_trimmed.clone() } else { format!("/{start_trimmed}") };
+            if let NodeKind::Dir(id) = node.kind {
+                stack.push((id, path.clone()));
+            }
+            entries.push((path, node));
+        }
+    }
+    while let Some((tree_id, prefix)) = stack.pop() {
+        let tree = repo.load_tree(&tree_id).await?;
+        for node in tree.nodes.into_iter().rev() {
+            let path = format!("{prefix}/{}", String::from_utf8_lossy(&node.name));
+            if let NodeKind::Dir(id) = node.kind {
+                stack.push((id, path.clone()));
+            }
+            entries.push((path, node));
+        }
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    if cli.json {
+        let nodes: Vec<_> = entries
+            .iter()
+            .map(|(path, n)| {
+                let mut v = json!({
+                    "path": path,
+                    "name": String::from_utf8_lossy(&n.name),
+                    "type": node_type(n),
+                    "mode": n.mode & 0o7777,
+                    "uid": n.uid,
+                    "gid": n.gid,
+                    "size": n.size,
+                    "mtime": node_time(n),
+                });
+                if let NodeKind::Symlink(t) = &n.kind {
+                    v["link_target"] = json!(String::from_utf8_lossy(t));
+                }
+                v
+            })
+            .collect();
+        print_json(&json!({ "snapshot": snap.id, "nodes": nodes }))?;
+        return Ok(0);
+    }
+    let mut text = String::new();
+    for (path, n) in &entries {
+        if a.long {
+            let link = match &n.kind {
+                NodeKind::Symlink(t) => format!(" -> {}", String::from_utf8_lossy(t)),
+                _ => String::new(),
+            };
+            text.push_str(&format!("{} {:>5} {:>5} {:>12} {} {path}{link}\n", mode_string(n), n.uid, n.gid, n.size, output::time(&node_time(n))));
+        } else {
+            text.push_str(path);
+            text.push('\n');
+        }
+    }
+    print(&text)?;
+    Ok(0)
+}
+
+async fn run_restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
+    let repo = repository::open(cli).await?;
+    let (selector, path) = match a.snapshot.split_once(':') {
+        Some((s, p)) => (s, p),
+        None => (a.snapshot.as_str(), ""),
+    };
+    let snap = resolve(&repo, selector, &a.filter).await?;
+    let progress = Arc::new(RestoreProgress::default());
+    let p = progress.clone();
+    let status = Status::start(cli.quiet || cli.json, move || {
+        format!("{} files, {} dirs, {} restored", p.files.load(Ordering::Relaxed), p.dirs.load(Ordering::Relaxed), bytes(p.bytes.load(Ordering::Relaxed)))
+    });
+    let options = RestoreOptions { parallel_files: a.parallel.max(1), ..RestoreOptions::default() };
+    let result = restore(&repo, &snap.manifest.tree, path.as_bytes(), &a.target, &options, progress).await;
+    status.finish();
+    let summary = result?;
+    for w in &summary.warnings {
+        eprintln!("dprepo: warning: {w}");
+    }
+    if cli.json {
+        let mut v = serde_json::to_value(&summary)?;
+        v["snapshot"] = json!(snap.id);
+        v["target"] = json!(a.target);
+        print_json(&v)?;
+    } else if !cli.quiet {
+        print(&format!(
+            "restored snapshot {} to {}: {} files, {} dirs, {} symlinks, {}\n",
+            snap.id.short(),
+            a.target.display(),
+            summary.files,
+            summary.dirs,
+            summary.symlinks,
+            bytes(summary.bytes)
+        ))?;
+    }
+    Ok(0)
+}
+
+async fn run_dump(cli: &Cli, a: &DumpArgs) -> Result<u8> {
+    let repo = repository::open(cli).await?;
+    let snap = resolve(&repo, &a.snapshot, &a.filter).await?;
+    let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
+    match dump(&repo, &snap.manifest.tree, a.path.as_bytes(), &mut stdout).await {
+        Ok(_) => Ok(0),
+        Err(dprepo_repo_format::Error::LocalIo { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn stats(cli: &Cli, a: &StatsArgs) -> Result<u8> {
+    let repo = repository::open(cli).await?;
+    let all = filtered_snapshots(&repo, &a.filter).await?;
+    let selected: Vec<Snapshot> = if a.snapshots.is_empty() {
+        all
+    } else {
+        a.snapshots.iter().map(|sel| Repository::select_snapshot(&all, sel)).collect::<Result<_, _>>()?
+    };
+    // Walk every selected snapshot once, counting each tree and data blob once.
+    let mut seen_trees: HashSet<BlobId> = HashSet::new();
+    let mut seen_data: HashSet<BlobId> = HashSet::new();
+    let mut logical = 0u64;
+    let mut files = 0u64;
+    let (mut unique_raw, mut unique_stored) = (0u64, 0u64);
+    let mut per_snapshot = Vec::new();
+    for snap in &selected {
+        let mut stack = vec![snap.manifest.tree];
+        let (mut snap_logical, mut snap_new_raw) = (0u64, 0u64);
+        while let Some(tree_id) = stack.pop() {
+            if !seen_trees.insert(tree_id) {
+                continue;
+            }
+            let tree = repo.load_tree(&tree_id).await?;
+            for node in tree.nodes {
+                match &node.kind {
+                    NodeKind::Dir(id) => stack.push(*id),
+                    NodeKind::File(content) => {
+                        files += 1;
+                        snap_logical += node.size;
+                        let mut ids = dprepo_repo_format::restore::DataIds::new(content);
+                        while let Some(id) = ids.next(&repo).await? {
+                            if seen_data.insert(id) {
+                                let loc = repo.locate(&id).ok_or_else(|| anyhow::anyhow!("chunk {} of {} is not in the index", id.short(), String::from_utf8_lossy(&node.name)))?;
+                                unique_raw += u64::from(loc.raw_len);
+                                unique_stored += u64::from(loc.stored_len);
+                                snap_new_raw += u64::from(loc.raw_len);
+                            }
+                        }
+                    }
+                    NodeKind::Symlink(_) => {}
+                }
+            }
+        }
+        // Files of trees already seen (unchanged directories) still count logically.
+        let logical_recorded = snap.manifest.summary.total_bytes.max(snap_logical);
+        logical += logical_recorded;
+        per_snapshot.push(json!({
+            "id": snap.id,
+            "short_id": snap.id.short(),
+            "time": snap.manifest.time,
+            "logical_bytes": logical_recorded,
+            "new_unique_bytes": snap_new_raw,
+            "bytes_stored_by_backup": snap.manifest.summary.bytes_stored,
+        }));
+    }
+    let (mut pack_bytes, mut packs) = (0u64, 0u64);
+    for prefix in ["data/", "meta/"] {
+        for b in repo.storage().list(prefix).await? {
+            pack_bytes += b.size;
+            packs += 1;
+        }
+    }
+    let index = repo.index().read().map_err(|_| anyhow::anyhow!("index lock poisoned"))?;
+    let (mut all_raw, mut all_stored, mut data_blobs, mut meta_blobs) = (0u64, 0u64, 0u64, 0u64);
+    for (_, loc) in index.blobs() {
+        all_raw += u64::from(loc.raw_len);
+        all_stored += u64::from(loc.stored_len);
+        if loc.blob_type == BlobType::Data {
+            data_blobs += 1;
+        } else {
+            meta_blobs += 1;
+        }
+    }
+    drop(index);
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let doc = json!({
+        "snapshots": selected.len(),
+        "files": files,
+        "logical_bytes": logical,
+        "unique_data_bytes": unique_raw,
+        "unique_data_stored_bytes": unique_stored,
+        "dedup_ratio": ratio(logical, unique_raw),
+        "compression_ratio": ratio(unique_raw, unique_stored),
+        "repository": {
+            "packs": packs,
+            "pack_bytes": pack_bytes,
+            "data_blobs": data_blobs,
+            "metadata_blobs": meta_blobs,
+            "blob_raw_bytes": all_raw,
+            "blob_stored_bytes": all_stored,
+        },
+        "per_snapshot": per_snapshot,
+    });
+    if cli.json {
+        print_json(&doc)?;
+        return Ok(0);
+    }
+    print(&format!(
+        "snapshots:               {}\nlogical size:            {}\nunique data:             {} ({} stored)\ndedup ratio:             {:.2}x\ncompression ratio:       {:.2}x\nrepository:              {} in {} packs ({} data blobs, {} metadata blobs)\n",
+        selected.len(),
+        bytes(logical),
+        bytes(unique_raw),
+        bytes(unique_stored),
+        ratio(logical, unique_raw),
+        ratio(unique_raw, unique_stored),
+        bytes(pack_bytes),
+        packs,
+        data_blobs,
+        meta_blobs
+    ))?;
+    let _ = current_hostname;
+    Ok(0)
+}
