@@ -3,12 +3,15 @@
 //! produced them are in `BENCHMARKS.md` ("Chunk size defaults").
 //!
 //! ```text
-//! measure mutate SRC DST [--seed N] [--percent P]
-//!     Copy the tree SRC to DST (unchanged files as hard links), then deterministically
-//!     edit P% of the files (default 2): half of them get 1-3 small edits (insert,
-//!     overwrite, delete or append up to 64 bytes), a quarter are deleted, and a quarter
-//!     get a new sibling `NAME.added` of fresh random bytes (as long as the file, capped
-//!     at 4 MiB).
+//! measure mutate DIR [--seed N] [--percent P]
+//!     Change a copy of a tree in place, deterministically (decisions depend on the seed
+//!     and each file's relative path): of P% of the regular files (default 2), half get
+//!     1-3 small edits (insert, overwrite, delete or append up to 64 bytes), a quarter are
+//!     deleted, and a quarter get a new sibling `NAME.added` of fresh random bytes (as
+//!     long as the file, capped at 4 MiB). Edited files are replaced, not written through,
+//!     so DIR may be a hard-link copy (`cp -al SRC DIR`, which also keeps directory and
+//!     symlink timestamps, so a tar of DIR differs from one of SRC only where files
+//!     changed).
 //! measure tree V1 V2 [--params MIN:AVG:MAX]...
 //!     Chunk every regular file of the trees V1 and V2 on its own (as dprepo backs up
 //!     files), sorted by path; symlinks and special files are skipped.
@@ -165,8 +168,8 @@ struct MutateStats {
 
 fn mutate(args: &[String]) -> Result<()> {
     let (positional, options) = parse_args(args)?;
-    let [src, dst] = &positional[..] else {
-        return Err("usage: measure mutate SRC DST [--seed N] [--percent P]".into());
+    let [root] = &positional[..] else {
+        return Err("usage: measure mutate DIR [--seed N] [--percent P]".into());
     };
     let mut seed = 1_u64;
     let mut percent = 2.0_f64;
@@ -177,20 +180,14 @@ fn mutate(args: &[String]) -> Result<()> {
             _ => return Err(format!("unknown option --{name}").into()),
         }
     }
-    let (src, dst) = (PathBuf::from(src), PathBuf::from(dst));
-    if dst.exists() {
-        return Err(format!("{} exists; remove it first", dst.display()).into());
-    }
+    let root = PathBuf::from(root);
     let mut files = Vec::new();
-    walk(&src, &mut files)?;
-    // Basis points of files touched; each quarter of the range is one kind of change.
+    walk(&root, &mut files)?;
+    // Basis points of files touched; halves and quarters of the range pick the change.
     let touched = (percent * 100.0).round() as u64;
     let mut stats = MutateStats::default();
     for path in &files {
-        let rel = path.strip_prefix(&src)?;
-        let target = dst.join(rel);
-        fs::create_dir_all(target.parent().ok_or("file without parent")?)?;
-        let mut rng = Rng(path_seed(seed, rel));
+        let mut rng = Rng(path_seed(seed, path.strip_prefix(&root)?));
         let bucket = rng.below(10_000);
         if bucket < touched / 2 {
             let mut data = fs::read(path)?;
@@ -198,28 +195,28 @@ fn mutate(args: &[String]) -> Result<()> {
             for _ in 0..edits {
                 edit(&mut data, &mut rng);
             }
-            fs::write(&target, &data)?;
+            // Replace rather than write through: `path` may be a hard link to v1.
+            fs::remove_file(path)?;
+            fs::write(path, &data)?;
             stats.modified += 1;
             stats.edits += edits;
         } else if bucket < touched * 3 / 4 {
+            fs::remove_file(path)?;
             stats.deleted += 1;
         } else {
-            if fs::hard_link(path, &target).is_err() {
-                fs::copy(path, &target)?;
-            }
             stats.copied += 1;
             if bucket < touched {
                 let len = fs::metadata(path)?.len().min(ADDED_FILE_CAP);
-                let mut name = target.file_name().ok_or("no file name")?.to_os_string();
+                let mut name = path.file_name().ok_or("no file name")?.to_os_string();
                 name.push(".added");
-                fs::write(target.with_file_name(name), rng.bytes(len as usize))?;
+                fs::write(path.with_file_name(name), rng.bytes(len as usize))?;
                 stats.added += 1;
                 stats.added_bytes += len;
             }
         }
     }
     println!(
-        "{} files: {} unchanged, {} modified ({} edits), {} deleted, {} added ({} bytes)",
+        "{} files: {} kept, {} modified ({} edits), {} deleted, {} added ({} bytes)",
         files.len(),
         stats.copied,
         stats.modified,

@@ -115,6 +115,12 @@ impl PackBuilder {
         PackBuilder { kind, buf: Vec::new(), entries: Vec::new() }
     }
 
+    /// An empty pack of `kind` with room for `bytes` of blobs, so a pack of the target
+    /// size never reallocates (doubling would hold up to twice its size in memory).
+    pub fn with_capacity(kind: PackKind, bytes: usize) -> Self {
+        PackBuilder { kind, buf: Vec::with_capacity(bytes), entries: Vec::new() }
+    }
+
     /// Append an encoded blob.
     pub fn add(&mut self, blob_type: BlobType, id: BlobId, stored: &[u8], raw_len: u32) {
         self.entries.push(PackEntry {

@@ -90,8 +90,8 @@ impl BlobSaver {
             keys,
             index,
             claimed: Mutex::new(HashSet::new()),
-            data_pack: Mutex::new(PackBuilder::new(PackKind::Data)),
-            meta_pack: Mutex::new(PackBuilder::new(PackKind::Meta)),
+            data_pack: Mutex::new(PackBuilder::with_capacity(PackKind::Data, pack_capacity(pack_size))),
+            meta_pack: Mutex::new(PackBuilder::with_capacity(PackKind::Meta, pack_capacity(pack_size))),
             pack_size: pack_size as usize,
             level,
             tx: Mutex::new(Some(tx)),
@@ -137,7 +137,7 @@ impl BlobSaver {
             let mut pack = self.packer(kind).lock().map_err(|_| poisoned())?;
             pack.add(blob_type, id, &stored, plaintext.len() as u32);
             if pack.len() >= self.pack_size {
-                Some(std::mem::replace(&mut *pack, PackBuilder::new(kind)))
+                Some(std::mem::replace(&mut *pack, PackBuilder::with_capacity(kind, pack_capacity(self.pack_size as u32))))
             } else {
                 None
             }
@@ -176,6 +176,11 @@ impl BlobSaver {
         self.tx.lock().map_err(|_| poisoned())?.take();
         Ok(())
     }
+}
+
+/// Room for a full pack: the target size, one maximal blob past it, and the header.
+fn pack_capacity(pack_size: u32) -> usize {
+    pack_size as usize + (crate::blob::MAX_BLOB_PLAINTEXT as usize).min(16 << 20) + (1 << 20)
 }
 
 fn poisoned() -> Error {
