@@ -132,3 +132,49 @@ impl Config {
         Ok(config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::MasterKey;
+    use crate::envelope::seal_file;
+    use proptest::prelude::*;
+
+    fn keys() -> Keys {
+        Keys::derive(&MasterKey::from_bytes([6; 32]))
+    }
+
+    proptest! {
+        #[test]
+        fn config_round_trip(avg_kib in 1u32..4096, pack_mib in 1u32..512, level in 0i32..=22) {
+            let avg = avg_kib * 1024;
+            let Ok(chunker) = ChunkerParams::new(avg / 4, avg, avg * 4) else { return Ok(()) };
+            let mut c = Config::new(chunker, ChunkerParams::SMALL);
+            c.pack_size = pack_mib << 20;
+            c.compression_level = level;
+            let bytes = c.encode(&keys());
+            prop_assert_eq!(Config::decode(&keys(), &bytes).unwrap(), c);
+        }
+
+        #[test]
+        fn config_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Config::decode(&keys(), &bytes);
+        }
+    }
+
+    #[test]
+    fn newer_repository_version_and_bad_values_are_refused() {
+        let mut c = Config::new(ChunkerParams::DEFAULT, ChunkerParams::SMALL);
+        c.version = 2;
+        let bytes = seal_file(&keys(), FileType::Config, CONFIG_FILE_VERSION, &serde_json::to_vec(&c).unwrap());
+        assert!(matches!(Config::decode(&keys(), &bytes), Err(Error::UnsupportedVersion { found: 2, .. })));
+        let mut c = Config::new(ChunkerParams::DEFAULT, ChunkerParams::SMALL);
+        c.chunker.min_size = 0;
+        let bytes = seal_file(&keys(), FileType::Config, CONFIG_FILE_VERSION, &serde_json::to_vec(&c).unwrap());
+        assert!(matches!(Config::decode(&keys(), &bytes), Err(Error::Corrupt { .. })));
+        let mut c = Config::new(ChunkerParams::DEFAULT, ChunkerParams::SMALL);
+        c.pack_size = u32::MAX;
+        let bytes = seal_file(&keys(), FileType::Config, CONFIG_FILE_VERSION, &serde_json::to_vec(&c).unwrap());
+        assert!(matches!(Config::decode(&keys(), &bytes), Err(Error::Corrupt { .. })));
+    }
+}

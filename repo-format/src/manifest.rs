@@ -142,3 +142,74 @@ impl SessionMarker {
         serde_json::from_slice(&body).map_err(|e| Error::corrupt(object, e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::MasterKey;
+    use proptest::prelude::*;
+
+    fn keys() -> Keys {
+        Keys::derive(&MasterKey::from_bytes([4; 32]))
+    }
+
+    proptest! {
+        #[test]
+        fn manifest_round_trip(
+            secs in 0i64..4_000_000_000,
+            tree in proptest::array::uniform32(any::<u8>()),
+            paths in proptest::collection::vec(".{0,20}", 0..4),
+            tags in proptest::collection::vec("[a-z]{1,8}", 0..3),
+            host in ".{0,16}",
+            parent in proptest::option::of(proptest::array::uniform32(any::<u8>())),
+            stdin_name in proptest::option::of("[a-z.]{1,12}"),
+            files in any::<u64>(),
+        ) {
+            let m = SnapshotManifest {
+                version: MANIFEST_VERSION,
+                time: chrono::DateTime::from_timestamp(secs, 0).unwrap(),
+                tree: BlobId(tree),
+                paths,
+                hostname: host,
+                username: "u".into(),
+                tags,
+                parent: parent.map(BlobId),
+                stdin_name,
+                chunker: ChunkerSettings { min_size: 1, avg_size: 2, max_size: 3 },
+                program_version: "dprepo test".into(),
+                summary: SnapshotSummary { files, ..Default::default() },
+            };
+            let bytes = m.encode(&keys());
+            prop_assert_eq!(SnapshotManifest::decode(&keys(), &bytes, "s").unwrap(), m);
+            for cut in [1, 10, bytes.len() / 2] {
+                prop_assert!(SnapshotManifest::decode(&keys(), &bytes[..bytes.len() - cut], "s").is_err());
+            }
+        }
+
+        #[test]
+        fn manifest_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = SnapshotManifest::decode(&keys(), &bytes, "fuzz");
+            let _ = SessionMarker::decode(&keys(), &bytes, "fuzz");
+        }
+    }
+
+    #[test]
+    fn a_newer_manifest_version_is_refused_by_name() {
+        let json = br#"{"version": 2, "time": "2026-01-01T00:00:00Z"}"#;
+        let bytes = seal_file(&keys(), FileType::Snapshot, SNAPSHOT_FILE_VERSION, json);
+        assert!(matches!(SnapshotManifest::decode(&keys(), &bytes, "s"), Err(Error::UnsupportedVersion { found: 2, .. })));
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_for_forward_compatibility() {
+        let json = br#"{"version":1,"time":"2026-01-01T00:00:00Z","tree":"0000000000000000000000000000000000000000000000000000000000000000","paths":["/x"],"hostname":"h","username":"u","chunker":{"min_size":1,"avg_size":2,"max_size":3},"program_version":"p","added_later":{"x":1}}"#;
+        let bytes = seal_file(&keys(), FileType::Snapshot, SNAPSHOT_FILE_VERSION, json);
+        assert_eq!(SnapshotManifest::decode(&keys(), &bytes, "s").unwrap().paths, vec!["/x".to_string()]);
+    }
+
+    #[test]
+    fn session_marker_round_trip() {
+        let m = SessionMarker { hostname: "h".into(), pid: 7, started: chrono::Utc::now(), command: "backup".into() };
+        assert_eq!(SessionMarker::decode(&keys(), &m.encode(&keys()), "s").unwrap(), m);
+    }
+}
