@@ -709,6 +709,7 @@ impl Walker {
             inode: 0,
             device: 0,
             size,
+            extensions: Vec::new(),
         };
         {
             let mut counts = self.counts.lock().map_err(|_| Error::Internal("poisoned".into()))?;
@@ -783,5 +784,6 @@ fn node_from_meta(name: Vec<u8>, meta: &std::fs::Metadata, kind: NodeKind) -> No
         inode: meta.ino(),
         device: meta.dev(),
         size: meta.size(),
+        extensions: Vec::new(),
     }
 }

@@ -43,6 +43,14 @@ pub enum Error {
         /// The highest version this build supports.
         supported: u32,
     },
+    /// A structure uses a feature this build does not implement and must not ignore.
+    #[error("{object} uses {feature}, which this dprepo does not support; upgrade dprepo")]
+    UnsupportedFeature {
+        /// The structure.
+        object: String,
+        /// The feature it uses.
+        feature: String,
+    },
     /// No key blob of the repository opens with the given password.
     #[error("wrong password: no key in the repository matches it")]
     WrongKey,

@@ -3,8 +3,12 @@
 //! `tree = version u8 (1) || count u32 || node*`, nodes sorted by name bytes, names
 //! unique. `node = kind u8 || name_len u16 || name || mode u32 || uid u32 || gid u32 ||
 //! mtime_sec i64 || mtime_nsec u32 || ctime_sec i64 || ctime_nsec u32 || inode u64 ||
-//! device u64 || size u64 || payload`, where the payload is a [`Content`] for files, the
-//! subtree id for directories and `len u32 || target` for symlinks.
+//! device u64 || size u64 || payload || ext_count u16 || extension*`, where the payload
+//! is a [`Content`] for files, the subtree id for directories and `len u32 || target` for
+//! symlinks, and `extension = tag u16 || len u32 || data` carries metadata added by later
+//! versions (xattrs, hard links, owner names). Readers keep extensions they do not know
+//! and ignore them, unless the tag has [`EXT_CRITICAL`] set: then they must refuse the
+//! tree, because ignoring it would restore something wrong.
 //!
 //! Names are raw bytes (file names need not be UTF-8). A decoder rejects names that are
 //! empty, `.`, `..`, or contain `/` or NUL, so a damaged or forged tree can never make a
@@ -21,8 +25,22 @@ pub const TREE_VERSION: u8 = 1;
 pub const MAX_NAME_LEN: usize = 4096;
 /// Longest accepted symlink target in bytes.
 pub const MAX_LINK_TARGET: usize = 1 << 16;
-/// Smallest encoded node (empty symlink with a 1-byte name): bounds the node count.
-pub const MIN_NODE_LEN: usize = 1 + 2 + 1 + 4 * 3 + (8 + 4) * 2 + 8 * 3 + 4;
+/// Smallest encoded node (empty symlink with a 1-byte name, no extensions): bounds the
+/// node count.
+pub const MIN_NODE_LEN: usize = 1 + 2 + 1 + 4 * 3 + (8 + 4) * 2 + 8 * 3 + 4 + 2;
+/// Extension tags with this bit set must be understood by a reader, or the tree refused.
+pub const EXT_CRITICAL: u16 = 0x8000;
+/// Largest accepted extension data.
+pub const MAX_EXTENSION_LEN: usize = 1 << 20;
+
+/// Metadata record of a later format revision (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extension {
+    /// Record type; [`EXT_CRITICAL`] marks records a reader must understand.
+    pub tag: u16,
+    /// Record data.
+    pub data: Vec<u8>,
+}
 
 /// What a node is, with its kind-specific payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +104,8 @@ pub struct Node {
     pub device: u64,
     /// Size in bytes (files: content length; others as reported by the file system).
     pub size: u64,
+    /// Extension records (none are defined in version 1; kept when read).
+    pub extensions: Vec<Extension>,
 }
 
 /// A directory: its nodes sorted by name.
@@ -155,6 +175,15 @@ impl Tree {
                     w.bytes(t);
                 }
             }
+            if n.extensions.len() > usize::from(u16::MAX) || n.extensions.iter().any(|e| e.data.len() > MAX_EXTENSION_LEN) {
+                return Err(Error::InvalidArgument("too many or too large node extensions".into()));
+            }
+            w.u16(n.extensions.len() as u16);
+            for e in &n.extensions {
+                w.u16(e.tag);
+                w.u32(e.data.len() as u32);
+                w.bytes(&e.data);
+            }
         }
         Ok(w.finish())
     }
@@ -204,7 +233,21 @@ impl Tree {
                 }
                 other => return Err(r.corrupt(format!("unknown node kind {other}"))),
             };
-            nodes.push(Node { name, kind, mode, uid, gid, mtime, ctime, inode, device, size });
+            let ext_count = r.u16("extension count")?;
+            let mut extensions = Vec::new();
+            for _ in 0..ext_count {
+                let tag = r.u16("extension tag")?;
+                let len = r.u32("extension length")? as usize;
+                if len > MAX_EXTENSION_LEN {
+                    return Err(r.corrupt(format!("extension of {len} bytes")));
+                }
+                let data = r.take(len, "extension data")?.to_vec();
+                if tag & EXT_CRITICAL != 0 {
+                    return Err(Error::UnsupportedFeature { object: object.into(), feature: format!("critical node extension {tag:#06x}") });
+                }
+                extensions.push(Extension { tag, data });
+            }
+            nodes.push(Node { name, kind, mode, uid, gid, mtime, ctime, inode, device, size, extensions });
         }
         r.finish()?;
         Ok(Tree { nodes })
@@ -234,8 +277,9 @@ mod tests {
             0u32..1_000_000_000,
             any::<u64>(),
             any::<u64>(),
+            proptest::collection::vec((0u16..0x8000, proptest::collection::vec(any::<u8>(), 0..8)), 0..3),
         )
-            .prop_map(|(name, kind, mode, uid, gid, sec, nsec, inode, size)| Node {
+            .prop_map(|(name, kind, mode, uid, gid, sec, nsec, inode, size, ext)| Node {
                 name,
                 kind,
                 mode,
@@ -246,6 +290,7 @@ mod tests {
                 inode,
                 device: inode ^ 7,
                 size,
+                extensions: ext.into_iter().map(|(tag, data)| Extension { tag, data }).collect(),
             })
     }
 
@@ -269,9 +314,19 @@ mod tests {
     }
 
     #[test]
+    fn unknown_extensions_are_kept_and_critical_ones_refused() {
+        let mut node = Node { name: b"f".to_vec(), kind: NodeKind::Symlink(b"t".to_vec()), mode: 0, uid: 0, gid: 0, mtime: Timestamp::default(), ctime: Timestamp::default(), inode: 0, device: 0, size: 0, extensions: vec![Extension { tag: 7, data: b"later".to_vec() }] };
+        let tree = Tree { nodes: vec![node.clone()] };
+        assert_eq!(Tree::decode(&tree.encode().unwrap(), "t").unwrap(), tree);
+        node.extensions[0].tag |= EXT_CRITICAL;
+        let tree = Tree { nodes: vec![node] };
+        assert!(matches!(Tree::decode(&tree.encode().unwrap(), "t"), Err(Error::UnsupportedFeature { .. })));
+    }
+
+    #[test]
     fn path_traversal_names_are_rejected() {
         for bad in [&b".."[..], b".", b"a/b", b"", b"a\0"] {
-            let tree = Tree { nodes: vec![Node { name: bad.to_vec(), kind: NodeKind::Symlink(vec![]), mode: 0, uid: 0, gid: 0, mtime: Timestamp::default(), ctime: Timestamp::default(), inode: 0, device: 0, size: 0 }] };
+            let tree = Tree { nodes: vec![Node { name: bad.to_vec(), kind: NodeKind::Symlink(vec![]), mode: 0, uid: 0, gid: 0, mtime: Timestamp::default(), ctime: Timestamp::default(), inode: 0, device: 0, size: 0, extensions: vec![] }] };
             assert!(tree.encode().is_err());
             // Forge the bytes directly: the decoder must refuse them too.
             let mut w = Writer::new();
@@ -282,6 +337,7 @@ mod tests {
             w.bytes(bad);
             w.bytes(&[0u8; 12 + 24 + 24]);
             w.u32(0);
+            w.u16(0);
             assert!(Tree::decode(&w.finish(), "t").is_err());
         }
     }
