@@ -19,7 +19,9 @@ use crate::content::{Content, ContentBuilder};
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::manifest::{SessionMarker, SnapshotManifest, SnapshotSummary, MANIFEST_VERSION};
-use crate::repo::{current_hostname, current_username, Repository, Snapshot, SESSIONS_DIR, SNAPSHOTS_DIR};
+use crate::repo::{
+    current_hostname, current_username, Repository, Snapshot, SESSIONS_DIR, SNAPSHOTS_DIR,
+};
 use crate::saver::BlobSaver;
 use crate::tree::{Node, NodeKind, Timestamp, Tree};
 use dprepo_chunker::{Chunker, ChunkerParams};
@@ -50,7 +52,9 @@ impl std::fmt::Debug for BackupSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             BackupSource::Paths(p) => f.debug_tuple("Paths").field(p).finish(),
-            BackupSource::Stream { name, .. } => f.debug_struct("Stream").field("name", name).finish(),
+            BackupSource::Stream { name, .. } => {
+                f.debug_struct("Stream").field("name", name).finish()
+            }
         }
     }
 }
@@ -160,7 +164,12 @@ pub struct BackupOutcome {
 /// Storage failures abort the backup before the manifest is written (nothing is
 /// committed). Unreadable source entries do not abort it: they are left out and listed
 /// in [`BackupOutcome::warnings`]. A source path that does not exist is an error.
-pub async fn backup(repo: &Repository, source: BackupSource, options: BackupOptions, progress: Arc<BackupProgress>) -> Result<BackupOutcome> {
+pub async fn backup(
+    repo: &Repository,
+    source: BackupSource,
+    options: BackupOptions,
+    progress: Arc<BackupProgress>,
+) -> Result<BackupOutcome> {
     let started = Instant::now();
     let time = options.time.unwrap_or_else(chrono::Utc::now);
     let hostname = options.hostname.clone().unwrap_or_else(current_hostname);
@@ -171,7 +180,13 @@ pub async fn backup(repo: &Repository, source: BackupSource, options: BackupOpti
 }
 
 async fn open_session(repo: &Repository, time: chrono::DateTime<chrono::Utc>) -> Result<String> {
-    let marker = SessionMarker { hostname: current_hostname(), pid: std::process::id(), started: time, command: "backup".into() };
+    let _ = time;
+    let marker = SessionMarker {
+        hostname: current_hostname(),
+        pid: std::process::id(),
+        started: chrono::Utc::now(),
+        command: "backup".into(),
+    };
     let bytes = marker.encode(repo.keys());
     let name = format!("{SESSIONS_DIR}{}", BlobId::of_stored(&bytes).to_hex());
     repo.storage().create(&name, &bytes).await?;
@@ -190,13 +205,30 @@ async fn run_backup(
 ) -> Result<BackupOutcome> {
     let config = repo.config().clone();
     let (paths, stdin_name, chunker) = match &source {
-        BackupSource::Paths(p) => (normalize_paths(p)?, None, options.chunker.map(Ok).unwrap_or_else(|| config.chunker.params())?),
+        BackupSource::Paths(p) => (
+            normalize_paths(p)?,
+            None,
+            options
+                .chunker
+                .map(Ok)
+                .unwrap_or_else(|| config.chunker.params())?,
+        ),
         BackupSource::Stream { name, .. } => {
             validate_stream_name(name)?;
-            (vec![PathBuf::from("/").join(name)], Some(name.clone()), options.chunker.map(Ok).unwrap_or_else(|| config.stream_chunker.params())?)
+            (
+                vec![PathBuf::from("/").join(name)],
+                Some(name.clone()),
+                options
+                    .chunker
+                    .map(Ok)
+                    .unwrap_or_else(|| config.stream_chunker.params())?,
+            )
         }
     };
-    let path_strings: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let path_strings: Vec<String> = paths
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
     let parent = match (&options.parent, &source) {
         (_, BackupSource::Stream { .. }) | (ParentChoice::None, _) => None,
         (ParentChoice::Id(id), _) => {
@@ -205,7 +237,11 @@ async fn run_backup(
         }
         (ParentChoice::Auto, _) => {
             let all = repo.list_snapshots().await?;
-            all.into_iter().rev().find(|s| s.manifest.hostname == hostname && s.manifest.paths == path_strings && s.manifest.stdin_name.is_none())
+            all.into_iter().rev().find(|s| {
+                s.manifest.hostname == hostname
+                    && s.manifest.paths == path_strings
+                    && s.manifest.stdin_name.is_none()
+            })
         }
     };
     let (saver, uploader) = BlobSaver::start(
@@ -271,13 +307,20 @@ async fn run_backup(
     };
     let bytes = manifest.encode(repo.keys());
     let id = BlobId::of_stored(&bytes);
-    repo.storage().put(&format!("{SNAPSHOTS_DIR}{}", id.to_hex()), &bytes).await?;
-    Ok(BackupOutcome { snapshot: Snapshot { id, manifest }, warnings })
+    repo.storage()
+        .put(&format!("{SNAPSHOTS_DIR}{}", id.to_hex()), &bytes)
+        .await?;
+    Ok(BackupOutcome {
+        snapshot: Snapshot { id, manifest },
+        warnings,
+    })
 }
 
 fn validate_stream_name(name: &str) -> Result<()> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0') {
-        return Err(Error::InvalidArgument(format!("stream name {name:?} must be a single file name (no '/')")));
+        return Err(Error::InvalidArgument(format!(
+            "stream name {name:?} must be a single file name (no '/')"
+        )));
     }
     Ok(())
 }
@@ -285,12 +328,21 @@ fn validate_stream_name(name: &str) -> Result<()> {
 /// Make paths absolute and lexically clean, drop duplicates and paths inside others.
 fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     if paths.is_empty() {
-        return Err(Error::InvalidArgument("nothing to back up: give at least one path".into()));
+        return Err(Error::InvalidArgument(
+            "nothing to back up: give at least one path".into(),
+        ));
     }
-    let cwd = std::env::current_dir().map_err(|e| Error::LocalIo { path: ".".into(), source: e })?;
+    let cwd = std::env::current_dir().map_err(|e| Error::LocalIo {
+        path: ".".into(),
+        source: e,
+    })?;
     let mut out: Vec<PathBuf> = Vec::new();
     for p in paths {
-        let abs = if p.is_absolute() { p.clone() } else { cwd.join(p) };
+        let abs = if p.is_absolute() {
+            p.clone()
+        } else {
+            cwd.join(p)
+        };
         let mut clean = PathBuf::from("/");
         for c in abs.components() {
             match c {
@@ -301,7 +353,10 @@ fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 _ => {}
             }
         }
-        std::fs::symlink_metadata(&clean).map_err(|e| Error::LocalIo { path: clean.clone(), source: e })?;
+        std::fs::symlink_metadata(&clean).map_err(|e| Error::LocalIo {
+            path: clean.clone(),
+            source: e,
+        })?;
         out.push(clean);
     }
     out.sort();
@@ -321,7 +376,11 @@ struct Limiter {
 
 impl Limiter {
     fn new(max: usize) -> Self {
-        Limiter { state: Mutex::new(0), cond: Condvar::new(), max }
+        Limiter {
+            state: Mutex::new(0),
+            cond: Condvar::new(),
+            max,
+        }
     }
     fn acquire(&self) {
         let mut n = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -362,7 +421,13 @@ struct FileInner {
 
 impl FileState {
     fn new() -> Arc<FileState> {
-        Arc::new(FileState { inner: Mutex::new(FileInner { builder: Some(ContentBuilder::new()), ..Default::default() }), cond: Condvar::new() })
+        Arc::new(FileState {
+            inner: Mutex::new(FileInner {
+                builder: Some(ContentBuilder::new()),
+                ..Default::default()
+            }),
+            cond: Condvar::new(),
+        })
     }
 
     fn chunk_done(&self, seq: u64, result: Result<BlobId>, saver: &BlobSaver) {
@@ -381,7 +446,9 @@ impl FileState {
                 } {
                     inner.next_seq += 1;
                     if let Some(b) = inner.builder.as_mut() {
-                        if let Err(e) = b.push(id, &mut |body| saver.save(BlobType::ChunkList, &body)) {
+                        if let Err(e) =
+                            b.push(id, &mut |body| saver.save(BlobType::ChunkList, &body))
+                        {
                             failed = Some(e);
                             break;
                         }
@@ -483,7 +550,10 @@ impl Walker {
         match self.rt.block_on(self.repo.load_tree(&id)) {
             Ok(t) => Some(t),
             Err(e) => {
-                self.warn(format!("parent tree {}: {e} (reading files in full)", id.short()));
+                self.warn(format!(
+                    "parent tree {}: {e} (reading files in full)",
+                    id.short()
+                ));
                 None
             }
         }
@@ -504,16 +574,30 @@ impl Walker {
             let (tx, rx) = std::sync::mpsc::sync_channel::<FinishedDir>(256);
             let finalizer = scope.spawn(|| self.finalize(rx));
             let root_state = Arc::new(DirState::default());
-            let walked = self.walk_virtual(&trie, Path::new("/"), parent_root, root_state.clone(), &tx);
+            let walked =
+                self.walk_virtual(&trie, Path::new("/"), parent_root, root_state.clone(), &tx);
             drop(tx);
-            let finalized = finalizer.join().map_err(|_| Error::Internal("finalizer panicked".into()))?;
+            let finalized = finalizer
+                .join()
+                .map_err(|_| Error::Internal("finalizer panicked".into()))?;
             walked?;
             finalized?;
-            root_state.tree.get().copied().ok_or_else(|| Error::Internal("root tree not written".into()))
+            root_state
+                .tree
+                .get()
+                .copied()
+                .ok_or_else(|| Error::Internal("root tree not written".into()))
         })
     }
 
-    fn walk_virtual(&self, trie: &PathTrie, path: &Path, parent: Option<BlobId>, state: Arc<DirState>, tx: &std::sync::mpsc::SyncSender<FinishedDir>) -> Result<()> {
+    fn walk_virtual(
+        &self,
+        trie: &PathTrie,
+        path: &Path,
+        parent: Option<BlobId>,
+        state: Arc<DirState>,
+        tx: &std::sync::mpsc::SyncSender<FinishedDir>,
+    ) -> Result<()> {
         let parent_tree = self.load_parent(parent);
         let mut nodes = Vec::new();
         for (name, child) in &trie.children {
@@ -524,22 +608,38 @@ impl Walker {
                     nodes.push(n);
                 }
             } else {
-                let meta = std::fs::metadata(&child_path).map_err(|e| Error::LocalIo { path: child_path.clone(), source: e })?;
+                let meta = std::fs::metadata(&child_path).map_err(|e| Error::LocalIo {
+                    path: child_path.clone(),
+                    source: e,
+                })?;
                 let sub_parent = match parent_node.map(|n| n.kind) {
                     Some(NodeKind::Dir(id)) => Some(id),
                     _ => None,
                 };
                 let sub_state = Arc::new(DirState::default());
                 self.walk_virtual(child, &child_path, sub_parent, sub_state.clone(), tx)?;
-                nodes.push(PendingNode::Dir(node_from_meta(name.clone(), &meta, NodeKind::Dir(BlobId([0; 32]))), sub_state));
+                nodes.push(PendingNode::Dir(
+                    node_from_meta(name.clone(), &meta, NodeKind::Dir(BlobId([0; 32]))),
+                    sub_state,
+                ));
             }
         }
-        self.counts.lock().map_err(|_| Error::Internal("poisoned".into()))?.dirs += 1;
-        tx.send(FinishedDir { nodes, state }).map_err(|_| Error::Internal("finalizer stopped".into()))
+        self.counts
+            .lock()
+            .map_err(|_| Error::Internal("poisoned".into()))?
+            .dirs += 1;
+        tx.send(FinishedDir { nodes, state })
+            .map_err(|_| Error::Internal("finalizer stopped".into()))
     }
 
     /// Back up one entry found at `path`; `None` if it is skipped.
-    fn entry(&self, path: &Path, name: Vec<u8>, parent: Option<Node>, tx: &std::sync::mpsc::SyncSender<FinishedDir>) -> Result<Option<PendingNode>> {
+    fn entry(
+        &self,
+        path: &Path,
+        name: Vec<u8>,
+        parent: Option<Node>,
+        tx: &std::sync::mpsc::SyncSender<FinishedDir>,
+    ) -> Result<Option<PendingNode>> {
         if self.abort.load(Ordering::Relaxed) {
             return Err(Error::Internal("backup aborted".into()));
         }
@@ -558,7 +658,10 @@ impl Walker {
             };
             let state = Arc::new(DirState::default());
             self.walk_dir(path, sub_parent, state.clone(), tx)?;
-            return Ok(Some(PendingNode::Dir(node_from_meta(name, &meta, NodeKind::Dir(BlobId([0; 32]))), state)));
+            return Ok(Some(PendingNode::Dir(
+                node_from_meta(name, &meta, NodeKind::Dir(BlobId([0; 32]))),
+                state,
+            )));
         }
         if ft.is_symlink() {
             let target = match std::fs::read_link(path) {
@@ -568,39 +671,74 @@ impl Walker {
                     return Ok(None);
                 }
             };
-            self.counts.lock().map_err(|_| Error::Internal("poisoned".into()))?.symlinks += 1;
-            return Ok(Some(PendingNode::Ready(node_from_meta(name, &meta, NodeKind::Symlink(target.as_os_str().as_bytes().to_vec())))));
+            self.counts
+                .lock()
+                .map_err(|_| Error::Internal("poisoned".into()))?
+                .symlinks += 1;
+            return Ok(Some(PendingNode::Ready(node_from_meta(
+                name,
+                &meta,
+                NodeKind::Symlink(target.as_os_str().as_bytes().to_vec()),
+            ))));
         }
         if !ft.is_file() {
-            self.warn(format!("{}: special file (device, fifo or socket) not backed up", path.display()));
+            self.warn(format!(
+                "{}: special file (device, fifo or socket) not backed up",
+                path.display()
+            ));
             return Ok(None);
         }
         let node = node_from_meta(name, &meta, NodeKind::File(Content::default()));
         {
-            let mut counts = self.counts.lock().map_err(|_| Error::Internal("poisoned".into()))?;
+            let mut counts = self
+                .counts
+                .lock()
+                .map_err(|_| Error::Internal("poisoned".into()))?;
             counts.files += 1;
         }
         // Unchanged since the parent snapshot: reuse its content without reading.
         if let Some(p) = parent {
             if let NodeKind::File(content) = &p.kind {
-                let same = p.size == node.size && p.mtime == node.mtime && p.ctime == node.ctime && p.inode == node.inode;
-                let indexed = self.repo.index().read().map(|i| content.ids.iter().all(|id| i.contains(id))).unwrap_or(false);
+                let same = p.size == node.size
+                    && p.mtime == node.mtime
+                    && p.ctime == node.ctime
+                    && p.inode == node.inode;
+                let indexed = self
+                    .repo
+                    .index()
+                    .read()
+                    .map(|i| content.ids.iter().all(|id| i.contains(id)))
+                    .unwrap_or(false);
                 if same && indexed {
-                    let mut counts = self.counts.lock().map_err(|_| Error::Internal("poisoned".into()))?;
+                    let mut counts = self
+                        .counts
+                        .lock()
+                        .map_err(|_| Error::Internal("poisoned".into()))?;
                     counts.files_unmodified += 1;
                     counts.total_bytes += node.size;
                     self.progress.files.fetch_add(1, Ordering::Relaxed);
-                    self.progress.bytes_unchanged.fetch_add(node.size, Ordering::Relaxed);
+                    self.progress
+                        .bytes_unchanged
+                        .fetch_add(node.size, Ordering::Relaxed);
                     let mut node = node;
                     node.kind = NodeKind::File(content.clone());
                     return Ok(Some(PendingNode::Ready(node)));
                 }
-                self.counts.lock().map_err(|_| Error::Internal("poisoned".into()))?.files_changed += 1;
+                self.counts
+                    .lock()
+                    .map_err(|_| Error::Internal("poisoned".into()))?
+                    .files_changed += 1;
             } else {
-                self.counts.lock().map_err(|_| Error::Internal("poisoned".into()))?.files_new += 1;
+                self.counts
+                    .lock()
+                    .map_err(|_| Error::Internal("poisoned".into()))?
+                    .files_new += 1;
             }
         } else {
-            self.counts.lock().map_err(|_| Error::Internal("poisoned".into()))?.files_new += 1;
+            self.counts
+                .lock()
+                .map_err(|_| Error::Internal("poisoned".into()))?
+                .files_new += 1;
         }
         let file = match std::fs::File::open(path) {
             Ok(f) => f,
@@ -617,7 +755,10 @@ impl Walker {
             Ok(size) => {
                 let mut node = node;
                 node.size = size;
-                self.counts.lock().map_err(|_| Error::Internal("poisoned".into()))?.total_bytes += size;
+                self.counts
+                    .lock()
+                    .map_err(|_| Error::Internal("poisoned".into()))?
+                    .total_bytes += size;
                 Ok(Some(PendingNode::File(node, state, path.to_path_buf())))
             }
             Err(Error::LocalIo { source, .. }) => {
@@ -629,9 +770,18 @@ impl Walker {
         }
     }
 
-    fn walk_dir(&self, path: &Path, parent: Option<BlobId>, state: Arc<DirState>, tx: &std::sync::mpsc::SyncSender<FinishedDir>) -> Result<()> {
+    fn walk_dir(
+        &self,
+        path: &Path,
+        parent: Option<BlobId>,
+        state: Arc<DirState>,
+        tx: &std::sync::mpsc::SyncSender<FinishedDir>,
+    ) -> Result<()> {
         self.progress.dirs.fetch_add(1, Ordering::Relaxed);
-        self.counts.lock().map_err(|_| Error::Internal("poisoned".into()))?.dirs += 1;
+        self.counts
+            .lock()
+            .map_err(|_| Error::Internal("poisoned".into()))?
+            .dirs += 1;
         let parent_tree = self.load_parent(parent);
         let mut names: Vec<Vec<u8>> = Vec::new();
         match std::fs::read_dir(path) {
@@ -654,24 +804,36 @@ impl Walker {
                 nodes.push(n);
             }
         }
-        tx.send(FinishedDir { nodes, state }).map_err(|_| Error::Internal("finalizer stopped".into()))
+        tx.send(FinishedDir { nodes, state })
+            .map_err(|_| Error::Internal("finalizer stopped".into()))
     }
 
     /// Read and chunk a file or stream, handing chunks to the pool; returns the number
     /// of bytes read. Chunk ids complete asynchronously into `state`.
     fn read_content(&self, source: impl Read, state: &Arc<FileState>) -> Result<u64> {
-        let chunker = Chunker::new(source, self.chunker).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let chunker = Chunker::new(source, self.chunker)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let mut seq = 0u64;
         let mut size = 0u64;
         for chunk in chunker {
             if self.abort.load(Ordering::Relaxed) {
                 return Err(Error::Internal("backup aborted".into()));
             }
-            let chunk = chunk.map_err(|e| Error::LocalIo { path: PathBuf::new(), source: e })?;
+            let chunk = chunk.map_err(|e| Error::LocalIo {
+                path: PathBuf::new(),
+                source: e,
+            })?;
             size += chunk.len() as u64;
-            self.progress.bytes_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            self.progress
+                .bytes_read
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             self.limiter.acquire();
-            let (saver, state, limiter, abort) = (self.saver.clone(), state.clone(), self.limiter.clone(), self.abort.clone());
+            let (saver, state, limiter, abort) = (
+                self.saver.clone(),
+                state.clone(),
+                self.limiter.clone(),
+                self.abort.clone(),
+            );
             let this_seq = seq;
             rayon::spawn(move || {
                 let result = saver.save(BlobType::Data, &chunk);
@@ -689,15 +851,28 @@ impl Walker {
         Ok(size)
     }
 
-    fn walk_stream(&self, name: &str, reader: Box<dyn Read + Send>, time: chrono::DateTime<chrono::Utc>) -> Result<BlobId> {
+    fn walk_stream(
+        &self,
+        name: &str,
+        reader: Box<dyn Read + Send>,
+        time: chrono::DateTime<chrono::Utc>,
+    ) -> Result<BlobId> {
         let state = FileState::new();
         let size = self.read_content(reader, &state).map_err(|e| match e {
-            Error::LocalIo { source, .. } => Error::LocalIo { path: PathBuf::from("<stdin>"), source },
+            Error::LocalIo { source, .. } => Error::LocalIo {
+                path: PathBuf::from("<stdin>"),
+                source,
+            },
             e => e,
         })?;
         let content = state.wait()?;
-        let (uid, gid) = std::fs::metadata("/proc/self").map(|m| (m.uid(), m.gid())).unwrap_or((0, 0));
-        let stamp = Timestamp { sec: time.timestamp(), nsec: time.timestamp_subsec_nanos() };
+        let (uid, gid) = std::fs::metadata("/proc/self")
+            .map(|m| (m.uid(), m.gid()))
+            .unwrap_or((0, 0));
+        let stamp = Timestamp {
+            sec: time.timestamp(),
+            nsec: time.timestamp_subsec_nanos(),
+        };
         let node = Node {
             name: name.as_bytes().to_vec(),
             kind: NodeKind::File(content),
@@ -712,7 +887,10 @@ impl Walker {
             extensions: Vec::new(),
         };
         {
-            let mut counts = self.counts.lock().map_err(|_| Error::Internal("poisoned".into()))?;
+            let mut counts = self
+                .counts
+                .lock()
+                .map_err(|_| Error::Internal("poisoned".into()))?;
             counts.files = 1;
             counts.files_new = 1;
             counts.total_bytes = size;
@@ -756,7 +934,10 @@ impl Walker {
                     }
                 },
                 PendingNode::Dir(mut n, state) => {
-                    let id = state.tree.get().copied().ok_or_else(|| Error::Internal("subtree finished out of order".into()))?;
+                    let id =
+                        state.tree.get().copied().ok_or_else(|| {
+                            Error::Internal("subtree finished out of order".into())
+                        })?;
                     n.kind = NodeKind::Dir(id);
                     n
                 }
@@ -779,8 +960,14 @@ fn node_from_meta(name: Vec<u8>, meta: &std::fs::Metadata, kind: NodeKind) -> No
         mode: meta.mode(),
         uid: meta.uid(),
         gid: meta.gid(),
-        mtime: Timestamp { sec: meta.mtime(), nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32 },
-        ctime: Timestamp { sec: meta.ctime(), nsec: meta.ctime_nsec().clamp(0, 999_999_999) as u32 },
+        mtime: Timestamp {
+            sec: meta.mtime(),
+            nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+        },
+        ctime: Timestamp {
+            sec: meta.ctime(),
+            nsec: meta.ctime_nsec().clamp(0, 999_999_999) as u32,
+        },
         inode: meta.ino(),
         device: meta.dev(),
         size: meta.size(),

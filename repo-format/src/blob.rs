@@ -72,7 +72,9 @@ pub fn compress_payload(plaintext: &[u8], level: i32) -> Vec<u8> {
         && plaintext.len() >= 64
         && (plaintext.len() <= 2 * SAMPLE || {
             let sample = &plaintext[..SAMPLE];
-            zstd::bulk::compress(sample, 1).map(|c| c.len() < SAMPLE * 97 / 100).unwrap_or(false)
+            zstd::bulk::compress(sample, 1)
+                .map(|c| c.len() < SAMPLE * 97 / 100)
+                .unwrap_or(false)
         });
     if worth_trying {
         if let Ok(compressed) = zstd::bulk::compress(plaintext, level) {
@@ -96,10 +98,14 @@ pub fn compress_payload(plaintext: &[u8], level: i32) -> Vec<u8> {
 /// # Errors
 /// [`Error::Corrupt`] for an unknown encoding, a damaged zstd frame or a length mismatch.
 pub fn decompress_payload(payload: &[u8], expected_len: u64, object: &str) -> Result<Vec<u8>> {
-    let (&encoding, body) =
-        payload.split_first().ok_or_else(|| Error::corrupt(object, "empty blob payload"))?;
+    let (&encoding, body) = payload
+        .split_first()
+        .ok_or_else(|| Error::corrupt(object, "empty blob payload"))?;
     if expected_len > MAX_BLOB_PLAINTEXT {
-        return Err(Error::corrupt(object, format!("plaintext length {expected_len} exceeds {MAX_BLOB_PLAINTEXT}")));
+        return Err(Error::corrupt(
+            object,
+            format!("plaintext length {expected_len} exceeds {MAX_BLOB_PLAINTEXT}"),
+        ));
     }
     let plain = match encoding {
         ENCODING_RAW => body.to_vec(),
@@ -114,7 +120,12 @@ pub fn decompress_payload(payload: &[u8], expected_len: u64, object: &str) -> Re
                 .map_err(|e| Error::corrupt(object, format!("zstd: {e}")))?;
             out
         }
-        other => return Err(Error::corrupt(object, format!("unknown payload encoding {other}"))),
+        other => {
+            return Err(Error::corrupt(
+                object,
+                format!("unknown payload encoding {other}"),
+            ))
+        }
     };
     if plain.len() as u64 != expected_len {
         return Err(Error::corrupt(
@@ -127,7 +138,13 @@ pub fn decompress_payload(payload: &[u8], expected_len: u64, object: &str) -> Re
 
 /// Encode a blob for storage in a pack: compress (when it pays), then encrypt bound to
 /// its type and id.
-pub fn encode_blob(keys: &Keys, blob_type: BlobType, id: &BlobId, plaintext: &[u8], level: i32) -> Vec<u8> {
+pub fn encode_blob(
+    keys: &Keys,
+    blob_type: BlobType,
+    id: &BlobId,
+    plaintext: &[u8],
+    level: i32,
+) -> Vec<u8> {
     let payload = compress_payload(plaintext, level);
     keys.seal(&blob_aad(blob_type, id), &payload)
 }
@@ -137,7 +154,13 @@ pub fn encode_blob(keys: &Keys, blob_type: BlobType, id: &BlobId, plaintext: &[u
 /// # Errors
 /// [`Error::Corrupt`] if the bytes do not authenticate, do not decode to `raw_len`
 /// bytes, or hash to another id.
-pub fn decode_blob(keys: &Keys, blob_type: BlobType, id: &BlobId, stored: &[u8], raw_len: u64) -> Result<Vec<u8>> {
+pub fn decode_blob(
+    keys: &Keys,
+    blob_type: BlobType,
+    id: &BlobId,
+    stored: &[u8],
+    raw_len: u64,
+) -> Result<Vec<u8>> {
     let object = format!("{blob_type:?} blob {}", id.short()).to_lowercase();
     let payload = keys.open(&blob_aad(blob_type, id), stored, &object)?;
     let plain = decompress_payload(&payload, raw_len, &object)?;

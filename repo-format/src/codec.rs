@@ -61,7 +61,11 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// Start reading `buf`; `object` names it in errors.
     pub fn new(buf: &'a [u8], object: &'a str) -> Self {
-        Reader { buf, pos: 0, object }
+        Reader {
+            buf,
+            pos: 0,
+            object,
+        }
     }
 
     /// Bytes not yet consumed.

@@ -2,9 +2,9 @@
 //! and pack settings, chosen at `init` and fixed for the repository's life. Stored as
 //! JSON in an envelope of type Config; unknown JSON fields are ignored by readers.
 
+use crate::crypto::Keys;
 use crate::envelope::{open_file, seal_file, FileType};
 use crate::error::{Error, Result};
-use crate::crypto::Keys;
 use dprepo_chunker::ChunkerParams;
 use serde::{Deserialize, Serialize};
 
@@ -32,7 +32,11 @@ pub struct ChunkerSettings {
 
 impl From<ChunkerParams> for ChunkerSettings {
     fn from(p: ChunkerParams) -> Self {
-        ChunkerSettings { min_size: p.min_size, avg_size: p.avg_size, max_size: p.max_size }
+        ChunkerSettings {
+            min_size: p.min_size,
+            avg_size: p.avg_size,
+            max_size: p.max_size,
+        }
     }
 }
 
@@ -94,13 +98,20 @@ impl Config {
             });
         }
         for c in [&self.chunker, &self.stream_chunker] {
-            c.params().map_err(|e| Error::corrupt("config", e.to_string()))?;
+            c.params()
+                .map_err(|e| Error::corrupt("config", e.to_string()))?;
         }
         if !(MIN_PACK_SIZE..=MAX_PACK_SIZE).contains(&self.pack_size) {
-            return Err(Error::corrupt("config", format!("pack_size {} out of bounds", self.pack_size)));
+            return Err(Error::corrupt(
+                "config",
+                format!("pack_size {} out of bounds", self.pack_size),
+            ));
         }
         if !(0..=22).contains(&self.compression_level) {
-            return Err(Error::corrupt("config", format!("compression_level {} out of bounds", self.compression_level)));
+            return Err(Error::corrupt(
+                "config",
+                format!("compression_level {} out of bounds", self.compression_level),
+            ));
         }
         Ok(())
     }
@@ -123,11 +134,17 @@ impl Config {
         struct VersionOnly {
             version: u32,
         }
-        let v: VersionOnly = serde_json::from_slice(&body).map_err(|e| Error::corrupt("config", e.to_string()))?;
+        let v: VersionOnly =
+            serde_json::from_slice(&body).map_err(|e| Error::corrupt("config", e.to_string()))?;
         if v.version != REPOSITORY_VERSION {
-            return Err(Error::UnsupportedVersion { object: "repository config".into(), found: v.version, supported: REPOSITORY_VERSION });
+            return Err(Error::UnsupportedVersion {
+                object: "repository config".into(),
+                found: v.version,
+                supported: REPOSITORY_VERSION,
+            });
         }
-        let config: Config = serde_json::from_slice(&body).map_err(|e| Error::corrupt("config", e.to_string()))?;
+        let config: Config =
+            serde_json::from_slice(&body).map_err(|e| Error::corrupt("config", e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -166,15 +183,39 @@ mod tests {
     fn newer_repository_version_and_bad_values_are_refused() {
         let mut c = Config::new(ChunkerParams::DEFAULT, ChunkerParams::SMALL);
         c.version = 2;
-        let bytes = seal_file(&keys(), FileType::Config, CONFIG_FILE_VERSION, &serde_json::to_vec(&c).unwrap());
-        assert!(matches!(Config::decode(&keys(), &bytes), Err(Error::UnsupportedVersion { found: 2, .. })));
+        let bytes = seal_file(
+            &keys(),
+            FileType::Config,
+            CONFIG_FILE_VERSION,
+            &serde_json::to_vec(&c).unwrap(),
+        );
+        assert!(matches!(
+            Config::decode(&keys(), &bytes),
+            Err(Error::UnsupportedVersion { found: 2, .. })
+        ));
         let mut c = Config::new(ChunkerParams::DEFAULT, ChunkerParams::SMALL);
         c.chunker.min_size = 0;
-        let bytes = seal_file(&keys(), FileType::Config, CONFIG_FILE_VERSION, &serde_json::to_vec(&c).unwrap());
-        assert!(matches!(Config::decode(&keys(), &bytes), Err(Error::Corrupt { .. })));
+        let bytes = seal_file(
+            &keys(),
+            FileType::Config,
+            CONFIG_FILE_VERSION,
+            &serde_json::to_vec(&c).unwrap(),
+        );
+        assert!(matches!(
+            Config::decode(&keys(), &bytes),
+            Err(Error::Corrupt { .. })
+        ));
         let mut c = Config::new(ChunkerParams::DEFAULT, ChunkerParams::SMALL);
         c.pack_size = u32::MAX;
-        let bytes = seal_file(&keys(), FileType::Config, CONFIG_FILE_VERSION, &serde_json::to_vec(&c).unwrap());
-        assert!(matches!(Config::decode(&keys(), &bytes), Err(Error::Corrupt { .. })));
+        let bytes = seal_file(
+            &keys(),
+            FileType::Config,
+            CONFIG_FILE_VERSION,
+            &serde_json::to_vec(&c).unwrap(),
+        );
+        assert!(matches!(
+            Config::decode(&keys(), &bytes),
+            Err(Error::Corrupt { .. })
+        ));
     }
 }

@@ -71,10 +71,22 @@ impl Content {
         let c = Content::decode_from(&mut r)?;
         r.finish()?;
         if c.level != expected_level {
-            return Err(Error::corrupt(object, format!("chunk list at level {} where {expected_level} was expected", c.level)));
+            return Err(Error::corrupt(
+                object,
+                format!(
+                    "chunk list at level {} where {expected_level} was expected",
+                    c.level
+                ),
+            ));
         }
         if c.ids.len() > LIST_FANOUT || c.ids.is_empty() {
-            return Err(Error::corrupt(object, format!("chunk list of {} ids (1..={LIST_FANOUT} allowed)", c.ids.len())));
+            return Err(Error::corrupt(
+                object,
+                format!(
+                    "chunk list of {} ids (1..={LIST_FANOUT} allowed)",
+                    c.ids.len()
+                ),
+            ));
         }
         Ok(c)
     }
@@ -98,13 +110,24 @@ impl ContentBuilder {
     ///
     /// # Errors
     /// Whatever `save_list` returns; [`Error::InvalidArgument`] past [`MAX_LEVEL`].
-    pub fn push(&mut self, id: BlobId, save_list: &mut dyn FnMut(Vec<u8>) -> Result<BlobId>) -> Result<()> {
+    pub fn push(
+        &mut self,
+        id: BlobId,
+        save_list: &mut dyn FnMut(Vec<u8>) -> Result<BlobId>,
+    ) -> Result<()> {
         self.push_at(0, id, save_list)
     }
 
-    fn push_at(&mut self, level: usize, id: BlobId, save_list: &mut dyn FnMut(Vec<u8>) -> Result<BlobId>) -> Result<()> {
+    fn push_at(
+        &mut self,
+        level: usize,
+        id: BlobId,
+        save_list: &mut dyn FnMut(Vec<u8>) -> Result<BlobId>,
+    ) -> Result<()> {
         if level > MAX_LEVEL as usize {
-            return Err(Error::InvalidArgument("content too large for the chunk list depth".into()));
+            return Err(Error::InvalidArgument(
+                "content too large for the chunk list depth".into(),
+            ));
         }
         if self.levels.len() <= level {
             self.levels.resize_with(level + 1, Vec::new);
@@ -112,7 +135,13 @@ impl ContentBuilder {
         self.levels[level].push(id);
         if self.levels[level].len() == LIST_FANOUT {
             let ids = std::mem::take(&mut self.levels[level]);
-            let list_id = save_list(Content { level: level as u8, ids }.encode_list())?;
+            let list_id = save_list(
+                Content {
+                    level: level as u8,
+                    ids,
+                }
+                .encode_list(),
+            )?;
             self.push_at(level + 1, list_id, save_list)?;
         }
         Ok(())
@@ -122,7 +151,10 @@ impl ContentBuilder {
     ///
     /// # Errors
     /// Whatever `save_list` returns.
-    pub fn finish(mut self, save_list: &mut dyn FnMut(Vec<u8>) -> Result<BlobId>) -> Result<Content> {
+    pub fn finish(
+        mut self,
+        save_list: &mut dyn FnMut(Vec<u8>) -> Result<BlobId>,
+    ) -> Result<Content> {
         let mut level = 0;
         loop {
             if level >= self.levels.len() {
@@ -131,11 +163,20 @@ impl ContentBuilder {
             let is_top = self.levels[level + 1..].iter().all(Vec::is_empty);
             if is_top && self.levels[level].len() <= MAX_INLINE_IDS {
                 let ids = std::mem::take(&mut self.levels[level]);
-                return Ok(Content { level: level as u8, ids });
+                return Ok(Content {
+                    level: level as u8,
+                    ids,
+                });
             }
             let ids = std::mem::take(&mut self.levels[level]);
             if !ids.is_empty() {
-                let list_id = save_list(Content { level: level as u8, ids }.encode_list())?;
+                let list_id = save_list(
+                    Content {
+                        level: level as u8,
+                        ids,
+                    }
+                    .encode_list(),
+                )?;
                 self.push_at(level + 1, list_id, save_list)?;
             }
             level += 1;
@@ -184,7 +225,18 @@ mod tests {
 
     #[test]
     fn lists_expand_to_the_pushed_ids_for_every_shape() {
-        for n in [0, 1, 64, 65, 4095, 4096, 4097, 4096 * 64, 4096 * 64 + 1, 4096 * 65 + 7] {
+        for n in [
+            0,
+            1,
+            64,
+            65,
+            4095,
+            4096,
+            4097,
+            4096 * 64,
+            4096 * 64 + 1,
+            4096 * 65 + 7,
+        ] {
             let (c, store) = build(n);
             assert!(c.ids.len() <= MAX_INLINE_IDS, "n={n}");
             let mut out = Vec::new();
@@ -195,12 +247,24 @@ mod tests {
 
     #[test]
     fn malformed_lists_are_rejected() {
-        let list = Content { level: 1, ids: vec![id(1)] }.encode_list();
+        let list = Content {
+            level: 1,
+            ids: vec![id(1)],
+        }
+        .encode_list();
         assert!(Content::decode_list(&list, 0, "l").is_err());
         assert!(Content::decode_list(&list[..list.len() - 1], 1, "l").is_err());
-        let empty = Content { level: 0, ids: vec![] }.encode_list();
+        let empty = Content {
+            level: 0,
+            ids: vec![],
+        }
+        .encode_list();
         assert!(Content::decode_list(&empty, 0, "l").is_err());
-        let deep = Content { level: 9, ids: vec![id(1)] }.encode_list();
+        let deep = Content {
+            level: 9,
+            ids: vec![id(1)],
+        }
+        .encode_list();
         assert!(Content::decode_list(&deep, 9, "l").is_err());
     }
 }

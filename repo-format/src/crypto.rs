@@ -67,7 +67,10 @@ impl Keys {
     pub fn derive(master: &MasterKey) -> Self {
         let content_id_key = blake3::derive_key(CONTENT_ID_CONTEXT, &master.0);
         let enc = blake3::derive_key(ENCRYPTION_CONTEXT, &master.0);
-        Keys { content_id_key, cipher: XChaCha20Poly1305::new(&enc.into()) }
+        Keys {
+            content_id_key,
+            cipher: XChaCha20Poly1305::new(&enc.into()),
+        }
     }
 
     /// The content id of a plaintext: keyed BLAKE3 with the content-id subkey.
@@ -83,13 +86,24 @@ impl Keys {
 
     /// [`Keys::seal`] with a caller-chosen nonce; only for test vectors, where a fixed
     /// nonce makes the output reproducible. Never reuse a nonce with real data.
-    pub fn seal_with_nonce(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    pub fn seal_with_nonce(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Vec<u8> {
         let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
         out.extend_from_slice(nonce);
         // Encryption with a valid key and in-memory buffers cannot fail.
         let ct = self
             .cipher
-            .encrypt(XNonce::from_slice(nonce), Payload { msg: plaintext, aad })
+            .encrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .unwrap_or_default();
         out.extend_from_slice(&ct);
         out
@@ -104,13 +118,21 @@ impl Keys {
         if sealed.len() < SEAL_OVERHEAD {
             return Err(Error::corrupt(
                 object,
-                format!("{} bytes is shorter than the {SEAL_OVERHEAD}-byte encryption overhead", sealed.len()),
+                format!(
+                    "{} bytes is shorter than the {SEAL_OVERHEAD}-byte encryption overhead",
+                    sealed.len()
+                ),
             ));
         }
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
         self.cipher
             .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
-            .map_err(|_| Error::corrupt(object, "authentication failed (bytes damaged or not written by this repository's key)"))
+            .map_err(|_| {
+                Error::corrupt(
+                    object,
+                    "authentication failed (bytes damaged or not written by this repository's key)",
+                )
+            })
     }
 }
 
@@ -147,7 +169,17 @@ pub fn seal_with_key(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
     let cipher = XChaCha20Poly1305::new(key.into());
     let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
     let mut out = nonce.to_vec();
-    out.extend_from_slice(&cipher.encrypt(&nonce, Payload { msg: plaintext, aad }).unwrap_or_default());
+    out.extend_from_slice(
+        &cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
+            .unwrap_or_default(),
+    );
     out
 }
 
@@ -157,5 +189,7 @@ pub fn open_with_key(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8
         return None;
     }
     let (nonce, ct) = sealed.split_at(NONCE_LEN);
-    XChaCha20Poly1305::new(key.into()).decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad }).ok()
+    XChaCha20Poly1305::new(key.into())
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
+        .ok()
 }

@@ -61,14 +61,22 @@ pub fn header(file_type: FileType, version: u8) -> [u8; HEADER_LEN] {
 /// # Errors
 /// [`Error::Corrupt`] for a wrong magic or type; [`Error::UnsupportedVersion`] for a
 /// version above `max_version` (or zero).
-pub fn check_header(bytes: &[u8], file_type: FileType, max_version: u8, object: &str) -> Result<u8> {
+pub fn check_header(
+    bytes: &[u8],
+    file_type: FileType,
+    max_version: u8,
+    object: &str,
+) -> Result<u8> {
     if bytes.len() < HEADER_LEN || &bytes[..MAGIC.len()] != MAGIC {
         return Err(Error::corrupt(object, "not a dprepo file (bad magic)"));
     }
     if bytes[FILE_TYPE_OFFSET] != file_type as u8 {
         return Err(Error::corrupt(
             object,
-            format!("file type {} where {:?} ({}) was expected", bytes[FILE_TYPE_OFFSET], file_type, file_type as u8),
+            format!(
+                "file type {} where {:?} ({}) was expected",
+                bytes[FILE_TYPE_OFFSET], file_type, file_type as u8
+            ),
         ));
     }
     let version = bytes[VERSION_OFFSET];
@@ -87,10 +95,18 @@ pub fn check_header(bytes: &[u8], file_type: FileType, max_version: u8, object: 
 ///
 /// # Errors
 /// As [`check_header`], plus [`Error::Corrupt`] when authentication or decompression fails.
-pub fn open_file(keys: &Keys, bytes: &[u8], file_type: FileType, max_version: u8, object: &str) -> Result<(u8, Vec<u8>)> {
+pub fn open_file(
+    keys: &Keys,
+    bytes: &[u8],
+    file_type: FileType,
+    max_version: u8,
+    object: &str,
+) -> Result<(u8, Vec<u8>)> {
     let version = check_header(bytes, file_type, max_version, object)?;
     let payload = keys.open(&bytes[..HEADER_LEN], &bytes[HEADER_LEN..], object)?;
-    let (&encoding, body) = payload.split_first().ok_or_else(|| Error::corrupt(object, "empty payload"))?;
+    let (&encoding, body) = payload
+        .split_first()
+        .ok_or_else(|| Error::corrupt(object, "empty payload"))?;
     let body = match encoding {
         ENCODING_RAW => body.to_vec(),
         ENCODING_ZSTD => {
@@ -101,11 +117,19 @@ pub fn open_file(keys: &Keys, bytes: &[u8], file_type: FileType, max_version: u8
                 .read_to_end(&mut out)
                 .map_err(|e| Error::corrupt(object, format!("zstd: {e}")))?;
             if out.len() as u64 > MAX_BODY {
-                return Err(Error::corrupt(object, format!("body larger than {MAX_BODY} bytes")));
+                return Err(Error::corrupt(
+                    object,
+                    format!("body larger than {MAX_BODY} bytes"),
+                ));
             }
             out
         }
-        other => return Err(Error::corrupt(object, format!("unknown payload encoding {other}"))),
+        other => {
+            return Err(Error::corrupt(
+                object,
+                format!("unknown payload encoding {other}"),
+            ))
+        }
     };
     Ok((version, body))
 }
@@ -121,9 +145,15 @@ mod tests {
         let file = seal_file(&keys, FileType::Snapshot, 1, b"{\"a\":1}");
         let (v, body) = open_file(&keys, &file, FileType::Snapshot, 1, "s").unwrap();
         assert_eq!((v, body.as_slice()), (1, &b"{\"a\":1}"[..]));
-        assert!(matches!(open_file(&keys, &file, FileType::Index, 1, "s"), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            open_file(&keys, &file, FileType::Index, 1, "s"),
+            Err(Error::Corrupt { .. })
+        ));
         let future = seal_file(&keys, FileType::Snapshot, 2, b"{}");
-        assert!(matches!(open_file(&keys, &future, FileType::Snapshot, 1, "s"), Err(Error::UnsupportedVersion { found: 2, .. })));
+        assert!(matches!(
+            open_file(&keys, &future, FileType::Snapshot, 1, "s"),
+            Err(Error::UnsupportedVersion { found: 2, .. })
+        ));
         // The header is authenticated: changing the version byte breaks the tag.
         let mut forged = file.clone();
         forged[VERSION_OFFSET] = 1;

@@ -111,12 +111,17 @@ pub enum Error {
 impl Error {
     /// Build a [`Error::Corrupt`] for `object`.
     pub fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Corrupt { object: object.into(), reason: reason.into() }
+        Error::Corrupt {
+            object: object.into(),
+            reason: reason.into(),
+        }
     }
 
     /// Build a [`Error::NotFound`] for `object`.
     pub fn not_found(object: impl Into<String>) -> Self {
-        Error::NotFound { object: object.into() }
+        Error::NotFound {
+            object: object.into(),
+        }
     }
 
     /// Whether retrying the same operation may succeed (network hiccups, throttling,
@@ -126,7 +131,12 @@ impl Error {
         match self {
             Error::Storage { source, .. } | Error::LocalIo { source, .. } => matches!(
                 source.kind(),
-                Interrupted | TimedOut | WouldBlock | ConnectionReset | ConnectionAborted | BrokenPipe
+                Interrupted
+                    | TimedOut
+                    | WouldBlock
+                    | ConnectionReset
+                    | ConnectionAborted
+                    | BrokenPipe
             ),
             _ => false,
         }

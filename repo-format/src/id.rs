@@ -39,7 +39,9 @@ impl BlobId {
     pub fn from_hex(s: &str) -> Result<Self> {
         let bytes = s.as_bytes();
         if bytes.len() != ID_LEN * 2 {
-            return Err(Error::InvalidArgument(format!("{s:?} is not a 64-digit hex id")));
+            return Err(Error::InvalidArgument(format!(
+                "{s:?} is not a 64-digit hex id"
+            )));
         }
         let mut out = [0u8; ID_LEN];
         for (i, pair) in bytes.chunks_exact(2).enumerate() {
@@ -47,7 +49,11 @@ impl BlobId {
             let lo = hex_value(pair[1]);
             match (hi, lo) {
                 (Some(h), Some(l)) => out[i] = (h << 4) | l,
-                _ => return Err(Error::InvalidArgument(format!("{s:?} is not a 64-digit hex id"))),
+                _ => {
+                    return Err(Error::InvalidArgument(format!(
+                        "{s:?} is not a 64-digit hex id"
+                    )))
+                }
             }
         }
         Ok(BlobId(out))

@@ -107,7 +107,13 @@ impl IndexFile {
                 if offset.checked_add(stored_len).is_none() {
                     return Err(r.corrupt(format!("blob {} extends past 4 GiB", bid.short())));
                 }
-                entries.push(PackEntry { blob_type, id: bid, offset, stored_len, raw_len });
+                entries.push(PackEntry {
+                    blob_type,
+                    id: bid,
+                    offset,
+                    stored_len,
+                    raw_len,
+                });
             }
             packs.push(IndexPack { id, kind, entries });
         }
@@ -192,7 +198,14 @@ impl Index {
     pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
         self.blobs.get(id).map(|s| {
             let (pack_id, pack_kind) = self.packs[s.pack as usize];
-            BlobLocation { pack_id, pack_kind, blob_type: s.blob_type, offset: s.offset, stored_len: s.stored_len, raw_len: s.raw_len }
+            BlobLocation {
+                pack_id,
+                pack_kind,
+                blob_type: s.blob_type,
+                offset: s.offset,
+                stored_len: s.stored_len,
+                raw_len: s.raw_len,
+            }
         })
     }
 
@@ -218,7 +231,9 @@ impl Index {
 
     /// Every blob with its location.
     pub fn blobs(&self) -> impl Iterator<Item = (BlobId, BlobLocation)> + '_ {
-        self.blobs.keys().filter_map(|id| self.get(id).map(|l| (*id, l)))
+        self.blobs
+            .keys()
+            .filter_map(|id| self.get(id).map(|l| (*id, l)))
     }
 }
 
@@ -234,13 +249,20 @@ mod tests {
     use proptest::prelude::*;
 
     fn entry() -> impl Strategy<Value = PackEntry> {
-        (0u8..3, proptest::array::uniform32(any::<u8>()), 0u32..1 << 30, 41u32..1 << 20, any::<u32>()).prop_map(|(t, id, offset, stored_len, raw_len)| PackEntry {
-            blob_type: BlobType::from_u8(t, "t").unwrap(),
-            id: BlobId(id),
-            offset,
-            stored_len,
-            raw_len,
-        })
+        (
+            0u8..3,
+            proptest::array::uniform32(any::<u8>()),
+            0u32..1 << 30,
+            41u32..1 << 20,
+            any::<u32>(),
+        )
+            .prop_map(|(t, id, offset, stored_len, raw_len)| PackEntry {
+                blob_type: BlobType::from_u8(t, "t").unwrap(),
+                id: BlobId(id),
+                offset,
+                stored_len,
+                raw_len,
+            })
     }
 
     proptest! {

@@ -42,15 +42,21 @@ pub struct KdfParams {
 impl Default for KdfParams {
     /// 64 MiB, 3 passes, 1 lane: about a quarter second on a current core.
     fn default() -> Self {
-        KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 }
+        KdfParams {
+            memory_kib: 64 * 1024,
+            iterations: 3,
+            parallelism: 1,
+        }
     }
 }
 
 impl KdfParams {
     fn derive(&self, password: &[u8], salt: &[u8]) -> Result<[u8; 32]> {
-        let params = argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
-            .map_err(|e| Error::InvalidArgument(format!("argon2 parameters: {e}")))?;
-        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let params =
+            argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
+                .map_err(|e| Error::InvalidArgument(format!("argon2 parameters: {e}")))?;
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut out = [0u8; 32];
         argon
             .hash_password_into(password, salt, &mut out)
@@ -85,8 +91,15 @@ impl KeyFile {
     /// Wrap `master` under `password`, producing the bytes of a new key file.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] if `kdf` is out of the accepted bounds.
-    pub fn create(master: &MasterKey, password: &[u8], kdf: KdfParams, hostname: &str, username: &str) -> Result<Vec<u8>> {
+    /// [`Error::Corrupt`] if `kdf` is out of the bounds readers accept (such a key file
+    /// could never be opened).
+    pub fn create(
+        master: &MasterKey,
+        password: &[u8],
+        kdf: KdfParams,
+        hostname: &str,
+        username: &str,
+    ) -> Result<Vec<u8>> {
         check_kdf(&kdf, "new key")?;
         let mut salt = [0u8; SALT_LEN];
         OsRng.fill_bytes(&mut salt);
@@ -121,7 +134,11 @@ impl KeyFile {
         if kdf_id != KDF_ARGON2ID {
             return Err(r.corrupt(format!("unknown key derivation function {kdf_id}")));
         }
-        let kdf = KdfParams { memory_kib: r.u32("memory")?, iterations: r.u32("iterations")?, parallelism: r.u32("parallelism")? };
+        let kdf = KdfParams {
+            memory_kib: r.u32("memory")?,
+            iterations: r.u32("iterations")?,
+            parallelism: r.u32("parallelism")?,
+        };
         check_kdf(&kdf, object)?;
         let mut salt = [0u8; SALT_LEN];
         salt.copy_from_slice(r.take(SALT_LEN, "salt")?);
@@ -136,7 +153,16 @@ impl KeyFile {
         let aad_len = bytes.len() - wrapped.len();
         let username = strings.pop().unwrap_or_default();
         let hostname = strings.pop().unwrap_or_default();
-        Ok(KeyFile { kdf, salt, created, hostname, username, wrapped, aad_len, raw: bytes.to_vec() })
+        Ok(KeyFile {
+            kdf,
+            salt,
+            created,
+            hostname,
+            username,
+            wrapped,
+            aad_len,
+            raw: bytes.to_vec(),
+        })
     }
 
     /// Unwrap the master key with `password`; `Ok(None)` if the password does not fit.
@@ -145,10 +171,12 @@ impl KeyFile {
     /// [`Error::InvalidArgument`] if the KDF rejects its parameters.
     pub fn open(&self, password: &[u8]) -> Result<Option<MasterKey>> {
         let kek = self.kdf.derive(password, &self.salt)?;
-        Ok(open_with_key(&kek, &self.raw[..self.aad_len], &self.wrapped).and_then(|m| {
-            let bytes: [u8; 32] = m.try_into().ok()?;
-            Some(MasterKey(bytes))
-        }))
+        Ok(
+            open_with_key(&kek, &self.raw[..self.aad_len], &self.wrapped).and_then(|m| {
+                let bytes: [u8; 32] = m.try_into().ok()?;
+                Some(MasterKey(bytes))
+            }),
+        )
     }
 }
 
@@ -160,7 +188,10 @@ fn check_kdf(kdf: &KdfParams, object: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::corrupt(object, format!("argon2 parameters out of bounds: {kdf:?}")))
+        Err(Error::corrupt(
+            object,
+            format!("argon2 parameters out of bounds: {kdf:?}"),
+        ))
     }
 }
 
@@ -168,7 +199,11 @@ fn check_kdf(kdf: &KdfParams, object: &str) -> Result<()> {
 mod tests {
     use super::*;
 
-    const FAST: KdfParams = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
+    const FAST: KdfParams = KdfParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
 
     #[test]
     fn key_file_opens_with_its_password_only() {
@@ -183,7 +218,10 @@ mod tests {
             let mut bad = bytes.clone();
             bad[i] ^= 1;
             if let Ok(k) = KeyFile::decode(&bad, "key") {
-                assert!(k.open(b"secret").map(|m| m.is_none()).unwrap_or(true), "flip at {i} accepted");
+                assert!(
+                    k.open(b"secret").map(|m| m.is_none()).unwrap_or(true),
+                    "flip at {i} accepted"
+                );
             }
         }
         for n in 0..bytes.len() {
@@ -196,6 +234,9 @@ mod tests {
         let master = MasterKey::generate();
         let mut bytes = KeyFile::create(&master, b"pw", FAST, "h", "u").unwrap();
         bytes[HEADER_LEN + 1..HEADER_LEN + 5].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(KeyFile::decode(&bytes, "key"), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            KeyFile::decode(&bytes, "key"),
+            Err(Error::Corrupt { .. })
+        ));
     }
 }

@@ -96,14 +96,25 @@ impl SnapshotManifest {
     /// # Errors
     /// [`Error::Corrupt`] / [`Error::UnsupportedVersion`] naming `object`.
     pub fn decode(keys: &Keys, bytes: &[u8], object: &str) -> Result<SnapshotManifest> {
-        let (_, body) = open_file(keys, bytes, FileType::Snapshot, SNAPSHOT_FILE_VERSION, object)?;
+        let (_, body) = open_file(
+            keys,
+            bytes,
+            FileType::Snapshot,
+            SNAPSHOT_FILE_VERSION,
+            object,
+        )?;
         #[derive(Deserialize)]
         struct VersionOnly {
             version: u32,
         }
-        let v: VersionOnly = serde_json::from_slice(&body).map_err(|e| Error::corrupt(object, e.to_string()))?;
+        let v: VersionOnly =
+            serde_json::from_slice(&body).map_err(|e| Error::corrupt(object, e.to_string()))?;
         if v.version != MANIFEST_VERSION {
-            return Err(Error::UnsupportedVersion { object: object.into(), found: v.version, supported: MANIFEST_VERSION });
+            return Err(Error::UnsupportedVersion {
+                object: object.into(),
+                found: v.version,
+                supported: MANIFEST_VERSION,
+            });
         }
         serde_json::from_slice(&body).map_err(|e| Error::corrupt(object, e.to_string()))
     }
@@ -130,7 +141,12 @@ pub const SESSION_FILE_VERSION: u8 = 1;
 impl SessionMarker {
     /// Encode as a sealed session file.
     pub fn encode(&self, keys: &Keys) -> Vec<u8> {
-        seal_file(keys, FileType::Session, SESSION_FILE_VERSION, &serde_json::to_vec(self).unwrap_or_default())
+        seal_file(
+            keys,
+            FileType::Session,
+            SESSION_FILE_VERSION,
+            &serde_json::to_vec(self).unwrap_or_default(),
+        )
     }
 
     /// Decode a sealed session file.
@@ -197,19 +213,35 @@ mod tests {
     fn a_newer_manifest_version_is_refused_by_name() {
         let json = br#"{"version": 2, "time": "2026-01-01T00:00:00Z"}"#;
         let bytes = seal_file(&keys(), FileType::Snapshot, SNAPSHOT_FILE_VERSION, json);
-        assert!(matches!(SnapshotManifest::decode(&keys(), &bytes, "s"), Err(Error::UnsupportedVersion { found: 2, .. })));
+        assert!(matches!(
+            SnapshotManifest::decode(&keys(), &bytes, "s"),
+            Err(Error::UnsupportedVersion { found: 2, .. })
+        ));
     }
 
     #[test]
     fn unknown_fields_are_ignored_for_forward_compatibility() {
         let json = br#"{"version":1,"time":"2026-01-01T00:00:00Z","tree":"0000000000000000000000000000000000000000000000000000000000000000","paths":["/x"],"hostname":"h","username":"u","chunker":{"min_size":1,"avg_size":2,"max_size":3},"program_version":"p","added_later":{"x":1}}"#;
         let bytes = seal_file(&keys(), FileType::Snapshot, SNAPSHOT_FILE_VERSION, json);
-        assert_eq!(SnapshotManifest::decode(&keys(), &bytes, "s").unwrap().paths, vec!["/x".to_string()]);
+        assert_eq!(
+            SnapshotManifest::decode(&keys(), &bytes, "s")
+                .unwrap()
+                .paths,
+            vec!["/x".to_string()]
+        );
     }
 
     #[test]
     fn session_marker_round_trip() {
-        let m = SessionMarker { hostname: "h".into(), pid: 7, started: chrono::Utc::now(), command: "backup".into() };
-        assert_eq!(SessionMarker::decode(&keys(), &m.encode(&keys()), "s").unwrap(), m);
+        let m = SessionMarker {
+            hostname: "h".into(),
+            pid: 7,
+            started: chrono::Utc::now(),
+            command: "backup".into(),
+        };
+        assert_eq!(
+            SessionMarker::decode(&keys(), &m.encode(&keys()), "s").unwrap(),
+            m
+        );
     }
 }

@@ -112,13 +112,21 @@ pub struct FinishedPack {
 impl PackBuilder {
     /// An empty pack of `kind`.
     pub fn new(kind: PackKind) -> Self {
-        PackBuilder { kind, buf: Vec::new(), entries: Vec::new() }
+        PackBuilder {
+            kind,
+            buf: Vec::new(),
+            entries: Vec::new(),
+        }
     }
 
     /// An empty pack of `kind` with room for `bytes` of blobs, so a pack of the target
     /// size never reallocates (doubling would hold up to twice its size in memory).
     pub fn with_capacity(kind: PackKind, bytes: usize) -> Self {
-        PackBuilder { kind, buf: Vec::with_capacity(bytes), entries: Vec::new() }
+        PackBuilder {
+            kind,
+            buf: Vec::with_capacity(bytes),
+            entries: Vec::new(),
+        }
     }
 
     /// Append an encoded blob.
@@ -155,10 +163,16 @@ impl PackBuilder {
         }
         let header = keys.seal(PACK_HEADER_AAD, &w.finish());
         self.buf.extend_from_slice(&header);
-        self.buf.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(header.len() as u32).to_le_bytes());
         self.buf.push(PACK_VERSION);
         self.buf.extend_from_slice(PACK_MAGIC);
-        FinishedPack { id: BlobId::of_stored(&self.buf), kind: self.kind, bytes: self.buf, entries: self.entries }
+        FinishedPack {
+            id: BlobId::of_stored(&self.buf),
+            kind: self.kind,
+            bytes: self.buf,
+            entries: self.entries,
+        }
     }
 }
 
@@ -170,20 +184,35 @@ impl PackBuilder {
 /// does not fit in the pack; [`Error::UnsupportedVersion`] for an unknown pack version.
 pub fn parse_trailer(trailer: &[u8], pack_len: u64, object: &str) -> Result<u32> {
     if trailer.len() != TRAILER_LEN || pack_len < TRAILER_LEN as u64 {
-        return Err(Error::corrupt(object, format!("pack of {pack_len} bytes is too short for its trailer")));
+        return Err(Error::corrupt(
+            object,
+            format!("pack of {pack_len} bytes is too short for its trailer"),
+        ));
     }
     if &trailer[TRAILER_MAGIC_OFFSET..] != PACK_MAGIC {
-        return Err(Error::corrupt(object, "pack trailer magic missing (truncated or not a pack)"));
+        return Err(Error::corrupt(
+            object,
+            "pack trailer magic missing (truncated or not a pack)",
+        ));
     }
     let version = trailer[TRAILER_VERSION_OFFSET];
     if version != PACK_VERSION {
-        return Err(Error::UnsupportedVersion { object: object.into(), found: u32::from(version), supported: u32::from(PACK_VERSION) });
+        return Err(Error::UnsupportedVersion {
+            object: object.into(),
+            found: u32::from(version),
+            supported: u32::from(PACK_VERSION),
+        });
     }
     let mut len = [0u8; 4];
     len.copy_from_slice(&trailer[..4]);
     let header_len = u32::from_le_bytes(len);
-    if u64::from(header_len) + TRAILER_LEN as u64 > pack_len || (header_len as usize) < SEAL_OVERHEAD + 4 {
-        return Err(Error::corrupt(object, format!("header length {header_len} does not fit in a pack of {pack_len} bytes")));
+    if u64::from(header_len) + TRAILER_LEN as u64 > pack_len
+        || (header_len as usize) < SEAL_OVERHEAD + 4
+    {
+        return Err(Error::corrupt(
+            object,
+            format!("header length {header_len} does not fit in a pack of {pack_len} bytes"),
+        ));
     }
     Ok(header_len)
 }
@@ -193,7 +222,12 @@ pub fn parse_trailer(trailer: &[u8], pack_len: u64, object: &str) -> Result<u32>
 ///
 /// # Errors
 /// [`Error::Corrupt`] naming `object` on any inconsistency.
-pub fn decode_header(keys: &Keys, sealed: &[u8], pack_len: u64, object: &str) -> Result<Vec<PackEntry>> {
+pub fn decode_header(
+    keys: &Keys,
+    sealed: &[u8],
+    pack_len: u64,
+    object: &str,
+) -> Result<Vec<PackEntry>> {
     let plain = keys.open(PACK_HEADER_AAD, sealed, object)?;
     let mut r = Reader::new(&plain, object);
     let count = r.count("pack header entry count", HEADER_ENTRY_LEN)?;
@@ -206,17 +240,31 @@ pub fn decode_header(keys: &Keys, sealed: &[u8], pack_len: u64, object: &str) ->
         let stored_len = r.u32("stored length")?;
         let raw_len = r.u32("raw length")?;
         if (stored_len as usize) < MIN_STORED_BLOB {
-            return Err(r.corrupt(format!("blob {} has impossible stored length {stored_len}", id.short())));
+            return Err(r.corrupt(format!(
+                "blob {} has impossible stored length {stored_len}",
+                id.short()
+            )));
         }
-        entries.push(PackEntry { blob_type, id, offset: offset as u32, stored_len, raw_len });
+        entries.push(PackEntry {
+            blob_type,
+            id,
+            offset: offset as u32,
+            stored_len,
+            raw_len,
+        });
         offset += u64::from(stored_len);
         if offset > data_len {
-            return Err(r.corrupt(format!("header lists {offset}+ bytes of blobs but the pack holds {data_len}")));
+            return Err(r.corrupt(format!(
+                "header lists {offset}+ bytes of blobs but the pack holds {data_len}"
+            )));
         }
     }
     r.finish()?;
     if offset != data_len {
-        return Err(Error::corrupt(object, format!("header lists {offset} bytes of blobs but the pack holds {data_len}")));
+        return Err(Error::corrupt(
+            object,
+            format!("header lists {offset} bytes of blobs but the pack holds {data_len}"),
+        ));
     }
     Ok(entries)
 }
@@ -228,7 +276,10 @@ pub fn decode_header(keys: &Keys, sealed: &[u8], pack_len: u64, object: &str) ->
 pub fn decode_pack(keys: &Keys, pack: &[u8], object: &str) -> Result<Vec<PackEntry>> {
     let len = pack.len() as u64;
     if pack.len() < TRAILER_LEN {
-        return Err(Error::corrupt(object, format!("pack of {len} bytes is too short for its trailer")));
+        return Err(Error::corrupt(
+            object,
+            format!("pack of {len} bytes is too short for its trailer"),
+        ));
     }
     let header_len = parse_trailer(&pack[pack.len() - TRAILER_LEN..], len, object)? as usize;
     let start = pack.len() - TRAILER_LEN - header_len;

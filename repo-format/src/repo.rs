@@ -106,7 +106,9 @@ pub struct Repository {
 
 /// The user name of this process, for manifests and key files.
 pub fn current_username() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// The host name of this machine.
@@ -120,33 +122,59 @@ impl Repository {
     /// # Errors
     /// [`Error::RepositoryExists`] if a config is already there; invalid options;
     /// storage errors.
-    pub async fn init(storage: Arc<dyn Storage>, password: &[u8], options: InitOptions) -> Result<Repository> {
+    pub async fn init(
+        storage: Arc<dyn Storage>,
+        password: &[u8],
+        options: InitOptions,
+    ) -> Result<Repository> {
         match storage.size(CONFIG_NAME).await {
-            Ok(_) => return Err(Error::RepositoryExists { location: storage.location() }),
+            Ok(_) => {
+                return Err(Error::RepositoryExists {
+                    location: storage.location(),
+                })
+            }
             Err(Error::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
         let mut config = Config::new(options.chunker, options.stream_chunker);
         config.pack_size = options.pack_size;
         config.compression_level = options.compression_level;
-        config.validate().map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        config
+            .validate()
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let master = MasterKey::generate();
         let keys = Keys::derive(&master);
         let kdf = options.kdf;
         let pw = password_owned(password);
         let wrap_master = master.clone();
-        let key_file = run_cpu(move || KeyFile::create(&wrap_master, &pw, kdf, &current_hostname(), &current_username())).await??;
+        let key_file = run_cpu(move || {
+            KeyFile::create(
+                &wrap_master,
+                &pw,
+                kdf,
+                &current_hostname(),
+                &current_username(),
+            )
+        })
+        .await??;
         let key_name = format!("{KEYS_DIR}{}", BlobId::of_stored(&key_file).to_hex());
         storage.create(&key_name, &key_file).await?;
         if let Err(e) = storage.create(CONFIG_NAME, &config.encode(&keys)).await {
             // Lost a race with another init: leave no stray key behind.
             let _ = storage.delete(&key_name).await;
             return Err(match e {
-                Error::AlreadyExists { .. } => Error::RepositoryExists { location: storage.location() },
+                Error::AlreadyExists { .. } => Error::RepositoryExists {
+                    location: storage.location(),
+                },
                 e => e,
             });
         }
-        Ok(Repository { storage, keys, config, index: Arc::new(RwLock::new(Index::new())) })
+        Ok(Repository {
+            storage,
+            keys,
+            config,
+            index: Arc::new(RwLock::new(Index::new())),
+        })
     }
 
     /// Open the repository in `storage` with `password` and load its index.
@@ -157,10 +185,19 @@ impl Repository {
     pub async fn open(storage: Arc<dyn Storage>, password: &[u8]) -> Result<Repository> {
         let config_bytes = match storage.get(CONFIG_NAME).await {
             Ok(b) => b,
-            Err(Error::NotFound { .. }) => return Err(Error::NoRepository { location: storage.location() }),
+            Err(Error::NotFound { .. }) => {
+                return Err(Error::NoRepository {
+                    location: storage.location(),
+                })
+            }
             Err(e) => return Err(e),
         };
-        let mut key_names: Vec<String> = storage.list(KEYS_DIR).await?.into_iter().map(|b| b.name).collect();
+        let mut key_names: Vec<String> = storage
+            .list(KEYS_DIR)
+            .await?
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
         key_names.sort();
         let mut master = None;
         let mut last_error = None;
@@ -188,7 +225,12 @@ impl Repository {
         };
         let keys = Keys::derive(&master);
         let config = Config::decode(&keys, &config_bytes)?;
-        let repo = Repository { storage, keys, config, index: Arc::new(RwLock::new(Index::new())) };
+        let repo = Repository {
+            storage,
+            keys,
+            config,
+            index: Arc::new(RwLock::new(Index::new())),
+        };
         repo.load_index().await?;
         Ok(repo)
     }
@@ -232,11 +274,16 @@ impl Repository {
                     run_cpu(move || IndexFile::decode(&keys, &bytes, &info.name)).await?
                 });
             }
-            let Some(done) = tasks.join_next().await else { break };
+            let Some(done) = tasks.join_next().await else {
+                break;
+            };
             let file = done.map_err(|e| Error::Internal(e.to_string()))??;
             fresh.add_file(&file);
         }
-        *self.index.write().map_err(|_| Error::Internal("index lock poisoned".into()))? = fresh;
+        *self
+            .index
+            .write()
+            .map_err(|_| Error::Internal("index lock poisoned".into()))? = fresh;
         Ok(())
     }
 
@@ -253,9 +300,19 @@ impl Repository {
     pub async fn read_blob(&self, id: &BlobId, blob_type: BlobType) -> Result<Vec<u8>> {
         let loc = self.locate(id).ok_or_else(|| missing_blob(id))?;
         if loc.blob_type != blob_type {
-            return Err(Error::corrupt(format!("blob {}", id.short()), format!("indexed as {:?}, expected {blob_type:?}", loc.blob_type)));
+            return Err(Error::corrupt(
+                format!("blob {}", id.short()),
+                format!("indexed as {:?}, expected {blob_type:?}", loc.blob_type),
+            ));
         }
-        let stored = self.storage.get_range(&loc.pack_name(), u64::from(loc.offset), u64::from(loc.stored_len)).await?;
+        let stored = self
+            .storage
+            .get_range(
+                &loc.pack_name(),
+                u64::from(loc.offset),
+                u64::from(loc.stored_len),
+            )
+            .await?;
         let keys = self.keys.clone();
         let id = *id;
         run_cpu(move || decode_blob(&keys, blob_type, &id, &stored, u64::from(loc.raw_len))).await?
@@ -282,12 +339,17 @@ impl Repository {
             let keys = self.keys.clone();
             tasks.spawn(async move {
                 let hex = info.name.trim_start_matches(SNAPSHOTS_DIR).to_string();
-                let id = BlobId::from_hex(&hex).map_err(|_| Error::corrupt(&info.name, "snapshot file name is not an id"))?;
+                let id = BlobId::from_hex(&hex)
+                    .map_err(|_| Error::corrupt(&info.name, "snapshot file name is not an id"))?;
                 let bytes = storage.get(&info.name).await?;
                 if BlobId::of_stored(&bytes) != id {
-                    return Err(Error::corrupt(&info.name, "content does not hash to its name"));
+                    return Err(Error::corrupt(
+                        &info.name,
+                        "content does not hash to its name",
+                    ));
                 }
-                let manifest = SnapshotManifest::decode(&keys, &bytes, &format!("snapshot {}", id.short()))?;
+                let manifest =
+                    SnapshotManifest::decode(&keys, &bytes, &format!("snapshot {}", id.short()))?;
                 Ok(Snapshot { id, manifest })
             });
         }
@@ -304,19 +366,30 @@ impl Repository {
     /// # Errors
     /// [`Error::Snapshot`] if nothing or more than one snapshot matches.
     pub fn select_snapshot(snapshots: &[Snapshot], selector: &str) -> Result<Snapshot> {
-        let err = |reason: &str| Error::Snapshot { selector: selector.to_string(), reason: reason.to_string() };
+        let err = |reason: &str| Error::Snapshot {
+            selector: selector.to_string(),
+            reason: reason.to_string(),
+        };
         if selector == "latest" {
-            return snapshots.last().cloned().ok_or_else(|| err("the repository has no snapshots (matching the filters)"));
+            return snapshots
+                .last()
+                .cloned()
+                .ok_or_else(|| err("the repository has no snapshots (matching the filters)"));
         }
         if selector.is_empty() || !selector.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(err("not a snapshot id, id prefix or `latest`"));
         }
         let lower = selector.to_ascii_lowercase();
-        let matches: Vec<&Snapshot> = snapshots.iter().filter(|s| s.id.to_hex().starts_with(&lower)).collect();
+        let matches: Vec<&Snapshot> = snapshots
+            .iter()
+            .filter(|s| s.id.to_hex().starts_with(&lower))
+            .collect();
         match matches.len() {
             1 => Ok(matches[0].clone()),
             0 => Err(err("no such snapshot")),
-            n => Err(err(&format!("prefix matches {n} snapshots; give more digits"))),
+            n => Err(err(&format!(
+                "prefix matches {n} snapshots; give more digits"
+            ))),
         }
     }
 
@@ -329,18 +402,29 @@ impl Repository {
         let display = String::from_utf8_lossy(path).into_owned();
         let mut tree_id = *root;
         let mut found: Option<Node> = None;
-        for comp in path.split(|b| *b == b'/').filter(|c| !c.is_empty() && *c != b".") {
+        for comp in path
+            .split(|b| *b == b'/')
+            .filter(|c| !c.is_empty() && *c != b".")
+        {
             if let Some(node) = &found {
                 match &node.kind {
                     NodeKind::Dir(id) => tree_id = *id,
-                    _ => return Err(Error::SnapshotPath { path: display, reason: format!("{} is not a directory", String::from_utf8_lossy(&node.name)) }),
+                    _ => {
+                        return Err(Error::SnapshotPath {
+                            path: display,
+                            reason: format!(
+                                "{} is not a directory",
+                                String::from_utf8_lossy(&node.name)
+                            ),
+                        })
+                    }
                 }
             }
             let tree = self.load_tree(&tree_id).await?;
-            let node = tree
-                .get(comp)
-                .cloned()
-                .ok_or_else(|| Error::SnapshotPath { path: display.clone(), reason: format!("no entry named {}", String::from_utf8_lossy(comp)) })?;
+            let node = tree.get(comp).cloned().ok_or_else(|| Error::SnapshotPath {
+                path: display.clone(),
+                reason: format!("no entry named {}", String::from_utf8_lossy(comp)),
+            })?;
             found = Some(node);
         }
         Ok(found)
@@ -360,5 +444,6 @@ pub async fn run_cpu<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) 
     rayon::spawn(move || {
         let _ = tx.send(f());
     });
-    rx.await.map_err(|_| Error::Internal("worker task panicked".into()))
+    rx.await
+        .map_err(|_| Error::Internal("worker task panicked".into()))
 }

@@ -30,7 +30,9 @@ pub struct DataIds {
 impl DataIds {
     /// Start at the root of `content`.
     pub fn new(content: &Content) -> Self {
-        DataIds { stack: vec![(content.level, content.ids.clone(), 0)] }
+        DataIds {
+            stack: vec![(content.level, content.ids.clone(), 0)],
+        }
     }
 
     /// The next data chunk id, or `None` at the end.
@@ -70,7 +72,13 @@ pub struct ContentReader {
 impl ContentReader {
     /// Start reading `content`.
     pub fn new(repo: &Repository, content: &Content, window: usize) -> Self {
-        ContentReader { repo: repo.clone(), ids: DataIds::new(content), inflight: VecDeque::new(), window: window.max(1), exhausted: false }
+        ContentReader {
+            repo: repo.clone(),
+            ids: DataIds::new(content),
+            inflight: VecDeque::new(),
+            window: window.max(1),
+            exhausted: false,
+        }
     }
 
     /// The next chunk's plaintext, or `None` at the end.
@@ -82,7 +90,9 @@ impl ContentReader {
             match self.ids.next(&self.repo).await? {
                 Some(id) => {
                     let repo = self.repo.clone();
-                    self.inflight.push_back(tokio::spawn(async move { repo.read_blob(&id, BlobType::Data).await }));
+                    self.inflight.push_back(tokio::spawn(async move {
+                        repo.read_blob(&id, BlobType::Data).await
+                    }));
                 }
                 None => self.exhausted = true,
             }
@@ -115,7 +125,11 @@ pub struct RestoreOptions {
 
 impl Default for RestoreOptions {
     fn default() -> Self {
-        RestoreOptions { parallel_files: 8, read_ahead: 8, restore_owner: true }
+        RestoreOptions {
+            parallel_files: 8,
+            read_ahead: 8,
+            restore_owner: true,
+        }
     }
 }
 
@@ -152,12 +166,21 @@ pub struct RestoreSummary {
 /// # Errors
 /// [`Error::SnapshotPath`] for a bad path; local I/O errors naming the path; missing or
 /// damaged repository objects. Already restored files are left in place on failure.
-pub async fn restore(repo: &Repository, root: &BlobId, path: &[u8], target: &Path, options: &RestoreOptions, progress: Arc<RestoreProgress>) -> Result<RestoreSummary> {
+pub async fn restore(
+    repo: &Repository,
+    root: &BlobId,
+    path: &[u8],
+    target: &Path,
+    options: &RestoreOptions,
+    progress: Arc<RestoreProgress>,
+) -> Result<RestoreSummary> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |e| Error::LocalIo { path: p, source: e }
     };
-    tokio::fs::create_dir_all(target).await.map_err(io(target))?;
+    tokio::fs::create_dir_all(target)
+        .await
+        .map_err(io(target))?;
     let mut summary = RestoreSummary::default();
     let mut files = tokio::task::JoinSet::new();
     let mut dir_meta: Vec<(PathBuf, Node)> = Vec::new();
@@ -170,7 +193,18 @@ pub async fn restore(repo: &Repository, root: &BlobId, path: &[u8], target: &Pat
                 stack.push((*id, target.to_path_buf()));
                 dir_meta.push((target.to_path_buf(), node.clone()));
             }
-            _ => restore_leaf(repo, &node, target, options, &progress, &mut files, &mut summary).await?,
+            _ => {
+                restore_leaf(
+                    repo,
+                    &node,
+                    target,
+                    options,
+                    &progress,
+                    &mut files,
+                    &mut summary,
+                )
+                .await?
+            }
         },
     }
     while let Some((tree_id, dir)) = stack.pop() {
@@ -178,17 +212,22 @@ pub async fn restore(repo: &Repository, root: &BlobId, path: &[u8], target: &Pat
         for node in tree.nodes {
             let local = dir.join(OsStr::from_bytes(&node.name));
             if let NodeKind::Dir(id) = &node.kind {
-                match tokio::fs::create_dir(&local).await {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && local.is_dir() => {}
-                    Err(e) => return Err(io(&local)(e)),
-                }
+                prepare_dir(&local).await?;
                 summary.dirs += 1;
                 progress.dirs.fetch_add(1, Ordering::Relaxed);
                 stack.push((*id, local.clone()));
                 dir_meta.push((local, node));
             } else {
-                restore_leaf(repo, &node, &dir, options, &progress, &mut files, &mut summary).await?;
+                restore_leaf(
+                    repo,
+                    &node,
+                    &dir,
+                    options,
+                    &progress,
+                    &mut files,
+                    &mut summary,
+                )
+                .await?;
             }
         }
     }
@@ -200,9 +239,34 @@ pub async fn restore(repo: &Repository, root: &BlobId, path: &[u8], target: &Pat
     // Deepest directories first, so setting a parent's mtime comes after its children.
     dir_meta.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
     for (p, node) in &dir_meta {
-        summary.warnings.extend(apply_metadata(p, node, options.restore_owner)?);
+        summary
+            .warnings
+            .extend(apply_metadata(p, node, options.restore_owner)?);
     }
     Ok(summary)
+}
+
+/// Make `local` an empty-or-existing real directory. An existing symlink is replaced,
+/// never followed: a link planted in the target must not redirect the restore.
+async fn prepare_dir(local: &Path) -> Result<()> {
+    let io = |e| Error::LocalIo {
+        path: local.to_path_buf(),
+        source: e,
+    };
+    match tokio::fs::symlink_metadata(local).await {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(m) if m.file_type().is_symlink() || m.is_file() => {
+            tokio::fs::remove_file(local).await.map_err(io)?
+        }
+        Ok(_) => {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a directory",
+            )))
+        }
+        Err(_) => {}
+    }
+    tokio::fs::create_dir(local).await.map_err(io)
 }
 
 async fn restore_leaf(
@@ -218,11 +282,23 @@ async fn restore_leaf(
     match &node.kind {
         NodeKind::Symlink(target) => {
             if tokio::fs::symlink_metadata(&local).await.is_ok() {
-                tokio::fs::remove_file(&local).await.map_err(|e| Error::LocalIo { path: local.clone(), source: e })?;
+                tokio::fs::remove_file(&local)
+                    .await
+                    .map_err(|e| Error::LocalIo {
+                        path: local.clone(),
+                        source: e,
+                    })?;
             }
-            std::os::unix::fs::symlink(OsStr::from_bytes(target), &local).map_err(|e| Error::LocalIo { path: local.clone(), source: e })?;
+            std::os::unix::fs::symlink(OsStr::from_bytes(target), &local).map_err(|e| {
+                Error::LocalIo {
+                    path: local.clone(),
+                    source: e,
+                }
+            })?;
             summary.symlinks += 1;
-            summary.warnings.extend(apply_metadata(&local, node, options.restore_owner)?);
+            summary
+                .warnings
+                .extend(apply_metadata(&local, node, options.restore_owner)?);
         }
         NodeKind::File(_) => {
             while files.len() >= options.parallel_files.max(1) {
@@ -233,20 +309,47 @@ async fn restore_leaf(
                 }
             }
             summary.files += 1;
-            let (repo, node, options, progress) = (repo.clone(), node.clone(), options.clone(), progress.clone());
-            files.spawn(async move { restore_file(&repo, &node, &local, &options, &progress).await });
+            let (repo, node, options, progress) = (
+                repo.clone(),
+                node.clone(),
+                options.clone(),
+                progress.clone(),
+            );
+            files.spawn(
+                async move { restore_file(&repo, &node, &local, &options, &progress).await },
+            );
         }
         NodeKind::Dir(_) => {}
     }
     Ok(())
 }
 
-async fn restore_file(repo: &Repository, node: &Node, local: &Path, options: &RestoreOptions, progress: &RestoreProgress) -> Result<(u64, Vec<String>)> {
-    let NodeKind::File(content) = &node.kind else { return Ok((0, Vec::new())) };
-    let io = |e| Error::LocalIo { path: local.to_path_buf(), source: e };
+async fn restore_file(
+    repo: &Repository,
+    node: &Node,
+    local: &Path,
+    options: &RestoreOptions,
+    progress: &RestoreProgress,
+) -> Result<(u64, Vec<String>)> {
+    let NodeKind::File(content) = &node.kind else {
+        return Ok((0, Vec::new()));
+    };
+    let io = |e| Error::LocalIo {
+        path: local.to_path_buf(),
+        source: e,
+    };
     if let Ok(m) = tokio::fs::symlink_metadata(local).await {
-        if !m.is_file() {
-            return Err(Error::LocalIo { path: local.to_path_buf(), source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists and is not a regular file") });
+        if m.file_type().is_symlink() {
+            // Replace, never write through, a symlink found where a file goes.
+            tokio::fs::remove_file(local).await.map_err(io)?;
+        } else if !m.is_file() {
+            return Err(Error::LocalIo {
+                path: local.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "exists and is not a regular file",
+                ),
+            });
         }
     }
     let mut file = tokio::fs::File::create(local).await.map_err(io)?;
@@ -255,14 +358,19 @@ async fn restore_file(repo: &Repository, node: &Node, local: &Path, options: &Re
     while let Some(chunk) = reader.next_chunk().await? {
         file.write_all(&chunk).await.map_err(io)?;
         written += chunk.len() as u64;
-        progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        progress
+            .bytes
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
     }
     file.flush().await.map_err(io)?;
     drop(file);
     if written != node.size {
         return Err(Error::corrupt(
             format!("file {}", local.display()),
-            format!("snapshot records {} bytes but its chunks hold {written}", node.size),
+            format!(
+                "snapshot records {} bytes but its chunks hold {written}",
+                node.size
+            ),
         ));
     }
     progress.files.fetch_add(1, Ordering::Relaxed);
@@ -284,11 +392,22 @@ fn apply_metadata(path: &Path, node: &Node, restore_owner: bool) -> Result<Vec<S
     }
     if !is_link {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777)).map_err(|e| Error::LocalIo { path: path.to_path_buf(), source: e })?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777))
+            .map_err(|e| Error::LocalIo {
+                path: path.to_path_buf(),
+                source: e,
+            })?;
     }
     let mtime = filetime::FileTime::from_unix_time(node.mtime.sec, node.mtime.nsec);
-    let result = if is_link { filetime::set_symlink_file_times(path, mtime, mtime) } else { filetime::set_file_times(path, mtime, mtime) };
-    result.map_err(|e| Error::LocalIo { path: path.to_path_buf(), source: e })?;
+    let result = if is_link {
+        filetime::set_symlink_file_times(path, mtime, mtime)
+    } else {
+        filetime::set_file_times(path, mtime, mtime)
+    };
+    result.map_err(|e| Error::LocalIo {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
     Ok(warnings)
 }
 
@@ -297,21 +416,47 @@ fn apply_metadata(path: &Path, node: &Node, restore_owner: bool) -> Result<Vec<S
 /// # Errors
 /// [`Error::SnapshotPath`] if the path is missing or not a file; write errors; missing
 /// or damaged repository objects.
-pub async fn dump(repo: &Repository, root: &BlobId, path: &[u8], out: &mut (dyn std::io::Write + Send)) -> Result<u64> {
+pub async fn dump(
+    repo: &Repository,
+    root: &BlobId,
+    path: &[u8],
+    out: &mut (dyn std::io::Write + Send),
+) -> Result<u64> {
     let display = String::from_utf8_lossy(path).into_owned();
-    let node = repo.find_node(root, path).await?.ok_or_else(|| Error::SnapshotPath { path: display.clone(), reason: "is the snapshot root (a directory); use restore".into() })?;
+    let node = repo
+        .find_node(root, path)
+        .await?
+        .ok_or_else(|| Error::SnapshotPath {
+            path: display.clone(),
+            reason: "is the snapshot root (a directory); use restore".into(),
+        })?;
     let NodeKind::File(content) = &node.kind else {
-        return Err(Error::SnapshotPath { path: display, reason: format!("is a {}, not a file; use restore", node.kind.name()) });
+        return Err(Error::SnapshotPath {
+            path: display,
+            reason: format!("is a {}, not a file; use restore", node.kind.name()),
+        });
     };
     let mut reader = ContentReader::new(repo, content, 8);
     let mut written = 0u64;
     while let Some(chunk) = reader.next_chunk().await? {
-        out.write_all(&chunk).map_err(|e| Error::LocalIo { path: "<stdout>".into(), source: e })?;
+        out.write_all(&chunk).map_err(|e| Error::LocalIo {
+            path: "<stdout>".into(),
+            source: e,
+        })?;
         written += chunk.len() as u64;
     }
-    out.flush().map_err(|e| Error::LocalIo { path: "<stdout>".into(), source: e })?;
+    out.flush().map_err(|e| Error::LocalIo {
+        path: "<stdout>".into(),
+        source: e,
+    })?;
     if written != node.size {
-        return Err(Error::corrupt(format!("file {display}"), format!("snapshot records {} bytes but its chunks hold {written}", node.size)));
+        return Err(Error::corrupt(
+            format!("file {display}"),
+            format!(
+                "snapshot records {} bytes but its chunks hold {written}",
+                node.size
+            ),
+        ));
     }
     Ok(written)
 }

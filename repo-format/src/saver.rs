@@ -68,7 +68,9 @@ impl UploaderHandle {
     /// # Errors
     /// The first upload or index write failure.
     pub async fn finish(self) -> Result<()> {
-        self.task.await.map_err(|e| Error::Internal(format!("uploader: {e}")))?
+        self.task
+            .await
+            .map_err(|e| Error::Internal(format!("uploader: {e}")))?
     }
 }
 
@@ -85,13 +87,26 @@ impl BlobSaver {
         let connections = connections.max(1);
         let (tx, rx) = mpsc::channel(1);
         let stats = Arc::new(SaveStats::default());
-        let task = tokio::spawn(upload_loop(storage, keys.clone(), index.clone(), rx, connections, stats.clone()));
+        let task = tokio::spawn(upload_loop(
+            storage,
+            keys.clone(),
+            index.clone(),
+            rx,
+            connections,
+            stats.clone(),
+        ));
         let saver = BlobSaver {
             keys,
             index,
             claimed: Mutex::new(HashSet::new()),
-            data_pack: Mutex::new(PackBuilder::with_capacity(PackKind::Data, pack_capacity(pack_size))),
-            meta_pack: Mutex::new(PackBuilder::with_capacity(PackKind::Meta, pack_capacity(pack_size))),
+            data_pack: Mutex::new(PackBuilder::with_capacity(
+                PackKind::Data,
+                pack_capacity(pack_size),
+            )),
+            meta_pack: Mutex::new(PackBuilder::with_capacity(
+                PackKind::Meta,
+                pack_capacity(pack_size),
+            )),
             pack_size: pack_size as usize,
             level,
             tx: Mutex::new(Some(tx)),
@@ -122,6 +137,15 @@ impl BlobSaver {
     /// # Errors
     /// As [`BlobSaver::save`].
     pub fn save_with_id(&self, blob_type: BlobType, id: BlobId, plaintext: &[u8]) -> Result<()> {
+        if plaintext.len() as u64 > crate::blob::MAX_BLOB_PLAINTEXT {
+            // Readers refuse such blobs; refuse to write one rather than commit a
+            // snapshot that cannot be read back.
+            return Err(Error::InvalidArgument(format!(
+                "{blob_type:?} blob of {} bytes exceeds the format limit of {} bytes (a directory with too many entries?)",
+                plaintext.len(),
+                crate::blob::MAX_BLOB_PLAINTEXT
+            )));
+        }
         if self.index.read().map(|i| i.contains(&id)).unwrap_or(false) {
             return Ok(());
         }
@@ -130,14 +154,21 @@ impl BlobSaver {
         }
         let stored = encode_blob(&self.keys, blob_type, &id, plaintext, self.level);
         self.stats.blobs_added.fetch_add(1, Ordering::Relaxed);
-        self.stats.bytes_added.fetch_add(plaintext.len() as u64, Ordering::Relaxed);
-        self.stats.bytes_stored.fetch_add(stored.len() as u64, Ordering::Relaxed);
+        self.stats
+            .bytes_added
+            .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+        self.stats
+            .bytes_stored
+            .fetch_add(stored.len() as u64, Ordering::Relaxed);
         let kind = PackKind::for_blob(blob_type);
         let full = {
             let mut pack = self.packer(kind).lock().map_err(|_| poisoned())?;
             pack.add(blob_type, id, &stored, plaintext.len() as u32);
             if pack.len() >= self.pack_size {
-                Some(std::mem::replace(&mut *pack, PackBuilder::with_capacity(kind, pack_capacity(self.pack_size as u32))))
+                Some(std::mem::replace(
+                    &mut *pack,
+                    PackBuilder::with_capacity(kind, pack_capacity(self.pack_size as u32)),
+                ))
             } else {
                 None
             }
@@ -158,7 +189,8 @@ impl BlobSaver {
     fn send(&self, pack: FinishedPack) -> Result<()> {
         let tx = self.tx.lock().map_err(|_| poisoned())?.clone();
         let tx = tx.ok_or_else(|| Error::Internal("blob saver already closed".into()))?;
-        tx.blocking_send(pack).map_err(|_| Error::Internal("pack uploader stopped (see the upload error)".into()))
+        tx.blocking_send(pack)
+            .map_err(|_| Error::Internal("pack uploader stopped (see the upload error)".into()))
     }
 
     /// Send the partly filled packs and close the channel; then await
@@ -168,7 +200,10 @@ impl BlobSaver {
     /// As [`BlobSaver::save`].
     pub fn close(&self) -> Result<()> {
         for kind in [PackKind::Data, PackKind::Meta] {
-            let builder = std::mem::replace(&mut *self.packer(kind).lock().map_err(|_| poisoned())?, PackBuilder::new(kind));
+            let builder = std::mem::replace(
+                &mut *self.packer(kind).lock().map_err(|_| poisoned())?,
+                PackBuilder::new(kind),
+            );
             if !builder.is_empty() {
                 self.send(builder.finish(&self.keys))?;
             }
@@ -230,8 +265,17 @@ async fn upload_loop(
     Ok(())
 }
 
-async fn write_index_file(storage: &dyn Storage, keys: &Keys, packs: Vec<IndexPack>, stats: &SaveStats) -> Result<()> {
-    let bytes = IndexFile { obsoletes: Vec::new(), packs }.encode(keys);
+async fn write_index_file(
+    storage: &dyn Storage,
+    keys: &Keys,
+    packs: Vec<IndexPack>,
+    stats: &SaveStats,
+) -> Result<()> {
+    let bytes = IndexFile {
+        obsoletes: Vec::new(),
+        packs,
+    }
+    .encode(keys);
     let name = format!("{INDEX_DIR}{}", BlobId::of_stored(&bytes).to_hex());
     storage.put(&name, &bytes).await?;
     stats.index_files_written.fetch_add(1, Ordering::Relaxed);

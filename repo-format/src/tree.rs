@@ -120,9 +120,17 @@ pub struct Tree {
 /// # Errors
 /// [`Error::Corrupt`] naming `object`.
 pub fn check_name(name: &[u8], object: &str) -> Result<()> {
-    let bad = name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) || name.len() > MAX_NAME_LEN;
+    let bad = name.is_empty()
+        || name == b"."
+        || name == b".."
+        || name.contains(&b'/')
+        || name.contains(&0)
+        || name.len() > MAX_NAME_LEN;
     if bad {
-        return Err(Error::corrupt(object, format!("invalid file name {:?}", String::from_utf8_lossy(name))));
+        return Err(Error::corrupt(
+            object,
+            format!("invalid file name {:?}", String::from_utf8_lossy(name)),
+        ));
     }
     Ok(())
 }
@@ -135,7 +143,10 @@ impl Tree {
 
     /// Find a node by name.
     pub fn get(&self, name: &[u8]) -> Option<&Node> {
-        self.nodes.binary_search_by(|n| n.name.as_slice().cmp(name)).ok().map(|i| &self.nodes[i])
+        self.nodes
+            .binary_search_by(|n| n.name.as_slice().cmp(name))
+            .ok()
+            .map(|i| &self.nodes[i])
     }
 
     /// Encode; nodes must be sorted and names valid.
@@ -149,7 +160,9 @@ impl Tree {
         for (i, n) in self.nodes.iter().enumerate() {
             check_name(&n.name, "tree").map_err(|e| Error::InvalidArgument(e.to_string()))?;
             if i > 0 && self.nodes[i - 1].name >= n.name {
-                return Err(Error::InvalidArgument("tree nodes must be sorted and unique".into()));
+                return Err(Error::InvalidArgument(
+                    "tree nodes must be sorted and unique".into(),
+                ));
             }
             w.u8(n.kind.tag());
             w.u16(n.name.len() as u16);
@@ -175,8 +188,14 @@ impl Tree {
                     w.bytes(t);
                 }
             }
-            if n.extensions.len() > usize::from(u16::MAX) || n.extensions.iter().any(|e| e.data.len() > MAX_EXTENSION_LEN) {
-                return Err(Error::InvalidArgument("too many or too large node extensions".into()));
+            if n.extensions.len() > usize::from(u16::MAX)
+                || n.extensions
+                    .iter()
+                    .any(|e| e.data.len() > MAX_EXTENSION_LEN)
+            {
+                return Err(Error::InvalidArgument(
+                    "too many or too large node extensions".into(),
+                ));
             }
             w.u16(n.extensions.len() as u16);
             for e in &n.extensions {
@@ -196,7 +215,11 @@ impl Tree {
         let mut r = Reader::new(body, object);
         let version = r.u8("tree version")?;
         if version != TREE_VERSION {
-            return Err(Error::UnsupportedVersion { object: object.into(), found: u32::from(version), supported: u32::from(TREE_VERSION) });
+            return Err(Error::UnsupportedVersion {
+                object: object.into(),
+                found: u32::from(version),
+                supported: u32::from(TREE_VERSION),
+            });
         }
         let count = r.count("node count", MIN_NODE_LEN)?;
         let mut nodes: Vec<Node> = Vec::with_capacity(count);
@@ -213,8 +236,14 @@ impl Tree {
             let mode = r.u32("mode")?;
             let uid = r.u32("uid")?;
             let gid = r.u32("gid")?;
-            let mtime = Timestamp { sec: r.i64("mtime")?, nsec: r.u32("mtime nsec")? };
-            let ctime = Timestamp { sec: r.i64("ctime")?, nsec: r.u32("ctime nsec")? };
+            let mtime = Timestamp {
+                sec: r.i64("mtime")?,
+                nsec: r.u32("mtime nsec")?,
+            };
+            let ctime = Timestamp {
+                sec: r.i64("ctime")?,
+                nsec: r.u32("ctime nsec")?,
+            };
             if mtime.nsec >= 1_000_000_000 || ctime.nsec >= 1_000_000_000 {
                 return Err(r.corrupt("nanoseconds out of range"));
             }
@@ -243,11 +272,26 @@ impl Tree {
                 }
                 let data = r.take(len, "extension data")?.to_vec();
                 if tag & EXT_CRITICAL != 0 {
-                    return Err(Error::UnsupportedFeature { object: object.into(), feature: format!("critical node extension {tag:#06x}") });
+                    return Err(Error::UnsupportedFeature {
+                        object: object.into(),
+                        feature: format!("critical node extension {tag:#06x}"),
+                    });
                 }
                 extensions.push(Extension { tag, data });
             }
-            nodes.push(Node { name, kind, mode, uid, gid, mtime, ctime, inode, device, size, extensions });
+            nodes.push(Node {
+                name,
+                kind,
+                mode,
+                uid,
+                gid,
+                mtime,
+                ctime,
+                inode,
+                device,
+                size,
+                extensions,
+            });
         }
         r.finish()?;
         Ok(Tree { nodes })
@@ -261,14 +305,23 @@ mod tests {
 
     fn node() -> impl Strategy<Value = Node> {
         let kind = prop_oneof![
-            (0u8..3, proptest::collection::vec(proptest::array::uniform32(any::<u8>()), 0..5))
-                .prop_map(|(level, ids)| NodeKind::File(Content { level, ids: ids.into_iter().map(BlobId).collect() })),
+            (
+                0u8..3,
+                proptest::collection::vec(proptest::array::uniform32(any::<u8>()), 0..5)
+            )
+                .prop_map(|(level, ids)| NodeKind::File(Content {
+                    level,
+                    ids: ids.into_iter().map(BlobId).collect()
+                })),
             proptest::array::uniform32(any::<u8>()).prop_map(|id| NodeKind::Dir(BlobId(id))),
             proptest::collection::vec(any::<u8>(), 0..50).prop_map(NodeKind::Symlink),
         ];
         (
-            proptest::collection::vec(any::<u8>().prop_filter("no / or NUL", |b| *b != b'/' && *b != 0), 1..20)
-                .prop_filter("not . or ..", |n| n != b"." && n != b".."),
+            proptest::collection::vec(
+                any::<u8>().prop_filter("no / or NUL", |b| *b != b'/' && *b != 0),
+                1..20,
+            )
+            .prop_filter("not . or ..", |n| n != b"." && n != b".."),
             kind,
             any::<u32>(),
             any::<u32>(),
@@ -277,21 +330,29 @@ mod tests {
             0u32..1_000_000_000,
             any::<u64>(),
             any::<u64>(),
-            proptest::collection::vec((0u16..0x8000, proptest::collection::vec(any::<u8>(), 0..8)), 0..3),
+            proptest::collection::vec(
+                (0u16..0x8000, proptest::collection::vec(any::<u8>(), 0..8)),
+                0..3,
+            ),
         )
-            .prop_map(|(name, kind, mode, uid, gid, sec, nsec, inode, size, ext)| Node {
-                name,
-                kind,
-                mode,
-                uid,
-                gid,
-                mtime: Timestamp { sec, nsec },
-                ctime: Timestamp { sec: sec / 2, nsec },
-                inode,
-                device: inode ^ 7,
-                size,
-                extensions: ext.into_iter().map(|(tag, data)| Extension { tag, data }).collect(),
-            })
+            .prop_map(
+                |(name, kind, mode, uid, gid, sec, nsec, inode, size, ext)| Node {
+                    name,
+                    kind,
+                    mode,
+                    uid,
+                    gid,
+                    mtime: Timestamp { sec, nsec },
+                    ctime: Timestamp { sec: sec / 2, nsec },
+                    inode,
+                    device: inode ^ 7,
+                    size,
+                    extensions: ext
+                        .into_iter()
+                        .map(|(tag, data)| Extension { tag, data })
+                        .collect(),
+                },
+            )
     }
 
     proptest! {
@@ -315,18 +376,52 @@ mod tests {
 
     #[test]
     fn unknown_extensions_are_kept_and_critical_ones_refused() {
-        let mut node = Node { name: b"f".to_vec(), kind: NodeKind::Symlink(b"t".to_vec()), mode: 0, uid: 0, gid: 0, mtime: Timestamp::default(), ctime: Timestamp::default(), inode: 0, device: 0, size: 0, extensions: vec![Extension { tag: 7, data: b"later".to_vec() }] };
-        let tree = Tree { nodes: vec![node.clone()] };
+        let mut node = Node {
+            name: b"f".to_vec(),
+            kind: NodeKind::Symlink(b"t".to_vec()),
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime: Timestamp::default(),
+            ctime: Timestamp::default(),
+            inode: 0,
+            device: 0,
+            size: 0,
+            extensions: vec![Extension {
+                tag: 7,
+                data: b"later".to_vec(),
+            }],
+        };
+        let tree = Tree {
+            nodes: vec![node.clone()],
+        };
         assert_eq!(Tree::decode(&tree.encode().unwrap(), "t").unwrap(), tree);
         node.extensions[0].tag |= EXT_CRITICAL;
         let tree = Tree { nodes: vec![node] };
-        assert!(matches!(Tree::decode(&tree.encode().unwrap(), "t"), Err(Error::UnsupportedFeature { .. })));
+        assert!(matches!(
+            Tree::decode(&tree.encode().unwrap(), "t"),
+            Err(Error::UnsupportedFeature { .. })
+        ));
     }
 
     #[test]
     fn path_traversal_names_are_rejected() {
         for bad in [&b".."[..], b".", b"a/b", b"", b"a\0"] {
-            let tree = Tree { nodes: vec![Node { name: bad.to_vec(), kind: NodeKind::Symlink(vec![]), mode: 0, uid: 0, gid: 0, mtime: Timestamp::default(), ctime: Timestamp::default(), inode: 0, device: 0, size: 0, extensions: vec![] }] };
+            let tree = Tree {
+                nodes: vec![Node {
+                    name: bad.to_vec(),
+                    kind: NodeKind::Symlink(vec![]),
+                    mode: 0,
+                    uid: 0,
+                    gid: 0,
+                    mtime: Timestamp::default(),
+                    ctime: Timestamp::default(),
+                    inode: 0,
+                    device: 0,
+                    size: 0,
+                    extensions: vec![],
+                }],
+            };
             assert!(tree.encode().is_err());
             // Forge the bytes directly: the decoder must refuse them too.
             let mut w = Writer::new();

@@ -16,22 +16,36 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use dprepo_chunker::{Chunker, ChunkerParams};
 use dprepo_repo_format::blob::{compress_payload, decode_blob, BlobType, ENCODING_RAW};
 use dprepo_repo_format::content::Content;
-use dprepo_repo_format::crypto::{Keys, MasterKey, CONTENT_ID_CONTEXT, ENCRYPTION_CONTEXT, NONCE_LEN};
+use dprepo_repo_format::crypto::{
+    Keys, MasterKey, CONTENT_ID_CONTEXT, ENCRYPTION_CONTEXT, NONCE_LEN,
+};
 use dprepo_repo_format::envelope::{header, open_file, FileType};
 use dprepo_repo_format::index::{IndexFile, IndexPack, INDEX_FILE_VERSION};
 use dprepo_repo_format::key::{KdfParams, KeyFile, KDF_ARGON2ID, KEY_FILE_VERSION, SALT_LEN};
-use dprepo_repo_format::pack::{decode_pack, PackBuilder, PackEntry, PackKind, PACK_HEADER_AAD, PACK_MAGIC, PACK_VERSION};
+use dprepo_repo_format::pack::{
+    decode_pack, PackBuilder, PackEntry, PackKind, PACK_HEADER_AAD, PACK_MAGIC, PACK_VERSION,
+};
 use dprepo_repo_format::tree::{Node, NodeKind, Timestamp, Tree};
 use dprepo_repo_format::BlobId;
 
 /// Fixed inputs of the vectors (SPEC.md, "Test vectors", inputs table).
 const PASSWORD: &[u8] = b"password";
-const KEY_KDF: KdfParams = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
+const KEY_KDF: KdfParams = KdfParams {
+    memory_kib: 64,
+    iterations: 1,
+    parallelism: 1,
+};
 const KEY_CREATED: i64 = 1_700_000_000;
 const KEY_HOSTNAME: &str = "host";
 const KEY_USERNAME: &str = "user";
 const CHUNKER_INPUT_CONTEXT: &[u8] = b"dprepo chunker test vector";
 const CHUNKER_INPUT_LEN: usize = 256 * 1024;
+/// Explicit sizes rather than a preset: presets may change, the vector may not.
+const CHUNKER_PARAMS: ChunkerParams = ChunkerParams {
+    min_size: 4096,
+    avg_size: 16384,
+    max_size: 65536,
+};
 
 /// `start, start + 1, ...` (wrapping), `N` bytes.
 fn counting<const N: usize>(start: u8) -> [u8; N] {
@@ -66,10 +80,13 @@ fn to_hex(bytes: &[u8]) -> String {
 }
 
 fn from_hex(name: &str, s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "vector {name}: odd number of hex digits");
+    assert!(s.len() & 1 == 0, "vector {name}: odd number of hex digits");
     (0..s.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or_else(|_| panic!("vector {name}: bad hex at {i}")))
+        .map(|i| {
+            u8::from_str_radix(&s[i..i + 2], 16)
+                .unwrap_or_else(|_| panic!("vector {name}: bad hex at {i}"))
+        })
         .collect()
 }
 
@@ -79,14 +96,19 @@ fn spec_vectors() -> BTreeMap<String, Vec<u8>> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../SPEC.md");
     let spec = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
     let mut lines = spec.lines().skip_while(|l| l.trim() != "```test-vectors");
-    assert!(lines.next().is_some(), "SPEC.md has no ```test-vectors block");
+    assert!(
+        lines.next().is_some(),
+        "SPEC.md has no ```test-vectors block"
+    );
     let mut out = BTreeMap::new();
     for line in lines.by_ref().take_while(|l| l.trim() != "```") {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (name, hex) = line.split_once(" = ").unwrap_or_else(|| panic!("malformed vector line {line:?}"));
+        let (name, hex) = line
+            .split_once(" = ")
+            .unwrap_or_else(|| panic!("malformed vector line {line:?}"));
         let previous = out.insert(name.trim().to_string(), from_hex(name, hex.trim()));
         assert!(previous.is_none(), "vector {name} appears twice");
     }
@@ -109,23 +131,49 @@ fn fixture() -> Fixture {
     let id_hello = keys.content_id(b"hello world");
     let id_empty = keys.content_id(b"");
     let payload = raw_payload(b"hello world");
-    let blob_hello = keys.seal_with_nonce(&nonce_blob(), &blob_aad(BlobType::Data, &id_hello), &payload);
-    let entry = PackEntry { blob_type: BlobType::Data, id: id_hello, offset: 0, stored_len: blob_hello.len() as u32, raw_len: 11 };
+    let blob_hello = keys.seal_with_nonce(
+        &nonce_blob(),
+        &blob_aad(BlobType::Data, &id_hello),
+        &payload,
+    );
+    let entry = PackEntry {
+        blob_type: BlobType::Data,
+        id: id_hello,
+        offset: 0,
+        stored_len: blob_hello.len() as u32,
+        raw_len: 11,
+    };
     let mut pack = blob_hello.clone();
-    let sealed_header = keys.seal_with_nonce(&nonce_pack_header(), PACK_HEADER_AAD, &pack_header_plaintext(&[entry]));
+    let sealed_header = keys.seal_with_nonce(
+        &nonce_pack_header(),
+        PACK_HEADER_AAD,
+        &pack_header_plaintext(&[entry]),
+    );
     pack.extend_from_slice(&sealed_header);
     pack.extend_from_slice(&(sealed_header.len() as u32).to_le_bytes());
     pack.push(PACK_VERSION);
     pack.extend_from_slice(PACK_MAGIC);
     let pack_id = BlobId::of_stored(&pack);
-    Fixture { keys, id_hello, id_empty, blob_hello, entry, pack, pack_id }
+    Fixture {
+        keys,
+        id_hello,
+        id_empty,
+        blob_hello,
+        entry,
+        pack,
+        pack_id,
+    }
 }
 
 /// `encoding 0 || plaintext`, checked against the crate's own encoder at level 0.
 fn raw_payload(plain: &[u8]) -> Vec<u8> {
     let mut payload = vec![ENCODING_RAW];
     payload.extend_from_slice(plain);
-    assert_eq!(compress_payload(plain, 0), payload, "compress_payload at level 0 must store raw");
+    assert_eq!(
+        compress_payload(plain, 0),
+        payload,
+        "compress_payload at level 0 must store raw"
+    );
     payload
 }
 
@@ -156,13 +204,22 @@ fn pack_header_plaintext(entries: &[PackEntry]) -> Vec<u8> {
 }
 
 fn small_tree(id_hello: BlobId) -> Tree {
-    let stamp = Timestamp { sec: 1_700_000_000, nsec: 123_456_789 };
-    let link_stamp = Timestamp { sec: 1_700_000_001, nsec: 0 };
+    let stamp = Timestamp {
+        sec: 1_700_000_000,
+        nsec: 123_456_789,
+    };
+    let link_stamp = Timestamp {
+        sec: 1_700_000_001,
+        nsec: 0,
+    };
     Tree {
         nodes: vec![
             Node {
                 name: b"a.txt".to_vec(),
-                kind: NodeKind::File(Content { level: 0, ids: vec![id_hello] }),
+                kind: NodeKind::File(Content {
+                    level: 0,
+                    ids: vec![id_hello],
+                }),
                 mode: 0o100644,
                 uid: 1000,
                 gid: 1000,
@@ -171,6 +228,7 @@ fn small_tree(id_hello: BlobId) -> Tree {
                 inode: 42,
                 device: 2049,
                 size: 11,
+                extensions: Vec::new(),
             },
             Node {
                 name: b"link".to_vec(),
@@ -183,13 +241,21 @@ fn small_tree(id_hello: BlobId) -> Tree {
                 inode: 43,
                 device: 2049,
                 size: 5,
+                extensions: Vec::new(),
             },
         ],
     }
 }
 
 fn index_file(f: &Fixture) -> IndexFile {
-    IndexFile { obsoletes: Vec::new(), packs: vec![IndexPack { id: f.pack_id, kind: PackKind::Data, entries: vec![f.entry] }] }
+    IndexFile {
+        obsoletes: Vec::new(),
+        packs: vec![IndexPack {
+            id: f.pack_id,
+            kind: PackKind::Data,
+            entries: vec![f.entry],
+        }],
+    }
 }
 
 /// The key file, built by hand: the crate draws a random salt and nonce and stamps the
@@ -206,13 +272,25 @@ fn key_file() -> Vec<u8> {
         out.extend_from_slice(&(s.len() as u16).to_le_bytes());
         out.extend_from_slice(s.as_bytes());
     }
-    let params = argon2::Params::new(KEY_KDF.memory_kib, KEY_KDF.iterations, KEY_KDF.parallelism, Some(32)).unwrap();
+    let params = argon2::Params::new(
+        KEY_KDF.memory_kib,
+        KEY_KDF.iterations,
+        KEY_KDF.parallelism,
+        Some(32),
+    )
+    .unwrap();
     let mut kek = [0u8; 32];
     argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
         .hash_password_into(PASSWORD, &key_salt(), &mut kek)
         .unwrap();
     let wrapped = XChaCha20Poly1305::new(&kek.into())
-        .encrypt(XNonce::from_slice(&nonce_key()), Payload { msg: &master_bytes(), aad: &out })
+        .encrypt(
+            XNonce::from_slice(&nonce_key()),
+            Payload {
+                msg: &master_bytes(),
+                aad: &out,
+            },
+        )
         .unwrap();
     out.extend_from_slice(&nonce_key());
     out.extend_from_slice(&wrapped);
@@ -221,7 +299,10 @@ fn key_file() -> Vec<u8> {
 
 fn chunker_input() -> Vec<u8> {
     let mut data = vec![0u8; CHUNKER_INPUT_LEN];
-    blake3::Hasher::new().update(CHUNKER_INPUT_CONTEXT).finalize_xof().fill(&mut data);
+    blake3::Hasher::new()
+        .update(CHUNKER_INPUT_CONTEXT)
+        .finalize_xof()
+        .fill(&mut data);
     data
 }
 
@@ -232,26 +313,47 @@ fn compute() -> Vec<(&'static str, Vec<u8>)> {
     let master = master_bytes();
 
     let tree = small_tree(f.id_hello).encode().unwrap();
-    let chunk_list = Content { level: 0, ids: vec![f.id_hello, f.id_empty] }.encode_list();
+    let chunk_list = Content {
+        level: 0,
+        ids: vec![f.id_hello, f.id_empty],
+    }
+    .encode_list();
 
     // Index body through the crate's encoder (random nonce), opened again to get the body;
     // then sealed with the fixed nonce and a raw payload.
     let sealed_by_code = index_file(&f).encode(keys);
-    let (_, index_body) = open_file(keys, &sealed_by_code, FileType::Index, INDEX_FILE_VERSION, "index").unwrap();
+    let (_, index_body) = open_file(
+        keys,
+        &sealed_by_code,
+        FileType::Index,
+        INDEX_FILE_VERSION,
+        "index",
+    )
+    .unwrap();
     let index_header = header(FileType::Index, INDEX_FILE_VERSION);
     let mut index = index_header.to_vec();
-    index.extend_from_slice(&keys.seal_with_nonce(&nonce_index(), &index_header, &raw_payload(&index_body)));
+    index.extend_from_slice(&keys.seal_with_nonce(
+        &nonce_index(),
+        &index_header,
+        &raw_payload(&index_body),
+    ));
 
     let data = chunker_input();
-    let chunk_lengths: Vec<u8> = Chunker::new(&data[..], ChunkerParams::SMALL)
+    let chunk_lengths: Vec<u8> = Chunker::new(&data[..], CHUNKER_PARAMS)
         .unwrap()
         .flat_map(|c| (c.unwrap().len() as u32).to_le_bytes())
         .collect();
 
     vec![
         ("master_key", master.to_vec()),
-        ("content_id_key", blake3::derive_key(CONTENT_ID_CONTEXT, &master).to_vec()),
-        ("encryption_key", blake3::derive_key(ENCRYPTION_CONTEXT, &master).to_vec()),
+        (
+            "content_id_key",
+            blake3::derive_key(CONTENT_ID_CONTEXT, &master).to_vec(),
+        ),
+        (
+            "encryption_key",
+            blake3::derive_key(ENCRYPTION_CONTEXT, &master).to_vec(),
+        ),
         ("content_id_hello", f.id_hello.0.to_vec()),
         ("content_id_empty", f.id_empty.0.to_vec()),
         ("nonce_blob", nonce_blob().to_vec()),
@@ -280,8 +382,14 @@ fn compute() -> Vec<(&'static str, Vec<u8>)> {
 fn spec_vectors_match_the_code() {
     let computed = compute();
     let spec = spec_vectors();
-    let block: String = computed.iter().map(|(n, v)| format!("{n} = {}\n", to_hex(v))).collect();
-    let expected: BTreeMap<String, Vec<u8>> = computed.into_iter().map(|(n, v)| (n.to_string(), v)).collect();
+    let block: String = computed
+        .iter()
+        .map(|(n, v)| format!("{n} = {}\n", to_hex(v)))
+        .collect();
+    let expected: BTreeMap<String, Vec<u8>> = computed
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v))
+        .collect();
     for (name, value) in &expected {
         match spec.get(name) {
             None => panic!("SPEC.md lacks vector {name}; the computed block is:\n{block}"),
@@ -292,41 +400,75 @@ fn spec_vectors_match_the_code() {
         }
     }
     let extra: Vec<&String> = spec.keys().filter(|n| !expected.contains_key(*n)).collect();
-    assert!(extra.is_empty(), "SPEC.md has vectors this test does not check: {extra:?}");
+    assert!(
+        extra.is_empty(),
+        "SPEC.md has vectors this test does not check: {extra:?}"
+    );
 }
 
 #[test]
 fn spec_vectors_decode_back() {
     let v = spec_vectors();
-    let get = |name: &str| v.get(name).unwrap_or_else(|| panic!("SPEC.md lacks vector {name}")).clone();
+    let get = |name: &str| {
+        v.get(name)
+            .unwrap_or_else(|| panic!("SPEC.md lacks vector {name}"))
+            .clone()
+    };
     let keys = keys();
 
     // Subkeys: the content-id key is a BLAKE3 key, the encryption key an XChaCha20 key.
     let id_key: [u8; 32] = get("content_id_key").try_into().unwrap();
     let id_hello = BlobId(get("content_id_hello").try_into().unwrap());
     let id_empty = BlobId(get("content_id_empty").try_into().unwrap());
-    assert_eq!(*blake3::keyed_hash(&id_key, b"hello world").as_bytes(), id_hello.0);
+    assert_eq!(
+        *blake3::keyed_hash(&id_key, b"hello world").as_bytes(),
+        id_hello.0
+    );
     assert_eq!(*blake3::keyed_hash(&id_key, b"").as_bytes(), id_empty.0);
     assert_eq!(keys.content_id(b"hello world"), id_hello);
 
     // Blob: nonce || ciphertext || tag, opened with the crate and with the raw cipher.
     let blob = get("blob_hello");
     assert_eq!(blob[..NONCE_LEN], get("nonce_blob")[..]);
-    assert_eq!(decode_blob(&keys, BlobType::Data, &id_hello, &blob, 11).unwrap(), b"hello world");
-    assert!(decode_blob(&keys, BlobType::Tree, &id_hello, &blob, 11).is_err(), "type is bound as associated data");
-    assert!(decode_blob(&keys, BlobType::Data, &id_empty, &blob, 11).is_err(), "id is bound as associated data");
+    assert_eq!(
+        decode_blob(&keys, BlobType::Data, &id_hello, &blob, 11).unwrap(),
+        b"hello world"
+    );
+    assert!(
+        decode_blob(&keys, BlobType::Tree, &id_hello, &blob, 11).is_err(),
+        "type is bound as associated data"
+    );
+    assert!(
+        decode_blob(&keys, BlobType::Data, &id_empty, &blob, 11).is_err(),
+        "id is bound as associated data"
+    );
     let enc_key: [u8; 32] = get("encryption_key").try_into().unwrap();
     let payload = XChaCha20Poly1305::new(&enc_key.into())
-        .decrypt(XNonce::from_slice(&blob[..NONCE_LEN]), Payload { msg: &blob[NONCE_LEN..], aad: &get("blob_aad_hello") })
+        .decrypt(
+            XNonce::from_slice(&blob[..NONCE_LEN]),
+            Payload {
+                msg: &blob[NONCE_LEN..],
+                aad: &get("blob_aad_hello"),
+            },
+        )
         .unwrap();
     assert_eq!(payload, get("blob_payload_hello"));
 
     // Tree and chunk list.
     let tree = Tree::decode(&get("tree_small"), "tree").unwrap();
     assert_eq!(tree, small_tree(id_hello));
-    assert_eq!(keys.content_id(&get("tree_small")).0.to_vec(), get("tree_small_id"));
+    assert_eq!(
+        keys.content_id(&get("tree_small")).0.to_vec(),
+        get("tree_small_id")
+    );
     let list = Content::decode_list(&get("chunk_list"), 0, "chunk list").unwrap();
-    assert_eq!(list, Content { level: 0, ids: vec![id_hello, id_empty] });
+    assert_eq!(
+        list,
+        Content {
+            level: 0,
+            ids: vec![id_hello, id_empty]
+        }
+    );
 
     // Pack: the hand-built pack decodes to the entries the crate's builder records, and
     // the builder lays out the blob bytes identically.
@@ -338,19 +480,33 @@ fn spec_vectors_decode_back() {
     let built = builder.finish(&keys);
     assert_eq!(entries, built.entries);
     assert_eq!(built.bytes[..blob.len()], blob[..]);
-    assert_eq!(decode_pack(&keys, &built.bytes, "built pack").unwrap(), entries);
+    assert_eq!(
+        decode_pack(&keys, &built.bytes, "built pack").unwrap(),
+        entries
+    );
     assert_eq!(pack_header_entry(&entries[0]), get("pack_header_entry"));
     let e = entries[0];
     let stored = &pack[e.offset as usize..(e.offset + e.stored_len) as usize];
-    assert_eq!(decode_blob(&keys, e.blob_type, &e.id, stored, u64::from(e.raw_len)).unwrap(), b"hello world");
-    let header_len = u32::from_le_bytes(pack[pack.len() - 12..pack.len() - 8].try_into().unwrap()) as usize;
+    assert_eq!(
+        decode_blob(&keys, e.blob_type, &e.id, stored, u64::from(e.raw_len)).unwrap(),
+        b"hello world"
+    );
+    let header_len =
+        u32::from_le_bytes(pack[pack.len() - 12..pack.len() - 8].try_into().unwrap()) as usize;
     let sealed_header = &pack[pack.len() - 12 - header_len..pack.len() - 12];
     assert_eq!(sealed_header[..NONCE_LEN], get("nonce_pack_header")[..]);
-    assert_eq!(keys.open(PACK_HEADER_AAD, sealed_header, "pack header").unwrap(), get("pack_header_plaintext"));
+    assert_eq!(
+        keys.open(PACK_HEADER_AAD, sealed_header, "pack header")
+            .unwrap(),
+        get("pack_header_plaintext")
+    );
 
     // Index file.
     let index = IndexFile::decode(&keys, &get("index_file"), "index").unwrap();
-    assert_eq!(index, IndexFile::decode_body(&get("index_body"), "index body").unwrap());
+    assert_eq!(
+        index,
+        IndexFile::decode_body(&get("index_body"), "index body").unwrap()
+    );
     assert_eq!(index.packs.len(), 1);
     assert_eq!(index.packs[0].id.0.to_vec(), get("pack_id"));
     assert_eq!(index.packs[0].entries, entries);
@@ -358,16 +514,33 @@ fn spec_vectors_decode_back() {
 
     // Key file: opens with the password to the master key of every other vector.
     let key = KeyFile::decode(&get("key_file"), "key").unwrap();
-    assert_eq!((key.kdf, key.salt.to_vec(), key.created), (KEY_KDF, get("key_salt"), KEY_CREATED));
-    assert_eq!((key.hostname.as_str(), key.username.as_str()), (KEY_HOSTNAME, KEY_USERNAME));
-    let master = key.open(PASSWORD).unwrap().expect("the password opens the key file");
+    assert_eq!(
+        (key.kdf, key.salt.to_vec(), key.created),
+        (KEY_KDF, get("key_salt"), KEY_CREATED)
+    );
+    assert_eq!(
+        (key.hostname.as_str(), key.username.as_str()),
+        (KEY_HOSTNAME, KEY_USERNAME)
+    );
+    let master = key
+        .open(PASSWORD)
+        .unwrap()
+        .expect("the password opens the key file");
     assert_eq!(Keys::derive(&master).content_id(b"hello world"), id_hello);
     assert!(key.open(b"wrong password").unwrap().is_none());
 
     // Chunk lengths: non-empty, within bounds, summing to the input.
-    let lengths: Vec<u32> = get("chunk_lengths").chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
-    assert_eq!(lengths.iter().map(|&l| l as usize).sum::<usize>(), CHUNKER_INPUT_LEN);
-    let p = ChunkerParams::SMALL;
+    let lengths: Vec<u32> = get("chunk_lengths")
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(
+        lengths.iter().map(|&l| l as usize).sum::<usize>(),
+        CHUNKER_INPUT_LEN
+    );
+    let p = CHUNKER_PARAMS;
     assert!(lengths.iter().all(|&l| l <= p.max_size));
-    assert!(lengths[..lengths.len() - 1].iter().all(|&l| l >= p.min_size));
+    assert!(lengths[..lengths.len() - 1]
+        .iter()
+        .all(|&l| l >= p.min_size));
 }

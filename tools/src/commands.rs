@@ -6,11 +6,14 @@ use crate::repository;
 use crate::{Cli, EXIT_PARTIAL};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use dprepo_repo_format::backup::{backup, BackupOptions, BackupProgress, BackupSource, ParentChoice};
+use dprepo_repo_format::backup::{
+    backup, BackupOptions, BackupProgress, BackupSource, ParentChoice,
+};
 use dprepo_repo_format::blob::BlobType;
 use dprepo_repo_format::chunker::ChunkerParams;
 use dprepo_repo_format::repo::current_hostname;
 use dprepo_repo_format::restore::{dump, restore, RestoreOptions, RestoreProgress};
+use dprepo_repo_format::storage::probe_create_if_absent;
 use dprepo_repo_format::tree::{Node, NodeKind};
 use dprepo_repo_format::{BlobId, InitOptions, Repository, Snapshot};
 use serde_json::json;
@@ -88,9 +91,6 @@ pub struct BackupArgs {
     /// Read every file, ignoring the parent snapshot.
     #[arg(long)]
     force: bool,
-    /// Concurrent pack uploads.
-    #[arg(long, default_value_t = 4)]
-    connections: usize,
 }
 
 #[derive(Debug, Args)]
@@ -173,10 +173,23 @@ async fn init(cli: &Cli, a: &InitArgs) -> Result<u8> {
         .with_compression_level(a.compression);
     let password = repository::password(cli, true)?;
     let repo = Repository::init(storage.clone(), &password, options).await?;
+    if !probe_create_if_absent(&*storage).await? {
+        eprintln!(
+            "dprepo: warning: {} ignores conditional writes (If-None-Match): create-if-absent degrades to write-if-unseen, \
+             so two concurrent `init`s of one location could both succeed; backups are unaffected (their files are content-addressed)",
+            storage.location()
+        );
+    }
     if cli.json {
-        print_json(&json!({ "id": repo.config().id, "location": storage.location(), "config": repo.config() }))?;
+        print_json(
+            &json!({ "id": repo.config().id, "location": storage.location(), "config": repo.config() }),
+        )?;
     } else if !cli.quiet {
-        print(&format!("created repository {} at {}\n", &repo.config().id[..8], storage.location()))?;
+        print(&format!(
+            "created repository {} at {}\n",
+            &repo.config().id[..8],
+            storage.location()
+        ))?;
     }
     Ok(0)
 }
@@ -203,7 +216,10 @@ fn snapshot_json(s: &Snapshot) -> serde_json::Value {
 async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
     let repo = repository::open(cli).await?;
     let source = if a.stdin {
-        BackupSource::Stream { name: a.stdin_name.clone().unwrap_or_else(|| "stdin".into()), reader: Box::new(std::io::stdin()) }
+        BackupSource::Stream {
+            name: a.stdin_name.clone().unwrap_or_else(|| "stdin".into()),
+            reader: Box::new(std::io::stdin()),
+        }
     } else {
         if a.paths.is_empty() {
             bail!("nothing to back up: give paths, or --stdin --stdin-name NAME");
@@ -218,7 +234,10 @@ async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
         }
         (None, false) => ParentChoice::Auto,
     };
-    let mut options = BackupOptions::default().with_tags(a.tags.iter().filter(|t| !t.is_empty()).cloned().collect()).with_parent(parent).with_connections(a.connections);
+    let mut options = BackupOptions::default()
+        .with_tags(a.tags.iter().filter(|t| !t.is_empty()).cloned().collect())
+        .with_parent(parent)
+        .with_connections(cli.connections.unwrap_or(4));
     if let Some(h) = &a.host {
         options = options.with_hostname(h.clone());
     }
@@ -264,28 +283,47 @@ async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
             s.id.short()
         ))?;
     }
-    Ok(if outcome.warnings.is_empty() { 0 } else { EXIT_PARTIAL })
+    Ok(if outcome.warnings.is_empty() {
+        0
+    } else {
+        EXIT_PARTIAL
+    })
 }
 
 fn matches_filter(s: &Snapshot, f: &FilterArgs) -> bool {
     let m = &s.manifest;
     (f.tags.is_empty() || f.tags.iter().any(|t| m.tags.contains(t)))
         && (f.hosts.is_empty() || f.hosts.contains(&m.hostname))
-        && (f.paths.is_empty() || f.paths.iter().all(|p| m.paths.iter().any(|q| q == p.trim_end_matches('/') || q == p)))
+        && (f.paths.is_empty()
+            || f.paths.iter().all(|p| {
+                m.paths
+                    .iter()
+                    .any(|q| q == p.trim_end_matches('/') || q == p)
+            }))
 }
 
 async fn filtered_snapshots(repo: &Repository, f: &FilterArgs) -> Result<Vec<Snapshot>> {
-    Ok(repo.list_snapshots().await?.into_iter().filter(|s| matches_filter(s, f)).collect())
+    Ok(repo
+        .list_snapshots()
+        .await?
+        .into_iter()
+        .filter(|s| matches_filter(s, f))
+        .collect())
 }
 
 async fn snapshots(cli: &Cli, f: &FilterArgs) -> Result<u8> {
     let repo = repository::open(cli).await?;
     let list = filtered_snapshots(&repo, f).await?;
     if cli.json {
-        print_json(&serde_json::Value::Array(list.iter().map(snapshot_json).collect()))?;
+        print_json(&serde_json::Value::Array(
+            list.iter().map(snapshot_json).collect(),
+        ))?;
         return Ok(0);
     }
-    let mut text = format!("{:<9} {:<19} {:<16} {:<16} {:>11}  {}\n", "ID", "Time", "Host", "Tags", "Size", "Paths");
+    let mut text = format!(
+        "{:<9} {:<19} {:<16} {:<16} {:>11}  {}\n",
+        "ID", "Time", "Host", "Tags", "Size", "Paths"
+    );
     text.push_str(&format!("{}\n", "-".repeat(90)));
     for s in &list {
         let m = &s.manifest;
@@ -340,10 +378,17 @@ async fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
     let start_trimmed = start.trim_end_matches('/').to_string();
     let mut entries: Vec<(String, Node)> = Vec::new();
     let mut stack: Vec<(BlobId, String)> = Vec::new();
-    match repo.find_node(&snap.manifest.tree, start.as_bytes()).await? {
+    match repo
+        .find_node(&snap.manifest.tree, start.as_bytes())
+        .await?
+    {
         None => stack.push((snap.manifest.tree, String::new())),
         Some(node) => {
-            let path = if start_trimmed.starts_with('/') { start_trimmed.clone() } else { format!("/{start_trimmed}") };
+            let path = if start_trimmed.starts_with('/') {
+                start_trimmed.clone()
+            } else {
+                format!("/{start_trimmed}")
+            };
             if let NodeKind::Dir(id) = node.kind {
                 stack.push((id, path.clone()));
             }
@@ -391,7 +436,14 @@ async fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
                 NodeKind::Symlink(t) => format!(" -> {}", String::from_utf8_lossy(t)),
                 _ => String::new(),
             };
-            text.push_str(&format!("{} {:>5} {:>5} {:>12} {} {path}{link}\n", mode_string(n), n.uid, n.gid, n.size, output::time(&node_time(n))));
+            text.push_str(&format!(
+                "{} {:>5} {:>5} {:>12} {} {path}{link}\n",
+                mode_string(n),
+                n.uid,
+                n.gid,
+                n.size,
+                output::time(&node_time(n))
+            ));
         } else {
             text.push_str(path);
             text.push('\n');
@@ -411,10 +463,26 @@ async fn run_restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
     let progress = Arc::new(RestoreProgress::default());
     let p = progress.clone();
     let status = Status::start(cli.quiet || cli.json, move || {
-        format!("{} files, {} dirs, {} restored", p.files.load(Ordering::Relaxed), p.dirs.load(Ordering::Relaxed), bytes(p.bytes.load(Ordering::Relaxed)))
+        format!(
+            "{} files, {} dirs, {} restored",
+            p.files.load(Ordering::Relaxed),
+            p.dirs.load(Ordering::Relaxed),
+            bytes(p.bytes.load(Ordering::Relaxed))
+        )
     });
-    let options = RestoreOptions { parallel_files: a.parallel.max(1), ..RestoreOptions::default() };
-    let result = restore(&repo, &snap.manifest.tree, path.as_bytes(), &a.target, &options, progress).await;
+    let options = RestoreOptions {
+        parallel_files: a.parallel.max(1),
+        ..RestoreOptions::default()
+    };
+    let result = restore(
+        &repo,
+        &snap.manifest.tree,
+        path.as_bytes(),
+        &a.target,
+        &options,
+        progress,
+    )
+    .await;
     status.finish();
     let summary = result?;
     for w in &summary.warnings {
@@ -445,7 +513,11 @@ async fn run_dump(cli: &Cli, a: &DumpArgs) -> Result<u8> {
     let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
     match dump(&repo, &snap.manifest.tree, a.path.as_bytes(), &mut stdout).await {
         Ok(_) => Ok(0),
-        Err(dprepo_repo_format::Error::LocalIo { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(dprepo_repo_format::Error::LocalIo { source, .. })
+            if source.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            Ok(0)
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -456,7 +528,10 @@ async fn stats(cli: &Cli, a: &StatsArgs) -> Result<u8> {
     let selected: Vec<Snapshot> = if a.snapshots.is_empty() {
         all
     } else {
-        a.snapshots.iter().map(|sel| Repository::select_snapshot(&all, sel)).collect::<Result<_, _>>()?
+        a.snapshots
+            .iter()
+            .map(|sel| Repository::select_snapshot(&all, sel))
+            .collect::<Result<_, _>>()?
     };
     // Walk every selected snapshot once, counting each tree and data blob once.
     let mut seen_trees: HashSet<BlobId> = HashSet::new();
@@ -482,7 +557,13 @@ async fn stats(cli: &Cli, a: &StatsArgs) -> Result<u8> {
                         let mut ids = dprepo_repo_format::restore::DataIds::new(content);
                         while let Some(id) = ids.next(&repo).await? {
                             if seen_data.insert(id) {
-                                let loc = repo.locate(&id).ok_or_else(|| anyhow::anyhow!("chunk {} of {} is not in the index", id.short(), String::from_utf8_lossy(&node.name)))?;
+                                let loc = repo.locate(&id).ok_or_else(|| {
+                                    anyhow::anyhow!(
+                                        "chunk {} of {} is not in the index",
+                                        id.short(),
+                                        String::from_utf8_lossy(&node.name)
+                                    )
+                                })?;
                                 unique_raw += u64::from(loc.raw_len);
                                 unique_stored += u64::from(loc.stored_len);
                                 snap_new_raw += u64::from(loc.raw_len);
@@ -512,7 +593,10 @@ async fn stats(cli: &Cli, a: &StatsArgs) -> Result<u8> {
             packs += 1;
         }
     }
-    let index = repo.index().read().map_err(|_| anyhow::anyhow!("index lock poisoned"))?;
+    let index = repo
+        .index()
+        .read()
+        .map_err(|_| anyhow::anyhow!("index lock poisoned"))?;
     let (mut all_raw, mut all_stored, mut data_blobs, mut meta_blobs) = (0u64, 0u64, 0u64, 0u64);
     for (_, loc) in index.blobs() {
         all_raw += u64::from(loc.raw_len);

@@ -28,20 +28,58 @@ pub struct Cli {
     /// No progress and no informational output.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Print storage requests by kind and bytes moved when the command ends (stderr).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Most storage requests in flight at once (S3 default 8; uploads default 4).
+    #[arg(long, global = true)]
+    pub connections: Option<usize>,
+    /// Repository options file: INI with an `[s3]` section (endpoint, region,
+    /// access_key_id, secret_access_key, session_token, path_style, allow_http).
+    #[arg(long, env = "DPREPO_REPOSITORY_CONFIG", global = true)]
+    pub repo_config: Option<std::path::PathBuf>,
+    /// S3 endpoint URL (S3-compatible stores); default from AWS_ENDPOINT_URL.
+    #[arg(long, global = true)]
+    pub s3_endpoint: Option<String>,
+    /// S3 region; default from AWS_REGION / AWS_DEFAULT_REGION, then us-east-1.
+    #[arg(long, global = true)]
+    pub s3_region: Option<String>,
+    /// Use path-style S3 requests (default for custom endpoints).
+    #[arg(long, global = true, conflicts_with = "s3_virtual_hosted")]
+    pub s3_path_style: bool,
+    /// Use virtual-hosted-style S3 requests (default for AWS).
+    #[arg(long, global = true)]
+    pub s3_virtual_hosted: bool,
+    /// Allow plain HTTP to the S3 endpoint (implied by an http:// endpoint).
+    #[arg(long, global = true)]
+    pub s3_allow_http: bool,
+    /// Directory of the local metadata cache for remote repositories.
+    #[arg(long, env = "DPREPO_CACHE_DIR", global = true)]
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// Do not use the local metadata cache.
+    #[arg(long, global = true)]
+    pub no_cache: bool,
     #[command(subcommand)]
     pub command: commands::Command,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("dprepo: error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::run(&cli)) {
+    let result = runtime.block_on(commands::run(&cli));
+    if cli.verbose {
+        repository::print_request_counts(cli.json);
+    }
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let mut msg = format!("{e:#}");
@@ -53,4 +91,3 @@ fn main() -> ExitCode {
         }
     }
 }
-

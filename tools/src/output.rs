@@ -35,7 +35,9 @@ pub fn bytes(n: u64) -> String {
 
 /// Local time for display.
 pub fn time(t: &chrono::DateTime<chrono::Utc>) -> String {
-    t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string()
+    t.with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 /// Parse a size such as `1M`, `512K`, `4MiB`, `65536`.
@@ -43,7 +45,9 @@ pub fn parse_size(s: &str) -> Result<u32, String> {
     let t = s.trim();
     let digits: String = t.chars().take_while(|c| c.is_ascii_digit()).collect();
     let unit = t[digits.len()..].trim().to_ascii_lowercase();
-    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a size (e.g. 1M, 512K)"))?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 1M, 512K)"))?;
     let mult: u64 = match unit.as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,

@@ -17,7 +17,10 @@ impl Status {
             return Status { bar: None };
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
-        bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
         let ticker = bar.clone();
         std::thread::spawn(move || {
             while !ticker.is_finished() {

@@ -1,25 +1,135 @@
 //! Locating the repository and obtaining the password.
 
 use anyhow::{bail, Context, Result};
-use dprepo_repo_format::storage::{LocalStorage, Storage};
+use dprepo_repo_format::storage::{
+    read_ini_section, CachedStorage, CountingStorage, LocalStorage, RequestStats, S3Options,
+    S3Storage, Storage,
+};
 use dprepo_repo_format::Repository;
 use std::io::IsTerminal;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::Cli;
 
-/// Turn `-r`/`DPREPO_REPOSITORY` into a storage backend.
+/// Request counters of this process's storage, when one was opened.
+static REQUESTS: OnceLock<Arc<RequestStats>> = OnceLock::new();
+
+/// Turn `-r`/`DPREPO_REPOSITORY` into a storage backend: a local path or `file://` URL,
+/// or `s3://bucket/prefix` (remote backends get request counting and a local cache of
+/// immutable metadata).
 pub fn storage(cli: &Cli) -> Result<Arc<dyn Storage>> {
     let Some(location) = cli.repo.as_deref().filter(|s| !s.is_empty()) else {
         bail!("no repository given: use -r/--repo or set DPREPO_REPOSITORY");
     };
-    if let Some(path) = location.strip_prefix("file://") {
-        return Ok(Arc::new(LocalStorage::new(path)));
+    let backend: Arc<dyn Storage> = if let Some(path) = location.strip_prefix("file://") {
+        Arc::new(LocalStorage::new(path))
+    } else if location.starts_with("s3://") {
+        Arc::new(S3Storage::new(s3_options(cli, location)?)?)
+    } else if let Some((scheme, _)) = location.split_once("://") {
+        bail!(
+            "repository {location}: unsupported scheme {scheme}:// (use a path, file:// or s3://)"
+        );
+    } else {
+        Arc::new(LocalStorage::new(location))
+    };
+    let counting = Arc::new(CountingStorage::new(backend));
+    let _ = REQUESTS.set(counting.stats());
+    if !location.starts_with("s3://") || cli.no_cache {
+        return Ok(counting);
     }
-    if let Some((scheme, _)) = location.split_once("://") {
-        bail!("repository {location}: unsupported scheme {scheme}:// (this build supports local paths and file://)");
+    let cache_base = cli.cache_dir.clone().or_else(default_cache_dir);
+    Ok(match cache_base {
+        Some(base) => Arc::new(CachedStorage::new(counting, &base)),
+        None => counting,
+    })
+}
+
+fn default_cache_dir() -> Option<std::path::PathBuf> {
+    let xdg = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from);
+    xdg.or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("dprepo"))
+}
+
+/// S3 options: flags, then the repository config file, then AWS environment variables
+/// and shared config files.
+fn s3_options(cli: &Cli, url: &str) -> Result<S3Options> {
+    let mut o = S3Options::from_url(url)?;
+    if let Some(file) = &cli.repo_config {
+        let path = file.to_string_lossy();
+        if !file.exists() {
+            bail!("repository config file {path} does not exist");
+        }
+        let section = read_ini_section(&path, "s3");
+        let get = |k: &str| {
+            section
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        let flag = |k: &str| -> Result<Option<bool>> {
+            get(k)
+                .map(|v| match v.to_ascii_lowercase().as_str() {
+                    "true" | "yes" | "1" => Ok(true),
+                    "false" | "no" | "0" => Ok(false),
+                    other => bail!("{path}: {k} = {other}: expected true or false"),
+                })
+                .transpose()
+        };
+        o.endpoint = get("endpoint");
+        o.region = get("region");
+        o.access_key_id = get("access_key_id");
+        o.secret_access_key = get("secret_access_key");
+        o.session_token = get("session_token");
+        o.path_style = flag("path_style")?;
+        o.allow_http = flag("allow_http")?;
+        if let Some(c) = get("connections") {
+            o.connections = c
+                .parse()
+                .with_context(|| format!("{path}: connections = {c}"))?;
+        }
     }
-    Ok(Arc::new(LocalStorage::new(location)))
+    if let Some(e) = &cli.s3_endpoint {
+        o.endpoint = Some(e.clone());
+    }
+    if let Some(r) = &cli.s3_region {
+        o.region = Some(r.clone());
+    }
+    if cli.s3_path_style {
+        o.path_style = Some(true);
+    }
+    if cli.s3_virtual_hosted {
+        o.path_style = Some(false);
+    }
+    if cli.s3_allow_http {
+        o.allow_http = Some(true);
+    }
+    if let Some(n) = cli.connections {
+        o.connections = n.max(1);
+    }
+    Ok(o.from_env())
+}
+
+/// Print the storage request counts of this process (for `--verbose`).
+pub fn print_request_counts(json: bool) {
+    let Some(stats) = REQUESTS.get() else { return };
+    let c = stats.counts();
+    if json {
+        eprintln!("{}", serde_json::json!({ "requests": c }));
+    } else {
+        eprintln!(
+            "requests: {} GET, {} ranged GET, {} PUT, {} HEAD, {} LIST, {} DELETE; {} down, {} up",
+            c.get,
+            c.range_get,
+            c.put,
+            c.head,
+            c.list,
+            c.delete,
+            crate::output::bytes(c.bytes_down),
+            crate::output::bytes(c.bytes_up)
+        );
+    }
 }
 
 /// The password from `DPREPO_PASSWORD`, `--password-file`/`DPREPO_PASSWORD_FILE`, or a
@@ -29,15 +139,18 @@ pub fn password(cli: &Cli, confirm: bool) -> Result<Vec<u8>> {
         return Ok(pw.into_bytes());
     }
     if let Some(file) = &cli.password_file {
-        let text = std::fs::read(file).with_context(|| format!("reading password file {}", file.display()))?;
+        let text = std::fs::read(file)
+            .with_context(|| format!("reading password file {}", file.display()))?;
         let line = text.split(|b| *b == b'\n').next().unwrap_or_default();
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         return Ok(line.to_vec());
     }
     if std::io::stdin().is_terminal() {
-        let pw = rpassword::prompt_password("enter password for repository: ").context("reading password")?;
+        let pw = rpassword::prompt_password("enter password for repository: ")
+            .context("reading password")?;
         if confirm {
-            let again = rpassword::prompt_password("enter password again: ").context("reading password")?;
+            let again =
+                rpassword::prompt_password("enter password again: ").context("reading password")?;
             if again != pw {
                 bail!("passwords do not match");
             }

@@ -481,3 +481,60 @@ async fn local_range_of_truncated_blob_is_corrupt() {
         content(9, 100)[50..60]
     );
 }
+
+/// The S3-compatible test server: `DPREPO_TEST_S3_ENDPOINT` (default
+/// `http://127.0.0.1:5000`, where `scripts/test.sh` starts moto). Creates the test bucket
+/// if needed and fails, saying how to start the server, when it cannot be reached.
+pub(crate) fn s3_test_storage(prefix: &str) -> super::S3Storage {
+    let endpoint =
+        std::env::var("DPREPO_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    let host = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let bucket = "dprepo-test";
+    let request = format!(
+        "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let reply = std::net::TcpStream::connect(&host).and_then(|mut s| {
+        use std::io::{Read, Write};
+        s.write_all(request.as_bytes())?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf)?;
+        Ok(buf)
+    });
+    match reply {
+        Ok(r) if r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.1 409") || r.starts_with("HTTP/1.0 200") => {}
+        Ok(r) => panic!("S3 test server at {endpoint} refused to create bucket {bucket}: {}", r.lines().next().unwrap_or_default()),
+        Err(e) => panic!(
+            "S3 test server not reachable at {endpoint} ({e}). Start it with `bash scripts/test.sh` (installs and runs moto), \
+             or `pip install 'moto[server]' && moto_server -H 127.0.0.1 -p 5000`, or set DPREPO_TEST_S3_ENDPOINT"
+        ),
+    }
+    let unique = format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    );
+    let mut options = super::S3Options::new(bucket, unique);
+    options.endpoint = Some(endpoint);
+    options.access_key_id = Some("test".into());
+    options.secret_access_key = Some("test".into());
+    options.max_retries = 2;
+    super::S3Storage::new(options).expect("S3 client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_storage_conforms() {
+    let s3 = s3_test_storage("conformance");
+    run_conformance(&s3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_server_honours_create_if_absent() {
+    let s3 = s3_test_storage("probe");
+    assert!(
+        super::probe_create_if_absent(&s3).await.unwrap(),
+        "moto implements If-None-Match; the probe must see it"
+    );
+}

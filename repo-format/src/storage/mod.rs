@@ -12,13 +12,19 @@
 //!   exactly one succeeds and the other gets [`Error::AlreadyExists`].
 //! - `get`/`get_range` of a missing name return [`Error::NotFound`].
 
-mod local;
-mod memory;
+mod cache;
 #[cfg(test)]
 mod conformance;
+mod counting;
+mod local;
+mod memory;
+mod s3;
 
+pub use cache::CachedStorage;
+pub use counting::{CountingStorage, RequestCounts, RequestStats};
 pub use local::LocalStorage;
 pub use memory::MemoryStorage;
+pub use s3::{read_ini_section, S3Options, S3Storage};
 
 use crate::error::Result;
 use async_trait::async_trait;
@@ -79,4 +85,25 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
     /// Delete the blob. Deleting a missing name is not an error (idempotent).
     async fn delete(&self, name: &str) -> Result<()>;
+}
+
+/// Check whether `storage` really refuses a second create of the same name (S3 stores
+/// that ignore `If-None-Match` do not). Writes and deletes one probe blob under `locks/`.
+///
+/// # Errors
+/// Storage errors other than the expected conflict.
+pub async fn probe_create_if_absent(storage: &dyn Storage) -> Result<bool> {
+    let name = format!(
+        "locks/create-probe-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    );
+    storage.create(&name, b"probe").await?;
+    let second = storage.create(&name, b"probe 2").await;
+    let _ = storage.delete(&name).await;
+    match second {
+        Err(crate::Error::AlreadyExists { .. }) => Ok(true),
+        Ok(()) => Ok(false),
+        Err(e) => Err(e),
+    }
 }

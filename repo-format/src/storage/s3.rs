@@ -1,0 +1,458 @@
+//! S3 and S3-compatible object stores, through the `object_store` crate.
+//!
+//! - `create` is a PUT with `If-None-Match: *`; stores that ignore the header are
+//!   detected by [`probe_create_if_absent`](super::probe_create_if_absent).
+//! - Blobs of at least [`S3Options::multipart_threshold`] bytes go up by multipart
+//!   upload; reads of a range are ranged GETs.
+//! - Transient failures (5xx, throttling, connection resets, timeouts) are retried by
+//!   `object_store` with exponential backoff and jitter, bounded in attempts and time;
+//!   every request has a timeout; at most `connections` requests run at once.
+
+use super::{BlobInfo, Storage};
+use crate::error::{Error, Result};
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    RetryConfig, WriteMultipart,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Where and how to reach an S3 bucket. `None` fields fall back to the standard AWS
+/// environment variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, ...)
+/// read by [`S3Options::from_env`], then to the AWS shared config files.
+#[derive(Debug, Clone)]
+pub struct S3Options {
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix inside the bucket (no leading or trailing `/`), may be empty.
+    pub prefix: String,
+    /// Endpoint URL of an S3-compatible store (default: AWS).
+    pub endpoint: Option<String>,
+    /// Region (default `us-east-1`).
+    pub region: Option<String>,
+    /// Access key id.
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<String>,
+    /// Session token of temporary credentials.
+    pub session_token: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`) instead of virtual-hosted style.
+    /// Default: path style for custom endpoints, virtual-hosted for AWS.
+    pub path_style: Option<bool>,
+    /// Allow plain HTTP (default: only when the endpoint is an `http://` URL).
+    pub allow_http: Option<bool>,
+    /// Most requests in flight at once.
+    pub connections: usize,
+    /// Timeout of one request (a whole pack upload or download).
+    pub request_timeout: Duration,
+    /// Retries of one request on transient errors.
+    pub max_retries: usize,
+    /// Give up retrying a request after this long.
+    pub retry_timeout: Duration,
+    /// Blobs this large or larger are uploaded in parts.
+    pub multipart_threshold: usize,
+    /// Part size of multipart uploads.
+    pub part_size: usize,
+}
+
+impl S3Options {
+    /// Options for `bucket`/`prefix` with defaults for everything else.
+    pub fn new(bucket: impl Into<String>, prefix: impl Into<String>) -> Self {
+        S3Options {
+            bucket: bucket.into(),
+            prefix: prefix.into().trim_matches('/').to_string(),
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+            path_style: None,
+            allow_http: None,
+            connections: 8,
+            request_timeout: Duration::from_secs(300),
+            max_retries: 8,
+            retry_timeout: Duration::from_secs(180),
+            multipart_threshold: 16 << 20,
+            part_size: 8 << 20,
+        }
+    }
+
+    /// Parse `s3://bucket/prefix`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for another scheme or an empty bucket.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| Error::InvalidArgument(format!("{url}: not an s3:// URL")))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{url}: no bucket name (expected s3://BUCKET/PREFIX)"
+            )));
+        }
+        Ok(S3Options::new(bucket, prefix))
+    }
+
+    /// Fill unset fields from the standard AWS environment variables and shared config
+    /// files (`AWS_PROFILE`, `AWS_SHARED_CREDENTIALS_FILE`, `AWS_CONFIG_FILE`).
+    pub fn from_env(mut self) -> Self {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        self.endpoint = self
+            .endpoint
+            .or_else(|| env("AWS_ENDPOINT_URL_S3"))
+            .or_else(|| env("AWS_ENDPOINT_URL"))
+            .or_else(|| env("AWS_ENDPOINT"));
+        self.region = self
+            .region
+            .or_else(|| env("AWS_REGION"))
+            .or_else(|| env("AWS_DEFAULT_REGION"));
+        self.access_key_id = self.access_key_id.or_else(|| env("AWS_ACCESS_KEY_ID"));
+        self.secret_access_key = self
+            .secret_access_key
+            .or_else(|| env("AWS_SECRET_ACCESS_KEY"));
+        self.session_token = self.session_token.or_else(|| env("AWS_SESSION_TOKEN"));
+        if self.allow_http.is_none() {
+            self.allow_http = env("AWS_ALLOW_HTTP").map(|v| v.eq_ignore_ascii_case("true"));
+        }
+        let profile = env("AWS_PROFILE").unwrap_or_else(|| "default".into());
+        let home = env("HOME").unwrap_or_default();
+        let creds_file = env("AWS_SHARED_CREDENTIALS_FILE")
+            .unwrap_or_else(|| format!("{home}/.aws/credentials"));
+        let config_file = env("AWS_CONFIG_FILE").unwrap_or_else(|| format!("{home}/.aws/config"));
+        let creds = read_ini_section(&creds_file, &profile);
+        let config_section = if profile == "default" {
+            "default".to_string()
+        } else {
+            format!("profile {profile}")
+        };
+        let config = read_ini_section(&config_file, &config_section);
+        let get = |m: &[(String, String)], k: &str| {
+            m.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone())
+        };
+        if self.access_key_id.is_none() && self.secret_access_key.is_none() {
+            self.access_key_id =
+                get(&creds, "aws_access_key_id").or_else(|| get(&config, "aws_access_key_id"));
+            self.secret_access_key = get(&creds, "aws_secret_access_key")
+                .or_else(|| get(&config, "aws_secret_access_key"));
+            self.session_token = self
+                .session_token
+                .or_else(|| get(&creds, "aws_session_token"));
+        }
+        self.region = self.region.or_else(|| get(&config, "region"));
+        self.endpoint = self.endpoint.or_else(|| get(&config, "endpoint_url"));
+        self
+    }
+}
+
+/// The `key = value` pairs of `[section]` in an INI file (AWS shared config format);
+/// empty if the file or section is missing.
+pub fn read_ini_section(path: &str, section: &str) -> Vec<(String, String)> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let mut inside = false;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            inside = name.trim() == section;
+            continue;
+        }
+        if inside {
+            if let Some((k, v)) = line.split_once('=') {
+                out.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// A repository in an S3 bucket.
+#[derive(Debug)]
+pub struct S3Storage {
+    store: Arc<AmazonS3>,
+    options: S3Options,
+    permits: Arc<Semaphore>,
+}
+
+impl S3Storage {
+    /// Connect (lazily: no request is made here).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the options do not form a valid client.
+    pub fn new(options: S3Options) -> Result<Self> {
+        let custom_endpoint = options.endpoint.is_some();
+        let allow_http = options.allow_http.unwrap_or_else(|| {
+            options
+                .endpoint
+                .as_deref()
+                .is_some_and(|e| e.starts_with("http://"))
+        });
+        let path_style = options.path_style.unwrap_or(custom_endpoint);
+        // Without explicit keys, start from the environment so object_store can find
+        // instance, container or web-identity credentials; explicit settings win.
+        let mut builder = match (&options.access_key_id, &options.secret_access_key) {
+            (Some(id), Some(secret)) => {
+                let b = AmazonS3Builder::new()
+                    .with_access_key_id(id)
+                    .with_secret_access_key(secret);
+                match &options.session_token {
+                    Some(t) => b.with_token(t),
+                    None => b,
+                }
+            }
+            (None, None) => AmazonS3Builder::from_env(),
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "S3: give both an access key id and a secret access key, or neither".into(),
+                ))
+            }
+        };
+        builder = builder
+            .with_bucket_name(&options.bucket)
+            .with_region(options.region.clone().unwrap_or_else(|| "us-east-1".into()))
+            .with_allow_http(allow_http)
+            .with_virtual_hosted_style_request(!path_style)
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(10),
+                    base: 2.0,
+                },
+                max_retries: options.max_retries,
+                retry_timeout: options.retry_timeout,
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_timeout(options.request_timeout)
+                    .with_connect_timeout(Duration::from_secs(10))
+                    .with_allow_http(allow_http),
+            );
+        if let Some(e) = &options.endpoint {
+            builder = builder.with_endpoint(e);
+        }
+        let store = builder
+            .build()
+            .map_err(|e| Error::InvalidArgument(format!("S3 client: {e}")))?;
+        Ok(S3Storage {
+            store: Arc::new(store),
+            permits: Arc::new(Semaphore::new(options.connections.max(1))),
+            options,
+        })
+    }
+
+    fn path(&self, name: &str) -> ObjectPath {
+        if self.options.prefix.is_empty() {
+            ObjectPath::from(name)
+        } else {
+            ObjectPath::from(format!("{}/{name}", self.options.prefix))
+        }
+    }
+
+    fn strip(&self, key: &str) -> String {
+        if self.options.prefix.is_empty() {
+            key.to_string()
+        } else {
+            key.strip_prefix(&self.options.prefix)
+                .map(|k| k.trim_start_matches('/'))
+                .unwrap_or(key)
+                .to_string()
+        }
+    }
+
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        self.permits
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("S3 connection pool closed".into()))
+    }
+}
+
+fn map_err(name: &str, e: object_store::Error) -> Error {
+    match e {
+        object_store::Error::NotFound { .. } => Error::not_found(name),
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+            Error::AlreadyExists {
+                object: name.to_string(),
+            }
+        }
+        other => Error::Storage {
+            object: name.to_string(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    }
+}
+
+use super::local::{validate_name as validate, validate_prefix};
+
+#[async_trait]
+impl Storage for S3Storage {
+    fn location(&self) -> String {
+        if self.options.prefix.is_empty() {
+            format!("s3://{}", self.options.bucket)
+        } else {
+            format!("s3://{}/{}", self.options.bucket, self.options.prefix)
+        }
+    }
+
+    async fn put(&self, name: &str, data: &[u8]) -> Result<()> {
+        validate(name)?;
+        let _permit = self.permit().await?;
+        let path = self.path(name);
+        if data.len() >= self.options.multipart_threshold {
+            let upload = self
+                .store
+                .put_multipart(&path)
+                .await
+                .map_err(|e| map_err(name, e))?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, self.options.part_size);
+            writer.write(data);
+            return writer
+                .finish()
+                .await
+                .map(|_| ())
+                .map_err(|e| map_err(name, e));
+        }
+        self.store
+            .put(&path, PutPayload::from(data.to_vec()))
+            .await
+            .map(|_| ())
+            .map_err(|e| map_err(name, e))
+    }
+
+    async fn create(&self, name: &str, data: &[u8]) -> Result<()> {
+        validate(name)?;
+        let _permit = self.permit().await?;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        self.store
+            .put_opts(&self.path(name), PutPayload::from(data.to_vec()), opts)
+            .await
+            .map(|_| ())
+            .map_err(|e| map_err(name, e))
+    }
+
+    async fn get(&self, name: &str) -> Result<Vec<u8>> {
+        validate(name)?;
+        let _permit = self.permit().await?;
+        let result = self
+            .store
+            .get(&self.path(name))
+            .await
+            .map_err(|e| map_err(name, e))?;
+        Ok(result.bytes().await.map_err(|e| map_err(name, e))?.to_vec())
+    }
+
+    async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        validate(name)?;
+        if len == 0 {
+            self.size(name).await.and_then(|size| {
+                if offset > size {
+                    Err(Error::corrupt(
+                        name,
+                        format!("range at {offset} starts past the end of a {size}-byte blob"),
+                    ))
+                } else {
+                    Ok(())
+                }
+            })?;
+            return Ok(Vec::new());
+        }
+        let Some(end) = offset.checked_add(len) else {
+            let size = self.size(name).await?;
+            return Err(Error::corrupt(
+                name,
+                format!("range {offset}+{len} extends past the end of a {size}-byte blob"),
+            ));
+        };
+        let result = {
+            let _permit = self.permit().await?;
+            self.store.get_range(&self.path(name), offset..end).await
+        };
+        match result {
+            Ok(bytes) if bytes.len() as u64 == len => Ok(bytes.to_vec()),
+            // S3 answers a range that runs past the end with the bytes that exist.
+            Ok(bytes) => Err(Error::corrupt(
+                name,
+                format!(
+                    "range {offset}+{len} extends past the end of a {}-byte blob",
+                    offset + bytes.len() as u64
+                ),
+            )),
+            Err(object_store::Error::NotFound { .. }) => Err(Error::not_found(name)),
+            Err(e) => {
+                // A range past the end is answered with an error by S3: report it as
+                // damage (the index points past the blob), not as an I/O failure.
+                match self.size(name).await {
+                    Ok(size) if end > size => Err(Error::corrupt(
+                        name,
+                        format!("range {offset}+{len} extends past the end of a {size}-byte blob"),
+                    )),
+                    _ => Err(map_err(name, e)),
+                }
+            }
+        }
+    }
+
+    async fn size(&self, name: &str) -> Result<u64> {
+        validate(name)?;
+        let _permit = self.permit().await?;
+        Ok(self
+            .store
+            .head(&self.path(name))
+            .await
+            .map_err(|e| map_err(name, e))?
+            .size)
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>> {
+        validate_prefix(prefix)?;
+        let _permit = self.permit().await?;
+        let full = if self.options.prefix.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{}/{prefix}", self.options.prefix)
+        };
+        // object_store lists by path segments: list the directory part, filter the rest.
+        let dir = full.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        let dir_path = if dir.is_empty() {
+            None
+        } else {
+            Some(ObjectPath::from(dir))
+        };
+        let metas: Vec<_> = self
+            .store
+            .list(dir_path.as_ref())
+            .try_collect()
+            .await
+            .map_err(|e| map_err(prefix, e))?;
+        Ok(metas
+            .into_iter()
+            .map(|m| BlobInfo {
+                name: self.strip(m.location.as_ref()),
+                size: m.size,
+            })
+            .filter(|b| b.name.starts_with(prefix))
+            .collect())
+    }
+
+    async fn delete(&self, name: &str) -> Result<()> {
+        validate(name)?;
+        let _permit = self.permit().await?;
+        match self.store.delete(&self.path(name)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(map_err(name, e)),
+        }
+    }
+}
