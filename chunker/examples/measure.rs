@@ -17,6 +17,10 @@
 //!     files), sorted by path; symlinks and special files are skipped.
 //! measure stream V1 V2 [--params MIN:AVG:MAX]...
 //!     Chunk the files V1 and V2 as one stream each (e.g. tar archives).
+//! measure speed [--mib N] [--params MIN:AVG:MAX]...
+//!     CPU cost alone: chunk N MiB (default 1024) of pseudo-random bytes held in memory,
+//!     best of 3 runs; then the fixed cost per input, chunking 20,000 inputs of 4 KiB
+//!     each with `Chunker` and with a bare `fastcdc::v2020::StreamCDC`.
 //! ```
 //!
 //! Sizes take a K or M suffix (KiB, MiB). Without `--params` a candidate set from 64 KiB
@@ -52,20 +56,28 @@ fn main() -> Result<()> {
         Some("mutate") => mutate(&args[1..]),
         Some("tree") => compare(Input::Tree, &args[1..]),
         Some("stream") => compare(Input::Stream, &args[1..]),
-        _ => Err("usage: measure (mutate SRC DST | tree V1 V2 | stream V1 V2) [options]; \
+        Some("speed") => speed(&args[1..]),
+        _ => Err(
+            "usage: measure (mutate DIR | tree V1 V2 | stream V1 V2 | speed) [options]; \
                   see the doc comment of chunker/examples/measure.rs"
-            .into()),
+                .into(),
+        ),
     }
 }
 
+/// `--name value` pairs, in command-line order.
+type Options = Vec<(String, String)>;
+
 /// Splits arguments into positionals and `--name value` options.
-fn parse_args(args: &[String]) -> Result<(Vec<String>, Vec<(String, String)>)> {
+fn parse_args(args: &[String]) -> Result<(Vec<String>, Options)> {
     let mut positional = Vec::new();
     let mut options = Vec::new();
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         if let Some(name) = arg.strip_prefix("--") {
-            let value = iter.next().ok_or_else(|| format!("--{name} needs a value"))?;
+            let value = iter
+                .next()
+                .ok_or_else(|| format!("--{name} needs a value"))?;
             options.push((name.to_string(), value.clone()));
         } else {
             positional.push(arg.clone());
@@ -432,11 +444,84 @@ fn whole_file_baseline(first: &Pass, second: &Pass) -> String {
 }
 
 fn human(size: u32) -> String {
-    if size % (1 << 20) == 0 {
+    if size.trailing_zeros() >= 20 {
         format!("{}M", size >> 20)
-    } else if size % (1 << 10) == 0 {
+    } else if size.trailing_zeros() >= 10 {
         format!("{}K", size >> 10)
     } else {
         size.to_string()
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// speed
+
+/// Inputs of this size are one chunk under every candidate: the per-input cost alone.
+const SMALL_INPUT_LEN: usize = 4096;
+const SMALL_INPUT_COUNT: u32 = 20_000;
+
+fn speed(args: &[String]) -> Result<()> {
+    let (positional, options) = parse_args(args)?;
+    if !positional.is_empty() {
+        return Err("usage: measure speed [--mib N] [--params MIN:AVG:MAX]...".into());
+    }
+    let mut params = Vec::new();
+    let mut size_mib = 1024;
+    for (name, value) in options {
+        match name.as_str() {
+            "params" => params.push(parse_params(&value)?),
+            "mib" => size_mib = value.parse()?,
+            _ => return Err(format!("unknown option --{name}").into()),
+        }
+    }
+    if params.is_empty() {
+        params = candidates("files")?;
+        params.extend(candidates("db")?.into_iter().take(2));
+    }
+    let data = Rng(7).bytes(size_mib << 20);
+    let small = &data[..SMALL_INPUT_LEN];
+    println!("| params (min/avg/max) | MB/s in memory | µs per 4 KiB input | µs, bare StreamCDC |");
+    println!("|---|---:|---:|---:|");
+    for params in params {
+        let mut best = Duration::MAX;
+        for _ in 0..3 {
+            let started = Instant::now();
+            let mut total = 0;
+            for chunk in Chunker::new(&data[..], params)? {
+                total += chunk?.len();
+            }
+            best = best.min(started.elapsed());
+            assert_eq!(total, data.len());
+        }
+        let started = Instant::now();
+        for _ in 0..SMALL_INPUT_COUNT {
+            for chunk in Chunker::new(small, params)? {
+                std::hint::black_box(chunk?);
+            }
+        }
+        let per_input = started.elapsed() / SMALL_INPUT_COUNT;
+        let started = Instant::now();
+        for _ in 0..SMALL_INPUT_COUNT {
+            let stream = fastcdc::v2020::StreamCDC::new(
+                small,
+                params.min_size as usize,
+                params.avg_size as usize,
+                params.max_size as usize,
+            );
+            for chunk in stream {
+                std::hint::black_box(chunk?);
+            }
+        }
+        let per_input_bare = started.elapsed() / SMALL_INPUT_COUNT;
+        println!(
+            "| {} / {} / {} | {:.0} | {:.1} | {:.1} |",
+            human(params.min_size),
+            human(params.avg_size),
+            human(params.max_size),
+            data.len() as f64 / 1e6 / best.as_secs_f64(),
+            per_input.as_secs_f64() * 1e6,
+            per_input_bare.as_secs_f64() * 1e6,
+        );
+    }
+    Ok(())
 }

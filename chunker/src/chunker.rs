@@ -37,9 +37,9 @@ const INITIAL_READ_SIZE: usize = 8 * 1024;
 /// - each chunk is `1..=max_size` bytes long, and all but the last are at least `min_size`;
 /// - the same bytes with the same params always give the same chunks, whatever the read
 ///   sizes of the source (a source returning one byte per `read` gives the same chunks);
-/// - memory held at any time is at most about `2 * max_size` plus the chunk being
-///   returned, independent of the input length. Inputs shorter than `max_size` use a
-///   buffer of their own size only.
+/// - memory held by the chunker is at most about `2 * max_size`, plus the chunks the
+///   caller keeps, whatever the input length; inputs of at most `max_size` bytes use a
+///   buffer of their own size only (so chunking many small files is cheap).
 ///
 /// Reads are retried on [`io::ErrorKind::Interrupted`]. Nothing is read before the first
 /// call to `next`.
@@ -167,8 +167,12 @@ impl<R: Read> Iterator for Chunker<R> {
                     let len = cuts.next()?;
                     let end = pos + len;
                     if end >= data.len() {
-                        // The last chunk (for small files the only one): reuse the buffer.
+                        // The last chunk (for small files the only one): reuse the buffer,
+                        // without holding on to much more memory than the chunk needs.
                         data.drain(..pos);
+                        if data.capacity() > 2 * data.len() {
+                            data.shrink_to_fit();
+                        }
                         return Some(Ok(data));
                     }
                     let chunk = data[pos..end].to_vec();
@@ -241,6 +245,10 @@ fn read_checked<R: Read>(source: &mut R, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// The source as `StreamCDC` sees it: the head already read, then the rest of `inner`.
+///
+/// `StreamCDC` takes almost all of the head in its first read. What is left is moved into
+/// a right-sized allocation at once, so the head and `StreamCDC`'s own buffer (both about
+/// `max_size`) coexist only during that first read.
 struct Source<R> {
     head: Vec<u8>,
     head_pos: usize,
@@ -255,8 +263,10 @@ impl<R: Read> Read for Source<R> {
             buf[..n].copy_from_slice(&rest[..n]);
             self.head_pos += n;
             if self.head_pos == self.head.len() {
-                // Release the head as soon as it is replayed, to keep memory near max_size.
                 self.head = Vec::new();
+                self.head_pos = 0;
+            } else if self.head_pos >= self.head.len() / 2 {
+                self.head = self.head[self.head_pos..].to_vec();
                 self.head_pos = 0;
             }
             return Ok(n);
@@ -419,7 +429,16 @@ mod tests {
         let params = ChunkerParams::SMALL;
         let expected = chunks(&data[..], params);
         assert!(expected.len() > 20);
-        assert_eq!(chunks(ShortReads { data: &data, step: 1 }, params), expected);
+        assert_eq!(
+            chunks(
+                ShortReads {
+                    data: &data,
+                    step: 1
+                },
+                params
+            ),
+            expected
+        );
     }
 
     #[test]
@@ -436,7 +455,10 @@ mod tests {
                 avg_size: avg,
                 max_size: max,
             };
-            assert!(Chunker::new(io::empty(), params).is_err(), "{params} accepted");
+            assert!(
+                Chunker::new(io::empty(), params).is_err(),
+                "{params} accepted"
+            );
         }
     }
 
@@ -554,15 +576,27 @@ mod tests {
     #[test]
     fn chunk_boundaries_are_stable() {
         let data = random_bytes(0x0DD5_EED5, 8 << 20);
-        let lengths = |params| -> Vec<usize> {
+        let lengths = |min, avg, max| -> Vec<usize> {
+            let params = ChunkerParams::new(min, avg, max).unwrap();
             chunks(&data[..], params).iter().map(Vec::len).collect()
         };
-        let small = lengths(ChunkerParams::SMALL);
-        let small_digest = small.iter().fold(0u64, |acc, &len| {
+        // Explicit sizes, not the presets: the presets may change, these vectors may not.
+        let small = lengths(4 << 10, 16 << 10, 64 << 10);
+        let digest = small.iter().fold(0u64, |acc, &len| {
             acc.wrapping_mul(1_000_003).wrapping_add(len as u64)
         });
-        println!("SMALL: {} chunks, first {:?}, digest {small_digest}", small.len(), &small[..8]);
-        println!("DEFAULT: {:?}", lengths(ChunkerParams::DEFAULT));
-        assert_eq!(small.len(), 0);
+        assert_eq!(small.len(), 423);
+        assert_eq!(
+            small[..8],
+            [17008, 6000, 17802, 23231, 27203, 5406, 16673, 38902]
+        );
+        assert_eq!(digest, 17_001_698_998_146_942_050);
+        assert_eq!(
+            lengths(128 << 10, 512 << 10, 2 << 20),
+            [
+                460977, 550403, 527719, 432060, 499651, 838985, 861187, 974201, 196406, 899360,
+                579684, 664086, 903889
+            ]
+        );
     }
 }

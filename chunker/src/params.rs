@@ -16,8 +16,8 @@ use fastcdc::v2020;
 /// Together with the algorithm (FastCDC 2020, normalization level 1, unseeded gear table,
 /// see the [crate docs](crate#stability-of-chunk-boundaries)) these three numbers *are*
 /// the chunking definition: the same bytes chunked with the same params give the same
-/// chunks forever. A repository records the params it was written with; changing them
-/// never breaks correctness, but new chunks stop deduplicating against old ones.
+/// chunks forever. Whoever chunks must keep the params with the data; changing them never
+/// breaks correctness, but new chunks stop deduplicating against old ones.
 ///
 /// Build values with [`ChunkerParams::new`], or construct the struct directly and call
 /// [`ChunkerParams::validate`] before use (params read from storage are untrusted).
@@ -44,7 +44,10 @@ const MAX_SIZE_LOWEST: u32 = to_u32(v2020::MAXIMUM_MIN);
 const MAX_SIZE_HIGHEST: u32 = to_u32(v2020::MAXIMUM_MAX);
 
 const fn to_u32(value: usize) -> u32 {
-    assert!(value <= u32::MAX as usize, "fastcdc bound does not fit in u32");
+    assert!(
+        value <= u32::MAX as usize,
+        "fastcdc bound does not fit in u32"
+    );
     value as u32
 }
 
@@ -52,25 +55,26 @@ const fn to_u32(value: usize) -> u32 {
 const _: () = assert!(usize::BITS >= 32);
 
 impl ChunkerParams {
-    /// Params for file trees: min 256 KiB, average 1 MiB, max 4 MiB.
+    /// Params for file trees: min 128 KiB, average 512 KiB, max 2 MiB.
     ///
-    /// Chosen by measurement on real file trees, see `BENCHMARKS.md`
-    /// ("Chunk size defaults"): each file is chunked on its own and most files are
-    /// smaller than `min_size`, so the index size is driven by the file count, while the
-    /// average size decides how much of a large, slightly changed file is stored again.
+    /// Chosen by measurement, see `BENCHMARKS.md` ("Chunk size defaults"). Each file is
+    /// chunked on its own and most files are smaller than `min_size`, so in a tree the
+    /// index size follows the file count; the average only matters for large files, where
+    /// it sets both the index cost (about 135 MiB of in-memory index per TiB) and how much
+    /// of a slightly changed file is stored again (about one to two averages per edit).
     pub const DEFAULT: ChunkerParams = ChunkerParams {
-        min_size: 256 * 1024,
-        avg_size: 1024 * 1024,
-        max_size: 4 * 1024 * 1024,
+        min_size: 128 * 1024,
+        avg_size: 512 * 1024,
+        max_size: 2 * 1024 * 1024,
     };
 
     /// Params for database page streams (PostgreSQL base backups, 8 KiB pages): min 4 KiB,
     /// average 16 KiB, max 64 KiB.
     ///
-    /// Databases change a scattered few pages in place between backups; each changed page
-    /// costs roughly one chunk of new data, so chunks stay a small multiple of the page
-    /// size. The price is one index entry per ~16 KiB (about 4.5 MB of index per GiB);
-    /// see `BENCHMARKS.md`.
+    /// Databases change scattered pages in place between backups, and each changed page
+    /// costs about one to two chunks of new data, so chunks stay a small multiple of the
+    /// page size. The price is one index entry per 16-32 KiB of data (2-4 MiB of
+    /// in-memory index per GiB); see `BENCHMARKS.md`.
     pub const SMALL: ChunkerParams = ChunkerParams {
         min_size: 4 * 1024,
         avg_size: 16 * 1024,
@@ -108,9 +112,24 @@ impl ChunkerParams {
     pub fn validate(&self) -> Result<(), ParamsError> {
         let fail = |violation| Err(ParamsError::new(*self, violation));
         let checks = [
-            (self.min_size, SizeField::Min, MIN_SIZE_LOWEST, MIN_SIZE_HIGHEST),
-            (self.avg_size, SizeField::Avg, AVG_SIZE_LOWEST, AVG_SIZE_HIGHEST),
-            (self.max_size, SizeField::Max, MAX_SIZE_LOWEST, MAX_SIZE_HIGHEST),
+            (
+                self.min_size,
+                SizeField::Min,
+                MIN_SIZE_LOWEST,
+                MIN_SIZE_HIGHEST,
+            ),
+            (
+                self.avg_size,
+                SizeField::Avg,
+                AVG_SIZE_LOWEST,
+                AVG_SIZE_HIGHEST,
+            ),
+            (
+                self.max_size,
+                SizeField::Max,
+                MAX_SIZE_LOWEST,
+                MAX_SIZE_HIGHEST,
+            ),
         ];
         for (value, field, lowest, highest) in checks {
             if !(lowest..=highest).contains(&value) {
@@ -389,7 +408,9 @@ mod tests {
              min_size 32 is outside the accepted range 64..=1048576"
         );
         let err = ChunkerParams::new(8192, 4096, 65536).unwrap_err();
-        assert!(err.to_string().contains("min_size 8192 is larger than avg_size 4096"));
+        assert!(err
+            .to_string()
+            .contains("min_size 8192 is larger than avg_size 4096"));
     }
 
     proptest! {
