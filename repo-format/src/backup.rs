@@ -18,10 +18,9 @@ use crate::config::ChunkerSettings;
 use crate::content::{Content, ContentBuilder};
 use crate::error::{Error, Result};
 use crate::id::BlobId;
-use crate::manifest::{SessionMarker, SnapshotManifest, SnapshotSummary, MANIFEST_VERSION};
-use crate::repo::{
-    current_hostname, current_username, Repository, Snapshot, SESSIONS_DIR, SNAPSHOTS_DIR,
-};
+use crate::manifest::{SnapshotManifest, SnapshotSummary, MANIFEST_VERSION};
+use crate::repo::{current_hostname, current_username, Repository, Snapshot, SNAPSHOTS_DIR};
+use crate::session::WriterSession;
 use crate::saver::BlobSaver;
 use crate::tree::{Node, NodeKind, Timestamp, Tree};
 use dprepo_chunker::{Chunker, ChunkerParams};
@@ -88,6 +87,8 @@ pub struct BackupOptions {
     pub max_in_flight_chunks: usize,
     /// Snapshot time (default: now).
     pub time: Option<chrono::DateTime<chrono::Utc>>,
+    /// Expiration time recorded in the manifest (`forget --expired` removes it after).
+    pub expires: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Default for BackupOptions {
@@ -100,6 +101,7 @@ impl Default for BackupOptions {
             connections: 4,
             max_in_flight_chunks: 4 * rayon::current_num_threads().max(2),
             time: None,
+            expires: None,
         }
     }
 }
@@ -123,6 +125,11 @@ impl BackupOptions {
     /// Override the chunker.
     pub fn with_chunker(mut self, c: ChunkerParams) -> Self {
         self.chunker = Some(c);
+        self
+    }
+    /// Set the expiration time.
+    pub fn with_expires(mut self, t: chrono::DateTime<chrono::Utc>) -> Self {
+        self.expires = Some(t);
         self
     }
     /// Set the number of concurrent uploads.
@@ -173,24 +180,16 @@ pub async fn backup(
     let started = Instant::now();
     let time = options.time.unwrap_or_else(chrono::Utc::now);
     let hostname = options.hostname.clone().unwrap_or_else(current_hostname);
-    let session_name = open_session(repo, time).await?;
-    let result = run_backup(repo, source, &options, progress, time, &hostname, started).await;
-    let _ = repo.storage().delete(&session_name).await;
+    let (session, excluded) = WriterSession::start(repo, "backup").await?;
+    if !excluded.is_empty() {
+        repo.index()
+            .write()
+            .map_err(|_| Error::Internal("index lock poisoned".into()))?
+            .exclude_packs(&excluded);
+    }
+    let result = run_backup(repo, source, &options, progress, time, &hostname, started, &session).await;
+    session.end().await;
     result
-}
-
-async fn open_session(repo: &Repository, time: chrono::DateTime<chrono::Utc>) -> Result<String> {
-    let _ = time;
-    let marker = SessionMarker {
-        hostname: current_hostname(),
-        pid: std::process::id(),
-        started: chrono::Utc::now(),
-        command: "backup".into(),
-    };
-    let bytes = marker.encode(repo.keys());
-    let name = format!("{SESSIONS_DIR}{}", BlobId::of_stored(&bytes).to_hex());
-    repo.storage().create(&name, &bytes).await?;
-    Ok(name)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -202,6 +201,7 @@ async fn run_backup(
     time: chrono::DateTime<chrono::Utc>,
     hostname: &str,
     started: Instant,
+    session: &WriterSession,
 ) -> Result<BackupOutcome> {
     let config = repo.config().clone();
     let (paths, stdin_name, chunker) = match &source {
@@ -304,8 +304,11 @@ async fn run_backup(
         chunker: ChunkerSettings::from(chunker),
         program_version: format!("dprepo {}", env!("CARGO_PKG_VERSION")),
         summary,
+        expires: options.expires,
+        original: None,
     };
     let bytes = manifest.encode(repo.keys());
+    session.check_alive().await?;
     let id = BlobId::of_stored(&bytes);
     repo.storage()
         .put(&format!("{SNAPSHOTS_DIR}{}", id.to_hex()), &bytes)
@@ -545,6 +548,38 @@ impl Walker {
         }
     }
 
+    /// Whether the parent's content of an unchanged file may be reused: every blob it
+    /// references (chunk lists and the data below them) is indexed outside the packs
+    /// of gc tombstones. Otherwise the file is read again.
+    fn content_usable(&self, content: &Content) -> bool {
+        let usable = |ids: &[BlobId]| {
+            self.repo.index().read().map(|i| ids.iter().all(|id| i.usable(id))).unwrap_or(false)
+        };
+        if !usable(&content.ids) {
+            return false;
+        }
+        if content.level == 0 {
+            return true;
+        }
+        let mut ids = crate::restore::DataIds::new(content);
+        let mut batch = Vec::new();
+        loop {
+            match self.rt.block_on(ids.next(&self.repo)) {
+                Ok(Some(id)) => {
+                    batch.push(id);
+                    if batch.len() >= 4096 {
+                        if !usable(&batch) {
+                            return false;
+                        }
+                        batch.clear();
+                    }
+                }
+                Ok(None) => return usable(&batch),
+                Err(_) => return false,
+            }
+        }
+    }
+
     fn load_parent(&self, id: Option<BlobId>) -> Option<Tree> {
         let id = id?;
         match self.rt.block_on(self.repo.load_tree(&id)) {
@@ -703,13 +738,7 @@ impl Walker {
                     && p.mtime == node.mtime
                     && p.ctime == node.ctime
                     && p.inode == node.inode;
-                let indexed = self
-                    .repo
-                    .index()
-                    .read()
-                    .map(|i| content.ids.iter().all(|id| i.contains(id)))
-                    .unwrap_or(false);
-                if same && indexed {
+                if same && self.content_usable(content) {
                     let mut counts = self
                         .counts
                         .lock()

@@ -35,6 +35,10 @@ pub enum FileType {
     Session = 4,
     /// A key file (`keys/<id>`); not enveloped, but it shares the magic and header.
     Key = 5,
+    /// A gc tombstone (`gc/<id>`).
+    Tombstone = 6,
+    /// The gc lease (`locks/gc`).
+    Lease = 7,
 }
 
 /// Seal `body` into an envelope of `file_type` at format `version`, compressing it.

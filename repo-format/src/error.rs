@@ -100,6 +100,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Another process holds what this operation needs (the gc lease).
+    #[error("{object} is busy: {reason}")]
+    Busy {
+        /// What is held.
+        object: String,
+        /// Who holds it and until when.
+        reason: String,
+    },
     /// An argument given to the engine is invalid.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

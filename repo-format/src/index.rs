@@ -162,6 +162,8 @@ pub struct Index {
     packs: Vec<(BlobId, PackKind)>,
     pack_numbers: HashMap<BlobId, u32>,
     blobs: HashMap<BlobId, Slot>,
+    /// Packs named by gc tombstones: a writer must not reference their blobs.
+    excluded: std::collections::HashSet<u32>,
 }
 
 impl Index {
@@ -176,15 +178,44 @@ impl Index {
             self.packs.push((id, kind));
             (self.packs.len() - 1) as u32
         });
+        // A pack first seen through `exclude_packs` got a placeholder kind.
+        self.packs[number as usize].1 = kind;
         for e in entries {
-            self.blobs.entry(e.id).or_insert(Slot {
-                pack: number,
-                blob_type: e.blob_type,
-                offset: e.offset,
-                stored_len: e.stored_len,
-                raw_len: e.raw_len,
-            });
+            let slot = Slot { pack: number, blob_type: e.blob_type, offset: e.offset, stored_len: e.stored_len, raw_len: e.raw_len };
+            match self.blobs.entry(e.id) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(slot);
+                }
+                // A copy outside an excluded pack is preferred over one inside.
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    if self.excluded.contains(&o.get().pack) && !self.excluded.contains(&number) {
+                        o.insert(slot);
+                    }
+                }
+            }
         }
+    }
+
+    /// Mark packs (from gc tombstones) whose blobs a writer must not reference.
+    pub fn exclude_packs(&mut self, packs: &std::collections::HashSet<BlobId>) {
+        for id in packs {
+            if let Some(n) = self.pack_numbers.get(id) {
+                self.excluded.insert(*n);
+            }
+            // Packs not known yet get a number now, so a later add_pack sees them.
+            else {
+                self.packs.push((*id, PackKind::Data));
+                let n = (self.packs.len() - 1) as u32;
+                self.pack_numbers.insert(*id, n);
+                self.excluded.insert(n);
+            }
+        }
+    }
+
+    /// Whether a writer may reference blob `id`: it is indexed in a pack that no gc
+    /// tombstone names.
+    pub fn usable(&self, id: &BlobId) -> bool {
+        self.blobs.get(id).is_some_and(|s| !self.excluded.contains(&s.pack))
     }
 
     /// Add every pack of an index file.

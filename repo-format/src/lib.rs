@@ -8,6 +8,7 @@ pub mod config;
 pub mod content;
 pub mod crypto;
 pub mod envelope;
+pub mod gc;
 pub mod error;
 pub mod id;
 pub mod index;
@@ -16,7 +17,9 @@ pub mod manifest;
 pub mod pack;
 pub mod repo;
 pub mod restore;
+pub mod retention;
 pub mod saver;
+pub mod session;
 pub mod storage;
 pub mod tree;
 

@@ -82,6 +82,12 @@ pub struct SnapshotManifest {
     /// Backup counters.
     #[serde(default)]
     pub summary: SnapshotSummary,
+    /// When `forget --expired` may remove this snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<chrono::DateTime<chrono::Utc>>,
+    /// For a manifest rewritten by `dprepo snapshot expire`: the snapshot it replaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<BlobId>,
 }
 
 impl SnapshotManifest {
@@ -120,9 +126,10 @@ impl SnapshotManifest {
     }
 }
 
-/// A writer session marker (`sessions/<id>`): present while a backup is writing packs
-/// that no snapshot references yet. Garbage collection must not delete packs younger
-/// than the oldest live session (SPEC.md, "Writer sessions").
+/// A writer session marker (`sessions/<random id>`): present while a backup may
+/// reference blobs that no snapshot references yet. Garbage collection does not delete
+/// the packs of a tombstone while a live session has not seen that tombstone
+/// (SPEC.md, "Garbage collection protocol"). Rewritten in place for heartbeats.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionMarker {
     /// Host running the writer.
@@ -133,6 +140,21 @@ pub struct SessionMarker {
     pub started: chrono::DateTime<chrono::Utc>,
     /// What the writer is doing (`backup`).
     pub command: String,
+    /// Last sign of life (writer's clock).
+    #[serde(default = "epoch")]
+    pub heartbeat: chrono::DateTime<chrono::Utc>,
+    /// Set once `seen_tombstones` is complete; a session that is not ready blocks
+    /// every tombstone.
+    #[serde(default)]
+    pub ready: bool,
+    /// Names of the tombstones (`gc/<id>`) that existed when the writer started; it
+    /// never references blobs of their packs.
+    #[serde(default)]
+    pub seen_tombstones: Vec<String>,
+}
+
+fn epoch() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::UNIX_EPOCH
 }
 
 /// Envelope version of session files.
@@ -194,6 +216,8 @@ mod tests {
                 chunker: ChunkerSettings { min_size: 1, avg_size: 2, max_size: 3 },
                 program_version: "dprepo test".into(),
                 summary: SnapshotSummary { files, ..Default::default() },
+                expires: None,
+                original: None,
             };
             let bytes = m.encode(&keys());
             prop_assert_eq!(SnapshotManifest::decode(&keys(), &bytes, "s").unwrap(), m);
@@ -243,5 +267,77 @@ mod tests {
             SessionMarker::decode(&keys(), &m.encode(&keys()), "s").unwrap(),
             m
         );
+    }
+}
+
+/// Envelope version of tombstone files.
+pub const TOMBSTONE_FILE_VERSION: u8 = 1;
+
+/// A pack named in a tombstone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TombstonePack {
+    /// Pack id.
+    pub id: BlobId,
+    /// Data or metadata pack.
+    pub kind: crate::pack::PackKind,
+}
+
+/// A tombstone (`gc/<id>`): packs garbage collection intends to delete once no writer
+/// that could still reference them is running.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tombstone {
+    /// When gc wrote it.
+    pub created: chrono::DateTime<chrono::Utc>,
+    /// Packs to delete.
+    pub packs: Vec<TombstonePack>,
+}
+
+impl Tombstone {
+    /// Encode as a sealed tombstone file.
+    pub fn encode(&self, keys: &Keys) -> Vec<u8> {
+        seal_file(keys, FileType::Tombstone, TOMBSTONE_FILE_VERSION, &serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// Decode a sealed tombstone file.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] / [`Error::UnsupportedVersion`] naming `object`.
+    pub fn decode(keys: &Keys, bytes: &[u8], object: &str) -> Result<Tombstone> {
+        let (_, body) = open_file(keys, bytes, FileType::Tombstone, TOMBSTONE_FILE_VERSION, object)?;
+        serde_json::from_slice(&body).map_err(|e| Error::corrupt(object, e.to_string()))
+    }
+}
+
+/// Envelope version of lease files.
+pub const LEASE_FILE_VERSION: u8 = 1;
+
+/// The gc lease (`locks/gc`): at most one garbage collection runs at a time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Holder's host.
+    pub hostname: String,
+    /// Holder's process id.
+    pub pid: u32,
+    /// When it was taken.
+    pub acquired: chrono::DateTime<chrono::Utc>,
+    /// Until when it holds unless renewed (holder's clock).
+    pub expires: chrono::DateTime<chrono::Utc>,
+    /// Random token identifying the holder.
+    pub token: String,
+}
+
+impl Lease {
+    /// Encode as a sealed lease file.
+    pub fn encode(&self, keys: &Keys) -> Vec<u8> {
+        seal_file(keys, FileType::Lease, LEASE_FILE_VERSION, &serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// Decode a sealed lease file.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] / [`Error::UnsupportedVersion`] naming `object`.
+    pub fn decode(keys: &Keys, bytes: &[u8], object: &str) -> Result<Lease> {
+        let (_, body) = open_file(keys, bytes, FileType::Lease, LEASE_FILE_VERSION, object)?;
+        serde_json::from_slice(&body).map_err(|e| Error::corrupt(object, e.to_string()))
     }
 }

@@ -31,7 +31,7 @@ pub const HEADER_ENTRY_LEN: usize = 1 + ID_LEN + 4 + 4;
 pub const PACK_HEADER_AAD: &[u8] = b"dprepo pack header";
 
 /// Which directory a pack lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PackKind {
     /// `data/`: file and stream content.

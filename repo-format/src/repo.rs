@@ -298,6 +298,18 @@ impl Repository {
     /// [`Error::NotFound`] if no index knows it or its pack is gone; [`Error::Corrupt`]
     /// if the stored bytes are damaged.
     pub async fn read_blob(&self, id: &BlobId, blob_type: BlobType) -> Result<Vec<u8>> {
+        match self.read_blob_once(id, blob_type).await {
+            // A concurrent gc may have moved the blob to a new pack and deleted the old
+            // one: reload the index once and follow it.
+            Err(Error::NotFound { .. }) => {
+                self.load_index().await?;
+                self.read_blob_once(id, blob_type).await
+            }
+            other => other,
+        }
+    }
+
+    async fn read_blob_once(&self, id: &BlobId, blob_type: BlobType) -> Result<Vec<u8>> {
         let loc = self.locate(id).ok_or_else(|| missing_blob(id))?;
         if loc.blob_type != blob_type {
             return Err(Error::corrupt(
@@ -307,11 +319,7 @@ impl Repository {
         }
         let stored = self
             .storage
-            .get_range(
-                &loc.pack_name(),
-                u64::from(loc.offset),
-                u64::from(loc.stored_len),
-            )
+            .get_range(&loc.pack_name(), u64::from(loc.offset), u64::from(loc.stored_len))
             .await?;
         let keys = self.keys.clone();
         let id = *id;

@@ -146,7 +146,7 @@ impl BlobSaver {
                 crate::blob::MAX_BLOB_PLAINTEXT
             )));
         }
-        if self.index.read().map(|i| i.contains(&id)).unwrap_or(false) {
+        if self.index.read().map(|i| i.usable(&id)).unwrap_or(false) {
             return Ok(());
         }
         if !self.claimed.lock().map_err(|_| poisoned())?.insert(id) {

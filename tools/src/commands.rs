@@ -38,6 +38,13 @@ pub enum Command {
     Dump(DumpArgs),
     /// Show repository and snapshot statistics.
     Stats(StatsArgs),
+    /// Remove snapshots by id or by retention policy.
+    Forget(crate::maintenance::ForgetArgs),
+    /// Delete data no snapshot references; safe beside running backups.
+    Gc(crate::maintenance::GcArgs),
+    /// Change a snapshot's expiration time.
+    #[command(subcommand)]
+    Snapshot(crate::maintenance::SnapshotCommand),
 }
 
 #[derive(Debug, Args)]
@@ -60,13 +67,13 @@ pub struct InitArgs {
 pub struct FilterArgs {
     /// Only snapshots with this tag (repeatable; a snapshot matches if it has any).
     #[arg(long = "tag")]
-    tags: Vec<String>,
+    pub tags: Vec<String>,
     /// Only snapshots of this host (repeatable).
     #[arg(long = "host")]
-    hosts: Vec<String>,
+    pub hosts: Vec<String>,
     /// Only snapshots that include this path (repeatable).
     #[arg(long = "path")]
-    paths: Vec<String>,
+    pub paths: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +98,9 @@ pub struct BackupArgs {
     /// Read every file, ignoring the parent snapshot.
     #[arg(long)]
     force: bool,
+    /// Let `forget --expired` remove the snapshot after this long (e.g. 30d, 1y6m, 12h).
+    #[arg(long)]
+    expire_in: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +157,9 @@ pub async fn run(cli: &Cli) -> Result<u8> {
         Command::Restore(a) => run_restore(cli, a).await,
         Command::Dump(a) => run_dump(cli, a).await,
         Command::Stats(a) => stats(cli, a).await,
+        Command::Forget(a) => crate::maintenance::forget(cli, a).await,
+        Command::Gc(a) => crate::maintenance::gc(cli, a).await,
+        Command::Snapshot(c) => crate::maintenance::snapshot(cli, c).await,
     }
 }
 
@@ -194,7 +207,7 @@ async fn init(cli: &Cli, a: &InitArgs) -> Result<u8> {
     Ok(0)
 }
 
-fn snapshot_json(s: &Snapshot) -> serde_json::Value {
+pub fn snapshot_json(s: &Snapshot) -> serde_json::Value {
     let m = &s.manifest;
     json!({
         "id": s.id,
@@ -210,6 +223,8 @@ fn snapshot_json(s: &Snapshot) -> serde_json::Value {
         "chunker": m.chunker,
         "program_version": m.program_version,
         "summary": m.summary,
+        "expires": m.expires,
+        "original": m.original,
     })
 }
 
@@ -240,6 +255,9 @@ async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
         .with_connections(cli.connections.unwrap_or(4));
     if let Some(h) = &a.host {
         options = options.with_hostname(h.clone());
+    }
+    if let Some(d) = &a.expire_in {
+        options = options.with_expires(crate::maintenance::expiry_from_now(d)?);
     }
     let progress = Arc::new(BackupProgress::default());
     let p = progress.clone();
@@ -302,7 +320,7 @@ fn matches_filter(s: &Snapshot, f: &FilterArgs) -> bool {
             }))
 }
 
-async fn filtered_snapshots(repo: &Repository, f: &FilterArgs) -> Result<Vec<Snapshot>> {
+pub async fn filtered_snapshots(repo: &Repository, f: &FilterArgs) -> Result<Vec<Snapshot>> {
     Ok(repo
         .list_snapshots()
         .await?

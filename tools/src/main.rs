@@ -2,6 +2,7 @@
 //! live here; every format and repository operation is in `dprepo-repo-format`.
 
 mod commands;
+mod maintenance;
 mod output;
 mod progress;
 mod repository;

@@ -1,0 +1,700 @@
+//! Garbage collection: delete packs no snapshot needs, rewrite mostly-unused packs,
+//! compact index files; safe beside concurrent backups.
+//!
+//! Protocol (SPEC.md, "Garbage collection protocol"), gc side:
+//! 1. take the lease `locks/gc` (create-if-absent; expired leases are taken over);
+//! 2. plan: mark every blob reachable from every snapshot in a Bloom filter (false
+//!    positives only keep garbage), then classify packs from the index files: no
+//!    reachable blob -> delete; unused share above `max_unused` -> rewrite; in storage
+//!    but in no index file -> orphan;
+//! 3. rewrite: copy the reachable blobs of those packs, verified, into new packs and an
+//!    index file;
+//! 4. write a tombstone `gc/<id>` naming the packs to delete;
+//! 5. list writer sessions: a tombstone is blocked while a live session has not seen it
+//!    (see `session.rs`); stale sessions (no heartbeat) do not block and are removed;
+//! 6. for unblocked tombstones: mark the snapshots committed since step 2, re-read the
+//!    index files, and delete a pack only if none of its blobs is reachable or every
+//!    reachable one has a copy in a pack that stays; index files naming deleted packs
+//!    are rewritten first, then the packs are deleted, then the tombstones.
+//!
+//! Memory: the Bloom filter takes 10 bits per indexed blob, plus the set of tree ids
+//! walked and per-pack counters; index files are streamed one at a time.
+
+use crate::blob::decode_blob;
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+use crate::index::{IndexFile, IndexPack};
+use crate::manifest::{Lease, SessionMarker, Tombstone, TombstonePack};
+use crate::pack::{PackBuilder, PackEntry, PackKind};
+use crate::repo::{run_cpu, Repository, Snapshot, INDEX_DIR, SESSIONS_DIR};
+use crate::restore::DataIds;
+use crate::session::{load_tombstones, TOMBSTONES_DIR};
+use crate::tree::NodeKind;
+use chacha20poly1305::aead::{rand_core::RngCore, OsRng};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// Storage name of the gc lease.
+pub const LEASE_NAME: &str = "locks/gc";
+/// Most entries written into one index file when index files are rewritten.
+pub const MAX_ENTRIES_PER_INDEX_FILE: usize = 100_000;
+
+/// A clock, so tests control time (session staleness, lease expiry).
+pub type Clock = Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
+
+/// Options of a garbage collection.
+#[derive(Clone)]
+pub struct GcOptions {
+    /// Rewrite a pack when more than this fraction of its bytes is unused (0..=1).
+    pub max_unused: f64,
+    /// A writer session without a heartbeat for this long is considered dead.
+    pub session_stale_after: chrono::Duration,
+    /// How long the gc lease holds without renewal.
+    pub lease_ttl: chrono::Duration,
+    /// Rewrite all index files into few when there are more than this many.
+    pub compact_index_files_above: usize,
+    /// The clock.
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for GcOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GcOptions").field("max_unused", &self.max_unused).field("session_stale_after", &self.session_stale_after).finish()
+    }
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            max_unused: 0.2,
+            session_stale_after: chrono::Duration::minutes(30),
+            lease_ttl: chrono::Duration::minutes(30),
+            compact_index_files_above: 32,
+            clock: Arc::new(chrono::Utc::now),
+        }
+    }
+}
+
+/// Bloom filter of reachable blob ids. Ids are keyed BLAKE3 hashes, uniformly random,
+/// so their bytes serve directly as the hash functions.
+#[derive(Debug, Clone)]
+struct Bloom {
+    bits: Vec<u64>,
+    m: u64,
+}
+
+const BLOOM_HASHES: u64 = 7;
+
+impl Bloom {
+    fn new(expected: usize) -> Self {
+        let m = ((expected as u64).saturating_mul(10)).max(4096);
+        Bloom { bits: vec![0; m.div_ceil(64) as usize], m }
+    }
+    fn positions(&self, id: &BlobId) -> impl Iterator<Item = u64> + '_ {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&id.0[..8]);
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&id.0[8..16]);
+        let (h1, h2) = (u64::from_le_bytes(a), u64::from_le_bytes(b) | 1);
+        (0..BLOOM_HASHES).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % self.m)
+    }
+    fn insert(&mut self, id: &BlobId) {
+        let pos: Vec<u64> = self.positions(id).collect();
+        for p in pos {
+            self.bits[(p / 64) as usize] |= 1 << (p % 64);
+        }
+    }
+    fn may_contain(&self, id: &BlobId) -> bool {
+        self.positions(id).all(|p| self.bits[(p / 64) as usize] & (1 << (p % 64)) != 0)
+    }
+}
+
+/// Everything reachable from a set of snapshots.
+#[derive(Debug, Clone)]
+struct Reachable {
+    bloom: Bloom,
+    trees: HashSet<BlobId>,
+    snapshots: HashSet<BlobId>,
+}
+
+impl Reachable {
+    fn new(expected: usize) -> Self {
+        Reachable { bloom: Bloom::new(expected), trees: HashSet::new(), snapshots: HashSet::new() }
+    }
+
+    async fn add_snapshot(&mut self, repo: &Repository, snap: &Snapshot) -> Result<()> {
+        if !self.snapshots.insert(snap.id) {
+            return Ok(());
+        }
+        let mut stack = vec![snap.manifest.tree];
+        while let Some(tree_id) = stack.pop() {
+            if !self.trees.insert(tree_id) {
+                continue;
+            }
+            self.bloom.insert(&tree_id);
+            let tree = repo.load_tree(&tree_id).await.map_err(|e| {
+                Error::Internal(format!("snapshot {} cannot be walked ({e}); gc needs every snapshot intact: run verify and repair first", snap.id.short()))
+            })?;
+            for node in tree.nodes {
+                match node.kind {
+                    NodeKind::Dir(id) => stack.push(id),
+                    NodeKind::File(content) => {
+                        for id in &content.ids {
+                            self.bloom.insert(id);
+                        }
+                        if content.level > 0 {
+                            // Mark the chunk lists below the top level and their data.
+                            let mut lists = vec![(content.level, content.ids.clone())];
+                            while let Some((level, ids)) = lists.pop() {
+                                for id in ids {
+                                    self.bloom.insert(&id);
+                                    if level > 0 {
+                                        let body = repo.read_blob(&id, crate::blob::BlobType::ChunkList).await?;
+                                        let list = crate::content::Content::decode_list(&body, level - 1, &format!("chunk list {}", id.short()))?;
+                                        lists.push((level - 1, list.ids));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    NodeKind::Symlink(_) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Usage of one pack.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PackUsage {
+    /// Pack id.
+    pub id: BlobId,
+    /// Data or metadata.
+    pub kind: PackKind,
+    /// Size in storage.
+    pub size: u64,
+    /// Blobs in it.
+    pub blobs: u64,
+    /// Blobs no snapshot references.
+    pub unused_blobs: u64,
+    /// Stored bytes of those.
+    pub unused_bytes: u64,
+    /// The reachable entries, kept for packs to rewrite.
+    #[serde(skip)]
+    live: Vec<PackEntry>,
+}
+
+/// What a gc would do. Produced by [`plan`], carried out by [`apply`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GcPlan {
+    /// Snapshots whose data is kept.
+    pub snapshots: usize,
+    /// Packs in the index.
+    pub packs: usize,
+    /// Bytes of all packs in storage.
+    pub pack_bytes: u64,
+    /// Blobs in the index.
+    pub blobs: u64,
+    /// Blobs no snapshot references.
+    pub unused_blobs: u64,
+    /// Packs with no reachable blob.
+    pub delete: Vec<PackUsage>,
+    /// Packs to rewrite.
+    pub repack: Vec<PackUsage>,
+    /// Packs in storage that no index file names (crashed writers, interrupted gc).
+    pub orphans: Vec<PackUsage>,
+    /// Index files.
+    pub index_files: usize,
+    /// Tombstones of earlier runs still waiting.
+    pub pending_tombstones: Vec<String>,
+    /// Bytes this gc frees once its tombstone is processed.
+    pub bytes_freed_estimate: u64,
+    #[serde(skip)]
+    reachable: Option<Reachable>,
+}
+
+/// What a gc did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct GcReport {
+    /// Packs deleted.
+    pub packs_deleted: u64,
+    /// Bytes freed by deleting them.
+    pub bytes_freed: u64,
+    /// Packs rewritten.
+    pub packs_rewritten: u64,
+    /// New packs written by rewriting.
+    pub packs_written: u64,
+    /// Bytes written by rewriting.
+    pub bytes_written: u64,
+    /// Index files rewritten (deleted and replaced).
+    pub index_files_rewritten: u64,
+    /// Tombstones fully processed.
+    pub tombstones_processed: u64,
+    /// Tombstones waiting for writers that started before them.
+    pub tombstones_blocked: Vec<String>,
+    /// Writer sessions removed for lack of heartbeats.
+    pub stale_sessions_removed: Vec<String>,
+    /// Packs kept although planned for deletion (referenced again meanwhile, or a
+    /// blob to rewrite failed verification).
+    pub packs_kept: u64,
+    /// Problems that did not stop gc.
+    pub warnings: Vec<String>,
+}
+
+fn pack_id_from_name(name: &str) -> Option<(BlobId, PackKind)> {
+    let kind = if name.starts_with("data/") {
+        PackKind::Data
+    } else if name.starts_with("meta/") {
+        PackKind::Meta
+    } else {
+        return None;
+    };
+    BlobId::from_hex(name.rsplit('/').next()?).ok().map(|id| (id, kind))
+}
+
+async fn stored_packs(repo: &Repository) -> Result<HashMap<BlobId, (PackKind, u64)>> {
+    let mut out = HashMap::new();
+    for prefix in ["data/", "meta/"] {
+        for b in repo.storage().list(prefix).await? {
+            if let Some((id, kind)) = pack_id_from_name(&b.name) {
+                out.insert(id, (kind, b.size));
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn read_index_file(repo: &Repository, name: &str) -> Result<IndexFile> {
+    let bytes = repo.storage().get(name).await?;
+    let keys = repo.keys().clone();
+    let name = name.to_string();
+    run_cpu(move || IndexFile::decode(&keys, &bytes, &name)).await?
+}
+
+/// Compute what a gc would do. Reads every snapshot tree and index file; writes nothing.
+///
+/// # Errors
+/// Storage errors; a snapshot that cannot be walked (gc refuses to guess).
+pub async fn plan(repo: &Repository, options: &GcOptions) -> Result<GcPlan> {
+    let snapshots = repo.list_snapshots().await?;
+    let expected = repo.index().read().map(|i| i.blob_count()).unwrap_or(0);
+    let mut reachable = Reachable::new(expected);
+    for s in &snapshots {
+        reachable.add_snapshot(repo, s).await?;
+    }
+    let stored = stored_packs(repo).await?;
+    let index_names = repo.storage().list(INDEX_DIR).await?;
+    let mut seen: HashSet<BlobId> = HashSet::new();
+    let (mut blobs, mut unused_blobs) = (0u64, 0u64);
+    let (mut delete, mut repack) = (Vec::new(), Vec::new());
+    for info in &index_names {
+        let file = read_index_file(repo, &info.name).await?;
+        for p in file.packs {
+            if !seen.insert(p.id) {
+                continue;
+            }
+            let Some(&(_, size)) = stored.get(&p.id) else { continue };
+            let mut usage = PackUsage { id: p.id, kind: p.kind, size, blobs: 0, unused_blobs: 0, unused_bytes: 0, live: Vec::new() };
+            for e in &p.entries {
+                usage.blobs += 1;
+                if reachable.bloom.may_contain(&e.id) {
+                    usage.live.push(*e);
+                } else {
+                    usage.unused_blobs += 1;
+                    usage.unused_bytes += u64::from(e.stored_len);
+                }
+            }
+            blobs += usage.blobs;
+            unused_blobs += usage.unused_blobs;
+            if usage.live.is_empty() {
+                delete.push(usage);
+            } else if usage.unused_bytes as f64 > options.max_unused * size as f64 {
+                repack.push(usage);
+            }
+        }
+    }
+    let orphans: Vec<PackUsage> = stored
+        .iter()
+        .filter(|(id, _)| !seen.contains(id))
+        .map(|(id, (kind, size))| PackUsage { id: *id, kind: *kind, size: *size, blobs: 0, unused_blobs: 0, unused_bytes: 0, live: Vec::new() })
+        .collect();
+    for u in delete.iter_mut().chain(repack.iter_mut()) {
+        if u.live.is_empty() {
+            u.live = Vec::new();
+        }
+    }
+    let bytes_freed_estimate = delete.iter().chain(&orphans).map(|u| u.size).sum::<u64>() + repack.iter().map(|u| u.unused_bytes).sum::<u64>();
+    let pending_tombstones = repo.storage().list(TOMBSTONES_DIR).await?.into_iter().map(|b| b.name).collect();
+    Ok(GcPlan {
+        snapshots: snapshots.len(),
+        packs: seen.len(),
+        pack_bytes: stored.values().map(|(_, s)| s).sum(),
+        blobs,
+        unused_blobs,
+        delete,
+        repack,
+        orphans,
+        index_files: index_names.len(),
+        pending_tombstones,
+        bytes_freed_estimate,
+        reachable: Some(reachable),
+    })
+}
+
+/// Take the gc lease.
+///
+/// # Errors
+/// [`Error::Busy`] if another gc holds an unexpired lease.
+pub async fn acquire_lease(repo: &Repository, options: &GcOptions) -> Result<Lease> {
+    let now = (options.clock)();
+    let mut token = [0u8; 16];
+    OsRng.fill_bytes(&mut token);
+    let lease = Lease {
+        hostname: crate::repo::current_hostname(),
+        pid: std::process::id(),
+        acquired: now,
+        expires: now + options.lease_ttl,
+        token: token.iter().map(|b| format!("{b:02x}")).collect(),
+    };
+    let bytes = lease.encode(repo.keys());
+    match repo.storage().create(LEASE_NAME, &bytes).await {
+        Ok(()) => return Ok(lease),
+        Err(Error::AlreadyExists { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let existing = match repo.storage().get(LEASE_NAME).await {
+        Ok(b) => Lease::decode(repo.keys(), &b, LEASE_NAME)?,
+        Err(Error::NotFound { .. }) => return Box::pin(acquire_lease(repo, options)).await,
+        Err(e) => return Err(e),
+    };
+    if existing.expires > now {
+        return Err(Error::Busy {
+            object: "the gc lease".into(),
+            reason: format!("another gc runs on {} (pid {}) since {}, lease valid until {}", existing.hostname, existing.pid, existing.acquired, existing.expires),
+        });
+    }
+    // Expired: the holder died. Take it over; of two takers only one create succeeds.
+    repo.storage().delete(LEASE_NAME).await?;
+    match repo.storage().create(LEASE_NAME, &bytes).await {
+        Ok(()) => Ok(lease),
+        Err(Error::AlreadyExists { .. }) => Err(Error::Busy { object: "the gc lease".into(), reason: "another gc took over the expired lease first".into() }),
+        Err(e) => Err(e),
+    }
+}
+
+/// Check the lease is still ours and extend it.
+async fn renew_lease(repo: &Repository, lease: &mut Lease, options: &GcOptions) -> Result<()> {
+    let current = Lease::decode(repo.keys(), &repo.storage().get(LEASE_NAME).await?, LEASE_NAME)?;
+    if current.token != lease.token {
+        return Err(Error::Busy { object: "the gc lease".into(), reason: format!("taken over by {} (pid {}); this gc stops", current.hostname, current.pid) });
+    }
+    lease.expires = (options.clock)() + options.lease_ttl;
+    repo.storage().put(LEASE_NAME, &lease.encode(repo.keys())).await
+}
+
+/// Release the lease if it is still ours.
+pub async fn release_lease(repo: &Repository, lease: &Lease) {
+    if let Ok(bytes) = repo.storage().get(LEASE_NAME).await {
+        if Lease::decode(repo.keys(), &bytes, LEASE_NAME).map(|l| l.token == lease.token).unwrap_or(false) {
+            let _ = repo.storage().delete(LEASE_NAME).await;
+        }
+    }
+}
+
+/// Take the lease, plan, apply, release.
+///
+/// # Errors
+/// As [`acquire_lease`], [`plan`] and [`apply`].
+pub async fn run(repo: &Repository, options: &GcOptions) -> Result<(GcPlan, GcReport)> {
+    let mut lease = acquire_lease(repo, options).await?;
+    let result = async {
+        let p = plan(repo, options).await?;
+        let report = apply(repo, p.clone(), options, &mut lease).await?;
+        Ok((p, report))
+    }
+    .await;
+    release_lease(repo, &lease).await;
+    result
+}
+
+/// Carry out a plan (the caller holds `lease`).
+///
+/// # Errors
+/// Storage errors. An error leaves the repository consistent: the next gc finishes.
+pub async fn apply(repo: &Repository, plan: GcPlan, options: &GcOptions, lease: &mut Lease) -> Result<GcReport> {
+    let mut report = GcReport::default();
+    let mut reachable = plan.reachable.clone().ok_or_else(|| Error::Internal("gc plan without reachability".into()))?;
+    let mut doomed: Vec<TombstonePack> = Vec::new();
+    doomed.extend(plan.delete.iter().map(|u| TombstonePack { id: u.id, kind: u.kind }));
+    doomed.extend(plan.orphans.iter().map(|u| TombstonePack { id: u.id, kind: u.kind }));
+
+    // Rewrite mostly-unused packs.
+    let rewritten = rewrite_packs(repo, &plan.repack, &mut report).await?;
+    doomed.extend(rewritten);
+
+    if !doomed.is_empty() {
+        let tombstone = Tombstone { created: (options.clock)(), packs: doomed };
+        let bytes = tombstone.encode(repo.keys());
+        let name = format!("{TOMBSTONES_DIR}{}", BlobId::of_stored(&bytes).to_hex());
+        match repo.storage().create(&name, &bytes).await {
+            Ok(()) | Err(Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    renew_lease(repo, lease, options).await?;
+
+    // Sessions: after the tombstone is durable, so a writer not listed now sees it.
+    let now = (options.clock)();
+    let mut live: Vec<SessionMarker> = Vec::new();
+    let mut unreadable_sessions = false;
+    for info in repo.storage().list(SESSIONS_DIR).await? {
+        let marker = match repo.storage().get(&info.name).await {
+            Ok(b) => SessionMarker::decode(repo.keys(), &b, &info.name),
+            Err(Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        match marker {
+            Ok(m) if now - m.heartbeat > options.session_stale_after => {
+                repo.storage().delete(&info.name).await?;
+                report.stale_sessions_removed.push(info.name.clone());
+            }
+            Ok(m) => live.push(m),
+            Err(e) => {
+                report.warnings.push(format!("{e}; it blocks deletion until removed"));
+                unreadable_sessions = true;
+            }
+        }
+    }
+    let tombstones = load_tombstones(repo).await?;
+    let mut candidates: HashMap<BlobId, PackKind> = HashMap::new();
+    let mut processable = Vec::new();
+    for (name, t) in tombstones {
+        let blocked = unreadable_sessions || live.iter().any(|s| !s.ready || !s.seen_tombstones.contains(&name));
+        if blocked {
+            report.tombstones_blocked.push(name);
+        } else {
+            candidates.extend(t.packs.iter().map(|p| (p.id, p.kind)));
+            processable.push(name);
+        }
+    }
+    if processable.is_empty() && plan.index_files <= options.compact_index_files_above {
+        return Ok(report);
+    }
+
+    // Fresh view: snapshots committed meanwhile keep their data.
+    for s in repo.list_snapshots().await? {
+        reachable.add_snapshot(repo, &s).await?;
+    }
+    let index_names: Vec<String> = repo.storage().list(INDEX_DIR).await?.into_iter().map(|b| b.name).collect();
+    // Pass 1: reachable blobs inside candidate packs need a copy elsewhere.
+    let mut needs_copy: HashSet<BlobId> = HashSet::new();
+    let mut pack_live: HashMap<BlobId, Vec<BlobId>> = HashMap::new();
+    for name in &index_names {
+        for p in read_index_file(repo, name).await?.packs {
+            if candidates.contains_key(&p.id) {
+                let live: Vec<BlobId> = p.entries.iter().filter(|e| reachable.bloom.may_contain(&e.id)).map(|e| e.id).collect();
+                needs_copy.extend(live.iter().copied());
+                pack_live.entry(p.id).or_default().extend(live);
+            }
+        }
+    }
+    // Pass 2: which of them have a copy in a pack that stays.
+    let mut copied: HashSet<BlobId> = HashSet::new();
+    if !needs_copy.is_empty() {
+        for name in &index_names {
+            for p in read_index_file(repo, name).await?.packs {
+                if !candidates.contains_key(&p.id) {
+                    copied.extend(p.entries.iter().filter(|e| needs_copy.contains(&e.id)).map(|e| e.id));
+                }
+            }
+        }
+    }
+    let deletable: HashMap<BlobId, PackKind> = candidates
+        .iter()
+        .filter(|(id, _)| pack_live.get(*id).is_none_or(|live| live.iter().all(|b| copied.contains(b))))
+        .map(|(id, k)| (*id, *k))
+        .collect();
+    report.packs_kept += (candidates.len() - deletable.len()) as u64;
+
+    // Index files naming deleted packs are rewritten before any pack goes.
+    let compact_all = index_names.len() > options.compact_index_files_above;
+    let mut rewrite: Vec<String> = Vec::new();
+    let mut out = IndexFile::default();
+    let mut out_entries = 0usize;
+    let mut written_packs: HashSet<BlobId> = HashSet::new();
+    for name in &index_names {
+        let file = read_index_file(repo, name).await?;
+        let touches = file.packs.iter().any(|p| deletable.contains_key(&p.id));
+        if !(touches || compact_all) {
+            continue;
+        }
+        rewrite.push(name.clone());
+        for p in file.packs {
+            if deletable.contains_key(&p.id) || !written_packs.insert(p.id) {
+                continue;
+            }
+            out_entries += p.entries.len();
+            out.packs.push(p);
+            if out_entries >= MAX_ENTRIES_PER_INDEX_FILE {
+                write_index(repo, std::mem::take(&mut out)).await?;
+                out_entries = 0;
+            }
+        }
+    }
+    if !out.packs.is_empty() {
+        write_index(repo, out).await?;
+    }
+    renew_lease(repo, lease, options).await?;
+    for name in &rewrite {
+        repo.storage().delete(name).await?;
+        report.index_files_rewritten += 1;
+    }
+    let stored = stored_packs(repo).await?;
+    for (id, kind) in &deletable {
+        repo.storage().delete(&kind.storage_name(id)).await?;
+        report.packs_deleted += 1;
+        report.bytes_freed += stored.get(id).map(|(_, s)| *s).unwrap_or(0);
+    }
+    for name in &processable {
+        repo.storage().delete(name).await?;
+        report.tombstones_processed += 1;
+    }
+    repo.load_index().await?;
+    Ok(report)
+}
+
+async fn write_index(repo: &Repository, file: IndexFile) -> Result<()> {
+    let keys = repo.keys().clone();
+    let bytes = run_cpu(move || file.encode(&keys)).await?;
+    repo.storage().put(&format!("{INDEX_DIR}{}", BlobId::of_stored(&bytes).to_hex()), &bytes).await
+}
+
+/// Copy the reachable blobs of `packs` into new packs, verifying each; returns the
+/// packs whose blobs all have a new home (to be deleted later).
+async fn rewrite_packs(repo: &Repository, packs: &[PackUsage], report: &mut GcReport) -> Result<Vec<TombstonePack>> {
+    let pack_size = repo.config().pack_size as usize;
+    let mut builders: HashMap<PackKind, PackBuilder> = HashMap::new();
+    let mut new_index = IndexFile::default();
+    let mut done = Vec::new();
+    for usage in packs {
+        let name = usage.kind.storage_name(&usage.id);
+        let bytes = match repo.storage().get(&name).await {
+            Ok(b) => b,
+            Err(e) => {
+                report.warnings.push(format!("pack {}: {e}; left in place", usage.id.short()));
+                report.packs_kept += 1;
+                continue;
+            }
+        };
+        let keys = repo.keys().clone();
+        let live = usage.live.clone();
+        // Verify before copying: a damaged blob must not be given a new home silently.
+        let verified = run_cpu(move || -> std::result::Result<Vec<(PackEntry, Vec<u8>)>, String> {
+            let mut out = Vec::new();
+            for e in live {
+                let end = e.offset as usize + e.stored_len as usize;
+                let stored = bytes.get(e.offset as usize..end).ok_or_else(|| format!("blob {} lies outside the pack", e.id.short()))?;
+                decode_blob(&keys, e.blob_type, &e.id, stored, u64::from(e.raw_len)).map_err(|err| err.to_string())?;
+                out.push((e, stored.to_vec()));
+            }
+            Ok(out)
+        })
+        .await?;
+        let blobs = match verified {
+            Ok(b) => b,
+            Err(reason) => {
+                report.warnings.push(format!("pack {}: {reason}; not rewritten (run verify)", usage.id.short()));
+                report.packs_kept += 1;
+                continue;
+            }
+        };
+        for (e, stored) in blobs {
+            let builder = builders.entry(usage.kind).or_insert_with(|| PackBuilder::with_capacity(usage.kind, pack_size + (1 << 20)));
+            builder.add(e.blob_type, e.id, &stored, e.raw_len);
+            if builder.len() >= pack_size {
+                let full = std::mem::replace(builder, PackBuilder::with_capacity(usage.kind, pack_size + (1 << 20)));
+                new_index.packs.push(upload_pack(repo, full, report).await?);
+            }
+        }
+        report.packs_rewritten += 1;
+        done.push(TombstonePack { id: usage.id, kind: usage.kind });
+    }
+    for (_, builder) in builders {
+        if !builder.is_empty() {
+            new_index.packs.push(upload_pack(repo, builder, report).await?);
+        }
+    }
+    if !new_index.packs.is_empty() {
+        write_index(repo, new_index).await?;
+    }
+    Ok(done)
+}
+
+async fn upload_pack(repo: &Repository, builder: PackBuilder, report: &mut GcReport) -> Result<IndexPack> {
+    let keys = repo.keys().clone();
+    let pack = run_cpu(move || builder.finish(&keys)).await?;
+    repo.storage().put(&pack.kind.storage_name(&pack.id), &pack.bytes).await?;
+    report.packs_written += 1;
+    report.bytes_written += pack.bytes.len() as u64;
+    Ok(IndexPack { id: pack.id, kind: pack.kind, entries: pack.entries })
+}
+
+/// Remove snapshots (delete their manifests). Data is freed by the next gc.
+///
+/// # Errors
+/// Storage errors.
+pub async fn forget_snapshots(repo: &Repository, ids: &[BlobId]) -> Result<()> {
+    for id in ids {
+        repo.storage().delete(&format!("{}{}", crate::repo::SNAPSHOTS_DIR, id.to_hex())).await?;
+    }
+    Ok(())
+}
+
+/// Write a copy of `snap` with a new expiration time, then delete the original.
+/// Returns the new snapshot (manifests are content-addressed, so the id changes).
+///
+/// # Errors
+/// Storage errors.
+pub async fn set_expiry(repo: &Repository, snap: &Snapshot, expires: Option<chrono::DateTime<chrono::Utc>>) -> Result<Snapshot> {
+    let mut manifest = snap.manifest.clone();
+    manifest.expires = expires;
+    manifest.original = Some(manifest.original.unwrap_or(snap.id));
+    let bytes = manifest.encode(repo.keys());
+    let id = BlobId::of_stored(&bytes);
+    repo.storage().put(&format!("{}{}", crate::repo::SNAPSHOTS_DIR, id.to_hex()), &bytes).await?;
+    if id != snap.id {
+        forget_snapshots(repo, &[snap.id]).await?;
+    }
+    Ok(Snapshot { id, manifest })
+}
+
+/// Data ids of a content, for tests and tools.
+///
+/// # Errors
+/// Missing or damaged chunk lists.
+pub async fn content_data_ids(repo: &Repository, content: &crate::content::Content) -> Result<Vec<BlobId>> {
+    let mut ids = DataIds::new(content);
+    let mut out = Vec::new();
+    while let Some(id) = ids.next(repo).await? {
+        out.push(id);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bloom_filter_has_no_false_negatives_and_few_false_positives() {
+        let ids: Vec<BlobId> = (0..10_000u64).map(|i| BlobId(*blake3::hash(&i.to_le_bytes()).as_bytes())).collect();
+        let mut bloom = Bloom::new(ids.len());
+        for id in &ids[..5000] {
+            bloom.insert(id);
+        }
+        assert!(ids[..5000].iter().all(|id| bloom.may_contain(id)));
+        let fp = ids[5000..].iter().filter(|id| bloom.may_contain(id)).count();
+        assert!(fp < 100, "{fp} false positives out of 5000");
+    }
+}
