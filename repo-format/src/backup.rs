@@ -20,8 +20,8 @@ use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::manifest::{SnapshotManifest, SnapshotSummary, MANIFEST_VERSION};
 use crate::repo::{current_hostname, current_username, Repository, Snapshot, SNAPSHOTS_DIR};
-use crate::session::WriterSession;
 use crate::saver::BlobSaver;
+use crate::session::WriterSession;
 use crate::tree::{Node, NodeKind, Timestamp, Tree};
 use dprepo_chunker::{Chunker, ChunkerParams};
 use std::collections::{BTreeMap, HashMap};
@@ -187,7 +187,10 @@ pub async fn backup(
             .map_err(|_| Error::Internal("index lock poisoned".into()))?
             .exclude_packs(&excluded);
     }
-    let result = run_backup(repo, source, &options, progress, time, &hostname, started, &session).await;
+    let result = run_backup(
+        repo, source, &options, progress, time, &hostname, started, &session,
+    )
+    .await;
     session.end().await;
     result
 }
@@ -553,7 +556,11 @@ impl Walker {
     /// of gc tombstones. Otherwise the file is read again.
     fn content_usable(&self, content: &Content) -> bool {
         let usable = |ids: &[BlobId]| {
-            self.repo.index().read().map(|i| ids.iter().all(|id| i.usable(id))).unwrap_or(false)
+            self.repo
+                .index()
+                .read()
+                .map(|i| ids.iter().all(|id| i.usable(id)))
+                .unwrap_or(false)
         };
         if !usable(&content.ids) {
             return false;
@@ -633,6 +640,10 @@ impl Walker {
         state: Arc<DirState>,
         tx: &std::sync::mpsc::SyncSender<FinishedDir>,
     ) -> Result<()> {
+        if trie.is_target {
+            // The root itself was given (`dprepo backup /`).
+            return self.walk_dir(path, parent, state, tx);
+        }
         let parent_tree = self.load_parent(parent);
         let mut nodes = Vec::new();
         for (name, child) in &trie.children {

@@ -59,7 +59,10 @@ pub struct GcOptions {
 
 impl std::fmt::Debug for GcOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GcOptions").field("max_unused", &self.max_unused).field("session_stale_after", &self.session_stale_after).finish()
+        f.debug_struct("GcOptions")
+            .field("max_unused", &self.max_unused)
+            .field("session_stale_after", &self.session_stale_after)
+            .finish()
     }
 }
 
@@ -88,7 +91,10 @@ const BLOOM_HASHES: u64 = 7;
 impl Bloom {
     fn new(expected: usize) -> Self {
         let m = ((expected as u64).saturating_mul(10)).max(4096);
-        Bloom { bits: vec![0; m.div_ceil(64) as usize], m }
+        Bloom {
+            bits: vec![0; m.div_ceil(64) as usize],
+            m,
+        }
     }
     fn positions(&self, id: &BlobId) -> impl Iterator<Item = u64> + '_ {
         let mut a = [0u8; 8];
@@ -105,7 +111,8 @@ impl Bloom {
         }
     }
     fn may_contain(&self, id: &BlobId) -> bool {
-        self.positions(id).all(|p| self.bits[(p / 64) as usize] & (1 << (p % 64)) != 0)
+        self.positions(id)
+            .all(|p| self.bits[(p / 64) as usize] & (1 << (p % 64)) != 0)
     }
 }
 
@@ -119,7 +126,11 @@ struct Reachable {
 
 impl Reachable {
     fn new(expected: usize) -> Self {
-        Reachable { bloom: Bloom::new(expected), trees: HashSet::new(), snapshots: HashSet::new() }
+        Reachable {
+            bloom: Bloom::new(expected),
+            trees: HashSet::new(),
+            snapshots: HashSet::new(),
+        }
     }
 
     async fn add_snapshot(&mut self, repo: &Repository, snap: &Snapshot) -> Result<()> {
@@ -149,8 +160,14 @@ impl Reachable {
                                 for id in ids {
                                     self.bloom.insert(&id);
                                     if level > 0 {
-                                        let body = repo.read_blob(&id, crate::blob::BlobType::ChunkList).await?;
-                                        let list = crate::content::Content::decode_list(&body, level - 1, &format!("chunk list {}", id.short()))?;
+                                        let body = repo
+                                            .read_blob(&id, crate::blob::BlobType::ChunkList)
+                                            .await?;
+                                        let list = crate::content::Content::decode_list(
+                                            &body,
+                                            level - 1,
+                                            &format!("chunk list {}", id.short()),
+                                        )?;
                                         lists.push((level - 1, list.ids));
                                     }
                                 }
@@ -250,7 +267,19 @@ fn pack_id_from_name(name: &str) -> Option<(BlobId, PackKind)> {
     } else {
         return None;
     };
-    BlobId::from_hex(name.rsplit('/').next()?).ok().map(|id| (id, kind))
+    BlobId::from_hex(name.rsplit('/').next()?)
+        .ok()
+        .map(|id| (id, kind))
+}
+
+/// Every snapshot; gc refuses to run when one cannot be read, since it would free that
+/// snapshot's data.
+async fn all_snapshots(repo: &Repository) -> Result<Vec<Snapshot>> {
+    let (snapshots, damaged) = repo.list_snapshots_checked().await?;
+    if let Some((name, e)) = damaged.first() {
+        return Err(Error::corrupt(name, format!("{e}; gc will not run while a snapshot cannot be read (it would free its data): run verify, then forget or restore that file")));
+    }
+    Ok(snapshots)
 }
 
 async fn stored_packs(repo: &Repository) -> Result<HashMap<BlobId, (PackKind, u64)>> {
@@ -277,7 +306,7 @@ async fn read_index_file(repo: &Repository, name: &str) -> Result<IndexFile> {
 /// # Errors
 /// Storage errors; a snapshot that cannot be walked (gc refuses to guess).
 pub async fn plan(repo: &Repository, options: &GcOptions) -> Result<GcPlan> {
-    let snapshots = repo.list_snapshots().await?;
+    let snapshots = all_snapshots(repo).await?;
     let expected = repo.index().read().map(|i| i.blob_count()).unwrap_or(0);
     let mut reachable = Reachable::new(expected);
     for s in &snapshots {
@@ -294,8 +323,18 @@ pub async fn plan(repo: &Repository, options: &GcOptions) -> Result<GcPlan> {
             if !seen.insert(p.id) {
                 continue;
             }
-            let Some(&(_, size)) = stored.get(&p.id) else { continue };
-            let mut usage = PackUsage { id: p.id, kind: p.kind, size, blobs: 0, unused_blobs: 0, unused_bytes: 0, live: Vec::new() };
+            let Some(&(_, size)) = stored.get(&p.id) else {
+                continue;
+            };
+            let mut usage = PackUsage {
+                id: p.id,
+                kind: p.kind,
+                size,
+                blobs: 0,
+                unused_blobs: 0,
+                unused_bytes: 0,
+                live: Vec::new(),
+            };
             for e in &p.entries {
                 usage.blobs += 1;
                 if reachable.bloom.may_contain(&e.id) {
@@ -317,15 +356,30 @@ pub async fn plan(repo: &Repository, options: &GcOptions) -> Result<GcPlan> {
     let orphans: Vec<PackUsage> = stored
         .iter()
         .filter(|(id, _)| !seen.contains(id))
-        .map(|(id, (kind, size))| PackUsage { id: *id, kind: *kind, size: *size, blobs: 0, unused_blobs: 0, unused_bytes: 0, live: Vec::new() })
+        .map(|(id, (kind, size))| PackUsage {
+            id: *id,
+            kind: *kind,
+            size: *size,
+            blobs: 0,
+            unused_blobs: 0,
+            unused_bytes: 0,
+            live: Vec::new(),
+        })
         .collect();
     for u in delete.iter_mut().chain(repack.iter_mut()) {
         if u.live.is_empty() {
             u.live = Vec::new();
         }
     }
-    let bytes_freed_estimate = delete.iter().chain(&orphans).map(|u| u.size).sum::<u64>() + repack.iter().map(|u| u.unused_bytes).sum::<u64>();
-    let pending_tombstones = repo.storage().list(TOMBSTONES_DIR).await?.into_iter().map(|b| b.name).collect();
+    let bytes_freed_estimate = delete.iter().chain(&orphans).map(|u| u.size).sum::<u64>()
+        + repack.iter().map(|u| u.unused_bytes).sum::<u64>();
+    let pending_tombstones = repo
+        .storage()
+        .list(TOMBSTONES_DIR)
+        .await?
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
     Ok(GcPlan {
         snapshots: snapshots.len(),
         packs: seen.len(),
@@ -371,32 +425,53 @@ pub async fn acquire_lease(repo: &Repository, options: &GcOptions) -> Result<Lea
     if existing.expires > now {
         return Err(Error::Busy {
             object: "the gc lease".into(),
-            reason: format!("another gc runs on {} (pid {}) since {}, lease valid until {}", existing.hostname, existing.pid, existing.acquired, existing.expires),
+            reason: format!(
+                "another gc runs on {} (pid {}) since {}, lease valid until {}",
+                existing.hostname, existing.pid, existing.acquired, existing.expires
+            ),
         });
     }
     // Expired: the holder died. Take it over; of two takers only one create succeeds.
     repo.storage().delete(LEASE_NAME).await?;
     match repo.storage().create(LEASE_NAME, &bytes).await {
         Ok(()) => Ok(lease),
-        Err(Error::AlreadyExists { .. }) => Err(Error::Busy { object: "the gc lease".into(), reason: "another gc took over the expired lease first".into() }),
+        Err(Error::AlreadyExists { .. }) => Err(Error::Busy {
+            object: "the gc lease".into(),
+            reason: "another gc took over the expired lease first".into(),
+        }),
         Err(e) => Err(e),
     }
 }
 
 /// Check the lease is still ours and extend it.
 async fn renew_lease(repo: &Repository, lease: &mut Lease, options: &GcOptions) -> Result<()> {
-    let current = Lease::decode(repo.keys(), &repo.storage().get(LEASE_NAME).await?, LEASE_NAME)?;
+    let current = Lease::decode(
+        repo.keys(),
+        &repo.storage().get(LEASE_NAME).await?,
+        LEASE_NAME,
+    )?;
     if current.token != lease.token {
-        return Err(Error::Busy { object: "the gc lease".into(), reason: format!("taken over by {} (pid {}); this gc stops", current.hostname, current.pid) });
+        return Err(Error::Busy {
+            object: "the gc lease".into(),
+            reason: format!(
+                "taken over by {} (pid {}); this gc stops",
+                current.hostname, current.pid
+            ),
+        });
     }
     lease.expires = (options.clock)() + options.lease_ttl;
-    repo.storage().put(LEASE_NAME, &lease.encode(repo.keys())).await
+    repo.storage()
+        .put(LEASE_NAME, &lease.encode(repo.keys()))
+        .await
 }
 
 /// Release the lease if it is still ours.
 pub async fn release_lease(repo: &Repository, lease: &Lease) {
     if let Ok(bytes) = repo.storage().get(LEASE_NAME).await {
-        if Lease::decode(repo.keys(), &bytes, LEASE_NAME).map(|l| l.token == lease.token).unwrap_or(false) {
+        if Lease::decode(repo.keys(), &bytes, LEASE_NAME)
+            .map(|l| l.token == lease.token)
+            .unwrap_or(false)
+        {
             let _ = repo.storage().delete(LEASE_NAME).await;
         }
     }
@@ -422,19 +497,36 @@ pub async fn run(repo: &Repository, options: &GcOptions) -> Result<(GcPlan, GcRe
 ///
 /// # Errors
 /// Storage errors. An error leaves the repository consistent: the next gc finishes.
-pub async fn apply(repo: &Repository, plan: GcPlan, options: &GcOptions, lease: &mut Lease) -> Result<GcReport> {
+pub async fn apply(
+    repo: &Repository,
+    plan: GcPlan,
+    options: &GcOptions,
+    lease: &mut Lease,
+) -> Result<GcReport> {
     let mut report = GcReport::default();
-    let mut reachable = plan.reachable.clone().ok_or_else(|| Error::Internal("gc plan without reachability".into()))?;
+    let mut reachable = plan
+        .reachable
+        .clone()
+        .ok_or_else(|| Error::Internal("gc plan without reachability".into()))?;
     let mut doomed: Vec<TombstonePack> = Vec::new();
-    doomed.extend(plan.delete.iter().map(|u| TombstonePack { id: u.id, kind: u.kind }));
-    doomed.extend(plan.orphans.iter().map(|u| TombstonePack { id: u.id, kind: u.kind }));
+    doomed.extend(plan.delete.iter().map(|u| TombstonePack {
+        id: u.id,
+        kind: u.kind,
+    }));
+    doomed.extend(plan.orphans.iter().map(|u| TombstonePack {
+        id: u.id,
+        kind: u.kind,
+    }));
 
     // Rewrite mostly-unused packs.
     let rewritten = rewrite_packs(repo, &plan.repack, &mut report).await?;
     doomed.extend(rewritten);
 
     if !doomed.is_empty() {
-        let tombstone = Tombstone { created: (options.clock)(), packs: doomed };
+        let tombstone = Tombstone {
+            created: (options.clock)(),
+            packs: doomed,
+        };
         let bytes = tombstone.encode(repo.keys());
         let name = format!("{TOMBSTONES_DIR}{}", BlobId::of_stored(&bytes).to_hex());
         match repo.storage().create(&name, &bytes).await {
@@ -461,7 +553,9 @@ pub async fn apply(repo: &Repository, plan: GcPlan, options: &GcOptions, lease: 
             }
             Ok(m) => live.push(m),
             Err(e) => {
-                report.warnings.push(format!("{e}; it blocks deletion until removed"));
+                report
+                    .warnings
+                    .push(format!("{e}; it blocks deletion until removed"));
                 unreadable_sessions = true;
             }
         }
@@ -470,7 +564,10 @@ pub async fn apply(repo: &Repository, plan: GcPlan, options: &GcOptions, lease: 
     let mut candidates: HashMap<BlobId, PackKind> = HashMap::new();
     let mut processable = Vec::new();
     for (name, t) in tombstones {
-        let blocked = unreadable_sessions || live.iter().any(|s| !s.ready || !s.seen_tombstones.contains(&name));
+        let blocked = unreadable_sessions
+            || live
+                .iter()
+                .any(|s| !s.ready || !s.seen_tombstones.contains(&name));
         if blocked {
             report.tombstones_blocked.push(name);
         } else {
@@ -483,17 +580,28 @@ pub async fn apply(repo: &Repository, plan: GcPlan, options: &GcOptions, lease: 
     }
 
     // Fresh view: snapshots committed meanwhile keep their data.
-    for s in repo.list_snapshots().await? {
+    for s in all_snapshots(repo).await? {
         reachable.add_snapshot(repo, &s).await?;
     }
-    let index_names: Vec<String> = repo.storage().list(INDEX_DIR).await?.into_iter().map(|b| b.name).collect();
+    let index_names: Vec<String> = repo
+        .storage()
+        .list(INDEX_DIR)
+        .await?
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
     // Pass 1: reachable blobs inside candidate packs need a copy elsewhere.
     let mut needs_copy: HashSet<BlobId> = HashSet::new();
     let mut pack_live: HashMap<BlobId, Vec<BlobId>> = HashMap::new();
     for name in &index_names {
         for p in read_index_file(repo, name).await?.packs {
             if candidates.contains_key(&p.id) {
-                let live: Vec<BlobId> = p.entries.iter().filter(|e| reachable.bloom.may_contain(&e.id)).map(|e| e.id).collect();
+                let live: Vec<BlobId> = p
+                    .entries
+                    .iter()
+                    .filter(|e| reachable.bloom.may_contain(&e.id))
+                    .map(|e| e.id)
+                    .collect();
                 needs_copy.extend(live.iter().copied());
                 pack_live.entry(p.id).or_default().extend(live);
             }
@@ -505,14 +613,23 @@ pub async fn apply(repo: &Repository, plan: GcPlan, options: &GcOptions, lease: 
         for name in &index_names {
             for p in read_index_file(repo, name).await?.packs {
                 if !candidates.contains_key(&p.id) {
-                    copied.extend(p.entries.iter().filter(|e| needs_copy.contains(&e.id)).map(|e| e.id));
+                    copied.extend(
+                        p.entries
+                            .iter()
+                            .filter(|e| needs_copy.contains(&e.id))
+                            .map(|e| e.id),
+                    );
                 }
             }
         }
     }
     let deletable: HashMap<BlobId, PackKind> = candidates
         .iter()
-        .filter(|(id, _)| pack_live.get(*id).is_none_or(|live| live.iter().all(|b| copied.contains(b))))
+        .filter(|(id, _)| {
+            pack_live
+                .get(*id)
+                .is_none_or(|live| live.iter().all(|b| copied.contains(b)))
+        })
         .map(|(id, k)| (*id, *k))
         .collect();
     report.packs_kept += (candidates.len() - deletable.len()) as u64;
@@ -567,12 +684,21 @@ pub async fn apply(repo: &Repository, plan: GcPlan, options: &GcOptions, lease: 
 async fn write_index(repo: &Repository, file: IndexFile) -> Result<()> {
     let keys = repo.keys().clone();
     let bytes = run_cpu(move || file.encode(&keys)).await?;
-    repo.storage().put(&format!("{INDEX_DIR}{}", BlobId::of_stored(&bytes).to_hex()), &bytes).await
+    repo.storage()
+        .put(
+            &format!("{INDEX_DIR}{}", BlobId::of_stored(&bytes).to_hex()),
+            &bytes,
+        )
+        .await
 }
 
 /// Copy the reachable blobs of `packs` into new packs, verifying each; returns the
 /// packs whose blobs all have a new home (to be deleted later).
-async fn rewrite_packs(repo: &Repository, packs: &[PackUsage], report: &mut GcReport) -> Result<Vec<TombstonePack>> {
+async fn rewrite_packs(
+    repo: &Repository,
+    packs: &[PackUsage],
+    report: &mut GcReport,
+) -> Result<Vec<TombstonePack>> {
     let pack_size = repo.config().pack_size as usize;
     let mut builders: HashMap<PackKind, PackBuilder> = HashMap::new();
     let mut new_index = IndexFile::default();
@@ -582,7 +708,9 @@ async fn rewrite_packs(repo: &Repository, packs: &[PackUsage], report: &mut GcRe
         let bytes = match repo.storage().get(&name).await {
             Ok(b) => b,
             Err(e) => {
-                report.warnings.push(format!("pack {}: {e}; left in place", usage.id.short()));
+                report
+                    .warnings
+                    .push(format!("pack {}: {e}; left in place", usage.id.short()));
                 report.packs_kept += 1;
                 continue;
             }
@@ -590,39 +718,57 @@ async fn rewrite_packs(repo: &Repository, packs: &[PackUsage], report: &mut GcRe
         let keys = repo.keys().clone();
         let live = usage.live.clone();
         // Verify before copying: a damaged blob must not be given a new home silently.
-        let verified = run_cpu(move || -> std::result::Result<Vec<(PackEntry, Vec<u8>)>, String> {
-            let mut out = Vec::new();
-            for e in live {
-                let end = e.offset as usize + e.stored_len as usize;
-                let stored = bytes.get(e.offset as usize..end).ok_or_else(|| format!("blob {} lies outside the pack", e.id.short()))?;
-                decode_blob(&keys, e.blob_type, &e.id, stored, u64::from(e.raw_len)).map_err(|err| err.to_string())?;
-                out.push((e, stored.to_vec()));
-            }
-            Ok(out)
-        })
+        let verified = run_cpu(
+            move || -> std::result::Result<Vec<(PackEntry, Vec<u8>)>, String> {
+                let mut out = Vec::new();
+                for e in live {
+                    let end = e.offset as usize + e.stored_len as usize;
+                    let stored = bytes
+                        .get(e.offset as usize..end)
+                        .ok_or_else(|| format!("blob {} lies outside the pack", e.id.short()))?;
+                    decode_blob(&keys, e.blob_type, &e.id, stored, u64::from(e.raw_len))
+                        .map_err(|err| err.to_string())?;
+                    out.push((e, stored.to_vec()));
+                }
+                Ok(out)
+            },
+        )
         .await?;
         let blobs = match verified {
             Ok(b) => b,
             Err(reason) => {
-                report.warnings.push(format!("pack {}: {reason}; not rewritten (run verify)", usage.id.short()));
+                report.warnings.push(format!(
+                    "pack {}: {reason}; not rewritten (run verify)",
+                    usage.id.short()
+                ));
                 report.packs_kept += 1;
                 continue;
             }
         };
         for (e, stored) in blobs {
-            let builder = builders.entry(usage.kind).or_insert_with(|| PackBuilder::with_capacity(usage.kind, pack_size + (1 << 20)));
+            let builder = builders
+                .entry(usage.kind)
+                .or_insert_with(|| PackBuilder::with_capacity(usage.kind, pack_size + (1 << 20)));
             builder.add(e.blob_type, e.id, &stored, e.raw_len);
             if builder.len() >= pack_size {
-                let full = std::mem::replace(builder, PackBuilder::with_capacity(usage.kind, pack_size + (1 << 20)));
+                let full = std::mem::replace(
+                    builder,
+                    PackBuilder::with_capacity(usage.kind, pack_size + (1 << 20)),
+                );
                 new_index.packs.push(upload_pack(repo, full, report).await?);
             }
         }
         report.packs_rewritten += 1;
-        done.push(TombstonePack { id: usage.id, kind: usage.kind });
+        done.push(TombstonePack {
+            id: usage.id,
+            kind: usage.kind,
+        });
     }
     for (_, builder) in builders {
         if !builder.is_empty() {
-            new_index.packs.push(upload_pack(repo, builder, report).await?);
+            new_index
+                .packs
+                .push(upload_pack(repo, builder, report).await?);
         }
     }
     if !new_index.packs.is_empty() {
@@ -631,13 +777,23 @@ async fn rewrite_packs(repo: &Repository, packs: &[PackUsage], report: &mut GcRe
     Ok(done)
 }
 
-async fn upload_pack(repo: &Repository, builder: PackBuilder, report: &mut GcReport) -> Result<IndexPack> {
+async fn upload_pack(
+    repo: &Repository,
+    builder: PackBuilder,
+    report: &mut GcReport,
+) -> Result<IndexPack> {
     let keys = repo.keys().clone();
     let pack = run_cpu(move || builder.finish(&keys)).await?;
-    repo.storage().put(&pack.kind.storage_name(&pack.id), &pack.bytes).await?;
+    repo.storage()
+        .put(&pack.kind.storage_name(&pack.id), &pack.bytes)
+        .await?;
     report.packs_written += 1;
     report.bytes_written += pack.bytes.len() as u64;
-    Ok(IndexPack { id: pack.id, kind: pack.kind, entries: pack.entries })
+    Ok(IndexPack {
+        id: pack.id,
+        kind: pack.kind,
+        entries: pack.entries,
+    })
 }
 
 /// Remove snapshots (delete their manifests). Data is freed by the next gc.
@@ -646,7 +802,9 @@ async fn upload_pack(repo: &Repository, builder: PackBuilder, report: &mut GcRep
 /// Storage errors.
 pub async fn forget_snapshots(repo: &Repository, ids: &[BlobId]) -> Result<()> {
     for id in ids {
-        repo.storage().delete(&format!("{}{}", crate::repo::SNAPSHOTS_DIR, id.to_hex())).await?;
+        repo.storage()
+            .delete(&format!("{}{}", crate::repo::SNAPSHOTS_DIR, id.to_hex()))
+            .await?;
     }
     Ok(())
 }
@@ -656,13 +814,22 @@ pub async fn forget_snapshots(repo: &Repository, ids: &[BlobId]) -> Result<()> {
 ///
 /// # Errors
 /// Storage errors.
-pub async fn set_expiry(repo: &Repository, snap: &Snapshot, expires: Option<chrono::DateTime<chrono::Utc>>) -> Result<Snapshot> {
+pub async fn set_expiry(
+    repo: &Repository,
+    snap: &Snapshot,
+    expires: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Snapshot> {
     let mut manifest = snap.manifest.clone();
     manifest.expires = expires;
     manifest.original = Some(manifest.original.unwrap_or(snap.id));
     let bytes = manifest.encode(repo.keys());
     let id = BlobId::of_stored(&bytes);
-    repo.storage().put(&format!("{}{}", crate::repo::SNAPSHOTS_DIR, id.to_hex()), &bytes).await?;
+    repo.storage()
+        .put(
+            &format!("{}{}", crate::repo::SNAPSHOTS_DIR, id.to_hex()),
+            &bytes,
+        )
+        .await?;
     if id != snap.id {
         forget_snapshots(repo, &[snap.id]).await?;
     }
@@ -673,7 +840,10 @@ pub async fn set_expiry(repo: &Repository, snap: &Snapshot, expires: Option<chro
 ///
 /// # Errors
 /// Missing or damaged chunk lists.
-pub async fn content_data_ids(repo: &Repository, content: &crate::content::Content) -> Result<Vec<BlobId>> {
+pub async fn content_data_ids(
+    repo: &Repository,
+    content: &crate::content::Content,
+) -> Result<Vec<BlobId>> {
     let mut ids = DataIds::new(content);
     let mut out = Vec::new();
     while let Some(id) = ids.next(repo).await? {
@@ -688,13 +858,18 @@ mod tests {
 
     #[test]
     fn bloom_filter_has_no_false_negatives_and_few_false_positives() {
-        let ids: Vec<BlobId> = (0..10_000u64).map(|i| BlobId(*blake3::hash(&i.to_le_bytes()).as_bytes())).collect();
+        let ids: Vec<BlobId> = (0..10_000u64)
+            .map(|i| BlobId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
+            .collect();
         let mut bloom = Bloom::new(ids.len());
         for id in &ids[..5000] {
             bloom.insert(id);
         }
         assert!(ids[..5000].iter().all(|id| bloom.may_contain(id)));
-        let fp = ids[5000..].iter().filter(|id| bloom.may_contain(id)).count();
+        let fp = ids[5000..]
+            .iter()
+            .filter(|id| bloom.may_contain(id))
+            .count();
         assert!(fp < 100, "{fp} false positives out of 5000");
     }
 }

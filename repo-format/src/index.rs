@@ -181,7 +181,13 @@ impl Index {
         // A pack first seen through `exclude_packs` got a placeholder kind.
         self.packs[number as usize].1 = kind;
         for e in entries {
-            let slot = Slot { pack: number, blob_type: e.blob_type, offset: e.offset, stored_len: e.stored_len, raw_len: e.raw_len };
+            let slot = Slot {
+                pack: number,
+                blob_type: e.blob_type,
+                offset: e.offset,
+                stored_len: e.stored_len,
+                raw_len: e.raw_len,
+            };
             match self.blobs.entry(e.id) {
                 std::collections::hash_map::Entry::Vacant(v) => {
                     v.insert(slot);
@@ -215,7 +221,9 @@ impl Index {
     /// Whether a writer may reference blob `id`: it is indexed in a pack that no gc
     /// tombstone names.
     pub fn usable(&self, id: &BlobId) -> bool {
-        self.blobs.get(id).is_some_and(|s| !self.excluded.contains(&s.pack))
+        self.blobs
+            .get(id)
+            .is_some_and(|s| !self.excluded.contains(&s.pack))
     }
 
     /// Add every pack of an index file.

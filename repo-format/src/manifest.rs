@@ -262,6 +262,9 @@ mod tests {
             pid: 7,
             started: chrono::Utc::now(),
             command: "backup".into(),
+            heartbeat: chrono::Utc::now(),
+            ready: true,
+            seen_tombstones: vec!["gc/x".into()],
         };
         assert_eq!(
             SessionMarker::decode(&keys(), &m.encode(&keys()), "s").unwrap(),
@@ -295,7 +298,12 @@ pub struct Tombstone {
 impl Tombstone {
     /// Encode as a sealed tombstone file.
     pub fn encode(&self, keys: &Keys) -> Vec<u8> {
-        seal_file(keys, FileType::Tombstone, TOMBSTONE_FILE_VERSION, &serde_json::to_vec(self).unwrap_or_default())
+        seal_file(
+            keys,
+            FileType::Tombstone,
+            TOMBSTONE_FILE_VERSION,
+            &serde_json::to_vec(self).unwrap_or_default(),
+        )
     }
 
     /// Decode a sealed tombstone file.
@@ -303,7 +311,13 @@ impl Tombstone {
     /// # Errors
     /// [`Error::Corrupt`] / [`Error::UnsupportedVersion`] naming `object`.
     pub fn decode(keys: &Keys, bytes: &[u8], object: &str) -> Result<Tombstone> {
-        let (_, body) = open_file(keys, bytes, FileType::Tombstone, TOMBSTONE_FILE_VERSION, object)?;
+        let (_, body) = open_file(
+            keys,
+            bytes,
+            FileType::Tombstone,
+            TOMBSTONE_FILE_VERSION,
+            object,
+        )?;
         serde_json::from_slice(&body).map_err(|e| Error::corrupt(object, e.to_string()))
     }
 }
@@ -329,7 +343,12 @@ pub struct Lease {
 impl Lease {
     /// Encode as a sealed lease file.
     pub fn encode(&self, keys: &Keys) -> Vec<u8> {
-        seal_file(keys, FileType::Lease, LEASE_FILE_VERSION, &serde_json::to_vec(self).unwrap_or_default())
+        seal_file(
+            keys,
+            FileType::Lease,
+            LEASE_FILE_VERSION,
+            &serde_json::to_vec(self).unwrap_or_default(),
+        )
     }
 
     /// Decode a sealed lease file.

@@ -319,7 +319,11 @@ impl Repository {
         }
         let stored = self
             .storage
-            .get_range(&loc.pack_name(), u64::from(loc.offset), u64::from(loc.stored_len))
+            .get_range(
+                &loc.pack_name(),
+                u64::from(loc.offset),
+                u64::from(loc.stored_len),
+            )
             .await?;
         let keys = self.keys.clone();
         let id = *id;
@@ -335,38 +339,65 @@ impl Repository {
         Tree::decode(&body, &format!("tree {}", id.short()))
     }
 
-    /// Every snapshot in the repository, oldest first.
+    /// Every readable snapshot, oldest first. Damaged manifests are left out (see
+    /// [`Repository::list_snapshots_checked`]), so one bad file does not stop backups or
+    /// restores of the others.
     ///
     /// # Errors
-    /// Storage errors; [`Error::Corrupt`] for a manifest that does not decode.
+    /// Storage errors listing `snapshots/`.
     pub async fn list_snapshots(&self) -> Result<Vec<Snapshot>> {
+        Ok(self.list_snapshots_checked().await?.0)
+    }
+
+    /// Every snapshot, oldest first, and the manifests that could not be read (name
+    /// and error). Whatever must not ignore a snapshot (gc) checks the second list.
+    ///
+    /// # Errors
+    /// Storage errors listing `snapshots/`.
+    pub async fn list_snapshots_checked(&self) -> Result<(Vec<Snapshot>, Vec<(String, Error)>)> {
         let names = self.storage.list(SNAPSHOTS_DIR).await?;
         let mut tasks = tokio::task::JoinSet::new();
         for info in names {
             let storage = self.storage.clone();
             let keys = self.keys.clone();
             tasks.spawn(async move {
-                let hex = info.name.trim_start_matches(SNAPSHOTS_DIR).to_string();
-                let id = BlobId::from_hex(&hex)
-                    .map_err(|_| Error::corrupt(&info.name, "snapshot file name is not an id"))?;
-                let bytes = storage.get(&info.name).await?;
-                if BlobId::of_stored(&bytes) != id {
-                    return Err(Error::corrupt(
-                        &info.name,
-                        "content does not hash to its name",
-                    ));
+                let name = info.name.clone();
+                let result = async {
+                    let hex = info.name.trim_start_matches(SNAPSHOTS_DIR).to_string();
+                    let id = BlobId::from_hex(&hex).map_err(|_| {
+                        Error::corrupt(&info.name, "snapshot file name is not an id")
+                    })?;
+                    let bytes = storage.get(&info.name).await?;
+                    if BlobId::of_stored(&bytes) != id {
+                        return Err(Error::corrupt(
+                            &info.name,
+                            "content does not hash to its name",
+                        ));
+                    }
+                    let manifest = SnapshotManifest::decode(
+                        &keys,
+                        &bytes,
+                        &format!("snapshot {}", id.short()),
+                    )?;
+                    Ok(Snapshot { id, manifest })
                 }
-                let manifest =
-                    SnapshotManifest::decode(&keys, &bytes, &format!("snapshot {}", id.short()))?;
-                Ok(Snapshot { id, manifest })
+                .await;
+                (name, result)
             });
         }
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         while let Some(done) = tasks.join_next().await {
-            out.push(done.map_err(|e| Error::Internal(e.to_string()))??);
+            match done.map_err(|e| Error::Internal(e.to_string()))? {
+                (_, Ok(s)) => out.push(s),
+                // Deleted by a concurrent forget between listing and reading.
+                (_, Err(Error::NotFound { .. })) => {}
+                (name, Err(e)) => damaged.push((name, e)),
+            }
         }
         out.sort_by(|a, b| a.manifest.time.cmp(&b.manifest.time).then(a.id.cmp(&b.id)));
-        Ok(out)
+        damaged.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok((out, damaged))
     }
 
     /// Resolve `latest`, a full id or a unique id prefix among `snapshots`.

@@ -4,8 +4,8 @@
 //! otherwise compresses, encrypts and appends it to the open data or metadata pack. Full
 //! packs go to an async uploader over a bounded channel (backpressure: at most
 //! `connections + 1` packs wait in memory). The uploader records each durable pack in the
-//! in-memory index and writes index files every [`PACKS_PER_INDEX_FILE`] packs and at the
-//! end, so the index files always describe only packs that exist.
+//! in-memory index once an index file lists it; index files are written every
+//! [`PACKS_PER_INDEX_FILE`] packs and at the end, and describe only packs that exist.
 //!
 //! `save` is synchronous and blocks on backpressure: call it from rayon or blocking
 //! threads, never from async code.
@@ -250,34 +250,43 @@ async fn upload_loop(
             Some(joined) = uploads.join_next(), if !uploads.is_empty() => {
                 let uploaded = joined.map_err(|e| Error::Internal(format!("upload task: {e}")))??;
                 stats.packs_written.fetch_add(1, Ordering::Relaxed);
-                index.write().map_err(|_| poisoned())?.add_pack(uploaded.id, uploaded.kind, &uploaded.entries);
                 done.push(uploaded);
                 if done.len() >= PACKS_PER_INDEX_FILE {
-                    write_index_file(&*storage, &keys, std::mem::take(&mut done), &stats).await?;
+                    write_index_file(&*storage, &keys, &index, std::mem::take(&mut done), &stats).await?;
                 }
             }
             else => break,
         }
     }
     if !done.is_empty() {
-        write_index_file(&*storage, &keys, done, &stats).await?;
+        write_index_file(&*storage, &keys, &index, done, &stats).await?;
     }
     Ok(())
 }
 
+/// Write an index file for `packs`, then make them visible in the shared in-memory
+/// index. Only then: a blob in a pack that no index file lists must not be found by
+/// deduplication of a later backup in the same process (if this backup fails, no index
+/// file will ever list it). Within this backup the saver's claimed set covers them.
 async fn write_index_file(
     storage: &dyn Storage,
     keys: &Keys,
+    index: &RwLock<Index>,
     packs: Vec<IndexPack>,
     stats: &SaveStats,
 ) -> Result<()> {
-    let bytes = IndexFile {
+    let file = IndexFile {
         obsoletes: Vec::new(),
         packs,
-    }
-    .encode(keys);
+    };
+    let bytes = file.encode(keys);
     let name = format!("{INDEX_DIR}{}", BlobId::of_stored(&bytes).to_hex());
     storage.put(&name, &bytes).await?;
+    let mut index = index.write().map_err(|_| poisoned())?;
+    for p in &file.packs {
+        index.add_pack(p.id, p.kind, &p.entries);
+    }
+    drop(index);
     stats.index_files_written.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }

@@ -46,7 +46,10 @@ pub async fn load_tombstones(repo: &Repository) -> Result<Vec<(String, Tombstone
             Err(Error::NotFound { .. }) => continue, // processed by a gc meanwhile
             Err(e) => return Err(e),
         };
-        out.push((info.name.clone(), Tombstone::decode(repo.keys(), &bytes, &info.name)?));
+        out.push((
+            info.name.clone(),
+            Tombstone::decode(repo.keys(), &bytes, &info.name)?,
+        ));
     }
     Ok(out)
 }
@@ -57,10 +60,19 @@ impl WriterSession {
     ///
     /// # Errors
     /// Storage errors.
-    pub async fn start(repo: &Repository, command: &str) -> Result<(WriterSession, HashSet<BlobId>)> {
+    pub async fn start(
+        repo: &Repository,
+        command: &str,
+    ) -> Result<(WriterSession, HashSet<BlobId>)> {
         let mut random = [0u8; 16];
         OsRng.fill_bytes(&mut random);
-        let name = format!("{SESSIONS_DIR}{}", random.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let name = format!(
+            "{SESSIONS_DIR}{}",
+            random
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
         let now = chrono::Utc::now();
         let mut marker = SessionMarker {
             hostname: current_hostname(),
@@ -71,7 +83,9 @@ impl WriterSession {
             ready: false,
             seen_tombstones: Vec::new(),
         };
-        repo.storage().create(&name, &marker.encode(repo.keys())).await?;
+        repo.storage()
+            .create(&name, &marker.encode(repo.keys()))
+            .await?;
         let tombstones = match load_tombstones(repo).await {
             Ok(t) => t,
             Err(e) => {
@@ -79,14 +93,27 @@ impl WriterSession {
                 return Err(e);
             }
         };
-        let excluded: HashSet<BlobId> = tombstones.iter().flat_map(|(_, t)| t.packs.iter().map(|p| p.id)).collect();
+        let excluded: HashSet<BlobId> = tombstones
+            .iter()
+            .flat_map(|(_, t)| t.packs.iter().map(|p| p.id))
+            .collect();
         marker.ready = true;
         marker.seen_tombstones = tombstones.into_iter().map(|(n, _)| n).collect();
         marker.heartbeat = chrono::Utc::now();
-        repo.storage().put(&name, &marker.encode(repo.keys())).await?;
+        repo.storage()
+            .put(&name, &marker.encode(repo.keys()))
+            .await?;
         let marker = Arc::new(Mutex::new(marker));
         let heartbeat = tokio::spawn(heartbeat_loop(repo.clone(), name.clone(), marker.clone()));
-        Ok((WriterSession { name, repo: repo.clone(), marker, heartbeat }, excluded))
+        Ok((
+            WriterSession {
+                name,
+                repo: repo.clone(),
+                marker,
+                heartbeat,
+            },
+            excluded,
+        ))
     }
 
     /// Fail if gc removed this session (its heartbeat went stale): the writer must not
@@ -119,7 +146,10 @@ impl WriterSession {
 
     /// A copy of the current marker.
     pub fn marker(&self) -> SessionMarker {
-        self.marker.lock().map(|m| m.clone()).unwrap_or_else(|e| e.into_inner().clone())
+        self.marker
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
     }
 }
 

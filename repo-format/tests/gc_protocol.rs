@@ -15,7 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
-const FAST_KDF: KdfParams = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
+const FAST_KDF: KdfParams = KdfParams {
+    memory_kib: 64,
+    iterations: 1,
+    parallelism: 1,
+};
 
 /// Holds every `put` of a snapshot manifest until released.
 #[derive(Debug)]
@@ -72,28 +76,57 @@ fn random_file(path: &Path, len: usize, seed: u64) {
 }
 
 async fn run_backup(repo: &Repository, dir: &Path) -> dprepo_repo_format::Snapshot {
-    backup(repo, BackupSource::Paths(vec![dir.to_path_buf()]), BackupOptions::default(), Arc::new(BackupProgress::default())).await.unwrap().snapshot
+    backup(
+        repo,
+        BackupSource::Paths(vec![dir.to_path_buf()]),
+        BackupOptions::default(),
+        Arc::new(BackupProgress::default()),
+    )
+    .await
+    .unwrap()
+    .snapshot
 }
 
 async fn assert_restores(repo: &Repository, snap: &dprepo_repo_format::Snapshot, dir: &Path) {
     let target = tempfile::tempdir().unwrap();
-    restore(repo, &snap.manifest.tree, dir.as_os_str().as_encoded_bytes(), target.path(), &RestoreOptions::default(), Arc::new(RestoreProgress::default()))
-        .await
-        .unwrap_or_else(|e| panic!("snapshot {} does not restore: {e}", snap.id.short()));
+    restore(
+        repo,
+        &snap.manifest.tree,
+        dir.as_os_str().as_encoded_bytes(),
+        target.path(),
+        &RestoreOptions::default(),
+        Arc::new(RestoreProgress::default()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("snapshot {} does not restore: {e}", snap.id.short()));
     for entry in std::fs::read_dir(dir).unwrap() {
         let entry = entry.unwrap();
         let restored = target.path().join(entry.file_name());
-        assert!(std::fs::read(entry.path()).unwrap() == std::fs::read(&restored).unwrap(), "{} differs", entry.path().display());
+        assert!(
+            std::fs::read(entry.path()).unwrap() == std::fs::read(&restored).unwrap(),
+            "{} differs",
+            entry.path().display()
+        );
     }
 }
 
 fn data_packs(storage: &MemoryStorage) -> Vec<String> {
-    storage.names().into_iter().filter(|n| n.starts_with("data/")).collect()
+    storage
+        .names()
+        .into_iter()
+        .filter(|n| n.starts_with("data/"))
+        .collect()
 }
 
 async fn setup() -> (MemoryStorage, Repository, tempfile::TempDir) {
     let storage = MemoryStorage::new();
-    let repo = Repository::init(Arc::new(storage.clone()), b"pw", InitOptions::default().with_kdf(FAST_KDF)).await.unwrap();
+    let repo = Repository::init(
+        Arc::new(storage.clone()),
+        b"pw",
+        InitOptions::default().with_kdf(FAST_KDF),
+    )
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     random_file(&dir.path().join("x"), 1_500_000, 1);
     (storage, repo, dir)
@@ -109,7 +142,12 @@ async fn gc_keeps_packs_an_in_flight_backup_deduplicated_against() {
     gc::forget_snapshots(&repo, &[first.id]).await.unwrap();
     let old_packs = data_packs(&storage);
 
-    let gated = Arc::new(GatedStorage { inner: storage.clone(), armed: AtomicBool::new(true), arrived: Notify::new(), release: Notify::new() });
+    let gated = Arc::new(GatedStorage {
+        inner: storage.clone(),
+        armed: AtomicBool::new(true),
+        arrived: Notify::new(),
+        release: Notify::new(),
+    });
     let writer = Repository::open(gated.clone(), b"pw").await.unwrap();
     let dir_path = dir.path().to_path_buf();
     let in_flight = tokio::spawn(async move {
@@ -120,7 +158,10 @@ async fn gc_keeps_packs_an_in_flight_backup_deduplicated_against() {
 
     // The backup stored nothing new (every chunk deduplicated) and has not committed.
     let (_, report) = gc::run(&repo, &GcOptions::default()).await.unwrap();
-    assert_eq!(report.packs_deleted, 0, "gc deleted packs an in-flight backup references");
+    assert_eq!(
+        report.packs_deleted, 0,
+        "gc deleted packs an in-flight backup references"
+    );
     assert_eq!(report.tombstones_blocked.len(), 1);
     assert!(old_packs.iter().all(|p| storage.names().contains(p)));
 
@@ -132,7 +173,9 @@ async fn gc_keeps_packs_an_in_flight_backup_deduplicated_against() {
     assert_eq!(report.packs_deleted, 0);
     assert!(report.packs_kept >= 1);
     assert_restores(&writer, &second, dir.path()).await;
-    let fresh = Repository::open(Arc::new(storage.clone()), b"pw").await.unwrap();
+    let fresh = Repository::open(Arc::new(storage.clone()), b"pw")
+        .await
+        .unwrap();
     assert_restores(&fresh, &second, dir.path()).await;
 }
 
@@ -149,15 +192,25 @@ async fn a_backup_started_after_a_tombstone_stores_its_own_copy() {
     let (_, report) = gc::run(&repo, &GcOptions::default()).await.unwrap();
     assert_eq!(report.tombstones_blocked.len(), 1);
 
-    let writer = Repository::open(Arc::new(storage.clone()), b"pw").await.unwrap();
+    let writer = Repository::open(Arc::new(storage.clone()), b"pw")
+        .await
+        .unwrap();
     let second = run_backup(&writer, dir.path()).await;
-    assert!(second.manifest.summary.bytes_added >= 1_500_000, "the new backup must not reuse tombstoned data");
+    assert!(
+        second.manifest.summary.bytes_added >= 1_500_000,
+        "the new backup must not reuse tombstoned data"
+    );
     older.end().await;
 
     let (_, report) = gc::run(&repo, &GcOptions::default()).await.unwrap();
     assert!(report.packs_deleted >= 1);
-    assert!(old_packs.iter().all(|p| !storage.names().contains(p)), "the tombstoned packs are gone");
-    let fresh = Repository::open(Arc::new(storage.clone()), b"pw").await.unwrap();
+    assert!(
+        old_packs.iter().all(|p| !storage.names().contains(p)),
+        "the tombstoned packs are gone"
+    );
+    let fresh = Repository::open(Arc::new(storage.clone()), b"pw")
+        .await
+        .unwrap();
     assert_restores(&fresh, &second, dir.path()).await;
 }
 
@@ -172,7 +225,10 @@ async fn stale_sessions_stop_blocking_and_are_removed() {
     std::mem::forget(crashed);
     let (_, report) = gc::run(&repo, &GcOptions::default()).await.unwrap();
     assert_eq!(report.packs_deleted, 0);
-    let later = GcOptions { clock: Arc::new(|| chrono::Utc::now() + chrono::Duration::hours(2)), ..GcOptions::default() };
+    let later = GcOptions {
+        clock: Arc::new(|| chrono::Utc::now() + chrono::Duration::hours(2)),
+        ..GcOptions::default()
+    };
     let (_, report) = gc::run(&repo, &later).await.unwrap();
     assert_eq!(report.stale_sessions_removed.len(), 1);
     assert!(report.packs_deleted >= 1);
@@ -192,16 +248,36 @@ async fn interrupted_gc_is_finished_by_the_next() {
         let b = run_backup(&repo, dir.path()).await;
         gc::forget_snapshots(&repo, &[a.id]).await.unwrap();
         storage.fail_writes_after(Some(crash_after));
-        let _ = gc::run(&repo, &GcOptions { max_unused: 0.0, ..GcOptions::default() }).await;
+        let _ = gc::run(
+            &repo,
+            &GcOptions {
+                max_unused: 0.0,
+                ..GcOptions::default()
+            },
+        )
+        .await;
         storage.fail_writes_after(None);
-        let reopened = Repository::open(Arc::new(storage.clone()), b"pw").await.unwrap();
+        let reopened = Repository::open(Arc::new(storage.clone()), b"pw")
+            .await
+            .unwrap();
         assert_restores(&reopened, &b, dir.path()).await;
         // A crashed gc leaves its lease behind; the next one takes it over once expired.
-        let later = GcOptions { max_unused: 0.0, clock: Arc::new(|| chrono::Utc::now() + chrono::Duration::hours(2)), ..GcOptions::default() };
-        gc::run(&reopened, &later).await.unwrap_or_else(|e| panic!("gc after a crash after {crash_after} writes: {e}"));
+        let later = GcOptions {
+            max_unused: 0.0,
+            clock: Arc::new(|| chrono::Utc::now() + chrono::Duration::hours(2)),
+            ..GcOptions::default()
+        };
+        gc::run(&reopened, &later)
+            .await
+            .unwrap_or_else(|e| panic!("gc after a crash after {crash_after} writes: {e}"));
         let plan = gc::plan(&reopened, &later).await.unwrap();
-        assert!(plan.delete.is_empty() && plan.orphans.is_empty(), "crash after {crash_after}: garbage left: {plan:?}");
-        let fresh = Repository::open(Arc::new(storage.clone()), b"pw").await.unwrap();
+        assert!(
+            plan.delete.is_empty() && plan.orphans.is_empty(),
+            "crash after {crash_after}: garbage left: {plan:?}"
+        );
+        let fresh = Repository::open(Arc::new(storage.clone()), b"pw")
+            .await
+            .unwrap();
         assert_restores(&fresh, &b, dir.path()).await;
     }
 }

@@ -8,6 +8,9 @@
 //! - when faults outlast the retry budget, the backup fails in bounded time and commits
 //!   nothing; earlier snapshots stay intact and a later backup succeeds.
 //!
+//! A fault that by itself already fails an operation is kept out of the broad tests and
+//! has a test of its own (see `outside_known_failures`).
+//!
 //! Needs the S3 test server: `bash scripts/test.sh` starts it (or see
 //! [`ensure_bucket`]); a missing server fails the tests, it never skips them.
 
@@ -324,15 +327,20 @@ fn report(test: &str, counts: &ProxyCounts, started: Instant) {
 }
 
 /// Faults kept out of the broad tests because each, alone, already fails an operation;
-/// each has its own test: a conditional create whose reply is lost or late
-/// (`a_lost_reply_to_a_create_does_not_fail_the_backup`), and a listing whose response
-/// is cut short (`a_truncated_listing_is_retried`).
+/// each has its own test:
+/// - a conditional create whose reply is lost or late
+///   (`a_lost_reply_to_a_create_does_not_fail_the_backup`);
+/// - a response body cut short where the client reads it outside its retry loop: a
+///   listing (`a_truncated_listing_is_retried`), the start or the completion of a
+///   multipart upload (`a_multipart_upload_survives_one_fault_at_any_step`).
 fn outside_known_failures(head: &RequestHead, fault: Fault) -> bool {
     let ambiguous = matches!(
         fault,
         Fault::ResetEarly | Fault::DropResponse | Fault::Stall | Fault::SlowReply
     );
-    !(head.is_create() && ambiguous || head.is_list() && fault == Fault::DropResponse)
+    let body_read_once =
+        head.is_list() || matches!(multipart_step(head), Some("initiate" | "complete"));
+    !(head.is_create() && ambiguous || body_read_once && fault == Fault::DropResponse)
 }
 
 /// Moderate fault rate, every kind: four backups of a changing tree complete, a
@@ -345,8 +353,10 @@ async fn backups_under_mixed_faults_complete_and_every_snapshot_restores() {
     let prefix = unique_prefix("mixed");
     init_repo(&prefix).await;
     // 20% of requests faulty; stalls are rarer because each costs a request timeout.
+    // Seed 33 draws every kind at least twice in its first 100 draws (a run makes
+    // about 180 requests), so the assertion below does not hang on arrival order.
     let plan = FaultPlan::healthy()
-        .seed(0x5EED_0001)
+        .seed(33)
         .allow(outside_known_failures)
         .stall(STALL)
         .with(Fault::SlowDown, 0.04)
@@ -390,9 +400,14 @@ async fn backups_under_mixed_faults_complete_and_every_snapshot_restores() {
             "no {kind:?} was injected (seed or rates too low): {counts:?}"
         );
     }
+    let multipart_uploads = counts
+        .trace
+        .iter()
+        .filter(|t| t.contains("?uploads"))
+        .count();
     assert!(
-        counts.methods.get("POST").copied().unwrap_or(0) >= 8,
-        "too few multipart uploads went through the proxy: {counts:?}"
+        multipart_uploads >= 4,
+        "only {multipart_uploads} multipart uploads went through the proxy"
     );
     drop(proxy);
     let judge = open(direct(&prefix)).await;
@@ -540,8 +555,9 @@ async fn stalled_requests_time_out_and_are_retried() {
     let started = Instant::now();
     let prefix = unique_prefix("stall");
     init_repo(&prefix).await;
+    // Seed 7 draws four of each kind in its first 40 draws (a run makes about 45).
     let plan = FaultPlan::healthy()
-        .seed(0x5EED_0003)
+        .seed(7)
         .allow(outside_known_failures)
         .stall(STALL)
         .with(Fault::Stall, 0.1)
@@ -551,7 +567,7 @@ async fn stalled_requests_time_out_and_are_retried() {
     let source = tempfile::tempdir().unwrap();
     let keep = tempfile::tempdir().unwrap();
     let mut versions = HashMap::new();
-    for version in 0..3 {
+    for version in 0..2 {
         write_version(source.path(), version);
         let copy = snapshot_copy(source.path(), &keep, version);
         let id = run_backup(&repo, source.path())
@@ -710,7 +726,10 @@ async fn a_multipart_upload_survives_one_fault_at_any_step() {
                     .with(kind, 1.0),
             );
             let before = proxy.counts().of(kind);
-            let name = format!("data/00/{step_name}-{kind:?}");
+            // Not the fault's name: object_store takes a 200 reply whose body contains
+            // "SlowDown" or "InternalError" (as the key echoed by a completed upload
+            // would) for an error.
+            let name = format!("data/00/{step_name}-{}", kind as u8);
             let put = bounded("put", storage.put(&name, &data)).await;
             assert_eq!(
                 proxy.counts().of(kind),
@@ -718,7 +737,18 @@ async fn a_multipart_upload_survives_one_fault_at_any_step() {
                 "{kind:?} was not injected at {step_name}"
             );
             match put {
-                Err(e) => failures.push(format!("{kind:?} at {step_name}: put failed: {e}")),
+                Err(e) => {
+                    let trace: Vec<_> = proxy
+                        .counts()
+                        .trace
+                        .into_iter()
+                        .filter(|t| t.contains(&name))
+                        .map(|t| t.replace(&prefix, "…"))
+                        .collect();
+                    failures.push(format!(
+                        "{kind:?} at {step_name}: put failed: {e}\n  requests: {trace:#?}"
+                    ));
+                }
                 Ok(()) => match judge.get(&name).await {
                     Ok(back) if back == data => {}
                     Ok(back) => failures.push(format!(

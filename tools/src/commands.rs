@@ -45,6 +45,8 @@ pub enum Command {
     /// Change a snapshot's expiration time.
     #[command(subcommand)]
     Snapshot(crate::maintenance::SnapshotCommand),
+    /// Dump repository structures (config, keys, packs, index, blobs, trees, snapshots).
+    Inspect(crate::inspect::InspectArgs),
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +162,7 @@ pub async fn run(cli: &Cli) -> Result<u8> {
         Command::Forget(a) => crate::maintenance::forget(cli, a).await,
         Command::Gc(a) => crate::maintenance::gc(cli, a).await,
         Command::Snapshot(c) => crate::maintenance::snapshot(cli, c).await,
+        Command::Inspect(a) => crate::inspect::run(cli, a).await,
     }
 }
 
@@ -321,12 +324,11 @@ fn matches_filter(s: &Snapshot, f: &FilterArgs) -> bool {
 }
 
 pub async fn filtered_snapshots(repo: &Repository, f: &FilterArgs) -> Result<Vec<Snapshot>> {
-    Ok(repo
-        .list_snapshots()
-        .await?
-        .into_iter()
-        .filter(|s| matches_filter(s, f))
-        .collect())
+    let (all, damaged) = repo.list_snapshots_checked().await?;
+    for (name, e) in damaged {
+        eprintln!("dprepo: warning: {name} cannot be read and is left out: {e}");
+    }
+    Ok(all.into_iter().filter(|s| matches_filter(s, f)).collect())
 }
 
 async fn snapshots(cli: &Cli, f: &FilterArgs) -> Result<u8> {

@@ -2,6 +2,7 @@
 //! live here; every format and repository operation is in `dprepo-repo-format`.
 
 mod commands;
+mod inspect;
 mod maintenance;
 mod output;
 mod progress;

@@ -8,7 +8,9 @@ use crate::Cli;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use dprepo_repo_format::gc::{self, GcOptions};
-use dprepo_repo_format::retention::{apply_policy, parse_duration, GroupBy, RetentionPolicy, SnapshotInfo};
+use dprepo_repo_format::retention::{
+    apply_policy, parse_duration, GroupBy, RetentionPolicy, SnapshotInfo,
+};
 use dprepo_repo_format::{BlobId, Repository};
 use serde_json::json;
 
@@ -114,16 +116,23 @@ fn policy(a: &ForgetArgs) -> Result<RetentionPolicy> {
         drop_expired: a.expired,
     };
     if let Some(w) = &a.keep_within {
-        p.keep_within = Some(parse_duration(w).map_err(|e| anyhow::anyhow!("--keep-within {w}: {e}"))?);
+        p.keep_within =
+            Some(parse_duration(w).map_err(|e| anyhow::anyhow!("--keep-within {w}: {e}"))?);
     }
     Ok(p)
 }
 
 fn gc_options(t: &GcTuning) -> Result<GcOptions> {
     if !(0.0..=100.0).contains(&t.max_unused) {
-        bail!("--max-unused {} must be a percentage from 0 to 100", t.max_unused);
+        bail!(
+            "--max-unused {} must be a percentage from 0 to 100",
+            t.max_unused
+        );
     }
-    Ok(GcOptions { max_unused: t.max_unused / 100.0, ..GcOptions::default() })
+    Ok(GcOptions {
+        max_unused: t.max_unused / 100.0,
+        ..GcOptions::default()
+    })
 }
 
 pub async fn forget(cli: &Cli, a: &ForgetArgs) -> Result<u8> {
@@ -144,14 +153,21 @@ pub async fn forget(cli: &Cli, a: &ForgetArgs) -> Result<u8> {
         doc["removed"] = json!(remove.iter().map(|id| id.to_hex()).collect::<Vec<_>>());
         if !cli.json && !cli.quiet {
             for id in &remove {
-                print(&format!("{} snapshot {}\n", if a.dry_run { "would remove" } else { "removed" }, id.short()))?;
+                print(&format!(
+                    "{} snapshot {}\n",
+                    if a.dry_run { "would remove" } else { "removed" },
+                    id.short()
+                ))?;
             }
         }
     } else {
         if policy.is_empty() {
             bail!("no policy given: name snapshots, or use --keep-last/--keep-daily/.../--keep-within/--keep-tag or --expired");
         }
-        let group_by: GroupBy = a.group_by.parse().map_err(|e| anyhow::anyhow!("--group-by {}: {e}", a.group_by))?;
+        let group_by: GroupBy = a
+            .group_by
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--group-by {}: {e}", a.group_by))?;
         let infos: Vec<SnapshotInfo> = candidates
             .iter()
             .map(|s| SnapshotInfo {
@@ -163,11 +179,22 @@ pub async fn forget(cli: &Cli, a: &ForgetArgs) -> Result<u8> {
                 expires: s.manifest.expires,
             })
             .collect();
-        let groups = apply_policy(&infos, &policy, group_by, chrono::Utc::now(), &chrono::Local);
+        let groups = apply_policy(
+            &infos,
+            &policy,
+            group_by,
+            chrono::Utc::now(),
+            &chrono::Local,
+        );
         let mut json_groups = Vec::new();
         let mut text = String::new();
         for g in &groups {
-            text.push_str(&format!("group {}: keep {}, remove {}\n", g.key, g.kept().count(), g.removed().count()));
+            text.push_str(&format!(
+                "group {}: keep {}, remove {}\n",
+                g.key,
+                g.kept().count(),
+                g.removed().count()
+            ));
             let mut rows = Vec::new();
             for d in &g.decisions {
                 let reasons: Vec<String> = d.reasons.iter().map(|r| r.to_string()).collect();
@@ -206,7 +233,10 @@ pub async fn forget(cli: &Cli, a: &ForgetArgs) -> Result<u8> {
             }
         }
     } else if !cli.json && !cli.quiet {
-        print(&format!("dry run: {} snapshots would be removed\n", remove.len()))?;
+        print(&format!(
+            "dry run: {} snapshots would be removed\n",
+            remove.len()
+        ))?;
     }
     if cli.json {
         print_json(&doc)?;
@@ -247,7 +277,10 @@ fn print_gc(plan: &gc::GcPlan, report: Option<&gc::GcReport>) -> Result<()> {
             ));
         }
         if !r.stale_sessions_removed.is_empty() {
-            t.push_str(&format!("removed {} writer sessions without heartbeat (crashed backups)\n", r.stale_sessions_removed.len()));
+            t.push_str(&format!(
+                "removed {} writer sessions without heartbeat (crashed backups)\n",
+                r.stale_sessions_removed.len()
+            ));
         }
         for w in &r.warnings {
             eprintln!("dprepo: warning: {w}");
@@ -279,11 +312,20 @@ pub async fn gc(cli: &Cli, a: &GcArgs) -> Result<u8> {
 
 pub async fn snapshot(cli: &Cli, c: &SnapshotCommand) -> Result<u8> {
     match c {
-        SnapshotCommand::Expire { snapshot, in_, at, never } => {
+        SnapshotCommand::Expire {
+            snapshot,
+            in_,
+            at,
+            never,
+        } => {
             let expires = match (in_, at, never) {
                 (Some(d), None, false) => Some(expiry_from_now(d)?),
                 (None, Some(t), false) => Some(
-                    chrono::DateTime::parse_from_rfc3339(t).with_context(|| format!("--at {t}: expected RFC 3339, e.g. 2027-01-01T00:00:00Z"))?.with_timezone(&chrono::Utc),
+                    chrono::DateTime::parse_from_rfc3339(t)
+                        .with_context(|| {
+                            format!("--at {t}: expected RFC 3339, e.g. 2027-01-01T00:00:00Z")
+                        })?
+                        .with_timezone(&chrono::Utc),
                 ),
                 (None, None, true) => None,
                 _ => bail!("give one of --in DURATION, --at TIME or --never"),
@@ -295,8 +337,16 @@ pub async fn snapshot(cli: &Cli, c: &SnapshotCommand) -> Result<u8> {
             if cli.json {
                 print_json(&snapshot_json(&new))?;
             } else if !cli.quiet {
-                let when = new.manifest.expires.map(|t| crate::output::time(&t)).unwrap_or_else(|| "never".into());
-                print(&format!("snapshot {} now expires {when}; its new id is {}\n", snap.id.short(), new.id.short()))?;
+                let when = new
+                    .manifest
+                    .expires
+                    .map(|t| crate::output::time(&t))
+                    .unwrap_or_else(|| "never".into());
+                print(&format!(
+                    "snapshot {} now expires {when}; its new id is {}\n",
+                    snap.id.short(),
+                    new.id.short()
+                ))?;
             }
             Ok(0)
         }

@@ -135,28 +135,32 @@ pub fn print_request_counts(json: bool) {
 /// The password from `DPREPO_PASSWORD`, `--password-file`/`DPREPO_PASSWORD_FILE`, or a
 /// prompt when stdin is a terminal. `confirm` asks twice (for new passwords).
 pub fn password(cli: &Cli, confirm: bool) -> Result<Vec<u8>> {
-    if let Ok(pw) = std::env::var("DPREPO_PASSWORD") {
-        return Ok(pw.into_bytes());
+    // An empty DPREPO_PASSWORD counts as unset, so it cannot mask a password file.
+    if let Some(pw) = std::env::var_os("DPREPO_PASSWORD").filter(|v| !v.is_empty()) {
+        return Ok(pw.into_encoded_bytes());
     }
     if let Some(file) = &cli.password_file {
         let text = std::fs::read(file)
             .with_context(|| format!("reading password file {}", file.display()))?;
         let line = text.split(|b| *b == b'\n').next().unwrap_or_default();
         let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            bail!("password file {} is empty", file.display());
+        }
         return Ok(line.to_vec());
     }
     if std::io::stdin().is_terminal() {
         let pw = rpassword::prompt_password("enter password for repository: ")
             .context("reading password")?;
+        if pw.is_empty() {
+            bail!("empty password");
+        }
         if confirm {
             let again =
                 rpassword::prompt_password("enter password again: ").context("reading password")?;
             if again != pw {
                 bail!("passwords do not match");
             }
-        }
-        if pw.is_empty() {
-            bail!("empty password");
         }
         return Ok(pw.into_bytes());
     }

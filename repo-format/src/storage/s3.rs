@@ -278,17 +278,51 @@ impl S3Storage {
 }
 
 fn map_err(name: &str, e: object_store::Error) -> Error {
-    match e {
-        object_store::Error::NotFound { .. } => Error::not_found(name),
+    use std::io::ErrorKind;
+    let kind = match &e {
+        object_store::Error::NotFound { .. } => return Error::not_found(name),
         object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
-            Error::AlreadyExists {
+            return Error::AlreadyExists {
                 object: name.to_string(),
             }
         }
-        other => Error::Storage {
-            object: name.to_string(),
-            source: std::io::Error::other(other.to_string()),
-        },
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => ErrorKind::PermissionDenied,
+        object_store::Error::NotSupported { .. } | object_store::Error::NotImplemented { .. } => {
+            ErrorKind::Unsupported
+        }
+        object_store::Error::InvalidPath { .. }
+        | object_store::Error::UnknownConfigurationKey { .. } => ErrorKind::InvalidInput,
+        // Server errors, throttling, timeouts and broken connections that outlived
+        // object_store's own retries: another attempt later may succeed.
+        _ => ErrorKind::Interrupted,
+    };
+    Error::Storage {
+        object: name.to_string(),
+        source: std::io::Error::new(kind, e.to_string()),
+    }
+}
+
+/// Attempts of one operation at this level, on top of object_store's retries of single
+/// requests (which do not cover cut response bodies, listings and multipart uploads).
+const ATTEMPTS: usize = 4;
+
+async fn retry<T, F, Fut>(mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut delay = Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -306,114 +340,147 @@ impl Storage for S3Storage {
 
     async fn put(&self, name: &str, data: &[u8]) -> Result<()> {
         validate(name)?;
-        let _permit = self.permit().await?;
         let path = self.path(name);
-        if data.len() >= self.options.multipart_threshold {
-            let upload = self
-                .store
-                .put_multipart(&path)
-                .await
-                .map_err(|e| map_err(name, e))?;
-            let mut writer = WriteMultipart::new_with_chunk_size(upload, self.options.part_size);
-            writer.write(data);
-            return writer
-                .finish()
-                .await
-                .map(|_| ())
-                .map_err(|e| map_err(name, e));
-        }
-        self.store
-            .put(&path, PutPayload::from(data.to_vec()))
-            .await
-            .map(|_| ())
-            .map_err(|e| map_err(name, e))
+        retry(|| async {
+            let _permit = self.permit().await?;
+            let result = if data.len() >= self.options.multipart_threshold {
+                let upload = self
+                    .store
+                    .put_multipart(&path)
+                    .await
+                    .map_err(|e| map_err(name, e))?;
+                let mut writer =
+                    WriteMultipart::new_with_chunk_size(upload, self.options.part_size);
+                writer.write(data);
+                writer
+                    .finish()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| map_err(name, e))
+            } else {
+                self.store
+                    .put(&path, PutPayload::from(data.to_vec()))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| map_err(name, e))
+            };
+            match result {
+                // A multipart completion whose reply was cut is reported as NotFound;
+                // writing the same bytes again is harmless, so retry.
+                Err(Error::NotFound { .. }) => Err(Error::Storage {
+                    object: name.to_string(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::Interrupted,
+                        "upload reported missing",
+                    ),
+                }),
+                other => other,
+            }
+        })
+        .await
     }
 
     async fn create(&self, name: &str, data: &[u8]) -> Result<()> {
         validate(name)?;
-        let _permit = self.permit().await?;
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        self.store
-            .put_opts(&self.path(name), PutPayload::from(data.to_vec()), opts)
-            .await
-            .map(|_| ())
-            .map_err(|e| map_err(name, e))
+        let path = self.path(name);
+        let result = retry(|| async {
+            let _permit = self.permit().await?;
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            self.store
+                .put_opts(&path, PutPayload::from(data.to_vec()), opts)
+                .await
+                .map(|_| ())
+                .map_err(|e| map_err(name, e))
+        })
+        .await;
+        match result {
+            // Taken: by someone else, or by an earlier attempt of ours whose reply was
+            // lost. Our bytes carry random nonces, so equal bytes mean it was ours.
+            Err(Error::AlreadyExists { .. }) => match self.get(name).await {
+                Ok(existing) if existing == data => Ok(()),
+                _ => Err(Error::AlreadyExists {
+                    object: name.to_string(),
+                }),
+            },
+            other => other,
+        }
     }
 
     async fn get(&self, name: &str) -> Result<Vec<u8>> {
         validate(name)?;
-        let _permit = self.permit().await?;
-        let result = self
-            .store
-            .get(&self.path(name))
-            .await
-            .map_err(|e| map_err(name, e))?;
-        Ok(result.bytes().await.map_err(|e| map_err(name, e))?.to_vec())
+        retry(|| async {
+            let _permit = self.permit().await?;
+            let result = self
+                .store
+                .get(&self.path(name))
+                .await
+                .map_err(|e| map_err(name, e))?;
+            // A body cut off mid-way fails here and the whole read is retried.
+            Ok(result.bytes().await.map_err(|e| map_err(name, e))?.to_vec())
+        })
+        .await
     }
 
     async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         validate(name)?;
-        if len == 0 {
-            self.size(name).await.and_then(|size| {
-                if offset > size {
-                    Err(Error::corrupt(
-                        name,
-                        format!("range at {offset} starts past the end of a {size}-byte blob"),
-                    ))
-                } else {
-                    Ok(())
-                }
-            })?;
-            return Ok(Vec::new());
-        }
-        let Some(end) = offset.checked_add(len) else {
-            let size = self.size(name).await?;
-            return Err(Error::corrupt(
+        let past_end = |size: u64| {
+            Error::corrupt(
                 name,
                 format!("range {offset}+{len} extends past the end of a {size}-byte blob"),
-            ));
+            )
         };
-        let result = {
+        let Some(end) = offset.checked_add(len) else {
+            return Err(past_end(self.size(name).await?));
+        };
+        if len == 0 {
+            let size = self.size(name).await?;
+            return if offset > size {
+                Err(past_end(size))
+            } else {
+                Ok(Vec::new())
+            };
+        }
+        let path = self.path(name);
+        let result = retry(|| async {
             let _permit = self.permit().await?;
-            self.store.get_range(&self.path(name), offset..end).await
-        };
-        match result {
-            Ok(bytes) if bytes.len() as u64 == len => Ok(bytes.to_vec()),
-            // S3 answers a range that runs past the end with the bytes that exist.
-            Ok(bytes) => Err(Error::corrupt(
-                name,
-                format!(
-                    "range {offset}+{len} extends past the end of a {}-byte blob",
-                    offset + bytes.len() as u64
-                ),
-            )),
-            Err(object_store::Error::NotFound { .. }) => Err(Error::not_found(name)),
-            Err(e) => {
-                // A range past the end is answered with an error by S3: report it as
-                // damage (the index points past the blob), not as an I/O failure.
-                match self.size(name).await {
-                    Ok(size) if end > size => Err(Error::corrupt(
-                        name,
-                        format!("range {offset}+{len} extends past the end of a {size}-byte blob"),
-                    )),
-                    _ => Err(map_err(name, e)),
-                }
+            match self.store.get_range(&path, offset..end).await {
+                Ok(bytes) => Ok(Ok(bytes)),
+                Err(object_store::Error::NotFound { .. }) => Err(Error::not_found(name)),
+                // Kept aside: a range past the end is an error S3 answers too.
+                Err(e) => match map_err(name, e) {
+                    err if err.is_transient() => Err(err),
+                    err => Ok(Err(err)),
+                },
             }
+        })
+        .await;
+        match result {
+            // S3 answers a range that runs past the end with the bytes that exist.
+            Ok(Ok(bytes)) if bytes.len() as u64 == len => Ok(bytes.to_vec()),
+            Ok(Ok(bytes)) => Err(past_end(offset + bytes.len() as u64)),
+            Err(Error::NotFound { .. }) => Err(Error::not_found(name)),
+            Ok(Err(e)) | Err(e) => match self.size(name).await {
+                Ok(size) if end > size => Err(past_end(size)),
+                _ => Err(e),
+            },
         }
     }
 
     async fn size(&self, name: &str) -> Result<u64> {
         validate(name)?;
-        let _permit = self.permit().await?;
-        Ok(self
-            .store
-            .head(&self.path(name))
-            .await
-            .map_err(|e| map_err(name, e))?
-            .size)
+        retry(|| async {
+            let _permit = self.permit().await?;
+            Ok(self
+                .store
+                .head(&self.path(name))
+                .await
+                .map_err(|e| map_err(name, e))?
+                .size)
+        })
+        .await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>> {
@@ -431,12 +498,15 @@ impl Storage for S3Storage {
         } else {
             Some(ObjectPath::from(dir))
         };
-        let metas: Vec<_> = self
-            .store
-            .list(dir_path.as_ref())
-            .try_collect()
-            .await
-            .map_err(|e| map_err(prefix, e))?;
+        // A listing cut off mid-body is retried whole (listing is idempotent).
+        let metas: Vec<_> = retry(|| async {
+            self.store
+                .list(dir_path.as_ref())
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(|e| map_err(prefix, e))
+        })
+        .await?;
         Ok(metas
             .into_iter()
             .map(|m| BlobInfo {
@@ -449,10 +519,13 @@ impl Storage for S3Storage {
 
     async fn delete(&self, name: &str) -> Result<()> {
         validate(name)?;
-        let _permit = self.permit().await?;
-        match self.store.delete(&self.path(name)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(map_err(name, e)),
-        }
+        retry(|| async {
+            let _permit = self.permit().await?;
+            match self.store.delete(&self.path(name)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(map_err(name, e)),
+            }
+        })
+        .await
     }
 }

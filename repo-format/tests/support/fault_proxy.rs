@@ -46,8 +46,8 @@ pub enum Fault {
     ResetEarly,
     /// Read the whole request, then close without a reply (not forwarded).
     ResetAfterRequest,
-    /// Forward the request (the server applies it), relay only the first half of the
-    /// response, then close.
+    /// Forward the request (the server applies it), relay the response head and only
+    /// the first half of its body (half the head if the body is empty), then close.
     DropResponse,
     /// Read the request, wait [`FaultPlan::stall`], close (not forwarded).
     Stall,
@@ -210,6 +210,9 @@ pub struct ProxyCounts {
     pub methods: BTreeMap<String, u64>,
     /// Each injected fault with the method and path (query cut) of its request.
     pub log: Vec<(Fault, String)>,
+    /// Every request in arrival order: method, path and what happened (the fault, or
+    /// the upstream status), for diagnosis.
+    pub trace: Vec<String>,
     /// Requests with a chunked body.
     pub chunked_requests: u64,
     /// Proxy-side failures (upstream unreachable, malformed messages), for diagnosis.
@@ -402,6 +405,15 @@ fn handle(mut client: TcpStream, shared: &Shared) -> Result<(), String> {
     let framing = body_framing(&head.headers, false, &head.method, 0);
     let chunked = matches!(framing, Framing::Chunked);
     let (fault, stall) = decide(shared, &head, chunked);
+    if let Some(f) = fault.filter(|f| !matches!(f, Fault::DropResponse | Fault::SlowReply)) {
+        shared
+            .state
+            .lock()
+            .unwrap()
+            .counts
+            .trace
+            .push(format!("{} {} -> {f:?}", head.method, head.target));
+    }
     if fault == Some(Fault::ResetEarly) {
         // Closing with unread body bytes in the receive buffer sends a reset; for a
         // request without a body this is a plain close before any reply.
@@ -436,12 +448,26 @@ fn handle(mut client: TcpStream, shared: &Shared) -> Result<(), String> {
         }
         _ => {}
     }
-    let request = rewrite_head(&head_bytes, true);
+    let request = rewrite_head(&head_bytes);
     let response = forward(&shared.upstream, &request, &rest, &head.method)
         .map_err(|e| format!("{} {}: forwarding: {e}", head.method, head.target))?;
+    let status = String::from_utf8_lossy(&response[..response.len().min(12)]).to_string();
+    shared.state.lock().unwrap().counts.trace.push(format!(
+        "{} {} -> {}{}",
+        head.method,
+        head.target,
+        status.trim_start_matches("HTTP/1.1 "),
+        fault.map(|f| format!(" then {f:?}")).unwrap_or_default()
+    ));
     match fault {
         Some(Fault::DropResponse) => {
-            let _ = client.write_all(&response[..response.len() / 2]);
+            let head_len = find(&response, b"\r\n\r\n").map_or(response.len(), |i| i + 4);
+            let cut = if response.len() > head_len {
+                head_len + (response.len() - head_len) / 2
+            } else {
+                head_len / 2
+            };
+            let _ = client.write_all(&response[..cut]);
             let _ = client.shutdown(Shutdown::Both);
         }
         Some(Fault::SlowReply) => {
@@ -484,7 +510,7 @@ fn forward(upstream: &str, head: &[u8], body: &[u8], method: &str) -> Result<Vec
     let (status, headers) = parse_response_head(&resp_head)?;
     let framing = body_framing(&headers, true, method, status);
     read_body(&mut up, &mut rest, &framing).map_err(|e| format!("response body: {e}"))?;
-    let mut out = rewrite_head(&resp_head, false);
+    let mut out = rewrite_head(&resp_head);
     out.extend_from_slice(&rest);
     Ok(out)
 }
@@ -645,7 +671,7 @@ fn read_body(s: &mut TcpStream, buf: &mut Vec<u8>, framing: &Framing) -> std::io
 }
 
 /// The head with `Connection: close` in place of any connection headers.
-fn rewrite_head(head: &[u8], _request: bool) -> Vec<u8> {
+fn rewrite_head(head: &[u8]) -> Vec<u8> {
     let text = String::from_utf8_lossy(head);
     let mut out = String::with_capacity(text.len() + 32);
     for (i, line) in text.split("\r\n").enumerate() {

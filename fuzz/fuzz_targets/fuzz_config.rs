@@ -1,0 +1,6 @@
+#![no_main]
+//! See `dprepo_repo_format::fuzzing::fuzz_config`.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    dprepo_fuzz::run_bounded(dprepo_repo_format::fuzzing::fuzz_config, data);
+});

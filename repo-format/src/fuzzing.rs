@@ -1,0 +1,705 @@
+//! Fuzzing entry points: one function per parser of bytes read from storage, and one
+//! that opens a whole (tiny, in-memory) repository whose files were damaged.
+//!
+//! Contract of every `fuzz_*` function: for any input it returns without panicking, in
+//! bounded time (milliseconds), and allocates no more than a bound derived from the input
+//! size. Errors from the code under test are expected and ignored; a panic is a bug,
+//! either in that code or caught by an assertion here. The assertions check what a
+//! decoder promises beyond "no panic": a decoded value re-encodes to one that decodes to
+//! the same value, decoded sizes are consistent, and a snapshot read from damaged storage
+//! is either an error or exactly the bytes that were backed up, never other bytes.
+//!
+//! Encrypted files (config, index files, manifests, packs) are decoded twice: as stored
+//! bytes under the fixed [`fuzz_keys`], and with the input sealed under those keys as the
+//! plaintext payload. Mutated ciphertext never authenticates, so only the second reading
+//! lets a fuzzer reach the parsers behind the encryption. Failures found only that way
+//! need the repository key to trigger from storage; they are still bugs (a writer bug or
+//! an older format version could produce such bodies).
+//!
+//! Used by the cargo-fuzz targets in `fuzz/` and by `tests/fuzz_corpus.rs`, which replays
+//! the committed corpus (`fuzz/corpus/<target>/`) as an ordinary test on stable Rust.
+
+use crate::backup::{backup, BackupOptions, BackupProgress, BackupSource, ParentChoice};
+use crate::blob::{decode_blob, decompress_payload, BlobType, MIN_STORED_BLOB};
+use crate::chunker::ChunkerParams;
+use crate::config::{Config, CONFIG_FILE_VERSION};
+use crate::content::{Content, LIST_FANOUT, MAX_LEVEL};
+use crate::crypto::{Keys, MasterKey, NONCE_LEN};
+use crate::envelope::{header, FileType};
+use crate::error::{Error, Result};
+use crate::id::{BlobId, ID_LEN};
+use crate::index::{Index, IndexFile, INDEX_FILE_VERSION};
+use crate::key::{KdfParams, KeyFile, MAX_ITERATIONS, MAX_MEMORY_KIB, MAX_PARALLELISM};
+use crate::manifest::{
+    Lease, SessionMarker, SnapshotManifest, Tombstone, LEASE_FILE_VERSION, SESSION_FILE_VERSION,
+    SNAPSHOT_FILE_VERSION, TOMBSTONE_FILE_VERSION,
+};
+use crate::pack::{
+    decode_pack, parse_trailer, PackEntry, PACK_HEADER_AAD, PACK_MAGIC, PACK_VERSION, TRAILER_LEN,
+};
+use crate::repo::{InitOptions, Repository, CONFIG_NAME, KEYS_DIR};
+use crate::restore::dump;
+use crate::storage::{MemoryStorage, Storage};
+use crate::tree::Tree;
+use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
+
+/// Master key of every repository the fuzzers and the seed corpus use, so stored files
+/// of the corpus decrypt under [`fuzz_keys`].
+pub const FUZZ_MASTER_KEY: [u8; 32] = *b"dprepo fuzzing master key, fixed";
+/// Password of the key files of those repositories.
+pub const FUZZ_PASSWORD: &[u8] = b"fuzz password";
+/// Cheapest Argon2 cost the key file format accepts: opening a key takes microseconds.
+pub const FUZZ_KDF: KdfParams = KdfParams {
+    memory_kib: 64,
+    iterations: 1,
+    parallelism: 1,
+};
+/// Argon2 cost above which a fuzz input is not opened: a key file may legitimately ask for
+/// up to [`MAX_MEMORY_KIB`] and [`MAX_ITERATIONS`], which is seconds of work, not a bug.
+const MAX_FUZZ_KDF_MEMORY_KIB: u32 = 1024;
+const MAX_FUZZ_KDF_ITERATIONS: u32 = 4;
+/// Largest plaintext length a fuzz input may ask a decompressor for.
+pub const MAX_FUZZ_PLAINTEXT: u64 = 1 << 20;
+/// Fixed nonce for sealing fuzz inputs, so a run is reproducible.
+const FUZZ_NONCE: [u8; NONCE_LEN] = [0x5a; NONCE_LEN];
+
+/// A fuzz entry point.
+pub type FuzzTarget = fn(&[u8]);
+
+/// Every entry point by name; the names are those of the cargo-fuzz targets and of
+/// their corpus directories.
+pub const TARGETS: &[(&str, FuzzTarget)] = &[
+    ("fuzz_config", fuzz_config),
+    ("fuzz_key_file", fuzz_key_file),
+    ("fuzz_pack", fuzz_pack),
+    ("fuzz_index", fuzz_index),
+    ("fuzz_tree", fuzz_tree),
+    ("fuzz_manifest", fuzz_manifest),
+    ("fuzz_chunk_list", fuzz_chunk_list),
+    ("fuzz_blob", fuzz_blob),
+    ("fuzz_repository", fuzz_repository),
+];
+
+/// The keys derived from [`FUZZ_MASTER_KEY`].
+pub fn fuzz_keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| Keys::derive(&MasterKey::from_bytes(FUZZ_MASTER_KEY)))
+}
+
+/// Seal `payload` (`encoding u8 || body`) into an envelope of `file_type` under
+/// [`fuzz_keys`], as a writer would have.
+pub fn seal_payload(file_type: FileType, version: u8, payload: &[u8]) -> Vec<u8> {
+    let header = header(file_type, version);
+    let mut out = header.to_vec();
+    out.extend_from_slice(&fuzz_keys().seal_with_nonce(&FUZZ_NONCE, &header, payload));
+    out
+}
+
+/// Assert that `value` survives encoding and decoding unchanged.
+fn assert_round_trip<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    value: &T,
+    encode: impl Fn(&T) -> Vec<u8>,
+    decode: impl Fn(&[u8]) -> Result<T>,
+) {
+    let bytes = encode(value);
+    match decode(&bytes) {
+        Ok(again) => assert_eq!(
+            &again, value,
+            "a decoded {what} re-encodes to a different value"
+        ),
+        Err(e) => panic!("a decoded {what} re-encodes to bytes that do not decode: {e}"),
+    }
+}
+
+/// The repository config: `Config::decode`, then a round trip of what it accepts.
+pub fn fuzz_config(data: &[u8]) {
+    let keys = fuzz_keys();
+    let sealed = seal_payload(FileType::Config, CONFIG_FILE_VERSION, data);
+    for bytes in [data, &sealed[..]] {
+        if let Ok(config) = Config::decode(keys, bytes) {
+            if let Err(e) = config.validate() {
+                panic!("Config::decode accepted a config that does not validate: {e}");
+            }
+            assert_round_trip(
+                "config",
+                &config,
+                |c| c.encode(keys),
+                |b| Config::decode(keys, b),
+            );
+        }
+    }
+}
+
+/// Key files: `KeyFile::decode`, then `open` with [`FUZZ_PASSWORD`] when the Argon2 cost
+/// it asks for is small. A key file that opens must yield [`FUZZ_MASTER_KEY`]: damage
+/// may make a key unusable, never make it unwrap to another key.
+pub fn fuzz_key_file(data: &[u8]) {
+    let Ok(key) = KeyFile::decode(data, "fuzz key file") else {
+        return;
+    };
+    let kdf = key.kdf;
+    assert!(
+        (1..=MAX_PARALLELISM).contains(&kdf.parallelism)
+            && (1..=MAX_ITERATIONS).contains(&kdf.iterations)
+            && kdf.memory_kib <= MAX_MEMORY_KIB,
+        "KeyFile::decode accepted out-of-bounds Argon2 parameters {kdf:?}"
+    );
+    if kdf.memory_kib > MAX_FUZZ_KDF_MEMORY_KIB || kdf.iterations > MAX_FUZZ_KDF_ITERATIONS {
+        return;
+    }
+    if let Ok(Some(master)) = key.open(FUZZ_PASSWORD) {
+        assert_eq!(
+            Keys::derive(&master).content_id(b"probe"),
+            fuzz_keys().content_id(b"probe"),
+            "a key file opened to a master key it was not created with"
+        );
+    }
+}
+
+/// Check what `decode_pack` promises about the entries of a pack of `pack_len` bytes
+/// whose sealed header is `header_len` bytes.
+fn check_pack_entries(entries: &[PackEntry], pack_len: usize, header_len: usize) {
+    let data_len = pack_len - header_len - TRAILER_LEN;
+    let mut offset = 0usize;
+    for e in entries {
+        assert_eq!(
+            e.offset as usize, offset,
+            "pack entry offsets are not contiguous"
+        );
+        assert!(
+            e.stored_len as usize >= MIN_STORED_BLOB,
+            "decode_pack accepted a blob of impossible stored length {}",
+            e.stored_len
+        );
+        offset += e.stored_len as usize;
+    }
+    assert_eq!(offset, data_len, "pack entries do not fill the pack");
+}
+
+fn trailer_header_len(pack: &[u8]) -> usize {
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&pack[pack.len() - TRAILER_LEN..][..4]);
+    u32::from_le_bytes(len) as usize
+}
+
+/// Packs: `parse_trailer` and `decode_pack` on the input as a stored pack, then each
+/// blob it lists through `decode_blob`. Second reading: `blob area length u32 || header
+/// plaintext`, sealed into a pack of that many zero bytes of blobs (capped at 1 MiB).
+pub fn fuzz_pack(data: &[u8]) {
+    let keys = fuzz_keys();
+    if data.len() >= TRAILER_LEN {
+        let _ = parse_trailer(
+            &data[data.len() - TRAILER_LEN..],
+            data.len() as u64,
+            "fuzz pack",
+        );
+    }
+    if let Ok(entries) = decode_pack(keys, data, "fuzz pack") {
+        check_pack_entries(&entries, data.len(), trailer_header_len(data));
+        for e in &entries {
+            let stored = &data[e.offset as usize..][..e.stored_len as usize];
+            if let Ok(plain) = decode_blob(keys, e.blob_type, &e.id, stored, e.raw_len.into()) {
+                assert_eq!(plain.len(), e.raw_len as usize, "blob of the wrong length");
+            }
+        }
+    }
+    if data.len() >= 4 {
+        let mut area = [0u8; 4];
+        area.copy_from_slice(&data[..4]);
+        let area = (u32::from_le_bytes(area) as usize).min(MAX_FUZZ_PLAINTEXT as usize);
+        let sealed = keys.seal_with_nonce(&FUZZ_NONCE, PACK_HEADER_AAD, &data[4..]);
+        let mut pack = vec![0u8; area];
+        pack.extend_from_slice(&sealed);
+        pack.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        pack.push(PACK_VERSION);
+        pack.extend_from_slice(PACK_MAGIC);
+        if let Ok(entries) = decode_pack(keys, &pack, "fuzz pack") {
+            check_pack_entries(&entries, pack.len(), sealed.len());
+        }
+    }
+}
+
+/// Index files: `IndexFile::decode` (stored bytes and sealed payload) and
+/// `IndexFile::decode_body`; what decodes must round-trip and load into an [`Index`]
+/// that finds every blob it lists.
+pub fn fuzz_index(data: &[u8]) {
+    let keys = fuzz_keys();
+    let sealed = seal_payload(FileType::Index, INDEX_FILE_VERSION, data);
+    let decoded = [
+        IndexFile::decode(keys, data, "fuzz index"),
+        IndexFile::decode(keys, &sealed, "fuzz index"),
+        IndexFile::decode_body(data, "fuzz index"),
+    ];
+    for file in decoded.into_iter().flatten() {
+        assert_round_trip(
+            "index file",
+            &file,
+            |f| f.encode(keys),
+            |b| IndexFile::decode(keys, b, "fuzz index"),
+        );
+        let mut index = Index::new();
+        index.add_file(&file);
+        let mut ids = BTreeSet::new();
+        for pack in &file.packs {
+            for e in &pack.entries {
+                ids.insert(e.id);
+                let loc = index.get(&e.id);
+                assert!(loc.is_some(), "an indexed blob is not found in the index");
+            }
+        }
+        assert_eq!(index.blob_count(), ids.len(), "index blob count");
+    }
+}
+
+/// Trees: `Tree::decode`; the encoding is canonical, so a decoded tree must re-encode
+/// to exactly the input, and every node must be found by name.
+pub fn fuzz_tree(data: &[u8]) {
+    let Ok(tree) = Tree::decode(data, "fuzz tree") else {
+        return;
+    };
+    match tree.encode() {
+        Ok(bytes) => assert!(
+            bytes == data,
+            "a decoded tree re-encodes to other bytes ({} instead of {})",
+            bytes.len(),
+            data.len()
+        ),
+        Err(e) => panic!("a decoded tree does not re-encode: {e}"),
+    }
+    for node in &tree.nodes {
+        assert_eq!(
+            tree.get(&node.name),
+            Some(node),
+            "Tree::get misses a node of a decoded tree"
+        );
+    }
+}
+
+/// Snapshot manifests and the other JSON files of the gc protocol (session markers,
+/// tombstones, the gc lease): decode (stored bytes and sealed payload) and round-trip.
+pub fn fuzz_manifest(data: &[u8]) {
+    let keys = fuzz_keys();
+    let o = "fuzz manifest";
+    let snapshot = seal_payload(FileType::Snapshot, SNAPSHOT_FILE_VERSION, data);
+    for bytes in [data, &snapshot[..]] {
+        if let Ok(m) = SnapshotManifest::decode(keys, bytes, o) {
+            assert_round_trip(
+                "snapshot manifest",
+                &m,
+                |m| m.encode(keys),
+                |b| SnapshotManifest::decode(keys, b, o),
+            );
+        }
+    }
+    let session = seal_payload(FileType::Session, SESSION_FILE_VERSION, data);
+    for bytes in [data, &session[..]] {
+        if let Ok(m) = SessionMarker::decode(keys, bytes, o) {
+            assert_round_trip(
+                "session marker",
+                &m,
+                |m| m.encode(keys),
+                |b| SessionMarker::decode(keys, b, o),
+            );
+        }
+    }
+    let tombstone = seal_payload(FileType::Tombstone, TOMBSTONE_FILE_VERSION, data);
+    for bytes in [data, &tombstone[..]] {
+        if let Ok(t) = Tombstone::decode(keys, bytes, o) {
+            assert_round_trip(
+                "tombstone",
+                &t,
+                |t| t.encode(keys),
+                |b| Tombstone::decode(keys, b, o),
+            );
+        }
+    }
+    let lease = seal_payload(FileType::Lease, LEASE_FILE_VERSION, data);
+    for bytes in [data, &lease[..]] {
+        if let Ok(l) = Lease::decode(keys, bytes, o) {
+            assert_round_trip(
+                "gc lease",
+                &l,
+                |l| l.encode(keys),
+                |b| Lease::decode(keys, b, o),
+            );
+        }
+    }
+}
+
+/// Chunk lists: `Content::decode_list` at every level 0..=MAX_LEVEL+1; what decodes is
+/// at the level asked for, within the fan-out, and re-encodes to exactly the input.
+pub fn fuzz_chunk_list(data: &[u8]) {
+    for level in 0..=MAX_LEVEL + 1 {
+        if let Ok(c) = Content::decode_list(data, level, "fuzz chunk list") {
+            assert!(level <= MAX_LEVEL, "chunk list above MAX_LEVEL accepted");
+            assert_eq!(c.level, level, "chunk list at another level accepted");
+            assert!(
+                (1..=LIST_FANOUT).contains(&c.ids.len()),
+                "chunk list of {} ids accepted",
+                c.ids.len()
+            );
+            assert!(
+                c.encode_list() == data,
+                "a decoded chunk list re-encodes to other bytes"
+            );
+        }
+    }
+}
+
+/// Blobs: input `raw_len u32 || blob type u8 || id[32] || stored`. Runs `decode_blob`
+/// on `stored`, and `decompress_payload` on `stored` read as a payload with `raw_len`
+/// capped at [`MAX_FUZZ_PLAINTEXT`].
+pub fn fuzz_blob(data: &[u8]) {
+    const PREFIX: usize = 4 + 1 + ID_LEN;
+    if data.len() < PREFIX {
+        let _ = decompress_payload(data, data.len() as u64, "fuzz blob");
+        return;
+    }
+    let mut raw_len = [0u8; 4];
+    raw_len.copy_from_slice(&data[..4]);
+    let raw_len = u64::from(u32::from_le_bytes(raw_len));
+    let mut id = [0u8; ID_LEN];
+    id.copy_from_slice(&data[5..PREFIX]);
+    let id = BlobId(id);
+    let stored = &data[PREFIX..];
+    if let Ok(blob_type) = BlobType::from_u8(data[4], "fuzz blob") {
+        if let Ok(plain) = decode_blob(fuzz_keys(), blob_type, &id, stored, raw_len) {
+            assert_eq!(plain.len() as u64, raw_len, "blob of the wrong length");
+            assert_eq!(fuzz_keys().content_id(&plain), id, "blob of the wrong id");
+        }
+    }
+    let expected = raw_len.min(MAX_FUZZ_PLAINTEXT);
+    if let Ok(plain) = decompress_payload(stored, expected, "fuzz blob") {
+        assert_eq!(plain.len() as u64, expected, "payload of the wrong length");
+    }
+}
+
+/// The tiny repository [`fuzz_repository`] damages: its files in a fixed order, and the
+/// streams its snapshots hold.
+#[derive(Debug)]
+pub struct FuzzRepository {
+    /// Storage name and bytes of every file, in creation order (config and key first).
+    pub files: Vec<(String, Vec<u8>)>,
+    /// Name and content of every stream backed up; each is one snapshot.
+    pub streams: Vec<(String, Vec<u8>)>,
+}
+
+/// Deterministic pseudo-random bytes (xorshift64), `len` of them.
+pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Stream chunker of the fuzz repository: the smallest chunks FastCDC allows, so a
+/// 32 KiB stream has more than 64 chunks and its content needs a chunk-list blob.
+pub fn fuzz_stream_chunker() -> ChunkerParams {
+    ChunkerParams::new(64, 256, 1024).unwrap_or(ChunkerParams::SMALL)
+}
+
+/// Create a repository in `storage` whose master key is [`FUZZ_MASTER_KEY`] and whose
+/// only key file opens with [`FUZZ_PASSWORD`] at [`FUZZ_KDF`], and open it.
+///
+/// # Errors
+/// Storage errors; [`Error::InvalidArgument`] for invalid `options`.
+pub async fn create_fuzz_repository(
+    storage: Arc<dyn Storage>,
+    options: &InitOptions,
+) -> Result<Repository> {
+    let master = MasterKey::from_bytes(FUZZ_MASTER_KEY);
+    let key = KeyFile::create(&master, FUZZ_PASSWORD, FUZZ_KDF, "fuzz-host", "fuzz-user")?;
+    let key_name = format!("{KEYS_DIR}{}", BlobId::of_stored(&key).to_hex());
+    storage.create(&key_name, &key).await?;
+    let mut config = Config::new(options.chunker, options.stream_chunker);
+    config.pack_size = options.pack_size;
+    config.compression_level = options.compression_level;
+    config.created = chrono::DateTime::UNIX_EPOCH;
+    config
+        .validate()
+        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    storage
+        .create(CONFIG_NAME, &config.encode(fuzz_keys()))
+        .await?;
+    Repository::open(storage, FUZZ_PASSWORD).await
+}
+
+/// The two streams of the fuzz repository: 32 KiB (over 64 chunks: a chunk list) and
+/// 8 KiB sharing its first 6 KiB (deduplicated, content inline in the tree).
+pub fn fuzz_streams() -> Vec<(String, Vec<u8>)> {
+    let mut first = pseudo_random_bytes(1, 16 << 10);
+    first.extend(b"dprepo fuzzing stream ".iter().cycle().take(16 << 10));
+    let mut second = first[..6 << 10].to_vec();
+    second.extend(pseudo_random_bytes(2, 2 << 10));
+    vec![("first.bin".into(), first), ("second.bin".into(), second)]
+}
+
+async fn build_fuzz_repository() -> Result<FuzzRepository> {
+    let storage = MemoryStorage::new();
+    let options = InitOptions::default()
+        .with_kdf(FUZZ_KDF)
+        .with_stream_chunker(fuzz_stream_chunker())
+        .with_pack_size(crate::config::MIN_PACK_SIZE);
+    let repo = create_fuzz_repository(Arc::new(storage.clone()), &options).await?;
+    // Creation order fixes file positions: names hash bytes that hold random nonces, so
+    // sorting by name would differ from one process to the next.
+    let mut order: Vec<(usize, String)> = Vec::new();
+    let record = |step: usize, order: &mut Vec<(usize, String)>| {
+        let seen: BTreeSet<String> = order.iter().map(|(_, n)| n.clone()).collect();
+        for name in storage.names() {
+            if !seen.contains(&name) {
+                order.push((step, name));
+            }
+        }
+    };
+    record(0, &mut order);
+    let streams = fuzz_streams();
+    for (i, (name, data)) in streams.iter().enumerate() {
+        let time = chrono::DateTime::from_timestamp(1_700_000_000 + i as i64, 0);
+        let mut options = BackupOptions::default()
+            .with_hostname("fuzz-host")
+            .with_parent(ParentChoice::None);
+        options.time = time;
+        backup(
+            &repo,
+            BackupSource::Stream {
+                name: name.clone(),
+                reader: Box::new(std::io::Cursor::new(data.clone())),
+            },
+            options,
+            Arc::new(BackupProgress::default()),
+        )
+        .await?;
+        record(i + 1, &mut order);
+    }
+    let dir = |name: &str| name.rsplit_once('/').map_or("", |(d, _)| d).to_string();
+    let mut files = Vec::new();
+    for (step, name) in order {
+        if let Ok(bytes) = storage.get(&name).await {
+            files.push((step, dir(&name), bytes.len(), name, bytes));
+        }
+    }
+    files.sort_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
+    Ok(FuzzRepository {
+        files: files.into_iter().map(|f| (f.3, f.4)).collect(),
+        streams,
+    })
+}
+
+/// The repository [`fuzz_repository`] damages, built once per process.
+///
+/// # Panics
+/// If it cannot be built (a bug: it is an ordinary backup into memory).
+pub fn fuzz_repository_base() -> &'static FuzzRepository {
+    static BASE: OnceLock<FuzzRepository> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        rt.block_on(build_fuzz_repository())
+            .expect("building the fuzz repository")
+    })
+}
+
+/// Length of one mutation record of [`fuzz_repository`].
+pub const MUTATION_LEN: usize = 5;
+/// Most mutations applied per input.
+pub const MAX_MUTATIONS: usize = 32;
+
+/// Resolve a mutation position: bit 15 set counts from the end, so headers and trailers
+/// are both in reach of a 16-bit position.
+fn position(pos: u16, len: usize) -> usize {
+    let p = usize::from(pos & 0x7fff);
+    if pos & 0x8000 != 0 {
+        len.saturating_sub(1 + p)
+    } else {
+        p.min(len.saturating_sub(1))
+    }
+}
+
+/// Apply the mutation records of `data` to `files`; returns how many changed something.
+///
+/// Record: `op u8 || file u8 || position u16 || value u8`, file index modulo the file
+/// count. Ops (modulo 6): xor a byte with `value` (0 counts as 0x80), truncate at the
+/// position, delete the file, replace it by a copy of file `value`, insert `value`,
+/// write `value` as a u32 at the position.
+pub fn apply_mutations(files: &mut [Option<Vec<u8>>], data: &[u8]) -> usize {
+    let n = files.len();
+    let mut applied = 0;
+    for rec in data.chunks_exact(MUTATION_LEN).take(MAX_MUTATIONS) {
+        let (op, file, value) = (rec[0] % 6, usize::from(rec[1]) % n, rec[4]);
+        let pos = u16::from_le_bytes([rec[2], rec[3]]);
+        let source = if op == 3 {
+            files[usize::from(value) % n].clone()
+        } else {
+            None
+        };
+        let Some(bytes) = files[file].as_mut() else {
+            continue;
+        };
+        let at = position(pos, bytes.len());
+        match op {
+            0 if !bytes.is_empty() => bytes[at] ^= if value == 0 { 0x80 } else { value },
+            1 => bytes.truncate(at),
+            2 => files[file] = None,
+            3 => files[file] = source,
+            4 => bytes.insert(at.min(bytes.len()), value),
+            5 => {
+                let v = u32::from(value).to_le_bytes();
+                for (i, b) in v.iter().enumerate() {
+                    if let Some(x) = bytes.get_mut(at + i) {
+                        *x = *b;
+                    }
+                }
+            }
+            _ => continue,
+        }
+        applied += 1;
+    }
+    applied
+}
+
+/// A writer that refuses to grow past a capacity.
+struct CappedWriter {
+    buf: Vec<u8>,
+    cap: usize,
+}
+
+impl std::io::Write for CappedWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + b.len() > self.cap {
+            return Err(std::io::Error::other(
+                "dump output exceeds the original stream",
+            ));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Panic on errors that only a bug can cause (a panicked task, a poisoned lock).
+fn check_error(e: &Error, during: &str) {
+    if let Error::Internal(msg) = e {
+        panic!("internal error during {during}: {msg}");
+    }
+}
+
+async fn read_damaged_repository(storage: MemoryStorage, base: &FuzzRepository, pristine: bool) {
+    let repo = match Repository::open(Arc::new(storage), FUZZ_PASSWORD).await {
+        Ok(r) => r,
+        Err(e) => {
+            assert!(
+                !pristine,
+                "the undamaged fuzz repository does not open: {e}"
+            );
+            return check_error(&e, "Repository::open");
+        }
+    };
+    let snapshots = match repo.list_snapshots().await {
+        Ok(s) => s,
+        Err(e) => {
+            assert!(!pristine, "listing snapshots failed: {e}");
+            return check_error(&e, "list_snapshots");
+        }
+    };
+    if pristine {
+        assert_eq!(snapshots.len(), base.streams.len(), "snapshot count");
+    }
+    for snap in snapshots {
+        let name = snap.manifest.stdin_name.clone().unwrap_or_default();
+        let Some((_, expected)) = base.streams.iter().find(|(n, _)| *n == name) else {
+            panic!("a snapshot decoded from damaged storage names stream {name:?}, which was never backed up");
+        };
+        let root = snap.manifest.tree;
+        if let Err(e) = repo.find_node(&root, name.as_bytes()).await {
+            assert!(!pristine, "find_node failed: {e}");
+            check_error(&e, "find_node");
+        }
+        let mut out = CappedWriter {
+            buf: Vec::new(),
+            cap: expected.len(),
+        };
+        match dump(&repo, &root, name.as_bytes(), &mut out).await {
+            Ok(n) => {
+                assert_eq!(n as usize, out.buf.len(), "dump reports a wrong length");
+                assert!(
+                    out.buf == *expected,
+                    "dump of {name} from damaged storage returned wrong bytes without an error"
+                );
+            }
+            Err(e) => {
+                assert!(!pristine, "dump of the undamaged repository failed: {e}");
+                check_error(&e, "dump");
+            }
+        }
+    }
+}
+
+/// The whole read path on damaged storage: the input is a list of mutation records
+/// (see [`apply_mutations`]) applied to the files of [`fuzz_repository_base`]; then
+/// `Repository::open`, `list_snapshots`, and `find_node` and `dump` of every snapshot.
+/// Every step may fail, but a dump that succeeds must return exactly the stream that
+/// was backed up, and the undamaged repository must read back completely.
+pub fn fuzz_repository(data: &[u8]) {
+    let base = fuzz_repository_base();
+    let mut files: Vec<Option<Vec<u8>>> = base.files.iter().map(|(_, b)| Some(b.clone())).collect();
+    let pristine = apply_mutations(&mut files, data) == 0;
+    let storage = MemoryStorage::new();
+    for ((name, _), bytes) in base.files.iter().zip(files) {
+        let Some(bytes) = bytes else { continue };
+        // Bound the work: a key file may ask for seconds of Argon2 (by design).
+        if name.starts_with(KEYS_DIR) {
+            if let Ok(key) = KeyFile::decode(&bytes, name) {
+                if key.kdf.memory_kib > MAX_FUZZ_KDF_MEMORY_KIB
+                    || key.kdf.iterations > MAX_FUZZ_KDF_ITERATIONS
+                {
+                    return;
+                }
+            }
+        }
+        storage.raw_put(name.clone(), bytes);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(read_damaged_repository(storage, base, pristine));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_target_accepts_empty_and_short_inputs() {
+        for (name, target) in TARGETS {
+            for input in [&b""[..], b"\0", b"dprp\x01\x01", &[0xff; 64]] {
+                let r = std::panic::catch_unwind(|| target(input));
+                assert!(r.is_ok(), "{name} panicked on {input:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn fuzz_repository_base_has_a_chunk_list_and_two_snapshots() {
+        let base = fuzz_repository_base();
+        let count = |p: &str| base.files.iter().filter(|(n, _)| n.starts_with(p)).count();
+        assert_eq!(count("snapshots/"), 2);
+        assert_eq!(count("keys/"), 1);
+        assert!(count("meta/") >= 1 && count("data/") >= 1 && count("index/") >= 1);
+        // The undamaged repository reads back completely (asserted inside).
+        fuzz_repository(&[]);
+    }
+}

@@ -1,0 +1,965 @@
+//! Verification (`dprepo verify`) and repair (`dprepo repair index|snapshots`).
+//!
+//! The structure check reads index files, pack headers and trees, never pack data:
+//! every index entry must point into an existing pack within its bounds and agree with
+//! the pack's header; every pack should be indexed; every blob reachable from every
+//! snapshot must be indexed. `--read-data` additionally downloads packs (all, a
+//! percentage, or slice K of M), checks each pack's hash against its name, and decrypts
+//! and re-hashes every blob. Each problem names the snapshots and files it affects.
+
+use crate::blob::{decode_blob, BlobType};
+use crate::content::Content;
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+use crate::index::{IndexFile, IndexPack};
+use crate::pack::{decode_header, decode_pack, parse_trailer, PackEntry, PackKind, TRAILER_LEN};
+use crate::repo::{run_cpu, Repository, Snapshot, INDEX_DIR};
+use crate::tree::NodeKind;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Which packs `--read-data` reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DataSubset {
+    /// Every pack.
+    All,
+    /// A random sample of this percentage of packs.
+    Percent(f64),
+    /// Slice `k` (1-based) of `m`: packs whose id, as a number, is `k-1` modulo `m`.
+    /// Running `1/m` to `m/m` reads every pack exactly once.
+    Slice(u32, u32),
+}
+
+impl std::str::FromStr for DataSubset {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if let Some(p) = s.strip_suffix('%') {
+            let v: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| format!("{s:?}: expected N% (e.g. 10%)"))?;
+            if !(0.0..=100.0).contains(&v) || v == 0.0 {
+                return Err(format!("{s:?}: percentage must be in (0, 100]"));
+            }
+            return Ok(DataSubset::Percent(v));
+        }
+        if let Some((k, m)) = s.split_once('/') {
+            let k: u32 = k
+                .trim()
+                .parse()
+                .map_err(|_| format!("{s:?}: expected K/M (e.g. 2/7)"))?;
+            let m: u32 = m
+                .trim()
+                .parse()
+                .map_err(|_| format!("{s:?}: expected K/M (e.g. 2/7)"))?;
+            if m == 0 || k == 0 || k > m {
+                return Err(format!("{s:?}: need 1 <= K <= M"));
+            }
+            return Ok(DataSubset::Slice(k, m));
+        }
+        Err(format!("{s:?}: expected N% or K/M"))
+    }
+}
+
+impl DataSubset {
+    fn includes(&self, id: &BlobId) -> bool {
+        let mut n = [0u8; 8];
+        n.copy_from_slice(&id.0[..8]);
+        let v = u64::from_le_bytes(n);
+        match self {
+            DataSubset::All => true,
+            DataSubset::Percent(p) => {
+                use chacha20poly1305::aead::{rand_core::RngCore, OsRng};
+                (OsRng.next_u64() % 1_000_000) < (*p * 10_000.0) as u64
+            }
+            DataSubset::Slice(k, m) => v % u64::from(*m) == u64::from(*k - 1),
+        }
+    }
+}
+
+/// One problem found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Problem {
+    /// Short machine-readable kind (`pack_missing`, `blob_missing`, ...).
+    pub kind: String,
+    /// The object concerned (pack, blob, index file, tree).
+    pub object: String,
+    /// What is wrong.
+    pub detail: String,
+    /// Snapshots affected.
+    pub snapshots: Vec<String>,
+    /// Files or directories affected (`<snapshot short id>:<path>`).
+    pub files: Vec<String>,
+}
+
+/// Result of a verification.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct VerifyReport {
+    /// Snapshots checked.
+    pub snapshots: usize,
+    /// Packs in storage.
+    pub packs: usize,
+    /// Index files.
+    pub index_files: usize,
+    /// Blobs in the index.
+    pub blobs: usize,
+    /// Packs read with `--read-data`.
+    pub packs_read: usize,
+    /// Bytes read with `--read-data`.
+    pub bytes_read: u64,
+    /// Blobs decrypted and re-hashed.
+    pub blobs_checked: u64,
+    /// Packs in storage that no index file names (garbage for gc, or to re-index).
+    pub unindexed_packs: Vec<String>,
+    /// Errors: data that is missing or damaged.
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    /// Whether nothing is wrong.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Live counters of a running verification.
+#[derive(Debug, Default)]
+pub struct VerifyProgress {
+    /// Packs whose header or data was checked.
+    pub packs_done: AtomicU64,
+    /// Packs to check.
+    pub packs_total: AtomicU64,
+    /// Bytes downloaded.
+    pub bytes: AtomicU64,
+}
+
+fn pack_name_id(name: &str) -> Option<(BlobId, PackKind)> {
+    let kind = match name.split('/').next()? {
+        "data" => PackKind::Data,
+        "meta" => PackKind::Meta,
+        _ => return None,
+    };
+    BlobId::from_hex(name.rsplit('/').next()?)
+        .ok()
+        .map(|id| (id, kind))
+}
+
+/// Read a pack's header with two ranged reads (trailer, then header).
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the pack if trailer or header are damaged.
+pub async fn read_pack_header(
+    repo: &Repository,
+    id: &BlobId,
+    kind: PackKind,
+    size: u64,
+) -> Result<Vec<PackEntry>> {
+    let name = kind.storage_name(id);
+    if size < TRAILER_LEN as u64 {
+        return Err(Error::corrupt(
+            &name,
+            format!("pack of {size} bytes is too short for its trailer"),
+        ));
+    }
+    let trailer = repo
+        .storage()
+        .get_range(&name, size - TRAILER_LEN as u64, TRAILER_LEN as u64)
+        .await?;
+    let header_len = parse_trailer(&trailer, size, &name)?;
+    let start = size - TRAILER_LEN as u64 - u64::from(header_len);
+    let sealed = repo
+        .storage()
+        .get_range(&name, start, u64::from(header_len))
+        .await?;
+    let keys = repo.keys().clone();
+    run_cpu(move || decode_header(&keys, &sealed, size, &name)).await?
+}
+
+/// Every pack in storage with its kind and size.
+///
+/// # Errors
+/// Storage errors.
+pub async fn list_packs(repo: &Repository) -> Result<HashMap<BlobId, (PackKind, u64)>> {
+    let mut out = HashMap::new();
+    for prefix in ["data/", "meta/"] {
+        for b in repo.storage().list(prefix).await? {
+            if let Some((id, kind)) = pack_name_id(&b.name) {
+                out.insert(id, (kind, b.size));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Where each blob of interest is used: snapshot ids and paths.
+async fn users_of(
+    repo: &Repository,
+    snapshots: &[Snapshot],
+    wanted: &HashSet<BlobId>,
+) -> HashMap<BlobId, (Vec<String>, Vec<String>)> {
+    let mut out: HashMap<BlobId, (Vec<String>, Vec<String>)> = HashMap::new();
+    if wanted.is_empty() {
+        return out;
+    }
+    for snap in snapshots {
+        let mut stack = vec![(snap.manifest.tree, String::new())];
+        while let Some((tree_id, path)) = stack.pop() {
+            let mut note = |id: &BlobId, p: &str| {
+                if wanted.contains(id) {
+                    let e = out.entry(*id).or_default();
+                    if !e.0.contains(&snap.id.to_hex()) {
+                        e.0.push(snap.id.to_hex());
+                    }
+                    e.1.push(format!(
+                        "{}:{}",
+                        snap.id.short(),
+                        if p.is_empty() { "/" } else { p }
+                    ));
+                }
+            };
+            note(&tree_id, &path);
+            let Ok(tree) = repo.load_tree(&tree_id).await else {
+                continue;
+            };
+            for node in tree.nodes {
+                let p = format!("{path}/{}", String::from_utf8_lossy(&node.name));
+                match &node.kind {
+                    NodeKind::Dir(id) => stack.push((*id, p)),
+                    NodeKind::File(content) => {
+                        for id in &content.ids {
+                            note(id, &p);
+                        }
+                        if content.level > 0 {
+                            let mut ids = crate::restore::DataIds::new(content);
+                            while let Ok(Some(id)) = ids.next(repo).await {
+                                note(&id, &p);
+                            }
+                        }
+                    }
+                    NodeKind::Symlink(_) => {}
+                }
+            }
+        }
+    }
+    for v in out.values_mut() {
+        v.1.sort();
+        v.1.dedup();
+        v.1.truncate(100);
+    }
+    out
+}
+
+/// Verify the repository. `read_data`: also read and check pack contents.
+///
+/// # Errors
+/// Only failures that stop verification itself (listing storage); every damage found is
+/// reported in [`VerifyReport::problems`].
+pub async fn verify(
+    repo: &Repository,
+    read_data: Option<DataSubset>,
+    progress: Arc<VerifyProgress>,
+) -> Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    let stored = list_packs(repo).await?;
+    report.packs = stored.len();
+    let (snapshots, damaged) = repo.list_snapshots_checked().await?;
+    for (name, e) in damaged {
+        report.problems.push(Problem {
+            kind: "snapshot_damaged".into(),
+            object: name,
+            detail: e.to_string(),
+            snapshots: vec![],
+            files: vec![],
+        });
+    }
+    report.snapshots = snapshots.len();
+    // Index files, one at a time: entries against pack existence and bounds.
+    let mut indexed: HashMap<BlobId, (PackKind, Vec<PackEntry>)> = HashMap::new();
+    let mut suspect_blobs: HashMap<BlobId, (String, String, String)> = HashMap::new(); // blob -> (kind, object, detail)
+    let index_names = repo.storage().list(INDEX_DIR).await?;
+    report.index_files = index_names.len();
+    for info in &index_names {
+        let file = match repo
+            .storage()
+            .get(&info.name)
+            .await
+            .and_then(|b| IndexFile::decode(repo.keys(), &b, &info.name))
+        {
+            Ok(f) => f,
+            Err(e) => {
+                report.problems.push(Problem {
+                    kind: "index_file_damaged".into(),
+                    object: info.name.clone(),
+                    detail: e.to_string(),
+                    snapshots: vec![],
+                    files: vec![],
+                });
+                continue;
+            }
+        };
+        for IndexPack { id, kind, entries } in file.packs {
+            match stored.get(&id) {
+                None => {
+                    for e in &entries {
+                        suspect_blobs.insert(
+                            e.id,
+                            (
+                                "pack_missing".into(),
+                                kind.storage_name(&id),
+                                format!(
+                                    "index file {} lists this pack but it is not in storage",
+                                    info.name
+                                ),
+                            ),
+                        );
+                    }
+                }
+                Some((_, size)) => {
+                    let limit = size.saturating_sub(TRAILER_LEN as u64);
+                    for e in &entries {
+                        if u64::from(e.offset) + u64::from(e.stored_len) > limit {
+                            suspect_blobs.insert(
+                                e.id,
+                                (
+                                    "blob_out_of_bounds".into(),
+                                    kind.storage_name(&id),
+                                    format!(
+                                        "blob {} at {}+{} lies beyond the pack's {} bytes",
+                                        e.id.short(),
+                                        e.offset,
+                                        e.stored_len,
+                                        size
+                                    ),
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            indexed
+                .entry(id)
+                .or_insert_with(|| (kind, Vec::new()))
+                .1
+                .extend(entries);
+        }
+    }
+    report.blobs = repo.index().read().map(|i| i.blob_count()).unwrap_or(0);
+    report.unindexed_packs = stored
+        .iter()
+        .filter(|(id, _)| !indexed.contains_key(id))
+        .map(|(id, (k, _))| k.storage_name(id))
+        .collect();
+    report.unindexed_packs.sort();
+
+    // Pack headers against the index (structure), or whole packs (read-data).
+    progress
+        .packs_total
+        .store(stored.len() as u64, Ordering::Relaxed);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut pending: Vec<(BlobId, PackKind, u64)> = stored
+        .iter()
+        .filter(|(id, _)| indexed.contains_key(id))
+        .map(|(id, (k, s))| (*id, *k, *s))
+        .collect();
+    pending.sort_by_key(|p| p.0);
+    let indexed = Arc::new(indexed);
+    let mut iter = pending.into_iter();
+    loop {
+        while tasks.len() < 4 {
+            let Some((id, kind, size)) = iter.next() else {
+                break;
+            };
+            let full_read = read_data.is_some_and(|s| s.includes(&id));
+            let (repo, indexed, progress) = (repo.clone(), indexed.clone(), progress.clone());
+            tasks.spawn(async move {
+                check_pack(&repo, id, kind, size, full_read, &indexed, &progress).await
+            });
+        }
+        let Some(done) = tasks.join_next().await else {
+            break;
+        };
+        let outcome = done.map_err(|e| Error::Internal(e.to_string()))?;
+        report.packs_read += usize::from(outcome.read);
+        report.bytes_read += outcome.bytes;
+        report.blobs_checked += outcome.blobs_checked;
+        for (blob, kind, object, detail) in outcome.bad_blobs {
+            suspect_blobs.insert(blob, (kind, object, detail));
+        }
+        report.problems.extend(outcome.problems);
+    }
+
+    // Every blob reachable from every snapshot must be indexed.
+    let mut seen_trees = HashSet::new();
+    let mut missing: HashSet<BlobId> = HashSet::new();
+    for snap in &snapshots {
+        let mut stack = vec![snap.manifest.tree];
+        while let Some(tree_id) = stack.pop() {
+            if !seen_trees.insert(tree_id) {
+                continue;
+            }
+            let tree = match repo.load_tree(&tree_id).await {
+                Ok(t) => t,
+                Err(e) => {
+                    suspect_blobs.entry(tree_id).or_insert((
+                        "tree_unreadable".into(),
+                        format!("tree {}", tree_id.short()),
+                        e.to_string(),
+                    ));
+                    continue;
+                }
+            };
+            for node in tree.nodes {
+                match node.kind {
+                    NodeKind::Dir(id) => stack.push(id),
+                    NodeKind::File(content) => {
+                        check_content(repo, &content, &mut missing, &mut suspect_blobs).await
+                    }
+                    NodeKind::Symlink(_) => {}
+                }
+            }
+        }
+    }
+    for id in missing {
+        suspect_blobs.entry(id).or_insert((
+            "blob_missing".into(),
+            format!("blob {}", id.short()),
+            "referenced by a snapshot but in no index file".into(),
+        ));
+    }
+    // Name the snapshots and files each damaged blob affects.
+    let wanted: HashSet<BlobId> = suspect_blobs.keys().copied().collect();
+    let users = users_of(repo, &snapshots, &wanted).await;
+    let mut grouped: BTreeMap<(String, String, String), (Vec<String>, Vec<String>)> =
+        BTreeMap::new();
+    for (blob, (kind, object, detail)) in suspect_blobs {
+        let Some((snaps, files)) = users.get(&blob) else {
+            continue; // damaged but unused: gc will drop it
+        };
+        let e = grouped.entry((kind, object, detail)).or_default();
+        e.0.extend(snaps.iter().cloned());
+        e.1.extend(files.iter().cloned());
+    }
+    for ((kind, object, detail), (mut snaps, mut files)) in grouped {
+        snaps.sort();
+        snaps.dedup();
+        files.sort();
+        files.dedup();
+        report.problems.push(Problem {
+            kind,
+            object,
+            detail,
+            snapshots: snaps,
+            files,
+        });
+    }
+    Ok(report)
+}
+
+async fn check_content(
+    repo: &Repository,
+    content: &Content,
+    missing: &mut HashSet<BlobId>,
+    suspect: &mut HashMap<BlobId, (String, String, String)>,
+) {
+    let known = |id: &BlobId| repo.locate(id).is_some();
+    for id in &content.ids {
+        if !known(id) {
+            missing.insert(*id);
+        }
+    }
+    if content.level > 0 {
+        let mut ids = crate::restore::DataIds::new(content);
+        loop {
+            match ids.next(repo).await {
+                Ok(Some(id)) => {
+                    if !known(&id) {
+                        missing.insert(id);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    if let Some(first) = content.ids.first() {
+                        suspect.entry(*first).or_insert((
+                            "chunk_list_unreadable".into(),
+                            format!("chunk list {}", first.short()),
+                            e.to_string(),
+                        ));
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+struct PackOutcome {
+    read: bool,
+    bytes: u64,
+    blobs_checked: u64,
+    bad_blobs: Vec<(BlobId, String, String, String)>,
+    problems: Vec<Problem>,
+}
+
+async fn check_pack(
+    repo: &Repository,
+    id: BlobId,
+    kind: PackKind,
+    size: u64,
+    full_read: bool,
+    indexed: &HashMap<BlobId, (PackKind, Vec<PackEntry>)>,
+    progress: &VerifyProgress,
+) -> PackOutcome {
+    let name = kind.storage_name(&id);
+    let mut out = PackOutcome {
+        read: false,
+        bytes: 0,
+        blobs_checked: 0,
+        bad_blobs: Vec::new(),
+        problems: Vec::new(),
+    };
+    let index_entries: Vec<PackEntry> =
+        indexed.get(&id).map(|(_, e)| e.clone()).unwrap_or_default();
+    let mark_all_bad = |out: &mut PackOutcome, kind: &str, detail: String| {
+        for e in &index_entries {
+            out.bad_blobs
+                .push((e.id, kind.to_string(), name.clone(), detail.clone()));
+        }
+    };
+    let header = if full_read {
+        let bytes = match repo.storage().get(&name).await {
+            Ok(b) => b,
+            Err(e) => {
+                mark_all_bad(&mut out, "pack_unreadable", e.to_string());
+                progress.packs_done.fetch_add(1, Ordering::Relaxed);
+                return out;
+            }
+        };
+        out.read = true;
+        out.bytes = bytes.len() as u64;
+        progress.bytes.fetch_add(out.bytes, Ordering::Relaxed);
+        if BlobId::of_stored(&bytes) != id {
+            out.problems.push(Problem {
+                kind: "pack_hash_mismatch".into(),
+                object: name.clone(),
+                detail: "content does not hash to the pack's name".into(),
+                snapshots: vec![],
+                files: vec![],
+            });
+        }
+        let keys = repo.keys().clone();
+        let entries = index_entries.clone();
+        let obj = name.clone();
+        let result = run_cpu(move || {
+            let header = decode_pack(&keys, &bytes, &obj);
+            let mut bad = Vec::new();
+            let mut checked = 0u64;
+            for e in &entries {
+                checked += 1;
+                let end = u64::from(e.offset) + u64::from(e.stored_len);
+                let verdict = match bytes.get(e.offset as usize..end as usize) {
+                    None => Err(format!("blob {} lies beyond the pack", e.id.short())),
+                    Some(stored) => {
+                        decode_blob(&keys, e.blob_type, &e.id, stored, u64::from(e.raw_len))
+                            .map(|_| ())
+                            .map_err(|err| err.to_string())
+                    }
+                };
+                if let Err(detail) = verdict {
+                    bad.push((e.id, detail));
+                }
+            }
+            (header, bad, checked)
+        })
+        .await;
+        match result {
+            Ok((header, bad, checked)) => {
+                out.blobs_checked = checked;
+                for (blob, detail) in bad {
+                    out.bad_blobs
+                        .push((blob, "blob_damaged".into(), name.clone(), detail));
+                }
+                header
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        read_pack_header(repo, &id, kind, size).await
+    };
+    progress.packs_done.fetch_add(1, Ordering::Relaxed);
+    match header {
+        Err(e) => out.problems.push(Problem {
+            kind: "pack_header_damaged".into(),
+            object: name.clone(),
+            detail: e.to_string(),
+            snapshots: vec![],
+            files: vec![],
+        }),
+        Ok(header) => {
+            let by_id: HashMap<BlobId, &PackEntry> = header.iter().map(|e| (e.id, e)).collect();
+            for e in &index_entries {
+                match by_id.get(&e.id) {
+                    Some(h)
+                        if h.offset == e.offset
+                            && h.stored_len == e.stored_len
+                            && h.raw_len == e.raw_len
+                            && h.blob_type == e.blob_type => {}
+                    Some(_) => out.bad_blobs.push((
+                        e.id,
+                        "index_header_mismatch".into(),
+                        name.clone(),
+                        format!(
+                            "index entry of blob {} disagrees with the pack header",
+                            e.id.short()
+                        ),
+                    )),
+                    None => out.bad_blobs.push((
+                        e.id,
+                        "index_header_mismatch".into(),
+                        name.clone(),
+                        format!(
+                            "index lists blob {} but the pack header does not",
+                            e.id.short()
+                        ),
+                    )),
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What `repair index` did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RepairIndexReport {
+    /// Packs whose header was read.
+    pub packs_indexed: usize,
+    /// Blobs in the new index.
+    pub blobs: usize,
+    /// Packs whose header could not be read: their blobs keep old index entries if any.
+    pub unreadable_packs: Vec<String>,
+    /// Old index files replaced.
+    pub index_files_replaced: usize,
+}
+
+/// Rebuild the index from pack headers alone: write new index files for every pack in
+/// storage, then delete the old ones. Entries of packs whose header is unreadable are
+/// taken from old index files that still decode.
+///
+/// # Errors
+/// Storage errors while listing or writing.
+pub async fn repair_index(
+    repo: &Repository,
+    progress: Arc<VerifyProgress>,
+) -> Result<RepairIndexReport> {
+    let mut report = RepairIndexReport::default();
+    let stored = list_packs(repo).await?;
+    let old_names: Vec<String> = repo
+        .storage()
+        .list(INDEX_DIR)
+        .await?
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    progress
+        .packs_total
+        .store(stored.len() as u64, Ordering::Relaxed);
+    let mut fresh = IndexFile::default();
+    let mut entries_in_file = 0usize;
+    let mut unreadable: HashSet<BlobId> = HashSet::new();
+    let mut packs: Vec<_> = stored.iter().map(|(id, (k, s))| (*id, *k, *s)).collect();
+    packs.sort_by_key(|p| p.0);
+    let mut written = Vec::new();
+    for (id, kind, size) in packs {
+        match read_pack_header(repo, &id, kind, size).await {
+            Ok(entries) => {
+                report.packs_indexed += 1;
+                report.blobs += entries.len();
+                entries_in_file += entries.len();
+                fresh.packs.push(IndexPack { id, kind, entries });
+            }
+            Err(_) => {
+                unreadable.insert(id);
+                report.unreadable_packs.push(kind.storage_name(&id));
+            }
+        }
+        progress.packs_done.fetch_add(1, Ordering::Relaxed);
+        if entries_in_file >= crate::gc::MAX_ENTRIES_PER_INDEX_FILE {
+            written.push(write_index(repo, std::mem::take(&mut fresh)).await?);
+            entries_in_file = 0;
+        }
+    }
+    // Keep what old index files say about packs whose header is damaged.
+    if !unreadable.is_empty() {
+        for name in &old_names {
+            if let Ok(file) = repo
+                .storage()
+                .get(name)
+                .await
+                .and_then(|b| IndexFile::decode(repo.keys(), &b, name))
+            {
+                for p in file.packs {
+                    if unreadable.remove(&p.id) {
+                        report.blobs += p.entries.len();
+                        fresh.packs.push(p);
+                    }
+                }
+            }
+        }
+    }
+    if !fresh.packs.is_empty() {
+        written.push(write_index(repo, fresh).await?);
+    }
+    for name in &old_names {
+        if !written.contains(name) {
+            repo.storage().delete(name).await?;
+            report.index_files_replaced += 1;
+        }
+    }
+    repo.load_index().await?;
+    Ok(report)
+}
+
+async fn write_index(repo: &Repository, file: IndexFile) -> Result<String> {
+    let keys = repo.keys().clone();
+    let bytes = run_cpu(move || file.encode(&keys)).await?;
+    let name = format!("{INDEX_DIR}{}", BlobId::of_stored(&bytes).to_hex());
+    repo.storage().put(&name, &bytes).await?;
+    Ok(name)
+}
+
+/// What `repair snapshots` did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RepairSnapshotsReport {
+    /// Snapshots checked.
+    pub snapshots: usize,
+    /// (original id, repaired id, dropped paths) of every snapshot rewritten.
+    pub repaired: Vec<RepairedSnapshot>,
+}
+
+/// One rewritten snapshot.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RepairedSnapshot {
+    /// The damaged snapshot (kept).
+    pub original: String,
+    /// The repaired copy.
+    pub repaired: String,
+    /// Files and directories left out because their data is missing or damaged.
+    pub dropped: Vec<String>,
+}
+
+/// For every snapshot that references missing or unreadable blobs, write a repaired
+/// copy that leaves out the damaged files and directories (listed in the report and
+/// tagged `repaired`), keeping the original. With `read_data`, every referenced blob is
+/// read and verified, not just looked up in the index.
+///
+/// # Errors
+/// Storage errors while writing.
+pub async fn repair_snapshots(
+    repo: &Repository,
+    read_data: bool,
+    dry_run: bool,
+) -> Result<RepairSnapshotsReport> {
+    let snapshots = repo.list_snapshots().await?;
+    let stored = list_packs(repo).await?;
+    let mut report = RepairSnapshotsReport {
+        snapshots: snapshots.len(),
+        repaired: Vec::new(),
+    };
+    let mut fixer = TreeFixer {
+        repo: repo.clone(),
+        stored,
+        read_data,
+        memo: HashMap::new(),
+        blob_ok: HashMap::new(),
+        saver: None,
+        uploader: None,
+        dry_run,
+    };
+    for snap in &snapshots {
+        let mut dropped = Vec::new();
+        let new_root = fixer
+            .fix_tree(snap.manifest.tree, String::new(), &mut dropped)
+            .await?;
+        let Some(new_root) = new_root.filter(|_| !dropped.is_empty()) else {
+            continue;
+        };
+        let mut manifest = snap.manifest.clone();
+        manifest.tree = new_root;
+        manifest.original = Some(manifest.original.unwrap_or(snap.id));
+        if !manifest.tags.iter().any(|t| t == "repaired") {
+            manifest.tags.push("repaired".into());
+        }
+        let bytes = manifest.encode(repo.keys());
+        let id = BlobId::of_stored(&bytes);
+        report.repaired.push(RepairedSnapshot {
+            original: snap.id.to_hex(),
+            repaired: id.to_hex(),
+            dropped: dropped
+                .into_iter()
+                .map(|p| if p.is_empty() { "/".into() } else { p })
+                .collect(),
+        });
+        if !dry_run {
+            fixer.flush().await?;
+            repo.storage()
+                .put(
+                    &format!("{}{}", crate::repo::SNAPSHOTS_DIR, id.to_hex()),
+                    &bytes,
+                )
+                .await?;
+        }
+    }
+    fixer.flush().await?;
+    Ok(report)
+}
+
+struct TreeFixer {
+    repo: Repository,
+    stored: HashMap<BlobId, (PackKind, u64)>,
+    read_data: bool,
+    /// tree id -> (new id or None if the tree itself is lost, dropped paths relative)
+    memo: HashMap<BlobId, (Option<BlobId>, Vec<String>)>,
+    blob_ok: HashMap<BlobId, bool>,
+    saver: Option<Arc<crate::saver::BlobSaver>>,
+    uploader: Option<crate::saver::UploaderHandle>,
+    dry_run: bool,
+}
+
+impl TreeFixer {
+    async fn blob_ok(&mut self, id: &BlobId, t: BlobType) -> bool {
+        if let Some(ok) = self.blob_ok.get(id) {
+            return *ok;
+        }
+        let ok = match self.repo.locate(id) {
+            None => false,
+            Some(loc) if !self.stored.contains_key(&loc.pack_id) => false,
+            Some(_) if self.read_data || t != BlobType::Data => {
+                self.repo.read_blob(id, t).await.is_ok()
+            }
+            Some(_) => true,
+        };
+        self.blob_ok.insert(*id, ok);
+        ok
+    }
+
+    async fn content_ok(&mut self, content: &Content) -> bool {
+        let t = if content.level == 0 {
+            BlobType::Data
+        } else {
+            BlobType::ChunkList
+        };
+        for id in &content.ids {
+            if !self.blob_ok(id, t).await {
+                return false;
+            }
+        }
+        if content.level == 0 {
+            return true;
+        }
+        let mut ids = crate::restore::DataIds::new(content);
+        loop {
+            match ids.next(&self.repo).await {
+                Ok(Some(id)) => {
+                    if !self.blob_ok(&id, BlobType::Data).await {
+                        return false;
+                    }
+                }
+                Ok(None) => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// The repaired id of tree `id` (unchanged if intact), or `None` if it is lost.
+    async fn fix_tree(
+        &mut self,
+        id: BlobId,
+        path: String,
+        dropped: &mut Vec<String>,
+    ) -> Result<Option<BlobId>> {
+        if let Some((new, rel)) = self.memo.get(&id) {
+            dropped.extend(rel.iter().map(|r| format!("{path}{r}")));
+            return Ok(*new);
+        }
+        let Ok(tree) = self.repo.load_tree(&id).await else {
+            self.memo.insert(id, (None, vec![String::new()]));
+            dropped.push(path);
+            return Ok(None);
+        };
+        let mut rel_dropped = Vec::new();
+        let mut new_tree = crate::tree::Tree::default();
+        for mut node in tree.nodes {
+            let name = format!("/{}", String::from_utf8_lossy(&node.name));
+            match &node.kind {
+                NodeKind::Dir(sub) => {
+                    let mut sub_dropped = Vec::new();
+                    match Box::pin(self.fix_tree(*sub, String::new(), &mut sub_dropped)).await? {
+                        Some(new_sub) => {
+                            rel_dropped
+                                .extend(sub_dropped.into_iter().map(|d| format!("{name}{d}")));
+                            node.kind = NodeKind::Dir(new_sub);
+                            new_tree.nodes.push(node);
+                        }
+                        None => rel_dropped.push(name),
+                    }
+                }
+                NodeKind::File(content) => {
+                    let content = content.clone();
+                    if self.content_ok(&content).await {
+                        new_tree.nodes.push(node);
+                    } else {
+                        rel_dropped.push(name);
+                    }
+                }
+                NodeKind::Symlink(_) => new_tree.nodes.push(node),
+            }
+        }
+        let new_id = if rel_dropped.is_empty() {
+            id
+        } else {
+            let body = new_tree.encode()?;
+            self.save_tree(body).await?
+        };
+        dropped.extend(rel_dropped.iter().map(|r| format!("{path}{r}")));
+        self.memo.insert(id, (Some(new_id), rel_dropped));
+        Ok(Some(new_id))
+    }
+
+    async fn save_tree(&mut self, body: Vec<u8>) -> Result<BlobId> {
+        if self.dry_run {
+            return Ok(self.repo.keys().content_id(&body));
+        }
+        if self.saver.is_none() {
+            let c = self.repo.config();
+            let (saver, uploader) = crate::saver::BlobSaver::start(
+                self.repo.storage().clone(),
+                self.repo.keys().clone(),
+                self.repo.index().clone(),
+                c.pack_size,
+                c.compression_level,
+                2,
+            );
+            self.saver = Some(saver);
+            self.uploader = Some(uploader);
+        }
+        let saver = self
+            .saver
+            .clone()
+            .ok_or_else(|| Error::Internal("no saver".into()))?;
+        tokio::task::spawn_blocking(move || saver.save(BlobType::Tree, &body))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+    }
+
+    /// Make every tree saved so far durable (packs and index) before a manifest uses it.
+    async fn flush(&mut self) -> Result<()> {
+        if let (Some(saver), Some(uploader)) = (self.saver.take(), self.uploader.take()) {
+            tokio::task::spawn_blocking(move || saver.close())
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??;
+            uploader.finish().await?;
+        }
+        Ok(())
+    }
+}

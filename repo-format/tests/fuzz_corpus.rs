@@ -1,0 +1,540 @@
+//! Replays the committed fuzz corpus (`fuzz/corpus/<target>/`) through the entry points
+//! of `dprepo_repo_format::fuzzing` as ordinary tests, so CI checks every parser of
+//! storage bytes against every seed and every input a fuzzer once found, on stable Rust
+//! and without cargo-fuzz. Each file is also run with a few hundred deterministic
+//! mutations (bit flips, truncations, insertions, interesting values), a short fuzzing
+//! session that needs no instrumentation.
+//!
+//! A missing or empty corpus directory is a failure, never a silent pass.
+//!
+//! `generate_seed_corpus` (ignored) rewrites the `seed-*` files from a real repository:
+//! `cargo test -p dprepo-repo-format --test fuzz_corpus -- --ignored generate_seed_corpus`.
+//! Files not named `seed-*` (inputs found by fuzzers) are kept.
+
+use dprepo_repo_format::backup::{
+    backup, BackupOptions, BackupProgress, BackupSource, ParentChoice,
+};
+use dprepo_repo_format::blob::{compress_payload, BlobType};
+use dprepo_repo_format::content::Content;
+use dprepo_repo_format::crypto::MasterKey;
+use dprepo_repo_format::envelope::{open_file, FileType, HEADER_LEN};
+use dprepo_repo_format::fuzzing::{
+    self, create_fuzz_repository, fuzz_keys, fuzz_stream_chunker, pseudo_random_bytes,
+    FUZZ_PASSWORD, MUTATION_LEN, TARGETS,
+};
+use dprepo_repo_format::key::{KdfParams, KeyFile};
+use dprepo_repo_format::manifest::{Lease, SessionMarker, Tombstone, TombstonePack};
+use dprepo_repo_format::pack::{decode_pack, PackKind, PACK_HEADER_AAD, TRAILER_LEN};
+use dprepo_repo_format::storage::{MemoryStorage, Storage};
+use dprepo_repo_format::tree::{NodeKind, Tree};
+use dprepo_repo_format::{BlobId, InitOptions};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Mutated runs per target, spread over its corpus files (at least a few per file).
+const MUTATIONS_PER_TARGET: usize = 3000;
+/// `fuzz_repository` opens and reads a whole repository per input: fewer runs.
+const MUTATIONS_REPOSITORY: usize = 300;
+/// Any single input slower than this is reported as a hang.
+const MAX_INPUT_TIME: Duration = Duration::from_secs(5);
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+}
+
+fn corpus_root() -> PathBuf {
+    fuzz_dir().join("corpus")
+}
+
+fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = corpus_root().join(target);
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
+        panic!(
+            "fuzz corpus {} is missing ({e}); it is committed with the repository \
+             (regenerate seeds with `cargo test -p dprepo-repo-format --test fuzz_corpus \
+             -- --ignored generate_seed_corpus`)",
+            dir.display()
+        )
+    });
+    let mut files: Vec<(String, Vec<u8>)> = entries
+        .map(|e| e.expect("reading the corpus directory").path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).expect("reading a corpus file"))
+        })
+        .collect();
+    files.sort();
+    assert!(
+        !files.is_empty(),
+        "fuzz corpus {} is empty: the replay would test nothing",
+        dir.display()
+    );
+    files
+}
+
+fn hex(data: &[u8]) -> String {
+    data.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Run one input; on a panic or a hang, fail naming the target, the input and its bytes.
+fn run(target: &str, f: fuzzing::FuzzTarget, label: &str, data: &[u8]) {
+    let start = Instant::now();
+    if std::panic::catch_unwind(|| f(data)).is_err() {
+        panic!(
+            "{target} panicked on {label} ({} bytes); input as hex: {}",
+            data.len(),
+            hex(data)
+        );
+    }
+    let took = start.elapsed();
+    assert!(
+        took < MAX_INPUT_TIME,
+        "{target} took {took:?} on {label}; input as hex: {}",
+        hex(data)
+    );
+}
+
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
+    }
+}
+
+/// One to four random edits of `data`.
+fn mutate(data: &[u8], rng: &mut XorShift) -> Vec<u8> {
+    let mut out = data.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        match rng.below(6) {
+            0 if !out.is_empty() => {
+                let i = rng.below(out.len());
+                out[i] ^= 1 << rng.below(8);
+            }
+            1 => out.truncate(rng.below(out.len() + 1)),
+            2 => {
+                let at = rng.below(out.len() + 1);
+                let n = 1 + rng.below(8);
+                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                out.splice(at..at, bytes);
+            }
+            3 if !out.is_empty() => {
+                let i = rng.below(out.len());
+                out[i] = [0, 1, 0x7f, 0x80, 0xff][rng.below(5)];
+            }
+            4 if out.len() >= 4 => {
+                // A little-endian length or count field set to an extreme value.
+                let i = rng.below(out.len() - 3);
+                let v = [0u32, 1, 0xffff, 0x7fff_ffff, u32::MAX][rng.below(5)];
+                out[i..i + 4].copy_from_slice(&v.to_le_bytes());
+            }
+            5 if !out.is_empty() => {
+                let start = rng.below(out.len());
+                let end = start + rng.below(out.len() - start + 1).min(64);
+                let copy = out[start..end].to_vec();
+                let at = rng.below(out.len() + 1);
+                out.splice(at..at, copy);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn seed_of(name: &str) -> u64 {
+    // FNV-1a: a stable seed per file, so a failure reproduces.
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    }) | 1
+}
+
+fn replay(target: &str) {
+    let f = TARGETS
+        .iter()
+        .find(|(n, _)| *n == target)
+        .unwrap_or_else(|| panic!("no fuzz entry point named {target}"))
+        .1;
+    let files = corpus(target);
+    let budget = if target == "fuzz_repository" {
+        MUTATIONS_REPOSITORY
+    } else {
+        MUTATIONS_PER_TARGET
+    };
+    let per_file = (budget / files.len()).max(4);
+    for (name, data) in &files {
+        run(target, f, name, data);
+        let mut rng = XorShift(seed_of(name));
+        for i in 0..per_file {
+            let mutated = mutate(data, &mut rng);
+            run(target, f, &format!("{name} mutation {i}"), &mutated);
+        }
+    }
+}
+
+macro_rules! replay_tests {
+    ($($target:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $target() {
+                replay(stringify!($target));
+            }
+        )*
+
+        #[test]
+        fn every_target_has_a_corpus_and_a_cargo_fuzz_target() {
+            let tested = [$(stringify!($target)),*];
+            for (name, _) in TARGETS {
+                assert!(tested.contains(name), "{name} has no replay test here");
+                let target = fuzz_dir().join(format!("fuzz_targets/{name}.rs"));
+                assert!(target.is_file(), "no cargo-fuzz target {}", target.display());
+            }
+            for entry in std::fs::read_dir(corpus_root()).expect("fuzz/corpus") {
+                let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+                assert!(
+                    TARGETS.iter().any(|(n, _)| *n == name),
+                    "fuzz/corpus/{name} belongs to no fuzz target"
+                );
+            }
+        }
+    };
+}
+
+replay_tests!(
+    fuzz_config,
+    fuzz_key_file,
+    fuzz_pack,
+    fuzz_index,
+    fuzz_tree,
+    fuzz_manifest,
+    fuzz_chunk_list,
+    fuzz_blob,
+    fuzz_repository,
+);
+
+/// Seed files of one target, keyed by file name.
+#[derive(Default)]
+struct Seeds(BTreeMap<String, BTreeMap<String, Vec<u8>>>);
+
+impl Seeds {
+    fn add(&mut self, target: &str, label: &str, data: Vec<u8>) {
+        let name = format!("seed-{label}-{}", &BlobId::of_stored(&data).to_hex()[..16]);
+        self.0
+            .entry(target.to_string())
+            .or_default()
+            .insert(name, data);
+    }
+
+    /// Replace every `seed-*` file of each target's directory.
+    fn write(&self) {
+        for (target, files) in &self.0 {
+            let dir = corpus_root().join(target);
+            std::fs::create_dir_all(&dir).unwrap();
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("seed-")
+                {
+                    std::fs::remove_file(path).unwrap();
+                }
+            }
+            for (name, data) in files {
+                std::fs::write(dir.join(name), data).unwrap();
+            }
+        }
+    }
+}
+
+/// The plaintext payload (`encoding || body`) of an enveloped file, and the body.
+fn envelope_payload(bytes: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let keys = fuzz_keys();
+    let payload = keys
+        .open(&bytes[..HEADER_LEN], &bytes[HEADER_LEN..], "seed")
+        .expect("seed file decrypts");
+    let file_type = match bytes[HEADER_LEN - 2] {
+        1 => FileType::Config,
+        2 => FileType::Index,
+        3 => FileType::Snapshot,
+        4 => FileType::Session,
+        6 => FileType::Tombstone,
+        _ => FileType::Lease,
+    };
+    let (_, body) = open_file(keys, bytes, file_type, 1, "seed").expect("seed file opens");
+    (payload, body)
+}
+
+/// Add an enveloped file three ways: as stored, its payload as stored, and its body as
+/// an uncompressed payload (what a fuzzer mutates best).
+fn add_envelope(seeds: &mut Seeds, target: &str, label: &str, bytes: Vec<u8>) {
+    let (payload, body) = envelope_payload(&bytes);
+    seeds.add(target, &format!("{label}-stored"), bytes);
+    if payload[0] != 0 {
+        seeds.add(target, &format!("{label}-payload"), payload);
+    }
+    let mut raw = vec![0u8];
+    raw.extend_from_slice(&body);
+    seeds.add(target, &format!("{label}-body"), raw);
+}
+
+fn blob_aad(blob_type: BlobType, id: &BlobId) -> Vec<u8> {
+    // SPEC.md, "Blob encoding": "dprepo blob" || type u8 || content id.
+    let mut aad = b"dprepo blob".to_vec();
+    aad.push(blob_type as u8);
+    aad.extend_from_slice(&id.0);
+    aad
+}
+
+fn blob_input(raw_len: u32, blob_type: BlobType, id: &BlobId, bytes: &[u8]) -> Vec<u8> {
+    let mut out = raw_len.to_le_bytes().to_vec();
+    out.push(blob_type as u8);
+    out.extend_from_slice(&id.0);
+    out.extend_from_slice(bytes);
+    out
+}
+
+fn write_source_tree(root: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    std::fs::write(root.join("a.txt"), b"hello, fuzzer\n").unwrap();
+    std::fs::write(root.join("empty"), b"").unwrap();
+    // Over 64 chunks at the small chunker: its content needs a chunk list.
+    std::fs::write(root.join("large.bin"), pseudo_random_bytes(7, 24 << 10)).unwrap();
+    std::fs::create_dir(root.join("sub")).unwrap();
+    std::fs::write(
+        root.join("sub").join("text"),
+        b"compressible text ".repeat(200),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join(std::ffi::OsStr::from_bytes(b"not-utf8-\xff")),
+        b"x",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("a.txt", root.join("link")).unwrap();
+}
+
+/// Regenerate the seed corpus from a real repository: two stream snapshots and one
+/// directory snapshot, written by the ordinary backup code under the fuzz master key.
+#[test]
+#[ignore = "rewrites fuzz/corpus/*/seed-*; run by hand after a format change"]
+fn generate_seed_corpus() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut seeds = rt.block_on(seeds_from_repository());
+    // Mutation scripts for the whole-repository target: none, then damage to each file
+    // of the fuzz repository (first byte, last byte, truncation, deletion, swap).
+    let base = fuzzing::fuzz_repository_base();
+    seeds.add("fuzz_repository", "pristine", Vec::new());
+    for (i, (name, _)) in base.files.iter().enumerate() {
+        let i = i as u8;
+        let dir = name.split('/').next().unwrap_or_default();
+        let label = format!("{dir}{i}");
+        let ops: [[u8; MUTATION_LEN]; 5] = [
+            [0, i, 0x00, 0x00, 0x01],
+            [0, i, 0x00, 0x80, 0x01],
+            [1, i, 0x10, 0x80, 0x00],
+            [2, i, 0x00, 0x00, 0x00],
+            [3, i, 0x00, 0x00, i.wrapping_add(1)],
+        ];
+        for (op, rec) in ["flip-first", "flip-last", "truncate", "delete", "swap"]
+            .iter()
+            .zip(ops)
+        {
+            seeds.add("fuzz_repository", &format!("{label}-{op}"), rec.to_vec());
+        }
+    }
+    seeds.write();
+}
+
+async fn seeds_from_repository() -> Seeds {
+    let keys = fuzz_keys();
+    let storage = MemoryStorage::new();
+    let options = InitOptions::default()
+        .with_kdf(fuzzing::FUZZ_KDF)
+        .with_chunker(fuzz_stream_chunker())
+        .with_stream_chunker(fuzz_stream_chunker())
+        .with_pack_size(1 << 20);
+    let repo = create_fuzz_repository(Arc::new(storage.clone()), &options)
+        .await
+        .unwrap();
+    let time = |s: i64| chrono::DateTime::from_timestamp(1_700_000_000 + s, 0);
+    for (i, (name, data)) in fuzzing::fuzz_streams().into_iter().enumerate() {
+        let mut o = BackupOptions::default()
+            .with_hostname("fuzz-host")
+            .with_tags(vec!["seed".into()])
+            .with_parent(ParentChoice::None);
+        o.time = time(i as i64);
+        let source = BackupSource::Stream {
+            name,
+            reader: Box::new(std::io::Cursor::new(data)),
+        };
+        backup(&repo, source, o, Arc::new(BackupProgress::default()))
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_source_tree(dir.path());
+    let mut o = BackupOptions::default().with_hostname("fuzz-host");
+    o.time = time(10);
+    o.expires = time(1_000_000);
+    backup(
+        &repo,
+        BackupSource::Paths(vec![dir.path().to_path_buf()]),
+        o,
+        Arc::new(BackupProgress::default()),
+    )
+    .await
+    .unwrap();
+
+    let mut seeds = Seeds::default();
+    let mut data_blobs = [0usize; 2];
+    for name in storage.names() {
+        let bytes = storage.get(&name).await.unwrap();
+        let dir = name.split('/').next().unwrap_or_default();
+        match dir {
+            "config" => add_envelope(&mut seeds, "fuzz_config", "config", bytes),
+            "keys" => seeds.add("fuzz_key_file", "key", bytes),
+            "index" => add_envelope(&mut seeds, "fuzz_index", "index", bytes),
+            "snapshots" => add_envelope(&mut seeds, "fuzz_manifest", "snapshot", bytes),
+            "data" | "meta" => {
+                let entries = decode_pack(keys, &bytes, &name).unwrap();
+                let header_len = {
+                    let t = &bytes[bytes.len() - TRAILER_LEN..];
+                    u32::from_le_bytes([t[0], t[1], t[2], t[3]]) as usize
+                };
+                let area = bytes.len() - TRAILER_LEN - header_len;
+                let header = keys
+                    .open(PACK_HEADER_AAD, &bytes[area..area + header_len], &name)
+                    .unwrap();
+                let mut plain_header = (area as u32).to_le_bytes().to_vec();
+                plain_header.extend_from_slice(&header);
+                seeds.add("fuzz_pack", &format!("{dir}-header"), plain_header);
+                seeds.add("fuzz_pack", &format!("{dir}-pack"), bytes.clone());
+                for e in entries {
+                    let stored = &bytes[e.offset as usize..][..e.stored_len as usize];
+                    let payload = keys
+                        .open(&blob_aad(e.blob_type, &e.id), stored, "blob")
+                        .unwrap();
+                    let plain = repo.read_blob(&e.id, e.blob_type).await.unwrap();
+                    match e.blob_type {
+                        BlobType::Tree => {
+                            let tree = Tree::decode(&plain, "seed tree").unwrap();
+                            // Inline contents of file nodes also seed the chunk-list parser.
+                            for node in &tree.nodes {
+                                if let NodeKind::File(c) = &node.kind {
+                                    if !c.ids.is_empty() && c.ids.len() <= 4 {
+                                        seeds.add("fuzz_chunk_list", "inline", c.encode_list());
+                                    }
+                                }
+                            }
+                            seeds.add("fuzz_tree", "tree", plain);
+                        }
+                        BlobType::ChunkList => {
+                            Content::decode_list(&plain, 0, "seed list").unwrap();
+                            seeds.add("fuzz_chunk_list", "list", plain);
+                        }
+                        BlobType::Data => {
+                            // A few raw and a few compressed chunks are enough.
+                            let kept = &mut data_blobs[usize::from(payload[0] != 0)];
+                            *kept += 1;
+                            if *kept > 3 {
+                                continue;
+                            }
+                        }
+                    }
+                    let raw_len = e.raw_len;
+                    seeds.add(
+                        "fuzz_blob",
+                        "stored",
+                        blob_input(raw_len, e.blob_type, &e.id, stored),
+                    );
+                    seeds.add(
+                        "fuzz_blob",
+                        "payload",
+                        blob_input(raw_len, e.blob_type, &e.id, &payload),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    // A zstd payload that expands far beyond its size: the decompressors' bound.
+    let zeros = compress_payload(&vec![0u8; 1 << 20], 19);
+    seeds.add(
+        "fuzz_blob",
+        "zstd-zeros",
+        blob_input(1 << 20, BlobType::Data, &keys.content_id(&[]), &zeros),
+    );
+    // The other files of the gc protocol, as a running writer and gc write them.
+    let now = time(20).unwrap();
+    let marker = SessionMarker {
+        hostname: "fuzz-host".into(),
+        pid: 4242,
+        started: now,
+        command: "backup".into(),
+        heartbeat: now,
+        ready: true,
+        seen_tombstones: vec!["gc/0123".into()],
+    };
+    add_envelope(&mut seeds, "fuzz_manifest", "session", marker.encode(keys));
+    let tombstone = Tombstone {
+        created: now,
+        packs: vec![
+            TombstonePack {
+                id: BlobId([1; 32]),
+                kind: PackKind::Data,
+            },
+            TombstonePack {
+                id: BlobId([2; 32]),
+                kind: PackKind::Meta,
+            },
+        ],
+    };
+    add_envelope(
+        &mut seeds,
+        "fuzz_manifest",
+        "tombstone",
+        tombstone.encode(keys),
+    );
+    let lease = Lease {
+        hostname: "fuzz-host".into(),
+        pid: 4242,
+        acquired: now,
+        expires: time(320).unwrap(),
+        token: "00112233445566778899aabbccddeeff".into(),
+    };
+    add_envelope(&mut seeds, "fuzz_manifest", "lease", lease.encode(keys));
+    // A second key with a larger (still cheap) cost and longer names.
+    let key = KeyFile::create(
+        &MasterKey::from_bytes(fuzzing::FUZZ_MASTER_KEY),
+        FUZZ_PASSWORD,
+        KdfParams {
+            memory_kib: 256,
+            iterations: 2,
+            parallelism: 2,
+        },
+        "a-longer-host-name.example.org",
+        "backup-operator",
+    )
+    .unwrap();
+    seeds.add("fuzz_key_file", "key", key);
+
+    seeds
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite. Starts what the tests need on 127.0.0.1 (moto, an S3-compatible
+# server, installed from PyPI if missing), runs cargo test, and stops what it started.
+# Extra arguments go to cargo test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+port=${DPREPO_TEST_S3_PORT:-5000}
+python3 -c 'import moto.server' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check 'moto[server]==5.2.*'
+
+reachable() { python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null; }
+if ! reachable; then
+    python3 -m moto.server -H 127.0.0.1 -p "$port" > "${TMPDIR:-/tmp}/dprepo-test-moto.log" 2>&1 &
+    moto_pid=$!
+    trap 'kill $moto_pid 2>/dev/null || true' EXIT
+    for _ in $(seq 1 100); do reachable && break; sleep 0.2; done
+    reachable || { echo "moto did not start on 127.0.0.1:$port; see ${TMPDIR:-/tmp}/dprepo-test-moto.log" >&2; exit 1; }
+fi
+export DPREPO_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+
+cargo test --workspace "$@"

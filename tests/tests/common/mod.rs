@@ -1,0 +1,585 @@
+//! Shared helpers of the end-to-end tests: locating the `dprepo` binary, running it in
+//! a throw-away environment, generating reproducible data, and comparing trees.
+//!
+//! Every test gets its own temporary directory holding the repository and the source
+//! trees, and runs the real binary with only the `DPREPO_*` variables it sets itself.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Password of the repositories the tests create.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Path of the `dprepo` binary built by `cargo build -p dprepo-tools`.
+///
+/// `CARGO_BIN_EXE_dprepo` only exists for tests of the package owning the binary, so look
+/// next to this test executable (`target/<profile>/deps/..`), then in `$CARGO_TARGET_DIR`
+/// and `<workspace>/target`.
+pub fn dprepo_bin() -> PathBuf {
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(profile_dir) = exe.parent().and_then(Path::parent) {
+            candidates.push(profile_dir.join("dprepo"));
+        }
+    }
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        candidates.push(PathBuf::from(dir).join("debug").join("dprepo"));
+    }
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/dprepo"));
+    match candidates.iter().find(|c| c.is_file()) {
+        Some(found) => found.clone(),
+        None => panic!(
+            "the dprepo binary was not found (looked at {candidates:?}); run `cargo build -p dprepo-tools` first"
+        ),
+    }
+}
+
+/// A temporary directory with a repository location inside it (`<dir>/repo`).
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub repo: PathBuf,
+    pub password: String,
+}
+
+impl TestEnv {
+    /// A fresh directory; the repository is not created.
+    pub fn new() -> TestEnv {
+        let dir = tempfile::Builder::new()
+            .prefix("dprepo-test-")
+            .tempdir()
+            .expect("create temp dir");
+        let repo = dir.path().join("repo");
+        TestEnv {
+            dir,
+            repo,
+            password: PASSWORD.to_string(),
+        }
+    }
+
+    /// A fresh directory with an initialised repository (default settings).
+    pub fn init() -> TestEnv {
+        let env = TestEnv::new();
+        env.ok(&["init"]);
+        env
+    }
+
+    /// `<dir>/<rel>`.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// A `dprepo` command with no inherited `DPREPO_*` variables, the repository and
+    /// password of this environment, stdin from /dev/null, working directory `dir`.
+    pub fn cmd<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = bare_cmd(args);
+        cmd.env("DPREPO_REPOSITORY", &self.repo)
+            .env("DPREPO_PASSWORD", &self.password)
+            // Keep any local cache the tool may write away from the user's own.
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
+            .current_dir(self.dir.path());
+        cmd
+    }
+
+    /// Run `dprepo args` to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        output_of(self.cmd(args))
+    }
+
+    /// Run `dprepo args`, assert it succeeded without a panic, return its output.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert_success(&out, args);
+        out
+    }
+
+    /// Run `dprepo --json args`, assert success, parse stdout as one JSON document.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        parse_json(&self.ok(&all), args)
+    }
+
+    /// Run `dprepo args`, assert it failed cleanly (see [`assert_clean_failure`]) and
+    /// return the error line.
+    pub fn fail(&self, args: &[&str]) -> String {
+        assert_clean_failure(&self.run(args), args)
+    }
+
+    /// `backup --json PATH...`, returning the snapshot document.
+    pub fn backup(&self, paths: &[&Path], extra: &[&str]) -> serde_json::Value {
+        let mut args: Vec<&str> = vec!["backup"];
+        args.extend(paths.iter().map(|p| s(p)));
+        args.extend_from_slice(extra);
+        self.json(&args)
+    }
+
+    /// `backup --stdin --stdin-name NAME` with `data` on stdin; returns the snapshot id.
+    pub fn backup_stream(&self, name: &str, data: &[u8]) -> String {
+        let mut child = self
+            .cmd(["--json", "backup", "--stdin", "--stdin-name", name])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn dprepo");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let data = data.to_vec();
+        let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &data));
+        let out = child.wait_with_output().expect("wait for dprepo");
+        writer
+            .join()
+            .expect("writer thread")
+            .expect("write stream to dprepo");
+        let doc = parse_json(&out, &["backup", "--stdin", "--stdin-name", name]);
+        doc["id"].as_str().expect("snapshot id").to_string()
+    }
+
+    /// Every snapshot (`snapshots --json`), oldest first.
+    pub fn snapshots(&self) -> Vec<serde_json::Value> {
+        self.json(&["snapshots"])
+            .as_array()
+            .expect("snapshots --json is an array")
+            .clone()
+    }
+
+    /// `dump SNAPSHOT PATH` as bytes.
+    pub fn dump(&self, snapshot: &str, path: &str) -> Vec<u8> {
+        self.ok(&["dump", snapshot, path]).stdout
+    }
+
+    /// Total size of the files under the repository directory.
+    pub fn repo_size(&self) -> u64 {
+        dir_size(&self.repo)
+    }
+
+    /// Every file under `<repo>/<sub>`, sorted.
+    pub fn repo_files(&self, sub: &str) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        collect_files(&self.repo.join(sub), &mut out);
+        out.sort();
+        out
+    }
+}
+
+impl Drop for TestEnv {
+    /// Restored read-only directories would stop the temp dir from being removed.
+    fn drop(&mut self) {
+        make_writable(self.dir.path());
+    }
+}
+
+fn make_writable(dir: &Path) {
+    let Ok(meta) = fs::symlink_metadata(dir) else {
+        return;
+    };
+    if meta.is_dir() {
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o755));
+        if let Ok(rd) = fs::read_dir(dir) {
+            for e in rd.flatten() {
+                make_writable(&e.path());
+            }
+        }
+    }
+}
+
+/// A `dprepo` command with no `DPREPO_*` variables at all and stdin from /dev/null.
+pub fn bare_cmd<I, S>(args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(dprepo_bin());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("DPREPO_") {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.args(args).stdin(Stdio::null());
+    cmd
+}
+
+/// Run `cmd` to completion, capturing stdout and stderr.
+pub fn output_of(mut cmd: Command) -> Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Text of stderr.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Assert `out` is a success and nothing panicked.
+pub fn assert_success(out: &Output, args: &[&str]) {
+    let err = stderr(out);
+    assert!(
+        !err.contains("panicked"),
+        "dprepo {args:?} panicked:\n{err}"
+    );
+    assert!(
+        out.status.success(),
+        "dprepo {args:?} failed with {}:\n{err}",
+        out.status
+    );
+}
+
+/// Parse the stdout of `--json` output as exactly one JSON document.
+pub fn parse_json(out: &Output, args: &[&str]) -> serde_json::Value {
+    assert_success(out, args);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "dprepo --json {args:?} printed invalid JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Assert `out` is a clean failure: a non-zero exit (not a signal), no panic, and stderr
+/// is exactly one line starting with `dprepo: error:`. Returns that line.
+pub fn assert_clean_failure(out: &Output, args: &[&str]) -> String {
+    let err = stderr(out);
+    assert!(
+        !err.contains("panicked"),
+        "dprepo {args:?} panicked:\n{err}"
+    );
+    match out.status.code() {
+        Some(0) => panic!("dprepo {args:?} succeeded but was expected to fail; stderr:\n{err}"),
+        Some(_) => {}
+        None => panic!(
+            "dprepo {args:?} was killed by a signal ({}); stderr:\n{err}",
+            out.status
+        ),
+    }
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "dprepo {args:?}: expected one error line on stderr, got:\n{err}"
+    );
+    assert!(
+        lines[0].starts_with("dprepo: error:"),
+        "dprepo {args:?}: error line has the wrong form: {err}"
+    );
+    lines[0].to_string()
+}
+
+/// `p` as `&str` (test paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}
+
+/// Where a backed-up absolute path `src` lands below a restore target (`TARGET/<src>`).
+pub fn restored_path(target: &Path, src: &Path) -> PathBuf {
+    target.join(src.strip_prefix("/").expect("absolute path"))
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd {
+        let e = e.expect("read dir entry");
+        let ft = e.file_type().expect("file type");
+        if ft.is_dir() {
+            collect_files(&e.path(), out);
+        } else if ft.is_file() {
+            out.push(e.path());
+        }
+    }
+}
+
+/// Total size of the regular files under `dir`.
+pub fn dir_size(dir: &Path) -> u64 {
+    let mut files = Vec::new();
+    collect_files(dir, &mut files);
+    files
+        .iter()
+        .map(|f| fs::metadata(f).expect("stat").len())
+        .sum()
+}
+
+/// Reproducible pseudo-random bytes (xorshift64*), incompressible for zstd.
+#[derive(Debug, Clone)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> XorShift {
+        XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        let mut chunks = buf.chunks_exact_mut(8);
+        for c in &mut chunks {
+            c.copy_from_slice(&self.next_u64().to_le_bytes());
+        }
+        let rest = chunks.into_remainder();
+        let last = self.next_u64().to_le_bytes();
+        let n = rest.len();
+        rest.copy_from_slice(&last[..n]);
+    }
+}
+
+/// `len` pseudo-random bytes from `seed`.
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    XorShift::new(seed).fill(&mut v);
+    v
+}
+
+/// `len` bytes of highly compressible text (numbered log-like lines).
+pub fn text_bytes(len: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(len + 64);
+    let mut i = 0u64;
+    while v.len() < len {
+        v.extend_from_slice(
+            format!("{i:08} INFO request served path=/api/v1/items status=200\n").as_bytes(),
+        );
+        i += 1;
+    }
+    v.truncate(len);
+    v
+}
+
+/// Polls `/proc/<pid>/status` for `VmHWM` (peak resident set) while a child runs.
+pub struct PeakRss {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<u64>,
+}
+
+impl PeakRss {
+    pub fn watch(child: &Child) -> PeakRss {
+        let pid = child.id();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut peak_kib = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                // Once the process exits its memory fields disappear; keep the last peak.
+                if let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) {
+                    if let Some(kib) = status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmHWM:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                    {
+                        peak_kib = peak_kib.max(kib);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak_kib * 1024
+        });
+        PeakRss { stop, handle }
+    }
+
+    /// Stop polling; the highest peak seen, in bytes.
+    pub fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("rss watcher")
+    }
+}
+
+/// What to compare in [`compare_trees`].
+#[derive(Debug, Clone, Copy)]
+pub struct Compare {
+    /// Modes (& 0o7777) of files and directories.
+    pub modes: bool,
+    /// Modification times of files, directories and symlinks, to the nanosecond.
+    pub mtimes: bool,
+    /// Owner uid and gid.
+    pub owners: bool,
+    /// Also compare the metadata of the two roots themselves.
+    pub root_metadata: bool,
+}
+
+impl Compare {
+    /// Everything a restore must reproduce.
+    pub const ALL: Compare = Compare {
+        modes: true,
+        mtimes: true,
+        owners: true,
+        root_metadata: true,
+    };
+    /// Only names, file types, file bytes and link targets.
+    pub const CONTENT: Compare = Compare {
+        modes: false,
+        mtimes: false,
+        owners: false,
+        root_metadata: false,
+    };
+}
+
+/// Compare the trees at `expected` and `actual` and panic listing every difference.
+pub fn assert_same_tree(expected: &Path, actual: &Path, what: Compare) {
+    let mut diffs = Vec::new();
+    compare_entry(expected, actual, what, true, &mut diffs);
+    assert!(
+        diffs.is_empty(),
+        "restored tree {} differs from {}:\n  {}",
+        actual.display(),
+        expected.display(),
+        diffs.join("\n  ")
+    );
+}
+
+fn compare_entry(
+    expected: &Path,
+    actual: &Path,
+    what: Compare,
+    is_root: bool,
+    diffs: &mut Vec<String>,
+) {
+    let e = fs::symlink_metadata(expected).expect("stat expected entry");
+    let a = match fs::symlink_metadata(actual) {
+        Ok(m) => m,
+        Err(err) => {
+            diffs.push(format!("{}: missing ({err})", actual.display()));
+            return;
+        }
+    };
+    let name = actual.display();
+    let (et, at) = (e.file_type(), a.file_type());
+    let kind = |t: fs::FileType| {
+        if t.is_symlink() {
+            "symlink"
+        } else if t.is_dir() {
+            "dir"
+        } else if t.is_file() {
+            "file"
+        } else {
+            "special"
+        }
+    };
+    if kind(et) != kind(at) {
+        diffs.push(format!(
+            "{name}: is a {} instead of a {}",
+            kind(at),
+            kind(et)
+        ));
+        return;
+    }
+    let check_meta = !is_root || what.root_metadata;
+    if check_meta {
+        if what.modes
+            && !et.is_symlink()
+            && e.permissions().mode() & 0o7777 != a.permissions().mode() & 0o7777
+        {
+            diffs.push(format!(
+                "{name}: mode {:o} instead of {:o}",
+                a.permissions().mode() & 0o7777,
+                e.permissions().mode() & 0o7777
+            ));
+        }
+        if what.mtimes && (e.mtime(), e.mtime_nsec()) != (a.mtime(), a.mtime_nsec()) {
+            diffs.push(format!(
+                "{name}: mtime {}.{:09} instead of {}.{:09}",
+                a.mtime(),
+                a.mtime_nsec(),
+                e.mtime(),
+                e.mtime_nsec()
+            ));
+        }
+        if what.owners && (e.uid(), e.gid()) != (a.uid(), a.gid()) {
+            diffs.push(format!(
+                "{name}: owner {}:{} instead of {}:{}",
+                a.uid(),
+                a.gid(),
+                e.uid(),
+                e.gid()
+            ));
+        }
+    }
+    if et.is_symlink() {
+        let (lt, la) = (
+            fs::read_link(expected).expect("readlink"),
+            fs::read_link(actual).expect("readlink"),
+        );
+        if lt != la {
+            diffs.push(format!("{name}: link target {la:?} instead of {lt:?}"));
+        }
+    } else if et.is_file() {
+        if e.len() != a.len() {
+            diffs.push(format!("{name}: {} bytes instead of {}", a.len(), e.len()));
+        } else if fs::read(expected).expect("read expected")
+            != fs::read(actual).expect("read actual")
+        {
+            diffs.push(format!("{name}: content differs"));
+        }
+    } else if et.is_dir() {
+        let names = |p: &Path| {
+            let mut v: Vec<_> = fs::read_dir(p)
+                .expect("read dir")
+                .map(|d| d.expect("dir entry").file_name())
+                .collect();
+            v.sort();
+            v
+        };
+        let (ne, na) = (names(expected), names(actual));
+        for extra in na.iter().filter(|n| !ne.contains(n)) {
+            diffs.push(format!(
+                "{}: unexpected entry",
+                actual.join(extra).display()
+            ));
+        }
+        for n in &ne {
+            compare_entry(&expected.join(n), &actual.join(n), what, false, diffs);
+        }
+    }
+}
+
+/// Set the mtime (and atime) of `path` without following a symlink.
+pub fn set_mtime(path: &Path, sec: i64, nsec: u32) {
+    let t = filetime::FileTime::from_unix_time(sec, nsec);
+    filetime::set_symlink_file_times(path, t, t)
+        .unwrap_or_else(|e| panic!("set times of {}: {e}", path.display()));
+}
+
+/// Set the permission bits of `path`.
+pub fn set_mode(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
+/// Whether the tests run as root (ownership can then be set to arbitrary ids).
+pub fn running_as_root() -> bool {
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// Flip the bits of the byte at `offset` of `path`.
+pub fn flip_byte(path: &Path, offset: usize) {
+    let mut bytes = fs::read(path).expect("read file to damage");
+    assert!(
+        offset < bytes.len(),
+        "offset {offset} beyond {} ({} bytes)",
+        path.display(),
+        bytes.len()
+    );
+    bytes[offset] ^= 0xff;
+    write_over(path, &bytes);
+}
+
+/// Replace the content of `path`, even if it is read-only.
+pub fn write_over(path: &Path, bytes: &[u8]) {
+    set_mode(path, 0o644);
+    fs::write(path, bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}

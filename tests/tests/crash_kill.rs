@@ -1,0 +1,525 @@
+//! Crash safety of the real binary: `dprepo backup` and `dprepo gc` are killed with
+//! SIGKILL at seeded pseudo-random moments, alone or while running together.
+//!
+//! Every backup is of a distinct, deterministic version of one source tree and carries
+//! the tag `v<version>`, so the tree each snapshot must restore to is known from its
+//! tags. After every kill, with no dprepo process alive:
+//! - `snapshots --json` works, and every listed snapshot restores byte-exact to its
+//!   version;
+//! - a new backup and a gc succeed.
+//!
+//! A killed process leaves state behind that would block later runs for 30 minutes:
+//! the gc lease `locks/gc` (the next gc fails with "busy" until it expires) and the
+//! writer's session marker in `sessions/` (every gc tombstone stays blocked, so gc frees
+//! nothing). The test removes both when no dprepo process is alive, as an operator
+//! would, and counts how often the lease made the next gc fail.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const TRIALS: u64 = 25;
+/// Files of the source tree (some absent in a given version).
+const FILES: u64 = 24;
+/// Kill delays are drawn from 0..=MAX_KILL_DELAY_MS.
+const MAX_KILL_DELAY_MS: u64 = 300;
+/// Snapshots kept between trials, so checking all of them stays cheap.
+const KEEP_LAST: &str = "3";
+
+// Helpers are local (not `common`) so this file stands alone.
+
+const PASSWORD: &str = "crash kill password";
+
+/// Path of the `dprepo` binary built by `cargo build -p dprepo-tools`: next to this test
+/// executable (`target/<profile>/deps/..`), in `$CARGO_TARGET_DIR`, or `<workspace>/target`.
+fn dprepo_bin() -> PathBuf {
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(profile_dir) = exe.parent().and_then(Path::parent) {
+            candidates.push(profile_dir.join("dprepo"));
+        }
+    }
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        candidates.push(PathBuf::from(dir).join("debug").join("dprepo"));
+    }
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/dprepo"));
+    match candidates.iter().find(|c| c.is_file()) {
+        Some(found) => found.clone(),
+        None => panic!(
+            "the dprepo binary was not found (looked at {candidates:?}); run `cargo build -p dprepo-tools` first"
+        ),
+    }
+}
+
+/// A temporary directory holding the repository (`<dir>/repo`) and the source tree.
+struct TestEnv {
+    dir: tempfile::TempDir,
+    repo: PathBuf,
+}
+
+impl TestEnv {
+    fn init() -> TestEnv {
+        let dir = tempfile::Builder::new()
+            .prefix("dprepo-crash-kill-")
+            .tempdir()
+            .expect("create temp dir");
+        let repo = dir.path().join("repo");
+        let env = TestEnv { dir, repo };
+        env.ok(&["init"]);
+        env
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// `dprepo args` with only this environment's `DPREPO_*` variables.
+    fn cmd<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(dprepo_bin());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("DPREPO_") {
+                cmd.env_remove(&key);
+            }
+        }
+        cmd.args(args)
+            .env("DPREPO_REPOSITORY", &self.repo)
+            .env("DPREPO_PASSWORD", PASSWORD)
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run dprepo {args:?}: {e}"))
+    }
+
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "dprepo {args:?} failed with {}:\n{}",
+            out.status,
+            stderr(&out)
+        );
+        out
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.cmd(args)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start dprepo {args:?}: {e}"))
+    }
+
+    /// Names of the files in `<repo>/<sub>` (temporary files excluded).
+    fn repo_files(&self, sub: &str) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.repo.join(sub))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with(".tmp-"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}
+
+/// Where a backed-up absolute path `src` lands below a restore target.
+fn restored_path(target: &Path, src: &Path) -> PathBuf {
+    target.join(src.strip_prefix("/").expect("absolute path"))
+}
+
+/// Reproducible pseudo-random numbers (xorshift64*).
+struct XorShift(u64);
+
+impl XorShift {
+    fn new(seed: u64) -> XorShift {
+        XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// `len` incompressible pseudo-random bytes from `seed`.
+fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = XorShift::new(seed);
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        v.extend_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Length and 64-bit FNV-1a hash of a file.
+fn hash_file(path: &Path) -> (u64, u64) {
+    let mut file = fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut len, mut h) = (0u64, 0xcbf2_9ce4_8422_2325u64);
+    loop {
+        let got = file.read(&mut buf).expect("read file");
+        if got == 0 {
+            return (len, h);
+        }
+        for &b in &buf[..got] {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3);
+        }
+        len += got as u64;
+    }
+}
+
+/// Relative path -> "dir" or "file <len> <fnv64>".
+type TreeManifest = BTreeMap<String, String>;
+
+/// Names, kinds, sizes and content hashes of everything below `root`.
+fn tree_manifest(root: &Path) -> TreeManifest {
+    fn walk(root: &Path, dir: &Path, out: &mut TreeManifest) {
+        let mut entries: Vec<_> = fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("read dir {}: {e}", dir.display()))
+            .map(|e| e.expect("dir entry"))
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let path = e.path();
+            let rel = path
+                .strip_prefix(root)
+                .expect("below root")
+                .to_string_lossy()
+                .into_owned();
+            let ft = e.file_type().expect("file type");
+            if ft.is_dir() {
+                out.insert(rel, "dir".into());
+                walk(root, &path, out);
+            } else if ft.is_file() {
+                let (len, hash) = hash_file(&path);
+                out.insert(rel, format!("file {len} {hash:016x}"));
+            } else {
+                out.insert(rel, "other".into());
+            }
+        }
+    }
+    let mut out = TreeManifest::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Lines describing how `actual` differs from `expected`.
+fn manifest_diff(expected: &TreeManifest, actual: &TreeManifest) -> Vec<String> {
+    let mut diffs = Vec::new();
+    for (path, want) in expected {
+        match actual.get(path) {
+            None => diffs.push(format!("{path}: missing (want {want})")),
+            Some(got) if got != want => diffs.push(format!("{path}: {got} instead of {want}")),
+            Some(_) => {}
+        }
+    }
+    for path in actual.keys().filter(|p| !expected.contains_key(*p)) {
+        diffs.push(format!("{path}: unexpected entry"));
+    }
+    diffs
+}
+
+/// One file of a tree version: random bytes from `base`, with 4 KiB replaced at an
+/// offset drawn from `patch` (0: unpatched), so edits keep most chunks deduplicable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileSpec {
+    base: u64,
+    len: usize,
+    patch: u64,
+}
+
+impl FileSpec {
+    fn bytes(&self) -> Vec<u8> {
+        let mut data = random_bytes(self.base, self.len);
+        if self.patch != 0 && !data.is_empty() {
+            let at = (self.patch % data.len() as u64) as usize;
+            let end = (at + 4096).min(data.len());
+            let patch = random_bytes(self.patch, end - at);
+            data[at..end].copy_from_slice(&patch);
+        }
+        data
+    }
+}
+
+fn file_name(k: u64) -> String {
+    format!("{}/f{k:02}.bin", ["a", "b", "b/c"][(k % 3) as usize])
+}
+
+/// The files of `version`: version 0 is drawn fresh, each later version edits, adds
+/// and deletes some files of the one before (a few MiB in all, some files > 1 MiB).
+fn version_files(version: u64) -> BTreeMap<String, FileSpec> {
+    let mut files = BTreeMap::new();
+    for v in 0..=version {
+        let mut rng = XorShift::new(0xC0FF_EE00 + v);
+        for k in 0..FILES {
+            let name = file_name(k);
+            let roll = rng.below(100);
+            let fresh = |rng: &mut XorShift| FileSpec {
+                base: rng.next_u64() | 1,
+                len: if rng.below(4) == 0 {
+                    (1 << 20) + rng.below(1 << 20) as usize
+                } else {
+                    1 + rng.below(400 << 10) as usize
+                },
+                patch: 0,
+            };
+            match files.get_mut(&name) {
+                None if v == 0 && roll < 80 || v > 0 && roll < 15 => {
+                    files.insert(name, fresh(&mut rng));
+                }
+                Some(_) if v > 0 && roll < 8 => {
+                    files.remove(&name);
+                }
+                Some(spec) if v > 0 && roll < 40 => spec.patch = rng.next_u64() | 1,
+                Some(spec) if v > 0 && roll < 45 => *spec = fresh(&mut rng),
+                _ => {}
+            }
+        }
+    }
+    files
+}
+
+/// Bring the tree at `src` from `current` to `version`, touching only changed files.
+fn write_version(
+    src: &Path,
+    current: &mut BTreeMap<String, FileSpec>,
+    version: u64,
+) -> TreeManifest {
+    let wanted = version_files(version);
+    for name in current.keys().filter(|n| !wanted.contains_key(*n)) {
+        fs::remove_file(src.join(name)).expect("delete file");
+    }
+    for (name, spec) in &wanted {
+        if current.get(name) != Some(spec) {
+            let path = src.join(name);
+            fs::create_dir_all(path.parent().expect("parent")).expect("create dir");
+            fs::write(&path, spec.bytes()).expect("write file");
+        }
+    }
+    *current = wanted;
+    tree_manifest(src)
+}
+
+/// What a child did: finished by itself (with its output) or was killed.
+enum Fate {
+    Finished(Output),
+    Killed,
+}
+
+/// Kill `child` unless it already exited; reap it either way.
+fn kill_and_reap(mut child: Child) -> Fate {
+    let exited = child.try_wait().expect("poll child").is_some();
+    if !exited {
+        // SIGKILL; the child may exit on its own meanwhile, which is fine.
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("reap child");
+    if exited || out.status.code().is_some() {
+        Fate::Finished(out)
+    } else {
+        Fate::Killed
+    }
+}
+
+fn describe(what: &str, out: &Output) -> String {
+    format!("{what}: exit {} stderr: {}", out.status, stderr(out).trim())
+}
+
+#[test]
+fn killed_backups_and_gcs_leave_a_consistent_repository() {
+    let started = Instant::now();
+    let env = TestEnv::init();
+    let src = env.path("src");
+    fs::create_dir(&src).expect("create source dir");
+    let mut current = BTreeMap::new();
+    let mut expected: HashMap<String, TreeManifest> = HashMap::new();
+    let mut failures: Vec<String> = Vec::new();
+    let (mut backups_killed, mut gcs_killed, mut leases_left, mut lease_busy) = (0, 0, 0, 0);
+    let mut sessions_left = 0;
+    let mut restores = 0;
+
+    // Version 0 as a first snapshot, so gc has something to keep from the start.
+    expected.insert("v0".into(), write_version(&src, &mut current, 0));
+    env.ok(&["backup", s(&src), "--tag", "v0"]);
+
+    for trial in 0..TRIALS {
+        let mut rng = XorShift::new(0xDEAD_0000 + trial);
+        let version = trial + 1;
+        let tag = format!("v{version}");
+        expected.insert(tag.clone(), write_version(&src, &mut current, version));
+        // Old snapshots go, so gc has packs to delete and rewrite.
+        env.ok(&["forget", "--keep-last", KEEP_LAST]);
+
+        // 0: backup alone, 1: gc alone, 2: both at once.
+        let mode = rng.below(3);
+        let force = rng.below(3) == 0;
+        let delay = Duration::from_millis(rng.below(MAX_KILL_DELAY_MS + 1));
+        let kill_backup = mode == 0 || mode == 2 && rng.below(3) != 0;
+        let kill_gc = mode == 1 || mode == 2 && !kill_backup || mode == 2 && rng.below(2) == 0;
+        let mut backup_args = vec!["--json", "backup", s(&src), "--tag", &tag];
+        if force {
+            backup_args.push("--force");
+        }
+        let gc_args = ["--json", "gc", "--max-unused", "0"];
+        let gc_first = rng.below(2) == 0;
+        let mut gc = (mode >= 1 && gc_first).then(|| env.spawn(&gc_args));
+        let backup = (mode != 1).then(|| env.spawn(&backup_args));
+        if mode >= 1 && gc.is_none() {
+            gc = Some(env.spawn(&gc_args));
+        }
+        std::thread::sleep(delay);
+        let what = format!(
+            "trial {trial} (mode {mode}, delay {delay:?}, kill backup {kill_backup}, kill gc {kill_gc})"
+        );
+        let backup_fate = backup.map(|c| {
+            if kill_backup {
+                kill_and_reap(c)
+            } else {
+                Fate::Finished(c.wait_with_output().expect("reap backup"))
+            }
+        });
+        let gc_fate = gc.map(|c| {
+            if kill_gc {
+                kill_and_reap(c)
+            } else {
+                Fate::Finished(c.wait_with_output().expect("reap gc"))
+            }
+        });
+        // What ran to its end must have succeeded.
+        match &backup_fate {
+            Some(Fate::Finished(out)) if !out.status.success() => {
+                failures.push(describe(&format!("{what}: backup"), out))
+            }
+            Some(Fate::Killed) => backups_killed += 1,
+            _ => {}
+        }
+        match &gc_fate {
+            Some(Fate::Finished(out)) if !out.status.success() => {
+                failures.push(describe(&format!("{what}: gc"), out))
+            }
+            Some(Fate::Killed) => gcs_killed += 1,
+            _ => {}
+        }
+
+        // No dprepo process of this test is alive now. The repository must be usable.
+        let out = env.run(&["--json", "snapshots"]);
+        if !out.status.success() {
+            failures.push(describe(&format!("{what}: snapshots after the kill"), &out));
+            break;
+        }
+        let snapshots: Vec<serde_json::Value> =
+            serde_json::from_slice(&out.stdout).expect("snapshots --json is valid JSON");
+        for snap in &snapshots {
+            let id = snap["id"].as_str().expect("snapshot id");
+            let tags: Vec<&str> = snap["tags"]
+                .as_array()
+                .map(|t| t.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            let Some(tree) = tags.iter().find_map(|t| expected.get(*t)) else {
+                failures.push(format!("{what}: snapshot {id} has unknown tags {tags:?}"));
+                continue;
+            };
+            let target = env.path("restore");
+            let out = env.run(&["restore", id, "--target", s(&target)]);
+            restores += 1;
+            if !out.status.success() {
+                failures.push(describe(
+                    &format!("{what}: restore of snapshot {id} {tags:?}"),
+                    &out,
+                ));
+            } else {
+                let diffs = manifest_diff(tree, &tree_manifest(&restored_path(&target, &src)));
+                if !diffs.is_empty() {
+                    failures.push(format!(
+                        "{what}: snapshot {id} {tags:?} restores differently:\n    {}",
+                        diffs.join("\n    ")
+                    ));
+                }
+            }
+            let _ = fs::remove_dir_all(&target);
+        }
+
+        // A killed gc leaves its lease; the next gc would fail with "busy" for 30
+        // minutes. Observe that once, then remove the lease: no gc process is alive.
+        if env.repo.join("locks/gc").exists() {
+            leases_left += 1;
+            let out = env.run(&["gc", "--max-unused", "0"]);
+            if !out.status.success() && stderr(&out).contains("busy") {
+                lease_busy += 1;
+            }
+            let _ = fs::remove_file(env.repo.join("locks/gc"));
+        }
+        // A killed backup leaves its session marker, which blocks every tombstone for
+        // 30 minutes; no backup process is alive, so it is stale.
+        let sessions = env.repo_files("sessions");
+        sessions_left += sessions.len();
+        for name in sessions {
+            let _ = fs::remove_file(env.repo.join("sessions").join(name));
+        }
+
+        // A new backup (of the same version) and a gc succeed.
+        let out = env.run(&["backup", s(&src), "--tag", &tag]);
+        if !out.status.success() {
+            failures.push(describe(&format!("{what}: backup after the kill"), &out));
+        }
+        let out = env.run(&["gc", "--max-unused", "0"]);
+        if !out.status.success() {
+            failures.push(describe(&format!("{what}: gc after the kill"), &out));
+        }
+    }
+
+    // Finally, with nothing killed since: the last gc processed every tombstone, and
+    // the newest snapshot is the last version.
+    if !env.repo_files("gc").is_empty() {
+        failures.push(format!(
+            "tombstones left after the final gc: {:?}",
+            env.repo_files("gc")
+        ));
+    }
+    eprintln!(
+        "crash_kill: {TRIALS} trials, {backups_killed} backups and {gcs_killed} gcs killed, \
+         {restores} restores checked; a killed gc left its lease {leases_left} times and the next \
+         gc then failed with busy {lease_busy} times; {sessions_left} session markers left by \
+         killed backups; {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n  {}",
+        failures.len(),
+        failures.join("\n  ")
+    );
+}

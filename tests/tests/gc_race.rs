@@ -1,0 +1,595 @@
+//! Garbage collection racing concurrent backups from other processes.
+//!
+//! Three writer processes loop: mutate their own source tree (seeded, so every run
+//! does the same work), back it up under their own host name. Meanwhile a gc loop
+//! forgets all but the two newest snapshots of each host and runs `gc --max-unused 0`
+//! (every pack with any unused byte is rewritten, so packs move under the writers' feet),
+//! and a second gc loop contends for the gc lease. Content is shared across writers
+//! and across versions, so deduplication constantly references packs gc is working on.
+//!
+//! Invariants checked: every backup succeeds (a backup failing because gc deleted
+//! something it had indexed is the bug this test exists to catch); after a final gc,
+//! every snapshot that still exists restores byte-exact to the tree it was taken of;
+//! the two newest snapshots of each host survive; nothing is left in `gc/` or
+//! `sessions/`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+// Helpers are local (not `common`) so this file stands alone.
+
+const PASSWORD: &str = "gc race password";
+
+/// Path of the `dprepo` binary built by `cargo build -p dprepo-tools`: next to this test
+/// executable (`target/<profile>/deps/..`), in `$CARGO_TARGET_DIR`, or `<workspace>/target`.
+fn dprepo_bin() -> PathBuf {
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(profile_dir) = exe.parent().and_then(Path::parent) {
+            candidates.push(profile_dir.join("dprepo"));
+        }
+    }
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        candidates.push(PathBuf::from(dir).join("debug").join("dprepo"));
+    }
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/dprepo"));
+    match candidates.iter().find(|c| c.is_file()) {
+        Some(found) => found.clone(),
+        None => panic!(
+            "the dprepo binary was not found (looked at {candidates:?}); run `cargo build -p dprepo-tools` first"
+        ),
+    }
+}
+
+/// A temporary directory holding the repository (`<dir>/repo`) and the source trees.
+struct TestEnv {
+    dir: tempfile::TempDir,
+    repo: PathBuf,
+}
+
+impl TestEnv {
+    fn init() -> TestEnv {
+        let dir = tempfile::Builder::new()
+            .prefix("dprepo-gc-race-")
+            .tempdir()
+            .expect("create temp dir");
+        let repo = dir.path().join("repo");
+        let env = TestEnv { dir, repo };
+        env.ok(&["init"]);
+        env
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// `dprepo args` with only this environment's `DPREPO_*` variables.
+    fn cmd<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(dprepo_bin());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("DPREPO_") {
+                cmd.env_remove(&key);
+            }
+        }
+        cmd.args(args)
+            .env("DPREPO_REPOSITORY", &self.repo)
+            .env("DPREPO_PASSWORD", PASSWORD)
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run dprepo {args:?}: {e}"))
+    }
+
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "dprepo {args:?} failed with {}:\n{}",
+            out.status,
+            stderr(&out)
+        );
+        out
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.ok(&all);
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("dprepo {all:?} printed invalid JSON: {e}"))
+    }
+
+    fn snapshots(&self) -> Vec<serde_json::Value> {
+        self.json(&["snapshots"])
+            .as_array()
+            .expect("snapshots --json is an array")
+            .clone()
+    }
+
+    /// Names of the files in `<repo>/<sub>`.
+    fn repo_files(&self, sub: &str) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.repo.join(sub))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with(".tmp-"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}
+
+/// Where a backed-up absolute path `src` lands below a restore target.
+fn restored_path(target: &Path, src: &Path) -> PathBuf {
+    target.join(src.strip_prefix("/").expect("absolute path"))
+}
+
+/// Reproducible pseudo-random numbers (xorshift64*).
+struct XorShift(u64);
+
+impl XorShift {
+    fn new(seed: u64) -> XorShift {
+        XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// `len` incompressible pseudo-random bytes from `seed`.
+fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = XorShift::new(seed);
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        v.extend_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Length and 64-bit FNV-1a hash of a file.
+fn hash_file(path: &Path) -> (u64, u64) {
+    let mut file = fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut len, mut h) = (0u64, 0xcbf2_9ce4_8422_2325u64);
+    loop {
+        let got = file.read(&mut buf).expect("read file");
+        if got == 0 {
+            return (len, h);
+        }
+        for &b in &buf[..got] {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3);
+        }
+        len += got as u64;
+    }
+}
+
+const WRITERS: usize = 3;
+const ITERATIONS: usize = 12;
+/// Files shared by all writers (identical bytes), so deduplication crosses writers.
+const POOL_FILES: u64 = 6;
+const POOL_FILE_LEN: usize = 1_500_000;
+const KEEP_LAST: usize = 2;
+
+/// Relative path -> "dir" or "file <len> <fnv64>".
+type TreeManifest = BTreeMap<String, String>;
+
+/// Names, kinds, sizes and content hashes of everything below `root`.
+fn tree_manifest(root: &Path) -> TreeManifest {
+    fn walk(root: &Path, dir: &Path, out: &mut TreeManifest) {
+        let mut entries: Vec<_> = fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("read dir {}: {e}", dir.display()))
+            .map(|e| e.expect("dir entry"))
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let path = e.path();
+            let rel = path
+                .strip_prefix(root)
+                .expect("below root")
+                .to_string_lossy()
+                .into_owned();
+            let ft = e.file_type().expect("file type");
+            if ft.is_dir() {
+                out.insert(rel, "dir".into());
+                walk(root, &path, out);
+            } else if ft.is_file() {
+                let (len, hash) = hash_file(&path);
+                out.insert(rel, format!("file {len} {hash:016x}"));
+            } else {
+                out.insert(rel, "other".into());
+            }
+        }
+    }
+    let mut out = TreeManifest::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Lines describing how `actual` differs from `expected`.
+fn manifest_diff(expected: &TreeManifest, actual: &TreeManifest) -> Vec<String> {
+    let mut diffs = Vec::new();
+    for (path, want) in expected {
+        match actual.get(path) {
+            None => diffs.push(format!("{path}: missing (want {want})")),
+            Some(got) if got != want => diffs.push(format!("{path}: {got} instead of {want}")),
+            Some(_) => {}
+        }
+    }
+    for path in actual.keys().filter(|p| !expected.contains_key(*p)) {
+        diffs.push(format!("{path}: unexpected entry"));
+    }
+    diffs
+}
+
+/// One writer's source tree and the deterministic edits applied to it.
+struct Writer {
+    src: PathBuf,
+    rng: XorShift,
+    files: Vec<String>,
+    next_name: u64,
+}
+
+impl Writer {
+    fn new(src: PathBuf, seed: u64) -> Writer {
+        fs::create_dir_all(&src).expect("create source dir");
+        for d in ["a", "b", "b/c"] {
+            fs::create_dir_all(src.join(d)).expect("create subdir");
+        }
+        Writer {
+            src,
+            rng: XorShift::new(seed),
+            files: Vec::new(),
+            next_name: 0,
+        }
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.rng.next_u64() % n
+    }
+
+    /// New file content: small or large private data, or a pool file (whole, or with a
+    /// private prefix so only its later chunks deduplicate).
+    fn content(&mut self, pool: &[Vec<u8>]) -> Vec<u8> {
+        let seed = self.rng.next_u64();
+        match self.below(6) {
+            0 | 1 => {
+                let len = 1 + self.below(64 << 10) as usize;
+                random_bytes(seed, len)
+            }
+            2 => {
+                let len = (1 << 20) + 1 + self.below(3 << 19) as usize;
+                random_bytes(seed, len)
+            }
+            3 | 4 => pool[self.below(POOL_FILES) as usize].clone(),
+            _ => {
+                let mut v = random_bytes(seed, 1 + self.below(4096) as usize);
+                v.extend_from_slice(&pool[self.below(POOL_FILES) as usize]);
+                v
+            }
+        }
+    }
+
+    fn add_file(&mut self, pool: &[Vec<u8>]) {
+        let dir = ["", "a/", "b/", "b/c/"][self.below(4) as usize];
+        let name = format!("{dir}f{:03}.bin", self.next_name);
+        self.next_name += 1;
+        let data = self.content(pool);
+        fs::write(self.src.join(&name), data).expect("write file");
+        self.files.push(name);
+    }
+
+    fn modify_file(&mut self) {
+        let i = self.below(self.files.len() as u64) as usize;
+        let name = self.files[i].clone();
+        let path = self.src.join(&name);
+        let mut data = fs::read(&path).expect("read file to modify");
+        let patch = random_bytes(self.rng.next_u64(), 1 + self.below(8192) as usize);
+        match self.below(3) {
+            0 => data.extend_from_slice(&patch),
+            1 => data.truncate(data.len() / 2),
+            _ => {
+                let at = self.below(data.len() as u64 + 1) as usize;
+                let end = (at + patch.len()).min(data.len());
+                data.splice(at..end, patch);
+            }
+        }
+        fs::write(&path, data).expect("rewrite file");
+    }
+
+    fn delete_file(&mut self) {
+        let i = self.below(self.files.len() as u64) as usize;
+        let name = self.files.swap_remove(i);
+        fs::remove_file(self.src.join(name)).expect("delete file");
+    }
+
+    /// The edits of one iteration: a fresh tree first, then a few random edits.
+    fn mutate(&mut self, iteration: usize, pool: &[Vec<u8>]) {
+        if iteration == 0 {
+            for _ in 0..8 {
+                self.add_file(pool);
+            }
+            return;
+        }
+        for _ in 0..3 {
+            match self.below(3) {
+                0 => self.add_file(pool),
+                1 if self.files.len() > 3 => self.delete_file(),
+                _ => self.modify_file(),
+            }
+        }
+    }
+}
+
+/// A backup that succeeded: which writer took it and the tree it was taken of.
+struct Recorded {
+    writer: usize,
+    iteration: usize,
+    tree: TreeManifest,
+}
+
+fn is_busy(out: &Output) -> bool {
+    stderr(out).contains("busy")
+}
+
+fn describe(what: &str, out: &Output) -> String {
+    format!("{what}: exit {} stderr: {}", out.status, stderr(out).trim())
+}
+
+#[test]
+fn gc_beside_concurrent_backups_keeps_every_snapshot_restorable() {
+    let started = Instant::now();
+    let env = TestEnv::init();
+    let pool: Vec<Vec<u8>> = (0..POOL_FILES)
+        .map(|k| random_bytes(9_000 + k, POOL_FILE_LEN))
+        .collect();
+    let hosts: Vec<String> = (0..WRITERS).map(|w| format!("writer{w}")).collect();
+
+    let recorded: Mutex<HashMap<String, Recorded>> = Mutex::new(HashMap::new());
+    // Snapshot ids of each writer in commit order.
+    let order: Mutex<Vec<Vec<String>>> = Mutex::new(vec![Vec::new(); WRITERS]);
+    let failures: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let writers_done = AtomicBool::new(false);
+    let gc_runs = AtomicU64::new(0);
+    let gc_busy = AtomicU64::new(0);
+    let packs_deleted = AtomicU64::new(0);
+    let packs_rewritten = AtomicU64::new(0);
+    let tombstones_blocked = AtomicU64::new(0);
+
+    // Parse a successful gc --json report into the counters.
+    let count_gc = |out: &Output| {
+        gc_runs.fetch_add(1, Ordering::Relaxed);
+        if let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+            let report = &doc["report"];
+            let n = |k: &str| report[k].as_u64().unwrap_or(0);
+            packs_deleted.fetch_add(n("packs_deleted"), Ordering::Relaxed);
+            packs_rewritten.fetch_add(n("packs_rewritten"), Ordering::Relaxed);
+            let blocked = report["tombstones_blocked"].as_array().map_or(0, Vec::len);
+            tombstones_blocked.fetch_add(blocked as u64, Ordering::Relaxed);
+        }
+    };
+
+    std::thread::scope(|scope| {
+        let writer_handles: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (env, pool, host) = (&env, &pool, &hosts[w]);
+                let (recorded, order, failures) = (&recorded, &order, &failures);
+                scope.spawn(move || {
+                    let src = env.path(&format!("src{w}"));
+                    let mut writer = Writer::new(src.clone(), 0x5eed_0000 + w as u64);
+                    for i in 0..ITERATIONS {
+                        writer.mutate(i, pool);
+                        let tree = tree_manifest(&src);
+                        let tag = format!("i{i}");
+                        let out =
+                            env.run(&["--json", "backup", s(&src), "--host", host, "--tag", &tag]);
+                        if !out.status.success() {
+                            failures
+                                .lock()
+                                .unwrap()
+                                .push(describe(&format!("writer {w} backup {i}"), &out));
+                            continue;
+                        }
+                        let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+                            .unwrap_or_else(|e| panic!("backup --json output ({e})"));
+                        let warnings = doc["warnings"].as_array().map_or(0, Vec::len);
+                        if warnings != 0 {
+                            failures.lock().unwrap().push(format!(
+                                "writer {w} backup {i} had warnings: {}",
+                                doc["warnings"]
+                            ));
+                        }
+                        let id = doc["id"].as_str().expect("snapshot id").to_string();
+                        order.lock().unwrap()[w].push(id.clone());
+                        recorded.lock().unwrap().insert(
+                            id,
+                            Recorded {
+                                writer: w,
+                                iteration: i,
+                                tree,
+                            },
+                        );
+                    }
+                })
+            })
+            .collect();
+
+        // Forget + gc loop.
+        let forget_and_gc = scope.spawn(|| {
+            while !writers_done.load(Ordering::Relaxed) {
+                for host in &hosts {
+                    let keep = KEEP_LAST.to_string();
+                    let out = env.run(&["forget", "--keep-last", &keep, "--host", host]);
+                    if !out.status.success() {
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(describe(&format!("forget --host {host}"), &out));
+                    }
+                }
+                let out = env.run(&["--json", "gc", "--max-unused", "0"]);
+                if out.status.success() {
+                    count_gc(&out);
+                } else if is_busy(&out) {
+                    gc_busy.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failures
+                        .lock()
+                        .unwrap()
+                        .push(describe("gc (forget loop)", &out));
+                }
+            }
+        });
+        // A second gc loop: contends for the lease, and runs gc at other moments.
+        let contender = scope.spawn(|| {
+            while !writers_done.load(Ordering::Relaxed) {
+                let out = env.run(&["--json", "gc", "--max-unused", "0"]);
+                if out.status.success() {
+                    count_gc(&out);
+                } else if is_busy(&out) {
+                    gc_busy.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(20));
+                } else {
+                    failures
+                        .lock()
+                        .unwrap()
+                        .push(describe("gc (contender)", &out));
+                }
+            }
+        });
+        for h in writer_handles {
+            h.join().expect("writer thread");
+        }
+        writers_done.store(true, Ordering::Relaxed);
+        forget_and_gc.join().expect("gc thread");
+        contender.join().expect("contender thread");
+    });
+    let race_secs = started.elapsed().as_secs_f64();
+
+    // Everything is stopped: a final gc processes every pending tombstone.
+    for host in &hosts {
+        env.ok(&[
+            "forget",
+            "--keep-last",
+            &KEEP_LAST.to_string(),
+            "--host",
+            host,
+        ]);
+    }
+    let final_gc = env.json(&["gc", "--max-unused", "0"]);
+    let mut failures = failures.into_inner().unwrap();
+    let recorded = recorded.into_inner().unwrap();
+    let order = order.into_inner().unwrap();
+    if !env.repo_files("gc").is_empty() || !env.repo_files("sessions").is_empty() {
+        failures.push(format!(
+            "after the final gc with no writer running, left over: tombstones {:?}, sessions {:?}; report {}",
+            env.repo_files("gc"),
+            env.repo_files("sessions"),
+            final_gc["report"]
+        ));
+    }
+
+    let snapshots = env.snapshots();
+    let listed: Vec<String> = snapshots
+        .iter()
+        .map(|s| s["id"].as_str().expect("snapshot id").to_string())
+        .collect();
+    for (w, ids) in order.iter().enumerate() {
+        for id in ids.iter().rev().take(KEEP_LAST) {
+            if !listed.contains(id) {
+                failures.push(format!(
+                    "writer {w}: snapshot {id}, one of its {KEEP_LAST} newest, is gone"
+                ));
+            }
+        }
+    }
+    for id in &listed {
+        let Some(rec) = recorded.get(id) else {
+            failures.push(format!("snapshot {id} was never reported by a backup"));
+            continue;
+        };
+        let target = env.path("restore");
+        let out = env.run(&["restore", id, "--target", s(&target)]);
+        if !out.status.success() {
+            failures.push(describe(
+                &format!(
+                    "restore of snapshot {id} (writer {} iteration {})",
+                    rec.writer, rec.iteration
+                ),
+                &out,
+            ));
+        } else {
+            let src = env.path(&format!("src{}", rec.writer));
+            let restored = restored_path(&target, &src);
+            let diffs = manifest_diff(&rec.tree, &tree_manifest(&restored));
+            if !diffs.is_empty() {
+                failures.push(format!(
+                    "snapshot {id} (writer {} iteration {}) restores differently:\n    {}",
+                    rec.writer,
+                    rec.iteration,
+                    diffs.join("\n    ")
+                ));
+            }
+        }
+        let _ = fs::remove_dir_all(&target);
+    }
+
+    eprintln!(
+        "gc_race: {} backups committed, {} snapshots kept; {} gc runs during the race \
+         ({} busy), {} packs deleted, {} rewritten, {} tombstones blocked; race {:.1}s, total {:.1}s",
+        recorded.len(),
+        listed.len(),
+        gc_runs.load(Ordering::Relaxed),
+        gc_busy.load(Ordering::Relaxed),
+        packs_deleted.load(Ordering::Relaxed),
+        packs_rewritten.load(Ordering::Relaxed),
+        tombstones_blocked.load(Ordering::Relaxed),
+        race_secs,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n  {}",
+        failures.len(),
+        failures.join("\n  ")
+    );
+    assert!(
+        gc_runs.load(Ordering::Relaxed) > 0,
+        "no gc completed while the writers ran: the race did not happen"
+    );
+}
