@@ -144,7 +144,7 @@ impl Reachable {
             }
             self.bloom.insert(&tree_id);
             let tree = repo.load_tree(&tree_id).await.map_err(|e| {
-                Error::Internal(format!("snapshot {} cannot be walked ({e}); gc needs every snapshot intact: run verify and repair first", snap.id.short()))
+                Error::Internal(format!("snapshot {} cannot be walked ({e}); gc will not run until every snapshot can be walked: run `dprepo verify`, then `dprepo repair index` (lost index files) or `dprepo repair snapshots`", snap.id.short()))
             })?;
             for node in tree.nodes {
                 match node.kind {
@@ -153,10 +153,16 @@ impl Reachable {
                         for id in &content.ids {
                             self.bloom.insert(id);
                         }
+                        if content.level == 0 {
+                            require_indexed(repo, snap, &content.ids)?;
+                        }
                         if content.level > 0 {
                             // Mark the chunk lists below the top level and their data.
                             let mut lists = vec![(content.level, content.ids.clone())];
                             while let Some((level, ids)) = lists.pop() {
+                                if level == 0 {
+                                    require_indexed(repo, snap, &ids)?;
+                                }
                                 for id in ids {
                                     self.bloom.insert(&id);
                                     if level > 0 {
@@ -179,6 +185,21 @@ impl Reachable {
             }
         }
         Ok(())
+    }
+}
+
+/// A snapshot's blob that no index file lists may still sit in a pack that no index
+/// file names; gc would delete that pack as an orphan. Refuse instead: `repair index`
+/// can recover it.
+fn require_indexed(repo: &Repository, snap: &Snapshot, ids: &[BlobId]) -> Result<()> {
+    let index = repo.index().read().map_err(|_| Error::Internal("index lock poisoned".into()))?;
+    match ids.iter().find(|id| !index.contains(id)) {
+        None => Ok(()),
+        Some(id) => Err(Error::Internal(format!(
+            "snapshot {} references blob {} which no index file lists; gc will not run (it could delete the pack holding it): run `dprepo repair index` first",
+            snap.id.short(),
+            id.short()
+        ))),
     }
 }
 

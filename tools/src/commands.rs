@@ -42,6 +42,11 @@ pub enum Command {
     Forget(crate::maintenance::ForgetArgs),
     /// Delete data no snapshot references; safe beside running backups.
     Gc(crate::maintenance::GcArgs),
+    /// Check the repository; --read-data also reads and re-hashes every blob.
+    Verify(crate::check::VerifyArgs),
+    /// Recover from damage: rebuild the index, or rewrite damaged snapshots.
+    #[command(subcommand)]
+    Repair(crate::check::RepairCommand),
     /// Change a snapshot's expiration time.
     #[command(subcommand)]
     Snapshot(crate::maintenance::SnapshotCommand),
@@ -162,6 +167,8 @@ pub async fn run(cli: &Cli) -> Result<u8> {
         Command::Forget(a) => crate::maintenance::forget(cli, a).await,
         Command::Gc(a) => crate::maintenance::gc(cli, a).await,
         Command::Snapshot(c) => crate::maintenance::snapshot(cli, c).await,
+        Command::Verify(a) => crate::check::run_verify(cli, a).await,
+        Command::Repair(c) => crate::check::run_repair(cli, c).await,
         Command::Inspect(a) => crate::inspect::run(cli, a).await,
     }
 }

@@ -1,6 +1,7 @@
 //! `dprepo`: the command-line tool. Argument parsing, passwords, progress and output
 //! live here; every format and repository operation is in `dprepo-repo-format`.
 
+mod check;
 mod commands;
 mod inspect;
 mod maintenance;
