@@ -698,7 +698,9 @@ pub async fn apply(
         repo.storage().delete(name).await?;
         report.tombstones_processed += 1;
     }
-    repo.load_index().await?;
+    // Drop what was deleted rather than reload: a reload would hold two indexes at once.
+    let deleted: HashSet<BlobId> = deletable.keys().copied().collect();
+    repo.index().write().map_err(|_| Error::Internal("index lock poisoned".into()))?.remove_packs(&deleted);
     Ok(report)
 }
 
