@@ -136,33 +136,6 @@ impl Keys {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seal_open_round_trip_and_tamper_detection() {
-        let keys = Keys::derive(&MasterKey::generate());
-        let sealed = keys.seal(b"aad", b"hello");
-        assert_eq!(keys.open(b"aad", &sealed, "t").unwrap(), b"hello");
-        assert!(keys.open(b"other aad", &sealed, "t").is_err());
-        let mut bad = sealed.clone();
-        bad[30] ^= 1;
-        assert!(keys.open(b"aad", &bad, "t").is_err());
-        let other = Keys::derive(&MasterKey::generate());
-        assert!(other.open(b"aad", &sealed, "t").is_err());
-        assert!(keys.open(b"aad", &sealed[..10], "t").is_err());
-    }
-
-    #[test]
-    fn content_ids_depend_on_the_key() {
-        let a = Keys::derive(&MasterKey::from_bytes([1; 32]));
-        let b = Keys::derive(&MasterKey::from_bytes([2; 32]));
-        assert_ne!(a.content_id(b"x"), b.content_id(b"x"));
-        assert_eq!(a.content_id(b"x"), a.content_id(b"x"));
-    }
-}
-
 /// Encrypt `plaintext` under a raw 32-byte key (used to wrap the master key with a
 /// password-derived key). Output: `nonce || ciphertext || tag`.
 pub fn seal_with_key(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
@@ -192,4 +165,31 @@ pub fn open_with_key(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8
     XChaCha20Poly1305::new(key.into())
         .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_tamper_detection() {
+        let keys = Keys::derive(&MasterKey::generate());
+        let sealed = keys.seal(b"aad", b"hello");
+        assert_eq!(keys.open(b"aad", &sealed, "t").unwrap(), b"hello");
+        assert!(keys.open(b"other aad", &sealed, "t").is_err());
+        let mut bad = sealed.clone();
+        bad[30] ^= 1;
+        assert!(keys.open(b"aad", &bad, "t").is_err());
+        let other = Keys::derive(&MasterKey::generate());
+        assert!(other.open(b"aad", &sealed, "t").is_err());
+        assert!(keys.open(b"aad", &sealed[..10], "t").is_err());
+    }
+
+    #[test]
+    fn content_ids_depend_on_the_key() {
+        let a = Keys::derive(&MasterKey::from_bytes([1; 32]));
+        let b = Keys::derive(&MasterKey::from_bytes([2; 32]));
+        assert_ne!(a.content_id(b"x"), b.content_id(b"x"));
+        assert_eq!(a.content_id(b"x"), a.content_id(b"x"));
+    }
 }

@@ -192,7 +192,10 @@ impl Reachable {
 /// file names; gc would delete that pack as an orphan. Refuse instead: `repair index`
 /// can recover it.
 fn require_indexed(repo: &Repository, snap: &Snapshot, ids: &[BlobId]) -> Result<()> {
-    let index = repo.index().read().map_err(|_| Error::Internal("index lock poisoned".into()))?;
+    let index = repo
+        .index()
+        .read()
+        .map_err(|_| Error::Internal("index lock poisoned".into()))?;
     match ids.iter().find(|id| !index.contains(id)) {
         None => Ok(()),
         Some(id) => Err(Error::Internal(format!(
@@ -700,7 +703,10 @@ pub async fn apply(
     }
     // Drop what was deleted rather than reload: a reload would hold two indexes at once.
     let deleted: HashSet<BlobId> = deletable.keys().copied().collect();
-    repo.index().write().map_err(|_| Error::Internal("index lock poisoned".into()))?.remove_packs(&deleted);
+    repo.index()
+        .write()
+        .map_err(|_| Error::Internal("index lock poisoned".into()))?
+        .remove_packs(&deleted);
     Ok(report)
 }
 

@@ -204,7 +204,10 @@ impl Index {
 
     /// Forget every blob located in one of `packs` (they were deleted).
     pub fn remove_packs(&mut self, packs: &std::collections::HashSet<BlobId>) {
-        let numbers: std::collections::HashSet<u32> = packs.iter().filter_map(|id| self.pack_numbers.get(id).copied()).collect();
+        let numbers: std::collections::HashSet<u32> = packs
+            .iter()
+            .filter_map(|id| self.pack_numbers.get(id).copied())
+            .collect();
         if !numbers.is_empty() {
             self.blobs.retain(|_, slot| !numbers.contains(&slot.pack));
         }

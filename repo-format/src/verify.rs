@@ -275,7 +275,7 @@ pub async fn verify(
     }
     report.snapshots = snapshots.len();
     // Index files, one at a time: entries against pack existence and bounds.
-    let mut indexed: HashMap<BlobId, (PackKind, Vec<PackEntry>)> = HashMap::new();
+    let mut indexed: IndexedPacks = HashMap::new();
     let mut suspect_blobs: HashMap<BlobId, (String, String, String)> = HashMap::new(); // blob -> (kind, object, detail)
     let index_names = repo.storage().list(INDEX_DIR).await?;
     report.index_files = index_names.len();
@@ -430,8 +430,7 @@ pub async fn verify(
     // Name the snapshots and files each damaged blob affects.
     let wanted: HashSet<BlobId> = suspect_blobs.keys().copied().collect();
     let users = users_of(repo, &snapshots, &wanted).await;
-    let mut grouped: BTreeMap<(String, String, String), (Vec<String>, Vec<String>)> =
-        BTreeMap::new();
+    let mut grouped: BTreeMap<(String, String, String), Affected> = BTreeMap::new();
     for (blob, (kind, object, detail)) in suspect_blobs {
         let Some((snaps, files)) = users.get(&blob) else {
             continue; // damaged but unused: gc will drop it
@@ -493,6 +492,12 @@ async fn check_content(
     }
 }
 
+/// Snapshot ids and `<snapshot>:<path>` names affected by a problem.
+type Affected = (Vec<String>, Vec<String>);
+
+/// Index entries by pack, as read from the index files.
+type IndexedPacks = HashMap<BlobId, (PackKind, Vec<PackEntry>)>;
+
 struct PackOutcome {
     read: bool,
     bytes: u64,
@@ -507,7 +512,7 @@ async fn check_pack(
     kind: PackKind,
     size: u64,
     full_read: bool,
-    indexed: &HashMap<BlobId, (PackKind, Vec<PackEntry>)>,
+    indexed: &IndexedPacks,
     progress: &VerifyProgress,
 ) -> PackOutcome {
     let name = kind.storage_name(&id);
