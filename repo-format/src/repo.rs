@@ -102,6 +102,8 @@ pub struct Repository {
     keys: Keys,
     config: Config,
     index: Arc<RwLock<Index>>,
+    /// Index files skipped by the last index load because they did not decode.
+    damaged_index_files: Arc<RwLock<Vec<(String, String)>>>,
 }
 
 /// The user name of this process, for manifests and key files.
@@ -174,6 +176,7 @@ impl Repository {
             keys,
             config,
             index: Arc::new(RwLock::new(Index::new())),
+            damaged_index_files: Arc::default(),
         })
     }
 
@@ -230,6 +233,7 @@ impl Repository {
             keys,
             config,
             index: Arc::new(RwLock::new(Index::new())),
+            damaged_index_files: Arc::default(),
         };
         repo.load_index().await?;
         Ok(repo)
@@ -262,6 +266,7 @@ impl Repository {
     pub async fn load_index(&self) -> Result<()> {
         let names = self.storage.list(INDEX_DIR).await?;
         let mut fresh = Index::new();
+        let mut damaged = Vec::new();
         let mut tasks = tokio::task::JoinSet::new();
         let mut pending = names.into_iter();
         loop {
@@ -270,21 +275,49 @@ impl Repository {
                 let storage = self.storage.clone();
                 let keys = self.keys.clone();
                 tasks.spawn(async move {
-                    let bytes = storage.get(&info.name).await?;
-                    run_cpu(move || IndexFile::decode(&keys, &bytes, &info.name)).await?
+                    let name = info.name.clone();
+                    let result = async {
+                        let bytes = storage.get(&info.name).await?;
+                        run_cpu(move || IndexFile::decode(&keys, &bytes, &info.name)).await?
+                    }
+                    .await;
+                    (name, result)
                 });
             }
             let Some(done) = tasks.join_next().await else {
                 break;
             };
-            let file = done.map_err(|e| Error::Internal(e.to_string()))??;
-            fresh.add_file(&file);
+            match done.map_err(|e| Error::Internal(e.to_string()))? {
+                (_, Ok(file)) => fresh.add_file(&file),
+                // Removed by a concurrent gc between listing and reading.
+                (_, Err(Error::NotFound { .. })) => {}
+                // A damaged index file must not lock the user out: verify reports it
+                // and repair index rebuilds it from the pack headers.
+                (name, Err(e @ (Error::Corrupt { .. } | Error::UnsupportedVersion { .. }))) => {
+                    damaged.push((name, e.to_string()))
+                }
+                (_, Err(e)) => return Err(e),
+            }
         }
         *self
             .index
             .write()
             .map_err(|_| Error::Internal("index lock poisoned".into()))? = fresh;
+        damaged.sort();
+        *self
+            .damaged_index_files
+            .write()
+            .map_err(|_| Error::Internal("index lock poisoned".into()))? = damaged;
         Ok(())
+    }
+
+    /// Index files the last index load skipped because they are damaged or of a newer
+    /// version (name, error). Blobs only they listed look missing until `repair index`.
+    pub fn damaged_index_files(&self) -> Vec<(String, String)> {
+        self.damaged_index_files
+            .read()
+            .map(|d| d.clone())
+            .unwrap_or_default()
     }
 
     /// Where blob `id` is stored.

@@ -74,7 +74,12 @@ pub async fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8> {
             report.snapshots, report.packs, report.index_files, report.blobs
         );
         if subset.is_some() {
-            t.push_str(&format!("; read {} packs ({}), re-hashed {} blobs", report.packs_read, bytes(report.bytes_read), report.blobs_checked));
+            t.push_str(&format!(
+                "; read {} packs ({}), re-hashed {} blobs",
+                report.packs_read,
+                bytes(report.bytes_read),
+                report.blobs_checked
+            ));
         }
         t.push('\n');
         if !report.unindexed_packs.is_empty() {
@@ -83,7 +88,14 @@ pub async fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8> {
         for p in &report.problems {
             t.push_str(&format!("error: {}: {} ({})\n", p.object, p.detail, p.kind));
             if !p.snapshots.is_empty() {
-                t.push_str(&format!("  affects snapshots: {}\n", p.snapshots.iter().map(|s| &s[..8]).collect::<Vec<_>>().join(", ")));
+                t.push_str(&format!(
+                    "  affects snapshots: {}\n",
+                    p.snapshots
+                        .iter()
+                        .map(|s| &s[..8])
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
             }
             for f in p.files.iter().take(20) {
                 t.push_str(&format!("  {f}\n"));
@@ -92,7 +104,11 @@ pub async fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8> {
                 t.push_str(&format!("  ... and {} more\n", p.files.len() - 20));
             }
         }
-        t.push_str(if report.ok() { "no errors were found\n" } else { "the repository is damaged: see the errors above (repair index / repair snapshots)\n" });
+        t.push_str(if report.ok() {
+            "no errors were found\n"
+        } else {
+            "the repository is damaged: see the errors above (repair index / repair snapshots)\n"
+        });
         print(&t)?;
     }
     Ok(if report.ok() { 0 } else { EXIT_DAMAGED })
@@ -132,14 +148,22 @@ pub async fn run_repair(cli: &Cli, c: &RepairCommand) -> Result<u8> {
                     t.push_str(&format!(
                         "snapshot {} {} as {} (tagged repaired), leaving out:\n",
                         &r.original[..8],
-                        if *dry_run { "would be repaired" } else { "repaired" },
+                        if *dry_run {
+                            "would be repaired"
+                        } else {
+                            "repaired"
+                        },
                         &r.repaired[..8]
                     ));
                     for d in &r.dropped {
                         t.push_str(&format!("  {d}\n"));
                     }
                 }
-                t.push_str(&format!("{} of {} snapshots needed repair; originals are kept\n", report.repaired.len(), report.snapshots));
+                t.push_str(&format!(
+                    "{} of {} snapshots needed repair; originals are kept\n",
+                    report.repaired.len(),
+                    report.snapshots
+                ));
                 print(&t)?;
             }
             Ok(0)

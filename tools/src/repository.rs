@@ -171,5 +171,9 @@ pub fn password(cli: &Cli, confirm: bool) -> Result<Vec<u8>> {
 pub async fn open(cli: &Cli) -> Result<Repository> {
     let storage = storage(cli)?;
     let password = password(cli, false)?;
-    Ok(Repository::open(storage, &password).await?)
+    let repo = Repository::open(storage, &password).await?;
+    for (name, e) in repo.damaged_index_files() {
+        eprintln!("dprepo: warning: index file {name} is skipped: {e} (run `dprepo verify`, then `dprepo repair index`)");
+    }
+    Ok(repo)
 }
