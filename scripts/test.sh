@@ -18,4 +18,7 @@ if ! reachable; then
 fi
 export DPREPO_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
 
+# The end-to-end tests run the real dprepo binary, which `cargo test` alone does not
+# build (it builds the package's test harness instead).
+cargo build --workspace --bins
 cargo test --workspace "$@"
