@@ -181,6 +181,13 @@ pub async fn backup(
     let time = options.time.unwrap_or_else(chrono::Utc::now);
     let hostname = options.hostname.clone().unwrap_or_else(current_hostname);
     let (session, excluded) = WriterSession::start(repo, "backup").await?;
+    // The index must be read after the session is ready (SPEC.md section 15, S-2a): an
+    // index loaded earlier may list packs that a whole gc deleted, tombstone and all,
+    // before this session existed.
+    if let Err(e) = repo.load_index().await {
+        session.end().await;
+        return Err(e);
+    }
     if !excluded.is_empty() {
         repo.index()
             .write()

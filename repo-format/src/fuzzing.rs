@@ -61,6 +61,9 @@ const MAX_FUZZ_KDF_MEMORY_KIB: u32 = 1024;
 const MAX_FUZZ_KDF_ITERATIONS: u32 = 4;
 /// Largest plaintext length a fuzz input may ask a decompressor for.
 pub const MAX_FUZZ_PLAINTEXT: u64 = 1 << 20;
+/// Largest blob area of a pack built around a fuzzed pack header (the seed packs are
+/// smaller; a larger area only makes each run slower).
+pub const MAX_FUZZ_BLOB_AREA: usize = 64 << 10;
 /// Fixed nonce for sealing fuzz inputs, so a run is reproducible.
 const FUZZ_NONCE: [u8; NONCE_LEN] = [0x5a; NONCE_LEN];
 
@@ -186,7 +189,8 @@ fn trailer_header_len(pack: &[u8]) -> usize {
 
 /// Packs: `parse_trailer` and `decode_pack` on the input as a stored pack, then each
 /// blob it lists through `decode_blob`. Second reading: `blob area length u32 || header
-/// plaintext`, sealed into a pack of that many zero bytes of blobs (capped at 1 MiB).
+/// plaintext`, sealed into a pack of that many zero bytes of blobs (capped at
+/// [`MAX_FUZZ_BLOB_AREA`]).
 pub fn fuzz_pack(data: &[u8]) {
     let keys = fuzz_keys();
     if data.len() >= TRAILER_LEN {
@@ -208,7 +212,7 @@ pub fn fuzz_pack(data: &[u8]) {
     if data.len() >= 4 {
         let mut area = [0u8; 4];
         area.copy_from_slice(&data[..4]);
-        let area = (u32::from_le_bytes(area) as usize).min(MAX_FUZZ_PLAINTEXT as usize);
+        let area = (u32::from_le_bytes(area) as usize).min(MAX_FUZZ_BLOB_AREA);
         let sealed = keys.seal_with_nonce(&FUZZ_NONCE, PACK_HEADER_AAD, &data[4..]);
         let mut pack = vec![0u8; area];
         pack.extend_from_slice(&sealed);
@@ -620,7 +624,10 @@ async fn read_damaged_repository(storage: MemoryStorage, base: &FuzzRepository, 
     for snap in snapshots {
         let name = snap.manifest.stdin_name.clone().unwrap_or_default();
         let Some((_, expected)) = base.streams.iter().find(|(n, _)| *n == name) else {
-            panic!("a snapshot decoded from damaged storage names stream {name:?}, which was never backed up");
+            panic!(
+                "a snapshot decoded from damaged storage names stream {name:?}, \
+                 which was never backed up"
+            );
         };
         let root = snap.manifest.tree;
         if let Err(e) = repo.find_node(&root, name.as_bytes()).await {
@@ -699,6 +706,14 @@ mod tests {
         assert_eq!(count("snapshots/"), 2);
         assert_eq!(count("keys/"), 1);
         assert!(count("meta/") >= 1 && count("data/") >= 1 && count("index/") >= 1);
+        let chunk_lists = base
+            .files
+            .iter()
+            .filter(|(n, _)| n.starts_with("meta/"))
+            .flat_map(|(_, b)| decode_pack(fuzz_keys(), b, "meta pack").unwrap())
+            .filter(|e| e.blob_type == BlobType::ChunkList)
+            .count();
+        assert!(chunk_lists >= 1, "the fuzz repository has no chunk-list blob");
         // The undamaged repository reads back completely (asserted inside).
         fuzz_repository(&[]);
     }

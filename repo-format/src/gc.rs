@@ -337,6 +337,9 @@ pub async fn plan(repo: &Repository, options: &GcOptions) -> Result<GcPlan> {
         reachable.add_snapshot(repo, s).await?;
     }
     let stored = stored_packs(repo).await?;
+    // Packs already named by a pending tombstone wait for it: planning them again would
+    // copy the same live blobs once more on every gc while a backup runs.
+    let already_doomed: HashSet<BlobId> = load_tombstones(repo).await?.iter().flat_map(|(_, t)| t.packs.iter().map(|p| p.id)).collect();
     let index_names = repo.storage().list(INDEX_DIR).await?;
     let mut seen: HashSet<BlobId> = HashSet::new();
     let (mut blobs, mut unused_blobs) = (0u64, 0u64);
@@ -370,6 +373,9 @@ pub async fn plan(repo: &Repository, options: &GcOptions) -> Result<GcPlan> {
             }
             blobs += usage.blobs;
             unused_blobs += usage.unused_blobs;
+            if already_doomed.contains(&p.id) {
+                continue;
+            }
             if usage.live.is_empty() {
                 delete.push(usage);
             } else if usage.unused_bytes as f64 > options.max_unused * size as f64 {
@@ -379,7 +385,7 @@ pub async fn plan(repo: &Repository, options: &GcOptions) -> Result<GcPlan> {
     }
     let orphans: Vec<PackUsage> = stored
         .iter()
-        .filter(|(id, _)| !seen.contains(id))
+        .filter(|(id, _)| !seen.contains(id) && !already_doomed.contains(id))
         .map(|(id, (kind, size))| PackUsage {
             id: *id,
             kind: *kind,
@@ -420,6 +426,12 @@ pub async fn plan(repo: &Repository, options: &GcOptions) -> Result<GcPlan> {
     })
 }
 
+/// Whether the process that wrote a lease or session marker is known to be gone: it ran
+/// on this host and no process has its pid. (On other hosts only time can tell.)
+fn holder_is_dead(hostname: &str, pid: u32) -> bool {
+    hostname == crate::repo::current_hostname() && pid != std::process::id() && std::path::Path::new("/proc/self").exists() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Take the gc lease.
 ///
 /// # Errors
@@ -446,7 +458,7 @@ pub async fn acquire_lease(repo: &Repository, options: &GcOptions) -> Result<Lea
         Err(Error::NotFound { .. }) => return Box::pin(acquire_lease(repo, options)).await,
         Err(e) => return Err(e),
     };
-    if existing.expires > now {
+    if existing.expires > now && !holder_is_dead(&existing.hostname, existing.pid) {
         return Err(Error::Busy {
             object: "the gc lease".into(),
             reason: format!(
@@ -571,7 +583,7 @@ pub async fn apply(
             Err(e) => return Err(e),
         };
         match marker {
-            Ok(m) if now - m.heartbeat > options.session_stale_after => {
+            Ok(m) if now - m.heartbeat > options.session_stale_after || holder_is_dead(&m.hostname, m.pid) => {
                 repo.storage().delete(&info.name).await?;
                 report.stale_sessions_removed.push(info.name.clone());
             }
@@ -701,12 +713,11 @@ pub async fn apply(
         repo.storage().delete(name).await?;
         report.tombstones_processed += 1;
     }
-    // Drop what was deleted rather than reload: a reload would hold two indexes at once.
-    let deleted: HashSet<BlobId> = deletable.keys().copied().collect();
-    repo.index()
-        .write()
-        .map_err(|_| Error::Internal("index lock poisoned".into()))?
-        .remove_packs(&deleted);
+    // Follow the rewritten index files. The old index is dropped before the new one is
+    // built, so gc never holds two (readers meanwhile reload on a miss).
+    let _ = deletable;
+    *repo.index().write().map_err(|_| Error::Internal("index lock poisoned".into()))? = crate::index::Index::new();
+    repo.load_index().await?;
     Ok(report)
 }
 

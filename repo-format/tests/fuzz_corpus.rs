@@ -33,10 +33,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Mutated runs per target, spread over its corpus files (at least a few per file).
-const MUTATIONS_PER_TARGET: usize = 3000;
-/// `fuzz_repository` opens and reads a whole repository per input: fewer runs.
-const MUTATIONS_REPOSITORY: usize = 300;
+/// Mutated runs of each corpus file.
+const MUTATIONS_PER_FILE: usize = 300;
+/// `fuzz_repository` opens and reads a whole repository per input, and its corpus files
+/// are short mutation scripts: fewer runs each.
+const MUTATIONS_PER_REPOSITORY_FILE: usize = 20;
 /// Any single input slower than this is reported as a hang.
 const MAX_INPUT_TIME: Duration = Duration::from_secs(5);
 
@@ -168,12 +169,11 @@ fn replay(target: &str) {
         .unwrap_or_else(|| panic!("no fuzz entry point named {target}"))
         .1;
     let files = corpus(target);
-    let budget = if target == "fuzz_repository" {
-        MUTATIONS_REPOSITORY
+    let per_file = if target == "fuzz_repository" {
+        MUTATIONS_PER_REPOSITORY_FILE
     } else {
-        MUTATIONS_PER_TARGET
+        MUTATIONS_PER_FILE
     };
-    let per_file = (budget / files.len()).max(4);
     for (name, data) in &files {
         run(target, f, name, data);
         let mut rng = XorShift(seed_of(name));

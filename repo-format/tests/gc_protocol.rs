@@ -289,14 +289,24 @@ async fn gc_refuses_when_snapshots_reference_unindexed_blobs() {
     let (storage, repo, dir) = setup().await;
     let snap = run_backup(&repo, dir.path()).await;
     let packs_before = data_packs(&storage);
-    for name in storage.names().into_iter().filter(|n| n.starts_with("index/")) {
+    for name in storage
+        .names()
+        .into_iter()
+        .filter(|n| n.starts_with("index/"))
+    {
         storage.delete(&name).await.unwrap();
     }
-    let reopened = Repository::open(Arc::new(storage.clone()), b"pw").await.unwrap();
-    let err = gc::run(&reopened, &GcOptions::default()).await.expect_err("gc must refuse");
+    let reopened = Repository::open(Arc::new(storage.clone()), b"pw")
+        .await
+        .unwrap();
+    let err = gc::run(&reopened, &GcOptions::default())
+        .await
+        .expect_err("gc must refuse");
     assert!(err.to_string().contains("repair index"), "{err}");
     assert_eq!(data_packs(&storage), packs_before, "no pack may be deleted");
-    dprepo_repo_format::verify::repair_index(&reopened, Arc::new(Default::default())).await.unwrap();
+    dprepo_repo_format::verify::repair_index(&reopened, Arc::new(Default::default()))
+        .await
+        .unwrap();
     gc::run(&reopened, &GcOptions::default()).await.unwrap();
     assert_restores(&reopened, &snap, dir.path()).await;
 }

@@ -5,12 +5,18 @@ use dprepo_repo_format::backup::{backup, BackupOptions, BackupProgress, BackupSo
 use dprepo_repo_format::key::KdfParams;
 use dprepo_repo_format::restore::dump;
 use dprepo_repo_format::storage::{MemoryStorage, Storage};
-use dprepo_repo_format::verify::{repair_index, repair_snapshots, verify, DataSubset, VerifyReport};
+use dprepo_repo_format::verify::{
+    repair_index, repair_snapshots, verify, DataSubset, VerifyReport,
+};
 use dprepo_repo_format::{InitOptions, Repository};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-const FAST_KDF: KdfParams = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
+const FAST_KDF: KdfParams = KdfParams {
+    memory_kib: 64,
+    iterations: 1,
+    parallelism: 1,
+};
 
 fn bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed | 1;
@@ -27,16 +33,39 @@ fn bytes(seed: u64, len: usize) -> Vec<u8> {
 /// A repository with one directory snapshot (two files) and one stream snapshot.
 async fn small_repository() -> (MemoryStorage, tempfile::TempDir, BTreeMap<String, Vec<u8>>) {
     let storage = MemoryStorage::new();
-    let repo = Repository::init(Arc::new(storage.clone()), b"pw", InitOptions::default().with_kdf(FAST_KDF)).await.unwrap();
+    let repo = Repository::init(
+        Arc::new(storage.clone()),
+        b"pw",
+        InitOptions::default().with_kdf(FAST_KDF),
+    )
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut expected = BTreeMap::new();
     for (name, data) in [("a", bytes(1, 3000)), ("b", b"small file".to_vec())] {
         std::fs::write(dir.path().join(name), &data).unwrap();
         expected.insert(format!("{}/{name}", dir.path().display()), data);
     }
-    backup(&repo, BackupSource::Paths(vec![dir.path().to_path_buf()]), BackupOptions::default(), Arc::new(BackupProgress::default())).await.unwrap();
+    backup(
+        &repo,
+        BackupSource::Paths(vec![dir.path().to_path_buf()]),
+        BackupOptions::default(),
+        Arc::new(BackupProgress::default()),
+    )
+    .await
+    .unwrap();
     let stream = bytes(2, 2000);
-    backup(&repo, BackupSource::Stream { name: "s".into(), reader: Box::new(std::io::Cursor::new(stream.clone())) }, BackupOptions::default(), Arc::new(BackupProgress::default())).await.unwrap();
+    backup(
+        &repo,
+        BackupSource::Stream {
+            name: "s".into(),
+            reader: Box::new(std::io::Cursor::new(stream.clone())),
+        },
+        BackupOptions::default(),
+        Arc::new(BackupProgress::default()),
+    )
+    .await
+    .unwrap();
     expected.insert("/s".into(), stream);
     (storage, dir, expected)
 }
@@ -44,7 +73,9 @@ async fn small_repository() -> (MemoryStorage, tempfile::TempDir, BTreeMap<Strin
 /// Dump every expected file from every snapshot that has it. Returns whether all came
 /// back; panics if any came back with wrong bytes.
 async fn dump_all(repo: &Repository, expected: &BTreeMap<String, Vec<u8>>, context: &str) -> bool {
-    let Ok(snapshots) = repo.list_snapshots().await else { return false };
+    let Ok(snapshots) = repo.list_snapshots().await else {
+        return false;
+    };
     let mut all = snapshots.len() == 2;
     for snap in snapshots {
         for (path, data) in expected {
@@ -60,7 +91,10 @@ async fn dump_all(repo: &Repository, expected: &BTreeMap<String, Vec<u8>>, conte
 }
 
 fn names_a_snapshot(report: &VerifyReport) -> bool {
-    report.problems.iter().any(|p| !p.snapshots.is_empty() || p.kind == "snapshot_damaged")
+    report
+        .problems
+        .iter()
+        .any(|p| !p.snapshots.is_empty() || p.kind == "snapshot_damaged")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,7 +110,9 @@ async fn every_single_byte_flip_is_detected_or_harmless_and_never_restores_wrong
     let mut flips = 0;
     for (name, data) in &pristine {
         // Every offset of small files; a stride through larger ones, plus both ends.
-        let offsets: Vec<usize> = (0..data.len()).filter(|&o| data.len() <= 1200 || o % 5 == 0 || o < 64 || o + 64 >= data.len()).collect();
+        let offsets: Vec<usize> = (0..data.len())
+            .filter(|&o| data.len() <= 1200 || o % 5 == 0 || o < 64 || o + 64 >= data.len())
+            .collect();
         for offset in offsets {
             flips += 1;
             let damaged = MemoryStorage::new();
@@ -90,7 +126,9 @@ async fn every_single_byte_flip_is_detected_or_harmless_and_never_restores_wrong
                 Err(_) => continue, // detected at open: key file, config or an index file
             };
             let complete = dump_all(&repo, &expected, &context).await;
-            let report = verify(&repo, Some(DataSubset::All), Arc::new(Default::default())).await.unwrap();
+            let report = verify(&repo, Some(DataSubset::All), Arc::new(Default::default()))
+                .await
+                .unwrap();
             if !complete {
                 assert!(names_a_snapshot(&report), "{context}: restore failed but verify --read-data named no snapshot: {report:?}");
             }
@@ -106,15 +144,34 @@ async fn every_single_byte_flip_is_detected_or_harmless_and_never_restores_wrong
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_index_files_are_reported_and_rebuilt_from_pack_headers() {
     let (storage, _dir, expected) = small_repository().await;
-    for n in storage.names().into_iter().filter(|n| n.starts_with("index/")) {
+    for n in storage
+        .names()
+        .into_iter()
+        .filter(|n| n.starts_with("index/"))
+    {
         storage.delete(&n).await.unwrap();
     }
-    let repo = Repository::open(Arc::new(storage.clone()), b"pw").await.unwrap();
-    let report = verify(&repo, None, Arc::new(Default::default())).await.unwrap();
+    let repo = Repository::open(Arc::new(storage.clone()), b"pw")
+        .await
+        .unwrap();
+    let report = verify(&repo, None, Arc::new(Default::default()))
+        .await
+        .unwrap();
     assert!(!report.ok() && names_a_snapshot(&report), "{report:?}");
-    assert_eq!(report.unindexed_packs.len(), storage.names().iter().filter(|n| n.starts_with("data/") || n.starts_with("meta/")).count());
-    repair_index(&repo, Arc::new(Default::default())).await.unwrap();
-    let report = verify(&repo, Some(DataSubset::All), Arc::new(Default::default())).await.unwrap();
+    assert_eq!(
+        report.unindexed_packs.len(),
+        storage
+            .names()
+            .iter()
+            .filter(|n| n.starts_with("data/") || n.starts_with("meta/"))
+            .count()
+    );
+    repair_index(&repo, Arc::new(Default::default()))
+        .await
+        .unwrap();
+    let report = verify(&repo, Some(DataSubset::All), Arc::new(Default::default()))
+        .await
+        .unwrap();
     assert!(report.ok(), "{report:?}");
     assert!(dump_all(&repo, &expected, "after repair index").await);
 }
@@ -122,41 +179,95 @@ async fn lost_index_files_are_reported_and_rebuilt_from_pack_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_data_pack_is_reported_with_its_files_and_repaired_snapshots_leave_them_out() {
     let (storage, dir, expected) = small_repository().await;
-    let pack = storage.names().into_iter().find(|n| n.starts_with("data/")).unwrap();
+    let pack = storage
+        .names()
+        .into_iter()
+        .find(|n| n.starts_with("data/"))
+        .unwrap();
     storage.delete(&pack).await.unwrap();
-    let repo = Repository::open(Arc::new(storage.clone()), b"pw").await.unwrap();
-    let report = verify(&repo, None, Arc::new(Default::default())).await.unwrap();
-    let missing = report.problems.iter().find(|p| p.kind == "pack_missing").unwrap_or_else(|| panic!("{report:?}"));
-    assert!(!missing.snapshots.is_empty() && missing.files.iter().any(|f| f.contains(&format!("{}/", dir.path().display())) || f.contains(":/s")), "{missing:?}");
+    let repo = Repository::open(Arc::new(storage.clone()), b"pw")
+        .await
+        .unwrap();
+    let report = verify(&repo, None, Arc::new(Default::default()))
+        .await
+        .unwrap();
+    let missing = report
+        .problems
+        .iter()
+        .find(|p| p.kind == "pack_missing")
+        .unwrap_or_else(|| panic!("{report:?}"));
+    assert!(
+        !missing.snapshots.is_empty()
+            && missing
+                .files
+                .iter()
+                .any(|f| f.contains(&format!("{}/", dir.path().display())) || f.contains(":/s")),
+        "{missing:?}"
+    );
     // repair index drops the lost pack; the snapshots still reference its blobs.
-    repair_index(&repo, Arc::new(Default::default())).await.unwrap();
-    let report = verify(&repo, None, Arc::new(Default::default())).await.unwrap();
-    assert!(report.problems.iter().any(|p| p.kind == "blob_missing"), "{report:?}");
+    repair_index(&repo, Arc::new(Default::default()))
+        .await
+        .unwrap();
+    let report = verify(&repo, None, Arc::new(Default::default()))
+        .await
+        .unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.kind == "blob_missing"),
+        "{report:?}"
+    );
     let repaired = repair_snapshots(&repo, false, false).await.unwrap();
     assert!(!repaired.repaired.is_empty());
     assert!(repaired.repaired.iter().all(|r| !r.dropped.is_empty()));
     // The repaired snapshots restore what survived, byte-exact.
     let snapshots = repo.list_snapshots().await.unwrap();
-    let repaired_ids: Vec<String> = repaired.repaired.iter().map(|r| r.repaired.clone()).collect();
-    for snap in snapshots.iter().filter(|s| repaired_ids.contains(&s.id.to_hex())) {
+    let repaired_ids: Vec<String> = repaired
+        .repaired
+        .iter()
+        .map(|r| r.repaired.clone())
+        .collect();
+    for snap in snapshots
+        .iter()
+        .filter(|s| repaired_ids.contains(&s.id.to_hex()))
+    {
         assert!(snap.manifest.tags.contains(&"repaired".to_string()));
         for (path, data) in &expected {
             let mut out = Vec::new();
-            if dump(&repo, &snap.manifest.tree, path.as_bytes(), &mut out).await.is_ok() {
+            if dump(&repo, &snap.manifest.tree, path.as_bytes(), &mut out)
+                .await
+                .is_ok()
+            {
                 assert!(out == *data, "{path}");
             }
         }
     }
-    assert_eq!(snapshots.len(), 2 + repaired.repaired.len(), "originals are kept");
+    assert_eq!(
+        snapshots.len(),
+        2 + repaired.repaired.len(),
+        "originals are kept"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_tree_is_reported_with_the_snapshot_it_breaks() {
     let (storage, _dir, _expected) = small_repository().await;
-    for n in storage.names().into_iter().filter(|n| n.starts_with("meta/")) {
+    for n in storage
+        .names()
+        .into_iter()
+        .filter(|n| n.starts_with("meta/"))
+    {
         storage.delete(&n).await.unwrap();
     }
-    let repo = Repository::open(Arc::new(storage.clone()), b"pw").await.unwrap();
-    let report = verify(&repo, None, Arc::new(Default::default())).await.unwrap();
-    assert!(report.problems.iter().any(|p| (p.kind == "tree_unreadable" || p.kind == "pack_missing") && !p.snapshots.is_empty()), "{report:?}");
+    let repo = Repository::open(Arc::new(storage.clone()), b"pw")
+        .await
+        .unwrap();
+    let report = verify(&repo, None, Arc::new(Default::default()))
+        .await
+        .unwrap();
+    assert!(
+        report.problems.iter().any(
+            |p| (p.kind == "tree_unreadable" || p.kind == "pack_missing")
+                && !p.snapshots.is_empty()
+        ),
+        "{report:?}"
+    );
 }

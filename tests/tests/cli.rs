@@ -1,5 +1,7 @@
 //! The command-line contract: snapshot selectors, `--json` documents, tags and hosts,
-//! repository and password sources, exit codes and error messages.
+//! repository and password sources, exit codes and error messages. What reads or writes
+//! the repository runs against both backends; `file://` URLs, password sources and
+//! unreadable source entries do not depend on the backend and run on the local one.
 
 mod common;
 
@@ -15,17 +17,27 @@ fn contains_any(line: &str, words: &[&str]) -> bool {
     words.iter().any(|w| lower.contains(w))
 }
 
-#[test]
-fn init_prints_json_and_refuses_an_existing_repository() {
-    let env = TestEnv::new();
+both_backends!(
+    init_prints_json_and_refuses_an_existing_repository,
+    snapshot_selectors_latest_prefixes_and_errors,
+    json_documents_of_every_listing_command,
+    tags_and_hosts_are_recorded_and_filter_listings,
+    wrong_or_missing_password_and_repository,
+    paths_inside_snapshots_that_do_not_fit_the_command,
+    closed_stdout_pipe_ends_output_quietly,
+);
+
+fn init_prints_json_and_refuses_an_existing_repository(backend: Backend) {
+    let env = TestEnv::new_with(backend);
     let doc = env.json(&["init"]);
     assert!(
         doc["id"].as_str().is_some_and(|id| id.len() >= 8),
         "init --json has the repository id: {doc}"
     );
+    assert_eq!(doc["location"], env.location(), "{doc}");
     assert!(
-        env.repo.join("config").is_file(),
-        "init creates the repository at the given path"
+        env.repo_has("config"),
+        "init creates the repository at the given location"
     );
 
     let line = env.fail(&["init"]);
@@ -34,9 +46,8 @@ fn init_prints_json_and_refuses_an_existing_repository() {
     assert_eq!(env.snapshots().len(), 0);
 }
 
-#[test]
-fn snapshot_selectors_latest_prefixes_and_errors() {
-    let env = TestEnv::init();
+fn snapshot_selectors_latest_prefixes_and_errors(backend: Backend) {
+    let env = TestEnv::init_with(backend);
     // Make snapshots until two ids share their first hex digit (at most 17).
     let mut ids: Vec<String> = Vec::new();
     let ambiguous = loop {
@@ -98,9 +109,8 @@ fn snapshot_selectors_latest_prefixes_and_errors() {
     assert!(!env.path("t").exists(), "a failed restore creates nothing");
 }
 
-#[test]
-fn json_documents_of_every_listing_command() {
-    let env = TestEnv::init();
+fn json_documents_of_every_listing_command(backend: Backend) {
+    let env = TestEnv::init_with(backend);
     let src = env.path("src");
     fs::create_dir_all(src.join("d")).unwrap();
     fs::write(src.join("d/file.txt"), b"0123456789").unwrap();
@@ -164,9 +174,8 @@ fn json_documents_of_every_listing_command() {
     );
 }
 
-#[test]
-fn tags_and_hosts_are_recorded_and_filter_listings() {
-    let env = TestEnv::init();
+fn tags_and_hosts_are_recorded_and_filter_listings(backend: Backend) {
+    let env = TestEnv::init_with(backend);
     let run_backup = |name: &str, data: &[u8], extra: &[&str]| {
         let mut args = vec!["--json", "backup", "--stdin", "--stdin-name", name];
         args.extend_from_slice(extra);
@@ -291,33 +300,36 @@ fn repository_as_file_url_and_password_file() {
     );
 }
 
-#[test]
-fn wrong_or_missing_password_and_repository() {
-    let env = TestEnv::init();
-    let mut wrong = TestEnv::new();
-    wrong.repo = env.repo.clone();
-    wrong.password = "not the password".into();
+fn wrong_or_missing_password_and_repository(backend: Backend) {
+    let env = TestEnv::init_with(backend);
+    let wrong = env.same_repository("not the password");
     let line = wrong.fail(&["snapshots"]);
     assert!(line.contains("wrong password"), "{line}");
 
     let line = assert_clean_failure(
         &output_of({
             let mut c = bare_cmd(["snapshots"]);
-            c.env("DPREPO_REPOSITORY", &env.repo);
+            env.storage_env(&mut c);
+            c.env("DPREPO_REPOSITORY", env.location());
             c
         }),
         &["snapshots", "(no password, stdin not a terminal)"],
     );
     assert!(line.contains("DPREPO_PASSWORD"), "{line}");
 
-    let none = TestEnv::new();
-    let line = none.fail(&["snapshots"]);
+    // On S3: an existing bucket, and nothing below the prefix.
+    let none = TestEnv::new_with(backend);
+    for args in [&["snapshots"][..], &["ls", "latest"], &["stats"]] {
+        let line = none.fail(args);
+        assert!(
+            line.contains("no repository")
+                && line.contains("dprepo init")
+                && line.contains(&none.location()),
+            "{args:?} on a missing repository: {line}"
+        );
+    }
     assert!(
-        line.contains("dprepo init") && line.contains(s(&none.repo)),
-        "missing repository: {line}"
-    );
-    assert!(
-        !none.repo.exists(),
+        !none.repo.exists() && none.repo_files("").is_empty(),
         "reading commands do not create a repository"
     );
     let line = assert_clean_failure(
@@ -332,9 +344,55 @@ fn wrong_or_missing_password_and_repository() {
     assert!(line.contains("s3x"), "{line}");
 }
 
+/// The metadata cache of remote repositories: a second listing reads only what may change.
 #[test]
-fn paths_inside_snapshots_that_do_not_fit_the_command() {
-    let env = TestEnv::init();
+fn second_snapshots_listing_on_s3_reads_no_index_again() {
+    let env = TestEnv::init_with(Backend::S3);
+    for i in 0..3u8 {
+        env.backup_stream("s", &[i; 1000]);
+    }
+    // With `--json --verbose` the last stderr line is `{"requests":{"get":N,..}}`.
+    let gets = |env: &TestEnv| {
+        let out = env.ok(&["--json", "--verbose", "snapshots"]);
+        let err = stderr(&out);
+        let last = err.lines().last().unwrap_or_default();
+        let doc: Value = serde_json::from_str(last).unwrap_or_else(|e| {
+            panic!("--json --verbose: last stderr line is not JSON ({e}):\n{err}")
+        });
+        assert_eq!(
+            parse_json(&out, &["snapshots"]).as_array().map(Vec::len),
+            Some(3)
+        );
+        doc["requests"]["get"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no requests.get in {last}"))
+    };
+    // A fresh cache (another directory) reads config, key, snapshots and index files.
+    let cold_env = env.same_repository(PASSWORD);
+    let index_files = cold_env.repo_files("index").len() as u64;
+    assert!(index_files >= 1, "the backups wrote index files");
+    let cold = gets(&cold_env);
+    assert!(
+        cold >= 1 + 1 + 3 + index_files,
+        "a cold listing reads config, key, 3 snapshots and {index_files} index files, not {cold} objects"
+    );
+    let warm = gets(&cold_env);
+    assert!(
+        warm <= 1,
+        "a second listing reads {warm} objects; only the config (mutable) may be read again, \
+         index files, keys and snapshots are immutable and cached (cold: {cold})"
+    );
+    let text = stderr(&cold_env.ok(&["--verbose", "snapshots"]));
+    assert!(
+        text.lines()
+            .last()
+            .is_some_and(|l| l.starts_with(&format!("requests: {warm} GET, 0 ranged GET,"))),
+        "text form of the request counts: {text}"
+    );
+}
+
+fn paths_inside_snapshots_that_do_not_fit_the_command(backend: Backend) {
+    let env = TestEnv::init_with(backend);
     let src = env.path("src");
     fs::create_dir_all(src.join("dir")).unwrap();
     fs::write(src.join("dir/file"), b"x").unwrap();
@@ -407,10 +465,9 @@ fn unreadable_entries_give_exit_code_3_and_a_partial_snapshot() {
     );
 }
 
-#[test]
-fn closed_stdout_pipe_ends_output_quietly() {
+fn closed_stdout_pipe_ends_output_quietly(backend: Backend) {
     // `dprepo ls latest | head -1`: the reader goes away while dprepo is still writing.
-    let env = TestEnv::init();
+    let env = TestEnv::init_with(backend);
     let src = env.path("src");
     fs::create_dir(&src).unwrap();
     for i in 0..3000 {

@@ -1,5 +1,5 @@
 //! Several writers at once: backups into one repository need no lock, and every
-//! snapshot they commit is complete.
+//! snapshot they commit is complete, on both backends.
 
 mod common;
 
@@ -7,9 +7,10 @@ use common::*;
 use std::fs;
 use std::process::Stdio;
 
-#[test]
-fn concurrent_backups_into_one_repository_all_commit_complete_snapshots() {
-    let env = TestEnv::init();
+both_backends!(concurrent_backups_into_one_repository_all_commit_complete_snapshots);
+
+fn concurrent_backups_into_one_repository_all_commit_complete_snapshots(backend: Backend) {
+    let env = TestEnv::init_with(backend);
     let shared = random_bytes(1, 3 << 20);
     let sources: Vec<_> = (0..4u64)
         .map(|i| {

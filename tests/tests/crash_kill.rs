@@ -8,6 +8,9 @@
 //!   version;
 //! - a new backup and a gc succeed.
 //!
+//! The gc that is killed is `forget --keep-last 1 --prune --max-unused 0`, so it always
+//! has snapshots to remove and packs to delete and rewrite.
+//!
 //! A killed process leaves state behind that would block later runs for 30 minutes:
 //! the gc lease `locks/gc` (the next gc fails with "busy" until it expires) and the
 //! writer's session marker in `sessions/` (every gc tombstone stays blocked, so gc frees
@@ -25,10 +28,14 @@ use std::time::{Duration, Instant};
 const TRIALS: u64 = 25;
 /// Files of the source tree (some absent in a given version).
 const FILES: u64 = 24;
-/// Kill delays are drawn from 0..=MAX_KILL_DELAY_MS.
+/// Kill delays counted from the start of the process are drawn from 0..=this; most of
+/// the first ~150 ms go to key derivation.
 const MAX_KILL_DELAY_MS: u64 = 300;
+/// Kill delays counted from the moment the work starts (session marker or gc lease
+/// visible) are drawn from 0..=this: a gc of this repository takes about that long.
+const MAX_KILL_DELAY_AFTER_START_MS: u64 = 120;
 /// Snapshots kept between trials, so checking all of them stays cheap.
-const KEEP_LAST: &str = "3";
+const KEEP_LAST: &str = "1";
 
 // Helpers are local (not `common`) so this file stands alone.
 
@@ -333,21 +340,31 @@ fn write_version(
     tree_manifest(src)
 }
 
+/// Wait until `ready()` holds or `child` has exited (at most 10 s).
+fn wait_for(child: &mut Child, ready: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && !ready() && child.try_wait().expect("poll child").is_none() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// What a child did: finished by itself (with its output) or was killed.
 enum Fate {
     Finished(Output),
     Killed,
 }
 
-/// Kill `child` unless it already exited; reap it either way.
-fn kill_and_reap(mut child: Child) -> Fate {
-    let exited = child.try_wait().expect("poll child").is_some();
-    if !exited {
-        // SIGKILL; the child may exit on its own meanwhile, which is fine.
+/// Send SIGKILL unless `child` already exited (it may exit on its own meanwhile).
+fn kill_child(child: &mut Child) {
+    if child.try_wait().expect("poll child").is_none() {
         let _ = child.kill();
     }
+}
+
+/// Wait for `child`: it finished by itself, or died of a signal (our SIGKILL).
+fn reap(child: Child) -> Fate {
     let out = child.wait_with_output().expect("reap child");
-    if exited || out.status.code().is_some() {
+    if out.status.code().is_some() {
         Fate::Finished(out)
     } else {
         Fate::Killed
@@ -356,6 +373,54 @@ fn kill_and_reap(mut child: Child) -> Fate {
 
 fn describe(what: &str, out: &Output) -> String {
     format!("{what}: exit {} stderr: {}", out.status, stderr(out).trim())
+}
+
+/// `snapshots --json` works and every listed snapshot restores byte-exact to the
+/// version its tag names; problems go to `failures`. Returns the number of snapshots
+/// checked, or `None` if they could not even be listed.
+fn check_snapshots(
+    env: &TestEnv,
+    src: &Path,
+    expected: &HashMap<String, TreeManifest>,
+    what: &str,
+    failures: &mut Vec<String>,
+) -> Option<usize> {
+    let out = env.run(&["--json", "snapshots"]);
+    if !out.status.success() {
+        failures.push(describe(&format!("{what}: snapshots"), &out));
+        return None;
+    }
+    let snapshots: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).expect("snapshots --json is valid JSON");
+    for snap in &snapshots {
+        let id = snap["id"].as_str().expect("snapshot id");
+        let tags: Vec<&str> = snap["tags"]
+            .as_array()
+            .map(|t| t.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        let Some(tree) = tags.iter().find_map(|t| expected.get(*t)) else {
+            failures.push(format!("{what}: snapshot {id} has unknown tags {tags:?}"));
+            continue;
+        };
+        let target = env.path("restore");
+        let out = env.run(&["restore", id, "--target", s(&target)]);
+        if !out.status.success() {
+            failures.push(describe(
+                &format!("{what}: restore of snapshot {id} {tags:?}"),
+                &out,
+            ));
+        } else {
+            let diffs = manifest_diff(tree, &tree_manifest(&restored_path(&target, src)));
+            if !diffs.is_empty() {
+                failures.push(format!(
+                    "{what}: snapshot {id} {tags:?} restores differently:\n    {}",
+                    diffs.join("\n    ")
+                ));
+            }
+        }
+        let _ = fs::remove_dir_all(&target);
+    }
+    Some(snapshots.len())
 }
 
 #[test]
@@ -380,44 +445,83 @@ fn killed_backups_and_gcs_leave_a_consistent_repository() {
         let version = trial + 1;
         let tag = format!("v{version}");
         expected.insert(tag.clone(), write_version(&src, &mut current, version));
-        // Old snapshots go, so gc has packs to delete and rewrite.
-        env.ok(&["forget", "--keep-last", KEEP_LAST]);
 
         // 0: backup alone, 1: gc alone, 2: both at once.
         let mode = rng.below(3);
         let force = rng.below(3) == 0;
-        let delay = Duration::from_millis(rng.below(MAX_KILL_DELAY_MS + 1));
-        let kill_backup = mode == 0 || mode == 2 && rng.below(3) != 0;
-        let kill_gc = mode == 1 || mode == 2 && !kill_backup || mode == 2 && rng.below(2) == 0;
+        let (kill_backup, kill_gc) = match (mode, rng.below(3)) {
+            (0, _) => (true, false),
+            (1, _) => (false, true),
+            (_, 0) => (true, false),
+            (_, 1) => (false, true),
+            _ => (true, true),
+        };
+        // The delay counts from the start of the process, or (to land more kills in
+        // the middle of the work rather than in key derivation) from the moment the
+        // backup's session marker or the gc lease appears.
+        let anchor_on_work = rng.below(3) != 0;
+        let delay = Duration::from_millis(if anchor_on_work {
+            rng.below(MAX_KILL_DELAY_AFTER_START_MS + 1)
+        } else {
+            rng.below(MAX_KILL_DELAY_MS + 1)
+        });
         let mut backup_args = vec!["--json", "backup", s(&src), "--tag", &tag];
         if force {
             backup_args.push("--force");
         }
-        let gc_args = ["--json", "gc", "--max-unused", "0"];
+        // The gc role: forget old snapshots, then gc (the same `gc::run` as `dprepo gc`),
+        // so the gc always has packs to delete and rewrite.
+        let gc_args = [
+            "--json",
+            "forget",
+            "--keep-last",
+            KEEP_LAST,
+            "--prune",
+            "--max-unused",
+            "0",
+        ];
         let gc_first = rng.below(2) == 0;
         let mut gc = (mode >= 1 && gc_first).then(|| env.spawn(&gc_args));
-        let backup = (mode != 1).then(|| env.spawn(&backup_args));
+        let mut backup = (mode != 1).then(|| env.spawn(&backup_args));
         if mode >= 1 && gc.is_none() {
             gc = Some(env.spawn(&gc_args));
         }
+        if anchor_on_work {
+            let sessions = env.repo.join("sessions");
+            let lease = env.repo.join("locks/gc");
+            match (backup.as_mut(), gc.as_mut()) {
+                (Some(child), _) if kill_backup => wait_for(child, || {
+                    fs::read_dir(&sessions).is_ok_and(|mut rd| {
+                        rd.any(|e| {
+                            e.is_ok_and(|e| !e.file_name().to_string_lossy().starts_with(".tmp-"))
+                        })
+                    })
+                }),
+                (_, Some(child)) => wait_for(child, || lease.exists()),
+                _ => {}
+            }
+        }
         std::thread::sleep(delay);
         let what = format!(
-            "trial {trial} (mode {mode}, delay {delay:?}, kill backup {kill_backup}, kill gc {kill_gc})"
+            "trial {trial} (mode {mode}, delay {delay:?} from {}, kill backup {kill_backup}, kill gc {kill_gc})",
+            if anchor_on_work { "work start" } else { "spawn" }
         );
-        let backup_fate = backup.map(|c| {
-            if kill_backup {
-                kill_and_reap(c)
-            } else {
-                Fate::Finished(c.wait_with_output().expect("reap backup"))
-            }
-        });
-        let gc_fate = gc.map(|c| {
-            if kill_gc {
-                kill_and_reap(c)
-            } else {
-                Fate::Finished(c.wait_with_output().expect("reap gc"))
-            }
-        });
+        // Kill first, then wait for the processes left to finish.
+        let finish = |child: Option<Child>, kill: bool| {
+            child.map(|mut c| {
+                if kill {
+                    kill_child(&mut c);
+                }
+                reap(c)
+            })
+        };
+        let (backup_fate, gc_fate) = if kill_gc {
+            let g = finish(gc, kill_gc);
+            (finish(backup, kill_backup), g)
+        } else {
+            let b = finish(backup, kill_backup);
+            (b, finish(gc, kill_gc))
+        };
         // What ran to its end must have succeeded.
         match &backup_fate {
             Some(Fate::Finished(out)) if !out.status.success() => {
@@ -435,50 +539,21 @@ fn killed_backups_and_gcs_leave_a_consistent_repository() {
         }
 
         // No dprepo process of this test is alive now. The repository must be usable.
-        let out = env.run(&["--json", "snapshots"]);
-        if !out.status.success() {
-            failures.push(describe(&format!("{what}: snapshots after the kill"), &out));
-            break;
-        }
-        let snapshots: Vec<serde_json::Value> =
-            serde_json::from_slice(&out.stdout).expect("snapshots --json is valid JSON");
-        for snap in &snapshots {
-            let id = snap["id"].as_str().expect("snapshot id");
-            let tags: Vec<&str> = snap["tags"]
-                .as_array()
-                .map(|t| t.iter().filter_map(|v| v.as_str()).collect())
-                .unwrap_or_default();
-            let Some(tree) = tags.iter().find_map(|t| expected.get(*t)) else {
-                failures.push(format!("{what}: snapshot {id} has unknown tags {tags:?}"));
-                continue;
-            };
-            let target = env.path("restore");
-            let out = env.run(&["restore", id, "--target", s(&target)]);
-            restores += 1;
-            if !out.status.success() {
-                failures.push(describe(
-                    &format!("{what}: restore of snapshot {id} {tags:?}"),
-                    &out,
-                ));
-            } else {
-                let diffs = manifest_diff(tree, &tree_manifest(&restored_path(&target, &src)));
-                if !diffs.is_empty() {
-                    failures.push(format!(
-                        "{what}: snapshot {id} {tags:?} restores differently:\n    {}",
-                        diffs.join("\n    ")
-                    ));
-                }
-            }
-            let _ = fs::remove_dir_all(&target);
+        match check_snapshots(&env, &src, &expected, &what, &mut failures) {
+            Some(n) => restores += n,
+            None => break,
         }
 
         // A killed gc leaves its lease; the next gc would fail with "busy" for 30
-        // minutes. Observe that once, then remove the lease: no gc process is alive.
+        // minutes. Observe that, then remove the lease: no gc process is alive.
         if env.repo.join("locks/gc").exists() {
             leases_left += 1;
-            let out = env.run(&["gc", "--max-unused", "0"]);
-            if !out.status.success() && stderr(&out).contains("busy") {
-                lease_busy += 1;
+            // Observing it twice is enough to show the behaviour; it costs a run.
+            if leases_left <= 2 {
+                let out = env.run(&["gc", "--max-unused", "0"]);
+                if !out.status.success() && stderr(&out).contains("busy") {
+                    lease_busy += 1;
+                }
             }
             let _ = fs::remove_file(env.repo.join("locks/gc"));
         }
@@ -501,8 +576,11 @@ fn killed_backups_and_gcs_leave_a_consistent_repository() {
         }
     }
 
-    // Finally, with nothing killed since: the last gc processed every tombstone, and
-    // the newest snapshot is the last version.
+    // Finally, with nothing killed since the last check: everything still restores,
+    // and the last gc processed every tombstone.
+    if let Some(n) = check_snapshots(&env, &src, &expected, "at the end", &mut failures) {
+        restores += n;
+    }
     if !env.repo_files("gc").is_empty() {
         failures.push(format!(
             "tombstones left after the final gc: {:?}",
@@ -511,9 +589,10 @@ fn killed_backups_and_gcs_leave_a_consistent_repository() {
     }
     eprintln!(
         "crash_kill: {TRIALS} trials, {backups_killed} backups and {gcs_killed} gcs killed, \
-         {restores} restores checked; a killed gc left its lease {leases_left} times and the next \
-         gc then failed with busy {lease_busy} times; {sessions_left} session markers left by \
+         {restores} restores checked; a killed gc left its lease {leases_left} times (the next \
+         gc, tried {} times, failed with busy {lease_busy} times); {sessions_left} session markers left by \
          killed backups; {:.1}s",
+        leases_left.min(2),
         started.elapsed().as_secs_f64()
     );
     assert!(

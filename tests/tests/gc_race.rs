@@ -1,24 +1,25 @@
-//! Garbage collection racing concurrent backups from other processes.
+//! Garbage collection racing backups from other processes.
 //!
-//! Three writer processes loop: mutate their own source tree (seeded, so every run
-//! does the same work), back it up under their own host name. Meanwhile a gc loop
-//! forgets all but the two newest snapshots of each host and runs `gc --max-unused 0`
-//! (every pack with any unused byte is rewritten, so packs move under the writers' feet),
-//! and a second gc loop contends for the gc lease. Content is shared across writers
-//! and across versions, so deduplication constantly references packs gc is working on.
+//! `gc_beside_concurrent_backups_keeps_every_snapshot_restorable`: three writer
+//! processes loop: mutate their own source tree (seeded, so every run does the same
+//! work), back it up under their own host name. Meanwhile a gc loop forgets all but the
+//! two newest snapshots of each host and runs `gc --max-unused 0` (every pack with an
+//! unused byte is rewritten, so packs move under the writers' feet), a second gc loop
+//! contends for the lease, and readers loop `snapshots`. Content is shared across
+//! writers and versions, so deduplication keeps referencing packs gc is working on.
+//! Checked: every backup, forget, gc (but for "busy") and reader succeeds; after a final
+//! gc every remaining snapshot restores byte-exact to the tree it was taken of; the two
+//! newest snapshots of each host survive; nothing is left in `gc/` or `sessions/`.
 //!
-//! Invariants checked: every backup succeeds (a backup failing because gc deleted
-//! something it had indexed is the bug this test exists to catch); after a final gc,
-//! every snapshot that still exists restores byte-exact to the tree it was taken of;
-//! the two newest snapshots of each host survive; nothing is left in `gc/` or
-//! `sessions/`.
+//! The other tests force one interleaving each (a backup stopped with SIGSTOP at a
+//! chosen point, or held open by its stdin) and are named after the failure they catch.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -205,6 +206,8 @@ const ITERATIONS: usize = 12;
 const POOL_FILES: u64 = 6;
 const POOL_FILE_LEN: usize = 1_500_000;
 const KEEP_LAST: usize = 2;
+/// Processes looping `snapshots` beside the writers.
+const READERS: usize = 2;
 
 /// Relative path -> "dir" or "file <len> <fnv64>".
 type TreeManifest = BTreeMap<String, String>;
@@ -387,6 +390,7 @@ fn gc_beside_concurrent_backups_keeps_every_snapshot_restorable() {
     let writers_done = AtomicBool::new(false);
     let gc_runs = AtomicU64::new(0);
     let gc_busy = AtomicU64::new(0);
+    let reader_runs = AtomicU64::new(0);
     let packs_deleted = AtomicU64::new(0);
     let packs_rewritten = AtomicU64::new(0);
     let tombstones_blocked = AtomicU64::new(0);
@@ -492,12 +496,35 @@ fn gc_beside_concurrent_backups_keeps_every_snapshot_restorable() {
                 }
             }
         });
+        // Readers: opening the repository (which loads every index file) must work
+        // while gc rewrites index files.
+        let readers: Vec<_> = (0..READERS)
+            .map(|r| {
+                let (env, writers_done, reader_runs, failures) =
+                    (&env, &writers_done, &reader_runs, &failures);
+                scope.spawn(move || {
+                    while !writers_done.load(Ordering::Relaxed) {
+                        let out = env.run(&["--json", "snapshots"]);
+                        reader_runs.fetch_add(1, Ordering::Relaxed);
+                        if !out.status.success() {
+                            failures
+                                .lock()
+                                .unwrap()
+                                .push(describe(&format!("snapshots (reader {r})"), &out));
+                        }
+                    }
+                })
+            })
+            .collect();
         for h in writer_handles {
             h.join().expect("writer thread");
         }
         writers_done.store(true, Ordering::Relaxed);
         forget_and_gc.join().expect("gc thread");
         contender.join().expect("contender thread");
+        for r in readers {
+            r.join().expect("reader thread");
+        }
     });
     let race_secs = started.elapsed().as_secs_f64();
 
@@ -571,11 +598,12 @@ fn gc_beside_concurrent_backups_keeps_every_snapshot_restorable() {
 
     eprintln!(
         "gc_race: {} backups committed, {} snapshots kept; {} gc runs during the race \
-         ({} busy), {} packs deleted, {} rewritten, {} tombstones blocked; race {:.1}s, total {:.1}s",
+         ({} busy), {} reader runs, {} packs deleted, {} rewritten, {} tombstones blocked; race {:.1}s, total {:.1}s",
         recorded.len(),
         listed.len(),
         gc_runs.load(Ordering::Relaxed),
         gc_busy.load(Ordering::Relaxed),
+        reader_runs.load(Ordering::Relaxed),
         packs_deleted.load(Ordering::Relaxed),
         packs_rewritten.load(Ordering::Relaxed),
         tombstones_blocked.load(Ordering::Relaxed),
@@ -591,5 +619,240 @@ fn gc_beside_concurrent_backups_keeps_every_snapshot_restorable() {
     assert!(
         gc_runs.load(Ordering::Relaxed) > 0,
         "no gc completed while the writers ran: the race did not happen"
+    );
+}
+
+/// `rchar` (bytes read through read-like system calls) of process `pid`.
+fn read_bytes_of(pid: u32) -> Option<u64> {
+    fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("rchar:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// User plus system CPU time of process `pid`, in clock ticks.
+fn cpu_ticks_of(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14, 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {sig} {pid} failed");
+}
+
+/// Sum of the sizes of the index files.
+fn index_bytes(env: &TestEnv) -> u64 {
+    fs::read_dir(env.repo.join("index"))
+        .expect("list index files")
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .map(|e| e.metadata().expect("stat index file").len())
+        .sum()
+}
+
+/// Stop `child` (a command that opens the repository) right after it has read every
+/// index file: once its read counter, steady while it derives the key (CPU time grows,
+/// nothing is read), has grown by `index_bytes`. Returns false if it exited first.
+fn stop_after_index_load(child: &mut Child, index_bytes: u64) -> bool {
+    let pid = child.id();
+    let (mut last_read, mut ticks_at_change) = (u64::MAX, 0u64);
+    let mut key_derivation_read = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if child.try_wait().expect("poll child").is_some() {
+            return false;
+        }
+        let (Some(read), Some(ticks)) = (read_bytes_of(pid), cpu_ticks_of(pid)) else {
+            return false;
+        };
+        if read != last_read {
+            if key_derivation_read.is_some_and(|base| read >= base + index_bytes) {
+                signal(pid, "-STOP");
+                return true;
+            }
+            (last_read, ticks_at_change) = (read, ticks);
+        } else if key_derivation_read.is_none() && ticks >= ticks_at_change + 2 {
+            // Two clock ticks of CPU without a read: key derivation, which comes right
+            // before the index is loaded.
+            key_derivation_read = Some(read);
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    panic!("dprepo (pid {pid}) did not finish loading the index within 30 s");
+}
+
+/// A backup opens the repository, loading the index, before it creates its session
+/// marker and reads the tombstones (SPEC "Write ordering" 1, section 15 S-1/S-2). A gc
+/// that runs entirely in between (tombstone written, no session listed, packs and
+/// tombstone deleted) is invisible to the backup, whose in-memory index still lists the
+/// deleted packs: the backup deduplicates against them and commits a snapshot whose data
+/// is gone. The safety argument's case 3 assumes the tombstone still exists when the
+/// writer lists `gc/`. This test stops the backup in that window (SIGSTOP once it has
+/// read every index file and before its session marker exists), runs gc, resumes it.
+#[test]
+fn backup_does_not_deduplicate_against_packs_deleted_by_a_gc_between_index_load_and_session_start()
+{
+    let env = TestEnv::init();
+    let data = random_bytes(77, 3 << 20);
+    let old = env.path("old");
+    fs::create_dir(&old).expect("create dir");
+    fs::write(old.join("x.bin"), &data).expect("write file");
+    let out = env.json(&["backup", s(&old), "--host", "old"]);
+    env.ok(&["forget", out["id"].as_str().expect("snapshot id")]);
+    // The same bytes, elsewhere (no parent snapshot): every chunk deduplicates against
+    // the packs of the forgotten snapshot, if the backup still believes they exist.
+    let src = env.path("w");
+    fs::create_dir(&src).expect("create dir");
+    fs::write(src.join("x.bin"), &data).expect("write file");
+    let expected = tree_manifest(&src);
+
+    for attempt in 0..8 {
+        let mut backup = env
+            .cmd(["--json", "backup", s(&src), "--host", "w"])
+            .spawn()
+            .expect("start backup");
+        let stopped = stop_after_index_load(&mut backup, index_bytes(&env));
+        let in_window = stopped && env.repo_files("sessions").is_empty();
+        if in_window {
+            // The backup holds the old index and has no session: gc sees no writer.
+            let gc = env.run(&["--json", "gc", "--max-unused", "0"]);
+            signal(backup.id(), "-CONT");
+            let out = backup.wait_with_output().expect("wait for backup");
+            assert!(gc.status.success(), "gc failed: {}", stderr(&gc));
+            let gc_doc: serde_json::Value = serde_json::from_slice(&gc.stdout).expect("gc --json");
+            assert!(
+                gc_doc["report"]["packs_deleted"].as_u64().unwrap_or(0) > 0,
+                "gc deleted nothing, so the scenario did not happen: {gc_doc}"
+            );
+            assert!(
+                out.status.success(),
+                "the backup failed after a gc ran before its session started: {}",
+                stderr(&out)
+            );
+            let doc: serde_json::Value =
+                serde_json::from_slice(&out.stdout).expect("backup --json");
+            let id = doc["id"].as_str().expect("snapshot id");
+            let target = env.path("restore");
+            let restore = env.run(&["restore", id, "--target", s(&target)]);
+            assert!(
+                restore.status.success(),
+                "snapshot {id}, committed by a backup that loaded the index before a gc deleted \
+                 the packs it then deduplicated against, does not restore: {}",
+                stderr(&restore)
+            );
+            let diffs = manifest_diff(&expected, &tree_manifest(&restored_path(&target, &src)));
+            assert!(
+                diffs.is_empty(),
+                "snapshot {id} restores differently:\n  {}",
+                diffs.join("\n  ")
+            );
+            return;
+        }
+        // Missed the window: let the backup finish, forget its snapshot, try again.
+        if stopped {
+            signal(backup.id(), "-CONT");
+        }
+        let out = backup.wait_with_output().expect("wait for backup");
+        assert!(out.status.success(), "backup failed: {}", stderr(&out));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("backup --json");
+        env.ok(&["forget", doc["id"].as_str().expect("snapshot id")]);
+        eprintln!("attempt {attempt}: missed the window between index load and session start");
+    }
+    panic!("could not stop a backup between its index load and its session start in 8 attempts");
+}
+
+/// Total size of the files below `dir`.
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(rd) = fs::read_dir(dir) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// While a backup runs, every gc's tombstone is blocked, and the packs it planned to
+/// rewrite stay indexed. The next gc plans the same packs again (`plan` does not skip
+/// packs already named by a pending tombstone) and writes another copy of their live
+/// blobs each time. Once the tombstones are processed only the originals go: every
+/// copy holds live blobs only, so no later gc removes them. Periodic gc beside a long
+/// backup (or beside the stale session marker of a killed one, for 30 minutes) thus
+/// multiplies the repository's size for good.
+#[test]
+fn gc_beside_a_running_backup_does_not_copy_the_same_packs_again_and_again() {
+    let env = TestEnv::init();
+    let src = env.path("src");
+    fs::create_dir(&src).expect("create dir");
+    const FILE_LEN: usize = 300_000;
+    for i in 0..6u64 {
+        fs::write(src.join(format!("f{i}")), random_bytes(500 + i, FILE_LEN)).expect("write");
+    }
+    env.ok(&["backup", s(&src)]);
+    for i in 0..3 {
+        fs::remove_file(src.join(format!("f{i}"))).expect("delete file");
+    }
+    env.ok(&["backup", s(&src)]);
+    // The first backup's data pack is now half unused: gc rewrites it.
+    env.ok(&["forget", "--keep-last", "1"]);
+
+    // A backup that runs until its stdin closes: a live writer session.
+    let mut writer = env
+        .cmd(["--json", "backup", "--stdin", "--stdin-name", "stream"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("start backup");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.repo_files("sessions").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the backup never created its session marker"
+        );
+        assert!(
+            writer.try_wait().expect("poll").is_none(),
+            "the stdin backup exited early"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    const GC_RUNS: usize = 4;
+    for _ in 0..GC_RUNS {
+        env.ok(&["gc"]);
+    }
+    let stream = random_bytes(600, 1000);
+    let mut stdin = writer.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, &stream).expect("write stream");
+    drop(stdin);
+    let out = writer.wait_with_output().expect("wait for backup");
+    assert!(
+        out.status.success(),
+        "stdin backup failed: {}",
+        stderr(&out)
+    );
+    // No writer now: these process every tombstone.
+    env.ok(&["gc"]);
+    env.ok(&["gc"]);
+
+    let live = (3 * FILE_LEN + stream.len()) as u64;
+    let stored = dir_size(&env.repo.join("data"));
+    assert!(
+        env.repo_files("gc").is_empty(),
+        "tombstones left: {:?}",
+        env.repo_files("gc")
+    );
+    assert!(
+        stored < 2 * live,
+        "{GC_RUNS} gc runs beside one backup left {stored} bytes of data packs for {live} bytes \
+         of live data (each run copied the same half-used pack again)"
     );
 }

@@ -1,5 +1,6 @@
 //! Incremental backups: unchanged files are taken from the parent snapshot without
 //! reading, changed ones are read again, and the result is always the current tree.
+//! Every test runs against both backends (the parent's trees come from the repository).
 
 mod common;
 
@@ -46,9 +47,16 @@ fn counts(snap: &Value) -> (u64, u64, u64) {
     )
 }
 
-#[test]
-fn unchanged_tree_is_taken_from_the_parent_without_reading() {
-    let env = TestEnv::init();
+both_backends!(
+    unchanged_tree_is_taken_from_the_parent_without_reading,
+    changed_file_of_the_same_size_is_read_again,
+    force_reads_every_file_and_parent_can_be_chosen,
+    content_change_keeping_size_and_mtime_is_detected,
+    added_and_deleted_files_are_reflected,
+);
+
+fn unchanged_tree_is_taken_from_the_parent_without_reading(backend: Backend) {
+    let env = TestEnv::init_with(backend);
     let src = env.path("src");
     let total = build_tree(&src);
     let first = env.backup(&[&src], &[]);
@@ -85,9 +93,8 @@ fn unchanged_tree_is_taken_from_the_parent_without_reading() {
     );
 }
 
-#[test]
-fn changed_file_of_the_same_size_is_read_again() {
-    let env = TestEnv::init();
+fn changed_file_of_the_same_size_is_read_again(backend: Backend) {
+    let env = TestEnv::init_with(backend);
     let src = env.path("src");
     build_tree(&src);
     env.backup(&[&src], &[]);
@@ -106,11 +113,10 @@ fn changed_file_of_the_same_size_is_read_again() {
     );
 }
 
-#[test]
-fn content_change_keeping_size_and_mtime_is_detected() {
+fn content_change_keeping_size_and_mtime_is_detected(backend: Backend) {
     // Editors and tools (rsync -t, tar) can leave size and mtime as they were; the change
     // time still moves, and the file must not be taken from the parent.
-    let env = TestEnv::init();
+    let env = TestEnv::init_with(backend);
     let src = env.path("src");
     build_tree(&src);
     let target = file(&src, 4);
@@ -131,9 +137,8 @@ fn content_change_keeping_size_and_mtime_is_detected() {
     assert!(env.dump("latest", s(&target)) == bytes);
 }
 
-#[test]
-fn added_and_deleted_files_are_reflected() {
-    let env = TestEnv::init();
+fn added_and_deleted_files_are_reflected(backend: Backend) {
+    let env = TestEnv::init_with(backend);
     let src = env.path("src");
     build_tree(&src);
     env.backup(&[&src], &[]);
@@ -158,9 +163,8 @@ fn added_and_deleted_files_are_reflected() {
     );
 }
 
-#[test]
-fn force_reads_every_file_and_parent_can_be_chosen() {
-    let env = TestEnv::init();
+fn force_reads_every_file_and_parent_can_be_chosen(backend: Backend) {
+    let env = TestEnv::init_with(backend);
     let src = env.path("src");
     let total = build_tree(&src);
     let first = env.backup(&[&src], &["--host", "alpha"]);

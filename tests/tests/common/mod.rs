@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dprepo_repo_format::storage::{BlobInfo, S3Options, S3Storage, Storage};
+
 /// Password of the repositories the tests create.
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -41,38 +43,144 @@ pub fn dprepo_bin() -> PathBuf {
     }
 }
 
-/// A temporary directory with a repository location inside it (`<dir>/repo`).
+/// Where the repository of a [`TestEnv`] lives.
+///
+/// Tests that edit or copy repository files on disk (`corruption.rs`, `golden.rs`) stay
+/// on [`Backend::Local`]; damaged storage is tested below the CLI, through the storage
+/// trait (`repo-format/tests/verify_repair.rs`) and against S3 faults
+/// (`repo-format/tests/s3_faults.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The directory `<dir>/repo`.
+    Local,
+    /// A prefix no other test uses in bucket [`S3_BUCKET`] of the S3 test server
+    /// ([`s3_endpoint`]), reached with static test credentials and a private metadata
+    /// cache in `<dir>/cache`.
+    S3,
+}
+
+/// Bucket of the S3 test server holding the repositories of the S3 tests.
+pub const S3_BUCKET: &str = "dprepo-test";
+
+/// `both_backends!(name)` turns `fn name(backend: Backend)` into two tests,
+/// `name::local` and `name::s3` (filter with `cargo test s3`).
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn local() {
+                super::$name($crate::common::Backend::Local)
+            }
+            #[test]
+            fn s3() {
+                super::$name($crate::common::Backend::S3)
+            }
+        }
+    )+};
+}
+
+/// A temporary directory, and a repository location: `<dir>/repo` on the local backend,
+/// a fresh prefix of the test bucket on S3.
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
+    /// The local repository directory (unused by [`Backend::S3`] environments).
     pub repo: PathBuf,
     pub password: String,
+    pub backend: Backend,
+    /// S3 key prefix of the repository (S3 only).
+    s3_prefix: Option<String>,
+    /// Delete the S3 prefix on drop (false for environments sharing another's).
+    owns_prefix: bool,
 }
 
 impl TestEnv {
-    /// A fresh directory; the repository is not created.
+    /// A fresh local directory; the repository is not created.
     pub fn new() -> TestEnv {
+        TestEnv::new_with(Backend::Local)
+    }
+
+    /// A fresh local directory with an initialised repository (default settings).
+    pub fn init() -> TestEnv {
+        TestEnv::init_with(Backend::Local)
+    }
+
+    /// A fresh environment on `backend`; the repository is not created. For S3 this
+    /// creates the test bucket if needed and panics with instructions when the server
+    /// cannot be reached.
+    pub fn new_with(backend: Backend) -> TestEnv {
         let dir = tempfile::Builder::new()
             .prefix("dprepo-test-")
             .tempdir()
             .expect("create temp dir");
         let repo = dir.path().join("repo");
+        let s3_prefix = match backend {
+            Backend::Local => None,
+            Backend::S3 => {
+                ensure_s3_bucket();
+                Some(unique_s3_prefix())
+            }
+        };
         TestEnv {
             dir,
             repo,
             password: PASSWORD.to_string(),
+            backend,
+            s3_prefix,
+            owns_prefix: true,
         }
     }
 
-    /// A fresh directory with an initialised repository (default settings).
-    pub fn init() -> TestEnv {
-        let env = TestEnv::new();
+    /// A fresh environment on `backend` with an initialised repository.
+    pub fn init_with(backend: Backend) -> TestEnv {
+        let env = TestEnv::new_with(backend);
         env.ok(&["init"]);
         env
+    }
+
+    /// Another environment (own directory and cache) on the same repository, using
+    /// `password`. Dropping it leaves the repository alone.
+    pub fn same_repository(&self, password: &str) -> TestEnv {
+        let mut other = TestEnv::new();
+        other.repo = self.repo.clone();
+        other.password = password.to_string();
+        other.backend = self.backend;
+        other.s3_prefix = self.s3_prefix.clone();
+        other.owns_prefix = false;
+        other
+    }
+
+    /// The repository as given to `dprepo -r`: a path, or `s3://BUCKET/PREFIX`.
+    pub fn location(&self) -> String {
+        match &self.s3_prefix {
+            None => s(&self.repo).to_string(),
+            Some(prefix) => format!("s3://{S3_BUCKET}/{prefix}"),
+        }
     }
 
     /// `<dir>/<rel>`.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
+    }
+
+    /// Set what `cmd` needs to reach this environment's backend, without the repository
+    /// and password: a private cache, and for S3 the test server and credentials (and no
+    /// other `AWS_*` variable of the caller's environment).
+    pub fn storage_env(&self, cmd: &mut Command) {
+        // Keep any local cache the tool may write away from the user's own.
+        cmd.env("XDG_CACHE_HOME", self.dir.path().join("cache"))
+            .env("DPREPO_CACHE_DIR", self.dir.path().join("cache/dprepo"));
+        if self.backend == Backend::S3 {
+            for (key, _) in std::env::vars_os() {
+                if key.to_string_lossy().starts_with("AWS_") {
+                    cmd.env_remove(&key);
+                }
+            }
+            cmd.env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test")
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_ENDPOINT_URL", s3_endpoint());
+        }
     }
 
     /// A `dprepo` command with no inherited `DPREPO_*` variables, the repository and
@@ -83,10 +191,9 @@ impl TestEnv {
         S: AsRef<OsStr>,
     {
         let mut cmd = bare_cmd(args);
-        cmd.env("DPREPO_REPOSITORY", &self.repo)
+        self.storage_env(&mut cmd);
+        cmd.env("DPREPO_REPOSITORY", self.location())
             .env("DPREPO_PASSWORD", &self.password)
-            // Keep any local cache the tool may write away from the user's own.
-            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
             .current_dir(self.dir.path());
         cmd
     }
@@ -158,25 +265,183 @@ impl TestEnv {
         self.ok(&["dump", snapshot, path]).stdout
     }
 
-    /// Total size of the files under the repository directory.
+    /// Total size of the files (S3: objects) of the repository.
     pub fn repo_size(&self) -> u64 {
-        dir_size(&self.repo)
+        match self.backend {
+            Backend::Local => dir_size(&self.repo),
+            Backend::S3 => self.s3_list("").iter().map(|b| b.size).sum(),
+        }
     }
 
-    /// Every file under `<repo>/<sub>`, sorted.
+    /// Every file under `<repo>/<sub>`, sorted. Local: full paths; S3: object names
+    /// relative to the repository (`data/ab/ab12..`), which only tests counting or
+    /// naming objects may use.
     pub fn repo_files(&self, sub: &str) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        collect_files(&self.repo.join(sub), &mut out);
+        match self.backend {
+            Backend::Local => collect_files(&self.repo.join(sub), &mut out),
+            Backend::S3 => {
+                let prefix = match sub.trim_end_matches('/') {
+                    "" => String::new(),
+                    dir => format!("{dir}/"),
+                };
+                out.extend(
+                    self.s3_list(&prefix)
+                        .into_iter()
+                        .map(|b| PathBuf::from(b.name)),
+                );
+            }
+        }
         out.sort();
         out
+    }
+
+    /// Whether the repository holds the file (S3: object) `name`, e.g. `config`.
+    pub fn repo_has(&self, name: &str) -> bool {
+        match self.backend {
+            Backend::Local => self.repo.join(name).is_file(),
+            Backend::S3 => self.s3_list(name).iter().any(|b| b.name == name),
+        }
+    }
+
+    /// The objects whose names start with `prefix`, listed directly on the server.
+    fn s3_list(&self, prefix: &str) -> Vec<BlobInfo> {
+        let storage = s3_storage(self.s3_prefix.as_deref().expect("an S3 environment"));
+        s3_runtime()
+            .block_on(storage.list(prefix))
+            .unwrap_or_else(|e| panic!("list {prefix:?} on the S3 test server: {e}"))
     }
 }
 
 impl Drop for TestEnv {
-    /// Restored read-only directories would stop the temp dir from being removed.
+    /// Restored read-only directories would stop the temp dir from being removed; an
+    /// S3 repository is deleted so the test server's memory does not fill up across runs,
+    /// unless the test failed (then it is kept for a look and its location printed).
     fn drop(&mut self) {
         make_writable(self.dir.path());
+        if let (Some(prefix), true) = (&self.s3_prefix, self.owns_prefix) {
+            if std::thread::panicking() {
+                eprintln!(
+                    "keeping the S3 repository of the failed test: {}",
+                    self.location()
+                );
+            } else {
+                delete_s3_prefix(prefix);
+            }
+        }
     }
+}
+
+/// URL of the S3 test server: `DPREPO_TEST_S3_ENDPOINT` (set by `scripts/test.sh`), by
+/// default `http://127.0.0.1:5000`.
+pub fn s3_endpoint() -> String {
+    std::env::var("DPREPO_TEST_S3_ENDPOINT")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "http://127.0.0.1:5000".into())
+}
+
+/// Create the test bucket (once per test process) with a raw unsigned request, which
+/// moto accepts; panics with instructions when the server cannot be reached.
+pub fn ensure_s3_bucket() {
+    static CREATED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let result = CREATED.get_or_init(|| {
+        let endpoint = s3_endpoint();
+        let host = endpoint
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let request = format!(
+            "PUT /{S3_BUCKET} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let reply = std::net::TcpStream::connect(&host).and_then(|mut sock| {
+            use std::io::{Read, Write};
+            sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+            sock.write_all(request.as_bytes())?;
+            let mut buf = String::new();
+            sock.read_to_string(&mut buf)?;
+            Ok(buf)
+        });
+        match reply {
+            Ok(r)
+                if r.starts_with("HTTP/1.1 200")
+                    || r.starts_with("HTTP/1.1 409")
+                    || r.starts_with("HTTP/1.0 200") =>
+            {
+                Ok(())
+            }
+            Ok(r) => Err(format!(
+                "S3 test server at {endpoint} refused to create bucket {S3_BUCKET}: {}",
+                r.lines().next().unwrap_or_default()
+            )),
+            Err(e) => Err(format!(
+                "S3 test server not reachable at {endpoint} ({e}). Start it with `bash scripts/test.sh` (installs and runs moto), \
+                 or `pip install 'moto[server]' && moto_server -H 127.0.0.1 -p 5000`, or set DPREPO_TEST_S3_ENDPOINT"
+            )),
+        }
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+/// A key prefix no other test, process or run uses.
+fn unique_s3_prefix() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "e2e-{}-{nanos}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A direct client of the test bucket below `prefix`, for looking at what the binary
+/// stored.
+pub fn s3_storage(prefix: &str) -> S3Storage {
+    let mut options = S3Options::new(S3_BUCKET, prefix);
+    options.endpoint = Some(s3_endpoint());
+    options.region = Some("us-east-1".into());
+    options.access_key_id = Some("test".into());
+    options.secret_access_key = Some("test".into());
+    options.max_retries = 2;
+    S3Storage::new(options).expect("S3 client of the test server")
+}
+
+/// The runtime the synchronous test helpers drive the S3 client on.
+fn s3_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    })
+}
+
+/// Delete every object below `prefix`, ignoring errors (best effort, runs in `drop`).
+fn delete_s3_prefix(prefix: &str) {
+    let storage = Arc::new(s3_storage(prefix));
+    s3_runtime().block_on(async move {
+        let Ok(blobs) = storage.list("").await else {
+            return;
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        for chunk in blobs.chunks(blobs.len().div_ceil(8).max(1)) {
+            let names: Vec<String> = chunk.iter().map(|b| b.name.clone()).collect();
+            let storage = storage.clone();
+            tasks.spawn(async move {
+                for name in names {
+                    let _ = storage.delete(&name).await;
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    });
 }
 
 fn make_writable(dir: &Path) {
