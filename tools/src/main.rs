@@ -19,7 +19,7 @@ pub const EXIT_PARTIAL: u8 = 3;
 #[derive(Debug, Parser)]
 #[command(name = "dprepo", version, about, max_term_width = 100)]
 pub struct Cli {
-    /// Repository location: a path or a file:// URL.
+    /// Repository location: a path, a file:// URL, or s3://BUCKET/PREFIX.
     #[arg(short = 'r', long = "repo", env = "DPREPO_REPOSITORY", global = true)]
     pub repo: Option<String>,
     /// Read the password from this file (first line).
