@@ -713,7 +713,10 @@ mod tests {
             .flat_map(|(_, b)| decode_pack(fuzz_keys(), b, "meta pack").unwrap())
             .filter(|e| e.blob_type == BlobType::ChunkList)
             .count();
-        assert!(chunk_lists >= 1, "the fuzz repository has no chunk-list blob");
+        assert!(
+            chunk_lists >= 1,
+            "the fuzz repository has no chunk-list blob"
+        );
         // The undamaged repository reads back completely (asserted inside).
         fuzz_repository(&[]);
     }

@@ -339,7 +339,11 @@ pub async fn plan(repo: &Repository, options: &GcOptions) -> Result<GcPlan> {
     let stored = stored_packs(repo).await?;
     // Packs already named by a pending tombstone wait for it: planning them again would
     // copy the same live blobs once more on every gc while a backup runs.
-    let already_doomed: HashSet<BlobId> = load_tombstones(repo).await?.iter().flat_map(|(_, t)| t.packs.iter().map(|p| p.id)).collect();
+    let already_doomed: HashSet<BlobId> = load_tombstones(repo)
+        .await?
+        .iter()
+        .flat_map(|(_, t)| t.packs.iter().map(|p| p.id))
+        .collect();
     let index_names = repo.storage().list(INDEX_DIR).await?;
     let mut seen: HashSet<BlobId> = HashSet::new();
     let (mut blobs, mut unused_blobs) = (0u64, 0u64);
@@ -429,7 +433,10 @@ pub async fn plan(repo: &Repository, options: &GcOptions) -> Result<GcPlan> {
 /// Whether the process that wrote a lease or session marker is known to be gone: it ran
 /// on this host and no process has its pid. (On other hosts only time can tell.)
 fn holder_is_dead(hostname: &str, pid: u32) -> bool {
-    hostname == crate::repo::current_hostname() && pid != std::process::id() && std::path::Path::new("/proc/self").exists() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    hostname == crate::repo::current_hostname()
+        && pid != std::process::id()
+        && std::path::Path::new("/proc/self").exists()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Take the gc lease.
@@ -583,7 +590,10 @@ pub async fn apply(
             Err(e) => return Err(e),
         };
         match marker {
-            Ok(m) if now - m.heartbeat > options.session_stale_after || holder_is_dead(&m.hostname, m.pid) => {
+            Ok(m)
+                if now - m.heartbeat > options.session_stale_after
+                    || holder_is_dead(&m.hostname, m.pid) =>
+            {
                 repo.storage().delete(&info.name).await?;
                 report.stale_sessions_removed.push(info.name.clone());
             }
@@ -716,7 +726,10 @@ pub async fn apply(
     // Follow the rewritten index files. The old index is dropped before the new one is
     // built, so gc never holds two (readers meanwhile reload on a miss).
     let _ = deletable;
-    *repo.index().write().map_err(|_| Error::Internal("index lock poisoned".into()))? = crate::index::Index::new();
+    *repo
+        .index()
+        .write()
+        .map_err(|_| Error::Internal("index lock poisoned".into()))? = crate::index::Index::new();
     repo.load_index().await?;
     Ok(report)
 }
