@@ -109,17 +109,7 @@ pub fn decompress_payload(payload: &[u8], expected_len: u64, object: &str) -> Re
     }
     let plain = match encoding {
         ENCODING_RAW => body.to_vec(),
-        ENCODING_ZSTD => {
-            let mut out = Vec::new();
-            let decoder = zstd::stream::read::Decoder::new(body)
-                .map_err(|e| Error::corrupt(object, format!("zstd: {e}")))?;
-            // Read at most one byte more than expected: a decompression bomb stops there.
-            decoder
-                .take(expected_len + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| Error::corrupt(object, format!("zstd: {e}")))?;
-            out
-        }
+        ENCODING_ZSTD => bounded_zstd(body, expected_len, object)?,
         other => {
             return Err(Error::corrupt(
                 object,
@@ -134,6 +124,29 @@ pub fn decompress_payload(payload: &[u8], expected_len: u64, object: &str) -> Re
         ));
     }
     Ok(plain)
+}
+
+/// Decode one zstd frame, producing at most `limit + 1` bytes and letting zstd allocate
+/// no window larger than `limit` needs (a forged frame header can ask for a window of
+/// gigabytes whatever its output). Writers compress with the source size known, so
+/// their frames never need a larger window.
+///
+/// # Errors
+/// [`Error::Corrupt`] for a damaged frame or one that needs a larger window.
+pub fn bounded_zstd(body: &[u8], limit: u64, object: &str) -> Result<Vec<u8>> {
+    let window_log = (64 - limit.max(1).saturating_sub(1).leading_zeros()).clamp(10, 31);
+    let mut decoder = zstd::stream::read::Decoder::new(body)
+        .map_err(|e| Error::corrupt(object, format!("zstd: {e}")))?;
+    decoder
+        .window_log_max(window_log)
+        .map_err(|e| Error::corrupt(object, format!("zstd: {e}")))?;
+    let mut out = Vec::new();
+    // Read at most one byte more than allowed: a decompression bomb stops there.
+    decoder
+        .take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::corrupt(object, format!("zstd: {e}")))?;
+    Ok(out)
 }
 
 /// Encode a blob for storage in a pack: compress (when it pays), then encrypt bound to
@@ -220,6 +233,16 @@ mod tests {
             })
             .collect();
         assert_eq!(compress_payload(&random, 3)[0], ENCODING_RAW);
+    }
+
+    /// Found by fuzz_blob: a 10-byte frame header asking for a 128 MiB window made zstd
+    /// allocate it although the caller expected one byte.
+    #[test]
+    fn forged_zstd_window_size_is_refused_without_allocating_it() {
+        let payload = [
+            0x01, 0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x88, 0x09, 0x00, 0x00, 0x41,
+        ];
+        assert!(decompress_payload(&payload, 1, "forged").is_err());
     }
 
     #[test]

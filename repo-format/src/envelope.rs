@@ -9,7 +9,6 @@
 use crate::blob::{compress_payload, ENCODING_RAW, ENCODING_ZSTD};
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
-use std::io::Read;
 
 /// Magic bytes at the start of every enveloped file and key file.
 pub const MAGIC: &[u8; 4] = b"dprp";
@@ -19,6 +18,8 @@ pub const FILE_TYPE_OFFSET: usize = MAGIC.len();
 pub const VERSION_OFFSET: usize = FILE_TYPE_OFFSET + 1;
 /// Length of the plaintext header (also the associated data).
 pub const HEADER_LEN: usize = VERSION_OFFSET + 1;
+/// A decoded envelope body may be at most this many times its stored size, plus 1 MiB.
+pub const MAX_BODY_RATIO: u64 = 64;
 /// The largest body an envelope may decode to (bounds allocations on damaged input).
 pub const MAX_BODY: u64 = 1 << 30;
 
@@ -114,16 +115,17 @@ pub fn open_file(
     let body = match encoding {
         ENCODING_RAW => body.to_vec(),
         ENCODING_ZSTD => {
-            let mut out = Vec::new();
-            zstd::stream::read::Decoder::new(body)
-                .map_err(|e| Error::corrupt(object, format!("zstd: {e}")))?
-                .take(MAX_BODY + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| Error::corrupt(object, format!("zstd: {e}")))?;
-            if out.len() as u64 > MAX_BODY {
+            // Bodies are bounded by the stored size: real envelopes (ids, JSON) compress
+            // far less than 64:1, while a bomb would not.
+            let limit = (body.len() as u64)
+                .saturating_mul(MAX_BODY_RATIO)
+                .saturating_add(1 << 20)
+                .min(MAX_BODY);
+            let out = crate::blob::bounded_zstd(body, limit, object)?;
+            if out.len() as u64 > limit {
                 return Err(Error::corrupt(
                     object,
-                    format!("body larger than {MAX_BODY} bytes"),
+                    format!("body larger than {limit} bytes ({} stored)", body.len()),
                 ));
             }
             out
