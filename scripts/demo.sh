@@ -4,6 +4,7 @@
 # Usage: bash scripts/demo.sh [DIRECTORY]   (default: /usr/share/doc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/deps.sh
 src=$(realpath "${1:-/usr/share/doc}")
 work=$(mktemp -d /tmp/dprepo-demo.XXXXXX)
 cargo build --release -p dprepo-tools

@@ -4,6 +4,7 @@
 # Extra arguments go to cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/deps.sh
 
 port=${DPREPO_TEST_S3_PORT:-5000}
 python3 -c 'import moto.server' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check 'moto[server]==5.2.*'

@@ -244,7 +244,9 @@ pub fn fuzz_index(data: &[u8]) {
             |b| IndexFile::decode(keys, b, "fuzz index"),
         );
         let mut index = Index::new();
-        index.add_file(&file);
+        if let Err(e) = index.add_file(&file) {
+            panic!("in-memory index refused a decoded index file: {e}");
+        }
         let mut ids = BTreeSet::new();
         for pack in &file.packs {
             for e in &pack.entries {

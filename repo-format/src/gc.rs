@@ -726,11 +726,7 @@ pub async fn apply(
     // Follow the rewritten index files. The old index is dropped before the new one is
     // built, so gc never holds two (readers meanwhile reload on a miss).
     let _ = deletable;
-    *repo
-        .index()
-        .write()
-        .map_err(|_| Error::Internal("index lock poisoned".into()))? = crate::index::Index::new();
-    repo.load_index().await?;
+    repo.rebuild_index().await?;
     Ok(report)
 }
 

@@ -1,4 +1,5 @@
-//! Index files (`index/<id>`) and the in-memory index built from them.
+//! Index files (`index/<id>`) and the index built from them (in memory, or in the
+//! on-disk cache of `index_cache.rs`).
 //!
 //! An index file lists, for some packs, every blob they hold with its offset, so a reader
 //! finds any blob with one lookup and one ranged read. Index files are written by each
@@ -17,8 +18,9 @@ use crate::crypto::Keys;
 use crate::envelope::{open_file, seal_file, FileType};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, ID_LEN};
+use crate::index_cache::IndexCache;
 use crate::pack::{PackEntry, PackKind};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Envelope version of index files.
 pub const INDEX_FILE_VERSION: u8 = 1;
@@ -155,31 +157,29 @@ struct Slot {
     raw_len: u32,
 }
 
-/// The in-memory index: every known blob id mapped to its location. Memory is about
-/// 80 bytes per blob (a later version moves this to an on-disk cache).
+/// Every blob in a hash map: about 80 bytes per blob. For tests and small repositories;
+/// the command line uses the on-disk [`IndexCache`].
 #[derive(Debug, Default)]
-pub struct Index {
+struct MemoryIndex {
     packs: Vec<(BlobId, PackKind)>,
     pack_numbers: HashMap<BlobId, u32>,
     blobs: HashMap<BlobId, Slot>,
-    /// Packs named by gc tombstones: a writer must not reference their blobs.
-    excluded: std::collections::HashSet<u32>,
 }
 
-impl Index {
-    /// An empty index.
-    pub fn new() -> Self {
-        Index::default()
-    }
-
-    /// Record every blob of `pack`. A blob already known keeps its first location.
-    pub fn add_pack(&mut self, id: BlobId, kind: PackKind, entries: &[PackEntry]) {
+impl MemoryIndex {
+    fn add_pack(
+        &mut self,
+        id: BlobId,
+        kind: PackKind,
+        entries: &[PackEntry],
+        excluded: &HashSet<BlobId>,
+    ) {
         let number = *self.pack_numbers.entry(id).or_insert_with(|| {
             self.packs.push((id, kind));
             (self.packs.len() - 1) as u32
         });
-        // A pack first seen through `exclude_packs` got a placeholder kind.
         self.packs[number as usize].1 = kind;
+        let new_is_excluded = excluded.contains(&id);
         for e in entries {
             let slot = Slot {
                 pack: number,
@@ -194,7 +194,8 @@ impl Index {
                 }
                 // A copy outside an excluded pack is preferred over one inside.
                 std::collections::hash_map::Entry::Occupied(mut o) => {
-                    if self.excluded.contains(&o.get().pack) && !self.excluded.contains(&number) {
+                    let old_pack = self.packs[o.get().pack as usize].0;
+                    if !new_is_excluded && excluded.contains(&old_pack) {
                         o.insert(slot);
                     }
                 }
@@ -202,50 +203,7 @@ impl Index {
         }
     }
 
-    /// Forget every blob located in one of `packs` (they were deleted).
-    pub fn remove_packs(&mut self, packs: &std::collections::HashSet<BlobId>) {
-        let numbers: std::collections::HashSet<u32> = packs
-            .iter()
-            .filter_map(|id| self.pack_numbers.get(id).copied())
-            .collect();
-        if !numbers.is_empty() {
-            self.blobs.retain(|_, slot| !numbers.contains(&slot.pack));
-        }
-    }
-
-    /// Mark packs (from gc tombstones) whose blobs a writer must not reference.
-    pub fn exclude_packs(&mut self, packs: &std::collections::HashSet<BlobId>) {
-        for id in packs {
-            if let Some(n) = self.pack_numbers.get(id) {
-                self.excluded.insert(*n);
-            }
-            // Packs not known yet get a number now, so a later add_pack sees them.
-            else {
-                self.packs.push((*id, PackKind::Data));
-                let n = (self.packs.len() - 1) as u32;
-                self.pack_numbers.insert(*id, n);
-                self.excluded.insert(n);
-            }
-        }
-    }
-
-    /// Whether a writer may reference blob `id`: it is indexed in a pack that no gc
-    /// tombstone names.
-    pub fn usable(&self, id: &BlobId) -> bool {
-        self.blobs
-            .get(id)
-            .is_some_and(|s| !self.excluded.contains(&s.pack))
-    }
-
-    /// Add every pack of an index file.
-    pub fn add_file(&mut self, file: &IndexFile) {
-        for p in &file.packs {
-            self.add_pack(p.id, p.kind, &p.entries);
-        }
-    }
-
-    /// Where blob `id` is stored, if known.
-    pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
+    fn get(&self, id: &BlobId) -> Option<BlobLocation> {
         self.blobs.get(id).map(|s| {
             let (pack_id, pack_kind) = self.packs[s.pack as usize];
             BlobLocation {
@@ -258,32 +216,202 @@ impl Index {
             }
         })
     }
+}
+
+#[derive(Debug)]
+enum Store {
+    Memory(MemoryIndex),
+    Disk(Box<IndexCache>),
+}
+
+/// The index: every known blob id mapped to its location, either in memory or in the
+/// persistent local [`IndexCache`] (memory then stays flat as the repository grows).
+#[derive(Debug)]
+pub struct Index {
+    store: Store,
+    /// Packs named by gc tombstones: a writer must not reference their blobs.
+    excluded: HashSet<BlobId>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index::new()
+    }
+}
+
+impl Index {
+    /// An empty in-memory index.
+    pub fn new() -> Self {
+        Index {
+            store: Store::Memory(MemoryIndex::default()),
+            excluded: HashSet::new(),
+        }
+    }
+
+    /// An index kept in `cache` (which may already hold absorbed index files).
+    pub fn on_disk(cache: IndexCache) -> Self {
+        Index {
+            store: Store::Disk(Box::new(cache)),
+            excluded: HashSet::new(),
+        }
+    }
+
+    /// The on-disk cache, if this index lives in one.
+    pub fn cache(&self) -> Option<&IndexCache> {
+        match &self.store {
+            Store::Memory(_) => None,
+            Store::Disk(c) => Some(c),
+        }
+    }
+
+    /// Record every blob of `pack`. A blob already known keeps its first location,
+    /// unless that is in an excluded pack and this one is not.
+    ///
+    /// # Errors
+    /// [`Error::LocalIo`] when the on-disk cache cannot be written.
+    pub fn add_pack(&mut self, id: BlobId, kind: PackKind, entries: &[PackEntry]) -> Result<()> {
+        match &mut self.store {
+            Store::Memory(m) => {
+                m.add_pack(id, kind, entries, &self.excluded);
+                Ok(())
+            }
+            Store::Disk(c) => {
+                let file = IndexFile {
+                    obsoletes: Vec::new(),
+                    packs: vec![IndexPack {
+                        id,
+                        kind,
+                        entries: entries.to_vec(),
+                    }],
+                };
+                c.add_file(None, &file, &self.excluded)
+            }
+        }
+    }
+
+    /// Add every pack of an index file.
+    ///
+    /// # Errors
+    /// As [`Index::add_pack`].
+    pub fn add_file(&mut self, file: &IndexFile) -> Result<()> {
+        self.add_named_file(None, file)
+    }
+
+    /// Add every pack of index file `name`; an on-disk index remembers the name, so a
+    /// later load does not read that file again.
+    ///
+    /// # Errors
+    /// As [`Index::add_pack`].
+    pub fn add_named_file(&mut self, name: Option<&str>, file: &IndexFile) -> Result<()> {
+        match &mut self.store {
+            Store::Memory(m) => {
+                for p in &file.packs {
+                    m.add_pack(p.id, p.kind, &p.entries, &self.excluded);
+                }
+                Ok(())
+            }
+            Store::Disk(c) => c.add_file(name, file, &self.excluded),
+        }
+    }
+
+    /// Index files an on-disk index has absorbed (`None` for an in-memory index, which
+    /// is always built from scratch). Damage found in the cache also reads as `None`.
+    ///
+    /// # Errors
+    /// [`Error::LocalIo`].
+    pub fn absorbed_files(&self) -> Result<Option<HashSet<String>>> {
+        match &self.store {
+            Store::Memory(_) => Ok(None),
+            Store::Disk(c) => match c.absorbed_files() {
+                Ok(files) if !c.is_damaged() => Ok(Some(files)),
+                // Unreadable: rebuild.
+                _ => Ok(None),
+            },
+        }
+    }
+
+    /// Forget every blob and pack (exclusions stay).
+    ///
+    /// # Errors
+    /// [`Error::LocalIo`] when the on-disk cache cannot be recreated.
+    pub fn clear(&mut self) -> Result<()> {
+        match &mut self.store {
+            Store::Memory(m) => {
+                *m = MemoryIndex::default();
+                Ok(())
+            }
+            Store::Disk(c) => c.clear(),
+        }
+    }
+
+    /// Mark packs (from gc tombstones) whose blobs a writer must not reference.
+    pub fn exclude_packs(&mut self, packs: &HashSet<BlobId>) {
+        self.excluded.extend(packs.iter().copied());
+    }
+
+    /// Packs excluded so far.
+    pub fn excluded_packs(&self) -> HashSet<BlobId> {
+        self.excluded.clone()
+    }
+
+    /// Whether a writer may reference blob `id`: it is indexed in a pack that no gc
+    /// tombstone names.
+    pub fn usable(&self, id: &BlobId) -> bool {
+        if self.excluded.is_empty() {
+            return self.contains(id);
+        }
+        self.get(id)
+            .is_some_and(|loc| !self.excluded.contains(&loc.pack_id))
+    }
+
+    /// Where blob `id` is stored, if known.
+    pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
+        match &self.store {
+            Store::Memory(m) => m.get(id),
+            Store::Disk(c) => c.get(id),
+        }
+    }
 
     /// Whether blob `id` is known.
     pub fn contains(&self, id: &BlobId) -> bool {
-        self.blobs.contains_key(id)
+        match &self.store {
+            Store::Memory(m) => m.blobs.contains_key(id),
+            Store::Disk(c) => c.contains(id),
+        }
     }
 
     /// Number of distinct blobs.
     pub fn blob_count(&self) -> usize {
-        self.blobs.len()
+        match &self.store {
+            Store::Memory(m) => m.blobs.len(),
+            Store::Disk(c) => usize::try_from(c.blob_count()).unwrap_or(usize::MAX),
+        }
     }
 
     /// Number of distinct packs.
     pub fn pack_count(&self) -> usize {
-        self.packs.len()
+        match &self.store {
+            Store::Memory(m) => m.packs.len(),
+            Store::Disk(c) => c.pack_count() as usize,
+        }
     }
 
     /// Every pack with its kind.
-    pub fn packs(&self) -> impl Iterator<Item = (BlobId, PackKind)> + '_ {
-        self.packs.iter().copied()
+    pub fn packs(&self) -> Box<dyn Iterator<Item = (BlobId, PackKind)> + '_> {
+        match &self.store {
+            Store::Memory(m) => Box::new(m.packs.iter().copied()),
+            Store::Disk(c) => Box::new(c.packs()),
+        }
     }
 
     /// Every blob with its location.
-    pub fn blobs(&self) -> impl Iterator<Item = (BlobId, BlobLocation)> + '_ {
-        self.blobs
-            .keys()
-            .filter_map(|id| self.get(id).map(|l| (*id, l)))
+    pub fn blobs(&self) -> Box<dyn Iterator<Item = (BlobId, BlobLocation)> + '_> {
+        match &self.store {
+            Store::Memory(m) => {
+                Box::new(m.blobs.keys().filter_map(|id| m.get(id).map(|l| (*id, l))))
+            }
+            Store::Disk(c) => Box::new(c.blobs()),
+        }
     }
 }
 

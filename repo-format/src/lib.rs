@@ -13,6 +13,7 @@ pub mod fuzzing;
 pub mod gc;
 pub mod id;
 pub mod index;
+pub mod index_cache;
 pub mod inspect;
 pub mod key;
 pub mod manifest;

@@ -11,6 +11,7 @@ use crate::crypto::{Keys, MasterKey};
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::index::{missing_blob, BlobLocation, Index, IndexFile};
+use crate::index_cache::IndexCache;
 use crate::key::{KdfParams, KeyFile};
 use crate::manifest::SnapshotManifest;
 use crate::storage::Storage;
@@ -86,6 +87,20 @@ impl InitOptions {
     }
 }
 
+/// Where an opened repository keeps its index.
+#[derive(Debug, Clone, Default)]
+pub enum IndexPlace {
+    /// A hash map in RAM, rebuilt at every open (about 80 bytes per blob).
+    #[default]
+    Memory,
+    /// The persistent local cache under this directory (`<dir>/<repository id>/index`),
+    /// brought up to date at open: memory stays flat as the repository grows.
+    Cache(std::path::PathBuf),
+    /// A private on-disk index under this directory, built at open and deleted when the
+    /// repository is dropped: flat memory without keeping a cache.
+    Temporary(std::path::PathBuf),
+}
+
 /// A snapshot: its id and manifest.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -102,6 +117,8 @@ pub struct Repository {
     keys: Keys,
     config: Config,
     index: Arc<RwLock<Index>>,
+    /// Serialises index loads, so a reload racing another one does not rebuild twice.
+    index_load: Arc<tokio::sync::Mutex<()>>,
     /// Index files skipped by the last index load because they did not decode.
     damaged_index_files: Arc<RwLock<Vec<(String, String)>>>,
 }
@@ -176,6 +193,7 @@ impl Repository {
             keys,
             config,
             index: Arc::new(RwLock::new(Index::new())),
+            index_load: Arc::default(),
             damaged_index_files: Arc::default(),
         })
     }
@@ -186,6 +204,18 @@ impl Repository {
     /// [`Error::NoRepository`], [`Error::WrongKey`], [`Error::UnsupportedVersion`],
     /// [`Error::Corrupt`], storage errors.
     pub async fn open(storage: Arc<dyn Storage>, password: &[u8]) -> Result<Repository> {
+        Repository::open_with(storage, password, &IndexPlace::Memory).await
+    }
+
+    /// Open like [`Repository::open`], keeping the index where `place` says.
+    ///
+    /// # Errors
+    /// As [`Repository::open`]; [`Error::LocalIo`] when the index cache cannot be opened.
+    pub async fn open_with(
+        storage: Arc<dyn Storage>,
+        password: &[u8],
+        place: &IndexPlace,
+    ) -> Result<Repository> {
         let config_bytes = match storage.get(CONFIG_NAME).await {
             Ok(b) => b,
             Err(Error::NotFound { .. }) => {
@@ -228,11 +258,23 @@ impl Repository {
         };
         let keys = Keys::derive(&master);
         let config = Config::decode(&keys, &config_bytes)?;
+        let index = match place {
+            IndexPlace::Memory => Index::new(),
+            IndexPlace::Cache(dir) => {
+                let (dir, id) = (dir.clone(), config.id.clone());
+                Index::on_disk(run_cpu(move || IndexCache::open(&dir, &id)).await??)
+            }
+            IndexPlace::Temporary(dir) => {
+                let (dir, id) = (dir.clone(), config.id.clone());
+                Index::on_disk(run_cpu(move || IndexCache::temporary_in(&dir, &id)).await??)
+            }
+        };
         let repo = Repository {
             storage,
             keys,
             config,
-            index: Arc::new(RwLock::new(Index::new())),
+            index: Arc::new(RwLock::new(index)),
+            index_load: Arc::default(),
             damaged_index_files: Arc::default(),
         };
         repo.load_index().await?;
@@ -259,26 +301,79 @@ impl Repository {
         &self.index
     }
 
-    /// Replace the in-memory index with one built from every index file in storage.
+    /// Bring the index up to date with the index files in storage. An in-memory index
+    /// is rebuilt from all of them; an on-disk one absorbs the files it has not seen, and
+    /// is rebuilt when a file it absorbed is gone (gc replaced it: packs it named may be
+    /// deleted) or when it found itself damaged.
     ///
     /// # Errors
-    /// Storage errors; [`Error::Corrupt`] for an index file that does not decode.
+    /// Storage errors; [`Error::LocalIo`] when the on-disk index cannot be written.
     pub async fn load_index(&self) -> Result<()> {
+        self.load_index_inner(false).await
+    }
+
+    /// Rebuild the index from every index file in storage, dropping what it held first
+    /// (after gc rewrote the index files).
+    ///
+    /// # Errors
+    /// As [`Repository::load_index`].
+    pub async fn rebuild_index(&self) -> Result<()> {
+        self.load_index_inner(true).await
+    }
+
+    async fn load_index_inner(&self, rebuild: bool) -> Result<()> {
+        let _serial = self.index_load.lock().await;
         let names = self.storage.list(INDEX_DIR).await?;
-        let mut fresh = Index::new();
+        let absorbed = self
+            .index
+            .read()
+            .map_err(|_| poisoned())?
+            .absorbed_files()?;
+        let incremental = match absorbed {
+            Some(seen) if !rebuild => {
+                let listed: std::collections::HashSet<&str> =
+                    names.iter().map(|n| n.name.as_str()).collect();
+                seen.iter()
+                    .all(|n| listed.contains(n.as_str()))
+                    .then_some(seen)
+            }
+            _ => None,
+        };
+        // Memory: build a fresh index beside the old one and swap (readers keep working).
+        // Disk: clear and refill in place, unless this is an incremental load.
+        let mut fresh = None;
+        let to_read: Vec<String> = match &incremental {
+            Some(seen) => names
+                .into_iter()
+                .map(|n| n.name)
+                .filter(|n| !seen.contains(n))
+                .collect(),
+            None => {
+                let mut index = self.index.write().map_err(|_| poisoned())?;
+                // A forced rebuild drops the old index first, so gc never holds two.
+                if index.cache().is_some() || rebuild {
+                    index.clear()?;
+                } else {
+                    let mut f = Index::new();
+                    f.exclude_packs(&index.excluded_packs());
+                    fresh = Some(f);
+                }
+                names.into_iter().map(|n| n.name).collect()
+            }
+        };
         let mut damaged = Vec::new();
         let mut tasks = tokio::task::JoinSet::new();
-        let mut pending = names.into_iter();
+        let mut pending = to_read.into_iter();
         loop {
             while tasks.len() < 8 {
-                let Some(info) = pending.next() else { break };
+                let Some(name) = pending.next() else { break };
                 let storage = self.storage.clone();
                 let keys = self.keys.clone();
                 tasks.spawn(async move {
-                    let name = info.name.clone();
                     let result = async {
-                        let bytes = storage.get(&info.name).await?;
-                        run_cpu(move || IndexFile::decode(&keys, &bytes, &info.name)).await?
+                        let bytes = storage.get(&name).await?;
+                        let object = name.clone();
+                        run_cpu(move || IndexFile::decode(&keys, &bytes, &object)).await?
                     }
                     .await;
                     (name, result)
@@ -288,7 +383,19 @@ impl Repository {
                 break;
             };
             match done.map_err(|e| Error::Internal(e.to_string()))? {
-                (_, Ok(file)) => fresh.add_file(&file),
+                (name, Ok(file)) => match &mut fresh {
+                    Some(f) => f.add_named_file(Some(&name), &file)?,
+                    None => {
+                        let index = self.index.clone();
+                        run_cpu(move || {
+                            index
+                                .write()
+                                .map_err(|_| poisoned())?
+                                .add_named_file(Some(&name), &file)
+                        })
+                        .await??
+                    }
+                },
                 // Removed by a concurrent gc between listing and reading.
                 (_, Err(Error::NotFound { .. })) => {}
                 // A damaged index file must not lock the user out: verify reports it
@@ -299,15 +406,19 @@ impl Repository {
                 (_, Err(e)) => return Err(e),
             }
         }
-        *self
-            .index
-            .write()
-            .map_err(|_| Error::Internal("index lock poisoned".into()))? = fresh;
+        if let Some(fresh) = fresh {
+            *self.index.write().map_err(|_| poisoned())? = fresh;
+        }
         damaged.sort();
-        *self
-            .damaged_index_files
-            .write()
-            .map_err(|_| Error::Internal("index lock poisoned".into()))? = damaged;
+        let mut known_damaged = self.damaged_index_files.write().map_err(|_| poisoned())?;
+        if incremental.is_some() {
+            // Files found damaged before are read again (they are never absorbed).
+            known_damaged.retain(|(n, _)| !damaged.iter().any(|(d, _)| d == n));
+            known_damaged.extend(damaged);
+            known_damaged.sort();
+        } else {
+            *known_damaged = damaged;
+        }
         Ok(())
     }
 
@@ -518,4 +629,8 @@ pub async fn run_cpu<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) 
     });
     rx.await
         .map_err(|_| Error::Internal("worker task panicked".into()))
+}
+
+fn poisoned() -> Error {
+    Error::Internal("index lock poisoned".into())
 }

@@ -282,11 +282,10 @@ async fn write_index_file(
     let bytes = file.encode(keys);
     let name = format!("{INDEX_DIR}{}", BlobId::of_stored(&bytes).to_hex());
     storage.put(&name, &bytes).await?;
-    let mut index = index.write().map_err(|_| poisoned())?;
-    for p in &file.packs {
-        index.add_pack(p.id, p.kind, &p.entries);
-    }
-    drop(index);
+    index
+        .write()
+        .map_err(|_| poisoned())?
+        .add_named_file(Some(&name), &file)?;
     stats.index_files_written.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }

@@ -56,10 +56,13 @@ pub struct Cli {
     /// Allow plain HTTP to the S3 endpoint (implied by an http:// endpoint).
     #[arg(long, global = true)]
     pub s3_allow_http: bool,
-    /// Directory of the local metadata cache for remote repositories.
+    /// Directory of the local caches: the index cache (every repository) and the
+    /// metadata cache (remote repositories). Default: $XDG_CACHE_HOME/dprepo or
+    /// ~/.cache/dprepo.
     #[arg(long, env = "DPREPO_CACHE_DIR", global = true)]
     pub cache_dir: Option<std::path::PathBuf>,
-    /// Do not use the local metadata cache.
+    /// Keep no cache: metadata is read from the repository, and the index is built in a
+    /// private temporary directory that is deleted at exit.
     #[arg(long, global = true)]
     pub no_cache: bool,
     #[command(subcommand)]

@@ -1,6 +1,7 @@
 //! Locating the repository and obtaining the password.
 
 use anyhow::{bail, Context, Result};
+use dprepo_repo_format::repo::IndexPlace;
 use dprepo_repo_format::storage::{
     read_ini_section, CachedStorage, CountingStorage, LocalStorage, RequestStats, S3Options,
     S3Storage, Storage,
@@ -42,6 +43,15 @@ pub fn storage(cli: &Cli) -> Result<Arc<dyn Storage>> {
         Some(base) => Arc::new(CachedStorage::new(counting, &base)),
         None => counting,
     })
+}
+
+/// The index lives in the persistent cache (memory stays flat as the repository grows);
+/// with `--no-cache`, or without a cache directory, in a private one deleted at exit.
+fn index_place(cli: &Cli) -> IndexPlace {
+    match cli.cache_dir.clone().or_else(default_cache_dir) {
+        Some(base) if !cli.no_cache => IndexPlace::Cache(base),
+        _ => IndexPlace::Temporary(std::env::temp_dir()),
+    }
 }
 
 fn default_cache_dir() -> Option<std::path::PathBuf> {
@@ -171,7 +181,7 @@ pub fn password(cli: &Cli, confirm: bool) -> Result<Vec<u8>> {
 pub async fn open(cli: &Cli) -> Result<Repository> {
     let storage = storage(cli)?;
     let password = password(cli, false)?;
-    let repo = Repository::open(storage, &password).await?;
+    let repo = Repository::open_with(storage, &password, &index_place(cli)).await?;
     for (name, e) in repo.damaged_index_files() {
         eprintln!("dprepo: warning: index file {name} is skipped: {e} (run `dprepo verify`, then `dprepo repair index`)");
     }

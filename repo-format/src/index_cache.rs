@@ -1,0 +1,604 @@
+//! The persistent local index cache: the repository's index (blob id -> pack, offset,
+//! lengths) kept in a RocksDB database on local disk instead of a hash map in RAM, so a
+//! process's memory does not grow with the number of blobs in the repository.
+//!
+//! The cache is derived data. It records which index files it has absorbed; a load adds
+//! the index files it has not seen and rebuilds from scratch when one it has seen is gone
+//! (gc compaction replaced it, so packs it named may be deleted). Anything unexpected in
+//! the database (a value of the wrong length, an unknown layout version, another
+//! repository's id) also leads to a rebuild: the repository stays the source of truth.
+//!
+//! Layout (all keys prefixed by one byte):
+//! - `b` blob_id[32] -> pack_number u32 LE || blob_type u8 || offset u32 || stored u32 || raw u32
+//! - `p` pack_number u32 LE -> pack_id[32] || pack_kind u8
+//! - `q` pack_id[32] -> pack_number u32 LE
+//! - `f` index file name -> (empty): index files absorbed
+//! - `m` -> layout u8 || blob_count u64 || pack_count u32 || repository id (utf-8)
+//!
+//! Writes go in one batch per index file (entries, pack records, file marker and
+//! counters together), without the write-ahead log: after a crash the database holds a
+//! prefix of the batches, which is consistent, and the files it lost are absorbed again.
+//!
+//! Memory is bounded by the settings below: a 32 MiB block cache that also holds the
+//! index and Bloom filter blocks, and two 16 MiB memtables.
+
+use crate::blob::BlobType;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, ID_LEN};
+use crate::index::{BlobLocation, IndexFile};
+use crate::pack::{PackEntry, PackKind};
+use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Options, WriteBatch, WriteOptions, DB};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Version of the key layout above; a database with another one is rebuilt.
+const LAYOUT: u8 = 1;
+const BLOB: u8 = b'b';
+const PACK: u8 = b'p';
+const PACK_NUMBER: u8 = b'q';
+const FILE: u8 = b'f';
+const META: &[u8] = b"m";
+const BLOB_VALUE_LEN: usize = 4 + 1 + 4 + 4 + 4;
+const PACK_VALUE_LEN: usize = ID_LEN + 1;
+/// Block cache shared by data, index and filter blocks.
+const BLOCK_CACHE_BYTES: usize = 32 << 20;
+const WRITE_BUFFER_BYTES: usize = 16 << 20;
+
+/// The index of one repository in a local RocksDB database.
+pub struct IndexCache {
+    db: Option<DB>,
+    path: PathBuf,
+    repository_id: String,
+    /// Removed when dropped: a private database used when the shared one is locked by
+    /// another process, or when no cache directory is wanted.
+    temporary: Option<tempfile::TempDir>,
+    blob_count: u64,
+    pack_count: u32,
+    /// Set when a read found something that cannot be right; the next load rebuilds.
+    damaged: AtomicBool,
+}
+
+impl std::fmt::Debug for IndexCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexCache")
+            .field("path", &self.path)
+            .field("blobs", &self.blob_count)
+            .field("packs", &self.pack_count)
+            .finish()
+    }
+}
+
+fn cache_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::LocalIo {
+        path: PathBuf::from("index cache"),
+        source: std::io::Error::other(format!("{what}: {e}")),
+    }
+}
+
+fn db_options() -> Options {
+    let mut table = BlockBasedOptions::default();
+    // Without it RocksDB's default (8 MiB) cache is used.
+    if let Ok(cache) = Cache::new_lru_cache(BLOCK_CACHE_BYTES) {
+        table.set_block_cache(&cache);
+    }
+    table.set_bloom_filter(10.0, false);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    table.set_block_size(16 << 10);
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.set_block_based_table_factory(&table);
+    // Ids are random: compression would not pay (and is not built in).
+    opts.set_compression_type(DBCompressionType::None);
+    opts.set_write_buffer_size(WRITE_BUFFER_BYTES);
+    opts.set_max_write_buffer_number(2);
+    opts.set_max_open_files(256);
+    opts.set_max_background_jobs(2);
+    opts.set_keep_log_file_num(2);
+    opts.set_max_log_file_size(1 << 20);
+    opts.set_level_compaction_dynamic_level_bytes(true);
+    opts
+}
+
+fn write_options() -> WriteOptions {
+    let mut w = WriteOptions::default();
+    w.disable_wal(true);
+    w
+}
+
+fn blob_key(id: &BlobId) -> [u8; 1 + ID_LEN] {
+    let mut k = [BLOB; 1 + ID_LEN];
+    k[1..].copy_from_slice(&id.0);
+    k
+}
+
+fn pack_key(number: u32) -> [u8; 5] {
+    let mut k = [PACK; 5];
+    k[1..].copy_from_slice(&number.to_le_bytes());
+    k
+}
+
+fn pack_number_key(id: &BlobId) -> [u8; 1 + ID_LEN] {
+    let mut k = [PACK_NUMBER; 1 + ID_LEN];
+    k[1..].copy_from_slice(&id.0);
+    k
+}
+
+fn file_key(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(FILE);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+/// A blob's stored record: pack number and where in it.
+#[derive(Debug, Clone, Copy)]
+struct BlobRecord {
+    pack: u32,
+    blob_type: BlobType,
+    offset: u32,
+    stored_len: u32,
+    raw_len: u32,
+}
+
+impl BlobRecord {
+    fn encode(&self) -> [u8; BLOB_VALUE_LEN] {
+        let mut v = [0u8; BLOB_VALUE_LEN];
+        v[0..4].copy_from_slice(&self.pack.to_le_bytes());
+        v[4] = self.blob_type as u8;
+        v[5..9].copy_from_slice(&self.offset.to_le_bytes());
+        v[9..13].copy_from_slice(&self.stored_len.to_le_bytes());
+        v[13..17].copy_from_slice(&self.raw_len.to_le_bytes());
+        v
+    }
+
+    fn decode(v: &[u8]) -> Option<BlobRecord> {
+        if v.len() != BLOB_VALUE_LEN {
+            return None;
+        }
+        Some(BlobRecord {
+            pack: u32_at(v, 0),
+            blob_type: BlobType::from_u8(v[4], "index cache").ok()?,
+            offset: u32_at(v, 5),
+            stored_len: u32_at(v, 9),
+            raw_len: u32_at(v, 13),
+        })
+    }
+}
+
+fn decode_pack(v: &[u8]) -> Option<(BlobId, PackKind)> {
+    if v.len() != PACK_VALUE_LEN {
+        return None;
+    }
+    let mut id = [0u8; ID_LEN];
+    id.copy_from_slice(&v[..ID_LEN]);
+    Some((
+        BlobId(id),
+        PackKind::from_u8(v[ID_LEN], "index cache").ok()?,
+    ))
+}
+
+fn is_lock_error(e: &rocksdb::Error) -> bool {
+    let text = e.to_string().to_ascii_lowercase();
+    text.contains("lock")
+}
+
+impl IndexCache {
+    /// Open (or create) the cache of repository `repository_id` under `dir`
+    /// (`<dir>/<repository_id>/index`). When another process holds that database, a
+    /// private temporary one under `dir` is used instead and built from scratch.
+    ///
+    /// # Errors
+    /// [`Error::LocalIo`] when neither can be opened.
+    pub fn open(dir: &Path, repository_id: &str) -> Result<IndexCache> {
+        let repo_dir = dir.join(sanitize(repository_id));
+        std::fs::create_dir_all(&repo_dir).map_err(|e| cache_error("create directory", e))?;
+        restrict_permissions(dir);
+        let path = repo_dir.join("index");
+        match DB::open(&db_options(), &path) {
+            Ok(db) => return IndexCache::start(db, path, repository_id, None),
+            Err(e) if is_lock_error(&e) => {}
+            // Damaged beyond opening: it is derived data, start over.
+            Err(_) => {
+                let _ = DB::destroy(&Options::default(), &path);
+                if let Ok(db) = DB::open(&db_options(), &path) {
+                    return IndexCache::start(db, path, repository_id, None);
+                }
+            }
+        }
+        IndexCache::temporary_in(&repo_dir, repository_id)
+    }
+
+    /// A private cache in a fresh directory under `parent`, removed when dropped.
+    ///
+    /// # Errors
+    /// [`Error::LocalIo`].
+    pub fn temporary_in(parent: &Path, repository_id: &str) -> Result<IndexCache> {
+        std::fs::create_dir_all(parent).map_err(|e| cache_error("create directory", e))?;
+        let dir = tempfile::Builder::new()
+            .prefix("index-tmp-")
+            .tempdir_in(parent)
+            .map_err(|e| cache_error("create temporary directory", e))?;
+        let path = dir.path().join("index");
+        let db = DB::open(&db_options(), &path).map_err(|e| cache_error("open", e))?;
+        IndexCache::start(db, path, repository_id, Some(dir))
+    }
+
+    fn start(
+        db: DB,
+        path: PathBuf,
+        repository_id: &str,
+        temporary: Option<tempfile::TempDir>,
+    ) -> Result<IndexCache> {
+        let mut cache = IndexCache {
+            db: Some(db),
+            path,
+            repository_id: repository_id.to_string(),
+            temporary,
+            blob_count: 0,
+            pack_count: 0,
+            damaged: AtomicBool::new(false),
+        };
+        let meta = cache.db()?.get(META).map_err(|e| cache_error("read", e))?;
+        match meta.as_deref().and_then(decode_meta) {
+            Some((blobs, packs, id)) if id == repository_id => {
+                cache.blob_count = blobs;
+                cache.pack_count = packs;
+            }
+            // New, of another layout, or of another repository: start empty.
+            _ => cache.clear()?,
+        }
+        Ok(cache)
+    }
+
+    fn db(&self) -> Result<&DB> {
+        self.db
+            .as_ref()
+            .ok_or_else(|| Error::Internal("index cache closed".into()))
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether this is a private database that is deleted when dropped.
+    pub fn is_temporary(&self) -> bool {
+        self.temporary.is_some()
+    }
+
+    /// Whether a read found a record that cannot be right (the next load rebuilds).
+    pub fn is_damaged(&self) -> bool {
+        self.damaged.load(Ordering::Relaxed)
+    }
+
+    /// Drop every record.
+    ///
+    /// # Errors
+    /// [`Error::LocalIo`].
+    pub fn clear(&mut self) -> Result<()> {
+        self.db = None;
+        let _ = DB::destroy(&Options::default(), &self.path);
+        let db = DB::open(&db_options(), &self.path).map_err(|e| cache_error("open", e))?;
+        self.db = Some(db);
+        self.blob_count = 0;
+        self.pack_count = 0;
+        self.damaged.store(false, Ordering::Relaxed);
+        let mut batch = WriteBatch::default();
+        batch.put(META, self.encode_meta());
+        self.write(batch)
+    }
+
+    fn encode_meta(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(13 + self.repository_id.len());
+        v.push(LAYOUT);
+        v.extend_from_slice(&self.blob_count.to_le_bytes());
+        v.extend_from_slice(&self.pack_count.to_le_bytes());
+        v.extend_from_slice(self.repository_id.as_bytes());
+        v
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.db()?
+            .write_opt(batch, &write_options())
+            .map_err(|e| cache_error("write", e))
+    }
+
+    fn mark_damaged(&self) {
+        self.damaged.store(true, Ordering::Relaxed);
+    }
+
+    /// Names of the index files absorbed so far.
+    ///
+    /// # Errors
+    /// [`Error::LocalIo`].
+    pub fn absorbed_files(&self) -> Result<HashSet<String>> {
+        let mut names = HashSet::new();
+        for item in self.db()?.prefix_iterator([FILE]) {
+            let (key, _) = item.map_err(|e| {
+                self.mark_damaged();
+                cache_error("read", e)
+            })?;
+            if key.first() != Some(&FILE) {
+                break;
+            }
+            match std::str::from_utf8(&key[1..]) {
+                Ok(name) => {
+                    names.insert(name.to_string());
+                }
+                Err(_) => self.mark_damaged(),
+            }
+        }
+        Ok(names)
+    }
+
+    /// Add the packs of index file `name` (if given, it is recorded as absorbed in the
+    /// same batch). A blob already known keeps its location unless that location is in
+    /// an `excluded` pack and the new one is not.
+    ///
+    /// # Errors
+    /// [`Error::LocalIo`].
+    pub fn add_file(
+        &mut self,
+        name: Option<&str>,
+        file: &IndexFile,
+        excluded: &HashSet<BlobId>,
+    ) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        let mut new_packs: HashMap<BlobId, u32> = HashMap::new();
+        let mut written: HashSet<BlobId> = HashSet::new();
+        let (mut blob_count, mut pack_count) = (self.blob_count, self.pack_count);
+        for pack in &file.packs {
+            let number = match new_packs.get(&pack.id) {
+                Some(n) => *n,
+                None => match self.pack_number(&pack.id)? {
+                    Some(n) => n,
+                    None => {
+                        let n = pack_count;
+                        pack_count = pack_count
+                            .checked_add(1)
+                            .ok_or_else(|| cache_error("add", "too many packs"))?;
+                        new_packs.insert(pack.id, n);
+                        batch.put(pack_number_key(&pack.id), n.to_le_bytes());
+                        n
+                    }
+                },
+            };
+            // The kind is (re)written: a pack first named by a tombstone got a guess.
+            let mut pack_value = [0u8; PACK_VALUE_LEN];
+            pack_value[..ID_LEN].copy_from_slice(&pack.id.0);
+            pack_value[ID_LEN] = pack.kind as u8;
+            batch.put(pack_key(number), pack_value);
+            let new_is_excluded = excluded.contains(&pack.id);
+            let keys: Vec<[u8; 1 + ID_LEN]> =
+                pack.entries.iter().map(|e| blob_key(&e.id)).collect();
+            let existing = self.db()?.multi_get(&keys);
+            for (entry, found) in pack.entries.iter().zip(existing) {
+                let found = found.map_err(|e| cache_error("read", e))?;
+                let replace = match found.as_deref().map(BlobRecord::decode) {
+                    None => !written.contains(&entry.id),
+                    Some(None) => true,
+                    Some(Some(old)) => {
+                        !new_is_excluded
+                            && !excluded.is_empty()
+                            && self
+                                .pack_by_number(old.pack)
+                                .is_some_and(|(id, _)| excluded.contains(&id))
+                    }
+                };
+                if found.is_none() && !written.contains(&entry.id) {
+                    blob_count += 1;
+                }
+                if replace {
+                    written.insert(entry.id);
+                    batch.put(blob_key(&entry.id), record(number, entry).encode());
+                }
+            }
+        }
+        if let Some(name) = name {
+            batch.put(file_key(name), []);
+        }
+        let (old_blobs, old_packs) = (self.blob_count, self.pack_count);
+        self.blob_count = blob_count;
+        self.pack_count = pack_count;
+        batch.put(META, self.encode_meta());
+        if let Err(e) = self.write(batch) {
+            self.blob_count = old_blobs;
+            self.pack_count = old_packs;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Make sure pack `id` has a number (so exclusion can name it before it is indexed).
+    fn pack_number(&self, id: &BlobId) -> Result<Option<u32>> {
+        let v = self
+            .db()?
+            .get_pinned(pack_number_key(id))
+            .map_err(|e| cache_error("read", e))?;
+        Ok(match v {
+            Some(v) if v.len() == 4 => Some(u32_at(&v, 0)),
+            Some(_) => {
+                self.mark_damaged();
+                None
+            }
+            None => None,
+        })
+    }
+
+    /// A read that failed: the database is damaged or the disk is failing; either way
+    /// the next load rebuilds it.
+    fn read_failed<T>(&self, r: std::result::Result<T, rocksdb::Error>) -> Option<T> {
+        r.map_err(|_| self.mark_damaged()).ok()
+    }
+
+    fn pack_by_number(&self, number: u32) -> Option<(BlobId, PackKind)> {
+        let v = self.read_failed(self.db().ok()?.get_pinned(pack_key(number)))??;
+        let decoded = decode_pack(&v);
+        if decoded.is_none() {
+            self.mark_damaged();
+        }
+        decoded
+    }
+
+    /// Where blob `id` is stored, if known. A failing or damaged database reads as
+    /// "unknown" (dedup then stores the blob again; a reader reloads the index).
+    pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
+        let v = self.read_failed(self.db().ok()?.get_pinned(blob_key(id)))??;
+        let Some(rec) = BlobRecord::decode(&v) else {
+            self.mark_damaged();
+            return None;
+        };
+        let (pack_id, pack_kind) = self.pack_by_number(rec.pack)?;
+        Some(location(pack_id, pack_kind, &rec))
+    }
+
+    /// Whether blob `id` is known.
+    pub fn contains(&self, id: &BlobId) -> bool {
+        self.db()
+            .ok()
+            .and_then(|db| self.read_failed(db.get_pinned(blob_key(id))).flatten())
+            .is_some()
+    }
+
+    /// Number of distinct blobs.
+    pub fn blob_count(&self) -> u64 {
+        self.blob_count
+    }
+
+    /// Number of distinct packs.
+    pub fn pack_count(&self) -> u32 {
+        self.pack_count
+    }
+
+    /// Every pack with its kind, in pack-number order.
+    pub fn packs(&self) -> impl Iterator<Item = (BlobId, PackKind)> + '_ {
+        self.db
+            .iter()
+            .flat_map(|db| db.prefix_iterator([PACK]))
+            .map_while(|item| self.read_failed(item))
+            .take_while(|(k, _)| k.first() == Some(&PACK))
+            .filter_map(|(_, v)| {
+                let decoded = decode_pack(&v);
+                if decoded.is_none() {
+                    self.mark_damaged();
+                }
+                decoded
+            })
+    }
+
+    /// Every blob with its location, in id order.
+    pub fn blobs(&self) -> impl Iterator<Item = (BlobId, BlobLocation)> + '_ {
+        // Blobs come in id order, so their packs are random: remember recent packs.
+        let mut packs: HashMap<u32, (BlobId, PackKind)> = HashMap::new();
+        self.db
+            .iter()
+            .flat_map(|db| db.prefix_iterator([BLOB]))
+            .map_while(|item| self.read_failed(item))
+            .take_while(|(k, _)| k.first() == Some(&BLOB))
+            .filter_map(move |(k, v)| {
+                let rec = BlobRecord::decode(&v);
+                if k.len() != 1 + ID_LEN || rec.is_none() {
+                    self.mark_damaged();
+                    return None;
+                }
+                let rec = rec?;
+                let pack = match packs.get(&rec.pack) {
+                    Some(p) => *p,
+                    None => {
+                        let p = self.pack_by_number(rec.pack)?;
+                        if packs.len() >= 1 << 16 {
+                            packs.clear();
+                        }
+                        packs.insert(rec.pack, p);
+                        p
+                    }
+                };
+                let mut id = [0u8; ID_LEN];
+                id.copy_from_slice(&k[1..]);
+                Some((BlobId(id), location(pack.0, pack.1, &rec)))
+            })
+    }
+
+    /// Write everything buffered to disk (also done when dropped).
+    ///
+    /// # Errors
+    /// [`Error::LocalIo`].
+    pub fn flush(&self) -> Result<()> {
+        self.db()?.flush().map_err(|e| cache_error("flush", e))
+    }
+}
+
+impl Drop for IndexCache {
+    fn drop(&mut self) {
+        if self.temporary.is_none() {
+            if let Some(db) = &self.db {
+                let _ = db.flush();
+            }
+        }
+        // Close before the temporary directory goes.
+        self.db = None;
+    }
+}
+
+fn record(pack: u32, e: &PackEntry) -> BlobRecord {
+    BlobRecord {
+        pack,
+        blob_type: e.blob_type,
+        offset: e.offset,
+        stored_len: e.stored_len,
+        raw_len: e.raw_len,
+    }
+}
+
+fn location(pack_id: BlobId, pack_kind: PackKind, rec: &BlobRecord) -> BlobLocation {
+    BlobLocation {
+        pack_id,
+        pack_kind,
+        blob_type: rec.blob_type,
+        offset: rec.offset,
+        stored_len: rec.stored_len,
+        raw_len: rec.raw_len,
+    }
+}
+
+fn decode_meta(v: &[u8]) -> Option<(u64, u32, String)> {
+    if v.len() < 13 || v[0] != LAYOUT {
+        return None;
+    }
+    let mut blobs = [0u8; 8];
+    blobs.copy_from_slice(&v[1..9]);
+    let packs = u32_at(v, 9);
+    let id = std::str::from_utf8(&v[13..]).ok()?;
+    Some((u64::from_le_bytes(blobs), packs, id.to_string()))
+}
+
+/// Keep a repository id usable as a directory name whatever the config says.
+fn sanitize(id: &str) -> String {
+    let clean: String = id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .take(64)
+        .collect();
+    if clean.is_empty() {
+        "unnamed".into()
+    } else {
+        clean
+    }
+}
+
+/// The cache names every blob and its length: keep it private to the user.
+fn restrict_permissions(dir: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+}

@@ -1,0 +1,243 @@
+//! The persistent index cache: what a second open reads, what happens when gc rewrites
+//! the index files behind it, when another process holds it, and when it is damaged.
+
+use dprepo_repo_format::backup::{backup, BackupOptions, BackupProgress, BackupSource};
+use dprepo_repo_format::gc::{self, GcOptions};
+use dprepo_repo_format::key::KdfParams;
+use dprepo_repo_format::repo::IndexPlace;
+use dprepo_repo_format::restore::{restore, RestoreOptions, RestoreProgress};
+use dprepo_repo_format::storage::{CountingStorage, MemoryStorage, Storage};
+use dprepo_repo_format::{InitOptions, Repository, Snapshot};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+const FAST_KDF: KdfParams = KdfParams {
+    memory_kib: 64,
+    iterations: 1,
+    parallelism: 1,
+};
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn init(storage: &MemoryStorage) {
+    Repository::init(
+        Arc::new(storage.clone()),
+        b"pw",
+        InitOptions::default()
+            .with_kdf(FAST_KDF)
+            .with_chunker(dprepo_repo_format::chunker::ChunkerParams::SMALL),
+    )
+    .await
+    .unwrap();
+}
+
+async fn open(storage: Arc<dyn Storage>, cache: &Path) -> Repository {
+    Repository::open_with(storage, b"pw", &IndexPlace::Cache(cache.to_path_buf()))
+        .await
+        .unwrap()
+}
+
+async fn run_backup(repo: &Repository, dir: &Path) -> Snapshot {
+    backup(
+        repo,
+        BackupSource::Paths(vec![dir.to_path_buf()]),
+        BackupOptions::default(),
+        Arc::new(BackupProgress::default()),
+    )
+    .await
+    .unwrap()
+    .snapshot
+}
+
+async fn assert_restores(repo: &Repository, snap: &Snapshot, dir: &Path) {
+    let target = tempfile::tempdir().unwrap();
+    restore(
+        repo,
+        &snap.manifest.tree,
+        dir.as_os_str().as_encoded_bytes(),
+        target.path(),
+        &RestoreOptions::default(),
+        Arc::new(RestoreProgress::default()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("snapshot {} does not restore: {e}", snap.id.short()));
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let restored = target.path().join(entry.file_name());
+        assert!(
+            std::fs::read(entry.path()).unwrap() == std::fs::read(&restored).unwrap(),
+            "{} differs",
+            entry.path().display()
+        );
+    }
+}
+
+/// Everything the index says, as a sorted map (for comparing two indexes).
+fn index_contents(repo: &Repository) -> BTreeMap<String, String> {
+    repo.index()
+        .read()
+        .unwrap()
+        .blobs()
+        .map(|(id, loc)| (id.to_hex(), format!("{loc:?}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_open_reads_no_index_file_and_sees_the_same_index() {
+    let storage = MemoryStorage::new();
+    init(&storage).await;
+    let cache = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("a"), random_bytes(3_000_000, 1)).unwrap();
+    let repo = open(Arc::new(storage.clone()), cache.path()).await;
+    let snap = run_backup(&repo, data.path()).await;
+    let written = index_contents(&repo);
+    assert!(written.len() > 50, "a few hundred chunks expected");
+    let blobs = repo.index().read().unwrap().blob_count();
+    assert_eq!(blobs, written.len(), "count kept while adding");
+    drop(repo);
+
+    let counting = Arc::new(CountingStorage::new(Arc::new(storage.clone())));
+    let again = open(counting.clone(), cache.path()).await;
+    let gets_of_index_files = counting.stats().counts().get;
+    // config and one key file; no index file.
+    assert_eq!(gets_of_index_files, 2, "index files were read again");
+    assert_eq!(index_contents(&again), written);
+    assert_eq!(again.index().read().unwrap().blob_count(), blobs);
+
+    // The in-memory index built from storage agrees with the cache.
+    let memory = Repository::open(Arc::new(storage.clone()), b"pw")
+        .await
+        .unwrap();
+    assert_eq!(index_contents(&memory), written);
+    assert_restores(&again, &snap, data.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_left_behind_by_gc_rewriting_the_index_is_rebuilt() {
+    let storage = MemoryStorage::new();
+    init(&storage).await;
+    let cache = tempfile::tempdir().unwrap();
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    std::fs::write(one.path().join("a"), random_bytes(2_000_000, 10)).unwrap();
+    std::fs::write(two.path().join("b"), random_bytes(2_000_000, 20)).unwrap();
+    let repo = open(Arc::new(storage.clone()), cache.path()).await;
+    let first = run_backup(&repo, one.path()).await;
+    let second = run_backup(&repo, two.path()).await;
+    drop(repo);
+
+    // Another machine (its own cache) forgets the first snapshot and collects garbage:
+    // packs are deleted and the index files rewritten.
+    let other_cache = tempfile::tempdir().unwrap();
+    let other = open(Arc::new(storage.clone()), other_cache.path()).await;
+    gc::forget_snapshots(&other, &[first.id]).await.unwrap();
+    // The first run tombstones the garbage, the second deletes it.
+    let mut deleted = 0;
+    for _ in 0..2 {
+        let (_, report) = gc::run(&other, &GcOptions::default()).await.unwrap();
+        deleted += report.packs_deleted;
+    }
+    assert!(deleted > 0, "gc deleted nothing");
+    drop(other);
+
+    let repo = open(Arc::new(storage.clone()), cache.path()).await;
+    let memory = Repository::open(Arc::new(storage.clone()), b"pw")
+        .await
+        .unwrap();
+    assert_eq!(
+        index_contents(&repo),
+        index_contents(&memory),
+        "the stale cache still lists deleted packs"
+    );
+    assert_restores(&repo, &second, two.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_in_use_elsewhere_gives_a_private_one() {
+    let storage = MemoryStorage::new();
+    init(&storage).await;
+    let cache = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("a"), random_bytes(1_000_000, 4)).unwrap();
+    let holder = open(Arc::new(storage.clone()), cache.path()).await;
+    let snap = run_backup(&holder, data.path()).await;
+    let second = open(Arc::new(storage.clone()), cache.path()).await;
+    let private = second
+        .index()
+        .read()
+        .unwrap()
+        .cache()
+        .map(|c| (c.is_temporary(), c.path().to_path_buf()))
+        .unwrap();
+    assert!(private.0, "the second open shared a locked database");
+    assert!(private.1.exists());
+    assert_eq!(index_contents(&second), index_contents(&holder));
+    assert_restores(&second, &snap, data.path()).await;
+    drop(second);
+    assert!(!private.1.exists(), "the private index was left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_of_another_repository_or_a_damaged_one_is_rebuilt() {
+    let (a, b) = (MemoryStorage::new(), MemoryStorage::new());
+    init(&a).await;
+    init(&b).await;
+    let cache = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("a"), random_bytes(1_000_000, 5)).unwrap();
+    let repo_a = open(Arc::new(a.clone()), cache.path()).await;
+    run_backup(&repo_a, data.path()).await;
+    drop(repo_a);
+    // Same cache directory, other repository: its own database, nothing shared.
+    let repo_b = open(Arc::new(b.clone()), cache.path()).await;
+    assert_eq!(repo_b.index().read().unwrap().blob_count(), 0);
+    drop(repo_b);
+
+    // Damage the database files of repository a: open must still succeed and the
+    // index must match storage again.
+    let mut damaged = 0;
+    for entry in walk(cache.path()) {
+        let name = entry.file_name().unwrap().to_string_lossy().to_string();
+        if name.ends_with(".sst") || name.starts_with("MANIFEST") {
+            let mut bytes = std::fs::read(&entry).unwrap();
+            for b in bytes.iter_mut().skip(16).step_by(97) {
+                *b ^= 0x5a;
+            }
+            std::fs::write(&entry, bytes).unwrap();
+            damaged += 1;
+        }
+    }
+    assert!(damaged > 0, "no database files found to damage");
+    let repo_a = open(Arc::new(a.clone()), cache.path()).await;
+    let memory = Repository::open(Arc::new(a.clone()), b"pw").await.unwrap();
+    let reopened = index_contents(&repo_a);
+    if reopened != index_contents(&memory) {
+        // Damage noticed while reading: the next load rebuilds.
+        repo_a.load_index().await.unwrap();
+        assert_eq!(index_contents(&repo_a), index_contents(&memory));
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
