@@ -215,10 +215,17 @@ struct PathArg {
 pub fn main(args: Vec<OsString>) -> ExitCode {
     let cli = match DatasafedCli::try_parse_from(args) {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 1 } else { 0 };
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // Usage errors as datasafed reports every error: `Error: ...`, exit 1.
+            let text = e.render().to_string();
+            let text = text.strip_prefix("error: ").unwrap_or(&text);
+            eprint!("Error: {text}");
+            return ExitCode::FAILURE;
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -694,7 +701,7 @@ impl Namespace {
         for (name, e) in damaged {
             eprintln!("Warning: {name} cannot be read and is left out: {e}");
         }
-        snaps.sort_by(|a, b| (a.manifest.time, a.id).cmp(&(b.manifest.time, b.id)));
+        snaps.sort_by_key(|s| (s.manifest.time, s.id));
         for s in snaps {
             let time = s.manifest.time;
             if let Some(dir) = tag_value(&s, DIR_TAG) {
@@ -754,7 +761,7 @@ impl Namespace {
             };
             rest.split('/').count()
         };
-        let ok = |p: &str| p != dir && is_within(p, dir) && depth.map_or(true, |d| level(p) <= d);
+        let ok = |p: &str| p != dir && is_within(p, dir) && depth.is_none_or(|d| level(p) <= d);
         let mut out = Vec::new();
         for (p, d) in &self.dirs {
             if ok(p) {
@@ -1044,18 +1051,26 @@ async fn list(cli: &DatasafedCli, a: &ListArgs) -> Result<()> {
         };
         ns.below(&path, depth)
             .into_iter()
-            .filter(|e| !(a.dirs_only && !e.is_dir) && !(a.files_only && e.is_dir))
+            .filter(|e| {
+                if e.is_dir {
+                    !a.files_only
+                } else {
+                    !a.dirs_only
+                }
+            })
             .collect()
     } else {
         Vec::new()
     };
     entries.retain(|e| {
         let mt = e.mtime.timestamp();
-        !(a.newer_than > 0 && a.newer_than >= mt)
-            && !(a.older_than > 0 && a.older_than <= mt)
+        let too_old = a.newer_than > 0 && a.newer_than >= mt;
+        let too_new = a.older_than > 0 && a.older_than <= mt;
+        !too_old
+            && !too_new
             && a.name
                 .as_deref()
-                .map_or(true, |pat| glob_match(pat, basename(&e.path)))
+                .is_none_or(|pat| glob_match(pat, basename(&e.path)))
     });
     entries.sort_by(|x, y| {
         let c = match a.sort.as_str() {
