@@ -262,7 +262,15 @@ impl Repository {
             IndexPlace::Memory => Index::new(),
             IndexPlace::Cache(dir) => {
                 let (dir, id) = (dir.clone(), config.id.clone());
-                Index::on_disk(run_cpu(move || IndexCache::open(&dir, &id)).await??)
+                // An unwritable cache directory must not stop the command: fall back to
+                // a private index in the system's temporary directory.
+                Index::on_disk(
+                    run_cpu(move || {
+                        IndexCache::open(&dir, &id)
+                            .or_else(|_| IndexCache::temporary_in(&std::env::temp_dir(), &id))
+                    })
+                    .await??,
+                )
             }
             IndexPlace::Temporary(dir) => {
                 let (dir, id) = (dir.clone(), config.id.clone());
