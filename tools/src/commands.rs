@@ -52,6 +52,16 @@ pub enum Command {
     Snapshot(crate::maintenance::SnapshotCommand),
     /// Dump repository structures (config, keys, packs, index, blobs, trees, snapshots).
     Inspect(crate::inspect::InspectArgs),
+    /// datasafed-compatible commands for KubeBlocks backup scripts (first argument only).
+    ///
+    /// push, pull, list, stat, rm, rmdir, mkdir as datasafed has them; the binary named
+    /// `datasafed` is the same. See `dprepo datasafed --help`.
+    #[command(disable_help_flag = true)]
+    Datasafed {
+        /// Arguments of the datasafed command.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -78,7 +88,8 @@ pub struct FilterArgs {
     /// Only snapshots of this host (repeatable).
     #[arg(long = "host")]
     pub hosts: Vec<String>,
-    /// Only snapshots that include this path (repeatable).
+    /// Only snapshots that include this path (repeatable); for datasafed files, also
+    /// every file and directory stored at or below this directory.
     #[arg(long = "path")]
     pub paths: Vec<String>,
 }
@@ -170,6 +181,9 @@ pub async fn run(cli: &Cli) -> Result<u8> {
         Command::Verify(a) => crate::check::run_verify(cli, a).await,
         Command::Repair(c) => crate::check::run_repair(cli, c).await,
         Command::Inspect(a) => crate::inspect::run(cli, a).await,
+        Command::Datasafed { .. } => {
+            bail!("`datasafed` must be the first argument: dprepo datasafed COMMAND ... (global dprepo flags do not apply to it)")
+        }
     }
 }
 
@@ -327,6 +341,7 @@ fn matches_filter(s: &Snapshot, f: &FilterArgs) -> bool {
                 m.paths
                     .iter()
                     .any(|q| q == p.trim_end_matches('/') || q == p)
+                    || crate::datasafed::datasafed_path_within(s, p)
             }))
 }
 
@@ -359,9 +374,15 @@ async fn snapshots(cli: &Cli, f: &FilterArgs) -> Result<u8> {
             s.id.short(),
             output::time(&m.time),
             m.hostname,
-            m.tags.join(","),
+            // A datasafed file's path tag is shown as its path.
+            m.tags
+                .iter()
+                .filter(|t| !t.starts_with(crate::datasafed::PATH_TAG))
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
             bytes(m.summary.total_bytes),
-            m.paths.join(", ")
+            snapshot_paths(s).join(", ")
         ));
     }
     text.push_str(&format!("{} snapshots\n", list.len()));
@@ -604,13 +625,17 @@ async fn stats(cli: &Cli, a: &StatsArgs) -> Result<u8> {
         // Files of trees already seen (unchanged directories) still count logically.
         let logical_recorded = snap.manifest.summary.total_bytes.max(snap_logical);
         logical += logical_recorded;
+        let sum = &snap.manifest.summary;
         per_snapshot.push(json!({
             "id": snap.id,
             "short_id": snap.id.short(),
             "time": snap.manifest.time,
+            "paths": snapshot_paths(snap),
             "logical_bytes": logical_recorded,
             "new_unique_bytes": snap_new_raw,
-            "bytes_stored_by_backup": snap.manifest.summary.bytes_stored,
+            "bytes_added_by_backup": sum.bytes_added,
+            "bytes_stored_by_backup": sum.bytes_stored,
+            "dedup_ratio": ratio_or_null(logical_recorded, sum.bytes_added),
         }));
     }
     let (mut pack_bytes, mut packs) = (0u64, 0u64);
@@ -671,6 +696,49 @@ async fn stats(cli: &Cli, a: &StatsArgs) -> Result<u8> {
         data_blobs,
         meta_blobs
     ))?;
+    // Per snapshot, what its backup added: logical size, new data before and after
+    // compression, and logical / new (how much deduplication saved).
+    let mut text = format!(
+        "\n{:<9} {:<19} {:>11} {:>11} {:>11} {:>8}  {}\n",
+        "ID", "Time", "Logical", "Added", "Stored", "Dedup", "Paths"
+    );
+    for snap in &selected {
+        let sum = &snap.manifest.summary;
+        let logical = sum.total_bytes;
+        let dedup = match ratio_or_null(logical, sum.bytes_added) {
+            serde_json::Value::Null if logical == 0 => "-".to_string(),
+            serde_json::Value::Null => "all".to_string(),
+            v => format!("{:.1}x", v.as_f64().unwrap_or_default()),
+        };
+        text.push_str(&format!(
+            "{:<9} {:<19} {:>11} {:>11} {:>11} {:>8}  {}\n",
+            snap.id.short(),
+            output::time(&snap.manifest.time),
+            bytes(logical),
+            bytes(sum.bytes_added),
+            bytes(sum.bytes_stored),
+            dedup,
+            snapshot_paths(snap).join(", ")
+        ));
+    }
+    print(&text)?;
     let _ = current_hostname;
     Ok(0)
+}
+
+/// logical / added, or null when nothing was added.
+fn ratio_or_null(logical: u64, added: u64) -> serde_json::Value {
+    if added == 0 {
+        serde_json::Value::Null
+    } else {
+        json!(logical as f64 / added as f64)
+    }
+}
+
+/// What a snapshot holds, for listings: a datasafed file's path, else its paths.
+fn snapshot_paths(s: &Snapshot) -> Vec<String> {
+    match crate::datasafed::snapshot_file_path(s) {
+        Some(p) => vec![p.to_string()],
+        None => s.manifest.paths.clone(),
+    }
 }

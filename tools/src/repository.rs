@@ -21,10 +21,26 @@ pub fn storage(cli: &Cli) -> Result<Arc<dyn Storage>> {
     let Some(location) = cli.repo.as_deref().filter(|s| !s.is_empty()) else {
         bail!("no repository given: use -r/--repo or set DPREPO_REPOSITORY");
     };
+    storage_at(
+        location,
+        || s3_options(cli, location),
+        cli.cache_dir.clone(),
+        cli.no_cache,
+    )
+}
+
+/// The storage backend at `location` (a path, `file://` URL or `s3://` URL); `s3` gives
+/// the S3 settings when it is an S3 location. Shared by `dprepo` and `datasafed`.
+pub fn storage_at(
+    location: &str,
+    s3: impl FnOnce() -> Result<S3Options>,
+    cache_dir: Option<std::path::PathBuf>,
+    no_cache: bool,
+) -> Result<Arc<dyn Storage>> {
     let backend: Arc<dyn Storage> = if let Some(path) = location.strip_prefix("file://") {
         Arc::new(LocalStorage::new(path))
     } else if location.starts_with("s3://") {
-        Arc::new(S3Storage::new(s3_options(cli, location)?)?)
+        Arc::new(S3Storage::new(s3()?)?)
     } else if let Some((scheme, _)) = location.split_once("://") {
         bail!(
             "repository {location}: unsupported scheme {scheme}:// (use a path, file:// or s3://)"
@@ -34,10 +50,10 @@ pub fn storage(cli: &Cli) -> Result<Arc<dyn Storage>> {
     };
     let counting = Arc::new(CountingStorage::new(backend));
     let _ = REQUESTS.set(counting.stats());
-    if !location.starts_with("s3://") || cli.no_cache {
+    if !location.starts_with("s3://") || no_cache {
         return Ok(counting);
     }
-    let cache_base = cli.cache_dir.clone().or_else(default_cache_dir);
+    let cache_base = cache_dir.or_else(default_cache_dir);
     Ok(match cache_base {
         Some(base) => Arc::new(CachedStorage::new(counting, &base)),
         None => counting,
@@ -61,34 +77,7 @@ fn s3_options(cli: &Cli, url: &str) -> Result<S3Options> {
         if !file.exists() {
             bail!("repository config file {path} does not exist");
         }
-        let section = read_ini_section(&path, "s3");
-        let get = |k: &str| {
-            section
-                .iter()
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v.clone())
-        };
-        let flag = |k: &str| -> Result<Option<bool>> {
-            get(k)
-                .map(|v| match v.to_ascii_lowercase().as_str() {
-                    "true" | "yes" | "1" => Ok(true),
-                    "false" | "no" | "0" => Ok(false),
-                    other => bail!("{path}: {k} = {other}: expected true or false"),
-                })
-                .transpose()
-        };
-        o.endpoint = get("endpoint");
-        o.region = get("region");
-        o.access_key_id = get("access_key_id");
-        o.secret_access_key = get("secret_access_key");
-        o.session_token = get("session_token");
-        o.path_style = flag("path_style")?;
-        o.allow_http = flag("allow_http")?;
-        if let Some(c) = get("connections") {
-            o.connections = c
-                .parse()
-                .with_context(|| format!("{path}: connections = {c}"))?;
-        }
+        apply_s3_settings(&mut o, &read_ini_section(&path, "s3"), &path)?;
     }
     if let Some(e) = &cli.s3_endpoint {
         o.endpoint = Some(e.clone());
@@ -109,6 +98,55 @@ fn s3_options(cli: &Cli, url: &str) -> Result<S3Options> {
         o.connections = n.max(1);
     }
     Ok(o.from_env())
+}
+
+/// Apply the S3 settings of an INI section (`endpoint`, `region`, `access_key_id`,
+/// `secret_access_key`, `session_token`, `path_style` or rclone's `force_path_style`,
+/// `allow_http`, `connections`) to `o`; `path` names the file in errors. Keys the
+/// section does not have leave `o` as it was.
+pub fn apply_s3_settings(
+    o: &mut S3Options,
+    section: &[(String, String)],
+    path: &str,
+) -> Result<()> {
+    let get = |k: &str| {
+        section
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+    };
+    let flag = |k: &str| -> Result<Option<bool>> {
+        get(k)
+            .map(|v| match v.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "1" => Ok(true),
+                "false" | "no" | "0" => Ok(false),
+                other => bail!("{path}: {k} = {other}: expected true or false"),
+            })
+            .transpose()
+    };
+    let keep = |new: Option<String>, old: &mut Option<String>| {
+        if new.is_some() {
+            *old = new;
+        }
+    };
+    keep(get("endpoint"), &mut o.endpoint);
+    keep(get("region"), &mut o.region);
+    keep(get("access_key_id"), &mut o.access_key_id);
+    keep(get("secret_access_key"), &mut o.secret_access_key);
+    keep(get("session_token"), &mut o.session_token);
+    if let Some(v) = flag("path_style")?.or(flag("force_path_style")?) {
+        o.path_style = Some(v);
+    }
+    if let Some(v) = flag("allow_http")? {
+        o.allow_http = Some(v);
+    }
+    if let Some(c) = get("connections") {
+        o.connections = c
+            .parse()
+            .with_context(|| format!("{path}: connections = {c}"))?;
+    }
+    Ok(())
 }
 
 /// Print the storage request counts of this process (for `--verbose`).
@@ -135,19 +173,8 @@ pub fn print_request_counts(json: bool) {
 /// The password from `DPREPO_PASSWORD`, `--password-file`/`DPREPO_PASSWORD_FILE`, or a
 /// prompt when stdin is a terminal. `confirm` asks twice (for new passwords).
 pub fn password(cli: &Cli, confirm: bool) -> Result<Vec<u8>> {
-    // An empty DPREPO_PASSWORD counts as unset, so it cannot mask a password file.
-    if let Some(pw) = std::env::var_os("DPREPO_PASSWORD").filter(|v| !v.is_empty()) {
-        return Ok(pw.into_encoded_bytes());
-    }
-    if let Some(file) = &cli.password_file {
-        let text = std::fs::read(file)
-            .with_context(|| format!("reading password file {}", file.display()))?;
-        let line = text.split(|b| *b == b'\n').next().unwrap_or_default();
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            bail!("password file {} is empty", file.display());
-        }
-        return Ok(line.to_vec());
+    if let Some(pw) = password_without_prompt(cli.password_file.as_deref())? {
+        return Ok(pw);
     }
     if std::io::stdin().is_terminal() {
         let pw = rpassword::prompt_password("enter password for repository: ")
@@ -165,6 +192,25 @@ pub fn password(cli: &Cli, confirm: bool) -> Result<Vec<u8>> {
         return Ok(pw.into_bytes());
     }
     bail!("no password: set DPREPO_PASSWORD or DPREPO_PASSWORD_FILE (or run on a terminal to be asked)")
+}
+
+/// The password from `DPREPO_PASSWORD`, else from `file` (first line), else `None`.
+pub fn password_without_prompt(file: Option<&std::path::Path>) -> Result<Option<Vec<u8>>> {
+    // An empty DPREPO_PASSWORD counts as unset, so it cannot mask a password file.
+    if let Some(pw) = std::env::var_os("DPREPO_PASSWORD").filter(|v| !v.is_empty()) {
+        return Ok(Some(pw.into_encoded_bytes()));
+    }
+    if let Some(file) = file {
+        let text = std::fs::read(file)
+            .with_context(|| format!("reading password file {}", file.display()))?;
+        let line = text.split(|b| *b == b'\n').next().unwrap_or_default();
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            bail!("password file {} is empty", file.display());
+        }
+        return Ok(Some(line.to_vec()));
+    }
+    Ok(None)
 }
 
 /// Open the repository named on the command line.
