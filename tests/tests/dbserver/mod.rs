@@ -10,7 +10,7 @@
 //! dispatched on the program name). Run as a normal user, commands run as that user.
 //!
 //! Every command gets a cleared environment: the sandbox's `bin/` and the server's
-//! binaries on `PATH`, `HOME` in the sandbox, and the variables `datasafed` reads
+//! binaries on `PATH`, `HOME` and `TMPDIR` in the sandbox, and the variables `datasafed` reads
 //! (`DATASAFED_LOCAL_BACKEND_PATH` = `<sandbox>/repo`, `DPREPO_PASSWORD`).
 //!
 //! A missing server package is a test failure with instructions; `DPREPO_SKIP_DB_TESTS=1`
@@ -116,6 +116,7 @@ impl Sandbox {
         // is created on the first push).
         sb.mkdir("repo");
         sb.mkdir("home");
+        sb.mkdir("tmp");
         sb.mkdir("cache");
         sb
     }
@@ -206,6 +207,9 @@ impl Sandbox {
             .env("HOME", self.path("home"))
             .env("LANG", "C.UTF-8")
             .env("TZ", "UTC")
+            // A private temporary directory: a starting mariadbd deletes the `#sql*`
+            // files it finds in its tmpdir, including those of another test's server.
+            .env("TMPDIR", self.path("tmp"))
             .env("DATASAFED_LOCAL_BACKEND_PATH", self.repo())
             .env("DPREPO_PASSWORD", PASSWORD)
             .env("DPREPO_CACHE_DIR", self.path("cache/dprepo"))
