@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite. Starts what the tests need on 127.0.0.1 (moto, an S3-compatible
-# server, installed from PyPI if missing), runs cargo test, and stops what it started.
+# server, installed from PyPI if missing), installs the database servers the database
+# tests start themselves, runs cargo test, and stops what it started.
 # Extra arguments go to cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,24 @@ if ! reachable; then
     reachable || { echo "moto did not start on 127.0.0.1:$port; see ${TMPDIR:-/tmp}/dprepo-test-moto.log" >&2; exit 1; }
 fi
 export DPREPO_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+
+# The database end-to-end tests (tests/tests/postgres_pitr.rs, mariadb_dump.rs) run real
+# servers from the distribution's packages; install the missing ones (Debian names).
+# DPREPO_SKIP_DB_TESTS=1 skips those tests and this step.
+if [ "${DPREPO_SKIP_DB_TESTS:-}" != 1 ]; then
+    db_packages=()
+    compgen -G '/usr/lib/postgresql/*/bin/pg_basebackup' > /dev/null || db_packages+=(postgresql)
+    [ -x /usr/sbin/mariadbd ] || db_packages+=(mariadb-server)
+    command -v mariabackup > /dev/null || db_packages+=(mariadb-backup)
+    command -v zstd > /dev/null || db_packages+=(zstd)
+    if [ ${#db_packages[@]} -gt 0 ]; then
+        sudo=()
+        [ "$(id -u)" = 0 ] || sudo=(sudo)
+        echo "installing ${db_packages[*]} for the database tests" >&2
+        "${sudo[@]}" apt-get update
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${db_packages[@]}"
+    fi
+fi
 
 # The end-to-end tests run the real dprepo binary, which `cargo test` alone does not
 # build (it builds the package's test harness instead).
