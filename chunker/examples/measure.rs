@@ -17,6 +17,8 @@
 //!     files), sorted by path; symlinks and special files are skipped.
 //! measure stream V1 V2 [--params MIN:AVG:MAX]...
 //!     Chunk the files V1 and V2 as one stream each (e.g. tar archives).
+//!     `--tar auto` cuts them as `dprepo backup --stdin` does by default
+//!     (`StreamChunker`, tar-aware and page-aligned); without it, plain `Chunker`.
 //! measure speed [--mib N] [--params MIN:AVG:MAX]...
 //!     CPU cost alone: chunk N MiB (default 1024) of pseudo-random bytes held in memory,
 //!     best of 3 runs; then the fixed cost per input, chunking 20,000 inputs of 4 KiB
@@ -40,7 +42,7 @@ use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use dprepo_chunker::{Chunker, ChunkerParams};
+use dprepo_chunker::{Chunker, ChunkerParams, StreamChunker, StreamChunking};
 
 /// Estimated in-memory index cost per unique chunk (id, pack, offset, lengths).
 const INDEX_BYTES_PER_ENTRY: u64 = 70;
@@ -314,7 +316,7 @@ fn sources(input: Input, root: &Path) -> Result<Vec<PathBuf>> {
     }
 }
 
-fn chunk_all(paths: &[PathBuf], params: ChunkerParams) -> Result<Pass> {
+fn chunk_all(paths: &[PathBuf], params: ChunkerParams, tar: bool) -> Result<Pass> {
     let mut pass = Pass {
         chunks: Vec::new(),
         files: Vec::with_capacity(paths.len()),
@@ -328,7 +330,11 @@ fn chunk_all(paths: &[PathBuf], params: ChunkerParams) -> Result<Pass> {
             Err(err) => return Err(format!("{}: {err}", path.display()).into()),
         };
         // Unbuffered on purpose: the chunker reads in large blocks itself.
-        let mut chunker = Chunker::new(file, params)?;
+        let mut chunker: Box<dyn Iterator<Item = io::Result<Vec<u8>>>> = if tar {
+            Box::new(StreamChunker::new(file, params, StreamChunking::Auto)?)
+        } else {
+            Box::new(Chunker::new(file, params)?)
+        };
         let mut file_hasher = DefaultHasher::new();
         let mut file_bytes = 0;
         loop {
@@ -361,10 +367,12 @@ fn compare(input: Input, args: &[String]) -> Result<()> {
     };
     let mut params = Vec::new();
     let mut preset = "files".to_string();
+    let mut tar = false;
     for (name, value) in options {
         match name.as_str() {
             "params" => params.push(parse_params(&value)?),
             "preset" => preset = value,
+            "tar" => tar = value == "auto",
             _ => return Err(format!("unknown option --{name}").into()),
         }
     }
@@ -386,8 +394,8 @@ fn compare(input: Input, args: &[String]) -> Result<()> {
     println!("|---|---:|---:|---:|---:|---:|---:|");
     let mut whole_file_line = None;
     for params in params {
-        let first = chunk_all(&v1_paths, params)?;
-        let second = chunk_all(&v2_paths, params)?;
+        let first = chunk_all(&v1_paths, params, tar)?;
+        let second = chunk_all(&v2_paths, params, tar)?;
         let known: HashSet<ChunkKey> = first.chunks.iter().copied().collect();
         let mut stored: HashSet<ChunkKey> = HashSet::new();
         let new_bytes: u64 = second

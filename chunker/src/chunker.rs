@@ -25,7 +25,7 @@ use crate::params::{ChunkerParams, ParamsError};
 
 /// Normalization level of FastCDC 2020. Part of the chunking definition: changing it moves
 /// cut points, so it is fixed for all versions of this crate.
-const NORMALIZATION: Normalization = Normalization::Level1;
+pub(crate) const NORMALIZATION: Normalization = Normalization::Level1;
 
 /// First buffer size when reading the head of an input; doubled up to `max_size + 1`.
 const INITIAL_READ_SIZE: usize = 8 * 1024;
@@ -225,7 +225,7 @@ fn read_head<R: Read>(source: &mut R, limit: usize) -> io::Result<Vec<u8>> {
 
 /// One `read`, retried on `Interrupted`, with the returned count checked against the
 /// buffer so a misbehaving source cannot make a caller slice out of bounds.
-fn read_checked<R: Read>(source: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_checked<R: Read>(source: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match source.read(buf) {
             Ok(n) if n > buf.len() => {

@@ -12,6 +12,9 @@
 //! - [`params`]: [`ChunkerParams`] (min/avg/max chunk size, the [`DEFAULT`] for file
 //!   trees and [`SMALL`] for database page streams) and their validation, [`ParamsError`].
 //! - [`chunker`]: the streaming [`Chunker`] iterator.
+//! - [`stream`]: [`StreamChunker`] for streams (stdin): tar-aware, page-aligned cuts for
+//!   tar streams of database files, [`Chunker`]'s cuts otherwise ([`StreamChunking`]).
+//! - [`tar`]: the minimal tar header parser [`stream`] follows member boundaries with.
 //!
 //! [`DEFAULT`]: ChunkerParams::DEFAULT
 //! [`SMALL`]: ChunkerParams::SMALL
@@ -45,6 +48,9 @@
 //! - the built-in gear table, unseeded (seed 0);
 //! - the three sizes of [`ChunkerParams`], which a repository records.
 //!
+//! For [`StreamChunker`] in [`StreamChunking::Auto`] mode, the tar cut rules in [`stream`]
+//! and [`PAGE_SIZE`] are part of the definition too.
+//!
 //! None of the first three may change without a new, recorded chunking version. A test
 //! (`chunk_boundaries_are_stable`) pins the chunk lengths of a fixed pseudo-random input,
 //! so a `fastcdc` upgrade that moves boundaries fails the build. A changed definition
@@ -59,6 +65,9 @@
 
 pub mod chunker;
 pub mod params;
+pub mod stream;
+pub mod tar;
 
 pub use crate::chunker::Chunker;
 pub use crate::params::{ChunkerParams, ParamsError, ParamsViolation, SizeField};
+pub use crate::stream::{StreamChunker, StreamChunking, PAGE_SIZE};

@@ -23,7 +23,7 @@ use crate::repo::{current_hostname, current_username, Repository, Snapshot, SNAP
 use crate::saver::BlobSaver;
 use crate::session::WriterSession;
 use crate::tree::{Node, NodeKind, Timestamp, Tree};
-use dprepo_chunker::{Chunker, ChunkerParams};
+use dprepo_chunker::{Chunker, ChunkerParams, StreamChunker, StreamChunking};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::io::Read;
@@ -81,6 +81,9 @@ pub struct BackupOptions {
     pub parent: ParentChoice,
     /// Chunker override (default: the repository's, for trees or streams).
     pub chunker: Option<ChunkerParams>,
+    /// How a stream is cut: tar-aware and page-aligned when it is a tar (default), or
+    /// content-defined throughout. Not used for trees.
+    pub stream_chunking: StreamChunking,
     /// Concurrent pack uploads.
     pub connections: usize,
     /// Chunks being processed at once (memory: this times the maximum chunk size).
@@ -98,6 +101,7 @@ impl Default for BackupOptions {
             hostname: None,
             parent: ParentChoice::Auto,
             chunker: None,
+            stream_chunking: StreamChunking::Auto,
             connections: 4,
             max_in_flight_chunks: 4 * rayon::current_num_threads().max(2),
             time: None,
@@ -125,6 +129,11 @@ impl BackupOptions {
     /// Override the chunker.
     pub fn with_chunker(mut self, c: ChunkerParams) -> Self {
         self.chunker = Some(c);
+        self
+    }
+    /// Set how streams are cut.
+    pub fn with_stream_chunking(mut self, mode: StreamChunking) -> Self {
+        self.stream_chunking = mode;
         self
     }
     /// Set the expiration time.
@@ -268,6 +277,8 @@ async fn run_backup(
         rt: tokio::runtime::Handle::current(),
         saver: saver.clone(),
         chunker,
+        stream_chunking: options.stream_chunking,
+        stream_cut_as_tar: AtomicBool::new(false),
         limiter: Arc::new(Limiter::new(options.max_in_flight_chunks.max(1))),
         abort: Arc::new(AtomicBool::new(false)),
         progress: progress.clone(),
@@ -285,14 +296,15 @@ async fn run_backup(
         walker.limiter.wait_idle();
         let closed = walker.saver.close();
         let counts = walker.counts.into_inner().unwrap_or_default();
+        let as_tar = walker.stream_cut_as_tar.load(Ordering::Relaxed);
         let warnings = walker.warnings.into_inner().unwrap_or_default();
-        result.and_then(|root| closed.map(|_| (root, counts, warnings)))
+        result.and_then(|root| closed.map(|_| (root, counts, warnings, as_tar)))
     })
     .await
     .map_err(|e| Error::Internal(format!("backup walker: {e}")));
     drop(saver);
     let uploaded = uploader.finish().await;
-    let (root, mut summary, warnings) = walked??;
+    let (root, mut summary, warnings, as_tar) = walked??;
     uploaded?;
     summary.bytes_read = progress.bytes_read.load(Ordering::Relaxed);
     summary.blobs_added = save_stats.blobs_added.load(Ordering::Relaxed);
@@ -311,7 +323,10 @@ async fn run_backup(
         tags: options.tags.clone(),
         parent: parent.map(|p| p.id),
         stdin_name,
-        chunker: ChunkerSettings::from(chunker),
+        chunker: ChunkerSettings {
+            tar_page_size: as_tar.then_some(dprepo_chunker::PAGE_SIZE),
+            ..ChunkerSettings::from(chunker)
+        },
         program_version: format!("dprepo {}", env!("CARGO_PKG_VERSION")),
         summary,
         expires: options.expires,
@@ -530,6 +545,9 @@ struct Walker {
     rt: tokio::runtime::Handle,
     saver: Arc<BlobSaver>,
     chunker: ChunkerParams,
+    stream_chunking: StreamChunking,
+    /// Set when the stream was recognised as tar and cut by the tar rules.
+    stream_cut_as_tar: AtomicBool,
     limiter: Arc<Limiter>,
     abort: Arc<AtomicBool>,
     progress: Arc<BackupProgress>,
@@ -860,6 +878,15 @@ impl Walker {
     fn read_content(&self, source: impl Read, state: &Arc<FileState>) -> Result<u64> {
         let chunker = Chunker::new(source, self.chunker)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        self.save_chunks(chunker, state)
+    }
+
+    /// Hand the chunks of one file or stream to the pool; returns the number of bytes.
+    fn save_chunks(
+        &self,
+        chunker: impl Iterator<Item = std::io::Result<Vec<u8>>>,
+        state: &Arc<FileState>,
+    ) -> Result<u64> {
         let mut seq = 0u64;
         let mut size = 0u64;
         for chunk in chunker {
@@ -905,7 +932,12 @@ impl Walker {
         time: chrono::DateTime<chrono::Utc>,
     ) -> Result<BlobId> {
         let state = FileState::new();
-        let size = self.read_content(reader, &state).map_err(|e| match e {
+        let mut chunker = StreamChunker::new(reader, self.chunker, self.stream_chunking)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let saved = self.save_chunks(chunker.by_ref(), &state);
+        self.stream_cut_as_tar
+            .store(chunker.tar_detected(), Ordering::Relaxed);
+        let size = saved.map_err(|e| match e {
             Error::LocalIo { source, .. } => Error::LocalIo {
                 path: PathBuf::from("<stdin>"),
                 source,

@@ -28,6 +28,12 @@ pub struct ChunkerSettings {
     pub avg_size: u32,
     /// Largest chunk, bytes.
     pub max_size: u32,
+    /// Only in snapshot manifests of streams: present when the stream was recognised as
+    /// tar and cut tar-aware, page data of page-structured members in chunks of exactly
+    /// this many bytes (SPEC.md, "Stream chunking"). Informational: readers need it for
+    /// nothing, and a writer ignores it in config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tar_page_size: Option<u32>,
 }
 
 impl From<ChunkerParams> for ChunkerSettings {
@@ -36,6 +42,7 @@ impl From<ChunkerParams> for ChunkerSettings {
             min_size: p.min_size,
             avg_size: p.avg_size,
             max_size: p.max_size,
+            tar_page_size: None,
         }
     }
 }

@@ -213,7 +213,7 @@ mod tests {
                 tags,
                 parent: parent.map(BlobId),
                 stdin_name,
-                chunker: ChunkerSettings { min_size: 1, avg_size: 2, max_size: 3 },
+                chunker: ChunkerSettings { min_size: 1, avg_size: 2, max_size: 3, tar_page_size: None },
                 program_version: "dprepo test".into(),
                 summary: SnapshotSummary { files, ..Default::default() },
                 expires: None,

@@ -10,7 +10,7 @@ use dprepo_repo_format::backup::{
     backup, BackupOptions, BackupProgress, BackupSource, ParentChoice,
 };
 use dprepo_repo_format::blob::BlobType;
-use dprepo_repo_format::chunker::ChunkerParams;
+use dprepo_repo_format::chunker::{ChunkerParams, StreamChunking};
 use dprepo_repo_format::repo::current_hostname;
 use dprepo_repo_format::restore::{dump, restore, RestoreOptions, RestoreProgress};
 use dprepo_repo_format::storage::probe_create_if_absent;
@@ -119,6 +119,22 @@ pub struct BackupArgs {
     /// Let `forget --expired` remove the snapshot after this long (e.g. 30d, 1y6m, 12h).
     #[arg(long)]
     expire_in: Option<String>,
+    /// How to cut a --stdin stream. `auto`: if the stream is a tar archive (ustar header
+    /// first, as `pg_basebackup -Ft -D -` writes), cut at every member and every 8 KiB of
+    /// files whose size is a multiple of 8 KiB (database pages), so an incremental stores
+    /// only changed pages; anything else is cut content-defined. `cdc`: content-defined
+    /// throughout (fewer, larger chunks).
+    #[arg(long, value_enum, default_value = "auto", requires = "stdin")]
+    stream_chunking: StreamChunkingArg,
+}
+
+/// `--stream-chunking` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum StreamChunkingArg {
+    /// Tar-aware and page-aligned for tar streams, content-defined otherwise.
+    Auto,
+    /// Content-defined chunking of the whole stream.
+    Cdc,
 }
 
 #[derive(Debug, Args)]
@@ -276,7 +292,11 @@ async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
     let mut options = BackupOptions::default()
         .with_tags(a.tags.iter().filter(|t| !t.is_empty()).cloned().collect())
         .with_parent(parent)
-        .with_connections(cli.connections.unwrap_or(4));
+        .with_connections(cli.connections.unwrap_or(4))
+        .with_stream_chunking(match a.stream_chunking {
+            StreamChunkingArg::Auto => StreamChunking::Auto,
+            StreamChunkingArg::Cdc => StreamChunking::Cdc,
+        });
     if let Some(h) = &a.host {
         options = options.with_hostname(h.clone());
     }

@@ -1,0 +1,693 @@
+//! [`StreamChunker`]: chunking for streams (stdin), tar-aware and page-aligned when the
+//! stream is a tar archive, content-defined otherwise.
+//!
+//! Database base backups (`pg_basebackup -Ft -D -`, `mariabackup --stream` tars...) are
+//! tar streams of files made of fixed-size pages (PostgreSQL 8 KiB, InnoDB 16 KiB).
+//! Between two backups a database rewrites scattered pages in place, and most pages stay
+//! the same. Content-defined chunks are larger than a page and their boundaries fall
+//! anywhere, so one changed page usually changes one or two whole chunks. Cutting at each
+//! page boundary instead makes every unchanged page deduplicate.
+//!
+//! Cut rules, for a stream whose first block is a valid ustar header ([`tar`](crate::tar)):
+//!
+//! 1. Every member boundary is a cut. A member is its extension headers (pax `x`/`g`,
+//!    GNU `L`/`K`) and their data, its header block, then its data padded to 512 bytes.
+//! 2. A *page-structured* member: a regular file whose data length is a non-zero multiple
+//!    of [`PAGE_SIZE`] (8 KiB). Its headers are one content-defined run, and its data is
+//!    cut every [`PAGE_SIZE`] bytes, so each data chunk is exactly one page (a 16 KiB
+//!    InnoDB page is two chunks). Its data needs no padding, so the next member starts
+//!    right after the last page.
+//! 3. Any other member is one content-defined run (FastCDC with the given params).
+//! 4. The end-of-archive zero blocks and everything after them, and everything from the
+//!    first block that is not a header this parser can follow (bad checksum, truncated
+//!    stream, oversized extension data), is one content-defined run to the end.
+//!
+//! A content-defined run is cut exactly as [`Chunker`](crate::Chunker) cuts an input made
+//! of the run's bytes. A stream that is not a tar (or chunked with
+//! [`StreamChunking::Cdc`]) is therefore cut exactly as [`Chunker`](crate::Chunker) cuts
+//! it, and deduplicates against stream snapshots written before tar-aware chunking
+//! existed.
+//!
+//! Invariants, whatever the bytes (tar, damaged tar, random): the chunks concatenated are
+//! the input; every chunk is `1..=max_size` bytes; chunks shorter than `min_size` occur
+//! only at the end of a run (member headers, small members, the end of input); memory is
+//! bounded by `max_size`, [`MAX_EXTENSION_DATA`] and the read size, not by the input.
+//! Cut points are a pure function of the bytes, the params and the mode, never of how the
+//! source splits its reads.
+
+use std::io::{self, Read};
+
+use fastcdc::v2020::FastCDC;
+
+use crate::chunker::{read_checked, NORMALIZATION};
+use crate::params::{ChunkerParams, ParamsError};
+use crate::tar::{self, HeaderKind, BLOCK};
+
+/// Page size of page-structured tar members: PostgreSQL's block size, and a divisor of
+/// InnoDB's 16 KiB page. Part of the chunking definition of [`StreamChunking::Auto`].
+pub const PAGE_SIZE: u32 = 8192;
+
+/// Largest extension header data (pax records, GNU long names) read to follow a member;
+/// a longer one ends tar parsing (rule 4) so it can never make the chunker buffer more.
+pub const MAX_EXTENSION_DATA: u64 = 1 << 20;
+
+/// Most extension headers in front of one member before parsing gives up (rule 4).
+const MAX_EXTENSION_HEADERS: usize = 16;
+
+/// How much is asked of the source per read.
+const READ_SIZE: usize = 256 * 1024;
+
+/// How a stream is cut.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum StreamChunking {
+    /// Tar-aware, page-aligned chunking when the stream starts with a ustar header;
+    /// content-defined chunking otherwise (see the [module docs](self)).
+    #[default]
+    Auto,
+    /// Content-defined chunking of the whole stream, exactly as [`Chunker`](crate::Chunker).
+    Cdc,
+}
+
+/// What the chunker is cutting at the current position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Region {
+    /// Nothing read yet: the first block decides between tar and plain CDC.
+    Detect,
+    /// At a member boundary of a tar stream.
+    Boundary,
+    /// A content-defined run with this many bytes left (`u64::MAX`: to the end), followed
+    /// by `then`.
+    Run { left: u64, then: Next },
+    /// Page data of a member with this many bytes left.
+    Pages { left: u64 },
+    /// End of input or an error was returned.
+    Done,
+}
+
+/// What follows a content-defined run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Boundary,
+    Pages(u64),
+}
+
+/// Splits a stream into chunks by the rules in the [module docs](self).
+///
+/// Iterate to get the chunks in order. Nothing is read before the first call to `next`.
+///
+/// # Errors
+///
+/// Yields the source's [`io::Error`] when a read fails (retrying `Interrupted`), and
+/// `InvalidData` if the source reports more bytes than it was given room for; the
+/// iterator is finished after an error. Malformed tar data is never an error: it is
+/// chunked as content-defined data.
+///
+/// # Panics
+///
+/// Never.
+///
+/// # Example
+///
+/// ```
+/// use dprepo_chunker::{ChunkerParams, StreamChunker, StreamChunking};
+///
+/// let data = vec![3u8; 100_000]; // not a tar: cut like `Chunker`
+/// let mut total = 0;
+/// let mut chunks = StreamChunker::new(&data[..], ChunkerParams::SMALL, StreamChunking::Auto)?;
+/// for chunk in chunks.by_ref() {
+///     total += chunk?.len();
+/// }
+/// assert_eq!(total, data.len());
+/// assert!(!chunks.tar_detected());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct StreamChunker<R: Read> {
+    source: R,
+    params: ChunkerParams,
+    mode: StreamChunking,
+    /// Bytes read and not yet returned are `buf[start..]`.
+    buf: Vec<u8>,
+    start: usize,
+    eof: bool,
+    region: Region,
+    tar: bool,
+}
+
+impl<R: Read> StreamChunker<R> {
+    /// Creates a chunker over `source` cutting content-defined runs with `params`.
+    ///
+    /// If `params.max_size` is below [`PAGE_SIZE`], pages would not fit in a chunk, so
+    /// [`StreamChunking::Auto`] falls back to content-defined chunking throughout.
+    ///
+    /// # Errors
+    ///
+    /// [`ParamsError`] if `params` fail [`ChunkerParams::validate`].
+    pub fn new(
+        source: R,
+        params: ChunkerParams,
+        mode: StreamChunking,
+    ) -> Result<Self, ParamsError> {
+        params.validate()?;
+        Ok(StreamChunker {
+            source,
+            params,
+            mode,
+            buf: Vec::new(),
+            start: 0,
+            eof: false,
+            region: Region::Detect,
+            tar: false,
+        })
+    }
+
+    /// True once the stream was recognised as tar and is cut by the tar rules. Final once
+    /// the first chunk was returned.
+    pub fn tar_detected(&self) -> bool {
+        self.tar
+    }
+
+    fn available(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Reads until at least `need` bytes are buffered or the source ends; returns the
+    /// bytes buffered (fewer than `need` only at the end of input).
+    fn fill(&mut self, need: usize) -> io::Result<usize> {
+        while self.available() < need && !self.eof {
+            if self.start > 0 && self.start >= self.buf.len() / 2 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            let len = self.buf.len();
+            let want = (need - self.available()).max(READ_SIZE);
+            self.buf.resize(len + want, 0);
+            let n = read_checked(&mut self.source, &mut self.buf[len..]);
+            self.buf.truncate(len + *n.as_ref().unwrap_or(&0));
+            if n? == 0 {
+                self.eof = true;
+            }
+        }
+        Ok(self.available())
+    }
+
+    fn take(&mut self, n: usize) -> Vec<u8> {
+        let chunk = self.buf[self.start..self.start + n].to_vec();
+        self.start += n;
+        chunk
+    }
+
+    /// Decides the region at a member boundary, reading the member's headers.
+    fn at_boundary(&mut self) -> io::Result<Region> {
+        const TO_END: Region = Region::Run {
+            left: u64::MAX,
+            then: Next::Boundary,
+        };
+        let mut headers = 0usize; // bytes of extension headers and their data so far
+        let mut size_override = None;
+        for _ in 0..=MAX_EXTENSION_HEADERS {
+            let need = headers + BLOCK;
+            if self.fill(need)? < need {
+                return Ok(TO_END);
+            }
+            let block = &self.buf[self.start + headers..self.start + need];
+            if headers == 0 && tar::is_zero_block(block) {
+                return Ok(TO_END);
+            }
+            let Some(kind) = tar::parse_header(block) else {
+                return Ok(TO_END);
+            };
+            match kind {
+                HeaderKind::Pax { data_len, .. } | HeaderKind::GnuLongName { data_len } => {
+                    let Some(padded) = tar::padded(data_len).filter(|&p| p <= MAX_EXTENSION_DATA)
+                    else {
+                        return Ok(TO_END);
+                    };
+                    // Bounded by MAX_EXTENSION_DATA (and the header count), so it fits.
+                    let end = need + padded as usize;
+                    if self.fill(end)? < end {
+                        return Ok(TO_END);
+                    }
+                    if let HeaderKind::Pax { local: true, .. } = kind {
+                        let records = &self.buf[self.start + need..][..data_len as usize];
+                        if let Some(size) = tar::pax_size(records) {
+                            size_override = Some(size);
+                        }
+                    }
+                    headers = end;
+                }
+                HeaderKind::Member { data_len, regular } => {
+                    let data_len = if regular {
+                        size_override.unwrap_or(data_len)
+                    } else {
+                        data_len
+                    };
+                    let head = need as u64;
+                    let page = u64::from(PAGE_SIZE);
+                    if regular && data_len > 0 && data_len % page == 0 {
+                        return Ok(Region::Run {
+                            left: head,
+                            then: Next::Pages(data_len),
+                        });
+                    }
+                    return Ok(
+                        match tar::padded(data_len).and_then(|p| p.checked_add(head)) {
+                            Some(left) => Region::Run {
+                                left,
+                                then: Next::Boundary,
+                            },
+                            None => TO_END,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(TO_END)
+    }
+
+    /// The next chunk, or `None` at the end of input.
+    fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        loop {
+            match self.region {
+                Region::Done => return Ok(None),
+                Region::Detect => {
+                    let tar_allowed =
+                        self.mode == StreamChunking::Auto && self.params.max_size >= PAGE_SIZE;
+                    let n = self.fill(BLOCK)?;
+                    self.tar = tar_allowed
+                        && n >= BLOCK
+                        && tar::looks_like_tar(&self.buf[self.start..self.start + BLOCK]);
+                    self.region = if self.tar {
+                        Region::Boundary
+                    } else {
+                        Region::Run {
+                            left: u64::MAX,
+                            then: Next::Boundary,
+                        }
+                    };
+                }
+                Region::Boundary => {
+                    if self.fill(1)? == 0 {
+                        self.region = Region::Done;
+                        return Ok(None);
+                    }
+                    self.region = self.at_boundary()?;
+                }
+                Region::Pages { left } => {
+                    if left == 0 {
+                        self.region = Region::Boundary;
+                        continue;
+                    }
+                    let page = PAGE_SIZE as usize;
+                    let n = self.fill(page)?.min(page);
+                    if n == 0 {
+                        self.region = Region::Done;
+                        return Ok(None);
+                    }
+                    self.region = Region::Pages {
+                        left: left.saturating_sub(n as u64),
+                    };
+                    return Ok(Some(self.take(n)));
+                }
+                Region::Run { left, then } => {
+                    let window = u64::from(self.params.max_size).min(left) as usize;
+                    let n = self.fill(window)?.min(window);
+                    if n == 0 {
+                        // The run is over, or the input ended inside it.
+                        self.region = match then {
+                            _ if self.eof && self.available() == 0 => Region::Done,
+                            Next::Boundary => Region::Boundary,
+                            Next::Pages(len) => Region::Pages { left: len },
+                        };
+                        continue;
+                    }
+                    let p = self.params;
+                    let data = &self.buf[self.start..self.start + n];
+                    let (_, cut) = FastCDC::with_level(
+                        data,
+                        p.min_usize(),
+                        p.avg_usize(),
+                        p.max_usize(),
+                        NORMALIZATION,
+                    )
+                    .cut(0, n);
+                    // fastcdc returns a cut in 1..=n for a non-empty window; stay safe.
+                    let cut = cut.clamp(1, n);
+                    self.region = Region::Run {
+                        left: if left == u64::MAX {
+                            left
+                        } else {
+                            left - cut as u64
+                        },
+                        then,
+                    };
+                    return Ok(Some(self.take(cut)));
+                }
+            }
+        }
+    }
+}
+
+impl<R: Read> Iterator for StreamChunker<R> {
+    type Item = io::Result<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.next_chunk() {
+            Ok(chunk) => chunk.map(Ok),
+            Err(err) => {
+                self.region = Region::Done;
+                self.buf = Vec::new();
+                self.start = 0;
+                Some(Err(err))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tar::tests::{header, set_checksum};
+    use crate::Chunker;
+    use proptest::prelude::*;
+    use std::path::Path;
+    use std::process::Command;
+
+    /// Deterministic pseudo-random bytes (splitmix64).
+    fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+        let mut state = seed;
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
+    const P: ChunkerParams = ChunkerParams {
+        min_size: 2048,
+        avg_size: 8192,
+        max_size: 32768,
+    };
+
+    fn stream_chunks(data: &[u8], params: ChunkerParams, mode: StreamChunking) -> Vec<Vec<u8>> {
+        StreamChunker::new(data, params, mode)
+            .unwrap()
+            .collect::<io::Result<_>>()
+            .unwrap()
+    }
+
+    /// A source returning at most `step` bytes per read.
+    struct Trickle<'a>(&'a [u8], usize);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.0.len().min(buf.len()).min(self.1);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    /// Checks the invariants every stream chunking must keep, and returns the chunks.
+    fn check(data: &[u8], params: ChunkerParams, mode: StreamChunking) -> Vec<Vec<u8>> {
+        let chunks = stream_chunks(data, params, mode);
+        assert_eq!(chunks.concat(), data, "chunks must reassemble the input");
+        for c in &chunks {
+            assert!(
+                !c.is_empty() && c.len() <= params.max_size as usize,
+                "chunk of {} bytes",
+                c.len()
+            );
+        }
+        let trickled: Vec<Vec<u8>> = StreamChunker::new(Trickle(data, 1000), params, mode)
+            .unwrap()
+            .collect::<io::Result<_>>()
+            .unwrap();
+        assert_eq!(trickled, chunks, "short reads must not move cuts");
+        chunks
+    }
+
+    /// An in-memory tar: members as (name, data), ustar headers, end-of-archive blocks.
+    fn build_tar(members: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, data) in members {
+            out.extend_from_slice(&header(name, data.len() as u64, b'0'));
+            out.extend_from_slice(data);
+            out.resize(out.len().div_ceil(BLOCK) * BLOCK, 0);
+        }
+        out.resize(out.len() + 2 * BLOCK, 0);
+        out
+    }
+
+    /// Real tars made by GNU tar from files of page-structured and other sizes, with a
+    /// name long enough for a GNU long-name or pax path header.
+    fn real_tar(dir: &Path, format: &str, pages: &[u8]) -> Vec<u8> {
+        let long = format!("{}/rel", "d".repeat(120));
+        std::fs::create_dir_all(dir.join(&long).parent().unwrap()).unwrap();
+        std::fs::write(dir.join("PG_VERSION"), b"15\n").unwrap();
+        std::fs::write(dir.join("16384"), pages).unwrap();
+        std::fs::write(dir.join(&long), &pages[..3 * 8192]).unwrap();
+        std::fs::write(dir.join("odd"), &pages[..10_000]).unwrap();
+        let out = Command::new("tar")
+            .args([
+                "--sort=name",
+                "--mtime=@0",
+                "--owner=0",
+                "--group=0",
+                "-cf",
+                "-",
+            ])
+            .arg(format!("--format={format}"))
+            .arg("-C")
+            .arg(dir)
+            .arg(".")
+            .output()
+            .expect("GNU tar must be installed to run these tests");
+        assert!(
+            out.status.success(),
+            "tar failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    fn page_data(seed: u64, pages: usize) -> Vec<u8> {
+        random_bytes(seed, pages * PAGE_SIZE as usize)
+    }
+
+    #[test]
+    fn non_tar_stream_is_cut_like_chunker() {
+        for (seed, len) in [
+            (1, 0),
+            (2, 100),
+            (3, 511),
+            (4, 512),
+            (5, 300_000),
+            (6, 2_000_000),
+        ] {
+            let data = random_bytes(seed, len);
+            let expected: Vec<Vec<u8>> = Chunker::new(&data[..], P)
+                .unwrap()
+                .collect::<io::Result<_>>()
+                .unwrap();
+            assert_eq!(check(&data, P, StreamChunking::Auto), expected);
+            assert_eq!(check(&data, P, StreamChunking::Cdc), expected);
+        }
+    }
+
+    #[test]
+    fn cdc_mode_ignores_tar_structure() {
+        let tar = build_tar(&[("base/1/16384", &page_data(1, 20))]);
+        let expected: Vec<Vec<u8>> = Chunker::new(&tar[..], P)
+            .unwrap()
+            .collect::<io::Result<_>>()
+            .unwrap();
+        let mut chunker = StreamChunker::new(&tar[..], P, StreamChunking::Cdc).unwrap();
+        let chunks: Vec<Vec<u8>> = chunker.by_ref().collect::<io::Result<_>>().unwrap();
+        assert_eq!(chunks, expected);
+        assert!(!chunker.tar_detected());
+    }
+
+    #[test]
+    fn page_structured_member_is_cut_into_pages() {
+        let pages = page_data(7, 5);
+        let small = random_bytes(8, 3000);
+        let tar = build_tar(&[
+            ("PG_VERSION", &small),
+            ("base/1/16384", &pages),
+            ("x", b"y"),
+        ]);
+        let mut chunker = StreamChunker::new(&tar[..], P, StreamChunking::Auto).unwrap();
+        let chunks: Vec<Vec<u8>> = chunker.by_ref().collect::<io::Result<_>>().unwrap();
+        assert!(chunker.tar_detected());
+        // The small member (header + 3000 bytes + padding) is a content-defined run ending
+        // at the next member; then the page member's header, its five pages, the last
+        // member (header + one padded byte) and the end-of-archive blocks.
+        let h = header("base/1/16384", pages.len() as u64, b'0');
+        let at = chunks.iter().position(|c| *c == h).expect("header chunk");
+        assert_eq!(chunks[..at].concat(), tar[..BLOCK + 3072]);
+        for (i, page) in pages.chunks(PAGE_SIZE as usize).enumerate() {
+            assert_eq!(chunks[at + 1 + i], page);
+        }
+        assert_eq!(chunks[at + 6].len(), 2 * BLOCK);
+        assert_eq!(chunks[at + 7], vec![0; 2 * BLOCK]);
+        assert_eq!(chunks.len(), at + 8);
+        check(&tar, P, StreamChunking::Auto);
+    }
+
+    #[test]
+    fn one_page_change_changes_one_chunk() {
+        let before = page_data(9, 64);
+        let mut after = before.clone();
+        after[37 * 8192 + 100] ^= 0xff;
+        let other = random_bytes(10, 100_000);
+        let chunk_set = |file: &[u8]| -> std::collections::HashSet<Vec<u8>> {
+            let tar = build_tar(&[("a", &other), ("base/5/2619", file), ("b", &other)]);
+            check(&tar, P, StreamChunking::Auto).into_iter().collect()
+        };
+        let (old, new) = (chunk_set(&before), chunk_set(&after));
+        let changed: Vec<_> = new.difference(&old).collect();
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0], &after[37 * 8192..38 * 8192]);
+    }
+
+    #[test]
+    fn pax_size_override_is_followed() {
+        let pages = page_data(11, 3);
+        // A pax record counts its own length prefix: "14 size=24576\n" is 14 bytes.
+        let records = format!("14 size={}\n", pages.len()).into_bytes();
+        assert_eq!(records.len(), 14);
+        let mut tar = Vec::new();
+        tar.extend_from_slice(&header("././@PaxHeader", records.len() as u64, b'x'));
+        tar.extend_from_slice(&records);
+        tar.resize(tar.len().div_ceil(BLOCK) * BLOCK, 0);
+        // The member's own size field says 0, as for a file too big for ustar.
+        let mut h = header("big", 0, b'0');
+        set_checksum(&mut h);
+        tar.extend_from_slice(&h);
+        tar.extend_from_slice(&pages);
+        tar.resize(tar.len() + 2 * BLOCK, 0);
+        let chunks = check(&tar, P, StreamChunking::Auto);
+        assert_eq!(chunks[0].len(), 3 * BLOCK);
+        for (i, page) in pages.chunks(PAGE_SIZE as usize).enumerate() {
+            assert_eq!(chunks[1 + i], page);
+        }
+    }
+
+    #[test]
+    fn real_gnu_and_pax_tars_are_cut_at_pages() {
+        let pages = page_data(12, 40);
+        for format in ["gnu", "pax"] {
+            let dir = tempfile::tempdir().unwrap();
+            let tar = real_tar(dir.path(), format, &pages);
+            let chunks = check(&tar, P, StreamChunking::Auto);
+            let page_chunks: Vec<&[u8]> = pages.chunks(PAGE_SIZE as usize).collect();
+            for page in &page_chunks {
+                assert!(
+                    chunks.iter().any(|c| c == page),
+                    "{format}: a page is not a chunk"
+                );
+            }
+            // The 3-page long-named file is cut into its pages too: each of them is a
+            // chunk twice, there and in the 40-page file.
+            let found = chunks
+                .iter()
+                .filter(|c| page_chunks[..3].contains(&&c[..]))
+                .count();
+            assert_eq!(found, 6, "{format}: long-named member not page-cut");
+        }
+    }
+
+    #[test]
+    fn max_size_below_page_size_falls_back_to_cdc() {
+        let params = ChunkerParams::new(1024, 2048, 4096).unwrap();
+        let tar = build_tar(&[("f", &page_data(13, 4))]);
+        let mut chunker = StreamChunker::new(&tar[..], params, StreamChunking::Auto).unwrap();
+        let chunks: Vec<Vec<u8>> = chunker.by_ref().collect::<io::Result<_>>().unwrap();
+        assert!(!chunker.tar_detected());
+        assert_eq!(chunks.concat(), tar);
+        assert!(chunks.iter().all(|c| c.len() <= 4096));
+    }
+
+    #[test]
+    fn read_error_ends_iteration() {
+        struct Failing(usize);
+        impl Read for Failing {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::other("disk on fire"));
+                }
+                let n = buf.len().min(self.0);
+                buf[..n].fill(1);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let mut chunker = StreamChunker::new(Failing(100_000), P, StreamChunking::Auto).unwrap();
+        let err = chunker.by_ref().find_map(Result::err).unwrap();
+        assert_eq!(err.to_string(), "disk on fire");
+        assert!(chunker.next().is_none());
+    }
+
+    fn tar_with_members(seed: u64, sizes: &[usize]) -> Vec<u8> {
+        let datas: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| random_bytes(seed + i as u64, s))
+            .collect();
+        let names: Vec<String> = (0..sizes.len()).map(|i| format!("m{i}")).collect();
+        let members: Vec<(&str, &[u8])> = names
+            .iter()
+            .map(String::as_str)
+            .zip(datas.iter().map(Vec::as_slice))
+            .collect();
+        build_tar(&members)
+    }
+
+    fn member_size() -> impl Strategy<Value = usize> {
+        prop_oneof![
+            0usize..20_000,
+            (1usize..12).prop_map(|p| p * 8192),
+            Just(70_000)
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn random_bytes_reassemble(seed: u64, len in 0usize..200_000, tar_magic: bool) {
+            let mut data = random_bytes(seed, len);
+            if tar_magic && data.len() >= BLOCK {
+                // A valid-looking first header over random bytes.
+                let mut h = header("x", seed % 100_000, b'0');
+                set_checksum(&mut h);
+                data[..BLOCK].copy_from_slice(&h);
+            }
+            check(&data, P, StreamChunking::Auto);
+        }
+
+        #[test]
+        fn tars_truncated_or_damaged_reassemble(
+            seed: u64,
+            sizes in proptest::collection::vec(member_size(), 1..8),
+            cut in any::<prop::sample::Index>(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 0..4),
+        ) {
+            let tar = tar_with_members(seed, &sizes);
+            check(&tar, P, StreamChunking::Auto);
+            check(&tar, ChunkerParams::SMALL, StreamChunking::Auto);
+            let truncated = &tar[..cut.index(tar.len() + 1)];
+            check(truncated, P, StreamChunking::Auto);
+            let mut damaged = tar.clone();
+            for (at, x) in flips {
+                let i = at.index(damaged.len());
+                damaged[i] ^= x;
+            }
+            check(&damaged, P, StreamChunking::Auto);
+        }
+    }
+}
