@@ -203,7 +203,7 @@ def main():
         "dprepo_bin": dprepo_bin,
     })
     try:
-        env_info["dprepo_commit"] = subprocess.run(
+        env_info["checkout_commit"] = subprocess.run(
             ["git", "-C", CHECKOUT, "rev-parse", "--short", "HEAD"],
             capture_output=True, text=True).stdout.strip()
     except OSError:
