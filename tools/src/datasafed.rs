@@ -584,7 +584,8 @@ async fn open(ctx: &Env, create: bool) -> Result<Option<Repository>> {
         &ctx.password,
         &crate::repository::default_index_place(),
     )
-    .await {
+    .await
+    {
         Ok(r) => return Ok(Some(r)),
         Err(EngineError::NoRepository { .. }) if !create => return Ok(None),
         Err(EngineError::NoRepository { .. }) => {}
@@ -599,11 +600,12 @@ async fn open(ctx: &Env, create: bool) -> Result<Option<Repository>> {
             let mut attempt = 0;
             loop {
                 match Repository::open_with(
-        ctx.storage.clone(),
-        &ctx.password,
-        &crate::repository::default_index_place(),
-    )
-    .await {
+                    ctx.storage.clone(),
+                    &ctx.password,
+                    &crate::repository::default_index_place(),
+                )
+                .await
+                {
                     Ok(r) => return Ok(Some(r)),
                     Err(e @ EngineError::WrongKey) => return Err(e.into()),
                     Err(_) if attempt < 10 => {

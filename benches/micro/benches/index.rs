@@ -10,6 +10,7 @@ mod common;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dprepo_repo_format::blob::BlobType;
 use dprepo_repo_format::index::{BlobLocation, Index, IndexFile, IndexPack};
+use dprepo_repo_format::index_cache::IndexCache;
 use dprepo_repo_format::pack::{PackEntry, PackKind};
 use dprepo_repo_format::BlobId;
 use std::hint::black_box;
@@ -40,7 +41,7 @@ impl IndexUnderTest for Index {
     fn load(files: &[IndexFile]) -> Self {
         let mut index = Index::new();
         for file in files {
-            index.add_file(file);
+            index.add_file(file).expect("in-memory add");
         }
         index
     }
@@ -51,6 +52,36 @@ impl IndexUnderTest for Index {
 
     fn get(&self, id: &BlobId) -> Option<BlobLocation> {
         Index::get(self, id)
+    }
+}
+
+/// The on-disk RocksDB index cache the command line uses.
+struct OnDisk {
+    index: Index,
+    _dir: tempfile::TempDir,
+}
+
+impl IndexUnderTest for OnDisk {
+    const NAME: &'static str = "rocksdb-cache";
+
+    fn load(files: &[IndexFile]) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let cache = IndexCache::temporary_in(dir.path(), "bench").expect("open cache");
+        let mut index = Index::on_disk(cache);
+        for (n, file) in files.iter().enumerate() {
+            index
+                .add_named_file(Some(&format!("index/{n}")), file)
+                .expect("cache add");
+        }
+        OnDisk { index, _dir: dir }
+    }
+
+    fn contains(&self, id: &BlobId) -> bool {
+        self.index.contains(id)
+    }
+
+    fn get(&self, id: &BlobId) -> Option<BlobLocation> {
+        self.index.get(id)
     }
 }
 
@@ -167,6 +198,7 @@ fn bench_index<I: IndexUnderTest>(c: &mut Criterion, fixture: &Fixture) {
 fn index(c: &mut Criterion) {
     let fixture = fixture();
     bench_index::<Index>(c, &fixture);
+    bench_index::<OnDisk>(c, &fixture);
 }
 
 criterion_group! {
