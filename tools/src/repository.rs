@@ -64,9 +64,10 @@ pub fn storage_at(
 /// The index lives in the persistent cache (memory stays flat as the repository grows);
 /// with `--no-cache`, or without a cache directory, in a private one deleted at exit.
 fn index_place(cli: &Cli) -> IndexPlace {
-    match cli.cache_dir.clone().or_else(default_cache_dir) {
-        Some(base) if !cli.no_cache => IndexPlace::Cache(base),
-        _ => IndexPlace::Temporary(std::env::temp_dir()),
+    match &cli.cache_dir {
+        _ if cli.no_cache => IndexPlace::Temporary(std::env::temp_dir()),
+        Some(base) => IndexPlace::Cache(base.clone()),
+        None => default_index_place(),
     }
 }
 
