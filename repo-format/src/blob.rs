@@ -72,12 +72,12 @@ pub fn compress_payload(plaintext: &[u8], level: i32) -> Vec<u8> {
         && plaintext.len() >= 64
         && (plaintext.len() <= 2 * SAMPLE || {
             let sample = &plaintext[..SAMPLE];
-            zstd::bulk::compress(sample, 1)
+            with_compressor(1, |c| c.compress(sample))
                 .map(|c| c.len() < SAMPLE * 97 / 100)
                 .unwrap_or(false)
         });
     if worth_trying {
-        if let Ok(compressed) = zstd::bulk::compress(plaintext, level) {
+        if let Ok(compressed) = with_compressor(level, |c| c.compress(plaintext)) {
             if compressed.len() + 16 < plaintext.len() {
                 let mut out = Vec::with_capacity(compressed.len() + 1);
                 out.push(ENCODING_ZSTD);
@@ -90,6 +90,34 @@ pub fn compress_payload(plaintext: &[u8], level: i32) -> Vec<u8> {
     out.push(ENCODING_RAW);
     out.extend_from_slice(plaintext);
     out
+}
+
+thread_local! {
+    /// One zstd context per thread and level: creating a context for every blob cost
+    /// about 8% of a backup's CPU (BENCHMARKS.md, "Where backup time goes").
+    static COMPRESSORS: std::cell::RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Run `f` with this thread's zstd compressor for `level`.
+fn with_compressor<T>(
+    level: i32,
+    f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    COMPRESSORS.with(|cell| {
+        let Ok(mut compressors) = cell.try_borrow_mut() else {
+            // Re-entered on this thread (not done today): use a fresh context.
+            return f(&mut zstd::bulk::Compressor::new(level)?);
+        };
+        let at = match compressors.iter().position(|(l, _)| *l == level) {
+            Some(at) => at,
+            None => {
+                compressors.push((level, zstd::bulk::Compressor::new(level)?));
+                compressors.len() - 1
+            }
+        };
+        f(&mut compressors[at].1)
+    })
 }
 
 /// Decode a payload (`encoding || body`) into the plaintext, which must be exactly

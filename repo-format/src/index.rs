@@ -322,6 +322,8 @@ impl Index {
     pub fn absorbed_files(&self) -> Result<Option<HashSet<String>>> {
         match &self.store {
             Store::Memory(_) => Ok(None),
+            // A rebuild that did not finish (an error cut the load short) starts over.
+            Store::Disk(c) if c.is_building() => Ok(None),
             Store::Disk(c) => match c.absorbed_files() {
                 Ok(files) if !c.is_damaged() => Ok(Some(files)),
                 // Unreadable: rebuild.
@@ -341,6 +343,33 @@ impl Index {
                 Ok(())
             }
             Store::Disk(c) => c.clear(),
+        }
+    }
+
+    /// Forget every blob and pack (exclusions stay) before adding every index file
+    /// again; an on-disk index then writes without reading first until
+    /// [`Index::finish_rebuild`].
+    ///
+    /// # Errors
+    /// [`Error::LocalIo`] when the on-disk cache cannot be recreated.
+    pub fn begin_rebuild(&mut self) -> Result<()> {
+        match &mut self.store {
+            Store::Memory(m) => {
+                *m = MemoryIndex::default();
+                Ok(())
+            }
+            Store::Disk(c) => c.begin_rebuild(),
+        }
+    }
+
+    /// End what [`Index::begin_rebuild`] began (counts become exact again).
+    ///
+    /// # Errors
+    /// [`Error::LocalIo`].
+    pub fn finish_rebuild(&mut self) -> Result<()> {
+        match &mut self.store {
+            Store::Memory(_) => Ok(()),
+            Store::Disk(c) => c.finish_rebuild(),
         }
     }
 

@@ -19,6 +19,13 @@
 //! counters together), without the write-ahead log: after a crash the database holds a
 //! prefix of the batches, which is consistent, and the files it lost are absorbed again.
 //!
+//! A rebuild from scratch (an empty or discarded cache) takes another path, because
+//! reading every entry before writing it made it superlinear: entries are written
+//! blind in batches of [`REBUILD_BATCH_ENTRIES`] (a blob in two packs keeps the last
+//! location written, which is as good as the first), only entries of excluded packs are
+//! checked first, and the blob count is taken by one scan at the end. Until then `m`
+//! holds a marker no reader accepts, so a rebuild cut short starts over.
+//!
 //! Memory is bounded by the settings below: a 32 MiB block cache that also holds the
 //! index and Bloom filter blocks, and two 16 MiB memtables.
 
@@ -34,6 +41,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Version of the key layout above; a database with another one is rebuilt.
 const LAYOUT: u8 = 1;
+/// `m` while a rebuild runs: not a layout, so a cache left mid-rebuild is cleared.
+const BUILDING: u8 = 0xfe;
+/// Entries per write batch during a rebuild: bounds the batch's memory.
+pub const REBUILD_BATCH_ENTRIES: usize = 1 << 16;
 const BLOB: u8 = b'b';
 const PACK: u8 = b'p';
 const PACK_NUMBER: u8 = b'q';
@@ -57,6 +68,8 @@ pub struct IndexCache {
     pack_count: u32,
     /// Set when a read found something that cannot be right; the next load rebuilds.
     damaged: AtomicBool,
+    /// A rebuild from scratch is running: writes are blind, counts wait for the end.
+    building: bool,
 }
 
 impl std::fmt::Debug for IndexCache {
@@ -245,6 +258,7 @@ impl IndexCache {
             blob_count: 0,
             pack_count: 0,
             damaged: AtomicBool::new(false),
+            building: false,
         };
         let meta = cache.db()?.get(META).map_err(|e| cache_error("read", e))?;
         match meta.as_deref().and_then(decode_meta) {
@@ -284,6 +298,14 @@ impl IndexCache {
     /// # Errors
     /// [`Error::LocalIo`].
     pub fn clear(&mut self) -> Result<()> {
+        self.building = false;
+        self.reset()?;
+        let mut batch = WriteBatch::default();
+        batch.put(META, self.encode_meta());
+        self.write(batch)
+    }
+
+    fn reset(&mut self) -> Result<()> {
         self.db = None;
         let _ = DB::destroy(&Options::default(), &self.path);
         let db = DB::open(&db_options(), &self.path).map_err(|e| cache_error("open", e))?;
@@ -291,6 +313,47 @@ impl IndexCache {
         self.blob_count = 0;
         self.pack_count = 0;
         self.damaged.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Drop every record and start a rebuild from scratch: until
+    /// [`IndexCache::finish_rebuild`], [`IndexCache::add_file`] writes without reading
+    /// first and the blob count is not kept.
+    ///
+    /// # Errors
+    /// [`Error::LocalIo`].
+    pub fn begin_rebuild(&mut self) -> Result<()> {
+        self.reset()?;
+        self.building = true;
+        let mut batch = WriteBatch::default();
+        batch.put(META, [BUILDING]);
+        self.write(batch)
+    }
+
+    /// Whether a rebuild has begun and not finished.
+    pub fn is_building(&self) -> bool {
+        self.building
+    }
+
+    /// End a rebuild: count the blobs and record the counters, which makes the cache
+    /// valid for later processes.
+    ///
+    /// # Errors
+    /// [`Error::LocalIo`].
+    pub fn finish_rebuild(&mut self) -> Result<()> {
+        if !self.building {
+            return Ok(());
+        }
+        let mut blobs = 0u64;
+        for item in self.db()?.prefix_iterator([BLOB]) {
+            let (key, _) = item.map_err(|e| cache_error("read", e))?;
+            if key.first() != Some(&BLOB) {
+                break;
+            }
+            blobs += 1;
+        }
+        self.blob_count = blobs;
+        self.building = false;
         let mut batch = WriteBatch::default();
         batch.put(META, self.encode_meta());
         self.write(batch)
@@ -351,6 +414,9 @@ impl IndexCache {
         file: &IndexFile,
         excluded: &HashSet<BlobId>,
     ) -> Result<()> {
+        if self.building {
+            return self.add_file_rebuilding(name, file, excluded);
+        }
         let mut batch = WriteBatch::default();
         let mut new_packs: HashMap<BlobId, u32> = HashMap::new();
         let mut written: HashSet<BlobId> = HashSet::new();
@@ -415,6 +481,71 @@ impl IndexCache {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// [`IndexCache::add_file`] during a rebuild: entries of packs that are not excluded
+    /// are written without looking first (last location wins); entries of excluded packs
+    /// go first and only where the blob is not known yet, so a usable copy written
+    /// before or after always wins over them.
+    fn add_file_rebuilding(
+        &mut self,
+        name: Option<&str>,
+        file: &IndexFile,
+        excluded: &HashSet<BlobId>,
+    ) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        let mut in_batch = 0usize;
+        let mut numbers: HashMap<BlobId, u32> = HashMap::new();
+        let mut excluded_written: HashSet<BlobId> = HashSet::new();
+        let (excluded_packs, usable_packs): (Vec<_>, Vec<_>) =
+            file.packs.iter().partition(|p| excluded.contains(&p.id));
+        for pack in excluded_packs.into_iter().chain(usable_packs) {
+            let number = match numbers.get(&pack.id) {
+                Some(n) => *n,
+                None => {
+                    let n = match self.pack_number(&pack.id)? {
+                        Some(n) => n,
+                        None => {
+                            let n = self.pack_count;
+                            self.pack_count = n
+                                .checked_add(1)
+                                .ok_or_else(|| cache_error("add", "too many packs"))?;
+                            batch.put(pack_number_key(&pack.id), n.to_le_bytes());
+                            n
+                        }
+                    };
+                    numbers.insert(pack.id, n);
+                    n
+                }
+            };
+            let mut pack_value = [0u8; PACK_VALUE_LEN];
+            pack_value[..ID_LEN].copy_from_slice(&pack.id.0);
+            pack_value[ID_LEN] = pack.kind as u8;
+            batch.put(pack_key(number), pack_value);
+            let is_excluded = excluded.contains(&pack.id);
+            for entry in &pack.entries {
+                if is_excluded {
+                    if excluded_written.contains(&entry.id) || self.contains(&entry.id) {
+                        continue;
+                    }
+                    excluded_written.insert(entry.id);
+                }
+                batch.put(blob_key(&entry.id), record(number, entry).encode());
+                in_batch += 1;
+                if in_batch >= REBUILD_BATCH_ENTRIES {
+                    // Pack records written so far go with it: a later batch may be lost
+                    // in a crash, and then the whole rebuild starts over anyway.
+                    self.write(std::mem::take(&mut batch))?;
+                    in_batch = 0;
+                    // Excluded entries already written are now visible to `contains`.
+                    excluded_written.clear();
+                }
+            }
+        }
+        if let Some(name) = name {
+            batch.put(file_key(name), []);
+        }
+        self.write(batch)
     }
 
     /// Make sure pack `id` has a number (so exclusion can name it before it is indexed).
@@ -600,5 +731,96 @@ fn restrict_permissions(dir: &Path) {
     {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::IndexPack;
+
+    fn id(n: u64) -> BlobId {
+        BlobId(*blake3::hash(&n.to_le_bytes()).as_bytes())
+    }
+
+    fn pack(pack: u64, blobs: impl IntoIterator<Item = u64>) -> IndexPack {
+        IndexPack {
+            id: id(1 << 40 | pack),
+            kind: PackKind::Data,
+            entries: blobs
+                .into_iter()
+                .enumerate()
+                .map(|(i, b)| PackEntry {
+                    blob_type: BlobType::Data,
+                    id: id(b),
+                    offset: i as u32 * 100,
+                    stored_len: 100,
+                    raw_len: 90,
+                })
+                .collect(),
+        }
+    }
+
+    /// Three index files: blobs 0..300 in packs 0-2, blobs 100..200 again in pack 3
+    /// (excluded) and pack 4, blobs 300..310 only in the excluded pack 5.
+    fn files() -> Vec<IndexFile> {
+        let file = |packs| IndexFile {
+            obsoletes: Vec::new(),
+            packs,
+        };
+        vec![
+            file(vec![pack(3, 100..200), pack(0, 0..100)]),
+            file(vec![pack(1, 100..200), pack(2, 200..300)]),
+            file(vec![pack(5, 300..310), pack(4, 100..200)]),
+        ]
+    }
+
+    fn check(cache: &IndexCache, excluded: &HashSet<BlobId>) {
+        assert_eq!(cache.blob_count(), 310);
+        assert_eq!(cache.pack_count(), 6);
+        for b in 0..310 {
+            let loc = cache.get(&id(b)).expect("every blob is indexed");
+            // A blob with a copy outside the excluded pack is found there.
+            assert_eq!(excluded.contains(&loc.pack_id), b >= 300, "blob {b}");
+        }
+        assert_eq!(cache.blobs().count(), 310);
+        assert_eq!(cache.absorbed_files().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_rebuild_indexes_the_same_blobs_as_adding_files_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let excluded: HashSet<BlobId> = [id(1 << 40 | 3), id(1 << 40 | 5)].into();
+        let mut one_by_one = IndexCache::open(&dir.path().join("a"), "repo").unwrap();
+        let mut rebuilt = IndexCache::open(&dir.path().join("b"), "repo").unwrap();
+        rebuilt.begin_rebuild().unwrap();
+        for (n, f) in files().iter().enumerate() {
+            let name = format!("index/{n}");
+            one_by_one.add_file(Some(&name), f, &excluded).unwrap();
+            rebuilt.add_file(Some(&name), f, &excluded).unwrap();
+        }
+        assert!(rebuilt.is_building());
+        rebuilt.finish_rebuild().unwrap();
+        check(&one_by_one, &excluded);
+        check(&rebuilt, &excluded);
+        // The counts are kept for the next process.
+        drop(rebuilt);
+        let reopened = IndexCache::open(&dir.path().join("b"), "repo").unwrap();
+        check(&reopened, &excluded);
+    }
+
+    #[test]
+    fn a_rebuild_cut_short_is_discarded_by_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cache = IndexCache::open(dir.path(), "repo").unwrap();
+        cache.begin_rebuild().unwrap();
+        cache
+            .add_file(Some("index/0"), &files()[0], &HashSet::new())
+            .unwrap();
+        drop(cache);
+        let reopened = IndexCache::open(dir.path(), "repo").unwrap();
+        assert_eq!(reopened.blob_count(), 0);
+        assert!(reopened.absorbed_files().unwrap().is_empty());
+        assert!(reopened.get(&id(0)).is_none());
     }
 }

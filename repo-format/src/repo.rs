@@ -14,10 +14,17 @@ use crate::index::{missing_blob, BlobLocation, Index, IndexFile};
 use crate::index_cache::IndexCache;
 use crate::key::{KdfParams, KeyFile};
 use crate::manifest::SnapshotManifest;
-use crate::storage::Storage;
+use crate::storage::{BlobInfo, Storage};
 use crate::tree::{Node, NodeKind, Tree};
 use dprepo_chunker::ChunkerParams;
 use std::sync::{Arc, RwLock};
+
+/// Index files read and decoded at once while loading the index.
+const INDEX_FILES_IN_FLIGHT: usize = 8;
+/// Blobs stored in at most this many bytes are decoded on the calling task.
+const INLINE_DECODE_BYTES: u32 = 64 << 10;
+/// Bytes of index files read and decoded at once while loading the index.
+const INDEX_BYTES_IN_FLIGHT: u64 = 32 << 20;
 
 /// Storage name of the config file.
 pub const CONFIG_NAME: &str = "config";
@@ -338,7 +345,9 @@ impl Repository {
             .map_err(|_| poisoned())?
             .absorbed_files()?;
         let incremental = match absorbed {
-            Some(seen) if !rebuild => {
+            // A cache that absorbed nothing yet (new, or cleared) is filled by the
+            // rebuild path, which does not read before writing.
+            Some(seen) if !rebuild && !seen.is_empty() => {
                 let listed: std::collections::HashSet<&str> =
                     names.iter().map(|n| n.name.as_str()).collect();
                 seen.iter()
@@ -350,31 +359,39 @@ impl Repository {
         // Memory: build a fresh index beside the old one and swap (readers keep working).
         // Disk: clear and refill in place, unless this is an incremental load.
         let mut fresh = None;
-        let to_read: Vec<String> = match &incremental {
+        let to_read: Vec<BlobInfo> = match &incremental {
             Some(seen) => names
                 .into_iter()
-                .map(|n| n.name)
-                .filter(|n| !seen.contains(n))
+                .filter(|n| !seen.contains(&n.name))
                 .collect(),
             None => {
                 let mut index = self.index.write().map_err(|_| poisoned())?;
                 // A forced rebuild drops the old index first, so gc never holds two.
                 if index.cache().is_some() || rebuild {
-                    index.clear()?;
+                    index.begin_rebuild()?;
                 } else {
                     let mut f = Index::new();
                     f.exclude_packs(&index.excluded_packs());
                     fresh = Some(f);
                 }
-                names.into_iter().map(|n| n.name).collect()
+                names
             }
         };
         let mut damaged = Vec::new();
         let mut tasks = tokio::task::JoinSet::new();
-        let mut pending = to_read.into_iter();
+        let mut pending = to_read.into_iter().peekable();
+        // Decoded index files wait in memory until added: bound them by bytes as well
+        // as by count, whatever size the files have (at least one is always read).
+        let mut bytes_in_flight = 0u64;
         loop {
-            while tasks.len() < 8 {
-                let Some(name) = pending.next() else { break };
+            while tasks.len() < INDEX_FILES_IN_FLIGHT {
+                let Some(next) = pending.peek() else { break };
+                if !tasks.is_empty() && bytes_in_flight + next.size > INDEX_BYTES_IN_FLIGHT {
+                    break;
+                }
+                let Some(info) = pending.next() else { break };
+                bytes_in_flight += info.size;
+                let (name, size) = (info.name, info.size);
                 let storage = self.storage.clone();
                 let keys = self.keys.clone();
                 tasks.spawn(async move {
@@ -384,13 +401,15 @@ impl Repository {
                         run_cpu(move || IndexFile::decode(&keys, &bytes, &object)).await?
                     }
                     .await;
-                    (name, result)
+                    (name, size, result)
                 });
             }
             let Some(done) = tasks.join_next().await else {
                 break;
             };
-            match done.map_err(|e| Error::Internal(e.to_string()))? {
+            let (name, size, result) = done.map_err(|e| Error::Internal(e.to_string()))?;
+            bytes_in_flight -= size;
+            match (name, result) {
                 (name, Ok(file)) => match &mut fresh {
                     Some(f) => f.add_named_file(Some(&name), &file)?,
                     None => {
@@ -416,6 +435,9 @@ impl Repository {
         }
         if let Some(fresh) = fresh {
             *self.index.write().map_err(|_| poisoned())? = fresh;
+        } else if incremental.is_none() {
+            let index = self.index.clone();
+            run_cpu(move || index.write().map_err(|_| poisoned())?.finish_rebuild()).await??;
         }
         damaged.sort();
         let mut known_damaged = self.damaged_index_files.write().map_err(|_| poisoned())?;
@@ -477,6 +499,10 @@ impl Repository {
                 u64::from(loc.stored_len),
             )
             .await?;
+        if loc.stored_len <= INLINE_DECODE_BYTES {
+            // Decoding a small blob takes less time than handing it to another thread.
+            return decode_blob(&self.keys, blob_type, id, &stored, u64::from(loc.raw_len));
+        }
         let keys = self.keys.clone();
         let id = *id;
         run_cpu(move || decode_blob(&keys, blob_type, &id, &stored, u64::from(loc.raw_len))).await?

@@ -334,6 +334,9 @@ async fn restore_file(
     let NodeKind::File(content) = &node.kind else {
         return Ok((0, Vec::new()));
     };
+    if node.size <= SMALL_FILE_BYTES {
+        return restore_small_file(repo, node, content, local, options, progress).await;
+    }
     let io = |e| Error::LocalIo {
         path: local.to_path_buf(),
         source: e,
@@ -376,6 +379,73 @@ async fn restore_file(
     progress.files.fetch_add(1, Ordering::Relaxed);
     let warnings = apply_metadata(local, node, options.restore_owner)?;
     Ok((written, warnings))
+}
+
+/// Files up to this size are read into memory whole and written by one blocking task.
+const SMALL_FILE_BYTES: u64 = 256 << 10;
+
+/// [`restore_file`] for a small file: its chunks are fetched first, then one blocking
+/// task replaces what is in the way, writes the file and applies its metadata. Most
+/// files of a source tree are small, and each trip between the async runtime and the
+/// blocking pool costs more than writing them.
+async fn restore_small_file(
+    repo: &Repository,
+    node: &Node,
+    content: &Content,
+    local: &Path,
+    options: &RestoreOptions,
+    progress: &RestoreProgress,
+) -> Result<(u64, Vec<String>)> {
+    // Chunks are read one after the other, without a task each: files restored in
+    // parallel keep the storage busy, and a small file has few chunks.
+    let mut data = Vec::with_capacity(node.size as usize);
+    let mut ids = DataIds::new(content);
+    let mut too_long = false;
+    while let Some(id) = ids.next(repo).await? {
+        let chunk = repo.read_blob(&id, BlobType::Data).await?;
+        if (data.len() + chunk.len()) as u64 > node.size {
+            too_long = true;
+            break;
+        }
+        data.extend_from_slice(&chunk);
+    }
+    if too_long || data.len() as u64 != node.size {
+        return Err(Error::corrupt(
+            format!("file {}", local.display()),
+            format!(
+                "snapshot records {} bytes but its chunks hold a different amount",
+                node.size
+            ),
+        ));
+    }
+    let size = node.size;
+    let (node, local_path, restore_owner) =
+        (node.clone(), local.to_path_buf(), options.restore_owner);
+    let warnings = tokio::task::spawn_blocking(move || {
+        let local = local_path.as_path();
+        let io = |e| Error::LocalIo {
+            path: local.to_path_buf(),
+            source: e,
+        };
+        if let Ok(m) = std::fs::symlink_metadata(local) {
+            if m.file_type().is_symlink() {
+                // Replace, never write through, a symlink found where a file goes.
+                std::fs::remove_file(local).map_err(io)?;
+            } else if !m.is_file() {
+                return Err(io(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "exists and is not a regular file",
+                )));
+            }
+        }
+        std::fs::write(local, &data).map_err(io)?;
+        apply_metadata(local, &node, restore_owner)
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))??;
+    progress.bytes.fetch_add(size, Ordering::Relaxed);
+    progress.files.fetch_add(1, Ordering::Relaxed);
+    Ok((size, warnings))
 }
 
 /// Apply owner, mode and mtime of `node` to `path`. Returns warnings for what could not

@@ -13,6 +13,7 @@
 use crate::blob::{encode_blob, BlobType};
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
+use crate::gc::MAX_ENTRIES_PER_INDEX_FILE;
 use crate::id::BlobId;
 use crate::index::{Index, IndexFile, IndexPack};
 use crate::pack::{FinishedPack, PackBuilder, PackKind};
@@ -23,7 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::mpsc;
 
-/// Packs described per index file written during a backup.
+/// Packs described per index file written during a backup (fewer when they hold more
+/// than [`MAX_ENTRIES_PER_INDEX_FILE`] blobs).
 pub const PACKS_PER_INDEX_FILE: usize = 64;
 
 /// Counters of what a saver added.
@@ -232,6 +234,7 @@ async fn upload_loop(
 ) -> Result<()> {
     let mut uploads = tokio::task::JoinSet::new();
     let mut done: Vec<IndexPack> = Vec::new();
+    let mut entries_waiting = 0usize;
     let mut receiving = true;
     loop {
         tokio::select! {
@@ -240,7 +243,7 @@ async fn upload_loop(
                     Some(pack) => {
                         let storage = storage.clone();
                         uploads.spawn(async move {
-                            storage.put(&pack.kind.storage_name(&pack.id), &pack.bytes).await?;
+                            storage.put_owned(&pack.kind.storage_name(&pack.id), pack.bytes).await?;
                             Ok::<_, Error>(IndexPack { id: pack.id, kind: pack.kind, entries: pack.entries })
                         });
                     }
@@ -250,8 +253,10 @@ async fn upload_loop(
             Some(joined) = uploads.join_next(), if !uploads.is_empty() => {
                 let uploaded = joined.map_err(|e| Error::Internal(format!("upload task: {e}")))??;
                 stats.packs_written.fetch_add(1, Ordering::Relaxed);
+                entries_waiting += uploaded.entries.len();
                 done.push(uploaded);
-                if done.len() >= PACKS_PER_INDEX_FILE {
+                if done.len() >= PACKS_PER_INDEX_FILE || entries_waiting >= MAX_ENTRIES_PER_INDEX_FILE {
+                    entries_waiting = 0;
                     write_index_file(&*storage, &keys, &index, std::mem::take(&mut done), &stats).await?;
                 }
             }

@@ -12,7 +12,7 @@ use crate::content::Content;
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::index::{IndexFile, IndexPack};
-use crate::pack::{decode_header, decode_pack, parse_trailer, PackEntry, PackKind, TRAILER_LEN};
+use crate::pack::{decode_header, parse_trailer, PackEntry, PackKind, TRAILER_LEN};
 use crate::repo::{run_cpu, Repository, Snapshot, INDEX_DIR};
 use crate::tree::NodeKind;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -506,6 +506,103 @@ struct PackOutcome {
     problems: Vec<Problem>,
 }
 
+/// Bytes of a pack read at once by `verify --read-data` (more when one blob is larger).
+const VERIFY_SEGMENT_BYTES: u64 = 4 << 20;
+
+/// What reading a whole pack found.
+struct PackRead {
+    hash: BlobId,
+    bytes: u64,
+    blobs_checked: u64,
+    bad: Vec<(BlobId, String)>,
+}
+
+/// Read pack `name` (of `size` bytes) front to back in segments of about
+/// [`VERIFY_SEGMENT_BYTES`], cut where an indexed blob starts, hashing every byte and
+/// decoding every blob of `entries`: memory stays at one segment per pack being read,
+/// not the whole pack.
+async fn read_pack_in_segments(
+    repo: &Repository,
+    name: &str,
+    size: u64,
+    entries: &[PackEntry],
+    progress: &VerifyProgress,
+) -> Result<PackRead> {
+    let mut sorted: Vec<PackEntry> = entries.to_vec();
+    sorted.sort_by_key(|e| e.offset);
+    let mut out = PackRead {
+        hash: BlobId([0; crate::id::ID_LEN]),
+        bytes: 0,
+        blobs_checked: 0,
+        bad: Vec::new(),
+    };
+    let mut hasher = blake3::Hasher::new();
+    let mut next_entry = 0usize;
+    let mut at = 0u64;
+    while at < size {
+        // Extend the segment to the start of the first blob past the target length.
+        let target = at.saturating_add(VERIFY_SEGMENT_BYTES).min(size);
+        let mut end = target;
+        let mut last = next_entry;
+        while last < sorted.len() && u64::from(sorted[last].offset) < target {
+            let blob_end = u64::from(sorted[last].offset) + u64::from(sorted[last].stored_len);
+            end = end.max(blob_end.min(size));
+            last += 1;
+        }
+        let segment = repo.storage().get_range(name, at, end - at).await?;
+        if segment.len() as u64 != end - at {
+            return Err(Error::corrupt(
+                name,
+                format!(
+                    "read {} bytes at {at}, expected {}",
+                    segment.len(),
+                    end - at
+                ),
+            ));
+        }
+        hasher.update(&segment);
+        progress
+            .bytes
+            .fetch_add(segment.len() as u64, Ordering::Relaxed);
+        out.bytes += segment.len() as u64;
+        let batch: Vec<PackEntry> = sorted[next_entry..last].to_vec();
+        let keys = repo.keys().clone();
+        let segment_start = at;
+        let (checked, bad) = run_cpu(move || {
+            let mut bad = Vec::new();
+            for e in &batch {
+                let from = u64::from(e.offset) - segment_start;
+                let to = from + u64::from(e.stored_len);
+                let verdict = match segment.get(from as usize..to as usize) {
+                    None => Err(format!("blob {} lies beyond the pack", e.id.short())),
+                    Some(stored) => {
+                        decode_blob(&keys, e.blob_type, &e.id, stored, u64::from(e.raw_len))
+                            .map(|_| ())
+                            .map_err(|err| err.to_string())
+                    }
+                };
+                if let Err(detail) = verdict {
+                    bad.push((e.id, detail));
+                }
+            }
+            (batch.len() as u64, bad)
+        })
+        .await?;
+        out.blobs_checked += checked;
+        out.bad.extend(bad);
+        next_entry = last;
+        at = end;
+    }
+    // Entries that start beyond the end of the pack.
+    for e in &sorted[next_entry..] {
+        out.blobs_checked += 1;
+        out.bad
+            .push((e.id, format!("blob {} lies beyond the pack", e.id.short())));
+    }
+    out.hash = BlobId(*hasher.finalize().as_bytes());
+    Ok(out)
+}
+
 async fn check_pack(
     repo: &Repository,
     id: BlobId,
@@ -532,61 +629,31 @@ async fn check_pack(
         }
     };
     let header = if full_read {
-        let bytes = match repo.storage().get(&name).await {
-            Ok(b) => b,
+        match read_pack_in_segments(repo, &name, size, &index_entries, progress).await {
             Err(e) => {
                 mark_all_bad(&mut out, "pack_unreadable", e.to_string());
                 progress.packs_done.fetch_add(1, Ordering::Relaxed);
                 return out;
             }
-        };
-        out.read = true;
-        out.bytes = bytes.len() as u64;
-        progress.bytes.fetch_add(out.bytes, Ordering::Relaxed);
-        if BlobId::of_stored(&bytes) != id {
-            out.problems.push(Problem {
-                kind: "pack_hash_mismatch".into(),
-                object: name.clone(),
-                detail: "content does not hash to the pack's name".into(),
-                snapshots: vec![],
-                files: vec![],
-            });
-        }
-        let keys = repo.keys().clone();
-        let entries = index_entries.clone();
-        let obj = name.clone();
-        let result = run_cpu(move || {
-            let header = decode_pack(&keys, &bytes, &obj);
-            let mut bad = Vec::new();
-            let mut checked = 0u64;
-            for e in &entries {
-                checked += 1;
-                let end = u64::from(e.offset) + u64::from(e.stored_len);
-                let verdict = match bytes.get(e.offset as usize..end as usize) {
-                    None => Err(format!("blob {} lies beyond the pack", e.id.short())),
-                    Some(stored) => {
-                        decode_blob(&keys, e.blob_type, &e.id, stored, u64::from(e.raw_len))
-                            .map(|_| ())
-                            .map_err(|err| err.to_string())
-                    }
-                };
-                if let Err(detail) = verdict {
-                    bad.push((e.id, detail));
+            Ok(read) => {
+                out.read = true;
+                out.bytes = read.bytes;
+                out.blobs_checked = read.blobs_checked;
+                if read.hash != id {
+                    out.problems.push(Problem {
+                        kind: "pack_hash_mismatch".into(),
+                        object: name.clone(),
+                        detail: "content does not hash to the pack's name".into(),
+                        snapshots: vec![],
+                        files: vec![],
+                    });
                 }
-            }
-            (header, bad, checked)
-        })
-        .await;
-        match result {
-            Ok((header, bad, checked)) => {
-                out.blobs_checked = checked;
-                for (blob, detail) in bad {
+                for (blob, detail) in read.bad {
                     out.bad_blobs
                         .push((blob, "blob_damaged".into(), name.clone(), detail));
                 }
-                header
+                read_pack_header(repo, &id, kind, size).await
             }
-            Err(e) => Err(e),
         }
     } else {
         read_pack_header(repo, &id, kind, size).await

@@ -107,6 +107,13 @@ impl Storage for CachedStorage {
         }
         Ok(())
     }
+    async fn put_owned(&self, name: &str, data: Vec<u8>) -> Result<()> {
+        if Self::cacheable(name) {
+            self.put(name, &data).await
+        } else {
+            self.inner.put_owned(name, data).await
+        }
+    }
     async fn create(&self, name: &str, data: &[u8]) -> Result<()> {
         self.inner.create(name, data).await
     }

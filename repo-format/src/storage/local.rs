@@ -170,10 +170,13 @@ impl LocalStorage {
     }
 
     async fn write(&self, name: &str, data: &[u8], mode: WriteMode) -> Result<()> {
+        self.write_owned(name, data.to_vec(), mode).await
+    }
+
+    async fn write_owned(&self, name: &str, data: Vec<u8>, mode: WriteMode) -> Result<()> {
         let path = self.path_of(name)?;
         let inner = Arc::clone(&self.inner);
         let owned_name = name.to_owned();
-        let data = data.to_vec();
         run_blocking(name, move || {
             inner.write_blocking(&owned_name, &path, &data, mode)
         })
@@ -461,6 +464,10 @@ impl Storage for LocalStorage {
     /// replaced atomically.
     async fn put(&self, name: &str, data: &[u8]) -> Result<()> {
         self.write(name, data, WriteMode::Replace).await
+    }
+
+    async fn put_owned(&self, name: &str, data: Vec<u8>) -> Result<()> {
+        self.write_owned(name, data, WriteMode::Replace).await
     }
 
     async fn create(&self, name: &str, data: &[u8]) -> Result<()> {

@@ -52,6 +52,15 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// [`Error::Storage`](crate::Error::Storage) on I/O failure.
     async fn put(&self, name: &str, data: &[u8]) -> Result<()>;
 
+    /// [`Storage::put`] taking the bytes, so a backend that writes them from another
+    /// thread need not copy them first (a pack is 16 MiB).
+    ///
+    /// # Errors
+    /// As [`Storage::put`].
+    async fn put_owned(&self, name: &str, data: Vec<u8>) -> Result<()> {
+        self.put(name, &data).await
+    }
+
     /// Atomically write `data` under `name` only if `name` does not exist yet.
     ///
     /// # Errors
