@@ -527,6 +527,7 @@ async fn read_pack_in_segments(
     size: u64,
     entries: &[PackEntry],
     progress: &VerifyProgress,
+    segment_bytes: u64,
 ) -> Result<PackRead> {
     let mut sorted: Vec<PackEntry> = entries.to_vec();
     sorted.sort_by_key(|e| e.offset);
@@ -541,7 +542,7 @@ async fn read_pack_in_segments(
     let mut at = 0u64;
     while at < size {
         // Extend the segment to the start of the first blob past the target length.
-        let target = at.saturating_add(VERIFY_SEGMENT_BYTES).min(size);
+        let target = at.saturating_add(segment_bytes.max(1)).min(size);
         let mut end = target;
         let mut last = next_entry;
         while last < sorted.len() && u64::from(sorted[last].offset) < target {
@@ -629,7 +630,16 @@ async fn check_pack(
         }
     };
     let header = if full_read {
-        match read_pack_in_segments(repo, &name, size, &index_entries, progress).await {
+        match read_pack_in_segments(
+            repo,
+            &name,
+            size,
+            &index_entries,
+            progress,
+            VERIFY_SEGMENT_BYTES,
+        )
+        .await
+        {
             Err(e) => {
                 mark_all_bad(&mut out, "pack_unreadable", e.to_string());
                 progress.packs_done.fetch_add(1, Ordering::Relaxed);
@@ -1033,5 +1043,91 @@ impl TreeFixer {
             uploader.finish().await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::KdfParams;
+    use crate::saver::BlobSaver;
+    use crate::storage::MemoryStorage;
+    use crate::InitOptions;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pack_read_in_segments_checks_every_blob_and_hashes_every_byte() {
+        let storage = MemoryStorage::new();
+        let kdf = KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        Repository::init(
+            Arc::new(storage.clone()),
+            b"pw",
+            InitOptions::default().with_kdf(kdf),
+        )
+        .await
+        .unwrap();
+        let repo = Repository::open(Arc::new(storage.clone()), b"pw")
+            .await
+            .unwrap();
+        let (saver, uploader) = BlobSaver::start(
+            repo.storage().clone(),
+            repo.keys().clone(),
+            repo.index().clone(),
+            repo.config().pack_size,
+            repo.config().compression_level,
+            1,
+        );
+        let saving = saver.clone();
+        tokio::task::spawn_blocking(move || {
+            for n in 0..40u32 {
+                // Sizes from 1 byte to 40 KiB, content that does not compress away.
+                let len = 1 + (n as usize * 1021) % (40 << 10);
+                let blob: Vec<u8> = (0..len)
+                    .map(|i| (i as u32).wrapping_mul(2_654_435_761).wrapping_add(n) as u8)
+                    .collect();
+                saving.save(BlobType::Data, &blob).unwrap();
+            }
+            saving.close().unwrap();
+        })
+        .await
+        .unwrap();
+        drop(saver);
+        uploader.finish().await.unwrap();
+        let packs = list_packs(&repo).await.unwrap();
+        let (&id, &(kind, size)) = packs
+            .iter()
+            .find(|(_, (k, _))| *k == PackKind::Data)
+            .unwrap();
+        let name = kind.storage_name(&id);
+        let entries = read_pack_header(&repo, &id, kind, size).await.unwrap();
+        assert_eq!(entries.len(), 40);
+        let progress = VerifyProgress::default();
+        // Segments smaller than one blob, about one blob, and the whole pack.
+        for segment in [1, 700, 5000, 64 << 10, 16 << 20] {
+            let read = read_pack_in_segments(&repo, &name, size, &entries, &progress, segment)
+                .await
+                .unwrap();
+            assert_eq!(read.hash, id, "segment {segment}");
+            assert_eq!(read.bytes, size);
+            assert_eq!(read.blobs_checked, 40);
+            assert!(read.bad.is_empty(), "segment {segment}: {:?}", read.bad);
+        }
+        // One damaged byte: exactly its blob is reported, and the pack hash differs.
+        let victim = entries[17];
+        storage.corrupt_byte(
+            &name,
+            victim.offset as usize + victim.stored_len as usize / 2,
+        );
+        for segment in [1, 5000, 16 << 20] {
+            let read = read_pack_in_segments(&repo, &name, size, &entries, &progress, segment)
+                .await
+                .unwrap();
+            assert_ne!(read.hash, id);
+            assert_eq!(read.bad.len(), 1, "segment {segment}");
+            assert_eq!(read.bad[0].0, victim.id);
+        }
     }
 }
