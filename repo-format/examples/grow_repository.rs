@@ -1,8 +1,12 @@
 //! Grow a local repository to a given number of blobs, for memory benchmarks at
 //! repository sizes no real backup here could reach (BENCHMARKS.md, "Index memory").
 //!
-//! Every added blob is a unique 64-byte data blob, stored, packed and indexed through the
-//! same saver a backup uses; no snapshot references them (a gc would delete them).
+//! Every added blob is a unique 64-byte data blob, encoded and packed as a backup does,
+//! in packs of the repository's pack size listed by index files of 100k blobs (the cap
+//! gc compaction and the saver use). They are written directly, not through the saver:
+//! the saver's dedup lookups against a cache of millions of blobs are what the benchmark
+//! measures afterwards, not how the repository is made. No snapshot references them (a
+//! gc would delete them).
 //!
 //! ```text
 //! cargo run --release -p dprepo-repo-format --example grow_repository -- \
@@ -11,16 +15,17 @@
 //! The repository is created if REPO_DIR holds none. Growing is resumable: blobs already
 //! there count towards TARGET_BLOBS.
 
-use dprepo_repo_format::blob::BlobType;
-use dprepo_repo_format::repo::IndexPlace;
-use dprepo_repo_format::saver::BlobSaver;
+use dprepo_repo_format::blob::{encode_blob, BlobType};
+use dprepo_repo_format::index::{IndexFile, IndexPack};
+use dprepo_repo_format::pack::{PackBuilder, PackKind};
+use dprepo_repo_format::repo::{IndexPlace, INDEX_DIR};
 use dprepo_repo_format::storage::LocalStorage;
-use dprepo_repo_format::{Error, InitOptions, Repository, Result};
+use dprepo_repo_format::{BlobId, Error, InitOptions, Repository, Result};
 use rayon::prelude::*;
 use std::sync::Arc;
 
-/// Blobs per saver session (bounds the saver's per-session set of new ids).
-const SESSION_BLOBS: u64 = 1_000_000;
+/// Blobs per index file written.
+const BLOBS_PER_INDEX_FILE: u64 = 100_000;
 
 fn blob(n: u64) -> [u8; 64] {
     // Unique per n; the rest is filler that does not compress away entirely.
@@ -61,34 +66,60 @@ async fn run(repo_dir: &str, password_file: &str, target: u64) -> Result<()> {
         .map(|i| i.blob_count() as u64)
         .unwrap_or(0);
     eprintln!("{have} blobs in the repository, growing to {target}");
+    let storage = repo.storage().clone();
     while have < target {
-        let batch = (target - have).min(SESSION_BLOBS);
-        let (saver, uploader) = BlobSaver::start(
-            repo.storage().clone(),
-            repo.keys().clone(),
-            repo.index().clone(),
-            repo.config().pack_size,
-            repo.config().compression_level,
-            4,
-        );
+        let end = (have + BLOBS_PER_INDEX_FILE).min(target);
+        let keys = repo.keys().clone();
+        let level = repo.config().compression_level;
+        let pack_size = repo.config().pack_size as usize;
         let start = have;
-        let saving = saver.clone();
-        tokio::task::spawn_blocking(move || {
-            (start..start + batch)
+        let packs = tokio::task::spawn_blocking(move || {
+            let encoded: Vec<(BlobId, Vec<u8>)> = (start..end)
                 .into_par_iter()
-                .try_for_each(|n| saving.save(BlobType::Data, &blob(n)).map(|_| ()))?;
-            saving.close()
+                .map(|n| {
+                    let b = blob(n);
+                    let id = keys.content_id(&b);
+                    (id, encode_blob(&keys, BlobType::Data, &id, &b, level))
+                })
+                .collect();
+            let mut packs = Vec::new();
+            let mut builder = PackBuilder::new(PackKind::Data);
+            for (id, stored) in &encoded {
+                builder.add(BlobType::Data, *id, stored, 64);
+                if builder.len() >= pack_size {
+                    let full = std::mem::replace(&mut builder, PackBuilder::new(PackKind::Data));
+                    packs.push(full.finish(&keys));
+                }
+            }
+            if !builder.is_empty() {
+                packs.push(builder.finish(&keys));
+            }
+            packs
         })
         .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
-        drop(saver);
-        uploader.finish().await?;
-        have = repo
-            .index()
-            .read()
-            .map(|i| i.blob_count() as u64)
-            .unwrap_or(0);
-        eprintln!("{have} blobs");
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        let mut listed = Vec::with_capacity(packs.len());
+        for pack in packs {
+            storage
+                .put_owned(&pack.kind.storage_name(&pack.id), pack.bytes)
+                .await?;
+            listed.push(IndexPack {
+                id: pack.id,
+                kind: pack.kind,
+                entries: pack.entries,
+            });
+        }
+        let file = IndexFile {
+            obsoletes: Vec::new(),
+            packs: listed,
+        };
+        let bytes = file.encode(repo.keys());
+        let name = format!("{INDEX_DIR}{}", BlobId::of_stored(&bytes).to_hex());
+        storage.put(&name, &bytes).await?;
+        have = end;
+        if have % 1_000_000 == 0 || have == target {
+            eprintln!("{have} blobs");
+        }
     }
     Ok(())
 }
