@@ -4,18 +4,15 @@
 //! backup must succeed.
 
 use dprepo_repo_format::backup::{backup, BackupOptions, BackupProgress, BackupSource};
-use dprepo_repo_format::key::KdfParams;
 use dprepo_repo_format::restore::{restore, RestoreOptions, RestoreProgress};
 use dprepo_repo_format::storage::{MemoryStorage, Storage};
 use dprepo_repo_format::{InitOptions, Repository};
 use std::path::Path;
 use std::sync::Arc;
 
-const FAST_KDF: KdfParams = KdfParams {
-    memory_kib: 64,
-    iterations: 1,
-    parallelism: 1,
-};
+#[path = "support/common.rs"]
+mod common;
+use common::FAST_KDF;
 
 fn xorshift(seed: u64) -> impl FnMut() -> u64 {
     let mut x = seed | 1;

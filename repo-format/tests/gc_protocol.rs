@@ -3,10 +3,7 @@
 //! manifest while gc runs.
 
 use async_trait::async_trait;
-use dprepo_repo_format::backup::{backup, BackupOptions, BackupProgress, BackupSource};
 use dprepo_repo_format::gc::{self, GcOptions};
-use dprepo_repo_format::key::KdfParams;
-use dprepo_repo_format::restore::{restore, RestoreOptions, RestoreProgress};
 use dprepo_repo_format::session::WriterSession;
 use dprepo_repo_format::storage::{BlobInfo, MemoryStorage, Storage};
 use dprepo_repo_format::{InitOptions, Repository, Result};
@@ -15,11 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
-const FAST_KDF: KdfParams = KdfParams {
-    memory_kib: 64,
-    iterations: 1,
-    parallelism: 1,
-};
+#[path = "support/common.rs"]
+mod common;
+use common::{assert_restores, run_backup, xorshift_bytes, FAST_KDF};
 
 /// Holds every `put` of a snapshot manifest until released.
 #[derive(Debug)]
@@ -63,51 +58,7 @@ impl Storage for GatedStorage {
 }
 
 fn random_file(path: &Path, len: usize, seed: u64) {
-    let mut x = seed | 1;
-    let data: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(path, data).unwrap();
-}
-
-async fn run_backup(repo: &Repository, dir: &Path) -> dprepo_repo_format::Snapshot {
-    backup(
-        repo,
-        BackupSource::Paths(vec![dir.to_path_buf()]),
-        BackupOptions::default(),
-        Arc::new(BackupProgress::default()),
-    )
-    .await
-    .unwrap()
-    .snapshot
-}
-
-async fn assert_restores(repo: &Repository, snap: &dprepo_repo_format::Snapshot, dir: &Path) {
-    let target = tempfile::tempdir().unwrap();
-    restore(
-        repo,
-        &snap.manifest.tree,
-        dir.as_os_str().as_encoded_bytes(),
-        target.path(),
-        &RestoreOptions::default(),
-        Arc::new(RestoreProgress::default()),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("snapshot {} does not restore: {e}", snap.id.short()));
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let restored = target.path().join(entry.file_name());
-        assert!(
-            std::fs::read(entry.path()).unwrap() == std::fs::read(&restored).unwrap(),
-            "{} differs",
-            entry.path().display()
-        );
-    }
+    std::fs::write(path, xorshift_bytes(seed, len)).unwrap();
 }
 
 fn data_packs(storage: &MemoryStorage) -> Vec<String> {

@@ -1,34 +1,17 @@
 //! The persistent index cache: what a second open reads, what happens when gc rewrites
 //! the index files behind it, when another process holds it, and when it is damaged.
 
-use dprepo_repo_format::backup::{backup, BackupOptions, BackupProgress, BackupSource};
 use dprepo_repo_format::gc::{self, GcOptions};
-use dprepo_repo_format::key::KdfParams;
 use dprepo_repo_format::repo::IndexPlace;
-use dprepo_repo_format::restore::{restore, RestoreOptions, RestoreProgress};
 use dprepo_repo_format::storage::{CountingStorage, MemoryStorage, Storage};
-use dprepo_repo_format::{InitOptions, Repository, Snapshot};
+use dprepo_repo_format::{InitOptions, Repository};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-const FAST_KDF: KdfParams = KdfParams {
-    memory_kib: 64,
-    iterations: 1,
-    parallelism: 1,
-};
-
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+#[path = "support/common.rs"]
+mod common;
+use common::{assert_restores, run_backup, xorshift_bytes, FAST_KDF};
 
 async fn init(storage: &MemoryStorage) {
     Repository::init(
@@ -48,41 +31,6 @@ async fn open(storage: Arc<dyn Storage>, cache: &Path) -> Repository {
         .unwrap()
 }
 
-async fn run_backup(repo: &Repository, dir: &Path) -> Snapshot {
-    backup(
-        repo,
-        BackupSource::Paths(vec![dir.to_path_buf()]),
-        BackupOptions::default(),
-        Arc::new(BackupProgress::default()),
-    )
-    .await
-    .unwrap()
-    .snapshot
-}
-
-async fn assert_restores(repo: &Repository, snap: &Snapshot, dir: &Path) {
-    let target = tempfile::tempdir().unwrap();
-    restore(
-        repo,
-        &snap.manifest.tree,
-        dir.as_os_str().as_encoded_bytes(),
-        target.path(),
-        &RestoreOptions::default(),
-        Arc::new(RestoreProgress::default()),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("snapshot {} does not restore: {e}", snap.id.short()));
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let restored = target.path().join(entry.file_name());
-        assert!(
-            std::fs::read(entry.path()).unwrap() == std::fs::read(&restored).unwrap(),
-            "{} differs",
-            entry.path().display()
-        );
-    }
-}
-
 /// Everything the index says, as a sorted map (for comparing two indexes).
 fn index_contents(repo: &Repository) -> BTreeMap<String, String> {
     repo.index()
@@ -99,7 +47,7 @@ async fn a_second_open_reads_no_index_file_and_sees_the_same_index() {
     init(&storage).await;
     let cache = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    std::fs::write(data.path().join("a"), random_bytes(3_000_000, 1)).unwrap();
+    std::fs::write(data.path().join("a"), xorshift_bytes(1, 3_000_000)).unwrap();
     let repo = open(Arc::new(storage.clone()), cache.path()).await;
     let snap = run_backup(&repo, data.path()).await;
     let written = index_contents(&repo);
@@ -130,8 +78,8 @@ async fn a_cache_left_behind_by_gc_rewriting_the_index_is_rebuilt() {
     init(&storage).await;
     let cache = tempfile::tempdir().unwrap();
     let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    std::fs::write(one.path().join("a"), random_bytes(2_000_000, 10)).unwrap();
-    std::fs::write(two.path().join("b"), random_bytes(2_000_000, 20)).unwrap();
+    std::fs::write(one.path().join("a"), xorshift_bytes(10, 2_000_000)).unwrap();
+    std::fs::write(two.path().join("b"), xorshift_bytes(20, 2_000_000)).unwrap();
     let repo = open(Arc::new(storage.clone()), cache.path()).await;
     let first = run_backup(&repo, one.path()).await;
     let second = run_backup(&repo, two.path()).await;
@@ -169,7 +117,7 @@ async fn a_cache_in_use_elsewhere_gives_a_private_one() {
     init(&storage).await;
     let cache = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    std::fs::write(data.path().join("a"), random_bytes(1_000_000, 4)).unwrap();
+    std::fs::write(data.path().join("a"), xorshift_bytes(4, 1_000_000)).unwrap();
     let holder = open(Arc::new(storage.clone()), cache.path()).await;
     let snap = run_backup(&holder, data.path()).await;
     let second = open(Arc::new(storage.clone()), cache.path()).await;
@@ -195,7 +143,7 @@ async fn a_cache_of_another_repository_or_a_damaged_one_is_rebuilt() {
     init(&b).await;
     let cache = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    std::fs::write(data.path().join("a"), random_bytes(1_000_000, 5)).unwrap();
+    std::fs::write(data.path().join("a"), xorshift_bytes(5, 1_000_000)).unwrap();
     let repo_a = open(Arc::new(a.clone()), cache.path()).await;
     run_backup(&repo_a, data.path()).await;
     drop(repo_a);

@@ -2,7 +2,6 @@
 //! every way a storage fault can damage it.
 
 use dprepo_repo_format::backup::{backup, BackupOptions, BackupProgress, BackupSource};
-use dprepo_repo_format::key::KdfParams;
 use dprepo_repo_format::restore::dump;
 use dprepo_repo_format::storage::{MemoryStorage, Storage};
 use dprepo_repo_format::verify::{
@@ -12,23 +11,9 @@ use dprepo_repo_format::{InitOptions, Repository};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-const FAST_KDF: KdfParams = KdfParams {
-    memory_kib: 64,
-    iterations: 1,
-    parallelism: 1,
-};
-
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+#[path = "support/common.rs"]
+mod common;
+use common::{xorshift_bytes, FAST_KDF};
 
 /// A repository with one directory snapshot (two files) and one stream snapshot.
 async fn small_repository() -> (MemoryStorage, tempfile::TempDir, BTreeMap<String, Vec<u8>>) {
@@ -42,7 +27,10 @@ async fn small_repository() -> (MemoryStorage, tempfile::TempDir, BTreeMap<Strin
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut expected = BTreeMap::new();
-    for (name, data) in [("a", bytes(1, 3000)), ("b", b"small file".to_vec())] {
+    for (name, data) in [
+        ("a", xorshift_bytes(1, 3000)),
+        ("b", b"small file".to_vec()),
+    ] {
         std::fs::write(dir.path().join(name), &data).unwrap();
         expected.insert(format!("{}/{name}", dir.path().display()), data);
     }
@@ -54,7 +42,7 @@ async fn small_repository() -> (MemoryStorage, tempfile::TempDir, BTreeMap<Strin
     )
     .await
     .unwrap();
-    let stream = bytes(2, 2000);
+    let stream = xorshift_bytes(2, 2000);
     backup(
         &repo,
         BackupSource::Stream {
