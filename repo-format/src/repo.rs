@@ -483,33 +483,6 @@ impl Repository {
         }
     }
 
-    /// [`Repository::read_blob`] on the calling (blocking) thread, when the backend can
-    /// read without the async runtime. `None` means "use `read_blob`": the backend has no
-    /// blocking path, or the blob or its pack was not found (`read_blob` reloads the
-    /// index and tries again).
-    pub fn read_blob_blocking(&self, id: &BlobId, blob_type: BlobType) -> Option<Result<Vec<u8>>> {
-        let loc = self.locate(id)?;
-        if loc.blob_type != blob_type {
-            return None;
-        }
-        let stored = match self.storage.get_range_blocking(
-            &loc.pack_name(),
-            u64::from(loc.offset),
-            u64::from(loc.stored_len),
-        )? {
-            Ok(stored) => stored,
-            Err(Error::NotFound { .. }) => return None,
-            Err(e) => return Some(Err(e)),
-        };
-        Some(decode_blob(
-            &self.keys,
-            blob_type,
-            id,
-            &stored,
-            u64::from(loc.raw_len),
-        ))
-    }
-
     async fn read_blob_once(&self, id: &BlobId, blob_type: BlobType) -> Result<Vec<u8>> {
         let loc = self.locate(id).ok_or_else(|| missing_blob(id))?;
         if loc.blob_type != blob_type {

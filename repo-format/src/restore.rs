@@ -396,44 +396,6 @@ async fn restore_small_file(
     options: &RestoreOptions,
     progress: &RestoreProgress,
 ) -> Result<(u64, Vec<String>)> {
-    // The common case, a local repository and a file of data chunks listed directly:
-    // read, check and write it all on one blocking thread.
-    if content.level == 0 {
-        let (repo_c, ids, node_c, local_c) = (
-            repo.clone(),
-            content.ids.clone(),
-            node.clone(),
-            local.to_path_buf(),
-        );
-        let restore_owner = options.restore_owner;
-        let done = tokio::task::spawn_blocking(move || {
-            let mut data = Vec::with_capacity(node_c.size as usize);
-            for id in &ids {
-                match repo_c.read_blob_blocking(id, BlobType::Data) {
-                    Some(chunk) => {
-                        let chunk = chunk?;
-                        if (data.len() + chunk.len()) as u64 > node_c.size {
-                            return Err(wrong_size(&local_c, node_c.size));
-                        }
-                        data.extend_from_slice(&chunk);
-                    }
-                    // Not readable this way: the async path below does it.
-                    None => return Ok(None),
-                }
-            }
-            if data.len() as u64 != node_c.size {
-                return Err(wrong_size(&local_c, node_c.size));
-            }
-            write_small_file(&local_c, &data, &node_c, restore_owner).map(Some)
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
-        if let Some(warnings) = done {
-            progress.bytes.fetch_add(node.size, Ordering::Relaxed);
-            progress.files.fetch_add(1, Ordering::Relaxed);
-            return Ok((node.size, warnings));
-        }
-    }
     // Chunks are read one after the other, without a task each: files restored in
     // parallel keep the storage busy, and a small file has few chunks.
     let mut data = Vec::with_capacity(node.size as usize);
@@ -448,52 +410,42 @@ async fn restore_small_file(
         data.extend_from_slice(&chunk);
     }
     if too_long || data.len() as u64 != node.size {
-        return Err(wrong_size(local, node.size));
+        return Err(Error::corrupt(
+            format!("file {}", local.display()),
+            format!(
+                "snapshot records {} bytes but its chunks hold a different amount",
+                node.size
+            ),
+        ));
     }
     let size = node.size;
     let (node, local_path, restore_owner) =
         (node.clone(), local.to_path_buf(), options.restore_owner);
     let warnings = tokio::task::spawn_blocking(move || {
-        write_small_file(&local_path, &data, &node, restore_owner)
+        let local = local_path.as_path();
+        let io = |e| Error::LocalIo {
+            path: local.to_path_buf(),
+            source: e,
+        };
+        if let Ok(m) = std::fs::symlink_metadata(local) {
+            if m.file_type().is_symlink() {
+                // Replace, never write through, a symlink found where a file goes.
+                std::fs::remove_file(local).map_err(io)?;
+            } else if !m.is_file() {
+                return Err(io(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "exists and is not a regular file",
+                )));
+            }
+        }
+        std::fs::write(local, &data).map_err(io)?;
+        apply_metadata(local, &node, restore_owner)
     })
     .await
     .map_err(|e| Error::Internal(e.to_string()))??;
     progress.bytes.fetch_add(size, Ordering::Relaxed);
     progress.files.fetch_add(1, Ordering::Relaxed);
     Ok((size, warnings))
-}
-
-fn wrong_size(local: &Path, size: u64) -> Error {
-    Error::corrupt(
-        format!("file {}", local.display()),
-        format!("snapshot records {size} bytes but its chunks hold a different amount"),
-    )
-}
-
-/// Replace what is in the way at `local` (a symlink is removed, never written through),
-/// write `data` and apply `node`'s metadata. Blocking.
-fn write_small_file(
-    local: &Path,
-    data: &[u8],
-    node: &Node,
-    restore_owner: bool,
-) -> Result<Vec<String>> {
-    let io = |e| Error::LocalIo {
-        path: local.to_path_buf(),
-        source: e,
-    };
-    if let Ok(m) = std::fs::symlink_metadata(local) {
-        if m.file_type().is_symlink() {
-            std::fs::remove_file(local).map_err(io)?;
-        } else if !m.is_file() {
-            return Err(io(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "exists and is not a regular file",
-            )));
-        }
-    }
-    std::fs::write(local, data).map_err(io)?;
-    apply_metadata(local, node, restore_owner)
 }
 
 /// Apply owner, mode and mtime of `node` to `path`. Returns warnings for what could not

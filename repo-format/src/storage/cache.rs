@@ -142,13 +142,6 @@ impl Storage for CachedStorage {
             )),
         }
     }
-    fn get_range_blocking(&self, name: &str, offset: u64, len: u64) -> Option<Result<Vec<u8>>> {
-        // Metadata packs go through the cache (async); data packs straight to the backend.
-        if name.starts_with("meta/") {
-            return None;
-        }
-        self.inner.get_range_blocking(name, offset, len)
-    }
     async fn size(&self, name: &str) -> Result<u64> {
         self.inner.size(name).await
     }

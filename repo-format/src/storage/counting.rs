@@ -124,14 +124,6 @@ impl Storage for CountingStorage {
         add(&self.stats.bytes_down, data.len() as u64);
         Ok(data)
     }
-    fn get_range_blocking(&self, name: &str, offset: u64, len: u64) -> Option<Result<Vec<u8>>> {
-        let result = self.inner.get_range_blocking(name, offset, len)?;
-        add(&self.stats.range_gets, 1);
-        if let Ok(data) = &result {
-            add(&self.stats.bytes_down, data.len() as u64);
-        }
-        Some(result)
-    }
     async fn size(&self, name: &str) -> Result<u64> {
         add(&self.stats.heads, 1);
         self.inner.size(name).await

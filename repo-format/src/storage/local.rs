@@ -496,13 +496,6 @@ impl Storage for LocalStorage {
         .await
     }
 
-    fn get_range_blocking(&self, name: &str, offset: u64, len: u64) -> Option<Result<Vec<u8>>> {
-        Some(
-            self.path_of(name)
-                .and_then(|path| read_range_blocking(name, &path, offset, len)),
-        )
-    }
-
     async fn size(&self, name: &str) -> Result<u64> {
         let path = self.path_of(name)?;
         let owned_name = name.to_owned();

@@ -151,11 +151,27 @@ impl Storage for MemoryStorage {
     }
 
     async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        self.range(name, offset, len)
-    }
-
-    fn get_range_blocking(&self, name: &str, offset: u64, len: u64) -> Option<Result<Vec<u8>>> {
-        Some(self.range(name, offset, len))
+        validate_name(name)?;
+        let state = self.lock();
+        let blob = state
+            .blobs
+            .get(name)
+            .ok_or_else(|| Error::not_found(name))?;
+        let size = blob.len();
+        let range = usize::try_from(offset)
+            .ok()
+            .zip(usize::try_from(len).ok())
+            .and_then(|(start, len)| Some(start..start.checked_add(len)?))
+            .filter(|range| range.end <= size);
+        match range {
+            Some(range) => Ok(blob[range].to_vec()),
+            None => Err(Error::corrupt(
+                name,
+                format!(
+                    "range of {len} bytes at offset {offset} extends past the end of the blob ({size} bytes)"
+                ),
+            )),
+        }
     }
 
     async fn size(&self, name: &str) -> Result<u64> {
@@ -186,32 +202,6 @@ impl Storage for MemoryStorage {
         validate_name(name)?;
         self.lock().blobs.remove(name);
         Ok(())
-    }
-}
-
-impl MemoryStorage {
-    fn range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        validate_name(name)?;
-        let state = self.lock();
-        let blob = state
-            .blobs
-            .get(name)
-            .ok_or_else(|| Error::not_found(name))?;
-        let size = blob.len();
-        let range = usize::try_from(offset)
-            .ok()
-            .zip(usize::try_from(len).ok())
-            .and_then(|(start, len)| Some(start..start.checked_add(len)?))
-            .filter(|range| range.end <= size);
-        match range {
-            Some(range) => Ok(blob[range].to_vec()),
-            None => Err(Error::corrupt(
-                name,
-                format!(
-                    "range of {len} bytes at offset {offset} extends past the end of the blob ({size} bytes)"
-                ),
-            )),
-        }
     }
 }
 

@@ -82,13 +82,6 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// the blob (the blob is shorter than its index says).
     async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
 
-    /// [`Storage::get_range`] on the calling thread, for backends where a read is a plain
-    /// local read; `None` when the backend has no such path (use `get_range`). Lets a
-    /// caller already on a blocking thread skip a round trip through the async runtime.
-    fn get_range_blocking(&self, _name: &str, _offset: u64, _len: u64) -> Option<Result<Vec<u8>>> {
-        None
-    }
-
     /// Size of the blob in bytes.
     ///
     /// # Errors
