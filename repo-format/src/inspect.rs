@@ -580,18 +580,6 @@ mod tests {
         parallelism: 1,
     };
 
-    fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
     /// A repository with tiny stream chunks, so a 200 KiB stream needs a chunk list.
     async fn repo() -> (MemoryStorage, Repository) {
         let storage = MemoryStorage::new();
@@ -636,7 +624,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pack_headers_match_the_index() {
         let (_, repo) = repo().await;
-        backup_stream(&repo, "a.bin", pseudo_random(1, 200_000)).await;
+        backup_stream(
+            &repo,
+            "a.bin",
+            crate::fuzzing::pseudo_random_bytes(1, 200_000),
+        )
+        .await;
         let packs: Vec<(BlobId, PackKind)> = repo.index().read().unwrap().packs().collect();
         assert!(packs.len() >= 2, "expected a data and a meta pack");
         let mut seen = 0;
@@ -669,7 +662,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn truncated_pack_is_corrupt_naming_the_pack() {
         let (storage, repo) = repo().await;
-        backup_stream(&repo, "a.bin", pseudo_random(2, 50_000)).await;
+        backup_stream(
+            &repo,
+            "a.bin",
+            crate::fuzzing::pseudo_random_bytes(2, 50_000),
+        )
+        .await;
         let (id, kind) = repo.index().read().unwrap().packs().next().unwrap();
         let name = kind.storage_name(&id);
         let size = storage.get(&name).await.unwrap().len();
@@ -695,7 +693,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn blob_prefixes_resolve_uniquely_or_fail_clearly() {
         let (_, repo) = repo().await;
-        backup_stream(&repo, "a.bin", pseudo_random(3, 200_000)).await;
+        backup_stream(
+            &repo,
+            "a.bin",
+            crate::fuzzing::pseudo_random_bytes(3, 200_000),
+        )
+        .await;
         let all = blobs(&repo);
         let ids: Vec<String> = all.iter().map(|(id, _)| id.to_hex()).collect();
         let (id, _) = all[0];
@@ -741,7 +744,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pack_prefixes_find_indexed_and_orphan_packs() {
         let (storage, repo) = repo().await;
-        backup_stream(&repo, "a.bin", pseudo_random(4, 50_000)).await;
+        backup_stream(
+            &repo,
+            "a.bin",
+            crate::fuzzing::pseudo_random_bytes(4, 50_000),
+        )
+        .await;
         let (id, kind) = repo.index().read().unwrap().packs().next().unwrap();
         let hex = id.to_hex();
         assert_eq!(
@@ -784,8 +792,18 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn index_files_resolve_by_prefix() {
         let (_, repo) = repo().await;
-        backup_stream(&repo, "a.bin", pseudo_random(5, 20_000)).await;
-        backup_stream(&repo, "b.bin", pseudo_random(6, 20_000)).await;
+        backup_stream(
+            &repo,
+            "a.bin",
+            crate::fuzzing::pseudo_random_bytes(5, 20_000),
+        )
+        .await;
+        backup_stream(
+            &repo,
+            "b.bin",
+            crate::fuzzing::pseudo_random_bytes(6, 20_000),
+        )
+        .await;
         let files = list_index_files(&repo).await.unwrap();
         assert_eq!(files.len(), 2);
         let mut total_packs = 0;
@@ -808,11 +826,16 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn snapshots_using_blob_finds_chunks_lists_and_trees() {
         let (_, repo) = repo().await;
-        let data = pseudo_random(7, 200_000);
+        let data = crate::fuzzing::pseudo_random_bytes(7, 200_000);
         let first = backup_stream(&repo, "a.bin", data.clone()).await;
         // Same bytes under another name: the chunks and chunk lists are shared.
         let second = backup_stream(&repo, "b.bin", data).await;
-        let other = backup_stream(&repo, "c.bin", pseudo_random(8, 5_000)).await;
+        let other = backup_stream(
+            &repo,
+            "c.bin",
+            crate::fuzzing::pseudo_random_bytes(8, 5_000),
+        )
+        .await;
         let snapshots = repo.list_snapshots().await.unwrap();
         let content = stream_content(&repo, &first).await;
         assert!(content.level >= 1, "test needs a chunk list");
@@ -858,7 +881,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pack_stats_add_up_to_the_index_and_storage() {
         let (storage, repo) = repo().await;
-        backup_stream(&repo, "a.bin", pseudo_random(9, 200_000)).await;
+        backup_stream(
+            &repo,
+            "a.bin",
+            crate::fuzzing::pseudo_random_bytes(9, 200_000),
+        )
+        .await;
         let stats = pack_stats(&repo).await.unwrap();
         let all = blobs(&repo);
         assert_eq!(stats.iter().map(|s| s.blobs).sum::<u64>(), all.len() as u64);
@@ -894,7 +922,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stored_blob_is_the_indexed_range() {
         let (_, repo) = repo().await;
-        backup_stream(&repo, "a.bin", pseudo_random(10, 3_000)).await;
+        backup_stream(
+            &repo,
+            "a.bin",
+            crate::fuzzing::pseudo_random_bytes(10, 3_000),
+        )
+        .await;
         let (id, loc) = blobs(&repo)[0];
         let (got, stored) = read_stored_blob(&repo, &id).await.unwrap();
         assert_eq!(got, loc);

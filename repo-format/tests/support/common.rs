@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 use dprepo_repo_format::backup::{backup, BackupOptions, BackupProgress, BackupSource};
+/// `len` pseudo-random bytes (xorshift), the same for the same seed.
+#[allow(unused_imports)] // not every test file uses it
+pub use dprepo_repo_format::fuzzing::pseudo_random_bytes as xorshift_bytes;
 use dprepo_repo_format::key::KdfParams;
 use dprepo_repo_format::restore::{restore, RestoreOptions, RestoreProgress};
 use dprepo_repo_format::{Repository, Snapshot};
@@ -15,19 +18,6 @@ pub const FAST_KDF: KdfParams = KdfParams {
     iterations: 1,
     parallelism: 1,
 };
-
-/// `len` pseudo-random bytes (xorshift), the same for the same seed.
-pub fn xorshift_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// Back up directory `dir`; panics on failure.
 pub async fn run_backup(repo: &Repository, dir: &Path) -> Snapshot {
