@@ -170,15 +170,18 @@ impl LocalStorage {
     }
 
     async fn write(&self, name: &str, data: &[u8], mode: WriteMode) -> Result<()> {
-        self.write_owned(name, data.to_vec(), mode).await
+        self.write_owned(name, data.to_vec(), mode).await?;
+        Ok(())
     }
 
-    async fn write_owned(&self, name: &str, data: Vec<u8>, mode: WriteMode) -> Result<()> {
+    /// Write `data` from the blocking pool; returns it for reuse.
+    async fn write_owned(&self, name: &str, data: Vec<u8>, mode: WriteMode) -> Result<Vec<u8>> {
         let path = self.path_of(name)?;
         let inner = Arc::clone(&self.inner);
         let owned_name = name.to_owned();
         run_blocking(name, move || {
-            inner.write_blocking(&owned_name, &path, &data, mode)
+            inner.write_blocking(&owned_name, &path, &data, mode)?;
+            Ok(data)
         })
         .await
     }
@@ -466,8 +469,10 @@ impl Storage for LocalStorage {
         self.write(name, data, WriteMode::Replace).await
     }
 
-    async fn put_owned(&self, name: &str, data: Vec<u8>) -> Result<()> {
-        self.write_owned(name, data, WriteMode::Replace).await
+    async fn put_owned(&self, name: &str, data: Vec<u8>) -> Result<Option<Vec<u8>>> {
+        Ok(Some(
+            self.write_owned(name, data, WriteMode::Replace).await?,
+        ))
     }
 
     async fn create(&self, name: &str, data: &[u8]) -> Result<()> {
