@@ -119,18 +119,6 @@ impl PackBuilder {
         }
     }
 
-    /// An empty pack of `kind` written into `buf` (cleared first), the buffer of an
-    /// earlier pack: its pages are already mapped, a fresh 16 MiB buffer would fault
-    /// every one of them in again.
-    pub fn with_buffer(kind: PackKind, mut buf: Vec<u8>) -> Self {
-        buf.clear();
-        PackBuilder {
-            kind,
-            buf,
-            entries: Vec::new(),
-        }
-    }
-
     /// An empty pack of `kind` with room for `bytes` of blobs, so a pack of the target
     /// size never reallocates (doubling would hold up to twice its size in memory).
     pub fn with_capacity(kind: PackKind, bytes: usize) -> Self {

@@ -28,34 +28,6 @@ use tokio::sync::mpsc;
 /// than [`MAX_ENTRIES_PER_INDEX_FILE`] blobs).
 pub const PACKS_PER_INDEX_FILE: usize = 64;
 
-/// Buffers of uploaded packs kept for the next packs. Two cover the data and the
-/// metadata builder; more would only hold memory the pipeline does not need at once.
-const SPARE_PACK_BUFFERS: usize = 2;
-
-/// Buffers of uploaded packs, handed back by the uploader and refilled by the saver.
-#[derive(Debug, Default)]
-struct SpareBuffers(Mutex<Vec<Vec<u8>>>);
-
-impl SpareBuffers {
-    /// A spare buffer with room for `capacity` bytes, or a new one.
-    fn take(&self, capacity: usize) -> Vec<u8> {
-        let spare = self.0.lock().ok().and_then(|mut free| free.pop());
-        match spare {
-            Some(buf) if buf.capacity() >= capacity => buf,
-            _ => Vec::with_capacity(capacity),
-        }
-    }
-
-    /// Keep `buf` for a later pack unless enough are kept already.
-    fn give(&self, buf: Vec<u8>) {
-        if let Ok(mut free) = self.0.lock() {
-            if free.len() < SPARE_PACK_BUFFERS {
-                free.push(buf);
-            }
-        }
-    }
-}
-
 /// Counters of what a saver added.
 #[derive(Debug, Default)]
 pub struct SaveStats {
@@ -82,7 +54,6 @@ pub struct BlobSaver {
     pack_size: usize,
     level: i32,
     tx: Mutex<Option<mpsc::Sender<FinishedPack>>>,
-    spare: Arc<SpareBuffers>,
     /// Counters, readable while the backup runs.
     pub stats: Arc<SaveStats>,
 }
@@ -118,7 +89,6 @@ impl BlobSaver {
         let connections = connections.max(1);
         let (tx, rx) = mpsc::channel(1);
         let stats = Arc::new(SaveStats::default());
-        let spare = Arc::new(SpareBuffers::default());
         let task = tokio::spawn(upload_loop(
             storage,
             keys.clone(),
@@ -126,7 +96,6 @@ impl BlobSaver {
             rx,
             connections,
             stats.clone(),
-            spare.clone(),
         ));
         let saver = BlobSaver {
             keys,
@@ -143,7 +112,6 @@ impl BlobSaver {
             pack_size: pack_size as usize,
             level,
             tx: Mutex::new(Some(tx)),
-            spare,
             stats,
         };
         (Arc::new(saver), UploaderHandle { task })
@@ -199,10 +167,9 @@ impl BlobSaver {
             let mut pack = self.packer(kind).lock().map_err(|_| poisoned())?;
             pack.add(blob_type, id, &stored, plaintext.len() as u32);
             if pack.len() >= self.pack_size {
-                let buf = self.spare.take(pack_capacity(self.pack_size as u32));
                 Some(std::mem::replace(
                     &mut *pack,
-                    PackBuilder::with_buffer(kind, buf),
+                    PackBuilder::with_capacity(kind, pack_capacity(self.pack_size as u32)),
                 ))
             } else {
                 None
@@ -264,7 +231,6 @@ async fn upload_loop(
     mut rx: mpsc::Receiver<FinishedPack>,
     connections: usize,
     stats: Arc<SaveStats>,
-    spare: Arc<SpareBuffers>,
 ) -> Result<()> {
     let mut uploads = tokio::task::JoinSet::new();
     let mut done: Vec<IndexPack> = Vec::new();
@@ -275,12 +241,9 @@ async fn upload_loop(
             pack = rx.recv(), if receiving && uploads.len() < connections => {
                 match pack {
                     Some(pack) => {
-                        let (storage, spare) = (storage.clone(), spare.clone());
+                        let storage = storage.clone();
                         uploads.spawn(async move {
-                            let name = pack.kind.storage_name(&pack.id);
-                            if let Some(buf) = storage.put_owned(&name, pack.bytes).await? {
-                                spare.give(buf);
-                            }
+                            storage.put_owned(&pack.kind.storage_name(&pack.id), pack.bytes).await?;
                             Ok::<_, Error>(IndexPack { id: pack.id, kind: pack.kind, entries: pack.entries })
                         });
                     }

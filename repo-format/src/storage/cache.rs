@@ -107,10 +107,9 @@ impl Storage for CachedStorage {
         }
         Ok(())
     }
-    async fn put_owned(&self, name: &str, data: Vec<u8>) -> Result<Option<Vec<u8>>> {
+    async fn put_owned(&self, name: &str, data: Vec<u8>) -> Result<()> {
         if Self::cacheable(name) {
-            self.put(name, &data).await?;
-            Ok(Some(data))
+            self.put(name, &data).await
         } else {
             self.inner.put_owned(name, data).await
         }

@@ -170,18 +170,15 @@ impl LocalStorage {
     }
 
     async fn write(&self, name: &str, data: &[u8], mode: WriteMode) -> Result<()> {
-        self.write_owned(name, data.to_vec(), mode).await?;
-        Ok(())
+        self.write_owned(name, data.to_vec(), mode).await
     }
 
-    /// Write `data` from the blocking pool; returns it for reuse.
-    async fn write_owned(&self, name: &str, data: Vec<u8>, mode: WriteMode) -> Result<Vec<u8>> {
+    async fn write_owned(&self, name: &str, data: Vec<u8>, mode: WriteMode) -> Result<()> {
         let path = self.path_of(name)?;
         let inner = Arc::clone(&self.inner);
         let owned_name = name.to_owned();
         run_blocking(name, move || {
-            inner.write_blocking(&owned_name, &path, &data, mode)?;
-            Ok(data)
+            inner.write_blocking(&owned_name, &path, &data, mode)
         })
         .await
     }
@@ -469,10 +466,8 @@ impl Storage for LocalStorage {
         self.write(name, data, WriteMode::Replace).await
     }
 
-    async fn put_owned(&self, name: &str, data: Vec<u8>) -> Result<Option<Vec<u8>>> {
-        Ok(Some(
-            self.write_owned(name, data, WriteMode::Replace).await?,
-        ))
+    async fn put_owned(&self, name: &str, data: Vec<u8>) -> Result<()> {
+        self.write_owned(name, data, WriteMode::Replace).await
     }
 
     async fn create(&self, name: &str, data: &[u8]) -> Result<()> {

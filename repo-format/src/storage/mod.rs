@@ -53,15 +53,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     async fn put(&self, name: &str, data: &[u8]) -> Result<()>;
 
     /// [`Storage::put`] taking the bytes, so a backend that writes them from another
-    /// thread need not copy them first (a pack is 16 MiB). Returns the buffer when the
-    /// backend is done with it, so the caller can fill it again instead of faulting in
-    /// fresh pages for the next pack; `None` if the backend kept it.
+    /// thread need not copy them first (a pack is 16 MiB).
     ///
     /// # Errors
     /// As [`Storage::put`].
-    async fn put_owned(&self, name: &str, data: Vec<u8>) -> Result<Option<Vec<u8>>> {
-        self.put(name, &data).await?;
-        Ok(Some(data))
+    async fn put_owned(&self, name: &str, data: Vec<u8>) -> Result<()> {
+        self.put(name, &data).await
     }
 
     /// Atomically write `data` under `name` only if `name` does not exist yet.
