@@ -3,9 +3,12 @@
 //! Pipeline (SPEC.md "Write ordering", ARCHITECTURE.md "Data flow of a backup"):
 //! - the walker (one blocking thread) stats entries in directory order, reuses the
 //!   content of files unchanged since the parent snapshot (size, mtime, ctime, inode),
-//!   and reads and chunks the others;
+//!   and reads and chunks the others; files of at most one maximal chunk are instead
+//!   read whole by a few reader threads and chunked in one rayon task
+//!   ([`SmallFileJob`]), so reads overlap and each file costs one hand-off;
 //! - each chunk is hashed, deduplicated, compressed and encrypted on the rayon pool
-//!   ([`BlobSaver`]); at most `max_in_flight_chunks` chunks are held at once, so memory
+//!   ([`BlobSaver`]); at most `max_in_flight_chunks` chunks and
+//!   [`SMALL_FILE_BYTES_IN_FLIGHT`] bytes of small files are held at once, so memory
 //!   is bounded by configuration, not by the input;
 //! - the finalizer (one thread) receives directories in post-order and writes each tree
 //!   once all its files are done, so the walker never waits at directory boundaries;
@@ -279,7 +282,13 @@ async fn run_backup(
         chunker,
         stream_chunking: options.stream_chunking,
         stream_cut_as_tar: AtomicBool::new(false),
-        limiter: Arc::new(Limiter::new(options.max_in_flight_chunks.max(1))),
+        limiter: Arc::new(Limiter::new(options.max_in_flight_chunks.max(1) as u64)),
+        small_files: Arc::new(Limiter::new(SMALL_FILE_BYTES_IN_FLIGHT)),
+        readers: rayon::ThreadPoolBuilder::new()
+            .num_threads(SMALL_FILE_READERS)
+            .thread_name(|i| format!("dprepo-read-{i}"))
+            .build()
+            .map_err(|e| Error::Internal(format!("starting file readers: {e}")))?,
         abort: Arc::new(AtomicBool::new(false)),
         progress: progress.clone(),
         counts: Mutex::new(SnapshotSummary::default()),
@@ -293,6 +302,7 @@ async fn run_backup(
         };
         // No chunk task may outlive the walk: they hold the saver, whose channel must
         // close for the uploader to finish.
+        walker.small_files.wait_idle();
         walker.limiter.wait_idle();
         let closed = walker.saver.close();
         let counts = walker.counts.into_inner().unwrap_or_default();
@@ -394,16 +404,16 @@ fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Counting semaphore bounding the chunks in flight.
+/// Counting semaphore bounding what is in flight: chunks, or bytes of small files.
 #[derive(Debug)]
 struct Limiter {
-    state: Mutex<usize>,
+    state: Mutex<u64>,
     cond: Condvar,
-    max: usize,
+    max: u64,
 }
 
 impl Limiter {
-    fn new(max: usize) -> Self {
+    fn new(max: u64) -> Self {
         Limiter {
             state: Mutex::new(0),
             cond: Condvar::new(),
@@ -411,21 +421,29 @@ impl Limiter {
         }
     }
     fn acquire(&self) {
-        let mut n = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        while *n >= self.max {
-            n = self.cond.wait(n).unwrap_or_else(|e| e.into_inner());
+        self.acquire_n(1);
+    }
+    /// Take `n` units; waits until they fit, or until nothing else is taken (so a
+    /// request larger than the whole budget still goes through, alone).
+    fn acquire_n(&self, n: u64) {
+        let mut used = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while *used > 0 && *used + n > self.max {
+            used = self.cond.wait(used).unwrap_or_else(|e| e.into_inner());
         }
-        *n += 1;
+        *used += n;
     }
     fn release(&self) {
-        let mut n = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        *n -= 1;
+        self.release_n(1);
+    }
+    fn release_n(&self, n: u64) {
+        let mut used = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *used = used.saturating_sub(n);
         self.cond.notify_all();
     }
     fn wait_idle(&self) {
-        let mut n = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        while *n > 0 {
-            n = self.cond.wait(n).unwrap_or_else(|e| e.into_inner());
+        let mut used = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while *used > 0 {
+            used = self.cond.wait(used).unwrap_or_else(|e| e.into_inner());
         }
     }
 }
@@ -444,6 +462,9 @@ struct FileInner {
     next_seq: u64,
     out_of_order: BTreeMap<u64, BlobId>,
     total: Option<u64>,
+    /// Bytes read, when the file was read by a [`SmallFileJob`] (the node's size is only
+    /// known once it is done).
+    read_size: Option<u64>,
     done: Option<Result<Content>>,
 }
 
@@ -514,17 +535,127 @@ impl FileState {
         }
     }
 
-    fn wait(&self) -> Result<Content> {
+    /// Wait for the file's content; also returns the bytes read if a [`SmallFileJob`]
+    /// read it. A read error comes back as [`Error::LocalIo`] (without a path).
+    fn wait(&self) -> Result<(Content, Option<u64>)> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(done) = &inner.done {
                 return match done {
-                    Ok(c) => Ok(c.clone()),
+                    Ok(c) => Ok((c.clone(), inner.read_size)),
+                    Err(Error::LocalIo { source, .. }) => Err(Error::LocalIo {
+                        path: PathBuf::new(),
+                        source: std::io::Error::new(source.kind(), source.to_string()),
+                    }),
                     Err(e) => Err(Error::Internal(e.to_string())),
                 };
             }
             inner = self.cond.wait(inner).unwrap_or_else(|e| e.into_inner());
         }
+    }
+}
+
+/// Threads that open and read small files, so the disk sees several requests at once
+/// while the walker goes on (a cold file costs a seek or more; reading one at a time left
+/// the cores idle). Chunking and saving happen on the CPU pool. Measured on SRC (BENCHMARKS.md):
+/// 2 readers 18.7 s, 4 readers 13.9 s, 8 readers 11.7 s, but 8 raise the peak RSS by
+/// 14 MiB (each thread gets its own malloc arena) past the memory target.
+const SMALL_FILE_READERS: usize = 4;
+
+/// Bytes of small files read and waiting to be saved. Enough to keep the CPU pool busy
+/// while readers wait on the disk; each file counts at least [`SMALL_FILE_MIN_COST`].
+const SMALL_FILE_BYTES_IN_FLIGHT: u64 = 8 << 20;
+
+/// What a small file counts against [`SMALL_FILE_BYTES_IN_FLIGHT`] at least: its
+/// buffers, path and state (bounds the files in flight to 256).
+const SMALL_FILE_MIN_COST: u64 = 32 << 10;
+
+/// A file of at most one maximal chunk: a reader thread reads it whole, then one CPU
+/// task chunks and saves it. One hand-off per file instead of one per chunk, and the
+/// reads overlap with the walk.
+struct SmallFileJob {
+    path: PathBuf,
+    /// Size when stat'ed.
+    size: u64,
+    /// Units taken from `limiter`.
+    cost: u64,
+    state: Arc<FileState>,
+    saver: Arc<BlobSaver>,
+    params: ChunkerParams,
+    limiter: Arc<Limiter>,
+    abort: Arc<AtomicBool>,
+    progress: Arc<BackupProgress>,
+}
+
+impl SmallFileJob {
+    /// Read the file (on a reader thread), then hand it to the CPU pool.
+    fn read(self) {
+        let local = |source| Error::LocalIo {
+            path: self.path.clone(),
+            source,
+        };
+        let max = u64::from(self.params.max_size);
+        let head = std::fs::File::open(&self.path)
+            .map_err(local)
+            .and_then(|mut file| {
+                // Room for the size seen by stat and the byte that tells it ended:
+                // growing the buffer by doubling would hold up to twice the file.
+                let mut head = Vec::with_capacity(self.size.min(max) as usize + 1);
+                (&mut file)
+                    .take(max + 1)
+                    .read_to_end(&mut head)
+                    .map_err(local)?;
+                Ok((head, file))
+            });
+        match head {
+            Ok((head, file)) => rayon::spawn(move || {
+                // A file that grew since it was stat'ed is read on from where the head
+                // ends: the chunker sees the whole file either way.
+                let result = self.save(std::io::Cursor::new(head).chain(file));
+                self.finish(result);
+            }),
+            Err(e) => self.finish(Err(e)),
+        }
+    }
+
+    fn finish(self, result: Result<()>) {
+        if let Err(e) = result {
+            self.state.fail(e);
+        }
+        self.progress.files.fetch_add(1, Ordering::Relaxed);
+        self.limiter.release_n(self.cost);
+    }
+
+    fn save(&self, source: impl Read) -> Result<()> {
+        let chunker =
+            Chunker::new(source, self.params).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let (mut seq, mut size) = (0u64, 0u64);
+        for chunk in chunker {
+            if self.abort.load(Ordering::Relaxed) {
+                return Err(Error::Internal("backup aborted".into()));
+            }
+            let chunk = chunk.map_err(|source| Error::LocalIo {
+                path: self.path.clone(),
+                source,
+            })?;
+            size += chunk.len() as u64;
+            self.progress
+                .bytes_read
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            let result = self.saver.save(BlobType::Data, &chunk);
+            if result.is_err() {
+                self.abort.store(true, Ordering::Relaxed);
+            }
+            self.state.chunk_done(seq, result, &self.saver);
+            seq += 1;
+        }
+        self.state
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .read_size = Some(size);
+        self.state.set_total(seq, &self.saver);
+        Ok(())
     }
 }
 
@@ -549,6 +680,10 @@ struct Walker {
     /// Set when the stream was recognised as tar and cut by the tar rules.
     stream_cut_as_tar: AtomicBool,
     limiter: Arc<Limiter>,
+    /// Bounds the bytes of small files read and not yet saved.
+    small_files: Arc<Limiter>,
+    /// Reader threads for small files.
+    readers: rayon::ThreadPool,
     abort: Arc<AtomicBool>,
     progress: Arc<BackupProgress>,
     counts: Mutex<SnapshotSummary>,
@@ -805,6 +940,24 @@ impl Walker {
                 .map_err(|_| Error::Internal("poisoned".into()))?
                 .files_new += 1;
         }
+        if node.size <= u64::from(self.chunker.max_size) {
+            let state = FileState::new();
+            let cost = node.size.max(SMALL_FILE_MIN_COST);
+            self.small_files.acquire_n(cost);
+            let job = SmallFileJob {
+                path: path.to_path_buf(),
+                size: node.size,
+                cost,
+                state: state.clone(),
+                saver: self.saver.clone(),
+                params: self.chunker,
+                limiter: self.small_files.clone(),
+                abort: self.abort.clone(),
+                progress: self.progress.clone(),
+            };
+            self.readers.spawn(move || job.read());
+            return Ok(Some(PendingNode::File(node, state, path.to_path_buf())));
+        }
         let file = match std::fs::File::open(path) {
             Ok(f) => f,
             Err(e) => {
@@ -944,7 +1097,7 @@ impl Walker {
             },
             e => e,
         })?;
-        let content = state.wait()?;
+        let (content, _) = state.wait()?;
         let (uid, gid) = std::fs::metadata("/proc/self")
             .map(|m| (m.uid(), m.gid()))
             .unwrap_or((0, 0));
@@ -1000,7 +1153,14 @@ impl Walker {
             let node = match pending {
                 PendingNode::Ready(n) => n,
                 PendingNode::File(mut n, state, path) => match state.wait() {
-                    Ok(content) => {
+                    Ok((content, read_size)) => {
+                        if let Some(size) = read_size {
+                            n.size = size;
+                            self.counts
+                                .lock()
+                                .map_err(|_| Error::Internal("poisoned".into()))?
+                                .total_bytes += size;
+                        }
                         n.kind = NodeKind::File(content);
                         n
                     }
@@ -1008,7 +1168,12 @@ impl Walker {
                         if self.abort.load(Ordering::Relaxed) {
                             return Err(e);
                         }
-                        self.warn(format!("{}: {e}", path.display()));
+                        match e {
+                            Error::LocalIo { source, .. } => {
+                                self.warn(format!("{}: {source}", path.display()));
+                            }
+                            e => self.warn(format!("{}: {e}", path.display())),
+                        }
                         continue;
                     }
                 },

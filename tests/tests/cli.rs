@@ -465,6 +465,39 @@ fn unreadable_entries_give_exit_code_3_and_a_partial_snapshot() {
     );
 }
 
+/// Files that stat as small are read whole on reader threads. Their size is what was
+/// read, not what stat said (procfs files stat as 0 bytes), and a read that fails is a
+/// named warning, as for any other file.
+#[test]
+fn small_files_keep_what_was_read_and_report_read_errors() {
+    let env = TestEnv::init();
+    let ostype = "/proc/sys/kernel/ostype";
+    let expected = fs::read(ostype).unwrap();
+    assert_eq!(
+        fs::metadata(ostype).unwrap().len(),
+        0,
+        "procfs stats as empty"
+    );
+    // Reading /proc/self/mem from offset 0 fails with EIO in any process.
+    let out = env.run(&["backup", "/proc/self/mem", ostype]);
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(3), "partial backup; stderr:\n{err}");
+    assert!(
+        err.contains("/proc/self/mem") && err.contains("Input/output error"),
+        "the failed read is named with its cause: {err}"
+    );
+    assert_eq!(env.dump("latest", ostype), expected);
+    let snaps = env.snapshots();
+    assert_eq!(snaps[0]["summary"]["errors"], 1, "{}", snaps[0]);
+    assert_eq!(
+        snaps[0]["summary"]["total_bytes"],
+        expected.len() as u64,
+        "{}",
+        snaps[0]
+    );
+}
+
 fn closed_stdout_pipe_ends_output_quietly(backend: Backend) {
     // `dprepo ls latest | head -1`: the reader goes away while dprepo is still writing.
     let env = TestEnv::init_with(backend);
