@@ -515,6 +515,44 @@ struct PackRead {
     bytes: u64,
     blobs_checked: u64,
     bad: Vec<(BlobId, String)>,
+    /// The sealed header, cut from the last segment when it holds the trailer and the
+    /// whole header (an error if the trailer is damaged); `None` if it did not.
+    sealed_header: Option<Result<Vec<u8>>>,
+}
+
+/// The sealed header at the end of `segment`, the last bytes of a pack of `size` bytes:
+/// `None` if the segment is too short to hold the trailer and the header it announces.
+fn sealed_header_in_tail(segment: &[u8], size: u64, name: &str) -> Option<Result<Vec<u8>>> {
+    let trailer_at = segment.len().checked_sub(TRAILER_LEN)?;
+    let header_len = match parse_trailer(&segment[trailer_at..], size, name) {
+        Ok(len) => len as usize,
+        Err(e) => return Some(Err(e)),
+    };
+    let header_at = trailer_at.checked_sub(header_len)?;
+    Some(Ok(segment[header_at..trailer_at].to_vec()))
+}
+
+/// The header of a pack just read by [`read_pack_in_segments`]: decoded from the bytes
+/// already read when they hold it, otherwise read again with [`read_pack_header`].
+///
+/// # Errors
+/// As [`read_pack_header`].
+async fn header_after_read(
+    repo: &Repository,
+    id: &BlobId,
+    kind: PackKind,
+    size: u64,
+    sealed_header: Option<Result<Vec<u8>>>,
+) -> Result<Vec<PackEntry>> {
+    match sealed_header {
+        None => read_pack_header(repo, id, kind, size).await,
+        Some(Err(e)) => Err(e),
+        Some(Ok(sealed)) => {
+            let keys = repo.keys().clone();
+            let name = kind.storage_name(id);
+            run_cpu(move || decode_header(&keys, &sealed, size, &name)).await?
+        }
+    }
 }
 
 /// Read pack `name` (of `size` bytes) front to back in segments of about
@@ -536,6 +574,7 @@ async fn read_pack_in_segments(
         bytes: 0,
         blobs_checked: 0,
         bad: Vec::new(),
+        sealed_header: None,
     };
     let mut hasher = blake3::Hasher::new();
     let mut next_entry = 0usize;
@@ -562,6 +601,9 @@ async fn read_pack_in_segments(
             ));
         }
         hasher.update(&segment);
+        if end == size {
+            out.sealed_header = sealed_header_in_tail(&segment, size, name);
+        }
         progress
             .bytes
             .fetch_add(segment.len() as u64, Ordering::Relaxed);
@@ -662,7 +704,7 @@ async fn check_pack(
                     out.bad_blobs
                         .push((blob, "blob_damaged".into(), name.clone(), detail));
                 }
-                read_pack_header(repo, &id, kind, size).await
+                header_after_read(repo, &id, kind, size, read.sealed_header).await
             }
         }
     } else {
@@ -1114,6 +1156,21 @@ mod tests {
             assert_eq!(read.bytes, size);
             assert_eq!(read.blobs_checked, 40);
             assert!(read.bad.is_empty(), "segment {segment}: {:?}", read.bad);
+            // The header comes from the last segment when it holds it (not with 1-byte
+            // segments), and equals the one read on its own.
+            if segment == 1 {
+                assert!(read.sealed_header.is_none());
+            }
+            if segment >= 64 << 10 {
+                assert!(
+                    matches!(read.sealed_header, Some(Ok(_))),
+                    "segment {segment}"
+                );
+            }
+            let header = header_after_read(&repo, &id, kind, size, read.sealed_header)
+                .await
+                .unwrap();
+            assert_eq!(header, entries, "segment {segment}");
         }
         // One damaged byte: exactly its blob is reported, and the pack hash differs.
         let victim = entries[17];
@@ -1128,6 +1185,20 @@ mod tests {
             assert_ne!(read.hash, id);
             assert_eq!(read.bad.len(), 1, "segment {segment}");
             assert_eq!(read.bad[0].0, victim.id);
+        }
+        // A damaged header byte, then a damaged trailer: the header taken from the last
+        // segment is refused, as the one read on its own is.
+        let header_byte = size as usize - TRAILER_LEN - 10;
+        let trailer_byte = size as usize - 1;
+        for (what, at) in [("header", header_byte), ("trailer", trailer_byte)] {
+            storage.corrupt_byte(&name, at);
+            for segment in [1, 16 << 20] {
+                let read = read_pack_in_segments(&repo, &name, size, &entries, &progress, segment)
+                    .await
+                    .unwrap();
+                let header = header_after_read(&repo, &id, kind, size, read.sealed_header).await;
+                assert!(header.is_err(), "damaged {what}, segment {segment}");
+            }
         }
     }
 }
