@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 #[path = "support/common.rs"]
 mod common;
-use common::FAST_KDF;
+use common::{restore_to_tempdir, FAST_KDF};
 
 fn xorshift(seed: u64) -> impl FnMut() -> u64 {
     let mut x = seed | 1;
@@ -58,17 +58,7 @@ async fn run_backup(repo: &Repository, source: &Path) -> dprepo_repo_format::Res
 /// Restore every snapshot and compare it with the source it was taken from.
 async fn check_every_snapshot_restores(repo: &Repository, source: &Path) {
     for snap in repo.list_snapshots().await.unwrap() {
-        let target = tempfile::tempdir().unwrap();
-        restore(
-            repo,
-            &snap.manifest.tree,
-            source.as_os_str().as_encoded_bytes(),
-            target.path(),
-            &RestoreOptions::default(),
-            Arc::new(RestoreProgress::default()),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("snapshot {} does not restore: {e}", snap.id.short()));
+        let target = restore_to_tempdir(repo, &snap, source).await;
         assert_trees_equal(source, target.path());
     }
 }

@@ -32,8 +32,13 @@ pub async fn run_backup(repo: &Repository, dir: &Path) -> Snapshot {
     .snapshot
 }
 
-/// Restore `dir` from `snap` into a fresh directory and compare every file of `dir`.
-pub async fn assert_restores(repo: &Repository, snap: &Snapshot, dir: &Path) {
+/// Restore `dir` from `snap` into a fresh temporary directory; panics naming the
+/// snapshot if it does not restore.
+pub async fn restore_to_tempdir(
+    repo: &Repository,
+    snap: &Snapshot,
+    dir: &Path,
+) -> tempfile::TempDir {
     let target = tempfile::tempdir().unwrap();
     restore(
         repo,
@@ -45,6 +50,12 @@ pub async fn assert_restores(repo: &Repository, snap: &Snapshot, dir: &Path) {
     )
     .await
     .unwrap_or_else(|e| panic!("snapshot {} does not restore: {e}", snap.id.short()));
+    target
+}
+
+/// Restore `dir` from `snap` into a fresh directory and compare every file of `dir`.
+pub async fn assert_restores(repo: &Repository, snap: &Snapshot, dir: &Path) {
+    let target = restore_to_tempdir(repo, snap, dir).await;
     for entry in std::fs::read_dir(dir).unwrap() {
         let entry = entry.unwrap();
         let restored = target.path().join(entry.file_name());
