@@ -940,6 +940,9 @@ impl Walker {
                 .map_err(|_| Error::Internal("poisoned".into()))?
                 .files_new += 1;
         }
+        if let Ok(mut c) = self.progress.current.lock() {
+            *c = path.to_string_lossy().into_owned();
+        }
         if node.size <= u64::from(self.chunker.max_size) {
             let state = FileState::new();
             let cost = node.size.max(SMALL_FILE_MIN_COST);
@@ -965,9 +968,6 @@ impl Walker {
                 return Ok(None);
             }
         };
-        if let Ok(mut c) = self.progress.current.lock() {
-            *c = path.to_string_lossy().into_owned();
-        }
         let state = FileState::new();
         match self.read_content(file, &state) {
             Ok(size) => {
