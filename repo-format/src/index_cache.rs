@@ -50,6 +50,9 @@ const PACK: u8 = b'p';
 const PACK_NUMBER: u8 = b'q';
 const FILE: u8 = b'f';
 const META: &[u8] = b"m";
+/// Every key starts with one of the tags above, so these bound the whole key space.
+const KEYS_START: &[u8] = b"";
+const KEYS_END: &[u8] = b"\xff";
 const BLOB_VALUE_LEN: usize = 4 + 1 + 4 + 4 + 4;
 const PACK_VALUE_LEN: usize = ID_LEN + 1;
 /// Block cache shared by data, index and filter blocks.
@@ -305,11 +308,20 @@ impl IndexCache {
         self.write(batch)
     }
 
+    /// Delete every key in place. The database stays open: closing it would release its
+    /// lock, and another process could open the shared cache before this one reopens
+    /// it, leaving this one with an error instead of a cache.
     fn reset(&mut self) -> Result<()> {
-        self.db = None;
-        let _ = DB::destroy(&Options::default(), &self.path);
-        let db = DB::open(&db_options(), &self.path).map_err(|e| cache_error("open", e))?;
-        self.db = Some(db);
+        let db = self.db()?;
+        // Whole table files go without being read; the range tombstone covers the rest.
+        db.delete_file_in_range(KEYS_START, KEYS_END)
+            .map_err(|e| cache_error("clear", e))?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range(KEYS_START, KEYS_END);
+        self.write(batch)?;
+        // Drop what the tombstone covers now rather than keep two caches on disk
+        // while a rebuild writes the new one.
+        self.db()?.compact_range(Some(KEYS_START), Some(KEYS_END));
         self.blob_count = 0;
         self.pack_count = 0;
         self.damaged.store(false, Ordering::Relaxed);
@@ -807,6 +819,50 @@ mod tests {
         drop(rebuilt);
         let reopened = IndexCache::open(&dir.path().join("b"), "repo").unwrap();
         check(&reopened, &excluded);
+    }
+
+    /// A gc or backup that clears the shared cache keeps it, while other processes
+    /// opening it at the same moment get private ones. A gc in the gc_race test once
+    /// failed here: its clear closed the database, another process took the lock, and
+    /// the reopen failed.
+    #[test]
+    fn clearing_the_shared_cache_keeps_it_while_others_try_to_open_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut owner = IndexCache::open(dir.path(), "repo").unwrap();
+        assert!(!owner.is_temporary());
+        let clearing = AtomicBool::new(true);
+        std::thread::scope(|scope| {
+            let contender = scope.spawn(|| {
+                let mut shared = 0;
+                while clearing.load(Ordering::Relaxed) {
+                    let other = IndexCache::open(dir.path(), "repo").unwrap();
+                    shared += usize::from(!other.is_temporary());
+                }
+                shared
+            });
+            // Every round runs even when one fails, so the contender is always stopped.
+            let rounds: Vec<Result<u64>> = (0..200)
+                .map(|round| {
+                    owner.add_file(Some("index/0"), &files()[0], &HashSet::new())?;
+                    if round % 2 == 0 {
+                        owner.clear()?;
+                    } else {
+                        owner.begin_rebuild()?;
+                        owner.finish_rebuild()?;
+                    }
+                    Ok(owner.blob_count())
+                })
+                .collect();
+            clearing.store(false, Ordering::Relaxed);
+            let shared_opens = contender.join().unwrap();
+            for (round, result) in rounds.into_iter().enumerate() {
+                assert_eq!(result.unwrap(), 0, "round {round}");
+            }
+            assert_eq!(shared_opens, 0, "another opener got the shared cache");
+        });
+        assert!(owner.get(&id(0)).is_none());
+        assert!(owner.absorbed_files().unwrap().is_empty());
+        assert!(!owner.is_temporary());
     }
 
     #[test]
