@@ -153,15 +153,30 @@ pub fn decompress_payload(payload: &[u8], expected_len: u64, object: &str) -> Re
     Ok(plain)
 }
 
-/// Decode zstd `body` into at most `limit` bytes, in one pass into a buffer of that
-/// size: no window buffer is allocated whatever a (possibly forged) frame header asks
+/// Decode zstd `body` into at most `limit` bytes, in one pass into a buffer of the size
+/// the frame declares (or `limit` when it declares none): no window buffer is allocated whatever a (possibly forged) frame header asks
 /// for, and a frame that would produce more fails instead of growing the output.
 /// Writers compress with the source size known, so their frames fit exactly.
 ///
 /// # Errors
 /// [`Error::Corrupt`] for a damaged frame or one that decodes to more than `limit`.
 pub fn bounded_zstd(body: &[u8], limit: u64, object: &str) -> Result<Vec<u8>> {
-    let capacity = usize::try_from(limit.min(MAX_BLOB_PLAINTEXT))
+    // The buffer is as large as the frame says it decodes to, when it says. Sized by
+    // the limit instead, every envelope cost an allocation of 64 times its stored size,
+    // and freeing those raised glibc's mmap and trim thresholds, so later buffers of a
+    // few MiB stayed resident in its arenas. A frame that lies about its size fails to
+    // decode into the buffer.
+    let declared = match zstd::zstd_safe::get_frame_content_size(body) {
+        Ok(Some(size)) if size > limit => {
+            return Err(Error::corrupt(
+                object,
+                format!("zstd: frame declares {size} bytes, more than the {limit} allowed"),
+            ))
+        }
+        Ok(Some(size)) => size,
+        Ok(None) | Err(_) => limit,
+    };
+    let capacity = usize::try_from(declared.min(MAX_BLOB_PLAINTEXT))
         .map_err(|_| Error::corrupt(object, "zstd: output limit too large"))?;
     with_decompressor(|d| d.decompress(body, capacity))
         .map_err(|e| Error::corrupt(object, format!("zstd: {e}")))
@@ -292,6 +307,43 @@ mod tests {
         assert_eq!(decompress_payload(&payload, 1, "forged").unwrap(), b"A");
         assert!(decompress_payload(&payload, 0, "forged").is_err());
         assert!(decompress_payload(&payload, 2, "forged").is_err());
+    }
+
+    /// Envelopes decode into a buffer of the size their frame declares: a frame that
+    /// declares more than the limit is refused before decoding, one that declares less
+    /// than it holds fails, and one that declares nothing decodes within the limit.
+    #[test]
+    fn bounded_zstd_sizes_its_buffer_by_the_frame() {
+        let text = b"an index file body ".repeat(5000);
+        let declared = zstd::bulk::compress(&text, 3).unwrap();
+        let len = text.len() as u64;
+        assert_eq!(bounded_zstd(&declared, len * 64, "envelope").unwrap(), text);
+        let refused = bounded_zstd(&declared, len - 1, "envelope").unwrap_err();
+        assert!(refused.to_string().contains("declares"), "{refused}");
+
+        // A streaming encoder does not know the size, so its frame declares none.
+        let mut undeclared = Vec::new();
+        let mut encoder = zstd::stream::write::Encoder::new(&mut undeclared, 3).unwrap();
+        std::io::Write::write_all(&mut encoder, &text).unwrap();
+        encoder.finish().unwrap();
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&undeclared).unwrap(),
+            None
+        );
+        assert_eq!(bounded_zstd(&undeclared, len, "stream").unwrap(), text);
+        assert!(bounded_zstd(&undeclared, len - 1, "stream").is_err());
+
+        let small = b"0123456789".repeat(10);
+        let mut lying = zstd::bulk::compress(&small, 3).unwrap();
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&lying).unwrap(),
+            Some(100)
+        );
+        // Frame header: magic (4), descriptor (1), then a 1-byte content size for
+        // single-segment frames of < 256 bytes.
+        assert_eq!(lying[5], 100);
+        lying[5] = 50;
+        assert!(bounded_zstd(&lying, 1000, "lying").is_err());
     }
 
     #[test]
