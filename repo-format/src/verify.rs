@@ -364,16 +364,24 @@ pub async fn verify(
         .collect();
     pending.sort_by_key(|p| p.0);
     let indexed = Arc::new(indexed);
+    let buffers = Arc::new(SegmentBuffers::default());
     let mut iter = pending.into_iter();
     loop {
-        while tasks.len() < 4 {
+        while tasks.len() < PACKS_READ_AT_ONCE {
             let Some((id, kind, size)) = iter.next() else {
                 break;
             };
             let full_read = read_data.is_some_and(|s| s.includes(&id));
             let (repo, indexed, progress) = (repo.clone(), indexed.clone(), progress.clone());
+            let buffers = buffers.clone();
             tasks.spawn(async move {
-                check_pack(&repo, id, kind, size, full_read, &indexed, &progress).await
+                let checked = PackCheck {
+                    id,
+                    kind,
+                    size,
+                    full_read,
+                };
+                check_pack(&repo, checked, &indexed, &progress, &buffers).await
             });
         }
         let Some(done) = tasks.join_next().await else {
@@ -506,8 +514,59 @@ struct PackOutcome {
     problems: Vec<Problem>,
 }
 
+/// Packs checked at the same time.
+const PACKS_READ_AT_ONCE: usize = 4;
+
+/// One pack to check: its id, kind and size, and whether to read it whole.
+struct PackCheck {
+    id: BlobId,
+    kind: PackKind,
+    size: u64,
+    full_read: bool,
+}
+
 /// Bytes of a pack read at once by `verify --read-data` (more when one blob is larger).
-const VERIFY_SEGMENT_BYTES: u64 = 4 << 20;
+const VERIFY_SEGMENT_BYTES: u64 = 2 << 20;
+
+/// Segment buffers of `verify --read-data`, handed from one segment read to the next.
+/// A buffer allocated per segment and freed on another thread stayed resident in
+/// glibc's per-thread arenas: with these buffers, 2 MiB segments and envelope buffers
+/// of their declared size, verify of the 1.4 GiB comparison repository peaks at
+/// 82-84 MiB instead of 112-129 (BENCHMARKS.md, "verify memory").
+#[derive(Default)]
+struct SegmentBuffers {
+    spare: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl SegmentBuffers {
+    /// At most one spare buffer per pack read at once.
+    const KEEP: usize = PACKS_READ_AT_ONCE;
+
+    /// Room for a segment and the blob that ends it (chunks are at most 2 MiB by
+    /// default), so a buffer is allocated once and does not grow.
+    const CAPACITY: u64 = 2 * VERIFY_SEGMENT_BYTES;
+
+    fn take(&self) -> Vec<u8> {
+        self.spare
+            .lock()
+            .ok()
+            .and_then(|mut spare| spare.pop())
+            .unwrap_or_else(|| Vec::with_capacity(Self::CAPACITY as usize))
+    }
+
+    /// Keep `buf` for the next segment, unless enough are kept or it grew for one huge
+    /// blob.
+    fn give_back(&self, buf: Vec<u8>) {
+        if buf.capacity() as u64 > Self::CAPACITY {
+            return;
+        }
+        if let Ok(mut spare) = self.spare.lock() {
+            if spare.len() < Self::KEEP {
+                spare.push(buf);
+            }
+        }
+    }
+}
 
 /// What reading a whole pack found.
 struct PackRead {
@@ -566,6 +625,7 @@ async fn read_pack_in_segments(
     entries: &[PackEntry],
     progress: &VerifyProgress,
     segment_bytes: u64,
+    buffers: &SegmentBuffers,
 ) -> Result<PackRead> {
     let mut sorted: Vec<PackEntry> = entries.to_vec();
     sorted.sort_by_key(|e| e.offset);
@@ -589,7 +649,10 @@ async fn read_pack_in_segments(
             end = end.max(blob_end.min(size));
             last += 1;
         }
-        let segment = repo.storage().get_range(name, at, end - at).await?;
+        let segment = repo
+            .storage()
+            .get_range_into(name, at, end - at, buffers.take())
+            .await?;
         if segment.len() as u64 != end - at {
             return Err(Error::corrupt(
                 name,
@@ -611,7 +674,7 @@ async fn read_pack_in_segments(
         let batch: Vec<PackEntry> = sorted[next_entry..last].to_vec();
         let keys = repo.keys().clone();
         let segment_start = at;
-        let (checked, bad) = run_cpu(move || {
+        let (checked, bad, segment) = run_cpu(move || {
             let mut bad = Vec::new();
             for e in &batch {
                 let from = u64::from(e.offset) - segment_start;
@@ -628,9 +691,10 @@ async fn read_pack_in_segments(
                     bad.push((e.id, detail));
                 }
             }
-            (batch.len() as u64, bad)
+            (batch.len() as u64, bad, segment)
         })
         .await?;
+        buffers.give_back(segment);
         out.blobs_checked += checked;
         out.bad.extend(bad);
         next_entry = last;
@@ -648,13 +712,17 @@ async fn read_pack_in_segments(
 
 async fn check_pack(
     repo: &Repository,
-    id: BlobId,
-    kind: PackKind,
-    size: u64,
-    full_read: bool,
+    pack: PackCheck,
     indexed: &IndexedPacks,
     progress: &VerifyProgress,
+    buffers: &SegmentBuffers,
 ) -> PackOutcome {
+    let PackCheck {
+        id,
+        kind,
+        size,
+        full_read,
+    } = pack;
     let name = kind.storage_name(&id);
     let mut out = PackOutcome {
         read: false,
@@ -679,6 +747,7 @@ async fn check_pack(
             &index_entries,
             progress,
             VERIFY_SEGMENT_BYTES,
+            buffers,
         )
         .await
         {
@@ -1147,11 +1216,14 @@ mod tests {
         let entries = read_pack_header(&repo, &id, kind, size).await.unwrap();
         assert_eq!(entries.len(), 40);
         let progress = VerifyProgress::default();
+        // Shared by every read below, so buffers come back holding other bytes.
+        let buffers = SegmentBuffers::default();
         // Segments smaller than one blob, about one blob, and the whole pack.
         for segment in [1, 700, 5000, 64 << 10, 16 << 20] {
-            let read = read_pack_in_segments(&repo, &name, size, &entries, &progress, segment)
-                .await
-                .unwrap();
+            let read =
+                read_pack_in_segments(&repo, &name, size, &entries, &progress, segment, &buffers)
+                    .await
+                    .unwrap();
             assert_eq!(read.hash, id, "segment {segment}");
             assert_eq!(read.bytes, size);
             assert_eq!(read.blobs_checked, 40);
@@ -1179,9 +1251,10 @@ mod tests {
             victim.offset as usize + victim.stored_len as usize / 2,
         );
         for segment in [1, 5000, 16 << 20] {
-            let read = read_pack_in_segments(&repo, &name, size, &entries, &progress, segment)
-                .await
-                .unwrap();
+            let read =
+                read_pack_in_segments(&repo, &name, size, &entries, &progress, segment, &buffers)
+                    .await
+                    .unwrap();
             assert_ne!(read.hash, id);
             assert_eq!(read.bad.len(), 1, "segment {segment}");
             assert_eq!(read.bad[0].0, victim.id);
@@ -1193,9 +1266,11 @@ mod tests {
         for (what, at) in [("header", header_byte), ("trailer", trailer_byte)] {
             storage.corrupt_byte(&name, at);
             for segment in [1, 16 << 20] {
-                let read = read_pack_in_segments(&repo, &name, size, &entries, &progress, segment)
-                    .await
-                    .unwrap();
+                let read = read_pack_in_segments(
+                    &repo, &name, size, &entries, &progress, segment, &buffers,
+                )
+                .await
+                .unwrap();
                 let header = header_after_read(&repo, &id, kind, size, read.sealed_header).await;
                 assert!(header.is_err(), "damaged {what}, segment {segment}");
             }

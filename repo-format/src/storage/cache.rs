@@ -142,6 +142,18 @@ impl Storage for CachedStorage {
             )),
         }
     }
+    async fn get_range_into(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u64,
+        buf: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        if name.starts_with("meta/") {
+            return self.get_range(name, offset, len).await;
+        }
+        self.inner.get_range_into(name, offset, len, buf).await
+    }
     async fn size(&self, name: &str) -> Result<u64> {
         self.inner.size(name).await
     }

@@ -198,7 +198,25 @@ pub(crate) async fn run_conformance(s: &dyn Storage) {
             data[offset as usize..(offset + len) as usize],
             "range {offset}+{len}"
         );
+        // A reused buffer, longer or shorter than the range, holds exactly the range.
+        for stale in [vec![0xee; 2000], vec![0xee; 3]] {
+            let got = s
+                .get_range_into("data/ab/ranged", offset, len, stale)
+                .await
+                .unwrap();
+            assert_eq!(
+                got,
+                data[offset as usize..(offset + len) as usize],
+                "range {offset}+{len} into a used buffer"
+            );
+        }
     }
+    assert_past_end(
+        s.get_range_into("data/ab/ranged", 995, 10, vec![0; 10])
+            .await,
+        995,
+        1000,
+    );
     assert_past_end(s.get_range("data/ab/ranged", 995, 10).await, 995, 1000);
     assert_past_end(s.get_range("data/ab/ranged", 1001, 0).await, 1001, 1000);
     assert_past_end(s.get_range("data/ab/ranged", 0, 1001).await, 0, 1000);

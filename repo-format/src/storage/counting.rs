@@ -124,6 +124,18 @@ impl Storage for CountingStorage {
         add(&self.stats.bytes_down, data.len() as u64);
         Ok(data)
     }
+    async fn get_range_into(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u64,
+        buf: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        add(&self.stats.range_gets, 1);
+        let data = self.inner.get_range_into(name, offset, len, buf).await?;
+        add(&self.stats.bytes_down, data.len() as u64);
+        Ok(data)
+    }
     async fn size(&self, name: &str) -> Result<u64> {
         add(&self.stats.heads, 1);
         self.inner.size(name).await

@@ -366,7 +366,13 @@ fn write_via_temp(
     sync_dir(dir).map_err(io_err)
 }
 
-fn read_range_blocking(name: &str, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
+fn read_range_blocking(
+    name: &str,
+    path: &Path,
+    offset: u64,
+    len: u64,
+    mut buf: Vec<u8>,
+) -> Result<Vec<u8>> {
     let (mut file, size) = open_blob(name, path)?;
     let past_end = || {
         Error::corrupt(
@@ -386,7 +392,8 @@ fn read_range_blocking(name: &str, path: &Path, offset: u64, len: u64) -> Result
             "range of {len} bytes of {name} does not fit in memory"
         ))
     })?;
-    let mut buf = vec![0u8; len_usize];
+    buf.clear();
+    buf.resize(len_usize, 0);
     file.seek(SeekFrom::Start(offset))
         .map_err(|e| storage_error(name, e))?;
     file.read_exact(&mut buf).map_err(|e| {
@@ -491,7 +498,22 @@ impl Storage for LocalStorage {
         let path = self.path_of(name)?;
         let owned_name = name.to_owned();
         run_blocking(name, move || {
-            read_range_blocking(&owned_name, &path, offset, len)
+            read_range_blocking(&owned_name, &path, offset, len, Vec::new())
+        })
+        .await
+    }
+
+    async fn get_range_into(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u64,
+        buf: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        let path = self.path_of(name)?;
+        let owned_name = name.to_owned();
+        run_blocking(name, move || {
+            read_range_blocking(&owned_name, &path, offset, len, buf)
         })
         .await
     }

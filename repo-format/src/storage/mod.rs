@@ -82,6 +82,24 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// the blob (the blob is shorter than its index says).
     async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
 
+    /// [`Storage::get_range`] into `buf`, whose allocation is reused where the backend
+    /// can read into it: callers that read many large ranges keep a few buffers instead
+    /// of allocating and freeing one per read, which glibc's per-thread arenas would
+    /// otherwise keep as resident memory.
+    ///
+    /// # Errors
+    /// As [`Storage::get_range`].
+    async fn get_range_into(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u64,
+        buf: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        drop(buf);
+        self.get_range(name, offset, len).await
+    }
+
     /// Size of the blob in bytes.
     ///
     /// # Errors
