@@ -239,10 +239,16 @@ impl Repository {
             .map(|b| b.name)
             .collect();
         key_names.sort();
-        let mut master = None;
+        let mut opened = None;
         let mut last_error = None;
+        let mut config_error = None;
         for name in key_names.iter().take(MAX_KEYS_TRIED) {
-            let bytes = storage.get(name).await?;
+            let bytes = match storage.get(name).await {
+                Ok(bytes) => bytes,
+                // Deleted since the listing: an init that lost the race removes its key.
+                Err(Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
             let key = match KeyFile::decode(&bytes, name) {
                 Ok(k) => k,
                 Err(e) => {
@@ -251,20 +257,29 @@ impl Repository {
                 }
             };
             let pw = password_owned(password);
-            if let Some(m) = run_cpu(move || key.open(&pw)).await?? {
-                master = Some(m);
-                break;
+            let Some(master) = run_cpu(move || key.open(&pw)).await?? else {
+                continue;
+            };
+            // The password can open a key of another master key: the key an init wrote
+            // before it lost the race to create the config, until it deletes that key.
+            // The right key is the one whose master key opens the config.
+            let keys = Keys::derive(&master);
+            match Config::decode(&keys, &config_bytes) {
+                Ok(config) => {
+                    opened = Some((keys, config));
+                    break;
+                }
+                Err(e) => config_error = Some(e),
             }
         }
-        let Some(master) = master else {
-            return Err(match last_error {
-                Some(e @ Error::UnsupportedVersion { .. }) => e,
+        let Some((keys, config)) = opened else {
+            return Err(match (config_error, last_error) {
+                (Some(e), _) => e,
+                (None, Some(e @ Error::UnsupportedVersion { .. })) => e,
                 _ if key_names.is_empty() => Error::corrupt("repository", "no key files in keys/"),
                 _ => Error::WrongKey,
             });
         };
-        let keys = Keys::derive(&master);
-        let config = Config::decode(&keys, &config_bytes)?;
         let index = match place {
             IndexPlace::Memory => Index::new(),
             IndexPlace::Cache(dir) => {
@@ -667,4 +682,55 @@ pub async fn run_cpu<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) 
 
 fn poisoned() -> Error {
     Error::Internal("index lock poisoned".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryStorage;
+
+    const FAST_KDF: KdfParams = KdfParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+
+    /// Two `init`s racing on one repository both write a key; the one that loses the
+    /// race to create the config deletes its key afterwards, or never does if it dies
+    /// first. Meanwhile that key opens with the same password but wraps another master
+    /// key: `open` must go on to the key that opens the config.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn open_passes_over_the_key_of_an_init_that_lost_the_race() {
+        let storage = MemoryStorage::new();
+        let shared: Arc<dyn Storage> = Arc::new(storage.clone());
+        let winner = Repository::init(
+            shared.clone(),
+            b"pw",
+            InitOptions::default().with_kdf(FAST_KDF),
+        )
+        .await
+        .unwrap();
+        let stray =
+            KeyFile::create(&MasterKey::generate(), b"pw", FAST_KDF, "loser", "me").unwrap();
+        // Listed, and so tried, before the winner's key.
+        let stray_name = format!("{KEYS_DIR}{}", "0".repeat(64));
+        shared.create(&stray_name, &stray).await.unwrap();
+
+        let opened = Repository::open(shared.clone(), b"pw").await.unwrap();
+        assert_eq!(opened.config().id, winner.config().id);
+        assert!(matches!(
+            Repository::open(shared.clone(), b"other").await,
+            Err(Error::WrongKey)
+        ));
+
+        // With only the stray key left, the config does not open: that is an error
+        // about the config, not a wrong password.
+        for name in shared.list(KEYS_DIR).await.unwrap() {
+            if name.name != stray_name {
+                shared.delete(&name.name).await.unwrap();
+            }
+        }
+        let err = Repository::open(shared, b"pw").await.unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    }
 }
