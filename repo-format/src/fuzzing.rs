@@ -50,11 +50,7 @@ pub const FUZZ_MASTER_KEY: [u8; 32] = *b"dprepo fuzzing master key, fixed";
 /// Password of the key files of those repositories.
 pub const FUZZ_PASSWORD: &[u8] = b"fuzz password";
 /// Cheapest Argon2 cost the key file format accepts: opening a key takes microseconds.
-pub const FUZZ_KDF: KdfParams = KdfParams {
-    memory_kib: 64,
-    iterations: 1,
-    parallelism: 1,
-};
+pub const FUZZ_KDF: KdfParams = KdfParams::CHEAPEST;
 /// Argon2 cost above which a fuzz input is not opened: a key file may legitimately ask for
 /// up to [`MAX_MEMORY_KIB`] and [`MAX_ITERATIONS`], which is seconds of work, not a bug.
 const MAX_FUZZ_KDF_MEMORY_KIB: u32 = 1024;

@@ -574,11 +574,7 @@ mod tests {
     use dprepo_chunker::ChunkerParams;
     use std::sync::Arc;
 
-    const FAST_KDF: KdfParams = KdfParams {
-        memory_kib: 64,
-        iterations: 1,
-        parallelism: 1,
-    };
+    const FAST_KDF: KdfParams = KdfParams::CHEAPEST;
 
     /// A repository with tiny stream chunks, so a 200 KiB stream needs a chunk list.
     async fn repo() -> (MemoryStorage, Repository) {

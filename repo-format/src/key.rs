@@ -51,6 +51,14 @@ impl Default for KdfParams {
 }
 
 impl KdfParams {
+    /// The cheapest cost key files accept: opening a key takes microseconds. For tests
+    /// and fuzzing; a real password needs [`KdfParams::default`].
+    pub const CHEAPEST: KdfParams = KdfParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+
     fn derive(&self, password: &[u8], salt: &[u8]) -> Result<[u8; 32]> {
         let params =
             argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
@@ -199,11 +207,7 @@ fn check_kdf(kdf: &KdfParams, object: &str) -> Result<()> {
 mod tests {
     use super::*;
 
-    const FAST: KdfParams = KdfParams {
-        memory_kib: 64,
-        iterations: 1,
-        parallelism: 1,
-    };
+    const FAST: KdfParams = KdfParams::CHEAPEST;
 
     #[test]
     fn key_file_opens_with_its_password_only() {

@@ -689,11 +689,7 @@ mod tests {
     use super::*;
     use crate::storage::MemoryStorage;
 
-    const FAST_KDF: KdfParams = KdfParams {
-        memory_kib: 64,
-        iterations: 1,
-        parallelism: 1,
-    };
+    const FAST_KDF: KdfParams = KdfParams::CHEAPEST;
 
     /// Two `init`s racing on one repository both write a key; the one that loses the
     /// race to create the config deletes its key afterwards, or never does if it dies

@@ -1168,11 +1168,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_pack_read_in_segments_checks_every_blob_and_hashes_every_byte() {
         let storage = MemoryStorage::new();
-        let kdf = KdfParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        };
+        let kdf = KdfParams::CHEAPEST;
         Repository::init(
             Arc::new(storage.clone()),
             b"pw",

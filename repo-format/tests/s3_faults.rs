@@ -30,11 +30,7 @@ use std::time::{Duration, Instant};
 
 const BUCKET: &str = "dprepo-test";
 const PASSWORD: &[u8] = b"fault-pw";
-const FAST_KDF: KdfParams = KdfParams {
-    memory_kib: 64,
-    iterations: 1,
-    parallelism: 1,
-};
+const FAST_KDF: KdfParams = KdfParams::CHEAPEST;
 /// S3's smallest part (all but the last part of a multipart upload).
 const PART_SIZE: usize = 5 << 20;
 /// Packs close at 6 MiB, so a full pack goes up in two parts.

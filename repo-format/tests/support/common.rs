@@ -13,11 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// A key derivation cheap enough for tests (never for real repositories).
-pub const FAST_KDF: KdfParams = KdfParams {
-    memory_kib: 64,
-    iterations: 1,
-    parallelism: 1,
-};
+pub const FAST_KDF: KdfParams = KdfParams::CHEAPEST;
 
 /// Back up directory `dir`; panics on failure.
 pub async fn run_backup(repo: &Repository, dir: &Path) -> Snapshot {
