@@ -176,19 +176,8 @@ fn json_documents_of_every_listing_command(backend: Backend) {
 
 fn tags_and_hosts_are_recorded_and_filter_listings(backend: Backend) {
     let env = TestEnv::init_with(backend);
-    let run_backup = |name: &str, data: &[u8], extra: &[&str]| {
-        let mut args = vec!["--json", "backup", "--stdin", "--stdin-name", name];
-        args.extend_from_slice(extra);
-        let mut child = env
-            .cmd(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), data).unwrap();
-        parse_json(&child.wait_with_output().unwrap(), &args)
-    };
+    let run_backup =
+        |name: &str, data: &[u8], extra: &[&str]| env.backup_stream_with(name, data, extra);
     let a = run_backup(
         "db",
         b"from alpha",

@@ -17,12 +17,13 @@
 //! nothing). The test removes both when no dprepo process is alive, as an operator
 //! would, and counts how often the lease made the next gc fail.
 
+mod common;
+
+use common::*;
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsStr;
 use std::fs;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
 const TRIALS: u64 = 25;
@@ -36,228 +37,6 @@ const MAX_KILL_DELAY_MS: u64 = 300;
 const MAX_KILL_DELAY_AFTER_START_MS: u64 = 120;
 /// Snapshots kept between trials, so checking all of them stays cheap.
 const KEEP_LAST: &str = "1";
-
-// Helpers are local (not `common`) so this file stands alone.
-
-const PASSWORD: &str = "crash kill password";
-
-/// Path of the `dprepo` binary built by `cargo build -p dprepo-tools`: next to this test
-/// executable (`target/<profile>/deps/..`), in `$CARGO_TARGET_DIR`, or `<workspace>/target`.
-fn dprepo_bin() -> PathBuf {
-    let mut candidates = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(profile_dir) = exe.parent().and_then(Path::parent) {
-            candidates.push(profile_dir.join("dprepo"));
-        }
-    }
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(dir).join("debug").join("dprepo"));
-    }
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/dprepo"));
-    match candidates.iter().find(|c| c.is_file()) {
-        Some(found) => found.clone(),
-        None => panic!(
-            "the dprepo binary was not found (looked at {candidates:?}); run `cargo build -p dprepo-tools` first"
-        ),
-    }
-}
-
-/// A temporary directory holding the repository (`<dir>/repo`) and the source tree.
-struct TestEnv {
-    dir: tempfile::TempDir,
-    repo: PathBuf,
-}
-
-impl TestEnv {
-    fn init() -> TestEnv {
-        let dir = tempfile::Builder::new()
-            .prefix("dprepo-crash-kill-")
-            .tempdir()
-            .expect("create temp dir");
-        let repo = dir.path().join("repo");
-        let env = TestEnv { dir, repo };
-        env.ok(&["init"]);
-        env
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    /// `dprepo args` with only this environment's `DPREPO_*` variables.
-    fn cmd<I, S>(&self, args: I) -> Command
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        let mut cmd = Command::new(dprepo_bin());
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("DPREPO_") {
-                cmd.env_remove(&key);
-            }
-        }
-        cmd.args(args)
-            .env("DPREPO_REPOSITORY", &self.repo)
-            .env("DPREPO_PASSWORD", PASSWORD)
-            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run dprepo {args:?}: {e}"))
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "dprepo {args:?} failed with {}:\n{}",
-            out.status,
-            stderr(&out)
-        );
-        out
-    }
-
-    fn spawn(&self, args: &[&str]) -> Child {
-        self.cmd(args)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start dprepo {args:?}: {e}"))
-    }
-
-    /// Names of the files in `<repo>/<sub>` (temporary files excluded).
-    fn repo_files(&self, sub: &str) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(self.repo.join(sub))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| !n.starts_with(".tmp-"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("test paths are UTF-8")
-}
-
-/// Where a backed-up absolute path `src` lands below a restore target.
-fn restored_path(target: &Path, src: &Path) -> PathBuf {
-    target.join(src.strip_prefix("/").expect("absolute path"))
-}
-
-/// Reproducible pseudo-random numbers (xorshift64*).
-struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> XorShift {
-        XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
-
-/// `len` incompressible pseudo-random bytes from `seed`.
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut rng = XorShift::new(seed);
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        v.extend_from_slice(&rng.next_u64().to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
-/// Length and 64-bit FNV-1a hash of a file.
-fn hash_file(path: &Path) -> (u64, u64) {
-    let mut file = fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    let mut buf = vec![0u8; 1 << 20];
-    let (mut len, mut h) = (0u64, 0xcbf2_9ce4_8422_2325u64);
-    loop {
-        let got = file.read(&mut buf).expect("read file");
-        if got == 0 {
-            return (len, h);
-        }
-        for &b in &buf[..got] {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3);
-        }
-        len += got as u64;
-    }
-}
-
-/// Relative path -> "dir" or "file <len> <fnv64>".
-type TreeManifest = BTreeMap<String, String>;
-
-/// Names, kinds, sizes and content hashes of everything below `root`.
-fn tree_manifest(root: &Path) -> TreeManifest {
-    fn walk(root: &Path, dir: &Path, out: &mut TreeManifest) {
-        let mut entries: Vec<_> = fs::read_dir(dir)
-            .unwrap_or_else(|e| panic!("read dir {}: {e}", dir.display()))
-            .map(|e| e.expect("dir entry"))
-            .collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let path = e.path();
-            let rel = path
-                .strip_prefix(root)
-                .expect("below root")
-                .to_string_lossy()
-                .into_owned();
-            let ft = e.file_type().expect("file type");
-            if ft.is_dir() {
-                out.insert(rel, "dir".into());
-                walk(root, &path, out);
-            } else if ft.is_file() {
-                let (len, hash) = hash_file(&path);
-                out.insert(rel, format!("file {len} {hash:016x}"));
-            } else {
-                out.insert(rel, "other".into());
-            }
-        }
-    }
-    let mut out = TreeManifest::new();
-    walk(root, root, &mut out);
-    out
-}
-
-/// Lines describing how `actual` differs from `expected`.
-fn manifest_diff(expected: &TreeManifest, actual: &TreeManifest) -> Vec<String> {
-    let mut diffs = Vec::new();
-    for (path, want) in expected {
-        match actual.get(path) {
-            None => diffs.push(format!("{path}: missing (want {want})")),
-            Some(got) if got != want => diffs.push(format!("{path}: {got} instead of {want}")),
-            Some(_) => {}
-        }
-    }
-    for path in actual.keys().filter(|p| !expected.contains_key(*p)) {
-        diffs.push(format!("{path}: unexpected entry"));
-    }
-    diffs
-}
 
 /// One file of a tree version: random bytes from `base`, with 4 KiB replaced at an
 /// offset drawn from `patch` (0: unpatched), so edits keep most chunks deduplicable.
@@ -559,7 +338,7 @@ fn killed_backups_and_gcs_leave_a_consistent_repository() {
         }
         // A killed backup leaves its session marker, which blocks every tombstone for
         // 30 minutes; no backup process is alive, so it is stale.
-        let sessions = env.repo_files("sessions");
+        let sessions = env.repo_file_names("sessions");
         sessions_left += sessions.len();
         for name in sessions {
             let _ = fs::remove_file(env.repo.join("sessions").join(name));
@@ -581,10 +360,10 @@ fn killed_backups_and_gcs_leave_a_consistent_repository() {
     if let Some(n) = check_snapshots(&env, &src, &expected, "at the end", &mut failures) {
         restores += n;
     }
-    if !env.repo_files("gc").is_empty() {
+    if !env.repo_file_names("gc").is_empty() {
         failures.push(format!(
             "tombstones left after the final gc: {:?}",
-            env.repo_files("gc")
+            env.repo_file_names("gc")
         ));
     }
     eprintln!(

@@ -14,191 +14,16 @@
 //! The other tests force one interleaving each (a backup stopped with SIGSTOP at a
 //! chosen point, or held open by its stdin) and are named after the failure they catch.
 
-use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsStr;
+mod common;
+
+use common::*;
+use std::collections::HashMap;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-// Helpers are local (not `common`) so this file stands alone.
-
-const PASSWORD: &str = "gc race password";
-
-/// Path of the `dprepo` binary built by `cargo build -p dprepo-tools`: next to this test
-/// executable (`target/<profile>/deps/..`), in `$CARGO_TARGET_DIR`, or `<workspace>/target`.
-fn dprepo_bin() -> PathBuf {
-    let mut candidates = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(profile_dir) = exe.parent().and_then(Path::parent) {
-            candidates.push(profile_dir.join("dprepo"));
-        }
-    }
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(dir).join("debug").join("dprepo"));
-    }
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/dprepo"));
-    match candidates.iter().find(|c| c.is_file()) {
-        Some(found) => found.clone(),
-        None => panic!(
-            "the dprepo binary was not found (looked at {candidates:?}); run `cargo build -p dprepo-tools` first"
-        ),
-    }
-}
-
-/// A temporary directory holding the repository (`<dir>/repo`) and the source trees.
-struct TestEnv {
-    dir: tempfile::TempDir,
-    repo: PathBuf,
-}
-
-impl TestEnv {
-    fn init() -> TestEnv {
-        let dir = tempfile::Builder::new()
-            .prefix("dprepo-gc-race-")
-            .tempdir()
-            .expect("create temp dir");
-        let repo = dir.path().join("repo");
-        let env = TestEnv { dir, repo };
-        env.ok(&["init"]);
-        env
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    /// `dprepo args` with only this environment's `DPREPO_*` variables.
-    fn cmd<I, S>(&self, args: I) -> Command
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        let mut cmd = Command::new(dprepo_bin());
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("DPREPO_") {
-                cmd.env_remove(&key);
-            }
-        }
-        cmd.args(args)
-            .env("DPREPO_REPOSITORY", &self.repo)
-            .env("DPREPO_PASSWORD", PASSWORD)
-            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run dprepo {args:?}: {e}"))
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "dprepo {args:?} failed with {}:\n{}",
-            out.status,
-            stderr(&out)
-        );
-        out
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        let out = self.ok(&all);
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("dprepo {all:?} printed invalid JSON: {e}"))
-    }
-
-    fn snapshots(&self) -> Vec<serde_json::Value> {
-        self.json(&["snapshots"])
-            .as_array()
-            .expect("snapshots --json is an array")
-            .clone()
-    }
-
-    /// Names of the files in `<repo>/<sub>`.
-    fn repo_files(&self, sub: &str) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(self.repo.join(sub))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| !n.starts_with(".tmp-"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("test paths are UTF-8")
-}
-
-/// Where a backed-up absolute path `src` lands below a restore target.
-fn restored_path(target: &Path, src: &Path) -> PathBuf {
-    target.join(src.strip_prefix("/").expect("absolute path"))
-}
-
-/// Reproducible pseudo-random numbers (xorshift64*).
-struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> XorShift {
-        XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
-
-/// `len` incompressible pseudo-random bytes from `seed`.
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut rng = XorShift::new(seed);
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        v.extend_from_slice(&rng.next_u64().to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
-/// Length and 64-bit FNV-1a hash of a file.
-fn hash_file(path: &Path) -> (u64, u64) {
-    let mut file = fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    let mut buf = vec![0u8; 1 << 20];
-    let (mut len, mut h) = (0u64, 0xcbf2_9ce4_8422_2325u64);
-    loop {
-        let got = file.read(&mut buf).expect("read file");
-        if got == 0 {
-            return (len, h);
-        }
-        for &b in &buf[..got] {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3);
-        }
-        len += got as u64;
-    }
-}
 
 const WRITERS: usize = 3;
 const ITERATIONS: usize = 12;
@@ -208,57 +33,6 @@ const POOL_FILE_LEN: usize = 1_500_000;
 const KEEP_LAST: usize = 2;
 /// Processes looping `snapshots` beside the writers.
 const READERS: usize = 2;
-
-/// Relative path -> "dir" or "file <len> <fnv64>".
-type TreeManifest = BTreeMap<String, String>;
-
-/// Names, kinds, sizes and content hashes of everything below `root`.
-fn tree_manifest(root: &Path) -> TreeManifest {
-    fn walk(root: &Path, dir: &Path, out: &mut TreeManifest) {
-        let mut entries: Vec<_> = fs::read_dir(dir)
-            .unwrap_or_else(|e| panic!("read dir {}: {e}", dir.display()))
-            .map(|e| e.expect("dir entry"))
-            .collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let path = e.path();
-            let rel = path
-                .strip_prefix(root)
-                .expect("below root")
-                .to_string_lossy()
-                .into_owned();
-            let ft = e.file_type().expect("file type");
-            if ft.is_dir() {
-                out.insert(rel, "dir".into());
-                walk(root, &path, out);
-            } else if ft.is_file() {
-                let (len, hash) = hash_file(&path);
-                out.insert(rel, format!("file {len} {hash:016x}"));
-            } else {
-                out.insert(rel, "other".into());
-            }
-        }
-    }
-    let mut out = TreeManifest::new();
-    walk(root, root, &mut out);
-    out
-}
-
-/// Lines describing how `actual` differs from `expected`.
-fn manifest_diff(expected: &TreeManifest, actual: &TreeManifest) -> Vec<String> {
-    let mut diffs = Vec::new();
-    for (path, want) in expected {
-        match actual.get(path) {
-            None => diffs.push(format!("{path}: missing (want {want})")),
-            Some(got) if got != want => diffs.push(format!("{path}: {got} instead of {want}")),
-            Some(_) => {}
-        }
-    }
-    for path in actual.keys().filter(|p| !expected.contains_key(*p)) {
-        diffs.push(format!("{path}: unexpected entry"));
-    }
-    diffs
-}
 
 /// One writer's source tree and the deterministic edits applied to it.
 struct Writer {
@@ -542,11 +316,11 @@ fn gc_beside_concurrent_backups_keeps_every_snapshot_restorable() {
     let mut failures = failures.into_inner().unwrap();
     let recorded = recorded.into_inner().unwrap();
     let order = order.into_inner().unwrap();
-    if !env.repo_files("gc").is_empty() || !env.repo_files("sessions").is_empty() {
+    if !env.repo_file_names("gc").is_empty() || !env.repo_file_names("sessions").is_empty() {
         failures.push(format!(
             "after the final gc with no writer running, left over: tombstones {:?}, sessions {:?}; report {}",
-            env.repo_files("gc"),
-            env.repo_files("sessions"),
+            env.repo_file_names("gc"),
+            env.repo_file_names("sessions"),
             final_gc["report"]
         ));
     }
@@ -717,12 +491,9 @@ fn backup_does_not_deduplicate_against_packs_deleted_by_a_gc_between_index_load_
     let expected = tree_manifest(&src);
 
     for attempt in 0..8 {
-        let mut backup = env
-            .cmd(["--json", "backup", s(&src), "--host", "w"])
-            .spawn()
-            .expect("start backup");
+        let mut backup = env.spawn(&["--json", "backup", s(&src), "--host", "w"]);
         let stopped = stop_after_index_load(&mut backup, index_bytes(&env));
-        let in_window = stopped && env.repo_files("sessions").is_empty();
+        let in_window = stopped && env.repo_file_names("sessions").is_empty();
         if in_window {
             // The backup holds the old index and has no session: gc sees no writer.
             let gc = env.run(&["--json", "gc", "--max-unused", "0"]);
@@ -811,10 +582,12 @@ fn gc_beside_a_running_backup_does_not_copy_the_same_packs_again_and_again() {
     let mut writer = env
         .cmd(["--json", "backup", "--stdin", "--stdin-name", "stream"])
         .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start backup");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while env.repo_files("sessions").is_empty() {
+    while env.repo_file_names("sessions").is_empty() {
         assert!(
             Instant::now() < deadline,
             "the backup never created its session marker"
@@ -846,9 +619,9 @@ fn gc_beside_a_running_backup_does_not_copy_the_same_packs_again_and_again() {
     let live = (3 * FILE_LEN + stream.len()) as u64;
     let stored = dir_size(&env.repo.join("data"));
     assert!(
-        env.repo_files("gc").is_empty(),
+        env.repo_file_names("gc").is_empty(),
         "tombstones left: {:?}",
-        env.repo_files("gc")
+        env.repo_file_names("gc")
     );
     assert!(
         stored < 2 * live,

@@ -7,27 +7,13 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const PAGE: usize = 8192;
 
 /// `dprepo --json backup --stdin --stdin-name NAME [extra...]` fed `data`; the snapshot.
 fn backup_stream(env: &TestEnv, name: &str, data: &[u8], extra: &[&str]) -> serde_json::Value {
-    let mut args = vec!["--json", "backup", "--stdin", "--stdin-name", name];
-    args.extend_from_slice(extra);
-    let mut child = env
-        .cmd(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn dprepo");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let data = data.to_vec();
-    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &data));
-    let out = child.wait_with_output().expect("wait for dprepo");
-    writer.join().expect("writer").expect("write the stream");
-    parse_json(&out, &args)
+    env.backup_stream_with(name, data, extra)
 }
 
 /// A tar of `dir` by GNU tar, reproducible (fixed order, owner and mtime), so two tars

@@ -5,8 +5,10 @@
 //! trees, and runs the real binary with only the `DPREPO_*` variables it sets itself.
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -203,6 +205,30 @@ impl TestEnv {
         output_of(self.cmd(args))
     }
 
+    /// Start `dprepo args` with piped stdout and stderr.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start dprepo {args:?}: {e}"))
+    }
+
+    /// Names of the files directly in `<repo>/<sub>` of a local repository, sorted,
+    /// without the temporary files a killed process may leave (`.tmp-*`).
+    pub fn repo_file_names(&self, sub: &str) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.repo.join(sub))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with(".tmp-"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
     /// Run `dprepo args`, assert it succeeded without a panic, return its output.
     pub fn ok(&self, args: &[&str]) -> Output {
         let out = self.run(args);
@@ -233,8 +259,17 @@ impl TestEnv {
 
     /// `backup --stdin --stdin-name NAME` with `data` on stdin; returns the snapshot id.
     pub fn backup_stream(&self, name: &str, data: &[u8]) -> String {
+        let doc = self.backup_stream_with(name, data, &[]);
+        doc["id"].as_str().expect("snapshot id").to_string()
+    }
+
+    /// `--json backup --stdin --stdin-name NAME EXTRA...` with `data` on stdin; returns
+    /// the snapshot document.
+    pub fn backup_stream_with(&self, name: &str, data: &[u8], extra: &[&str]) -> serde_json::Value {
+        let mut args = vec!["--json", "backup", "--stdin", "--stdin-name", name];
+        args.extend_from_slice(extra);
         let mut child = self
-            .cmd(["--json", "backup", "--stdin", "--stdin-name", name])
+            .cmd(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -242,14 +277,15 @@ impl TestEnv {
             .expect("spawn dprepo");
         let mut stdin = child.stdin.take().expect("stdin");
         let data = data.to_vec();
+        // Written from another thread, so a large stream cannot deadlock against the
+        // piped output.
         let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &data));
         let out = child.wait_with_output().expect("wait for dprepo");
         writer
             .join()
             .expect("writer thread")
             .expect("write stream to dprepo");
-        let doc = parse_json(&out, &["backup", "--stdin", "--stdin-name", name]);
-        doc["id"].as_str().expect("snapshot id").to_string()
+        parse_json(&out, &args)
     }
 
     /// Every snapshot (`snapshots --json`), oldest first.
@@ -591,6 +627,11 @@ impl XorShift {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
     pub fn fill(&mut self, buf: &mut [u8]) {
         let mut chunks = buf.chunks_exact_mut(8);
         for c in &mut chunks {
@@ -847,4 +888,72 @@ pub fn flip_byte(path: &Path, offset: usize) {
 pub fn write_over(path: &Path, bytes: &[u8]) {
     set_mode(path, 0o644);
     fs::write(path, bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// Length and 64-bit FNV-1a hash of a file.
+pub fn hash_file(path: &Path) -> (u64, u64) {
+    let mut file = fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut len, mut h) = (0u64, 0xcbf2_9ce4_8422_2325u64);
+    loop {
+        let got = file.read(&mut buf).expect("read file");
+        if got == 0 {
+            return (len, h);
+        }
+        for &b in &buf[..got] {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3);
+        }
+        len += got as u64;
+    }
+}
+
+/// Relative path -> "dir" or "file <len> <fnv64>".
+pub type TreeManifest = BTreeMap<String, String>;
+
+/// Names, kinds, sizes and content hashes of everything below `root`.
+pub fn tree_manifest(root: &Path) -> TreeManifest {
+    fn walk(root: &Path, dir: &Path, out: &mut TreeManifest) {
+        let mut entries: Vec<_> = fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("read dir {}: {e}", dir.display()))
+            .map(|e| e.expect("dir entry"))
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let path = e.path();
+            let rel = path
+                .strip_prefix(root)
+                .expect("below root")
+                .to_string_lossy()
+                .into_owned();
+            let ft = e.file_type().expect("file type");
+            if ft.is_dir() {
+                out.insert(rel, "dir".into());
+                walk(root, &path, out);
+            } else if ft.is_file() {
+                let (len, hash) = hash_file(&path);
+                out.insert(rel, format!("file {len} {hash:016x}"));
+            } else {
+                out.insert(rel, "other".into());
+            }
+        }
+    }
+    let mut out = TreeManifest::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Lines describing how `actual` differs from `expected`.
+pub fn manifest_diff(expected: &TreeManifest, actual: &TreeManifest) -> Vec<String> {
+    let mut diffs = Vec::new();
+    for (path, want) in expected {
+        match actual.get(path) {
+            None => diffs.push(format!("{path}: missing (want {want})")),
+            Some(got) if got != want => diffs.push(format!("{path}: {got} instead of {want}")),
+            Some(_) => {}
+        }
+    }
+    for path in actual.keys().filter(|p| !expected.contains_key(*p)) {
+        diffs.push(format!("{path}: unexpected entry"));
+    }
+    diffs
 }
