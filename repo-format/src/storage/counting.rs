@@ -119,10 +119,7 @@ impl Storage for CountingStorage {
         Ok(data)
     }
     async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        add(&self.stats.range_gets, 1);
-        let data = self.inner.get_range(name, offset, len).await?;
-        add(&self.stats.bytes_down, data.len() as u64);
-        Ok(data)
+        self.get_range_into(name, offset, len, Vec::new()).await
     }
     async fn get_range_into(
         &self,

@@ -495,12 +495,7 @@ impl Storage for LocalStorage {
     }
 
     async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let path = self.path_of(name)?;
-        let owned_name = name.to_owned();
-        run_blocking(name, move || {
-            read_range_blocking(&owned_name, &path, offset, len, Vec::new())
-        })
-        .await
+        self.get_range_into(name, offset, len, Vec::new()).await
     }
 
     async fn get_range_into(

@@ -85,7 +85,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// [`Storage::get_range`] into `buf`, whose allocation is reused where the backend
     /// can read into it: callers that read many large ranges keep a few buffers instead
     /// of allocating and freeing one per read, which glibc's per-thread arenas would
-    /// otherwise keep as resident memory.
+    /// otherwise keep as resident memory. The default calls [`Storage::get_range`]; a
+    /// backend whose `get_range` calls this method must override it.
     ///
     /// # Errors
     /// As [`Storage::get_range`].
