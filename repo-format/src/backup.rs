@@ -4,11 +4,11 @@
 //! - the walker (one blocking thread) stats entries in directory order, reuses the
 //!   content of files unchanged since the parent snapshot (size, mtime, ctime, inode),
 //!   and reads and chunks the others; files of at most one maximal chunk are instead
-//!   read whole by a few reader threads and chunked in one rayon task
-//!   ([`SmallFileJob`]), so reads overlap and each file costs one hand-off;
+//!   read whole, chunked and saved by a few reader threads (`SmallFileJob`), so
+//!   reads overlap and each file costs one hand-off;
 //! - each chunk is hashed, deduplicated, compressed and encrypted on the rayon pool
 //!   ([`BlobSaver`]); at most `max_in_flight_chunks` chunks and
-//!   [`SMALL_FILE_BYTES_IN_FLIGHT`] bytes of small files are held at once, so memory
+//!   `SMALL_FILE_BYTES_IN_FLIGHT` bytes of small files are held at once, so memory
 //!   is bounded by configuration, not by the input;
 //! - the finalizer (one thread) receives directories in post-order and writes each tree
 //!   once all its files are done, so the walker never waits at directory boundaries;
@@ -557,21 +557,22 @@ impl FileState {
 
 /// Threads that open and read small files, so the disk sees several requests at once
 /// while the walker goes on (a cold file costs a seek or more; reading one at a time left
-/// the cores idle). Chunking and saving happen on the CPU pool. Measured on SRC (BENCHMARKS.md):
+/// the cores idle). The same threads chunk and save what they read (see
+/// [`SmallFileJob::read`]). Measured on SRC (BENCHMARKS.md):
 /// 2 readers 18.7 s, 4 readers 13.9 s, 8 readers 11.7 s, but 8 raise the peak RSS by
 /// 14 MiB (each thread gets its own malloc arena) past the memory target.
 const SMALL_FILE_READERS: usize = 4;
 
-/// Bytes of small files read and waiting to be saved. Enough to keep the CPU pool busy
-/// while readers wait on the disk; each file counts at least [`SMALL_FILE_MIN_COST`].
+/// Bytes of small files read and waiting to be saved. Enough to keep the reader threads
+/// busy saving while others wait on the disk; each file counts at least [`SMALL_FILE_MIN_COST`].
 const SMALL_FILE_BYTES_IN_FLIGHT: u64 = 8 << 20;
 
 /// What a small file counts against [`SMALL_FILE_BYTES_IN_FLIGHT`] at least: its
 /// buffers, path and state (bounds the files in flight to 256).
 const SMALL_FILE_MIN_COST: u64 = 32 << 10;
 
-/// A file of at most one maximal chunk: a reader thread reads it whole, then one CPU
-/// task chunks and saves it. One hand-off per file instead of one per chunk, and the
+/// A file of at most one maximal chunk: a reader thread reads it whole, then one task
+/// of the reader pool chunks and saves it. One hand-off per file instead of one per chunk, and the
 /// reads overlap with the walk.
 struct SmallFileJob {
     path: PathBuf,
@@ -588,7 +589,10 @@ struct SmallFileJob {
 }
 
 impl SmallFileJob {
-    /// Read the file (on a reader thread), then hand it to the CPU pool.
+    /// Read the file (on a reader thread), then queue its chunking and saving.
+    /// `rayon::spawn` from a reader thread queues to the reader pool, not the global one:
+    /// the reader threads do that work too, as in every measurement of this design
+    /// (BENCHMARKS.md, "Where a restore's system calls go", last paragraph).
     fn read(self) {
         let local = |source| Error::LocalIo {
             path: self.path.clone(),
