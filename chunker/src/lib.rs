@@ -13,8 +13,10 @@
 //!   trees and [`SMALL`] for database page streams) and their validation, [`ParamsError`].
 //! - [`chunker`]: the streaming [`Chunker`] iterator.
 //! - [`stream`]: [`StreamChunker`] for streams (stdin): tar-aware, page-aligned cuts for
-//!   tar streams of database files, [`Chunker`]'s cuts otherwise ([`StreamChunking`]).
-//! - [`tar`]: the minimal tar header parser [`stream`] follows member boundaries with.
+//!   tar streams of database files, [`Chunker`]'s cuts otherwise ([`StreamChunking`]);
+//!   [`StreamChunk`]s tag each page chunk with its member and page ([`PagePosition`]).
+//! - [`tar`]: the minimal tar header parser [`stream`] follows member boundaries and
+//!   names members with.
 //!
 //! [`DEFAULT`]: ChunkerParams::DEFAULT
 //! [`SMALL`]: ChunkerParams::SMALL
@@ -70,4 +72,4 @@ pub mod tar;
 
 pub use crate::chunker::Chunker;
 pub use crate::params::{ChunkerParams, ParamsError, ParamsViolation, SizeField};
-pub use crate::stream::{StreamChunker, StreamChunking, PAGE_SIZE};
+pub use crate::stream::{PagePosition, StreamChunk, StreamChunker, StreamChunking, PAGE_SIZE};

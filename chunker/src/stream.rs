@@ -28,6 +28,13 @@
 //! it, and deduplicates against stream snapshots written before tar-aware chunking
 //! existed.
 //!
+//! [`StreamChunker::next_tagged`] also tells where each page chunk sits: the member's
+//! path and the page number in its data ([`PagePosition`]), so a backup can find the same
+//! page of the same member in an earlier snapshot. The path is the one the archive gives
+//! the member: a pax `path` record, else a GNU long name, else the ustar header's
+//! `prefix/name` (see [`tar::header_path`]). Every other chunk
+//! (header runs, other members, non-tar streams, [`StreamChunking::Cdc`]) has no position.
+//!
 //! Invariants, whatever the bytes (tar, damaged tar, random): the chunks concatenated are
 //! the input; every chunk is `1..=max_size` bytes; chunks shorter than `min_size` occur
 //! only at the end of a run (member headers, small members, the end of input); memory is
@@ -36,6 +43,9 @@
 //! source splits its reads.
 
 use std::io::{self, Read};
+use std::mem;
+use std::ops::Range;
+use std::sync::Arc;
 
 use fastcdc::v2020::FastCDC;
 
@@ -68,8 +78,31 @@ pub enum StreamChunking {
     Cdc,
 }
 
+/// Where a page chunk sits: the tar member it belongs to and its page number there.
+///
+/// Both come from the archive's headers as written, unchecked: two members may have the
+/// same path, and nothing proves a path names the same file in another archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PagePosition {
+    /// The member's path as the archive names it (raw bytes, not normalized: `./base/1`
+    /// and `base/1` differ). Shared by all the pages of a member.
+    pub member: Arc<[u8]>,
+    /// Page number within the member's data, from 0: the chunk is the member's bytes
+    /// `page * PAGE_SIZE..` (fewer than [`PAGE_SIZE`] only if the input ended early).
+    pub page: u64,
+}
+
+/// One chunk of a stream, with its page position when it is a page of a tar member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamChunk {
+    /// The chunk's bytes, exactly what the [`Iterator`] impl yields.
+    pub data: Vec<u8>,
+    /// `Some` for the page chunks of page-structured members (rule 2), `None` otherwise.
+    pub page: Option<PagePosition>,
+}
+
 /// What the chunker is cutting at the current position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Region {
     /// Nothing read yet: the first block decides between tar and plain CDC.
     Detect,
@@ -78,22 +111,32 @@ enum Region {
     /// A content-defined run with this many bytes left (`u64::MAX`: to the end), followed
     /// by `then`.
     Run { left: u64, then: Next },
-    /// Page data of a member with this many bytes left.
-    Pages { left: u64 },
+    /// Page data of the member at `member` with `left` bytes left, next page number `page`.
+    Pages {
+        left: u64,
+        page: u64,
+        member: Arc<[u8]>,
+    },
     /// End of input or an error was returned.
     Done,
 }
 
 /// What follows a content-defined run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Next {
     Boundary,
-    Pages(u64),
+    /// `len` bytes of page data of the member at path `member`.
+    Pages {
+        len: u64,
+        member: Arc<[u8]>,
+    },
 }
 
 /// Splits a stream into chunks by the rules in the [module docs](self).
 ///
-/// Iterate to get the chunks in order. Nothing is read before the first call to `next`.
+/// Iterate to get the chunks in order, or call [`next_tagged`](Self::next_tagged) to get
+/// them with their page positions; both can be mixed and cut the same chunks. Nothing is
+/// read before the first call.
 ///
 /// # Errors
 ///
@@ -204,6 +247,10 @@ impl<R: Read> StreamChunker<R> {
         };
         let mut headers = 0usize; // bytes of extension headers and their data so far
         let mut size_override = None;
+        // Where the member's path overrides are, as ranges of `buf` from `start` (the
+        // buffer may move while headers are read, but never drops unreturned bytes).
+        let mut pax_with_path: Option<Range<usize>> = None;
+        let mut long_name: Option<Range<usize>> = None;
         for _ in 0..=MAX_EXTENSION_HEADERS {
             let need = headers + BLOCK;
             if self.fill(need)? < need {
@@ -217,7 +264,7 @@ impl<R: Read> StreamChunker<R> {
                 return Ok(TO_END);
             };
             match kind {
-                HeaderKind::Pax { data_len, .. } | HeaderKind::GnuLongName { data_len } => {
+                HeaderKind::Pax { data_len, .. } | HeaderKind::GnuLongName { data_len, .. } => {
                     let Some(padded) = tar::padded(data_len).filter(|&p| p <= MAX_EXTENSION_DATA)
                     else {
                         return Ok(TO_END);
@@ -227,11 +274,19 @@ impl<R: Read> StreamChunker<R> {
                     if self.fill(end)? < end {
                         return Ok(TO_END);
                     }
-                    if let HeaderKind::Pax { local: true, .. } = kind {
-                        let records = &self.buf[self.start + need..][..data_len as usize];
-                        if let Some(size) = tar::pax_size(records) {
-                            size_override = Some(size);
+                    let data = need..need + data_len as usize;
+                    match kind {
+                        HeaderKind::Pax { local: true, .. } => {
+                            let records = &self.buf[self.start..][data.clone()];
+                            if let Some(size) = tar::pax_size(records) {
+                                size_override = Some(size);
+                            }
+                            if tar::pax_path(records).is_some() {
+                                pax_with_path = Some(data);
+                            }
                         }
+                        HeaderKind::GnuLongName { link: false, .. } => long_name = Some(data),
+                        _ => {}
                     }
                     headers = end;
                 }
@@ -244,9 +299,25 @@ impl<R: Read> StreamChunker<R> {
                     let head = need as u64;
                     let page = u64::from(PAGE_SIZE);
                     if regular && data_len > 0 && data_len % page == 0 {
+                        // Captured now, while the headers are buffered; one allocation
+                        // per member, shared by its pages.
+                        let here = &self.buf[self.start..];
+                        let pax_path = pax_with_path.and_then(|r| tar::pax_path(&here[r]));
+                        let gnu_name = long_name
+                            .map(|r| tar::gnu_long_name(&here[r]))
+                            .filter(|name| !name.is_empty());
+                        let member: Arc<[u8]> = match pax_path.or(gnu_name) {
+                            Some(path) => Arc::from(path),
+                            None => Arc::from(
+                                tar::header_path(&here[headers..need]).unwrap_or_default(),
+                            ),
+                        };
                         return Ok(Region::Run {
                             left: head,
-                            then: Next::Pages(data_len),
+                            then: Next::Pages {
+                                len: data_len,
+                                member,
+                            },
                         });
                     }
                     return Ok(
@@ -264,10 +335,35 @@ impl<R: Read> StreamChunker<R> {
         Ok(TO_END)
     }
 
+    /// The next chunk with its page position, or `None` at the end of input.
+    ///
+    /// Cuts exactly the chunks the [`Iterator`] impl yields (it calls this and drops the
+    /// position). A page chunk is tagged even when the input ends inside it and it is
+    /// short: check its length before using the position.
+    ///
+    /// # Errors
+    ///
+    /// As for iteration (see [`StreamChunker`]): the source's [`io::Error`], after which
+    /// the chunker is finished and returns `None`.
+    pub fn next_tagged(&mut self) -> Option<io::Result<StreamChunk>> {
+        match self.next_chunk() {
+            Ok(chunk) => chunk.map(Ok),
+            Err(err) => {
+                self.region = Region::Done;
+                self.buf = Vec::new();
+                self.start = 0;
+                Some(Err(err))
+            }
+        }
+    }
+
     /// The next chunk, or `None` at the end of input.
-    fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+    ///
+    /// The region is taken out for the step and each arm puts back the next one, so an
+    /// error (`?`) leaves the chunker [`Region::Done`].
+    fn next_chunk(&mut self) -> io::Result<Option<StreamChunk>> {
         loop {
-            match self.region {
+            match mem::replace(&mut self.region, Region::Done) {
                 Region::Done => return Ok(None),
                 Region::Detect => {
                     let tar_allowed =
@@ -287,26 +383,33 @@ impl<R: Read> StreamChunker<R> {
                 }
                 Region::Boundary => {
                     if self.fill(1)? == 0 {
-                        self.region = Region::Done;
                         return Ok(None);
                     }
                     self.region = self.at_boundary()?;
                 }
-                Region::Pages { left } => {
+                Region::Pages { left, page, member } => {
                     if left == 0 {
                         self.region = Region::Boundary;
                         continue;
                     }
-                    let page = PAGE_SIZE as usize;
-                    let n = self.fill(page)?.min(page);
+                    let size = PAGE_SIZE as usize;
+                    let n = self.fill(size)?.min(size);
                     if n == 0 {
-                        self.region = Region::Done;
                         return Ok(None);
                     }
+                    let position = PagePosition {
+                        member: Arc::clone(&member),
+                        page,
+                    };
                     self.region = Region::Pages {
                         left: left.saturating_sub(n as u64),
+                        page: page + 1,
+                        member,
                     };
-                    return Ok(Some(self.take(n)));
+                    return Ok(Some(StreamChunk {
+                        data: self.take(n),
+                        page: Some(position),
+                    }));
                 }
                 Region::Run { left, then } => {
                     let window = u64::from(self.params.max_size).min(left) as usize;
@@ -316,7 +419,11 @@ impl<R: Read> StreamChunker<R> {
                         self.region = match then {
                             _ if self.eof && self.available() == 0 => Region::Done,
                             Next::Boundary => Region::Boundary,
-                            Next::Pages(len) => Region::Pages { left: len },
+                            Next::Pages { len, member } => Region::Pages {
+                                left: len,
+                                page: 0,
+                                member,
+                            },
                         };
                         continue;
                     }
@@ -340,7 +447,10 @@ impl<R: Read> StreamChunker<R> {
                         },
                         then,
                     };
-                    return Ok(Some(self.take(cut)));
+                    return Ok(Some(StreamChunk {
+                        data: self.take(cut),
+                        page: None,
+                    }));
                 }
             }
         }
@@ -351,15 +461,7 @@ impl<R: Read> Iterator for StreamChunker<R> {
     type Item = io::Result<Vec<u8>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self.next_chunk() {
-            Ok(chunk) => chunk.map(Ok),
-            Err(err) => {
-                self.region = Region::Done;
-                self.buf = Vec::new();
-                self.start = 0;
-                Some(Err(err))
-            }
-        }
+        self.next_tagged().map(|chunk| chunk.map(|c| c.data))
     }
 }
 
@@ -411,8 +513,28 @@ mod tests {
         }
     }
 
+    fn tagged_chunks<R: Read>(
+        source: R,
+        params: ChunkerParams,
+        mode: StreamChunking,
+    ) -> Vec<StreamChunk> {
+        let mut chunker = StreamChunker::new(source, params, mode).unwrap();
+        std::iter::from_fn(|| chunker.next_tagged())
+            .collect::<io::Result<_>>()
+            .unwrap()
+    }
+
     /// Checks the invariants every stream chunking must keep, and returns the chunks.
     fn check(data: &[u8], params: ChunkerParams, mode: StreamChunking) -> Vec<Vec<u8>> {
+        check_tagged(data, params, mode)
+            .into_iter()
+            .map(|c| c.data)
+            .collect()
+    }
+
+    /// [`check`], returning the chunks with their page positions, and checking these too:
+    /// the same cuts as the plain iterator, and independent of read sizes.
+    fn check_tagged(data: &[u8], params: ChunkerParams, mode: StreamChunking) -> Vec<StreamChunk> {
         let chunks = stream_chunks(data, params, mode);
         assert_eq!(chunks.concat(), data, "chunks must reassemble the input");
         for c in &chunks {
@@ -422,12 +544,27 @@ mod tests {
                 c.len()
             );
         }
-        let trickled: Vec<Vec<u8>> = StreamChunker::new(Trickle(data, 1000), params, mode)
-            .unwrap()
-            .collect::<io::Result<_>>()
-            .unwrap();
-        assert_eq!(trickled, chunks, "short reads must not move cuts");
+        let tagged = tagged_chunks(data, params, mode);
+        let tagged_data: Vec<&Vec<u8>> = tagged.iter().map(|c| &c.data).collect();
+        let plain: Vec<&Vec<u8>> = chunks.iter().collect();
+        assert_eq!(tagged_data, plain, "next_tagged must cut like the iterator");
+        let trickled = tagged_chunks(Trickle(data, 1000), params, mode);
+        assert_eq!(trickled, tagged, "short reads must not move cuts or tags");
+        tagged
+    }
+
+    /// The page positions of `chunks` as (member, page) pairs, skipping untagged chunks.
+    fn positions(chunks: &[StreamChunk]) -> Vec<(String, u64)> {
         chunks
+            .iter()
+            .filter_map(|c| c.page.as_ref())
+            .map(|p| (String::from_utf8_lossy(&p.member).into_owned(), p.page))
+            .collect()
+    }
+
+    /// (member, page) for pages `0..pages` of `member`.
+    fn pages_of(member: &str, pages: u64) -> Vec<(String, u64)> {
+        (0..pages).map(|p| (member.to_owned(), p)).collect()
     }
 
     /// An in-memory tar: members as (name, data), ustar headers, end-of-archive blocks.
@@ -442,10 +579,17 @@ mod tests {
         out
     }
 
+    /// The long relative path [`real_tar`] stores 3 pages under: over 100 bytes, so GNU
+    /// tar needs a long-name or pax path header, or for ustar the prefix field (which
+    /// it can split into, unlike a single long component).
+    fn real_tar_long_path() -> String {
+        format!("{}/{}/rel", "d".repeat(60), "e".repeat(60))
+    }
+
     /// Real tars made by GNU tar from files of page-structured and other sizes, with a
-    /// name long enough for a GNU long-name or pax path header.
+    /// name long enough for a GNU long-name or pax path header ([`real_tar_long_path`]).
     fn real_tar(dir: &Path, format: &str, pages: &[u8]) -> Vec<u8> {
-        let long = format!("{}/rel", "d".repeat(120));
+        let long = real_tar_long_path();
         std::fs::create_dir_all(dir.join(&long).parent().unwrap()).unwrap();
         std::fs::write(dir.join("PG_VERSION"), b"15\n").unwrap();
         std::fs::write(dir.join("16384"), pages).unwrap();
@@ -509,6 +653,8 @@ mod tests {
         let chunks: Vec<Vec<u8>> = chunker.by_ref().collect::<io::Result<_>>().unwrap();
         assert_eq!(chunks, expected);
         assert!(!chunker.tar_detected());
+        let tagged = check_tagged(&tar, P, StreamChunking::Cdc);
+        assert!(tagged.iter().all(|c| c.page.is_none()));
     }
 
     #[test]
@@ -574,6 +720,190 @@ mod tests {
         assert_eq!(chunks[0].len(), 3 * BLOCK);
         for (i, page) in pages.chunks(PAGE_SIZE as usize).enumerate() {
             assert_eq!(chunks[1 + i], page);
+        }
+    }
+
+    #[test]
+    fn page_chunks_are_tagged_with_member_and_page() {
+        let a = page_data(20, 3);
+        let b = page_data(21, 5);
+        let c = page_data(22, 1);
+        let small = random_bytes(23, 3000);
+        let tar = build_tar(&[
+            ("PG_VERSION", &small),
+            ("base/1/16384", &a),
+            ("base/1/16384_fsm", &b),
+            ("odd", &small),
+            ("global/pg_control", &c),
+            ("empty", b""),
+        ]);
+        let chunks = check_tagged(&tar, P, StreamChunking::Auto);
+        let mut expected = pages_of("base/1/16384", 3);
+        expected.extend(pages_of("base/1/16384_fsm", 5));
+        expected.extend(pages_of("global/pg_control", 1));
+        assert_eq!(positions(&chunks), expected);
+        // Each tagged chunk is its page; everything else (headers, small members, the
+        // end-of-archive blocks) is untagged.
+        for chunk in &chunks {
+            let Some(at) = &chunk.page else {
+                assert!(
+                    !a.chunks(8192)
+                        .chain(b.chunks(8192))
+                        .chain(c.chunks(8192))
+                        .any(|p| p == chunk.data),
+                    "a page chunk without a position"
+                );
+                continue;
+            };
+            let file = match &*at.member {
+                b"base/1/16384" => &a,
+                b"base/1/16384_fsm" => &b,
+                _ => &c,
+            };
+            let page = at.page as usize * 8192;
+            assert_eq!(chunk.data, file[page..page + 8192]);
+        }
+        let untagged = chunks.iter().filter(|c| c.page.is_none()).count();
+        assert_eq!(untagged, chunks.len() - expected.len());
+        // One path allocation per member, shared by its pages.
+        let fsm: Vec<&PagePosition> = chunks
+            .iter()
+            .filter_map(|c| c.page.as_ref())
+            .filter(|p| &*p.member == b"base/1/16384_fsm")
+            .collect();
+        assert!(fsm
+            .windows(2)
+            .all(|w| Arc::ptr_eq(&w[0].member, &w[1].member)));
+    }
+
+    #[test]
+    fn non_tar_chunks_are_untagged() {
+        // Page-sized random data is not a tar: no positions, whatever the mode.
+        let data = page_data(24, 20);
+        for mode in [StreamChunking::Auto, StreamChunking::Cdc] {
+            let chunks = check_tagged(&data, P, mode);
+            assert!(chunks.iter().all(|c| c.page.is_none()));
+        }
+    }
+
+    /// `header` with its prefix field set, as POSIX ustar splits long paths.
+    fn header_with_prefix(prefix: &str, name: &str, size: u64) -> [u8; BLOCK] {
+        let mut h = header(name, size, b'0');
+        h[345..345 + prefix.len()].copy_from_slice(prefix.as_bytes());
+        set_checksum(&mut h);
+        h
+    }
+
+    /// An extension header of typeflag `kind` with `data`, padded.
+    fn extension(kind: u8, data: &[u8]) -> Vec<u8> {
+        let mut out = header("././@LongLink", data.len() as u64, kind).to_vec();
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(BLOCK) * BLOCK, 0);
+        out
+    }
+
+    #[test]
+    fn member_path_precedence() {
+        let pages = page_data(25, 2);
+        let member = |extensions: &[Vec<u8>], h: [u8; BLOCK]| -> String {
+            let mut tar = extensions.concat();
+            tar.extend_from_slice(&h);
+            tar.extend_from_slice(&pages);
+            tar.resize(tar.len() + 2 * BLOCK, 0);
+            let chunks = check_tagged(&tar, P, StreamChunking::Auto);
+            let found = positions(&chunks);
+            assert_eq!(found.len(), 2, "both pages tagged");
+            assert_eq!(found[0].0, found[1].0);
+            found[0].0.clone()
+        };
+        let h = || header_with_prefix("pre/fix", "name", pages.len() as u64);
+        let pax = |path: &str| {
+            let record = format!(" path={path}\n");
+            let len = record.len() + 2; // a two-digit length prefix
+            extension(b'x', format!("{len}{record}").as_bytes())
+        };
+        let long = |name: &[u8]| extension(b'L', name);
+        assert_eq!(member(&[], h()), "pre/fix/name");
+        assert_eq!(
+            member(&[], header("name", pages.len() as u64, b'0')),
+            "name"
+        );
+        assert_eq!(member(&[long(b"gnu/long\0")], h()), "gnu/long");
+        assert_eq!(member(&[pax("pax/path")], h()), "pax/path");
+        assert_eq!(member(&[pax("pax/path"), long(b"gnu\0")], h()), "pax/path");
+        assert_eq!(member(&[long(b"gnu\0"), pax("pax/path")], h()), "pax/path");
+        // A long link name (`K`) is the link target, a global pax header (`g`) is not
+        // about this member, and a pax header without `path` only sets other fields.
+        assert_eq!(member(&[extension(b'K', b"target\0")], h()), "pre/fix/name");
+        let global = extension(b'g', b"15 path=global\n");
+        assert_eq!(member(&[global], h()), "pre/fix/name");
+        let mtime = extension(b'x', b"12 mtime=0\n");
+        assert_eq!(member(&[mtime, long(b"gnu\0")], h()), "gnu");
+        // An empty long name is no name.
+        assert_eq!(member(&[long(b"\0\0")], h()), "pre/fix/name");
+    }
+
+    #[test]
+    fn truncated_member_pages_stay_tagged() {
+        let pages = page_data(26, 5);
+        let tar = build_tar(&[("PG_VERSION", b"15\n"), ("base/1/1259", &pages)]);
+        // Second member's header starts at 1024; its data at 1536. Cut 2.5 pages in.
+        let data_at = 3 * BLOCK;
+        assert_eq!(tar[data_at..data_at + 8192], pages[..8192]);
+        let truncated = &tar[..data_at + 2 * 8192 + 4096];
+        let chunks = check_tagged(truncated, P, StreamChunking::Auto);
+        assert_eq!(positions(&chunks), pages_of("base/1/1259", 3));
+        let last = chunks.last().unwrap();
+        assert_eq!(last.page.as_ref().map(|p| p.page), Some(2));
+        assert_eq!(last.data, pages[2 * 8192..2 * 8192 + 4096]);
+        // Cut inside the member's header: no pages, no positions.
+        let chunks = check_tagged(&tar[..data_at - 100], P, StreamChunking::Auto);
+        assert!(chunks.iter().all(|c| c.page.is_none()));
+        // Cut right after a whole page: that page is the last chunk, tagged.
+        let chunks = check_tagged(&tar[..data_at + 8192], P, StreamChunking::Auto);
+        assert_eq!(positions(&chunks), pages_of("base/1/1259", 1));
+        assert_eq!(chunks.last().unwrap().data, pages[..8192]);
+    }
+
+    #[test]
+    fn real_tars_name_members_like_the_archive() {
+        let pages = page_data(27, 4);
+        let long = format!("./{}", real_tar_long_path());
+        assert!(long.len() > 100);
+        let pax_record = format!("path={long}\n");
+        // Which long-path form each format must use: GNU long name, pax record, or (for
+        // ustar, neither) the prefix field.
+        for (format, gnu_long, pax_path) in [
+            ("gnu", true, false),
+            ("pax", false, true),
+            ("ustar", false, false),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let tar = real_tar(dir.path(), format, &pages);
+            let contains = |s: &[u8]| tar.windows(s.len()).any(|w| w == s);
+            assert_eq!(
+                contains(b"././@LongLink"),
+                gnu_long,
+                "{format}: GNU long name"
+            );
+            assert_eq!(
+                contains(pax_record.as_bytes()),
+                pax_path,
+                "{format}: pax path"
+            );
+            let chunks = check_tagged(&tar, P, StreamChunking::Auto);
+            let mut found = positions(&chunks);
+            found.sort();
+            let mut expected = pages_of("./16384", 4);
+            expected.extend(pages_of(&long, 3));
+            expected.sort();
+            assert_eq!(found, expected, "{format}");
+            for chunk in &chunks {
+                if let Some(at) = &chunk.page {
+                    let page = at.page as usize * 8192;
+                    assert_eq!(chunk.data, pages[page..page + 8192], "{format}");
+                }
+            }
         }
     }
 
@@ -668,6 +998,32 @@ mod tests {
                 data[..BLOCK].copy_from_slice(&h);
             }
             check(&data, P, StreamChunking::Auto);
+        }
+
+        #[test]
+        fn tar_pages_are_tagged_in_order(
+            seed: u64,
+            sizes in proptest::collection::vec(member_size(), 1..8),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let tar = tar_with_members(seed, &sizes);
+            let expected: Vec<(String, u64)> = sizes
+                .iter()
+                .enumerate()
+                .filter(|(_, &s)| s > 0 && s % 8192 == 0)
+                .flat_map(|(i, &s)| pages_of(&format!("m{i}"), (s / 8192) as u64))
+                .collect();
+            let chunks = check_tagged(&tar, P, StreamChunking::Auto);
+            prop_assert_eq!(positions(&chunks), expected.clone());
+            // Truncated: a prefix of the positions; only the last chunk may be short.
+            let truncated = &tar[..cut.index(tar.len() + 1)];
+            let chunks = check_tagged(truncated, P, StreamChunking::Auto);
+            let found = positions(&chunks);
+            prop_assert_eq!(&found[..], &expected[..found.len()]);
+            let tagged_len = chunks.iter().filter(|c| c.page.is_some()).map(|c| c.data.len());
+            let short = tagged_len.filter(|&l| l != 8192).count();
+            let last_short = chunks.last().is_some_and(|c| c.page.is_some() && c.data.len() < 8192);
+            prop_assert_eq!(short, usize::from(last_short));
         }
 
         #[test]

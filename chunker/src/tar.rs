@@ -1,5 +1,6 @@
 //! Just enough of the tar format (POSIX ustar, pax extended headers, GNU long names) to
-//! find member boundaries in a stream: [`parse_header`] and [`pax_size`].
+//! find member boundaries in a stream ([`parse_header`] and [`pax_size`]) and to name
+//! members ([`header_path`], [`pax_path`], [`gnu_long_name`]).
 //!
 //! Nothing here decides correctness: the stream chunker passes every byte through in
 //! order whatever these functions say, and only uses them to choose cut points. So the
@@ -11,24 +12,37 @@
 //!
 //! | Offset | Size | Field |
 //! |---|---|---|
-//! | 0 | 100 | name |
+//! | 0 | 100 | name: NUL-terminated unless all 100 bytes are used |
 //! | 124 | 12 | size: octal ASCII, or GNU base-256 (first byte 0x80) |
 //! | 148 | 8 | chksum: octal sum of the block with this field read as spaces |
 //! | 156 | 1 | typeflag |
 //! | 257 | 6 | magic: `ustar\0` (POSIX) or `ustar ` (GNU, followed by ` \0`) |
+//! | 345 | 155 | POSIX only: prefix, the path's leading directories (GNU: times, sparse map) |
 //! | 482 | 1 | GNU old sparse: "isextended" (more sparse map blocks follow) |
+
+use std::borrow::Cow;
 
 /// Size of a tar block; headers and member data are padded to it.
 pub const BLOCK: usize = 512;
 
-const SIZE_AT: usize = 124;
+const NAME_AT: usize = 0;
+const NAME_LEN: usize = 100;
+const SIZE_AT: usize = NAME_AT + NAME_LEN + 8 + 8 + 8; // after mode[8], uid[8], gid[8]
 const SIZE_LEN: usize = 12;
 const CHKSUM_AT: usize = SIZE_AT + SIZE_LEN + 12; // after mtime[12]
 const CHKSUM_LEN: usize = 8;
 const TYPEFLAG_AT: usize = CHKSUM_AT + CHKSUM_LEN;
 const MAGIC_AT: usize = TYPEFLAG_AT + 1 + 100; // after linkname[100]
 const MAGIC: &[u8; 5] = b"ustar";
+/// The POSIX magic; GNU's `ustar ` differs in its sixth byte and has no prefix field.
+const POSIX_MAGIC: &[u8; 6] = b"ustar\0";
+// After magic[6], version[2], uname[32], gname[32], devmajor[8], devminor[8].
+const PREFIX_AT: usize = MAGIC_AT + POSIX_MAGIC.len() + 2 + 32 + 32 + 8 + 8;
+const PREFIX_LEN: usize = 155;
 const GNU_ISEXTENDED_AT: usize = 482;
+
+// The offsets built from field sizes must land where the layout table says.
+const _: () = assert!(SIZE_AT == 124 && MAGIC_AT == 257 && PREFIX_AT == 345);
 
 /// What a header block announces about the bytes that follow it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +67,8 @@ pub enum HeaderKind {
     GnuLongName {
         /// Bytes of the name after the header, before padding.
         data_len: u64,
+        /// `K`: the name is the next member's link target, not its path.
+        link: bool,
     },
 }
 
@@ -93,7 +109,14 @@ pub fn parse_header(block: &[u8]) -> Option<HeaderKind> {
             data_len: size,
             local: false,
         },
-        b'L' | b'K' => HeaderKind::GnuLongName { data_len: size },
+        b'L' => HeaderKind::GnuLongName {
+            data_len: size,
+            link: false,
+        },
+        b'K' => HeaderKind::GnuLongName {
+            data_len: size,
+            link: true,
+        },
         // Header-only types: their size field does not announce data (POSIX says to
         // ignore it for links; devices, directories and FIFOs store nothing).
         b'1' | b'2' | b'3' | b'4' | b'5' | b'6' => HeaderKind::Member {
@@ -123,18 +146,87 @@ pub fn parse_header(block: &[u8]) -> Option<HeaderKind> {
 pub fn pax_size(mut records: &[u8]) -> Option<u64> {
     let mut size = None;
     while !records.is_empty() {
-        let space = records.iter().position(|&b| b == b' ')?;
-        let len: usize = std::str::from_utf8(&records[..space]).ok()?.parse().ok()?;
-        if len <= space + 1 || len > records.len() || records[len - 1] != b'\n' {
+        let PaxSplit::Record { record, rest } = split_pax_record(records)? else {
             return size;
-        }
-        let record = &records[space + 1..len - 1];
+        };
         if let Some(value) = record.strip_prefix(b"size=") {
             size = std::str::from_utf8(value).ok()?.parse::<u64>().ok();
         }
-        records = &records[len..];
+        records = rest;
     }
     size
+}
+
+/// The `path` record of pax extended header data (raw bytes, as stored), if there is one.
+///
+/// Scanned like [`pax_size`]: a malformed record ends the scan, an unreadable record
+/// length is `None`, a later `path` overrides an earlier one, and an empty value deletes
+/// the override (pax's rule), so it is `None` too.
+pub fn pax_path(mut records: &[u8]) -> Option<&[u8]> {
+    let mut path = None;
+    while !records.is_empty() {
+        let PaxSplit::Record { record, rest } = split_pax_record(records)? else {
+            return path;
+        };
+        if let Some(value) = record.strip_prefix(b"path=") {
+            path = Some(value).filter(|v| !v.is_empty());
+        }
+        records = rest;
+    }
+    path
+}
+
+/// The first record of pax data, split off.
+enum PaxSplit<'a> {
+    /// A well-formed record: its `key=value` bytes and the records after it.
+    Record { record: &'a [u8], rest: &'a [u8] },
+    /// The record's length is readable but does not frame a record: the scan ends.
+    End,
+}
+
+/// Splits `"<len> <key>=<value>\n"` off `records`, `len` counting the whole record.
+/// `None` if there is no space or `len` is not a decimal number.
+fn split_pax_record(records: &[u8]) -> Option<PaxSplit<'_>> {
+    let space = records.iter().position(|&b| b == b' ')?;
+    let len: usize = std::str::from_utf8(&records[..space]).ok()?.parse().ok()?;
+    if len <= space + 1 || len > records.len() || records[len - 1] != b'\n' {
+        return Some(PaxSplit::End);
+    }
+    Some(PaxSplit::Record {
+        record: &records[space + 1..len - 1],
+        rest: &records[len..],
+    })
+}
+
+/// The name in GNU long name data (`L`/`K`): the data without its trailing NULs.
+pub fn gnu_long_name(data: &[u8]) -> &[u8] {
+    let end = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    &data[..end]
+}
+
+/// The member path a header block stores, raw bytes. `None` if `block` is shorter than a
+/// block.
+///
+/// A POSIX ustar header (magic `ustar\0`) with a non-empty prefix field gives
+/// `prefix/name`; any other header (GNU, whose bytes there are times and sparse data, or
+/// pre-POSIX) gives the name field. Each field ends at its first NUL or its end. A pax
+/// `path` record ([`pax_path`]) or GNU long name ([`gnu_long_name`]) in front of the
+/// header overrides this; the name field then holds a truncated or placeholder path.
+/// The checksum is not checked here: see [`parse_header`].
+pub fn header_path(block: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let block = block.get(..BLOCK)?;
+    let name = until_nul(&block[NAME_AT..NAME_AT + NAME_LEN]);
+    let prefix = until_nul(&block[PREFIX_AT..PREFIX_AT + PREFIX_LEN]);
+    let posix = &block[MAGIC_AT..MAGIC_AT + POSIX_MAGIC.len()] == POSIX_MAGIC;
+    if !posix || prefix.is_empty() {
+        return Some(Cow::Borrowed(name));
+    }
+    Some(Cow::Owned([prefix, b"/", name].concat()))
+}
+
+/// `field` up to its first NUL, or all of it.
+fn until_nul(field: &[u8]) -> &[u8] {
+    field.split(|&b| b == 0).next().unwrap_or(field)
 }
 
 /// Checks the header checksum: the sum of all bytes with the chksum field counted as
@@ -274,6 +366,77 @@ pub(crate) mod tests {
         assert_eq!(pax_size(b"16 path=a/b/c/d\n"), None);
         assert_eq!(pax_size(b"99 size=1\n"), None);
         assert_eq!(pax_size(b"garbage"), None);
+    }
+
+    #[test]
+    fn gnu_long_name_and_link_are_told_apart() {
+        assert_eq!(
+            parse_header(&header("././@LongLink", 130, b'L')),
+            Some(HeaderKind::GnuLongName {
+                data_len: 130,
+                link: false
+            })
+        );
+        assert_eq!(
+            parse_header(&header("././@LongLink", 130, b'K')),
+            Some(HeaderKind::GnuLongName {
+                data_len: 130,
+                link: true
+            })
+        );
+        assert_eq!(gnu_long_name(b"a/long/name\0"), b"a/long/name");
+        assert_eq!(gnu_long_name(b"a\0b\0\0\0"), b"a\0b");
+        assert_eq!(gnu_long_name(b"no-nul"), b"no-nul");
+        assert_eq!(gnu_long_name(b"\0\0"), b"");
+    }
+
+    #[test]
+    fn pax_path_record_is_found() {
+        let records = b"20 path=some/file.x\n19 size=8589934592\n";
+        assert_eq!(pax_path(records), Some(&b"some/file.x"[..]));
+        // The size scan is unchanged by the shared record splitter.
+        assert_eq!(pax_size(records), Some(8_589_934_592));
+        assert_eq!(pax_path(b"19 size=8589934592\n"), None);
+        // A later record overrides, an empty value deletes.
+        assert_eq!(pax_path(b"10 path=a\n10 path=b\n"), Some(&b"b"[..]));
+        assert_eq!(pax_path(b"10 path=a\n8 path=\n"), None);
+        // Not a path record: a key that only starts like one.
+        assert_eq!(pax_path(b"14 linkpath=a\n"), None);
+        // A malformed record ends the scan; what came before counts.
+        assert_eq!(pax_path(b"10 path=a\n99 path=b\n"), Some(&b"a"[..]));
+        assert_eq!(pax_path(b"garbage"), None);
+        // Raw bytes, not necessarily UTF-8.
+        assert_eq!(pax_path(b"10 path=\xff\n"), Some(&b"\xff"[..]));
+    }
+
+    #[test]
+    fn header_path_joins_posix_prefix_and_name() {
+        let mut h = header("16384", 8192, b'0');
+        assert_eq!(header_path(&h).as_deref(), Some(&b"16384"[..]));
+        h[PREFIX_AT..PREFIX_AT + 7].copy_from_slice(b"base/16");
+        set_checksum(&mut h);
+        assert_eq!(header_path(&h).as_deref(), Some(&b"base/16/16384"[..]));
+        // Fields that fill their whole width have no NUL.
+        let name = "n".repeat(NAME_LEN);
+        let mut h = header(&name, 0, b'0');
+        h[PREFIX_AT..PREFIX_AT + PREFIX_LEN].fill(b'p');
+        let full = format!("{}/{name}", "p".repeat(PREFIX_LEN));
+        assert_eq!(header_path(&h).as_deref(), Some(full.as_bytes()));
+        assert_eq!(header_path(&h[..BLOCK - 1]), None);
+    }
+
+    #[test]
+    fn header_path_ignores_prefix_bytes_of_gnu_headers() {
+        // GNU headers keep atime/ctime where POSIX has the prefix.
+        let mut h = header("file", 0, b'0');
+        h[MAGIC_AT..MAGIC_AT + 8].copy_from_slice(b"ustar  \0");
+        h[PREFIX_AT..PREFIX_AT + 12].copy_from_slice(b"14000000000\0");
+        set_checksum(&mut h);
+        assert!(looks_like_tar(&h));
+        assert_eq!(header_path(&h).as_deref(), Some(&b"file"[..]));
+        // Pre-POSIX (v7) headers have no magic: the name field alone.
+        h[MAGIC_AT..MAGIC_AT + 8].fill(0);
+        assert_eq!(header_path(&h).as_deref(), Some(&b"file"[..]));
     }
 
     #[test]
