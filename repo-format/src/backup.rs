@@ -16,17 +16,20 @@
 //!   file, and only then is the manifest written: a crash at any earlier point leaves
 //!   unreferenced packs, never a snapshot with missing data.
 
-use crate::blob::BlobType;
+use crate::blob::{BlobType, DeltaBase};
 use crate::config::ChunkerSettings;
 use crate::content::{Content, ContentBuilder};
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::manifest::{SnapshotManifest, SnapshotSummary, MANIFEST_VERSION};
+use crate::page_deltas::{ParentPages, TarPageMapBuilder};
 use crate::repo::{current_hostname, current_username, Repository, Snapshot, SNAPSHOTS_DIR};
 use crate::saver::BlobSaver;
 use crate::session::WriterSession;
 use crate::tree::{Node, NodeKind, Timestamp, Tree};
-use dprepo_chunker::{Chunker, ChunkerParams, StreamChunker, StreamChunking};
+use dprepo_chunker::{
+    Chunker, ChunkerParams, StreamChunk, StreamChunker, StreamChunking, PAGE_SIZE,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::io::Read;
@@ -252,10 +255,26 @@ async fn run_backup(
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
     let parent = match (&options.parent, &source) {
-        (_, BackupSource::Stream { .. }) | (ParentChoice::None, _) => None,
+        (ParentChoice::None, _) => None,
         (ParentChoice::Id(id), _) => {
             let all = repo.list_snapshots().await?;
             Some(Repository::select_snapshot(&all, &id.to_hex())?)
+        }
+        // A stream's parent offers its pages as delta bases (page_deltas.rs): the
+        // latest stream of the same name, from this host if there is one.
+        (ParentChoice::Auto, BackupSource::Stream { .. }) => {
+            let all = repo.list_snapshots().await?;
+            let same_stream = |s: &&Snapshot| {
+                s.manifest.stdin_name == stdin_name && s.manifest.paths == path_strings
+            };
+            let from_here = all
+                .iter()
+                .rev()
+                .filter(same_stream)
+                .find(|s| s.manifest.hostname == hostname);
+            from_here
+                .or_else(|| all.iter().rev().find(same_stream))
+                .cloned()
         }
         (ParentChoice::Auto, _) => {
             let all = repo.list_snapshots().await?;
@@ -298,7 +317,9 @@ async fn run_backup(
     let walked = tokio::task::spawn_blocking(move || {
         let result = match source {
             BackupSource::Paths(_) => walker.walk_paths(&paths, parent_tree),
-            BackupSource::Stream { name, reader } => walker.walk_stream(&name, reader, time),
+            BackupSource::Stream { name, reader } => {
+                walker.walk_stream(&name, reader, time, parent_tree)
+            }
         };
         // No chunk task may outlive the walk: they hold the saver, whose channel must
         // close for the uploader to finish.
@@ -320,6 +341,7 @@ async fn run_backup(
     summary.blobs_added = save_stats.blobs_added.load(Ordering::Relaxed);
     summary.bytes_added = save_stats.bytes_added.load(Ordering::Relaxed);
     summary.bytes_stored = save_stats.bytes_stored.load(Ordering::Relaxed);
+    summary.deltas_added = save_stats.deltas_added.load(Ordering::Relaxed);
     summary.packs_written = save_stats.packs_written.load(Ordering::Relaxed);
     summary.errors = warnings.len() as u64;
     summary.duration_secs = started.elapsed().as_secs_f64();
@@ -673,6 +695,39 @@ enum PendingNode {
 #[derive(Debug, Default)]
 struct DirState {
     tree: OnceLock<BlobId>,
+}
+
+/// Save Data chunk `chunk` as a delta against the parent's page `base_id` (or that
+/// page's own base, when it is a delta) when the chunk is new, the base is usable and
+/// the delta pays (saver.rs); in full otherwise. A base that cannot be read
+/// only costs the delta: the page is stored in full (verify reports the damage).
+fn save_with_base(
+    saver: &BlobSaver,
+    repo: &Repository,
+    rt: &tokio::runtime::Handle,
+    chunk: &[u8],
+    base_id: BlobId,
+) -> Result<BlobId> {
+    let id = saver.keys().content_id(chunk);
+    let base_id = match saver.delta_base_for(&base_id) {
+        Some(base) if base != id && !saver.is_stored(&id) => base,
+        _ => {
+            saver.save_with_id(BlobType::Data, id, chunk)?;
+            return Ok(id);
+        }
+    };
+    match rt.block_on(repo.read_blob(&base_id, BlobType::Data)) {
+        Ok(base) => saver.save_data_with_base(
+            id,
+            chunk,
+            DeltaBase {
+                id: &base_id,
+                plaintext: &base,
+            },
+        )?,
+        Err(_) => saver.save_with_id(BlobType::Data, id, chunk)?,
+    }
+    Ok(id)
 }
 
 struct Walker {
@@ -1030,18 +1085,19 @@ impl Walker {
             .map_err(|_| Error::Internal("finalizer stopped".into()))
     }
 
-    /// Read and chunk a file or stream, handing chunks to the pool; returns the number
-    /// of bytes read. Chunk ids complete asynchronously into `state`.
+    /// Read and chunk a file, handing chunks to the pool; returns the number of bytes
+    /// read. Chunk ids complete asynchronously into `state`.
     fn read_content(&self, source: impl Read, state: &Arc<FileState>) -> Result<u64> {
         let chunker = Chunker::new(source, self.chunker)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        self.save_chunks(chunker, state)
+        self.save_chunks(chunker.map(|c| c.map(|data| (data, None))), state)
     }
 
-    /// Hand the chunks of one file or stream to the pool; returns the number of bytes.
+    /// Hand the chunks of one file or stream to the pool, each with the base to offer
+    /// it as a delta (page_deltas.rs); returns the number of bytes.
     fn save_chunks(
         &self,
-        chunker: impl Iterator<Item = std::io::Result<Vec<u8>>>,
+        chunker: impl Iterator<Item = std::io::Result<(Vec<u8>, Option<BlobId>)>>,
         state: &Arc<FileState>,
     ) -> Result<u64> {
         let mut seq = 0u64;
@@ -1050,7 +1106,7 @@ impl Walker {
             if self.abort.load(Ordering::Relaxed) {
                 return Err(Error::Internal("backup aborted".into()));
             }
-            let chunk = chunk.map_err(|e| Error::LocalIo {
+            let (chunk, base) = chunk.map_err(|e| Error::LocalIo {
                 path: PathBuf::new(),
                 source: e,
             })?;
@@ -1066,8 +1122,12 @@ impl Walker {
                 self.abort.clone(),
             );
             let this_seq = seq;
+            let page_base = base.map(|b| (b, self.repo.clone(), self.rt.clone()));
             rayon::spawn(move || {
-                let result = saver.save(BlobType::Data, &chunk);
+                let result = match page_base {
+                    None => saver.save(BlobType::Data, &chunk),
+                    Some((base, repo, rt)) => save_with_base(&saver, &repo, &rt, &chunk, base),
+                };
                 if result.is_err() {
                     abort.store(true, Ordering::Relaxed);
                 }
@@ -1082,16 +1142,59 @@ impl Walker {
         Ok(size)
     }
 
+    /// The pages of the parent snapshot's stream `name`, to offer as delta bases; `None`
+    /// without a parent, or when it has no such stream or no page map.
+    fn parent_pages(&self, name: &str, parent_tree: Option<BlobId>) -> Option<ParentPages> {
+        let tree_id = parent_tree?;
+        let found = self.rt.block_on(async {
+            let tree = self.repo.load_tree(&tree_id).await?;
+            match tree.get(name.as_bytes()) {
+                Some(node) => ParentPages::of_node(&self.repo, node),
+                None => Ok(None),
+            }
+        });
+        found.unwrap_or_else(|e| {
+            self.warn(format!(
+                "parent stream {name}: {e}; its pages are not used as delta bases"
+            ));
+            None
+        })
+    }
+
     fn walk_stream(
         &self,
         name: &str,
         reader: Box<dyn Read + Send>,
         time: chrono::DateTime<chrono::Utc>,
+        parent_tree: Option<BlobId>,
     ) -> Result<BlobId> {
         let state = FileState::new();
         let mut chunker = StreamChunker::new(reader, self.chunker, self.stream_chunking)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        let saved = self.save_chunks(chunker.by_ref(), &state);
+        let mut parent = self.parent_pages(name, parent_tree);
+        let mut page_map = TarPageMapBuilder::new(PAGE_SIZE);
+        let mut seq = 0u64;
+        let tagged = std::iter::from_fn(|| chunker.next_tagged()).map(|chunk| {
+            let StreamChunk { data, page } = chunk?;
+            let mut base = None;
+            if let Some(position) = &page {
+                page_map.record(seq, position, data.len());
+                if let Some(pages) = parent.as_mut() {
+                    match self.rt.block_on(pages.base_for(position, data.len())) {
+                        Ok(found) => base = found,
+                        Err(e) => {
+                            self.warn(format!(
+                                "parent stream {name}: {e}; its pages are no longer used as delta bases"
+                            ));
+                            parent = None;
+                        }
+                    }
+                }
+            }
+            seq += 1;
+            Ok((data, base))
+        });
+        let saved = self.save_chunks(tagged, &state);
         self.stream_cut_as_tar
             .store(chunker.tar_detected(), Ordering::Relaxed);
         let size = saved.map_err(|e| match e {
@@ -1120,7 +1223,7 @@ impl Walker {
             inode: 0,
             device: 0,
             size,
-            extensions: Vec::new(),
+            extensions: page_map.finish().into_iter().collect(),
         };
         {
             let mut counts = self

@@ -46,18 +46,36 @@ impl BlobType {
 pub const ENCODING_RAW: u8 = 0;
 /// Payload encoding byte: body is one zstd frame.
 pub const ENCODING_ZSTD: u8 = 1;
+/// Payload encoding byte: body is one zstd frame compressed with the plaintext of the
+/// blob's base (a Data blob named in the pack header and index) as a raw-content prefix.
+/// Only delta blobs use it, and they use nothing else.
+pub const ENCODING_ZSTD_DELTA: u8 = 2;
 /// The largest plaintext any blob may decode to. Bounds allocations on damaged input.
 pub const MAX_BLOB_PLAINTEXT: u64 = 256 << 20;
 
 /// Prefix of the associated data of blobs.
 const BLOB_AAD_PREFIX: &[u8] = b"dprepo blob";
 
-fn blob_aad(blob_type: BlobType, id: &BlobId) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(BLOB_AAD_PREFIX.len() + 33);
+/// `"dprepo blob" || type || id`, and for a delta blob `|| base id`: a delta cannot be
+/// passed off as a full blob, nor be decoded against another base.
+fn blob_aad(blob_type: BlobType, id: &BlobId, base: Option<&BlobId>) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(BLOB_AAD_PREFIX.len() + 65);
     aad.extend_from_slice(BLOB_AAD_PREFIX);
     aad.push(blob_type as u8);
     aad.extend_from_slice(&id.0);
+    if let Some(base) = base {
+        aad.extend_from_slice(&base.0);
+    }
     aad
+}
+
+/// The base of a delta blob: its id and its plaintext.
+#[derive(Debug, Clone, Copy)]
+pub struct DeltaBase<'a> {
+    /// Content id of the base (a full Data blob).
+    pub id: &'a BlobId,
+    /// Its plaintext, the prefix the delta was compressed against.
+    pub plaintext: &'a [u8],
 }
 
 /// Compress `plaintext` with zstd at `level` (0 disables compression) when that saves
@@ -137,6 +155,12 @@ pub fn decompress_payload(payload: &[u8], expected_len: u64, object: &str) -> Re
     let plain = match encoding {
         ENCODING_RAW => body.to_vec(),
         ENCODING_ZSTD => bounded_zstd(body, expected_len, object)?,
+        ENCODING_ZSTD_DELTA => {
+            return Err(Error::corrupt(
+                object,
+                "delta payload in a blob that names no base",
+            ))
+        }
         other => {
             return Err(Error::corrupt(
                 object,
@@ -219,7 +243,40 @@ pub fn encode_blob(
     level: i32,
 ) -> Vec<u8> {
     let payload = compress_payload(plaintext, level);
-    keys.seal(&blob_aad(blob_type, id), &payload)
+    keys.seal(&blob_aad(blob_type, id, None), &payload)
+}
+
+/// Encode a Data blob as a delta against `base`: zstd at `level` (at least 1) with the
+/// base's plaintext as prefix, encrypted bound to the id and the base id. The caller
+/// decides whether it pays against [`encode_blob`].
+///
+/// # Errors
+/// [`Error::Internal`] if zstd fails (out of memory).
+pub fn encode_delta_blob(
+    keys: &Keys,
+    id: &BlobId,
+    plaintext: &[u8],
+    base: DeltaBase<'_>,
+    level: i32,
+) -> Result<Vec<u8>> {
+    use zstd::zstd_safe::{CCtx, CParameter};
+    let zstd_error = |e: usize| {
+        Error::Internal(format!(
+            "zstd delta: {}",
+            zstd::zstd_safe::get_error_name(e)
+        ))
+    };
+    let mut cctx = CCtx::create();
+    cctx.set_parameter(CParameter::CompressionLevel(level.max(1)))
+        .map_err(zstd_error)?;
+    cctx.ref_prefix(base.plaintext).map_err(zstd_error)?;
+    let mut payload = Vec::with_capacity(1 + zstd::zstd_safe::compress_bound(plaintext.len()));
+    payload.push(ENCODING_ZSTD_DELTA);
+    // The frame records the content size (compress2 knows it), which decoding checks.
+    let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(plaintext.len()));
+    cctx.compress2(&mut frame, plaintext).map_err(zstd_error)?;
+    payload.extend_from_slice(&frame);
+    Ok(keys.seal(&blob_aad(BlobType::Data, id, Some(base.id)), &payload))
 }
 
 /// Decrypt, decompress and verify a stored blob: the plaintext must hash to `id`.
@@ -235,8 +292,71 @@ pub fn decode_blob(
     raw_len: u64,
 ) -> Result<Vec<u8>> {
     let object = format!("{blob_type:?} blob {}", id.short()).to_lowercase();
-    let payload = keys.open(&blob_aad(blob_type, id), stored, &object)?;
+    let payload = keys.open(&blob_aad(blob_type, id, None), stored, &object)?;
     let plain = decompress_payload(&payload, raw_len, &object)?;
+    if keys.content_id(&plain) != *id {
+        return Err(Error::corrupt(object, "content does not hash to its id"));
+    }
+    Ok(plain)
+}
+
+/// Decrypt, decode against its base and verify a delta blob (a Data blob whose pack
+/// entry names `base`): the plaintext must be `raw_len` bytes and hash to `id`.
+///
+/// # Errors
+/// [`Error::Corrupt`] if the bytes do not authenticate with this id and base, the
+/// payload is not a delta, or it does not decode to `raw_len` bytes hashing to `id`.
+pub fn decode_delta_blob(
+    keys: &Keys,
+    id: &BlobId,
+    stored: &[u8],
+    raw_len: u64,
+    base: DeltaBase<'_>,
+) -> Result<Vec<u8>> {
+    use zstd::zstd_safe::DCtx;
+    let object = format!(
+        "data blob {} (delta against {})",
+        id.short(),
+        base.id.short()
+    );
+    let payload = keys.open(
+        &blob_aad(BlobType::Data, id, Some(base.id)),
+        stored,
+        &object,
+    )?;
+    let (&encoding, body) = payload
+        .split_first()
+        .ok_or_else(|| Error::corrupt(&object, "empty blob payload"))?;
+    if encoding != ENCODING_ZSTD_DELTA {
+        return Err(Error::corrupt(
+            &object,
+            format!("payload encoding {encoding} in a delta blob"),
+        ));
+    }
+    if raw_len > MAX_BLOB_PLAINTEXT {
+        return Err(Error::corrupt(
+            &object,
+            format!("plaintext length {raw_len} exceeds {MAX_BLOB_PLAINTEXT}"),
+        ));
+    }
+    // One pass into an output of exactly the expected size, as for full blobs: a
+    // frame cannot make it grow, and a forged window size allocates nothing.
+    let mut plain = Vec::with_capacity(raw_len as usize);
+    let mut dctx = DCtx::create();
+    let zstd_error = |e: usize| {
+        Error::corrupt(
+            &object,
+            format!("zstd: {}", zstd::zstd_safe::get_error_name(e)),
+        )
+    };
+    dctx.ref_prefix(base.plaintext).map_err(zstd_error)?;
+    dctx.decompress(&mut plain, body).map_err(zstd_error)?;
+    if plain.len() as u64 != raw_len {
+        return Err(Error::corrupt(
+            &object,
+            format!("decodes to {} bytes, expected {raw_len}", plain.len()),
+        ));
+    }
     if keys.content_id(&plain) != *id {
         return Err(Error::corrupt(object, "content does not hash to its id"));
     }
@@ -344,6 +464,61 @@ mod tests {
         assert_eq!(lying[5], 100);
         lying[5] = 50;
         assert!(bounded_zstd(&lying, 1000, "lying").is_err());
+    }
+
+    /// A page that differs from its base in a few bytes is stored as a delta of a few
+    /// dozen bytes, decodes only against that base, and not as a full blob.
+    #[test]
+    fn delta_blob_round_trip_and_refusals() {
+        let keys = keys();
+        // Random bytes: the page can only be matched against its base, not itself.
+        let mut x = 88172645463325252u64;
+        let base: Vec<u8> = (0..8192)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let mut page = base.clone();
+        page[100..108].copy_from_slice(b"changed!");
+        let (base_id, id) = (keys.content_id(&base), keys.content_id(&page));
+        let with = |plaintext| DeltaBase {
+            id: &base_id,
+            plaintext,
+        };
+        let stored = encode_delta_blob(&keys, &id, &page, with(&base), 3).unwrap();
+        assert!(stored.len() < 100, "delta of {} bytes", stored.len());
+        let len = page.len() as u64;
+        assert_eq!(
+            decode_delta_blob(&keys, &id, &stored, len, with(&base)).unwrap(),
+            page
+        );
+        // Another base (same id claimed, other bytes) decodes to bytes that fail the hash.
+        let mut other = base.clone();
+        other[5000] ^= 1;
+        assert!(decode_delta_blob(&keys, &id, &stored, len, with(&other)).is_err());
+        // Another base id is other associated data.
+        let wrong_id = keys.content_id(b"x");
+        let wrong = DeltaBase {
+            id: &wrong_id,
+            plaintext: &base,
+        };
+        assert!(decode_delta_blob(&keys, &id, &stored, len, wrong).is_err());
+        // Not a full blob, and not of another length.
+        assert!(decode_blob(&keys, BlobType::Data, &id, &stored, len).is_err());
+        assert!(decode_delta_blob(&keys, &id, &stored, len - 1, with(&base)).is_err());
+        assert!(decode_delta_blob(&keys, &id, &stored, len + 1, with(&base)).is_err());
+        // A full blob is not a delta.
+        let full = encode_blob(&keys, BlobType::Data, &id, &page, 3);
+        assert!(decode_delta_blob(&keys, &id, &full, len, with(&base)).is_err());
+        // A delta payload sealed as a full blob is refused by the full decoder.
+        let payload = keys
+            .open(&blob_aad(BlobType::Data, &id, Some(&base_id)), &stored, "t")
+            .unwrap();
+        let resealed = keys.seal(&blob_aad(BlobType::Data, &id, None), &payload);
+        assert!(decode_blob(&keys, BlobType::Data, &id, &resealed, len).is_err());
     }
 
     #[test]

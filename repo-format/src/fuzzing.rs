@@ -28,14 +28,15 @@ use crate::crypto::{Keys, MasterKey, NONCE_LEN};
 use crate::envelope::{header, FileType};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, ID_LEN};
-use crate::index::{Index, IndexFile, INDEX_FILE_VERSION};
+use crate::index::{Index, IndexFile, INDEX_FILE_VERSION_DELTA};
 use crate::key::{KdfParams, KeyFile, MAX_ITERATIONS, MAX_MEMORY_KIB, MAX_PARALLELISM};
 use crate::manifest::{
     Lease, SessionMarker, SnapshotManifest, Tombstone, LEASE_FILE_VERSION, SESSION_FILE_VERSION,
     SNAPSHOT_FILE_VERSION, TOMBSTONE_FILE_VERSION,
 };
 use crate::pack::{
-    decode_pack, parse_trailer, PackEntry, PACK_HEADER_AAD, PACK_MAGIC, PACK_VERSION, TRAILER_LEN,
+    decode_pack, parse_trailer, PackEntry, PACK_HEADER_AAD, PACK_MAGIC, PACK_VERSION_DELTA,
+    TRAILER_LEN,
 };
 use crate::repo::{InitOptions, Repository, CONFIG_NAME, KEYS_DIR};
 use crate::restore::dump;
@@ -172,6 +173,15 @@ fn check_pack_entries(entries: &[PackEntry], pack_len: usize, header_len: usize)
             "decode_pack accepted a blob of impossible stored length {}",
             e.stored_len
         );
+        assert!(
+            e.base.is_none() || e.blob_type == BlobType::Data,
+            "decode_pack accepted a delta that is not a Data blob"
+        );
+        assert_ne!(
+            e.base,
+            Some(e.id),
+            "decode_pack accepted a self-based delta"
+        );
         offset += e.stored_len as usize;
     }
     assert_eq!(offset, data_len, "pack entries do not fill the pack");
@@ -200,7 +210,12 @@ pub fn fuzz_pack(data: &[u8]) {
         check_pack_entries(&entries, data.len(), trailer_header_len(data));
         for e in &entries {
             let stored = &data[e.offset as usize..][..e.stored_len as usize];
-            if let Ok(plain) = decode_blob(keys, e.blob_type, &e.id, stored, e.raw_len.into()) {
+            if e.base.is_some() {
+                // A delta does not open without its base's id as associated data.
+                assert!(decode_blob(keys, e.blob_type, &e.id, stored, e.raw_len.into()).is_err());
+            } else if let Ok(plain) =
+                decode_blob(keys, e.blob_type, &e.id, stored, e.raw_len.into())
+            {
                 assert_eq!(plain.len(), e.raw_len as usize, "blob of the wrong length");
             }
         }
@@ -213,7 +228,8 @@ pub fn fuzz_pack(data: &[u8]) {
         let mut pack = vec![0u8; area];
         pack.extend_from_slice(&sealed);
         pack.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-        pack.push(PACK_VERSION);
+        // Version 2 reads everything version 1 does, and delta entries too.
+        pack.push(PACK_VERSION_DELTA);
         pack.extend_from_slice(PACK_MAGIC);
         if let Ok(entries) = decode_pack(keys, &pack, "fuzz pack") {
             check_pack_entries(&entries, pack.len(), sealed.len());
@@ -226,11 +242,11 @@ pub fn fuzz_pack(data: &[u8]) {
 /// that finds every blob it lists.
 pub fn fuzz_index(data: &[u8]) {
     let keys = fuzz_keys();
-    let sealed = seal_payload(FileType::Index, INDEX_FILE_VERSION, data);
+    let sealed = seal_payload(FileType::Index, INDEX_FILE_VERSION_DELTA, data);
     let decoded = [
         IndexFile::decode(keys, data, "fuzz index"),
         IndexFile::decode(keys, &sealed, "fuzz index"),
-        IndexFile::decode_body(data, "fuzz index"),
+        IndexFile::decode_body(data, INDEX_FILE_VERSION_DELTA, "fuzz index"),
     ];
     for file in decoded.into_iter().flatten() {
         assert_round_trip(

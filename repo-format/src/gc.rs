@@ -20,7 +20,7 @@
 //! Memory: the Bloom filter takes 10 bits per indexed blob, plus the set of tree ids
 //! walked and per-pack counters; index files are streamed one at a time.
 
-use crate::blob::decode_blob;
+use crate::blob::{decode_blob, decode_delta_blob, DeltaBase};
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::index::{IndexFile, IndexPack};
@@ -196,7 +196,12 @@ fn require_indexed(repo: &Repository, snap: &Snapshot, ids: &[BlobId]) -> Result
         .index()
         .read()
         .map_err(|_| Error::Internal("index lock poisoned".into()))?;
-    match ids.iter().find(|id| !index.contains(id)) {
+    // A delta's base must be indexed too: it is as much needed as the blob itself.
+    let unindexed = ids.iter().find_map(|id| match index.get(id) {
+        None => Some(*id),
+        Some(loc) => loc.base.filter(|base| !index.contains(base)),
+    });
+    match unindexed {
         None => Ok(()),
         Some(id) => Err(Error::Internal(format!(
             "snapshot {} references blob {} which no index file lists; gc will not run (it could delete the pack holding it): run `dprepo repair index` first",
@@ -204,6 +209,29 @@ fn require_indexed(repo: &Repository, snap: &Snapshot, ids: &[BlobId]) -> Result
             id.short()
         ))),
     }
+}
+
+/// Mark the bases of reachable delta blobs reachable: a delta cannot be decoded without
+/// its base. Every index entry counts, not only the copy the index prefers, because
+/// whichever copy of a blob survives must stay decodable. Bases are never deltas, so
+/// one pass closes the set. Index files are read one at a time.
+async fn close_over_bases(
+    repo: &Repository,
+    reachable: &mut Reachable,
+    index_names: &[String],
+) -> Result<()> {
+    for name in index_names {
+        for p in read_index_file(repo, name).await?.packs {
+            for e in &p.entries {
+                if let Some(base) = &e.base {
+                    if reachable.bloom.may_contain(&e.id) {
+                        reachable.bloom.insert(base);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Usage of one pack.
@@ -345,6 +373,8 @@ pub async fn plan(repo: &Repository, options: &GcOptions) -> Result<GcPlan> {
         .flat_map(|(_, t)| t.packs.iter().map(|p| p.id))
         .collect();
     let index_names = repo.storage().list(INDEX_DIR).await?;
+    let names: Vec<String> = index_names.iter().map(|i| i.name.clone()).collect();
+    close_over_bases(repo, &mut reachable, &names).await?;
     let mut seen: HashSet<BlobId> = HashSet::new();
     let (mut blobs, mut unused_blobs) = (0u64, 0u64);
     let (mut delete, mut repack) = (Vec::new(), Vec::new());
@@ -636,6 +666,7 @@ pub async fn apply(
         .into_iter()
         .map(|b| b.name)
         .collect();
+    close_over_bases(repo, &mut reachable, &index_names).await?;
     // Pass 1: reachable blobs inside candidate packs need a copy elsewhere.
     let mut needs_copy: HashSet<BlobId> = HashSet::new();
     let mut pack_live: HashMap<BlobId, Vec<BlobId>> = HashMap::new();
@@ -764,9 +795,18 @@ async fn rewrite_packs(
                 continue;
             }
         };
+        // Verify before copying: a damaged blob must not be given a new home silently.
+        // Deltas first, one base at a time (a pack of deltas may name thousands).
+        if let Err(reason) = verify_deltas(repo, &usage.live, &bytes).await {
+            report.warnings.push(format!(
+                "pack {}: {reason}; not rewritten (run verify)",
+                usage.id.short()
+            ));
+            report.packs_kept += 1;
+            continue;
+        }
         let keys = repo.keys().clone();
         let live = usage.live.clone();
-        // Verify before copying: a damaged blob must not be given a new home silently.
         let verified = run_cpu(
             move || -> std::result::Result<Vec<(PackEntry, Vec<u8>)>, String> {
                 let mut out = Vec::new();
@@ -775,8 +815,10 @@ async fn rewrite_packs(
                     let stored = bytes
                         .get(e.offset as usize..end)
                         .ok_or_else(|| format!("blob {} lies outside the pack", e.id.short()))?;
-                    decode_blob(&keys, e.blob_type, &e.id, stored, u64::from(e.raw_len))
-                        .map_err(|err| err.to_string())?;
+                    if e.base.is_none() {
+                        decode_blob(&keys, e.blob_type, &e.id, stored, u64::from(e.raw_len))
+                            .map_err(|err| err.to_string())?;
+                    }
                     out.push((e, stored.to_vec()));
                 }
                 Ok(out)
@@ -798,7 +840,7 @@ async fn rewrite_packs(
             let builder = builders
                 .entry(usage.kind)
                 .or_insert_with(|| PackBuilder::with_capacity(usage.kind, pack_size + (1 << 20)));
-            builder.add(e.blob_type, e.id, &stored, e.raw_len);
+            builder.add_entry(e.blob_type, e.id, &stored, e.raw_len, e.base);
             if builder.len() >= pack_size {
                 let full = std::mem::replace(
                     builder,
@@ -824,6 +866,36 @@ async fn rewrite_packs(
         write_index(repo, new_index).await?;
     }
     Ok(done)
+}
+
+/// Decode every delta among `live` (entries of `pack`) against its base.
+///
+/// # Errors
+/// Why one does not decode, as text for the report.
+async fn verify_deltas(
+    repo: &Repository,
+    live: &[PackEntry],
+    pack: &[u8],
+) -> std::result::Result<(), String> {
+    for e in live {
+        let Some(base_id) = e.base else {
+            continue;
+        };
+        let stored = pack
+            .get(e.offset as usize..e.offset as usize + e.stored_len as usize)
+            .ok_or_else(|| format!("blob {} lies outside the pack", e.id.short()))?;
+        let base = repo
+            .read_delta_base(&e.id, &base_id)
+            .await
+            .map_err(|err| err.to_string())?;
+        let base = DeltaBase {
+            id: &base_id,
+            plaintext: &base,
+        };
+        decode_delta_blob(repo.keys(), &e.id, stored, u64::from(e.raw_len), base)
+            .map_err(|err| err.to_string())?;
+    }
+    Ok(())
 }
 
 async fn upload_pack(

@@ -10,7 +10,8 @@
 //! Body (envelope type 2, version 1):
 //! `obsolete_count u32 || id[32]* || pack_count u32 || pack*` with
 //! `pack = pack_id[32] || kind u8 || entry_count u32 || entry*` and
-//! `entry = type u8 || id[32] || offset u32 || stored_len u32 || raw_len u32`.
+//! `entry = type u8 || id[32] || offset u32 || stored_len u32 || raw_len u32`, then
+//! `base[32]` when the type byte has [`DELTA_FLAG`] (version 2 files only; see `pack::DELTA_FLAG`).
 
 use crate::blob::BlobType;
 use crate::codec::{Reader, Writer};
@@ -19,11 +20,14 @@ use crate::envelope::{open_file, seal_file, FileType};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, ID_LEN};
 use crate::index_cache::IndexCache;
-use crate::pack::{PackEntry, PackKind};
+use crate::pack::{check_base, decode_type_byte, PackEntry, PackKind};
 use std::collections::{HashMap, HashSet};
 
-/// Envelope version of index files.
+/// Envelope version of index files without delta entries.
 pub const INDEX_FILE_VERSION: u8 = 1;
+/// Envelope version of index files with delta entries (type byte with [`DELTA_FLAG`],
+/// base id after the entry). The highest version this build reads.
+pub const INDEX_FILE_VERSION_DELTA: u8 = 2;
 /// Length of one entry in an index file.
 pub const INDEX_ENTRY_LEN: usize = 1 + ID_LEN + 4 + 4 + 4;
 /// Length of a pack record before its entries.
@@ -63,14 +67,27 @@ impl IndexFile {
             w.u8(p.kind as u8);
             w.u32(p.entries.len() as u32);
             for e in &p.entries {
-                w.u8(e.blob_type as u8);
+                w.u8(e.type_byte());
                 w.id(&e.id);
                 w.u32(e.offset);
                 w.u32(e.stored_len);
                 w.u32(e.raw_len);
+                if let Some(base) = &e.base {
+                    w.id(base);
+                }
             }
         }
-        seal_file(keys, FileType::Index, INDEX_FILE_VERSION, &w.finish())
+        // Version 1 unless a delta entry needs 2, as for packs.
+        let has_delta = self
+            .packs
+            .iter()
+            .any(|p| p.entries.iter().any(|e| e.base.is_some()));
+        let version = if has_delta {
+            INDEX_FILE_VERSION_DELTA
+        } else {
+            INDEX_FILE_VERSION
+        };
+        seal_file(keys, FileType::Index, version, &w.finish())
     }
 
     /// Decode a sealed index file.
@@ -78,15 +95,22 @@ impl IndexFile {
     /// # Errors
     /// [`Error::Corrupt`] / [`Error::UnsupportedVersion`] naming `object`.
     pub fn decode(keys: &Keys, bytes: &[u8], object: &str) -> Result<IndexFile> {
-        let (_, body) = open_file(keys, bytes, FileType::Index, INDEX_FILE_VERSION, object)?;
-        Self::decode_body(&body, object)
+        let (version, body) = open_file(
+            keys,
+            bytes,
+            FileType::Index,
+            INDEX_FILE_VERSION_DELTA,
+            object,
+        )?;
+        Self::decode_body(&body, version, object)
     }
 
-    /// Decode the plaintext body of an index file.
+    /// Decode the plaintext body of an index file of envelope `version`.
     ///
     /// # Errors
     /// [`Error::Corrupt`] naming `object`.
-    pub fn decode_body(body: &[u8], object: &str) -> Result<IndexFile> {
+    pub fn decode_body(body: &[u8], version: u8, object: &str) -> Result<IndexFile> {
+        let deltas_allowed = version >= INDEX_FILE_VERSION_DELTA;
         let mut r = Reader::new(body, object);
         let n = r.count("obsolete count", ID_LEN)?;
         let mut obsoletes = Vec::with_capacity(n);
@@ -101,11 +125,14 @@ impl IndexFile {
             let m = r.count("entry count", INDEX_ENTRY_LEN)?;
             let mut entries = Vec::with_capacity(m);
             for _ in 0..m {
-                let blob_type = BlobType::from_u8(r.u8("blob type")?, object)?;
+                let (blob_type, delta) =
+                    decode_type_byte(r.u8("blob type")?, deltas_allowed, object)?;
                 let bid = r.id("blob id")?;
                 let offset = r.u32("offset")?;
                 let stored_len = r.u32("stored length")?;
                 let raw_len = r.u32("raw length")?;
+                let base = if delta { Some(r.id("base id")?) } else { None };
+                check_base(&bid, base.as_ref(), object)?;
                 if offset.checked_add(stored_len).is_none() {
                     return Err(r.corrupt(format!("blob {} extends past 4 GiB", bid.short())));
                 }
@@ -115,6 +142,7 @@ impl IndexFile {
                     offset,
                     stored_len,
                     raw_len,
+                    base,
                 });
             }
             packs.push(IndexPack { id, kind, entries });
@@ -139,6 +167,8 @@ pub struct BlobLocation {
     pub stored_len: u32,
     /// Plaintext length.
     pub raw_len: u32,
+    /// For a delta blob, its base (see [`PackEntry::base`]).
+    pub base: Option<BlobId>,
 }
 
 impl BlobLocation {
@@ -155,6 +185,7 @@ struct Slot {
     offset: u32,
     stored_len: u32,
     raw_len: u32,
+    base: Option<BlobId>,
 }
 
 /// Every blob in a hash map: about 80 bytes per blob. For tests and small repositories;
@@ -187,6 +218,7 @@ impl MemoryIndex {
                 offset: e.offset,
                 stored_len: e.stored_len,
                 raw_len: e.raw_len,
+                base: e.base,
             };
             match self.blobs.entry(e.id) {
                 std::collections::hash_map::Entry::Vacant(v) => {
@@ -213,6 +245,7 @@ impl MemoryIndex {
                 offset: s.offset,
                 stored_len: s.stored_len,
                 raw_len: s.raw_len,
+                base: s.base,
             }
         })
     }
@@ -384,13 +417,24 @@ impl Index {
     }
 
     /// Whether a writer may reference blob `id`: it is indexed in a pack that no gc
-    /// tombstone names.
+    /// tombstone names, and so is its base when it is a delta. (A delta that no snapshot
+    /// references keeps its index entry until gc rewrites its pack, but its base may
+    /// already be gone: gc keeps bases only of reachable deltas.)
     pub fn usable(&self, id: &BlobId) -> bool {
-        if self.excluded.is_empty() {
-            return self.contains(id);
+        let Some(loc) = self.get(id) else {
+            return false;
+        };
+        if self.excluded.contains(&loc.pack_id) {
+            return false;
         }
-        self.get(id)
-            .is_some_and(|loc| !self.excluded.contains(&loc.pack_id))
+        match loc.base {
+            None => true,
+            Some(base) => self.get(&base).is_some_and(|b| {
+                b.base.is_none()
+                    && b.blob_type == BlobType::Data
+                    && !self.excluded.contains(&b.pack_id)
+            }),
+        }
     }
 
     /// Where blob `id` is stored, if known.
@@ -462,13 +506,21 @@ mod tests {
             0u32..1 << 30,
             41u32..1 << 20,
             any::<u32>(),
+            proptest::option::of(proptest::array::uniform32(any::<u8>())),
         )
-            .prop_map(|(t, id, offset, stored_len, raw_len)| PackEntry {
-                blob_type: BlobType::from_u8(t, "t").unwrap(),
-                id: BlobId(id),
-                offset,
-                stored_len,
-                raw_len,
+            .prop_map(|(t, id, offset, stored_len, raw_len, base)| {
+                let blob_type = BlobType::from_u8(t, "t").unwrap();
+                PackEntry {
+                    blob_type,
+                    id: BlobId(id),
+                    offset,
+                    stored_len,
+                    raw_len,
+                    // Only Data blobs are deltas, never of themselves.
+                    base: base
+                        .filter(|b| blob_type == BlobType::Data && *b != id)
+                        .map(BlobId),
+                }
             })
     }
 
@@ -484,6 +536,9 @@ mod tests {
                 packs: packs.into_iter().map(|(id, meta, entries)| IndexPack { id: BlobId(id), kind: if meta { PackKind::Meta } else { PackKind::Data }, entries }).collect(),
             };
             let bytes = file.encode(&keys);
+            // Version 2 only when a delta entry needs it.
+            let has_delta = file.packs.iter().any(|p| p.entries.iter().any(|e| e.base.is_some()));
+            prop_assert_eq!(bytes[5], if has_delta { INDEX_FILE_VERSION_DELTA } else { INDEX_FILE_VERSION });
             prop_assert_eq!(IndexFile::decode(&keys, &bytes, "i").unwrap(), file);
             let mut bad = bytes.clone();
             let i = bad.len() - 1;
@@ -492,8 +547,21 @@ mod tests {
         }
 
         #[test]
+        fn delta_entries_need_version_2(entries in proptest::collection::vec(entry(), 1..10)) {
+            let file = IndexFile {
+                obsoletes: Vec::new(),
+                packs: vec![IndexPack { id: BlobId([9; 32]), kind: PackKind::Data, entries }],
+            };
+            let keys = Keys::derive(&MasterKey::from_bytes([1; 32]));
+            let body = crate::envelope::open_file(&keys, &file.encode(&keys), crate::envelope::FileType::Index, INDEX_FILE_VERSION_DELTA, "i").unwrap().1;
+            let has_delta = file.packs[0].entries.iter().any(|e| e.base.is_some());
+            prop_assert_eq!(IndexFile::decode_body(&body, INDEX_FILE_VERSION, "i").is_ok(), !has_delta);
+            prop_assert_eq!(IndexFile::decode_body(&body, INDEX_FILE_VERSION_DELTA, "i").unwrap(), file);
+        }
+
+        #[test]
         fn index_body_decode_never_panics(body in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let _ = IndexFile::decode_body(&body, "fuzz");
+            let _ = IndexFile::decode_body(&body, INDEX_FILE_VERSION_DELTA, "fuzz");
         }
     }
 }

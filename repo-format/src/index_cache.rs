@@ -54,6 +54,8 @@ const META: &[u8] = b"m";
 const KEYS_START: &[u8] = b"";
 const KEYS_END: &[u8] = b"\xff";
 const BLOB_VALUE_LEN: usize = 4 + 1 + 4 + 4 + 4;
+/// A delta blob's record: the same, then its base id.
+const DELTA_VALUE_LEN: usize = BLOB_VALUE_LEN + ID_LEN;
 const PACK_VALUE_LEN: usize = ID_LEN + 1;
 /// Block cache shared by data, index and filter blocks.
 const BLOCK_CACHE_BYTES: usize = 32 << 20;
@@ -162,29 +164,43 @@ struct BlobRecord {
     offset: u32,
     stored_len: u32,
     raw_len: u32,
+    base: Option<BlobId>,
 }
 
 impl BlobRecord {
-    fn encode(&self) -> [u8; BLOB_VALUE_LEN] {
-        let mut v = [0u8; BLOB_VALUE_LEN];
+    fn encode(&self) -> ([u8; DELTA_VALUE_LEN], usize) {
+        let mut v = [0u8; DELTA_VALUE_LEN];
         v[0..4].copy_from_slice(&self.pack.to_le_bytes());
         v[4] = self.blob_type as u8;
         v[5..9].copy_from_slice(&self.offset.to_le_bytes());
         v[9..13].copy_from_slice(&self.stored_len.to_le_bytes());
         v[13..17].copy_from_slice(&self.raw_len.to_le_bytes());
-        v
+        match &self.base {
+            Some(base) => {
+                v[BLOB_VALUE_LEN..].copy_from_slice(&base.0);
+                (v, DELTA_VALUE_LEN)
+            }
+            None => (v, BLOB_VALUE_LEN),
+        }
     }
 
     fn decode(v: &[u8]) -> Option<BlobRecord> {
-        if v.len() != BLOB_VALUE_LEN {
-            return None;
-        }
+        let base = match v.len() {
+            BLOB_VALUE_LEN => None,
+            DELTA_VALUE_LEN => {
+                let mut id = [0u8; ID_LEN];
+                id.copy_from_slice(&v[BLOB_VALUE_LEN..]);
+                Some(BlobId(id))
+            }
+            _ => return None,
+        };
         Some(BlobRecord {
             pack: u32_at(v, 0),
             blob_type: BlobType::from_u8(v[4], "index cache").ok()?,
             offset: u32_at(v, 5),
             stored_len: u32_at(v, 9),
             raw_len: u32_at(v, 13),
+            base,
         })
     }
 }
@@ -476,7 +492,8 @@ impl IndexCache {
                 }
                 if replace {
                     written.insert(entry.id);
-                    batch.put(blob_key(&entry.id), record(number, entry).encode());
+                    let (value, len) = record(number, entry).encode();
+                    batch.put(blob_key(&entry.id), &value[..len]);
                 }
             }
         }
@@ -542,7 +559,8 @@ impl IndexCache {
                     }
                     excluded_written.insert(entry.id);
                 }
-                batch.put(blob_key(&entry.id), record(number, entry).encode());
+                let (value, len) = record(number, entry).encode();
+                batch.put(blob_key(&entry.id), &value[..len]);
                 in_batch += 1;
                 if in_batch >= REBUILD_BATCH_ENTRIES {
                     // Pack records written so far go with it: a later batch may be lost
@@ -698,6 +716,7 @@ fn record(pack: u32, e: &PackEntry) -> BlobRecord {
         offset: e.offset,
         stored_len: e.stored_len,
         raw_len: e.raw_len,
+        base: e.base,
     }
 }
 
@@ -709,6 +728,7 @@ fn location(pack_id: BlobId, pack_kind: PackKind, rec: &BlobRecord) -> BlobLocat
         offset: rec.offset,
         stored_len: rec.stored_len,
         raw_len: rec.raw_len,
+        base: rec.base,
     }
 }
 
@@ -768,6 +788,7 @@ mod tests {
                     offset: i as u32 * 100,
                     stored_len: 100,
                     raw_len: 90,
+                    base: None,
                 })
                 .collect(),
         }

@@ -312,7 +312,7 @@ pub async fn read_pack_header(repo: &Repository, pack_id: &BlobId) -> Result<Pac
         .get_range(&name, size - trailer_len, trailer_len)
         .await?;
     // Checks header_len + TRAILER_LEN <= size, so the subtraction below cannot wrap.
-    let header_len = parse_trailer(&trailer, size, &object)?;
+    let (header_len, version) = parse_trailer(&trailer, size, &object)?;
     let header_start = size - trailer_len - u64::from(header_len);
     let sealed = storage
         .get_range(&name, header_start, u64::from(header_len))
@@ -328,7 +328,8 @@ pub async fn read_pack_header(repo: &Repository, pack_id: &BlobId) -> Result<Pac
     }
     let keys = repo.keys().clone();
     let decode_object = object.clone();
-    let entries = run_cpu(move || decode_header(&keys, &sealed, size, &decode_object)).await??;
+    let entries =
+        run_cpu(move || decode_header(&keys, &sealed, size, version, &decode_object)).await??;
     Ok(PackHeader {
         id: *pack_id,
         kind,

@@ -18,6 +18,7 @@ pub mod inspect;
 pub mod key;
 pub mod manifest;
 pub mod pack;
+pub mod page_deltas;
 pub mod repo;
 pub mod restore;
 pub mod retention;

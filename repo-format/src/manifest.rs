@@ -43,6 +43,8 @@ pub struct SnapshotSummary {
     pub bytes_added: u64,
     /// Stored (compressed, encrypted) bytes of the blobs added.
     pub bytes_stored: u64,
+    /// Of the blobs added, those stored as deltas against a page of the parent.
+    pub deltas_added: u64,
     /// Packs uploaded.
     pub packs_written: u64,
     /// Entries that could not be read and were left out.

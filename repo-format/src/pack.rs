@@ -3,8 +3,10 @@
 //!
 //! `pack = blob_0 || ... || blob_{n-1} || sealed_header || header_len u32 || version u8 || "dprpack"`
 //! where `sealed_header = nonce || AEAD("dprepo pack header", count u32 || entry*)` and
-//! `entry = type u8 || id[32] || stored_len u32 || raw_len u32`. Blob offsets follow from
-//! the order: blob i starts at the sum of the stored lengths before it.
+//! `entry = type u8 || id[32] || stored_len u32 || raw_len u32`, followed by `base[32]`
+//! when the type byte has [`DELTA_FLAG`] (version 2 packs only): the blob is stored as a
+//! delta against that Data blob. Blob offsets follow from the order: blob i starts at
+//! the sum of the stored lengths before it.
 //! The pack's storage id is the BLAKE3 hash of all its bytes.
 
 use crate::blob::{BlobType, MIN_STORED_BLOB};
@@ -13,8 +15,15 @@ use crate::crypto::{Keys, SEAL_OVERHEAD};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, ID_LEN};
 
-/// Pack format version written by this build.
+/// Pack format version of packs without delta blobs (what every build since the first
+/// reads).
 pub const PACK_VERSION: u8 = 1;
+/// Pack format version of packs holding delta blobs: header entries may carry
+/// [`DELTA_FLAG`] and a base id. The highest version this build reads.
+pub const PACK_VERSION_DELTA: u8 = 2;
+/// Bit of a header or index entry's type byte: the blob is a delta, and the entry ends
+/// with the id of its base.
+pub const DELTA_FLAG: u8 = 0x80;
 /// Magic at the very end of a pack.
 pub const PACK_MAGIC: &[u8; 7] = b"dprpack";
 /// Offset of the header length within the trailer.
@@ -86,6 +95,49 @@ pub struct PackEntry {
     pub stored_len: u32,
     /// Length of the plaintext.
     pub raw_len: u32,
+    /// For a delta blob, the full Data blob it was compressed against (needed to decode
+    /// it, and kept alive by garbage collection while this blob is).
+    pub base: Option<BlobId>,
+}
+
+impl PackEntry {
+    /// The entry's type byte as stored: the blob type, with [`DELTA_FLAG`] for a delta.
+    pub fn type_byte(&self) -> u8 {
+        self.blob_type as u8 | if self.base.is_some() { DELTA_FLAG } else { 0 }
+    }
+
+    /// Encoded length of the entry in a pack header.
+    pub fn header_len(&self) -> usize {
+        HEADER_ENTRY_LEN + if self.base.is_some() { ID_LEN } else { 0 }
+    }
+}
+
+/// Decode an entry's type byte: the blob type and whether a base id follows.
+///
+/// # Errors
+/// [`Error::Corrupt`] for an unknown type, a delta that is not a Data blob, or a delta
+/// in a structure of a version that has none (`deltas_allowed` false).
+pub fn decode_type_byte(v: u8, deltas_allowed: bool, object: &str) -> Result<(BlobType, bool)> {
+    let delta = v & DELTA_FLAG != 0;
+    let blob_type = BlobType::from_u8(v & !DELTA_FLAG, object)?;
+    if delta && (!deltas_allowed || blob_type != BlobType::Data) {
+        return Err(Error::corrupt(object, format!("unknown blob type {v}")));
+    }
+    Ok((blob_type, delta))
+}
+
+/// Check a delta entry's base: a different blob than the entry itself.
+///
+/// # Errors
+/// [`Error::Corrupt`] when a blob names itself as its base.
+pub fn check_base(id: &BlobId, base: Option<&BlobId>, object: &str) -> Result<()> {
+    if base == Some(id) {
+        return Err(Error::corrupt(
+            object,
+            format!("blob {} is a delta against itself", id.short()),
+        ));
+    }
+    Ok(())
 }
 
 /// Accumulates encoded blobs into one pack in memory.
@@ -131,12 +183,25 @@ impl PackBuilder {
 
     /// Append an encoded blob.
     pub fn add(&mut self, blob_type: BlobType, id: BlobId, stored: &[u8], raw_len: u32) {
+        self.add_entry(blob_type, id, stored, raw_len, None);
+    }
+
+    /// Append an encoded blob, a delta against `base` when given.
+    pub fn add_entry(
+        &mut self,
+        blob_type: BlobType,
+        id: BlobId,
+        stored: &[u8],
+        raw_len: u32,
+        base: Option<BlobId>,
+    ) {
         self.entries.push(PackEntry {
             blob_type,
             id,
             offset: self.buf.len() as u32,
             stored_len: stored.len() as u32,
             raw_len,
+            base,
         });
         self.buf.extend_from_slice(stored);
     }
@@ -156,16 +221,26 @@ impl PackBuilder {
         let mut w = Writer::new();
         w.u32(self.entries.len() as u32);
         for e in &self.entries {
-            w.u8(e.blob_type as u8);
+            w.u8(e.type_byte());
             w.id(&e.id);
             w.u32(e.stored_len);
             w.u32(e.raw_len);
+            if let Some(base) = &e.base {
+                w.id(base);
+            }
         }
         let header = keys.seal(PACK_HEADER_AAD, &w.finish());
         self.buf.extend_from_slice(&header);
         self.buf
             .extend_from_slice(&(header.len() as u32).to_le_bytes());
-        self.buf.push(PACK_VERSION);
+        // Version 1 unless a delta needs 2, so packs without deltas stay readable by
+        // builds that predate them.
+        let has_delta = self.entries.iter().any(|e| e.base.is_some());
+        self.buf.push(if has_delta {
+            PACK_VERSION_DELTA
+        } else {
+            PACK_VERSION
+        });
         self.buf.extend_from_slice(PACK_MAGIC);
         FinishedPack {
             id: BlobId::of_stored(&self.buf),
@@ -177,12 +252,12 @@ impl PackBuilder {
 }
 
 /// Parse a pack trailer (its last [`TRAILER_LEN`] bytes) and return the length of the
-/// sealed header that precedes it.
+/// sealed header that precedes it and the pack version.
 ///
 /// # Errors
 /// [`Error::Corrupt`] if the pack is too short, the magic is wrong or the header length
 /// does not fit in the pack; [`Error::UnsupportedVersion`] for an unknown pack version.
-pub fn parse_trailer(trailer: &[u8], pack_len: u64, object: &str) -> Result<u32> {
+pub fn parse_trailer(trailer: &[u8], pack_len: u64, object: &str) -> Result<(u32, u8)> {
     if trailer.len() != TRAILER_LEN || pack_len < TRAILER_LEN as u64 {
         return Err(Error::corrupt(
             object,
@@ -196,11 +271,11 @@ pub fn parse_trailer(trailer: &[u8], pack_len: u64, object: &str) -> Result<u32>
         ));
     }
     let version = trailer[TRAILER_VERSION_OFFSET];
-    if version != PACK_VERSION {
+    if version == 0 || version > PACK_VERSION_DELTA {
         return Err(Error::UnsupportedVersion {
             object: object.into(),
             found: u32::from(version),
-            supported: u32::from(PACK_VERSION),
+            supported: u32::from(PACK_VERSION_DELTA),
         });
     }
     let mut len = [0u8; 4];
@@ -214,7 +289,7 @@ pub fn parse_trailer(trailer: &[u8], pack_len: u64, object: &str) -> Result<u32>
             format!("header length {header_len} does not fit in a pack of {pack_len} bytes"),
         ));
     }
-    Ok(header_len)
+    Ok((header_len, version))
 }
 
 /// Decrypt and parse a sealed pack header; checks that the listed blobs exactly fill the
@@ -226,6 +301,7 @@ pub fn decode_header(
     keys: &Keys,
     sealed: &[u8],
     pack_len: u64,
+    version: u8,
     object: &str,
 ) -> Result<Vec<PackEntry>> {
     let plain = keys.open(PACK_HEADER_AAD, sealed, object)?;
@@ -235,10 +311,13 @@ pub fn decode_header(
     let mut entries = Vec::with_capacity(count);
     let mut offset = 0u64;
     for _ in 0..count {
-        let blob_type = BlobType::from_u8(r.u8("blob type")?, object)?;
+        let (blob_type, delta) =
+            decode_type_byte(r.u8("blob type")?, version >= PACK_VERSION_DELTA, object)?;
         let id = r.id("blob id")?;
         let stored_len = r.u32("stored length")?;
         let raw_len = r.u32("raw length")?;
+        let base = if delta { Some(r.id("base id")?) } else { None };
+        check_base(&id, base.as_ref(), object)?;
         if (stored_len as usize) < MIN_STORED_BLOB {
             return Err(r.corrupt(format!(
                 "blob {} has impossible stored length {stored_len}",
@@ -251,6 +330,7 @@ pub fn decode_header(
             offset: offset as u32,
             stored_len,
             raw_len,
+            base,
         });
         offset += u64::from(stored_len);
         if offset > data_len {
@@ -281,9 +361,15 @@ pub fn decode_pack(keys: &Keys, pack: &[u8], object: &str) -> Result<Vec<PackEnt
             format!("pack of {len} bytes is too short for its trailer"),
         ));
     }
-    let header_len = parse_trailer(&pack[pack.len() - TRAILER_LEN..], len, object)? as usize;
-    let start = pack.len() - TRAILER_LEN - header_len;
-    decode_header(keys, &pack[start..pack.len() - TRAILER_LEN], len, object)
+    let (header_len, version) = parse_trailer(&pack[pack.len() - TRAILER_LEN..], len, object)?;
+    let start = pack.len() - TRAILER_LEN - header_len as usize;
+    decode_header(
+        keys,
+        &pack[start..pack.len() - TRAILER_LEN],
+        len,
+        version,
+        object,
+    )
 }
 
 #[cfg(test)]
@@ -316,6 +402,50 @@ mod tests {
                     prop_assert!(decode_pack(&keys, &pack.bytes[..pack.bytes.len() - cut], "pack").is_err());
                 }
             }
+        }
+
+        #[test]
+        fn delta_entries_round_trip_in_version_2_packs(deltas in proptest::collection::vec(any::<bool>(), 1..8)) {
+            let keys = Keys::derive(&MasterKey::from_bytes([5; 32]));
+            let base_plain = vec![3u8; 8192];
+            let base_id = keys.content_id(&base_plain);
+            let mut b = PackBuilder::new(PackKind::Data);
+            let mut plains = Vec::new();
+            for (i, delta) in deltas.iter().enumerate() {
+                let mut plain = base_plain.clone();
+                plain[i] = 9;
+                let id = keys.content_id(&plain);
+                if *delta {
+                    let base = crate::blob::DeltaBase { id: &base_id, plaintext: &base_plain };
+                    let stored = crate::blob::encode_delta_blob(&keys, &id, &plain, base, 3).unwrap();
+                    b.add_entry(BlobType::Data, id, &stored, 8192, Some(base_id));
+                } else {
+                    b.add(BlobType::Data, id, &encode_blob(&keys, BlobType::Data, &id, &plain, 3), 8192);
+                }
+                plains.push(plain);
+            }
+            let pack = b.finish(&keys);
+            let version = pack.bytes[pack.bytes.len() - TRAILER_LEN + TRAILER_VERSION_OFFSET];
+            let any_delta = deltas.iter().any(|d| *d);
+            prop_assert_eq!(version, if any_delta { PACK_VERSION_DELTA } else { PACK_VERSION });
+            let entries = decode_pack(&keys, &pack.bytes, "pack").unwrap();
+            prop_assert_eq!(&entries, &pack.entries);
+            for (e, plain) in entries.iter().zip(&plains) {
+                let stored = &pack.bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+                let decoded = match e.base {
+                    Some(base) => crate::blob::decode_delta_blob(&keys, &e.id, stored, 8192, crate::blob::DeltaBase { id: &base, plaintext: &base_plain }),
+                    None => decode_blob(&keys, e.blob_type, &e.id, stored, 8192),
+                };
+                prop_assert_eq!(&decoded.unwrap(), plain);
+            }
+            // The same pack claiming version 1 cannot carry delta entries.
+            let mut v1 = pack.bytes.clone();
+            let at = v1.len() - TRAILER_LEN + TRAILER_VERSION_OFFSET;
+            v1[at] = PACK_VERSION;
+            prop_assert_eq!(decode_pack(&keys, &v1, "pack").is_ok(), !any_delta);
+            v1[at] = PACK_VERSION_DELTA + 1;
+            let refused = decode_pack(&keys, &v1, "pack").is_err_and(|e| matches!(e, Error::UnsupportedVersion { .. }));
+            prop_assert!(refused);
         }
 
         #[test]

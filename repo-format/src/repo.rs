@@ -5,7 +5,7 @@
 //! `config`, `keys/<id>`, `data/<xx>/<id>`, `meta/<xx>/<id>`, `index/<id>`,
 //! `snapshots/<id>`, `sessions/<id>`.
 
-use crate::blob::{decode_blob, BlobType};
+use crate::blob::{decode_blob, decode_delta_blob, BlobType, DeltaBase};
 use crate::config::Config;
 use crate::crypto::{Keys, MasterKey};
 use crate::error::{Error, Result};
@@ -487,18 +487,41 @@ impl Repository {
     /// [`Error::NotFound`] if no index knows it or its pack is gone; [`Error::Corrupt`]
     /// if the stored bytes are damaged.
     pub async fn read_blob(&self, id: &BlobId, blob_type: BlobType) -> Result<Vec<u8>> {
-        match self.read_blob_once(id, blob_type).await {
+        match self.read_blob_once(id, blob_type, None).await {
             // A concurrent gc may have moved the blob to a new pack and deleted the old
             // one: reload the index once and follow it.
             Err(Error::NotFound { .. }) => {
                 self.load_index().await?;
-                self.read_blob_once(id, blob_type).await
+                self.read_blob_once(id, blob_type, None).await
             }
             other => other,
         }
     }
 
-    async fn read_blob_once(&self, id: &BlobId, blob_type: BlobType) -> Result<Vec<u8>> {
+    /// The plaintext of `base_id`, the base of delta blob `id`: a full Data blob (a
+    /// delta's base is never a delta itself, so this reads one blob).
+    ///
+    /// # Errors
+    /// As [`Repository::read_blob`]; [`Error::Corrupt`] if the base is indexed as a
+    /// delta or as another type.
+    pub async fn read_delta_base(&self, id: &BlobId, base_id: &BlobId) -> Result<Vec<u8>> {
+        match self.read_blob_once(base_id, BlobType::Data, Some(id)).await {
+            Err(Error::NotFound { .. }) => {
+                self.load_index().await?;
+                self.read_blob_once(base_id, BlobType::Data, Some(id)).await
+            }
+            other => other,
+        }
+    }
+
+    /// Read blob `id` once. `base_of` is set when it is read as the base of that delta
+    /// blob, and then it must not be a delta itself.
+    async fn read_blob_once(
+        &self,
+        id: &BlobId,
+        blob_type: BlobType,
+        base_of: Option<&BlobId>,
+    ) -> Result<Vec<u8>> {
         let loc = self.locate(id).ok_or_else(|| missing_blob(id))?;
         if loc.blob_type != blob_type {
             return Err(Error::corrupt(
@@ -506,6 +529,18 @@ impl Repository {
                 format!("indexed as {:?}, expected {blob_type:?}", loc.blob_type),
             ));
         }
+        let base = match (loc.base, base_of) {
+            (Some(_), Some(delta)) => {
+                return Err(Error::corrupt(
+                    format!("data blob {} (delta against {})", delta.short(), id.short()),
+                    "its base is itself a delta",
+                ))
+            }
+            (Some(base_id), None) => {
+                Some((base_id, Box::pin(self.read_delta_base(id, &base_id)).await?))
+            }
+            (None, _) => None,
+        };
         let stored = self
             .storage
             .get_range(
@@ -514,13 +549,14 @@ impl Repository {
                 u64::from(loc.stored_len),
             )
             .await?;
+        let raw_len = u64::from(loc.raw_len);
         if loc.stored_len <= INLINE_DECODE_BYTES {
             // Decoding a small blob takes less time than handing it to another thread.
-            return decode_blob(&self.keys, blob_type, id, &stored, u64::from(loc.raw_len));
+            return decode_stored_blob(&self.keys, blob_type, id, &stored, raw_len, base);
         }
         let keys = self.keys.clone();
         let id = *id;
-        run_cpu(move || decode_blob(&keys, blob_type, &id, &stored, u64::from(loc.raw_len))).await?
+        run_cpu(move || decode_stored_blob(&keys, blob_type, &id, &stored, raw_len, base)).await?
     }
 
     /// Load and decode tree `id`.
@@ -682,6 +718,34 @@ pub async fn run_cpu<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) 
 
 fn poisoned() -> Error {
     Error::Internal("index lock poisoned".into())
+}
+
+/// Decode a stored blob read from its location: a delta against the base given with its
+/// plaintext, otherwise a full blob.
+///
+/// # Errors
+/// As [`decode_blob`] and [`decode_delta_blob`].
+pub fn decode_stored_blob(
+    keys: &Keys,
+    blob_type: BlobType,
+    id: &BlobId,
+    stored: &[u8],
+    raw_len: u64,
+    base: Option<(BlobId, Vec<u8>)>,
+) -> Result<Vec<u8>> {
+    match &base {
+        Some((base_id, plaintext)) => decode_delta_blob(
+            keys,
+            id,
+            stored,
+            raw_len,
+            DeltaBase {
+                id: base_id,
+                plaintext,
+            },
+        ),
+        None => decode_blob(keys, blob_type, id, stored, raw_len),
+    }
 }
 
 #[cfg(test)]

@@ -10,11 +10,11 @@
 //! `save` is synchronous and blocks on backpressure: call it from rayon or blocking
 //! threads, never from async code.
 
-use crate::blob::{encode_blob, BlobType};
+use crate::blob::{encode_blob, encode_delta_blob, BlobType, DeltaBase};
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::gc::MAX_ENTRIES_PER_INDEX_FILE;
-use crate::id::BlobId;
+use crate::id::{BlobId, ID_LEN};
 use crate::index::{Index, IndexFile, IndexPack};
 use crate::pack::{FinishedPack, PackBuilder, PackKind};
 use crate::repo::INDEX_DIR;
@@ -41,6 +41,8 @@ pub struct SaveStats {
     pub packs_written: AtomicU64,
     /// Index files written.
     pub index_files_written: AtomicU64,
+    /// Blobs added as deltas against a base (counted in `blobs_added` too).
+    pub deltas_added: AtomicU64,
 }
 
 /// Shared write path of one backup session.
@@ -139,6 +141,53 @@ impl BlobSaver {
     /// # Errors
     /// As [`BlobSaver::save`].
     pub fn save_with_id(&self, blob_type: BlobType, id: BlobId, plaintext: &[u8]) -> Result<()> {
+        self.save_inner(blob_type, id, plaintext, None)
+    }
+
+    /// Store Data `plaintext` (content id `id`) unless it is already stored: as a delta
+    /// against `base` when that is usable and the delta is smaller than the full blob by
+    /// more than the base id it costs in the pack header and index; else in full.
+    ///
+    /// # Errors
+    /// As [`BlobSaver::save`].
+    pub fn save_data_with_base(
+        &self,
+        id: BlobId,
+        plaintext: &[u8],
+        base: DeltaBase<'_>,
+    ) -> Result<()> {
+        self.save_inner(BlobType::Data, id, plaintext, Some(base))
+    }
+
+    /// Whether blob `id` is stored already, where this writer may reference it.
+    pub fn is_stored(&self, id: &BlobId) -> bool {
+        self.index.read().is_ok_and(|i| i.usable(id))
+    }
+
+    /// The base a new delta against `page` (a Data blob of an earlier snapshot) should
+    /// use: `page` itself if it is stored in full, else the base `page` is a delta of,
+    /// so chains stay one step long. `None` unless that base is indexed (so durable) in
+    /// a pack no gc tombstone names.
+    pub fn delta_base_for(&self, page: &BlobId) -> Option<BlobId> {
+        let index = self.index.read().ok()?;
+        let loc = index.get(page)?;
+        let base = loc.base.unwrap_or(*page);
+        let full = if loc.base.is_some() {
+            index.get(&base)?
+        } else {
+            loc
+        };
+        (full.base.is_none() && full.blob_type == BlobType::Data && index.usable(&base))
+            .then_some(base)
+    }
+
+    fn save_inner(
+        &self,
+        blob_type: BlobType,
+        id: BlobId,
+        plaintext: &[u8],
+        base: Option<DeltaBase<'_>>,
+    ) -> Result<()> {
         if plaintext.len() as u64 > crate::blob::MAX_BLOB_PLAINTEXT {
             // Readers refuse such blobs; refuse to write one rather than commit a
             // snapshot that cannot be read back.
@@ -154,7 +203,19 @@ impl BlobSaver {
         if !self.claimed.lock().map_err(|_| poisoned())?.insert(id) {
             return Ok(());
         }
-        let stored = encode_blob(&self.keys, blob_type, &id, plaintext, self.level);
+        let full = encode_blob(&self.keys, blob_type, &id, plaintext, self.level);
+        let (stored, base_id) = match base {
+            Some(base) if *base.id != id && blob_type == BlobType::Data => {
+                let delta = encode_delta_blob(&self.keys, &id, plaintext, base, self.level)?;
+                if delta.len() + 2 * ID_LEN < full.len() {
+                    self.stats.deltas_added.fetch_add(1, Ordering::Relaxed);
+                    (delta, Some(*base.id))
+                } else {
+                    (full, None)
+                }
+            }
+            _ => (full, None),
+        };
         self.stats.blobs_added.fetch_add(1, Ordering::Relaxed);
         self.stats
             .bytes_added
@@ -165,7 +226,7 @@ impl BlobSaver {
         let kind = PackKind::for_blob(blob_type);
         let full = {
             let mut pack = self.packer(kind).lock().map_err(|_| poisoned())?;
-            pack.add(blob_type, id, &stored, plaintext.len() as u32);
+            pack.add_entry(blob_type, id, &stored, plaintext.len() as u32, base_id);
             if pack.len() >= self.pack_size {
                 Some(std::mem::replace(
                     &mut *pack,

@@ -7,7 +7,7 @@
 //! percentage, or slice K of M), checks each pack's hash against its name, and decrypts
 //! and re-hashes every blob. Each problem names the snapshots and files it affects.
 
-use crate::blob::{decode_blob, BlobType};
+use crate::blob::{decode_blob, decode_delta_blob, BlobType, DeltaBase};
 use crate::content::Content;
 use crate::error::{Error, Result};
 use crate::id::BlobId;
@@ -166,14 +166,14 @@ pub async fn read_pack_header(
         .storage()
         .get_range(&name, size - TRAILER_LEN as u64, TRAILER_LEN as u64)
         .await?;
-    let header_len = parse_trailer(&trailer, size, &name)?;
+    let (header_len, version) = parse_trailer(&trailer, size, &name)?;
     let start = size - TRAILER_LEN as u64 - u64::from(header_len);
     let sealed = repo
         .storage()
         .get_range(&name, start, u64::from(header_len))
         .await?;
     let keys = repo.keys().clone();
-    run_cpu(move || decode_header(&keys, &sealed, size, &name)).await?
+    run_cpu(move || decode_header(&keys, &sealed, size, version, &name)).await?
 }
 
 /// Every pack in storage with its kind and size.
@@ -469,21 +469,32 @@ async fn check_content(
     missing: &mut HashSet<BlobId>,
     suspect: &mut HashMap<BlobId, (String, String, String)>,
 ) {
-    let known = |id: &BlobId| repo.locate(id).is_some();
-    for id in &content.ids {
-        if !known(id) {
+    let mut check = |id: &BlobId| match repo.locate(id) {
+        None => {
             missing.insert(*id);
         }
+        Some(loc) => {
+            // A delta is readable only with its base (page_deltas.rs).
+            if let Some(base) = loc.base.filter(|b| repo.locate(b).is_none()) {
+                suspect.entry(*id).or_insert((
+                    "delta_base_missing".into(),
+                    format!("data blob {}", id.short()),
+                    format!(
+                        "it is stored as a delta against {}, which no index file lists",
+                        base.short()
+                    ),
+                ));
+            }
+        }
+    };
+    for id in &content.ids {
+        check(id);
     }
     if content.level > 0 {
         let mut ids = crate::restore::DataIds::new(content);
         loop {
             match ids.next(repo).await {
-                Ok(Some(id)) => {
-                    if !known(&id) {
-                        missing.insert(id);
-                    }
-                }
+                Ok(Some(id)) => check(&id),
                 Ok(None) => break,
                 Err(e) => {
                     if let Some(first) = content.ids.first() {
@@ -576,19 +587,20 @@ struct PackRead {
     bad: Vec<(BlobId, String)>,
     /// The sealed header, cut from the last segment when it holds the trailer and the
     /// whole header (an error if the trailer is damaged); `None` if it did not.
-    sealed_header: Option<Result<Vec<u8>>>,
+    sealed_header: Option<Result<(Vec<u8>, u8)>>,
 }
 
-/// The sealed header at the end of `segment`, the last bytes of a pack of `size` bytes:
-/// `None` if the segment is too short to hold the trailer and the header it announces.
-fn sealed_header_in_tail(segment: &[u8], size: u64, name: &str) -> Option<Result<Vec<u8>>> {
+/// The sealed header at the end of `segment`, the last bytes of a pack of `size` bytes,
+/// with the pack version: `None` if the segment is too short to hold the trailer and the
+/// header it announces.
+fn sealed_header_in_tail(segment: &[u8], size: u64, name: &str) -> Option<Result<(Vec<u8>, u8)>> {
     let trailer_at = segment.len().checked_sub(TRAILER_LEN)?;
-    let header_len = match parse_trailer(&segment[trailer_at..], size, name) {
-        Ok(len) => len as usize,
+    let (header_len, version) = match parse_trailer(&segment[trailer_at..], size, name) {
+        Ok(found) => found,
         Err(e) => return Some(Err(e)),
     };
-    let header_at = trailer_at.checked_sub(header_len)?;
-    Some(Ok(segment[header_at..trailer_at].to_vec()))
+    let header_at = trailer_at.checked_sub(header_len as usize)?;
+    Some(Ok((segment[header_at..trailer_at].to_vec(), version)))
 }
 
 /// The header of a pack just read by [`read_pack_in_segments`]: decoded from the bytes
@@ -601,15 +613,15 @@ async fn header_after_read(
     id: &BlobId,
     kind: PackKind,
     size: u64,
-    sealed_header: Option<Result<Vec<u8>>>,
+    sealed_header: Option<Result<(Vec<u8>, u8)>>,
 ) -> Result<Vec<PackEntry>> {
     match sealed_header {
         None => read_pack_header(repo, id, kind, size).await,
         Some(Err(e)) => Err(e),
-        Some(Ok(sealed)) => {
+        Some(Ok((sealed, version))) => {
             let keys = repo.keys().clone();
             let name = kind.storage_name(id);
-            run_cpu(move || decode_header(&keys, &sealed, size, &name)).await?
+            run_cpu(move || decode_header(&keys, &sealed, size, version, &name)).await?
         }
     }
 }
@@ -674,7 +686,9 @@ async fn read_pack_in_segments(
         let batch: Vec<PackEntry> = sorted[next_entry..last].to_vec();
         let keys = repo.keys().clone();
         let segment_start = at;
-        let (checked, bad, segment) = run_cpu(move || {
+        let (deltas, batch): (Vec<PackEntry>, Vec<PackEntry>) =
+            batch.into_iter().partition(|e| e.base.is_some());
+        let (checked, mut bad, segment, deltas) = run_cpu(move || {
             let mut bad = Vec::new();
             for e in &batch {
                 let from = u64::from(e.offset) - segment_start;
@@ -691,11 +705,44 @@ async fn read_pack_in_segments(
                     bad.push((e.id, detail));
                 }
             }
-            (batch.len() as u64, bad, segment)
+            // Deltas are decoded below, each with its base; keep their stored bytes.
+            let mut delta_bytes = Vec::with_capacity(deltas.len());
+            for e in deltas {
+                let from = (u64::from(e.offset) - segment_start) as usize;
+                match segment.get(from..from + e.stored_len as usize) {
+                    Some(stored) => delta_bytes.push((e, stored.to_vec())),
+                    None => bad.push((e.id, format!("blob {} lies beyond the pack", e.id.short()))),
+                }
+            }
+            let deltas = delta_bytes;
+            (batch.len() as u64, bad, segment, deltas)
         })
         .await?;
         buffers.give_back(segment);
-        out.blobs_checked += checked;
+        let deltas_checked = deltas.len() as u64;
+        for (e, stored) in deltas {
+            let Some(base_id) = e.base else {
+                continue;
+            };
+            let verdict = match repo.read_delta_base(&e.id, &base_id).await {
+                Ok(base) => decode_delta_blob(
+                    repo.keys(),
+                    &e.id,
+                    &stored,
+                    u64::from(e.raw_len),
+                    DeltaBase {
+                        id: &base_id,
+                        plaintext: &base,
+                    },
+                )
+                .map(|_| ()),
+                Err(err) => Err(err),
+            };
+            if let Err(err) = verdict {
+                bad.push((e.id, err.to_string()));
+            }
+        }
+        out.blobs_checked += checked + deltas_checked;
         out.bad.extend(bad);
         next_entry = last;
         at = end;
@@ -1024,9 +1071,16 @@ impl TreeFixer {
         if let Some(ok) = self.blob_ok.get(id) {
             return *ok;
         }
+        let stored = |id: &BlobId| {
+            self.repo
+                .locate(id)
+                .is_some_and(|l| self.stored.contains_key(&l.pack_id))
+        };
         let ok = match self.repo.locate(id) {
             None => false,
             Some(loc) if !self.stored.contains_key(&loc.pack_id) => false,
+            // A delta is as good as its base.
+            Some(loc) if loc.base.is_some_and(|b| !stored(&b)) => false,
             Some(_) if self.read_data || t != BlobType::Data => {
                 self.repo.read_blob(id, t).await.is_ok()
             }

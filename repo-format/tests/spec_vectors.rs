@@ -142,6 +142,7 @@ fn fixture() -> Fixture {
         offset: 0,
         stored_len: blob_hello.len() as u32,
         raw_len: 11,
+        base: None,
     };
     let mut pack = blob_hello.clone();
     let sealed_header = keys.seal_with_nonce(
@@ -505,7 +506,7 @@ fn spec_vectors_decode_back() {
     let index = IndexFile::decode(&keys, &get("index_file"), "index").unwrap();
     assert_eq!(
         index,
-        IndexFile::decode_body(&get("index_body"), "index body").unwrap()
+        IndexFile::decode_body(&get("index_body"), 1, "index body").unwrap()
     );
     assert_eq!(index.packs.len(), 1);
     assert_eq!(index.packs[0].id.0.to_vec(), get("pack_id"));

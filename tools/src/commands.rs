@@ -332,8 +332,12 @@ async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
         if let Some(p) = s.manifest.parent {
             print(&format!("using parent snapshot {}\n", p.short()))?;
         }
+        let deltas = match sum.deltas_added {
+            0 => String::new(),
+            n => format!(", {n} chunks as deltas of the parent's pages"),
+        };
         print(&format!(
-            "Files: {} new, {} changed, {} unmodified\nAdded to the repository: {} ({} stored)\nprocessed {} files, {} in {:.1}s\nsnapshot {} saved\n",
+            "Files: {} new, {} changed, {} unmodified\nAdded to the repository: {} ({} stored{deltas})\nprocessed {} files, {} in {:.1}s\nsnapshot {} saved\n",
             sum.files_new,
             sum.files_changed,
             sum.files_unmodified,

@@ -211,12 +211,17 @@ fn location_json(loc: &BlobLocation) -> Value {
         "offset": loc.offset,
         "stored_len": loc.stored_len,
         "raw_len": loc.raw_len,
+        "delta_base": loc.base,
     })
 }
 
 fn location_text(loc: &BlobLocation) -> String {
+    let base = loc
+        .base
+        .map(|b| format!("delta base  {b}\n"))
+        .unwrap_or_default();
     format!(
-        "type        {}\npack        {}\npack name   {}\noffset      {}\nstored      {}\nraw         {}\n",
+        "type        {}\npack        {}\npack name   {}\noffset      {}\nstored      {}\nraw         {}\n{base}",
         type_name(loc.blob_type),
         loc.pack_id,
         loc.pack_name(),
@@ -233,6 +238,7 @@ fn entry_json(e: &PackEntry) -> Value {
         "raw_len": e.raw_len,
         "type": e.blob_type,
         "id": e.id,
+        "delta_base": e.base,
     })
 }
 
@@ -244,8 +250,12 @@ fn entry_header() -> String {
 }
 
 fn entry_text(e: &PackEntry) -> String {
+    let base = e
+        .base
+        .map(|b| format!("  delta of {b}"))
+        .unwrap_or_default();
     format!(
-        "{:>12} {:>10} {:>10}  {:<10}  {}",
+        "{:>12} {:>10} {:>10}  {:<10}  {}{base}",
         e.offset,
         e.stored_len,
         e.raw_len,
@@ -385,8 +395,8 @@ async fn pack(cli: &Cli, arg: &str) -> Result<()> {
             None => ("missing", None),
             Some(l) if l.pack_id != id => ("elsewhere", Some(l)),
             Some(l)
-                if (l.blob_type, l.offset, l.stored_len, l.raw_len)
-                    == (e.blob_type, e.offset, e.stored_len, e.raw_len) =>
+                if (l.blob_type, l.offset, l.stored_len, l.raw_len, l.base)
+                    == (e.blob_type, e.offset, e.stored_len, e.raw_len, e.base) =>
             {
                 ("here", Some(l))
             }

@@ -144,6 +144,7 @@ fn index_file(per_pack: usize) -> IndexFile {
                         offset,
                         stored_len,
                         raw_len: stored_len + rng.below(16_000) as u32,
+                        base: None,
                     };
                     offset += stored_len;
                     entry

@@ -107,6 +107,7 @@ fn fixture() -> Fixture {
                         offset: i << 19,
                         stored_len: 1 << 19,
                         raw_len: 1 << 19,
+                        base: None,
                     };
                     // Every tenth blob, spread over the whole index.
                     if rng.below(10) == 0 && hits.len() < QUERIES {

@@ -1,0 +1,453 @@
+//! Page deltas for tar streams of database files.
+//!
+//! A database base backup changes a few rows in many 8 KiB pages, so most pages of the
+//! next backup are new chunks, each only slightly different from the page at the same
+//! place in the last backup. Stored as a zstd delta against that page (the *base*), such
+//! a page costs tens of bytes instead of kilobytes (BENCHMARKS.md, "DB incremental").
+//!
+//! To find "the page at the same place", a stream cut tar-aware records in its tree node
+//! which chunks are the pages of which member: the [`TarPageMap`], extension
+//! [`EXT_TAR_PAGES`] (SPEC section 13.1). The next backup of a stream of that name reads
+//! the parent's map and chunk list ([`ParentPages`]) and offers each new page the
+//! parent's page of the same member and number as its base. Whether a base is used, and
+//! how bases stay alive, is the saver's and gc's business (SPEC sections 8, 9, 18).
+
+use crate::blob::BlobType;
+use crate::codec::{Reader, Writer};
+use crate::content::{Content, LIST_FANOUT};
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+use crate::repo::Repository;
+use crate::tree::{Extension, Node, NodeKind, MAX_EXTENSION_LEN};
+use dprepo_chunker::PagePosition;
+use std::collections::HashMap;
+
+/// Tree node extension tag of a tar page map (not critical: readers that do not know it
+/// lose nothing but the chance to store deltas).
+pub const EXT_TAR_PAGES: u16 = 0x0001;
+/// Version byte of the map encoding.
+const MAP_VERSION: u8 = 1;
+/// Length of a member record without its name suffix.
+const MEMBER_FIXED_LEN: usize = 2 + 2 + 8 + 4;
+/// Length of the map header (version, page size, count).
+const MAP_HEADER_LEN: usize = 1 + 4 + 4;
+/// Longest member name recorded; longer members are left out of the map.
+pub const MAX_MEMBER_NAME: usize = 4096;
+
+/// The pages of one tar member: chunks `first_chunk ..first_chunk + pages` of the
+/// stream's chunk list are its pages 0, 1, ... in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberPages {
+    /// The member's path as the archive names it.
+    pub name: Vec<u8>,
+    /// Index of its first page in the stream's chunk list.
+    pub first_chunk: u64,
+    /// Number of page chunks.
+    pub pages: u32,
+}
+
+/// Which chunks of a stream are the pages of which tar member.
+///
+/// Encoding (extension data, at most [`MAX_EXTENSION_LEN`] bytes):
+/// `version u8 (1) || page_size u32 || count u32 || member*count` with
+/// `member = shared u16 || suffix_len u16 || suffix || first_chunk u64 || pages u32`;
+/// a name is the first `shared` bytes of the previous member's name followed by
+/// `suffix` (names of one directory share their prefix).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TarPageMap {
+    /// Page size the stream was cut with.
+    pub page_size: u32,
+    /// Members with pages, in stream order.
+    pub members: Vec<MemberPages>,
+}
+
+impl TarPageMap {
+    /// Encode as extension data.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u8(MAP_VERSION);
+        w.u32(self.page_size);
+        w.u32(self.members.len() as u32);
+        let mut previous: &[u8] = &[];
+        for m in &self.members {
+            let shared = shared_prefix(previous, &m.name);
+            w.u16(shared as u16);
+            w.u16((m.name.len() - shared) as u16);
+            w.bytes(&m.name[shared..]);
+            w.u64(m.first_chunk);
+            w.u32(m.pages);
+            previous = &m.name;
+        }
+        w.finish()
+    }
+
+    /// Decode extension data.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming `object` for an unknown version, a count that does not
+    /// fit, a shared prefix longer than the previous name, an empty or overlong name,
+    /// or trailing bytes.
+    pub fn decode(data: &[u8], object: &str) -> Result<TarPageMap> {
+        let mut r = Reader::new(data, object);
+        let version = r.u8("page map version")?;
+        if version != MAP_VERSION {
+            return Err(r.corrupt(format!("unknown page map version {version}")));
+        }
+        let page_size = r.u32("page size")?;
+        let count = r.count("member count", MEMBER_FIXED_LEN)?;
+        let mut members: Vec<MemberPages> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let shared = usize::from(r.u16("shared name length")?);
+            let suffix_len = usize::from(r.u16("name suffix length")?);
+            let previous = members.last().map_or(&[][..], |m| &m.name[..]);
+            if shared > previous.len() {
+                return Err(r.corrupt(format!(
+                    "member shares {shared} bytes of a {}-byte name",
+                    previous.len()
+                )));
+            }
+            let suffix = r.take(suffix_len, "name suffix")?;
+            let mut name = Vec::with_capacity(shared + suffix_len);
+            name.extend_from_slice(&previous[..shared]);
+            name.extend_from_slice(suffix);
+            if name.is_empty() || name.len() > MAX_MEMBER_NAME {
+                return Err(r.corrupt(format!("member name of {} bytes", name.len())));
+            }
+            let first_chunk = r.u64("first chunk")?;
+            let pages = r.u32("page count")?;
+            members.push(MemberPages {
+                name,
+                first_chunk,
+                pages,
+            });
+        }
+        r.finish()?;
+        Ok(TarPageMap { page_size, members })
+    }
+
+    /// The map a file node carries, if any.
+    ///
+    /// # Errors
+    /// As [`TarPageMap::decode`].
+    pub fn of_node(node: &Node, object: &str) -> Result<Option<TarPageMap>> {
+        node.extensions
+            .iter()
+            .find(|e| e.tag == EXT_TAR_PAGES)
+            .map(|e| TarPageMap::decode(&e.data, object))
+            .transpose()
+    }
+}
+
+fn shared_prefix(a: &[u8], b: &[u8]) -> usize {
+    let limit = a.len().min(b.len()).min(usize::from(u16::MAX));
+    a.iter()
+        .zip(b)
+        .take(limit)
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
+/// Builds the [`TarPageMap`] of a stream while its chunks go by, within the size of one
+/// tree node extension: members past that are left out (they are stored, just never
+/// offered a base by the next backup).
+#[derive(Debug)]
+pub struct TarPageMapBuilder {
+    map: TarPageMap,
+    encoded_len: usize,
+    full: bool,
+}
+
+impl TarPageMapBuilder {
+    /// An empty map for pages of `page_size` bytes.
+    pub fn new(page_size: u32) -> Self {
+        TarPageMapBuilder {
+            map: TarPageMap {
+                page_size,
+                members: Vec::new(),
+            },
+            encoded_len: MAP_HEADER_LEN,
+            full: false,
+        }
+    }
+
+    /// Record that chunk number `chunk` of the stream is page `position` and `len` bytes
+    /// long. Only whole pages that continue their member (page 0 starts it) are mapped.
+    pub fn record(&mut self, chunk: u64, position: &PagePosition, len: usize) {
+        if len != self.map.page_size as usize || self.full {
+            return;
+        }
+        if let Some(last) = self.map.members.last_mut() {
+            let continues = *last.name == *position.member
+                && u64::from(last.pages) == position.page
+                && last.first_chunk + u64::from(last.pages) == chunk;
+            if continues {
+                if let Some(pages) = last.pages.checked_add(1) {
+                    last.pages = pages;
+                }
+                return;
+            }
+        }
+        if position.page != 0 || position.member.is_empty() {
+            return;
+        }
+        let name = position.member.to_vec();
+        if name.len() > MAX_MEMBER_NAME {
+            return;
+        }
+        let previous = self.map.members.last().map_or(&[][..], |m| &m.name[..]);
+        let record_len = MEMBER_FIXED_LEN + name.len() - shared_prefix(previous, &name);
+        if self.encoded_len + record_len > MAX_EXTENSION_LEN {
+            self.full = true;
+            return;
+        }
+        self.encoded_len += record_len;
+        self.map.members.push(MemberPages {
+            name,
+            first_chunk: chunk,
+            pages: 1,
+        });
+    }
+
+    /// The extension to put on the stream's node, `None` when no page was mapped.
+    pub fn finish(self) -> Option<Extension> {
+        if self.map.members.is_empty() {
+            return None;
+        }
+        Some(Extension {
+            tag: EXT_TAR_PAGES,
+            data: self.map.encode(),
+        })
+    }
+}
+
+/// The pages of the parent snapshot's stream, to offer as bases: member and page number
+/// to chunk id, through the parent's page map and chunk list.
+///
+/// Memory: the map (bounded by one extension) and one chunk list per level of the
+/// parent's content; chunk lists are read as pages ask for them, and pages come in
+/// stream order, so each list is read about once.
+#[derive(Debug)]
+pub struct ParentPages {
+    repo: Repository,
+    members: HashMap<Vec<u8>, (u64, u32)>,
+    page_size: u32,
+    content: Content,
+    /// For each level below the root, the last chunk list read: its id and ids.
+    lists: Vec<Option<(BlobId, Vec<BlobId>)>>,
+}
+
+impl ParentPages {
+    /// The pages of `node` (a stream's file node) in `repo`; `None` if the node is not
+    /// a file or carries no page map.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for a damaged page map.
+    pub fn of_node(repo: &Repository, node: &Node) -> Result<Option<ParentPages>> {
+        let NodeKind::File(content) = &node.kind else {
+            return Ok(None);
+        };
+        let Some(map) = TarPageMap::of_node(node, "page map of the parent stream")? else {
+            return Ok(None);
+        };
+        let members = map
+            .members
+            .into_iter()
+            .map(|m| (m.name, (m.first_chunk, m.pages)))
+            .collect();
+        Ok(Some(ParentPages {
+            repo: repo.clone(),
+            members,
+            page_size: map.page_size,
+            content: content.clone(),
+            lists: vec![None; usize::from(content.level)],
+        }))
+    }
+
+    /// The parent's chunk at `position`: the same page of the member of the same name,
+    /// if the parent had it. Reading the parent's chunk lists may fail; the caller then
+    /// stores the page in full.
+    ///
+    /// # Errors
+    /// As [`Repository::read_blob`] for the parent's chunk lists.
+    pub async fn base_for(
+        &mut self,
+        position: &PagePosition,
+        len: usize,
+    ) -> Result<Option<BlobId>> {
+        if len != self.page_size as usize {
+            return Ok(None);
+        }
+        let Some(&(first, pages)) = self.members.get(&*position.member) else {
+            return Ok(None);
+        };
+        if position.page >= u64::from(pages) {
+            return Ok(None);
+        }
+        self.chunk_at(first + position.page).await
+    }
+
+    /// Id of data chunk `index` of the parent's content. Chunk lists written by
+    /// [`crate::content::ContentBuilder`] are full except the last of each level, so
+    /// the path to a chunk follows from its index; a list that is not full where
+    /// expected only makes the answer a different chunk, which is a worse base, never
+    /// a wrong restore (deltas are decoded against the base they name).
+    async fn chunk_at(&mut self, index: u64) -> Result<Option<BlobId>> {
+        let level = self.content.level;
+        let Some(root_span) = span(level) else {
+            return Ok(None);
+        };
+        let Ok(at) = usize::try_from(index / root_span) else {
+            return Ok(None);
+        };
+        let Some(mut id) = self.content.ids.get(at).copied() else {
+            return Ok(None);
+        };
+        let mut rest = index % root_span;
+        for list_level in (0..level).rev() {
+            let Some(list_span) = span(list_level) else {
+                return Ok(None);
+            };
+            let slot = usize::from(list_level);
+            let cached = matches!(&self.lists[slot], Some((cached, _)) if *cached == id);
+            if !cached {
+                let body = self.repo.read_blob(&id, BlobType::ChunkList).await?;
+                let list =
+                    Content::decode_list(&body, list_level, &format!("chunk list {}", id.short()))?;
+                self.lists[slot] = Some((id, list.ids));
+            }
+            let Some((_, ids)) = &self.lists[slot] else {
+                return Err(Error::Internal("chunk list cache".into()));
+            };
+            let Ok(at) = usize::try_from(rest / list_span) else {
+                return Ok(None);
+            };
+            let Some(next) = ids.get(at).copied() else {
+                return Ok(None);
+            };
+            id = next;
+            rest %= list_span;
+        }
+        Ok(Some(id))
+    }
+}
+
+/// Data chunks under one id of a content at `level`: `LIST_FANOUT ^ level`.
+fn span(level: u8) -> Option<u64> {
+    (LIST_FANOUT as u64).checked_pow(u32::from(level))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    fn position(member: &str, page: u64) -> PagePosition {
+        PagePosition {
+            member: Arc::from(member.as_bytes()),
+            page,
+        }
+    }
+
+    #[test]
+    fn builder_maps_whole_pages_of_members_in_order() {
+        let mut b = TarPageMapBuilder::new(8192);
+        // chunk 0: a header run (not recorded); 1..=3: pages of base/1/100.
+        for (chunk, page) in [(1, 0), (2, 1), (3, 2)] {
+            b.record(chunk, &position("base/1/100", page), 8192);
+        }
+        // chunk 4: header; 5..=6: base/1/101, whose second page is short (truncated).
+        b.record(5, &position("base/1/101", 0), 8192);
+        b.record(6, &position("base/1/101", 1), 100);
+        // A page that does not start its member is not mapped.
+        b.record(7, &position("base/1/102", 3), 8192);
+        let ext = b.finish().unwrap();
+        assert_eq!(ext.tag, EXT_TAR_PAGES);
+        let map = TarPageMap::decode(&ext.data, "map").unwrap();
+        assert_eq!(
+            map.members,
+            vec![
+                MemberPages {
+                    name: b"base/1/100".to_vec(),
+                    first_chunk: 1,
+                    pages: 3
+                },
+                MemberPages {
+                    name: b"base/1/101".to_vec(),
+                    first_chunk: 5,
+                    pages: 1
+                },
+            ]
+        );
+        assert!(TarPageMapBuilder::new(8192).finish().is_none());
+    }
+
+    #[test]
+    fn builder_stays_within_one_extension() {
+        let mut b = TarPageMapBuilder::new(8192);
+        let long = "d/".repeat(1000);
+        for chunk in 0..2_000u64 {
+            // Names share nothing with the previous one beyond the first byte.
+            let name = format!("{}{long}{chunk}", chunk % 10);
+            b.record(chunk, &position(&name, 0), 8192);
+        }
+        let ext = b.finish().unwrap();
+        assert!(ext.data.len() <= MAX_EXTENSION_LEN);
+        let map = TarPageMap::decode(&ext.data, "map").unwrap();
+        assert!(map.members.len() > 100 && map.members.len() < 2_000);
+    }
+
+    #[test]
+    fn damaged_maps_are_refused() {
+        let map = TarPageMap {
+            page_size: 8192,
+            members: vec![
+                MemberPages {
+                    name: b"base/5/1".to_vec(),
+                    first_chunk: 3,
+                    pages: 9,
+                },
+                MemberPages {
+                    name: b"base/5/2".to_vec(),
+                    first_chunk: 14,
+                    pages: 1,
+                },
+            ],
+        };
+        let data = map.encode();
+        assert_eq!(TarPageMap::decode(&data, "m").unwrap(), map);
+        // The second name shares 7 bytes ("base/5/") with the first.
+        assert_eq!(&data[9 + 16 + 8..9 + 16 + 8 + 2], &7u16.to_le_bytes());
+        let mut version = data.clone();
+        version[0] = 2;
+        assert!(TarPageMap::decode(&version, "m").is_err());
+        let mut shared = data.clone();
+        shared[9 + 16 + 8] = 200;
+        assert!(TarPageMap::decode(&shared, "m").is_err());
+        let mut trailing = data.clone();
+        trailing.push(0);
+        assert!(TarPageMap::decode(&trailing, "m").is_err());
+        for cut in 0..data.len() {
+            assert!(TarPageMap::decode(&data[..cut], "m").is_err());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn map_round_trips(members in proptest::collection::vec(("[a-c/]{1,12}", any::<u64>(), any::<u32>()), 0..20)) {
+            let map = TarPageMap {
+                page_size: 8192,
+                members: members
+                    .into_iter()
+                    .map(|(name, first_chunk, pages)| MemberPages { name: name.into_bytes(), first_chunk, pages })
+                    .collect(),
+            };
+            prop_assert_eq!(TarPageMap::decode(&map.encode(), "m").unwrap(), map);
+        }
+
+        #[test]
+        fn map_decode_never_panics(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = TarPageMap::decode(&data, "fuzz");
+        }
+    }
+}
