@@ -1142,16 +1142,20 @@ impl Walker {
         Ok(size)
     }
 
-    /// The pages of the parent snapshot's stream `name`, to offer as delta bases; `None`
-    /// without a parent, or when it has no such stream or no page map.
+    /// The pages of the parent snapshot's stream, to offer as delta bases: the stream
+    /// named `name`, or the one stream of a stream snapshot of another name (datasafed
+    /// names files after the backup); `None` without a parent, or when it has no such
+    /// stream or no page map.
     fn parent_pages(&self, name: &str, parent_tree: Option<BlobId>) -> Option<ParentPages> {
         let tree_id = parent_tree?;
         let found = self.rt.block_on(async {
             let tree = self.repo.load_tree(&tree_id).await?;
-            match tree.get(name.as_bytes()) {
-                Some(node) => ParentPages::of_node(&self.repo, node),
-                None => Ok(None),
-            }
+            let node = match (tree.get(name.as_bytes()), &tree.nodes[..]) {
+                (Some(node), _) => node,
+                (None, [only]) => only,
+                (None, _) => return Ok(None),
+            };
+            ParentPages::of_node(&self.repo, node)
         });
         found.unwrap_or_else(|e| {
             self.warn(format!(

@@ -769,6 +769,76 @@ fn a_second_similar_stream_stores_far_less() {
     );
 }
 
+/// A tar of random 8 KiB pages in two relation files, with `changed` pages of the first
+/// touched (a few rows each, by `seed`), as `pg_basebackup -Ft -D -` streams a database.
+fn page_tar(changed: usize, seed: u64) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("base/5")).unwrap();
+    let mut rel = random_bytes(11, 64 * 8192);
+    for page in 0..changed {
+        let at = page * 2 * 8192 + 500;
+        rel[at..at + 40].copy_from_slice(&random_bytes(seed + page as u64, 40));
+    }
+    std::fs::write(dir.path().join("base/5/16384"), rel).unwrap();
+    std::fs::write(dir.path().join("base/5/16390"), random_bytes(12, 16 * 8192)).unwrap();
+    let out = Command::new("tar")
+        .args([
+            "--format=gnu",
+            "--sort=name",
+            "--mtime=@1700000000",
+            "-cf",
+            "-",
+            "-C",
+        ])
+        .arg(dir.path())
+        .arg(".")
+        .output()
+        .expect("GNU tar must be installed");
+    assert!(out.status.success(), "tar: {}", stderr(&out));
+    out.stdout
+}
+
+/// The previous backup of the same database, found by the layouts backup scripts use
+/// (a directory per backup, or a file per backup), lends its pages as delta bases.
+#[test]
+fn the_next_base_backup_stores_changed_pages_as_deltas() {
+    for (first, second) in [
+        (
+            "/ns/pg/backup-1/base.tar.zst",
+            "/ns/pg/backup-2/base.tar.zst",
+        ),
+        ("/pg/backup-1.tar.zst", "/pg/backup-2.tar.zst"),
+    ] {
+        let ds = Ds::local();
+        ds.push(
+            "/pg/wal/000000010000000000000001.zst",
+            &[],
+            &sample(3, 10_000),
+        );
+        let (tar1, tar2) = (page_tar(0, 0), page_tar(20, 100));
+        ds.push(first, &["-z", "zstd-fastest"], &tar1);
+        // Something else is pushed in between, elsewhere and next to it.
+        ds.push("/ns/other/backup-1/base.tar.zst", &[], &page_tar(5, 200));
+        ds.push("/pg/000000010000000000000002.zst", &[], &sample(4, 10_000));
+        ds.push(second, &["-z", "zstd-fastest"], &tar2);
+        let snaps = ds.snapshots(&["--tag", &format!("datasafed:path={second}")]);
+        assert_eq!(snaps.len(), 1);
+        let parent = ds.snapshots(&["--tag", &format!("datasafed:path={first}")]);
+        assert_eq!(
+            snaps[0]["parent"], parent[0]["id"],
+            "{second}: {}",
+            snaps[0]
+        );
+        assert_eq!(
+            snaps[0]["summary"]["deltas_added"], 20,
+            "{second}: {}",
+            snaps[0]
+        );
+        assert!(ds.pull(second, &["-d", "zstd-fastest"]) == tar2);
+        assert!(ds.pull(first, &["-d", "zstd-fastest"]) == tar1);
+    }
+}
+
 #[test]
 fn concurrent_first_pushes_share_one_repository() {
     let ds = Ds::local();
