@@ -137,6 +137,70 @@ fn with_compressor<T>(
     })
 }
 
+/// First bytes (little-endian) of a structured zstd dictionary.
+const ZSTD_DICTIONARY_MAGIC: [u8; 4] = 0xEC30_A437u32.to_le_bytes();
+
+/// Whether zstd's `*_usingDict` functions take `prefix` as raw content, as a prefix is
+/// (else they would parse it as a structured dictionary).
+fn loads_as_raw_content(prefix: &[u8]) -> bool {
+    prefix.len() < 8 || prefix[..4] != ZSTD_DICTIONARY_MAGIC
+}
+
+thread_local! {
+    /// Contexts for delta blobs: creating one per page cost 8% of a read-verify.
+    static DELTA_CCTX: std::cell::RefCell<Option<zstd::zstd_safe::CCtx<'static>>> =
+        const { std::cell::RefCell::new(None) };
+    static DELTA_DCTX: std::cell::RefCell<Option<zstd::zstd_safe::DCtx<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn zstd_error(code: usize) -> String {
+    zstd::zstd_safe::get_error_name(code).to_string()
+}
+
+/// One zstd frame of `data` compressed at `level` with `prefix` as raw-content history
+/// (`ZSTD_CCtx_refPrefix`). A dictionary of raw content is the same history, and the
+/// `usingDict` call binds no lifetime to the context, so this thread's context is
+/// reused; a prefix that starts like a structured dictionary gets a fresh context.
+fn zstd_with_prefix(data: &[u8], prefix: &[u8], level: i32) -> Result<Vec<u8>, String> {
+    use zstd::zstd_safe::{CCtx, CParameter};
+    let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
+    if !loads_as_raw_content(prefix) {
+        let mut cctx = CCtx::create();
+        cctx.set_parameter(CParameter::CompressionLevel(level))
+            .map_err(zstd_error)?;
+        cctx.ref_prefix(prefix).map_err(zstd_error)?;
+        cctx.compress2(&mut frame, data).map_err(zstd_error)?;
+        return Ok(frame);
+    }
+    DELTA_CCTX.with(|cell| {
+        let mut slot = cell.try_borrow_mut().map_err(|e| e.to_string())?;
+        let cctx = slot.get_or_insert_with(CCtx::create);
+        cctx.compress_using_dict(&mut frame, data, prefix, level)
+            .map_err(zstd_error)
+    })?;
+    Ok(frame)
+}
+
+/// Decode one zstd frame made by [`zstd_with_prefix`] into at most `capacity` bytes.
+fn unzstd_with_prefix(frame: &[u8], prefix: &[u8], capacity: usize) -> Result<Vec<u8>, String> {
+    use zstd::zstd_safe::DCtx;
+    let mut plain = Vec::with_capacity(capacity);
+    if !loads_as_raw_content(prefix) {
+        let mut dctx = DCtx::create();
+        dctx.ref_prefix(prefix).map_err(zstd_error)?;
+        dctx.decompress(&mut plain, frame).map_err(zstd_error)?;
+        return Ok(plain);
+    }
+    DELTA_DCTX.with(|cell| {
+        let mut slot = cell.try_borrow_mut().map_err(|e| e.to_string())?;
+        let dctx = slot.get_or_insert_with(DCtx::create);
+        dctx.decompress_using_dict(&mut plain, frame, prefix)
+            .map_err(zstd_error)
+    })?;
+    Ok(plain)
+}
+
 /// Decode a payload (`encoding || body`) into the plaintext, which must be exactly
 /// `expected_len` bytes.
 ///
@@ -259,22 +323,11 @@ pub fn encode_delta_blob(
     base: DeltaBase<'_>,
     level: i32,
 ) -> Result<Vec<u8>> {
-    use zstd::zstd_safe::{CCtx, CParameter};
-    let zstd_error = |e: usize| {
-        Error::Internal(format!(
-            "zstd delta: {}",
-            zstd::zstd_safe::get_error_name(e)
-        ))
-    };
-    let mut cctx = CCtx::create();
-    cctx.set_parameter(CParameter::CompressionLevel(level.max(1)))
-        .map_err(zstd_error)?;
-    cctx.ref_prefix(base.plaintext).map_err(zstd_error)?;
     let mut payload = Vec::with_capacity(1 + zstd::zstd_safe::compress_bound(plaintext.len()));
     payload.push(ENCODING_ZSTD_DELTA);
-    // The frame records the content size (compress2 knows it), which decoding checks.
-    let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(plaintext.len()));
-    cctx.compress2(&mut frame, plaintext).map_err(zstd_error)?;
+    // The frame records the content size, which decoding checks.
+    let frame = zstd_with_prefix(plaintext, base.plaintext, level.max(1))
+        .map_err(|e| Error::Internal(format!("zstd delta: {e}")))?;
     payload.extend_from_slice(&frame);
     Ok(keys.seal(&blob_aad(BlobType::Data, id, Some(base.id)), &payload))
 }
@@ -313,7 +366,6 @@ pub fn decode_delta_blob(
     raw_len: u64,
     base: DeltaBase<'_>,
 ) -> Result<Vec<u8>> {
-    use zstd::zstd_safe::DCtx;
     let object = format!(
         "data blob {} (delta against {})",
         id.short(),
@@ -341,16 +393,8 @@ pub fn decode_delta_blob(
     }
     // One pass into an output of exactly the expected size, as for full blobs: a
     // frame cannot make it grow, and a forged window size allocates nothing.
-    let mut plain = Vec::with_capacity(raw_len as usize);
-    let mut dctx = DCtx::create();
-    let zstd_error = |e: usize| {
-        Error::corrupt(
-            &object,
-            format!("zstd: {}", zstd::zstd_safe::get_error_name(e)),
-        )
-    };
-    dctx.ref_prefix(base.plaintext).map_err(zstd_error)?;
-    dctx.decompress(&mut plain, body).map_err(zstd_error)?;
+    let plain = unzstd_with_prefix(body, base.plaintext, raw_len as usize)
+        .map_err(|e| Error::corrupt(&object, format!("zstd: {e}")))?;
     if plain.len() as u64 != raw_len {
         return Err(Error::corrupt(
             &object,
@@ -519,6 +563,41 @@ mod tests {
             .unwrap();
         let resealed = keys.seal(&blob_aad(BlobType::Data, &id, None), &payload);
         assert!(decode_blob(&keys, BlobType::Data, &id, &resealed, len).is_err());
+    }
+
+    /// The reused contexts load the base as a raw-content dictionary, which must be the
+    /// same history as the prefix SPEC section 8 names: frames made either way decode
+    /// the other way. A base that starts like a structured dictionary takes the prefix
+    /// path itself.
+    #[test]
+    fn delta_frames_are_prefix_frames() {
+        use zstd::zstd_safe::{CCtx, CParameter, DCtx};
+        let page = |seed: u64| crate::fuzzing::pseudo_random_bytes(seed, 8192);
+        let base = page(1);
+        let mut data = base.clone();
+        data[4000..4100].copy_from_slice(&page(2)[..100]);
+
+        let mut cctx = CCtx::create();
+        cctx.set_parameter(CParameter::CompressionLevel(3)).unwrap();
+        cctx.ref_prefix(&base).unwrap();
+        let mut by_prefix = Vec::with_capacity(16 << 10);
+        cctx.compress2(&mut by_prefix, &data).unwrap();
+        assert!(by_prefix.len() < 300, "{} bytes", by_prefix.len());
+        assert_eq!(unzstd_with_prefix(&by_prefix, &base, 8192).unwrap(), data);
+
+        let reused = zstd_with_prefix(&data, &base, 3).unwrap();
+        assert!(reused.len() < 300, "{} bytes", reused.len());
+        let mut dctx = DCtx::create();
+        dctx.ref_prefix(&base).unwrap();
+        let mut plain = Vec::with_capacity(8192);
+        dctx.decompress(&mut plain, &reused).unwrap();
+        assert_eq!(plain, data);
+
+        let mut magic_base = base.clone();
+        magic_base[..4].copy_from_slice(&ZSTD_DICTIONARY_MAGIC);
+        assert!(!loads_as_raw_content(&magic_base));
+        let frame = zstd_with_prefix(&data, &magic_base, 3).unwrap();
+        assert_eq!(unzstd_with_prefix(&frame, &magic_base, 8192).unwrap(), data);
     }
 
     #[test]
