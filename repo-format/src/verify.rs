@@ -11,7 +11,7 @@ use crate::blob::{decode_blob, decode_delta_blob, BlobType, DeltaBase};
 use crate::content::Content;
 use crate::error::{Error, Result};
 use crate::id::BlobId;
-use crate::index::{IndexFile, IndexPack};
+use crate::index::{BlobLocation, IndexFile, IndexPack};
 use crate::pack::{decode_header, parse_trailer, PackEntry, PackKind, TRAILER_LEN};
 use crate::repo::{run_cpu, Repository, Snapshot, INDEX_DIR};
 use crate::tree::NodeKind;
@@ -688,7 +688,7 @@ async fn read_pack_in_segments(
         let segment_start = at;
         let (deltas, batch): (Vec<PackEntry>, Vec<PackEntry>) =
             batch.into_iter().partition(|e| e.base.is_some());
-        let (checked, mut bad, segment, deltas) = run_cpu(move || {
+        let (checked, mut bad, segment) = run_cpu(move || {
             let mut bad = Vec::new();
             for e in &batch {
                 let from = u64::from(e.offset) - segment_start;
@@ -705,42 +705,21 @@ async fn read_pack_in_segments(
                     bad.push((e.id, detail));
                 }
             }
-            // Deltas are decoded below, each with its base; keep their stored bytes.
-            let mut delta_bytes = Vec::with_capacity(deltas.len());
-            for e in deltas {
-                let from = (u64::from(e.offset) - segment_start) as usize;
-                match segment.get(from..from + e.stored_len as usize) {
-                    Some(stored) => delta_bytes.push((e, stored.to_vec())),
-                    None => bad.push((e.id, format!("blob {} lies beyond the pack", e.id.short()))),
-                }
-            }
-            let deltas = delta_bytes;
-            (batch.len() as u64, bad, segment, deltas)
+            (batch.len() as u64, bad, segment)
         })
         .await?;
-        buffers.give_back(segment);
+        // Deltas are decoded against their bases, read from elsewhere; they are sliced
+        // from the segment, which goes back to the pool afterwards.
         let deltas_checked = deltas.len() as u64;
-        for (e, stored) in deltas {
-            let Some(base_id) = e.base else {
-                continue;
-            };
-            let verdict = match repo.read_delta_base(&e.id, &base_id).await {
-                Ok(base) => decode_delta_blob(
-                    repo.keys(),
-                    &e.id,
-                    &stored,
-                    u64::from(e.raw_len),
-                    DeltaBase {
-                        id: &base_id,
-                        plaintext: &base,
-                    },
-                )
-                .map(|_| ()),
-                Err(err) => Err(err),
-            };
-            if let Err(err) = verdict {
-                bad.push((e.id, err.to_string()));
-            }
+        let segment = Arc::new(segment);
+        let in_segment = Segment {
+            bytes: segment.clone(),
+            start: segment_start,
+        };
+        bad.extend(check_deltas(repo, deltas, &in_segment).await?);
+        drop(in_segment);
+        if let Ok(segment) = Arc::try_unwrap(segment) {
+            buffers.give_back(segment);
         }
         out.blobs_checked += checked + deltas_checked;
         out.bad.extend(bad);
@@ -755,6 +734,182 @@ async fn read_pack_in_segments(
     }
     out.hash = BlobId(*hasher.finalize().as_bytes());
     Ok(out)
+}
+
+/// Bases read at once by [`check_deltas`]: bases stored this close to each other in a
+/// pack are read in one request with the bytes between them.
+const BASE_RUN_GAP: u64 = 64 << 10;
+/// Largest read of [`check_deltas`] (more only for one larger base).
+const BASE_RUN_BYTES: u64 = 1 << 20;
+
+/// Bases stored near each other in one pack, with the deltas that need them.
+struct BaseRun {
+    pack_name: String,
+    start: u64,
+    end: u64,
+    /// Base id, its location and the deltas against it.
+    bases: Vec<(BlobId, BlobLocation, Vec<PackEntry>)>,
+}
+
+/// Bytes read from a pack, starting at pack offset `start`.
+#[derive(Clone)]
+struct Segment {
+    bytes: Arc<Vec<u8>>,
+    start: u64,
+}
+
+impl Segment {
+    /// The stored bytes of `e`, if the segment holds them.
+    fn stored(&self, e: &PackEntry) -> Option<&[u8]> {
+        let from = usize::try_from(u64::from(e.offset).checked_sub(self.start)?).ok()?;
+        self.bytes
+            .get(from..from.checked_add(e.stored_len as usize)?)
+    }
+}
+
+/// Decode each delta of `deltas` (entries with a base, stored in `segment`) against its
+/// base; returns the ones that fail, with why. Bases are located, sorted by pack and
+/// offset and read in runs, so a pack of deltas costs a few reads, not one per page
+/// (pages of one table were stored together); memory is one run at a time.
+///
+/// # Errors
+/// Only if a decoding task panicked.
+async fn check_deltas(
+    repo: &Repository,
+    deltas: Vec<PackEntry>,
+    segment: &Segment,
+) -> Result<Vec<(BlobId, String)>> {
+    let mut bad = Vec::new();
+    let mut by_base: HashMap<BlobId, Vec<PackEntry>> = HashMap::new();
+    for e in deltas {
+        if let Some(base) = e.base {
+            by_base.entry(base).or_default().push(e);
+        }
+    }
+    let mut located = Vec::with_capacity(by_base.len());
+    for (base, deltas) in by_base {
+        let problem = match repo.locate(&base) {
+            Some(loc) if loc.base.is_none() && loc.blob_type == BlobType::Data => {
+                located.push((base, loc, deltas));
+                continue;
+            }
+            Some(_) => "its base is not a full data blob",
+            None => "its base is in no index",
+        };
+        bad.extend(
+            deltas
+                .iter()
+                .map(|e| (e.id, format!("{}: {problem}", delta_object(e, &base)))),
+        );
+    }
+    located.sort_by_key(|(_, loc, _)| (loc.pack_id, loc.offset));
+    let mut runs: Vec<BaseRun> = Vec::new();
+    for (base, loc, deltas) in located {
+        let (start, end) = (
+            u64::from(loc.offset),
+            u64::from(loc.offset) + u64::from(loc.stored_len),
+        );
+        let name = loc.pack_name();
+        match runs.last_mut() {
+            Some(run)
+                if run.pack_name == name
+                    && start >= run.start
+                    && start <= run.end + BASE_RUN_GAP
+                    && end.max(run.end) - run.start <= BASE_RUN_BYTES =>
+            {
+                run.end = run.end.max(end);
+                run.bases.push((base, loc, deltas));
+            }
+            _ => runs.push(BaseRun {
+                pack_name: name,
+                start,
+                end,
+                bases: vec![(base, loc, deltas)],
+            }),
+        }
+    }
+    for run in runs {
+        let read = repo
+            .storage()
+            .get_range(&run.pack_name, run.start, run.end - run.start)
+            .await;
+        let bytes = match read {
+            Ok(bytes) if bytes.len() as u64 == run.end - run.start => bytes,
+            // Moved by a concurrent gc, or damaged: one base at a time, each read
+            // reloading the index once if its pack is gone.
+            _ => {
+                for (base, _, deltas) in run.bases {
+                    let plaintext = repo.read_delta_base(&deltas[0].id, &base).await;
+                    bad.extend(check_against(
+                        repo.keys(),
+                        &base,
+                        plaintext,
+                        &deltas,
+                        segment,
+                    ));
+                }
+                continue;
+            }
+        };
+        let (keys, segment) = (repo.keys().clone(), segment.clone());
+        let checked = run_cpu(move || {
+            let mut bad = Vec::new();
+            for (base, loc, deltas) in run.bases {
+                let at = (u64::from(loc.offset) - run.start) as usize;
+                let stored = &bytes[at..at + loc.stored_len as usize];
+                let plaintext =
+                    decode_blob(&keys, BlobType::Data, &base, stored, loc.raw_len.into());
+                bad.extend(check_against(&keys, &base, plaintext, &deltas, &segment));
+            }
+            bad
+        })
+        .await?;
+        bad.extend(checked);
+    }
+    Ok(bad)
+}
+
+fn delta_object(e: &PackEntry, base: &BlobId) -> String {
+    format!(
+        "data blob {} (delta against {})",
+        e.id.short(),
+        base.short()
+    )
+}
+
+/// Decode `deltas` (stored in `segment`) against base `base`: its plaintext, or why it
+/// could not be read.
+fn check_against(
+    keys: &crate::crypto::Keys,
+    base: &BlobId,
+    plaintext: Result<Vec<u8>>,
+    deltas: &[PackEntry],
+    segment: &Segment,
+) -> Vec<(BlobId, String)> {
+    let plaintext = match plaintext {
+        Ok(p) => p,
+        Err(e) => {
+            return deltas
+                .iter()
+                .map(|d| (d.id, format!("{}: its base: {e}", delta_object(d, base))))
+                .collect()
+        }
+    };
+    deltas
+        .iter()
+        .filter_map(|e| {
+            let Some(stored) = segment.stored(e) else {
+                return Some((e.id, format!("blob {} lies beyond the pack", e.id.short())));
+            };
+            let with = DeltaBase {
+                id: base,
+                plaintext: &plaintext,
+            };
+            decode_delta_blob(keys, &e.id, stored, u64::from(e.raw_len), with)
+                .err()
+                .map(|err| (e.id, err.to_string()))
+        })
+        .collect()
 }
 
 async fn check_pack(
@@ -1216,8 +1371,120 @@ mod tests {
     use super::*;
     use crate::key::KdfParams;
     use crate::saver::BlobSaver;
-    use crate::storage::MemoryStorage;
+    use crate::storage::{MemoryStorage, Storage};
     use crate::InitOptions;
+
+    /// Saves `pages` through one backup session: in full, or as deltas of `bases`.
+    async fn save_pages(repo: &Repository, pages: Vec<Vec<u8>>, bases: Option<Vec<Vec<u8>>>) {
+        let (saver, uploader) = BlobSaver::start(
+            repo.storage().clone(),
+            repo.keys().clone(),
+            repo.index().clone(),
+            repo.config().pack_size,
+            repo.config().compression_level,
+            1,
+        );
+        let saving = saver.clone();
+        tokio::task::spawn_blocking(move || {
+            for (i, page) in pages.iter().enumerate() {
+                let id = saving.keys().content_id(page);
+                match &bases {
+                    None => saving.save_with_id(BlobType::Data, id, page).unwrap(),
+                    Some(bases) => {
+                        let base_id = saving.keys().content_id(&bases[i]);
+                        let base = DeltaBase {
+                            id: &base_id,
+                            plaintext: &bases[i],
+                        };
+                        saving.save_data_with_base(id, page, base).unwrap();
+                    }
+                }
+            }
+            saving.close().unwrap();
+        })
+        .await
+        .unwrap();
+        drop(saver);
+        uploader.finish().await.unwrap();
+    }
+
+    /// Deltas are checked against their bases, read in runs from another pack; a
+    /// damaged base fails exactly the deltas against it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deltas_are_checked_against_bases_read_in_runs() {
+        let storage = MemoryStorage::new();
+        let options = InitOptions::default().with_kdf(KdfParams::CHEAPEST);
+        Repository::init(Arc::new(storage.clone()), b"pw", options)
+            .await
+            .unwrap();
+        let repo = Repository::open(Arc::new(storage.clone()), b"pw")
+            .await
+            .unwrap();
+        let bases: Vec<Vec<u8>> = (0..60)
+            .map(|i| crate::fuzzing::pseudo_random_bytes(2 * i + 1, 8192))
+            .collect();
+        save_pages(&repo, bases.clone(), None).await;
+        let pages: Vec<Vec<u8>> = bases
+            .iter()
+            .enumerate()
+            .map(|(i, base)| {
+                let mut page = base.clone();
+                page[100 + i..200 + i].fill(i as u8);
+                page
+            })
+            .collect();
+        save_pages(&repo, pages, Some(bases.clone())).await;
+
+        let mut delta_pack = None;
+        let mut base_pack = None;
+        for (id, (kind, size)) in list_packs(&repo).await.unwrap() {
+            let entries = read_pack_header(&repo, &id, kind, size).await.unwrap();
+            if kind == PackKind::Data && entries.iter().all(|e| e.base.is_some()) {
+                delta_pack = Some((id, size, entries));
+            } else if kind == PackKind::Data {
+                base_pack = Some((id, size, entries));
+            }
+        }
+        let (id, size, entries) = delta_pack.expect("a pack of deltas");
+        assert_eq!(entries.len(), 60);
+        let name = PackKind::Data.storage_name(&id);
+        let (progress, buffers) = (VerifyProgress::default(), SegmentBuffers::default());
+        for segment in [9000, 16 << 20] {
+            let read =
+                read_pack_in_segments(&repo, &name, size, &entries, &progress, segment, &buffers)
+                    .await
+                    .unwrap();
+            assert_eq!(
+                (read.blobs_checked, read.bad.len()),
+                (60, 0),
+                "{:?}",
+                read.bad
+            );
+        }
+
+        // Damage base 7 in its pack: the delta against it, and only that one, fails.
+        let (base_pack_id, _, base_entries) = base_pack.expect("a pack of bases");
+        let base_name = PackKind::Data.storage_name(&base_pack_id);
+        let damaged_base = repo.keys().content_id(&bases[7]);
+        let at = base_entries
+            .iter()
+            .find(|e| e.id == damaged_base)
+            .unwrap()
+            .offset;
+        let mut bytes = storage.get(&base_name).await.unwrap();
+        bytes[at as usize + 60] ^= 1;
+        storage.put(&base_name, &bytes).await.unwrap();
+        let read = read_pack_in_segments(&repo, &name, size, &entries, &progress, 9000, &buffers)
+            .await
+            .unwrap();
+        let against_7 = entries
+            .iter()
+            .find(|e| e.base == Some(damaged_base))
+            .unwrap();
+        assert_eq!(read.bad.len(), 1, "{:?}", read.bad);
+        assert_eq!(read.bad[0].0, against_7.id);
+        assert!(read.bad[0].1.contains("its base"), "{}", read.bad[0].1);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_pack_read_in_segments_checks_every_blob_and_hashes_every_byte() {
