@@ -14,7 +14,10 @@ use std::collections::BTreeMap;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use dprepo_chunker::{Chunker, ChunkerParams};
-use dprepo_repo_format::blob::{compress_payload, decode_blob, BlobType, ENCODING_RAW};
+use dprepo_repo_format::blob::{
+    compress_payload, decode_blob, decode_delta_blob, encode_delta_blob, BlobType, DeltaBase,
+    ENCODING_RAW, ENCODING_ZSTD_DELTA,
+};
 use dprepo_repo_format::content::Content;
 use dprepo_repo_format::crypto::{
     Keys, MasterKey, CONTENT_ID_CONTEXT, ENCRYPTION_CONTEXT, NONCE_LEN,
@@ -23,7 +26,8 @@ use dprepo_repo_format::envelope::{header, open_file, FileType};
 use dprepo_repo_format::index::{IndexFile, IndexPack, INDEX_FILE_VERSION};
 use dprepo_repo_format::key::{KdfParams, KeyFile, KDF_ARGON2ID, KEY_FILE_VERSION, SALT_LEN};
 use dprepo_repo_format::pack::{
-    decode_pack, PackBuilder, PackEntry, PackKind, PACK_HEADER_AAD, PACK_MAGIC, PACK_VERSION,
+    decode_pack, PackBuilder, PackEntry, PackKind, DELTA_FLAG, PACK_HEADER_AAD, PACK_MAGIC,
+    PACK_VERSION,
 };
 use dprepo_repo_format::tree::{Node, NodeKind, Timestamp, Tree};
 use dprepo_repo_format::BlobId;
@@ -36,6 +40,8 @@ const KEY_KDF: KdfParams = KdfParams {
     parallelism: 1,
 };
 const KEY_CREATED: i64 = 1_700_000_000;
+/// Plaintext of the delta blob vector, stored against the blob `"hello world"`.
+const DELTA_PLAINTEXT: &[u8] = b"hello world, hello world!";
 const KEY_HOSTNAME: &str = "host";
 const KEY_USERNAME: &str = "user";
 const CHUNKER_INPUT_CONTEXT: &[u8] = b"dprepo chunker test vector";
@@ -195,6 +201,40 @@ fn pack_header_entry(e: &PackEntry) -> Vec<u8> {
     out
 }
 
+/// `"dprepo blob" || 0 || id[32] || base[32]` of a delta blob.
+fn delta_aad(id: &BlobId, base: &BlobId) -> Vec<u8> {
+    let mut aad = blob_aad(BlobType::Data, id);
+    aad.extend_from_slice(&base.0);
+    aad
+}
+
+/// The delta blob vector: the crate's payload (encoding 2, zstd frame at level 3 with
+/// `"hello world"` as prefix) sealed with the fixed nonce, and its id.
+fn delta_blob(f: &Fixture) -> (BlobId, Vec<u8>, Vec<u8>) {
+    let id = f.keys.content_id(DELTA_PLAINTEXT);
+    let base = DeltaBase {
+        id: &f.id_hello,
+        plaintext: b"hello world",
+    };
+    let sealed = encode_delta_blob(&f.keys, &id, DELTA_PLAINTEXT, base, 3).unwrap();
+    let aad = delta_aad(&id, &f.id_hello);
+    let payload = f.keys.open(&aad, &sealed, "delta").unwrap();
+    assert_eq!(payload[0], ENCODING_ZSTD_DELTA);
+    let stored = f.keys.seal_with_nonce(&nonce_blob(), &aad, &payload);
+    (id, payload, stored)
+}
+
+/// A header entry of a delta blob: `type | DELTA_FLAG || id || stored_len || raw_len ||
+/// base`.
+fn delta_header_entry(id: &BlobId, stored_len: u32, base: &BlobId) -> Vec<u8> {
+    let mut out = vec![BlobType::Data as u8 | DELTA_FLAG];
+    out.extend_from_slice(&id.0);
+    out.extend_from_slice(&stored_len.to_le_bytes());
+    out.extend_from_slice(&(DELTA_PLAINTEXT.len() as u32).to_le_bytes());
+    out.extend_from_slice(&base.0);
+    out
+}
+
 /// `count u32 || entry*`.
 fn pack_header_plaintext(entries: &[PackEntry]) -> Vec<u8> {
     let mut out = (entries.len() as u32).to_le_bytes().to_vec();
@@ -339,6 +379,8 @@ fn compute() -> Vec<(&'static str, Vec<u8>)> {
         &raw_payload(&index_body),
     ));
 
+    let delta = delta_blob(&f);
+
     let data = chunker_input();
     let chunk_lengths: Vec<u8> = Chunker::new(&data[..], CHUNKER_PARAMS)
         .unwrap()
@@ -361,6 +403,14 @@ fn compute() -> Vec<(&'static str, Vec<u8>)> {
         ("blob_aad_hello", blob_aad(BlobType::Data, &f.id_hello)),
         ("blob_payload_hello", raw_payload(b"hello world")),
         ("blob_hello", f.blob_hello.clone()),
+        ("content_id_delta", delta.0 .0.to_vec()),
+        ("blob_aad_delta", delta_aad(&delta.0, &f.id_hello)),
+        ("blob_payload_delta", delta.1.clone()),
+        ("blob_delta", delta.2.clone()),
+        (
+            "pack_header_entry_delta",
+            delta_header_entry(&delta.0, delta.2.len() as u32, &f.id_hello),
+        ),
         ("tree_small", tree.clone()),
         ("tree_small_id", keys.content_id(&tree).0.to_vec()),
         ("chunk_list", chunk_list),
@@ -454,6 +504,33 @@ fn spec_vectors_decode_back() {
         )
         .unwrap();
     assert_eq!(payload, get("blob_payload_hello"));
+
+    // Delta blob: decodes against its base only, and through a version 2 pack whose
+    // header holds the entry with its base.
+    let id_delta = BlobId(get("content_id_delta").try_into().unwrap());
+    assert_eq!(keys.content_id(DELTA_PLAINTEXT), id_delta);
+    let delta = get("blob_delta");
+    let len = DELTA_PLAINTEXT.len() as u64;
+    let hello = DeltaBase {
+        id: &id_hello,
+        plaintext: b"hello world",
+    };
+    assert_eq!(
+        decode_delta_blob(&keys, &id_delta, &delta, len, hello).unwrap(),
+        DELTA_PLAINTEXT
+    );
+    assert!(decode_blob(&keys, BlobType::Data, &id_delta, &delta, len).is_err());
+    let payload = keys.open(&get("blob_aad_delta"), &delta, "delta").unwrap();
+    assert_eq!(payload, get("blob_payload_delta"));
+    let mut builder = PackBuilder::new(PackKind::Data);
+    builder.add_entry(BlobType::Data, id_delta, &delta, len as u32, Some(id_hello));
+    let pack = builder.finish(&keys);
+    let entries = decode_pack(&keys, &pack.bytes, "pack").unwrap();
+    assert_eq!(entries[0].base, Some(id_hello));
+    assert_eq!(
+        delta_header_entry(&entries[0].id, entries[0].stored_len, &id_hello),
+        get("pack_header_entry_delta")
+    );
 
     // Tree and chunk list.
     let tree = Tree::decode(&get("tree_small"), "tree").unwrap();
