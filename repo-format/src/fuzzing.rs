@@ -20,8 +20,11 @@
 //! the committed corpus (`fuzz/corpus/<target>/`) as an ordinary test on stable Rust.
 
 use crate::backup::{backup, BackupOptions, BackupProgress, BackupSource, ParentChoice};
-use crate::blob::{decode_blob, decompress_payload, BlobType, MIN_STORED_BLOB};
-use crate::chunker::ChunkerParams;
+use crate::blob::{
+    decode_blob, decode_delta_blob, decompress_payload, BlobType, DeltaBase, ENCODING_ZSTD_DELTA,
+    MIN_STORED_BLOB,
+};
+use crate::chunker::{ChunkerParams, PAGE_SIZE};
 use crate::config::{Config, CONFIG_FILE_VERSION};
 use crate::content::{Content, LIST_FANOUT, MAX_LEVEL};
 use crate::crypto::{Keys, MasterKey, NONCE_LEN};
@@ -35,14 +38,15 @@ use crate::manifest::{
     SNAPSHOT_FILE_VERSION, TOMBSTONE_FILE_VERSION,
 };
 use crate::pack::{
-    decode_pack, parse_trailer, PackEntry, PACK_HEADER_AAD, PACK_MAGIC, PACK_VERSION_DELTA,
-    TRAILER_LEN,
+    decode_pack, decode_type_byte, parse_trailer, PackEntry, PACK_HEADER_AAD, PACK_MAGIC,
+    PACK_VERSION_DELTA, TRAILER_LEN,
 };
+use crate::page_deltas::{TarPageMap, MAX_MEMBER_NAME};
 use crate::repo::{InitOptions, Repository, CONFIG_NAME, KEYS_DIR};
 use crate::restore::dump;
 use crate::storage::{MemoryStorage, Storage};
 use crate::tree::Tree;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, OnceLock};
 
 /// Master key of every repository the fuzzers and the seed corpus use, so stored files
@@ -63,6 +67,8 @@ pub const MAX_FUZZ_PLAINTEXT: u64 = 1 << 20;
 pub const MAX_FUZZ_BLOB_AREA: usize = 64 << 10;
 /// Fixed nonce for sealing fuzz inputs, so a run is reproducible.
 const FUZZ_NONCE: [u8; NONCE_LEN] = [0x5a; NONCE_LEN];
+/// Seed of the pseudo-random plaintext of [`fuzz_delta_base`].
+const FUZZ_DELTA_BASE_SEED: u64 = 1259;
 
 /// A fuzz entry point.
 pub type FuzzTarget = fn(&[u8]);
@@ -75,6 +81,7 @@ pub const TARGETS: &[(&str, FuzzTarget)] = &[
     ("fuzz_pack", fuzz_pack),
     ("fuzz_index", fuzz_index),
     ("fuzz_tree", fuzz_tree),
+    ("fuzz_page_map", fuzz_page_map),
     ("fuzz_manifest", fuzz_manifest),
     ("fuzz_chunk_list", fuzz_chunk_list),
     ("fuzz_blob", fuzz_blob),
@@ -194,9 +201,10 @@ fn trailer_header_len(pack: &[u8]) -> usize {
 }
 
 /// Packs: `parse_trailer` and `decode_pack` on the input as a stored pack, then each
-/// blob it lists through `decode_blob`. Second reading: `blob area length u32 || header
-/// plaintext`, sealed into a pack of that many zero bytes of blobs (capped at
-/// [`MAX_FUZZ_BLOB_AREA`]).
+/// blob it lists through `decode_blob`, and each delta whose base is a full Data blob of
+/// the same pack or one of [`fuzz_delta_bases`] through `decode_delta_blob`. Second reading:
+/// `blob area length u32 || header plaintext`, sealed into a pack of that many zero
+/// bytes of blobs (capped at [`MAX_FUZZ_BLOB_AREA`]).
 pub fn fuzz_pack(data: &[u8]) {
     let keys = fuzz_keys();
     if data.len() >= TRAILER_LEN {
@@ -208,6 +216,11 @@ pub fn fuzz_pack(data: &[u8]) {
     }
     if let Ok(entries) = decode_pack(keys, data, "fuzz pack") {
         check_pack_entries(&entries, data.len(), trailer_header_len(data));
+        // Full Data blobs that decode are bases for the deltas of the same pack; only
+        // those a delta names are kept.
+        let fixed = fuzz_delta_bases();
+        let named: BTreeSet<BlobId> = entries.iter().filter_map(|e| e.base).collect();
+        let mut bases: HashMap<BlobId, Vec<u8>> = HashMap::new();
         for e in &entries {
             let stored = &data[e.offset as usize..][..e.stored_len as usize];
             if e.base.is_some() {
@@ -216,7 +229,28 @@ pub fn fuzz_pack(data: &[u8]) {
             } else if let Ok(plain) =
                 decode_blob(keys, e.blob_type, &e.id, stored, e.raw_len.into())
             {
-                assert_eq!(plain.len(), e.raw_len as usize, "blob of the wrong length");
+                check_blob_plaintext(&plain, &e.id, e.raw_len.into());
+                if e.blob_type == BlobType::Data && named.contains(&e.id) {
+                    bases.insert(e.id, plain);
+                }
+            }
+        }
+        for e in &entries {
+            let Some(base_id) = e.base else { continue };
+            let plaintext = match bases.get(&base_id) {
+                Some(p) => &p[..],
+                None => match fixed.iter().find(|b| b.id == base_id) {
+                    Some(b) => &b.plaintext[..],
+                    None => continue,
+                },
+            };
+            let base = DeltaBase {
+                id: &base_id,
+                plaintext,
+            };
+            let stored = &data[e.offset as usize..][..e.stored_len as usize];
+            if let Ok(plain) = decode_delta_blob(keys, &e.id, stored, e.raw_len.into(), base) {
+                check_blob_plaintext(&plain, &e.id, e.raw_len.into());
             }
         }
     }
@@ -292,6 +326,44 @@ pub fn fuzz_tree(data: &[u8]) {
             Some(node),
             "Tree::get misses a node of a decoded tree"
         );
+        // Stream nodes of tar streams carry a page map (seeds from tar backups do).
+        if let Ok(Some(map)) = TarPageMap::of_node(node, "fuzz tree") {
+            check_page_map(&map, None);
+        }
+    }
+}
+
+/// Check what `TarPageMap::decode` promises about a map it accepted from `input` (when
+/// known): valid names, a round trip, and an encoding no longer than the input (the
+/// encoder shares the longest prefix, so it never needs more bytes than a map it read).
+fn check_page_map(map: &TarPageMap, input: Option<&[u8]>) {
+    for m in &map.members {
+        assert!(
+            (1..=MAX_MEMBER_NAME).contains(&m.name.len()),
+            "TarPageMap::decode accepted a member name of {} bytes",
+            m.name.len()
+        );
+    }
+    assert_round_trip("tar page map", map, TarPageMap::encode, |b| {
+        TarPageMap::decode(b, "fuzz page map")
+    });
+    if let Some(input) = input {
+        let len = map.encode().len();
+        assert!(
+            len <= input.len(),
+            "a decoded tar page map re-encodes to {len} bytes, more than its {} input bytes",
+            input.len()
+        );
+    }
+}
+
+/// Tar page maps (tree node extension 1): `TarPageMap::decode`; what decodes has names
+/// of 1..=[`MAX_MEMBER_NAME`] bytes and round-trips. Prefix sharing makes the encoding
+/// not canonical (a writer may share less than it could), so the check is
+/// `decode(encode(m)) == m`, not equality of bytes.
+pub fn fuzz_page_map(data: &[u8]) {
+    if let Ok(map) = TarPageMap::decode(data, "fuzz page map") {
+        check_page_map(&map, Some(data));
     }
 }
 
@@ -366,15 +438,89 @@ pub fn fuzz_chunk_list(data: &[u8]) {
     }
 }
 
-/// Blobs: input `raw_len u32 || blob type u8 || id[32] || stored`. Runs `decode_blob`
-/// on `stored`, and `decompress_payload` on `stored` read as a payload with `raw_len`
-/// capped at [`MAX_FUZZ_PLAINTEXT`].
+/// Prefix of the associated data of blobs (SPEC.md section 8).
+const BLOB_AAD_PREFIX: &[u8] = b"dprepo blob";
+
+/// Associated data of delta blob `id` against `base`:
+/// `"dprepo blob" || 0 (Data) || id || base` (SPEC.md section 8).
+pub fn delta_blob_aad(id: &BlobId, base: &BlobId) -> Vec<u8> {
+    let mut aad = BLOB_AAD_PREFIX.to_vec();
+    aad.push(BlobType::Data as u8);
+    aad.extend_from_slice(&id.0);
+    aad.extend_from_slice(&base.0);
+    aad
+}
+
+/// A fixed base the delta blobs of [`fuzz_blob`] (and the deltas of [`fuzz_pack`] that
+/// name it) are decoded against; see [`fuzz_delta_bases`].
+#[derive(Debug)]
+pub struct FuzzDeltaBase {
+    /// One tar page.
+    pub plaintext: Vec<u8>,
+    /// Its content id under [`fuzz_keys`].
+    pub id: BlobId,
+}
+
+impl FuzzDeltaBase {
+    /// As the base argument of the delta codec.
+    pub fn as_base(&self) -> DeltaBase<'_> {
+        DeltaBase {
+            id: &self.id,
+            plaintext: &self.plaintext,
+        }
+    }
+}
+
+/// First bytes (little-endian) of a structured zstd dictionary (`ZSTD_MAGIC_DICTIONARY`).
+const ZSTD_DICTIONARY_MAGIC: [u8; 4] = 0xEC30_A437u32.to_le_bytes();
+
+/// The fixed delta bases, built once per process: first [`fuzz_delta_base`], then a page
+/// that starts with the zstd dictionary magic, which the delta codec must still treat as
+/// raw content (it takes another path for such bases).
+pub fn fuzz_delta_bases() -> &'static [FuzzDeltaBase; 2] {
+    static BASES: OnceLock<[FuzzDeltaBase; 2]> = OnceLock::new();
+    BASES.get_or_init(|| {
+        let page = PAGE_SIZE as usize;
+        let mut dictionary_like = pseudo_random_bytes(FUZZ_DELTA_BASE_SEED + 1, page);
+        dictionary_like[..4].copy_from_slice(&ZSTD_DICTIONARY_MAGIC);
+        [
+            pseudo_random_bytes(FUZZ_DELTA_BASE_SEED, page),
+            dictionary_like,
+        ]
+        .map(|plaintext| {
+            let id = fuzz_keys().content_id(&plaintext);
+            FuzzDeltaBase { plaintext, id }
+        })
+    })
+}
+
+/// The first fixed delta base: page 0 of member `base/5/1259` of [`fuzz_tar_streams`],
+/// so the deltas a tar backup stores against that page decode in the fuzzers too.
+pub fn fuzz_delta_base() -> &'static FuzzDeltaBase {
+    &fuzz_delta_bases()[0]
+}
+
+/// Check a plaintext a blob decoder returned for blob `id` of `raw_len` bytes.
+fn check_blob_plaintext(plain: &[u8], id: &BlobId, raw_len: u64) {
+    assert_eq!(plain.len() as u64, raw_len, "blob of the wrong length");
+    assert_eq!(fuzz_keys().content_id(plain), *id, "blob of the wrong id");
+}
+
+/// Blobs: input `raw_len u32 || type byte u8 || id[32] || stored`, the type byte as in a
+/// pack header. A full blob goes through `decode_blob`. A delta (`DELTA_FLAG` on a Data
+/// blob) goes through `decode_delta_blob` against each of [`fuzz_delta_bases`], twice: as
+/// stored bytes, and with `stored` sealed under [`fuzz_keys`] and that base's id as the
+/// payload (`raw_len` capped at [`MAX_FUZZ_PLAINTEXT`]), the only way a fuzzer reaches
+/// the decoder behind the encryption. What decodes is `raw_len` bytes hashing to `id`. Every input also runs
+/// `decompress_payload` on `stored` read as a payload with `raw_len` capped at
+/// [`MAX_FUZZ_PLAINTEXT`], which must refuse a delta payload: it names no base.
 pub fn fuzz_blob(data: &[u8]) {
     const PREFIX: usize = 4 + 1 + ID_LEN;
     if data.len() < PREFIX {
         let _ = decompress_payload(data, data.len() as u64, "fuzz blob");
         return;
     }
+    let keys = fuzz_keys();
     let mut raw_len = [0u8; 4];
     raw_len.copy_from_slice(&data[..4]);
     let raw_len = u64::from(u32::from_le_bytes(raw_len));
@@ -382,15 +528,34 @@ pub fn fuzz_blob(data: &[u8]) {
     id.copy_from_slice(&data[5..PREFIX]);
     let id = BlobId(id);
     let stored = &data[PREFIX..];
-    if let Ok(blob_type) = BlobType::from_u8(data[4], "fuzz blob") {
-        if let Ok(plain) = decode_blob(fuzz_keys(), blob_type, &id, stored, raw_len) {
-            assert_eq!(plain.len() as u64, raw_len, "blob of the wrong length");
-            assert_eq!(fuzz_keys().content_id(&plain), id, "blob of the wrong id");
+    let capped = raw_len.min(MAX_FUZZ_PLAINTEXT);
+    match decode_type_byte(data[4], true, "fuzz blob") {
+        Ok((blob_type, false)) => {
+            if let Ok(plain) = decode_blob(keys, blob_type, &id, stored, raw_len) {
+                check_blob_plaintext(&plain, &id, raw_len);
+            }
         }
+        Ok((_, true)) => {
+            for base in fuzz_delta_bases() {
+                if let Ok(plain) = decode_delta_blob(keys, &id, stored, raw_len, base.as_base()) {
+                    check_blob_plaintext(&plain, &id, raw_len);
+                }
+                let aad = delta_blob_aad(&id, &base.id);
+                let sealed = keys.seal_with_nonce(&FUZZ_NONCE, &aad, stored);
+                if let Ok(plain) = decode_delta_blob(keys, &id, &sealed, capped, base.as_base()) {
+                    check_blob_plaintext(&plain, &id, capped);
+                }
+            }
+        }
+        Err(_) => {}
     }
-    let expected = raw_len.min(MAX_FUZZ_PLAINTEXT);
-    if let Ok(plain) = decompress_payload(stored, expected, "fuzz blob") {
-        assert_eq!(plain.len() as u64, expected, "payload of the wrong length");
+    if let Ok(plain) = decompress_payload(stored, capped, "fuzz blob") {
+        assert_ne!(
+            stored.first(),
+            Some(&ENCODING_ZSTD_DELTA),
+            "decompress_payload decoded a delta payload without its base"
+        );
+        assert_eq!(plain.len() as u64, capped, "payload of the wrong length");
     }
 }
 
@@ -400,8 +565,15 @@ pub fn fuzz_blob(data: &[u8]) {
 pub struct FuzzRepository {
     /// Storage name and bytes of every file, in creation order (config and key first).
     pub files: Vec<(String, Vec<u8>)>,
-    /// Name and content of every stream backed up; each is one snapshot.
+    /// Name and content of every stream backed up, in order; each is one snapshot,
+    /// stream `i` taken at [`stream_time`]`(i)`. [`FUZZ_TAR_STREAM`] appears twice.
     pub streams: Vec<(String, Vec<u8>)>,
+}
+
+/// Snapshot time of stream `i` of the fuzz repository: 2023-11-14 plus `i` seconds.
+pub fn stream_time(i: usize) -> chrono::DateTime<chrono::Utc> {
+    let secs = 1_700_000_000i64.saturating_add(i64::try_from(i).unwrap_or(i64::MAX));
+    chrono::DateTime::from_timestamp(secs, 0).unwrap_or(chrono::DateTime::UNIX_EPOCH)
 }
 
 /// Deterministic pseudo-random bytes (xorshift64), `len` of them.
@@ -459,6 +631,95 @@ pub fn fuzz_streams() -> Vec<(String, Vec<u8>)> {
     vec![("first.bin".into(), first), ("second.bin".into(), second)]
 }
 
+/// Name of the tar stream of the fuzz repositories: [`fuzz_tar_streams`] are two backups
+/// of it, the second with the first as parent.
+pub const FUZZ_TAR_STREAM: &str = "db.tar";
+
+/// Chunker of the tar stream: small chunks for its header runs, and a maximum of one
+/// page, the least with which a stream is cut tar-aware (SPEC.md section 11.1).
+pub fn fuzz_tar_chunker() -> ChunkerParams {
+    ChunkerParams::new(64, 256, PAGE_SIZE).unwrap_or(ChunkerParams::SMALL)
+}
+
+/// Size of a tar block.
+const TAR_BLOCK: usize = 512;
+// Fields of a ustar header, each after the previous one (name, mode, uid, gid, size,
+// mtime, chksum, typeflag, linkname, magic and version).
+const TAR_NAME_LEN: usize = 100;
+const TAR_MODE_AT: usize = TAR_NAME_LEN;
+const TAR_UID_AT: usize = TAR_MODE_AT + 8;
+const TAR_GID_AT: usize = TAR_UID_AT + 8;
+const TAR_SIZE_AT: usize = TAR_GID_AT + 8;
+const TAR_MTIME_AT: usize = TAR_SIZE_AT + 12;
+const TAR_CHKSUM_AT: usize = TAR_MTIME_AT + 12;
+const TAR_TYPEFLAG_AT: usize = TAR_CHKSUM_AT + 8;
+const TAR_MAGIC_AT: usize = TAR_TYPEFLAG_AT + 1 + 100;
+const _: () = assert!(TAR_SIZE_AT == 124 && TAR_MAGIC_AT == 257);
+
+/// The ustar header of regular file `name` (under 100 bytes) of `size` bytes, with
+/// fixed mode, owner and mtime (1 700 000 000, octal).
+fn ustar_header(name: &str, size: usize) -> [u8; TAR_BLOCK] {
+    let mut h = [0u8; TAR_BLOCK];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    h[TAR_MODE_AT..TAR_UID_AT].copy_from_slice(b"0000644\0");
+    h[TAR_UID_AT..TAR_GID_AT].copy_from_slice(b"0000000\0");
+    h[TAR_GID_AT..TAR_SIZE_AT].copy_from_slice(b"0000000\0");
+    h[TAR_SIZE_AT..TAR_MTIME_AT].copy_from_slice(format!("{size:011o}\0").as_bytes());
+    h[TAR_MTIME_AT..TAR_CHKSUM_AT].copy_from_slice(b"14524237000\0");
+    h[TAR_TYPEFLAG_AT] = b'0';
+    h[TAR_MAGIC_AT..TAR_MAGIC_AT + 8].copy_from_slice(b"ustar\x0000");
+    // The checksum is the byte sum with its own field read as spaces.
+    h[TAR_CHKSUM_AT..TAR_TYPEFLAG_AT].fill(b' ');
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[TAR_CHKSUM_AT..TAR_TYPEFLAG_AT].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    h
+}
+
+/// A ustar archive of `members` (name and content), with its two zero end blocks.
+fn ustar_archive(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, data) in members {
+        out.extend_from_slice(&ustar_header(name, data.len()));
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(TAR_BLOCK) * TAR_BLOCK, 0);
+    }
+    out.resize(out.len() + 2 * TAR_BLOCK, 0);
+    out
+}
+
+/// Two versions of a tiny database directory as tar, for [`FUZZ_TAR_STREAM`]: members
+/// `PG_VERSION` (not a page multiple: cut content-defined), `base/5/1259` (2 pages, page
+/// 0 is [`fuzz_delta_base`]) and `base/5/16397` (3 pages). The second changes 8 bytes in
+/// page 0 of `1259` and pages 1 and 2 of `16397`, and adds a fourth page to `16397`;
+/// backed up after the first, it stores those three pages as deltas (against the first
+/// one's pages) and the new page in full.
+pub fn fuzz_tar_streams() -> [Vec<u8>; 2] {
+    let page = PAGE_SIZE as usize;
+    let mut rel_1259 = fuzz_delta_base().plaintext.clone();
+    rel_1259.extend(pseudo_random_bytes(1260, page));
+    let rel_16397 = pseudo_random_bytes(16397, 3 * page);
+    let first = ustar_archive(&[
+        ("PG_VERSION", b"15\n"),
+        ("base/5/1259", &rel_1259),
+        ("base/5/16397", &rel_16397),
+    ]);
+    // A few rows of each changed page: 8 bytes at different places of the page.
+    let touch = |data: &mut Vec<u8>, page_no: usize, at: usize| {
+        data[page_no * page + at..][..8].copy_from_slice(b"changed!");
+    };
+    let (mut rel_1259, mut rel_16397) = (rel_1259, rel_16397);
+    touch(&mut rel_1259, 0, 100);
+    touch(&mut rel_16397, 1, 4000);
+    touch(&mut rel_16397, 2, 8000);
+    rel_16397.extend(pseudo_random_bytes(16398, page));
+    let second = ustar_archive(&[
+        ("PG_VERSION", b"15\n"),
+        ("base/5/1259", &rel_1259),
+        ("base/5/16397", &rel_16397),
+    ]);
+    [first, second]
+}
+
 async fn build_fuzz_repository() -> Result<FuzzRepository> {
     let storage = MemoryStorage::new();
     let options = InitOptions::default()
@@ -478,13 +739,20 @@ async fn build_fuzz_repository() -> Result<FuzzRepository> {
         }
     };
     record(0, &mut order);
-    let streams = fuzz_streams();
+    // The tar stream twice: the second backup stores deltas (a version 2 pack and index
+    // file) whose bases are in the first one's pack, so reads follow bases.
+    let mut streams = fuzz_streams();
+    streams.extend(fuzz_tar_streams().map(|t| (FUZZ_TAR_STREAM.to_string(), t)));
     for (i, (name, data)) in streams.iter().enumerate() {
-        let time = chrono::DateTime::from_timestamp(1_700_000_000 + i as i64, 0);
-        let mut options = BackupOptions::default()
-            .with_hostname("fuzz-host")
-            .with_parent(ParentChoice::None);
-        options.time = time;
+        let mut options = BackupOptions::default().with_hostname("fuzz-host");
+        options = if name == FUZZ_TAR_STREAM {
+            options
+                .with_chunker(fuzz_tar_chunker())
+                .with_parent(ParentChoice::Auto)
+        } else {
+            options.with_parent(ParentChoice::None)
+        };
+        options.time = Some(stream_time(i));
         backup(
             &repo,
             BackupSource::Stream {
@@ -637,9 +905,13 @@ async fn read_damaged_repository(storage: MemoryStorage, base: &FuzzRepository, 
     }
     for snap in snapshots {
         let name = snap.manifest.stdin_name.clone().unwrap_or_default();
-        let Some((_, expected)) = base.streams.iter().find(|(n, _)| *n == name) else {
+        // A stream name may have several snapshots; the time tells which one this is.
+        let time = snap.manifest.time;
+        let found = (base.streams.iter().enumerate())
+            .find(|(i, (n, _))| *n == name && stream_time(*i) == time);
+        let Some((_, (_, expected))) = found else {
             panic!(
-                "a snapshot decoded from damaged storage names stream {name:?}, \
+                "a snapshot decoded from damaged storage names stream {name:?} at {time}, \
                  which was never backed up"
             );
         };
@@ -714,10 +986,10 @@ mod tests {
     }
 
     #[test]
-    fn fuzz_repository_base_has_a_chunk_list_and_two_snapshots() {
+    fn fuzz_repository_base_has_a_chunk_list_deltas_and_four_snapshots() {
         let base = fuzz_repository_base();
         let count = |p: &str| base.files.iter().filter(|(n, _)| n.starts_with(p)).count();
-        assert_eq!(count("snapshots/"), 2);
+        assert_eq!(count("snapshots/"), 4);
         assert_eq!(count("keys/"), 1);
         assert!(count("meta/") >= 1 && count("data/") >= 1 && count("index/") >= 1);
         let chunk_lists = base
@@ -731,6 +1003,17 @@ mod tests {
             chunk_lists >= 1,
             "the fuzz repository has no chunk-list blob"
         );
+        // The second tar backup stored its changed pages as deltas, one against the
+        // fixed base of fuzz_blob.
+        let bases: Vec<BlobId> = base
+            .files
+            .iter()
+            .filter(|(n, _)| n.starts_with("data/"))
+            .flat_map(|(_, b)| decode_pack(fuzz_keys(), b, "data pack").unwrap())
+            .filter_map(|e| e.base)
+            .collect();
+        assert_eq!(bases.len(), 3, "delta blobs of the fuzz repository");
+        assert!(bases.contains(&fuzz_delta_base().id));
         // The undamaged repository reads back completely (asserted inside).
         fuzz_repository(&[]);
     }

@@ -14,17 +14,23 @@
 use dprepo_repo_format::backup::{
     backup, BackupOptions, BackupProgress, BackupSource, ParentChoice,
 };
-use dprepo_repo_format::blob::{compress_payload, BlobType};
+use dprepo_repo_format::blob::{
+    compress_payload, decode_delta_blob, encode_blob, encode_delta_blob, BlobType, ENCODING_ZSTD,
+    ENCODING_ZSTD_DELTA,
+};
 use dprepo_repo_format::content::Content;
 use dprepo_repo_format::crypto::MasterKey;
-use dprepo_repo_format::envelope::{open_file, FileType, HEADER_LEN};
+use dprepo_repo_format::envelope::{open_file, FileType, HEADER_LEN, VERSION_OFFSET};
 use dprepo_repo_format::fuzzing::{
-    self, create_fuzz_repository, fuzz_keys, fuzz_stream_chunker, pseudo_random_bytes,
-    FUZZ_PASSWORD, MUTATION_LEN, TARGETS,
+    self, create_fuzz_repository, delta_blob_aad, fuzz_delta_base, fuzz_delta_bases, fuzz_keys,
+    fuzz_stream_chunker, fuzz_tar_chunker, fuzz_tar_streams, pseudo_random_bytes, FUZZ_PASSWORD,
+    FUZZ_TAR_STREAM, MUTATION_LEN, TARGETS,
 };
+use dprepo_repo_format::index::IndexFile;
 use dprepo_repo_format::key::{KdfParams, KeyFile};
 use dprepo_repo_format::manifest::{Lease, SessionMarker, Tombstone, TombstonePack};
-use dprepo_repo_format::pack::{decode_pack, PackKind, PACK_HEADER_AAD, TRAILER_LEN};
+use dprepo_repo_format::pack::{decode_pack, PackKind, DELTA_FLAG, PACK_HEADER_AAD, TRAILER_LEN};
+use dprepo_repo_format::page_deltas::{MemberPages, TarPageMap, EXT_TAR_PAGES, MAX_MEMBER_NAME};
 use dprepo_repo_format::storage::{MemoryStorage, Storage};
 use dprepo_repo_format::tree::{NodeKind, Tree};
 use dprepo_repo_format::{BlobId, InitOptions};
@@ -218,11 +224,64 @@ replay_tests!(
     fuzz_pack,
     fuzz_index,
     fuzz_tree,
+    fuzz_page_map,
     fuzz_manifest,
     fuzz_chunk_list,
     fuzz_blob,
     fuzz_repository,
 );
+
+/// The committed seeds reach the delta decoders: a version 2 pack and index file with
+/// delta entries, a delta blob that decodes against the fixed base, and trees carrying
+/// tar page maps. A regeneration that lost them would leave the replay green but blind.
+#[test]
+fn corpus_reaches_the_delta_decoders() {
+    let keys = fuzz_keys();
+    let seeds = |target: &str, prefix: &str| -> Vec<Vec<u8>> {
+        corpus(target)
+            .into_iter()
+            .filter(|(n, _)| n.starts_with(prefix))
+            .map(|(_, d)| d)
+            .collect()
+    };
+    let pack_deltas: usize = seeds("fuzz_pack", "seed-data-pack")
+        .iter()
+        .map(|p| decode_pack(keys, p, "seed").unwrap())
+        .map(|entries| entries.iter().filter(|e| e.base.is_some()).count())
+        .sum();
+    assert!(pack_deltas > 0, "no pack seed holds a delta entry");
+    let index_deltas: usize = seeds("fuzz_index", "seed-index-stored")
+        .iter()
+        .map(|f| IndexFile::decode(keys, f, "seed").unwrap())
+        .flat_map(|f| f.packs)
+        .map(|p| p.entries.iter().filter(|e| e.base.is_some()).count())
+        .sum();
+    assert!(index_deltas > 0, "no index seed holds a delta entry");
+    let base = fuzz_delta_base();
+    let decoded = seeds("fuzz_blob", "seed-delta")
+        .iter()
+        .filter(|d| d.len() > 37 && d[4] == DELTA_FLAG)
+        .filter(|d| {
+            let raw_len = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
+            let id = BlobId(d[5..37].try_into().unwrap());
+            decode_delta_blob(keys, &id, &d[37..], raw_len.into(), base.as_base()).is_ok()
+        })
+        .count();
+    assert!(
+        decoded >= 2,
+        "{decoded} delta blob seeds decode against the fixed base"
+    );
+    let maps = seeds("fuzz_tree", "seed-tree")
+        .iter()
+        .map(|t| Tree::decode(t, "seed").unwrap())
+        .filter(|t| {
+            t.nodes
+                .iter()
+                .any(|n| TarPageMap::of_node(n, "seed").is_ok_and(|m| m.is_some()))
+        })
+        .count();
+    assert_eq!(maps, 2, "trees with a tar page map");
+}
 
 /// Seed files of one target, keyed by file name.
 #[derive(Default)]
@@ -274,7 +333,9 @@ fn envelope_payload(bytes: &[u8]) -> (Vec<u8>, Vec<u8>) {
         6 => FileType::Tombstone,
         _ => FileType::Lease,
     };
-    let (_, body) = open_file(keys, bytes, file_type, 1, "seed").expect("seed file opens");
+    // Whatever version the writer chose (index files with deltas are version 2).
+    let (_, body) =
+        open_file(keys, bytes, file_type, bytes[VERSION_OFFSET], "seed").expect("seed file opens");
     (payload, body)
 }
 
@@ -291,17 +352,22 @@ fn add_envelope(seeds: &mut Seeds, target: &str, label: &str, bytes: Vec<u8>) {
     seeds.add(target, &format!("{label}-body"), raw);
 }
 
-fn blob_aad(blob_type: BlobType, id: &BlobId) -> Vec<u8> {
-    // SPEC.md, "Blob encoding": "dprepo blob" || type u8 || content id.
+fn blob_aad(blob_type: BlobType, id: &BlobId, base: Option<&BlobId>) -> Vec<u8> {
+    // SPEC.md, "Blob encoding": "dprepo blob" || type u8 || content id, then the base id
+    // for a delta blob.
+    if let Some(base) = base {
+        return delta_blob_aad(id, base);
+    }
     let mut aad = b"dprepo blob".to_vec();
     aad.push(blob_type as u8);
     aad.extend_from_slice(&id.0);
     aad
 }
 
-fn blob_input(raw_len: u32, blob_type: BlobType, id: &BlobId, bytes: &[u8]) -> Vec<u8> {
+/// An input of `fuzz_blob`; `type_byte` as in a pack header (`DELTA_FLAG` for a delta).
+fn blob_input(raw_len: u32, type_byte: u8, id: &BlobId, bytes: &[u8]) -> Vec<u8> {
     let mut out = raw_len.to_le_bytes().to_vec();
-    out.push(blob_type as u8);
+    out.push(type_byte);
     out.extend_from_slice(&id.0);
     out.extend_from_slice(bytes);
     out
@@ -389,6 +455,32 @@ async fn seeds_from_repository() -> Seeds {
             .await
             .unwrap();
     }
+    // The tar stream twice: the second backup stores its changed pages as deltas, in a
+    // version 2 pack and index file, and both trees carry a tar page map.
+    for (i, data) in fuzz_tar_streams().into_iter().enumerate() {
+        let mut o = BackupOptions::default()
+            .with_hostname("fuzz-host")
+            .with_tags(vec!["seed".into()])
+            .with_chunker(fuzz_tar_chunker())
+            .with_parent(ParentChoice::Auto);
+        o.time = time(2 + i as i64);
+        let source = BackupSource::Stream {
+            name: FUZZ_TAR_STREAM.into(),
+            reader: Box::new(std::io::Cursor::new(data)),
+        };
+        let outcome = backup(&repo, source, o, Arc::new(BackupProgress::default()))
+            .await
+            .unwrap();
+        let deltas = outcome.snapshot.manifest.summary.deltas_added;
+        if i == 0 {
+            assert_eq!(
+                deltas, 0,
+                "the first tar backup has no parent to delta against"
+            );
+        } else {
+            assert!(deltas > 0, "the second tar backup stored no delta");
+        }
+    }
     let dir = tempfile::tempdir().unwrap();
     write_source_tree(dir.path());
     let mut o = BackupOptions::default().with_hostname("fuzz-host");
@@ -404,7 +496,8 @@ async fn seeds_from_repository() -> Seeds {
     .unwrap();
 
     let mut seeds = Seeds::default();
-    let mut data_blobs = [0usize; 2];
+    // Data blobs kept as fuzz_blob seeds: raw, compressed, delta.
+    let mut data_blobs = [0usize; 3];
     for name in storage.names() {
         let bytes = storage.get(&name).await.unwrap();
         let dir = name.split('/').next().unwrap_or_default();
@@ -429,9 +522,8 @@ async fn seeds_from_repository() -> Seeds {
                 seeds.add("fuzz_pack", &format!("{dir}-pack"), bytes.clone());
                 for e in entries {
                     let stored = &bytes[e.offset as usize..][..e.stored_len as usize];
-                    let payload = keys
-                        .open(&blob_aad(e.blob_type, &e.id), stored, "blob")
-                        .unwrap();
+                    let aad = blob_aad(e.blob_type, &e.id, e.base.as_ref());
+                    let payload = keys.open(&aad, stored, "blob").unwrap();
                     let plain = repo.read_blob(&e.id, e.blob_type).await.unwrap();
                     match e.blob_type {
                         BlobType::Tree => {
@@ -443,6 +535,13 @@ async fn seeds_from_repository() -> Seeds {
                                         seeds.add("fuzz_chunk_list", "inline", c.encode_list());
                                     }
                                 }
+                                // The page maps of the tar stream's two snapshots.
+                                for ext in &node.extensions {
+                                    if ext.tag == EXT_TAR_PAGES {
+                                        TarPageMap::decode(&ext.data, "seed map").unwrap();
+                                        seeds.add("fuzz_page_map", "tree", ext.data.clone());
+                                    }
+                                }
                             }
                             seeds.add("fuzz_tree", "tree", plain);
                         }
@@ -451,24 +550,31 @@ async fn seeds_from_repository() -> Seeds {
                             seeds.add("fuzz_chunk_list", "list", plain);
                         }
                         BlobType::Data => {
-                            // A few raw and a few compressed chunks are enough.
-                            let kept = &mut data_blobs[usize::from(payload[0] != 0)];
+                            // A few raw, compressed and delta chunks are enough. Deltas
+                            // against the fixed base of fuzz_blob decode there.
+                            let kind = if e.base.is_some() {
+                                2
+                            } else {
+                                usize::from(payload[0] != 0)
+                            };
+                            let kept = &mut data_blobs[kind];
                             *kept += 1;
                             if *kept > 3 {
                                 continue;
                             }
                         }
                     }
-                    let raw_len = e.raw_len;
+                    let (raw_len, t) = (e.raw_len, e.type_byte());
+                    let label = if e.base.is_some() { "delta-" } else { "" };
                     seeds.add(
                         "fuzz_blob",
-                        "stored",
-                        blob_input(raw_len, e.blob_type, &e.id, stored),
+                        &format!("{label}stored"),
+                        blob_input(raw_len, t, &e.id, stored),
                     );
                     seeds.add(
                         "fuzz_blob",
-                        "payload",
-                        blob_input(raw_len, e.blob_type, &e.id, &payload),
+                        &format!("{label}payload"),
+                        blob_input(raw_len, t, &e.id, &payload),
                     );
                 }
             }
@@ -480,8 +586,10 @@ async fn seeds_from_repository() -> Seeds {
     seeds.add(
         "fuzz_blob",
         "zstd-zeros",
-        blob_input(1 << 20, BlobType::Data, &keys.content_id(&[]), &zeros),
+        blob_input(1 << 20, BlobType::Data as u8, &keys.content_id(&[]), &zeros),
     );
+    add_delta_blob_seeds(&mut seeds);
+    add_page_map_seeds(&mut seeds);
     // The other files of the gc protocol, as a running writer and gc write them.
     let now = time(20).unwrap();
     let marker = SessionMarker {
@@ -537,4 +645,206 @@ async fn seeds_from_repository() -> Seeds {
     seeds.add("fuzz_key_file", "key", key);
 
     seeds
+}
+
+/// Delta blobs against the fixed bases of `fuzz_blob` (`fuzzing::fuzz_delta_bases`),
+/// each as stored bytes and as payload, and the ways they go wrong: another length, id
+/// or type byte, a full blob claiming to be a delta, a delta payload claiming to be zstd.
+fn add_delta_blob_seeds(seeds: &mut Seeds) {
+    let keys = fuzz_keys();
+    let [base, dictionary_like] = fuzz_delta_bases();
+    let delta = DELTA_FLAG | BlobType::Data as u8;
+    let mut add = |label: &str, raw_len: usize, type_byte: u8, id: &BlobId, bytes: &[u8]| {
+        let input = blob_input(raw_len as u32, type_byte, id, bytes);
+        seeds.add("fuzz_blob", &format!("delta-{label}"), input);
+    };
+    let mut changed = base.plaintext.clone();
+    changed[100..108].copy_from_slice(b"changed!");
+    // Against the base that starts like a zstd dictionary (another path of the codec).
+    let mut page = dictionary_like.plaintext.clone();
+    page[100..108].copy_from_slice(b"changed!");
+    let id = keys.content_id(&page);
+    let stored = encode_delta_blob(keys, &id, &page, dictionary_like.as_base(), 3).unwrap();
+    let payload = keys
+        .open(&delta_blob_aad(&id, &dictionary_like.id), &stored, "seed")
+        .unwrap();
+    add("dictionary-like-stored", page.len(), delta, &id, &stored);
+    add("dictionary-like-payload", page.len(), delta, &id, &payload);
+    let mut grown = changed.clone();
+    grown.extend(pseudo_random_bytes(99, 4096));
+    let pages = [
+        ("changed", changed.clone()),
+        ("grown", grown),
+        ("truncated", base.plaintext[..5000].to_vec()),
+        ("unrelated", pseudo_random_bytes(98, 8192)),
+        ("identical", base.plaintext.clone()),
+        ("empty", Vec::new()),
+    ];
+    for (label, page) in &pages {
+        let id = keys.content_id(page);
+        let stored = encode_delta_blob(keys, &id, page, base.as_base(), 3).unwrap();
+        let payload = keys
+            .open(&delta_blob_aad(&id, &base.id), &stored, "seed")
+            .unwrap();
+        assert_eq!(payload[0], ENCODING_ZSTD_DELTA);
+        add(&format!("{label}-stored"), page.len(), delta, &id, &stored);
+        add(
+            &format!("{label}-payload"),
+            page.len(),
+            delta,
+            &id,
+            &payload,
+        );
+    }
+    let id = keys.content_id(&changed);
+    let len = changed.len();
+    let stored = encode_delta_blob(keys, &id, &changed, base.as_base(), 3).unwrap();
+    let payload = keys
+        .open(&delta_blob_aad(&id, &base.id), &stored, "seed")
+        .unwrap();
+    add("short-len", len - 1, delta, &id, &payload);
+    add("long-len", len + 1, delta, &id, &payload);
+    add("base-id", len, delta, &base.id, &payload);
+    add("as-full", len, BlobType::Data as u8, &id, &stored);
+    add(
+        "tree-flag",
+        len,
+        DELTA_FLAG | BlobType::Tree as u8,
+        &id,
+        &payload,
+    );
+    let mut as_zstd = payload.clone();
+    as_zstd[0] = ENCODING_ZSTD;
+    add("payload-as-zstd", len, BlobType::Data as u8, &id, &as_zstd);
+    let full = encode_blob(keys, BlobType::Data, &id, &changed, 3);
+    add("full-stored", len, delta, &id, &full);
+    let full_payload = compress_payload(&changed, 3);
+    add("full-payload", len, delta, &id, &full_payload);
+}
+
+/// `version u8 || page_size u32 || count u32 || member*`, members given as `(shared,
+/// suffix, first_chunk, pages)`: maps the encoder would not write.
+fn raw_page_map(
+    version: u8,
+    page_size: u32,
+    count: u32,
+    members: &[(u16, &[u8], u64, u32)],
+) -> Vec<u8> {
+    let mut out = vec![version];
+    out.extend_from_slice(&page_size.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    for (shared, suffix, first_chunk, pages) in members {
+        out.extend_from_slice(&shared.to_le_bytes());
+        out.extend_from_slice(&(suffix.len() as u16).to_le_bytes());
+        out.extend_from_slice(suffix);
+        out.extend_from_slice(&first_chunk.to_le_bytes());
+        out.extend_from_slice(&pages.to_le_bytes());
+    }
+    out
+}
+
+/// Tar page maps at the edges of their validity conditions (SPEC.md section 13.1), valid
+/// and not.
+fn add_page_map_seeds(seeds: &mut Seeds) {
+    let member = |name: &[u8], first_chunk: u64, pages: u32| MemberPages {
+        name: name.to_vec(),
+        first_chunk,
+        pages,
+    };
+    let map =
+        |page_size: u32, members: Vec<MemberPages>| TarPageMap { page_size, members }.encode();
+    let longest = b"d/".repeat(MAX_MEMBER_NAME / 2);
+    let many = (0..200u32)
+        .map(|i| {
+            member(
+                format!("base/16384/{}", 16384 + i).as_bytes(),
+                u64::from(i) * 3,
+                2,
+            )
+        })
+        .collect();
+    let valid = [
+        ("empty", map(8192, Vec::new())),
+        ("one-byte-name", map(8192, vec![member(b"a", 0, 1)])),
+        ("longest-name", map(8192, vec![member(&longest, 1, 3)])),
+        (
+            "extremes",
+            map(
+                u32::MAX,
+                vec![member(b"x", u64::MAX, u32::MAX), member(b"xy", 0, 0)],
+            ),
+        ),
+        ("zero-page-size", map(0, vec![member(b"base/1/1", 7, 2)])),
+        (
+            "same-name-twice",
+            map(
+                8192,
+                vec![member(b"base/5/1", 1, 2), member(b"base/5/1", 4, 1)],
+            ),
+        ),
+        (
+            "longest-names-shared",
+            map(
+                8192,
+                vec![
+                    member(&longest, 1, 1),
+                    member(&[&longest[..4095], b"e"].concat(), 3, 1),
+                ],
+            ),
+        ),
+        ("many-members", map(8192, many)),
+        // Valid but not what the encoder writes: shares less than it could.
+        (
+            "shares-less",
+            raw_page_map(
+                1,
+                8192,
+                2,
+                &[(0, b"base/5/1", 1, 2), (0, b"base/5/2", 4, 1)],
+            ),
+        ),
+    ];
+    for (label, data) in valid {
+        TarPageMap::decode(&data, "seed map").unwrap();
+        seeds.add("fuzz_page_map", label, data);
+    }
+    let name_4096 = [&longest[..], b"x"].concat();
+    let invalid = [
+        ("version-0", raw_page_map(0, 8192, 0, &[])),
+        ("version-2", raw_page_map(2, 8192, 1, &[(0, b"a", 0, 1)])),
+        (
+            "shares-too-much",
+            raw_page_map(1, 8192, 2, &[(0, b"ab", 0, 1), (3, b"c", 1, 1)]),
+        ),
+        ("first-shares", raw_page_map(1, 8192, 1, &[(1, b"a", 0, 1)])),
+        ("empty-name", raw_page_map(1, 8192, 1, &[(0, b"", 0, 1)])),
+        (
+            "name-too-long",
+            raw_page_map(1, 8192, 1, &[(0, &name_4096, 0, 1)]),
+        ),
+        (
+            "shared-name-too-long",
+            raw_page_map(1, 8192, 2, &[(0, &longest, 0, 1), (4096, b"x", 1, 1)]),
+        ),
+        (
+            "count-too-large",
+            raw_page_map(1, 8192, 2, &[(0, b"a", 0, 1)]),
+        ),
+        (
+            "count-huge",
+            raw_page_map(1, 8192, u32::MAX, &[(0, b"a", 0, 1)]),
+        ),
+        (
+            "trailing-byte",
+            [raw_page_map(1, 8192, 1, &[(0, b"a", 0, 1)]), vec![0]].concat(),
+        ),
+        (
+            "truncated",
+            raw_page_map(1, 8192, 1, &[(0, b"abc", 0, 1)])[..20].to_vec(),
+        ),
+    ];
+    for (label, data) in invalid {
+        assert!(TarPageMap::decode(&data, "seed map").is_err(), "{label}");
+        seeds.add("fuzz_page_map", &format!("invalid-{label}"), data);
+    }
 }
