@@ -391,8 +391,25 @@ pub fn decode_delta_blob(
             format!("plaintext length {raw_len} exceeds {MAX_BLOB_PLAINTEXT}"),
         ));
     }
-    // One pass into an output of exactly the expected size, as for full blobs: a
-    // frame cannot make it grow, and a forged window size allocates nothing.
+    // Writers declare the content size; the output buffer is allocated only once the
+    // frame agrees with the index, so a damaged length allocates nothing. One pass into
+    // that buffer, as for full blobs: a frame cannot make it grow, and a forged window
+    // size allocates nothing either.
+    match zstd::zstd_safe::get_frame_content_size(body) {
+        Ok(Some(declared)) if declared == raw_len => {}
+        Ok(Some(declared)) => {
+            return Err(Error::corrupt(
+                &object,
+                format!("zstd: frame declares {declared} bytes, expected {raw_len}"),
+            ))
+        }
+        Ok(None) | Err(_) => {
+            return Err(Error::corrupt(
+                &object,
+                "zstd: frame does not declare its size",
+            ))
+        }
+    }
     let plain = unzstd_with_prefix(body, base.plaintext, raw_len as usize)
         .map_err(|e| Error::corrupt(&object, format!("zstd: {e}")))?;
     if plain.len() as u64 != raw_len {
@@ -554,6 +571,11 @@ mod tests {
         assert!(decode_blob(&keys, BlobType::Data, &id, &stored, len).is_err());
         assert!(decode_delta_blob(&keys, &id, &stored, len - 1, with(&base)).is_err());
         assert!(decode_delta_blob(&keys, &id, &stored, len + 1, with(&base)).is_err());
+        // The frame must declare the expected length before anything is allocated.
+        assert!(
+            decode_delta_blob(&keys, &id, &stored, 256 << 20, with(&base))
+                .is_err_and(|e| e.to_string().contains("declares"))
+        );
         // A full blob is not a delta.
         let full = encode_blob(&keys, BlobType::Data, &id, &page, 3);
         assert!(decode_delta_blob(&keys, &id, &full, len, with(&base)).is_err());
