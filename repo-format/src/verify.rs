@@ -538,6 +538,10 @@ struct PackCheck {
 
 /// Bytes of a pack read at once by `verify --read-data` (more when one blob is larger).
 const VERIFY_SEGMENT_BYTES: u64 = 2 << 20;
+/// Most blobs in one segment. 2 MiB of page deltas are about 20,000 blobs; 512 keep a
+/// segment's lists of entries and of their bases' locations small (under 128 KiB).
+/// Pages come in stream order, so the bases of a segment's deltas still share runs.
+const MAX_SEGMENT_ENTRIES: usize = 512;
 
 /// Segment buffers of `verify --read-data`, handed from one segment read to the next.
 /// A buffer allocated per segment and freed on another thread stayed resident in
@@ -655,10 +659,20 @@ async fn read_pack_in_segments(
         // Extend the segment to the start of the first blob past the target length.
         let target = at.saturating_add(segment_bytes.max(1)).min(size);
         let mut end = target;
+        let mut covered = at;
         let mut last = next_entry;
         while last < sorted.len() && u64::from(sorted[last].offset) < target {
+            if last - next_entry == MAX_SEGMENT_ENTRIES {
+                // Many small blobs (deltas): end the segment where this one starts.
+                end = covered
+                    .max(u64::from(sorted[last].offset))
+                    .min(size)
+                    .max(at + 1);
+                break;
+            }
             let blob_end = u64::from(sorted[last].offset) + u64::from(sorted[last].stored_len);
             end = end.max(blob_end.min(size));
+            covered = covered.max(blob_end.min(size));
             last += 1;
         }
         let segment = repo
@@ -716,7 +730,7 @@ async fn read_pack_in_segments(
             bytes: segment.clone(),
             start: segment_start,
         };
-        bad.extend(check_deltas(repo, deltas, &in_segment).await?);
+        bad.extend(check_deltas(repo, deltas, &in_segment, buffers).await?);
         drop(in_segment);
         if let Ok(segment) = Arc::try_unwrap(segment) {
             buffers.give_back(segment);
@@ -747,7 +761,7 @@ struct BaseRun {
     pack_name: String,
     start: u64,
     end: u64,
-    /// Base id, its location and the deltas against it.
+    /// Each base's id and location, and the deltas against it.
     bases: Vec<(BlobId, BlobLocation, Vec<PackEntry>)>,
 }
 
@@ -769,8 +783,9 @@ impl Segment {
 
 /// Decode each delta of `deltas` (entries with a base, stored in `segment`) against its
 /// base; returns the ones that fail, with why. Bases are located, sorted by pack and
-/// offset and read in runs, so a pack of deltas costs a few reads, not one per page
-/// (pages of one table were stored together); memory is one run at a time.
+/// offset and read in runs into pooled buffers, so a pack of deltas costs a few reads,
+/// not one per page (pages of one table were stored together); memory is one run at a
+/// time and a location per delta.
 ///
 /// # Errors
 /// Only if a decoding task panicked.
@@ -778,39 +793,38 @@ async fn check_deltas(
     repo: &Repository,
     deltas: Vec<PackEntry>,
     segment: &Segment,
+    buffers: &SegmentBuffers,
 ) -> Result<Vec<(BlobId, String)>> {
     let mut bad = Vec::new();
-    let mut by_base: HashMap<BlobId, Vec<PackEntry>> = HashMap::new();
+    let mut located: Vec<(BlobId, BlobLocation, PackEntry)> = Vec::with_capacity(deltas.len());
     for e in deltas {
-        if let Some(base) = e.base {
-            by_base.entry(base).or_default().push(e);
-        }
-    }
-    let mut located = Vec::with_capacity(by_base.len());
-    for (base, deltas) in by_base {
+        let Some(base) = e.base else {
+            continue;
+        };
         let problem = match repo.locate(&base) {
             Some(loc) if loc.base.is_none() && loc.blob_type == BlobType::Data => {
-                located.push((base, loc, deltas));
+                located.push((base, loc, e));
                 continue;
             }
             Some(_) => "its base is not a full data blob",
             None => "its base is in no index",
         };
-        bad.extend(
-            deltas
-                .iter()
-                .map(|e| (e.id, format!("{}: {problem}", delta_object(e, &base)))),
-        );
+        bad.push((e.id, format!("{}: {problem}", delta_object(&e, &base))));
     }
-    located.sort_by_key(|(_, loc, _)| (loc.pack_id, loc.offset));
+    located.sort_by_key(|(base, loc, _)| (loc.pack_id, loc.offset, *base));
     let mut runs: Vec<BaseRun> = Vec::new();
-    for (base, loc, deltas) in located {
+    for (base, loc, delta) in located {
         let (start, end) = (
             u64::from(loc.offset),
             u64::from(loc.offset) + u64::from(loc.stored_len),
         );
         let name = loc.pack_name();
         match runs.last_mut() {
+            Some(run) if run.bases.last().is_some_and(|(b, _, _)| *b == base) => {
+                if let Some((_, _, deltas)) = run.bases.last_mut() {
+                    deltas.push(delta);
+                }
+            }
             Some(run)
                 if run.pack_name == name
                     && start >= run.start
@@ -818,23 +832,24 @@ async fn check_deltas(
                     && end.max(run.end) - run.start <= BASE_RUN_BYTES =>
             {
                 run.end = run.end.max(end);
-                run.bases.push((base, loc, deltas));
+                run.bases.push((base, loc, vec![delta]));
             }
             _ => runs.push(BaseRun {
                 pack_name: name,
                 start,
                 end,
-                bases: vec![(base, loc, deltas)],
+                bases: vec![(base, loc, vec![delta])],
             }),
         }
     }
     for run in runs {
+        let len = run.end - run.start;
         let read = repo
             .storage()
-            .get_range(&run.pack_name, run.start, run.end - run.start)
+            .get_range_into(&run.pack_name, run.start, len, buffers.take())
             .await;
         let bytes = match read {
-            Ok(bytes) if bytes.len() as u64 == run.end - run.start => bytes,
+            Ok(bytes) if bytes.len() as u64 == len => bytes,
             // Moved by a concurrent gc, or damaged: one base at a time, each read
             // reloading the index once if its pack is gone.
             _ => {
@@ -852,7 +867,7 @@ async fn check_deltas(
             }
         };
         let (keys, segment) = (repo.keys().clone(), segment.clone());
-        let checked = run_cpu(move || {
+        let (checked, bytes) = run_cpu(move || {
             let mut bad = Vec::new();
             for (base, loc, deltas) in run.bases {
                 let at = (u64::from(loc.offset) - run.start) as usize;
@@ -861,9 +876,10 @@ async fn check_deltas(
                     decode_blob(&keys, BlobType::Data, &base, stored, loc.raw_len.into());
                 bad.extend(check_against(&keys, &base, plaintext, &deltas, &segment));
             }
-            bad
+            (bad, bytes)
         })
         .await?;
+        buffers.give_back(bytes);
         bad.extend(checked);
     }
     Ok(bad)
@@ -1420,7 +1436,9 @@ mod tests {
         let repo = Repository::open(Arc::new(storage.clone()), b"pw")
             .await
             .unwrap();
-        let bases: Vec<Vec<u8>> = (0..60)
+        // More deltas than a segment takes (MAX_SEGMENT_ENTRIES), so segments are also
+        // cut by count.
+        let bases: Vec<Vec<u8>> = (0..600)
             .map(|i| crate::fuzzing::pseudo_random_bytes(2 * i + 1, 8192))
             .collect();
         save_pages(&repo, bases.clone(), None).await;
@@ -1446,7 +1464,7 @@ mod tests {
             }
         }
         let (id, size, entries) = delta_pack.expect("a pack of deltas");
-        assert_eq!(entries.len(), 60);
+        assert_eq!(entries.len(), 600);
         let name = PackKind::Data.storage_name(&id);
         let (progress, buffers) = (VerifyProgress::default(), SegmentBuffers::default());
         for segment in [9000, 16 << 20] {
@@ -1454,9 +1472,10 @@ mod tests {
                 read_pack_in_segments(&repo, &name, size, &entries, &progress, segment, &buffers)
                     .await
                     .unwrap();
+            assert_eq!(read.hash, id, "segment {segment}");
             assert_eq!(
                 (read.blobs_checked, read.bad.len()),
-                (60, 0),
+                (600, 0),
                 "{:?}",
                 read.bad
             );
