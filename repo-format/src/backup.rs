@@ -72,6 +72,9 @@ pub enum ParentChoice {
     Auto,
     /// This snapshot.
     Id(BlobId),
+    /// This snapshot if it still exists, else none: for a stream, whose parent only
+    /// lends delta bases, and which a concurrent `forget` may remove.
+    IfPresent(BlobId),
     /// None: read every file.
     None,
 }
@@ -259,6 +262,10 @@ async fn run_backup(
         (ParentChoice::Id(id), _) => {
             let all = repo.list_snapshots().await?;
             Some(Repository::select_snapshot(&all, &id.to_hex())?)
+        }
+        (ParentChoice::IfPresent(id), _) => {
+            let all = repo.list_snapshots().await?;
+            all.into_iter().find(|s| s.id == *id)
         }
         // A stream's parent offers its pages as delta bases (page_deltas.rs): the
         // latest stream of the same name, from this host if there is one.
@@ -709,7 +716,7 @@ fn save_with_base(
     base_id: BlobId,
 ) -> Result<BlobId> {
     let id = saver.keys().content_id(chunk);
-    let base_id = match saver.delta_base_for(&base_id) {
+    let base_id = match saver.delta_base_for(&base_id, chunk.len()) {
         Some(base) if base != id && !saver.is_stored(&id) => base,
         _ => {
             saver.save_with_id(BlobType::Data, id, chunk)?;

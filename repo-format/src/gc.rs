@@ -213,25 +213,34 @@ fn require_indexed(repo: &Repository, snap: &Snapshot, ids: &[BlobId]) -> Result
 
 /// Mark the bases of reachable delta blobs reachable: a delta cannot be decoded without
 /// its base. Every index entry counts, not only the copy the index prefers, because
-/// whichever copy of a blob survives must stay decodable. Bases are never deltas, so
-/// one pass closes the set. Index files are read one at a time.
+/// whichever copy of a blob survives must stay decodable. Writers never make a delta of
+/// a delta, but one id may be a base in one pack and a delta in another (two writers, or
+/// a page stored again), so passes repeat until one adds nothing. Index files are read
+/// one at a time.
 async fn close_over_bases(
     repo: &Repository,
     reachable: &mut Reachable,
     index_names: &[String],
 ) -> Result<()> {
-    for name in index_names {
-        for p in read_index_file(repo, name).await?.packs {
-            for e in &p.entries {
-                if let Some(base) = &e.base {
-                    if reachable.bloom.may_contain(&e.id) {
-                        reachable.bloom.insert(base);
+    loop {
+        let mut added = false;
+        for name in index_names {
+            for p in read_index_file(repo, name).await?.packs {
+                for e in &p.entries {
+                    if let Some(base) = &e.base {
+                        if reachable.bloom.may_contain(&e.id) && !reachable.bloom.may_contain(base)
+                        {
+                            reachable.bloom.insert(base);
+                            added = true;
+                        }
                     }
                 }
             }
         }
+        if !added {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 /// Usage of one pack.
@@ -684,21 +693,50 @@ pub async fn apply(
             }
         }
     }
-    // Pass 2: which of them have a copy in a pack that stays.
+    // Pass 2: which of them have a copy in a pack that stays. A delta copy counts only
+    // if its base has a full copy in a pack that stays too (pass 3): an unreachable
+    // delta's entry may have outlived its base, collected as garbage by an earlier gc.
     let mut copied: HashSet<BlobId> = HashSet::new();
+    let mut delta_copies: Vec<(BlobId, BlobId)> = Vec::new();
     if !needs_copy.is_empty() {
         for name in &index_names {
             for p in read_index_file(repo, name).await?.packs {
+                if candidates.contains_key(&p.id) {
+                    continue;
+                }
+                for e in p.entries.iter().filter(|e| needs_copy.contains(&e.id)) {
+                    match e.base {
+                        None => {
+                            copied.insert(e.id);
+                        }
+                        Some(base) => delta_copies.push((e.id, base)),
+                    }
+                }
+            }
+        }
+    }
+    delta_copies.retain(|(id, _)| !copied.contains(id));
+    if !delta_copies.is_empty() {
+        let bases: HashSet<BlobId> = delta_copies.iter().map(|(_, b)| *b).collect();
+        let mut full_bases: HashSet<BlobId> = HashSet::new();
+        for name in &index_names {
+            for p in read_index_file(repo, name).await?.packs {
                 if !candidates.contains_key(&p.id) {
-                    copied.extend(
+                    full_bases.extend(
                         p.entries
                             .iter()
-                            .filter(|e| needs_copy.contains(&e.id))
+                            .filter(|e| e.base.is_none() && bases.contains(&e.id))
                             .map(|e| e.id),
                     );
                 }
             }
         }
+        copied.extend(
+            delta_copies
+                .iter()
+                .filter(|(_, base)| full_bases.contains(base))
+                .map(|(id, _)| *id),
+        );
     }
     let deletable: HashMap<BlobId, PackKind> = candidates
         .iter()

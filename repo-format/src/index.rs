@@ -224,10 +224,12 @@ impl MemoryIndex {
                 std::collections::hash_map::Entry::Vacant(v) => {
                     v.insert(slot);
                 }
-                // A copy outside an excluded pack is preferred over one inside.
+                // A full copy is preferred over a delta (whose base gc may have taken
+                // with it as garbage), a copy outside an excluded pack over one inside.
                 std::collections::hash_map::Entry::Occupied(mut o) => {
                     let old_pack = self.packs[o.get().pack as usize].0;
-                    if !new_is_excluded && excluded.contains(&old_pack) {
+                    let replaces_delta = o.get().base.is_some() && slot.base.is_none();
+                    if replaces_delta || (!new_is_excluded && excluded.contains(&old_pack)) {
                         o.insert(slot);
                     }
                 }

@@ -479,12 +479,15 @@ impl IndexCache {
                 let replace = match found.as_deref().map(BlobRecord::decode) {
                     None => !written.contains(&entry.id),
                     Some(None) => true,
+                    // A full copy replaces a delta (whose base gc may have taken with
+                    // it as garbage); a copy outside an excluded pack one inside.
                     Some(Some(old)) => {
-                        !new_is_excluded
-                            && !excluded.is_empty()
-                            && self
-                                .pack_by_number(old.pack)
-                                .is_some_and(|(id, _)| excluded.contains(&id))
+                        (old.base.is_some() && entry.base.is_none())
+                            || (!new_is_excluded
+                                && !excluded.is_empty()
+                                && self
+                                    .pack_by_number(old.pack)
+                                    .is_some_and(|(id, _)| excluded.contains(&id)))
                     }
                 };
                 if found.is_none() && !written.contains(&entry.id) {
@@ -512,10 +515,12 @@ impl IndexCache {
         Ok(())
     }
 
-    /// [`IndexCache::add_file`] during a rebuild: entries of packs that are not excluded
-    /// are written without looking first (last location wins); entries of excluded packs
-    /// go first and only where the blob is not known yet, so a usable copy written
-    /// before or after always wins over them.
+    /// [`IndexCache::add_file`] during a rebuild: full entries of packs that are not
+    /// excluded are written without looking first (last location wins); entries of
+    /// excluded packs and delta entries go first and only where the blob is not known
+    /// yet, so a usable full copy written before or after always wins over them. (A delta
+    /// entry may outlive its base when gc collected both as garbage but kept the delta's
+    /// pack; a full copy stored again later must then be the one found.)
     fn add_file_rebuilding(
         &mut self,
         name: Option<&str>,
@@ -528,7 +533,14 @@ impl IndexCache {
         let mut excluded_written: HashSet<BlobId> = HashSet::new();
         let (excluded_packs, usable_packs): (Vec<_>, Vec<_>) =
             file.packs.iter().partition(|p| excluded.contains(&p.id));
-        for pack in excluded_packs.into_iter().chain(usable_packs) {
+        // Pass 0: excluded packs, and the delta entries of the others; pass 1: the
+        // full entries of the others.
+        let passes = excluded_packs
+            .iter()
+            .map(|p| (0, *p))
+            .chain(usable_packs.iter().map(|p| (0, *p)))
+            .chain(usable_packs.iter().map(|p| (1, *p)));
+        for (pass, pack) in passes {
             let number = match numbers.get(&pack.id) {
                 Some(n) => *n,
                 None => {
@@ -553,7 +565,11 @@ impl IndexCache {
             batch.put(pack_key(number), pack_value);
             let is_excluded = excluded.contains(&pack.id);
             for entry in &pack.entries {
-                if is_excluded {
+                let only_if_unknown = is_excluded || entry.base.is_some();
+                if (pass == 0) != only_if_unknown {
+                    continue;
+                }
+                if only_if_unknown {
                     if excluded_written.contains(&entry.id) || self.contains(&entry.id) {
                         continue;
                     }
@@ -884,6 +900,62 @@ mod tests {
         assert!(owner.get(&id(0)).is_none());
         assert!(owner.absorbed_files().unwrap().is_empty());
         assert!(!owner.is_temporary());
+    }
+
+    /// A delta entry may outlive its base (gc collects both as garbage but keeps the
+    /// delta's pack); a full copy of the same blob, stored again later, must be what
+    /// the index finds, whatever the order the files come in, added one by one, in a
+    /// rebuild, or in memory.
+    #[test]
+    fn a_full_copy_wins_over_a_delta_in_any_order() {
+        let delta = IndexFile {
+            obsoletes: Vec::new(),
+            packs: vec![IndexPack {
+                id: id(1 << 40 | 7),
+                kind: PackKind::Data,
+                entries: vec![PackEntry {
+                    blob_type: BlobType::Data,
+                    id: id(5),
+                    offset: 0,
+                    stored_len: 60,
+                    raw_len: 90,
+                    base: Some(id(999)),
+                }],
+            }],
+        };
+        let full = IndexFile {
+            obsoletes: Vec::new(),
+            packs: vec![pack(8, [4, 5, 6])],
+        };
+        let none = HashSet::new();
+        for order in [[&delta, &full], [&full, &delta]] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut added = IndexCache::open(&dir.path().join("a"), "repo").unwrap();
+            let mut rebuilt = IndexCache::open(&dir.path().join("b"), "repo").unwrap();
+            let mut memory = crate::index::Index::new();
+            rebuilt.begin_rebuild().unwrap();
+            for (n, f) in order.iter().enumerate() {
+                let name = format!("index/{n}");
+                added.add_file(Some(&name), f, &none).unwrap();
+                rebuilt.add_file(Some(&name), f, &none).unwrap();
+                memory.add_file(f).unwrap();
+            }
+            rebuilt.finish_rebuild().unwrap();
+            let full_pack = id(1 << 40 | 8);
+            for (what, found) in [
+                ("added", added.get(&id(5))),
+                ("rebuilt", rebuilt.get(&id(5))),
+                ("memory", memory.get(&id(5))),
+            ] {
+                let found = found.unwrap();
+                assert_eq!((found.pack_id, found.base), (full_pack, None), "{what}");
+            }
+        }
+        // Alone, the delta is found with its base.
+        let dir = tempfile::tempdir().unwrap();
+        let mut only = IndexCache::open(dir.path(), "repo").unwrap();
+        only.add_file(None, &delta, &none).unwrap();
+        assert_eq!(only.get(&id(5)).unwrap().base, Some(id(999)));
     }
 
     #[test]

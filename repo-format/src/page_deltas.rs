@@ -33,6 +33,9 @@ const MEMBER_FIXED_LEN: usize = 2 + 2 + 8 + 4;
 const MAP_HEADER_LEN: usize = 1 + 4 + 4;
 /// Longest member name recorded; longer members are left out of the map.
 pub const MAX_MEMBER_NAME: usize = 4096;
+/// Most name bytes a decoded map may hold: a name shared with the previous one costs 4
+/// bytes of extension data but up to 4 KiB decoded.
+pub const MAX_MAP_NAME_BYTES: usize = 16 << 20;
 
 /// The pages of one tar member: chunks `first_chunk ..first_chunk + pages` of the
 /// stream's chunk list are its pages 0, 1, ... in order.
@@ -96,6 +99,7 @@ impl TarPageMap {
         let page_size = r.u32("page size")?;
         let count = r.count("member count", MEMBER_FIXED_LEN)?;
         let mut members: Vec<MemberPages> = Vec::with_capacity(count);
+        let mut name_bytes = 0usize;
         for _ in 0..count {
             let shared = usize::from(r.u16("shared name length")?);
             let suffix_len = usize::from(r.u16("name suffix length")?);
@@ -105,6 +109,10 @@ impl TarPageMap {
                     "member shares {shared} bytes of a {}-byte name",
                     previous.len()
                 )));
+            }
+            name_bytes = name_bytes.saturating_add(shared + suffix_len);
+            if name_bytes > MAX_MAP_NAME_BYTES {
+                return Err(r.corrupt(format!("member names exceed {MAX_MAP_NAME_BYTES} bytes")));
             }
             let suffix = r.take(suffix_len, "name suffix")?;
             let mut name = Vec::with_capacity(shared + suffix_len);
@@ -283,7 +291,10 @@ impl ParentPages {
         if position.page >= u64::from(pages) {
             return Ok(None);
         }
-        self.chunk_at(first + position.page).await
+        match first.checked_add(position.page) {
+            Some(index) => self.chunk_at(index).await,
+            None => Ok(None),
+        }
     }
 
     /// Id of data chunk `index` of the parent's content. Chunk lists written by
@@ -430,6 +441,33 @@ mod tests {
         for cut in 0..data.len() {
             assert!(TarPageMap::decode(&data[..cut], "m").is_err());
         }
+    }
+
+    /// Names shared with the previous member cost 4 bytes each in the map but up to
+    /// 4 KiB decoded: the decoded total is bounded.
+    #[test]
+    fn shared_names_cannot_blow_up_decoding() {
+        let long = vec![b'a'; MAX_MEMBER_NAME];
+        let mut w = Writer::new();
+        w.u8(MAP_VERSION);
+        w.u32(8192);
+        let count = 60_000u32;
+        w.u32(count);
+        w.u16(0);
+        w.u16(long.len() as u16);
+        w.bytes(&long);
+        w.u64(0);
+        w.u32(1);
+        for _ in 1..count {
+            w.u16(MAX_MEMBER_NAME as u16);
+            w.u16(0);
+            w.u64(0);
+            w.u32(1);
+        }
+        let data = w.finish();
+        assert!(data.len() <= MAX_EXTENSION_LEN);
+        let err = TarPageMap::decode(&data, "map").unwrap_err();
+        assert!(err.to_string().contains("exceed"), "{err}");
     }
 
     proptest! {

@@ -164,11 +164,12 @@ impl BlobSaver {
         self.index.read().is_ok_and(|i| i.usable(id))
     }
 
-    /// The base a new delta against `page` (a Data blob of an earlier snapshot) should
-    /// use: `page` itself if it is stored in full, else the base `page` is a delta of,
-    /// so chains stay one step long. `None` unless that base is indexed (so durable) in
-    /// a pack no gc tombstone names.
-    pub fn delta_base_for(&self, page: &BlobId) -> Option<BlobId> {
+    /// The base a new delta of `len` bytes against `page` (a Data blob of an earlier
+    /// snapshot) should use: `page` itself if it is stored in full, else the base `page`
+    /// is a delta of, so chains stay one step long. `None` unless that base is indexed
+    /// (so durable) in a pack no gc tombstone names, and is `len` bytes long too (a page
+    /// map pointing elsewhere must not make a backup read a large blob per page).
+    pub fn delta_base_for(&self, page: &BlobId, len: usize) -> Option<BlobId> {
         let index = self.index.read().ok()?;
         let loc = index.get(page)?;
         let base = loc.base.unwrap_or(*page);
@@ -177,7 +178,8 @@ impl BlobSaver {
         } else {
             loc
         };
-        (full.base.is_none() && full.blob_type == BlobType::Data && index.usable(&base))
+        let fits = full.raw_len as usize == len;
+        (fits && full.base.is_none() && full.blob_type == BlobType::Data && index.usable(&base))
             .then_some(base)
     }
 

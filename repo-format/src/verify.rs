@@ -705,9 +705,12 @@ async fn read_pack_in_segments(
         let (checked, mut bad, segment) = run_cpu(move || {
             let mut bad = Vec::new();
             for e in &batch {
-                let from = u64::from(e.offset) - segment_start;
-                let to = from + u64::from(e.stored_len);
-                let verdict = match segment.get(from as usize..to as usize) {
+                // Entries overlapping a blob of an earlier segment (a damaged index)
+                // start before this one.
+                let range = u64::from(e.offset)
+                    .checked_sub(segment_start)
+                    .map(|from| from as usize..(from + u64::from(e.stored_len)) as usize);
+                let verdict = match range.and_then(|r| segment.get(r)) {
                     None => Err(format!("blob {} lies beyond the pack", e.id.short())),
                     Some(stored) => {
                         decode_blob(&keys, e.blob_type, &e.id, stored, u64::from(e.raw_len))

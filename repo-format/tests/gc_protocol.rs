@@ -3,6 +3,9 @@
 //! manifest while gc runs.
 
 use async_trait::async_trait;
+use dprepo_repo_format::backup::{
+    backup, BackupOptions, BackupProgress, BackupSource, ParentChoice,
+};
 use dprepo_repo_format::gc::{self, GcOptions};
 use dprepo_repo_format::session::WriterSession;
 use dprepo_repo_format::storage::{BlobInfo, MemoryStorage, Storage};
@@ -260,4 +263,124 @@ async fn gc_refuses_when_snapshots_reference_unindexed_blobs() {
         .unwrap();
     gc::run(&reopened, &GcOptions::default()).await.unwrap();
     assert_restores(&reopened, &snap, dir.path()).await;
+}
+
+/// A POSIX ustar archive of `members` (name, data, mtime), as `pg_basebackup -Ft`
+/// streams one, followed by 512 bytes from `tail_seed` after the end blocks, so no two
+/// archives share their last chunk.
+fn ustar(members: &[(&str, &[u8], u64)], tail_seed: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, data, mtime) in members {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..108].copy_from_slice(b"0000644\0");
+        h[108..116].copy_from_slice(b"0000000\0");
+        h[116..124].copy_from_slice(b"0000000\0");
+        h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+        h[136..148].copy_from_slice(format!("{mtime:011o}\0").as_bytes());
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].fill(b' ');
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out.extend_from_slice(&xorshift_bytes(tail_seed, 512));
+    out
+}
+
+async fn backup_stream(
+    repo: &Repository,
+    name: &str,
+    data: Vec<u8>,
+    parent: ParentChoice,
+) -> dprepo_repo_format::Snapshot {
+    let source = BackupSource::Stream {
+        name: name.into(),
+        reader: Box::new(std::io::Cursor::new(data)),
+    };
+    let options = BackupOptions::default().with_parent(parent);
+    backup(repo, source, options, Arc::new(BackupProgress::default()))
+        .await
+        .unwrap()
+        .snapshot
+}
+
+async fn dump(repo: &Repository, snap: &dprepo_repo_format::Snapshot, name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    dprepo_repo_format::restore::dump(repo, &snap.manifest.tree, name.as_bytes(), &mut out)
+        .await
+        .unwrap();
+    out
+}
+
+/// gc collects a base with the snapshots that used it, and keeps the pack of an unused
+/// delta against it (the pack holds a live blob). A later backup stores that page again,
+/// in full. If a gc planned before that backup committed deletes the full copy, the
+/// dangling delta must not count as the copy that survives (SPEC section 18, G7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_whose_base_was_collected_is_not_a_surviving_copy() {
+    let (storage, repo, _dir) = setup().await;
+    let page_b = xorshift_bytes(1, 8192);
+    let mut page_x = page_b.clone();
+    page_x[100..140].copy_from_slice(&xorshift_bytes(2, 40));
+    let page_z = xorshift_bytes(5, 8192);
+    let (other, kept) = (xorshift_bytes(3, 200_000), xorshift_bytes(4, 200_000));
+    // A stores b in full; B stores x as a delta of b, next to a new member `kept` that
+    // E (another stream, no parent) still uses after A and B are forgotten. Only A and B
+    // share the header of base/1 (E and D have another mtime), so A's pack, holding b,
+    // becomes garbage, while B's pack stays for `kept`.
+    let tar_a = ustar(&[("base/1", &page_b, 1), ("other", &other, 1)], 10);
+    let tar_b = ustar(&[("base/1", &page_x, 1), ("kept", &kept, 1)], 11);
+    let tar_e = ustar(&[("base/1", &page_z, 2), ("kept", &kept, 1)], 12);
+    // D shares E's header of base/1 and E's last chunk, so its only new blob is x.
+    let tar_d = ustar(&[("base/1", &page_x, 2)], 12);
+    let a = backup_stream(&repo, "db.tar", tar_a, ParentChoice::Auto).await;
+    let b = backup_stream(&repo, "db.tar", tar_b, ParentChoice::Auto).await;
+    assert_eq!(b.manifest.summary.deltas_added, 1);
+    let e = backup_stream(&repo, "e.tar", tar_e.clone(), ParentChoice::None).await;
+    gc::forget_snapshots(&repo, &[a.id, b.id]).await.unwrap();
+    let keep_packs = GcOptions {
+        max_unused: 1.0,
+        ..GcOptions::default()
+    };
+    gc::run(&repo, &keep_packs).await.unwrap();
+    let (x_id, b_id) = (
+        repo.keys().content_id(&page_x),
+        repo.keys().content_id(&page_b),
+    );
+    assert!(repo.locate(&b_id).is_none(), "b was collected");
+    assert_eq!(
+        repo.locate(&x_id).unwrap().base,
+        Some(b_id),
+        "x's delta stayed"
+    );
+
+    // D stores x again: the delta's base is gone, so in full.
+    let d = backup_stream(&repo, "d.tar", tar_d.clone(), ParentChoice::None).await;
+    assert_eq!(repo.locate(&x_id).unwrap().base, None);
+
+    // gc plans while D's manifest is not visible yet (D's packs have no live blob), D
+    // commits, then gc applies: x's delta copy, whose base is gone, is no copy.
+    let manifest = format!("snapshots/{}", d.id.to_hex());
+    let bytes = storage.get(&manifest).await.unwrap();
+    storage.delete(&manifest).await.unwrap();
+    let plan = gc::plan(&repo, &keep_packs).await.unwrap();
+    assert!(!plan.delete.is_empty());
+    storage.put(&manifest, &bytes).await.unwrap();
+    let mut lease = gc::acquire_lease(&repo, &keep_packs).await.unwrap();
+    gc::apply(&repo, plan, &keep_packs, &mut lease)
+        .await
+        .unwrap();
+    gc::release_lease(&repo, &lease).await;
+
+    let reopened = Repository::open(Arc::new(storage.clone()), b"pw")
+        .await
+        .unwrap();
+    assert_eq!(dump(&reopened, &d, "d.tar").await, tar_d);
+    assert_eq!(dump(&reopened, &e, "e.tar").await, tar_e);
 }

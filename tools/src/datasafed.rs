@@ -854,7 +854,7 @@ async fn push(cli: &DatasafedCli, a: &PushArgs) -> Result<()> {
         format!("{CODEC_TAG}{codec_name}"),
     ];
     let parent = delta_parent(&repo.list_snapshots().await?, &path)
-        .map_or(ParentChoice::None, ParentChoice::Id);
+        .map_or(ParentChoice::None, ParentChoice::IfPresent);
     let options = BackupOptions::default().with_tags(tags).with_parent(parent);
     let source = BackupSource::Stream {
         name: basename(&path).to_string(),
