@@ -198,15 +198,20 @@ fn require_indexed(repo: &Repository, snap: &Snapshot, ids: &[BlobId]) -> Result
         .map_err(|_| Error::Internal("index lock poisoned".into()))?;
     // A delta's base must be indexed too: it is as much needed as the blob itself.
     let unindexed = ids.iter().find_map(|id| match index.get(id) {
-        None => Some(*id),
-        Some(loc) => loc.base.filter(|base| !index.contains(base)),
+        None => Some(format!("blob {}", id.short())),
+        Some(loc) => loc.base.filter(|base| !index.contains(base)).map(|base| {
+            format!(
+                "blob {} through its delta base {}",
+                id.short(),
+                base.short()
+            )
+        }),
     });
     match unindexed {
         None => Ok(()),
-        Some(id) => Err(Error::Internal(format!(
-            "snapshot {} references blob {} which no index file lists; gc will not run (it could delete the pack holding it): run `dprepo repair index` first",
+        Some(what) => Err(Error::Internal(format!(
+            "snapshot {} references {what}, which no index file lists; gc will not run (it could delete the pack holding it): run `dprepo repair index` first",
             snap.id.short(),
-            id.short()
         ))),
     }
 }

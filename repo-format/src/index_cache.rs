@@ -10,6 +10,7 @@
 //!
 //! Layout (all keys prefixed by one byte):
 //! - `b` blob_id[32] -> pack_number u32 LE || blob_type u8 || offset u32 || stored u32 || raw u32
+//!   (17 bytes), then base_id[32] for a delta blob (49 bytes)
 //! - `p` pack_number u32 LE -> pack_id[32] || pack_kind u8
 //! - `q` pack_id[32] -> pack_number u32 LE
 //! - `f` index file name -> (empty): index files absorbed
