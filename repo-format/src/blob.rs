@@ -533,15 +533,7 @@ mod tests {
     fn delta_blob_round_trip_and_refusals() {
         let keys = keys();
         // Random bytes: the page can only be matched against its base, not itself.
-        let mut x = 88172645463325252u64;
-        let base: Vec<u8> = (0..8192)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let base = crate::fuzzing::pseudo_random_bytes(88172645463325252, 8192);
         let mut page = base.clone();
         page[100..108].copy_from_slice(b"changed!");
         let (base_id, id) = (keys.content_id(&base), keys.content_id(&page));

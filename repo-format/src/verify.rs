@@ -1393,6 +1393,19 @@ mod tests {
     use crate::storage::{MemoryStorage, Storage};
     use crate::InitOptions;
 
+    /// A new repository in memory, opened.
+    async fn memory_repo() -> (MemoryStorage, Repository) {
+        let storage = MemoryStorage::new();
+        let options = InitOptions::default().with_kdf(KdfParams::CHEAPEST);
+        Repository::init(Arc::new(storage.clone()), b"pw", options)
+            .await
+            .unwrap();
+        let repo = Repository::open(Arc::new(storage.clone()), b"pw")
+            .await
+            .unwrap();
+        (storage, repo)
+    }
+
     /// Saves `pages` through one backup session: in full, or as deltas of `bases`.
     async fn save_pages(repo: &Repository, pages: Vec<Vec<u8>>, bases: Option<Vec<Vec<u8>>>) {
         let (saver, uploader) = BlobSaver::start(
@@ -1431,14 +1444,7 @@ mod tests {
     /// damaged base fails exactly the deltas against it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn deltas_are_checked_against_bases_read_in_runs() {
-        let storage = MemoryStorage::new();
-        let options = InitOptions::default().with_kdf(KdfParams::CHEAPEST);
-        Repository::init(Arc::new(storage.clone()), b"pw", options)
-            .await
-            .unwrap();
-        let repo = Repository::open(Arc::new(storage.clone()), b"pw")
-            .await
-            .unwrap();
+        let (storage, repo) = memory_repo().await;
         // More deltas than a segment takes (MAX_SEGMENT_ENTRIES), so segments are also
         // cut by count.
         let bases: Vec<Vec<u8>> = (0..600)
@@ -1510,42 +1516,17 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_pack_read_in_segments_checks_every_blob_and_hashes_every_byte() {
-        let storage = MemoryStorage::new();
-        let kdf = KdfParams::CHEAPEST;
-        Repository::init(
-            Arc::new(storage.clone()),
-            b"pw",
-            InitOptions::default().with_kdf(kdf),
-        )
-        .await
-        .unwrap();
-        let repo = Repository::open(Arc::new(storage.clone()), b"pw")
-            .await
-            .unwrap();
-        let (saver, uploader) = BlobSaver::start(
-            repo.storage().clone(),
-            repo.keys().clone(),
-            repo.index().clone(),
-            repo.config().pack_size,
-            repo.config().compression_level,
-            1,
-        );
-        let saving = saver.clone();
-        tokio::task::spawn_blocking(move || {
-            for n in 0..40u32 {
-                // Sizes from 1 byte to 40 KiB, content that does not compress away.
+        let (storage, repo) = memory_repo().await;
+        // Sizes from 1 byte to 40 KiB, content that does not compress away.
+        let blobs = (0..40u32)
+            .map(|n| {
                 let len = 1 + (n as usize * 1021) % (40 << 10);
-                let blob: Vec<u8> = (0..len)
+                (0..len)
                     .map(|i| (i as u32).wrapping_mul(2_654_435_761).wrapping_add(n) as u8)
-                    .collect();
-                saving.save(BlobType::Data, &blob).unwrap();
-            }
-            saving.close().unwrap();
-        })
-        .await
-        .unwrap();
-        drop(saver);
-        uploader.finish().await.unwrap();
+                    .collect()
+            })
+            .collect();
+        save_pages(&repo, blobs, None).await;
         let packs = list_packs(&repo).await.unwrap();
         let (&id, &(kind, size)) = packs
             .iter()

@@ -781,21 +781,7 @@ fn page_tar(changed: usize, seed: u64) -> Vec<u8> {
     }
     std::fs::write(dir.path().join("base/5/16384"), rel).unwrap();
     std::fs::write(dir.path().join("base/5/16390"), random_bytes(12, 16 * 8192)).unwrap();
-    let out = Command::new("tar")
-        .args([
-            "--format=gnu",
-            "--sort=name",
-            "--mtime=@1700000000",
-            "-cf",
-            "-",
-            "-C",
-        ])
-        .arg(dir.path())
-        .arg(".")
-        .output()
-        .expect("GNU tar must be installed");
-    assert!(out.status.success(), "tar: {}", stderr(&out));
-    out.stdout
+    gnu_tar(dir.path())
 }
 
 /// The previous backup of the same database, found by the layouts backup scripts use

@@ -8,30 +8,8 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::process::Command;
 
 const PAGE: usize = 8192;
-
-/// Reproducible GNU tar of `dir` (fixed order, owner and mtime).
-fn gnu_tar(dir: &Path) -> Vec<u8> {
-    let out = Command::new("tar")
-        .args([
-            "--format=gnu",
-            "--sort=name",
-            "--mtime=@1700000000",
-            "--owner=0",
-            "--group=0",
-            "-cf",
-            "-",
-            "-C",
-        ])
-        .arg(dir)
-        .arg(".")
-        .output()
-        .expect("GNU tar must be installed (apt-get install tar)");
-    assert!(out.status.success(), "tar: {}", stderr(&out));
-    out.stdout
-}
 
 /// Relation files of random (incompressible) pages: a full page stores about 8 KiB.
 fn make_datadir(dir: &Path) {

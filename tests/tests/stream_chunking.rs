@@ -7,35 +7,12 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::process::Command;
 
 const PAGE: usize = 8192;
 
 /// `dprepo --json backup --stdin --stdin-name NAME [extra...]` fed `data`; the snapshot.
 fn backup_stream(env: &TestEnv, name: &str, data: &[u8], extra: &[&str]) -> serde_json::Value {
     env.backup_stream_with(name, data, extra)
-}
-
-/// A tar of `dir` by GNU tar, reproducible (fixed order, owner and mtime), so two tars
-/// differ only where file contents differ.
-fn gnu_tar(dir: &Path) -> Vec<u8> {
-    let out = Command::new("tar")
-        .args([
-            "--format=gnu",
-            "--sort=name",
-            "--mtime=@1700000000",
-            "--owner=0",
-            "--group=0",
-            "-cf",
-            "-",
-            "-C",
-        ])
-        .arg(dir)
-        .arg(".")
-        .output()
-        .expect("GNU tar must be installed (apt-get install tar)");
-    assert!(out.status.success(), "tar: {}", stderr(&out));
-    out.stdout
 }
 
 /// A small PostgreSQL-like data directory: relation files of whole 8 KiB pages (random,

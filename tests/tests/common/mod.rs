@@ -957,3 +957,25 @@ pub fn manifest_diff(expected: &TreeManifest, actual: &TreeManifest) -> Vec<Stri
     }
     diffs
 }
+
+/// A tar of `dir` by GNU tar, reproducible (fixed order, owner and mtime), so two tars
+/// differ only where file contents differ.
+pub fn gnu_tar(dir: &Path) -> Vec<u8> {
+    let out = Command::new("tar")
+        .args([
+            "--format=gnu",
+            "--sort=name",
+            "--mtime=@1700000000",
+            "--owner=0",
+            "--group=0",
+            "-cf",
+            "-",
+            "-C",
+        ])
+        .arg(dir)
+        .arg(".")
+        .output()
+        .expect("GNU tar must be installed (apt-get install tar)");
+    assert!(out.status.success(), "tar: {}", stderr(&out));
+    out.stdout
+}
