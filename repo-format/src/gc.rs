@@ -197,9 +197,9 @@ fn require_indexed(repo: &Repository, snap: &Snapshot, ids: &[BlobId]) -> Result
         .read()
         .map_err(|_| Error::Internal("index lock poisoned".into()))?;
     // A delta's base must be indexed too: it is as much needed as the blob itself.
-    let unindexed = ids.iter().find_map(|id| match index.get(id) {
+    let unindexed = ids.iter().find_map(|id| match index.type_and_base(id) {
         None => Some(format!("blob {}", id.short())),
-        Some(loc) => loc.base.filter(|base| !index.contains(base)).map(|base| {
+        Some((_, base)) => base.filter(|base| !index.contains(base)).map(|base| {
             format!(
                 "blob {} through its delta base {}",
                 id.short(),

@@ -423,6 +423,14 @@ impl Index {
     /// references keeps its index entry until gc rewrites its pack, but its base may
     /// already be gone: gc keeps bases only of reachable deltas.)
     pub fn usable(&self, id: &BlobId) -> bool {
+        if self.excluded.is_empty() {
+            // No pack to avoid: the type and base decide, without resolving packs.
+            return match self.type_and_base(id) {
+                None => false,
+                Some((_, None)) => true,
+                Some((_, Some(base))) => self.type_and_base(&base) == Some((BlobType::Data, None)),
+            };
+        }
         let Some(loc) = self.get(id) else {
             return false;
         };
@@ -436,6 +444,14 @@ impl Index {
                     && b.blob_type == BlobType::Data
                     && !self.excluded.contains(&b.pack_id)
             }),
+        }
+    }
+
+    /// Blob `id`'s type and delta base, if known (cheaper than [`Index::get`] on disk).
+    pub fn type_and_base(&self, id: &BlobId) -> Option<(BlobType, Option<BlobId>)> {
+        match &self.store {
+            Store::Memory(m) => m.blobs.get(id).map(|s| (s.blob_type, s.base)),
+            Store::Disk(c) => c.type_and_base(id),
         }
     }
 

@@ -638,6 +638,17 @@ impl IndexCache {
         Some(location(pack_id, pack_kind, &rec))
     }
 
+    /// Blob `id`'s type and delta base, if known: one read, where [`IndexCache::get`]
+    /// also resolves the pack (deduplication asks this for every chunk).
+    pub fn type_and_base(&self, id: &BlobId) -> Option<(BlobType, Option<BlobId>)> {
+        let v = self.read_failed(self.db().ok()?.get_pinned(blob_key(id)))??;
+        let Some(rec) = BlobRecord::decode(&v) else {
+            self.mark_damaged();
+            return None;
+        };
+        Some((rec.blob_type, rec.base))
+    }
+
     /// Whether blob `id` is known.
     pub fn contains(&self, id: &BlobId) -> bool {
         self.db()
