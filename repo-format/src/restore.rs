@@ -14,6 +14,7 @@ use crate::repo::Repository;
 use crate::tree::{Node, NodeKind};
 use std::collections::VecDeque;
 use std::ffi::OsStr;
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -341,21 +342,11 @@ async fn restore_file(
         path: local.to_path_buf(),
         source: e,
     };
-    if let Ok(m) = tokio::fs::symlink_metadata(local).await {
-        if m.file_type().is_symlink() {
-            // Replace, never write through, a symlink found where a file goes.
-            tokio::fs::remove_file(local).await.map_err(io)?;
-        } else if !m.is_file() {
-            return Err(Error::LocalIo {
-                path: local.to_path_buf(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "exists and is not a regular file",
-                ),
-            });
-        }
-    }
-    let mut file = tokio::fs::File::create(local).await.map_err(io)?;
+    let path = local.to_path_buf();
+    let file = tokio::task::spawn_blocking(move || create_for_restore(&path))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+    let mut file = tokio::fs::File::from_std(file);
     let mut reader = ContentReader::new(repo, content, options.read_ahead);
     let mut written = 0u64;
     while let Some(chunk) = reader.next_chunk().await? {
@@ -366,7 +357,7 @@ async fn restore_file(
             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
     }
     file.flush().await.map_err(io)?;
-    drop(file);
+    let file = file.into_std().await;
     if written != node.size {
         return Err(Error::corrupt(
             format!("file {}", local.display()),
@@ -376,8 +367,13 @@ async fn restore_file(
             ),
         ));
     }
+    let (node, path, restore_owner) = (node.clone(), local.to_path_buf(), options.restore_owner);
+    let warnings = tokio::task::spawn_blocking(move || {
+        apply_file_metadata(&file, &path, &node, restore_owner)
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))??;
     progress.files.fetch_add(1, Ordering::Relaxed);
-    let warnings = apply_metadata(local, node, options.restore_owner)?;
     Ok((written, warnings))
 }
 
@@ -423,29 +419,77 @@ async fn restore_small_file(
         (node.clone(), local.to_path_buf(), options.restore_owner);
     let warnings = tokio::task::spawn_blocking(move || {
         let local = local_path.as_path();
-        let io = |e| Error::LocalIo {
+        let mut file = create_for_restore(local)?;
+        file.write_all(&data).map_err(|e| Error::LocalIo {
             path: local.to_path_buf(),
             source: e,
-        };
-        if let Ok(m) = std::fs::symlink_metadata(local) {
-            if m.file_type().is_symlink() {
-                // Replace, never write through, a symlink found where a file goes.
-                std::fs::remove_file(local).map_err(io)?;
-            } else if !m.is_file() {
-                return Err(io(std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "exists and is not a regular file",
-                )));
-            }
-        }
-        std::fs::write(local, &data).map_err(io)?;
-        apply_metadata(local, &node, restore_owner)
+        })?;
+        apply_file_metadata(&file, local, &node, restore_owner)
     })
     .await
     .map_err(|e| Error::Internal(e.to_string()))??;
     progress.bytes.fetch_add(size, Ordering::Relaxed);
     progress.files.fetch_add(1, Ordering::Relaxed);
     Ok((size, warnings))
+}
+
+/// Open `local` to write a restored file into. The common case, nothing there yet, is a
+/// single `open` with `O_EXCL`, which creates a new regular file and never follows a
+/// link. Otherwise a symlink in the way is replaced, never written through, an existing
+/// file is truncated, and anything else is an error.
+fn create_for_restore(local: &Path) -> Result<std::fs::File> {
+    let io = |e| Error::LocalIo {
+        path: local.to_path_buf(),
+        source: e,
+    };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(local)
+    {
+        Ok(file) => return Ok(file),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(e)),
+    }
+    let existing = std::fs::symlink_metadata(local).map_err(io)?;
+    if existing.file_type().is_symlink() {
+        std::fs::remove_file(local).map_err(io)?;
+    } else if !existing.is_file() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "exists and is not a regular file",
+        )));
+    }
+    std::fs::File::create(local).map_err(io)
+}
+
+/// [`apply_metadata`] for a regular file through its open handle, after its content is
+/// written: no path lookups, and no second `open` for the times.
+fn apply_file_metadata(
+    file: &std::fs::File,
+    path: &Path,
+    node: &Node,
+    restore_owner: bool,
+) -> Result<Vec<String>> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |e| Error::LocalIo {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let mut warnings = Vec::new();
+    if restore_owner {
+        // Before the mode: changing the owner clears set-user-ID and set-group-ID.
+        if let Err(e) = std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid)) {
+            if e.kind() != std::io::ErrorKind::PermissionDenied {
+                warnings.push(format!("{}: cannot set owner: {e}", path.display()));
+            }
+        }
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(node.mode & 0o7777))
+        .map_err(io)?;
+    let mtime = filetime::FileTime::from_unix_time(node.mtime.sec, node.mtime.nsec);
+    filetime::set_file_handle_times(file, Some(mtime), Some(mtime)).map_err(io)?;
+    Ok(warnings)
 }
 
 /// Apply owner, mode and mtime of `node` to `path`. Returns warnings for what could not

@@ -17,7 +17,8 @@ use crate::error::{Error, Result};
 use async_trait::async_trait;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -381,7 +382,7 @@ fn read_range_blocking(
     len: u64,
     mut buf: Vec<u8>,
 ) -> Result<Vec<u8>> {
-    let (mut file, size) = open_blob(name, path)?;
+    let (file, size) = open_blob(name, path)?;
     let past_end = || {
         Error::corrupt(
             name,
@@ -402,9 +403,7 @@ fn read_range_blocking(
     })?;
     buf.clear();
     buf.resize(len_usize, 0);
-    file.seek(SeekFrom::Start(offset))
-        .map_err(|e| storage_error(name, e))?;
-    file.read_exact(&mut buf).map_err(|e| {
+    file.read_exact_at(&mut buf, offset).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             // Truncated between the size check and the read.
             past_end()
