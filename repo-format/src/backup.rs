@@ -7,7 +7,8 @@
 //!   read whole, chunked and saved by a few reader threads (`SmallFileJob`), so
 //!   reads overlap and each file costs one hand-off;
 //! - each chunk is hashed, deduplicated, compressed and encrypted on the rayon pool
-//!   ([`BlobSaver`]); at most `max_in_flight_chunks` chunks and
+//!   ([`BlobSaver`]), in jobs of consecutive chunks of one file (up to `BATCH_BYTES`,
+//!   or one larger chunk); at most `max_in_flight_chunks` jobs and
 //!   `SMALL_FILE_BYTES_IN_FLIGHT` bytes of small files are held at once, so memory
 //!   is bounded by configuration, not by the input;
 //! - the finalizer (one thread) receives directories in post-order and writes each tree
@@ -30,6 +31,7 @@ use crate::tree::{Node, NodeKind, Timestamp, Tree};
 use dprepo_chunker::{
     Chunker, ChunkerParams, StreamChunk, StreamChunker, StreamChunking, PAGE_SIZE,
 };
+use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::io::Read;
@@ -95,7 +97,8 @@ pub struct BackupOptions {
     pub stream_chunking: StreamChunking,
     /// Concurrent pack uploads.
     pub connections: usize,
-    /// Chunks being processed at once (memory: this times the maximum chunk size).
+    /// Jobs of chunks being processed at once (memory: this times 512 KiB plus the
+    /// maximum chunk size).
     pub max_in_flight_chunks: usize,
     /// Snapshot time (default: now).
     pub time: Option<chrono::DateTime<chrono::Utc>>,
@@ -704,26 +707,40 @@ struct DirState {
     tree: OnceLock<BlobId>,
 }
 
-/// Save Data chunk `chunk` as a delta against the parent's page `base_id` (or that
-/// page's own base, when it is a delta) when the chunk is new, the base is usable and
-/// the delta pays (saver.rs); in full otherwise. A base that cannot be read
-/// only costs the delta: the page is stored in full (verify reports the damage).
-fn save_with_base(
-    saver: &BlobSaver,
-    repo: &Repository,
-    rt: &tokio::runtime::Handle,
-    chunk: &[u8],
-    base_id: BlobId,
-) -> Result<BlobId> {
+/// How a new stream chunk offered a parent's page as a delta base gets saved.
+enum PageSave {
+    /// Saved (in full, or found stored already): its id.
+    Done(BlobId),
+    /// New, with a usable base whose plaintext must be read first.
+    NeedsBase { id: BlobId, base: BlobId },
+}
+
+/// First step of saving Data chunk `chunk`, offered the parent's page `base_id` as a
+/// delta base: a chunk that is stored already, or has no usable base (saver.rs), is
+/// saved in full now; otherwise the base to read is returned (the page itself, or that
+/// page's own base when it is a delta).
+fn save_or_find_base(saver: &BlobSaver, chunk: &[u8], base_id: BlobId) -> Result<PageSave> {
     let id = saver.keys().content_id(chunk);
-    let base_id = match saver.delta_base_for(&base_id, chunk.len()) {
-        Some(base) if base != id && !saver.is_stored(&id) => base,
+    match saver.delta_base_for(&base_id, chunk.len()) {
+        Some(base) if base != id && !saver.is_stored(&id) => Ok(PageSave::NeedsBase { id, base }),
         _ => {
             saver.save_with_id(BlobType::Data, id, chunk)?;
-            return Ok(id);
+            Ok(PageSave::Done(id))
         }
-    };
-    match rt.block_on(repo.read_blob(&base_id, BlobType::Data)) {
+    }
+}
+
+/// Second step: save chunk `id` as a delta against the base read, if the delta pays
+/// (saver.rs). A base that could not be read only costs the delta: the chunk is stored
+/// in full, and verify reports the damage.
+fn save_against_base(
+    saver: &BlobSaver,
+    id: BlobId,
+    chunk: &[u8],
+    base_id: BlobId,
+    base: Result<Vec<u8>>,
+) -> Result<BlobId> {
+    match base {
         Ok(base) => saver.save_data_with_base(
             id,
             chunk,
@@ -735,6 +752,64 @@ fn save_with_base(
         Err(_) => saver.save_with_id(BlobType::Data, id, chunk)?,
     }
     Ok(id)
+}
+
+/// Base reads of one batch in flight at once.
+const BASE_READS_IN_FLIGHT: usize = 16;
+
+/// A job of the CPU pool holds consecutive chunks of one file or stream up to this many
+/// bytes or [`BATCH_CHUNKS`] chunks. A job per 8 KiB database page cost more in thread
+/// wake-ups (walker, pool and limiter) than hashing and compressing the page did.
+const BATCH_BYTES: usize = 512 << 10;
+/// See [`BATCH_BYTES`].
+const BATCH_CHUNKS: usize = 64;
+
+/// Save a batch of chunks: `(chunk, offered base)` in order; returns one result per
+/// chunk. The bases of the chunks that need one are read concurrently (a CPU worker
+/// waiting on each read in turn left the two cores idle during an incremental database
+/// backup).
+fn save_batch(
+    saver: &BlobSaver,
+    repo: &Repository,
+    rt: &tokio::runtime::Handle,
+    batch: &[(Vec<u8>, Option<BlobId>)],
+) -> Vec<Result<BlobId>> {
+    let mut results = Vec::with_capacity(batch.len());
+    let mut needs_base = Vec::new();
+    for (i, (chunk, page)) in batch.iter().enumerate() {
+        let result = match page {
+            None => saver.save(BlobType::Data, chunk),
+            Some(page) => match save_or_find_base(saver, chunk, *page) {
+                Ok(PageSave::Done(id)) => Ok(id),
+                Ok(PageSave::NeedsBase { id, base }) => {
+                    needs_base.push((i, base));
+                    Ok(id)
+                }
+                Err(e) => Err(e),
+            },
+        };
+        results.push(result);
+    }
+    if needs_base.is_empty() {
+        return results;
+    }
+    let bases: Vec<Result<Vec<u8>>> = rt.block_on(
+        futures::stream::iter(needs_base.iter().map(|(_, base)| {
+            let repo = repo.clone();
+            let base = *base;
+            async move { repo.read_blob(&base, BlobType::Data).await }
+        }))
+        .buffered(BASE_READS_IN_FLIGHT)
+        .collect(),
+    );
+    for ((i, base_id), base) in needs_base.into_iter().zip(bases) {
+        let (chunk, _) = &batch[i];
+        results[i] = match &results[i] {
+            Ok(id) => save_against_base(saver, *id, chunk, base_id, base),
+            Err(_) => continue,
+        };
+    }
+    results
 }
 
 struct Walker {
@@ -1109,6 +1184,8 @@ impl Walker {
     ) -> Result<u64> {
         let mut seq = 0u64;
         let mut size = 0u64;
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0usize;
         for chunk in chunker {
             if self.abort.load(Ordering::Relaxed) {
                 return Err(Error::Internal("backup aborted".into()));
@@ -1121,32 +1198,54 @@ impl Walker {
             self.progress
                 .bytes_read
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            self.limiter.acquire();
-            let (saver, state, limiter, abort) = (
-                self.saver.clone(),
-                state.clone(),
-                self.limiter.clone(),
-                self.abort.clone(),
-            );
-            let this_seq = seq;
-            let page_base = base.map(|b| (b, self.repo.clone(), self.rt.clone()));
-            rayon::spawn(move || {
-                let result = match page_base {
-                    None => saver.save(BlobType::Data, &chunk),
-                    Some((base, repo, rt)) => save_with_base(&saver, &repo, &rt, &chunk, base),
-                };
-                if result.is_err() {
-                    abort.store(true, Ordering::Relaxed);
-                }
-                drop(chunk);
-                state.chunk_done(this_seq, result, &saver);
-                limiter.release();
-            });
-            seq += 1;
+            batch_bytes += chunk.len();
+            batch.push((chunk, base));
+            if batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_CHUNKS {
+                let batch = std::mem::take(&mut batch);
+                let n = batch.len() as u64;
+                self.spawn_batch(batch, seq, state);
+                seq += n;
+                batch_bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            let n = batch.len() as u64;
+            self.spawn_batch(batch, seq, state);
+            seq += n;
         }
         state.set_total(seq, &self.saver);
         self.progress.files.fetch_add(1, Ordering::Relaxed);
         Ok(size)
+    }
+
+    /// Hand `batch`, chunks `first_seq..` of the file behind `state`, to the CPU pool as
+    /// one job, after waiting while too many jobs are in flight.
+    fn spawn_batch(
+        &self,
+        batch: Vec<(Vec<u8>, Option<BlobId>)>,
+        first_seq: u64,
+        state: &Arc<FileState>,
+    ) {
+        self.limiter.acquire();
+        let (saver, state, limiter, abort, repo, rt) = (
+            self.saver.clone(),
+            state.clone(),
+            self.limiter.clone(),
+            self.abort.clone(),
+            self.repo.clone(),
+            self.rt.clone(),
+        );
+        rayon::spawn(move || {
+            let results = save_batch(&saver, &repo, &rt, &batch);
+            drop(batch);
+            for (seq, result) in (first_seq..).zip(results) {
+                if result.is_err() {
+                    abort.store(true, Ordering::Relaxed);
+                }
+                state.chunk_done(seq, result, &saver);
+            }
+            limiter.release();
+        });
     }
 
     /// The pages of the parent snapshot's stream, to offer as delta bases: the stream
