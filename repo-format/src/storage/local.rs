@@ -331,7 +331,7 @@ impl Inner {
 
 /// Largest single `write` of an object's bytes. One `write` of a whole 16 MiB pack cost
 /// the kernel 2-4 times the system time of the same bytes in 1 MiB writes on the
-/// project machine (ext4 on a KVM guest; BENCHMARKS.md, "Pack writes in pieces"): the
+/// project machine (ext4 on a KVM guest; BENCHMARKS.md, run of commit 9e17595): the
 /// first backup of 1 GiB of random data went from 4.9-6.6 s to 1.8-2.8 s of system time.
 const WRITE_PIECE: usize = 1 << 20;
 
