@@ -767,7 +767,9 @@ const BATCH_CHUNKS: usize = 64;
 /// Save a batch of chunks: `(chunk, offered base)` in order; returns one result per
 /// chunk. The bases of the chunks that need one are read concurrently (a CPU worker
 /// waiting on each read in turn left the two cores idle during an incremental database
-/// backup).
+/// backup). This worker waits for the reads, so they must not need the CPU pool: bases
+/// are pages (at most `PAGE_SIZE` bytes, decoded on the reading task) and are read
+/// without the index reload of `Repository::read_blob`.
 fn save_batch(
     saver: &BlobSaver,
     repo: &Repository,
@@ -797,7 +799,7 @@ fn save_batch(
         futures::stream::iter(needs_base.iter().map(|(_, base)| {
             let repo = repo.clone();
             let base = *base;
-            async move { repo.read_blob(&base, BlobType::Data).await }
+            async move { repo.read_page_base(&base).await }
         }))
         .buffered(BASE_READS_IN_FLIGHT)
         .collect(),

@@ -498,6 +498,18 @@ impl Repository {
         }
     }
 
+    /// The plaintext of Data blob `id`, read once, for a backup to use as a delta base.
+    /// Unlike [`Repository::read_blob`] it does not reload the index after `NotFound`:
+    /// backups call it from CPU-pool workers, and a reload decodes index files on that
+    /// pool, which two workers waiting this way would leave with no thread to run on.
+    /// A base that cannot be read only costs the delta.
+    ///
+    /// # Errors
+    /// As [`Repository::read_blob`], without the retry.
+    pub(crate) async fn read_page_base(&self, id: &BlobId) -> Result<Vec<u8>> {
+        self.read_blob_once(id, BlobType::Data, None).await
+    }
+
     /// The plaintext of `base_id`, the base of delta blob `id`: a full Data blob (a
     /// delta's base is never a delta itself, so this reads one blob).
     ///
