@@ -514,15 +514,7 @@ fn write_small_group(
         let NodeKind::File(content) = &node.kind else {
             continue;
         };
-        let wrong_size = || {
-            Error::corrupt(
-                format!("file {}", path.display()),
-                format!(
-                    "snapshot records {} bytes but its chunks hold a different amount",
-                    node.size
-                ),
-            )
-        };
+        let wrong_size = || size_mismatch(path, node.size);
         data.clear();
         for id in &content.ids {
             let chunk = plain
@@ -689,13 +681,7 @@ async fn restore_small_file(
         data.extend_from_slice(&chunk);
     }
     if too_long || data.len() as u64 != node.size {
-        return Err(Error::corrupt(
-            format!("file {}", local.display()),
-            format!(
-                "snapshot records {} bytes but its chunks hold a different amount",
-                node.size
-            ),
-        ));
+        return Err(size_mismatch(local, node.size));
     }
     let size = node.size;
     let (node, local_path, restore_owner) =
@@ -762,11 +748,8 @@ fn apply_file_metadata(
     let mut warnings = Vec::new();
     if restore_owner {
         // Before the mode: changing the owner clears set-user-ID and set-group-ID.
-        if let Err(e) = std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid)) {
-            if e.kind() != std::io::ErrorKind::PermissionDenied {
-                warnings.push(format!("{}: cannot set owner: {e}", path.display()));
-            }
-        }
+        let chowned = std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid));
+        warnings.extend(owner_warning(path, chowned));
     }
     file.set_permissions(std::fs::Permissions::from_mode(node.mode & 0o7777))
         .map_err(io)?;
@@ -775,17 +758,33 @@ fn apply_file_metadata(
     Ok(warnings)
 }
 
+/// The warning for a failed change of owner; none when it failed for lack of
+/// privileges, the normal case of a restore by an unprivileged user.
+fn owner_warning(path: &Path, chowned: std::io::Result<()>) -> Option<String> {
+    match chowned {
+        Err(e) if e.kind() != std::io::ErrorKind::PermissionDenied => {
+            Some(format!("{}: cannot set owner: {e}", path.display()))
+        }
+        _ => None,
+    }
+}
+
+/// A small file whose chunks do not add up to the size its node records.
+fn size_mismatch(path: &Path, size: u64) -> Error {
+    Error::corrupt(
+        format!("file {}", path.display()),
+        format!("snapshot records {size} bytes but its chunks hold a different amount"),
+    )
+}
+
 /// Apply owner, mode and mtime of `node` to `path`. Returns warnings for what could not
 /// be applied for lack of privileges.
 fn apply_metadata(path: &Path, node: &Node, restore_owner: bool) -> Result<Vec<String>> {
     let mut warnings = Vec::new();
     let is_link = matches!(node.kind, NodeKind::Symlink(_));
     if restore_owner {
-        if let Err(e) = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
-            if e.kind() != std::io::ErrorKind::PermissionDenied {
-                warnings.push(format!("{}: cannot set owner: {e}", path.display()));
-            }
-        }
+        let chowned = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid));
+        warnings.extend(owner_warning(path, chowned));
     }
     if !is_link {
         use std::os::unix::fs::PermissionsExt;
