@@ -481,6 +481,12 @@ impl Repository {
         self.index.read().ok().and_then(|i| i.get(id))
     }
 
+    /// Blob `id`'s type and delta base, if it is indexed: cheaper than
+    /// [`Repository::locate`], which also resolves the pack.
+    pub fn type_and_base(&self, id: &BlobId) -> Option<(BlobType, Option<BlobId>)> {
+        self.index.read().ok().and_then(|i| i.type_and_base(id))
+    }
+
     /// Read, decrypt and verify blob `id`, which must be of type `blob_type`.
     ///
     /// # Errors

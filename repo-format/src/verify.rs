@@ -15,6 +15,7 @@ use crate::index::{BlobLocation, IndexFile, IndexPack};
 use crate::pack::{decode_header, parse_trailer, PackEntry, PackKind, TRAILER_LEN};
 use crate::repo::{run_cpu, Repository, Snapshot, INDEX_DIR};
 use crate::tree::NodeKind;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -337,11 +338,14 @@ pub async fn verify(
                     }
                 }
             }
-            indexed
-                .entry(id)
-                .or_insert_with(|| (kind, Vec::new()))
-                .1
-                .extend(entries);
+            // Moved, not copied, when the pack is new: a freed multi-MiB list raises
+            // glibc's mmap threshold, after which freed buffers stay resident.
+            match indexed.entry(id) {
+                Entry::Vacant(slot) => {
+                    slot.insert((kind, entries));
+                }
+                Entry::Occupied(mut slot) => slot.get_mut().1.extend(entries),
+            }
         }
     }
     report.blobs = repo.index().read().map(|i| i.blob_count()).unwrap_or(0);
@@ -357,32 +361,34 @@ pub async fn verify(
         .packs_total
         .store(stored.len() as u64, Ordering::Relaxed);
     let mut tasks = tokio::task::JoinSet::new();
-    let mut pending: Vec<(BlobId, PackKind, u64)> = stored
-        .iter()
-        .filter(|(id, _)| indexed.contains_key(id))
-        .map(|(id, (k, s))| (*id, *k, *s))
+    // Each pack's index entries go to the task checking it.
+    let mut pending: Vec<PackCheck> = indexed
+        .into_iter()
+        .filter_map(|(id, (_, entries))| {
+            let (kind, size) = *stored.get(&id)?;
+            Some(PackCheck {
+                id,
+                kind,
+                size,
+                full_read: read_data.is_some_and(|s| s.includes(&id)),
+                entries,
+            })
+        })
         .collect();
-    pending.sort_by_key(|p| p.0);
-    let indexed = Arc::new(indexed);
+    pending.sort_by_key(|p| p.id);
+    // The snapshots' trees are walked while the packs are read: the walk is mostly
+    // index lookups, the pack checks mostly reads and decoding on the CPU pool.
+    let walk = tokio::spawn(walk_snapshots(repo.clone(), snapshots.clone()));
     let buffers = Arc::new(SegmentBuffers::default());
     let mut iter = pending.into_iter();
     loop {
         while tasks.len() < PACKS_READ_AT_ONCE {
-            let Some((id, kind, size)) = iter.next() else {
+            let Some(checked) = iter.next() else {
                 break;
             };
-            let full_read = read_data.is_some_and(|s| s.includes(&id));
-            let (repo, indexed, progress) = (repo.clone(), indexed.clone(), progress.clone());
+            let (repo, progress) = (repo.clone(), progress.clone());
             let buffers = buffers.clone();
-            tasks.spawn(async move {
-                let checked = PackCheck {
-                    id,
-                    kind,
-                    size,
-                    full_read,
-                };
-                check_pack(&repo, checked, &indexed, &progress, &buffers).await
-            });
+            tasks.spawn(async move { check_pack(&repo, checked, &progress, &buffers).await });
         }
         let Some(done) = tasks.join_next().await else {
             break;
@@ -397,43 +403,11 @@ pub async fn verify(
         report.problems.extend(outcome.problems);
     }
 
-    // Every blob reachable from every snapshot must be indexed.
-    let mut seen_trees = HashSet::new();
-    let mut missing: HashSet<BlobId> = HashSet::new();
-    for snap in &snapshots {
-        let mut stack = vec![snap.manifest.tree];
-        while let Some(tree_id) = stack.pop() {
-            if !seen_trees.insert(tree_id) {
-                continue;
-            }
-            let tree = match repo.load_tree(&tree_id).await {
-                Ok(t) => t,
-                Err(e) => {
-                    suspect_blobs.entry(tree_id).or_insert((
-                        "tree_unreadable".into(),
-                        format!("tree {}", tree_id.short()),
-                        e.to_string(),
-                    ));
-                    continue;
-                }
-            };
-            for node in tree.nodes {
-                match node.kind {
-                    NodeKind::Dir(id) => stack.push(id),
-                    NodeKind::File(content) => {
-                        check_content(repo, &content, &mut missing, &mut suspect_blobs).await
-                    }
-                    NodeKind::Symlink(_) => {}
-                }
-            }
-        }
-    }
-    for id in missing {
-        suspect_blobs.entry(id).or_insert((
-            "blob_missing".into(),
-            format!("blob {}", id.short()),
-            "referenced by a snapshot but in no index file".into(),
-        ));
+    // Problems found by reading packs come first: the walk only adds blobs they did
+    // not name.
+    let walked = walk.await.map_err(|e| Error::Internal(e.to_string()))?;
+    for (id, problem) in walked {
+        suspect_blobs.entry(id).or_insert(problem);
     }
     // Name the snapshots and files each damaged blob affects.
     let wanted: HashSet<BlobId> = suspect_blobs.keys().copied().collect();
@@ -463,19 +437,67 @@ pub async fn verify(
     Ok(report)
 }
 
+/// Every blob reachable from `snapshots` must be indexed, and so must the base of every
+/// delta among them: the blobs that are not, with what is wrong.
+async fn walk_snapshots(
+    repo: Repository,
+    snapshots: Vec<Snapshot>,
+) -> HashMap<BlobId, (String, String, String)> {
+    let mut suspect_blobs: HashMap<BlobId, (String, String, String)> = HashMap::new();
+    let mut seen_trees = HashSet::new();
+    let mut missing: HashSet<BlobId> = HashSet::new();
+    for snap in &snapshots {
+        let mut stack = vec![snap.manifest.tree];
+        while let Some(tree_id) = stack.pop() {
+            if !seen_trees.insert(tree_id) {
+                continue;
+            }
+            let tree = match repo.load_tree(&tree_id).await {
+                Ok(t) => t,
+                Err(e) => {
+                    suspect_blobs.entry(tree_id).or_insert((
+                        "tree_unreadable".into(),
+                        format!("tree {}", tree_id.short()),
+                        e.to_string(),
+                    ));
+                    continue;
+                }
+            };
+            for node in tree.nodes {
+                match node.kind {
+                    NodeKind::Dir(id) => stack.push(id),
+                    NodeKind::File(content) => {
+                        check_content(&repo, &content, &mut missing, &mut suspect_blobs).await
+                    }
+                    NodeKind::Symlink(_) => {}
+                }
+            }
+        }
+    }
+    for id in missing {
+        suspect_blobs.entry(id).or_insert((
+            "blob_missing".into(),
+            format!("blob {}", id.short()),
+            "referenced by a snapshot but in no index file".into(),
+        ));
+    }
+    suspect_blobs
+}
+
 async fn check_content(
     repo: &Repository,
     content: &Content,
     missing: &mut HashSet<BlobId>,
     suspect: &mut HashMap<BlobId, (String, String, String)>,
 ) {
-    let mut check = |id: &BlobId| match repo.locate(id) {
+    // Type and base are one index read; a location would also resolve the pack.
+    let mut check = |id: &BlobId| match repo.type_and_base(id) {
         None => {
             missing.insert(*id);
         }
-        Some(loc) => {
+        Some((_, base)) => {
             // A delta is readable only with its base (page_deltas.rs).
-            if let Some(base) = loc.base.filter(|b| repo.locate(b).is_none()) {
+            if let Some(base) = base.filter(|b| repo.type_and_base(b).is_none()) {
                 suspect.entry(*id).or_insert((
                     "delta_base_missing".into(),
                     format!("data blob {}", id.short()),
@@ -528,12 +550,14 @@ struct PackOutcome {
 /// Packs checked at the same time.
 const PACKS_READ_AT_ONCE: usize = 4;
 
-/// One pack to check: its id, kind and size, and whether to read it whole.
+/// One pack to check: its id, kind and size, whether to read it whole, and what the
+/// index files say it holds.
 struct PackCheck {
     id: BlobId,
     kind: PackKind,
     size: u64,
     full_read: bool,
+    entries: Vec<PackEntry>,
 }
 
 /// Bytes of a pack read at once by `verify --read-data` (more when one blob is larger).
@@ -632,19 +656,19 @@ async fn header_after_read(
 
 /// Read pack `name` (of `size` bytes) front to back in segments of about
 /// [`VERIFY_SEGMENT_BYTES`], cut where an indexed blob starts, hashing every byte and
-/// decoding every blob of `entries`: memory stays at one segment per pack being read,
-/// not the whole pack.
+/// decoding every blob of `entries` (sorted here by offset): memory stays at one segment
+/// per pack being read, not the whole pack.
 async fn read_pack_in_segments(
     repo: &Repository,
     name: &str,
     size: u64,
-    entries: &[PackEntry],
+    entries: &mut [PackEntry],
     progress: &VerifyProgress,
     segment_bytes: u64,
     buffers: &SegmentBuffers,
 ) -> Result<PackRead> {
-    let mut sorted: Vec<PackEntry> = entries.to_vec();
-    sorted.sort_by_key(|e| e.offset);
+    entries.sort_by_key(|e| e.offset);
+    let sorted = &*entries;
     let mut out = PackRead {
         hash: BlobId([0; crate::id::ID_LEN]),
         bytes: 0,
@@ -934,7 +958,6 @@ fn check_against(
 async fn check_pack(
     repo: &Repository,
     pack: PackCheck,
-    indexed: &IndexedPacks,
     progress: &VerifyProgress,
     buffers: &SegmentBuffers,
 ) -> PackOutcome {
@@ -943,6 +966,7 @@ async fn check_pack(
         kind,
         size,
         full_read,
+        entries: mut index_entries,
     } = pack;
     let name = kind.storage_name(&id);
     let mut out = PackOutcome {
@@ -952,20 +976,12 @@ async fn check_pack(
         bad_blobs: Vec::new(),
         problems: Vec::new(),
     };
-    let index_entries: Vec<PackEntry> =
-        indexed.get(&id).map(|(_, e)| e.clone()).unwrap_or_default();
-    let mark_all_bad = |out: &mut PackOutcome, kind: &str, detail: String| {
-        for e in &index_entries {
-            out.bad_blobs
-                .push((e.id, kind.to_string(), name.clone(), detail.clone()));
-        }
-    };
     let header = if full_read {
         match read_pack_in_segments(
             repo,
             &name,
             size,
-            &index_entries,
+            &mut index_entries,
             progress,
             VERIFY_SEGMENT_BYTES,
             buffers,
@@ -973,7 +989,15 @@ async fn check_pack(
         .await
         {
             Err(e) => {
-                mark_all_bad(&mut out, "pack_unreadable", e.to_string());
+                let detail = e.to_string();
+                for e in &index_entries {
+                    out.bad_blobs.push((
+                        e.id,
+                        "pack_unreadable".into(),
+                        name.clone(),
+                        detail.clone(),
+                    ));
+                }
                 progress.packs_done.fetch_add(1, Ordering::Relaxed);
                 return out;
             }
@@ -1010,9 +1034,14 @@ async fn check_pack(
             files: vec![],
         }),
         Ok(header) => {
-            let by_id: HashMap<BlobId, &PackEntry> = header.iter().map(|e| (e.id, e)).collect();
+            let mut header = header;
+            header.sort_unstable_by_key(|h| h.id);
             for e in &index_entries {
-                match by_id.get(&e.id) {
+                let found = header
+                    .binary_search_by_key(&e.id, |h| h.id)
+                    .ok()
+                    .and_then(|at| header.get(at));
+                match found {
                     Some(h)
                         if h.offset == e.offset
                             && h.stored_len == e.stored_len
@@ -1477,10 +1506,17 @@ mod tests {
         let name = PackKind::Data.storage_name(&id);
         let (progress, buffers) = (VerifyProgress::default(), SegmentBuffers::default());
         for segment in [9000, 16 << 20] {
-            let read =
-                read_pack_in_segments(&repo, &name, size, &entries, &progress, segment, &buffers)
-                    .await
-                    .unwrap();
+            let read = read_pack_in_segments(
+                &repo,
+                &name,
+                size,
+                &mut entries.clone(),
+                &progress,
+                segment,
+                &buffers,
+            )
+            .await
+            .unwrap();
             assert_eq!(read.hash, id, "segment {segment}");
             assert_eq!(
                 (read.blobs_checked, read.bad.len()),
@@ -1502,9 +1538,17 @@ mod tests {
         let mut bytes = storage.get(&base_name).await.unwrap();
         bytes[at as usize + 60] ^= 1;
         storage.put(&base_name, &bytes).await.unwrap();
-        let read = read_pack_in_segments(&repo, &name, size, &entries, &progress, 9000, &buffers)
-            .await
-            .unwrap();
+        let read = read_pack_in_segments(
+            &repo,
+            &name,
+            size,
+            &mut entries.clone(),
+            &progress,
+            9000,
+            &buffers,
+        )
+        .await
+        .unwrap();
         let against_7 = entries
             .iter()
             .find(|e| e.base == Some(damaged_base))
@@ -1540,10 +1584,17 @@ mod tests {
         let buffers = SegmentBuffers::default();
         // Segments smaller than one blob, about one blob, and the whole pack.
         for segment in [1, 700, 5000, 64 << 10, 16 << 20] {
-            let read =
-                read_pack_in_segments(&repo, &name, size, &entries, &progress, segment, &buffers)
-                    .await
-                    .unwrap();
+            let read = read_pack_in_segments(
+                &repo,
+                &name,
+                size,
+                &mut entries.clone(),
+                &progress,
+                segment,
+                &buffers,
+            )
+            .await
+            .unwrap();
             assert_eq!(read.hash, id, "segment {segment}");
             assert_eq!(read.bytes, size);
             assert_eq!(read.blobs_checked, 40);
@@ -1571,10 +1622,17 @@ mod tests {
             victim.offset as usize + victim.stored_len as usize / 2,
         );
         for segment in [1, 5000, 16 << 20] {
-            let read =
-                read_pack_in_segments(&repo, &name, size, &entries, &progress, segment, &buffers)
-                    .await
-                    .unwrap();
+            let read = read_pack_in_segments(
+                &repo,
+                &name,
+                size,
+                &mut entries.clone(),
+                &progress,
+                segment,
+                &buffers,
+            )
+            .await
+            .unwrap();
             assert_ne!(read.hash, id);
             assert_eq!(read.bad.len(), 1, "segment {segment}");
             assert_eq!(read.bad[0].0, victim.id);
@@ -1587,7 +1645,13 @@ mod tests {
             storage.corrupt_byte(&name, at);
             for segment in [1, 16 << 20] {
                 let read = read_pack_in_segments(
-                    &repo, &name, size, &entries, &progress, segment, &buffers,
+                    &repo,
+                    &name,
+                    size,
+                    &mut entries.clone(),
+                    &progress,
+                    segment,
+                    &buffers,
                 )
                 .await
                 .unwrap();

@@ -131,3 +131,40 @@ fn streams_without_a_parent_or_not_cut_as_tar_store_no_deltas() {
         assert!(env.dump(snap["id"].as_str().unwrap(), &path) == tar2);
     }
 }
+
+/// When the packs that hold a stream's base pages are lost, verify names each delta that
+/// can no longer be decoded, and the snapshot that needs it.
+#[test]
+fn verify_names_deltas_whose_bases_are_lost() {
+    let env = TestEnv::init();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("data");
+    make_datadir(&dir);
+    env.backup_stream_with("base.tar", &gnu_tar(&dir), &[]);
+    let packs_of_first = env.repo_files("data");
+    touch_pages(&dir, "base/5/16397", 0..10, 100);
+    let second = env.backup_stream_with("base.tar", &gnu_tar(&dir), &[]);
+    assert_eq!(summary(&second, "deltas_added"), 10, "{second}");
+
+    for pack in &packs_of_first {
+        std::fs::remove_file(pack).unwrap();
+    }
+    env.ok(&["repair", "index"]);
+    let out = env.run(&["--json", "verify"]);
+    assert!(!out.status.success(), "verify must fail: {}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lost: Vec<&serde_json::Value> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "delta_base_missing")
+        .collect();
+    assert_eq!(lost.len(), 10, "{report}");
+    for problem in lost {
+        assert_eq!(
+            problem["snapshots"],
+            serde_json::json!([second["id"]]),
+            "{problem}"
+        );
+    }
+}
