@@ -28,20 +28,28 @@
 //! holds a marker no reader accepts, so a rebuild cut short starts over.
 //!
 //! Memory is bounded by the settings below: a 32 MiB block cache that also holds the
-//! index and Bloom filter blocks, and two 16 MiB memtables.
+//! partitions of the index and of the Bloom filters, and two 16 MiB memtables. Only the
+//! top level of each file's index and filter stays pinned: under 1 KiB per MiB of
+//! table file, under 1 MiB at 10 million blobs.
 
 use crate::blob::BlobType;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, ID_LEN};
 use crate::index::{BlobLocation, IndexFile};
 use crate::pack::{PackEntry, PackKind};
-use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    BlockBasedIndexType, BlockBasedOptions, Cache, DBCompressionType, DataBlockIndexType, Options,
+    WriteBatch, WriteOptions, DB,
+};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Version of the key layout above; a database with another one is rebuilt.
-const LAYOUT: u8 = 1;
+/// Version of the key layout above; a database with another one is rebuilt. 2 keeps the
+/// keys of 1 but rewrites the table files with the partitioned filters and index of
+/// [`db_options`]: files written under 1 have one Bloom filter per file, which the
+/// block cache cannot hold in a large cache (see there).
+const LAYOUT: u8 = 2;
 /// `m` while a rebuild runs: not a layout, so a cache left mid-rebuild is cleared.
 const BUILDING: u8 = 0xfe;
 /// Entries per write batch during a rebuild: bounds the batch's memory.
@@ -104,7 +112,20 @@ fn db_options() -> Options {
     table.set_bloom_filter(10.0, false);
     table.set_cache_index_and_filter_blocks(true);
     table.set_pin_l0_filter_and_index_blocks_in_cache(true);
-    table.set_block_size(16 << 10);
+    // Filters and index in 4 KiB partitions, found through a small pinned top level. A
+    // whole-file Bloom filter is 1.2 MiB per million keys: in a cache of 10 million
+    // blobs the block cache evicted them constantly, and every lookup re-read one
+    // (300 us a lookup, against 3 us for a miss and 10-16 us for a hit partitioned;
+    // BENCHMARKS.md, "Index cache lookups").
+    table.set_partition_filters(true);
+    table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
+    table.set_metadata_block_size(4 << 10);
+    table.set_pin_top_level_index_and_filter(true);
+    // A lookup reads one data block; ids are random, so larger blocks only cost more
+    // to read and search once the cache no longer holds them all.
+    table.set_block_size(4 << 10);
+    // A hash table in each data block finds a key without a binary search.
+    table.set_data_block_index_type(DataBlockIndexType::BinaryAndHash);
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.set_block_based_table_factory(&table);
