@@ -20,7 +20,7 @@
 //! Memory: the Bloom filter takes 10 bits per indexed blob, plus the set of tree ids
 //! walked and per-pack counters; index files are streamed one at a time.
 
-use crate::blob::{decode_blob, decode_delta_blob, DeltaBase};
+use crate::blob::decode_blob;
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::index::{IndexFile, IndexPack};
@@ -30,6 +30,7 @@ use crate::repo::{run_cpu, Repository, Snapshot, INDEX_DIR, SESSIONS_DIR};
 use crate::restore::DataIds;
 use crate::session::{load_tombstones, TOMBSTONES_DIR};
 use crate::tree::NodeKind;
+use crate::verify::{check_deltas, Segment, SegmentBuffers};
 use chacha20poly1305::aead::{rand_core::RngCore, OsRng};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -826,6 +827,7 @@ async fn rewrite_packs(
     let mut builders: HashMap<PackKind, PackBuilder> = HashMap::new();
     let mut new_index = IndexFile::default();
     let mut done = Vec::new();
+    let buffers = SegmentBuffers::default();
     for usage in packs {
         let name = usage.kind.storage_name(&usage.id);
         let bytes = match repo.storage().get(&name).await {
@@ -839,8 +841,9 @@ async fn rewrite_packs(
             }
         };
         // Verify before copying: a damaged blob must not be given a new home silently.
-        // Deltas first, one base at a time (a pack of deltas may name thousands).
-        if let Err(reason) = verify_deltas(repo, &usage.live, &bytes).await {
+        // Deltas first, against bases read in runs (a pack of deltas may name thousands).
+        let bytes = Arc::new(bytes);
+        if let Err(reason) = verify_deltas(repo, &usage.live, &bytes, &buffers).await {
             report.warnings.push(format!(
                 "pack {}: {reason}; not rewritten (run verify)",
                 usage.id.short()
@@ -911,34 +914,33 @@ async fn rewrite_packs(
     Ok(done)
 }
 
-/// Decode every delta among `live` (entries of `pack`) against its base.
+/// Decode every delta among `live` (entries of `pack`) against its base. The bases are
+/// read as `verify --read-data` reads them: located, sorted, and fetched in runs of one
+/// pack, so a pack of thousands of deltas costs a few reads, not one per base.
 ///
 /// # Errors
 /// Why one does not decode, as text for the report.
 async fn verify_deltas(
     repo: &Repository,
     live: &[PackEntry],
-    pack: &[u8],
+    pack: &Arc<Vec<u8>>,
+    buffers: &SegmentBuffers,
 ) -> std::result::Result<(), String> {
-    for e in live {
-        let Some(base_id) = e.base else {
-            continue;
-        };
-        let stored = pack
-            .get(e.offset as usize..e.offset as usize + e.stored_len as usize)
-            .ok_or_else(|| format!("blob {} lies outside the pack", e.id.short()))?;
-        let base = repo
-            .read_delta_base(&e.id, &base_id)
-            .await
-            .map_err(|err| err.to_string())?;
-        let base = DeltaBase {
-            id: &base_id,
-            plaintext: &base,
-        };
-        decode_delta_blob(repo.keys(), &e.id, stored, u64::from(e.raw_len), base)
-            .map_err(|err| err.to_string())?;
+    let deltas: Vec<PackEntry> = live.iter().filter(|e| e.base.is_some()).copied().collect();
+    if deltas.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let whole_pack = Segment {
+        bytes: pack.clone(),
+        start: 0,
+    };
+    let bad = check_deltas(repo, deltas, &whole_pack, buffers)
+        .await
+        .map_err(|e| e.to_string())?;
+    match bad.into_iter().next() {
+        None => Ok(()),
+        Some((_, why)) => Err(why),
+    }
 }
 
 async fn upload_pack(

@@ -573,7 +573,7 @@ const MAX_SEGMENT_ENTRIES: usize = 512;
 /// of their declared size, verify of the 1.4 GiB comparison repository peaks at
 /// 82-84 MiB instead of 112-129 (BENCHMARKS.md, "verify memory").
 #[derive(Default)]
-struct SegmentBuffers {
+pub(crate) struct SegmentBuffers {
     spare: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
@@ -794,9 +794,9 @@ struct BaseRun {
 
 /// Bytes read from a pack, starting at pack offset `start`.
 #[derive(Clone)]
-struct Segment {
-    bytes: Arc<Vec<u8>>,
-    start: u64,
+pub(crate) struct Segment {
+    pub(crate) bytes: Arc<Vec<u8>>,
+    pub(crate) start: u64,
 }
 
 impl Segment {
@@ -816,7 +816,7 @@ impl Segment {
 ///
 /// # Errors
 /// Only if a decoding task panicked.
-async fn check_deltas(
+pub(crate) async fn check_deltas(
     repo: &Repository,
     deltas: Vec<PackEntry>,
     segment: &Segment,
