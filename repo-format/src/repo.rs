@@ -23,8 +23,14 @@ use std::sync::{Arc, RwLock};
 const INDEX_FILES_IN_FLIGHT: usize = 8;
 /// Blobs stored in at most this many bytes are decoded on the calling task.
 const INLINE_DECODE_BYTES: u32 = 64 << 10;
-/// Bytes of index files read and decoded at once while loading the index.
+/// Memory for index files read and decoded at once while loading the index, counted
+/// as [`DECODED_PER_STORED_BYTE`] times their stored size.
 const INDEX_BYTES_IN_FLIGHT: u64 = 32 << 20;
+/// Memory a decoding index file takes per stored byte: its entries (about 2.4 times the
+/// stored size, which is compressed and encrypted) plus the decompressed body while it
+/// is decoded. Counting stored bytes alone let 8 files of 100k entries hold 69 MiB
+/// (BENCHMARKS.md, "Index cache lookups at 10 million blobs").
+const DECODED_PER_STORED_BYTE: u64 = 3;
 
 /// Storage name of the config file.
 pub const CONFIG_NAME: &str = "config";
@@ -401,11 +407,14 @@ impl Repository {
         loop {
             while tasks.len() < INDEX_FILES_IN_FLIGHT {
                 let Some(next) = pending.peek() else { break };
-                if !tasks.is_empty() && bytes_in_flight + next.size > INDEX_BYTES_IN_FLIGHT {
+                let memory = next.size.saturating_mul(DECODED_PER_STORED_BYTE);
+                if !tasks.is_empty()
+                    && bytes_in_flight.saturating_add(memory) > INDEX_BYTES_IN_FLIGHT
+                {
                     break;
                 }
                 let Some(info) = pending.next() else { break };
-                bytes_in_flight += info.size;
+                bytes_in_flight = bytes_in_flight.saturating_add(memory);
                 let (name, size) = (info.name, info.size);
                 let storage = self.storage.clone();
                 let keys = self.keys.clone();
@@ -423,7 +432,8 @@ impl Repository {
                 break;
             };
             let (name, size, result) = done.map_err(|e| Error::Internal(e.to_string()))?;
-            bytes_in_flight -= size;
+            bytes_in_flight =
+                bytes_in_flight.saturating_sub(size.saturating_mul(DECODED_PER_STORED_BYTE));
             match (name, result) {
                 (name, Ok(file)) => match &mut fresh {
                     Some(f) => f.add_named_file(Some(&name), &file)?,
