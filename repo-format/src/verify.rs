@@ -378,7 +378,9 @@ pub async fn verify(
     pending.sort_by_key(|p| p.id);
     // The snapshots' trees are walked while the packs are read: the walk is mostly
     // index lookups, the pack checks mostly reads and decoding on the CPU pool.
-    let walk = tokio::spawn(walk_snapshots(repo.clone(), snapshots.clone()));
+    // In a set, so an early return aborts it.
+    let mut walk = tokio::task::JoinSet::new();
+    walk.spawn(walk_snapshots(repo.clone(), snapshots.clone()));
     let buffers = Arc::new(SegmentBuffers::default());
     let mut iter = pending.into_iter();
     loop {
@@ -405,7 +407,11 @@ pub async fn verify(
 
     // Problems found by reading packs come first: the walk only adds blobs they did
     // not name.
-    let walked = walk.await.map_err(|e| Error::Internal(e.to_string()))?;
+    let walked = walk
+        .join_next()
+        .await
+        .ok_or_else(|| Error::Internal("the snapshot walk was not started".into()))?
+        .map_err(|e| Error::Internal(e.to_string()))?;
     for (id, problem) in walked {
         suspect_blobs.entry(id).or_insert(problem);
     }
