@@ -1441,6 +1441,22 @@ mod tests {
         (storage, repo)
     }
 
+    /// [`read_pack_in_segments`] of pack `name`, given a copy of `entries` to sort.
+    async fn read_in_segments(
+        repo: &Repository,
+        name: &str,
+        size: u64,
+        entries: &[PackEntry],
+        segment: u64,
+        buffers: &SegmentBuffers,
+    ) -> PackRead {
+        let progress = VerifyProgress::default();
+        let mut entries = entries.to_vec();
+        read_pack_in_segments(repo, name, size, &mut entries, &progress, segment, buffers)
+            .await
+            .unwrap()
+    }
+
     /// Saves `pages` through one backup session: in full, or as deltas of `bases`.
     async fn save_pages(repo: &Repository, pages: Vec<Vec<u8>>, bases: Option<Vec<Vec<u8>>>) {
         let (saver, uploader) = BlobSaver::start(
@@ -1510,19 +1526,9 @@ mod tests {
         let (id, size, entries) = delta_pack.expect("a pack of deltas");
         assert_eq!(entries.len(), 600);
         let name = PackKind::Data.storage_name(&id);
-        let (progress, buffers) = (VerifyProgress::default(), SegmentBuffers::default());
+        let buffers = SegmentBuffers::default();
         for segment in [9000, 16 << 20] {
-            let read = read_pack_in_segments(
-                &repo,
-                &name,
-                size,
-                &mut entries.clone(),
-                &progress,
-                segment,
-                &buffers,
-            )
-            .await
-            .unwrap();
+            let read = read_in_segments(&repo, &name, size, &entries, segment, &buffers).await;
             assert_eq!(read.hash, id, "segment {segment}");
             assert_eq!(
                 (read.blobs_checked, read.bad.len()),
@@ -1544,17 +1550,7 @@ mod tests {
         let mut bytes = storage.get(&base_name).await.unwrap();
         bytes[at as usize + 60] ^= 1;
         storage.put(&base_name, &bytes).await.unwrap();
-        let read = read_pack_in_segments(
-            &repo,
-            &name,
-            size,
-            &mut entries.clone(),
-            &progress,
-            9000,
-            &buffers,
-        )
-        .await
-        .unwrap();
+        let read = read_in_segments(&repo, &name, size, &entries, 9000, &buffers).await;
         let against_7 = entries
             .iter()
             .find(|e| e.base == Some(damaged_base))
@@ -1585,22 +1581,11 @@ mod tests {
         let name = kind.storage_name(&id);
         let entries = read_pack_header(&repo, &id, kind, size).await.unwrap();
         assert_eq!(entries.len(), 40);
-        let progress = VerifyProgress::default();
         // Shared by every read below, so buffers come back holding other bytes.
         let buffers = SegmentBuffers::default();
         // Segments smaller than one blob, about one blob, and the whole pack.
         for segment in [1, 700, 5000, 64 << 10, 16 << 20] {
-            let read = read_pack_in_segments(
-                &repo,
-                &name,
-                size,
-                &mut entries.clone(),
-                &progress,
-                segment,
-                &buffers,
-            )
-            .await
-            .unwrap();
+            let read = read_in_segments(&repo, &name, size, &entries, segment, &buffers).await;
             assert_eq!(read.hash, id, "segment {segment}");
             assert_eq!(read.bytes, size);
             assert_eq!(read.blobs_checked, 40);
@@ -1628,17 +1613,7 @@ mod tests {
             victim.offset as usize + victim.stored_len as usize / 2,
         );
         for segment in [1, 5000, 16 << 20] {
-            let read = read_pack_in_segments(
-                &repo,
-                &name,
-                size,
-                &mut entries.clone(),
-                &progress,
-                segment,
-                &buffers,
-            )
-            .await
-            .unwrap();
+            let read = read_in_segments(&repo, &name, size, &entries, segment, &buffers).await;
             assert_ne!(read.hash, id);
             assert_eq!(read.bad.len(), 1, "segment {segment}");
             assert_eq!(read.bad[0].0, victim.id);
@@ -1650,17 +1625,7 @@ mod tests {
         for (what, at) in [("header", header_byte), ("trailer", trailer_byte)] {
             storage.corrupt_byte(&name, at);
             for segment in [1, 16 << 20] {
-                let read = read_pack_in_segments(
-                    &repo,
-                    &name,
-                    size,
-                    &mut entries.clone(),
-                    &progress,
-                    segment,
-                    &buffers,
-                )
-                .await
-                .unwrap();
+                let read = read_in_segments(&repo, &name, size, &entries, segment, &buffers).await;
                 let header = header_after_read(&repo, &id, kind, size, read.sealed_header).await;
                 assert!(header.is_err(), "damaged {what}, segment {segment}");
             }
