@@ -3,9 +3,11 @@
 //! Pipeline (SPEC.md "Write ordering", ARCHITECTURE.md "Data flow of a backup"):
 //! - the walker (one blocking thread) stats entries in directory order, reuses the
 //!   content of files unchanged since the parent snapshot (size, mtime, ctime, inode),
-//!   and reads and chunks the others; files of at most one maximal chunk are instead
-//!   read whole, chunked and saved by a few reader threads (`SmallFileJob`), so
-//!   reads overlap and each file costs one hand-off;
+//!   and reads and chunks the others; the parent trees of the directories ahead of it
+//!   are loaded, and their files' blobs looked up in the index, on the reader threads;
+//!   files of at most one maximal chunk are instead read whole, chunked and saved by
+//!   those reader threads (`SmallFileJob`), so reads overlap and each file costs one
+//!   hand-off;
 //! - each chunk is hashed, deduplicated, compressed and encrypted on the rayon pool
 //!   ([`BlobSaver`]), in jobs of consecutive chunks of one file (up to `BATCH_BYTES`,
 //!   or one larger chunk); at most `max_in_flight_chunks` jobs and
@@ -318,6 +320,7 @@ async fn run_backup(
             .thread_name(|i| format!("dprepo-read-{i}"))
             .build()
             .map_err(|e| Error::Internal(format!("starting file readers: {e}")))?,
+        parent_nodes_ahead: Arc::new(AtomicU64::new(0)),
         abort: Arc::new(AtomicBool::new(false)),
         progress: progress.clone(),
         counts: Mutex::new(SnapshotSummary::default()),
@@ -814,6 +817,149 @@ fn save_batch(
     results
 }
 
+/// Whether the parent's content of an unchanged file may be reused: every blob it
+/// references (chunk lists and the data below them) is indexed outside the packs
+/// of gc tombstones. Otherwise the file is read again.
+fn content_usable(repo: &Repository, rt: &tokio::runtime::Handle, content: &Content) -> bool {
+    if let Some(usable) = top_level_usable(repo, content) {
+        return usable;
+    }
+    let mut ids = crate::restore::DataIds::new(content);
+    let mut batch = Vec::new();
+    loop {
+        match rt.block_on(ids.next(repo)) {
+            Ok(Some(id)) => {
+                batch.push(id);
+                if batch.len() >= 4096 {
+                    if !all_usable(repo, &batch) {
+                        return false;
+                    }
+                    batch.clear();
+                }
+            }
+            Ok(None) => return all_usable(repo, &batch),
+            Err(_) => return false,
+        }
+    }
+}
+
+/// [`content_usable`] as far as index lookups of `content.ids` decide it; `None` when
+/// the chunk lists below them must be read too.
+fn top_level_usable(repo: &Repository, content: &Content) -> Option<bool> {
+    if !all_usable(repo, &content.ids) {
+        return Some(false);
+    }
+    (content.level == 0).then_some(true)
+}
+
+fn all_usable(repo: &Repository, ids: &[BlobId]) -> bool {
+    repo.index()
+        .read()
+        .map(|i| ids.iter().all(|id| i.usable(id)))
+        .unwrap_or(false)
+}
+
+/// Subdirectories whose parent trees are loaded ahead of the walker, per directory.
+/// Loading a tree and looking its files' blobs up in the index took 40% of the walker's
+/// CPU time in an incremental backup of SRC; ahead of it, on the reader threads, they
+/// overlap with its `statx` calls (BENCHMARKS.md, "Incremental backups").
+const PARENT_TREES_AHEAD: usize = 16;
+
+/// Nodes of parent trees loaded ahead of the walker and not yet reached, at most (one
+/// tree may exceed it alone). A tree loaded past it is dropped, and the walker loads it
+/// again when it gets there: memory stays bounded by this and the trees being loaded,
+/// one per reader thread.
+const PARENT_NODES_AHEAD: u64 = 64 << 10;
+
+/// A directory's tree in the parent snapshot, and which of its files' content may be
+/// reused.
+struct ParentDir {
+    tree: Tree,
+    /// Index-aligned with `tree.nodes`: [`top_level_usable`] of a file's content
+    /// (`Some(false)` for other nodes).
+    usable: Vec<Option<bool>>,
+    /// Counts the tree against [`PARENT_NODES_AHEAD`] until the walker reaches it.
+    ahead: Option<NodesAhead>,
+}
+
+impl ParentDir {
+    fn load(repo: &Repository, rt: &tokio::runtime::Handle, id: BlobId) -> Result<ParentDir> {
+        let tree = rt.block_on(repo.load_tree(&id))?;
+        let usable = tree
+            .nodes
+            .iter()
+            .map(|n| match &n.kind {
+                NodeKind::File(c) => top_level_usable(repo, c),
+                _ => Some(false),
+            })
+            .collect();
+        Ok(ParentDir {
+            tree,
+            usable,
+            ahead: None,
+        })
+    }
+
+    /// The parent's node named `name`, and whether its content may be reused if a file
+    /// (`None`: ask [`content_usable`]).
+    fn node(&self, name: &[u8]) -> Option<(Node, Option<bool>)> {
+        let i = self
+            .tree
+            .nodes
+            .binary_search_by(|n| n.name.as_slice().cmp(name))
+            .ok()?;
+        Some((self.tree.nodes[i].clone(), self.usable[i]))
+    }
+
+    fn subdir(&self, name: &[u8]) -> Option<BlobId> {
+        match self.tree.get(name)?.kind {
+            NodeKind::Dir(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// Nodes of one tree loaded ahead, counted in the walker's total until dropped.
+struct NodesAhead {
+    total: Arc<AtomicU64>,
+    nodes: u64,
+}
+
+impl NodesAhead {
+    /// Count `nodes` in `total`, unless that would pass [`PARENT_NODES_AHEAD`] with
+    /// other trees already counted.
+    fn take(total: &Arc<AtomicU64>, nodes: u64) -> Option<NodesAhead> {
+        let before = total.fetch_add(nodes, Ordering::AcqRel);
+        if before > 0 && before + nodes > PARENT_NODES_AHEAD {
+            total.fetch_sub(nodes, Ordering::AcqRel);
+            return None;
+        }
+        Some(NodesAhead {
+            total: total.clone(),
+            nodes,
+        })
+    }
+}
+
+impl Drop for NodesAhead {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.nodes, Ordering::AcqRel);
+    }
+}
+
+/// What a reader thread hands back for a parent tree loaded ahead: `Ok(None)` if it
+/// was over [`PARENT_NODES_AHEAD`] and dropped.
+type ParentLoaded = Result<Option<ParentDir>>;
+
+/// Where a directory's parent tree comes from.
+enum ParentSource {
+    None,
+    /// To be loaded by the walker.
+    Id(BlobId),
+    /// Being loaded on a reader thread.
+    Loading(BlobId, std::sync::mpsc::Receiver<ParentLoaded>),
+}
+
 struct Walker {
     repo: Repository,
     rt: tokio::runtime::Handle,
@@ -825,8 +971,10 @@ struct Walker {
     limiter: Arc<Limiter>,
     /// Bounds the bytes of small files read and not yet saved.
     small_files: Arc<Limiter>,
-    /// Reader threads for small files.
+    /// Reader threads for small files, and for parent trees loaded ahead.
     readers: rayon::ThreadPool,
+    /// Nodes of the parent trees loaded ahead ([`PARENT_NODES_AHEAD`]).
+    parent_nodes_ahead: Arc<AtomicU64>,
     abort: Arc<AtomicBool>,
     progress: Arc<BackupProgress>,
     counts: Mutex<SnapshotSummary>,
@@ -854,46 +1002,16 @@ impl Walker {
         }
     }
 
-    /// Whether the parent's content of an unchanged file may be reused: every blob it
-    /// references (chunk lists and the data below them) is indexed outside the packs
-    /// of gc tombstones. Otherwise the file is read again.
-    fn content_usable(&self, content: &Content) -> bool {
-        let usable = |ids: &[BlobId]| {
-            self.repo
-                .index()
-                .read()
-                .map(|i| ids.iter().all(|id| i.usable(id)))
-                .unwrap_or(false)
-        };
-        if !usable(&content.ids) {
-            return false;
-        }
-        if content.level == 0 {
-            return true;
-        }
-        let mut ids = crate::restore::DataIds::new(content);
-        let mut batch = Vec::new();
-        loop {
-            match self.rt.block_on(ids.next(&self.repo)) {
-                Ok(Some(id)) => {
-                    batch.push(id);
-                    if batch.len() >= 4096 {
-                        if !usable(&batch) {
-                            return false;
-                        }
-                        batch.clear();
-                    }
-                }
-                Ok(None) => return usable(&batch),
-                Err(_) => return false,
-            }
-        }
+    /// The parent's tree `id` with the usability of its files, loaded here; `None` (and
+    /// a warning) if it cannot be read, so the directory's files are read in full.
+    fn load_parent(&self, id: BlobId) -> Option<ParentDir> {
+        let loaded = ParentDir::load(&self.repo, &self.rt, id);
+        self.parent_loaded(id, loaded)
     }
 
-    fn load_parent(&self, id: Option<BlobId>) -> Option<Tree> {
-        let id = id?;
-        match self.rt.block_on(self.repo.load_tree(&id)) {
-            Ok(t) => Some(t),
+    fn parent_loaded(&self, id: BlobId, loaded: Result<ParentDir>) -> Option<ParentDir> {
+        match loaded {
+            Ok(p) => Some(p),
             Err(e) => {
                 self.warn(format!(
                     "parent tree {}: {e} (reading files in full)",
@@ -902,6 +1020,39 @@ impl Walker {
                 None
             }
         }
+    }
+
+    /// Resolve where a directory's parent tree comes from.
+    fn parent_dir(&self, source: ParentSource) -> Option<ParentDir> {
+        match source {
+            ParentSource::None => None,
+            ParentSource::Id(id) => self.load_parent(id),
+            ParentSource::Loading(id, rx) => match rx.recv() {
+                Ok(Ok(Some(mut p))) => {
+                    p.ahead = None; // reached: no longer ahead of the walker
+                    Some(p)
+                }
+                Ok(Err(e)) => self.parent_loaded(id, Err(e)),
+                // Dropped as over budget, or the job was dropped: load it here.
+                Ok(Ok(None)) | Err(_) => self.load_parent(id),
+            },
+        }
+    }
+
+    /// Start loading parent tree `id` on a reader thread, ahead of the walker.
+    fn prefetch_parent(&self, id: BlobId) -> ParentSource {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (repo, rt) = (self.repo.clone(), self.rt.clone());
+        let total = self.parent_nodes_ahead.clone();
+        self.readers.spawn(move || {
+            let loaded = ParentDir::load(&repo, &rt, id).map(|mut p| {
+                p.ahead = Some(NodesAhead::take(&total, p.tree.nodes.len() as u64)?);
+                Some(p)
+            });
+            // The walker may have moved on (the entry is no longer a directory).
+            let _ = tx.send(loaded);
+        });
+        ParentSource::Loading(id, rx)
     }
 
     fn walk_paths(&self, paths: &[PathBuf], parent_root: Option<BlobId>) -> Result<BlobId> {
@@ -919,8 +1070,9 @@ impl Walker {
             let (tx, rx) = std::sync::mpsc::sync_channel::<FinishedDir>(256);
             let finalizer = scope.spawn(|| self.finalize(rx));
             let root_state = Arc::new(DirState::default());
+            let root_parent = parent_root.map_or(ParentSource::None, ParentSource::Id);
             let walked =
-                self.walk_virtual(&trie, Path::new("/"), parent_root, root_state.clone(), &tx);
+                self.walk_virtual(&trie, Path::new("/"), root_parent, root_state.clone(), &tx);
             drop(tx);
             let finalized = finalizer
                 .join()
@@ -939,7 +1091,7 @@ impl Walker {
         &self,
         trie: &PathTrie,
         path: &Path,
-        parent: Option<BlobId>,
+        parent: ParentSource,
         state: Arc<DirState>,
         tx: &std::sync::mpsc::SyncSender<FinishedDir>,
     ) -> Result<()> {
@@ -947,13 +1099,20 @@ impl Walker {
             // The root itself was given (`dprepo backup /`).
             return self.walk_dir(path, parent, state, tx);
         }
-        let parent_tree = self.load_parent(parent);
+        let parent_dir = self.parent_dir(parent);
         let mut nodes = Vec::new();
         for (name, child) in &trie.children {
             let child_path = path.join(OsStr::from_bytes(name));
-            let parent_node = parent_tree.as_ref().and_then(|t| t.get(name)).cloned();
+            let sub_parent = parent_dir
+                .as_ref()
+                .and_then(|p| p.subdir(name))
+                .map_or(ParentSource::None, ParentSource::Id);
             if child.is_target {
-                if let Some(n) = self.entry(&child_path, name.clone(), parent_node, tx)? {
+                let meta = std::fs::symlink_metadata(&child_path);
+                let parent_node = parent_dir.as_ref().and_then(|p| p.node(name));
+                if let Some(n) =
+                    self.entry(&child_path, name.clone(), meta, parent_node, sub_parent, tx)?
+                {
                     nodes.push(n);
                 }
             } else {
@@ -961,10 +1120,6 @@ impl Walker {
                     path: child_path.clone(),
                     source: e,
                 })?;
-                let sub_parent = match parent_node.map(|n| n.kind) {
-                    Some(NodeKind::Dir(id)) => Some(id),
-                    _ => None,
-                };
                 let sub_state = Arc::new(DirState::default());
                 self.walk_virtual(child, &child_path, sub_parent, sub_state.clone(), tx)?;
                 nodes.push(PendingNode::Dir(
@@ -981,18 +1136,23 @@ impl Walker {
             .map_err(|_| Error::Internal("finalizer stopped".into()))
     }
 
-    /// Back up one entry found at `path`; `None` if it is skipped.
+    /// Back up one entry found at `path`, whose `lstat` gave `meta`; `None` if it is
+    /// skipped. `parent` is its node in the parent snapshot and whether that node's
+    /// content may be reused; `sub_parent` is where its parent tree comes from if it is
+    /// a directory.
     fn entry(
         &self,
         path: &Path,
         name: Vec<u8>,
-        parent: Option<Node>,
+        meta: std::io::Result<std::fs::Metadata>,
+        parent: Option<(Node, Option<bool>)>,
+        sub_parent: ParentSource,
         tx: &std::sync::mpsc::SyncSender<FinishedDir>,
     ) -> Result<Option<PendingNode>> {
         if self.abort.load(Ordering::Relaxed) {
             return Err(Error::Internal("backup aborted".into()));
         }
-        let meta = match std::fs::symlink_metadata(path) {
+        let meta = match meta {
             Ok(m) => m,
             Err(e) => {
                 self.warn(format!("{}: {e}", path.display()));
@@ -1001,10 +1161,6 @@ impl Walker {
         };
         let ft = meta.file_type();
         if ft.is_dir() {
-            let sub_parent = match parent.map(|n| n.kind) {
-                Some(NodeKind::Dir(id)) => Some(id),
-                _ => None,
-            };
             let state = Arc::new(DirState::default());
             self.walk_dir(path, sub_parent, state.clone(), tx)?;
             return Ok(Some(PendingNode::Dir(
@@ -1046,13 +1202,13 @@ impl Walker {
             counts.files += 1;
         }
         // Unchanged since the parent snapshot: reuse its content without reading.
-        if let Some(p) = parent {
+        if let Some((p, usable)) = parent {
             if let NodeKind::File(content) = &p.kind {
                 let same = p.size == node.size
                     && p.mtime == node.mtime
                     && p.ctime == node.ctime
                     && p.inode == node.inode;
-                if same && self.content_usable(content) {
+                if same && usable.unwrap_or_else(|| content_usable(&self.repo, &self.rt, content)) {
                     let mut counts = self
                         .counts
                         .lock()
@@ -1134,7 +1290,7 @@ impl Walker {
     fn walk_dir(
         &self,
         path: &Path,
-        parent: Option<BlobId>,
+        parent: ParentSource,
         state: Arc<DirState>,
         tx: &std::sync::mpsc::SyncSender<FinishedDir>,
     ) -> Result<()> {
@@ -1143,25 +1299,52 @@ impl Walker {
             .lock()
             .map_err(|_| Error::Internal("poisoned".into()))?
             .dirs += 1;
-        let parent_tree = self.load_parent(parent);
-        let mut names: Vec<Vec<u8>> = Vec::new();
+        let parent_dir = self.parent_dir(parent);
+        let mut entries: Vec<(Vec<u8>, std::fs::DirEntry)> = Vec::new();
         match std::fs::read_dir(path) {
             Ok(rd) => {
                 for e in rd {
                     match e {
-                        Ok(e) => names.push(e.file_name().as_bytes().to_vec()),
+                        Ok(e) => entries.push((e.file_name().as_bytes().to_vec(), e)),
                         Err(e) => self.warn(format!("{}: {e}", path.display())),
                     }
                 }
             }
             Err(e) => self.warn(format!("{}: {e}", path.display())),
         }
-        names.sort();
-        let mut nodes = Vec::with_capacity(names.len());
-        for name in names {
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        // Subdirectories that were directories in the parent too, in walk order: their
+        // parent trees load on reader threads, up to PARENT_TREES_AHEAD ahead.
+        let subdirs: Vec<(usize, BlobId)> = entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (name, _))| {
+                let id = parent_dir.as_ref()?.subdir(name)?;
+                Some((i, id))
+            })
+            .collect();
+        let mut subdirs = subdirs.into_iter();
+        let mut loading = std::collections::VecDeque::new();
+        let mut nodes = Vec::with_capacity(entries.len());
+        for (i, (name, dir_entry)) in entries.into_iter().enumerate() {
+            while loading.len() < PARENT_TREES_AHEAD {
+                match subdirs.next() {
+                    Some((at, id)) => loading.push_back((at, self.prefetch_parent(id))),
+                    None => break,
+                }
+            }
+            let sub_parent = match loading.front() {
+                Some((at, _)) if *at == i => loading
+                    .pop_front()
+                    .map_or(ParentSource::None, |(_, source)| source),
+                _ => ParentSource::None,
+            };
             let child = path.join(OsStr::from_bytes(&name));
-            let parent_node = parent_tree.as_ref().and_then(|t| t.get(&name)).cloned();
-            if let Some(n) = self.entry(&child, name, parent_node, tx)? {
+            // Relative to the open directory: no path walk per entry.
+            let meta = dir_entry.metadata();
+            drop(dir_entry);
+            let parent_node = parent_dir.as_ref().and_then(|p| p.node(&name));
+            if let Some(n) = self.entry(&child, name, meta, parent_node, sub_parent, tx)? {
                 nodes.push(n);
             }
         }

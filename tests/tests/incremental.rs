@@ -53,6 +53,7 @@ both_backends!(
     force_reads_every_file_and_parent_can_be_chosen,
     content_change_keeping_size_and_mtime_is_detected,
     added_and_deleted_files_are_reflected,
+    many_directories_with_type_changes_are_taken_right,
 );
 
 fn unchanged_tree_is_taken_from_the_parent_without_reading(backend: Backend) {
@@ -188,4 +189,89 @@ fn force_reads_every_file_and_parent_can_be_chosen(backend: Backend) {
     let chosen = env.backup(&[&src], &["--host", "beta", "--parent", &first_id[..10]]);
     assert_eq!(chosen["parent"], first["id"]);
     assert_eq!(counts(&chosen), (0, 0, FILES));
+}
+
+/// More subdirectories than the walker loads parent trees ahead for (16), two levels
+/// deep, with entries that change type between snapshots.
+fn many_directories_with_type_changes_are_taken_right(backend: Backend) {
+    let env = TestEnv::init_with(backend);
+    let src = env.path("src");
+    for d in 0..40u64 {
+        for e in 0..3 {
+            let sub = src.join(format!("d{d:02}/e{e}"));
+            fs::create_dir_all(&sub).unwrap();
+            fs::write(sub.join("f"), format!("{d} {e}\n")).unwrap();
+        }
+        fs::write(src.join(format!("d{d:02}/top")), random_bytes(d, 1000)).unwrap();
+    }
+    fs::write(src.join("becomes-dir"), b"a file first\n").unwrap();
+    let files = 40 * 4 + 1;
+    let first = env.backup(&[&src], &[]);
+    assert_eq!(counts(&first), (files, 0, 0), "{first}");
+
+    // A directory becomes a file, a file becomes a directory, and a file deep in one of
+    // the last directories changes.
+    fs::remove_dir_all(src.join("d05")).unwrap();
+    fs::write(src.join("d05"), b"now a file\n").unwrap();
+    fs::remove_file(src.join("becomes-dir")).unwrap();
+    fs::create_dir(src.join("becomes-dir")).unwrap();
+    fs::write(src.join("becomes-dir/inside"), b"inside\n").unwrap();
+    fs::write(
+        src.join("d37/e2/f"),
+        b"changed in one of the last directories\n",
+    )
+    .unwrap();
+    let second = env.backup(&[&src], &[]);
+    // New: d05 and becomes-dir/inside. Gone: d05's four files and the file becomes-dir.
+    assert_eq!(counts(&second), (2, 1, files - 4 - 1 - 1), "{second}");
+
+    let target = env.path("restore");
+    env.ok(&[
+        "restore",
+        &format!("latest:{}", s(&src)),
+        "--target",
+        s(&target),
+    ]);
+    assert_same_tree(
+        &src,
+        &target,
+        Compare {
+            root_metadata: false,
+            ..Compare::ALL
+        },
+    );
+}
+
+/// An unchanged file whose content the index no longer knows (its packs were lost and
+/// `repair index` dropped them) is read again, not referenced.
+#[test]
+fn unchanged_files_whose_blobs_are_lost_are_read_again() {
+    let env = TestEnv::init();
+    let src = env.path("src");
+    let total = build_tree(&src);
+    env.backup(&[&src], &[]);
+    for pack in env.repo_files("data") {
+        fs::remove_file(pack).unwrap();
+    }
+    env.ok(&["repair", "index"]);
+
+    let snap = env.backup(&[&src], &[]);
+    // f00 is empty: it references no blob, so it is still taken from the parent.
+    assert_eq!(counts(&snap), (0, FILES - 1, 1), "{snap}");
+    assert_eq!(snap["summary"]["bytes_read"], total, "{snap}");
+    let target = env.path("restore");
+    env.ok(&[
+        "restore",
+        &format!("latest:{}", s(&src)),
+        "--target",
+        s(&target),
+    ]);
+    assert_same_tree(
+        &src,
+        &target,
+        Compare {
+            root_metadata: false,
+            ..Compare::ALL
+        },
+    );
 }
