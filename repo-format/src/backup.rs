@@ -871,6 +871,9 @@ const PARENT_TREES_AHEAD: usize = 16;
 /// one per reader thread.
 const PARENT_NODES_AHEAD: u64 = 64 << 10;
 
+/// Ids per batched index read when loading a parent tree.
+const PARENT_IDS_PER_READ: usize = 4096;
+
 /// A directory's tree in the parent snapshot, and which of its files' content may be
 /// reused.
 struct ParentDir {
@@ -885,11 +888,32 @@ struct ParentDir {
 impl ParentDir {
     fn load(repo: &Repository, rt: &tokio::runtime::Handle, id: BlobId) -> Result<ParentDir> {
         let tree = rt.block_on(repo.load_tree(&id))?;
+        // Every file's top-level ids, looked up in batched reads.
+        let ids: Vec<BlobId> = tree
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.kind {
+                NodeKind::File(c) => Some(c.ids.iter().copied()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let mut indexed = ids
+            .chunks(PARENT_IDS_PER_READ)
+            .flat_map(|batch| repo.usable_many(batch));
         let usable = tree
             .nodes
             .iter()
             .map(|n| match &n.kind {
-                NodeKind::File(c) => top_level_usable(repo, c),
+                NodeKind::File(c) => {
+                    // Consumes exactly this file's ids, whatever they hold.
+                    let all = (&mut indexed).take(c.ids.len()).fold(true, |a, u| a && u);
+                    match (all, c.level) {
+                        (false, _) => Some(false),
+                        (true, 0) => Some(true),
+                        (true, _) => None,
+                    }
+                }
                 _ => Some(false),
             })
             .collect();

@@ -447,11 +447,51 @@ impl Index {
         }
     }
 
+    /// [`Index::usable`] of each of `ids`, in batched reads on disk.
+    pub fn usable_many(&self, ids: &[BlobId]) -> Vec<bool> {
+        if !self.excluded.is_empty() {
+            return ids.iter().map(|id| self.usable(id)).collect();
+        }
+        let found = self.type_and_base_many(ids);
+        let bases: Vec<BlobId> = found
+            .iter()
+            .filter_map(|f| f.and_then(|(_, b)| b))
+            .collect();
+        let mut bases_ok = self
+            .type_and_base_many(&bases)
+            .into_iter()
+            .map(|b| b == Some((BlobType::Data, None)));
+        found
+            .into_iter()
+            .map(|f| match f {
+                None => false,
+                Some((_, None)) => true,
+                Some((_, Some(_))) => bases_ok.next().unwrap_or(false),
+            })
+            .collect()
+    }
+
     /// Blob `id`'s type and delta base, if known (cheaper than [`Index::get`] on disk).
     pub fn type_and_base(&self, id: &BlobId) -> Option<(BlobType, Option<BlobId>)> {
         match &self.store {
             Store::Memory(m) => m.blobs.get(id).map(|s| (s.blob_type, s.base)),
             Store::Disk(c) => c.type_and_base(id),
+        }
+    }
+
+    /// [`Index::type_and_base`] of each of `ids`, in one batched read on disk.
+    pub fn type_and_base_many(&self, ids: &[BlobId]) -> Vec<Option<(BlobType, Option<BlobId>)>> {
+        match &self.store {
+            Store::Memory(_) => ids.iter().map(|id| self.type_and_base(id)).collect(),
+            Store::Disk(c) => c.type_and_base_many(ids),
+        }
+    }
+
+    /// [`Index::get`] of each of `ids`, in one batched read on disk.
+    pub fn get_many(&self, ids: &[BlobId]) -> Vec<Option<BlobLocation>> {
+        match &self.store {
+            Store::Memory(m) => ids.iter().map(|id| m.get(id)).collect(),
+            Store::Disk(c) => c.get_many(ids),
         }
     }
 

@@ -497,6 +497,31 @@ impl Repository {
         self.index.read().ok().and_then(|i| i.type_and_base(id))
     }
 
+    /// Whether a writer may reference each of `ids` ([`Index::usable`]), in batched
+    /// index reads.
+    pub fn usable_many(&self, ids: &[BlobId]) -> Vec<bool> {
+        match self.index.read() {
+            Ok(i) => i.usable_many(ids),
+            Err(_) => vec![false; ids.len()],
+        }
+    }
+
+    /// [`Repository::locate`] of each of `ids`, in one batched index read.
+    pub fn locate_many(&self, ids: &[BlobId]) -> Vec<Option<BlobLocation>> {
+        match self.index.read() {
+            Ok(i) => i.get_many(ids),
+            Err(_) => vec![None; ids.len()],
+        }
+    }
+
+    /// [`Repository::type_and_base`] of each of `ids`, in one batched index read.
+    pub fn type_and_base_many(&self, ids: &[BlobId]) -> Vec<Option<(BlobType, Option<BlobId>)>> {
+        match self.index.read() {
+            Ok(i) => i.type_and_base_many(ids),
+            Err(_) => vec![None; ids.len()],
+        }
+    }
+
     /// Read, decrypt and verify blob `id`, which must be of type `blob_type`.
     ///
     /// # Errors

@@ -373,18 +373,26 @@ async fn restore_small_group(
     let mut alone = Vec::new();
     let mut wanted: Vec<(BlobId, BlobLocation)> = Vec::new();
     let mut seen = HashSet::new();
+    // Every chunk of the group located in one batched index read.
+    let ids: Vec<BlobId> = files
+        .iter()
+        .filter_map(|(_, node)| match &node.kind {
+            NodeKind::File(content) => Some(content.ids.iter().copied()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let mut locations = repo.locate_many(&ids).into_iter();
     for (path, node) in files {
         let NodeKind::File(content) = &node.kind else {
             continue;
         };
-        let located: Option<Vec<BlobLocation>> = content
-            .ids
-            .iter()
-            .map(|id| {
-                repo.locate(id)
-                    .filter(|l| l.base.is_none() && l.blob_type == BlobType::Data)
-            })
+        // Takes exactly this file's locations, so the next file starts at its own.
+        let located: Vec<Option<BlobLocation>> = (&mut locations)
+            .take(content.ids.len())
+            .map(|l| l.filter(|l| l.base.is_none() && l.blob_type == BlobType::Data))
             .collect();
+        let located: Option<Vec<BlobLocation>> = located.into_iter().collect();
         match located {
             Some(locations) => {
                 for (id, location) in content.ids.iter().zip(locations) {

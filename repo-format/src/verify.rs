@@ -451,7 +451,7 @@ async fn walk_snapshots(
 ) -> HashMap<BlobId, (String, String, String)> {
     let mut suspect_blobs: HashMap<BlobId, (String, String, String)> = HashMap::new();
     let mut seen_trees = HashSet::new();
-    let mut missing: HashSet<BlobId> = HashSet::new();
+    let mut references = References::default();
     for snap in &snapshots {
         let mut stack = vec![snap.manifest.tree];
         while let Some(tree_id) = stack.pop() {
@@ -473,14 +473,15 @@ async fn walk_snapshots(
                 match node.kind {
                     NodeKind::Dir(id) => stack.push(id),
                     NodeKind::File(content) => {
-                        check_content(&repo, &content, &mut missing, &mut suspect_blobs).await
+                        check_content(&repo, &content, &mut references, &mut suspect_blobs).await
                     }
                     NodeKind::Symlink(_) => {}
                 }
             }
         }
     }
-    for id in missing {
+    references.check(&repo, &mut suspect_blobs);
+    for id in references.missing {
         suspect_blobs.entry(id).or_insert((
             "blob_missing".into(),
             format!("blob {}", id.short()),
@@ -490,20 +491,43 @@ async fn walk_snapshots(
     suspect_blobs
 }
 
-async fn check_content(
-    repo: &Repository,
-    content: &Content,
-    missing: &mut HashSet<BlobId>,
-    suspect: &mut HashMap<BlobId, (String, String, String)>,
-) {
-    // Type and base are one index read; a location would also resolve the pack.
-    let mut check = |id: &BlobId| match repo.type_and_base(id) {
-        None => {
-            missing.insert(*id);
+/// Data blobs referenced by snapshots, looked up in the index in batches: one read
+/// each took a fifth of verify's CPU time (BENCHMARKS.md, "Batched index reads").
+#[derive(Default)]
+struct References {
+    pending: Vec<BlobId>,
+    /// Referenced, in no index file.
+    missing: HashSet<BlobId>,
+}
+
+/// Ids per batched read. A batch blocks the walk's task for about a millisecond.
+const REFERENCES_PER_READ: usize = 512;
+
+impl References {
+    fn add(&mut self, repo: &Repository, id: BlobId, suspect: &mut Suspects) {
+        self.pending.push(id);
+        if self.pending.len() >= REFERENCES_PER_READ {
+            self.check(repo, suspect);
         }
-        Some((_, base)) => {
-            // A delta is readable only with its base (page_deltas.rs).
-            if let Some(base) = base.filter(|b| repo.type_and_base(b).is_none()) {
+    }
+
+    /// Look the pending ids up: each must be indexed, and so must the base of a delta.
+    fn check(&mut self, repo: &Repository, suspect: &mut Suspects) {
+        let ids = std::mem::take(&mut self.pending);
+        let mut deltas = Vec::new();
+        for (id, found) in ids.iter().zip(repo.type_and_base_many(&ids)) {
+            match found {
+                None => {
+                    self.missing.insert(*id);
+                }
+                // A delta is readable only with its base (page_deltas.rs).
+                Some((_, Some(base))) => deltas.push((*id, base)),
+                Some((_, None)) => {}
+            }
+        }
+        let bases: Vec<BlobId> = deltas.iter().map(|(_, base)| *base).collect();
+        for ((id, base), found) in deltas.iter().zip(repo.type_and_base_many(&bases)) {
+            if found.is_none() {
                 suspect.entry(*id).or_insert((
                     "delta_base_missing".into(),
                     format!("data blob {}", id.short()),
@@ -514,15 +538,25 @@ async fn check_content(
                 ));
             }
         }
-    };
+    }
+}
+
+type Suspects = HashMap<BlobId, (String, String, String)>;
+
+async fn check_content(
+    repo: &Repository,
+    content: &Content,
+    references: &mut References,
+    suspect: &mut Suspects,
+) {
     for id in &content.ids {
-        check(id);
+        references.add(repo, *id, suspect);
     }
     if content.level > 0 {
         let mut ids = crate::restore::DataIds::new(content);
         loop {
             match ids.next(repo).await {
-                Ok(Some(id)) => check(&id),
+                Ok(Some(id)) => references.add(repo, id, suspect),
                 Ok(None) => break,
                 Err(e) => {
                     if let Some(first) = content.ids.first() {
