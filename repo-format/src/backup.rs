@@ -907,8 +907,8 @@ impl ParentDir {
             .map(|n| match &n.kind {
                 NodeKind::File(c) => {
                     // Consumes exactly this file's ids, whatever they hold.
-                    let all = (&mut indexed).take(c.ids.len()).fold(true, |a, u| a && u);
-                    match (all, c.level) {
+                    let unusable = (&mut indexed).take(c.ids.len()).filter(|u| !u).count();
+                    match (unusable == 0, c.level) {
                         (false, _) => Some(false),
                         (true, 0) => Some(true),
                         (true, _) => None,
