@@ -45,12 +45,23 @@ pub struct SaveStats {
     pub deltas_added: AtomicU64,
 }
 
+/// Ids of blobs this session has taken on to store that the shared index does not list
+/// yet: deduplication within the session until their index file is written. Then they
+/// leave, so the set holds at most about one index file's worth of blobs however much a
+/// backup adds (a database stream cut in pages adds 75k blobs per GB).
+#[derive(Debug, Default)]
+struct Claimed {
+    ids: Mutex<HashSet<BlobId>>,
+    /// Counts the index files written; each is counted before its ids leave `ids`.
+    pruned: AtomicU64,
+}
+
 /// Shared write path of one backup session.
 #[derive(Debug)]
 pub struct BlobSaver {
     keys: Keys,
     index: Arc<RwLock<Index>>,
-    claimed: Mutex<HashSet<BlobId>>,
+    claimed: Arc<Claimed>,
     data_pack: Mutex<PackBuilder>,
     meta_pack: Mutex<PackBuilder>,
     pack_size: usize,
@@ -91,10 +102,12 @@ impl BlobSaver {
         let connections = connections.max(1);
         let (tx, rx) = mpsc::channel(1);
         let stats = Arc::new(SaveStats::default());
+        let claimed = Arc::new(Claimed::default());
         let task = tokio::spawn(upload_loop(
             storage,
             keys.clone(),
             index.clone(),
+            claimed.clone(),
             rx,
             connections,
             stats.clone(),
@@ -102,7 +115,7 @@ impl BlobSaver {
         let saver = BlobSaver {
             keys,
             index,
-            claimed: Mutex::new(HashSet::new()),
+            claimed,
             data_pack: Mutex::new(PackBuilder::with_capacity(
                 PackKind::Data,
                 pack_capacity(pack_size),
@@ -199,10 +212,19 @@ impl BlobSaver {
                 crate::blob::MAX_BLOB_PLAINTEXT
             )));
         }
+        let pruned = self.claimed.pruned.load(Ordering::SeqCst);
         if self.index.read().map(|i| i.usable(&id)).unwrap_or(false) {
             return Ok(());
         }
-        if !self.claimed.lock().map_err(|_| poisoned())?.insert(id) {
+        if !self.claimed.ids.lock().map_err(|_| poisoned())?.insert(id) {
+            return Ok(());
+        }
+        // An index file written since the lookup may list the blob, its id gone from
+        // the claimed set just before this claim: look again.
+        if self.claimed.pruned.load(Ordering::SeqCst) != pruned
+            && self.index.read().map(|i| i.usable(&id)).unwrap_or(false)
+        {
+            self.claimed.ids.lock().map_err(|_| poisoned())?.remove(&id);
             return Ok(());
         }
         let full = encode_blob(&self.keys, blob_type, &id, plaintext, self.level);
@@ -291,6 +313,7 @@ async fn upload_loop(
     storage: Arc<dyn Storage>,
     keys: Keys,
     index: Arc<RwLock<Index>>,
+    claimed: Arc<Claimed>,
     mut rx: mpsc::Receiver<FinishedPack>,
     connections: usize,
     stats: Arc<SaveStats>,
@@ -320,14 +343,14 @@ async fn upload_loop(
                 done.push(uploaded);
                 if done.len() >= PACKS_PER_INDEX_FILE || entries_waiting >= MAX_ENTRIES_PER_INDEX_FILE {
                     entries_waiting = 0;
-                    write_index_file(&*storage, &keys, &index, std::mem::take(&mut done), &stats).await?;
+                    write_index_file(&*storage, &keys, &index, &claimed, std::mem::take(&mut done), &stats).await?;
                 }
             }
             else => break,
         }
     }
     if !done.is_empty() {
-        write_index_file(&*storage, &keys, &index, done, &stats).await?;
+        write_index_file(&*storage, &keys, &index, &claimed, done, &stats).await?;
     }
     Ok(())
 }
@@ -335,11 +358,13 @@ async fn upload_loop(
 /// Write an index file for `packs`, then make them visible in the shared in-memory
 /// index. Only then: a blob in a pack that no index file lists must not be found by
 /// deduplication of a later backup in the same process (if this backup fails, no index
-/// file will ever list it). Within this backup the saver's claimed set covers them.
+/// file will ever list it). Within this backup the saver's claimed set covers them
+/// until then, and lets go of them after.
 async fn write_index_file(
     storage: &dyn Storage,
     keys: &Keys,
     index: &RwLock<Index>,
+    claimed: &Claimed,
     packs: Vec<IndexPack>,
     stats: &SaveStats,
 ) -> Result<()> {
@@ -354,6 +379,89 @@ async fn write_index_file(
         .write()
         .map_err(|_| poisoned())?
         .add_named_file(Some(&name), &file)?;
+    // Counted before the ids leave, so a saver claiming one of them again sees the
+    // count move and finds the blob in the index (BlobSaver::save_with_id).
+    claimed.pruned.fetch_add(1, Ordering::SeqCst);
+    let mut ids = claimed.ids.lock().map_err(|_| poisoned())?;
+    for entry in file.packs.iter().flat_map(|p| &p.entries) {
+        ids.remove(&entry.id);
+    }
+    drop(ids);
     stats.index_files_written.fetch_add(1, Ordering::Relaxed);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gc::MAX_ENTRIES_PER_INDEX_FILE;
+    use crate::key::KdfParams;
+    use crate::storage::MemoryStorage;
+    use crate::{InitOptions, Repository};
+
+    /// Blobs leave the session's claimed set once an index file lists them, so it does
+    /// not grow with the backup; saved again, from two threads at once, each blob is
+    /// still stored exactly once (found in the claimed set or in the index).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn indexed_blobs_leave_the_claimed_set_and_still_deduplicate() {
+        let storage = MemoryStorage::new();
+        let options = InitOptions::default().with_kdf(KdfParams::CHEAPEST);
+        Repository::init(Arc::new(storage.clone()), b"pw", options)
+            .await
+            .unwrap();
+        let repo = Repository::open(Arc::new(storage.clone()), b"pw")
+            .await
+            .unwrap();
+        let blobs = MAX_ENTRIES_PER_INDEX_FILE as u64 + 50_000;
+        // 1 MiB packs of 200-byte blobs: an index file after 100k blobs, not 64 packs.
+        let (saver, uploader) = BlobSaver::start(
+            repo.storage().clone(),
+            repo.keys().clone(),
+            repo.index().clone(),
+            1 << 20,
+            1,
+            2,
+        );
+        let saving = saver.clone();
+        let claimed_after_first_index_file = tokio::task::spawn_blocking(move || {
+            let blob = |n: u64| crate::fuzzing::pseudo_random_bytes(2 * n + 1, 200);
+            std::thread::scope(|scope| {
+                for backwards in [false, true] {
+                    let saving = &saving;
+                    scope.spawn(move || {
+                        for i in 0..blobs {
+                            let n = if backwards { blobs - 1 - i } else { i };
+                            saving.save(BlobType::Data, &blob(n)).unwrap();
+                        }
+                    });
+                }
+            });
+            let started = std::time::Instant::now();
+            while saving.stats.index_files_written.load(Ordering::SeqCst) == 0 {
+                assert!(started.elapsed().as_secs() < 60, "no index file written");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            let claimed = saving.claimed.ids.lock().unwrap().len();
+            // And once more, now that most of them are in the index.
+            for n in 0..blobs {
+                saving.save(BlobType::Data, &blob(n)).unwrap();
+            }
+            saving.close().unwrap();
+            claimed
+        })
+        .await
+        .unwrap();
+        drop(saver.clone());
+        uploader.finish().await.unwrap();
+        assert!(
+            claimed_after_first_index_file <= 60_000,
+            "{claimed_after_first_index_file} ids still claimed"
+        );
+        assert_eq!(saver.stats.blobs_added.load(Ordering::SeqCst), blobs);
+        assert_eq!(
+            repo.index().read().unwrap().blob_count() as u64,
+            blobs,
+            "every blob indexed once"
+        );
+    }
 }
