@@ -395,23 +395,13 @@ async fn write_index_file(
 mod tests {
     use super::*;
     use crate::gc::MAX_ENTRIES_PER_INDEX_FILE;
-    use crate::key::KdfParams;
-    use crate::storage::MemoryStorage;
-    use crate::{InitOptions, Repository};
 
     /// Blobs leave the session's claimed set once an index file lists them, so it does
     /// not grow with the backup; saved again, from two threads at once, each blob is
     /// still stored exactly once (found in the claimed set or in the index).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn indexed_blobs_leave_the_claimed_set_and_still_deduplicate() {
-        let storage = MemoryStorage::new();
-        let options = InitOptions::default().with_kdf(KdfParams::CHEAPEST);
-        Repository::init(Arc::new(storage.clone()), b"pw", options)
-            .await
-            .unwrap();
-        let repo = Repository::open(Arc::new(storage.clone()), b"pw")
-            .await
-            .unwrap();
+        let (_storage, repo) = crate::verify::tests::memory_repo().await;
         let blobs = MAX_ENTRIES_PER_INDEX_FILE as u64 + 50_000;
         // 1 MiB packs of 200-byte blobs: an index file after 100k blobs, not 64 packs.
         let (saver, uploader) = BlobSaver::start(

@@ -1455,7 +1455,7 @@ impl TreeFixer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::key::KdfParams;
     use crate::saver::BlobSaver;
@@ -1463,7 +1463,7 @@ mod tests {
     use crate::InitOptions;
 
     /// A new repository in memory, opened.
-    async fn memory_repo() -> (MemoryStorage, Repository) {
+    pub(crate) async fn memory_repo() -> (MemoryStorage, Repository) {
         let storage = MemoryStorage::new();
         let options = InitOptions::default().with_kdf(KdfParams::CHEAPEST);
         Repository::init(Arc::new(storage.clone()), b"pw", options)

@@ -38,6 +38,25 @@ fn file(root: &Path, i: u64) -> PathBuf {
         .join(format!("f{i:02}"))
 }
 
+/// The latest snapshot of `src`, restored, equals `src`.
+fn assert_latest_restores_as(env: &TestEnv, src: &Path) {
+    let target = env.path("restore");
+    env.ok(&[
+        "restore",
+        &format!("latest:{}", s(src)),
+        "--target",
+        s(&target),
+    ]);
+    assert_same_tree(
+        src,
+        &target,
+        Compare {
+            root_metadata: false,
+            ..Compare::ALL
+        },
+    );
+}
+
 fn counts(snap: &Value) -> (u64, u64, u64) {
     let s = &snap["summary"];
     (
@@ -77,21 +96,7 @@ fn unchanged_tree_is_taken_from_the_parent_without_reading(backend: Backend) {
     );
     assert_eq!(second["summary"]["total_bytes"], total);
 
-    let target = env.path("restore");
-    env.ok(&[
-        "restore",
-        &format!("latest:{}", s(&src)),
-        "--target",
-        s(&target),
-    ]);
-    assert_same_tree(
-        &src,
-        &target,
-        Compare {
-            root_metadata: false,
-            ..Compare::ALL
-        },
-    );
+    assert_latest_restores_as(&env, &src);
 }
 
 fn changed_file_of_the_same_size_is_read_again(backend: Backend) {
@@ -147,21 +152,7 @@ fn added_and_deleted_files_are_reflected(backend: Backend) {
     fs::write(src.join("x/new-file"), b"brand new\n").unwrap();
     let snap = env.backup(&[&src], &[]);
     assert_eq!(counts(&snap), (1, 0, FILES - 1), "{snap}");
-    let target = env.path("restore");
-    env.ok(&[
-        "restore",
-        &format!("latest:{}", s(&src)),
-        "--target",
-        s(&target),
-    ]);
-    assert_same_tree(
-        &src,
-        &target,
-        Compare {
-            root_metadata: false,
-            ..Compare::ALL
-        },
-    );
+    assert_latest_restores_as(&env, &src);
 }
 
 fn force_reads_every_file_and_parent_can_be_chosen(backend: Backend) {
@@ -225,21 +216,7 @@ fn many_directories_with_type_changes_are_taken_right(backend: Backend) {
     // New: d05 and becomes-dir/inside. Gone: d05's four files and the file becomes-dir.
     assert_eq!(counts(&second), (2, 1, files - 4 - 1 - 1), "{second}");
 
-    let target = env.path("restore");
-    env.ok(&[
-        "restore",
-        &format!("latest:{}", s(&src)),
-        "--target",
-        s(&target),
-    ]);
-    assert_same_tree(
-        &src,
-        &target,
-        Compare {
-            root_metadata: false,
-            ..Compare::ALL
-        },
-    );
+    assert_latest_restores_as(&env, &src);
 }
 
 /// An unchanged file whose content the index no longer knows (its packs were lost and
@@ -259,19 +236,5 @@ fn unchanged_files_whose_blobs_are_lost_are_read_again() {
     // f00 is empty: it references no blob, so it is still taken from the parent.
     assert_eq!(counts(&snap), (0, FILES - 1, 1), "{snap}");
     assert_eq!(snap["summary"]["bytes_read"], total, "{snap}");
-    let target = env.path("restore");
-    env.ok(&[
-        "restore",
-        &format!("latest:{}", s(&src)),
-        "--target",
-        s(&target),
-    ]);
-    assert_same_tree(
-        &src,
-        &target,
-        Compare {
-            root_metadata: false,
-            ..Compare::ALL
-        },
-    );
+    assert_latest_restores_as(&env, &src);
 }
