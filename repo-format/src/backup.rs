@@ -853,10 +853,7 @@ fn top_level_usable(repo: &Repository, content: &Content) -> Option<bool> {
 }
 
 fn all_usable(repo: &Repository, ids: &[BlobId]) -> bool {
-    repo.index()
-        .read()
-        .map(|i| ids.iter().all(|id| i.usable(id)))
-        .unwrap_or(false)
+    repo.usable_many(ids).into_iter().all(|usable| usable)
 }
 
 /// Subdirectories whose parent trees are loaded ahead of the walker, per directory.

@@ -713,14 +713,28 @@ impl IndexCache {
     /// Where blob `id` is stored, if known. A failing or damaged database reads as
     /// "unknown" (dedup then stores the blob again; a reader reloads the index).
     pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
-        let rec = self.record(id)?;
+        self.locate(self.record(id)?)
+    }
+
+    /// The location a blob record points at, its pack resolved.
+    fn locate(&self, rec: BlobRecord) -> Option<BlobLocation> {
         let (pack_id, pack_kind) = self.pack_by_number(rec.pack)?;
         Some(location(pack_id, pack_kind, &rec))
     }
 
     fn record(&self, id: &BlobId) -> Option<BlobRecord> {
-        let v = self.read_failed(self.db().ok()?.get_pinned(blob_key(id)))??;
-        let rec = BlobRecord::decode(&v);
+        let found = self.db().ok()?.get_pinned(blob_key(id));
+        self.decode_record(found)
+    }
+
+    /// A record read from the database: a failed read or one that does not decode marks
+    /// the cache damaged (the next load rebuilds it) and reads as unknown.
+    fn decode_record<V: AsRef<[u8]>>(
+        &self,
+        found: std::result::Result<Option<V>, rocksdb::Error>,
+    ) -> Option<BlobRecord> {
+        let v = self.read_failed(found)??;
+        let rec = BlobRecord::decode(v.as_ref());
         if rec.is_none() {
             self.mark_damaged();
         }
@@ -747,11 +761,7 @@ impl IndexCache {
     pub fn get_many(&self, ids: &[BlobId]) -> Vec<Option<BlobLocation>> {
         self.records(ids)
             .into_iter()
-            .map(|rec| {
-                let rec = rec?;
-                let (pack_id, pack_kind) = self.pack_by_number(rec.pack)?;
-                Some(location(pack_id, pack_kind, &rec))
-            })
+            .map(|rec| self.locate(rec?))
             .collect()
     }
 
@@ -766,14 +776,7 @@ impl IndexCache {
         let keys: Vec<[u8; 1 + ID_LEN]> = ids.iter().map(blob_key).collect();
         db.batched_multi_get_cf(cf, &keys, false)
             .into_iter()
-            .map(|found| {
-                let v = self.read_failed(found)??;
-                let rec = BlobRecord::decode(&v);
-                if rec.is_none() {
-                    self.mark_damaged();
-                }
-                rec
-            })
+            .map(|found| self.decode_record(found))
             .collect()
     }
 

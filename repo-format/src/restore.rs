@@ -387,7 +387,8 @@ async fn restore_small_group(
         let NodeKind::File(content) = &node.kind else {
             continue;
         };
-        // Takes exactly this file's locations, so the next file starts at its own.
+        // Takes exactly this file's locations, so the next file starts at its own (an
+        // `Option` collect would stop at the first one missing).
         let located: Vec<Option<BlobLocation>> = (&mut locations)
             .take(content.ids.len())
             .map(|l| l.filter(|l| l.base.is_none() && l.blob_type == BlobType::Data))

@@ -445,11 +445,8 @@ pub async fn verify(
 
 /// Every blob reachable from `snapshots` must be indexed, and so must the base of every
 /// delta among them: the blobs that are not, with what is wrong.
-async fn walk_snapshots(
-    repo: Repository,
-    snapshots: Vec<Snapshot>,
-) -> HashMap<BlobId, (String, String, String)> {
-    let mut suspect_blobs: HashMap<BlobId, (String, String, String)> = HashMap::new();
+async fn walk_snapshots(repo: Repository, snapshots: Vec<Snapshot>) -> Suspects {
+    let mut suspect_blobs = Suspects::new();
     let mut seen_trees = HashSet::new();
     let mut references = References::default();
     for snap in &snapshots {
@@ -491,8 +488,8 @@ async fn walk_snapshots(
     suspect_blobs
 }
 
-/// Data blobs referenced by snapshots, looked up in the index in batches: one read
-/// each took a fifth of verify's CPU time (BENCHMARKS.md, "Batched index reads").
+/// Blobs that snapshots' file contents reference (chunk lists and data), looked up in
+/// the index in batches: one read each took a fifth of verify's CPU time (BENCHMARKS.md, "Batched index reads").
 #[derive(Default)]
 struct References {
     pending: Vec<BlobId>,
@@ -541,6 +538,7 @@ impl References {
     }
 }
 
+/// Blobs with a problem: id -> (kind, object, detail).
 type Suspects = HashMap<BlobId, (String, String, String)>;
 
 async fn check_content(
