@@ -181,6 +181,17 @@ impl PackBuilder {
         }
     }
 
+    /// An empty pack of `kind` written into `buf` (cleared first): a buffer of an earlier
+    /// pack, already backed by memory.
+    pub fn with_buffer(kind: PackKind, mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        PackBuilder {
+            kind,
+            buf,
+            entries: Vec::new(),
+        }
+    }
+
     /// Append an encoded blob.
     pub fn add(&mut self, blob_type: BlobType, id: BlobId, stored: &[u8], raw_len: u32) {
         self.add_entry(blob_type, id, stored, raw_len, None);
@@ -378,6 +389,43 @@ mod tests {
     use crate::blob::{decode_blob, encode_blob};
     use crate::crypto::MasterKey;
     use proptest::prelude::*;
+
+    /// A pack built in the buffer of an earlier, larger one (the saver reuses them)
+    /// holds its own blobs only, and is as long as one built in a fresh buffer.
+    #[test]
+    fn pack_in_a_reused_buffer_holds_only_its_own_blobs() {
+        let keys = Keys::derive(&MasterKey::from_bytes([6; 32]));
+        let build = |buf: Vec<u8>, seeds: std::ops::Range<u64>| {
+            let mut b = PackBuilder::with_buffer(PackKind::Data, buf);
+            let mut blobs = Vec::new();
+            for seed in seeds {
+                let data = crate::fuzzing::pseudo_random_bytes(seed, 3000 + seed as usize);
+                let id = keys.content_id(&data);
+                b.add(
+                    BlobType::Data,
+                    id,
+                    &encode_blob(&keys, BlobType::Data, &id, &data, 3),
+                    data.len() as u32,
+                );
+                blobs.push(data);
+            }
+            (b.finish(&keys), blobs)
+        };
+        let (first, _) = build(Vec::new(), 0..10);
+        let (reused, blobs) = build(first.bytes, 20..23);
+        let (fresh, _) = build(Vec::new(), 20..23);
+        assert_eq!(reused.bytes.len(), fresh.bytes.len());
+        let entries = decode_pack(&keys, &reused.bytes, "pack").unwrap();
+        assert_eq!(entries, reused.entries);
+        assert_eq!(entries.len(), 3);
+        for (e, data) in entries.iter().zip(&blobs) {
+            let stored = &reused.bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+            assert_eq!(
+                &decode_blob(&keys, e.blob_type, &e.id, stored, e.raw_len.into()).unwrap(),
+                data
+            );
+        }
+    }
 
     proptest! {
         #[test]

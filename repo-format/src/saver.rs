@@ -20,8 +20,9 @@ use crate::pack::{FinishedPack, PackBuilder, PackKind};
 use crate::repo::INDEX_DIR;
 use crate::storage::Storage;
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Packs described per index file written during a backup (fewer when they hold more
@@ -56,14 +57,63 @@ struct Claimed {
     pruned: AtomicU64,
 }
 
+/// Buffers of packs the uploader has written, for the next packs to fill, while packs
+/// fill fast. A fresh pack buffer costs a page fault per 4 KiB as it fills: 4096 for a
+/// 16 MiB pack, about 40 ms on the project machine (a VM whose freed pages go back to
+/// the host), which was a third of a backup of 1 GiB of random data filling a pack every
+/// 30 ms (BENCHMARKS.md, "Pack writes past the page cache"). A kept buffer is resident
+/// while the next pack fills, though, 16 MiB more at the peak of a backup of small files
+/// that fills a pack every half second and would gain 5% at most: so buffers are kept
+/// only while packs fill in under [`FAST_PACK_FILL`], and dropped once the saver closes.
+/// A buffer is only allocated when none is spare, so there are never more of them than
+/// were in use at once.
+#[derive(Debug, Default)]
+struct SparePacks {
+    buffers: Mutex<Vec<Vec<u8>>>,
+    /// Whether the last pack filled in under [`FAST_PACK_FILL`].
+    fast: AtomicBool,
+    closed: AtomicBool,
+}
+
+/// Packs filling faster than this keep their buffers for the next ones.
+const FAST_PACK_FILL: Duration = Duration::from_millis(250);
+
+/// Spare pack buffers kept at most: enough for the packs queued and uploading at once.
+const MAX_SPARE_PACK_BUFFERS: usize = 4;
+
+impl SparePacks {
+    fn take(&self) -> Option<Vec<u8>> {
+        self.buffers.lock().ok()?.pop()
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        if !self.fast.load(Ordering::Relaxed) || self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(mut spare) = self.buffers.lock() {
+            if spare.len() < MAX_SPARE_PACK_BUFFERS {
+                spare.push(buf);
+            }
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        if let Ok(mut spare) = self.buffers.lock() {
+            spare.clear();
+        }
+    }
+}
+
 /// Shared write path of one backup session.
 #[derive(Debug)]
 pub struct BlobSaver {
     keys: Keys,
     index: Arc<RwLock<Index>>,
     claimed: Arc<Claimed>,
-    data_pack: Mutex<PackBuilder>,
-    meta_pack: Mutex<PackBuilder>,
+    spare_packs: Arc<SparePacks>,
+    data_pack: Mutex<OpenPack>,
+    meta_pack: Mutex<OpenPack>,
     pack_size: usize,
     level: i32,
     tx: Mutex<Option<mpsc::Sender<FinishedPack>>>,
@@ -103,27 +153,29 @@ impl BlobSaver {
         let (tx, rx) = mpsc::channel(1);
         let stats = Arc::new(SaveStats::default());
         let claimed = Arc::new(Claimed::default());
-        let task = tokio::spawn(upload_loop(
+        let spare_packs = Arc::new(SparePacks::default());
+        let uploader = Uploader {
             storage,
-            keys.clone(),
-            index.clone(),
-            claimed.clone(),
-            rx,
-            connections,
-            stats.clone(),
-        ));
+            keys: keys.clone(),
+            index: index.clone(),
+            claimed: claimed.clone(),
+            spare_packs: spare_packs.clone(),
+            stats: stats.clone(),
+        };
+        let task = tokio::spawn(upload_loop(uploader, rx, connections));
         let saver = BlobSaver {
             keys,
             index,
             claimed,
-            data_pack: Mutex::new(PackBuilder::with_capacity(
+            spare_packs,
+            data_pack: Mutex::new(OpenPack::new(PackBuilder::with_capacity(
                 PackKind::Data,
                 pack_capacity(pack_size),
-            )),
-            meta_pack: Mutex::new(PackBuilder::with_capacity(
+            ))),
+            meta_pack: Mutex::new(OpenPack::new(PackBuilder::with_capacity(
                 PackKind::Meta,
                 pack_capacity(pack_size),
-            )),
+            ))),
             pack_size: pack_size as usize,
             level,
             tx: Mutex::new(Some(tx)),
@@ -250,12 +302,17 @@ impl BlobSaver {
         let kind = PackKind::for_blob(blob_type);
         let full = {
             let mut pack = self.packer(kind).lock().map_err(|_| poisoned())?;
-            pack.add_entry(blob_type, id, &stored, plaintext.len() as u32, base_id);
-            if pack.len() >= self.pack_size {
-                Some(std::mem::replace(
-                    &mut *pack,
-                    PackBuilder::with_capacity(kind, pack_capacity(self.pack_size as u32)),
-                ))
+            (pack.builder).add_entry(blob_type, id, &stored, plaintext.len() as u32, base_id);
+            if pack.builder.len() >= self.pack_size {
+                self.spare_packs
+                    .fast
+                    .store(pack.started.elapsed() < FAST_PACK_FILL, Ordering::Relaxed);
+                let buf = self
+                    .spare_packs
+                    .take()
+                    .unwrap_or_else(|| Vec::with_capacity(pack_capacity(self.pack_size as u32)));
+                let next = OpenPack::new(PackBuilder::with_buffer(kind, buf));
+                Some(std::mem::replace(&mut *pack, next).builder)
             } else {
                 None
             }
@@ -266,7 +323,7 @@ impl BlobSaver {
         Ok(())
     }
 
-    fn packer(&self, kind: PackKind) -> &Mutex<PackBuilder> {
+    fn packer(&self, kind: PackKind) -> &Mutex<OpenPack> {
         match kind {
             PackKind::Data => &self.data_pack,
             PackKind::Meta => &self.meta_pack,
@@ -286,17 +343,35 @@ impl BlobSaver {
     /// # Errors
     /// As [`BlobSaver::save`].
     pub fn close(&self) -> Result<()> {
+        self.spare_packs.close();
         for kind in [PackKind::Data, PackKind::Meta] {
             let builder = std::mem::replace(
                 &mut *self.packer(kind).lock().map_err(|_| poisoned())?,
-                PackBuilder::new(kind),
-            );
+                OpenPack::new(PackBuilder::new(kind)),
+            )
+            .builder;
             if !builder.is_empty() {
                 self.send(builder.finish(&self.keys))?;
             }
         }
         self.tx.lock().map_err(|_| poisoned())?.take();
         Ok(())
+    }
+}
+
+/// The pack a saver is filling, and since when.
+#[derive(Debug)]
+struct OpenPack {
+    builder: PackBuilder,
+    started: Instant,
+}
+
+impl OpenPack {
+    fn new(builder: PackBuilder) -> Self {
+        OpenPack {
+            builder,
+            started: Instant::now(),
+        }
     }
 }
 
@@ -309,15 +384,29 @@ fn poisoned() -> Error {
     Error::Internal("a backup worker panicked".into())
 }
 
-async fn upload_loop(
+/// What the uploader shares with the saver that started it.
+struct Uploader {
     storage: Arc<dyn Storage>,
     keys: Keys,
     index: Arc<RwLock<Index>>,
     claimed: Arc<Claimed>,
+    spare_packs: Arc<SparePacks>,
+    stats: Arc<SaveStats>,
+}
+
+async fn upload_loop(
+    uploader: Uploader,
     mut rx: mpsc::Receiver<FinishedPack>,
     connections: usize,
-    stats: Arc<SaveStats>,
 ) -> Result<()> {
+    let Uploader {
+        storage,
+        keys,
+        index,
+        claimed,
+        spare_packs,
+        stats,
+    } = uploader;
     let mut uploads = tokio::task::JoinSet::new();
     let mut done: Vec<IndexPack> = Vec::new();
     let mut entries_waiting = 0usize;
@@ -328,8 +417,10 @@ async fn upload_loop(
                 match pack {
                     Some(pack) => {
                         let storage = storage.clone();
+                        let spare_packs = spare_packs.clone();
                         uploads.spawn(async move {
-                            storage.put_owned(&pack.kind.storage_name(&pack.id), pack.bytes).await?;
+                            let buf = storage.put_owned(&pack.kind.storage_name(&pack.id), pack.bytes).await?;
+                            spare_packs.give(buf);
                             Ok::<_, Error>(IndexPack { id: pack.id, kind: pack.kind, entries: pack.entries })
                         });
                     }

@@ -107,9 +107,10 @@ impl Storage for CachedStorage {
         }
         Ok(())
     }
-    async fn put_owned(&self, name: &str, data: Vec<u8>) -> Result<()> {
+    async fn put_owned(&self, name: &str, data: Vec<u8>) -> Result<Vec<u8>> {
         if Self::cacheable(name) {
-            self.put(name, &data).await
+            self.put(name, &data).await?;
+            Ok(data)
         } else {
             self.inner.put_owned(name, data).await
         }

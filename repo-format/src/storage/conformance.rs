@@ -338,6 +338,10 @@ pub(crate) async fn run_conformance(s: &dyn Storage) {
         .collect();
     assert_eq!(listing(s, "index/").await, expected);
 
+    // put_owned hands the bytes back unchanged, at sizes around the local backend's
+    // 1 MiB write pieces and 4 KiB direct-write alignment, replacing a longer blob.
+    assert_put_owned_round_trips(s).await;
+
     // A large blob: whole and ranged reads.
     const LARGE: usize = 40 << 20;
     let large = content(7, LARGE);
@@ -378,6 +382,35 @@ pub(crate) async fn run_conformance(s: &dyn Storage) {
 }
 
 /// Every file below `dir` whose name starts with the temporary-file prefix.
+/// Sizes where writing in 1 MiB pieces aligned to 4 KiB, the last one padded, could go
+/// wrong: an aligned length, one byte on either side, a piece and a bit.
+const EDGE_SIZES: &[usize] = &[
+    (1 << 20) - 1,
+    1 << 20,
+    (1 << 20) + 1,
+    (3 << 20) + 4096,
+    (3 << 20) + 4095,
+    (2 << 20) + 17,
+];
+
+async fn assert_put_owned_round_trips(s: &dyn Storage) {
+    s.put("data/ee/edge", &content(1, 5 << 20)).await.unwrap();
+    for (seed, &len) in (2..).zip(EDGE_SIZES) {
+        let bytes = content(seed, len);
+        let back = s.put_owned("data/ee/edge", bytes.clone()).await.unwrap();
+        assert!(back == bytes, "put_owned of {len} bytes changed the buffer");
+        assert_eq!(s.size("data/ee/edge").await.unwrap(), len as u64);
+        let got = s.get("data/ee/edge").await.unwrap();
+        assert!(got == bytes, "{len}-byte blob read back differs");
+        let tail = s
+            .get_range("data/ee/edge", (len - 5000) as u64, 5000)
+            .await
+            .unwrap();
+        assert_eq!(tail, bytes[len - 5000..], "tail of the {len}-byte blob");
+    }
+    s.delete("data/ee/edge").await.unwrap();
+}
+
 fn temp_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -409,6 +442,33 @@ async fn local_storage_conforms() {
     let storage = LocalStorage::new(dir.path().join("repo"));
     run_conformance(&storage).await;
     assert_eq!(temp_files(dir.path()), Vec::<std::path::PathBuf>::new());
+}
+
+/// Large blobs are written past the page cache where the file system takes it (ext4,
+/// the usual `/tmp`), and buffered once it has refused: both read back whole, leaving no
+/// temporary file behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_large_blobs_round_trip_direct_or_buffered() {
+    for direct in [true, false] {
+        let root = tempfile::tempdir().unwrap();
+        let storage = if direct {
+            LocalStorage::new(root.path())
+        } else {
+            LocalStorage::without_direct_writes(root.path())
+        };
+        assert_put_owned_round_trips(&storage).await;
+        let pack = content(42, (16 << 20) + 12345);
+        storage
+            .put_owned("data/aa/pack", pack.clone())
+            .await
+            .unwrap();
+        storage.create("data/aa/created", &pack).await.unwrap();
+        for name in ["data/aa/pack", "data/aa/created"] {
+            let got = storage.get(name).await.unwrap();
+            assert!(got == pack, "{name} (direct writes: {direct}) differs");
+        }
+        assert_eq!(temp_files(root.path()), Vec::<std::path::PathBuf>::new());
+    }
 }
 
 #[tokio::test]

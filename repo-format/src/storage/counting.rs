@@ -102,7 +102,7 @@ impl Storage for CountingStorage {
         add(&self.stats.bytes_up, data.len() as u64);
         self.inner.put(name, data).await
     }
-    async fn put_owned(&self, name: &str, data: Vec<u8>) -> Result<()> {
+    async fn put_owned(&self, name: &str, data: Vec<u8>) -> Result<Vec<u8>> {
         add(&self.stats.puts, 1);
         add(&self.stats.bytes_up, data.len() as u64);
         self.inner.put_owned(name, data).await
