@@ -10,16 +10,17 @@
 //!
 //! Two paths produce identical chunks. An input of at most `max_size` bytes is read whole
 //! into a buffer sized to the input and cut with `fastcdc::v2020::FastCDC`; a longer input
-//! goes through `fastcdc::v2020::StreamCDC`, which buffers `max_size` bytes. Both call the
-//! same cut function on the same window (the next `max_size` bytes or the rest of the
-//! input, whichever is shorter), which is why their boundaries agree. The split exists
-//! because `StreamCDC` allocates and zeroes its full `max_size` buffer per input, a cost
-//! that would dominate backups of trees of small files chunked one file at a time.
+//! is read through a window of [`STREAM_WINDOW_MAXES`] times `max_size` bytes. Both call
+//! the same cut function on the same span (the next `max_size` bytes or the rest of the
+//! input, whichever is shorter), which is why their boundaries agree, and agree with
+//! `fastcdc::v2020::StreamCDC`. The split exists because a window allocates and zeroes its
+//! full size per input, a cost that would dominate backups of trees of small files
+//! chunked one file at a time.
 
 use std::io::{self, Read};
 use std::mem;
 
-use fastcdc::v2020::{FastCDC, Normalization, StreamCDC};
+use fastcdc::v2020::{FastCDC, Normalization};
 
 use crate::params::{ChunkerParams, ParamsError};
 
@@ -87,8 +88,8 @@ enum State<R: Read> {
         pos: usize,
         cuts: std::vec::IntoIter<usize>,
     },
-    /// The input is longer than `max_size`; the head already read is replayed first.
-    Streaming(StreamCDC<Source<R>>),
+    /// The input is longer than `max_size`.
+    Streaming(Window<R>),
     /// End of input, or an error was returned.
     Done,
 }
@@ -135,17 +136,7 @@ impl<R: Read> Chunker<R> {
                 cuts: cuts.into_iter(),
             });
         }
-        Ok(State::Streaming(StreamCDC::with_level(
-            Source {
-                head,
-                head_pos: 0,
-                inner: source,
-            },
-            self.params.min_usize(),
-            self.params.avg_usize(),
-            max,
-            NORMALIZATION,
-        )))
+        Ok(State::Streaming(Window::new(source, head, self.params)))
     }
 }
 
@@ -183,13 +174,14 @@ impl<R: Read> Iterator for Chunker<R> {
                     };
                     return Some(Ok(chunk));
                 }
-                State::Streaming(mut stream) => {
-                    return match stream.next()? {
-                        Ok(chunk) => {
-                            self.state = State::Streaming(stream);
-                            Some(Ok(chunk.data))
+                State::Streaming(mut window) => {
+                    return match window.next_chunk() {
+                        Ok(Some(chunk)) => {
+                            self.state = State::Streaming(window);
+                            Some(Ok(chunk))
                         }
-                        Err(err) => Some(Err(err.into())),
+                        Ok(None) => None,
+                        Err(err) => Some(Err(err)),
                     };
                 }
                 State::Done => return None,
@@ -244,34 +236,75 @@ pub(crate) fn read_checked<R: Read>(source: &mut R, buf: &mut [u8]) -> io::Resul
     }
 }
 
-/// The source as `StreamCDC` sees it: the head already read, then the rest of `inner`.
-///
-/// `StreamCDC` takes almost all of the head in its first read. What is left is moved into
-/// a right-sized allocation at once, so the head and `StreamCDC`'s own buffer (both about
-/// `max_size`) coexist only during that first read.
-struct Source<R> {
-    head: Vec<u8>,
-    head_pos: usize,
-    inner: R,
+/// Size of the read window of a long input, in multiples of `max_size`. The window is
+/// compacted (its unread bytes moved to the front) only when less than `max_size` is left
+/// past the next cut, so each byte is moved at most once; `StreamCDC`, which holds
+/// `max_size`, moves the rest of its buffer after every chunk: three times the input for
+/// 512 KiB chunks in a 2 MiB buffer. Chunking 16 MiB of random bytes went from 0.94 to
+/// 1.16 GiB/s (criterion `chunker/DEFAULT/random`; 1.18 GiB/s with a window of 3).
+const STREAM_WINDOW_MAXES: usize = 2;
+
+/// A long input's bytes read and not yet returned: `buf[start..end]`, the rest of `buf`
+/// room for reads, which go straight into it (it is allocated and zeroed once).
+struct Window<R> {
+    source: R,
+    params: ChunkerParams,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
 }
 
-impl<R: Read> Read for Source<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.head_pos < self.head.len() {
-            let rest = &self.head[self.head_pos..];
-            let n = rest.len().min(buf.len());
-            buf[..n].copy_from_slice(&rest[..n]);
-            self.head_pos += n;
-            if self.head_pos == self.head.len() {
-                self.head = Vec::new();
-                self.head_pos = 0;
-            } else if self.head_pos >= self.head.len() / 2 {
-                self.head = self.head[self.head_pos..].to_vec();
-                self.head_pos = 0;
-            }
-            return Ok(n);
+impl<R: Read> Window<R> {
+    /// A window over `source` whose first bytes, `head` (more than `max_size`), are read.
+    fn new(source: R, mut head: Vec<u8>, params: ChunkerParams) -> Self {
+        let end = head.len();
+        let size = (params.max_usize() * STREAM_WINDOW_MAXES).max(end);
+        head.resize(size, 0);
+        Window {
+            source,
+            params,
+            buf: head,
+            start: 0,
+            end,
+            eof: false,
         }
-        read_checked(&mut self.inner, buf)
+    }
+
+    /// The next chunk, cut from the next `max_size` bytes (or what is left of the input).
+    fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let max = self.params.max_usize();
+        if self.end - self.start < max && !self.eof {
+            if self.buf.len() - self.start < max {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            while self.end - self.start < max && !self.eof {
+                match read_checked(&mut self.source, &mut self.buf[self.end..])? {
+                    0 => self.eof = true,
+                    n => self.end += n,
+                }
+            }
+        }
+        let span = (self.end - self.start).min(max);
+        if span == 0 {
+            return Ok(None);
+        }
+        let p = self.params;
+        let (_, cut) = FastCDC::with_level(
+            &self.buf[self.start..self.start + span],
+            p.min_usize(),
+            p.avg_usize(),
+            max,
+            NORMALIZATION,
+        )
+        .cut(0, span);
+        // fastcdc returns a cut in 1..=span for a non-empty span; stay safe.
+        let cut = cut.clamp(1, span);
+        let chunk = self.buf[self.start..self.start + cut].to_vec();
+        self.start += cut;
+        Ok(Some(chunk))
     }
 }
 
@@ -387,7 +420,7 @@ mod tests {
             prop_assert_eq!(&chunks(&data[..], params), &out);
             let step = 1 + (seed % 1000) as usize;
             prop_assert_eq!(&chunks(ShortReads { data: &data, step }, params), &out);
-            let reference: Vec<Vec<u8>> = StreamCDC::with_level(
+            let reference: Vec<Vec<u8>> = fastcdc::v2020::StreamCDC::with_level(
                 &data[..],
                 params.min_usize(),
                 params.avg_usize(),
