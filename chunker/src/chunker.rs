@@ -375,6 +375,19 @@ mod tests {
             .unwrap()
     }
 
+    /// The chunks of fastcdc's own `StreamCDC` with the same definition.
+    fn stream_cdc_chunks(data: &[u8], params: ChunkerParams) -> Vec<Vec<u8>> {
+        fastcdc::v2020::StreamCDC::with_level(
+            data,
+            params.min_usize(),
+            params.avg_usize(),
+            params.max_usize(),
+            NORMALIZATION,
+        )
+        .map(|chunk| chunk.unwrap().data)
+        .collect()
+    }
+
     fn chunk_hash(chunk: &[u8]) -> u64 {
         let mut hasher = DefaultHasher::new();
         chunk.hash(&mut hasher);
@@ -447,16 +460,7 @@ mod tests {
             prop_assert_eq!(&chunks(&data[..], params), &out);
             let step = 1 + (seed % 1000) as usize;
             prop_assert_eq!(&chunks(ShortReads { data: &data, step }, params), &out);
-            let reference: Vec<Vec<u8>> = fastcdc::v2020::StreamCDC::with_level(
-                &data[..],
-                params.min_usize(),
-                params.avg_usize(),
-                params.max_usize(),
-                NORMALIZATION,
-            )
-            .map(|chunk| chunk.unwrap().data)
-            .collect();
-            prop_assert_eq!(&reference, &out);
+            prop_assert_eq!(&stream_cdc_chunks(&data, params), &out);
         }
     }
 
@@ -629,16 +633,7 @@ mod tests {
         assert_eq!(chunks(&first[..], params).concat(), first);
         let out = chunks(&second[..], params);
         assert_eq!(out.concat(), second);
-        let fresh: Vec<Vec<u8>> = fastcdc::v2020::StreamCDC::with_level(
-            &second[..],
-            params.min_usize(),
-            params.avg_usize(),
-            params.max_usize(),
-            NORMALIZATION,
-        )
-        .map(|chunk| chunk.unwrap().data)
-        .collect();
-        assert_eq!(out, fresh);
+        assert_eq!(out, stream_cdc_chunks(&second, params));
     }
 
     #[test]

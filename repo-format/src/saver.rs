@@ -59,12 +59,13 @@ struct Claimed {
 
 /// Buffers of packs the uploader has written, for the next packs to fill, while packs
 /// fill fast. A fresh pack buffer costs a page fault per 4 KiB as it fills: 4096 for a
-/// 16 MiB pack, about 40 ms on the project machine (a VM whose freed pages go back to
-/// the host), which was a third of a backup of 1 GiB of random data filling a pack every
-/// 30 ms (BENCHMARKS.md, "Pack writes past the page cache"). A kept buffer is resident
-/// while the next pack fills, though, 16 MiB more at the peak of a backup of small files
-/// that fills a pack every half second and would gain 5% at most: so buffers are kept
-/// only while packs fill in under [`FAST_PACK_FILL`], and dropped once the saver closes.
+/// 16 MiB pack, about 18 ms of system time on the project machine (a VM whose freed pages
+/// go back to the host). A backup of 1 GiB of random data, a pack every 30-40 ms, took
+/// 2.8 s without reuse and 2.0 s with it (BENCHMARKS.md, "Pack writes past the page
+/// cache"). A kept buffer is resident while the next pack fills, though: 16 MiB more at
+/// the peak of a backup of small files, which fills a pack every half second and would
+/// gain a few percent at most. So buffers are kept only while packs fill in under
+/// [`FAST_PACK_FILL`], and dropped once the saver closes.
 /// A buffer is only allocated when none is spare, so there are never more of them than
 /// were in use at once.
 #[derive(Debug, Default)]

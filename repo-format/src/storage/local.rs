@@ -354,8 +354,8 @@ const WRITE_PIECE: usize = 1 << 20;
 /// Objects at least this large are written with `O_DIRECT`, from the writer's memory to
 /// the disk without a copy in the page cache: packs, which nothing reads back soon.
 /// Filling fresh page-cache pages was most of the system time of a backup on the project
-/// machine (a KVM guest whose free pages go back to the host): `dd` wrote 1 GiB in 2-4.7 s
-/// of system time buffered and 0.22 s direct (BENCHMARKS.md, "Pack writes past the page
+/// machine (a VM whose free pages go back to the host): `dd` wrote 1 GiB in 2.1-4.1 s
+/// of system time buffered and 0.2-0.3 s direct (BENCHMARKS.md, "Pack writes past the page
 /// cache"). It also leaves the page cache to the applications being backed up.
 pub(super) const DIRECT_WRITE_MIN: usize = 1 << 20;
 
