@@ -249,7 +249,8 @@ const STREAM_WINDOW_MAXES: usize = 2;
 impl<R> Drop for Window<R> {
     fn drop(&mut self) {
         let buf = mem::take(&mut self.buf);
-        SPARE_WINDOW.with(|spare| {
+        // `try_with`: a window dropped while the thread exits just goes.
+        let _ = SPARE_WINDOW.try_with(|spare| {
             if let Ok(mut spare) = spare.try_borrow_mut() {
                 *spare = buf;
             }
@@ -278,16 +279,24 @@ thread_local! {
 
 impl<R: Read> Window<R> {
     /// A window over `source` whose first bytes, `head` (more than `max_size`), are read.
-    fn new(source: R, head: Vec<u8>, params: ChunkerParams) -> Self {
+    fn new(source: R, mut head: Vec<u8>, params: ChunkerParams) -> Self {
         let end = head.len();
         let size = (params.max_usize() * STREAM_WINDOW_MAXES).max(end);
-        let mut buf = SPARE_WINDOW
-            .with(|spare| spare.try_borrow_mut().map(|mut b| mem::take(&mut *b)))
+        let spare = SPARE_WINDOW
+            .try_with(|spare| spare.try_borrow_mut().map(|mut b| mem::take(&mut *b)))
+            .ok()
+            .and_then(|b| b.ok())
             .unwrap_or_default();
-        if buf.len() != size {
-            buf = vec![0; size];
-        }
-        buf[..end].copy_from_slice(&head);
+        let buf = if spare.len() == size {
+            let mut buf = spare;
+            buf[..end].copy_from_slice(&head);
+            buf
+        } else {
+            // No window of this size kept: the head grows into one.
+            drop(spare);
+            head.resize(size, 0);
+            head
+        };
         Window {
             source,
             params,

@@ -71,7 +71,7 @@ struct Claimed {
 #[derive(Debug, Default)]
 struct SparePacks {
     buffers: Mutex<Vec<Vec<u8>>>,
-    /// Whether the last pack filled in under [`FAST_PACK_FILL`].
+    /// Whether the last data pack filled in under [`FAST_PACK_FILL`].
     fast: AtomicBool,
     closed: AtomicBool,
 }
@@ -87,6 +87,16 @@ impl SparePacks {
         self.buffers.lock().ok()?.pop()
     }
 
+    /// Note whether packs fill fast; once they do not, the kept buffers go.
+    fn set_fast(&self, fast: bool) {
+        self.fast.store(fast, Ordering::Relaxed);
+        if !fast {
+            if let Ok(mut spare) = self.buffers.lock() {
+                spare.clear();
+            }
+        }
+    }
+
     fn give(&self, buf: Vec<u8>) {
         if !self.fast.load(Ordering::Relaxed) || self.closed.load(Ordering::Relaxed) {
             return;
@@ -100,9 +110,7 @@ impl SparePacks {
 
     fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
-        if let Ok(mut spare) = self.buffers.lock() {
-            spare.clear();
-        }
+        self.set_fast(false);
     }
 }
 
@@ -305,9 +313,11 @@ impl BlobSaver {
             let mut pack = self.packer(kind).lock().map_err(|_| poisoned())?;
             (pack.builder).add_entry(blob_type, id, &stored, plaintext.len() as u32, base_id);
             if pack.builder.len() >= self.pack_size {
-                self.spare_packs
-                    .fast
-                    .store(pack.started.elapsed() < FAST_PACK_FILL, Ordering::Relaxed);
+                if kind == PackKind::Data {
+                    // Trees fill meta packs at their own pace; data decides.
+                    self.spare_packs
+                        .set_fast(pack.started.elapsed() < FAST_PACK_FILL);
+                }
                 let buf = self
                     .spare_packs
                     .take()
@@ -486,6 +496,30 @@ async fn write_index_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Buffers are kept only while packs fill fast, at most [`MAX_SPARE_PACK_BUFFERS`],
+    /// dropped when packs slow down or the saver closes, and never kept after.
+    #[test]
+    fn spare_pack_buffers_are_kept_only_while_packs_fill_fast() {
+        let spare = SparePacks::default();
+        spare.give(vec![1; 10]);
+        assert!(spare.take().is_none(), "kept before any pack filled fast");
+        spare.set_fast(true);
+        for _ in 0..MAX_SPARE_PACK_BUFFERS + 2 {
+            spare.give(vec![2; 10]);
+        }
+        assert_eq!(spare.buffers.lock().unwrap().len(), MAX_SPARE_PACK_BUFFERS);
+        assert_eq!(spare.take(), Some(vec![2; 10]));
+        spare.set_fast(false);
+        assert!(spare.take().is_none(), "kept after packs slowed down");
+        spare.set_fast(true);
+        spare.give(vec![3; 10]);
+        spare.close();
+        assert!(spare.take().is_none(), "kept after close");
+        spare.set_fast(true);
+        spare.give(vec![4; 10]);
+        assert!(spare.take().is_none(), "kept after close");
+    }
     use crate::gc::MAX_ENTRIES_PER_INDEX_FILE;
 
     /// Blobs leave the session's claimed set once an index file lists them, so it does

@@ -381,7 +381,6 @@ pub(crate) async fn run_conformance(s: &dyn Storage) {
     assert_eq!(listing(s, "").await, everything);
 }
 
-/// Every file below `dir` whose name starts with the temporary-file prefix.
 /// Sizes where writing in 1 MiB pieces aligned to 4 KiB, the last one padded, could go
 /// wrong: an aligned length, one byte on either side, a piece and a bit.
 const EDGE_SIZES: &[usize] = &[
@@ -411,6 +410,7 @@ async fn assert_put_owned_round_trips(s: &dyn Storage) {
     s.delete("data/ee/edge").await.unwrap();
 }
 
+/// Every file below `dir` whose name starts with the temporary-file prefix.
 fn temp_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -446,7 +446,9 @@ async fn local_storage_conforms() {
 
 /// Large blobs are written past the page cache where the file system takes it (ext4,
 /// the usual `/tmp`), and buffered once it has refused: both read back whole, leaving no
-/// temporary file behind.
+/// temporary file behind. Where the directory takes `O_DIRECT`, the direct path must
+/// have been the one that wrote (a mistake in it would otherwise hide behind the
+/// buffered fallback).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_large_blobs_round_trip_direct_or_buffered() {
     for direct in [true, false] {
@@ -468,6 +470,32 @@ async fn local_large_blobs_round_trip_direct_or_buffered() {
             assert!(got == pack, "{name} (direct writes: {direct}) differs");
         }
         assert_eq!(temp_files(root.path()), Vec::<std::path::PathBuf>::new());
+        if direct && takes_direct_writes(root.path()) {
+            assert!(!storage.direct_writes_refused(), "direct writes fell back");
+        }
+    }
+}
+
+/// Whether files in `dir` open with `O_DIRECT`.
+fn takes_direct_writes(dir: &Path) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let probe = dir.join("direct-probe");
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&probe)
+            .is_ok();
+        let _ = std::fs::remove_file(&probe);
+        opened
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        false
     }
 }
 

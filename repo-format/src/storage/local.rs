@@ -162,6 +162,12 @@ impl LocalStorage {
         }
     }
 
+    /// Whether a direct write was refused, so writes go buffered now.
+    #[cfg(test)]
+    pub(crate) fn direct_writes_refused(&self) -> bool {
+        self.inner.direct_refused.load(Ordering::Relaxed)
+    }
+
     /// [`LocalStorage::new`] as after the file system refused a direct write.
     #[cfg(test)]
     pub(crate) fn without_direct_writes(root: impl Into<PathBuf>) -> Self {
@@ -361,14 +367,17 @@ pub(super) const DIRECT_WRITE_MIN: usize = 1 << 20;
 
 /// What direct writes align memory, file offsets and lengths to: a multiple of the
 /// logical block size of 512-byte and 4 KiB devices alike.
+#[cfg(any(target_os = "linux", test))]
 const DIRECT_ALIGN: usize = 4096;
 
 /// Bounce buffers of direct writes (object bytes sit at arbitrary addresses; direct
 /// writes need aligned memory), kept for the next write: at most one per concurrent
 /// write, [`WRITE_PIECE`] each.
+#[cfg(target_os = "linux")]
 static DIRECT_BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
 /// Spare bounce buffers kept at most.
+#[cfg(target_os = "linux")]
 const MAX_SPARE_DIRECT_BUFFERS: usize = 8;
 
 /// The write protocol proper: temp file, fsync, rename or link, fsync the directory.
@@ -382,16 +391,20 @@ fn write_via_temp(
     direct_refused: &AtomicBool,
 ) -> Result<()> {
     let io_err = |e| storage_error(name, e);
-    let direct = data.len() >= DIRECT_WRITE_MIN && !direct_refused.load(Ordering::Relaxed);
+    let direct = cfg!(target_os = "linux")
+        && data.len() >= DIRECT_WRITE_MIN
+        && !direct_refused.load(Ordering::Relaxed);
     let file = match direct.then(|| write_direct(temp, data)) {
         Some(Ok(file)) => file,
-        Some(Err(e)) if e.raw_os_error() == Some(EINVAL) => {
-            // The file system takes no direct writes (tmpfs), or not at this alignment.
-            // The temporary file may exist by now: write it again, buffered.
+        Some(Err(_)) => {
+            // The file system may take no direct writes (some FUSE file systems, tmpfs
+            // before Linux 6.6, EINVAL or EOPNOTSUPP), or not at this alignment, or a
+            // write came back short. The temporary file may exist by now: write it again,
+            // buffered. Were the error the disk's, this write fails the same way.
+            let file = write_buffered(&rewrite_options(), temp, data).map_err(io_err)?;
             direct_refused.store(true, Ordering::Relaxed);
-            write_buffered(&rewrite_options(), temp, data).map_err(io_err)?
+            file
         }
-        Some(Err(e)) => return Err(io_err(e)),
         None => write_buffered(OpenOptions::new().write(true).create_new(true), temp, data)
             .map_err(io_err)?,
     };
@@ -434,14 +447,8 @@ fn write_buffered(options: &OpenOptions, temp: &Path, data: &[u8]) -> io::Result
     Ok(file)
 }
 
-#[cfg(target_os = "linux")]
-const EINVAL: i32 = libc::EINVAL;
-#[cfg(not(target_os = "linux"))]
-const EINVAL: i32 = 22;
-
 /// Create `temp` for direct writes and write `data` to it in aligned pieces, the last
-/// one padded with zeros and cut back by `set_len`. `EINVAL` means the file system
-/// refused: open, or a write at this alignment.
+/// one padded with zeros and cut back by `set_len`.
 #[cfg(target_os = "linux")]
 fn write_direct(temp: &Path, data: &[u8]) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -468,7 +475,7 @@ fn write_direct(temp: &Path, data: &[u8]) -> io::Result<File> {
 
 #[cfg(not(target_os = "linux"))]
 fn write_direct(_temp: &Path, _data: &[u8]) -> io::Result<File> {
-    Err(io::Error::from_raw_os_error(EINVAL))
+    Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
 /// Write `data` at offset 0 of `file` through the aligned part of `bounce`, in pieces
@@ -676,15 +683,33 @@ impl Storage for LocalStorage {
 mod tests {
     use super::*;
 
-    /// After a refused direct write the temporary file may hold part of the object, or
-    /// padding past its end: the buffered write that follows replaces all of it.
+    /// When the direct write fails (here at its exclusive open: a temporary file is in
+    /// the way, holding more than the object, as a refused direct write may leave it),
+    /// the object is written again buffered over whatever is there, lands whole, and
+    /// later writes go buffered.
     #[test]
-    fn buffered_rewrite_replaces_what_a_refused_direct_write_left() {
+    fn a_failed_direct_write_is_redone_buffered() {
         let dir = tempfile::tempdir().unwrap();
         let temp = dir.path().join(".tmp-left");
-        fs::write(&temp, vec![7u8; 3 * DIRECT_ALIGN]).unwrap();
-        let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
-        drop(write_buffered(&rewrite_options(), &temp, &data).unwrap());
-        assert_eq!(fs::read(&temp).unwrap(), data);
+        let path = dir.path().join("pack");
+        fs::write(&temp, vec![7u8; 5 * DIRECT_ALIGN + DIRECT_WRITE_MIN]).unwrap();
+        let data = crate::fuzzing::pseudo_random_bytes(3, DIRECT_WRITE_MIN + 5000);
+        let refused = AtomicBool::new(false);
+        write_via_temp(
+            "pack",
+            &path,
+            dir.path(),
+            &temp,
+            &data,
+            WriteMode::Replace,
+            &refused,
+        )
+        .unwrap();
+        assert!(fs::read(&path).unwrap() == data, "the object differs");
+        assert!(!temp.exists());
+        assert!(
+            refused.load(Ordering::Relaxed),
+            "later writes still try direct"
+        );
     }
 }
