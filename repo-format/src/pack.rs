@@ -174,11 +174,7 @@ impl PackBuilder {
     /// An empty pack of `kind` with room for `bytes` of blobs, so a pack of the target
     /// size never reallocates (doubling would hold up to twice its size in memory).
     pub fn with_capacity(kind: PackKind, bytes: usize) -> Self {
-        PackBuilder {
-            kind,
-            buf: Vec::with_capacity(bytes),
-            entries: Vec::new(),
-        }
+        Self::with_buffer(kind, Vec::with_capacity(bytes))
     }
 
     /// An empty pack of `kind` written into `buf` (cleared first): a buffer of an earlier

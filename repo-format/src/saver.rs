@@ -311,7 +311,8 @@ impl BlobSaver {
         let kind = PackKind::for_blob(blob_type);
         let full = {
             let mut pack = self.packer(kind).lock().map_err(|_| poisoned())?;
-            (pack.builder).add_entry(blob_type, id, &stored, plaintext.len() as u32, base_id);
+            pack.builder
+                .add_entry(blob_type, id, &stored, plaintext.len() as u32, base_id);
             if pack.builder.len() >= self.pack_size {
                 if kind == PackKind::Data {
                     // Trees fill meta packs at their own pace; data decides.
