@@ -1281,7 +1281,8 @@ impl Walker {
             self.readers.spawn(move || job.read());
             return Ok(Some(PendingNode::File(node, state, path.to_path_buf())));
         }
-        let file = match std::fs::File::open(path) {
+        // Longer than one chunk: read ahead on a thread of its own, past the page cache.
+        let file = match crate::read_ahead::ReadAhead::open(path) {
             Ok(f) => f,
             Err(e) => {
                 self.warn(format!("{}: {e}", path.display()));

@@ -19,6 +19,7 @@ pub mod key;
 pub mod manifest;
 pub mod pack;
 pub mod page_deltas;
+mod read_ahead;
 pub mod repo;
 pub mod restore;
 pub mod retention;
