@@ -524,16 +524,22 @@ impl References {
         }
         let bases: Vec<BlobId> = deltas.iter().map(|(_, base)| *base).collect();
         for ((id, base), found) in deltas.iter().zip(repo.type_and_base_many(&bases)) {
-            if found.is_none() {
-                suspect.entry(*id).or_insert((
-                    "delta_base_missing".into(),
-                    format!("data blob {}", id.short()),
-                    format!(
-                        "it is stored as a delta against {}, which no index file lists",
-                        base.short()
-                    ),
-                ));
-            }
+            // SPEC.md, blob checks: a base is a Data blob stored in full (chains are one
+            // step long), and nothing can decode a delta against anything else.
+            let (kind, why) = match found {
+                None => ("delta_base_missing", "which no index file lists"),
+                Some((_, Some(_))) => (
+                    "delta_base_invalid",
+                    "which is itself a delta (chains are one step long)",
+                ),
+                Some((BlobType::Data, None)) => continue,
+                Some((_, None)) => ("delta_base_invalid", "which is not a Data blob"),
+            };
+            suspect.entry(*id).or_insert((
+                kind.into(),
+                format!("data blob {}", id.short()),
+                format!("it is stored as a delta against {}, {why}", base.short()),
+            ));
         }
     }
 }
@@ -1590,6 +1596,48 @@ pub(crate) mod tests {
         assert_eq!(read.bad.len(), 1, "{:?}", read.bad);
         assert_eq!(read.bad[0].0, against_7.id);
         assert!(read.bad[0].1.contains("its base"), "{}", read.bad[0].1);
+    }
+
+    /// The snapshot walk's index checks name a delta whose base is missing, or is itself
+    /// a delta, and pass one against a full Data blob.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn referenced_deltas_need_a_full_data_blob_as_base() {
+        let (_storage, repo) = memory_repo().await;
+        let page = |seed| crate::fuzzing::pseudo_random_bytes(seed, 8192);
+        let edit = |mut p: Vec<u8>, at: usize| {
+            p[at..at + 64].fill(7);
+            p
+        };
+        let (a, b, c) = (page(1), edit(page(1), 100), edit(edit(page(1), 100), 3000));
+        let lost_base = page(2);
+        let d = edit(page(2), 500);
+        save_pages(&repo, vec![a.clone()], None).await;
+        // b against a (good), c against b (a chain: no writer makes one), d against a
+        // base that was never saved.
+        save_pages(&repo, vec![b.clone()], Some(vec![a.clone()])).await;
+        save_pages(
+            &repo,
+            vec![c.clone(), d.clone()],
+            Some(vec![b.clone(), lost_base]),
+        )
+        .await;
+
+        let id = |p: &[u8]| repo.keys().content_id(p);
+        let mut references = References::default();
+        let mut suspect = Suspects::new();
+        for p in [&a, &b, &c, &d] {
+            references.add(&repo, id(p), &mut suspect);
+        }
+        references.check(&repo, &mut suspect);
+        assert!(references.missing.is_empty());
+        let kinds: HashMap<BlobId, String> = suspect
+            .iter()
+            .map(|(id, (kind, ..))| (*id, kind.clone()))
+            .collect();
+        assert_eq!(kinds.len(), 2, "{suspect:?}");
+        assert_eq!(kinds[&id(&c)], "delta_base_invalid");
+        assert!(suspect[&id(&c)].2.contains("itself a delta"), "{suspect:?}");
+        assert_eq!(kinds[&id(&d)], "delta_base_missing");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
