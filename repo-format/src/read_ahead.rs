@@ -23,37 +23,28 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use crate::direct_io::{aligned_start, AlignedBuffers, DIRECT_PIECE};
 
 /// Bytes per read: large enough that a direct read costs little more than its transfer.
-const BLOCK: usize = 1 << 20;
+const BLOCK: usize = DIRECT_PIECE;
 
 /// Blocks of one file: the one the chunker reads from, one read and waiting, and one
 /// being read.
 const BLOCKS: usize = 3;
 
-/// What direct reads align memory, file offsets and lengths to: a multiple of the logical
-/// block size of 512-byte and 4 KiB devices alike.
-const ALIGN: usize = 4096;
-
-/// Blocks kept for the next file (one file's worth): fresh memory costs a page fault per
-/// 4 KiB, and on the project machine each of those a trip to the host. They are allocated
-/// by the thread opening files, never by a read-ahead thread: memory a short-lived thread
-/// allocates comes from an arena of its own, and stayed resident there once freed.
-static SPARE_BLOCKS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Blocks kept for the next file (one file's worth). They are allocated by the thread
+/// opening files, never by a read-ahead thread: memory a short-lived thread allocates
+/// comes from an arena of its own, and stayed resident there once freed.
+static SPARE_BLOCKS: AlignedBuffers = AlignedBuffers::new(BLOCKS);
 
 fn take_block() -> Vec<u8> {
-    let mut spare = SPARE_BLOCKS.lock().unwrap_or_else(|e| e.into_inner());
-    // Room for every block, so that handing one back never allocates.
-    spare.reserve(BLOCKS);
-    spare.pop().unwrap_or_else(|| vec![0; BLOCK + ALIGN])
+    SPARE_BLOCKS.take()
 }
 
 fn give_back(block: Vec<u8>) {
-    let mut spare = SPARE_BLOCKS.lock().unwrap_or_else(|e| e.into_inner());
-    if spare.len() < BLOCKS {
-        spare.push(block);
-    }
+    SPARE_BLOCKS.give_back(block);
 }
 
 /// One block read: its bytes are `buf[start..start + len]`; `len` 0 marks the end.
@@ -262,7 +253,7 @@ impl Source {
 fn read_blocks(mut source: Source, free: &Receiver<Vec<u8>>, filled: &Sender<io::Result<Filled>>) {
     let mut offset = 0u64;
     while let Ok(mut buf) = free.recv() {
-        let start = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
+        let start = aligned_start(&buf);
         let dest = &mut buf[start..start + BLOCK];
         let read = if offset == 0 {
             source.read_first(dest)
@@ -348,6 +339,7 @@ fn stop_direct(_file: &File) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::direct_io::DIRECT_ALIGN;
     use std::os::unix::fs::FileExt;
 
     fn read_all(r: &mut ReadAhead, piece: usize) -> Vec<u8> {
@@ -384,9 +376,9 @@ mod tests {
         let lens = [
             0,
             1,
-            ALIGN - 1,
-            ALIGN,
-            ALIGN + 1,
+            DIRECT_ALIGN - 1,
+            DIRECT_ALIGN,
+            DIRECT_ALIGN + 1,
             BLOCK - 1,
             BLOCK,
             BLOCK + 1,
@@ -468,7 +460,7 @@ mod tests {
         // Blocks full of another file's bytes in the pool (tests running beside this one
         // may take some; each block is checked the same way wherever it goes).
         for _ in 0..BLOCKS {
-            give_back(vec![0xEE; BLOCK + ALIGN]);
+            give_back(vec![0xEE; BLOCK + DIRECT_ALIGN]);
         }
         let path = dir.path().join("short");
         let data = crate::fuzzing::pseudo_random_bytes(4, BLOCK / 2 + 3);

@@ -15,6 +15,9 @@
 //! Every blocking file system call runs on tokio's blocking pool (`spawn_blocking`).
 
 use super::{BlobInfo, Storage};
+use crate::direct_io::DIRECT_PIECE;
+#[cfg(target_os = "linux")]
+use crate::direct_io::{aligned_start, AlignedBuffers, DIRECT_ALIGN};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use std::collections::HashSet;
@@ -355,7 +358,7 @@ impl Inner {
 /// the kernel 2-4 times the system time of the same bytes in 1 MiB writes on the
 /// project machine (ext4 on a KVM guest; BENCHMARKS.md, run of commit 9e17595): the
 /// first backup of 1 GiB of random data went from 4.9-6.6 s to 1.8-2.8 s of system time.
-const WRITE_PIECE: usize = 1 << 20;
+const WRITE_PIECE: usize = DIRECT_PIECE;
 
 /// Objects at least this large are written with `O_DIRECT`, from the writer's memory to
 /// the disk without a copy in the page cache: packs, which nothing reads back soon.
@@ -365,20 +368,11 @@ const WRITE_PIECE: usize = 1 << 20;
 /// cache"). It also leaves the page cache to the applications being backed up.
 pub(super) const DIRECT_WRITE_MIN: usize = 1 << 20;
 
-/// What direct writes align memory, file offsets and lengths to: a multiple of the
-/// logical block size of 512-byte and 4 KiB devices alike.
-#[cfg(any(target_os = "linux", test))]
-const DIRECT_ALIGN: usize = 4096;
-
 /// Bounce buffers of direct writes (object bytes sit at arbitrary addresses; direct
 /// writes need aligned memory), kept for the next write: at most one per concurrent
-/// write, [`WRITE_PIECE`] each.
+/// write of the eight kept.
 #[cfg(target_os = "linux")]
-static DIRECT_BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-
-/// Spare bounce buffers kept at most.
-#[cfg(target_os = "linux")]
-const MAX_SPARE_DIRECT_BUFFERS: usize = 8;
+static DIRECT_BUFFERS: AlignedBuffers = AlignedBuffers::new(8);
 
 /// The write protocol proper: temp file, fsync, rename or link, fsync the directory.
 fn write_via_temp(
@@ -457,17 +451,9 @@ fn write_direct(temp: &Path, data: &[u8]) -> io::Result<File> {
         .create_new(true)
         .custom_flags(libc::O_DIRECT)
         .open(temp)?;
-    let mut bounce = DIRECT_BUFFERS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .pop()
-        .unwrap_or_else(|| vec![0; WRITE_PIECE + DIRECT_ALIGN]);
+    let mut bounce = DIRECT_BUFFERS.take();
     let result = write_pieces_aligned(&file, data, &mut bounce);
-    let mut spare = DIRECT_BUFFERS.lock().unwrap_or_else(|e| e.into_inner());
-    if spare.len() < MAX_SPARE_DIRECT_BUFFERS {
-        spare.push(bounce);
-    }
-    drop(spare);
+    DIRECT_BUFFERS.give_back(bounce);
     result?;
     file.set_len(data.len() as u64)?;
     Ok(file)
@@ -482,7 +468,7 @@ fn write_direct(_temp: &Path, _data: &[u8]) -> io::Result<File> {
 /// of [`WRITE_PIECE`] (a multiple of [`DIRECT_ALIGN`]) and a last piece padded to it.
 #[cfg(target_os = "linux")]
 fn write_pieces_aligned(file: &File, data: &[u8], bounce: &mut [u8]) -> io::Result<()> {
-    let start = bounce.as_ptr().align_offset(DIRECT_ALIGN);
+    let start = aligned_start(bounce);
     let aligned = &mut bounce[start..start + WRITE_PIECE];
     let mut offset = 0u64;
     for piece in data.chunks(WRITE_PIECE) {
