@@ -1,0 +1,5 @@
+//! The `dprepo-controller` binary.
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

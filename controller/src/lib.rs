@@ -1,0 +1,7 @@
+//! `dprepo-controller`: a Kubernetes operator serving KubeBlocks' dataprotection API
+//! (`dataprotection.kubeblocks.io/v1alpha1`) on dprepo repositories.
+//!
+//! The contract it keeps is KubeBlocks' own: the custom resources, the Job environment
+//! and paths, labels and the `backup.info` hand-off, so KubeBlocks addon ActionSets run
+//! unchanged with dprepo's `datasafed` injected into their pods.
+#![warn(missing_docs)]
