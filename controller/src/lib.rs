@@ -5,3 +5,8 @@
 //! and paths, labels and the `backup.info` hand-off, so KubeBlocks addon ActionSets run
 //! unchanged with dprepo's `datasafed` injected into their pods.
 #![warn(missing_docs)]
+
+pub mod config;
+pub mod http;
+pub mod leader;
+pub mod metrics;
