@@ -7,6 +7,8 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod context;
+pub mod error;
 pub mod http;
 pub mod leader;
 pub mod metrics;
