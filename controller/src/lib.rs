@@ -5,3 +5,5 @@
 //! and paths, labels and the `backup.info` hand-off, so KubeBlocks addon ActionSets run
 //! unchanged with dprepo's `datasafed` injected into their pods.
 #![warn(missing_docs)]
+
+pub mod template;
