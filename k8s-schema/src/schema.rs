@@ -91,8 +91,47 @@ pub fn prune(schema: &Value, value: &mut Value, path: &str, root: bool, unknown:
         }
         Value::Array(items) => {
             if let Some(is) = schema.get("items") {
+                let preserve = flag(schema, "x-kubernetes-preserve-unknown-fields");
                 for (i, it) in items.iter_mut().enumerate() {
-                    prune(is, it, &index_path(path, i), false, unknown);
+                    if preserve {
+                        // The server's skipPrune: under a preserving list, its items keep
+                        // their unknown fields too (known ones are still pruned inside).
+                        skip_prune(is, it, &index_path(path, i), unknown);
+                    } else {
+                        prune(is, it, &index_path(path, i), false, unknown);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Pruning below a node that preserves unknown fields, as the server's `skipPrune`: unknown
+/// fields stay; known properties (and additionalProperties) are pruned by their own schema;
+/// list items are skip-pruned in turn.
+fn skip_prune(schema: &Value, value: &mut Value, path: &str, unknown: &mut Vec<String>) {
+    let embedded = flag(schema, "x-kubernetes-embedded-resource");
+    match value {
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            for (k, v) in map.iter_mut() {
+                if embedded && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                    continue;
+                }
+                let p = child_path(path, k);
+                if let Some(sub) = props.and_then(|pr| pr.get(k)) {
+                    prune(sub, v, &p, false, unknown);
+                } else if let Some(ap) = additional {
+                    prune(ap, v, &p, false, unknown);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(is) = schema.get("items") {
+                for (i, it) in items.iter_mut().enumerate() {
+                    skip_prune(is, it, &index_path(path, i), unknown);
                 }
             }
         }
@@ -711,6 +750,26 @@ mod tests {
         );
         assert_eq!(o["spec"]["replicas"], 1);
         assert_eq!(o["spec"]["free"]["any"]["x"], 1);
+    }
+
+    // kube-sim's first pruner pruned the items of a list marked
+    // x-kubernetes-preserve-unknown-fields by the items' schema, dropping fields the real
+    // server keeps (KubeBlocks marks ActionSet and Restore `env` lists this way).
+    #[test]
+    fn preserve_unknown_fields_on_a_list_keeps_unknown_fields_of_its_items() {
+        let schema = json!({"type": "object", "properties": {"env": {
+            "type": "array", "x-kubernetes-preserve-unknown-fields": true,
+            "items": {"type": "object", "required": ["name"], "properties": {
+                "name": {"type": "string"},
+                "valueFrom": {"type": "object", "properties": {"key": {"type": "string"}}}}}}}});
+        let mut o = json!({"env": [{"name": "A", "fileKeyRef": {"path": "x"},
+            "valueFrom": {"key": "k", "bogus": 1}}]});
+        let mut unknown = Vec::new();
+        prune(&schema, &mut o, "", false, &mut unknown);
+        assert_eq!(o["env"][0]["fileKeyRef"]["path"], "x");
+        // Known properties are still pruned by their own schema.
+        assert!(o["env"][0]["valueFrom"].get("bogus").is_none());
+        assert_eq!(unknown, vec!["env[0].valueFrom.bogus".to_string()]);
     }
 
     #[test]
