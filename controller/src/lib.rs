@@ -6,8 +6,9 @@
 //! unchanged with dprepo's `datasafed` injected into their pods.
 //!
 //! Module map: [`api`] holds the custom resource types; [`crd`] generates the
-//! CustomResourceDefinitions from them.
+//! CustomResourceDefinitions from them; [`validate`] checks manifests against them.
 #![warn(missing_docs)]
 
 pub mod api;
 pub mod crd;
+pub mod validate;

@@ -140,3 +140,92 @@ impl Object {
         }
     }
 }
+
+impl Object {
+    /// The kind's name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::StorageProvider(_) => "StorageProvider",
+            Object::BackupRepo(_) => "BackupRepo",
+            Object::ActionSet(_) => "ActionSet",
+            Object::BackupPolicy(_) => "BackupPolicy",
+            Object::BackupSchedule(_) => "BackupSchedule",
+            Object::Backup(_) => "Backup",
+            Object::Restore(_) => "Restore",
+            Object::GarbageCollection(_) => "GarbageCollection",
+        }
+    }
+
+    /// Texts the schema takes as plain strings but KubeBlocks (and this controller)
+    /// interpret, which do not read: Go durations, retention periods, a restore time that
+    /// is no real instant. KubeBlocks cannot decode an object with a bad duration at all.
+    /// Returns (field path, problem) pairs, paths as the API server writes them.
+    pub fn interpretation_problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut duration = |path: String, d: Option<&duration::MetaDuration>| {
+            if let Some(d) = d {
+                if let Err(e) = d.parse() {
+                    out.push((
+                        path,
+                        format!("not a Go duration (e.g. \"90s\", \"1h30m\"): {e}"),
+                    ));
+                }
+            }
+        };
+        match self {
+            Object::ActionSet(a) => {
+                if let Some(b) = &a.spec.backup {
+                    for (name, steps) in
+                        [("preBackup", &b.pre_backup), ("postBackup", &b.post_backup)]
+                    {
+                        for (i, s) in steps.iter().flatten().enumerate() {
+                            let t = s.exec.as_ref().and_then(|e| e.timeout.as_ref());
+                            duration(format!("spec.backup.{name}[{i}].exec.timeout"), t);
+                        }
+                    }
+                }
+                if let Some(r) = &a.spec.restore {
+                    for (i, s) in r.post_ready.iter().flatten().enumerate() {
+                        let t = s.exec.as_ref().and_then(|e| e.timeout.as_ref());
+                        duration(format!("spec.restore.postReady[{i}].exec.timeout"), t);
+                    }
+                }
+            }
+            Object::Backup(b) => {
+                duration(
+                    "status.duration".into(),
+                    b.status.as_ref().and_then(|s| s.duration.as_ref()),
+                );
+                if let Some(Err(e)) = b.spec.retention_period.as_ref().map(|r| r.minutes()) {
+                    out.push(("spec.retentionPeriod".into(), e.to_string()));
+                }
+            }
+            Object::BackupSchedule(s) => {
+                for (i, p) in s.spec.schedules.iter().enumerate() {
+                    if let Some(Err(e)) = p.retention_period.as_ref().map(|r| r.minutes()) {
+                        out.push((
+                            format!("spec.schedules[{i}].retentionPeriod"),
+                            e.to_string(),
+                        ));
+                    }
+                }
+            }
+            Object::Restore(r) => {
+                duration(
+                    "status.duration".into(),
+                    r.status.as_ref().and_then(|s| s.duration.as_ref()),
+                );
+                if let Some(t) = &r.spec.restore_time {
+                    if chrono::DateTime::parse_from_rfc3339(t).is_err() {
+                        out.push((
+                            "spec.restoreTime".into(),
+                            format!("{t:?} is not a valid UTC time (YYYY-MM-DDTHH:MM:SSZ)"),
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+}
