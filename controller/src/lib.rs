@@ -4,12 +4,18 @@
 //! The contract it keeps is KubeBlocks' own: the custom resources, the Job environment
 //! and paths, labels and the `backup.info` hand-off, so KubeBlocks addon ActionSets run
 //! unchanged with dprepo's `datasafed` injected into their pods.
+//!
+//! Module map: [`api`] holds the custom resource types; [`crd`] generates the
+//! CustomResourceDefinitions from them; [`validate`] checks manifests against them.
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod config;
 pub mod context;
+pub mod crd;
 pub mod error;
 pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod template;
+pub mod validate;
