@@ -2,11 +2,10 @@
 //! every way a storage fault can damage it.
 
 use dprepo_repo_format::backup::{backup, BackupOptions, BackupProgress, BackupSource};
+use dprepo_repo_format::repair::{repair_index, repair_snapshots};
 use dprepo_repo_format::restore::dump;
 use dprepo_repo_format::storage::{MemoryStorage, Storage};
-use dprepo_repo_format::verify::{
-    repair_index, repair_snapshots, verify, DataSubset, VerifyReport,
-};
+use dprepo_repo_format::verify::{verify, DataSubset, VerifyReport};
 use dprepo_repo_format::{InitOptions, Repository};
 use std::collections::BTreeMap;
 use std::sync::Arc;

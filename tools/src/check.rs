@@ -7,6 +7,7 @@ use crate::repository;
 use crate::Cli;
 use anyhow::Result;
 use clap::{Args, Subcommand};
+use dprepo_repo_format::repair;
 use dprepo_repo_format::verify::{self, DataSubset, VerifyProgress};
 use serde_json::json;
 use std::sync::atomic::Ordering;
@@ -120,7 +121,7 @@ pub async fn run_repair(cli: &Cli, c: &RepairCommand) -> Result<u8> {
         RepairCommand::Index => {
             let progress = Arc::new(VerifyProgress::default());
             let st = status(cli, &progress, "repair index");
-            let result = verify::repair_index(&repo, progress).await;
+            let result = repair::repair_index(&repo, progress).await;
             st.finish();
             let report = result?;
             if cli.json {
@@ -137,7 +138,7 @@ pub async fn run_repair(cli: &Cli, c: &RepairCommand) -> Result<u8> {
             Ok(0)
         }
         RepairCommand::Snapshots { read_data, dry_run } => {
-            let report = verify::repair_snapshots(&repo, *read_data, *dry_run).await?;
+            let report = repair::repair_snapshots(&repo, *read_data, *dry_run).await?;
             if cli.json {
                 let mut v = serde_json::to_value(&report)?;
                 v["dry_run"] = json!(dry_run);
