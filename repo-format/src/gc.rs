@@ -484,11 +484,24 @@ fn holder_is_dead(hostname: &str, pid: u32) -> bool {
         && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Take the gc lease.
+/// Take the gc lease for a gc.
 ///
 /// # Errors
-/// [`Error::Busy`] if another gc holds an unexpired lease.
+/// [`Error::Busy`] if another gc (or a repair) holds an unexpired lease.
 pub async fn acquire_lease(repo: &Repository, options: &GcOptions) -> Result<Lease> {
+    acquire_lease_for(repo, options, "gc").await
+}
+
+/// Take the gc lease for `command` (`gc`, `repair index` ...): while it is held no gc
+/// runs, so nothing gc would delete can be indexed or referenced behind its back.
+///
+/// # Errors
+/// [`Error::Busy`] naming the holder if another process holds an unexpired lease.
+pub async fn acquire_lease_for(
+    repo: &Repository,
+    options: &GcOptions,
+    command: &str,
+) -> Result<Lease> {
     let now = (options.clock)();
     let mut token = [0u8; 16];
     OsRng.fill_bytes(&mut token);
@@ -498,6 +511,7 @@ pub async fn acquire_lease(repo: &Repository, options: &GcOptions) -> Result<Lea
         acquired: now,
         expires: now + options.lease_ttl,
         token: token.iter().map(|b| format!("{b:02x}")).collect(),
+        command: command.to_string(),
     };
     let bytes = lease.encode(repo.keys());
     match repo.storage().create(LEASE_NAME, &bytes).await {
@@ -507,15 +521,17 @@ pub async fn acquire_lease(repo: &Repository, options: &GcOptions) -> Result<Lea
     }
     let existing = match repo.storage().get(LEASE_NAME).await {
         Ok(b) => Lease::decode(repo.keys(), &b, LEASE_NAME)?,
-        Err(Error::NotFound { .. }) => return Box::pin(acquire_lease(repo, options)).await,
+        Err(Error::NotFound { .. }) => {
+            return Box::pin(acquire_lease_for(repo, options, command)).await
+        }
         Err(e) => return Err(e),
     };
     if existing.expires > now && !holder_is_dead(&existing.hostname, existing.pid) {
         return Err(Error::Busy {
             object: "the gc lease".into(),
             reason: format!(
-                "another gc runs on {} (pid {}) since {}, lease valid until {}",
-                existing.hostname, existing.pid, existing.acquired, existing.expires
+                "`{}` runs on {} (pid {}) since {}, lease valid until {}; run {command} again when it has ended",
+                existing.command, existing.hostname, existing.pid, existing.acquired, existing.expires
             ),
         });
     }
@@ -525,9 +541,65 @@ pub async fn acquire_lease(repo: &Repository, options: &GcOptions) -> Result<Lea
         Ok(()) => Ok(lease),
         Err(Error::AlreadyExists { .. }) => Err(Error::Busy {
             object: "the gc lease".into(),
-            reason: "another gc took over the expired lease first".into(),
+            reason: "another process took over the expired lease first".into(),
         }),
         Err(e) => Err(e),
+    }
+}
+
+/// The gc lease held by a command other than gc itself (repair), renewed in the
+/// background until [`LeaseGuard::release`]: such commands have no natural points at
+/// which to renew it, and may run longer than the lease's time to live.
+#[derive(Debug)]
+pub struct LeaseGuard {
+    repo: Repository,
+    lease: Lease,
+    renewal: tokio::task::JoinHandle<()>,
+}
+
+impl LeaseGuard {
+    /// Take the lease for `command` and start renewing it every third of
+    /// `options.lease_ttl`.
+    ///
+    /// # Errors
+    /// As [`acquire_lease_for`].
+    pub async fn acquire(
+        repo: &Repository,
+        options: &GcOptions,
+        command: &str,
+    ) -> Result<LeaseGuard> {
+        let lease = acquire_lease_for(repo, options, command).await?;
+        let every = (options.lease_ttl / 3)
+            .to_std()
+            .unwrap_or(std::time::Duration::from_secs(60))
+            .max(std::time::Duration::from_secs(1));
+        let (renewing, options) = (repo.clone(), options.clone());
+        let mut renewed = lease.clone();
+        let renewal = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                // Taken over (this process stalled past the ttl): stop renewing; the
+                // release below then leaves the other holder's lease alone.
+                if renew_lease(&renewing, &mut renewed, &options)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(LeaseGuard {
+            repo: repo.clone(),
+            lease,
+            renewal,
+        })
+    }
+
+    /// Stop renewing and release the lease if it is still ours.
+    pub async fn release(self) {
+        self.renewal.abort();
+        let _ = self.renewal.await;
+        release_lease(&self.repo, &self.lease).await;
     }
 }
 
@@ -542,8 +614,8 @@ async fn renew_lease(repo: &Repository, lease: &mut Lease, options: &GcOptions) 
         return Err(Error::Busy {
             object: "the gc lease".into(),
             reason: format!(
-                "taken over by {} (pid {}); this gc stops",
-                current.hostname, current.pid
+                "taken over by `{}` on {} (pid {}); this gc stops",
+                current.command, current.hostname, current.pid
             ),
         });
     }

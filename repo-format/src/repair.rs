@@ -4,6 +4,7 @@
 use crate::blob::BlobType;
 use crate::content::Content;
 use crate::error::{Error, Result};
+use crate::gc::{GcOptions, LeaseGuard};
 use crate::id::BlobId;
 use crate::index::{IndexFile, IndexPack};
 use crate::pack::PackKind;
@@ -31,14 +32,31 @@ pub struct RepairIndexReport {
 /// storage, then delete the old ones. Entries of packs whose header is unreadable are
 /// taken from old index files that still decode.
 ///
+/// Holds the gc lease throughout (SPEC.md section 18.1), so no gc deletes a pack while
+/// it is being indexed. Index files are listed before packs: every pack an old index
+/// file names was written before that file (section 17, W1), so it is in the pack
+/// listing, and deleting the old file loses nothing; files written meanwhile by
+/// backups are not in the listing and stay.
+///
 /// # Errors
-/// Storage errors while listing or writing.
+/// [`Error::Busy`] while a gc (or another repair) holds the lease; storage errors while
+/// listing, reading or writing (before any old index file is deleted).
 pub async fn repair_index(
     repo: &Repository,
     progress: Arc<VerifyProgress>,
 ) -> Result<RepairIndexReport> {
+    let lease = LeaseGuard::acquire(repo, &GcOptions::default(), "repair index").await?;
+    let result = rebuild_index_files(repo, progress).await;
+    lease.release().await;
+    result
+}
+
+/// [`repair_index`] under the lease.
+async fn rebuild_index_files(
+    repo: &Repository,
+    progress: Arc<VerifyProgress>,
+) -> Result<RepairIndexReport> {
     let mut report = RepairIndexReport::default();
-    let stored = list_packs(repo).await?;
     let old_names: Vec<String> = repo
         .storage()
         .list(INDEX_DIR)
@@ -46,6 +64,7 @@ pub async fn repair_index(
         .into_iter()
         .map(|b| b.name)
         .collect();
+    let stored = list_packs(repo).await?;
     progress
         .packs_total
         .store(stored.len() as u64, Ordering::Relaxed);
@@ -63,10 +82,16 @@ pub async fn repair_index(
                 entries_in_file += entries.len();
                 fresh.packs.push(IndexPack { id, kind, entries });
             }
-            Err(_) => {
+            // Deleted since the listing (by hand: gc waits for the lease): nothing to
+            // index.
+            Err(Error::NotFound { .. }) => {}
+            Err(Error::Corrupt { .. } | Error::UnsupportedVersion { .. }) => {
                 unreadable.insert(id);
                 report.unreadable_packs.push(kind.storage_name(&id));
             }
+            // A storage fault says nothing about the pack: stop before deleting the
+            // index files that name it.
+            Err(e) => return Err(e),
         }
         progress.packs_done.fetch_add(1, Ordering::Relaxed);
         if entries_in_file >= crate::gc::MAX_ENTRIES_PER_INDEX_FILE {
@@ -77,17 +102,20 @@ pub async fn repair_index(
     // Keep what old index files say about packs whose header is damaged.
     if !unreadable.is_empty() {
         for name in &old_names {
-            if let Ok(file) = repo
+            let file = match repo
                 .storage()
                 .get(name)
                 .await
                 .and_then(|b| IndexFile::decode(repo.keys(), &b, name))
             {
-                for p in file.packs {
-                    if unreadable.remove(&p.id) {
-                        report.blobs += p.entries.len();
-                        fresh.packs.push(p);
-                    }
+                Ok(file) => file,
+                Err(Error::Corrupt { .. } | Error::UnsupportedVersion { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            for p in file.packs {
+                if unreadable.remove(&p.id) {
+                    report.blobs += p.entries.len();
+                    fresh.packs.push(p);
                 }
             }
         }
@@ -138,13 +166,32 @@ pub struct RepairedSnapshot {
 /// tagged `repaired`), keeping the original. With `read_data`, every referenced blob is
 /// read and verified, not just looked up in the index.
 ///
+/// Holds the gc lease throughout (SPEC.md section 18.1): the repaired manifests are
+/// committed before any later gc lists snapshots, so that gc keeps what they reference.
+///
 /// # Errors
-/// Storage errors while writing.
+/// [`Error::Busy`] while a gc (or another repair) holds the lease; storage errors while
+/// writing.
 pub async fn repair_snapshots(
     repo: &Repository,
     read_data: bool,
     dry_run: bool,
 ) -> Result<RepairSnapshotsReport> {
+    let lease = LeaseGuard::acquire(repo, &GcOptions::default(), "repair snapshots").await?;
+    let result = rewrite_snapshots(repo, read_data, dry_run).await;
+    lease.release().await;
+    result
+}
+
+/// [`repair_snapshots`] under the lease.
+async fn rewrite_snapshots(
+    repo: &Repository,
+    read_data: bool,
+    dry_run: bool,
+) -> Result<RepairSnapshotsReport> {
+    // An index loaded before the lease was taken may list packs a gc that ran in
+    // between deleted, with the blobs it moved (SPEC.md section 15, S-2a).
+    repo.load_index().await?;
     let snapshots = repo.list_snapshots().await?;
     let stored = list_packs(repo).await?;
     let mut report = RepairSnapshotsReport {
