@@ -122,6 +122,66 @@ impl VerifyReport {
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }
+
+    /// The commands that recover from the problems found, in the order to run them:
+    /// rebuild the index, take damaged blobs out of it, rewrite the snapshots that
+    /// used lost data, back up again. Empty when nothing is wrong.
+    pub fn next_steps(&self) -> Vec<String> {
+        let has = |kinds: &[&str]| {
+            self.problems
+                .iter()
+                .any(|p| kinds.contains(&p.kind.as_str()))
+        };
+        let mut steps = Vec::new();
+        if has(&[
+            "index_file_damaged",
+            "pack_missing",
+            "blob_out_of_bounds",
+            "index_header_mismatch",
+        ]) || (has(&["blob_missing", "tree_unreadable"]) && !self.unindexed_packs.is_empty())
+        {
+            steps.push("dprepo repair index   (rebuild the index from the pack headers)".into());
+        }
+        let mut packs: Vec<&str> = self
+            .problems
+            .iter()
+            .filter(|p| {
+                matches!(
+                    p.kind.as_str(),
+                    "blob_damaged"
+                        | "pack_hash_mismatch"
+                        | "pack_header_damaged"
+                        | "pack_unreadable"
+                )
+            })
+            .map(|p| p.object.as_str())
+            .collect();
+        packs.sort_unstable();
+        packs.dedup();
+        if !packs.is_empty() {
+            let named = if packs.len() <= 8 {
+                format!(" {}", packs.join(" "))
+            } else {
+                String::new()
+            };
+            steps.push(format!(
+                "dprepo repair packs{named}   (take the damaged blobs out of the index, keep the intact ones)"
+            ));
+        }
+        if self.problems.iter().any(|p| {
+            !p.snapshots.is_empty() || p.kind == "snapshot_damaged" || p.kind == "pack_missing"
+        }) || !packs.is_empty()
+        {
+            steps.push(
+                "dprepo repair snapshots --forget   (rewrite the snapshots that used lost data, remove the damaged ones)"
+                    .into(),
+            );
+            steps.push(
+                "dprepo backup ...   (the next backup stores the lost chunks again, if the files still exist)".into(),
+            );
+        }
+        steps
+    }
 }
 
 /// Live counters of a running verification.
@@ -419,13 +479,26 @@ pub async fn verify(
     let wanted: HashSet<BlobId> = suspect_blobs.keys().copied().collect();
     let users = users_of(repo, &snapshots, &wanted).await;
     let mut grouped: BTreeMap<(String, String, String), Affected> = BTreeMap::new();
+    let mut unused = Vec::new();
     for (blob, (kind, object, detail)) in suspect_blobs {
         let Some((snaps, files)) = users.get(&blob) else {
-            continue; // damaged but unused: gc will drop it
+            unused.push((blob, (kind, object, detail)));
+            continue;
         };
         let e = grouped.entry((kind, object, detail)).or_default();
         e.0.extend(snaps.iter().cloned());
         e.1.extend(files.iter().cloned());
+    }
+    // Damaged or lost blobs no snapshot uses still poison the next backup that meets
+    // their content, as long as the index offers them for deduplication. (A delta whose
+    // base is gone is not offered, SPEC.md section 15, S-3.)
+    let ids: Vec<BlobId> = unused.iter().map(|(id, _)| *id).collect();
+    for ((_, (kind, object, detail)), usable) in unused.into_iter().zip(repo.usable_many(&ids)) {
+        if usable {
+            let detail =
+                format!("{detail} (no snapshot uses it, but the index still offers it to backups)");
+            grouped.entry((kind, object, detail)).or_default();
+        }
     }
     for ((kind, object, detail), (mut snaps, mut files)) in grouped {
         snaps.sort();
@@ -1154,7 +1227,11 @@ pub(crate) mod tests {
     }
 
     /// Saves `pages` through one backup session: in full, or as deltas of `bases`.
-    async fn save_pages(repo: &Repository, pages: Vec<Vec<u8>>, bases: Option<Vec<Vec<u8>>>) {
+    pub(crate) async fn save_pages(
+        repo: &Repository,
+        pages: Vec<Vec<u8>>,
+        bases: Option<Vec<Vec<u8>>>,
+    ) {
         let (saver, uploader) = BlobSaver::start(
             repo.storage().clone(),
             repo.keys().clone(),

@@ -7,7 +7,10 @@ use crate::repository;
 use crate::Cli;
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use dprepo_repo_format::repair;
+use dprepo_repo_format::blob::BlobType;
+use dprepo_repo_format::repair::{
+    self, RepairPacksOptions, RepairPacksReport, RepairSnapshotsOptions, RepairSnapshotsReport,
+};
 use dprepo_repo_format::verify::{self, DataSubset, VerifyProgress};
 use serde_json::json;
 use std::sync::atomic::Ordering;
@@ -30,6 +33,17 @@ pub struct VerifyArgs {
 pub enum RepairCommand {
     /// Rebuild the index from pack headers (after index files are lost or damaged).
     Index,
+    /// Take damaged blobs out of the index: copy the intact blobs of each damaged pack
+    /// into a new pack and delete the damaged one, so the next backup stores the lost
+    /// chunks again (after `verify --read-data` reports damaged blobs or packs).
+    Packs {
+        /// Packs to repair (names, ids or id prefixes, as verify prints them); default:
+        /// read every pack the index names.
+        packs: Vec<String>,
+        /// Show what would be repaired; write nothing.
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+    },
     /// Write repaired copies of snapshots that reference missing or damaged data.
     Snapshots {
         /// Read and verify every referenced blob, not just look it up in the index.
@@ -38,6 +52,10 @@ pub enum RepairCommand {
         /// Show what would be repaired; write nothing.
         #[arg(short = 'n', long)]
         dry_run: bool,
+        /// Remove the damaged originals once their repaired copies are written, and
+        /// the snapshots nothing can be restored from.
+        #[arg(long)]
+        forget: bool,
     },
 }
 
@@ -68,6 +86,7 @@ pub async fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8> {
     if cli.json {
         let mut v = serde_json::to_value(&report)?;
         v["ok"] = json!(report.ok());
+        v["next_steps"] = json!(report.next_steps());
         print_json(&v)?;
     } else if !cli.quiet || !report.ok() {
         let mut t = format!(
@@ -105,11 +124,16 @@ pub async fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8> {
                 t.push_str(&format!("  ... and {} more\n", p.files.len() - 20));
             }
         }
-        t.push_str(if report.ok() {
-            "no errors were found\n"
+        if report.ok() {
+            t.push_str("no errors were found\n");
         } else {
-            "the repository is damaged: see the errors above (repair index / repair snapshots)\n"
-        });
+            t.push_str(
+                "the repository is damaged: see the errors above. To recover, run in this order:\n",
+            );
+            for step in report.next_steps() {
+                t.push_str(&format!("  {step}\n"));
+            }
+        }
         print(&t)?;
     }
     Ok(if report.ok() { 0 } else { EXIT_DAMAGED })
@@ -132,42 +156,165 @@ pub async fn run_repair(cli: &Cli, c: &RepairCommand) -> Result<u8> {
                     report.packs_indexed, report.blobs, report.index_files_replaced
                 ))?;
                 for p in &report.unreadable_packs {
-                    eprintln!("dprepo: warning: {p}: header unreadable; kept what old index files said about it");
+                    eprintln!("dprepo: warning: {p}: header unreadable; kept what old index files said about it (`dprepo repair packs {p}` keeps the blobs that still decode)");
                 }
             }
             Ok(0)
         }
-        RepairCommand::Snapshots { read_data, dry_run } => {
-            let report = repair::repair_snapshots(&repo, *read_data, *dry_run).await?;
+        RepairCommand::Packs { packs, dry_run } => {
+            let options = RepairPacksOptions::default()
+                .with_packs(packs.clone())
+                .with_dry_run(*dry_run);
+            let progress = Arc::new(VerifyProgress::default());
+            let st = status(cli, &progress, "repair packs");
+            let result = repair::repair_packs(&repo, &options, progress).await;
+            st.finish();
+            let report = result?;
+            for n in &report.notes {
+                eprintln!("dprepo: warning: {n}");
+            }
+            if !report.writer_sessions.is_empty() {
+                eprintln!(
+                    "dprepo: warning: {} backups were running during the repair; one that started before it may have referenced a damaged blob: run `dprepo repair snapshots` once they have finished",
+                    report.writer_sessions.len()
+                );
+            }
             if cli.json {
                 let mut v = serde_json::to_value(&report)?;
                 v["dry_run"] = json!(dry_run);
                 print_json(&v)?;
             } else if !cli.quiet {
-                let mut t = String::new();
-                for r in &report.repaired {
-                    t.push_str(&format!(
-                        "snapshot {} {} as {} (tagged repaired), leaving out:\n",
-                        &r.original[..8],
-                        if *dry_run {
-                            "would be repaired"
-                        } else {
-                            "repaired"
-                        },
-                        &r.repaired[..8]
-                    ));
-                    for d in &r.dropped {
-                        t.push_str(&format!("  {d}\n"));
-                    }
-                }
-                t.push_str(&format!(
-                    "{} of {} snapshots needed repair; originals are kept\n",
-                    report.repaired.len(),
-                    report.snapshots
-                ));
-                print(&t)?;
+                print(&packs_text(&report, *dry_run))?;
+            }
+            Ok(0)
+        }
+        RepairCommand::Snapshots {
+            read_data,
+            dry_run,
+            forget,
+        } => {
+            let options = RepairSnapshotsOptions::default()
+                .with_read_data(*read_data)
+                .with_dry_run(*dry_run)
+                .with_forget(*forget);
+            let report = repair::repair_snapshots(&repo, &options).await?;
+            if cli.json {
+                let mut v = serde_json::to_value(&report)?;
+                v["dry_run"] = json!(dry_run);
+                print_json(&v)?;
+            } else if !cli.quiet {
+                print(&snapshots_text(&report, &options))?;
             }
             Ok(0)
         }
     }
+}
+
+fn packs_text(report: &RepairPacksReport, dry_run: bool) -> String {
+    let mut t = format!(
+        "checked {} packs ({}, {} blobs)\n",
+        report.packs_checked,
+        bytes(report.bytes_read),
+        report.blobs_checked
+    );
+    if report.damaged.is_empty() {
+        t.push_str("no damaged packs found\n");
+        return t;
+    }
+    for d in &report.damaged {
+        t.push_str(&format!(
+            "{}: {} blobs decode{}, {} do not\n",
+            d.pack,
+            d.blobs_kept,
+            if dry_run {
+                ""
+            } else {
+                " (copied into new packs)"
+            },
+            d.dropped.len()
+        ));
+        if let Some(why) = &d.header {
+            t.push_str(&format!("  header unreadable: {why}\n"));
+        }
+        for b in d.dropped.iter().take(20) {
+            let kind = match b.blob_type {
+                BlobType::Data => "data",
+                BlobType::Tree => "tree",
+                BlobType::ChunkList => "chunk list",
+            };
+            t.push_str(&format!("  {kind} blob {}: {}\n", &b.id[..8], b.reason));
+        }
+        if d.dropped.len() > 20 {
+            t.push_str(&format!("  ... and {} more\n", d.dropped.len() - 20));
+        }
+    }
+    let dropped: usize = report.damaged.iter().map(|d| d.dropped.len()).sum();
+    if dry_run {
+        t.push_str(&format!(
+            "dry run: {} damaged packs would be replaced and {dropped} blobs left out of the index\n",
+            report.damaged.len()
+        ));
+    } else {
+        t.push_str(&format!(
+            "replaced {} damaged packs by {} new packs, left {dropped} blobs out of the index and deleted the damaged packs\n\
+             next: `dprepo repair snapshots --forget` rewrites the snapshots that used the blobs left out; the next backup stores their chunks again\n",
+            report.damaged.len(),
+            report.packs_written.len()
+        ));
+    }
+    t
+}
+
+fn snapshots_text(report: &RepairSnapshotsReport, options: &RepairSnapshotsOptions) -> String {
+    let mut t = String::new();
+    let would = |done: &'static str, planned: &'static str| {
+        if options.dry_run {
+            planned
+        } else {
+            done
+        }
+    };
+    for r in &report.repaired {
+        t.push_str(&format!(
+            "snapshot {} {} as {} (tagged repaired{}), leaving out:\n",
+            &r.original[..8],
+            would("repaired", "would be repaired"),
+            &r.repaired[..8],
+            if r.existed {
+                ", written by an earlier repair"
+            } else {
+                ""
+            }
+        ));
+        for d in &r.dropped {
+            t.push_str(&format!("  {d}\n"));
+        }
+    }
+    for l in &report.lost {
+        t.push_str(&format!(
+            "snapshot {} cannot be repaired: nothing of it can be restored ({})\n",
+            &l.id[..8],
+            l.reason
+        ));
+    }
+    t.push_str(&format!(
+        "{} of {} snapshots needed repair: {} rewritten, {} lost entirely\n",
+        report.repaired.len() + report.lost.len(),
+        report.snapshots,
+        report.repaired.len(),
+        report.lost.len()
+    ));
+    if options.forget {
+        t.push_str(&format!(
+            "{} {} snapshots (the damaged originals and the lost ones)\n",
+            would("removed", "would remove"),
+            report.removed.len()
+        ));
+    } else if !report.repaired.is_empty() || !report.lost.is_empty() {
+        t.push_str("the damaged originals are kept; `dprepo repair snapshots --forget` removes them (gc does not run while they exist)\n");
+    }
+    if report.repaired.is_empty() && report.lost.is_empty() && !options.read_data {
+        t.push_str("(blobs were looked up in the index, not read: `dprepo verify --read-data` finds damaged ones, `dprepo repair packs` takes them out of the index)\n");
+    }
+    t
 }
