@@ -344,7 +344,10 @@ fn pack_id_from_name(name: &str) -> Option<(BlobId, PackKind)> {
 async fn all_snapshots(repo: &Repository) -> Result<Vec<Snapshot>> {
     let (snapshots, damaged) = repo.list_snapshots_checked().await?;
     if let Some((name, e)) = damaged.first() {
-        return Err(Error::corrupt(name, format!("{e}; gc will not run while a snapshot cannot be read (it would free its data): run verify, then forget or restore that file")));
+        let file = name
+            .strip_prefix(crate::repo::SNAPSHOTS_DIR)
+            .unwrap_or(name);
+        return Err(Error::corrupt(name, format!("{e}; gc will not run while a snapshot cannot be read (it would free its data): put an intact copy of that file back, or remove it with `dprepo forget {file}` (`dprepo repair snapshots --forget` removes every damaged one)")));
     }
     Ok(snapshots)
 }
@@ -1043,6 +1046,26 @@ pub async fn forget_snapshots(repo: &Repository, ids: &[BlobId]) -> Result<()> {
         repo.storage()
             .delete(&format!("{}{}", crate::repo::SNAPSHOTS_DIR, id.to_hex()))
             .await?;
+    }
+    Ok(())
+}
+
+/// Remove snapshot files that cannot be read (damaged manifests, by storage name
+/// `snapshots/<name>` as [`Repository::list_snapshots_checked`] reports them): without
+/// a readable manifest there is nothing to forget by id, and gc refuses to run while
+/// they exist.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a name outside `snapshots/`; storage errors.
+pub async fn forget_snapshot_files(repo: &Repository, names: &[String]) -> Result<()> {
+    for name in names {
+        let file = name.strip_prefix(crate::repo::SNAPSHOTS_DIR).unwrap_or("");
+        if file.is_empty() || file.contains('/') {
+            return Err(Error::InvalidArgument(format!(
+                "{name} is not a snapshot file"
+            )));
+        }
+        repo.storage().delete(name).await?;
     }
     Ok(())
 }

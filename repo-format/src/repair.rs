@@ -644,8 +644,9 @@ pub struct RepairSnapshotsOptions {
     pub read_data: bool,
     /// Report what would be done; write and delete nothing.
     pub dry_run: bool,
-    /// Remove the damaged originals once their repaired copies are written, and the
-    /// snapshots nothing can be restored from.
+    /// Remove the damaged originals once their repaired copies are written, the
+    /// snapshots nothing can be restored from, and the snapshot files that cannot be
+    /// read.
     pub forget: bool,
 }
 
@@ -677,9 +678,22 @@ pub struct RepairSnapshotsReport {
     /// Snapshots whose root tree is lost or damaged: nothing of them can be restored,
     /// so there is nothing to rewrite.
     pub lost: Vec<LostSnapshot>,
+    /// Snapshot files that cannot be read (damaged manifests): name and error.
+    pub unreadable: Vec<UnreadableSnapshot>,
     /// Snapshot ids (hex) removed with `forget`: originals of the repaired snapshots
     /// and the lost ones.
     pub removed: Vec<String>,
+    /// Unreadable snapshot files removed with `forget` (storage names).
+    pub removed_files: Vec<String>,
+}
+
+/// A snapshot file that cannot be read.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UnreadableSnapshot {
+    /// Its storage name (`snapshots/<name>`).
+    pub name: String,
+    /// Why it cannot be read.
+    pub error: String,
 }
 
 /// One rewritten snapshot.
@@ -710,8 +724,9 @@ pub struct LostSnapshot {
 /// tagged `repaired`); a snapshot whose root tree is lost is reported, as nothing of it
 /// is left to keep. With `read_data`, every referenced blob is read and verified, not
 /// just looked up in the index (damaged blobs that are still indexed are found this
-/// way, but only `repair packs` takes them out of the index). With `forget`, the
-/// originals of repaired snapshots and the lost snapshots are removed afterwards.
+/// way, but only `repair packs` takes them out of the index). Snapshot files that
+/// cannot be read are reported. With `forget`, the originals of repaired snapshots, the
+/// lost snapshots and the unreadable snapshot files are removed afterwards.
 ///
 /// Holds the gc lease throughout (SPEC.md section 18.1): the repaired manifests are
 /// committed before any later gc lists snapshots, so that gc keeps what they reference.
@@ -739,10 +754,17 @@ async fn rewrite_snapshots(
     // An index loaded before the lease was taken may list packs a gc that ran in
     // between deleted, with the blobs it moved (SPEC.md section 15, S-2a).
     repo.load_index().await?;
-    let snapshots = repo.list_snapshots().await?;
+    let (snapshots, unreadable) = repo.list_snapshots_checked().await?;
     let stored = list_packs(repo).await?;
     let mut report = RepairSnapshotsReport {
         snapshots: snapshots.len(),
+        unreadable: unreadable
+            .into_iter()
+            .map(|(name, e)| UnreadableSnapshot {
+                name,
+                error: e.to_string(),
+            })
+            .collect(),
         ..RepairSnapshotsReport::default()
     };
     let mut fixer = TreeFixer {
@@ -817,11 +839,14 @@ async fn rewrite_snapshots(
     }
     fixer.flush().await?;
     if options.forget {
+        let files: Vec<String> = report.unreadable.iter().map(|u| u.name.clone()).collect();
         // After every repaired copy is durable.
         if !dry_run {
             crate::gc::forget_snapshots(repo, &forget).await?;
+            crate::gc::forget_snapshot_files(repo, &files).await?;
         }
         report.removed = forget.iter().map(|id| id.to_hex()).collect();
+        report.removed_files = files;
     }
     Ok(report)
 }

@@ -513,3 +513,57 @@ fn repair_snapshots_names_snapshots_whose_root_tree_is_lost() {
     assert!(env.snapshots().is_empty());
     env.ok(&["gc"]);
 }
+
+/// A damaged snapshot file blocked gc, and gc's advice ("forget or restore that file")
+/// led nowhere: `forget` knew only readable snapshots and said "no such snapshot". It
+/// now takes the file's name, or a unique prefix, and gc's message names the command;
+/// `repair snapshots` names such files and `--forget` removes them.
+#[test]
+fn a_damaged_snapshot_file_can_be_forgotten_as_gc_advises() {
+    let (env, _src) = setup();
+    let mut damaged: Vec<String> = (0..3)
+        .map(|i| env.backup_stream(&format!("s{i}"), format!("stream {i}").as_bytes()))
+        .collect();
+    for id in &damaged {
+        let file = env.repo.join("snapshots").join(id);
+        flip_byte(&file, fs::metadata(&file).unwrap().len() as usize / 2);
+    }
+    damaged.sort();
+
+    // gc names the first damaged file and the command that removes it.
+    let line = env.fail(&["gc"]);
+    let advised = line
+        .split('`')
+        .find(|part| part.starts_with("dprepo forget "))
+        .unwrap_or_else(|| panic!("gc names no forget command: {line}"));
+    assert_eq!(advised, format!("dprepo forget {}", damaged[0]), "{line}");
+    let args: Vec<&str> = advised.split_whitespace().skip(1).collect();
+    let out = env.ok(&args);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&damaged[0]),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // By a unique prefix.
+    let removed = env.json(&["forget", &damaged[1][..12]]);
+    assert_eq!(
+        removed["removed_files"],
+        serde_json::json!([format!("snapshots/{}", damaged[1])]),
+        "{removed}"
+    );
+    // repair snapshots names the last one and offers to remove it.
+    let out = env.ok(&["repair", "snapshots"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains(&damaged[2]) && text.contains("--forget"),
+        "{text}"
+    );
+    let report = env.json(&["repair", "snapshots", "--forget"]);
+    assert_eq!(
+        report["removed_files"],
+        serde_json::json!([format!("snapshots/{}", damaged[2])]),
+        "{report}"
+    );
+    assert_eq!(env.repo_file_names("snapshots").len(), 1);
+    env.ok(&["gc"]);
+}

@@ -44,7 +44,8 @@ pub enum RepairCommand {
         #[arg(short = 'n', long)]
         dry_run: bool,
     },
-    /// Write repaired copies of snapshots that reference missing or damaged data.
+    /// Write repaired copies of snapshots that reference missing or damaged data, and
+    /// name those and the snapshot files that cannot be read (`--forget` removes them).
     Snapshots {
         /// Read and verify every referenced blob, not just look it up in the index.
         #[arg(long)]
@@ -52,8 +53,8 @@ pub enum RepairCommand {
         /// Show what would be repaired; write nothing.
         #[arg(short = 'n', long)]
         dry_run: bool,
-        /// Remove the damaged originals once their repaired copies are written, and
-        /// the snapshots nothing can be restored from.
+        /// Remove the damaged originals once their repaired copies are written, the
+        /// snapshots nothing can be restored from, and unreadable snapshot files.
         #[arg(long)]
         forget: bool,
     },
@@ -297,6 +298,18 @@ fn snapshots_text(report: &RepairSnapshotsReport, options: &RepairSnapshotsOptio
             l.reason
         ));
     }
+    for u in &report.unreadable {
+        t.push_str(&format!(
+            "snapshot file {} cannot be read ({}): {}\n",
+            u.name,
+            u.error,
+            if options.forget {
+                would("removed", "would be removed")
+            } else {
+                "`--forget` removes it"
+            }
+        ));
+    }
     t.push_str(&format!(
         "{} of {} snapshots needed repair: {} rewritten, {} lost entirely\n",
         report.repaired.len() + report.lost.len(),
@@ -306,11 +319,15 @@ fn snapshots_text(report: &RepairSnapshotsReport, options: &RepairSnapshotsOptio
     ));
     if options.forget {
         t.push_str(&format!(
-            "{} {} snapshots (the damaged originals and the lost ones)\n",
+            "{} {} snapshots (the damaged originals and the lost ones) and {} unreadable snapshot files\n",
             would("removed", "would remove"),
-            report.removed.len()
+            report.removed.len(),
+            report.removed_files.len()
         ));
-    } else if !report.repaired.is_empty() || !report.lost.is_empty() {
+    } else if !report.repaired.is_empty()
+        || !report.lost.is_empty()
+        || !report.unreadable.is_empty()
+    {
         t.push_str("the damaged originals are kept; `dprepo repair snapshots --forget` removes them (gc does not run while they exist)\n");
     }
     if report.repaired.is_empty() && report.lost.is_empty() && !options.read_data {

@@ -370,11 +370,21 @@ fn matches_filter(s: &Snapshot, f: &FilterArgs) -> bool {
 }
 
 pub async fn filtered_snapshots(repo: &Repository, f: &FilterArgs) -> Result<Vec<Snapshot>> {
+    Ok(filtered_snapshots_checked(repo, f).await?.0)
+}
+
+/// [`filtered_snapshots`], and the snapshot files that cannot be read (storage name,
+/// error), each named in a warning on stderr.
+pub async fn filtered_snapshots_checked(
+    repo: &Repository,
+    f: &FilterArgs,
+) -> Result<(Vec<Snapshot>, Vec<(String, dprepo_repo_format::Error)>)> {
     let (all, damaged) = repo.list_snapshots_checked().await?;
-    for (name, e) in damaged {
+    for (name, e) in &damaged {
         eprintln!("dprepo: warning: {name} cannot be read and is left out: {e}");
     }
-    Ok(all.into_iter().filter(|s| matches_filter(s, f)).collect())
+    let selected = all.into_iter().filter(|s| matches_filter(s, f)).collect();
+    Ok((selected, damaged))
 }
 
 async fn snapshots(cli: &Cli, f: &FilterArgs) -> Result<u8> {
