@@ -567,3 +567,54 @@ fn a_damaged_snapshot_file_can_be_forgotten_as_gc_advises() {
     assert_eq!(env.repo_file_names("snapshots").len(), 1);
     env.ok(&["gc"]);
 }
+
+/// `init` over a repository whose config was lost succeeded: it wrote a second master
+/// key and a new config, orphaning every pack and snapshot for good; and the error for
+/// the missing config advised exactly that ("create one with `dprepo init`"). Now the
+/// error asks for the config back and init refuses, naming what it found; with the
+/// config put back the repository is whole. Key files alone (an init that died before
+/// its config) are refused too, after init has waited for a concurrent one.
+#[test]
+fn init_refuses_a_location_holding_a_repository_without_its_config() {
+    let (env, src) = setup();
+    let config = fs::read(env.repo.join("config")).unwrap();
+    fs::remove_file(env.repo.join("config")).unwrap();
+    let keys = env.repo_file_names("keys");
+
+    let line = env.fail(&["snapshots"]);
+    assert!(
+        line.contains("config is missing")
+            && line.contains("put a copy of the config back")
+            && !line.contains("create one"),
+        "{line}"
+    );
+    let line = env.fail(&["init"]);
+    assert!(
+        line.contains("no config") && line.contains("data/") && line.contains("snapshots/"),
+        "{line}"
+    );
+    assert!(!env.repo.join("config").exists(), "init wrote a config");
+    assert_eq!(env.repo_file_names("keys"), keys, "init wrote a key");
+
+    fs::write(env.repo.join("config"), &config).unwrap();
+    assert_eq!(env.snapshots().len(), 1);
+    let f0 = s(&src.join("f0")).to_string();
+    assert!(env.dump("latest", &f0) == fs::read(&f0).unwrap());
+
+    // Only key files: an init that died between its key and its config.
+    let other = TestEnv::new();
+    fs::create_dir_all(other.repo.join("keys")).unwrap();
+    fs::copy(
+        env.repo.join("keys").join(&keys[0]),
+        other.repo.join("keys").join(&keys[0]),
+    )
+    .unwrap();
+    let line = other.fail(&["snapshots"]);
+    assert!(line.contains("no repository"), "{line}");
+    let line = other.fail(&["init"]);
+    assert!(line.contains("keys/ holds 1 file"), "{line}");
+    // An empty directory is fine.
+    let empty = TestEnv::new();
+    fs::create_dir_all(empty.repo.join("keys")).unwrap();
+    empty.ok(&["init"]);
+}
