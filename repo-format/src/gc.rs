@@ -294,6 +294,11 @@ pub struct GcPlan {
     pub pending_tombstones: Vec<String>,
     /// Bytes this gc frees once its tombstone is processed.
     pub bytes_freed_estimate: u64,
+    /// Temporary files of interrupted writes (a killed backup leaves them) that are
+    /// older than `session_stale_after`, so no live writer can own them: removed.
+    pub stale_temporary_files: Vec<String>,
+    /// Their bytes.
+    pub stale_temporary_bytes: u64,
     #[serde(skip)]
     reachable: Option<Reachable>,
 }
@@ -322,6 +327,10 @@ pub struct GcReport {
     /// Packs kept although planned for deletion (referenced again meanwhile, or a
     /// blob to rewrite failed verification).
     pub packs_kept: u64,
+    /// Temporary files of interrupted writes removed.
+    pub temporary_files_removed: u64,
+    /// Bytes freed by removing them.
+    pub temporary_bytes_freed: u64,
     /// Problems that did not stop gc.
     pub warnings: Vec<String>,
 }
@@ -453,8 +462,22 @@ pub async fn plan(repo: &Repository, options: &GcOptions) -> Result<GcPlan> {
             u.live = Vec::new();
         }
     }
+    // A write in progress keeps its temporary file's time recent; one silent for as
+    // long as a writer session may be is abandoned (its writer, if it ever resumes,
+    // fails to rename the file and commits nothing).
+    let cutoff = (options.clock)() - options.session_stale_after;
+    let mut stale_temporary_files = Vec::new();
+    let mut stale_temporary_bytes = 0;
+    for t in repo.storage().list_temporary().await? {
+        if chrono::DateTime::<chrono::Utc>::from(t.modified) < cutoff {
+            stale_temporary_files.push(t.name);
+            stale_temporary_bytes += t.size;
+        }
+    }
+    stale_temporary_files.sort();
     let bytes_freed_estimate = delete.iter().chain(&orphans).map(|u| u.size).sum::<u64>()
-        + repack.iter().map(|u| u.unused_bytes).sum::<u64>();
+        + repack.iter().map(|u| u.unused_bytes).sum::<u64>()
+        + stale_temporary_bytes;
     let pending_tombstones = repo
         .storage()
         .list(TOMBSTONES_DIR)
@@ -474,6 +497,8 @@ pub async fn plan(repo: &Repository, options: &GcOptions) -> Result<GcPlan> {
         index_files: index_names.len(),
         pending_tombstones,
         bytes_freed_estimate,
+        stale_temporary_files,
+        stale_temporary_bytes,
         reachable: Some(reachable),
     })
 }
@@ -671,6 +696,14 @@ pub async fn apply(
         .reachable
         .clone()
         .ok_or_else(|| Error::Internal("gc plan without reachability".into()))?;
+    // Abandoned temporary files first: they free space and nothing refers to them.
+    for name in &plan.stale_temporary_files {
+        repo.storage().delete_temporary(name).await?;
+        report.temporary_files_removed += 1;
+    }
+    if report.temporary_files_removed > 0 {
+        report.temporary_bytes_freed = plan.stale_temporary_bytes;
+    }
     let mut doomed: Vec<TombstonePack> = Vec::new();
     doomed.extend(plan.delete.iter().map(|u| TombstonePack {
         id: u.id,

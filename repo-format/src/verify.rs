@@ -113,6 +113,11 @@ pub struct VerifyReport {
     pub blobs_checked: u64,
     /// Packs in storage that no index file names (garbage for gc, or to re-index).
     pub unindexed_packs: Vec<String>,
+    /// Temporary files of writes in progress or interrupted (`.tmp-*` of the local
+    /// backend): not damage; gc removes those older than a writer may stay silent.
+    pub temporary_files: Vec<String>,
+    /// Their bytes.
+    pub temporary_bytes: u64,
     /// Errors: data that is missing or damaged.
     pub problems: Vec<Problem>,
 }
@@ -415,6 +420,11 @@ pub async fn verify(
         .map(|(id, (k, _))| k.storage_name(id))
         .collect();
     report.unindexed_packs.sort();
+    for t in repo.storage().list_temporary().await? {
+        report.temporary_files.push(t.name);
+        report.temporary_bytes += t.size;
+    }
+    report.temporary_files.sort();
 
     // Pack headers against the index (structure), or whole packs (read-data).
     progress

@@ -103,6 +103,16 @@ pub async fn run_verify(cli: &Cli, a: &VerifyArgs) -> Result<u8> {
             ));
         }
         t.push('\n');
+        if !report.temporary_files.is_empty() {
+            t.push_str(&format!(
+                "{} temporary files ({}) are left by interrupted writes or belong to writes in progress; gc removes those older than {} minutes\n",
+                report.temporary_files.len(),
+                bytes(report.temporary_bytes),
+                dprepo_repo_format::gc::GcOptions::default()
+                    .session_stale_after
+                    .num_minutes()
+            ));
+        }
         if !report.unindexed_packs.is_empty() {
             t.push_str(&format!("{} packs are in no index file (from interrupted backups; gc removes them, repair index indexes them)\n", report.unindexed_packs.len()));
         }

@@ -317,6 +317,14 @@ fn print_gc(plan: &gc::GcPlan, report: Option<&gc::GcReport>) -> Result<()> {
         plan.orphans.len(),
         bytes(plan.bytes_freed_estimate)
     );
+    if !plan.stale_temporary_files.is_empty() {
+        t.push_str(&format!(
+            "temporary files of interrupted writes (older than {} minutes): {} ({})\n",
+            GcOptions::default().session_stale_after.num_minutes(),
+            plan.stale_temporary_files.len(),
+            bytes(plan.stale_temporary_bytes)
+        ));
+    }
     if let Some(r) = report {
         t.push_str(&format!(
             "deleted {} packs ({}), rewrote {} packs into {} ({}), rewrote {} index files\n",
@@ -331,6 +339,13 @@ fn print_gc(plan: &gc::GcPlan, report: Option<&gc::GcReport>) -> Result<()> {
             t.push_str(&format!(
                 "{} deletions wait for backups that were running when they were planned; the next gc after those backups finish completes them\n",
                 r.tombstones_blocked.len()
+            ));
+        }
+        if r.temporary_files_removed > 0 {
+            t.push_str(&format!(
+                "removed {} temporary files of interrupted writes ({})\n",
+                r.temporary_files_removed,
+                bytes(r.temporary_bytes_freed)
             ));
         }
         if !r.stale_sessions_removed.is_empty() {
