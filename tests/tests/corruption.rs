@@ -618,3 +618,48 @@ fn init_refuses_a_location_holding_a_repository_without_its_config() {
     fs::create_dir_all(empty.repo.join("keys")).unwrap();
     empty.ok(&["init"]);
 }
+
+/// With the newest snapshot's file damaged, `latest` silently meant an older snapshot:
+/// a restore of "latest" restored yesterday's data without saying so (the listing
+/// warning names the damaged file, not what `latest` became). Now stderr and `--json`
+/// say which snapshot `latest` fell back to and that the unreadable one may be newer.
+#[test]
+fn latest_says_when_it_falls_back_past_an_unreadable_snapshot_file() {
+    let (env, src) = setup();
+    let older = env.snapshots()[0]["id"].as_str().unwrap().to_string();
+    let newest = env.backup_stream("later", b"the newest snapshot");
+    let file = env.repo.join("snapshots").join(&newest);
+    flip_byte(&file, fs::metadata(&file).unwrap().len() as usize / 2);
+
+    let says_so = |text: &str| {
+        text.contains("`latest` is snapshot")
+            && text.contains(&older[..8])
+            && text.contains(&newest)
+            && text.contains("may be newer")
+    };
+    let target = env.path("restore");
+    let out = env.run(&["--json", "restore", "latest", "--target", s(&target)]);
+    assert_success(&out, &["restore", "latest"]);
+    assert!(says_so(&stderr(&out)), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["snapshot"], older.as_str());
+    assert!(
+        doc["warnings"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| says_so(w.as_str().unwrap_or("")))),
+        "{doc}"
+    );
+    let doc = env.json(&["ls", "latest"]);
+    assert!(
+        doc["warnings"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| says_so(w.as_str().unwrap_or("")))),
+        "{doc}"
+    );
+    let out = env.run(&["dump", "latest", s(&src.join("f0"))]);
+    assert_success(&out, &["dump", "latest"]);
+    assert!(says_so(&stderr(&out)), "{}", stderr(&out));
+    // A snapshot named by id needs no such warning.
+    let out = env.run(&["dump", &older, s(&src.join("f0"))]);
+    assert!(!stderr(&out).contains("`latest`"), "{}", stderr(&out));
+}

@@ -1,7 +1,7 @@
 //! `forget`, `gc` and `snapshot expire`: the commands that remove things. Each one can
 //! show what it would do (`--dry-run`) before doing it.
 
-use crate::commands::{filtered_snapshots_checked, snapshot_json, FilterArgs};
+use crate::commands::{filtered_snapshots_checked, latest_warning, snapshot_json, FilterArgs};
 use crate::output::{bytes, print, print_json};
 use crate::repository;
 use crate::Cli;
@@ -192,12 +192,21 @@ pub async fn forget(cli: &Cli, a: &ForgetArgs) -> Result<u8> {
         if !policy.is_empty() {
             bail!("give snapshot ids or a policy (--keep-*, --expired), not both");
         }
+        let mut warnings = Vec::new();
         for sel in &a.snapshots {
             match select_forgettable(&candidates, &damaged, sel)? {
-                Forgettable::Snapshot(id) => remove.push(id),
+                Forgettable::Snapshot(id) => {
+                    let chosen = candidates.iter().find(|s| s.id == id);
+                    if let Some(w) = chosen.and_then(|s| latest_warning(sel, s, &damaged)) {
+                        eprintln!("dprepo: warning: {w}");
+                        warnings.push(w);
+                    }
+                    remove.push(id)
+                }
                 Forgettable::File(name) => remove_files.push(name),
             }
         }
+        doc["warnings"] = json!(warnings);
         remove.sort();
         remove.dedup();
         remove_files.sort();
@@ -403,8 +412,11 @@ pub async fn snapshot(cli: &Cli, c: &SnapshotCommand) -> Result<u8> {
                 _ => bail!("give one of --in DURATION, --at TIME or --never"),
             };
             let repo = repository::open(cli).await?;
-            let all = repo.list_snapshots().await?;
+            let (all, damaged) = repo.list_snapshots_checked().await?;
             let snap = Repository::select_snapshot(&all, snapshot)?;
+            if let Some(w) = latest_warning(snapshot, &snap, &damaged) {
+                eprintln!("dprepo: warning: {w}");
+            }
             let new = gc::set_expiry(&repo, &snap, expires).await?;
             if cli.json {
                 print_json(&snapshot_json(&new))?;
