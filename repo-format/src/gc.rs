@@ -713,25 +713,59 @@ pub async fn apply(
         id: u.id,
         kind: u.kind,
     }));
+    // Packs with nothing to keep go before any copy is written: rewriting needs room
+    // for the copies, and on a nearly full disk it failed before anything was freed.
+    if !doomed.is_empty() && !plan.repack.is_empty() {
+        write_tombstone(repo, std::mem::take(&mut doomed), options).await?;
+        renew_lease(repo, lease, options).await?;
+        process_tombstones(repo, options, lease, &mut reachable, &mut report).await?;
+    }
 
     // Rewrite mostly-unused packs.
     let rewritten = rewrite_packs(repo, &plan.repack, &mut report).await?;
     doomed.extend(rewritten);
-
     if !doomed.is_empty() {
-        let tombstone = Tombstone {
-            created: (options.clock)(),
-            packs: doomed,
-        };
-        let bytes = tombstone.encode(repo.keys());
-        let name = format!("{TOMBSTONES_DIR}{}", BlobId::of_stored(&bytes).to_hex());
-        match repo.storage().create(&name, &bytes).await {
-            Ok(()) | Err(Error::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e),
-        }
+        write_tombstone(repo, doomed, options).await?;
     }
     renew_lease(repo, lease, options).await?;
+    process_tombstones(repo, options, lease, &mut reachable, &mut report).await?;
+    report.tombstones_blocked.sort();
+    report.tombstones_blocked.dedup();
+    Ok(report)
+}
 
+/// G5: name `packs` in a new tombstone.
+async fn write_tombstone(
+    repo: &Repository,
+    packs: Vec<TombstonePack>,
+    options: &GcOptions,
+) -> Result<()> {
+    let tombstone = Tombstone {
+        created: (options.clock)(),
+        packs,
+    };
+    let bytes = tombstone.encode(repo.keys());
+    let name = format!("{TOMBSTONES_DIR}{}", BlobId::of_stored(&bytes).to_hex());
+    match repo.storage().create(&name, &bytes).await {
+        Ok(()) | Err(Error::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// G6 to G9 for every tombstone in the repository: list sessions, then for the
+/// tombstones no live writer blocks, delete the packs whose reachable blobs all have
+/// another home, after rewriting the index files naming them; compact index files when
+/// there are many.
+///
+/// # Errors
+/// Storage errors; the repository stays consistent (the next gc finishes).
+async fn process_tombstones(
+    repo: &Repository,
+    options: &GcOptions,
+    lease: &mut Lease,
+    reachable: &mut Reachable,
+    report: &mut GcReport,
+) -> Result<()> {
     // Sessions: after the tombstone is durable, so a writer not listed now sees it.
     let now = (options.clock)();
     let mut live: Vec<SessionMarker> = Vec::new();
@@ -774,14 +808,6 @@ pub async fn apply(
             processable.push(name);
         }
     }
-    if processable.is_empty() && plan.index_files <= options.compact_index_files_above {
-        return Ok(report);
-    }
-
-    // Fresh view: snapshots committed meanwhile keep their data.
-    for s in all_snapshots(repo).await? {
-        reachable.add_snapshot(repo, &s).await?;
-    }
     let index_names: Vec<String> = repo
         .storage()
         .list(INDEX_DIR)
@@ -789,7 +815,15 @@ pub async fn apply(
         .into_iter()
         .map(|b| b.name)
         .collect();
-    close_over_bases(repo, &mut reachable, &index_names).await?;
+    if processable.is_empty() && index_names.len() <= options.compact_index_files_above {
+        return Ok(());
+    }
+
+    // Fresh view: snapshots committed meanwhile keep their data.
+    for s in all_snapshots(repo).await? {
+        reachable.add_snapshot(repo, &s).await?;
+    }
+    close_over_bases(repo, reachable, &index_names).await?;
     // Pass 1: reachable blobs inside candidate packs need a copy elsewhere.
     let mut needs_copy: HashSet<BlobId> = HashSet::new();
     let mut pack_live: HashMap<BlobId, Vec<BlobId>> = HashMap::new();
@@ -910,7 +944,7 @@ pub async fn apply(
     // built, so gc never holds two (readers meanwhile reload on a miss).
     let _ = deletable;
     repo.rebuild_index().await?;
-    Ok(report)
+    Ok(())
 }
 
 async fn write_index(repo: &Repository, file: IndexFile) -> Result<()> {
