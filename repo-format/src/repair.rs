@@ -226,9 +226,9 @@ pub struct DroppedBlob {
 /// those in `options.packs`; a delta blob is authenticated, not decoded (its base may
 /// be the damaged one).
 ///
-/// Holds the gc lease throughout and follows SPEC.md section 18.1, R-4: only bytes that
-/// were read and do not decode count as damage; a storage error stops the repair before
-/// anything is deleted.
+/// Holds the gc lease throughout (a dry run, which only reads, does not) and follows
+/// SPEC.md section 18.1, R-4: only bytes that were read and do not decode count as
+/// damage; a storage error stops the repair before anything is deleted.
 ///
 /// # Errors
 /// [`Error::Busy`] while a gc (or another repair) holds the lease;
@@ -240,14 +240,34 @@ pub async fn repair_packs(
     options: &RepairPacksOptions,
     progress: Arc<VerifyProgress>,
 ) -> Result<RepairPacksReport> {
+    if options.dry_run {
+        // Reads only: no need to keep gc out.
+        return Ok(plan_packs(repo, options, progress).await?.report);
+    }
     let lease = LeaseGuard::acquire(repo, &GcOptions::default(), "repair packs").await?;
-    let result = salvage_packs(repo, options, progress).await;
+    let result = async {
+        let plan = plan_packs(repo, options, progress).await?;
+        apply_packs(repo, plan).await
+    }
+    .await;
     lease.release().await;
     result
 }
 
-/// A damaged pack found by [`salvage_packs`]: where it is, the entries its blobs are
+/// What `repair packs` would do, from [`plan_packs`]: the report so far (packs read,
+/// damaged ones found) and what [`apply_packs`] needs to carry it out.
+#[derive(Debug)]
+pub struct RepairPacksPlan {
+    /// The damaged packs found, with what would be kept and dropped.
+    pub report: RepairPacksReport,
+    salvage: Vec<Salvage>,
+    /// Index files naming each pack.
+    named_by: HashMap<BlobId, Vec<String>>,
+}
+
+/// A damaged pack found by [`plan_packs`]: where it is, the entries its blobs are
 /// read by, and the report line.
+#[derive(Debug)]
 struct Salvage {
     id: BlobId,
     kind: PackKind,
@@ -256,12 +276,16 @@ struct Salvage {
     report: DamagedPack,
 }
 
-/// [`repair_packs`] under the lease.
-async fn salvage_packs(
+/// Find the damaged packs (`options.packs`, or every indexed one) and what of each
+/// decodes; reads only. [`repair_packs`] runs it under the lease, then [`apply_packs`].
+///
+/// # Errors
+/// As [`repair_packs`], but for [`Error::Busy`].
+pub async fn plan_packs(
     repo: &Repository,
     options: &RepairPacksOptions,
     progress: Arc<VerifyProgress>,
-) -> Result<RepairPacksReport> {
+) -> Result<RepairPacksPlan> {
     let mut report = RepairPacksReport::default();
     repo.load_index().await?;
     // What every index file says about each pack, and which files name it.
@@ -363,8 +387,27 @@ async fn salvage_packs(
             },
         });
     }
-    if damaged.is_empty() || options.dry_run {
-        report.damaged = damaged.into_iter().map(|d| d.report).collect();
+    report.damaged = damaged.iter().map(|d| d.report.clone()).collect();
+    Ok(RepairPacksPlan {
+        report,
+        salvage: damaged,
+        named_by,
+    })
+}
+
+/// Carry out `plan` (SPEC.md section 18.1, R-4); the caller holds the gc lease and
+/// made the plan under it.
+///
+/// # Errors
+/// Storage errors; before the old index files are deleted, nothing but new packs and
+/// index files has been written.
+async fn apply_packs(repo: &Repository, plan: RepairPacksPlan) -> Result<RepairPacksReport> {
+    let RepairPacksPlan {
+        mut report,
+        salvage: mut damaged,
+        named_by,
+    } = plan;
+    if damaged.is_empty() {
         return Ok(report);
     }
 
