@@ -248,12 +248,17 @@ fn packs_text(report: &RepairPacksReport, dry_run: bool) -> String {
             t.push_str(&format!("  header unreadable: {why}\n"));
         }
         for b in d.dropped.iter().take(20) {
+            // The reason names the blob as decoding does ("data blob 1a2b3c4d is ...").
             let kind = match b.blob_type {
                 BlobType::Data => "data",
                 BlobType::Tree => "tree",
                 BlobType::ChunkList => "chunk list",
             };
-            t.push_str(&format!("  {kind} blob {}: {}\n", &b.id[..8], b.reason));
+            if b.reason.contains(&b.id[..8]) {
+                t.push_str(&format!("  {}\n", b.reason));
+            } else {
+                t.push_str(&format!("  {kind} blob {}: {}\n", &b.id[..8], b.reason));
+            }
         }
         if d.dropped.len() > 20 {
             t.push_str(&format!("  ... and {} more\n", d.dropped.len() - 20));
