@@ -424,6 +424,40 @@ pub fn decode_delta_blob(
     Ok(plain)
 }
 
+/// Check that a stored delta blob is intact without its base: it authenticates with its
+/// id and base, and its payload is a delta frame declaring `raw_len` bytes. The content
+/// hash needs the base's plaintext; authentication alone already fails on any changed
+/// byte, so `repair packs` can tell a damaged delta from one whose base is unreadable.
+///
+/// # Errors
+/// [`Error::Corrupt`] as [`decode_delta_blob`] for the checks made.
+pub fn authenticate_delta_blob(
+    keys: &Keys,
+    id: &BlobId,
+    base: &BlobId,
+    stored: &[u8],
+    raw_len: u64,
+) -> Result<()> {
+    let object = format!("data blob {} (delta against {})", id.short(), base.short());
+    let payload = keys.open(&blob_aad(BlobType::Data, id, Some(base)), stored, &object)?;
+    let (&encoding, body) = payload
+        .split_first()
+        .ok_or_else(|| Error::corrupt(&object, "empty blob payload"))?;
+    if encoding != ENCODING_ZSTD_DELTA {
+        return Err(Error::corrupt(
+            &object,
+            format!("payload encoding {encoding} in a delta blob"),
+        ));
+    }
+    match zstd::zstd_safe::get_frame_content_size(body) {
+        Ok(Some(declared)) if declared == raw_len => Ok(()),
+        _ => Err(Error::corrupt(
+            &object,
+            format!("zstd: frame does not declare the expected {raw_len} bytes"),
+        )),
+    }
+}
+
 /// Smallest possible stored blob (empty plaintext, raw encoding).
 pub const MIN_STORED_BLOB: usize = SEAL_OVERHEAD + 1;
 
@@ -577,6 +611,18 @@ mod tests {
             .unwrap();
         let resealed = keys.seal(&blob_aad(BlobType::Data, &id, None), &payload);
         assert!(decode_blob(&keys, BlobType::Data, &id, &resealed, len).is_err());
+
+        // Without its base: intact and authentic, or refused for any flipped byte, a
+        // wrong base id or another length.
+        authenticate_delta_blob(&keys, &id, &base_id, &stored, len).unwrap();
+        for at in 0..stored.len() {
+            let mut flipped = stored.clone();
+            flipped[at] ^= 0x10;
+            assert!(authenticate_delta_blob(&keys, &id, &base_id, &flipped, len).is_err());
+        }
+        assert!(authenticate_delta_blob(&keys, &id, &wrong_id, &stored, len).is_err());
+        assert!(authenticate_delta_blob(&keys, &id, &base_id, &stored, len + 1).is_err());
+        assert!(authenticate_delta_blob(&keys, &id, &base_id, &full, len).is_err());
     }
 
     /// The reused contexts load the base as a raw-content dictionary, which must be the

@@ -145,7 +145,7 @@ impl Reachable {
             }
             self.bloom.insert(&tree_id);
             let tree = repo.load_tree(&tree_id).await.map_err(|e| {
-                Error::Internal(format!("snapshot {} cannot be walked ({e}); gc will not run until every snapshot can be walked: run `dprepo verify`, then `dprepo repair index` (lost index files) or `dprepo repair snapshots`", snap.id.short()))
+                Error::Internal(format!("snapshot {} cannot be walked ({e}); gc will not run until every snapshot can be walked: run `dprepo verify`, then `dprepo repair index` if index files were lost, and `dprepo repair snapshots --forget` to replace the snapshots that use lost data", snap.id.short()))
             })?;
             for node in tree.nodes {
                 match node.kind {
@@ -211,7 +211,7 @@ fn require_indexed(repo: &Repository, snap: &Snapshot, ids: &[BlobId]) -> Result
     match unindexed {
         None => Ok(()),
         Some(what) => Err(Error::Internal(format!(
-            "snapshot {} references {what}, which no index file lists; gc will not run (it could delete the pack holding it): run `dprepo repair index` first",
+            "snapshot {} references {what}, which no index file lists; gc will not run (it could delete the pack holding it): run `dprepo repair index` first (it indexes packs that index files lost), then, if the blob is still missing, `dprepo repair snapshots --forget`",
             snap.id.short(),
         ))),
     }
@@ -294,6 +294,11 @@ pub struct GcPlan {
     pub pending_tombstones: Vec<String>,
     /// Bytes this gc frees once its tombstone is processed.
     pub bytes_freed_estimate: u64,
+    /// Temporary files of interrupted writes (a killed backup leaves them) that are
+    /// older than `session_stale_after`, so no live writer can own them: removed.
+    pub stale_temporary_files: Vec<String>,
+    /// Their bytes.
+    pub stale_temporary_bytes: u64,
     #[serde(skip)]
     reachable: Option<Reachable>,
 }
@@ -322,6 +327,10 @@ pub struct GcReport {
     /// Packs kept although planned for deletion (referenced again meanwhile, or a
     /// blob to rewrite failed verification).
     pub packs_kept: u64,
+    /// Temporary files of interrupted writes removed.
+    pub temporary_files_removed: u64,
+    /// Bytes freed by removing them.
+    pub temporary_bytes_freed: u64,
     /// Problems that did not stop gc.
     pub warnings: Vec<String>,
 }
@@ -344,7 +353,10 @@ fn pack_id_from_name(name: &str) -> Option<(BlobId, PackKind)> {
 async fn all_snapshots(repo: &Repository) -> Result<Vec<Snapshot>> {
     let (snapshots, damaged) = repo.list_snapshots_checked().await?;
     if let Some((name, e)) = damaged.first() {
-        return Err(Error::corrupt(name, format!("{e}; gc will not run while a snapshot cannot be read (it would free its data): run verify, then forget or restore that file")));
+        let file = name
+            .strip_prefix(crate::repo::SNAPSHOTS_DIR)
+            .unwrap_or(name);
+        return Err(Error::corrupt(name, format!("{e}; gc will not run while a snapshot cannot be read (it would free its data): put an intact copy of that file back, or remove it with `dprepo forget {file}` (`dprepo repair snapshots --forget` removes every damaged one)")));
     }
     Ok(snapshots)
 }
@@ -450,8 +462,22 @@ pub async fn plan(repo: &Repository, options: &GcOptions) -> Result<GcPlan> {
             u.live = Vec::new();
         }
     }
+    // A write in progress keeps its temporary file's time recent; one silent for as
+    // long as a writer session may be is abandoned (its writer, if it ever resumes,
+    // fails to rename the file and commits nothing).
+    let cutoff = (options.clock)() - options.session_stale_after;
+    let mut stale_temporary_files = Vec::new();
+    let mut stale_temporary_bytes = 0;
+    for t in repo.storage().list_temporary().await? {
+        if chrono::DateTime::<chrono::Utc>::from(t.modified) < cutoff {
+            stale_temporary_files.push(t.name);
+            stale_temporary_bytes += t.size;
+        }
+    }
+    stale_temporary_files.sort();
     let bytes_freed_estimate = delete.iter().chain(&orphans).map(|u| u.size).sum::<u64>()
-        + repack.iter().map(|u| u.unused_bytes).sum::<u64>();
+        + repack.iter().map(|u| u.unused_bytes).sum::<u64>()
+        + stale_temporary_bytes;
     let pending_tombstones = repo
         .storage()
         .list(TOMBSTONES_DIR)
@@ -471,6 +497,8 @@ pub async fn plan(repo: &Repository, options: &GcOptions) -> Result<GcPlan> {
         index_files: index_names.len(),
         pending_tombstones,
         bytes_freed_estimate,
+        stale_temporary_files,
+        stale_temporary_bytes,
         reachable: Some(reachable),
     })
 }
@@ -484,11 +512,24 @@ fn holder_is_dead(hostname: &str, pid: u32) -> bool {
         && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Take the gc lease.
+/// Take the gc lease for a gc.
 ///
 /// # Errors
-/// [`Error::Busy`] if another gc holds an unexpired lease.
+/// [`Error::Busy`] if another gc (or a repair) holds an unexpired lease.
 pub async fn acquire_lease(repo: &Repository, options: &GcOptions) -> Result<Lease> {
+    acquire_lease_for(repo, options, "gc").await
+}
+
+/// Take the gc lease for `command` (`gc`, `repair index` ...): while it is held no gc
+/// runs, so nothing gc would delete can be indexed or referenced behind its back.
+///
+/// # Errors
+/// [`Error::Busy`] naming the holder if another process holds an unexpired lease.
+pub async fn acquire_lease_for(
+    repo: &Repository,
+    options: &GcOptions,
+    command: &str,
+) -> Result<Lease> {
     let now = (options.clock)();
     let mut token = [0u8; 16];
     OsRng.fill_bytes(&mut token);
@@ -498,6 +539,7 @@ pub async fn acquire_lease(repo: &Repository, options: &GcOptions) -> Result<Lea
         acquired: now,
         expires: now + options.lease_ttl,
         token: token.iter().map(|b| format!("{b:02x}")).collect(),
+        command: command.to_string(),
     };
     let bytes = lease.encode(repo.keys());
     match repo.storage().create(LEASE_NAME, &bytes).await {
@@ -507,15 +549,17 @@ pub async fn acquire_lease(repo: &Repository, options: &GcOptions) -> Result<Lea
     }
     let existing = match repo.storage().get(LEASE_NAME).await {
         Ok(b) => Lease::decode(repo.keys(), &b, LEASE_NAME)?,
-        Err(Error::NotFound { .. }) => return Box::pin(acquire_lease(repo, options)).await,
+        Err(Error::NotFound { .. }) => {
+            return Box::pin(acquire_lease_for(repo, options, command)).await
+        }
         Err(e) => return Err(e),
     };
     if existing.expires > now && !holder_is_dead(&existing.hostname, existing.pid) {
         return Err(Error::Busy {
             object: "the gc lease".into(),
             reason: format!(
-                "another gc runs on {} (pid {}) since {}, lease valid until {}",
-                existing.hostname, existing.pid, existing.acquired, existing.expires
+                "`{}` runs on {} (pid {}) since {}, lease valid until {}; run {command} again when it has ended",
+                existing.command, existing.hostname, existing.pid, existing.acquired, existing.expires
             ),
         });
     }
@@ -525,9 +569,65 @@ pub async fn acquire_lease(repo: &Repository, options: &GcOptions) -> Result<Lea
         Ok(()) => Ok(lease),
         Err(Error::AlreadyExists { .. }) => Err(Error::Busy {
             object: "the gc lease".into(),
-            reason: "another gc took over the expired lease first".into(),
+            reason: "another process took over the expired lease first".into(),
         }),
         Err(e) => Err(e),
+    }
+}
+
+/// The gc lease held by a command other than gc itself (repair), renewed in the
+/// background until [`LeaseGuard::release`]: such commands have no natural points at
+/// which to renew it, and may run longer than the lease's time to live.
+#[derive(Debug)]
+pub struct LeaseGuard {
+    repo: Repository,
+    lease: Lease,
+    renewal: tokio::task::JoinHandle<()>,
+}
+
+impl LeaseGuard {
+    /// Take the lease for `command` and start renewing it every third of
+    /// `options.lease_ttl`.
+    ///
+    /// # Errors
+    /// As [`acquire_lease_for`].
+    pub async fn acquire(
+        repo: &Repository,
+        options: &GcOptions,
+        command: &str,
+    ) -> Result<LeaseGuard> {
+        let lease = acquire_lease_for(repo, options, command).await?;
+        let every = (options.lease_ttl / 3)
+            .to_std()
+            .unwrap_or(std::time::Duration::from_secs(60))
+            .max(std::time::Duration::from_secs(1));
+        let (renewing, options) = (repo.clone(), options.clone());
+        let mut renewed = lease.clone();
+        let renewal = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                // Taken over (this process stalled past the ttl): stop renewing; the
+                // release below then leaves the other holder's lease alone.
+                if renew_lease(&renewing, &mut renewed, &options)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(LeaseGuard {
+            repo: repo.clone(),
+            lease,
+            renewal,
+        })
+    }
+
+    /// Stop renewing and release the lease if it is still ours.
+    pub async fn release(self) {
+        self.renewal.abort();
+        let _ = self.renewal.await;
+        release_lease(&self.repo, &self.lease).await;
     }
 }
 
@@ -542,8 +642,8 @@ async fn renew_lease(repo: &Repository, lease: &mut Lease, options: &GcOptions) 
         return Err(Error::Busy {
             object: "the gc lease".into(),
             reason: format!(
-                "taken over by {} (pid {}); this gc stops",
-                current.hostname, current.pid
+                "taken over by `{}` on {} (pid {}); this gc stops",
+                current.command, current.hostname, current.pid
             ),
         });
     }
@@ -596,6 +696,14 @@ pub async fn apply(
         .reachable
         .clone()
         .ok_or_else(|| Error::Internal("gc plan without reachability".into()))?;
+    // Abandoned temporary files first: they free space and nothing refers to them.
+    for name in &plan.stale_temporary_files {
+        repo.storage().delete_temporary(name).await?;
+        report.temporary_files_removed += 1;
+    }
+    if report.temporary_files_removed > 0 {
+        report.temporary_bytes_freed = plan.stale_temporary_bytes;
+    }
     let mut doomed: Vec<TombstonePack> = Vec::new();
     doomed.extend(plan.delete.iter().map(|u| TombstonePack {
         id: u.id,
@@ -605,25 +713,59 @@ pub async fn apply(
         id: u.id,
         kind: u.kind,
     }));
+    // Packs with nothing to keep go before any copy is written: rewriting needs room
+    // for the copies, and on a nearly full disk it failed before anything was freed.
+    if !doomed.is_empty() && !plan.repack.is_empty() {
+        write_tombstone(repo, std::mem::take(&mut doomed), options).await?;
+        renew_lease(repo, lease, options).await?;
+        process_tombstones(repo, options, lease, &mut reachable, &mut report).await?;
+    }
 
     // Rewrite mostly-unused packs.
     let rewritten = rewrite_packs(repo, &plan.repack, &mut report).await?;
     doomed.extend(rewritten);
-
     if !doomed.is_empty() {
-        let tombstone = Tombstone {
-            created: (options.clock)(),
-            packs: doomed,
-        };
-        let bytes = tombstone.encode(repo.keys());
-        let name = format!("{TOMBSTONES_DIR}{}", BlobId::of_stored(&bytes).to_hex());
-        match repo.storage().create(&name, &bytes).await {
-            Ok(()) | Err(Error::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e),
-        }
+        write_tombstone(repo, doomed, options).await?;
     }
     renew_lease(repo, lease, options).await?;
+    process_tombstones(repo, options, lease, &mut reachable, &mut report).await?;
+    report.tombstones_blocked.sort();
+    report.tombstones_blocked.dedup();
+    Ok(report)
+}
 
+/// G5: name `packs` in a new tombstone.
+async fn write_tombstone(
+    repo: &Repository,
+    packs: Vec<TombstonePack>,
+    options: &GcOptions,
+) -> Result<()> {
+    let tombstone = Tombstone {
+        created: (options.clock)(),
+        packs,
+    };
+    let bytes = tombstone.encode(repo.keys());
+    let name = format!("{TOMBSTONES_DIR}{}", BlobId::of_stored(&bytes).to_hex());
+    match repo.storage().create(&name, &bytes).await {
+        Ok(()) | Err(Error::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// G6 to G9 for every tombstone in the repository: list sessions, then for the
+/// tombstones no live writer blocks, delete the packs whose reachable blobs all have
+/// another home, after rewriting the index files naming them; compact index files when
+/// there are many.
+///
+/// # Errors
+/// Storage errors; the repository stays consistent (the next gc finishes).
+async fn process_tombstones(
+    repo: &Repository,
+    options: &GcOptions,
+    lease: &mut Lease,
+    reachable: &mut Reachable,
+    report: &mut GcReport,
+) -> Result<()> {
     // Sessions: after the tombstone is durable, so a writer not listed now sees it.
     let now = (options.clock)();
     let mut live: Vec<SessionMarker> = Vec::new();
@@ -666,14 +808,6 @@ pub async fn apply(
             processable.push(name);
         }
     }
-    if processable.is_empty() && plan.index_files <= options.compact_index_files_above {
-        return Ok(report);
-    }
-
-    // Fresh view: snapshots committed meanwhile keep their data.
-    for s in all_snapshots(repo).await? {
-        reachable.add_snapshot(repo, &s).await?;
-    }
     let index_names: Vec<String> = repo
         .storage()
         .list(INDEX_DIR)
@@ -681,7 +815,15 @@ pub async fn apply(
         .into_iter()
         .map(|b| b.name)
         .collect();
-    close_over_bases(repo, &mut reachable, &index_names).await?;
+    if processable.is_empty() && index_names.len() <= options.compact_index_files_above {
+        return Ok(());
+    }
+
+    // Fresh view: snapshots committed meanwhile keep their data.
+    for s in all_snapshots(repo).await? {
+        reachable.add_snapshot(repo, &s).await?;
+    }
+    close_over_bases(repo, reachable, &index_names).await?;
     // Pass 1: reachable blobs inside candidate packs need a copy elsewhere.
     let mut needs_copy: HashSet<BlobId> = HashSet::new();
     let mut pack_live: HashMap<BlobId, Vec<BlobId>> = HashMap::new();
@@ -802,7 +944,7 @@ pub async fn apply(
     // built, so gc never holds two (readers meanwhile reload on a miss).
     let _ = deletable;
     repo.rebuild_index().await?;
-    Ok(report)
+    Ok(())
 }
 
 async fn write_index(repo: &Repository, file: IndexFile) -> Result<()> {
@@ -971,6 +1113,26 @@ pub async fn forget_snapshots(repo: &Repository, ids: &[BlobId]) -> Result<()> {
         repo.storage()
             .delete(&format!("{}{}", crate::repo::SNAPSHOTS_DIR, id.to_hex()))
             .await?;
+    }
+    Ok(())
+}
+
+/// Remove snapshot files that cannot be read (damaged manifests, by storage name
+/// `snapshots/<name>` as [`Repository::list_snapshots_checked`] reports them): without
+/// a readable manifest there is nothing to forget by id, and gc refuses to run while
+/// they exist.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a name outside `snapshots/`; storage errors.
+pub async fn forget_snapshot_files(repo: &Repository, names: &[String]) -> Result<()> {
+    for name in names {
+        let file = name.strip_prefix(crate::repo::SNAPSHOTS_DIR).unwrap_or("");
+        if file.is_empty() || file.contains('/') {
+            return Err(Error::InvalidArgument(format!(
+                "{name} is not a snapshot file"
+            )));
+        }
+        repo.storage().delete(name).await?;
     }
     Ok(())
 }

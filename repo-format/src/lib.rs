@@ -21,6 +21,7 @@ pub mod manifest;
 pub mod pack;
 pub mod page_deltas;
 mod read_ahead;
+pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod retention;

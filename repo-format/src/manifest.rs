@@ -340,6 +340,15 @@ pub struct Lease {
     pub expires: chrono::DateTime<chrono::Utc>,
     /// Random token identifying the holder.
     pub token: String,
+    /// What holds it: `gc`, or a repair command (`repair index`, `repair packs`,
+    /// `repair snapshots`), which exclude gc the same way. Absent in leases written
+    /// before repair took the lease: `gc`.
+    #[serde(default = "gc_command")]
+    pub command: String,
+}
+
+fn gc_command() -> String {
+    "gc".into()
 }
 
 impl Lease {

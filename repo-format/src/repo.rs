@@ -151,22 +151,58 @@ pub fn current_hostname() -> String {
 impl Repository {
     /// Create a new repository in `storage`, protected by `password`.
     ///
+    /// Refuses a location where `keys/`, `data/`, `index/` or `snapshots/` hold files but
+    /// there is no config (a repository that lost its config: a new master key would
+    /// orphan all of it). Key files alone may belong to an init running at the same
+    /// time: init waits up to two seconds for that one's config first.
+    ///
     /// # Errors
-    /// [`Error::RepositoryExists`] if a config is already there; invalid options;
-    /// storage errors.
+    /// [`Error::RepositoryExists`] if a config is already there (or appears while
+    /// waiting); [`Error::Corrupt`] naming the files found if there is none; invalid
+    /// options; storage errors.
     pub async fn init(
         storage: Arc<dyn Storage>,
         password: &[u8],
         options: InitOptions,
     ) -> Result<Repository> {
-        match storage.size(CONFIG_NAME).await {
-            Ok(_) => {
-                return Err(Error::RepositoryExists {
-                    location: storage.location(),
-                })
+        let config_exists = |storage: Arc<dyn Storage>| async move {
+            match storage.size(CONFIG_NAME).await {
+                Ok(_) => Ok(true),
+                Err(Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(e),
             }
-            Err(Error::NotFound { .. }) => {}
-            Err(e) => return Err(e),
+        };
+        let exists = || Error::RepositoryExists {
+            location: storage.location(),
+        };
+        if config_exists(storage.clone()).await? {
+            return Err(exists());
+        }
+        // Files of a repository without its config: a new master key could read none
+        // of them (SPEC.md section 16).
+        let mut held = repository_files(&*storage).await?;
+        if held.iter().all(|(dir, _)| *dir == KEYS_DIR) {
+            // Key files alone may be an init running right now, between its key and its
+            // config: give it time to finish.
+            for _ in 0..INIT_RACE_POLLS {
+                if held.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(INIT_RACE_POLL).await;
+                if config_exists(storage.clone()).await? {
+                    return Err(exists());
+                }
+                held = repository_files(&*storage).await?;
+            }
+        }
+        if !held.is_empty() {
+            return Err(Error::corrupt(
+                format!("repository at {}", storage.location()),
+                format!(
+                    "it has no config, but {}: init refuses to create a new repository over them (a new key could read none of them). If the config was lost, put a copy back; if an init was interrupted before writing it (only keys/ holds files), delete keys/; to start afresh, empty the location",
+                    describe_files(&held)
+                ),
+            ));
         }
         let mut config = Config::new(options.chunker, options.stream_chunker);
         config.pack_size = options.pack_size;
@@ -214,8 +250,10 @@ impl Repository {
     /// Open the repository in `storage` with `password` and load its index.
     ///
     /// # Errors
-    /// [`Error::NoRepository`], [`Error::WrongKey`], [`Error::UnsupportedVersion`],
-    /// [`Error::Corrupt`], storage errors.
+    /// [`Error::NoRepository`] if there is no config and nothing but key files;
+    /// [`Error::Corrupt`] if the config is missing from a repository that holds data,
+    /// index files or snapshots, or does not decode; [`Error::WrongKey`],
+    /// [`Error::UnsupportedVersion`], storage errors.
     pub async fn open(storage: Arc<dyn Storage>, password: &[u8]) -> Result<Repository> {
         Repository::open_with(storage, password, &IndexPlace::Memory).await
     }
@@ -232,9 +270,26 @@ impl Repository {
         let config_bytes = match storage.get(CONFIG_NAME).await {
             Ok(b) => b,
             Err(Error::NotFound { .. }) => {
-                return Err(Error::NoRepository {
-                    location: storage.location(),
-                })
+                // Key files alone: an init in progress or interrupted (init says which
+                // way out). Anything more is a repository that lost its config, which a
+                // new init would not bring back.
+                let held: Vec<(&str, usize)> = repository_files(&*storage)
+                    .await?
+                    .into_iter()
+                    .filter(|(dir, _)| *dir != KEYS_DIR)
+                    .collect();
+                if held.is_empty() {
+                    return Err(Error::NoRepository {
+                        location: storage.location(),
+                    });
+                }
+                return Err(Error::corrupt(
+                    format!("repository at {}", storage.location()),
+                    format!(
+                        "its config is missing, but {}: put a copy of the config back (`dprepo init` cannot recover them: a new repository has a new key)",
+                        describe_files(&held)
+                    ),
+                ));
             }
             Err(e) => return Err(e),
         };
@@ -750,6 +805,42 @@ impl Repository {
         }
         Ok(found)
     }
+}
+
+/// How often, and how long apart, `init` looks for the config another init is about
+/// to write, when it finds key files but no config.
+const INIT_RACE_POLLS: usize = 20;
+const INIT_RACE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The directories of repository files that hold anything, with how many files each.
+///
+/// # Errors
+/// Storage errors listing them.
+async fn repository_files(storage: &dyn Storage) -> Result<Vec<(&'static str, usize)>> {
+    let mut held = Vec::new();
+    for dir in [KEYS_DIR, "data/", INDEX_DIR, SNAPSHOTS_DIR] {
+        let n = storage.list(dir).await?.len();
+        if n > 0 {
+            held.push((dir, n));
+        }
+    }
+    Ok(held)
+}
+
+/// "keys/ holds 1 file, data/ 3 files" for [`repository_files`].
+fn describe_files(held: &[(&str, usize)]) -> String {
+    held.iter()
+        .enumerate()
+        .map(|(i, (dir, n))| {
+            let files = if *n == 1 { "file" } else { "files" };
+            if i == 0 {
+                format!("{dir} holds {n} {files}")
+            } else {
+                format!("{dir} {n} {files}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn password_owned(p: &[u8]) -> Vec<u8> {

@@ -1,4 +1,4 @@
-//! Verification (`dprepo verify`) and repair (`dprepo repair index|snapshots`).
+//! Verification (`dprepo verify`); repair is in `repair.rs`.
 //!
 //! The structure check reads index files, pack headers and trees, never pack data:
 //! every index entry must point into an existing pack within its bounds and agree with
@@ -113,6 +113,11 @@ pub struct VerifyReport {
     pub blobs_checked: u64,
     /// Packs in storage that no index file names (garbage for gc, or to re-index).
     pub unindexed_packs: Vec<String>,
+    /// Temporary files of writes in progress or interrupted (`.tmp-*` of the local
+    /// backend): not damage; gc removes those older than a writer may stay silent.
+    pub temporary_files: Vec<String>,
+    /// Their bytes.
+    pub temporary_bytes: u64,
     /// Errors: data that is missing or damaged.
     pub problems: Vec<Problem>,
 }
@@ -121,6 +126,66 @@ impl VerifyReport {
     /// Whether nothing is wrong.
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
+    }
+
+    /// The commands that recover from the problems found, in the order to run them:
+    /// rebuild the index, take damaged blobs out of it, rewrite the snapshots that
+    /// used lost data, back up again. Empty when nothing is wrong.
+    pub fn next_steps(&self) -> Vec<String> {
+        let has = |kinds: &[&str]| {
+            self.problems
+                .iter()
+                .any(|p| kinds.contains(&p.kind.as_str()))
+        };
+        let mut steps = Vec::new();
+        if has(&[
+            "index_file_damaged",
+            "pack_missing",
+            "blob_out_of_bounds",
+            "index_header_mismatch",
+        ]) || (has(&["blob_missing", "tree_unreadable"]) && !self.unindexed_packs.is_empty())
+        {
+            steps.push("dprepo repair index   (rebuild the index from the pack headers)".into());
+        }
+        let mut packs: Vec<&str> = self
+            .problems
+            .iter()
+            .filter(|p| {
+                matches!(
+                    p.kind.as_str(),
+                    "blob_damaged"
+                        | "pack_hash_mismatch"
+                        | "pack_header_damaged"
+                        | "pack_unreadable"
+                )
+            })
+            .map(|p| p.object.as_str())
+            .collect();
+        packs.sort_unstable();
+        packs.dedup();
+        if !packs.is_empty() {
+            let named = if packs.len() <= 8 {
+                format!(" {}", packs.join(" "))
+            } else {
+                String::new()
+            };
+            steps.push(format!(
+                "dprepo repair packs{named}   (take the damaged blobs out of the index, keep the intact ones)"
+            ));
+        }
+        if self.problems.iter().any(|p| {
+            !p.snapshots.is_empty() || p.kind == "snapshot_damaged" || p.kind == "pack_missing"
+        }) || !packs.is_empty()
+        {
+            steps.push(
+                "dprepo repair snapshots --forget   (rewrite the snapshots that used lost data, remove the damaged ones)"
+                    .into(),
+            );
+            steps.push(
+                "dprepo backup ...   (the next backup stores the lost chunks again, if the files still exist)".into(),
+            );
+        }
+        steps
     }
 }
 
@@ -355,6 +420,11 @@ pub async fn verify(
         .map(|(id, (k, _))| k.storage_name(id))
         .collect();
     report.unindexed_packs.sort();
+    for t in repo.storage().list_temporary().await? {
+        report.temporary_files.push(t.name);
+        report.temporary_bytes += t.size;
+    }
+    report.temporary_files.sort();
 
     // Pack headers against the index (structure), or whole packs (read-data).
     progress
@@ -419,13 +489,26 @@ pub async fn verify(
     let wanted: HashSet<BlobId> = suspect_blobs.keys().copied().collect();
     let users = users_of(repo, &snapshots, &wanted).await;
     let mut grouped: BTreeMap<(String, String, String), Affected> = BTreeMap::new();
+    let mut unused = Vec::new();
     for (blob, (kind, object, detail)) in suspect_blobs {
         let Some((snaps, files)) = users.get(&blob) else {
-            continue; // damaged but unused: gc will drop it
+            unused.push((blob, (kind, object, detail)));
+            continue;
         };
         let e = grouped.entry((kind, object, detail)).or_default();
         e.0.extend(snaps.iter().cloned());
         e.1.extend(files.iter().cloned());
+    }
+    // Damaged or lost blobs no snapshot uses still poison the next backup that meets
+    // their content, as long as the index offers them for deduplication. (A delta whose
+    // base is gone is not offered, SPEC.md section 15, S-3.)
+    let ids: Vec<BlobId> = unused.iter().map(|(id, _)| *id).collect();
+    for ((_, (kind, object, detail)), usable) in unused.into_iter().zip(repo.usable_many(&ids)) {
+        if usable {
+            let detail =
+                format!("{detail} (no snapshot uses it, but the index still offers it to backups)");
+            grouped.entry((kind, object, detail)).or_default();
+        }
     }
     for ((kind, object, detail), (mut snaps, mut files)) in grouped {
         snaps.sort();
@@ -1116,348 +1199,6 @@ async fn check_pack(
     out
 }
 
-/// What `repair index` did.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct RepairIndexReport {
-    /// Packs whose header was read.
-    pub packs_indexed: usize,
-    /// Blobs in the new index.
-    pub blobs: usize,
-    /// Packs whose header could not be read: their blobs keep old index entries if any.
-    pub unreadable_packs: Vec<String>,
-    /// Old index files replaced.
-    pub index_files_replaced: usize,
-}
-
-/// Rebuild the index from pack headers alone: write new index files for every pack in
-/// storage, then delete the old ones. Entries of packs whose header is unreadable are
-/// taken from old index files that still decode.
-///
-/// # Errors
-/// Storage errors while listing or writing.
-pub async fn repair_index(
-    repo: &Repository,
-    progress: Arc<VerifyProgress>,
-) -> Result<RepairIndexReport> {
-    let mut report = RepairIndexReport::default();
-    let stored = list_packs(repo).await?;
-    let old_names: Vec<String> = repo
-        .storage()
-        .list(INDEX_DIR)
-        .await?
-        .into_iter()
-        .map(|b| b.name)
-        .collect();
-    progress
-        .packs_total
-        .store(stored.len() as u64, Ordering::Relaxed);
-    let mut fresh = IndexFile::default();
-    let mut entries_in_file = 0usize;
-    let mut unreadable: HashSet<BlobId> = HashSet::new();
-    let mut packs: Vec<_> = stored.iter().map(|(id, (k, s))| (*id, *k, *s)).collect();
-    packs.sort_by_key(|p| p.0);
-    let mut written = Vec::new();
-    for (id, kind, size) in packs {
-        match read_pack_header(repo, &id, kind, size).await {
-            Ok(entries) => {
-                report.packs_indexed += 1;
-                report.blobs += entries.len();
-                entries_in_file += entries.len();
-                fresh.packs.push(IndexPack { id, kind, entries });
-            }
-            Err(_) => {
-                unreadable.insert(id);
-                report.unreadable_packs.push(kind.storage_name(&id));
-            }
-        }
-        progress.packs_done.fetch_add(1, Ordering::Relaxed);
-        if entries_in_file >= crate::gc::MAX_ENTRIES_PER_INDEX_FILE {
-            written.push(write_index(repo, std::mem::take(&mut fresh)).await?);
-            entries_in_file = 0;
-        }
-    }
-    // Keep what old index files say about packs whose header is damaged.
-    if !unreadable.is_empty() {
-        for name in &old_names {
-            if let Ok(file) = repo
-                .storage()
-                .get(name)
-                .await
-                .and_then(|b| IndexFile::decode(repo.keys(), &b, name))
-            {
-                for p in file.packs {
-                    if unreadable.remove(&p.id) {
-                        report.blobs += p.entries.len();
-                        fresh.packs.push(p);
-                    }
-                }
-            }
-        }
-    }
-    if !fresh.packs.is_empty() {
-        written.push(write_index(repo, fresh).await?);
-    }
-    for name in &old_names {
-        if !written.contains(name) {
-            repo.storage().delete(name).await?;
-            report.index_files_replaced += 1;
-        }
-    }
-    repo.load_index().await?;
-    Ok(report)
-}
-
-async fn write_index(repo: &Repository, file: IndexFile) -> Result<String> {
-    let keys = repo.keys().clone();
-    let bytes = run_cpu(move || file.encode(&keys)).await?;
-    let name = format!("{INDEX_DIR}{}", BlobId::of_stored(&bytes).to_hex());
-    repo.storage().put(&name, &bytes).await?;
-    Ok(name)
-}
-
-/// What `repair snapshots` did.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct RepairSnapshotsReport {
-    /// Snapshots checked.
-    pub snapshots: usize,
-    /// (original id, repaired id, dropped paths) of every snapshot rewritten.
-    pub repaired: Vec<RepairedSnapshot>,
-}
-
-/// One rewritten snapshot.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RepairedSnapshot {
-    /// The damaged snapshot (kept).
-    pub original: String,
-    /// The repaired copy.
-    pub repaired: String,
-    /// Files and directories left out because their data is missing or damaged.
-    pub dropped: Vec<String>,
-}
-
-/// For every snapshot that references missing or unreadable blobs, write a repaired
-/// copy that leaves out the damaged files and directories (listed in the report and
-/// tagged `repaired`), keeping the original. With `read_data`, every referenced blob is
-/// read and verified, not just looked up in the index.
-///
-/// # Errors
-/// Storage errors while writing.
-pub async fn repair_snapshots(
-    repo: &Repository,
-    read_data: bool,
-    dry_run: bool,
-) -> Result<RepairSnapshotsReport> {
-    let snapshots = repo.list_snapshots().await?;
-    let stored = list_packs(repo).await?;
-    let mut report = RepairSnapshotsReport {
-        snapshots: snapshots.len(),
-        repaired: Vec::new(),
-    };
-    let mut fixer = TreeFixer {
-        repo: repo.clone(),
-        stored,
-        read_data,
-        memo: HashMap::new(),
-        blob_ok: HashMap::new(),
-        saver: None,
-        uploader: None,
-        dry_run,
-    };
-    for snap in &snapshots {
-        let mut dropped = Vec::new();
-        let new_root = fixer
-            .fix_tree(snap.manifest.tree, String::new(), &mut dropped)
-            .await?;
-        let Some(new_root) = new_root.filter(|_| !dropped.is_empty()) else {
-            continue;
-        };
-        let mut manifest = snap.manifest.clone();
-        manifest.tree = new_root;
-        manifest.original = Some(manifest.original.unwrap_or(snap.id));
-        if !manifest.tags.iter().any(|t| t == "repaired") {
-            manifest.tags.push("repaired".into());
-        }
-        let bytes = manifest.encode(repo.keys());
-        let id = BlobId::of_stored(&bytes);
-        report.repaired.push(RepairedSnapshot {
-            original: snap.id.to_hex(),
-            repaired: id.to_hex(),
-            dropped: dropped
-                .into_iter()
-                .map(|p| if p.is_empty() { "/".into() } else { p })
-                .collect(),
-        });
-        if !dry_run {
-            fixer.flush().await?;
-            repo.storage()
-                .put(
-                    &format!("{}{}", crate::repo::SNAPSHOTS_DIR, id.to_hex()),
-                    &bytes,
-                )
-                .await?;
-        }
-    }
-    fixer.flush().await?;
-    Ok(report)
-}
-
-struct TreeFixer {
-    repo: Repository,
-    stored: HashMap<BlobId, (PackKind, u64)>,
-    read_data: bool,
-    /// tree id -> (new id or None if the tree itself is lost, dropped paths relative)
-    memo: HashMap<BlobId, (Option<BlobId>, Vec<String>)>,
-    blob_ok: HashMap<BlobId, bool>,
-    saver: Option<Arc<crate::saver::BlobSaver>>,
-    uploader: Option<crate::saver::UploaderHandle>,
-    dry_run: bool,
-}
-
-impl TreeFixer {
-    async fn blob_ok(&mut self, id: &BlobId, t: BlobType) -> bool {
-        if let Some(ok) = self.blob_ok.get(id) {
-            return *ok;
-        }
-        let stored = |id: &BlobId| {
-            self.repo
-                .locate(id)
-                .is_some_and(|l| self.stored.contains_key(&l.pack_id))
-        };
-        let ok = match self.repo.locate(id) {
-            None => false,
-            Some(loc) if !self.stored.contains_key(&loc.pack_id) => false,
-            // A delta is as good as its base.
-            Some(loc) if loc.base.is_some_and(|b| !stored(&b)) => false,
-            Some(_) if self.read_data || t != BlobType::Data => {
-                self.repo.read_blob(id, t).await.is_ok()
-            }
-            Some(_) => true,
-        };
-        self.blob_ok.insert(*id, ok);
-        ok
-    }
-
-    async fn content_ok(&mut self, content: &Content) -> bool {
-        let t = if content.level == 0 {
-            BlobType::Data
-        } else {
-            BlobType::ChunkList
-        };
-        for id in &content.ids {
-            if !self.blob_ok(id, t).await {
-                return false;
-            }
-        }
-        if content.level == 0 {
-            return true;
-        }
-        let mut ids = crate::restore::DataIds::new(content);
-        loop {
-            match ids.next(&self.repo).await {
-                Ok(Some(id)) => {
-                    if !self.blob_ok(&id, BlobType::Data).await {
-                        return false;
-                    }
-                }
-                Ok(None) => return true,
-                Err(_) => return false,
-            }
-        }
-    }
-
-    /// The repaired id of tree `id` (unchanged if intact), or `None` if it is lost.
-    async fn fix_tree(
-        &mut self,
-        id: BlobId,
-        path: String,
-        dropped: &mut Vec<String>,
-    ) -> Result<Option<BlobId>> {
-        if let Some((new, rel)) = self.memo.get(&id) {
-            dropped.extend(rel.iter().map(|r| format!("{path}{r}")));
-            return Ok(*new);
-        }
-        let Ok(tree) = self.repo.load_tree(&id).await else {
-            self.memo.insert(id, (None, vec![String::new()]));
-            dropped.push(path);
-            return Ok(None);
-        };
-        let mut rel_dropped = Vec::new();
-        let mut new_tree = crate::tree::Tree::default();
-        for mut node in tree.nodes {
-            let name = format!("/{}", String::from_utf8_lossy(&node.name));
-            match &node.kind {
-                NodeKind::Dir(sub) => {
-                    let mut sub_dropped = Vec::new();
-                    match Box::pin(self.fix_tree(*sub, String::new(), &mut sub_dropped)).await? {
-                        Some(new_sub) => {
-                            rel_dropped
-                                .extend(sub_dropped.into_iter().map(|d| format!("{name}{d}")));
-                            node.kind = NodeKind::Dir(new_sub);
-                            new_tree.nodes.push(node);
-                        }
-                        None => rel_dropped.push(name),
-                    }
-                }
-                NodeKind::File(content) => {
-                    let content = content.clone();
-                    if self.content_ok(&content).await {
-                        new_tree.nodes.push(node);
-                    } else {
-                        rel_dropped.push(name);
-                    }
-                }
-                NodeKind::Symlink(_) => new_tree.nodes.push(node),
-            }
-        }
-        let new_id = if rel_dropped.is_empty() {
-            id
-        } else {
-            let body = new_tree.encode()?;
-            self.save_tree(body).await?
-        };
-        dropped.extend(rel_dropped.iter().map(|r| format!("{path}{r}")));
-        self.memo.insert(id, (Some(new_id), rel_dropped));
-        Ok(Some(new_id))
-    }
-
-    async fn save_tree(&mut self, body: Vec<u8>) -> Result<BlobId> {
-        if self.dry_run {
-            return Ok(self.repo.keys().content_id(&body));
-        }
-        if self.saver.is_none() {
-            let c = self.repo.config();
-            let (saver, uploader) = crate::saver::BlobSaver::start(
-                self.repo.storage().clone(),
-                self.repo.keys().clone(),
-                self.repo.index().clone(),
-                c.pack_size,
-                c.compression_level,
-                2,
-            );
-            self.saver = Some(saver);
-            self.uploader = Some(uploader);
-        }
-        let saver = self
-            .saver
-            .clone()
-            .ok_or_else(|| Error::Internal("no saver".into()))?;
-        tokio::task::spawn_blocking(move || saver.save(BlobType::Tree, &body))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?
-    }
-
-    /// Make every tree saved so far durable (packs and index) before a manifest uses it.
-    async fn flush(&mut self) -> Result<()> {
-        if let (Some(saver), Some(uploader)) = (self.saver.take(), self.uploader.take()) {
-            tokio::task::spawn_blocking(move || saver.close())
-                .await
-                .map_err(|e| Error::Internal(e.to_string()))??;
-            uploader.finish().await?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -1496,7 +1237,11 @@ pub(crate) mod tests {
     }
 
     /// Saves `pages` through one backup session: in full, or as deltas of `bases`.
-    async fn save_pages(repo: &Repository, pages: Vec<Vec<u8>>, bases: Option<Vec<Vec<u8>>>) {
+    pub(crate) async fn save_pages(
+        repo: &Repository,
+        pages: Vec<Vec<u8>>,
+        bases: Option<Vec<Vec<u8>>>,
+    ) {
         let (saver, uploader) = BlobSaver::start(
             repo.storage().clone(),
             repo.keys().clone(),

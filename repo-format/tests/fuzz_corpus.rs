@@ -627,6 +627,7 @@ async fn seeds_from_repository() -> Seeds {
         acquired: now,
         expires: time(320).unwrap(),
         token: "00112233445566778899aabbccddeeff".into(),
+        command: "gc".into(),
     };
     add_envelope(&mut seeds, "fuzz_manifest", "lease", lease.encode(keys));
     // A second key with a larger (still cheap) cost and longer names.

@@ -258,7 +258,7 @@ async fn gc_refuses_when_snapshots_reference_unindexed_blobs() {
         .expect_err("gc must refuse");
     assert!(err.to_string().contains("repair index"), "{err}");
     assert_eq!(data_packs(&storage), packs_before, "no pack may be deleted");
-    dprepo_repo_format::verify::repair_index(&reopened, Arc::new(Default::default()))
+    dprepo_repo_format::repair::repair_index(&reopened, Arc::new(Default::default()))
         .await
         .unwrap();
     gc::run(&reopened, &GcOptions::default()).await.unwrap();

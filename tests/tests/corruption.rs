@@ -333,3 +333,333 @@ fn damaged_snapshot_file_does_not_stop_new_backups_or_restores_of_other_snapshot
     assert_success(&out, &["dump", "<new snapshot>", "new-file"]);
     assert_eq!(out.stdout, b"written after the damage");
 }
+
+/// Every file restored from `snapshot` below `target` must equal its source in `src`.
+/// Returns how many files it restored.
+fn restores_exact_files(env: &TestEnv, snapshot: &str, src: &Path, target: &Path) -> usize {
+    env.ok(&["restore", snapshot, "--target", s(target)]);
+    let restored = restored_path(target, src);
+    let mut files = 0;
+    for e in fs::read_dir(&restored).unwrap() {
+        let e = e.unwrap();
+        assert!(
+            fs::read(e.path()).unwrap() == fs::read(src.join(e.file_name())).unwrap(),
+            "snapshot {snapshot}: {} restores other bytes",
+            e.path().display()
+        );
+        files += 1;
+    }
+    files
+}
+
+/// One flipped byte in a data pack used to poison every later snapshot: the index kept
+/// offering the damaged chunk, so `backup` deduplicated against it and exited 0 with a
+/// snapshot that could not be restored; `repair index` kept the damaged pack's entries
+/// and `repair snapshots` found nothing to repair. Now the steps `verify --read-data`
+/// names recover: `repair packs` takes the damaged chunk out of the index (keeping the
+/// rest of its pack), `repair snapshots --forget` replaces every snapshot that used it,
+/// and the next backup stores the chunk again. Small chunks, so the damaged chunk sits
+/// below a chunk list.
+#[test]
+fn a_flipped_byte_in_a_data_pack_is_recovered_by_the_steps_verify_names() {
+    let env = TestEnv::new();
+    env.ok(&["init", "--chunker", "small"]);
+    let src = env.path("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..FILES {
+        fs::write(src.join(format!("f{i}")), random_bytes(300 + i, 5 * MIB)).unwrap();
+    }
+    env.backup(&[&src], &[]);
+    fs::write(src.join("added"), random_bytes(400, MIB)).unwrap();
+    env.backup(&[&src], &[]);
+    env.backup(&[&src], &["--host", "elsewhere"]);
+    let pack = largest(env.repo_files("data"));
+    flip_byte(&pack, fs::metadata(&pack).unwrap().len() as usize / 2);
+    let pack_name = pack
+        .strip_prefix(&env.repo)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+
+    let out = env.run(&["--json", "verify", "--read-data"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let damaged = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "blob_damaged")
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(damaged["object"], pack_name.as_str(), "{report}");
+    assert_eq!(
+        damaged["snapshots"].as_array().unwrap().len(),
+        3,
+        "{report}"
+    );
+    let steps: Vec<&str> = report["next_steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(
+        steps[0].starts_with(&format!("dprepo repair packs {pack_name}"))
+            && steps[1].starts_with("dprepo repair snapshots --forget"),
+        "{steps:?}"
+    );
+
+    // The steps, as verify names them.
+    let repaired = env.json(&["repair", "packs", &pack_name]);
+    assert_eq!(
+        repaired["damaged"].as_array().unwrap().len(),
+        1,
+        "{repaired}"
+    );
+    assert!(!pack.exists(), "the damaged pack is deleted");
+    let snapshots = env.json(&["repair", "snapshots", "--forget"]);
+    assert_eq!(
+        snapshots["repaired"].as_array().unwrap().len(),
+        3,
+        "{snapshots}"
+    );
+    assert_eq!(
+        snapshots["removed"].as_array().unwrap().len(),
+        3,
+        "{snapshots}"
+    );
+    let new = env.backup(&[&src], &[]);
+    assert_eq!(new["warnings"], serde_json::json!([]), "{new}");
+    let new_id = new["id"].as_str().unwrap().to_string();
+
+    // Every snapshot restores, with exact bytes; the repaired ones without the damaged
+    // file, the new one whole.
+    let mut restored = Vec::new();
+    for (i, snap) in env.snapshots().iter().enumerate() {
+        let id = snap["id"].as_str().unwrap();
+        let target = env.path(&format!("restore{i}"));
+        restored.push(restores_exact_files(&env, id, &src, &target));
+        if id == new_id {
+            assert_same_tree(&src, &restored_path(&target, &src), Compare::CONTENT);
+        }
+    }
+    assert_eq!(restored.len(), 4);
+    assert!(restored.contains(&(FILES as usize + 1)), "{restored:?}");
+    let report = env.json(&["verify", "--read-data"]);
+    assert_eq!(report["ok"], true, "{report}");
+    env.ok(&["gc"]);
+}
+
+/// A damaged chunk that no snapshot used was not named (`verify --read-data` reported
+/// only that its pack's hash differs, and no repair took the chunk out of the index), yet
+/// the index still offered it: backing the same file up again deduplicated against it
+/// and committed a snapshot that could not be restored.
+#[test]
+fn a_damaged_chunk_no_snapshot_uses_is_reported_and_not_deduplicated_against() {
+    let env = TestEnv::init();
+    let src = env.path("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("x"), random_bytes(77, 3 * MIB)).unwrap();
+    let old = env.backup(&[&src], &[]);
+    env.ok(&["forget", old["id"].as_str().unwrap()]);
+    let pack = largest(env.repo_files("data"));
+    flip_byte(&pack, fs::metadata(&pack).unwrap().len() as usize / 2);
+
+    let out = env.run(&["--json", "verify", "--read-data"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["kind"] == "blob_damaged"
+                && p["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("no snapshot uses it")),
+        "{report}"
+    );
+    env.ok(&["repair", "packs"]);
+    let new = env.backup(&[&src], &["--force"]);
+    let target = env.path("restore");
+    assert_eq!(
+        restores_exact_files(&env, new["id"].as_str().unwrap(), &src, &target),
+        1
+    );
+}
+
+/// With every metadata pack gone, no snapshot's root tree can be read: `repair
+/// snapshots` reported "0 of 2 snapshots needed repair" and gc refused to run for good.
+/// They are named as lost now, and `--forget` removes them so gc can run.
+#[test]
+fn repair_snapshots_names_snapshots_whose_root_tree_is_lost() {
+    let (env, _src) = setup();
+    env.backup_stream("stream", b"a second snapshot");
+    for pack in env.repo_files("meta") {
+        fs::remove_file(pack).unwrap();
+    }
+    env.ok(&["repair", "index"]);
+    let out = env.ok(&["repair", "snapshots"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("2 of 2 snapshots needed repair") && text.contains("0 rewritten, 2 lost"),
+        "{text}"
+    );
+    let line = env.fail(&["gc"]);
+    assert!(line.contains("repair snapshots --forget"), "{line}");
+    let report = env.json(&["repair", "snapshots", "--forget"]);
+    assert_eq!(report["removed"].as_array().unwrap().len(), 2, "{report}");
+    assert!(env.snapshots().is_empty());
+    env.ok(&["gc"]);
+}
+
+/// A damaged snapshot file blocked gc, and gc's advice ("forget or restore that file")
+/// led nowhere: `forget` knew only readable snapshots and said "no such snapshot". It
+/// now takes the file's name, or a unique prefix, and gc's message names the command;
+/// `repair snapshots` names such files and `--forget` removes them.
+#[test]
+fn a_damaged_snapshot_file_can_be_forgotten_as_gc_advises() {
+    let (env, _src) = setup();
+    let mut damaged: Vec<String> = (0..3)
+        .map(|i| env.backup_stream(&format!("s{i}"), format!("stream {i}").as_bytes()))
+        .collect();
+    for id in &damaged {
+        let file = env.repo.join("snapshots").join(id);
+        flip_byte(&file, fs::metadata(&file).unwrap().len() as usize / 2);
+    }
+    damaged.sort();
+
+    // gc names the first damaged file and the command that removes it.
+    let line = env.fail(&["gc"]);
+    let advised = line
+        .split('`')
+        .find(|part| part.starts_with("dprepo forget "))
+        .unwrap_or_else(|| panic!("gc names no forget command: {line}"));
+    assert_eq!(advised, format!("dprepo forget {}", damaged[0]), "{line}");
+    let args: Vec<&str> = advised.split_whitespace().skip(1).collect();
+    let out = env.ok(&args);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&damaged[0]),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // By a unique prefix.
+    let removed = env.json(&["forget", &damaged[1][..12]]);
+    assert_eq!(
+        removed["removed_files"],
+        serde_json::json!([format!("snapshots/{}", damaged[1])]),
+        "{removed}"
+    );
+    // repair snapshots names the last one and offers to remove it.
+    let out = env.ok(&["repair", "snapshots"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains(&damaged[2]) && text.contains("--forget"),
+        "{text}"
+    );
+    let report = env.json(&["repair", "snapshots", "--forget"]);
+    assert_eq!(
+        report["removed_files"],
+        serde_json::json!([format!("snapshots/{}", damaged[2])]),
+        "{report}"
+    );
+    assert_eq!(env.repo_file_names("snapshots").len(), 1);
+    env.ok(&["gc"]);
+}
+
+/// `init` over a repository whose config was lost succeeded: it wrote a second master
+/// key and a new config, orphaning every pack and snapshot for good; and the error for
+/// the missing config advised exactly that ("create one with `dprepo init`"). Now the
+/// error asks for the config back and init refuses, naming what it found; with the
+/// config put back the repository is whole. Key files alone (an init that died before
+/// its config) are refused too, after init has waited for a concurrent one.
+#[test]
+fn init_refuses_a_location_holding_a_repository_without_its_config() {
+    let (env, src) = setup();
+    let config = fs::read(env.repo.join("config")).unwrap();
+    fs::remove_file(env.repo.join("config")).unwrap();
+    let keys = env.repo_file_names("keys");
+
+    let line = env.fail(&["snapshots"]);
+    assert!(
+        line.contains("config is missing")
+            && line.contains("put a copy of the config back")
+            && !line.contains("create one"),
+        "{line}"
+    );
+    let line = env.fail(&["init"]);
+    assert!(
+        line.contains("no config") && line.contains("data/") && line.contains("snapshots/"),
+        "{line}"
+    );
+    assert!(!env.repo.join("config").exists(), "init wrote a config");
+    assert_eq!(env.repo_file_names("keys"), keys, "init wrote a key");
+
+    fs::write(env.repo.join("config"), &config).unwrap();
+    assert_eq!(env.snapshots().len(), 1);
+    let f0 = s(&src.join("f0")).to_string();
+    assert!(env.dump("latest", &f0) == fs::read(&f0).unwrap());
+
+    // Only key files: an init that died between its key and its config.
+    let other = TestEnv::new();
+    fs::create_dir_all(other.repo.join("keys")).unwrap();
+    fs::copy(
+        env.repo.join("keys").join(&keys[0]),
+        other.repo.join("keys").join(&keys[0]),
+    )
+    .unwrap();
+    let line = other.fail(&["snapshots"]);
+    assert!(line.contains("no repository"), "{line}");
+    let line = other.fail(&["init"]);
+    assert!(line.contains("keys/ holds 1 file"), "{line}");
+    // An empty directory is fine.
+    let empty = TestEnv::new();
+    fs::create_dir_all(empty.repo.join("keys")).unwrap();
+    empty.ok(&["init"]);
+}
+
+/// With the newest snapshot's file damaged, `latest` silently meant an older snapshot:
+/// a restore of "latest" restored yesterday's data without saying so (the listing
+/// warning names the damaged file, not what `latest` became). Now stderr and `--json`
+/// say which snapshot `latest` fell back to and that the unreadable one may be newer.
+#[test]
+fn latest_says_when_it_falls_back_past_an_unreadable_snapshot_file() {
+    let (env, src) = setup();
+    let older = env.snapshots()[0]["id"].as_str().unwrap().to_string();
+    let newest = env.backup_stream("later", b"the newest snapshot");
+    let file = env.repo.join("snapshots").join(&newest);
+    flip_byte(&file, fs::metadata(&file).unwrap().len() as usize / 2);
+
+    let says_so = |text: &str| {
+        text.contains("`latest` is snapshot")
+            && text.contains(&older[..8])
+            && text.contains(&newest)
+            && text.contains("may be newer")
+    };
+    let target = env.path("restore");
+    let out = env.run(&["--json", "restore", "latest", "--target", s(&target)]);
+    assert_success(&out, &["restore", "latest"]);
+    assert!(says_so(&stderr(&out)), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["snapshot"], older.as_str());
+    assert!(
+        doc["warnings"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| says_so(w.as_str().unwrap_or("")))),
+        "{doc}"
+    );
+    let doc = env.json(&["ls", "latest"]);
+    assert!(
+        doc["warnings"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| says_so(w.as_str().unwrap_or("")))),
+        "{doc}"
+    );
+    let out = env.run(&["dump", "latest", s(&src.join("f0"))]);
+    assert_success(&out, &["dump", "latest"]);
+    assert!(says_so(&stderr(&out)), "{}", stderr(&out));
+    // A snapshot named by id needs no such warning.
+    let out = env.run(&["dump", &older, s(&src.join("f0"))]);
+    assert!(!stderr(&out).contains("`latest`"), "{}", stderr(&out));
+}

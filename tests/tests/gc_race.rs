@@ -13,6 +13,8 @@
 //!
 //! The other tests force one interleaving each (a backup stopped with SIGSTOP at a
 //! chosen point, or held open by its stdin) and are named after the failure they catch.
+//! The last two race repair commands against gc: many rounds of a gc and a repair
+//! started a few milliseconds apart, and a gc stopped while it holds the lease.
 
 mod common;
 
@@ -628,4 +630,168 @@ fn gc_beside_a_running_backup_does_not_copy_the_same_packs_again_and_again() {
         "{GC_RUNS} gc runs beside one backup left {stored} bytes of data packs for {live} bytes \
          of live data (each run copied the same half-used pack again)"
     );
+}
+
+/// Whether gc (or repair) lost the race for the lease: an expected outcome, not an error.
+fn lost_the_lease(out: &Output) -> bool {
+    !out.status.success() && stderr(out).contains("gc lease is busy")
+}
+
+/// `repair index` listed packs and wrote index files without the gc lease, so it could
+/// index packs that a gc running at the same time was deleting. Once gc had deleted
+/// them (and its tombstone), the index files written by repair still named them: the
+/// next backup of the data gc had just freed deduplicated against those entries and
+/// exited 0 with a snapshot whose packs were gone. Each round here frees data (backup,
+/// forget), starts a gc, starts a repair a few milliseconds later (the delay varies from
+/// round to round), then backs the freed data up again and restores it. Repair now takes
+/// the lease (SPEC.md section 18.1): of gc and repair, one runs and the other reports
+/// that the lease is busy, and every backup restores.
+#[test]
+fn repair_beside_gc_never_leaves_index_entries_of_packs_gc_deleted() {
+    const ROUNDS: u64 = 24;
+    const DATA_LEN: usize = 3 << 20;
+    let env = TestEnv::init();
+    let mut failures = Vec::new();
+    let (mut repairs_run, mut repairs_busy, mut gcs_busy) = (0, 0, 0);
+    for round in 0..ROUNDS {
+        let data = random_bytes(4_000 + round, DATA_LEN);
+        let garbage = env.path(&format!("garbage{round}"));
+        fs::create_dir(&garbage).expect("create dir");
+        fs::write(garbage.join("x.bin"), &data).expect("write file");
+        let old = env.backup(&[&garbage], &["--host", "old"]);
+        env.ok(&["forget", old["id"].as_str().expect("snapshot id")]);
+
+        let gc = env.spawn(&["--json", "gc", "--max-unused", "0"]);
+        std::thread::sleep(Duration::from_millis(round % 12 * 5));
+        let repair_args: &[&str] = if round % 4 == 3 {
+            &["repair", "snapshots"]
+        } else {
+            &["repair", "index"]
+        };
+        let repair = env.run(repair_args);
+        let gc = gc.wait_with_output().expect("wait for gc");
+        if repair.status.success() {
+            repairs_run += 1;
+        } else if lost_the_lease(&repair) {
+            repairs_busy += 1;
+        } else {
+            failures.push(describe(
+                &format!("round {round}: {repair_args:?}"),
+                &repair,
+            ));
+        }
+        if lost_the_lease(&gc) {
+            gcs_busy += 1;
+        } else if !gc.status.success() {
+            failures.push(describe(&format!("round {round}: gc"), &gc));
+        }
+
+        // The freed data again, from another host (no parent): every chunk is looked up
+        // in the index, which must not name a pack gc deleted.
+        let again = env.path(&format!("again{round}"));
+        fs::create_dir(&again).expect("create dir");
+        fs::write(again.join("x.bin"), &data).expect("write file");
+        let out = env.run(&["--json", "backup", s(&again), "--host", "new"]);
+        if !out.status.success() {
+            failures.push(describe(&format!("round {round}: backup"), &out));
+            continue;
+        }
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("backup --json");
+        let id = doc["id"].as_str().expect("snapshot id").to_string();
+        let target = env.path(&format!("restore{round}"));
+        let restore = env.run(&["restore", &id, "--target", s(&target)]);
+        if !restore.status.success() {
+            failures.push(describe(
+                &format!(
+                    "round {round}: restore of the backup taken after {repair_args:?} ran beside gc \
+                     ({} exit {}, gc exit {})",
+                    repair_args[1], repair.status, gc.status
+                ),
+                &restore,
+            ));
+        } else if fs::read(restored_path(&target, &again).join("x.bin")).ok() != Some(data) {
+            failures.push(format!("round {round}: snapshot {id} restores other bytes"));
+        }
+        let _ = fs::remove_dir_all(&target);
+        env.ok(&["forget", &id]);
+    }
+    eprintln!(
+        "repair beside gc: {ROUNDS} rounds, {repairs_run} repairs ran, {repairs_busy} found the \
+         lease busy, {gcs_busy} gcs found it busy"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n  {}",
+        failures.len(),
+        failures.join("\n  ")
+    );
+    let verify = env.json(&["verify"]);
+    assert_eq!(verify["ok"], true, "{verify}");
+}
+
+/// A stopped gc holds the lease: every repair command refuses to run (naming the
+/// holder) instead of writing index files or snapshots beside it, and runs once gc has
+/// ended. Before repair took the lease, both repairs ran at once.
+#[test]
+fn repair_does_not_run_while_a_gc_holds_the_lease() {
+    let env = TestEnv::init();
+    let src = env.path("src");
+    for d in 0..20 {
+        let dir = src.join(format!("d{d}"));
+        fs::create_dir_all(&dir).expect("create dir");
+        for f in 0..20u64 {
+            fs::write(dir.join(format!("f{f}")), random_bytes(d * 100 + f, 2000))
+                .expect("write file");
+        }
+    }
+    let lease = env.repo.join("locks").join("gc");
+    for attempt in 0..20 {
+        let snap = env.backup(&[&src], &["--host", &format!("h{attempt}")]);
+        env.ok(&["forget", snap["id"].as_str().expect("snapshot id")]);
+        let mut gc = env.spawn(&["gc"]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !lease.exists() && gc.try_wait().expect("poll gc").is_none() {
+            assert!(Instant::now() < deadline, "gc never took the lease");
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        let running = gc.try_wait().expect("poll gc").is_none();
+        if running {
+            signal(gc.id(), "-STOP");
+        }
+        if !(running && lease.exists()) {
+            // gc finished between the checks: try again.
+            if running {
+                signal(gc.id(), "-CONT");
+            }
+            let out = gc.wait_with_output().expect("wait for gc");
+            assert!(out.status.success(), "gc failed: {}", stderr(&out));
+            continue;
+        }
+        let index_before = env.repo_file_names("index");
+        let snapshots_before = env.repo_file_names("snapshots");
+        for args in [vec!["repair", "index"], vec!["repair", "snapshots"]] {
+            let out = env.run(&args);
+            let line = stderr(&out);
+            let still_there = lease.exists();
+            if out.status.success() || !line.contains("gc lease is busy") || !line.contains("`gc`")
+            {
+                signal(gc.id(), "-CONT");
+                let _ = gc.wait_with_output();
+                panic!(
+                    "{args:?} while gc held the lease (lease file still there: {still_there}): \
+                     exit {}, stderr: {line}",
+                    out.status
+                );
+            }
+        }
+        assert_eq!(env.repo_file_names("index"), index_before);
+        assert_eq!(env.repo_file_names("snapshots"), snapshots_before);
+        signal(gc.id(), "-CONT");
+        let out = gc.wait_with_output().expect("wait for gc");
+        assert!(out.status.success(), "gc failed: {}", stderr(&out));
+        env.ok(&["repair", "index"]);
+        env.ok(&["repair", "snapshots"]);
+        return;
+    }
+    panic!("could not stop a gc while it held the lease in 20 attempts");
 }

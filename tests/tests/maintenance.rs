@@ -113,3 +113,115 @@ fn forget_gc_and_verify_reclaim_exactly_the_unreferenced_data(backend: Backend) 
     env.ok(&["restore", &third, "--target", s(&target)]);
     assert_same_tree(&src, &restored_path(&target, &src), Compare::CONTENT);
 }
+
+/// A tmpfs of `size` bytes mounted at `dir` for the life of the guard.
+struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: u64) -> SmallDisk {
+        fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs to fill it up and needs root (or CAP_SYS_ADMIN): \
+             run the tests as root; mount said: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        SmallDisk {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Free bytes on it.
+    fn available(&self) -> u64 {
+        let out = std::process::Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&self.dir)
+            .output()
+            .expect("run df");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("df prints the free bytes")
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+/// gc rewrote partly-used packs before it deleted unused ones, so on a nearly full disk
+/// it failed writing the first copy ("No space left on device") having freed nothing,
+/// however much garbage there was. It now deletes the packs with nothing to keep first,
+/// then rewrites into the room they leave.
+#[test]
+fn gc_on_a_nearly_full_disk_deletes_garbage_before_rewriting() {
+    let env = TestEnv::new();
+    let disk = SmallDisk::mount(&env.repo, 40 * MIB as u64);
+    env.ok(&["init", "--pack-size", "1M"]);
+    // Garbage: a snapshot of 8 MiB that is forgotten (its packs have nothing to keep).
+    let dead = env.path("dead");
+    fs::create_dir(&dead).unwrap();
+    fs::write(dead.join("dead.bin"), random_bytes(10, 8 * MIB)).unwrap();
+    let old = env.backup(&[&dead], &[]);
+    env.ok(&["forget", old["id"].as_str().unwrap()]);
+    // Partly used packs: 48 one-chunk files backed up together, then every other one
+    // deleted, so each pack keeps about half its bytes (3 MiB in all).
+    let src = env.path("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..48u64 {
+        fs::write(
+            src.join(format!("f{i:02}")),
+            random_bytes(100 + i, 128 << 10),
+        )
+        .unwrap();
+    }
+    env.backup(&[&src], &[]);
+    for i in (1..48).step_by(2) {
+        fs::remove_file(src.join(format!("f{i:02}"))).unwrap();
+    }
+    let kept = env.backup(&[&src], &[]);
+    env.ok(&["forget", "--keep-last", "1"]);
+    let plan = env.json(&["gc", "--dry-run", "--max-unused", "0"]);
+    assert!(
+        !plan["plan"]["delete"].as_array().unwrap().is_empty()
+            && !plan["plan"]["repack"].as_array().unwrap().is_empty(),
+        "the test needs packs to delete and packs to rewrite: {plan}"
+    );
+
+    // Fill the disk but for 1 MiB: less than the copies of the kept files need.
+    let free = disk.available();
+    fs::write(
+        env.repo.join("filler"),
+        vec![0u8; (free - MIB as u64) as usize],
+    )
+    .unwrap();
+    let gc = env.json(&["gc", "--max-unused", "0"]);
+    let report = &gc["report"];
+    assert!(report["packs_deleted"].as_u64().unwrap() >= 8, "{gc}");
+    assert!(report["packs_rewritten"].as_u64().unwrap() >= 1, "{gc}");
+    fs::remove_file(env.repo.join("filler")).unwrap();
+
+    let target = env.path("restore");
+    env.ok(&[
+        "restore",
+        kept["id"].as_str().unwrap(),
+        "--target",
+        s(&target),
+    ]);
+    assert_same_tree(&src, &restored_path(&target, &src), Compare::CONTENT);
+    let verify = env.json(&["verify", "--read-data"]);
+    assert_eq!(verify["ok"], true, "{verify}");
+}

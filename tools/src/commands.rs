@@ -284,8 +284,12 @@ async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
     let parent = match (&a.parent, a.force) {
         (_, true) => ParentChoice::None,
         (Some(sel), false) => {
-            let all = repo.list_snapshots().await?;
-            ParentChoice::Id(Repository::select_snapshot(&all, sel)?.id)
+            let (all, damaged) = repo.list_snapshots_checked().await?;
+            let parent = Repository::select_snapshot(&all, sel)?;
+            if let Some(w) = latest_warning(sel, &parent, &damaged) {
+                eprintln!("dprepo: warning: --parent {w}");
+            }
+            ParentChoice::Id(parent.id)
         }
         (None, false) => ParentChoice::Auto,
     };
@@ -370,11 +374,27 @@ fn matches_filter(s: &Snapshot, f: &FilterArgs) -> bool {
 }
 
 pub async fn filtered_snapshots(repo: &Repository, f: &FilterArgs) -> Result<Vec<Snapshot>> {
+    Ok(filtered_snapshots_checked(repo, f).await?.0)
+}
+
+/// [`filtered_snapshots`], and the snapshot files that cannot be read (storage name,
+/// error), each named in a warning on stderr.
+pub async fn filtered_snapshots_checked(
+    repo: &Repository,
+    f: &FilterArgs,
+) -> Result<(Vec<Snapshot>, Vec<(String, dprepo_repo_format::Error)>)> {
     let (all, damaged) = repo.list_snapshots_checked().await?;
-    for (name, e) in damaged {
-        eprintln!("dprepo: warning: {name} cannot be read and is left out: {e}");
+    for (name, e) in &damaged {
+        // The error names the object, usually by `name` itself.
+        let e = e.to_string();
+        if e.contains(name.as_str()) {
+            eprintln!("dprepo: warning: {e}; it is left out");
+        } else {
+            eprintln!("dprepo: warning: {name} cannot be read and is left out: {e}");
+        }
     }
-    Ok(all.into_iter().filter(|s| matches_filter(s, f)).collect())
+    let selected = all.into_iter().filter(|s| matches_filter(s, f)).collect();
+    Ok((selected, damaged))
 }
 
 async fn snapshots(cli: &Cli, f: &FilterArgs) -> Result<u8> {
@@ -414,9 +434,44 @@ async fn snapshots(cli: &Cli, f: &FilterArgs) -> Result<u8> {
     Ok(0)
 }
 
-async fn resolve(repo: &Repository, selector: &str, f: &FilterArgs) -> Result<Snapshot> {
-    let list = filtered_snapshots(repo, f).await?;
-    Ok(Repository::select_snapshot(&list, selector)?)
+/// Resolve `selector` among the snapshots matching `f`. Returns the warnings to add to
+/// `--json` output, already printed on stderr: `latest` chosen while some snapshot
+/// files cannot be read (one of them may be the newest).
+async fn resolve(
+    repo: &Repository,
+    selector: &str,
+    f: &FilterArgs,
+) -> Result<(Snapshot, Vec<String>)> {
+    let (list, damaged) = filtered_snapshots_checked(repo, f).await?;
+    let snap = Repository::select_snapshot(&list, selector)?;
+    let warnings: Vec<String> = latest_warning(selector, &snap, &damaged)
+        .into_iter()
+        .collect();
+    for w in &warnings {
+        eprintln!("dprepo: warning: {w}");
+    }
+    Ok((snap, warnings))
+}
+
+/// When `selector` is `latest` and some snapshot files cannot be read, say which
+/// snapshot `latest` fell back to: the damaged ones may be newer, and nothing tells
+/// their time.
+pub fn latest_warning(
+    selector: &str,
+    chosen: &Snapshot,
+    damaged: &[(String, dprepo_repo_format::Error)],
+) -> Option<String> {
+    if selector != "latest" || damaged.is_empty() {
+        return None;
+    }
+    let names: Vec<&str> = damaged.iter().map(|(name, _)| name.as_str()).collect();
+    Some(format!(
+        "`latest` is snapshot {} of {}, the newest that can be read; {} snapshot files cannot be read and may be newer: {}",
+        chosen.id.short(),
+        output::time(&chosen.manifest.time),
+        damaged.len(),
+        names.join(", ")
+    ))
 }
 
 fn node_type(n: &Node) -> &'static str {
@@ -445,7 +500,7 @@ fn node_time(n: &Node) -> chrono::DateTime<chrono::Utc> {
 
 async fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
     let repo = repository::open(cli).await?;
-    let snap = resolve(&repo, &a.snapshot, &a.filter).await?;
+    let (snap, warnings) = resolve(&repo, &a.snapshot, &a.filter).await?;
     let start = a.path.clone().unwrap_or_default();
     let start_trimmed = start.trim_end_matches('/').to_string();
     let mut entries: Vec<(String, Node)> = Vec::new();
@@ -498,7 +553,7 @@ async fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
                 v
             })
             .collect();
-        print_json(&json!({ "snapshot": snap.id, "nodes": nodes }))?;
+        print_json(&json!({ "snapshot": snap.id, "nodes": nodes, "warnings": warnings }))?;
         return Ok(0);
     }
     let mut text = String::new();
@@ -531,7 +586,7 @@ async fn run_restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
         Some((s, p)) => (s, p),
         None => (a.snapshot.as_str(), ""),
     };
-    let snap = resolve(&repo, selector, &a.filter).await?;
+    let (snap, resolve_warnings) = resolve(&repo, selector, &a.filter).await?;
     let progress = Arc::new(RestoreProgress::default());
     let p = progress.clone();
     let status = Status::start(cli.quiet || cli.json, move || {
@@ -564,6 +619,15 @@ async fn run_restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
         let mut v = serde_json::to_value(&summary)?;
         v["snapshot"] = json!(snap.id);
         v["target"] = json!(a.target);
+        // The snapshot's selection first, then what the restore itself reported.
+        let mut warnings: Vec<serde_json::Value> = resolve_warnings
+            .into_iter()
+            .map(serde_json::Value::from)
+            .collect();
+        if let Some(serde_json::Value::Array(restore_warnings)) = v.get("warnings") {
+            warnings.extend(restore_warnings.iter().cloned());
+        }
+        v["warnings"] = serde_json::Value::Array(warnings);
         print_json(&v)?;
     } else if !cli.quiet {
         print(&format!(
@@ -581,7 +645,7 @@ async fn run_restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
 
 async fn run_dump(cli: &Cli, a: &DumpArgs) -> Result<u8> {
     let repo = repository::open(cli).await?;
-    let snap = resolve(&repo, &a.snapshot, &a.filter).await?;
+    let (snap, _warnings) = resolve(&repo, &a.snapshot, &a.filter).await?;
     let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
     match dump(&repo, &snap.manifest.tree, a.path.as_bytes(), &mut stdout).await {
         Ok(_) => Ok(0),
@@ -596,14 +660,19 @@ async fn run_dump(cli: &Cli, a: &DumpArgs) -> Result<u8> {
 
 async fn stats(cli: &Cli, a: &StatsArgs) -> Result<u8> {
     let repo = repository::open(cli).await?;
-    let all = filtered_snapshots(&repo, &a.filter).await?;
+    let (all, damaged) = filtered_snapshots_checked(&repo, &a.filter).await?;
     let selected: Vec<Snapshot> = if a.snapshots.is_empty() {
         all
     } else {
-        a.snapshots
-            .iter()
-            .map(|sel| Repository::select_snapshot(&all, sel))
-            .collect::<Result<_, _>>()?
+        let mut selected = Vec::new();
+        for sel in &a.snapshots {
+            let snap = Repository::select_snapshot(&all, sel)?;
+            if let Some(w) = latest_warning(sel, &snap, &damaged) {
+                eprintln!("dprepo: warning: {w}");
+            }
+            selected.push(snap);
+        }
+        selected
     };
     // Walk every selected snapshot once, counting each tree and data blob once.
     let mut seen_trees: HashSet<BlobId> = HashSet::new();

@@ -1,17 +1,18 @@
 //! `forget`, `gc` and `snapshot expire`: the commands that remove things. Each one can
 //! show what it would do (`--dry-run`) before doing it.
 
-use crate::commands::{filtered_snapshots, snapshot_json, FilterArgs};
+use crate::commands::{filtered_snapshots_checked, latest_warning, snapshot_json, FilterArgs};
 use crate::output::{bytes, print, print_json};
 use crate::repository;
 use crate::Cli;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use dprepo_repo_format::gc::{self, GcOptions};
+use dprepo_repo_format::repo::SNAPSHOTS_DIR;
 use dprepo_repo_format::retention::{
     apply_policy, parse_duration, GroupBy, RetentionPolicy, SnapshotInfo,
 };
-use dprepo_repo_format::{BlobId, Repository};
+use dprepo_repo_format::{BlobId, Repository, Snapshot};
 use serde_json::json;
 
 #[derive(Debug, Args)]
@@ -135,29 +136,90 @@ fn gc_options(t: &GcTuning) -> Result<GcOptions> {
     })
 }
 
+/// What a selector given to `forget` names.
+enum Forgettable {
+    /// A readable snapshot.
+    Snapshot(BlobId),
+    /// A snapshot file that cannot be read, by storage name (`snapshots/<name>`).
+    File(String),
+}
+
+/// Resolve `sel` among the readable `candidates` and the unreadable snapshot files
+/// `damaged`: `latest`, a full id or unique id prefix, or the name of an unreadable
+/// file (with or without `snapshots/`), so a damaged manifest can be removed.
+fn select_forgettable(
+    candidates: &[Snapshot],
+    damaged: &[(String, dprepo_repo_format::Error)],
+    sel: &str,
+) -> Result<Forgettable> {
+    let file = sel.strip_prefix(SNAPSHOTS_DIR).unwrap_or(sel);
+    let name_of = |name: &'_ String| name.strip_prefix(SNAPSHOTS_DIR).unwrap_or(name).to_string();
+    if let Some((name, _)) = damaged.iter().find(|(name, _)| name_of(name) == file) {
+        return Ok(Forgettable::File(name.clone()));
+    }
+    let hex_prefix = !file.is_empty() && file.bytes().all(|b| b.is_ascii_hexdigit());
+    let lower = file.to_ascii_lowercase();
+    let files: Vec<&String> = damaged
+        .iter()
+        .map(|(name, _)| name)
+        .filter(|name| hex_prefix && name_of(name).to_ascii_lowercase().starts_with(&lower))
+        .collect();
+    let readable = candidates
+        .iter()
+        .filter(|s| hex_prefix && s.id.to_hex().starts_with(&lower))
+        .count();
+    match (readable, files.as_slice()) {
+        (0, [name]) => Ok(Forgettable::File((*name).clone())),
+        (_, []) => Ok(Forgettable::Snapshot(
+            Repository::select_snapshot(candidates, file)?.id,
+        )),
+        (n, names) => bail!(
+            "snapshot {sel}: prefix matches {} snapshots, {} of them unreadable files; give more digits",
+            n + names.len(),
+            names.len()
+        ),
+    }
+}
+
 pub async fn forget(cli: &Cli, a: &ForgetArgs) -> Result<u8> {
     let repo = repository::open(cli).await?;
-    let candidates = filtered_snapshots(&repo, &a.filter).await?;
+    let (candidates, damaged) = filtered_snapshots_checked(&repo, &a.filter).await?;
     let policy = policy(a)?;
     let mut remove: Vec<BlobId> = Vec::new();
+    let mut remove_files: Vec<String> = Vec::new();
     let mut doc = json!({});
     if !a.snapshots.is_empty() {
         if !policy.is_empty() {
             bail!("give snapshot ids or a policy (--keep-*, --expired), not both");
         }
+        let mut warnings = Vec::new();
         for sel in &a.snapshots {
-            remove.push(Repository::select_snapshot(&candidates, sel)?.id);
+            match select_forgettable(&candidates, &damaged, sel)? {
+                Forgettable::Snapshot(id) => {
+                    let chosen = candidates.iter().find(|s| s.id == id);
+                    if let Some(w) = chosen.and_then(|s| latest_warning(sel, s, &damaged)) {
+                        eprintln!("dprepo: warning: {w}");
+                        warnings.push(w);
+                    }
+                    remove.push(id)
+                }
+                Forgettable::File(name) => remove_files.push(name),
+            }
         }
+        doc["warnings"] = json!(warnings);
         remove.sort();
         remove.dedup();
+        remove_files.sort();
+        remove_files.dedup();
         doc["removed"] = json!(remove.iter().map(|id| id.to_hex()).collect::<Vec<_>>());
+        doc["removed_files"] = json!(remove_files);
         if !cli.json && !cli.quiet {
+            let verb = if a.dry_run { "would remove" } else { "removed" };
             for id in &remove {
-                print(&format!(
-                    "{} snapshot {}\n",
-                    if a.dry_run { "would remove" } else { "removed" },
-                    id.short()
-                ))?;
+                print(&format!("{verb} snapshot {}\n", id.short()))?;
+            }
+            for name in &remove_files {
+                print(&format!("{verb} unreadable snapshot file {name}\n"))?;
             }
         }
     } else {
@@ -222,8 +284,12 @@ pub async fn forget(cli: &Cli, a: &ForgetArgs) -> Result<u8> {
     doc["dry_run"] = json!(a.dry_run);
     if !a.dry_run {
         gc::forget_snapshots(&repo, &remove).await?;
+        gc::forget_snapshot_files(&repo, &remove_files).await?;
         if !cli.json && !cli.quiet {
-            print(&format!("{} snapshots removed\n", remove.len()))?;
+            print(&format!(
+                "{} snapshots removed\n",
+                remove.len() + remove_files.len()
+            ))?;
         }
         if a.prune {
             let (plan, report) = gc::run(&repo, &gc_options(&a.gc)?).await?;
@@ -235,7 +301,7 @@ pub async fn forget(cli: &Cli, a: &ForgetArgs) -> Result<u8> {
     } else if !cli.json && !cli.quiet {
         print(&format!(
             "dry run: {} snapshots would be removed\n",
-            remove.len()
+            remove.len() + remove_files.len()
         ))?;
     }
     if cli.json {
@@ -260,6 +326,14 @@ fn print_gc(plan: &gc::GcPlan, report: Option<&gc::GcReport>) -> Result<()> {
         plan.orphans.len(),
         bytes(plan.bytes_freed_estimate)
     );
+    if !plan.stale_temporary_files.is_empty() {
+        t.push_str(&format!(
+            "temporary files of interrupted writes (older than {} minutes): {} ({})\n",
+            GcOptions::default().session_stale_after.num_minutes(),
+            plan.stale_temporary_files.len(),
+            bytes(plan.stale_temporary_bytes)
+        ));
+    }
     if let Some(r) = report {
         t.push_str(&format!(
             "deleted {} packs ({}), rewrote {} packs into {} ({}), rewrote {} index files\n",
@@ -274,6 +348,13 @@ fn print_gc(plan: &gc::GcPlan, report: Option<&gc::GcReport>) -> Result<()> {
             t.push_str(&format!(
                 "{} deletions wait for backups that were running when they were planned; the next gc after those backups finish completes them\n",
                 r.tombstones_blocked.len()
+            ));
+        }
+        if r.temporary_files_removed > 0 {
+            t.push_str(&format!(
+                "removed {} temporary files of interrupted writes ({})\n",
+                r.temporary_files_removed,
+                bytes(r.temporary_bytes_freed)
             ));
         }
         if !r.stale_sessions_removed.is_empty() {
@@ -331,8 +412,11 @@ pub async fn snapshot(cli: &Cli, c: &SnapshotCommand) -> Result<u8> {
                 _ => bail!("give one of --in DURATION, --at TIME or --never"),
             };
             let repo = repository::open(cli).await?;
-            let all = repo.list_snapshots().await?;
+            let (all, damaged) = repo.list_snapshots_checked().await?;
             let snap = Repository::select_snapshot(&all, snapshot)?;
+            if let Some(w) = latest_warning(snapshot, &snap, &damaged) {
+                eprintln!("dprepo: warning: {w}");
+            }
             let new = gc::set_expiry(&repo, &snap, expires).await?;
             if cli.json {
                 print_json(&snapshot_json(&new))?;

@@ -179,6 +179,12 @@ impl Storage for CachedStorage {
         let _ = tokio::fs::remove_file(self.local(name)).await;
         Ok(())
     }
+    async fn list_temporary(&self) -> Result<Vec<super::TemporaryFile>> {
+        self.inner.list_temporary().await
+    }
+    async fn delete_temporary(&self, name: &str) -> Result<()> {
+        self.inner.delete_temporary(name).await
+    }
 }
 
 #[cfg(test)]

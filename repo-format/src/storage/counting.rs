@@ -147,4 +147,12 @@ impl Storage for CountingStorage {
         add(&self.stats.deletes, 1);
         self.inner.delete(name).await
     }
+    async fn list_temporary(&self) -> Result<Vec<super::TemporaryFile>> {
+        add(&self.stats.lists, 1);
+        self.inner.list_temporary().await
+    }
+    async fn delete_temporary(&self, name: &str) -> Result<()> {
+        add(&self.stats.deletes, 1);
+        self.inner.delete_temporary(name).await
+    }
 }

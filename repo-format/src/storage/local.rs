@@ -14,7 +14,7 @@
 //!
 //! Every blocking file system call runs on tokio's blocking pool (`spawn_blocking`).
 
-use super::{BlobInfo, Storage};
+use super::{BlobInfo, Storage, TemporaryFile};
 use crate::direct_io::DIRECT_PIECE;
 #[cfg(target_os = "linux")]
 use crate::direct_io::{aligned_start, AlignedBuffers, DIRECT_ALIGN};
@@ -574,6 +574,58 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<BlobInfo>> {
     Ok(found)
 }
 
+/// Every temporary file below `root` (not following symlinks), with its age.
+fn list_temporary_blocking(root: &Path) -> Result<Vec<TemporaryFile>> {
+    let mut found = Vec::new();
+    let mut stack = vec![(root.to_path_buf(), String::new(), 0usize)];
+    while let Some((dir, rel, depth)) = stack.pop() {
+        let object = if rel.is_empty() { "/" } else { rel.as_str() };
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(storage_error(object, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| storage_error(object, e))?;
+            let Ok(file_name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let full = format!("{rel}{file_name}");
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(storage_error(&full, e)),
+            };
+            if meta.is_dir() && depth < MAX_LIST_DEPTH {
+                stack.push((entry.path(), format!("{full}/"), depth + 1));
+            } else if meta.is_file() && file_name.starts_with(TEMP_PREFIX) {
+                found.push(TemporaryFile {
+                    name: full.clone(),
+                    size: meta.len(),
+                    modified: meta.modified().map_err(|e| storage_error(&full, e))?,
+                });
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Check that `name` names a temporary file: a valid blob name for its directory part,
+/// and a last component starting with [`TEMP_PREFIX`].
+fn validate_temporary_name(name: &str) -> Result<()> {
+    let (dir, file) = match name.rsplit_once('/') {
+        Some((dir, file)) => (Some(dir), file),
+        None => (None, name),
+    };
+    let valid_file = file.starts_with(TEMP_PREFIX) && !file.contains(['\\', '\0']);
+    if !valid_file || dir.is_some_and(|d| validate_name(d).is_err()) {
+        return Err(Error::InvalidArgument(format!(
+            "{name:?} is not the name of a temporary file"
+        )));
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Storage for LocalStorage {
     fn location(&self) -> String {
@@ -647,6 +699,24 @@ impl Storage for LocalStorage {
         run_blocking(prefix, move || list_blocking(&root, &owned_prefix)).await
     }
 
+    async fn list_temporary(&self) -> Result<Vec<TemporaryFile>> {
+        let root = self.inner.root.clone();
+        run_blocking("temporary files", move || list_temporary_blocking(&root)).await
+    }
+
+    async fn delete_temporary(&self, name: &str) -> Result<()> {
+        validate_temporary_name(name)?;
+        let mut path = self.inner.root.clone();
+        path.extend(name.split('/'));
+        let owned_name = name.to_owned();
+        run_blocking(name, move || match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(storage_error(&owned_name, e)),
+        })
+        .await
+    }
+
     /// Removes the file and fsyncs its directory, so a deletion is not undone by a crash
     /// (garbage collection relies on deletes staying in the order they were made).
     async fn delete(&self, name: &str) -> Result<()> {
@@ -668,6 +738,45 @@ impl Storage for LocalStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Temporary files anywhere below the root are listed with their size and age and
+    /// can be deleted by that name; nothing else can be deleted through it.
+    #[tokio::test]
+    async fn temporary_files_are_listed_and_deleted_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path());
+        storage.put("data/ab/abcd", b"pack").await.unwrap();
+        fs::write(dir.path().join("data/ab/.tmp-1-2-3"), b"partial").unwrap();
+        fs::write(dir.path().join(".tmp-4-5-6"), b"").unwrap();
+        let mut found = storage.list_temporary().await.unwrap();
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        let names: Vec<(&str, u64)> = found.iter().map(|t| (t.name.as_str(), t.size)).collect();
+        assert_eq!(names, [(".tmp-4-5-6", 0), ("data/ab/.tmp-1-2-3", 7)]);
+        for bad in [
+            "data/ab/abcd",
+            "../x/.tmp-1",
+            "data/../.tmp-1",
+            ".tmp-1/../data/ab/abcd",
+        ] {
+            assert!(
+                matches!(
+                    storage.delete_temporary(bad).await,
+                    Err(Error::InvalidArgument(_))
+                ),
+                "{bad}"
+            );
+        }
+        storage
+            .delete_temporary("data/ab/.tmp-1-2-3")
+            .await
+            .unwrap();
+        storage
+            .delete_temporary("data/ab/.tmp-1-2-3")
+            .await
+            .unwrap();
+        assert_eq!(storage.list_temporary().await.unwrap().len(), 1);
+        assert_eq!(storage.get("data/ab/abcd").await.unwrap(), b"pack");
+    }
 
     /// When the direct write fails (here at its exclusive open: a temporary file is in
     /// the way, holding more than the object, as a refused direct write may leave it),

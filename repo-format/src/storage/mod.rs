@@ -38,6 +38,18 @@ pub struct BlobInfo {
     pub size: u64,
 }
 
+/// A file that an in-flight or interrupted write left under a temporary name (the local
+/// backend's `.tmp-*`), which [`Storage::list`] never shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemporaryFile {
+    /// Its name relative to the repository root, `/`-separated (`data/ab/.tmp-…`).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// When it was last written: a write in progress keeps it recent.
+    pub modified: std::time::SystemTime,
+}
+
 /// A backend holding the blobs of one repository.
 #[async_trait]
 pub trait Storage: Send + Sync + std::fmt::Debug {
@@ -116,6 +128,28 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
     /// Delete the blob. Deleting a missing name is not an error (idempotent).
     async fn delete(&self, name: &str) -> Result<()>;
+
+    /// The temporary files of writes in progress or interrupted (a killed process leaves
+    /// them). The default, for backends whose writes leave none: no files.
+    ///
+    /// # Errors
+    /// Storage errors while listing.
+    async fn list_temporary(&self) -> Result<Vec<TemporaryFile>> {
+        Ok(Vec::new())
+    }
+
+    /// Delete a temporary file [`Storage::list_temporary`] listed; a missing one is not
+    /// an error. The caller decides it is abandoned (gc: older than a writer may stay
+    /// silent); a write still using it fails instead of committing.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a name that is not
+    /// a temporary file's (the default: every name); storage errors.
+    async fn delete_temporary(&self, name: &str) -> Result<()> {
+        Err(crate::Error::InvalidArgument(format!(
+            "{name}: this storage keeps no temporary files"
+        )))
+    }
 }
 
 /// Check whether `storage` really refuses a second create of the same name (S3 stores
