@@ -241,7 +241,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     match runtime.block_on(run(&cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            eprintln!("Error: {}", crate::output::error_text(&e));
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,48 @@
+//! What the user reads when a command fails: one line naming the real cause, not a
+//! symptom of it. Each test runs the real binary and reads its stderr.
+
+mod common;
+
+use common::*;
+use std::fs;
+
+/// `text` holds `needle` exactly once.
+fn once(text: &str, needle: &str) -> bool {
+    text.matches(needle).count() == 1
+}
+
+/// Every local I/O error printed its OS error twice ("/x: No such file or directory
+/// (os error 2): No such file or directory (os error 2)"): the engine's error shows its
+/// cause and also returns it as its source, and the whole chain was printed.
+#[test]
+fn os_error_is_printed_once() {
+    let env = TestEnv::init();
+    let missing = env.path("missing");
+    let line = env.fail(&["backup", s(&missing)]);
+    assert!(
+        line.contains(s(&missing)) && once(&line, "(os error 2)"),
+        "{line}"
+    );
+
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"content").unwrap();
+    env.backup(&[&src], &[]);
+    // A restore target below a regular file: ENOTDIR.
+    let file = env.path("a-file");
+    fs::write(&file, b"").unwrap();
+    let target = file.join("target");
+    let line = env.fail(&["restore", "latest", "--target", s(&target)]);
+    assert!(once(&line, "(os error 20)"), "{line}");
+
+    // datasafed prints through the same path.
+    let out = output_of({
+        let mut c = env.cmd(["datasafed", "push", s(&missing), "x"]);
+        c.env_remove("DPREPO_REPOSITORY")
+            .env("DATASAFED_LOCAL_BACKEND_PATH", &env.repo);
+        c
+    });
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(once(&err, "(os error 2)"), "{err}");
+}
