@@ -214,8 +214,11 @@ impl Repository {
     /// Open the repository in `storage` with `password` and load its index.
     ///
     /// # Errors
-    /// [`Error::NoRepository`], [`Error::WrongKey`], [`Error::UnsupportedVersion`],
-    /// [`Error::Corrupt`], storage errors.
+    /// [`Error::NoRepository`]; [`Error::WrongKey`] when no key file opens with
+    /// `password` and none is damaged; [`Error::Corrupt`] naming a damaged key file (one
+    /// that does not decode, or whose bytes do not match its name) when no intact one
+    /// opens, as the password may be the damaged one's; [`Error::UnsupportedVersion`];
+    /// storage errors.
     pub async fn open(storage: Arc<dyn Storage>, password: &[u8]) -> Result<Repository> {
         Repository::open_with(storage, password, &IndexPlace::Memory).await
     }
@@ -248,6 +251,8 @@ impl Repository {
         let mut opened = None;
         let mut last_error = None;
         let mut config_error = None;
+        // The first key file that did not open and is damaged: the password may be its.
+        let mut damaged_key = None;
         for name in key_names.iter().take(MAX_KEYS_TRIED) {
             let bytes = match storage.get(name).await {
                 Ok(bytes) => bytes,
@@ -258,12 +263,26 @@ impl Repository {
             let key = match KeyFile::decode(&bytes, name) {
                 Ok(k) => k,
                 Err(e) => {
+                    if let Error::Corrupt { reason, .. } = &e {
+                        damaged_key.get_or_insert_with(|| (name.clone(), reason.clone()));
+                    }
                     last_error = Some(e);
                     continue;
                 }
             };
             let pw = password_owned(password);
             let Some(master) = run_cpu(move || key.open(&pw)).await?? else {
+                // A wrong password and a damaged key file both fail to unwrap; the name
+                // (the storage id of the bytes written, L1) tells them apart.
+                let expected = BlobId::of_stored(&bytes).to_hex();
+                if name.strip_prefix(KEYS_DIR) != Some(expected.as_str()) {
+                    damaged_key.get_or_insert_with(|| {
+                        (
+                            name.clone(),
+                            "its bytes do not match its name (storage id)".to_string(),
+                        )
+                    });
+                }
                 continue;
             };
             // The password can open a key of another master key: the key an init wrote
@@ -283,7 +302,16 @@ impl Repository {
                 (Some(e), _) => e,
                 (None, Some(e @ Error::UnsupportedVersion { .. })) => e,
                 _ if key_names.is_empty() => Error::corrupt("repository", "no key files in keys/"),
-                _ => Error::WrongKey,
+                _ => match damaged_key {
+                    Some((name, reason)) => Error::corrupt(
+                        name,
+                        format!(
+                            "{reason}; no intact key file opens with this password \
+                             (if it is this key's, restore the key file from a copy)"
+                        ),
+                    ),
+                    None => Error::WrongKey,
+                },
             });
         };
         let index = match place {
@@ -823,10 +851,16 @@ mod tests {
         )
         .await
         .unwrap();
-        let stray =
-            KeyFile::create(&MasterKey::generate(), b"pw", FAST_KDF, "loser", "me").unwrap();
-        // Listed, and so tried, before the winner's key.
-        let stray_name = format!("{KEYS_DIR}{}", "0".repeat(64));
+        let winner_key = shared.list(KEYS_DIR).await.unwrap().remove(0).name;
+        // Named as init names it, and listed, so tried, before the winner's key.
+        let (stray_name, stray) = loop {
+            let stray =
+                KeyFile::create(&MasterKey::generate(), b"pw", FAST_KDF, "loser", "me").unwrap();
+            let name = format!("{KEYS_DIR}{}", BlobId::of_stored(&stray).to_hex());
+            if name < winner_key {
+                break (name, stray);
+            }
+        };
         shared.create(&stray_name, &stray).await.unwrap();
 
         let opened = Repository::open(shared.clone(), b"pw").await.unwrap();

@@ -46,3 +46,46 @@ fn os_error_is_printed_once() {
     assert!(!out.status.success(), "{err}");
     assert!(once(&err, "(os error 2)"), "{err}");
 }
+
+/// A damaged key file read as "wrong password": with one key file, a flipped byte
+/// anywhere in it (or a cut) leaves no key that opens, and the user was sent hunting for
+/// another password instead of for a copy of the key file.
+#[test]
+fn damaged_key_file_is_reported_as_damaged_not_as_a_wrong_password() {
+    let env = TestEnv::init();
+    let keys = env.repo_files("keys");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let key = &keys[0];
+    let name = format!("keys/{}", key.file_name().unwrap().to_string_lossy());
+    let original = fs::read(key).unwrap();
+    let flipped = |at: usize| {
+        let mut b = original.clone();
+        b[at] ^= 0x01;
+        b
+    };
+    let cases = [
+        (
+            "a flipped bit in the wrapped master key",
+            flipped(original.len() - 1),
+        ),
+        ("a flipped bit in the salt", flipped(6 + 1 + 12)),
+        (
+            "a flipped bit in the hostname",
+            flipped(6 + 1 + 12 + 16 + 8 + 2),
+        ),
+        ("cut short", original[..original.len() / 2].to_vec()),
+    ];
+    for (what, bytes) in cases {
+        write_over(key, &bytes);
+        let line = env.fail(&["snapshots"]);
+        assert!(
+            line.contains(&name) && line.contains("corrupt") && !line.contains("wrong password"),
+            "key file {what}: {line}"
+        );
+    }
+    write_over(key, &original);
+    assert!(env.snapshots().is_empty());
+    // With the key file intact, a wrong password is still called one.
+    let line = env.same_repository("not the password").fail(&["snapshots"]);
+    assert!(line.contains("wrong password"), "{line}");
+}
