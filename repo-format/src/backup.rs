@@ -389,10 +389,20 @@ async fn run_backup(
     })
 }
 
+/// Check a stream name before anything is written: it becomes a file name in the
+/// snapshot's tree, which accepts no longer name (a 5000-byte name failed late, as
+/// "tree is corrupt", while the root tree was encoded).
 fn validate_stream_name(name: &str) -> Result<()> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0') {
         return Err(Error::InvalidArgument(format!(
             "stream name {name:?} must be a single file name (no '/')"
+        )));
+    }
+    if name.len() > crate::tree::MAX_NAME_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "stream name is {} bytes long; a file name has at most {} bytes",
+            name.len(),
+            crate::tree::MAX_NAME_LEN
         )));
     }
     Ok(())

@@ -89,3 +89,38 @@ fn damaged_key_file_is_reported_as_damaged_not_as_a_wrong_password() {
     let line = env.same_repository("not the password").fail(&["snapshots"]);
     assert!(line.contains("wrong password"), "{line}");
 }
+
+/// `backup --stdin --stdin-name NAME` with a name longer than a tree accepts failed with
+/// "invalid argument: tree is corrupt: invalid file name \"nnnn…\"", the whole name
+/// printed, once the stream had been read and stored.
+#[test]
+fn over_long_stdin_name_is_refused_as_too_long_not_as_a_corrupt_tree() {
+    let env = TestEnv::init();
+    let name = "n".repeat(5000);
+    let args = ["backup", "--stdin", "--stdin-name", name.as_str()];
+    let mut child = env
+        .cmd(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn dprepo");
+    let mut stdin = child.stdin.take().unwrap();
+    // The command may refuse before reading all of it: a broken pipe is fine.
+    let _ = std::io::Write::write_all(&mut stdin, b"stream content");
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let line = assert_clean_failure(&out, &args);
+    assert!(
+        line.contains("5000") && line.contains("4096") && !line.contains("corrupt"),
+        "{line}"
+    );
+    assert!(line.len() < 200, "the name is not printed whole: {line}");
+    assert!(env.snapshots().is_empty());
+    assert!(env.repo_files("data").is_empty(), "nothing was stored");
+
+    // The longest name a tree takes is taken.
+    let longest = "n".repeat(4096);
+    let id = env.backup_stream(&longest, b"stream content");
+    assert_eq!(env.dump(&id, &longest), b"stream content");
+}
