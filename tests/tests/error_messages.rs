@@ -124,3 +124,34 @@ fn over_long_stdin_name_is_refused_as_too_long_not_as_a_corrupt_tree() {
     let id = env.backup_stream(&longest, b"stream content");
     assert_eq!(env.dump(&id, &longest), b"stream content");
 }
+
+/// A repository location that is a regular file read as "storage config: Not a
+/// directory (os error 20)", which names neither the location nor what is wrong with it.
+#[test]
+fn repository_location_that_is_a_file_is_called_a_file() {
+    let env = TestEnv::new();
+    let file = env.path("not-a-directory");
+    fs::write(&file, b"a file").unwrap();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let below = file.join("repo");
+    for location in [&file, &below] {
+        for args in [
+            &["init"][..],
+            &["snapshots"],
+            &["backup", s(&src)],
+            &["verify"],
+        ] {
+            let mut all = vec!["-r", s(location)];
+            all.extend_from_slice(args);
+            let line = env.fail(&all);
+            assert!(
+                line.contains(&format!("{} is a file, not a directory", s(&file)))
+                    && line.contains(s(location))
+                    && !line.contains("storage config"),
+                "{all:?}: {line}"
+            );
+        }
+    }
+    assert_eq!(fs::read(&file).unwrap(), b"a file");
+}

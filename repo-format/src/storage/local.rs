@@ -202,24 +202,51 @@ impl LocalStorage {
         let path = self.path_of(name)?;
         let inner = Arc::clone(&self.inner);
         let owned_name = name.to_owned();
-        run_blocking(name, move || {
+        self.run_blocking(name, move || {
             inner.write_blocking(&owned_name, &path, &data, mode)?;
             Ok(data)
         })
         .await
     }
+
+    /// Run `f` on the blocking pool, its storage errors explained ([`explain`]); a
+    /// panicked or cancelled task becomes [`Error::Internal`] naming `object`.
+    async fn run_blocking<T, F>(&self, object: &str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T> + Send + 'static,
+    {
+        let root = self.inner.root.clone();
+        tokio::task::spawn_blocking(move || f().map_err(|e| explain(&root, e)))
+            .await
+            .map_err(|e| Error::Internal(format!("storage task for {object} failed: {e}")))?
+    }
 }
 
-/// Run `f` on the blocking pool; a panicked or cancelled task becomes
-/// [`Error::Internal`] naming `object`.
-async fn run_blocking<T, F>(object: &str, f: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T> + Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Internal(format!("storage task for {object} failed: {e}")))?
+/// Say what an OS error alone does not. A repository location that is not a directory
+/// (or lies below a file) fails every name below it with "Not a directory", which read
+/// as `storage config: Not a directory`: it becomes [`Error::InvalidArgument`] naming
+/// the location and the file in the way.
+fn explain(root: &Path, e: Error) -> Error {
+    let Error::Storage { object, source } = e else {
+        return e;
+    };
+    let in_the_way = root
+        .ancestors()
+        .filter(|p| !p.as_os_str().is_empty())
+        .find(|p| fs::metadata(p).is_ok_and(|m| !m.is_dir()));
+    match in_the_way {
+        Some(file) if file == root => Error::InvalidArgument(format!(
+            "repository location {} is a file, not a directory",
+            root.display()
+        )),
+        Some(file) => Error::InvalidArgument(format!(
+            "repository location {}: {} is a file, not a directory",
+            root.display(),
+            file.display()
+        )),
+        None => Error::Storage { object, source },
+    }
 }
 
 /// Map an error of a read: a missing file is [`Error::NotFound`], anything else
@@ -597,7 +624,7 @@ impl Storage for LocalStorage {
     async fn get(&self, name: &str) -> Result<Vec<u8>> {
         let path = self.path_of(name)?;
         let owned_name = name.to_owned();
-        run_blocking(name, move || {
+        self.run_blocking(name, move || {
             let (mut file, _) = open_blob(&owned_name, &path)?;
             let mut data = Vec::new();
             file.read_to_end(&mut data)
@@ -620,7 +647,7 @@ impl Storage for LocalStorage {
     ) -> Result<Vec<u8>> {
         let path = self.path_of(name)?;
         let owned_name = name.to_owned();
-        run_blocking(name, move || {
+        self.run_blocking(name, move || {
             read_range_blocking(&owned_name, &path, offset, len, buf)
         })
         .await
@@ -629,7 +656,7 @@ impl Storage for LocalStorage {
     async fn size(&self, name: &str) -> Result<u64> {
         let path = self.path_of(name)?;
         let owned_name = name.to_owned();
-        run_blocking(name, move || {
+        self.run_blocking(name, move || {
             let meta = fs::metadata(&path).map_err(|e| read_error(&owned_name, e))?;
             if meta.is_file() {
                 Ok(meta.len())
@@ -644,7 +671,8 @@ impl Storage for LocalStorage {
         validate_prefix(prefix)?;
         let root = self.inner.root.clone();
         let owned_prefix = prefix.to_owned();
-        run_blocking(prefix, move || list_blocking(&root, &owned_prefix)).await
+        self.run_blocking(prefix, move || list_blocking(&root, &owned_prefix))
+            .await
     }
 
     /// Removes the file and fsyncs its directory, so a deletion is not undone by a crash
@@ -652,7 +680,7 @@ impl Storage for LocalStorage {
     async fn delete(&self, name: &str) -> Result<()> {
         let path = self.path_of(name)?;
         let owned_name = name.to_owned();
-        run_blocking(name, move || {
+        self.run_blocking(name, move || {
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
