@@ -11,6 +11,9 @@
 //!   with temporary files are rejected before touching the file system.
 //! - Objects of [`DIRECT_WRITE_MIN`] bytes or more (packs) are written past the page
 //!   cache (`O_DIRECT`) where the file system takes it, with buffered writes otherwise.
+//! - Files it creates are readable by their owner only (0600) and directories, the root
+//!   included, usable by their owner only (0700), less what the umask takes away.
+//!   Existing files and directories keep their modes.
 //!
 //! Every blocking file system call runs on tokio's blocking pool (`spawn_blocking`).
 
@@ -338,7 +341,7 @@ impl Inner {
             // The root: create it (and its ancestors) if missing. An existing root was
             // made by the user or by `init` in an earlier run, so its entry is durable.
             if !dir.is_dir() {
-                fs::create_dir_all(dir)?;
+                private_dir_builder().recursive(true).create(dir)?;
                 if let Some(parent) = dir.parent() {
                     sync_dir(parent)?;
                 }
@@ -346,7 +349,7 @@ impl Inner {
         } else {
             let parent = dir.parent().unwrap_or(Path::new(""));
             self.ensure_dir(parent)?;
-            match fs::create_dir(dir) {
+            match private_dir_builder().create(dir) {
                 Ok(()) => {}
                 // Made by someone else (another writer, or an earlier run): it may not
                 // be synced yet, so sync the parent below regardless.
@@ -426,8 +429,9 @@ fn write_via_temp(
             direct_refused.store(true, Ordering::Relaxed);
             file
         }
-        None => write_buffered(OpenOptions::new().write(true).create_new(true), temp, data)
-            .map_err(io_err)?,
+        None => {
+            write_buffered(private_file_options().create_new(true), temp, data).map_err(io_err)?
+        }
     };
     file.sync_all().map_err(io_err)?;
     drop(file);
@@ -454,9 +458,32 @@ fn write_via_temp(
 /// Options opening a temporary file that a refused direct write may have created and
 /// partly written, emptied.
 fn rewrite_options() -> OpenOptions {
-    let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    let mut options = private_file_options();
+    options.create(true).truncate(true);
     options
+}
+
+/// Mode of the files the backend creates: only their owner reads them. Key files wrap
+/// the master key, which another local user could take away to guess the password
+/// offline; the rest shows sizes and counts (SPEC.md, "Threat model"). As restic.
+const FILE_MODE: u32 = 0o600;
+/// Mode of the directories the backend creates.
+const DIR_MODE: u32 = 0o700;
+
+/// Options opening a new file for writing with [`FILE_MODE`].
+fn private_file_options() -> OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = OpenOptions::new();
+    options.write(true).mode(FILE_MODE);
+    options
+}
+
+/// A builder of directories with [`DIR_MODE`].
+fn private_dir_builder() -> fs::DirBuilder {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut builder = fs::DirBuilder::new();
+    builder.mode(DIR_MODE);
+    builder
 }
 
 /// Open `temp` with `options` and write `data` to it through the page cache.
@@ -473,8 +500,7 @@ fn write_buffered(options: &OpenOptions, temp: &Path, data: &[u8]) -> io::Result
 #[cfg(target_os = "linux")]
 fn write_direct(temp: &Path, data: &[u8]) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let file = OpenOptions::new()
-        .write(true)
+    let file = private_file_options()
         .create_new(true)
         .custom_flags(libc::O_DIRECT)
         .open(temp)?;
