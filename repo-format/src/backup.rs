@@ -348,8 +348,11 @@ async fn run_backup(
     .map_err(|e| Error::Internal(format!("backup walker: {e}")));
     drop(saver);
     let uploaded = uploader.finish().await;
-    let (root, mut summary, warnings, as_tar) = walked??;
+    // A failed upload stops the saver, and the walker then fails with "backup aborted"
+    // or "uploader stopped": the upload's error is the cause to report (a full disk
+    // under the repository was reported as "internal error: backup aborted").
     uploaded?;
+    let (root, mut summary, warnings, as_tar) = walked??;
     summary.bytes_read = progress.bytes_read.load(Ordering::Relaxed);
     summary.blobs_added = save_stats.blobs_added.load(Ordering::Relaxed);
     summary.bytes_added = save_stats.bytes_added.load(Ordering::Relaxed);

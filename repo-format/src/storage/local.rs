@@ -22,6 +22,7 @@ use crate::direct_io::DIRECT_PIECE;
 #[cfg(target_os = "linux")]
 use crate::direct_io::{aligned_start, AlignedBuffers, DIRECT_ALIGN};
 use crate::error::{Error, Result};
+use crate::free_space::{format_bytes, free_space, is_out_of_space};
 use async_trait::async_trait;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -205,7 +206,8 @@ impl LocalStorage {
         let path = self.path_of(name)?;
         let inner = Arc::clone(&self.inner);
         let owned_name = name.to_owned();
-        self.run_blocking(name, move || {
+        let size = data.len();
+        self.run_blocking_sized(name, Some(size), move || {
             inner.write_blocking(&owned_name, &path, &data, mode)?;
             Ok(data)
         })
@@ -219,8 +221,22 @@ impl LocalStorage {
         T: Send + 'static,
         F: FnOnce() -> Result<T> + Send + 'static,
     {
+        self.run_blocking_sized(object, None, f).await
+    }
+
+    /// [`LocalStorage::run_blocking`] of a write of `writing` bytes.
+    async fn run_blocking_sized<T, F>(
+        &self,
+        object: &str,
+        writing: Option<usize>,
+        f: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T> + Send + 'static,
+    {
         let root = self.inner.root.clone();
-        tokio::task::spawn_blocking(move || f().map_err(|e| explain(&root, e)))
+        tokio::task::spawn_blocking(move || f().map_err(|e| explain(&root, e, writing)))
             .await
             .map_err(|e| Error::Internal(format!("storage task for {object} failed: {e}")))?
     }
@@ -229,11 +245,31 @@ impl LocalStorage {
 /// Say what an OS error alone does not. A repository location that is not a directory
 /// (or lies below a file) fails every name below it with "Not a directory", which read
 /// as `storage config: Not a directory`: it becomes [`Error::InvalidArgument`] naming
-/// the location and the file in the way.
-fn explain(root: &Path, e: Error) -> Error {
+/// the location and the file in the way. A full file system (or quota) is named, with
+/// the size of the write (`writing`, when known) and the space there is.
+fn explain(root: &Path, e: Error, writing: Option<usize>) -> Error {
     let Error::Storage { object, source } = e else {
         return e;
     };
+    if is_out_of_space(&source) {
+        let size = writing.map_or(String::new(), |n| {
+            format!(" writing {}", format_bytes(n as u64))
+        });
+        // Measured after the partial file was removed.
+        let detail = match free_space(root) {
+            Some(space) => format!(
+                "{source}{size} below {}, on a file system with {} free of {}",
+                root.display(),
+                format_bytes(space.available),
+                format_bytes(space.total)
+            ),
+            None => format!("{source}{size} below {}", root.display()),
+        };
+        return Error::Storage {
+            object,
+            source: io::Error::new(source.kind(), detail),
+        };
+    }
     let in_the_way = root
         .ancestors()
         .filter(|p| !p.as_os_str().is_empty())
