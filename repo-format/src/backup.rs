@@ -348,8 +348,11 @@ async fn run_backup(
     .map_err(|e| Error::Internal(format!("backup walker: {e}")));
     drop(saver);
     let uploaded = uploader.finish().await;
-    let (root, mut summary, warnings, as_tar) = walked??;
+    // A failed upload stops the saver, and the walker then fails with "backup aborted"
+    // or "uploader stopped": the upload's error is the cause to report (a full disk
+    // under the repository was reported as "internal error: backup aborted").
     uploaded?;
+    let (root, mut summary, warnings, as_tar) = walked??;
     summary.bytes_read = progress.bytes_read.load(Ordering::Relaxed);
     summary.blobs_added = save_stats.blobs_added.load(Ordering::Relaxed);
     summary.bytes_added = save_stats.bytes_added.load(Ordering::Relaxed);
@@ -389,10 +392,20 @@ async fn run_backup(
     })
 }
 
+/// Check a stream name before anything is written: it becomes a file name in the
+/// snapshot's tree, which accepts no longer name (a 5000-byte name failed late, as
+/// "tree is corrupt", while the root tree was encoded).
 fn validate_stream_name(name: &str) -> Result<()> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0') {
         return Err(Error::InvalidArgument(format!(
             "stream name {name:?} must be a single file name (no '/')"
+        )));
+    }
+    if name.len() > crate::tree::MAX_NAME_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "stream name is {} bytes long; a file name has at most {} bytes",
+            name.len(),
+            crate::tree::MAX_NAME_LEN
         )));
     }
     Ok(())

@@ -100,6 +100,19 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The local index cache cannot be used: its file system lacks the room, or RocksDB
+    /// failed to open, read or write it. The cache is derived data: loading the index
+    /// falls back to a temporary cache, then to memory ([`crate::Repository::load_index`]).
+    #[error("index cache {}: {reason}", path.display())]
+    IndexCache {
+        /// The cache's database directory (or the directory it was to be made in).
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+        /// Whether it failed for want of room on its file system, where a fresh cache
+        /// would fail too.
+        full: bool,
+    },
     /// Another process holds what this operation needs (the gc lease).
     #[error("{object} is busy: {reason}")]
     Busy {

@@ -291,6 +291,19 @@ impl Index {
         }
     }
 
+    /// Keep the index in `cache` from now on (in memory if `None`), empty or as `cache`
+    /// holds it; returns the cache it was kept in until now. Exclusions stay.
+    pub fn replace_cache(&mut self, cache: Option<IndexCache>) -> Option<IndexCache> {
+        let store = match cache {
+            Some(c) => Store::Disk(Box::new(c)),
+            None => Store::Memory(MemoryIndex::default()),
+        };
+        match std::mem::replace(&mut self.store, store) {
+            Store::Disk(old) => Some(*old),
+            Store::Memory(_) => None,
+        }
+    }
+
     /// The on-disk cache, if this index lives in one.
     pub fn cache(&self) -> Option<&IndexCache> {
         match &self.store {
@@ -303,7 +316,7 @@ impl Index {
     /// unless that is in an excluded pack and this one is not.
     ///
     /// # Errors
-    /// [`Error::LocalIo`] when the on-disk cache cannot be written.
+    /// [`Error::IndexCache`] when the on-disk cache cannot be written.
     pub fn add_pack(&mut self, id: BlobId, kind: PackKind, entries: &[PackEntry]) -> Result<()> {
         match &mut self.store {
             Store::Memory(m) => {
@@ -350,27 +363,32 @@ impl Index {
     }
 
     /// Index files an on-disk index has absorbed (`None` for an in-memory index, which
-    /// is always built from scratch). Damage found in the cache also reads as `None`.
+    /// is always built from scratch, and for a rebuild cut short).
     ///
     /// # Errors
-    /// [`Error::LocalIo`].
+    /// [`Error::IndexCache`] when the cache is damaged: it failed a read, or holds a
+    /// record that does not decode. Rebuilding it in place would not do: RocksDB keeps
+    /// the damaged files it cannot compact, and every later load found them again and
+    /// rebuilt again; the caller makes the cache again instead.
     pub fn absorbed_files(&self) -> Result<Option<HashSet<String>>> {
         match &self.store {
             Store::Memory(_) => Ok(None),
             // A rebuild that did not finish (an error cut the load short) starts over.
             Store::Disk(c) if c.is_building() => Ok(None),
-            Store::Disk(c) => match c.absorbed_files() {
-                Ok(files) if !c.is_damaged() => Ok(Some(files)),
-                // Unreadable: rebuild.
-                _ => Ok(None),
-            },
+            Store::Disk(c) => {
+                let files = c.absorbed_files()?;
+                if c.is_damaged() {
+                    return Err(c.damaged_error());
+                }
+                Ok(Some(files))
+            }
         }
     }
 
     /// Forget every blob and pack (exclusions stay).
     ///
     /// # Errors
-    /// [`Error::LocalIo`] when the on-disk cache cannot be recreated.
+    /// [`Error::IndexCache`] when the on-disk cache cannot be recreated.
     pub fn clear(&mut self) -> Result<()> {
         match &mut self.store {
             Store::Memory(m) => {
@@ -386,7 +404,7 @@ impl Index {
     /// [`Index::finish_rebuild`].
     ///
     /// # Errors
-    /// [`Error::LocalIo`] when the on-disk cache cannot be recreated.
+    /// [`Error::IndexCache`] when the on-disk cache cannot be recreated.
     pub fn begin_rebuild(&mut self) -> Result<()> {
         match &mut self.store {
             Store::Memory(m) => {
@@ -400,7 +418,7 @@ impl Index {
     /// End what [`Index::begin_rebuild`] began (counts become exact again).
     ///
     /// # Errors
-    /// [`Error::LocalIo`].
+    /// [`Error::IndexCache`].
     pub fn finish_rebuild(&mut self) -> Result<()> {
         match &mut self.store {
             Store::Memory(_) => Ok(()),

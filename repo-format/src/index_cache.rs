@@ -34,6 +34,7 @@
 
 use crate::blob::BlobType;
 use crate::error::{Error, Result};
+use crate::free_space::{format_bytes, free_space};
 use crate::id::{BlobId, ID_LEN};
 use crate::index::{BlobLocation, IndexFile};
 use crate::pack::{PackEntry, PackKind};
@@ -86,6 +87,8 @@ pub struct IndexCache {
     building: bool,
     /// Packs recently resolved by number ([`PackMemo`]).
     packs: std::sync::Mutex<PackMemo>,
+    /// Why `open` deleted a damaged database and made this one ([`IndexCache::made_again`]).
+    made_again: Option<String>,
 }
 
 /// Slots of [`PackMemo`]: 40 bytes each.
@@ -136,11 +139,50 @@ impl std::fmt::Debug for IndexCache {
     }
 }
 
-fn cache_error(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::LocalIo {
-        path: PathBuf::from("index cache"),
-        source: std::io::Error::other(format!("{what}: {e}")),
+fn cache_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::IndexCache {
+        path: path.to_path_buf(),
+        reason: format!("{what}: {e}"),
+        full: false,
     }
+}
+
+/// Free space a cache's file system must keep before RocksDB is asked to write there:
+/// room to flush both memtables.
+pub const MIN_FREE_BYTES: u64 = 2 * WRITE_BUFFER_BYTES as u64;
+
+/// Free space needed per byte of index files still to absorb: the cache takes about
+/// twice their size, and a compaction writes its new files before it deletes the old.
+pub const FREE_BYTES_PER_INDEX_BYTE: u64 = 4;
+
+/// Check that the file system holding `dir` has [`MIN_FREE_BYTES`] free beyond `more`.
+///
+/// RocksDB must not meet a full disk: Debian's build keeps its assertions, and its info
+/// log writer asserts (aborting the process) on the line after a write that failed,
+/// which is why the log also takes only the header lines written at open
+/// ([`db_options`]). A full disk found here is an [`Error::IndexCache`] with `full` set,
+/// and the repository goes on without the cache.
+///
+/// # Errors
+/// [`Error::IndexCache`] when there is not enough room.
+pub fn check_room(dir: &Path, more: u64) -> Result<()> {
+    let Some(space) = free_space(dir) else {
+        return Ok(());
+    };
+    let needed = MIN_FREE_BYTES.saturating_add(more);
+    if space.available >= needed {
+        return Ok(());
+    }
+    Err(Error::IndexCache {
+        path: dir.to_path_buf(),
+        reason: format!(
+            "its file system has {} free of {}; the cache needs {} free",
+            format_bytes(space.available),
+            format_bytes(space.total),
+            format_bytes(needed)
+        ),
+        full: true,
+    })
 }
 
 fn db_options() -> Options {
@@ -178,6 +220,11 @@ fn db_options() -> Options {
     opts.set_keep_log_file_num(2);
     opts.set_max_log_file_size(1 << 20);
     opts.set_level_compaction_dynamic_level_bytes(true);
+    // Only the header lines written at open go to the info log (`LOG`). Once a write to
+    // it has failed, RocksDB's writer asserts on the next line and aborts the process: a
+    // full disk under the cache aborted every command (exit 134). The header fits in the
+    // room [`check_room`] asks for; nothing is logged after open, flush failures included.
+    opts.set_log_level(rocksdb::LogLevel::Header);
     opts
 }
 
@@ -286,50 +333,113 @@ fn decode_pack(v: &[u8]) -> Option<(BlobId, PackKind)> {
     ))
 }
 
+/// Whether opening failed because another process (or this one) holds the database:
+/// "IO error: While lock file: <path>/LOCK: Resource temporarily unavailable", or "IO
+/// error: lock hold by current process". Matching "lock" alone took "Corruption: block
+/// checksum mismatch" for one, so a damaged cache was never made again: every command
+/// built a private index from scratch beside it.
 fn is_lock_error(e: &rocksdb::Error) -> bool {
     let text = e.to_string().to_ascii_lowercase();
-    text.contains("lock")
+    e.kind() == rocksdb::ErrorKind::IOError
+        && (text.contains("while lock file") || text.contains("lock hold by current process"))
 }
 
 impl IndexCache {
     /// Open (or create) the cache of repository `repository_id` under `dir`
     /// (`<dir>/<repository_id>/index`). When another process holds that database, a
-    /// private temporary one under `dir` is used instead and built from scratch.
+    /// private temporary one under `dir` is used instead and built from scratch. A
+    /// database that does not open, or whose first read fails, is damaged: being derived
+    /// data, it is deleted and made again, empty.
     ///
     /// # Errors
-    /// [`Error::LocalIo`] when neither can be opened.
+    /// [`Error::IndexCache`] when the file system lacks room ([`check_room`]) or no
+    /// database can be opened.
     pub fn open(dir: &Path, repository_id: &str) -> Result<IndexCache> {
         let repo_dir = dir.join(sanitize(repository_id));
-        std::fs::create_dir_all(&repo_dir).map_err(|e| cache_error("create directory", e))?;
+        std::fs::create_dir_all(&repo_dir)
+            .map_err(|e| cache_error(&repo_dir, "create directory", e))?;
         restrict_permissions(dir);
+        check_room(&repo_dir, 0)?;
         let path = repo_dir.join("index");
-        match open_db(&path) {
-            Ok(db) => return IndexCache::start(db, path, repository_id, None),
-            Err(e) if is_lock_error(&e) => {}
-            // Damaged beyond opening: it is derived data, start over.
-            Err(_) => {
-                let _ = DB::destroy(&Options::default(), &path);
-                if let Ok(db) = open_db(&path) {
-                    return IndexCache::start(db, path, repository_id, None);
+        let damage = match open_db(&path) {
+            Ok(db) => match IndexCache::start(db, path.clone(), repository_id, None) {
+                Ok(cache) => return Ok(cache),
+                Err(e) => e.to_string(),
+            },
+            Err(e) if is_lock_error(&e) => {
+                return IndexCache::temporary_in(&repo_dir, repository_id);
+            }
+            Err(e) => e.to_string(),
+        };
+        let mut cache = IndexCache::recreate_at(path, repository_id)?;
+        cache.made_again = Some(damage);
+        Ok(cache)
+    }
+
+    /// Why [`IndexCache::open`] found the database damaged and made it again, empty, if
+    /// it did.
+    pub fn made_again(&self) -> Option<&str> {
+        self.made_again.as_deref()
+    }
+
+    /// Delete the database at `path`, damaged or not, and make a new, empty one there.
+    fn recreate_at(path: PathBuf, repository_id: &str) -> Result<IndexCache> {
+        // Only RocksDB's own files go, even if `path` holds others.
+        let _ = DB::destroy(&Options::default(), &path);
+        let db = open_db(&path).map_err(|e| cache_error(&path, "open", e))?;
+        IndexCache::start(db, path, repository_id, None)
+    }
+
+    /// Close this cache, delete its database and make a new, empty one in its place (a
+    /// temporary cache gets a new temporary directory beside the old one). For a cache
+    /// found damaged while the index was loaded.
+    ///
+    /// # Errors
+    /// As [`IndexCache::open`].
+    pub fn recreate(mut self) -> Result<IndexCache> {
+        let id = std::mem::take(&mut self.repository_id);
+        let path = self.path.clone();
+        let temporary_parent = self
+            .temporary
+            .as_ref()
+            .and_then(|t| t.path().parent().map(Path::to_path_buf));
+        // Closes the database (releasing its lock) and removes a temporary directory.
+        drop(self);
+        match temporary_parent {
+            Some(parent) => IndexCache::temporary_in(&parent, &id),
+            None => {
+                if let Some(dir) = path.parent() {
+                    check_room(dir, 0)?;
                 }
+                IndexCache::recreate_at(path, &id)
             }
         }
-        IndexCache::temporary_in(&repo_dir, repository_id)
     }
 
     /// A private cache in a fresh directory under `parent`, removed when dropped.
     ///
     /// # Errors
-    /// [`Error::LocalIo`].
+    /// [`Error::IndexCache`] when the file system lacks room ([`check_room`]) or the
+    /// database cannot be made.
     pub fn temporary_in(parent: &Path, repository_id: &str) -> Result<IndexCache> {
-        std::fs::create_dir_all(parent).map_err(|e| cache_error("create directory", e))?;
+        std::fs::create_dir_all(parent).map_err(|e| cache_error(parent, "create directory", e))?;
+        check_room(parent, 0)?;
         let dir = tempfile::Builder::new()
             .prefix("index-tmp-")
             .tempdir_in(parent)
-            .map_err(|e| cache_error("create temporary directory", e))?;
+            .map_err(|e| cache_error(parent, "create temporary directory", e))?;
         let path = dir.path().join("index");
-        let db = open_db(&path).map_err(|e| cache_error("open", e))?;
+        let db = open_db(&path).map_err(|e| cache_error(&path, "open", e))?;
         IndexCache::start(db, path, repository_id, Some(dir))
+    }
+
+    /// [`check_room`] for absorbing `index_bytes` bytes of index files.
+    ///
+    /// # Errors
+    /// [`Error::IndexCache`] with `full` set.
+    pub fn check_room_for(&self, index_bytes: u64) -> Result<()> {
+        let dir = self.path.parent().unwrap_or(&self.path);
+        check_room(dir, index_bytes.saturating_mul(FREE_BYTES_PER_INDEX_BYTE))
     }
 
     fn start(
@@ -348,8 +458,12 @@ impl IndexCache {
             damaged: AtomicBool::new(false),
             building: false,
             packs: std::sync::Mutex::new(PackMemo::new()),
+            made_again: None,
         };
-        let meta = cache.db()?.get(META).map_err(|e| cache_error("read", e))?;
+        let meta = cache
+            .db()?
+            .get(META)
+            .map_err(|e| cache_error(&cache.path, "read", e))?;
         match meta.as_deref().and_then(decode_meta) {
             Some((blobs, packs, id)) if id == repository_id => {
                 cache.blob_count = blobs;
@@ -377,15 +491,25 @@ impl IndexCache {
         self.temporary.is_some()
     }
 
-    /// Whether a read found a record that cannot be right (the next load rebuilds).
+    /// Whether a read failed or found a record that cannot be right (the next load
+    /// makes the cache again).
     pub fn is_damaged(&self) -> bool {
         self.damaged.load(Ordering::Relaxed)
+    }
+
+    /// The error saying this cache is damaged ([`IndexCache::is_damaged`]).
+    pub fn damaged_error(&self) -> Error {
+        cache_error(
+            &self.path,
+            "damaged",
+            "a read failed or found a record that cannot be right",
+        )
     }
 
     /// Drop every record.
     ///
     /// # Errors
-    /// [`Error::LocalIo`].
+    /// [`Error::IndexCache`].
     pub fn clear(&mut self) -> Result<()> {
         self.building = false;
         self.reset()?;
@@ -401,7 +525,7 @@ impl IndexCache {
         let db = self.db()?;
         // Whole table files go without being read; the range tombstone covers the rest.
         db.delete_file_in_range(KEYS_START, KEYS_END)
-            .map_err(|e| cache_error("clear", e))?;
+            .map_err(|e| cache_error(&self.path, "clear", e))?;
         let mut batch = WriteBatch::default();
         batch.delete_range(KEYS_START, KEYS_END);
         self.write(batch)?;
@@ -419,7 +543,7 @@ impl IndexCache {
     /// first and the blob count is not kept.
     ///
     /// # Errors
-    /// [`Error::LocalIo`].
+    /// [`Error::IndexCache`].
     pub fn begin_rebuild(&mut self) -> Result<()> {
         self.reset()?;
         self.building = true;
@@ -437,14 +561,14 @@ impl IndexCache {
     /// valid for later processes.
     ///
     /// # Errors
-    /// [`Error::LocalIo`].
+    /// [`Error::IndexCache`].
     pub fn finish_rebuild(&mut self) -> Result<()> {
         if !self.building {
             return Ok(());
         }
         let mut blobs = 0u64;
         for item in self.db()?.prefix_iterator([BLOB]) {
-            let (key, _) = item.map_err(|e| cache_error("read", e))?;
+            let (key, _) = item.map_err(|e| cache_error(&self.path, "read", e))?;
             if key.first() != Some(&BLOB) {
                 break;
             }
@@ -470,7 +594,7 @@ impl IndexCache {
         self.forget_packs();
         self.db()?
             .write_opt(batch, &write_options())
-            .map_err(|e| cache_error("write", e))
+            .map_err(|e| cache_error(&self.path, "write", e))
     }
 
     fn forget_packs(&self) {
@@ -486,13 +610,13 @@ impl IndexCache {
     /// Names of the index files absorbed so far.
     ///
     /// # Errors
-    /// [`Error::LocalIo`].
+    /// [`Error::IndexCache`].
     pub fn absorbed_files(&self) -> Result<HashSet<String>> {
         let mut names = HashSet::new();
         for item in self.db()?.prefix_iterator([FILE]) {
             let (key, _) = item.map_err(|e| {
                 self.mark_damaged();
-                cache_error("read", e)
+                cache_error(&self.path, "read", e)
             })?;
             if key.first() != Some(&FILE) {
                 break;
@@ -512,7 +636,7 @@ impl IndexCache {
     /// an `excluded` pack and the new one is not.
     ///
     /// # Errors
-    /// [`Error::LocalIo`].
+    /// [`Error::IndexCache`].
     pub fn add_file(
         &mut self,
         name: Option<&str>,
@@ -535,7 +659,7 @@ impl IndexCache {
                         let n = pack_count;
                         pack_count = pack_count
                             .checked_add(1)
-                            .ok_or_else(|| cache_error("add", "too many packs"))?;
+                            .ok_or_else(|| cache_error(&self.path, "add", "too many packs"))?;
                         new_packs.insert(pack.id, n);
                         batch.put(pack_number_key(&pack.id), n.to_le_bytes());
                         n
@@ -552,7 +676,7 @@ impl IndexCache {
                 pack.entries.iter().map(|e| blob_key(&e.id)).collect();
             let existing = self.db()?.multi_get(&keys);
             for (entry, found) in pack.entries.iter().zip(existing) {
-                let found = found.map_err(|e| cache_error("read", e))?;
+                let found = found.map_err(|e| cache_error(&self.path, "read", e))?;
                 let replace = match found.as_deref().map(BlobRecord::decode) {
                     None => !written.contains(&entry.id),
                     Some(None) => true,
@@ -627,7 +751,7 @@ impl IndexCache {
                             let n = self.pack_count;
                             self.pack_count = n
                                 .checked_add(1)
-                                .ok_or_else(|| cache_error("add", "too many packs"))?;
+                                .ok_or_else(|| cache_error(&self.path, "add", "too many packs"))?;
                             batch.put(pack_number_key(&pack.id), n.to_le_bytes());
                             n
                         }
@@ -676,7 +800,7 @@ impl IndexCache {
         let v = self
             .db()?
             .get_pinned(pack_number_key(id))
-            .map_err(|e| cache_error("read", e))?;
+            .map_err(|e| cache_error(&self.path, "read", e))?;
         Ok(match v {
             Some(v) if v.len() == 4 => Some(u32_at(&v, 0)),
             Some(_) => {
@@ -850,9 +974,11 @@ impl IndexCache {
     /// Write everything buffered to disk (also done when dropped).
     ///
     /// # Errors
-    /// [`Error::LocalIo`].
+    /// [`Error::IndexCache`].
     pub fn flush(&self) -> Result<()> {
-        self.db()?.flush().map_err(|e| cache_error("flush", e))
+        self.db()?
+            .flush()
+            .map_err(|e| cache_error(&self.path, "flush", e))
     }
 }
 

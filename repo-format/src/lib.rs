@@ -10,6 +10,7 @@ pub mod crypto;
 mod direct_io;
 pub mod envelope;
 pub mod error;
+mod free_space;
 pub mod fuzzing;
 pub mod gc;
 pub mod id;

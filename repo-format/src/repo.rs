@@ -134,6 +134,8 @@ pub struct Repository {
     index_load: Arc<tokio::sync::Mutex<()>>,
     /// Index files skipped by the last index load because they did not decode.
     damaged_index_files: Arc<RwLock<Vec<(String, String)>>>,
+    /// Changes of where the index is kept, for the user ([`Repository::take_index_notes`]).
+    index_notes: Arc<RwLock<Vec<String>>>,
 }
 
 /// The user name of this process, for manifests and key files.
@@ -244,6 +246,7 @@ impl Repository {
             index: Arc::new(RwLock::new(Index::new())),
             index_load: Arc::default(),
             damaged_index_files: Arc::default(),
+            index_notes: Arc::default(),
         })
     }
 
@@ -252,8 +255,11 @@ impl Repository {
     /// # Errors
     /// [`Error::NoRepository`] if there is no config and nothing but key files;
     /// [`Error::Corrupt`] if the config is missing from a repository that holds data,
-    /// index files or snapshots, or does not decode; [`Error::WrongKey`],
-    /// [`Error::UnsupportedVersion`], storage errors.
+    /// index files or snapshots, or does not decode, or naming a damaged key file (one
+    /// that does not decode, or whose bytes do not match its name) when no intact one
+    /// opens, as the password may be the damaged one's; [`Error::WrongKey`] when no key
+    /// file opens with `password` and none is damaged; [`Error::UnsupportedVersion`];
+    /// storage errors.
     pub async fn open(storage: Arc<dyn Storage>, password: &[u8]) -> Result<Repository> {
         Repository::open_with(storage, password, &IndexPlace::Memory).await
     }
@@ -261,7 +267,9 @@ impl Repository {
     /// Open like [`Repository::open`], keeping the index where `place` says.
     ///
     /// # Errors
-    /// As [`Repository::open`]; [`Error::LocalIo`] when the index cache cannot be opened.
+    /// As [`Repository::open`]. An index cache that cannot be opened or loaded is not an
+    /// error: the index goes to a temporary cache or to memory, and
+    /// [`Repository::take_index_notes`] says so.
     pub async fn open_with(
         storage: Arc<dyn Storage>,
         password: &[u8],
@@ -303,6 +311,8 @@ impl Repository {
         let mut opened = None;
         let mut last_error = None;
         let mut config_error = None;
+        // The first key file that did not open and is damaged: the password may be its.
+        let mut damaged_key = None;
         for name in key_names.iter().take(MAX_KEYS_TRIED) {
             let bytes = match storage.get(name).await {
                 Ok(bytes) => bytes,
@@ -313,12 +323,26 @@ impl Repository {
             let key = match KeyFile::decode(&bytes, name) {
                 Ok(k) => k,
                 Err(e) => {
+                    if let Error::Corrupt { reason, .. } = &e {
+                        damaged_key.get_or_insert_with(|| (name.clone(), reason.clone()));
+                    }
                     last_error = Some(e);
                     continue;
                 }
             };
             let pw = password_owned(password);
             let Some(master) = run_cpu(move || key.open(&pw)).await?? else {
+                // A wrong password and a damaged key file both fail to unwrap; the name
+                // (the storage id of the bytes written, L1) tells them apart.
+                let expected = BlobId::of_stored(&bytes).to_hex();
+                if name.strip_prefix(KEYS_DIR) != Some(expected.as_str()) {
+                    damaged_key.get_or_insert_with(|| {
+                        (
+                            name.clone(),
+                            "its bytes do not match its name (storage id)".to_string(),
+                        )
+                    });
+                }
                 continue;
             };
             // The password can open a key of another master key: the key an init wrote
@@ -338,28 +362,60 @@ impl Repository {
                 (Some(e), _) => e,
                 (None, Some(e @ Error::UnsupportedVersion { .. })) => e,
                 _ if key_names.is_empty() => Error::corrupt("repository", "no key files in keys/"),
-                _ => Error::WrongKey,
+                _ => match damaged_key {
+                    Some((name, reason)) => Error::corrupt(
+                        name,
+                        format!(
+                            "{reason}; no intact key file opens with this password \
+                             (if it is this key's, restore the key file from a copy)"
+                        ),
+                    ),
+                    None => Error::WrongKey,
+                },
             });
         };
-        let index = match place {
-            IndexPlace::Memory => Index::new(),
+        // A cache that cannot be used must not stop the command (it is derived data):
+        // a persistent one gives way to a private one in the system's temporary
+        // directory, as with --no-cache, and that to memory.
+        let mut notes = Vec::new();
+        let id = config.id.clone();
+        let cache = match place {
+            IndexPlace::Memory => None,
             IndexPlace::Cache(dir) => {
-                let (dir, id) = (dir.clone(), config.id.clone());
-                // An unwritable cache directory must not stop the command: fall back to
-                // a private index in the system's temporary directory.
-                Index::on_disk(
-                    run_cpu(move || {
-                        IndexCache::open(&dir, &id)
-                            .or_else(|_| IndexCache::temporary_in(&std::env::temp_dir(), &id))
-                    })
-                    .await??,
-                )
+                let dir = dir.clone();
+                let opened = run_cpu(move || IndexCache::open(&dir, &id)).await?;
+                match opened {
+                    Ok(cache) => {
+                        if let Some(why) = cache.made_again() {
+                            notes.push(format!(
+                                "index cache {} was damaged ({why}); made it again",
+                                cache.path().display()
+                            ));
+                        }
+                        Some(cache)
+                    }
+                    Err(e) => {
+                        let (cache, note) =
+                            Repository::temporary_or_memory(e.to_string(), config.id.clone())
+                                .await?;
+                        notes.push(note);
+                        cache
+                    }
+                }
             }
             IndexPlace::Temporary(dir) => {
-                let (dir, id) = (dir.clone(), config.id.clone());
-                Index::on_disk(run_cpu(move || IndexCache::temporary_in(&dir, &id)).await??)
+                let dir = dir.clone();
+                match run_cpu(move || IndexCache::temporary_in(&dir, &id)).await? {
+                    Ok(cache) => Some(cache),
+                    Err(e) => {
+                        notes.push(format!("{e}; keeping the index in memory"));
+                        None
+                    }
+                }
             }
         };
+        let mut index = Index::new();
+        index.replace_cache(cache);
         let repo = Repository {
             storage,
             keys,
@@ -367,9 +423,20 @@ impl Repository {
             index: Arc::new(RwLock::new(index)),
             index_load: Arc::default(),
             damaged_index_files: Arc::default(),
+            index_notes: Arc::new(RwLock::new(notes)),
         };
         repo.load_index().await?;
         Ok(repo)
+    }
+
+    /// What changed about where the index is kept since the last call: a cache that
+    /// could not be used, or was found damaged and made again, with the reason. For the
+    /// user; the repository works either way.
+    pub fn take_index_notes(&self) -> Vec<String> {
+        self.index_notes
+            .write()
+            .map(|mut n| std::mem::take(&mut *n))
+            .unwrap_or_default()
     }
 
     /// The storage backend.
@@ -398,9 +465,10 @@ impl Repository {
     /// deleted) or when it found itself damaged.
     ///
     /// # Errors
-    /// Storage errors; [`Error::LocalIo`] when the on-disk index cannot be written.
+    /// Storage errors; [`Error::IndexCache`] when the index cannot be kept in memory
+    /// either (never, today: only an on-disk cache fails, and memory takes over).
     pub async fn load_index(&self) -> Result<()> {
-        self.load_index_inner(false).await
+        self.load_index_or_fall_back(false).await
     }
 
     /// Rebuild the index from every index file in storage, dropping what it held first
@@ -409,7 +477,70 @@ impl Repository {
     /// # Errors
     /// As [`Repository::load_index`].
     pub async fn rebuild_index(&self) -> Result<()> {
-        self.load_index_inner(true).await
+        self.load_index_or_fall_back(true).await
+    }
+
+    /// Load (or rebuild) the index; when its on-disk cache fails ([`Error::IndexCache`]),
+    /// keep the index elsewhere and load again from scratch: a cache that failed for
+    /// another reason than room is made again in place, once; then a temporary cache in
+    /// the system's temporary directory takes over, then memory. Each change is noted
+    /// for the user ([`Repository::take_index_notes`]).
+    async fn load_index_or_fall_back(&self, rebuild: bool) -> Result<()> {
+        let mut made_again = false;
+        loop {
+            let error = match self.load_index_inner(rebuild).await {
+                Err(e @ Error::IndexCache { .. }) => e,
+                other => return other,
+            };
+            let full = matches!(error, Error::IndexCache { full: true, .. });
+            let failed = self
+                .index
+                .write()
+                .map_err(|_| poisoned())?
+                .replace_cache(None);
+            let Some(failed) = failed else {
+                return Err(error); // not the cache's doing after all
+            };
+            let temporary = failed.is_temporary();
+            let id = self.config.id.clone();
+            let (next, note) = if !temporary && !full && !made_again {
+                made_again = true;
+                match run_cpu(move || failed.recreate()).await? {
+                    Ok(cache) => (Some(cache), format!("{error}; made it again")),
+                    Err(e) => {
+                        let id = self.config.id.clone();
+                        Repository::temporary_or_memory(format!("{error}; {e}"), id).await?
+                    }
+                }
+            } else if !temporary {
+                drop(failed);
+                Repository::temporary_or_memory(error.to_string(), id).await?
+            } else {
+                drop(failed);
+                (None, format!("{error}; keeping the index in memory"))
+            };
+            self.index
+                .write()
+                .map_err(|_| poisoned())?
+                .replace_cache(next);
+            if let Ok(mut notes) = self.index_notes.write() {
+                notes.push(note);
+            }
+        }
+    }
+
+    /// A temporary cache in the system's temporary directory, or none (memory), with
+    /// the note saying so after `why`.
+    async fn temporary_or_memory(why: String, id: String) -> Result<(Option<IndexCache>, String)> {
+        Ok(
+            match run_cpu(move || IndexCache::temporary_in(&std::env::temp_dir(), &id)).await? {
+                Ok(cache) => (
+                    Some(cache),
+                    format!("{why}; going on without it, as with --no-cache"),
+                ),
+                Err(e) => (None, format!("{why}; {e}; keeping the index in memory")),
+            },
+        )
     }
 
     async fn load_index_inner(&self, rebuild: bool) -> Result<()> {
@@ -432,6 +563,19 @@ impl Repository {
             }
             _ => None,
         };
+        // A cache must not meet a full disk (`index_cache::check_room`): make sure there
+        // is room for what it will absorb before it writes.
+        if let Some(cache) = self.index.read().map_err(|_| poisoned())?.cache() {
+            let incoming: u64 = names
+                .iter()
+                .filter(|n| match &incremental {
+                    Some(seen) => !seen.contains(&n.name),
+                    None => true,
+                })
+                .map(|n| n.size)
+                .sum();
+            cache.check_room_for(incoming)?;
+        }
         // Memory: build a fresh index beside the old one and swap (readers keep working).
         // Disk: clear and refill in place, unless this is an incremental load.
         let mut fresh = None;
@@ -914,10 +1058,16 @@ mod tests {
         )
         .await
         .unwrap();
-        let stray =
-            KeyFile::create(&MasterKey::generate(), b"pw", FAST_KDF, "loser", "me").unwrap();
-        // Listed, and so tried, before the winner's key.
-        let stray_name = format!("{KEYS_DIR}{}", "0".repeat(64));
+        let winner_key = shared.list(KEYS_DIR).await.unwrap().remove(0).name;
+        // Named as init names it, and listed, so tried, before the winner's key.
+        let (stray_name, stray) = loop {
+            let stray =
+                KeyFile::create(&MasterKey::generate(), b"pw", FAST_KDF, "loser", "me").unwrap();
+            let name = format!("{KEYS_DIR}{}", BlobId::of_stored(&stray).to_hex());
+            if name < winner_key {
+                break (name, stray);
+            }
+        };
         shared.create(&stray_name, &stray).await.unwrap();
 
         let opened = Repository::open(shared.clone(), b"pw").await.unwrap();

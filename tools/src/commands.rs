@@ -322,6 +322,7 @@ async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
     });
     let result = backup(&repo, source, options, progress).await;
     status.finish();
+    repository::print_index_notes(&repo);
     let outcome = result?;
     for w in &outcome.warnings {
         eprintln!("dprepo: warning: {w}");

@@ -241,7 +241,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     match runtime.block_on(run(&cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            eprintln!("Error: {}", crate::output::error_text(&e));
             ExitCode::FAILURE
         }
     }
@@ -586,7 +586,12 @@ async fn open(ctx: &Env, create: bool) -> Result<Option<Repository>> {
     )
     .await
     {
-        Ok(r) => return Ok(Some(r)),
+        Ok(r) => {
+            for note in r.take_index_notes() {
+                eprintln!("Warning: {note}");
+            }
+            return Ok(Some(r));
+        }
         Err(EngineError::NoRepository { .. }) if !create => return Ok(None),
         Err(EngineError::NoRepository { .. }) => {}
         Err(e) => return Err(e.into()),

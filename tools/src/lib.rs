@@ -111,7 +111,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            let mut msg = format!("{e:#}");
+            let mut msg = output::error_text(&e);
             if let Some(first) = msg.lines().next() {
                 msg = first.to_string();
             }

@@ -17,6 +17,25 @@ pub fn print_json(value: &serde_json::Value) -> Result<()> {
     print(&format!("{}\n", serde_json::to_string_pretty(value)?))
 }
 
+/// The message of `e` and of each of its causes, joined by ": ", every cause once.
+/// Engine errors show their source in their own message (`/x: No such file or
+/// directory (os error 2)`) and also return it as their source, so printing the whole
+/// chain would repeat it; a cause whose text ends the message so far adds nothing.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.ends_with(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
 /// Human-readable byte count (binary units).
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -56,4 +75,27 @@ pub fn parse_size(s: &str) -> Result<u32, String> {
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use K, M or G)")),
     };
     u32::try_from(n.saturating_mul(mult)).map_err(|_| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An engine error carrying its OS error both in its message and as its source was
+    /// printed with the OS error twice ("... (os error 2): ... (os error 2)").
+    #[test]
+    fn error_text_prints_a_repeated_cause_once() {
+        let os = std::io::Error::from_raw_os_error(2);
+        let os_text = os.to_string();
+        let engine = dprepo_repo_format::Error::LocalIo {
+            path: "/missing".into(),
+            source: os,
+        };
+        let e = anyhow::Error::new(engine).context("backing up");
+        let text = error_text(&e);
+        assert_eq!(text, format!("backing up: /missing: {os_text}"));
+        // A cause its parent does not repeat is still shown.
+        let e = anyhow::Error::new(std::io::Error::from_raw_os_error(2)).context("reading x");
+        assert_eq!(error_text(&e), format!("reading x: {os_text}"));
+    }
 }

@@ -245,5 +245,14 @@ pub async fn open(cli: &Cli) -> Result<Repository> {
     for (name, e) in repo.damaged_index_files() {
         eprintln!("dprepo: warning: index file {name} is skipped: {e} (run `dprepo verify`, then `dprepo repair index`)");
     }
+    print_index_notes(&repo);
     Ok(repo)
+}
+
+/// Print what changed about where the index is kept (a full or damaged cache) as
+/// warnings: the command goes on, but the user should know why it is slower.
+pub fn print_index_notes(repo: &Repository) {
+    for note in repo.take_index_notes() {
+        eprintln!("dprepo: warning: {note}");
+    }
 }

@@ -11,6 +11,9 @@
 //!   with temporary files are rejected before touching the file system.
 //! - Objects of [`DIRECT_WRITE_MIN`] bytes or more (packs) are written past the page
 //!   cache (`O_DIRECT`) where the file system takes it, with buffered writes otherwise.
+//! - Files it creates are readable by their owner only (0600) and directories, the root
+//!   included, usable by their owner only (0700), less what the umask takes away.
+//!   Existing files and directories keep their modes.
 //!
 //! Every blocking file system call runs on tokio's blocking pool (`spawn_blocking`).
 
@@ -19,6 +22,7 @@ use crate::direct_io::DIRECT_PIECE;
 #[cfg(target_os = "linux")]
 use crate::direct_io::{aligned_start, AlignedBuffers, DIRECT_ALIGN};
 use crate::error::{Error, Result};
+use crate::free_space::{format_bytes, free_space, is_out_of_space};
 use async_trait::async_trait;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -202,24 +206,86 @@ impl LocalStorage {
         let path = self.path_of(name)?;
         let inner = Arc::clone(&self.inner);
         let owned_name = name.to_owned();
-        run_blocking(name, move || {
+        let size = data.len();
+        self.run_blocking_sized(name, Some(size), move || {
             inner.write_blocking(&owned_name, &path, &data, mode)?;
             Ok(data)
         })
         .await
     }
+
+    /// Run `f` on the blocking pool, its storage errors explained ([`explain`]); a
+    /// panicked or cancelled task becomes [`Error::Internal`] naming `object`.
+    async fn run_blocking<T, F>(&self, object: &str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T> + Send + 'static,
+    {
+        self.run_blocking_sized(object, None, f).await
+    }
+
+    /// [`LocalStorage::run_blocking`] of a write of `writing` bytes.
+    async fn run_blocking_sized<T, F>(
+        &self,
+        object: &str,
+        writing: Option<usize>,
+        f: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T> + Send + 'static,
+    {
+        let root = self.inner.root.clone();
+        tokio::task::spawn_blocking(move || f().map_err(|e| explain(&root, e, writing)))
+            .await
+            .map_err(|e| Error::Internal(format!("storage task for {object} failed: {e}")))?
+    }
 }
 
-/// Run `f` on the blocking pool; a panicked or cancelled task becomes
-/// [`Error::Internal`] naming `object`.
-async fn run_blocking<T, F>(object: &str, f: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T> + Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Internal(format!("storage task for {object} failed: {e}")))?
+/// Say what an OS error alone does not. A repository location that is not a directory
+/// (or lies below a file) fails every name below it with "Not a directory", which read
+/// as `storage config: Not a directory`: it becomes [`Error::InvalidArgument`] naming
+/// the location and the file in the way. A full file system (or quota) is named, with
+/// the size of the write (`writing`, when known) and the space there is.
+fn explain(root: &Path, e: Error, writing: Option<usize>) -> Error {
+    let Error::Storage { object, source } = e else {
+        return e;
+    };
+    if is_out_of_space(&source) {
+        let size = writing.map_or(String::new(), |n| {
+            format!(" writing {}", format_bytes(n as u64))
+        });
+        // Measured after the partial file was removed.
+        let detail = match free_space(root) {
+            Some(space) => format!(
+                "{source}{size} below {}, on a file system with {} free of {}",
+                root.display(),
+                format_bytes(space.available),
+                format_bytes(space.total)
+            ),
+            None => format!("{source}{size} below {}", root.display()),
+        };
+        return Error::Storage {
+            object,
+            source: io::Error::new(source.kind(), detail),
+        };
+    }
+    let in_the_way = root
+        .ancestors()
+        .filter(|p| !p.as_os_str().is_empty())
+        .find(|p| fs::metadata(p).is_ok_and(|m| !m.is_dir()));
+    match in_the_way {
+        Some(file) if file == root => Error::InvalidArgument(format!(
+            "repository location {} is a file, not a directory",
+            root.display()
+        )),
+        Some(file) => Error::InvalidArgument(format!(
+            "repository location {}: {} is a file, not a directory",
+            root.display(),
+            file.display()
+        )),
+        None => Error::Storage { object, source },
+    }
 }
 
 /// Map an error of a read: a missing file is [`Error::NotFound`], anything else
@@ -311,7 +377,7 @@ impl Inner {
             // The root: create it (and its ancestors) if missing. An existing root was
             // made by the user or by `init` in an earlier run, so its entry is durable.
             if !dir.is_dir() {
-                fs::create_dir_all(dir)?;
+                private_dir_builder().recursive(true).create(dir)?;
                 if let Some(parent) = dir.parent() {
                     sync_dir(parent)?;
                 }
@@ -319,7 +385,7 @@ impl Inner {
         } else {
             let parent = dir.parent().unwrap_or(Path::new(""));
             self.ensure_dir(parent)?;
-            match fs::create_dir(dir) {
+            match private_dir_builder().create(dir) {
                 Ok(()) => {}
                 // Made by someone else (another writer, or an earlier run): it may not
                 // be synced yet, so sync the parent below regardless.
@@ -399,8 +465,9 @@ fn write_via_temp(
             direct_refused.store(true, Ordering::Relaxed);
             file
         }
-        None => write_buffered(OpenOptions::new().write(true).create_new(true), temp, data)
-            .map_err(io_err)?,
+        None => {
+            write_buffered(private_file_options().create_new(true), temp, data).map_err(io_err)?
+        }
     };
     file.sync_all().map_err(io_err)?;
     drop(file);
@@ -427,9 +494,32 @@ fn write_via_temp(
 /// Options opening a temporary file that a refused direct write may have created and
 /// partly written, emptied.
 fn rewrite_options() -> OpenOptions {
-    let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    let mut options = private_file_options();
+    options.create(true).truncate(true);
     options
+}
+
+/// Mode of the files the backend creates: only their owner reads them. Key files wrap
+/// the master key, which another local user could take away to guess the password
+/// offline; the rest shows sizes and counts (SPEC.md, "Threat model"). As restic.
+const FILE_MODE: u32 = 0o600;
+/// Mode of the directories the backend creates.
+const DIR_MODE: u32 = 0o700;
+
+/// Options opening a new file for writing with [`FILE_MODE`].
+fn private_file_options() -> OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = OpenOptions::new();
+    options.write(true).mode(FILE_MODE);
+    options
+}
+
+/// A builder of directories with [`DIR_MODE`].
+fn private_dir_builder() -> fs::DirBuilder {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut builder = fs::DirBuilder::new();
+    builder.mode(DIR_MODE);
+    builder
 }
 
 /// Open `temp` with `options` and write `data` to it through the page cache.
@@ -446,8 +536,7 @@ fn write_buffered(options: &OpenOptions, temp: &Path, data: &[u8]) -> io::Result
 #[cfg(target_os = "linux")]
 fn write_direct(temp: &Path, data: &[u8]) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let file = OpenOptions::new()
-        .write(true)
+    let file = private_file_options()
         .create_new(true)
         .custom_flags(libc::O_DIRECT)
         .open(temp)?;
@@ -649,7 +738,7 @@ impl Storage for LocalStorage {
     async fn get(&self, name: &str) -> Result<Vec<u8>> {
         let path = self.path_of(name)?;
         let owned_name = name.to_owned();
-        run_blocking(name, move || {
+        self.run_blocking(name, move || {
             let (mut file, _) = open_blob(&owned_name, &path)?;
             let mut data = Vec::new();
             file.read_to_end(&mut data)
@@ -672,7 +761,7 @@ impl Storage for LocalStorage {
     ) -> Result<Vec<u8>> {
         let path = self.path_of(name)?;
         let owned_name = name.to_owned();
-        run_blocking(name, move || {
+        self.run_blocking(name, move || {
             read_range_blocking(&owned_name, &path, offset, len, buf)
         })
         .await
@@ -681,7 +770,7 @@ impl Storage for LocalStorage {
     async fn size(&self, name: &str) -> Result<u64> {
         let path = self.path_of(name)?;
         let owned_name = name.to_owned();
-        run_blocking(name, move || {
+        self.run_blocking(name, move || {
             let meta = fs::metadata(&path).map_err(|e| read_error(&owned_name, e))?;
             if meta.is_file() {
                 Ok(meta.len())
@@ -696,7 +785,8 @@ impl Storage for LocalStorage {
         validate_prefix(prefix)?;
         let root = self.inner.root.clone();
         let owned_prefix = prefix.to_owned();
-        run_blocking(prefix, move || list_blocking(&root, &owned_prefix)).await
+        self.run_blocking(prefix, move || list_blocking(&root, &owned_prefix))
+            .await
     }
 
     async fn list_temporary(&self) -> Result<Vec<TemporaryFile>> {
@@ -722,7 +812,7 @@ impl Storage for LocalStorage {
     async fn delete(&self, name: &str) -> Result<()> {
         let path = self.path_of(name)?;
         let owned_name = name.to_owned();
-        run_blocking(name, move || {
+        self.run_blocking(name, move || {
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
