@@ -791,7 +791,8 @@ impl Storage for LocalStorage {
 
     async fn list_temporary(&self) -> Result<Vec<TemporaryFile>> {
         let root = self.inner.root.clone();
-        run_blocking("temporary files", move || list_temporary_blocking(&root)).await
+        self.run_blocking("temporary files", move || list_temporary_blocking(&root))
+            .await
     }
 
     async fn delete_temporary(&self, name: &str) -> Result<()> {
@@ -799,7 +800,7 @@ impl Storage for LocalStorage {
         let mut path = self.inner.root.clone();
         path.extend(name.split('/'));
         let owned_name = name.to_owned();
-        run_blocking(name, move || match fs::remove_file(&path) {
+        self.run_blocking(name, move || match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(storage_error(&owned_name, e)),
