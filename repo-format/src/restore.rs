@@ -2,9 +2,11 @@
 //!
 //! Files are restored concurrently (bounded), each file's chunks are fetched with a
 //! read-ahead window and verified (every chunk must decrypt and hash to its id; the file
-//! must end at its recorded size), so a restore either writes the exact bytes or fails
-//! naming the damaged object. Directory metadata is applied last, deepest first, so
-//! restoring contents does not disturb directory mtimes or trip read-only modes.
+//! must end at its recorded size). An entry that cannot be restored (a local error, or a damaged object
+//! behind it) is skipped and the restore goes on with the others; every skipped entry
+//! is listed in [`RestoreSummary::errors`] (restic's behaviour). Directory metadata is
+//! applied last, deepest first, so restoring contents does not disturb directory mtimes
+//! or trip read-only modes.
 
 use crate::blob::{decode_blob, BlobType};
 use crate::content::Content;
@@ -160,15 +162,104 @@ pub struct RestoreSummary {
     pub bytes: u64,
     /// Metadata that could not be applied (e.g. ownership without privileges).
     pub warnings: Vec<String>,
+    /// Entries that were not restored (or not completely), each with why. A restore
+    /// with errors has restored everything else.
+    pub errors: Vec<SkippedEntry>,
+}
+
+impl RestoreSummary {
+    /// Whether every entry was restored.
+    pub fn is_complete(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    fn add(&mut self, outcome: TaskOutcome) {
+        self.files += outcome.files;
+        self.bytes += outcome.bytes;
+        self.warnings.extend(outcome.warnings);
+        self.errors.extend(outcome.errors);
+    }
+
+    fn skip(&mut self, path: &Path, error: Error) {
+        self.errors.push(SkippedEntry::new(path, error));
+    }
+}
+
+/// An entry a restore could not restore, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SkippedEntry {
+    /// Where it was to be restored.
+    pub path: PathBuf,
+    /// Why it was not.
+    pub error: String,
+}
+
+impl SkippedEntry {
+    fn new(path: &Path, error: Error) -> SkippedEntry {
+        let error = match error {
+            // The path is already named.
+            Error::LocalIo { path: p, source } if p == path => source.to_string(),
+            e => e.to_string(),
+        };
+        SkippedEntry {
+            path: path.to_path_buf(),
+            error,
+        }
+    }
+}
+
+impl std::fmt::Display for SkippedEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.error)
+    }
+}
+
+/// What one restore task did: bytes written, warnings, and the entries it skipped.
+#[derive(Debug, Default)]
+struct TaskOutcome {
+    files: u64,
+    bytes: u64,
+    warnings: Vec<String>,
+    errors: Vec<SkippedEntry>,
+}
+
+impl TaskOutcome {
+    fn merge(&mut self, other: TaskOutcome) {
+        self.files += other.files;
+        self.bytes += other.bytes;
+        self.warnings.extend(other.warnings);
+        self.errors.extend(other.errors);
+    }
+
+    /// The outcome of restoring one file at `path`.
+    fn of_file(path: &Path, result: Result<(u64, Vec<String>)>) -> TaskOutcome {
+        match result {
+            Ok((bytes, warnings)) => TaskOutcome {
+                files: 1,
+                bytes,
+                warnings,
+                errors: Vec::new(),
+            },
+            Err(e) => TaskOutcome {
+                errors: vec![SkippedEntry::new(path, e)],
+                ..TaskOutcome::default()
+            },
+        }
+    }
 }
 
 /// Restore the entry at `path` of snapshot tree `root` into `target`. For the root or a
 /// directory, its contents go into `target`; a file or symlink is restored as
 /// `target/<name>`.
 ///
+/// An entry that cannot be restored does not stop the restore: it is skipped (a
+/// directory with everything below it) and listed in [`RestoreSummary::errors`], so a
+/// caller MUST check [`RestoreSummary::is_complete`].
+///
 /// # Errors
-/// [`Error::SnapshotPath`] for a bad path; local I/O errors naming the path; missing or
-/// damaged repository objects. Already restored files are left in place on failure.
+/// Only what stops the restore as a whole: [`Error::SnapshotPath`] for a bad path, a
+/// target directory that cannot be created, a tree on the way to `path` (or the one at
+/// it) that cannot be read.
 pub async fn restore(
     repo: &Repository,
     root: &BlobId,
@@ -177,24 +268,23 @@ pub async fn restore(
     options: &RestoreOptions,
     progress: Arc<RestoreProgress>,
 ) -> Result<RestoreSummary> {
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |e| Error::LocalIo { path: p, source: e }
-    };
     tokio::fs::create_dir_all(target)
         .await
-        .map_err(io(target))?;
+        .map_err(|e| Error::LocalIo {
+            path: target.to_path_buf(),
+            source: e,
+        })?;
     let mut summary = RestoreSummary::default();
     let mut in_flight = InFlight::default();
     let mut dir_meta: Vec<(PathBuf, Node)> = Vec::new();
     // Stack of (tree id, local directory).
     let mut stack: Vec<(BlobId, PathBuf)> = Vec::new();
-    match repo.find_node(root, path).await? {
-        None => stack.push((*root, target.to_path_buf())),
+    let start = match repo.find_node(root, path).await? {
+        None => Some(*root),
         Some(node) => match &node.kind {
             NodeKind::Dir(id) => {
-                stack.push((*id, target.to_path_buf()));
                 dir_meta.push((target.to_path_buf(), node.clone()));
+                Some(*id)
             }
             _ => {
                 restore_leaf(
@@ -206,31 +296,49 @@ pub async fn restore(
                     &mut in_flight,
                     &mut summary,
                 )
-                .await?
+                .await?;
+                None
             }
         },
-    }
-    while let Some((tree_id, dir)) = stack.pop() {
-        let tree = repo.load_tree(&tree_id).await?;
-        for node in tree.nodes {
-            let local = dir.join(OsStr::from_bytes(&node.name));
-            if let NodeKind::Dir(id) = &node.kind {
-                prepare_dir(&local).await?;
-                summary.dirs += 1;
-                progress.dirs.fetch_add(1, Ordering::Relaxed);
-                stack.push((*id, local.clone()));
-                dir_meta.push((local, node));
-            } else {
-                restore_leaf(
-                    repo,
-                    &node,
-                    &dir,
-                    options,
-                    &progress,
-                    &mut in_flight,
-                    &mut summary,
-                )
-                .await?;
+    };
+    if let Some(start) = start {
+        // The first tree is read here: if it cannot be, nothing can be restored.
+        let mut first = Some(repo.load_tree(&start).await?);
+        stack.push((start, target.to_path_buf()));
+        while let Some((tree_id, dir)) = stack.pop() {
+            let tree = match first.take() {
+                Some(t) => t,
+                None => match repo.load_tree(&tree_id).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        summary.skip(&dir, e);
+                        continue;
+                    }
+                },
+            };
+            for node in tree.nodes {
+                let local = dir.join(OsStr::from_bytes(&node.name));
+                if let NodeKind::Dir(id) = &node.kind {
+                    if let Err(e) = prepare_dir(&local).await {
+                        summary.skip(&local, e);
+                        continue;
+                    }
+                    summary.dirs += 1;
+                    progress.dirs.fetch_add(1, Ordering::Relaxed);
+                    stack.push((*id, local.clone()));
+                    dir_meta.push((local, node));
+                } else {
+                    restore_leaf(
+                        repo,
+                        &node,
+                        &dir,
+                        options,
+                        &progress,
+                        &mut in_flight,
+                        &mut summary,
+                    )
+                    .await?;
+                }
             }
         }
     }
@@ -248,17 +356,17 @@ pub async fn restore(
     )
     .await?;
     while let Some(done) = files.join_next().await {
-        let (bytes, warnings) = done.map_err(|e| Error::Internal(e.to_string()))??;
-        summary.bytes += bytes;
-        summary.warnings.extend(warnings);
+        summary.add(done.map_err(|e| Error::Internal(e.to_string()))?);
     }
     // Deepest directories first, so setting a parent's mtime comes after its children.
     dir_meta.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
     for (p, node) in &dir_meta {
-        summary
-            .warnings
-            .extend(apply_metadata(p, node, options.restore_owner)?);
+        match apply_metadata(p, node, options.restore_owner) {
+            Ok(warnings) => summary.warnings.extend(warnings),
+            Err(e) => summary.skip(p, e),
+        }
     }
+    summary.errors.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(summary)
 }
 
@@ -285,8 +393,8 @@ async fn prepare_dir(local: &Path) -> Result<()> {
     tokio::fs::create_dir(local).await.map_err(io)
 }
 
-/// Restore tasks in flight: each yields the bytes written and its warnings.
-type FileTasks = tokio::task::JoinSet<Result<(u64, Vec<String>)>>;
+/// Restore tasks in flight.
+type FileTasks = tokio::task::JoinSet<TaskOutcome>;
 
 /// What a restore has started and not finished: file tasks, and the small files
 /// collected for the next group.
@@ -304,9 +412,7 @@ async fn wait_for_slot(
 ) -> Result<()> {
     while files.len() >= options.parallel_files.max(1) {
         if let Some(done) = files.join_next().await {
-            let (bytes, warnings) = done.map_err(|e| Error::Internal(e.to_string()))??;
-            summary.bytes += bytes;
-            summary.warnings.extend(warnings);
+            summary.add(done.map_err(|e| Error::Internal(e.to_string()))?);
         }
     }
     Ok(())
@@ -368,7 +474,7 @@ async fn restore_small_group(
     files: Vec<(PathBuf, Node)>,
     options: &RestoreOptions,
     progress: &RestoreProgress,
-) -> Result<(u64, Vec<String>)> {
+) -> TaskOutcome {
     let mut together = Vec::with_capacity(files.len());
     let mut alone = Vec::new();
     let mut wanted: Vec<(BlobId, BlobLocation)> = Vec::new();
@@ -446,35 +552,45 @@ async fn restore_small_group(
             }
         }
     }
-    let mut written = 0u64;
-    let mut warnings = Vec::new();
+    let mut outcome = TaskOutcome::default();
     if !together.is_empty() {
         let count = together.len() as u64;
         let keys = repo.keys().clone();
         let restore_owner = options.restore_owner;
         // Decoding on the CPU pool, not on the blocking pool: its many threads each kept
         // a zstd context and a malloc arena, which cost a restore 6-9 MiB of peak memory.
-        let plain = crate::repo::run_cpu(move || decode_runs(&keys, read)).await??;
-        let (bytes, group_warnings) = tokio::task::spawn_blocking(move || {
-            write_small_group(&plain, &together, restore_owner)
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
-        written += bytes;
-        warnings.extend(group_warnings);
-        progress.bytes.fetch_add(bytes, Ordering::Relaxed);
-        progress.files.fetch_add(count, Ordering::Relaxed);
+        match crate::repo::run_cpu(move || decode_runs(&keys, read)).await {
+            Ok(Ok(plain)) => {
+                let paths: Vec<PathBuf> = together.iter().map(|(p, _)| p.clone()).collect();
+                let written = tokio::task::spawn_blocking(move || {
+                    write_small_group(&plain, &together, restore_owner)
+                })
+                .await;
+                match written {
+                    Ok(group) => {
+                        progress.bytes.fetch_add(group.bytes, Ordering::Relaxed);
+                        progress
+                            .files
+                            .fetch_add(count - group.errors.len() as u64, Ordering::Relaxed);
+                        outcome.merge(group);
+                    }
+                    Err(e) => outcome.errors.extend(paths.iter().map(|p| {
+                        SkippedEntry::new(p, Error::Internal(format!("restore task: {e}")))
+                    })),
+                }
+            }
+            // A damaged chunk: the one-by-one path names the file it belongs to.
+            _ => alone.append(&mut together),
+        }
     }
     for (path, node) in &alone {
         let NodeKind::File(content) = &node.kind else {
             continue;
         };
-        let (bytes, file_warnings) =
-            restore_small_file(repo, node, content, path, options, progress).await?;
-        written += bytes;
-        warnings.extend(file_warnings);
+        let result = restore_small_file(repo, node, content, path, options, progress).await;
+        outcome.merge(TaskOutcome::of_file(path, result));
     }
-    Ok((written, warnings))
+    outcome
 }
 
 /// Decode the chunks read for a group, by id.
@@ -515,37 +631,58 @@ fn write_small_group(
     plain: &HashMap<BlobId, Vec<u8>>,
     files: &[(PathBuf, Node)],
     restore_owner: bool,
-) -> Result<(u64, Vec<String>)> {
-    let mut written = 0u64;
-    let mut warnings = Vec::new();
+) -> TaskOutcome {
+    let mut outcome = TaskOutcome::default();
     let mut data = Vec::new();
     for (path, node) in files {
-        let NodeKind::File(content) = &node.kind else {
-            continue;
-        };
-        let wrong_size = || size_mismatch(path, node.size);
-        data.clear();
-        for id in &content.ids {
-            let chunk = plain
-                .get(id)
-                .ok_or_else(|| Error::Internal(format!("chunk {} was not read", id.short())))?;
-            if (data.len() + chunk.len()) as u64 > node.size {
-                return Err(wrong_size());
-            }
-            data.extend_from_slice(chunk);
-        }
-        if data.len() as u64 != node.size {
-            return Err(wrong_size());
-        }
-        let mut file = create_for_restore(path)?;
-        file.write_all(&data).map_err(|e| Error::LocalIo {
-            path: path.clone(),
-            source: e,
-        })?;
-        warnings.extend(apply_file_metadata(&file, path, node, restore_owner)?);
-        written += node.size;
+        let result = gather_chunks(plain, path, node, &mut data)
+            .and_then(|()| write_whole_file(path, node, &data, restore_owner));
+        outcome.merge(TaskOutcome::of_file(path, result));
     }
-    Ok((written, warnings))
+    outcome
+}
+
+/// Put the content of small file `node` together from the decoded chunks of its group.
+fn gather_chunks(
+    plain: &HashMap<BlobId, Vec<u8>>,
+    path: &Path,
+    node: &Node,
+    data: &mut Vec<u8>,
+) -> Result<()> {
+    let NodeKind::File(content) = &node.kind else {
+        return Err(Error::Internal("not a file".into()));
+    };
+    data.clear();
+    for id in &content.ids {
+        let chunk = plain
+            .get(id)
+            .ok_or_else(|| Error::Internal(format!("chunk {} was not read", id.short())))?;
+        if (data.len() + chunk.len()) as u64 > node.size {
+            return Err(size_mismatch(path, node.size));
+        }
+        data.extend_from_slice(chunk);
+    }
+    if data.len() as u64 != node.size {
+        return Err(size_mismatch(path, node.size));
+    }
+    Ok(())
+}
+
+/// Write a file whose whole content is in memory, and apply its metadata; returns its
+/// size and the warnings.
+fn write_whole_file(
+    path: &Path,
+    node: &Node,
+    data: &[u8],
+    restore_owner: bool,
+) -> Result<(u64, Vec<String>)> {
+    let mut file = create_for_restore(path)?;
+    file.write_all(data).map_err(|e| Error::LocalIo {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let warnings = apply_file_metadata(&file, path, node, restore_owner)?;
+    Ok((data.len() as u64, warnings))
 }
 
 async fn restore_leaf(
@@ -563,28 +700,14 @@ async fn restore_leaf(
     } = in_flight;
     let local = dir.join(OsStr::from_bytes(&node.name));
     match &node.kind {
-        NodeKind::Symlink(target) => {
-            if tokio::fs::symlink_metadata(&local).await.is_ok() {
-                tokio::fs::remove_file(&local)
-                    .await
-                    .map_err(|e| Error::LocalIo {
-                        path: local.clone(),
-                        source: e,
-                    })?;
+        NodeKind::Symlink(target) => match restore_symlink(&local, target, node, options) {
+            Ok(warnings) => {
+                summary.symlinks += 1;
+                summary.warnings.extend(warnings);
             }
-            std::os::unix::fs::symlink(OsStr::from_bytes(target), &local).map_err(|e| {
-                Error::LocalIo {
-                    path: local.clone(),
-                    source: e,
-                }
-            })?;
-            summary.symlinks += 1;
-            summary
-                .warnings
-                .extend(apply_metadata(&local, node, options.restore_owner)?);
-        }
+            Err(e) => summary.skip(&local, e),
+        },
         NodeKind::File(content) => {
-            summary.files += 1;
             if node.size <= SMALL_FILE_BYTES && content.level == 0 {
                 group.bytes += node.size;
                 group.files.push((local, node.clone()));
@@ -600,13 +723,33 @@ async fn restore_leaf(
                 options.clone(),
                 progress.clone(),
             );
-            files.spawn(
-                async move { restore_file(&repo, &node, &local, &options, &progress).await },
-            );
+            files.spawn(async move {
+                let result = restore_file(&repo, &node, &local, &options, &progress).await;
+                TaskOutcome::of_file(&local, result)
+            });
         }
         NodeKind::Dir(_) => {}
     }
     Ok(())
+}
+
+/// Replace whatever is at `local` with a symlink to `target` (never following a link
+/// that is there), and apply the metadata of `node`.
+fn restore_symlink(
+    local: &Path,
+    target: &[u8],
+    node: &Node,
+    options: &RestoreOptions,
+) -> Result<Vec<String>> {
+    let io = |e| Error::LocalIo {
+        path: local.to_path_buf(),
+        source: e,
+    };
+    if std::fs::symlink_metadata(local).is_ok() {
+        std::fs::remove_file(local).map_err(io)?;
+    }
+    std::os::unix::fs::symlink(OsStr::from_bytes(target), local).map_err(io)?;
+    apply_metadata(local, node, options.restore_owner)
 }
 
 async fn restore_file(

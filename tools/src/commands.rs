@@ -576,7 +576,23 @@ async fn run_restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
             bytes(summary.bytes)
         ))?;
     }
-    Ok(0)
+    if summary.is_complete() {
+        return Ok(0);
+    }
+    // Listed last, after everything else was restored (as restic does).
+    for skipped in &summary.errors {
+        eprintln!("dprepo: not restored: {skipped}");
+    }
+    eprintln!(
+        "dprepo: error: restore incomplete: {} {} not restored (listed above)",
+        summary.errors.len(),
+        if summary.errors.len() == 1 {
+            "entry was"
+        } else {
+            "entries were"
+        }
+    );
+    Ok(1)
 }
 
 async fn run_dump(cli: &Cli, a: &DumpArgs) -> Result<u8> {
