@@ -2,7 +2,9 @@
 //!
 //! Files are restored concurrently (bounded), each file's chunks are fetched with a
 //! read-ahead window and verified (every chunk must decrypt and hash to its id; the file
-//! must end at its recorded size). An entry that cannot be restored (a local error, or a damaged object
+//! must end at its recorded size), and is written where no link planted in the target
+//! can redirect it (`create_for_restore`): a file is restored with its exact bytes, or
+//! not at all and what stood there is left. An entry that cannot be restored (a local error, or a damaged object
 //! behind it) is skipped and the restore goes on with the others; every skipped entry
 //! is listed in [`RestoreSummary::errors`] (restic's behaviour). Directory metadata is
 //! applied last, deepest first, so restoring contents does not disturb directory mtimes
@@ -254,7 +256,8 @@ impl TaskOutcome {
 ///
 /// An entry that cannot be restored does not stop the restore: it is skipped (a
 /// directory with everything below it) and listed in [`RestoreSummary::errors`], so a
-/// caller MUST check [`RestoreSummary::is_complete`].
+/// caller MUST check [`RestoreSummary::is_complete`]. A file is never left holding
+/// wrong bytes: one that fails is removed, or what stood there before stays.
 ///
 /// # Errors
 /// Only what stops the restore as a whole: [`Error::SnapshotPath`] for a bad path, a
@@ -676,13 +679,24 @@ fn write_whole_file(
     data: &[u8],
     restore_owner: bool,
 ) -> Result<(u64, Vec<String>)> {
-    let mut file = create_for_restore(path)?;
-    file.write_all(data).map_err(|e| Error::LocalIo {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
-    let warnings = apply_file_metadata(&file, path, node, restore_owner)?;
-    Ok((data.len() as u64, warnings))
+    let (mut file, placement) = create_for_restore(path)?;
+    let written = file
+        .write_all(data)
+        .map_err(|e| Error::LocalIo {
+            path: path.to_path_buf(),
+            source: e,
+        })
+        .and_then(|()| apply_file_metadata(&file, path, node, restore_owner));
+    match written {
+        Ok(warnings) => {
+            placement.commit()?;
+            Ok((data.len() as u64, warnings))
+        }
+        Err(e) => {
+            placement.abandon();
+            Err(e)
+        }
+    }
 }
 
 async fn restore_leaf(
@@ -765,14 +779,39 @@ async fn restore_file(
     if node.size <= SMALL_FILE_BYTES {
         return restore_small_file(repo, node, content, local, options, progress).await;
     }
+    let path = local.to_path_buf();
+    let (file, placement) = tokio::task::spawn_blocking(move || create_for_restore(&path))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+    let written = write_content(repo, node, content, local, file, options, progress).await;
+    let placed = tokio::task::spawn_blocking(move || match written {
+        Ok(done) => placement.commit().map(|()| done),
+        Err(e) => {
+            placement.abandon();
+            Err(e)
+        }
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))??;
+    progress.files.fetch_add(1, Ordering::Relaxed);
+    Ok(placed)
+}
+
+/// Write the content of a large file into `file` as its chunks arrive, then apply its
+/// metadata; returns its size and the warnings.
+async fn write_content(
+    repo: &Repository,
+    node: &Node,
+    content: &Content,
+    local: &Path,
+    file: std::fs::File,
+    options: &RestoreOptions,
+    progress: &RestoreProgress,
+) -> Result<(u64, Vec<String>)> {
     let io = |e| Error::LocalIo {
         path: local.to_path_buf(),
         source: e,
     };
-    let path = local.to_path_buf();
-    let file = tokio::task::spawn_blocking(move || create_for_restore(&path))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
     let mut file = tokio::fs::File::from_std(file);
     let mut reader = ContentReader::new(repo, content, options.read_ahead);
     let mut written = 0u64;
@@ -800,7 +839,6 @@ async fn restore_file(
     })
     .await
     .map_err(|e| Error::Internal(e.to_string()))??;
-    progress.files.fetch_add(1, Ordering::Relaxed);
     Ok((written, warnings))
 }
 
@@ -838,14 +876,8 @@ async fn restore_small_file(
     let size = node.size;
     let (node, local_path, restore_owner) =
         (node.clone(), local.to_path_buf(), options.restore_owner);
-    let warnings = tokio::task::spawn_blocking(move || {
-        let local = local_path.as_path();
-        let mut file = create_for_restore(local)?;
-        file.write_all(&data).map_err(|e| Error::LocalIo {
-            path: local.to_path_buf(),
-            source: e,
-        })?;
-        apply_file_metadata(&file, local, &node, restore_owner)
+    let (_, warnings) = tokio::task::spawn_blocking(move || {
+        write_whole_file(&local_path, &node, &data, restore_owner)
     })
     .await
     .map_err(|e| Error::Internal(e.to_string()))??;
@@ -854,34 +886,107 @@ async fn restore_small_file(
     Ok((size, warnings))
 }
 
-/// Open `local` to write a restored file into. The common case, nothing there yet, is a
-/// single `open` with `O_EXCL`, which creates a new regular file and never follows a
-/// link. Otherwise a symlink in the way is replaced, never written through, an existing
-/// file is truncated, and anything else is an error.
-fn create_for_restore(local: &Path) -> Result<std::fs::File> {
+/// Where a restored file is being written, and how it gets its name once complete.
+#[derive(Debug)]
+struct Placement {
+    /// The file's name in the target.
+    path: PathBuf,
+    /// The temporary name it is written under, when something stood at `path`.
+    temp: Option<PathBuf>,
+}
+
+impl Placement {
+    /// Give the complete file its name: a rename over whatever stood there (a rename
+    /// replaces a symlink or a hard link as a name, never writing through it).
+    fn commit(&self) -> Result<()> {
+        let Some(temp) = &self.temp else {
+            return Ok(());
+        };
+        std::fs::rename(temp, &self.path).map_err(|e| {
+            self.abandon();
+            Error::LocalIo {
+                path: self.path.clone(),
+                source: e,
+            }
+        })
+    }
+
+    /// Remove what was written, after a failure: the file never appears with bytes
+    /// that are not the snapshot's, and what stood there before stays.
+    fn abandon(&self) {
+        let _ = std::fs::remove_file(self.temp.as_ref().unwrap_or(&self.path));
+    }
+}
+
+/// Temporary names tried before giving up (each is new and random, so a clash means
+/// someone is creating them on purpose).
+const TEMP_NAME_TRIES: usize = 16;
+
+/// Open a new file to write the restored file `local` into. The common case, nothing
+/// there yet, is a single `open` with `O_EXCL` at `local`, which creates a new regular
+/// file and never follows a link. Otherwise the file is written to a new temporary name
+/// in the same directory and renamed over what is there once complete
+/// ([`Placement::commit`]): a hard link or a symlink planted in the target is replaced,
+/// never written through, and no existing inode is ever truncated, so swapping one in
+/// between any two steps gains nothing. A directory in the way is an error.
+fn create_for_restore(local: &Path) -> Result<(std::fs::File, Placement)> {
+    use std::os::unix::fs::OpenOptionsExt;
     let io = |e| Error::LocalIo {
         path: local.to_path_buf(),
         source: e,
     };
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(local)
-    {
-        Ok(file) => return Ok(file),
+    let create = |path: &Path| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+    };
+    match create(local) {
+        Ok(file) => {
+            return Ok((
+                file,
+                Placement {
+                    path: local.to_path_buf(),
+                    temp: None,
+                },
+            ))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(io(e)),
     }
-    let existing = std::fs::symlink_metadata(local).map_err(io)?;
-    if existing.file_type().is_symlink() {
-        std::fs::remove_file(local).map_err(io)?;
-    } else if !existing.is_file() {
+    if std::fs::symlink_metadata(local).is_ok_and(|m| m.is_dir()) {
         return Err(io(std::io::Error::new(
             std::io::ErrorKind::AlreadyExists,
-            "exists and is not a regular file",
+            "a directory stands where the snapshot has a file",
         )));
     }
-    std::fs::File::create(local).map_err(io)
+    let dir = local.parent().unwrap_or(Path::new("."));
+    let mut last = None;
+    for _ in 0..TEMP_NAME_TRIES {
+        let temp = dir.join(format!(".dprepo-restore-{:016x}", random_u64()));
+        match create(&temp) {
+            Ok(file) => {
+                return Ok((
+                    file,
+                    Placement {
+                        path: local.to_path_buf(),
+                        temp: Some(temp),
+                    },
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(io(e)),
+        }
+    }
+    Err(io(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::AlreadyExists, "no temporary name")
+    })))
+}
+
+fn random_u64() -> u64 {
+    use chacha20poly1305::aead::{rand_core::RngCore, OsRng};
+    OsRng.next_u64()
 }
 
 /// [`apply_metadata`] for a regular file through its open handle, after its content is

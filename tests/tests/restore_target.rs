@@ -124,3 +124,121 @@ fn restore_goes_on_past_a_path_longer_than_path_max() {
     );
     assert_restored(&src, &target, &files_below(&src, &[src.join("deep")]));
 }
+
+/// A source of small files (restored in groups) and one large file (restored on its
+/// own), backed up; returns the source and the names of its files.
+fn small_and_large_files(env: &TestEnv, count: u64) -> (PathBuf, Vec<String>) {
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let mut names = Vec::new();
+    for i in 0..count {
+        let name = format!("f{i:02}");
+        fs::write(src.join(&name), random_bytes(i, 2000 + 10 * i as usize)).unwrap();
+        names.push(name);
+    }
+    fs::write(src.join("large"), random_bytes(99, 3 << 20)).unwrap();
+    names.push("large".into());
+    env.backup(&[&src], &[]);
+    (src, names)
+}
+
+/// BUG (issue 19, point 6): a hard link planted in the target where the snapshot has a
+/// file was opened and truncated, so the restore overwrote the file outside the target
+/// that the link shares its inode with.
+#[test]
+fn restore_never_writes_through_a_hard_link_planted_in_the_target() {
+    use std::os::unix::fs::MetadataExt;
+    let env = TestEnv::init();
+    let (src, names) = small_and_large_files(&env, 3);
+    let outside = env.path("outside");
+    fs::create_dir(&outside).unwrap();
+    let target = env.path("restore");
+    let restored = restored_path(&target, &src);
+    fs::create_dir_all(&restored).unwrap();
+    for name in &names {
+        let victim = outside.join(name);
+        fs::write(&victim, b"precious, outside the target").unwrap();
+        fs::hard_link(&victim, restored.join(name)).unwrap();
+    }
+    env.ok(&["restore", "latest", "--target", s(&target)]);
+    for name in &names {
+        let victim = outside.join(name);
+        assert_eq!(
+            fs::read(&victim).unwrap(),
+            b"precious, outside the target",
+            "restore wrote through the hard link {name}"
+        );
+        assert_eq!(fs::metadata(&victim).unwrap().nlink(), 1, "{name}");
+    }
+    assert_same_tree(
+        &src,
+        &restored,
+        Compare {
+            root_metadata: false,
+            ..Compare::ALL
+        },
+    );
+}
+
+/// BUG (issue 19, point 6): restore checked what stood at a file's name, then opened the
+/// name: a symlink put there in between was followed and the file it points at
+/// overwritten. A thread keeps trying to create symlinks (to a file outside) at the names
+/// of some of the snapshot's files while restores run, so one appears as soon as a name
+/// is free, and the file outside must never change.
+#[test]
+fn restore_never_writes_through_a_symlink_swapped_in_while_it_runs() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let env = TestEnv::init();
+    let (src, mut names) = small_and_large_files(&env, 40);
+    names.retain(|n| ["f00", "f13", "f27", "large"].contains(&n.as_str()));
+    let outside = env.path("outside");
+    fs::create_dir(&outside).unwrap();
+    let victim = outside.join("victim");
+    fs::write(&victim, b"precious").unwrap();
+    let target = env.path("restore");
+    let restored = restored_path(&target, &src);
+    fs::create_dir_all(&restored).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let planted = Arc::new(AtomicU64::new(0));
+    let swapper = {
+        let (stop, planted) = (stop.clone(), planted.clone());
+        let paths: Vec<PathBuf> = names.iter().map(|n| restored.join(n)).collect();
+        let victim = victim.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for p in &paths {
+                    if std::os::unix::fs::symlink(&victim, p).is_ok() {
+                        planted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+    };
+    let mut outcomes = Vec::new();
+    for _ in 0..10 {
+        let out = env.run(&["restore", "latest", "--target", s(&target)]);
+        outcomes.push(out.status.code());
+        if fs::read(&victim).unwrap() != b"precious" {
+            break;
+        }
+        // Free the names again, for the next restore to meet symlinks.
+        for n in &names {
+            let _ = fs::remove_file(restored.join(n));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    swapper.join().unwrap();
+    assert_eq!(
+        fs::read(&victim).unwrap(),
+        b"precious",
+        "a restore wrote through a symlink planted while it ran (exit codes {outcomes:?})"
+    );
+    assert!(
+        fs::symlink_metadata(&victim).unwrap().file_type().is_file(),
+        "the victim was replaced"
+    );
+    let planted = planted.load(Ordering::Relaxed);
+    assert!(planted >= 10, "the symlinks were planted ({planted} times)");
+}
