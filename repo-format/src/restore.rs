@@ -14,6 +14,7 @@ use crate::blob::{decode_blob, BlobType};
 use crate::content::Content;
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
+use crate::file_size::{check_recorded_size, size_mismatch};
 use crate::id::BlobId;
 use crate::index::BlobLocation;
 use crate::repo::Repository;
@@ -66,7 +67,10 @@ impl DataIds {
     }
 }
 
-/// Reads the plaintext of a content chunk by chunk, with `window` chunks fetched ahead.
+/// Reads the plaintext of a content chunk by chunk, with `window` chunks fetched ahead,
+/// and never returns more bytes than the size its node records: a forged or damaged
+/// chunk list that expands further fails as soon as the index lengths of the chunks
+/// fetched pass that size, before those chunks are read (file_size.rs).
 #[derive(Debug)]
 pub struct ContentReader {
     repo: Repository,
@@ -74,28 +78,58 @@ pub struct ContentReader {
     inflight: VecDeque<tokio::task::JoinHandle<Result<Vec<u8>>>>,
     window: usize,
     exhausted: bool,
+    /// The size the node records.
+    recorded: u64,
+    /// Plaintext lengths, by the index, of the chunks fetched so far.
+    announced: u64,
+    /// Bytes returned so far.
+    returned: u64,
+    /// What errors name.
+    object: String,
 }
 
 impl ContentReader {
-    /// Start reading `content`.
-    pub fn new(repo: &Repository, content: &Content, window: usize) -> Self {
+    /// Start reading `content`, whose node records `recorded` bytes.
+    pub fn new(repo: &Repository, content: &Content, recorded: u64, window: usize) -> Self {
         ContentReader {
             repo: repo.clone(),
             ids: DataIds::new(content),
             inflight: VecDeque::new(),
             window: window.max(1),
             exhausted: false,
+            recorded,
+            announced: 0,
+            returned: 0,
+            object: "file content".into(),
         }
+    }
+
+    /// Name the content in errors (e.g. `file /etc/passwd`).
+    pub fn named(mut self, object: impl Into<String>) -> Self {
+        self.object = object.into();
+        self
     }
 
     /// The next chunk's plaintext, or `None` at the end.
     ///
     /// # Errors
-    /// A missing or damaged chunk or chunk list.
+    /// A missing or damaged chunk or chunk list; [`Error::Corrupt`] when the chunks hold
+    /// more or fewer bytes than the node records (found before more are returned).
     pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>> {
         while !self.exhausted && self.inflight.len() < self.window {
             match self.ids.next(&self.repo).await? {
                 Some(id) => {
+                    if let Some(location) = self.repo.locate(&id) {
+                        self.announced += u64::from(location.raw_len);
+                        if self.announced > self.recorded {
+                            return Err(size_mismatch(
+                                &self.object,
+                                self.recorded,
+                                self.announced,
+                                true,
+                            ));
+                        }
+                    }
                     let repo = self.repo.clone();
                     self.inflight.push_back(tokio::spawn(async move {
                         repo.read_blob(&id, BlobType::Data).await
@@ -105,7 +139,25 @@ impl ContentReader {
             }
         }
         match self.inflight.pop_front() {
-            Some(h) => Ok(Some(h.await.map_err(|e| Error::Internal(e.to_string()))??)),
+            Some(h) => {
+                let chunk = h.await.map_err(|e| Error::Internal(e.to_string()))??;
+                self.returned += chunk.len() as u64;
+                if self.returned > self.recorded {
+                    return Err(size_mismatch(
+                        &self.object,
+                        self.recorded,
+                        self.returned,
+                        true,
+                    ));
+                }
+                Ok(Some(chunk))
+            }
+            None if self.returned != self.recorded => Err(size_mismatch(
+                &self.object,
+                self.recorded,
+                self.returned,
+                false,
+            )),
             None => Ok(None),
         }
     }
@@ -503,8 +555,13 @@ async fn restore_small_group(
             .map(|l| l.filter(|l| l.base.is_none() && l.blob_type == BlobType::Data))
             .collect();
         let located: Option<Vec<BlobLocation>> = located.into_iter().collect();
+        // Chunks that do not add up to the recorded size are not read: the one-by-one
+        // path refuses the file before reading (file_size.rs).
+        let adds_up = |l: &Vec<BlobLocation>| {
+            l.iter().map(|l| u64::from(l.raw_len)).sum::<u64>() == node.size
+        };
         match located {
-            Some(locations) => {
+            Some(locations) if adds_up(&locations) => {
                 for (id, location) in content.ids.iter().zip(locations) {
                     if seen.insert(*id) {
                         wanted.push((*id, location));
@@ -512,7 +569,7 @@ async fn restore_small_group(
                 }
                 together.push((path, node));
             }
-            None => alone.push((path, node)),
+            _ => alone.push((path, node)),
         }
     }
     wanted.sort_by_key(|(_, location)| (location.pack_id, location.offset));
@@ -660,13 +717,19 @@ fn gather_chunks(
         let chunk = plain
             .get(id)
             .ok_or_else(|| Error::Internal(format!("chunk {} was not read", id.short())))?;
-        if (data.len() + chunk.len()) as u64 > node.size {
-            return Err(size_mismatch(path, node.size));
+        let have = (data.len() + chunk.len()) as u64;
+        if have > node.size {
+            return Err(size_mismatch(&file_object(path), node.size, have, true));
         }
         data.extend_from_slice(chunk);
     }
     if data.len() as u64 != node.size {
-        return Err(size_mismatch(path, node.size));
+        return Err(size_mismatch(
+            &file_object(path),
+            node.size,
+            data.len() as u64,
+            false,
+        ));
     }
     Ok(())
 }
@@ -779,6 +842,7 @@ async fn restore_file(
     if node.size <= SMALL_FILE_BYTES {
         return restore_small_file(repo, node, content, local, options, progress).await;
     }
+    check_recorded_size(repo, content, node.size, &file_object(local))?;
     let path = local.to_path_buf();
     let (file, placement) = tokio::task::spawn_blocking(move || create_for_restore(&path))
         .await
@@ -813,7 +877,8 @@ async fn write_content(
         source: e,
     };
     let mut file = tokio::fs::File::from_std(file);
-    let mut reader = ContentReader::new(repo, content, options.read_ahead);
+    let mut reader =
+        ContentReader::new(repo, content, node.size, options.read_ahead).named(file_object(local));
     let mut written = 0u64;
     while let Some(chunk) = reader.next_chunk().await? {
         file.write_all(&chunk).await.map_err(io)?;
@@ -824,15 +889,6 @@ async fn write_content(
     }
     file.flush().await.map_err(io)?;
     let file = file.into_std().await;
-    if written != node.size {
-        return Err(Error::corrupt(
-            format!("file {}", local.display()),
-            format!(
-                "snapshot records {} bytes but its chunks hold {written}",
-                node.size
-            ),
-        ));
-    }
     let (node, path, restore_owner) = (node.clone(), local.to_path_buf(), options.restore_owner);
     let warnings = tokio::task::spawn_blocking(move || {
         apply_file_metadata(&file, &path, &node, restore_owner)
@@ -858,20 +914,29 @@ async fn restore_small_file(
     progress: &RestoreProgress,
 ) -> Result<(u64, Vec<String>)> {
     // Chunks are read one after the other, without a task each: files restored in
-    // parallel keep the storage busy, and a small file has few chunks.
+    // parallel keep the storage busy, and a small file has few chunks. Nothing is read
+    // past the recorded size, by the index's lengths or by what came back.
+    let object = file_object(local);
+    check_recorded_size(repo, content, node.size, &object)?;
     let mut data = Vec::with_capacity(node.size as usize);
     let mut ids = DataIds::new(content);
-    let mut too_long = false;
+    let mut announced = 0u64;
     while let Some(id) = ids.next(repo).await? {
+        if let Some(location) = repo.locate(&id) {
+            announced += u64::from(location.raw_len);
+            if announced > node.size {
+                return Err(size_mismatch(&object, node.size, announced, true));
+            }
+        }
         let chunk = repo.read_blob(&id, BlobType::Data).await?;
-        if (data.len() + chunk.len()) as u64 > node.size {
-            too_long = true;
-            break;
+        let have = (data.len() + chunk.len()) as u64;
+        if have > node.size {
+            return Err(size_mismatch(&object, node.size, have, true));
         }
         data.extend_from_slice(&chunk);
     }
-    if too_long || data.len() as u64 != node.size {
-        return Err(size_mismatch(local, node.size));
+    if data.len() as u64 != node.size {
+        return Err(size_mismatch(&object, node.size, data.len() as u64, false));
     }
     let size = node.size;
     let (node, local_path, restore_owner) =
@@ -1026,12 +1091,9 @@ fn owner_warning(path: &Path, chowned: std::io::Result<()>) -> Option<String> {
     }
 }
 
-/// A small file whose chunks do not add up to the size its node records.
-fn size_mismatch(path: &Path, size: u64) -> Error {
-    Error::corrupt(
-        format!("file {}", path.display()),
-        format!("snapshot records {size} bytes but its chunks hold a different amount"),
-    )
+/// How errors about the content of the file restored at `path` name it.
+fn file_object(path: &Path) -> String {
+    format!("file {}", path.display())
 }
 
 /// Apply owner, mode and mtime of `node` to `path`. Returns warnings for what could not
@@ -1089,7 +1151,10 @@ pub async fn dump(
             reason: format!("is a {}, not a file; use restore", node.kind.name()),
         });
     };
-    let mut reader = ContentReader::new(repo, content, 8);
+    // Never more than the node records: a forged chunk list must not stream without end.
+    let object = format!("file {display}");
+    check_recorded_size(repo, content, node.size, &object)?;
+    let mut reader = ContentReader::new(repo, content, node.size, 8).named(object);
     let mut written = 0u64;
     while let Some(chunk) = reader.next_chunk().await? {
         out.write_all(&chunk).map_err(|e| Error::LocalIo {
@@ -1102,14 +1167,5 @@ pub async fn dump(
         path: "<stdout>".into(),
         source: e,
     })?;
-    if written != node.size {
-        return Err(Error::corrupt(
-            format!("file {display}"),
-            format!(
-                "snapshot records {} bytes but its chunks hold {written}",
-                node.size
-            ),
-        ));
-    }
     Ok(written)
 }
