@@ -29,7 +29,7 @@ use crate::page_deltas::{ParentPages, TarPageMapBuilder};
 use crate::repo::{current_hostname, current_username, Repository, Snapshot, SNAPSHOTS_DIR};
 use crate::saver::BlobSaver;
 use crate::session::WriterSession;
-use crate::tree::{Node, NodeKind, Timestamp, Tree};
+use crate::tree::{Node, NodeKind, Special, Timestamp, Tree};
 use dprepo_chunker::{
     Chunker, ChunkerParams, StreamChunk, StreamChunker, StreamChunking, PAGE_SIZE,
 };
@@ -1181,11 +1181,20 @@ impl Walker {
             }
         };
         let ft = meta.file_type();
+        // Hard links, holes, extended attributes and ACLs (file_meta.rs).
+        let (extensions, unread) = crate::file_meta::read_extensions(path, &meta);
+        for w in unread {
+            self.warn(w);
+        }
+        let node = |name, kind| Node {
+            extensions: extensions.clone(),
+            ..node_from_meta(name, &meta, kind)
+        };
         if ft.is_dir() {
             let state = Arc::new(DirState::default());
             self.walk_dir(path, sub_parent, state.clone(), tx)?;
             return Ok(Some(PendingNode::Dir(
-                node_from_meta(name, &meta, NodeKind::Dir(BlobId([0; 32]))),
+                node(name, NodeKind::Dir(BlobId([0; 32]))),
                 state,
             )));
         }
@@ -1201,20 +1210,39 @@ impl Walker {
                 .lock()
                 .map_err(|_| Error::Internal("poisoned".into()))?
                 .symlinks += 1;
-            return Ok(Some(PendingNode::Ready(node_from_meta(
+            return Ok(Some(PendingNode::Ready(node(
                 name,
-                &meta,
                 NodeKind::Symlink(target.as_os_str().as_bytes().to_vec()),
             ))));
         }
         if !ft.is_file() {
-            self.warn(format!(
-                "{}: special file (device, fifo or socket) not backed up",
-                path.display()
-            ));
-            return Ok(None);
+            use std::os::unix::fs::FileTypeExt;
+            let special = if ft.is_fifo() {
+                Special::Fifo
+            } else if ft.is_socket() {
+                Special::Socket
+            } else if ft.is_char_device() {
+                Special::CharDevice(meta.rdev())
+            } else if ft.is_block_device() {
+                Special::BlockDevice(meta.rdev())
+            } else {
+                self.warn(format!(
+                    "{}: file of unknown type {:o} not backed up",
+                    path.display(),
+                    meta.mode() & 0o170000
+                ));
+                return Ok(None);
+            };
+            self.counts
+                .lock()
+                .map_err(|_| Error::Internal("poisoned".into()))?
+                .special_files += 1;
+            return Ok(Some(PendingNode::Ready(node(
+                name,
+                NodeKind::Special(special),
+            ))));
         }
-        let node = node_from_meta(name, &meta, NodeKind::File(Content::default()));
+        let node = node(name, NodeKind::File(Content::default()));
         {
             let mut counts = self
                 .counts

@@ -10,6 +10,7 @@ pub mod crypto;
 mod direct_io;
 pub mod envelope;
 pub mod error;
+pub mod file_meta;
 pub mod file_size;
 pub mod fuzzing;
 pub mod gc;

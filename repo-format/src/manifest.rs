@@ -27,6 +27,8 @@ pub struct SnapshotSummary {
     pub dirs: u64,
     /// Symlinks in the snapshot.
     pub symlinks: u64,
+    /// FIFOs, sockets and device nodes in the snapshot.
+    pub special_files: u64,
     /// Files read because they were new.
     pub files_new: u64,
     /// Files read because they changed since the parent.

@@ -14,11 +14,12 @@ use crate::blob::{decode_blob, BlobType};
 use crate::content::Content;
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
+use crate::file_meta::{apply_xattrs_at, apply_xattrs_to_file, hard_link_count, is_sparse};
 use crate::file_size::{check_recorded_size, size_mismatch};
 use crate::id::BlobId;
 use crate::index::BlobLocation;
 use crate::repo::Repository;
-use crate::tree::{Node, NodeKind};
+use crate::tree::{Node, NodeKind, Special};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsStr;
 use std::io::Write;
@@ -26,7 +27,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 /// Yields the data chunk ids of a content in order, loading chunk lists depth-first;
 /// memory is bounded by the list depth times the list size.
@@ -180,6 +181,9 @@ pub struct RestoreOptions {
     pub read_ahead: usize,
     /// Restore owners (uid/gid); needs privileges, failures are warnings.
     pub restore_owner: bool,
+    /// Write every file's runs of zeros as holes (restic's `--sparse`). Files that had
+    /// holes at backup get them back either way.
+    pub sparse: bool,
 }
 
 impl Default for RestoreOptions {
@@ -188,6 +192,7 @@ impl Default for RestoreOptions {
             parallel_files: 8,
             read_ahead: 8,
             restore_owner: true,
+            sparse: false,
         }
     }
 }
@@ -212,6 +217,11 @@ pub struct RestoreSummary {
     pub dirs: u64,
     /// Symlinks created.
     pub symlinks: u64,
+    /// FIFOs and device nodes created (sockets are recorded by a backup but not
+    /// recreated: a socket is made by the program listening on it).
+    pub special_files: u64,
+    /// Files restored as hard links of another restored file.
+    pub hard_links: u64,
     /// Bytes of file content written.
     pub bytes: u64,
     /// Metadata that could not be applied (e.g. ownership without privileges).
@@ -400,6 +410,7 @@ pub async fn restore(
     let InFlight {
         tasks: mut files,
         mut group,
+        hard_links,
     } = in_flight;
     spawn_group(
         repo,
@@ -412,6 +423,29 @@ pub async fn restore(
     .await?;
     while let Some(done) = files.join_next().await {
         summary.add(done.map_err(|e| Error::Internal(e.to_string()))?);
+    }
+    let failed: HashSet<PathBuf> = summary.errors.iter().map(|e| e.path.clone()).collect();
+    for (first, link) in hard_links.later {
+        if failed.contains(&first) {
+            summary.skip(
+                &link,
+                Error::Internal(format!(
+                    "hard link of {}, which was not restored",
+                    first.display()
+                )),
+            );
+            continue;
+        }
+        match tokio::task::spawn_blocking({
+            let (first, link) = (first.clone(), link.clone());
+            move || restore_hard_link(&first, &link)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        {
+            Ok(()) => summary.hard_links += 1,
+            Err(e) => summary.skip(&link, e),
+        }
     }
     // Deepest directories first, so setting a parent's mtime comes after its children.
     dir_meta.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
@@ -457,6 +491,16 @@ type FileTasks = tokio::task::JoinSet<TaskOutcome>;
 struct InFlight {
     tasks: FileTasks,
     group: SmallFileGroup,
+    hard_links: HardLinks,
+}
+
+/// Files of the restore recorded as hard links ([`hard_link_count`]).
+#[derive(Debug, Default)]
+struct HardLinks {
+    /// Where the first name of each (device, inode) is restored.
+    first: HashMap<(u64, u64), PathBuf>,
+    /// Later names: (first name, this name).
+    later: Vec<(PathBuf, PathBuf)>,
 }
 
 /// Wait until fewer than `parallel_files` restore tasks are in flight.
@@ -616,14 +660,14 @@ async fn restore_small_group(
     if !together.is_empty() {
         let count = together.len() as u64;
         let keys = repo.keys().clone();
-        let restore_owner = options.restore_owner;
+        let group_options = options.clone();
         // Decoding on the CPU pool, not on the blocking pool: its many threads each kept
         // a zstd context and a malloc arena, which cost a restore 6-9 MiB of peak memory.
         match crate::repo::run_cpu(move || decode_runs(&keys, read)).await {
             Ok(Ok(plain)) => {
                 let paths: Vec<PathBuf> = together.iter().map(|(p, _)| p.clone()).collect();
                 let written = tokio::task::spawn_blocking(move || {
-                    write_small_group(&plain, &together, restore_owner)
+                    write_small_group(&plain, &together, &group_options)
                 })
                 .await;
                 match written {
@@ -690,13 +734,13 @@ fn decode_runs(keys: &Keys, read: Vec<(Run, Vec<u8>)>) -> Result<HashMap<BlobId,
 fn write_small_group(
     plain: &HashMap<BlobId, Vec<u8>>,
     files: &[(PathBuf, Node)],
-    restore_owner: bool,
+    options: &RestoreOptions,
 ) -> TaskOutcome {
     let mut outcome = TaskOutcome::default();
     let mut data = Vec::new();
     for (path, node) in files {
         let result = gather_chunks(plain, path, node, &mut data)
-            .and_then(|()| write_whole_file(path, node, &data, restore_owner));
+            .and_then(|()| write_whole_file(path, node, &data, options));
         outcome.merge(TaskOutcome::of_file(path, result));
     }
     outcome
@@ -740,16 +784,17 @@ fn write_whole_file(
     path: &Path,
     node: &Node,
     data: &[u8],
-    restore_owner: bool,
+    options: &RestoreOptions,
 ) -> Result<(u64, Vec<String>)> {
     let (mut file, placement) = create_for_restore(path)?;
-    let written = file
-        .write_all(data)
+    let sparse = options.sparse || is_sparse(node);
+    let written = write_at(&mut file, data, 0, sparse)
+        .and_then(|()| finish_holes(&file, data.len() as u64, sparse))
         .map_err(|e| Error::LocalIo {
             path: path.to_path_buf(),
             source: e,
         })
-        .and_then(|()| apply_file_metadata(&file, path, node, restore_owner));
+        .and_then(|()| apply_file_metadata(&file, path, node, options.restore_owner));
     match written {
         Ok(warnings) => {
             placement.commit()?;
@@ -774,6 +819,7 @@ async fn restore_leaf(
     let InFlight {
         tasks: files,
         group,
+        hard_links,
     } = in_flight;
     let local = dir.join(OsStr::from_bytes(&node.name));
     match &node.kind {
@@ -785,6 +831,16 @@ async fn restore_leaf(
             Err(e) => summary.skip(&local, e),
         },
         NodeKind::File(content) => {
+            // The second and later names of a hard-linked inode are linked to the first
+            // once it is written (after every file task).
+            if hard_link_count(node).is_some() {
+                let key = (node.device, node.inode);
+                if let Some(first) = hard_links.first.get(&key) {
+                    hard_links.later.push((first.clone(), local));
+                    return Ok(());
+                }
+                hard_links.first.insert(key, local.clone());
+            }
             if node.size <= SMALL_FILE_BYTES && content.level == 0 {
                 group.bytes += node.size;
                 group.files.push((local, node.clone()));
@@ -805,6 +861,14 @@ async fn restore_leaf(
                 TaskOutcome::of_file(&local, result)
             });
         }
+        NodeKind::Special(special) => match restore_special(&local, *special, node, options) {
+            Ok(Some(warnings)) => {
+                summary.special_files += 1;
+                summary.warnings.extend(warnings);
+            }
+            Ok(None) => {}
+            Err(e) => summary.skip(&local, e),
+        },
         NodeKind::Dir(_) => {}
     }
     Ok(())
@@ -876,12 +940,25 @@ async fn write_content(
         path: local.to_path_buf(),
         source: e,
     };
+    let sparse = options.sparse || is_sparse(node);
     let mut file = tokio::fs::File::from_std(file);
     let mut reader =
         ContentReader::new(repo, content, node.size, options.read_ahead).named(file_object(local));
     let mut written = 0u64;
     while let Some(chunk) = reader.next_chunk().await? {
-        file.write_all(&chunk).await.map_err(io)?;
+        if sparse {
+            for (range, zero) in block_runs(&chunk, written) {
+                if zero {
+                    file.seek(std::io::SeekFrom::Current(range.len() as i64))
+                        .await
+                        .map_err(io)?;
+                } else {
+                    file.write_all(&chunk[range]).await.map_err(io)?;
+                }
+            }
+        } else {
+            file.write_all(&chunk).await.map_err(io)?;
+        }
         written += chunk.len() as u64;
         progress
             .bytes
@@ -889,6 +966,7 @@ async fn write_content(
     }
     file.flush().await.map_err(io)?;
     let file = file.into_std().await;
+    finish_holes(&file, written, sparse).map_err(io)?;
     let (node, path, restore_owner) = (node.clone(), local.to_path_buf(), options.restore_owner);
     let warnings = tokio::task::spawn_blocking(move || {
         apply_file_metadata(&file, &path, &node, restore_owner)
@@ -939,13 +1017,11 @@ async fn restore_small_file(
         return Err(size_mismatch(&object, node.size, data.len() as u64, false));
     }
     let size = node.size;
-    let (node, local_path, restore_owner) =
-        (node.clone(), local.to_path_buf(), options.restore_owner);
-    let (_, warnings) = tokio::task::spawn_blocking(move || {
-        write_whole_file(&local_path, &node, &data, restore_owner)
-    })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))??;
+    let (node, local_path, options) = (node.clone(), local.to_path_buf(), options.clone());
+    let (_, warnings) =
+        tokio::task::spawn_blocking(move || write_whole_file(&local_path, &node, &data, &options))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
     progress.bytes.fetch_add(size, Ordering::Relaxed);
     progress.files.fetch_add(1, Ordering::Relaxed);
     Ok((size, warnings))
@@ -1073,6 +1149,11 @@ fn apply_file_metadata(
         let chowned = std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid));
         warnings.extend(owner_warning(path, chowned));
     }
+    // After the owner (a change of owner drops security.capability), before the mode
+    // (a read-only mode would forbid setting user.* attributes).
+    if !node.extensions.is_empty() {
+        warnings.extend(apply_xattrs_to_file(file, path, node)?);
+    }
     file.set_permissions(std::fs::Permissions::from_mode(node.mode & 0o7777))
         .map_err(io)?;
     let mtime = filetime::FileTime::from_unix_time(node.mtime.sec, node.mtime.nsec);
@@ -1091,6 +1172,149 @@ fn owner_warning(path: &Path, chowned: std::io::Result<()>) -> Option<String> {
     }
 }
 
+/// Holes are made in blocks of this many bytes, aligned in the file: a file system
+/// allocates whole blocks, so a shorter run of zeros saves nothing.
+const HOLE_BLOCK: u64 = 4096;
+
+/// Split `data`, which goes at file offset `at`, into runs of whole zero blocks and
+/// runs of anything else: `(range in data, zero)`.
+fn block_runs(data: &[u8], at: u64) -> Vec<(std::ops::Range<usize>, bool)> {
+    let mut runs: Vec<(std::ops::Range<usize>, bool)> = Vec::new();
+    let mut pos = 0usize;
+    while pos < data.len() {
+        let block_end = ((at + pos as u64) / HOLE_BLOCK + 1) * HOLE_BLOCK - at;
+        let end = (block_end as usize).min(data.len());
+        // Only whole blocks become holes: a partial one at the file's end is written.
+        let whole = (end - pos) as u64 == HOLE_BLOCK;
+        let zero = whole && data[pos..end].iter().all(|b| *b == 0);
+        match runs.last_mut() {
+            Some((range, z)) if *z == zero => range.end = end,
+            _ => runs.push((pos..end, zero)),
+        }
+        pos = end;
+    }
+    runs
+}
+
+/// Write `data` at the file's current position, which is offset `at`; with `sparse`,
+/// whole zero blocks are skipped (left as holes of the new file).
+fn write_at(file: &mut std::fs::File, data: &[u8], at: u64, sparse: bool) -> std::io::Result<()> {
+    use std::io::Seek;
+    if !sparse {
+        return file.write_all(data);
+    }
+    for (range, zero) in block_runs(data, at) {
+        if zero {
+            file.seek(std::io::SeekFrom::Current(range.len() as i64))?;
+        } else {
+            file.write_all(&data[range])?;
+        }
+    }
+    Ok(())
+}
+
+/// After a sparse write of `size` bytes, give the file its size: a hole at the end was
+/// skipped, not written.
+fn finish_holes(file: &std::fs::File, size: u64, sparse: bool) -> std::io::Result<()> {
+    if sparse {
+        file.set_len(size)?;
+    }
+    Ok(())
+}
+
+/// Create the FIFO or device node `node` at `local`, replacing a file or link in the
+/// way, and apply its metadata. `None` for a socket, which is not recreated. A device
+/// that cannot be created for lack of privileges is a warning, like an owner.
+fn restore_special(
+    local: &Path,
+    special: Special,
+    node: &Node,
+    options: &RestoreOptions,
+) -> Result<Option<Vec<String>>> {
+    let io = |e| Error::LocalIo {
+        path: local.to_path_buf(),
+        source: e,
+    };
+    if special == Special::Socket {
+        return Ok(None);
+    }
+    match std::fs::symlink_metadata(local) {
+        Ok(m) if m.is_dir() => {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a directory stands where the snapshot has a special file",
+            )))
+        }
+        Ok(_) => std::fs::remove_file(local).map_err(io)?,
+        Err(_) => {}
+    }
+    match make_node(local, special) {
+        Ok(()) => {}
+        Err(e)
+            if e.kind() == std::io::ErrorKind::PermissionDenied
+                && matches!(special, Special::CharDevice(_) | Special::BlockDevice(_)) =>
+        {
+            return Ok(Some(vec![format!(
+                "{}: device node not created: {e} (creating devices needs privileges)",
+                local.display()
+            )]))
+        }
+        Err(e) => return Err(io(e)),
+    }
+    apply_metadata(local, node, options.restore_owner).map(Some)
+}
+
+#[cfg(target_os = "linux")]
+fn make_node(path: &Path, special: Special) -> std::io::Result<()> {
+    use rustix::fs::{mknodat, FileType, Mode, CWD};
+    let (file_type, dev) = match special {
+        Special::Fifo => (FileType::Fifo, 0),
+        Special::CharDevice(dev) => (FileType::CharacterDevice, dev),
+        Special::BlockDevice(dev) => (FileType::BlockDevice, dev),
+        Special::Socket => return Ok(()),
+    };
+    // Permission bits come after, with the rest of the metadata.
+    Ok(mknodat(
+        CWD,
+        path,
+        file_type,
+        Mode::from_raw_mode(0o600),
+        dev,
+    )?)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn make_node(_: &Path, _: Special) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+/// Make `link` a hard link of the restored file `first`, replacing whatever stands at
+/// `link` (through a temporary name and a rename, as for files).
+fn restore_hard_link(first: &Path, link: &Path) -> Result<()> {
+    let io = |e| Error::LocalIo {
+        path: link.to_path_buf(),
+        source: e,
+    };
+    match std::fs::hard_link(first, link) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(e)),
+    }
+    if std::fs::symlink_metadata(link).is_ok_and(|m| m.is_dir()) {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "a directory stands where the snapshot has a file",
+        )));
+    }
+    let dir = link.parent().unwrap_or(Path::new("."));
+    let temp = dir.join(format!(".dprepo-restore-{:016x}", random_u64()));
+    std::fs::hard_link(first, &temp).map_err(io)?;
+    std::fs::rename(&temp, link).map_err(|e| {
+        let _ = std::fs::remove_file(&temp);
+        io(e)
+    })
+}
+
 /// How errors about the content of the file restored at `path` name it.
 fn file_object(path: &Path) -> String {
     format!("file {}", path.display())
@@ -1105,6 +1329,9 @@ fn apply_metadata(path: &Path, node: &Node, restore_owner: bool) -> Result<Vec<S
         let chowned = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid));
         warnings.extend(owner_warning(path, chowned));
     }
+    if !node.extensions.is_empty() {
+        warnings.extend(apply_xattrs_at(path, node)?);
+    }
     if !is_link {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777))
@@ -1113,13 +1340,10 @@ fn apply_metadata(path: &Path, node: &Node, restore_owner: bool) -> Result<Vec<S
                 source: e,
             })?;
     }
+    // By path, never following a symlink and never opening the entry (`set_file_times`
+    // opens it, which blocks on a FIFO until a writer comes).
     let mtime = filetime::FileTime::from_unix_time(node.mtime.sec, node.mtime.nsec);
-    let result = if is_link {
-        filetime::set_symlink_file_times(path, mtime, mtime)
-    } else {
-        filetime::set_file_times(path, mtime, mtime)
-    };
-    result.map_err(|e| Error::LocalIo {
+    filetime::set_symlink_file_times(path, mtime, mtime).map_err(|e| Error::LocalIo {
         path: path.to_path_buf(),
         source: e,
     })?;

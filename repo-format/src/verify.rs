@@ -238,7 +238,7 @@ async fn users_of(
                             }
                         }
                     }
-                    NodeKind::Symlink(_) => {}
+                    NodeKind::Symlink(_) | NodeKind::Special(_) => {}
                 }
             }
         }
@@ -474,7 +474,7 @@ async fn walk_snapshots(repo: Repository, snapshots: Vec<Snapshot>) -> Suspects 
                         sizes.file(&repo, &content, node.size, tree_id).await;
                         check_content(&repo, &content, &mut references, &mut suspect_blobs).await
                     }
-                    NodeKind::Symlink(_) => {}
+                    NodeKind::Symlink(_) | NodeKind::Special(_) => {}
                 }
             }
         }
@@ -1411,7 +1411,7 @@ impl TreeFixer {
                         rel_dropped.push(name);
                     }
                 }
-                NodeKind::Symlink(_) => new_tree.nodes.push(node),
+                NodeKind::Symlink(_) | NodeKind::Special(_) => new_tree.nodes.push(node),
             }
         }
         let new_id = if rel_dropped.is_empty() {
