@@ -186,6 +186,9 @@ pub struct BackupOutcome {
     pub snapshot: Snapshot,
     /// Entries that could not be read and were left out of the snapshot.
     pub warnings: Vec<String>,
+    /// Files that changed while they were read (their paths): the snapshot holds what
+    /// was read, which may mix old and new contents.
+    pub changed_while_read: Vec<PathBuf>,
 }
 
 /// Back up `source` into `repo` and commit a snapshot.
@@ -325,6 +328,7 @@ async fn run_backup(
         progress: progress.clone(),
         counts: Mutex::new(SnapshotSummary::default()),
         warnings: Mutex::new(Vec::new()),
+        changed: Arc::new(Mutex::new(Vec::new())),
     };
     let parent_tree = parent.as_ref().map(|p| p.manifest.tree);
     let walked = tokio::task::spawn_blocking(move || {
@@ -342,13 +346,16 @@ async fn run_backup(
         let counts = walker.counts.into_inner().unwrap_or_default();
         let as_tar = walker.stream_cut_as_tar.load(Ordering::Relaxed);
         let warnings = walker.warnings.into_inner().unwrap_or_default();
-        result.and_then(|root| closed.map(|_| (root, counts, warnings, as_tar)))
+        let mut changed =
+            std::mem::take(&mut *walker.changed.lock().unwrap_or_else(|e| e.into_inner()));
+        changed.sort();
+        result.and_then(|root| closed.map(|_| (root, counts, warnings, changed, as_tar)))
     })
     .await
     .map_err(|e| Error::Internal(format!("backup walker: {e}")));
     drop(saver);
     let uploaded = uploader.finish().await;
-    let (root, mut summary, warnings, as_tar) = walked??;
+    let (root, mut summary, warnings, changed_while_read, as_tar) = walked??;
     uploaded?;
     summary.bytes_read = progress.bytes_read.load(Ordering::Relaxed);
     summary.blobs_added = save_stats.blobs_added.load(Ordering::Relaxed);
@@ -357,6 +364,7 @@ async fn run_backup(
     summary.deltas_added = save_stats.deltas_added.load(Ordering::Relaxed);
     summary.packs_written = save_stats.packs_written.load(Ordering::Relaxed);
     summary.errors = warnings.len() as u64;
+    summary.files_changed_during_read = changed_while_read.len() as u64;
     summary.duration_secs = started.elapsed().as_secs_f64();
     let manifest = SnapshotManifest {
         version: MANIFEST_VERSION,
@@ -386,6 +394,7 @@ async fn run_backup(
     Ok(BackupOutcome {
         snapshot: Snapshot { id, manifest },
         warnings,
+        changed_while_read,
     })
 }
 
@@ -621,6 +630,9 @@ struct SmallFileJob {
     limiter: Arc<Limiter>,
     abort: Arc<AtomicBool>,
     progress: Arc<BackupProgress>,
+    /// The file as the walker stat'ed it, and where to record it if it changed.
+    seen: SeenAs,
+    changed: Arc<Mutex<Vec<PathBuf>>>,
 }
 
 impl SmallFileJob {
@@ -651,6 +663,9 @@ impl SmallFileJob {
                 // A file that grew since it was stat'ed is read on from where the head
                 // ends: the chunker sees the whole file either way.
                 let result = self.save(std::io::Cursor::new(head).chain(file));
+                if result.is_ok() {
+                    self.seen.check_after_read(&self.path, &self.changed);
+                }
                 self.finish(result);
             }),
             Err(e) => self.finish(Err(e)),
@@ -1000,6 +1015,48 @@ struct Walker {
     progress: Arc<BackupProgress>,
     counts: Mutex<SnapshotSummary>,
     warnings: Mutex<Vec<String>>,
+    /// Files that changed while they were read.
+    changed: Arc<Mutex<Vec<PathBuf>>>,
+}
+
+/// What `lstat` said of a file before it was read. A file that stats otherwise once read
+/// changed while it was read (or was replaced), and its copy may mix old and new bytes;
+/// the next backup sees the new times and reads it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SeenAs {
+    size: u64,
+    mtime: Timestamp,
+    ctime: Timestamp,
+    inode: u64,
+}
+
+impl SeenAs {
+    fn of(node: &Node) -> SeenAs {
+        SeenAs {
+            size: node.size,
+            mtime: node.mtime,
+            ctime: node.ctime,
+            inode: node.inode,
+        }
+    }
+
+    /// Stat `path` again now that it is read, and record it in `changed` if it differs.
+    /// A file that can no longer be stat'ed (deleted since) counts as changed.
+    fn check_after_read(&self, path: &Path, changed: &Mutex<Vec<PathBuf>>) {
+        let now = std::fs::symlink_metadata(path).map(|meta| {
+            SeenAs::of(&node_from_meta(
+                Vec::new(),
+                &meta,
+                NodeKind::Dir(BlobId([0; 32])),
+            ))
+        });
+        if now.ok() != Some(*self) {
+            changed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(path.to_path_buf());
+        }
+    }
 }
 
 /// A directory whose entries are all enumerated, waiting for its tree to be written.
@@ -1305,6 +1362,8 @@ impl Walker {
                 limiter: self.small_files.clone(),
                 abort: self.abort.clone(),
                 progress: self.progress.clone(),
+                seen: SeenAs::of(&node),
+                changed: self.changed.clone(),
             };
             self.readers.spawn(move || job.read());
             return Ok(Some(PendingNode::File(node, state, path.to_path_buf())));
@@ -1318,8 +1377,11 @@ impl Walker {
             }
         };
         let state = FileState::new();
+        let seen = SeenAs::of(&node);
         match self.read_content(file, &state) {
             Ok(size) => {
+                // Every byte is read (the chunks are still being saved).
+                seen.check_after_read(path, &self.changed);
                 let mut node = node;
                 node.size = size;
                 self.counts

@@ -51,6 +51,9 @@ pub struct SnapshotSummary {
     pub packs_written: u64,
     /// Entries that could not be read and were left out.
     pub errors: u64,
+    /// Files that changed while they were read: each is in the snapshot as read, which
+    /// may mix old and new contents.
+    pub files_changed_during_read: u64,
     /// Wall time of the backup in seconds.
     pub duration_secs: f64,
 }

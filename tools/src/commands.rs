@@ -326,11 +326,18 @@ async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
     for w in &outcome.warnings {
         eprintln!("dprepo: warning: {w}");
     }
+    for path in &outcome.changed_while_read {
+        eprintln!(
+            "dprepo: warning: {}: changed while it was read; its copy may mix old and new contents (the next backup reads it again)",
+            path.display()
+        );
+    }
     let s = &outcome.snapshot;
     let sum = &s.manifest.summary;
     if cli.json {
         let mut doc = snapshot_json(s);
         doc["warnings"] = json!(outcome.warnings);
+        doc["changed_while_read"] = json!(outcome.changed_while_read);
         print_json(&doc)?;
     } else if !cli.quiet {
         if let Some(p) = s.manifest.parent {
