@@ -196,7 +196,8 @@ pub struct BackupOutcome {
 /// # Errors
 /// Storage failures abort the backup before the manifest is written (nothing is
 /// committed). Unreadable source entries do not abort it: they are left out and listed
-/// in [`BackupOutcome::warnings`]. A source path that does not exist is an error.
+/// in [`BackupOutcome::warnings`], and so is a source path that does not exist; only
+/// when none of the paths exists is that an error.
 pub async fn backup(
     repo: &Repository,
     source: BackupSource,
@@ -240,9 +241,10 @@ async fn run_backup(
     session: &WriterSession,
 ) -> Result<BackupOutcome> {
     let config = repo.config().clone();
+    let mut missing = Vec::new();
     let (paths, stdin_name, chunker) = match &source {
         BackupSource::Paths(p) => (
-            normalize_paths(p)?,
+            normalize_paths(p, &mut missing)?,
             None,
             options
                 .chunker
@@ -355,7 +357,9 @@ async fn run_backup(
     .map_err(|e| Error::Internal(format!("backup walker: {e}")));
     drop(saver);
     let uploaded = uploader.finish().await;
-    let (root, mut summary, warnings, changed_while_read, as_tar) = walked??;
+    let (root, mut summary, walk_warnings, changed_while_read, as_tar) = walked??;
+    let mut warnings = missing;
+    warnings.extend(walk_warnings);
     uploaded?;
     summary.bytes_read = progress.bytes_read.load(Ordering::Relaxed);
     summary.blobs_added = save_stats.blobs_added.load(Ordering::Relaxed);
@@ -407,8 +411,14 @@ fn validate_stream_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Make paths absolute and lexically clean, drop duplicates and paths inside others.
-fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+/// Make paths absolute and lexically clean, drop duplicates and paths inside others. A
+/// path that cannot be stat'ed (missing) is left out with a warning in `missing`, as
+/// restic does, so one vanished path does not cost the backup of the others.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for no paths; [`Error::LocalIo`] when no path can be
+/// stat'ed (naming the first).
+fn normalize_paths(paths: &[PathBuf], missing: &mut Vec<String>) -> Result<Vec<PathBuf>> {
     if paths.is_empty() {
         return Err(Error::InvalidArgument(
             "nothing to back up: give at least one path".into(),
@@ -419,6 +429,7 @@ fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         source: e,
     })?;
     let mut out: Vec<PathBuf> = Vec::new();
+    let mut first_error = None;
     for p in paths {
         let abs = if p.is_absolute() {
             p.clone()
@@ -435,11 +446,21 @@ fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 _ => {}
             }
         }
-        std::fs::symlink_metadata(&clean).map_err(|e| Error::LocalIo {
-            path: clean.clone(),
-            source: e,
-        })?;
-        out.push(clean);
+        match std::fs::symlink_metadata(&clean) {
+            Ok(_) => out.push(clean),
+            Err(e) => {
+                missing.push(format!("{}: {e}; not backed up", clean.display()));
+                first_error.get_or_insert(Error::LocalIo {
+                    path: clean,
+                    source: e,
+                });
+            }
+        }
+    }
+    if out.is_empty() {
+        if let Some(e) = first_error {
+            return Err(e);
+        }
     }
     out.sort();
     out.dedup();

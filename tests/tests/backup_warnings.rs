@@ -65,3 +65,32 @@ fn a_file_that_changes_while_it_is_read_is_named_and_counted() {
     assert_eq!(doc["summary"]["files_changed"], 1, "{doc}");
     assert_eq!(env.dump("latest", s(&busy)), fs::read(&busy).unwrap());
 }
+
+/// BUG (issue 19, point 14): `backup /missing /existing` failed without backing up
+/// anything; restic warns about the missing path, backs up the others and exits with 3.
+#[test]
+fn a_missing_path_is_left_out_with_a_warning_and_the_others_are_backed_up() {
+    let env = TestEnv::init();
+    let existing = env.path("existing");
+    fs::create_dir_all(&existing).unwrap();
+    fs::write(existing.join("f"), b"backed up").unwrap();
+    let missing = env.path("missing");
+    let args = ["--json", "backup", s(&missing), s(&existing)];
+    let out = env.run(&args);
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(3), "stderr:\n{err}");
+    assert!(
+        err.contains(&format!("dprepo: warning: {}: No such file", s(&missing))),
+        "{err}"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["paths"], serde_json::json!([s(&existing)]), "{doc}");
+    assert_eq!(doc["summary"]["errors"], 1, "{doc}");
+    assert_eq!(env.dump("latest", s(&existing.join("f"))), b"backed up");
+
+    // Only missing paths: nothing to back up is still an error, naming the first.
+    let line = env.fail(&["backup", s(&missing), s(&env.path("also-missing"))]);
+    assert!(line.contains(s(&missing)), "{line}");
+    assert_eq!(env.snapshots().len(), 1);
+}
