@@ -34,9 +34,10 @@ pub const TREE_VERSION_1: u8 = 1;
 pub const MAX_NAME_LEN: usize = 4096;
 /// Longest accepted symlink target in bytes.
 pub const MAX_LINK_TARGET: usize = 1 << 16;
-/// Smallest encoded node (empty symlink with a 1-byte name, no extensions): bounds the
-/// node count.
-pub const MIN_NODE_LEN: usize = 1 + 2 + 1 + 4 * 3 + (8 + 4) * 2 + 8 * 3 + 4 + 2;
+/// Smallest encoded node (a FIFO or socket, which have no payload, with a 1-byte name
+/// and no extensions): bounds the node count. Version 1 trees, whose smallest node is
+/// an empty symlink, have 4 bytes more per node.
+pub const MIN_NODE_LEN: usize = 1 + 2 + 1 + 4 * 3 + (8 + 4) * 2 + 8 * 3 + 2;
 /// Extension tags with this bit set must be understood by a reader, or the tree refused.
 pub const EXT_CRITICAL: u16 = 0x8000;
 /// Largest accepted extension data.
