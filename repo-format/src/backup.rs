@@ -29,7 +29,7 @@ use crate::page_deltas::{ParentPages, TarPageMapBuilder};
 use crate::repo::{current_hostname, current_username, Repository, Snapshot, SNAPSHOTS_DIR};
 use crate::saver::BlobSaver;
 use crate::session::WriterSession;
-use crate::tree::{Node, NodeKind, Timestamp, Tree};
+use crate::tree::{Node, NodeKind, Special, Timestamp, Tree};
 use dprepo_chunker::{
     Chunker, ChunkerParams, StreamChunk, StreamChunker, StreamChunking, PAGE_SIZE,
 };
@@ -186,6 +186,9 @@ pub struct BackupOutcome {
     pub snapshot: Snapshot,
     /// Entries that could not be read and were left out of the snapshot.
     pub warnings: Vec<String>,
+    /// Files that changed while they were read (their paths): the snapshot holds what
+    /// was read, which may mix old and new contents.
+    pub changed_while_read: Vec<PathBuf>,
 }
 
 /// Back up `source` into `repo` and commit a snapshot.
@@ -193,7 +196,8 @@ pub struct BackupOutcome {
 /// # Errors
 /// Storage failures abort the backup before the manifest is written (nothing is
 /// committed). Unreadable source entries do not abort it: they are left out and listed
-/// in [`BackupOutcome::warnings`]. A source path that does not exist is an error.
+/// in [`BackupOutcome::warnings`], and so is a source path that does not exist; only
+/// when none of the paths exists is that an error.
 pub async fn backup(
     repo: &Repository,
     source: BackupSource,
@@ -237,9 +241,10 @@ async fn run_backup(
     session: &WriterSession,
 ) -> Result<BackupOutcome> {
     let config = repo.config().clone();
+    let mut missing = Vec::new();
     let (paths, stdin_name, chunker) = match &source {
         BackupSource::Paths(p) => (
-            normalize_paths(p)?,
+            normalize_paths(p, &mut missing)?,
             None,
             options
                 .chunker
@@ -325,6 +330,7 @@ async fn run_backup(
         progress: progress.clone(),
         counts: Mutex::new(SnapshotSummary::default()),
         warnings: Mutex::new(Vec::new()),
+        changed: Arc::new(Mutex::new(Vec::new())),
     };
     let parent_tree = parent.as_ref().map(|p| p.manifest.tree);
     let walked = tokio::task::spawn_blocking(move || {
@@ -342,7 +348,10 @@ async fn run_backup(
         let counts = walker.counts.into_inner().unwrap_or_default();
         let as_tar = walker.stream_cut_as_tar.load(Ordering::Relaxed);
         let warnings = walker.warnings.into_inner().unwrap_or_default();
-        result.and_then(|root| closed.map(|_| (root, counts, warnings, as_tar)))
+        let mut changed =
+            std::mem::take(&mut *walker.changed.lock().unwrap_or_else(|e| e.into_inner()));
+        changed.sort();
+        result.and_then(|root| closed.map(|_| (root, counts, warnings, changed, as_tar)))
     })
     .await
     .map_err(|e| Error::Internal(format!("backup walker: {e}")));
@@ -352,7 +361,9 @@ async fn run_backup(
     // or "uploader stopped": the upload's error is the cause to report (a full disk
     // under the repository was reported as "internal error: backup aborted").
     uploaded?;
-    let (root, mut summary, warnings, as_tar) = walked??;
+    let (root, mut summary, walk_warnings, changed_while_read, as_tar) = walked??;
+    let mut warnings = missing;
+    warnings.extend(walk_warnings);
     summary.bytes_read = progress.bytes_read.load(Ordering::Relaxed);
     summary.blobs_added = save_stats.blobs_added.load(Ordering::Relaxed);
     summary.bytes_added = save_stats.bytes_added.load(Ordering::Relaxed);
@@ -360,6 +371,7 @@ async fn run_backup(
     summary.deltas_added = save_stats.deltas_added.load(Ordering::Relaxed);
     summary.packs_written = save_stats.packs_written.load(Ordering::Relaxed);
     summary.errors = warnings.len() as u64;
+    summary.files_changed_during_read = changed_while_read.len() as u64;
     summary.duration_secs = started.elapsed().as_secs_f64();
     let manifest = SnapshotManifest {
         version: MANIFEST_VERSION,
@@ -389,6 +401,7 @@ async fn run_backup(
     Ok(BackupOutcome {
         snapshot: Snapshot { id, manifest },
         warnings,
+        changed_while_read,
     })
 }
 
@@ -411,8 +424,14 @@ fn validate_stream_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Make paths absolute and lexically clean, drop duplicates and paths inside others.
-fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+/// Make paths absolute and lexically clean, drop duplicates and paths inside others. A
+/// path that cannot be stat'ed (missing) is left out with a warning in `missing`, as
+/// restic does, so one vanished path does not cost the backup of the others.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for no paths; [`Error::LocalIo`] when no path can be
+/// stat'ed (naming the first).
+fn normalize_paths(paths: &[PathBuf], missing: &mut Vec<String>) -> Result<Vec<PathBuf>> {
     if paths.is_empty() {
         return Err(Error::InvalidArgument(
             "nothing to back up: give at least one path".into(),
@@ -423,6 +442,7 @@ fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         source: e,
     })?;
     let mut out: Vec<PathBuf> = Vec::new();
+    let mut first_error = None;
     for p in paths {
         let abs = if p.is_absolute() {
             p.clone()
@@ -439,11 +459,21 @@ fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 _ => {}
             }
         }
-        std::fs::symlink_metadata(&clean).map_err(|e| Error::LocalIo {
-            path: clean.clone(),
-            source: e,
-        })?;
-        out.push(clean);
+        match std::fs::symlink_metadata(&clean) {
+            Ok(_) => out.push(clean),
+            Err(e) => {
+                missing.push(format!("{}: {e}; not backed up", clean.display()));
+                first_error.get_or_insert(Error::LocalIo {
+                    path: clean,
+                    source: e,
+                });
+            }
+        }
+    }
+    if out.is_empty() {
+        if let Some(e) = first_error {
+            return Err(e);
+        }
     }
     out.sort();
     out.dedup();
@@ -634,6 +664,9 @@ struct SmallFileJob {
     limiter: Arc<Limiter>,
     abort: Arc<AtomicBool>,
     progress: Arc<BackupProgress>,
+    /// The file as the walker stat'ed it, and where to record it if it changed.
+    seen: SeenAs,
+    changed: Arc<Mutex<Vec<PathBuf>>>,
 }
 
 impl SmallFileJob {
@@ -664,6 +697,9 @@ impl SmallFileJob {
                 // A file that grew since it was stat'ed is read on from where the head
                 // ends: the chunker sees the whole file either way.
                 let result = self.save(std::io::Cursor::new(head).chain(file));
+                if result.is_ok() {
+                    self.seen.check_after_read(&self.path, &self.changed);
+                }
                 self.finish(result);
             }),
             Err(e) => self.finish(Err(e)),
@@ -1013,6 +1049,48 @@ struct Walker {
     progress: Arc<BackupProgress>,
     counts: Mutex<SnapshotSummary>,
     warnings: Mutex<Vec<String>>,
+    /// Files that changed while they were read.
+    changed: Arc<Mutex<Vec<PathBuf>>>,
+}
+
+/// What `lstat` said of a file before it was read. A file that stats otherwise once read
+/// changed while it was read (or was replaced), and its copy may mix old and new bytes;
+/// the next backup sees the new times and reads it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SeenAs {
+    size: u64,
+    mtime: Timestamp,
+    ctime: Timestamp,
+    inode: u64,
+}
+
+impl SeenAs {
+    fn of(node: &Node) -> SeenAs {
+        SeenAs {
+            size: node.size,
+            mtime: node.mtime,
+            ctime: node.ctime,
+            inode: node.inode,
+        }
+    }
+
+    /// Stat `path` again now that it is read, and record it in `changed` if it differs.
+    /// A file that can no longer be stat'ed (deleted since) counts as changed.
+    fn check_after_read(&self, path: &Path, changed: &Mutex<Vec<PathBuf>>) {
+        let now = std::fs::symlink_metadata(path).map(|meta| {
+            SeenAs::of(&node_from_meta(
+                Vec::new(),
+                &meta,
+                NodeKind::Dir(BlobId([0; 32])),
+            ))
+        });
+        if now.ok() != Some(*self) {
+            changed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(path.to_path_buf());
+        }
+    }
 }
 
 /// A directory whose entries are all enumerated, waiting for its tree to be written.
@@ -1194,11 +1272,20 @@ impl Walker {
             }
         };
         let ft = meta.file_type();
+        // Hard links, holes, extended attributes and ACLs (file_meta.rs).
+        let (extensions, unread) = crate::file_meta::read_extensions(path, &meta);
+        for w in unread {
+            self.warn(w);
+        }
+        let node = |name, kind| Node {
+            extensions: extensions.clone(),
+            ..node_from_meta(name, &meta, kind)
+        };
         if ft.is_dir() {
             let state = Arc::new(DirState::default());
             self.walk_dir(path, sub_parent, state.clone(), tx)?;
             return Ok(Some(PendingNode::Dir(
-                node_from_meta(name, &meta, NodeKind::Dir(BlobId([0; 32]))),
+                node(name, NodeKind::Dir(BlobId([0; 32]))),
                 state,
             )));
         }
@@ -1214,20 +1301,39 @@ impl Walker {
                 .lock()
                 .map_err(|_| Error::Internal("poisoned".into()))?
                 .symlinks += 1;
-            return Ok(Some(PendingNode::Ready(node_from_meta(
+            return Ok(Some(PendingNode::Ready(node(
                 name,
-                &meta,
                 NodeKind::Symlink(target.as_os_str().as_bytes().to_vec()),
             ))));
         }
         if !ft.is_file() {
-            self.warn(format!(
-                "{}: special file (device, fifo or socket) not backed up",
-                path.display()
-            ));
-            return Ok(None);
+            use std::os::unix::fs::FileTypeExt;
+            let special = if ft.is_fifo() {
+                Special::Fifo
+            } else if ft.is_socket() {
+                Special::Socket
+            } else if ft.is_char_device() {
+                Special::CharDevice(meta.rdev())
+            } else if ft.is_block_device() {
+                Special::BlockDevice(meta.rdev())
+            } else {
+                self.warn(format!(
+                    "{}: file of unknown type {:o} not backed up",
+                    path.display(),
+                    meta.mode() & 0o170000
+                ));
+                return Ok(None);
+            };
+            self.counts
+                .lock()
+                .map_err(|_| Error::Internal("poisoned".into()))?
+                .special_files += 1;
+            return Ok(Some(PendingNode::Ready(node(
+                name,
+                NodeKind::Special(special),
+            ))));
         }
-        let node = node_from_meta(name, &meta, NodeKind::File(Content::default()));
+        let node = node(name, NodeKind::File(Content::default()));
         {
             let mut counts = self
                 .counts
@@ -1290,6 +1396,8 @@ impl Walker {
                 limiter: self.small_files.clone(),
                 abort: self.abort.clone(),
                 progress: self.progress.clone(),
+                seen: SeenAs::of(&node),
+                changed: self.changed.clone(),
             };
             self.readers.spawn(move || job.read());
             return Ok(Some(PendingNode::File(node, state, path.to_path_buf())));
@@ -1303,8 +1411,11 @@ impl Walker {
             }
         };
         let state = FileState::new();
+        let seen = SeenAs::of(&node);
         match self.read_content(file, &state) {
             Ok(size) => {
+                // Every byte is read (the chunks are still being saved).
+                seen.check_after_read(path, &self.changed);
                 let mut node = node;
                 node.size = size;
                 self.counts

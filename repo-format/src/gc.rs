@@ -181,7 +181,7 @@ impl Reachable {
                             }
                         }
                     }
-                    NodeKind::Symlink(_) => {}
+                    NodeKind::Symlink(_) | NodeKind::Special(_) => {}
                 }
             }
         }

@@ -517,7 +517,7 @@ impl UseFinder<'_> {
                         }
                     }
                     NodeKind::Dir(sub) => dirs.push((node.name, sub)),
-                    NodeKind::Symlink(_) => {}
+                    NodeKind::Symlink(_) | NodeKind::Special(_) => {}
                 }
             }
             stack.push((id, true));

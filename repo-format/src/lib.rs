@@ -10,6 +10,8 @@ pub mod crypto;
 mod direct_io;
 pub mod envelope;
 pub mod error;
+pub mod file_meta;
+pub mod file_size;
 mod free_space;
 pub mod fuzzing;
 pub mod gc;

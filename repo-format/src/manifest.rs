@@ -27,6 +27,8 @@ pub struct SnapshotSummary {
     pub dirs: u64,
     /// Symlinks in the snapshot.
     pub symlinks: u64,
+    /// FIFOs, sockets and device nodes in the snapshot.
+    pub special_files: u64,
     /// Files read because they were new.
     pub files_new: u64,
     /// Files read because they changed since the parent.
@@ -49,6 +51,9 @@ pub struct SnapshotSummary {
     pub packs_written: u64,
     /// Entries that could not be read and were left out.
     pub errors: u64,
+    /// Files that changed while they were read: each is in the snapshot as read, which
+    /// may mix old and new contents.
+    pub files_changed_during_read: u64,
     /// Wall time of the backup in seconds.
     pub duration_secs: f64,
 }

@@ -1020,7 +1020,7 @@ impl TreeFixer {
                         rel_dropped.push(name);
                     }
                 }
-                NodeKind::Symlink(_) => new_tree.nodes.push(node),
+                NodeKind::Symlink(_) | NodeKind::Special(_) => new_tree.nodes.push(node),
             }
         }
         let new_id = if rel_dropped.is_empty() {

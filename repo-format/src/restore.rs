@@ -2,18 +2,24 @@
 //!
 //! Files are restored concurrently (bounded), each file's chunks are fetched with a
 //! read-ahead window and verified (every chunk must decrypt and hash to its id; the file
-//! must end at its recorded size), so a restore either writes the exact bytes or fails
-//! naming the damaged object. Directory metadata is applied last, deepest first, so
-//! restoring contents does not disturb directory mtimes or trip read-only modes.
+//! must end at its recorded size), and is written where no link planted in the target
+//! can redirect it (`create_for_restore`): a file is restored with its exact bytes, or
+//! not at all and what stood there is left. An entry that cannot be restored (a local error, or a damaged object
+//! behind it) is skipped and the restore goes on with the others; every skipped entry
+//! is listed in [`RestoreSummary::errors`] (restic's behaviour). Directory metadata is
+//! applied last, deepest first, so restoring contents does not disturb directory mtimes
+//! or trip read-only modes.
 
 use crate::blob::{decode_blob, BlobType};
 use crate::content::Content;
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
+use crate::file_meta::{apply_xattrs_at, apply_xattrs_to_file, hard_link_count, is_sparse};
+use crate::file_size::{check_recorded_size, size_mismatch};
 use crate::id::BlobId;
 use crate::index::BlobLocation;
 use crate::repo::Repository;
-use crate::tree::{Node, NodeKind};
+use crate::tree::{Node, NodeKind, Special};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsStr;
 use std::io::Write;
@@ -21,7 +27,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 /// Yields the data chunk ids of a content in order, loading chunk lists depth-first;
 /// memory is bounded by the list depth times the list size.
@@ -62,7 +68,10 @@ impl DataIds {
     }
 }
 
-/// Reads the plaintext of a content chunk by chunk, with `window` chunks fetched ahead.
+/// Reads the plaintext of a content chunk by chunk, with `window` chunks fetched ahead,
+/// and never returns more bytes than the size its node records: a forged or damaged
+/// chunk list that expands further fails as soon as the index lengths of the chunks
+/// fetched pass that size, before those chunks are read (file_size.rs).
 #[derive(Debug)]
 pub struct ContentReader {
     repo: Repository,
@@ -70,28 +79,58 @@ pub struct ContentReader {
     inflight: VecDeque<tokio::task::JoinHandle<Result<Vec<u8>>>>,
     window: usize,
     exhausted: bool,
+    /// The size the node records.
+    recorded: u64,
+    /// Plaintext lengths, by the index, of the chunks fetched so far.
+    announced: u64,
+    /// Bytes returned so far.
+    returned: u64,
+    /// What errors name.
+    object: String,
 }
 
 impl ContentReader {
-    /// Start reading `content`.
-    pub fn new(repo: &Repository, content: &Content, window: usize) -> Self {
+    /// Start reading `content`, whose node records `recorded` bytes.
+    pub fn new(repo: &Repository, content: &Content, recorded: u64, window: usize) -> Self {
         ContentReader {
             repo: repo.clone(),
             ids: DataIds::new(content),
             inflight: VecDeque::new(),
             window: window.max(1),
             exhausted: false,
+            recorded,
+            announced: 0,
+            returned: 0,
+            object: "file content".into(),
         }
+    }
+
+    /// Name the content in errors (e.g. `file /etc/passwd`).
+    pub fn named(mut self, object: impl Into<String>) -> Self {
+        self.object = object.into();
+        self
     }
 
     /// The next chunk's plaintext, or `None` at the end.
     ///
     /// # Errors
-    /// A missing or damaged chunk or chunk list.
+    /// A missing or damaged chunk or chunk list; [`Error::Corrupt`] when the chunks hold
+    /// more or fewer bytes than the node records (found before more are returned).
     pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>> {
         while !self.exhausted && self.inflight.len() < self.window {
             match self.ids.next(&self.repo).await? {
                 Some(id) => {
+                    if let Some(location) = self.repo.locate(&id) {
+                        self.announced += u64::from(location.raw_len);
+                        if self.announced > self.recorded {
+                            return Err(size_mismatch(
+                                &self.object,
+                                self.recorded,
+                                self.announced,
+                                true,
+                            ));
+                        }
+                    }
                     let repo = self.repo.clone();
                     self.inflight.push_back(tokio::spawn(async move {
                         repo.read_blob(&id, BlobType::Data).await
@@ -101,7 +140,25 @@ impl ContentReader {
             }
         }
         match self.inflight.pop_front() {
-            Some(h) => Ok(Some(h.await.map_err(|e| Error::Internal(e.to_string()))??)),
+            Some(h) => {
+                let chunk = h.await.map_err(|e| Error::Internal(e.to_string()))??;
+                self.returned += chunk.len() as u64;
+                if self.returned > self.recorded {
+                    return Err(size_mismatch(
+                        &self.object,
+                        self.recorded,
+                        self.returned,
+                        true,
+                    ));
+                }
+                Ok(Some(chunk))
+            }
+            None if self.returned != self.recorded => Err(size_mismatch(
+                &self.object,
+                self.recorded,
+                self.returned,
+                false,
+            )),
             None => Ok(None),
         }
     }
@@ -124,6 +181,9 @@ pub struct RestoreOptions {
     pub read_ahead: usize,
     /// Restore owners (uid/gid); needs privileges, failures are warnings.
     pub restore_owner: bool,
+    /// Write every file's runs of zeros as holes (restic's `--sparse`). Files that had
+    /// holes at backup get them back either way.
+    pub sparse: bool,
 }
 
 impl Default for RestoreOptions {
@@ -132,6 +192,7 @@ impl Default for RestoreOptions {
             parallel_files: 8,
             read_ahead: 8,
             restore_owner: true,
+            sparse: false,
         }
     }
 }
@@ -156,19 +217,114 @@ pub struct RestoreSummary {
     pub dirs: u64,
     /// Symlinks created.
     pub symlinks: u64,
+    /// FIFOs and device nodes created (sockets are recorded by a backup but not
+    /// recreated: a socket is made by the program listening on it).
+    pub special_files: u64,
+    /// Files restored as hard links of another restored file.
+    pub hard_links: u64,
     /// Bytes of file content written.
     pub bytes: u64,
     /// Metadata that could not be applied (e.g. ownership without privileges).
     pub warnings: Vec<String>,
+    /// Entries that were not restored (or not completely), each with why. A restore
+    /// with errors has restored everything else.
+    pub errors: Vec<SkippedEntry>,
+}
+
+impl RestoreSummary {
+    /// Whether every entry was restored.
+    pub fn is_complete(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    fn add(&mut self, outcome: TaskOutcome) {
+        self.files += outcome.files;
+        self.bytes += outcome.bytes;
+        self.warnings.extend(outcome.warnings);
+        self.errors.extend(outcome.errors);
+    }
+
+    fn skip(&mut self, path: &Path, error: Error) {
+        self.errors.push(SkippedEntry::new(path, error));
+    }
+}
+
+/// An entry a restore could not restore, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SkippedEntry {
+    /// Where it was to be restored.
+    pub path: PathBuf,
+    /// Why it was not.
+    pub error: String,
+}
+
+impl SkippedEntry {
+    fn new(path: &Path, error: Error) -> SkippedEntry {
+        let error = match error {
+            // The path is already named.
+            Error::LocalIo { path: p, source } if p == path => source.to_string(),
+            e => e.to_string(),
+        };
+        SkippedEntry {
+            path: path.to_path_buf(),
+            error,
+        }
+    }
+}
+
+impl std::fmt::Display for SkippedEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.error)
+    }
+}
+
+/// What one restore task did: bytes written, warnings, and the entries it skipped.
+#[derive(Debug, Default)]
+struct TaskOutcome {
+    files: u64,
+    bytes: u64,
+    warnings: Vec<String>,
+    errors: Vec<SkippedEntry>,
+}
+
+impl TaskOutcome {
+    fn merge(&mut self, other: TaskOutcome) {
+        self.files += other.files;
+        self.bytes += other.bytes;
+        self.warnings.extend(other.warnings);
+        self.errors.extend(other.errors);
+    }
+
+    /// The outcome of restoring one file at `path`.
+    fn of_file(path: &Path, result: Result<(u64, Vec<String>)>) -> TaskOutcome {
+        match result {
+            Ok((bytes, warnings)) => TaskOutcome {
+                files: 1,
+                bytes,
+                warnings,
+                errors: Vec::new(),
+            },
+            Err(e) => TaskOutcome {
+                errors: vec![SkippedEntry::new(path, e)],
+                ..TaskOutcome::default()
+            },
+        }
+    }
 }
 
 /// Restore the entry at `path` of snapshot tree `root` into `target`. For the root or a
 /// directory, its contents go into `target`; a file or symlink is restored as
 /// `target/<name>`.
 ///
+/// An entry that cannot be restored does not stop the restore: it is skipped (a
+/// directory with everything below it) and listed in [`RestoreSummary::errors`], so a
+/// caller MUST check [`RestoreSummary::is_complete`]. A file is never left holding
+/// wrong bytes: one that fails is removed, or what stood there before stays.
+///
 /// # Errors
-/// [`Error::SnapshotPath`] for a bad path; local I/O errors naming the path; missing or
-/// damaged repository objects. Already restored files are left in place on failure.
+/// Only what stops the restore as a whole: [`Error::SnapshotPath`] for a bad path, a
+/// target directory that cannot be created, a tree on the way to `path` (or the one at
+/// it) that cannot be read.
 pub async fn restore(
     repo: &Repository,
     root: &BlobId,
@@ -177,24 +333,23 @@ pub async fn restore(
     options: &RestoreOptions,
     progress: Arc<RestoreProgress>,
 ) -> Result<RestoreSummary> {
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |e| Error::LocalIo { path: p, source: e }
-    };
     tokio::fs::create_dir_all(target)
         .await
-        .map_err(io(target))?;
+        .map_err(|e| Error::LocalIo {
+            path: target.to_path_buf(),
+            source: e,
+        })?;
     let mut summary = RestoreSummary::default();
     let mut in_flight = InFlight::default();
     let mut dir_meta: Vec<(PathBuf, Node)> = Vec::new();
     // Stack of (tree id, local directory).
     let mut stack: Vec<(BlobId, PathBuf)> = Vec::new();
-    match repo.find_node(root, path).await? {
-        None => stack.push((*root, target.to_path_buf())),
+    let start = match repo.find_node(root, path).await? {
+        None => Some(*root),
         Some(node) => match &node.kind {
             NodeKind::Dir(id) => {
-                stack.push((*id, target.to_path_buf()));
                 dir_meta.push((target.to_path_buf(), node.clone()));
+                Some(*id)
             }
             _ => {
                 restore_leaf(
@@ -206,37 +361,56 @@ pub async fn restore(
                     &mut in_flight,
                     &mut summary,
                 )
-                .await?
+                .await?;
+                None
             }
         },
-    }
-    while let Some((tree_id, dir)) = stack.pop() {
-        let tree = repo.load_tree(&tree_id).await?;
-        for node in tree.nodes {
-            let local = dir.join(OsStr::from_bytes(&node.name));
-            if let NodeKind::Dir(id) = &node.kind {
-                prepare_dir(&local).await?;
-                summary.dirs += 1;
-                progress.dirs.fetch_add(1, Ordering::Relaxed);
-                stack.push((*id, local.clone()));
-                dir_meta.push((local, node));
-            } else {
-                restore_leaf(
-                    repo,
-                    &node,
-                    &dir,
-                    options,
-                    &progress,
-                    &mut in_flight,
-                    &mut summary,
-                )
-                .await?;
+    };
+    if let Some(start) = start {
+        // The first tree is read here: if it cannot be, nothing can be restored.
+        let mut first = Some(repo.load_tree(&start).await?);
+        stack.push((start, target.to_path_buf()));
+        while let Some((tree_id, dir)) = stack.pop() {
+            let tree = match first.take() {
+                Some(t) => t,
+                None => match repo.load_tree(&tree_id).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        summary.skip(&dir, e);
+                        continue;
+                    }
+                },
+            };
+            for node in tree.nodes {
+                let local = dir.join(OsStr::from_bytes(&node.name));
+                if let NodeKind::Dir(id) = &node.kind {
+                    if let Err(e) = prepare_dir(&local).await {
+                        summary.skip(&local, e);
+                        continue;
+                    }
+                    summary.dirs += 1;
+                    progress.dirs.fetch_add(1, Ordering::Relaxed);
+                    stack.push((*id, local.clone()));
+                    dir_meta.push((local, node));
+                } else {
+                    restore_leaf(
+                        repo,
+                        &node,
+                        &dir,
+                        options,
+                        &progress,
+                        &mut in_flight,
+                        &mut summary,
+                    )
+                    .await?;
+                }
             }
         }
     }
     let InFlight {
         tasks: mut files,
         mut group,
+        hard_links,
     } = in_flight;
     spawn_group(
         repo,
@@ -248,17 +422,40 @@ pub async fn restore(
     )
     .await?;
     while let Some(done) = files.join_next().await {
-        let (bytes, warnings) = done.map_err(|e| Error::Internal(e.to_string()))??;
-        summary.bytes += bytes;
-        summary.warnings.extend(warnings);
+        summary.add(done.map_err(|e| Error::Internal(e.to_string()))?);
+    }
+    let failed: HashSet<PathBuf> = summary.errors.iter().map(|e| e.path.clone()).collect();
+    for (first, link) in hard_links.later {
+        if failed.contains(&first) {
+            summary.skip(
+                &link,
+                Error::Internal(format!(
+                    "hard link of {}, which was not restored",
+                    first.display()
+                )),
+            );
+            continue;
+        }
+        match tokio::task::spawn_blocking({
+            let (first, link) = (first.clone(), link.clone());
+            move || restore_hard_link(&first, &link)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        {
+            Ok(()) => summary.hard_links += 1,
+            Err(e) => summary.skip(&link, e),
+        }
     }
     // Deepest directories first, so setting a parent's mtime comes after its children.
     dir_meta.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
     for (p, node) in &dir_meta {
-        summary
-            .warnings
-            .extend(apply_metadata(p, node, options.restore_owner)?);
+        match apply_metadata(p, node, options.restore_owner) {
+            Ok(warnings) => summary.warnings.extend(warnings),
+            Err(e) => summary.skip(p, e),
+        }
     }
+    summary.errors.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(summary)
 }
 
@@ -285,8 +482,8 @@ async fn prepare_dir(local: &Path) -> Result<()> {
     tokio::fs::create_dir(local).await.map_err(io)
 }
 
-/// Restore tasks in flight: each yields the bytes written and its warnings.
-type FileTasks = tokio::task::JoinSet<Result<(u64, Vec<String>)>>;
+/// Restore tasks in flight.
+type FileTasks = tokio::task::JoinSet<TaskOutcome>;
 
 /// What a restore has started and not finished: file tasks, and the small files
 /// collected for the next group.
@@ -294,6 +491,16 @@ type FileTasks = tokio::task::JoinSet<Result<(u64, Vec<String>)>>;
 struct InFlight {
     tasks: FileTasks,
     group: SmallFileGroup,
+    hard_links: HardLinks,
+}
+
+/// Files of the restore recorded as hard links ([`hard_link_count`]).
+#[derive(Debug, Default)]
+struct HardLinks {
+    /// Where the first name of each (device, inode) is restored.
+    first: HashMap<(u64, u64), PathBuf>,
+    /// Later names: (first name, this name).
+    later: Vec<(PathBuf, PathBuf)>,
 }
 
 /// Wait until fewer than `parallel_files` restore tasks are in flight.
@@ -304,9 +511,7 @@ async fn wait_for_slot(
 ) -> Result<()> {
     while files.len() >= options.parallel_files.max(1) {
         if let Some(done) = files.join_next().await {
-            let (bytes, warnings) = done.map_err(|e| Error::Internal(e.to_string()))??;
-            summary.bytes += bytes;
-            summary.warnings.extend(warnings);
+            summary.add(done.map_err(|e| Error::Internal(e.to_string()))?);
         }
     }
     Ok(())
@@ -368,7 +573,7 @@ async fn restore_small_group(
     files: Vec<(PathBuf, Node)>,
     options: &RestoreOptions,
     progress: &RestoreProgress,
-) -> Result<(u64, Vec<String>)> {
+) -> TaskOutcome {
     let mut together = Vec::with_capacity(files.len());
     let mut alone = Vec::new();
     let mut wanted: Vec<(BlobId, BlobLocation)> = Vec::new();
@@ -394,8 +599,13 @@ async fn restore_small_group(
             .map(|l| l.filter(|l| l.base.is_none() && l.blob_type == BlobType::Data))
             .collect();
         let located: Option<Vec<BlobLocation>> = located.into_iter().collect();
+        // Chunks that do not add up to the recorded size are not read: the one-by-one
+        // path refuses the file before reading (file_size.rs).
+        let adds_up = |l: &Vec<BlobLocation>| {
+            l.iter().map(|l| u64::from(l.raw_len)).sum::<u64>() == node.size
+        };
         match located {
-            Some(locations) => {
+            Some(locations) if adds_up(&locations) => {
                 for (id, location) in content.ids.iter().zip(locations) {
                     if seen.insert(*id) {
                         wanted.push((*id, location));
@@ -403,7 +613,7 @@ async fn restore_small_group(
                 }
                 together.push((path, node));
             }
-            None => alone.push((path, node)),
+            _ => alone.push((path, node)),
         }
     }
     wanted.sort_by_key(|(_, location)| (location.pack_id, location.offset));
@@ -446,35 +656,45 @@ async fn restore_small_group(
             }
         }
     }
-    let mut written = 0u64;
-    let mut warnings = Vec::new();
+    let mut outcome = TaskOutcome::default();
     if !together.is_empty() {
         let count = together.len() as u64;
         let keys = repo.keys().clone();
-        let restore_owner = options.restore_owner;
+        let group_options = options.clone();
         // Decoding on the CPU pool, not on the blocking pool: its many threads each kept
         // a zstd context and a malloc arena, which cost a restore 6-9 MiB of peak memory.
-        let plain = crate::repo::run_cpu(move || decode_runs(&keys, read)).await??;
-        let (bytes, group_warnings) = tokio::task::spawn_blocking(move || {
-            write_small_group(&plain, &together, restore_owner)
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
-        written += bytes;
-        warnings.extend(group_warnings);
-        progress.bytes.fetch_add(bytes, Ordering::Relaxed);
-        progress.files.fetch_add(count, Ordering::Relaxed);
+        match crate::repo::run_cpu(move || decode_runs(&keys, read)).await {
+            Ok(Ok(plain)) => {
+                let paths: Vec<PathBuf> = together.iter().map(|(p, _)| p.clone()).collect();
+                let written = tokio::task::spawn_blocking(move || {
+                    write_small_group(&plain, &together, &group_options)
+                })
+                .await;
+                match written {
+                    Ok(group) => {
+                        progress.bytes.fetch_add(group.bytes, Ordering::Relaxed);
+                        progress
+                            .files
+                            .fetch_add(count - group.errors.len() as u64, Ordering::Relaxed);
+                        outcome.merge(group);
+                    }
+                    Err(e) => outcome.errors.extend(paths.iter().map(|p| {
+                        SkippedEntry::new(p, Error::Internal(format!("restore task: {e}")))
+                    })),
+                }
+            }
+            // A damaged chunk: the one-by-one path names the file it belongs to.
+            _ => alone.append(&mut together),
+        }
     }
     for (path, node) in &alone {
         let NodeKind::File(content) = &node.kind else {
             continue;
         };
-        let (bytes, file_warnings) =
-            restore_small_file(repo, node, content, path, options, progress).await?;
-        written += bytes;
-        warnings.extend(file_warnings);
+        let result = restore_small_file(repo, node, content, path, options, progress).await;
+        outcome.merge(TaskOutcome::of_file(path, result));
     }
-    Ok((written, warnings))
+    outcome
 }
 
 /// Decode the chunks read for a group, by id.
@@ -514,38 +734,77 @@ fn decode_runs(keys: &Keys, read: Vec<(Run, Vec<u8>)>) -> Result<HashMap<BlobId,
 fn write_small_group(
     plain: &HashMap<BlobId, Vec<u8>>,
     files: &[(PathBuf, Node)],
-    restore_owner: bool,
-) -> Result<(u64, Vec<String>)> {
-    let mut written = 0u64;
-    let mut warnings = Vec::new();
+    options: &RestoreOptions,
+) -> TaskOutcome {
+    let mut outcome = TaskOutcome::default();
     let mut data = Vec::new();
     for (path, node) in files {
-        let NodeKind::File(content) = &node.kind else {
-            continue;
-        };
-        let wrong_size = || size_mismatch(path, node.size);
-        data.clear();
-        for id in &content.ids {
-            let chunk = plain
-                .get(id)
-                .ok_or_else(|| Error::Internal(format!("chunk {} was not read", id.short())))?;
-            if (data.len() + chunk.len()) as u64 > node.size {
-                return Err(wrong_size());
-            }
-            data.extend_from_slice(chunk);
-        }
-        if data.len() as u64 != node.size {
-            return Err(wrong_size());
-        }
-        let mut file = create_for_restore(path)?;
-        file.write_all(&data).map_err(|e| Error::LocalIo {
-            path: path.clone(),
-            source: e,
-        })?;
-        warnings.extend(apply_file_metadata(&file, path, node, restore_owner)?);
-        written += node.size;
+        let result = gather_chunks(plain, path, node, &mut data)
+            .and_then(|()| write_whole_file(path, node, &data, options));
+        outcome.merge(TaskOutcome::of_file(path, result));
     }
-    Ok((written, warnings))
+    outcome
+}
+
+/// Put the content of small file `node` together from the decoded chunks of its group.
+fn gather_chunks(
+    plain: &HashMap<BlobId, Vec<u8>>,
+    path: &Path,
+    node: &Node,
+    data: &mut Vec<u8>,
+) -> Result<()> {
+    let NodeKind::File(content) = &node.kind else {
+        return Err(Error::Internal("not a file".into()));
+    };
+    data.clear();
+    for id in &content.ids {
+        let chunk = plain
+            .get(id)
+            .ok_or_else(|| Error::Internal(format!("chunk {} was not read", id.short())))?;
+        let have = (data.len() + chunk.len()) as u64;
+        if have > node.size {
+            return Err(size_mismatch(&file_object(path), node.size, have, true));
+        }
+        data.extend_from_slice(chunk);
+    }
+    if data.len() as u64 != node.size {
+        return Err(size_mismatch(
+            &file_object(path),
+            node.size,
+            data.len() as u64,
+            false,
+        ));
+    }
+    Ok(())
+}
+
+/// Write a file whose whole content is in memory, and apply its metadata; returns its
+/// size and the warnings.
+fn write_whole_file(
+    path: &Path,
+    node: &Node,
+    data: &[u8],
+    options: &RestoreOptions,
+) -> Result<(u64, Vec<String>)> {
+    let (mut file, placement) = create_for_restore(path)?;
+    let sparse = options.sparse || is_sparse(node);
+    let written = write_at(&mut file, data, 0, sparse)
+        .and_then(|()| finish_holes(&file, data.len() as u64, sparse))
+        .map_err(|e| Error::LocalIo {
+            path: path.to_path_buf(),
+            source: e,
+        })
+        .and_then(|()| apply_file_metadata(&file, path, node, options.restore_owner));
+    match written {
+        Ok(warnings) => {
+            placement.commit()?;
+            Ok((data.len() as u64, warnings))
+        }
+        Err(e) => {
+            placement.abandon();
+            Err(e)
+        }
+    }
 }
 
 async fn restore_leaf(
@@ -560,31 +819,28 @@ async fn restore_leaf(
     let InFlight {
         tasks: files,
         group,
+        hard_links,
     } = in_flight;
     let local = dir.join(OsStr::from_bytes(&node.name));
     match &node.kind {
-        NodeKind::Symlink(target) => {
-            if tokio::fs::symlink_metadata(&local).await.is_ok() {
-                tokio::fs::remove_file(&local)
-                    .await
-                    .map_err(|e| Error::LocalIo {
-                        path: local.clone(),
-                        source: e,
-                    })?;
+        NodeKind::Symlink(target) => match restore_symlink(&local, target, node, options) {
+            Ok(warnings) => {
+                summary.symlinks += 1;
+                summary.warnings.extend(warnings);
             }
-            std::os::unix::fs::symlink(OsStr::from_bytes(target), &local).map_err(|e| {
-                Error::LocalIo {
-                    path: local.clone(),
-                    source: e,
-                }
-            })?;
-            summary.symlinks += 1;
-            summary
-                .warnings
-                .extend(apply_metadata(&local, node, options.restore_owner)?);
-        }
+            Err(e) => summary.skip(&local, e),
+        },
         NodeKind::File(content) => {
-            summary.files += 1;
+            // The second and later names of a hard-linked inode are linked to the first
+            // once it is written (after every file task).
+            if hard_link_count(node).is_some() {
+                let key = (node.device, node.inode);
+                if let Some(first) = hard_links.first.get(&key) {
+                    hard_links.later.push((first.clone(), local));
+                    return Ok(());
+                }
+                hard_links.first.insert(key, local.clone());
+            }
             if node.size <= SMALL_FILE_BYTES && content.level == 0 {
                 group.bytes += node.size;
                 group.files.push((local, node.clone()));
@@ -600,13 +856,41 @@ async fn restore_leaf(
                 options.clone(),
                 progress.clone(),
             );
-            files.spawn(
-                async move { restore_file(&repo, &node, &local, &options, &progress).await },
-            );
+            files.spawn(async move {
+                let result = restore_file(&repo, &node, &local, &options, &progress).await;
+                TaskOutcome::of_file(&local, result)
+            });
         }
+        NodeKind::Special(special) => match restore_special(&local, *special, node, options) {
+            Ok(Some(warnings)) => {
+                summary.special_files += 1;
+                summary.warnings.extend(warnings);
+            }
+            Ok(None) => {}
+            Err(e) => summary.skip(&local, e),
+        },
         NodeKind::Dir(_) => {}
     }
     Ok(())
+}
+
+/// Replace whatever is at `local` with a symlink to `target` (never following a link
+/// that is there), and apply the metadata of `node`.
+fn restore_symlink(
+    local: &Path,
+    target: &[u8],
+    node: &Node,
+    options: &RestoreOptions,
+) -> Result<Vec<String>> {
+    let io = |e| Error::LocalIo {
+        path: local.to_path_buf(),
+        source: e,
+    };
+    if std::fs::symlink_metadata(local).is_ok() {
+        std::fs::remove_file(local).map_err(io)?;
+    }
+    std::os::unix::fs::symlink(OsStr::from_bytes(target), local).map_err(io)?;
+    apply_metadata(local, node, options.restore_owner)
 }
 
 async fn restore_file(
@@ -622,19 +906,59 @@ async fn restore_file(
     if node.size <= SMALL_FILE_BYTES {
         return restore_small_file(repo, node, content, local, options, progress).await;
     }
+    check_recorded_size(repo, content, node.size, &file_object(local))?;
+    let path = local.to_path_buf();
+    let (file, placement) = tokio::task::spawn_blocking(move || create_for_restore(&path))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+    let written = write_content(repo, node, content, local, file, options, progress).await;
+    let placed = tokio::task::spawn_blocking(move || match written {
+        Ok(done) => placement.commit().map(|()| done),
+        Err(e) => {
+            placement.abandon();
+            Err(e)
+        }
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))??;
+    progress.files.fetch_add(1, Ordering::Relaxed);
+    Ok(placed)
+}
+
+/// Write the content of a large file into `file` as its chunks arrive, then apply its
+/// metadata; returns its size and the warnings.
+async fn write_content(
+    repo: &Repository,
+    node: &Node,
+    content: &Content,
+    local: &Path,
+    file: std::fs::File,
+    options: &RestoreOptions,
+    progress: &RestoreProgress,
+) -> Result<(u64, Vec<String>)> {
     let io = |e| Error::LocalIo {
         path: local.to_path_buf(),
         source: e,
     };
-    let path = local.to_path_buf();
-    let file = tokio::task::spawn_blocking(move || create_for_restore(&path))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
+    let sparse = options.sparse || is_sparse(node);
     let mut file = tokio::fs::File::from_std(file);
-    let mut reader = ContentReader::new(repo, content, options.read_ahead);
+    let mut reader =
+        ContentReader::new(repo, content, node.size, options.read_ahead).named(file_object(local));
     let mut written = 0u64;
     while let Some(chunk) = reader.next_chunk().await? {
-        file.write_all(&chunk).await.map_err(io)?;
+        if sparse {
+            for (range, zero) in block_runs(&chunk, written) {
+                if zero {
+                    file.seek(std::io::SeekFrom::Current(range.len() as i64))
+                        .await
+                        .map_err(io)?;
+                } else {
+                    file.write_all(&chunk[range]).await.map_err(io)?;
+                }
+            }
+        } else {
+            file.write_all(&chunk).await.map_err(io)?;
+        }
         written += chunk.len() as u64;
         progress
             .bytes
@@ -642,22 +966,13 @@ async fn restore_file(
     }
     file.flush().await.map_err(io)?;
     let file = file.into_std().await;
-    if written != node.size {
-        return Err(Error::corrupt(
-            format!("file {}", local.display()),
-            format!(
-                "snapshot records {} bytes but its chunks hold {written}",
-                node.size
-            ),
-        ));
-    }
+    finish_holes(&file, written, sparse).map_err(io)?;
     let (node, path, restore_owner) = (node.clone(), local.to_path_buf(), options.restore_owner);
     let warnings = tokio::task::spawn_blocking(move || {
         apply_file_metadata(&file, &path, &node, restore_owner)
     })
     .await
     .map_err(|e| Error::Internal(e.to_string()))??;
-    progress.files.fetch_add(1, Ordering::Relaxed);
     Ok((written, warnings))
 }
 
@@ -677,68 +992,142 @@ async fn restore_small_file(
     progress: &RestoreProgress,
 ) -> Result<(u64, Vec<String>)> {
     // Chunks are read one after the other, without a task each: files restored in
-    // parallel keep the storage busy, and a small file has few chunks.
+    // parallel keep the storage busy, and a small file has few chunks. Nothing is read
+    // past the recorded size, by the index's lengths or by what came back.
+    let object = file_object(local);
+    check_recorded_size(repo, content, node.size, &object)?;
     let mut data = Vec::with_capacity(node.size as usize);
     let mut ids = DataIds::new(content);
-    let mut too_long = false;
+    let mut announced = 0u64;
     while let Some(id) = ids.next(repo).await? {
+        if let Some(location) = repo.locate(&id) {
+            announced += u64::from(location.raw_len);
+            if announced > node.size {
+                return Err(size_mismatch(&object, node.size, announced, true));
+            }
+        }
         let chunk = repo.read_blob(&id, BlobType::Data).await?;
-        if (data.len() + chunk.len()) as u64 > node.size {
-            too_long = true;
-            break;
+        let have = (data.len() + chunk.len()) as u64;
+        if have > node.size {
+            return Err(size_mismatch(&object, node.size, have, true));
         }
         data.extend_from_slice(&chunk);
     }
-    if too_long || data.len() as u64 != node.size {
-        return Err(size_mismatch(local, node.size));
+    if data.len() as u64 != node.size {
+        return Err(size_mismatch(&object, node.size, data.len() as u64, false));
     }
     let size = node.size;
-    let (node, local_path, restore_owner) =
-        (node.clone(), local.to_path_buf(), options.restore_owner);
-    let warnings = tokio::task::spawn_blocking(move || {
-        let local = local_path.as_path();
-        let mut file = create_for_restore(local)?;
-        file.write_all(&data).map_err(|e| Error::LocalIo {
-            path: local.to_path_buf(),
-            source: e,
-        })?;
-        apply_file_metadata(&file, local, &node, restore_owner)
-    })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))??;
+    let (node, local_path, options) = (node.clone(), local.to_path_buf(), options.clone());
+    let (_, warnings) =
+        tokio::task::spawn_blocking(move || write_whole_file(&local_path, &node, &data, &options))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
     progress.bytes.fetch_add(size, Ordering::Relaxed);
     progress.files.fetch_add(1, Ordering::Relaxed);
     Ok((size, warnings))
 }
 
-/// Open `local` to write a restored file into. The common case, nothing there yet, is a
-/// single `open` with `O_EXCL`, which creates a new regular file and never follows a
-/// link. Otherwise a symlink in the way is replaced, never written through, an existing
-/// file is truncated, and anything else is an error.
-fn create_for_restore(local: &Path) -> Result<std::fs::File> {
+/// Where a restored file is being written, and how it gets its name once complete.
+#[derive(Debug)]
+struct Placement {
+    /// The file's name in the target.
+    path: PathBuf,
+    /// The temporary name it is written under, when something stood at `path`.
+    temp: Option<PathBuf>,
+}
+
+impl Placement {
+    /// Give the complete file its name: a rename over whatever stood there (a rename
+    /// replaces a symlink or a hard link as a name, never writing through it).
+    fn commit(&self) -> Result<()> {
+        let Some(temp) = &self.temp else {
+            return Ok(());
+        };
+        std::fs::rename(temp, &self.path).map_err(|e| {
+            self.abandon();
+            Error::LocalIo {
+                path: self.path.clone(),
+                source: e,
+            }
+        })
+    }
+
+    /// Remove what was written, after a failure: the file never appears with bytes
+    /// that are not the snapshot's, and what stood there before stays.
+    fn abandon(&self) {
+        let _ = std::fs::remove_file(self.temp.as_ref().unwrap_or(&self.path));
+    }
+}
+
+/// Temporary names tried before giving up (each is new and random, so a clash means
+/// someone is creating them on purpose).
+const TEMP_NAME_TRIES: usize = 16;
+
+/// Open a new file to write the restored file `local` into. The common case, nothing
+/// there yet, is a single `open` with `O_EXCL` at `local`, which creates a new regular
+/// file and never follows a link. Otherwise the file is written to a new temporary name
+/// in the same directory and renamed over what is there once complete
+/// ([`Placement::commit`]): a hard link or a symlink planted in the target is replaced,
+/// never written through, and no existing inode is ever truncated, so swapping one in
+/// between any two steps gains nothing. A directory in the way is an error.
+fn create_for_restore(local: &Path) -> Result<(std::fs::File, Placement)> {
+    use std::os::unix::fs::OpenOptionsExt;
     let io = |e| Error::LocalIo {
         path: local.to_path_buf(),
         source: e,
     };
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(local)
-    {
-        Ok(file) => return Ok(file),
+    let create = |path: &Path| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+    };
+    match create(local) {
+        Ok(file) => {
+            return Ok((
+                file,
+                Placement {
+                    path: local.to_path_buf(),
+                    temp: None,
+                },
+            ))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(io(e)),
     }
-    let existing = std::fs::symlink_metadata(local).map_err(io)?;
-    if existing.file_type().is_symlink() {
-        std::fs::remove_file(local).map_err(io)?;
-    } else if !existing.is_file() {
+    if std::fs::symlink_metadata(local).is_ok_and(|m| m.is_dir()) {
         return Err(io(std::io::Error::new(
             std::io::ErrorKind::AlreadyExists,
-            "exists and is not a regular file",
+            "a directory stands where the snapshot has a file",
         )));
     }
-    std::fs::File::create(local).map_err(io)
+    let dir = local.parent().unwrap_or(Path::new("."));
+    let mut last = None;
+    for _ in 0..TEMP_NAME_TRIES {
+        let temp = dir.join(format!(".dprepo-restore-{:016x}", random_u64()));
+        match create(&temp) {
+            Ok(file) => {
+                return Ok((
+                    file,
+                    Placement {
+                        path: local.to_path_buf(),
+                        temp: Some(temp),
+                    },
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(io(e)),
+        }
+    }
+    Err(io(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::AlreadyExists, "no temporary name")
+    })))
+}
+
+fn random_u64() -> u64 {
+    use chacha20poly1305::aead::{rand_core::RngCore, OsRng};
+    OsRng.next_u64()
 }
 
 /// [`apply_metadata`] for a regular file through its open handle, after its content is
@@ -760,6 +1149,11 @@ fn apply_file_metadata(
         let chowned = std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid));
         warnings.extend(owner_warning(path, chowned));
     }
+    // After the owner (a change of owner drops security.capability), before the mode
+    // (a read-only mode would forbid setting user.* attributes).
+    if !node.extensions.is_empty() {
+        warnings.extend(apply_xattrs_to_file(file, path, node)?);
+    }
     file.set_permissions(std::fs::Permissions::from_mode(node.mode & 0o7777))
         .map_err(io)?;
     let mtime = filetime::FileTime::from_unix_time(node.mtime.sec, node.mtime.nsec);
@@ -778,12 +1172,152 @@ fn owner_warning(path: &Path, chowned: std::io::Result<()>) -> Option<String> {
     }
 }
 
-/// A small file whose chunks do not add up to the size its node records.
-fn size_mismatch(path: &Path, size: u64) -> Error {
-    Error::corrupt(
-        format!("file {}", path.display()),
-        format!("snapshot records {size} bytes but its chunks hold a different amount"),
-    )
+/// Holes are made in blocks of this many bytes, aligned in the file: a file system
+/// allocates whole blocks, so a shorter run of zeros saves nothing.
+const HOLE_BLOCK: u64 = 4096;
+
+/// Split `data`, which goes at file offset `at`, into runs of whole zero blocks and
+/// runs of anything else: `(range in data, zero)`.
+fn block_runs(data: &[u8], at: u64) -> Vec<(std::ops::Range<usize>, bool)> {
+    let mut runs: Vec<(std::ops::Range<usize>, bool)> = Vec::new();
+    let mut pos = 0usize;
+    while pos < data.len() {
+        let block_end = ((at + pos as u64) / HOLE_BLOCK + 1) * HOLE_BLOCK - at;
+        let end = (block_end as usize).min(data.len());
+        // Only whole blocks become holes: a partial one at the file's end is written.
+        let whole = (end - pos) as u64 == HOLE_BLOCK;
+        let zero = whole && data[pos..end].iter().all(|b| *b == 0);
+        match runs.last_mut() {
+            Some((range, z)) if *z == zero => range.end = end,
+            _ => runs.push((pos..end, zero)),
+        }
+        pos = end;
+    }
+    runs
+}
+
+/// Write `data` at the file's current position, which is offset `at`; with `sparse`,
+/// whole zero blocks are skipped (left as holes of the new file).
+fn write_at(file: &mut std::fs::File, data: &[u8], at: u64, sparse: bool) -> std::io::Result<()> {
+    use std::io::Seek;
+    if !sparse {
+        return file.write_all(data);
+    }
+    for (range, zero) in block_runs(data, at) {
+        if zero {
+            file.seek(std::io::SeekFrom::Current(range.len() as i64))?;
+        } else {
+            file.write_all(&data[range])?;
+        }
+    }
+    Ok(())
+}
+
+/// After a sparse write of `size` bytes, give the file its size: a hole at the end was
+/// skipped, not written.
+fn finish_holes(file: &std::fs::File, size: u64, sparse: bool) -> std::io::Result<()> {
+    if sparse {
+        file.set_len(size)?;
+    }
+    Ok(())
+}
+
+/// Create the FIFO or device node `node` at `local`, replacing a file or link in the
+/// way, and apply its metadata. `None` for a socket, which is not recreated. A device
+/// that cannot be created for lack of privileges is a warning, like an owner.
+fn restore_special(
+    local: &Path,
+    special: Special,
+    node: &Node,
+    options: &RestoreOptions,
+) -> Result<Option<Vec<String>>> {
+    let io = |e| Error::LocalIo {
+        path: local.to_path_buf(),
+        source: e,
+    };
+    if special == Special::Socket {
+        return Ok(None);
+    }
+    match std::fs::symlink_metadata(local) {
+        Ok(m) if m.is_dir() => {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a directory stands where the snapshot has a special file",
+            )))
+        }
+        Ok(_) => std::fs::remove_file(local).map_err(io)?,
+        Err(_) => {}
+    }
+    match make_node(local, special) {
+        Ok(()) => {}
+        Err(e)
+            if e.kind() == std::io::ErrorKind::PermissionDenied
+                && matches!(special, Special::CharDevice(_) | Special::BlockDevice(_)) =>
+        {
+            return Ok(Some(vec![format!(
+                "{}: device node not created: {e} (creating devices needs privileges)",
+                local.display()
+            )]))
+        }
+        Err(e) => return Err(io(e)),
+    }
+    apply_metadata(local, node, options.restore_owner).map(Some)
+}
+
+#[cfg(target_os = "linux")]
+fn make_node(path: &Path, special: Special) -> std::io::Result<()> {
+    use rustix::fs::{mknodat, FileType, Mode, CWD};
+    let (file_type, dev) = match special {
+        Special::Fifo => (FileType::Fifo, 0),
+        Special::CharDevice(dev) => (FileType::CharacterDevice, dev),
+        Special::BlockDevice(dev) => (FileType::BlockDevice, dev),
+        Special::Socket => return Ok(()),
+    };
+    // Permission bits come after, with the rest of the metadata.
+    Ok(mknodat(
+        CWD,
+        path,
+        file_type,
+        Mode::from_raw_mode(0o600),
+        dev,
+    )?)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn make_node(_: &Path, _: Special) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+/// Make `link` a hard link of the restored file `first`, replacing whatever stands at
+/// `link` (through a temporary name and a rename, as for files).
+fn restore_hard_link(first: &Path, link: &Path) -> Result<()> {
+    let io = |e| Error::LocalIo {
+        path: link.to_path_buf(),
+        source: e,
+    };
+    match std::fs::hard_link(first, link) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(e)),
+    }
+    if std::fs::symlink_metadata(link).is_ok_and(|m| m.is_dir()) {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "a directory stands where the snapshot has a file",
+        )));
+    }
+    let dir = link.parent().unwrap_or(Path::new("."));
+    let temp = dir.join(format!(".dprepo-restore-{:016x}", random_u64()));
+    std::fs::hard_link(first, &temp).map_err(io)?;
+    std::fs::rename(&temp, link).map_err(|e| {
+        let _ = std::fs::remove_file(&temp);
+        io(e)
+    })
+}
+
+/// How errors about the content of the file restored at `path` name it.
+fn file_object(path: &Path) -> String {
+    format!("file {}", path.display())
 }
 
 /// Apply owner, mode and mtime of `node` to `path`. Returns warnings for what could not
@@ -795,6 +1329,9 @@ fn apply_metadata(path: &Path, node: &Node, restore_owner: bool) -> Result<Vec<S
         let chowned = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid));
         warnings.extend(owner_warning(path, chowned));
     }
+    if !node.extensions.is_empty() {
+        warnings.extend(apply_xattrs_at(path, node)?);
+    }
     if !is_link {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777))
@@ -803,13 +1340,10 @@ fn apply_metadata(path: &Path, node: &Node, restore_owner: bool) -> Result<Vec<S
                 source: e,
             })?;
     }
+    // By path, never following a symlink and never opening the entry (`set_file_times`
+    // opens it, which blocks on a FIFO until a writer comes).
     let mtime = filetime::FileTime::from_unix_time(node.mtime.sec, node.mtime.nsec);
-    let result = if is_link {
-        filetime::set_symlink_file_times(path, mtime, mtime)
-    } else {
-        filetime::set_file_times(path, mtime, mtime)
-    };
-    result.map_err(|e| Error::LocalIo {
+    filetime::set_symlink_file_times(path, mtime, mtime).map_err(|e| Error::LocalIo {
         path: path.to_path_buf(),
         source: e,
     })?;
@@ -841,7 +1375,10 @@ pub async fn dump(
             reason: format!("is a {}, not a file; use restore", node.kind.name()),
         });
     };
-    let mut reader = ContentReader::new(repo, content, 8);
+    // Never more than the node records: a forged chunk list must not stream without end.
+    let object = format!("file {display}");
+    check_recorded_size(repo, content, node.size, &object)?;
+    let mut reader = ContentReader::new(repo, content, node.size, 8).named(object);
     let mut written = 0u64;
     while let Some(chunk) = reader.next_chunk().await? {
         out.write_all(&chunk).map_err(|e| Error::LocalIo {
@@ -854,14 +1391,5 @@ pub async fn dump(
         path: "<stdout>".into(),
         source: e,
     })?;
-    if written != node.size {
-        return Err(Error::corrupt(
-            format!("file {display}"),
-            format!(
-                "snapshot records {} bytes but its chunks hold {written}",
-                node.size
-            ),
-        ));
-    }
     Ok(written)
 }

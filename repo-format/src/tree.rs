@@ -1,14 +1,19 @@
 //! Trees: the encoding of one directory.
 //!
-//! `tree = version u8 (1) || count u32 || node*`, nodes sorted by name bytes, names
+//! `tree = version u8 (1 or 2) || count u32 || node*`, nodes sorted by name bytes, names
 //! unique. `node = kind u8 || name_len u16 || name || mode u32 || uid u32 || gid u32 ||
 //! mtime_sec i64 || mtime_nsec u32 || ctime_sec i64 || ctime_nsec u32 || inode u64 ||
 //! device u64 || size u64 || payload || ext_count u16 || extension*`, where the payload
-//! is a [`Content`] for files, the subtree id for directories and `len u32 || target` for
-//! symlinks, and `extension = tag u16 || len u32 || data` carries metadata added by later
-//! versions (xattrs, hard links, owner names). Readers keep extensions they do not know
-//! and ignore them, unless the tag has [`EXT_CRITICAL`] set: then they must refuse the
-//! tree, because ignoring it would restore something wrong.
+//! is a [`Content`] for files, the subtree id for directories, `len u32 || target` for
+//! symlinks, `rdev u64` for device nodes and nothing for FIFOs and sockets, and
+//! `extension = tag u16 || len u32 || data` carries metadata added by later revisions
+//! (hard links, extended attributes and ACLs, sparse files: file_meta.rs). Readers keep
+//! extensions they do not know and ignore them, unless the tag has [`EXT_CRITICAL`] set:
+//! then they must refuse the tree, because ignoring it would restore something wrong.
+//!
+//! Version 2 adds the node kinds FIFO, socket, character and block device; a tree is
+//! written as version 2 only when it holds one of them, so trees without them stay
+//! readable by version-1 readers, and those refuse the others instead of misreading them.
 //!
 //! Names are raw bytes (file names need not be UTF-8). A decoder rejects names that are
 //! empty, `.`, `..`, or contain `/` or NUL, so a damaged or forged tree can never make a
@@ -19,19 +24,27 @@ use crate::content::Content;
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 
-/// Tree format version written by this build.
-pub const TREE_VERSION: u8 = 1;
+/// Highest tree format version read and written by this build: trees holding special
+/// files (FIFOs, sockets, devices) are written as this version.
+pub const TREE_VERSION: u8 = 2;
+/// Tree format version written when no node needs version 2 (readable by builds that
+/// predate special files).
+pub const TREE_VERSION_1: u8 = 1;
 /// Longest accepted file name in bytes.
 pub const MAX_NAME_LEN: usize = 4096;
 /// Longest accepted symlink target in bytes.
 pub const MAX_LINK_TARGET: usize = 1 << 16;
-/// Smallest encoded node (empty symlink with a 1-byte name, no extensions): bounds the
-/// node count.
-pub const MIN_NODE_LEN: usize = 1 + 2 + 1 + 4 * 3 + (8 + 4) * 2 + 8 * 3 + 4 + 2;
+/// Smallest encoded node (a FIFO or socket, which have no payload, with a 1-byte name
+/// and no extensions): bounds the node count. Version 1 trees, whose smallest node is
+/// an empty symlink, have 4 bytes more per node.
+pub const MIN_NODE_LEN: usize = 1 + 2 + 1 + 4 * 3 + (8 + 4) * 2 + 8 * 3 + 2;
 /// Extension tags with this bit set must be understood by a reader, or the tree refused.
 pub const EXT_CRITICAL: u16 = 0x8000;
 /// Largest accepted extension data.
 pub const MAX_EXTENSION_LEN: usize = 1 << 20;
+/// Critical extension tags this build understands (file_meta.rs): a tree carrying one
+/// decodes, any other critical tag is refused.
+pub const KNOWN_CRITICAL_EXTENSIONS: &[u16] = &[crate::file_meta::EXT_POSIX_ACLS];
 
 /// Metadata record of a later format revision (see the module documentation).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +64,23 @@ pub enum NodeKind {
     Dir(BlobId),
     /// A symbolic link and its target (raw bytes).
     Symlink(Vec<u8>),
+    /// A FIFO, socket or device node (tree version 2).
+    Special(Special),
+}
+
+/// The special files a tree records (version 2). Nothing but their metadata (and a
+/// device's number) is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Special {
+    /// A named pipe.
+    Fifo,
+    /// A Unix domain socket: recorded, not recreated by a restore (a socket is made by
+    /// the program that listens on it; restic and tar skip them too).
+    Socket,
+    /// A character device and its device number (`st_rdev`).
+    CharDevice(u64),
+    /// A block device and its device number (`st_rdev`).
+    BlockDevice(u64),
 }
 
 impl NodeKind {
@@ -59,15 +89,23 @@ impl NodeKind {
             NodeKind::File(_) => 1,
             NodeKind::Dir(_) => 2,
             NodeKind::Symlink(_) => 3,
+            NodeKind::Special(Special::Fifo) => 4,
+            NodeKind::Special(Special::Socket) => 5,
+            NodeKind::Special(Special::CharDevice(_)) => 6,
+            NodeKind::Special(Special::BlockDevice(_)) => 7,
         }
     }
 
-    /// `file`, `dir` or `symlink`.
+    /// `file`, `dir`, `symlink`, `fifo`, `socket`, `chardev` or `blockdev`.
     pub fn name(&self) -> &'static str {
         match self {
             NodeKind::File(_) => "file",
             NodeKind::Dir(_) => "dir",
             NodeKind::Symlink(_) => "symlink",
+            NodeKind::Special(Special::Fifo) => "fifo",
+            NodeKind::Special(Special::Socket) => "socket",
+            NodeKind::Special(Special::CharDevice(_)) => "chardev",
+            NodeKind::Special(Special::BlockDevice(_)) => "blockdev",
         }
     }
 }
@@ -104,8 +142,16 @@ pub struct Node {
     pub device: u64,
     /// Size in bytes (files: content length; others as reported by the file system).
     pub size: u64,
-    /// Extension records (none are defined in version 1; kept when read).
+    /// Extension records: those of file_meta.rs and page_deltas.rs, and any unknown
+    /// non-critical ones read (kept).
     pub extensions: Vec<Extension>,
+}
+
+impl Node {
+    /// The extension with `tag`, if the node has one.
+    pub fn extension(&self, tag: u16) -> Option<&Extension> {
+        self.extensions.iter().find(|e| e.tag == tag)
+    }
 }
 
 /// A directory: its nodes sorted by name.
@@ -155,7 +201,15 @@ impl Tree {
     /// [`Error::InvalidArgument`] if nodes are unsorted, duplicated or badly named.
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut w = Writer::new();
-        w.u8(TREE_VERSION);
+        let special = self
+            .nodes
+            .iter()
+            .any(|n| matches!(n.kind, NodeKind::Special(_)));
+        w.u8(if special {
+            TREE_VERSION
+        } else {
+            TREE_VERSION_1
+        });
         w.u32(self.nodes.len() as u32);
         for (i, n) in self.nodes.iter().enumerate() {
             check_name(&n.name, "tree").map_err(|e| Error::InvalidArgument(e.to_string()))?;
@@ -187,6 +241,10 @@ impl Tree {
                     w.u32(t.len() as u32);
                     w.bytes(t);
                 }
+                NodeKind::Special(Special::CharDevice(rdev) | Special::BlockDevice(rdev)) => {
+                    w.u64(*rdev)
+                }
+                NodeKind::Special(Special::Fifo | Special::Socket) => {}
             }
             if n.extensions.len() > usize::from(u16::MAX)
                 || n.extensions
@@ -214,7 +272,7 @@ impl Tree {
     pub fn decode(body: &[u8], object: &str) -> Result<Tree> {
         let mut r = Reader::new(body, object);
         let version = r.u8("tree version")?;
-        if version != TREE_VERSION {
+        if !(TREE_VERSION_1..=TREE_VERSION).contains(&version) {
             return Err(Error::UnsupportedVersion {
                 object: object.into(),
                 found: u32::from(version),
@@ -260,6 +318,13 @@ impl Tree {
                     }
                     NodeKind::Symlink(r.take(n, "link target")?.to_vec())
                 }
+                4..=7 if version < 2 => {
+                    return Err(r.corrupt(format!("node kind {tag} in a version {version} tree")))
+                }
+                4 => NodeKind::Special(Special::Fifo),
+                5 => NodeKind::Special(Special::Socket),
+                6 => NodeKind::Special(Special::CharDevice(r.u64("device number")?)),
+                7 => NodeKind::Special(Special::BlockDevice(r.u64("device number")?)),
                 other => return Err(r.corrupt(format!("unknown node kind {other}"))),
             };
             let ext_count = r.u16("extension count")?;
@@ -271,7 +336,7 @@ impl Tree {
                     return Err(r.corrupt(format!("extension of {len} bytes")));
                 }
                 let data = r.take(len, "extension data")?.to_vec();
-                if tag & EXT_CRITICAL != 0 {
+                if tag & EXT_CRITICAL != 0 && !KNOWN_CRITICAL_EXTENSIONS.contains(&tag) {
                     return Err(Error::UnsupportedFeature {
                         object: object.into(),
                         feature: format!("critical node extension {tag:#06x}"),
@@ -315,6 +380,10 @@ mod tests {
                 })),
             proptest::array::uniform32(any::<u8>()).prop_map(|id| NodeKind::Dir(BlobId(id))),
             proptest::collection::vec(any::<u8>(), 0..50).prop_map(NodeKind::Symlink),
+            Just(NodeKind::Special(Special::Fifo)),
+            Just(NodeKind::Special(Special::Socket)),
+            any::<u64>().prop_map(|d| NodeKind::Special(Special::CharDevice(d))),
+            any::<u64>().prop_map(|d| NodeKind::Special(Special::BlockDevice(d))),
         ];
         (
             proptest::collection::vec(
@@ -401,6 +470,47 @@ mod tests {
         assert!(matches!(
             Tree::decode(&tree.encode().unwrap(), "t"),
             Err(Error::UnsupportedFeature { .. })
+        ));
+    }
+
+    #[test]
+    fn trees_are_version_1_unless_they_hold_special_files_and_v1_refuses_special_kinds() {
+        let node = |name: &[u8], kind| Node {
+            name: name.to_vec(),
+            kind,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime: Timestamp::default(),
+            ctime: Timestamp::default(),
+            inode: 0,
+            device: 0,
+            size: 0,
+            extensions: vec![],
+        };
+        let plain = Tree {
+            nodes: vec![node(b"l", NodeKind::Symlink(b"t".to_vec()))],
+        };
+        assert_eq!(plain.encode().unwrap()[0], TREE_VERSION_1);
+        let special = Tree {
+            nodes: vec![
+                node(b"dev", NodeKind::Special(Special::BlockDevice(0x0801))),
+                node(b"l", NodeKind::Symlink(b"t".to_vec())),
+            ],
+        };
+        let mut bytes = special.encode().unwrap();
+        assert_eq!(bytes[0], TREE_VERSION);
+        assert_eq!(Tree::decode(&bytes, "t").unwrap(), special);
+        // The same nodes claiming version 1: a special kind there is damage.
+        bytes[0] = TREE_VERSION_1;
+        assert!(matches!(
+            Tree::decode(&bytes, "t"),
+            Err(Error::Corrupt { .. })
+        ));
+        bytes[0] = TREE_VERSION + 1;
+        assert!(matches!(
+            Tree::decode(&bytes, "t"),
+            Err(Error::UnsupportedVersion { .. })
         ));
     }
 

@@ -303,7 +303,7 @@ async fn users_of(
                             }
                         }
                     }
-                    NodeKind::Symlink(_) => {}
+                    NodeKind::Symlink(_) | NodeKind::Special(_) => {}
                 }
             }
         }
@@ -532,6 +532,7 @@ async fn walk_snapshots(repo: Repository, snapshots: Vec<Snapshot>) -> Suspects 
     let mut suspect_blobs = Suspects::new();
     let mut seen_trees = HashSet::new();
     let mut references = References::default();
+    let mut sizes = crate::file_size::FileSizes::default();
     for snap in &snapshots {
         let mut stack = vec![snap.manifest.tree];
         while let Some(tree_id) = stack.pop() {
@@ -553,14 +554,18 @@ async fn walk_snapshots(repo: Repository, snapshots: Vec<Snapshot>) -> Suspects 
                 match node.kind {
                     NodeKind::Dir(id) => stack.push(id),
                     NodeKind::File(content) => {
+                        sizes.file(&repo, &content, node.size, tree_id).await;
                         check_content(&repo, &content, &mut references, &mut suspect_blobs).await
                     }
-                    NodeKind::Symlink(_) => {}
+                    NodeKind::Symlink(_) | NodeKind::Special(_) => {}
                 }
             }
         }
     }
     references.check(&repo, &mut suspect_blobs);
+    for (id, problem) in sizes.finish(&repo) {
+        suspect_blobs.entry(id).or_insert(problem);
+    }
     for id in references.missing {
         suspect_blobs.entry(id).or_insert((
             "blob_missing".into(),

@@ -162,7 +162,7 @@ async fn a_failed_backup_leaves_earlier_snapshots_intact() {
     let original = tempfile::tempdir().unwrap();
     write_tree(original.path(), 7);
     let target = tempfile::tempdir().unwrap();
-    restore(
+    let summary = restore(
         &reopened,
         &after[0].manifest.tree,
         source.path().as_os_str().as_encoded_bytes(),
@@ -172,6 +172,7 @@ async fn a_failed_backup_leaves_earlier_snapshots_intact() {
     )
     .await
     .unwrap();
+    assert!(summary.is_complete(), "{:?}", summary.errors);
     assert_trees_equal(original.path(), target.path());
 }
 
@@ -231,7 +232,7 @@ async fn restore_does_not_follow_symlinks_planted_in_the_target() {
     let target = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(outside.path(), target.path().join("dir")).unwrap();
     std::os::unix::fs::symlink(outside.path().join("file"), target.path().join("file")).unwrap();
-    restore(
+    let summary = restore(
         &repo,
         &snap.manifest.tree,
         source.path().as_os_str().as_encoded_bytes(),
@@ -241,6 +242,7 @@ async fn restore_does_not_follow_symlinks_planted_in_the_target() {
     )
     .await
     .unwrap();
+    assert!(summary.is_complete(), "{:?}", summary.errors);
     assert_eq!(
         std::fs::read(outside.path().join("file")).unwrap(),
         b"precious"

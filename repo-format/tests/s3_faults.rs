@@ -186,7 +186,7 @@ async fn check_snapshots(repo: &Repository, source: &Path, versions: &HashMap<Bl
 
 async fn check_restore(repo: &Repository, tree: &BlobId, source: &Path, expected: &Path) {
     let target = tempfile::tempdir().unwrap();
-    bounded(
+    let summary = bounded(
         "restore",
         restore(
             repo,
@@ -199,6 +199,7 @@ async fn check_restore(repo: &Repository, tree: &BlobId, source: &Path, expected
     )
     .await
     .unwrap_or_else(|e| panic!("tree {} does not restore: {e}", tree.short()));
+    assert!(summary.is_complete(), "{:?}", summary.errors);
     assert_trees_equal(expected, target.path());
 }
 

@@ -23,13 +23,17 @@ use dprepo_repo_format::crypto::{
     Keys, MasterKey, CONTENT_ID_CONTEXT, ENCRYPTION_CONTEXT, NONCE_LEN,
 };
 use dprepo_repo_format::envelope::{header, open_file, FileType};
+use dprepo_repo_format::file_meta::{
+    encode_xattrs, hard_link_count, node_xattrs, Xattr, EXT_HARD_LINK, EXT_POSIX_ACLS, EXT_SPARSE,
+    EXT_XATTRS,
+};
 use dprepo_repo_format::index::{IndexFile, IndexPack, INDEX_FILE_VERSION};
 use dprepo_repo_format::key::{KdfParams, KeyFile, KDF_ARGON2ID, KEY_FILE_VERSION, SALT_LEN};
 use dprepo_repo_format::pack::{
     decode_pack, PackBuilder, PackEntry, PackKind, DELTA_FLAG, PACK_HEADER_AAD, PACK_MAGIC,
     PACK_VERSION,
 };
-use dprepo_repo_format::tree::{Node, NodeKind, Timestamp, Tree};
+use dprepo_repo_format::tree::{Extension, Node, NodeKind, Special, Timestamp, Tree};
 use dprepo_repo_format::BlobId;
 
 /// Fixed inputs of the vectors (SPEC.md, "Test vectors", inputs table).
@@ -288,6 +292,93 @@ fn small_tree(id_hello: BlobId) -> Tree {
     }
 }
 
+/// The POSIX ACL of the special tree vector, as the kernel stores it: owner rw-, owning
+/// group r--, others ---.
+fn acl_value() -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm) in [(0x01u16, 6u16), (0x04, 4), (0x20, 0)] {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&u32::MAX.to_le_bytes());
+    }
+    v
+}
+
+/// A version 2 tree (SPEC.md sections 13, 13.2): a character device with an xattr, a
+/// FIFO, and a hard-linked, sparse file with a POSIX ACL.
+fn special_tree(id_hello: BlobId) -> Tree {
+    let stamp = Timestamp {
+        sec: 1_700_000_002,
+        nsec: 0,
+    };
+    let node = |name: &[u8], kind, mode, inode, size, extensions| Node {
+        name: name.to_vec(),
+        kind,
+        mode,
+        uid: 0,
+        gid: 0,
+        mtime: stamp,
+        ctime: stamp,
+        inode,
+        device: 2049,
+        size,
+        extensions,
+    };
+    Tree {
+        nodes: vec![
+            node(
+                b"dev",
+                NodeKind::Special(Special::CharDevice(0x0103)),
+                0o020666,
+                44,
+                0,
+                vec![Extension {
+                    tag: EXT_XATTRS,
+                    data: encode_xattrs(&[Xattr {
+                        name: b"user.k".to_vec(),
+                        value: b"v".to_vec(),
+                    }]),
+                }],
+            ),
+            node(
+                b"fifo",
+                NodeKind::Special(Special::Fifo),
+                0o010644,
+                45,
+                0,
+                Vec::new(),
+            ),
+            node(
+                b"linked",
+                NodeKind::File(Content {
+                    level: 0,
+                    ids: vec![id_hello],
+                }),
+                0o100640,
+                46,
+                11,
+                vec![
+                    Extension {
+                        tag: EXT_HARD_LINK,
+                        data: 2u64.to_le_bytes().to_vec(),
+                    },
+                    Extension {
+                        tag: EXT_SPARSE,
+                        data: Vec::new(),
+                    },
+                    Extension {
+                        tag: EXT_POSIX_ACLS,
+                        data: encode_xattrs(&[Xattr {
+                            name: b"system.posix_acl_access".to_vec(),
+                            value: acl_value(),
+                        }]),
+                    },
+                ],
+            ),
+        ],
+    }
+}
+
 fn index_file(f: &Fixture) -> IndexFile {
     IndexFile {
         obsoletes: Vec::new(),
@@ -354,6 +445,7 @@ fn compute() -> Vec<(&'static str, Vec<u8>)> {
     let master = master_bytes();
 
     let tree = small_tree(f.id_hello).encode().unwrap();
+    let tree_special = special_tree(f.id_hello).encode().unwrap();
     let chunk_list = Content {
         level: 0,
         ids: vec![f.id_hello, f.id_empty],
@@ -413,6 +505,7 @@ fn compute() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("tree_small", tree.clone()),
         ("tree_small_id", keys.content_id(&tree).0.to_vec()),
+        ("tree_special", tree_special),
         ("chunk_list", chunk_list),
         ("pack_header_entry", pack_header_entry(&f.entry)),
         ("pack_header_plaintext", pack_header_plaintext(&[f.entry])),
@@ -538,6 +631,18 @@ fn spec_vectors_decode_back() {
     assert_eq!(
         keys.content_id(&get("tree_small")).0.to_vec(),
         get("tree_small_id")
+    );
+    let special = Tree::decode(&get("tree_special"), "tree").unwrap();
+    assert_eq!(special, special_tree(id_hello));
+    assert_eq!(
+        get("tree_special")[0],
+        2,
+        "a tree with special files is version 2"
+    );
+    assert_eq!(hard_link_count(&special.nodes[2]), Some(2));
+    assert_eq!(
+        node_xattrs(&special.nodes[2], "linked").unwrap()[0].value,
+        acl_value()
     );
     let list = Content::decode_list(&get("chunk_list"), 0, "chunk list").unwrap();
     assert_eq!(

@@ -14,7 +14,7 @@ use dprepo_repo_format::chunker::{ChunkerParams, StreamChunking};
 use dprepo_repo_format::repo::current_hostname;
 use dprepo_repo_format::restore::{dump, restore, RestoreOptions, RestoreProgress};
 use dprepo_repo_format::storage::probe_create_if_absent;
-use dprepo_repo_format::tree::{Node, NodeKind};
+use dprepo_repo_format::tree::{Node, NodeKind, Special};
 use dprepo_repo_format::{BlobId, InitOptions, Repository, Snapshot};
 use serde_json::json;
 use std::collections::HashSet;
@@ -160,6 +160,10 @@ pub struct RestoreArgs {
     /// Files restored in parallel.
     #[arg(long, default_value_t = 8)]
     parallel: usize,
+    /// Write runs of zeros of every file as holes (files that had holes when backed up
+    /// get them back anyway).
+    #[arg(long)]
+    sparse: bool,
     #[command(flatten)]
     filter: FilterArgs,
 }
@@ -327,11 +331,18 @@ async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
     for w in &outcome.warnings {
         eprintln!("dprepo: warning: {w}");
     }
+    for path in &outcome.changed_while_read {
+        eprintln!(
+            "dprepo: warning: {}: changed while it was read; its copy may mix old and new contents (the next backup reads it again)",
+            path.display()
+        );
+    }
     let s = &outcome.snapshot;
     let sum = &s.manifest.summary;
     if cli.json {
         let mut doc = snapshot_json(s);
         doc["warnings"] = json!(outcome.warnings);
+        doc["changed_while_read"] = json!(outcome.changed_while_read);
         print_json(&doc)?;
     } else if !cli.quiet {
         if let Some(p) = s.manifest.parent {
@@ -484,6 +495,10 @@ fn mode_string(n: &Node) -> String {
         NodeKind::Dir(_) => 'd',
         NodeKind::Symlink(_) => 'l',
         NodeKind::File(_) => '-',
+        NodeKind::Special(Special::Fifo) => 'p',
+        NodeKind::Special(Special::Socket) => 's',
+        NodeKind::Special(Special::CharDevice(_)) => 'c',
+        NodeKind::Special(Special::BlockDevice(_)) => 'b',
     };
     let mut s = String::from(kind);
     for shift in [6u32, 3, 0] {
@@ -600,6 +615,7 @@ async fn run_restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
     });
     let options = RestoreOptions {
         parallel_files: a.parallel.max(1),
+        sparse: a.sparse,
         ..RestoreOptions::default()
     };
     let result = restore(
@@ -631,8 +647,15 @@ async fn run_restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
         v["warnings"] = serde_json::Value::Array(warnings);
         print_json(&v)?;
     } else if !cli.quiet {
+        let mut others = String::new();
+        if summary.hard_links > 0 {
+            others.push_str(&format!(", {} hard links", summary.hard_links));
+        }
+        if summary.special_files > 0 {
+            others.push_str(&format!(", {} special files", summary.special_files));
+        }
         print(&format!(
-            "restored snapshot {} to {}: {} files, {} dirs, {} symlinks, {}\n",
+            "restored snapshot {} to {}: {} files, {} dirs, {} symlinks{others}, {}\n",
             snap.id.short(),
             a.target.display(),
             summary.files,
@@ -641,7 +664,23 @@ async fn run_restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
             bytes(summary.bytes)
         ))?;
     }
-    Ok(0)
+    if summary.is_complete() {
+        return Ok(0);
+    }
+    // Listed last, after everything else was restored (as restic does).
+    for skipped in &summary.errors {
+        eprintln!("dprepo: not restored: {skipped}");
+    }
+    eprintln!(
+        "dprepo: error: restore incomplete: {} {} not restored (listed above)",
+        summary.errors.len(),
+        if summary.errors.len() == 1 {
+            "entry was"
+        } else {
+            "entries were"
+        }
+    );
+    Ok(1)
 }
 
 async fn run_dump(cli: &Cli, a: &DumpArgs) -> Result<u8> {
@@ -712,7 +751,7 @@ async fn stats(cli: &Cli, a: &StatsArgs) -> Result<u8> {
                             }
                         }
                     }
-                    NodeKind::Symlink(_) => {}
+                    NodeKind::Symlink(_) | NodeKind::Special(_) => {}
                 }
             }
         }

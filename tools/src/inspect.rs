@@ -23,7 +23,7 @@ use dprepo_repo_format::inspect::{
 use dprepo_repo_format::key::KeyFile;
 use dprepo_repo_format::pack::{PackEntry, PackKind};
 use dprepo_repo_format::repo::{KEYS_DIR, MAX_KEYS_TRIED, SNAPSHOTS_DIR};
-use dprepo_repo_format::tree::{Node, NodeKind, Timestamp, Tree, EXT_CRITICAL};
+use dprepo_repo_format::tree::{Node, NodeKind, Special, Timestamp, Tree, EXT_CRITICAL};
 use dprepo_repo_format::{BlobId, Repository};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -624,6 +624,10 @@ fn node_json(n: &Node) -> Value {
                 v["link_target_hex"] = json!(hex(t));
             }
         }
+        NodeKind::Special(Special::CharDevice(rdev) | Special::BlockDevice(rdev)) => {
+            v["rdev"] = json!(rdev)
+        }
+        NodeKind::Special(Special::Fifo | Special::Socket) => {}
     }
     v
 }
@@ -674,6 +678,10 @@ fn tree_text(id: &BlobId, tree: &Tree) -> String {
             NodeKind::Symlink(t) => {
                 let _ = writeln!(s, "  target {}", lossy(t));
             }
+            NodeKind::Special(Special::CharDevice(rdev) | Special::BlockDevice(rdev)) => {
+                let _ = writeln!(s, "  device number {rdev:#x}");
+            }
+            NodeKind::Special(Special::Fifo | Special::Socket) => {}
         }
         for e in &n.extensions {
             let _ = writeln!(

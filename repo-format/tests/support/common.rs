@@ -36,7 +36,7 @@ pub async fn restore_to_tempdir(
     dir: &Path,
 ) -> tempfile::TempDir {
     let target = tempfile::tempdir().unwrap();
-    restore(
+    let summary = restore(
         repo,
         &snap.manifest.tree,
         dir.as_os_str().as_encoded_bytes(),
@@ -46,6 +46,12 @@ pub async fn restore_to_tempdir(
     )
     .await
     .unwrap_or_else(|e| panic!("snapshot {} does not restore: {e}", snap.id.short()));
+    assert!(
+        summary.is_complete(),
+        "snapshot {} restores only in part: {:?}",
+        snap.id.short(),
+        summary.errors
+    );
     target
 }
 

@@ -576,6 +576,45 @@ pub fn assert_clean_failure(out: &Output, args: &[&str]) -> String {
     lines[0].to_string()
 }
 
+/// Assert `out` is a restore that went on past entries it could not restore: exit code
+/// 1 (not a signal), no panic, one `dprepo: not restored: PATH: WHY` line per skipped
+/// entry, then one `dprepo: error: restore incomplete ...` line last. Returns the
+/// not-restored lines without their prefix.
+pub fn assert_incomplete_restore(out: &Output, args: &[&str]) -> Vec<String> {
+    let err = stderr(out);
+    assert!(
+        !err.contains("panicked"),
+        "dprepo {args:?} panicked:\n{err}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "dprepo {args:?}: expected exit code 1 for an incomplete restore; stderr:\n{err}"
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    let last = lines.last().copied().unwrap_or_default();
+    assert!(
+        last.starts_with("dprepo: error: restore incomplete"),
+        "dprepo {args:?}: last line is not the incomplete-restore error:\n{err}"
+    );
+    let skipped: Vec<String> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("dprepo: not restored: "))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        !skipped.is_empty(),
+        "dprepo {args:?}: no entry is listed as not restored:\n{err}"
+    );
+    for l in &lines[..lines.len() - 1] {
+        assert!(
+            l.starts_with("dprepo: not restored: ") || l.starts_with("dprepo: warning: "),
+            "dprepo {args:?}: unexpected stderr line {l:?}:\n{err}"
+        );
+    }
+    skipped
+}
+
 /// `p` as `&str` (test paths are UTF-8).
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
