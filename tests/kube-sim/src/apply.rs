@@ -43,10 +43,8 @@ impl Shape<'_> {
                 p.replace('~', "~0").replace('/', "~1")
             )) {
                 s
-            } else if let Some(ap) = cur.get("additionalProperties").filter(|a| a.is_object()) {
-                ap
             } else {
-                return None;
+                cur.get("additionalProperties").filter(|a| a.is_object())?
             };
             if cur.get("type").and_then(Value::as_str) == Some("array") {
                 // The next path element (if any) is inside an item.

@@ -1689,6 +1689,7 @@ impl Cluster {
         self.finish_update(st, t, name, obj, &old_stored, warnings, o.dry_run)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn finish_update(
         &self,
         st: &mut State,

@@ -153,7 +153,10 @@ impl<'a> Reader<'a> {
 }
 
 /// The raw fields of a message: tag -> list of (wire type, payload).
-fn fields(buf: &[u8]) -> Result<Vec<(u32, u64, Vec<u8>, u64)>, String> {
+/// One raw field: tag, wire type, payload (length-delimited and fixed), varint value.
+type RawField = (u32, u64, Vec<u8>, u64);
+
+fn fields(buf: &[u8]) -> Result<Vec<RawField>, String> {
     let mut r = Reader::new(buf);
     let mut out = Vec::new();
     while !r.done() {
