@@ -18,6 +18,10 @@
 //!   without one, such requests are refused the way a cluster refuses them for a pod that
 //!   is not running.
 
+pub mod cron;
+pub mod env;
+pub mod expand;
+
 use crate::cluster::Cluster;
 use crate::server::Body;
 use futures::future::BoxFuture;
