@@ -24,14 +24,19 @@
 //! says what they implement and what they do not.
 
 pub mod cron;
+pub mod cronjob;
 pub mod env;
 pub mod exec;
 pub mod expand;
 pub mod image;
+pub mod job;
 pub mod kubelet;
 pub mod podexec;
+pub mod snapshot;
+pub mod statefulset;
 pub mod util;
 pub mod volumes;
+pub mod workloads;
 
 use crate::cluster::Cluster;
 use crate::server::Body;
@@ -172,8 +177,18 @@ impl Runner {
         &self,
         stop: &tokio::sync::watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
+        let c = self.kubelet.cluster.clone();
         vec![
             tokio::spawn(kubelet::run(self.kubelet.clone(), stop.clone())),
+            tokio::spawn(job::run(c.clone(), stop.clone())),
+            tokio::spawn(cronjob::run(
+                c.clone(),
+                self.cron_clock.clone(),
+                stop.clone(),
+            )),
+            tokio::spawn(statefulset::run(c.clone(), stop.clone())),
+            tokio::spawn(workloads::run(c.clone(), stop.clone())),
+            tokio::spawn(snapshot::run(c, stop.clone())),
         ]
     }
 
