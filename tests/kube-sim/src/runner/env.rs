@@ -499,7 +499,7 @@ mod tests {
             "envFrom": [{"secretRef": {"name": "db"}, "prefix": "DB_"}, {"configMapRef": {"name": "cfg"}}],
             "env": [
                 {"name": "A", "value": "a"},
-                {"name": "B", "value": "$(A)-$(MODE)-$(DB_user)-$(NOPE)-$$(A)-$(KUBERNETES_SERVICE_PORT)"},
+                {"name": "B", "value": "$(A)-$(mode)-$(DB_user)-$(NOPE)-$$(A)-$(KUBERNETES_SERVICE_PORT)"},
                 {"name": "C", "value": "$(D)"},
                 {"name": "D", "value": "d"},
                 {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
@@ -519,7 +519,7 @@ mod tests {
             "resources": {"limits": {"memory": "512Mi"}, "requests": {"cpu": "250m"}}});
         let e = env_of(c).unwrap();
         assert_eq!(e["DB_password"], "s3cret");
-        assert_eq!(e["MODE"], "fast");
+        assert_eq!(e["mode"], "fast");
         assert!(!e.contains_key("DB_bad=key"));
         assert_eq!(e["B"], "a-fast-admin-$(NOPE)-$(A)-6443");
         assert_eq!(e["C"], "$(D)", "only variables defined before are expanded");

@@ -22,7 +22,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::protocol::{Message, Role};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message, Role};
 
 const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
@@ -323,6 +324,12 @@ async fn run<S>(
     let mut m = vec![3u8];
     m.extend(serde_json::to_vec(&st).unwrap_or_default());
     let _ = sink.send(Message::binary(m)).await;
-    let _ = sink.close().await;
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        })))
+        .await;
+    let _ = sink.flush().await;
     input.abort();
 }

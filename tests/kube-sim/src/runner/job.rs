@@ -415,7 +415,7 @@ fn sync(c: &Cluster, backoff: &mut HashMap<String, Backoff>) {
         // Terminal conditions once nothing runs any more.
         let nothing_left = active.is_empty() && terminating_n == 0;
         if nothing_left && !suspend {
-            if cond_true(&status, "FailureTarget") {
+            if cond_true(&json!({"status": status}), "FailureTarget") {
                 let (r, m) = status
                     .get("conditions")
                     .and_then(Value::as_array)
@@ -447,7 +447,7 @@ fn sync(c: &Cluster, backoff: &mut HashMap<String, Backoff>) {
                         m,
                     ));
                 }
-            } else if cond_true(&status, "SuccessCriteriaMet") {
+            } else if cond_true(&json!({"status": status}), "SuccessCriteriaMet") {
                 set_condition(
                     &mut status,
                     condition(

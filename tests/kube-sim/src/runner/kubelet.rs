@@ -816,13 +816,14 @@ impl PodRun {
                 if self.stopped().is_none() {
                     // An init container failed for good (restartPolicy Never).
                     self.model.lock().unwrap_or_else(|e| e.into_inner()).phase = "Failed".into();
-                    for k in 0..self
+                    // (The length first: a guard in a `for` head lives through the loop.)
+                    let n = self
                         .model
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .containers
-                        .len()
-                    {
+                        .len();
+                    for k in 0..n {
                         self.set(false, k, |s| s.state = waiting("PodInitializing", None));
                     }
                     push(&self.ctx, &self.p, &self.model);
@@ -1577,7 +1578,8 @@ async fn probe_loop(
     let ready_p = c.get("readinessProbe").cloned();
     let live_p = c.get("livenessProbe").cloned();
     if ready_p.is_none() && live_p.is_none() {
-        return;
+        // Keep `kill` alive: a dropped sender would read as a liveness failure.
+        std::future::pending::<()>().await;
     }
     let started = Instant::now();
     let num = |pr: &Option<Value>, f: &str, d: u64| {

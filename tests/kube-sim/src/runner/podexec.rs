@@ -2,8 +2,8 @@
 //! under `unshare --mount --uts --ipc --pid --fork --kill-child`, so it starts as PID 1 of
 //! fresh namespaces. It builds the container's root and becomes the container process:
 //!
-//! 1. an overlay mount at `root`: the image layers (if any) over the host's `/` as lower
-//!    layers, the container's own upper directory for its writes;
+//! 1. an overlay mount at `root`: the host's `/` as the lower layer, the container's own
+//!    upper directory for its writes; an image layer's entries bound read-only on top;
 //! 2. a fresh `/proc` (this PID namespace's), `/sys` from the host (read-only), a private
 //!    `/dev` (tmpfs with the host's null, zero, full, random, urandom, tty and pts bound
 //!    in), the pod's shared `/dev/shm`, a private `/tmp`, an empty `/root` (so the
@@ -47,7 +47,7 @@ pub struct Spec {
     pub upper: PathBuf,
     /// Overlay work directory.
     pub work: PathBuf,
-    /// Image layers, topmost first; the host's `/` is always the bottom layer.
+    /// Image layers: their top-level entries are bound (read-only) over the root.
     #[serde(default)]
     pub layers: Vec<PathBuf>,
     /// Hostname (UTS namespace).
@@ -220,15 +220,10 @@ fn setup(spec: &Spec) -> Result<(), String> {
         MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
     )
     .map_err(|e| format!("make / private: {e}"))?;
-    let mut lower: Vec<String> = spec
-        .layers
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
-    lower.push("/".into());
+    // The host's `/` is the only lower layer (overlayfs refuses lower layers nested in
+    // one another, and an image layer lives under `/`): image files are bound on top below.
     let data = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.join(":"),
+        "lowerdir=/,upperdir={},workdir={}",
         spec.upper.display(),
         spec.work.display()
     );
@@ -259,15 +254,29 @@ fn setup(spec: &Spec) -> Result<(), String> {
     // A private /dev as runtimes make it: a tmpfs with the usual device nodes bound in, so
     // nothing the container creates there (the termination log) lands in the host's /dev.
     let dev = ensure_target(root, "/dev", false)?;
-    mount("tmpfs", &dev, "tmpfs", MountFlags::NOSUID, c"mode=755,size=65536k")
-        .map_err(|e| format!("mount /dev: {e}"))?;
+    mount(
+        "tmpfs",
+        &dev,
+        "tmpfs",
+        MountFlags::NOSUID,
+        c"mode=755,size=65536k",
+    )
+    .map_err(|e| format!("mount /dev: {e}"))?;
     for node in ["null", "zero", "full", "random", "urandom", "tty"] {
         let host = Path::new("/dev").join(node);
         if host.exists() {
-            bind(&host, &ensure_target(root, &format!("/dev/{node}"), true)?, false)?;
+            bind(
+                &host,
+                &ensure_target(root, &format!("/dev/{node}"), true)?,
+                false,
+            )?;
         }
     }
-    bind(Path::new("/dev/pts"), &ensure_target(root, "/dev/pts", false)?, false)?;
+    bind(
+        Path::new("/dev/pts"),
+        &ensure_target(root, "/dev/pts", false)?,
+        false,
+    )?;
     for (link, to) in [
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
@@ -280,6 +289,21 @@ fn setup(spec: &Spec) -> Result<(), String> {
     bind(&spec.shm, &ensure_target(root, "/dev/shm", false)?, false)?;
     bind(&spec.tmp, &ensure_target(root, "/tmp", false)?, false)?;
     bind(&spec.home, &ensure_target(root, "/root", false)?, false)?;
+    // Image layers: each top-level entry bound read-only at the same path (the binaries
+    // are hard links to the build output, which a container must not change).
+    for layer in &spec.layers {
+        let entries = std::fs::read_dir(layer)
+            .map_err(|e| format!("image layer {}: {e}", layer.display()))?;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let is_file = e.file_type().map(|t| !t.is_dir()).unwrap_or(true);
+            let t = ensure_target(root, &format!("/{name}"), is_file)?;
+            bind(&e.path(), &t, true)?;
+        }
+    }
     let mut mounts = spec.mounts.clone();
     mounts.sort_by_key(|m| m.target.split('/').filter(|p| !p.is_empty()).count());
     for m in &mounts {
