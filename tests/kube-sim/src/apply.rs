@@ -43,10 +43,8 @@ impl Shape<'_> {
                 p.replace('~', "~0").replace('/', "~1")
             )) {
                 s
-            } else if let Some(ap) = cur.get("additionalProperties").filter(|a| a.is_object()) {
-                ap
             } else {
-                return None;
+                cur.get("additionalProperties").filter(|a| a.is_object())?
             };
             if cur.get("type").and_then(Value::as_str) == Some("array") {
                 // The next path element (if any) is inside an item.
@@ -459,6 +457,29 @@ fn new_entry(
     e
 }
 
+/// How conflict messages name a manager: `"m"` for appliers, `"m" using v1` for updaters,
+/// plus the subresource.
+fn describe_manager(e: &Value) -> String {
+    let mut s = format!(
+        "{:?}",
+        e.get("manager").and_then(Value::as_str).unwrap_or("")
+    );
+    if let Some(sr) = e
+        .get("subresource")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
+        s.push_str(&format!(" with subresource {sr:?}"));
+    }
+    if e.get("operation").and_then(Value::as_str) == Some("Update") {
+        s.push_str(&format!(
+            " using {}",
+            e.get("apiVersion").and_then(Value::as_str).unwrap_or("")
+        ));
+    }
+    s
+}
+
 fn part_sub(part: Part) -> Option<&'static str> {
     (part == Part::Status).then_some("status")
 }
@@ -524,11 +545,7 @@ pub fn apply(
             continue;
         }
         let set = entry_set(e);
-        let mgr = e
-            .get("manager")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let mgr = describe_manager(e);
         for leaf in leaves(&applied_set) {
             if leaf.last().map(String::as_str) == Some(".") {
                 continue;
@@ -542,28 +559,32 @@ pub fn apply(
     }
     if !conflicts.is_empty() && !req.force {
         let n = conflicts.len();
-        let mut msg = format!(
-            "Apply failed with {n} conflict{}: ",
-            if n == 1 { "" } else { "s" }
-        );
+        let body = if n == 1 {
+            format!("conflict with {}: {}", conflicts[0].0, conflicts[0].1)
+        } else {
+            let mut by: std::collections::BTreeMap<&str, Vec<&str>> =
+                std::collections::BTreeMap::new();
+            for (m, f) in &conflicts {
+                by.entry(m.as_str()).or_default().push(f.as_str());
+            }
+            let mut lines = Vec::new();
+            for (m, fs) in by {
+                lines.push(format!("conflicts with {m}:"));
+                for f in fs {
+                    lines.push(format!("- {f}"));
+                }
+            }
+            lines.join("\n")
+        };
         let causes: Vec<Value> = conflicts
             .iter()
-            .map(|(m, f)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{m}\""), "field": f}))
+            .map(|(m, f)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {m}"), "field": f}))
             .collect();
-        if n == 1 {
-            msg.push_str(&format!(
-                "conflict with \"{}\": {}",
-                conflicts[0].0, conflicts[0].1
-            ));
-        } else {
-            let mut by: Vec<String> = Vec::new();
-            for (m, f) in &conflicts {
-                by.push(format!("conflict with \"{m}\": {f}"));
-            }
-            msg.push_str(&by.join("\n"));
-        }
         let mut err = ApiError::conflict(group, resource, name, "");
-        err.message = msg;
+        err.message = format!(
+            "Apply failed with {n} conflict{}: {body}",
+            if n == 1 { "" } else { "s" }
+        );
         if let Some(d) = err.details.as_mut() {
             d["causes"] = Value::Array(causes);
         }
@@ -618,17 +639,34 @@ pub fn apply(
         remove_at(&mut merged, p);
     }
 
-    // Ownership.
+    // Ownership. An unchanged apply keeps its entry (and time): re-applying is a no-op.
+    let unchanged = entries
+        .iter()
+        .find(|e| same_entry(e, req.manager, "Apply", sub))
+        .filter(|e| {
+            entry_set(e) == applied_set
+                && e.get("apiVersion").and_then(Value::as_str) == Some(req.api_version)
+        });
+    let entry = match unchanged {
+        Some(e) => e.clone(),
+        None => new_entry(
+            req.manager,
+            "Apply",
+            req.api_version,
+            req.now,
+            applied_set,
+            sub,
+        ),
+    };
+    let pos = entries
+        .iter()
+        .position(|e| same_entry(e, req.manager, "Apply", sub));
     entries.retain(|e| !same_entry(e, req.manager, "Apply", sub));
     entries.retain(|e| !entry_set(e).is_empty());
-    entries.push(new_entry(
-        req.manager,
-        "Apply",
-        req.api_version,
-        req.now,
-        applied_set,
-        sub,
-    ));
+    match pos {
+        Some(p) if p <= entries.len() => entries.insert(p, entry),
+        _ => entries.push(entry),
+    }
     if let Some(m) = merged.get_mut("metadata").and_then(Value::as_object_mut) {
         m.insert("managedFields".into(), Value::Array(entries));
     }

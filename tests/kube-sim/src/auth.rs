@@ -257,7 +257,7 @@ fn rule_allows(rule: &Value, a: &Attributes) -> bool {
         return false;
     }
     let names = strs(rule, "resourceNames");
-    names.is_empty() || (!a.name.is_empty() && names.iter().any(|n| *n == a.name))
+    names.is_empty() || (!a.name.is_empty() && names.contains(&a.name))
 }
 
 const PUBLIC_PATHS: &[&str] = &["/healthz", "/livez", "/readyz", "/version", "/version/"];
@@ -354,10 +354,10 @@ fn covered(held: &[Value], rule: &Value) -> bool {
     for v in &verbs {
         for g in &groups {
             for r in &resources {
-                let (res, sub) = r
+                let sub = r
                     .split_once('/')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .unwrap_or((r.clone(), String::new()));
+                    .map(|(_, b)| b.to_string())
+                    .unwrap_or_default();
                 for n in &names {
                     let ok = held.iter().any(|h| {
                         let hv = strs(h, "verbs");
@@ -367,10 +367,7 @@ fn covered(held: &[Value], rule: &Value) -> bool {
                         has(&hv, v)
                             && has(&hg, g)
                             && hr.iter().any(|x| {
-                                x == "*"
-                                    || x == r
-                                    || (!sub.is_empty() && *x == format!("*/{sub}"))
-                                    || (res == "*" && x == "*")
+                                x == "*" || x == r || (!sub.is_empty() && *x == format!("*/{sub}"))
                             })
                             && (hn.is_empty() || (!n.is_empty() && hn.contains(n)))
                     });

@@ -1516,10 +1516,11 @@ impl Cluster {
                 return Err(Self::invalid(
                     t,
                     name,
-                    &[FieldError::invalid(
+                    &[FieldError::typed(
+                        crate::error::FieldErrorType::Invalid,
                         "metadata.resourceVersion",
-                        Value::String("0x0".into()),
-                        "must be specified for an update",
+                        None,
+                        "0x0: must be specified for an update",
                     )],
                 ));
             }
@@ -1688,6 +1689,7 @@ impl Cluster {
         self.finish_update(st, t, name, obj, &old_stored, warnings, o.dry_run)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn finish_update(
         &self,
         st: &mut State,
@@ -1701,14 +1703,7 @@ impl Cluster {
         let rt = &t.rt;
         let ns = Self::ns_of(t);
         // A write that changes nothing is not a write: same resourceVersion, no event.
-        let strip_mf = |v: &Value| {
-            let mut x = v.clone();
-            if let Some(m) = x.get_mut("metadata").and_then(Value::as_object_mut) {
-                m.remove("managedFields");
-            }
-            x
-        };
-        if strip_mf(&obj) == strip_mf(old_stored) {
+        if obj == *old_stored {
             return Ok(Outcome {
                 object: present(rt, old_stored),
                 warnings,

@@ -12,7 +12,8 @@
 //!   managedFields; [`selector`]: label and field selectors;
 //! - [`auth`]: tokens and RBAC; [`controllers`]: namespace lifecycle, garbage collection,
 //!   CRD cleanup, volume binding; [`table`] and [`jsonpath`]: server-side printing;
-//! - [`logs`]: `pods/log`; [`runner`]: the kubelet and controller-manager stand-in.
+//! - [`logs`]: `pods/log`; [`runner`]: the kubelet and controller-manager stand-in;
+//!   [`proto`]: protobuf request bodies.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kube_sim::StartError> {
@@ -33,6 +34,7 @@ pub mod error;
 pub mod jsonpath;
 pub mod logs;
 pub mod patch;
+pub mod proto;
 pub mod resource;
 pub mod runner;
 pub mod selector;

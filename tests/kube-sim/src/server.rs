@@ -235,9 +235,16 @@ fn decode_body(bytes: &[u8], ct: &str) -> ApiResult<Value> {
             serde_json::to_value(v)
                 .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
         }
+        "application/vnd.kubernetes.protobuf" => crate::proto::decode(bytes).map_err(|e| {
+            ApiError::bad_request(format!("the protobuf body could not be decoded: {e}"))
+        }),
         other => Err(ApiError::unsupported_media_type(
             other,
-            &["application/json", "application/yaml"],
+            &[
+                "application/json",
+                "application/yaml",
+                "application/vnd.kubernetes.protobuf",
+            ],
         )),
     }
 }

@@ -463,11 +463,7 @@ pub fn validate(schema: &Value, v: &Value, path: &str, errs: &mut Vec<FieldError
             let embedded = flag(schema, "x-kubernetes-embedded-resource");
             if embedded {
                 for f in ["apiVersion", "kind"] {
-                    if !map
-                        .get(f)
-                        .and_then(Value::as_str)
-                        .is_some_and(|s| !s.is_empty())
-                    {
+                    if map.get(f).and_then(Value::as_str).is_none_or(str::is_empty) {
                         errs.push(FieldError::required(
                             &child_path(path, f),
                             "must not be empty",
