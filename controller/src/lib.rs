@@ -4,8 +4,11 @@
 //! The contract it keeps is KubeBlocks' own: the custom resources, the Job environment
 //! and paths, labels and the `backup.info` hand-off, so KubeBlocks addon ActionSets run
 //! unchanged with dprepo's `datasafed` injected into their pods.
+//!
+//! Module map: [`api`] holds the custom resource types.
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod config;
 pub mod context;
 pub mod error;
