@@ -5,12 +5,14 @@
 //! and paths, labels and the `backup.info` hand-off, so KubeBlocks addon ActionSets run
 //! unchanged with dprepo's `datasafed` injected into their pods.
 //!
-//! Module map: [`api`] holds the custom resource types.
+//! Module map: [`api`] holds the custom resource types; [`crd`] generates the
+//! CustomResourceDefinitions from them.
 #![warn(missing_docs)]
 
 pub mod api;
 pub mod config;
 pub mod context;
+pub mod crd;
 pub mod error;
 pub mod http;
 pub mod leader;

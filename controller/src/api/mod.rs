@@ -4,7 +4,8 @@
 //! Module map: one file per kind ([`storageprovider`], [`backuprepo`], [`actionset`],
 //! [`backuppolicy`], [`backupschedule`], [`backup`], [`restore`], [`garbagecollection`]);
 //! shared pieces in [`common`]; Go's duration text in [`duration`]; KubeBlocks' retention
-//! periods in [`retention`]; label, annotation and finalizer names in [`labels`].
+//! periods in [`retention`]; label, annotation and finalizer names in [`labels`]. The CRDs
+//! generated from these types are assembled in [`crate::crd`].
 //!
 //! Guarantees, checked by the fixture tests: every field of KubeBlocks' types is here under
 //! its JSON name, so an object read and written back loses nothing; and every object the
