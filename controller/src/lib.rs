@@ -17,3 +17,4 @@ pub mod error;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod template;
