@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod builder;
 pub mod config;
 pub mod context;
 pub mod crd;
