@@ -635,6 +635,15 @@ fn the_key_is_required_and_checked() {
     let out = output_of(cmd);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("wrong password"), "{}", stderr(&out));
+    // The controller's pre-check tells a repository made with another key from any other
+    // failure by this wording.
+    assert!(
+        stderr(&out).contains(
+            "was created with another key: wrong password: no key in the repository matches it"
+        ),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -589,6 +589,7 @@ async fn open(ctx: &Env, create: bool) -> Result<Option<Repository>> {
         Ok(r) => return Ok(Some(r)),
         Err(EngineError::NoRepository { .. }) if !create => return Ok(None),
         Err(EngineError::NoRepository { .. }) => {}
+        Err(e @ EngineError::WrongKey) => return Err(wrong_key(ctx, e)),
         Err(e) => return Err(e.into()),
     }
     match Repository::init(ctx.storage.clone(), &ctx.password, InitOptions::default()).await {
@@ -607,7 +608,7 @@ async fn open(ctx: &Env, create: bool) -> Result<Option<Repository>> {
                 .await
                 {
                     Ok(r) => return Ok(Some(r)),
-                    Err(e @ EngineError::WrongKey) => return Err(e.into()),
+                    Err(e @ EngineError::WrongKey) => return Err(wrong_key(ctx, e)),
                     Err(_) if attempt < 10 => {
                         attempt += 1;
                         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -621,6 +622,16 @@ async fn open(ctx: &Env, create: bool) -> Result<Option<Repository>> {
             ctx.storage.location()
         ))),
     }
+}
+
+/// A repository exists at the storage but the key opens none of its key files. The
+/// message names the location and says "another key", so callers (the controller's
+/// pre-check) can tell this apart from storage or credential errors.
+fn wrong_key(ctx: &Env, e: EngineError) -> anyhow::Error {
+    anyhow::Error::new(e).context(format!(
+        "the repository at {} was created with another key",
+        ctx.storage.location()
+    ))
 }
 
 // ---------------------------------------------------------------------------------
