@@ -18,4 +18,5 @@ pub mod error;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod reconcile;
 pub mod template;
