@@ -293,6 +293,20 @@ mod tests {
         }
     }
 
+    /// What the API server checks when the CRDs are applied: structural schemas (a type
+    /// everywhere, int-or-string and preserve-unknown only where allowed, valid patterns,
+    /// defaults that validate) and CEL rules that compile.
+    #[test]
+    fn crds_are_structural_and_their_rules_compile() {
+        for crd in all() {
+            let s = schema(&crd);
+            let mut errs = Vec::new();
+            dprepo_k8s_schema::schema::check_structural(&s, "openAPIV3Schema", true, &mut errs);
+            errs.extend(dprepo_k8s_schema::cel::check_rules(&s, "openAPIV3Schema"));
+            assert!(errs.is_empty(), "{}: {errs:#?}", crd.spec.names.kind);
+        }
+    }
+
     #[test]
     fn condition_lists_get_kubernetes_validation() {
         let repo = schema(&all()[1]);

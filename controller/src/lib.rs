@@ -6,7 +6,7 @@
 //! unchanged with dprepo's `datasafed` injected into their pods.
 //!
 //! Module map: [`api`] holds the custom resource types; [`crd`] generates the
-//! CustomResourceDefinitions from them.
+//! CustomResourceDefinitions from them; [`validate`] checks manifests against them.
 #![warn(missing_docs)]
 
 pub mod api;
@@ -20,3 +20,4 @@ pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod template;
+pub mod validate;

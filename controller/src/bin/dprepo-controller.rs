@@ -29,6 +29,21 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
+    /// Check manifests against the CRDs before `kubectl apply`: every error (unknown field,
+    /// wrong type, failed enum, pattern, bound or CEL rule) with its JSON path. Exits 1 if
+    /// any document has an error.
+    Validate {
+        /// Files to check (multi-document YAML); `-` reads standard input.
+        #[arg(short = 'f', long = "filename", value_name = "FILE", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        /// Print the reports as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Let documents of other kinds (Secrets, ConfigMaps ...) pass unchecked instead of
+        /// failing them.
+        #[arg(long)]
+        skip_other_kinds: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,5 +76,68 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Validate {
+            files,
+            json,
+            skip_other_kinds,
+        } => validate(&files, json, skip_other_kinds),
     }
+}
+
+fn validate(files: &[PathBuf], json: bool, skip_other_kinds: bool) -> Result<ExitCode> {
+    use dprepo_controller::validate::{validate_text, Options};
+    use std::io::Read;
+
+    let options = Options { skip_other_kinds };
+    let mut reports = Vec::new();
+    let mut stdin_read = false;
+    for file in files {
+        let (name, text) = if file.as_os_str() == "-" {
+            if stdin_read {
+                bail!("`-` (standard input) is given twice");
+            }
+            stdin_read = true;
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading standard input")?;
+            ("-".to_string(), text)
+        } else {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            (file.display().to_string(), text)
+        };
+        reports.extend(validate_text(&name, &text, options));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        for r in &reports {
+            let place = format!("{}#{}", r.file, r.document);
+            if r.skipped {
+                println!(
+                    "{place}: {}: SKIPPED (not a kind dprepo-controller serves)",
+                    r.title()
+                );
+            } else if r.is_ok() {
+                println!("{place}: {}: OK", r.title());
+            } else {
+                let n = r.problems.len();
+                let s = if n == 1 { "" } else { "s" };
+                println!("{place}: {}: {n} error{s}", r.title());
+                for p in &r.problems {
+                    println!("  {p}");
+                }
+            }
+        }
+    }
+    if reports.is_empty() {
+        eprintln!("dprepo-controller: no documents found");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(if reports.iter().all(|r| r.is_ok()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
