@@ -19,5 +19,6 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
+pub mod run;
 pub mod template;
 pub mod validate;
