@@ -227,6 +227,22 @@ fn repos_of_secret(
     out
 }
 
+/// The owners of kind `kind` (a cluster-scoped kind of `api_version`) of a namespaced
+/// object. `Controller::owns` would give them the child's namespace, and a second,
+/// namespaced key for the same object would let two reconciles of it run at once.
+fn cluster_owners<K: Resource<DynamicType = ()>>(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Vec<ObjectRef<K>> {
+    let kind = K::kind(&());
+    let api_version = K::api_version(&());
+    meta.owner_references
+        .iter()
+        .flatten()
+        .filter(|o| o.controller == Some(true) && o.kind == kind && o.api_version == api_version)
+        .map(|o| ObjectRef::new(&o.name))
+        .collect()
+}
+
 fn label_value<'a>(
     meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     key: &str,
@@ -310,10 +326,15 @@ async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>
     let (s1, s2) = (store.clone(), store.clone());
     let secret_ns = ns.clone();
     let repos = repos
-        .owns(Api::<Job>::namespaced(client.clone(), &ns), by_repo.clone())
-        .owns(
+        .watches(
+            Api::<Job>::namespaced(client.clone(), &ns),
+            by_repo.clone(),
+            |j: Job| cluster_owners::<BackupRepo>(&j.metadata),
+        )
+        .watches(
             Api::<PersistentVolumeClaim>::all(client.clone()),
             by_repo.clone(),
+            |p: PersistentVolumeClaim| cluster_owners::<BackupRepo>(&p.metadata),
         )
         .owns(Api::<StorageClass>::all(client.clone()), by_repo.clone())
         .watches(
@@ -354,9 +375,10 @@ async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>
     );
     let gc_store = gcs.store();
     let gcs = gcs
-        .owns(
+        .watches(
             Api::<Job>::namespaced(client.clone(), &ns),
             watcher::Config::default().labels(GC_LABEL),
+            |j: Job| cluster_owners::<GarbageCollection>(&j.metadata),
         )
         .watches(
             Api::<BackupRepo>::all(client.clone()),
@@ -399,6 +421,10 @@ fn log_result<K, E1, E2>(
         match e {
             // Reconcile errors are logged by the reconcile wrapper.
             kube::runtime::controller::Error::ReconcilerFailed(..) => {}
+            // A watch event for an object deleted meanwhile.
+            kube::runtime::controller::Error::ObjectNotFound(r) => {
+                tracing::debug!(kind, object = %r, "gone before its reconcile")
+            }
             other => tracing::warn!(kind, error = %other, "controller"),
         }
     }

@@ -51,10 +51,10 @@ enum Command {
 struct RunArgs {
     /// Where /metrics is served (`:8080`, `HOST:PORT`; `0` serves none).
     #[arg(long, default_value = ":8080", value_parser = parse_address)]
-    metrics_bind_address: Option<std::net::SocketAddr>,
+    metrics_bind_address: BindAddress,
     /// Where /healthz and /readyz are served.
     #[arg(long, default_value = ":8081", value_parser = parse_address)]
-    health_probe_bind_address: Option<std::net::SocketAddr>,
+    health_probe_bind_address: BindAddress,
     /// Run only while holding the leader Lease, so one replica is active
     /// (`--leader-elect=false` to run without one).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
@@ -68,8 +68,12 @@ struct RunArgs {
     log_format: String,
 }
 
-fn parse_address(text: &str) -> Result<Option<std::net::SocketAddr>, String> {
-    dprepo_controller::run::parse_bind_address(text)
+/// A listen address; `None` for `0` (disabled).
+#[derive(Debug, Clone, Copy)]
+struct BindAddress(Option<std::net::SocketAddr>);
+
+fn parse_address(text: &str) -> Result<BindAddress, String> {
+    dprepo_controller::run::parse_bind_address(text).map(BindAddress)
 }
 
 fn init_logging(format: &str) {
@@ -87,11 +91,11 @@ fn init_logging(format: &str) {
 
 fn run_controller(args: RunArgs) -> Result<ExitCode> {
     init_logging(&args.log_format);
-    let Some(probe_address) = args.health_probe_bind_address else {
+    let Some(probe_address) = args.health_probe_bind_address.0 else {
         bail!("--health-probe-bind-address must name an address: the probes cannot be disabled");
     };
     let options = dprepo_controller::run::RunOptions {
-        metrics_address: args.metrics_bind_address,
+        metrics_address: args.metrics_bind_address.0,
         probe_address,
         leader_elect: args.leader_elect,
         leader_elect_id: args.leader_elect_id,
@@ -195,4 +199,47 @@ fn validate(files: &[PathBuf], json: bool, skip_other_kinds: bool) -> Result<Exi
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // `run` with its defaults once panicked in clap: an `Option<SocketAddr>` field with a
+    // value parser returning `Option` does not downcast.
+    #[test]
+    fn run_flags_parse_with_defaults_and_as_kubeblocks_passes_them() {
+        let cli = Cli::try_parse_from(["dprepo-controller", "run"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(
+            args.metrics_bind_address.0,
+            Some("0.0.0.0:8080".parse().unwrap())
+        );
+        assert!(args.leader_elect);
+        assert_eq!(args.leader_elect_id, "abd03fda");
+        let cli = Cli::try_parse_from([
+            "dprepo-controller",
+            "run",
+            "--health-probe-bind-address=:8081",
+            "--metrics-bind-address=0",
+            "--leader-elect",
+            "--leader-elect-id=x",
+            "--log-format=json",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.metrics_bind_address.0, None);
+        assert!(args.leader_elect);
+        let cli =
+            Cli::try_parse_from(["dprepo-controller", "run", "--leader-elect=false"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert!(!args.leader_elect);
+        assert!(Cli::try_parse_from(["dprepo-controller", "run", "--log-format=xml"]).is_err());
+    }
 }

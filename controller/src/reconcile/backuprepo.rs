@@ -1712,8 +1712,6 @@ impl Run<'_> {
         self.create_storage_class_and_secret(&provider, &mut rctx, &digest)
             .await?;
         self.check_pvc_template(&provider, &rctx, &digest)?;
-        // Names of the per-namespace objects are needed before anything is prepared.
-        self.update_status().await?;
         let mut action = Action::await_change();
         if self.status.phase != Some(BackupRepoPhase::Deleting) {
             if let Some(a) = self.pre_check(&provider, &rctx, &digest, &key).await? {
