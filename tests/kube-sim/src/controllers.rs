@@ -9,7 +9,8 @@
 //!   delete theirs and go once no dependent with `blockOwnerDeletion` remains;
 //! - CRD cleanup: a terminating CRD's objects are deleted, then its finalizer removed;
 //! - volumes: PVCs are bound (a PV is provisioned for Immediate storage classes, or for
-//!   WaitForFirstConsumer ones once a pod uses the claim), `pvc-protection` and
+//!   WaitForFirstConsumer ones once a pod uses the claim; claims restored from a
+//!   VolumeSnapshot wait for the volume the runner provisions with the data), `pvc-protection` and
 //!   `pv-protection` are lifted when nothing uses the volume, released PVs are deleted or
 //!   kept per their reclaim policy;
 //! - legacy ServiceAccount token Secrets get their token.
@@ -463,6 +464,17 @@ fn volumes(c: &Cluster) {
                 .unwrap_or("")
                 .to_string();
             pv_name = format!("pvc-{uid}");
+            // A claim restored from a VolumeSnapshot is provisioned by the runner's
+            // snapshot controller, which creates `pvc-<uid>` holding the data: bind to
+            // that volume once it exists, never to an empty one.
+            let from_snapshot = pvc
+                .pointer("/spec/dataSourceRef/kind")
+                .or_else(|| pvc.pointer("/spec/dataSource/kind"))
+                .and_then(Value::as_str)
+                == Some("VolumeSnapshot");
+            if from_snapshot && c.lock().store.get(&pvgr, "", &pv_name).is_none() {
+                continue;
+            }
             let dir = c.options().data_dir.join("volumes").join(&pv_name);
             let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume",
                 "metadata": {"name": pv_name, "annotations": {"pv.kubernetes.io/provisioned-by": provisioner}},

@@ -12,8 +12,8 @@
 //!   managedFields; [`selector`]: label and field selectors;
 //! - [`auth`]: tokens and RBAC; [`controllers`]: namespace lifecycle, garbage collection,
 //!   CRD cleanup, volume binding; [`table`] and [`jsonpath`]: server-side printing;
-//! - [`logs`]: `pods/log`; [`runner`]: the boundary for the job runner; [`proto`]:
-//!   protobuf request bodies.
+//! - [`logs`]: `pods/log`; [`runner`]: the kubelet and controller-manager stand-in;
+//!   [`proto`]: protobuf request bodies.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kube_sim::StartError> {
@@ -68,8 +68,10 @@ pub struct Options {
     pub watch_history: Option<usize>,
     /// Interval of watch bookmarks (default 10 s).
     pub bookmark_interval: Option<Duration>,
-    /// The runner's handler for pods/exec, attach and portforward.
+    /// The runner's handler for pods/exec, attach and portforward (default: the runner's).
     pub pod_io: Option<runner::PodIoHandler>,
+    /// The runner (kubelet and controller-manager stand-in).
+    pub runner: runner::RunnerOptions,
 }
 
 /// Why kube-sim could not start.
@@ -113,6 +115,8 @@ pub struct Handle {
     pub data_dir: PathBuf,
     /// The in-process API.
     pub cluster: Cluster,
+    /// The runner (its CronJob clock, its running containers).
+    pub runner: Arc<runner::Runner>,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     _temp: Option<tempfile::TempDir>,
@@ -393,10 +397,19 @@ pub async fn start(opts: Options) -> Result<Handle, StartError> {
     })?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let runner = Arc::new(runner::Runner::new(
+        cluster.clone(),
+        addr.port(),
+        &opts.runner,
+    ));
+    let pod_io = opts
+        .pod_io
+        .clone()
+        .or_else(|| opts.runner.enabled.then(|| runner.pod_io()));
     let server = Arc::new(server::Server {
         cluster: cluster.clone(),
         url: url.clone(),
-        pod_io: opts.pod_io.clone(),
+        pod_io,
     });
     let acceptor = tokio_rustls::TlsAcceptor::from(certs.server_config.clone());
     let mut stop_accept = stop_rx.clone();
@@ -425,7 +438,11 @@ pub async fn start(opts: Options) -> Result<Handle, StartError> {
             });
         }
     });
-    let ctl_task = tokio::spawn(controllers::run(cluster.clone(), stop_rx));
+    let ctl_task = tokio::spawn(controllers::run(cluster.clone(), stop_rx.clone()));
+    let mut tasks = vec![accept_task, ctl_task];
+    if opts.runner.enabled {
+        tasks.extend(runner.spawn(&stop_rx));
+    }
     Ok(Handle {
         addr,
         url,
@@ -434,8 +451,9 @@ pub async fn start(opts: Options) -> Result<Handle, StartError> {
         ca_pem: certs.ca_pem,
         data_dir,
         cluster,
+        runner,
         stop: stop_tx,
-        tasks: vec![accept_task, ctl_task],
+        tasks,
         _temp: temp,
     })
 }

@@ -1,11 +1,13 @@
-//! `kube-sim --kubeconfig FILE [--port N] [--data-dir DIR] [--watch-history N]`: serves a
-//! stand-in Kubernetes API on 127.0.0.1 until killed (SIGINT/SIGTERM).
+//! `kube-sim --kubeconfig FILE [--port N] [--data-dir DIR] [--watch-history N]
+//! [--cron-time-scale N] [--no-runner]`: serves a stand-in Kubernetes API on 127.0.0.1, and
+//! runs pods on this host, until killed (SIGINT/SIGTERM). `kube-sim pod-exec SPEC` is the
+//! runner's container helper (see `runner::podexec`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str =
-    "usage: kube-sim --kubeconfig FILE [--port N] [--data-dir DIR] [--watch-history N]";
+const USAGE: &str = "usage: kube-sim --kubeconfig FILE [--port N] [--data-dir DIR] [--watch-history N] [--cron-time-scale N] [--no-runner]
+       kube-sim pod-exec SPEC   (internal: the runner's container helper)";
 
 fn parse() -> Result<kube_sim::Options, String> {
     let mut o = kube_sim::Options::default();
@@ -26,6 +28,12 @@ fn parse() -> Result<kube_sim::Options, String> {
                         .map_err(|e| format!("--watch-history: {e}"))?,
                 )
             }
+            "--cron-time-scale" => {
+                o.runner.cron_time_scale = val("--cron-time-scale")?
+                    .parse()
+                    .map_err(|e| format!("--cron-time-scale: {e}"))?
+            }
+            "--no-runner" => o.runner.enabled = false,
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -37,6 +45,16 @@ fn parse() -> Result<kube_sim::Options, String> {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("pod-exec") {
+        match args.get(2) {
+            Some(spec) => kube_sim::runner::podexec::run(std::path::Path::new(spec)),
+            None => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let opts = match parse() {
         Ok(o) => o,
         Err(e) => {

@@ -757,8 +757,24 @@ fn workload(obj: &Value, old: Option<&Value>, kind: &str, e: &mut Vec<FieldError
         "spec.template.metadata.labels",
     ));
     if let Some(ps) = spec.pointer("/template/spec") {
-        pod_spec(ps, "spec.template.spec", true, e);
-        template_restart(ps, "spec.template.spec", &["Always"], e);
+        // A StatefulSet's containers mount its volumeClaimTemplates by name: the pods get
+        // those volumes from the controller, so they count as declared (the real server
+        // does not check the template's mounts at all here).
+        let mut ps = ps.clone();
+        if kind == "StatefulSet" {
+            let claims: Vec<Value> = arr(&spec, "volumeClaimTemplates")
+                .iter()
+                .filter_map(|t| t.pointer("/metadata/name").cloned())
+                .map(|n| serde_json::json!({"name": n, "emptyDir": {}}))
+                .collect();
+            if !claims.is_empty() {
+                let mut vols = arr(&ps, "volumes").to_vec();
+                vols.extend(claims);
+                ps["volumes"] = Value::Array(vols);
+            }
+        }
+        pod_spec(&ps, "spec.template.spec", true, e);
+        template_restart(&ps, "spec.template.spec", &["Always"], e);
     } else {
         e.push(FieldError::required("spec.template.spec.containers", ""));
     }
@@ -1349,6 +1365,18 @@ mod tests {
         );
         assert!(m.iter().any(|x| x
             .starts_with("spec.template.spec.containers[0].env[0].name: Invalid value: \"A=B\"")));
+    }
+
+    #[test]
+    fn statefulset_mounts_of_volume_claim_templates_are_declared() {
+        // Broke: the standard StatefulSet (a container mounting its volumeClaimTemplate)
+        // was refused with "volumeMounts[0].name: Not found", which a cluster accepts.
+        let s = json!({"metadata": {"name": "db"}, "spec": {"selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "c", "image": "pg",
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"]}}]}});
+        let e = validate("apps", "StatefulSet", &s, None, &none);
+        assert!(e.is_empty(), "{e:?}");
     }
 
     #[test]

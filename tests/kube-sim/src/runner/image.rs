@@ -1,0 +1,139 @@
+//! Images. A container runs on the host's own filesystem (the host's `/` is the bottom
+//! overlay layer), so an image name selects nothing, except the images this project
+//! builds: `docker.io/dprepo/dprepo:<tag>` and `dprepo/dprepo:<tag>` (also by digest),
+//! the controller's default `DATASAFED_IMAGE` and tools image. For those the runner adds
+//! a layer on top holding what the real image holds:
+//!
+//! - `/dprepo` and `/datasafed`: the cargo-built `dprepo` binary (hard links, or copies
+//!   across filesystems), found through `KUBE_SIM_DPREPO_BIN` or next to the kube-sim
+//!   binary (`target/<profile>/dprepo`);
+//! - `/scripts/install-datasafed.sh DIR`: copies `/datasafed` to `DIR/datasafed` and the
+//!   CA certificates (`/etc/ssl/certs`) to `DIR/certs`, as KubeBlocks' datasafed image
+//!   script does for the `dp-copy-datasafed` init container.
+//!
+//! When the binary cannot be found the container waits with `ErrImagePull` and a
+//! message saying how to build it, as a real node reports an image it cannot pull.
+
+use std::path::{Path, PathBuf};
+
+/// The install script of the dprepo image.
+pub const INSTALL_DATASAFED: &str = r#"#!/bin/sh
+# kube-sim's dprepo image: install the datasafed binary and the CA certificates into $1.
+set -e
+if [ -z "$1" ]; then
+  echo "usage: $0 DIR" >&2
+  exit 1
+fi
+dest="$1"
+mkdir -p "$dest"
+cp /datasafed "$dest/datasafed"
+chmod 0755 "$dest/datasafed"
+if [ -d /etc/ssl/certs ]; then
+  mkdir -p "$dest/certs"
+  cp -L -R /etc/ssl/certs/. "$dest/certs/" 2>/dev/null || cp -R /etc/ssl/certs/. "$dest/certs/"
+fi
+"#;
+
+/// Whether an image reference is one of this project's images.
+pub fn is_dprepo_image(image: &str) -> bool {
+    let repo = match image.split_once('@') {
+        Some((r, _)) => r,
+        None => image,
+    };
+    // Strip a tag (a colon after the last slash).
+    let repo = match repo.rfind(':') {
+        Some(i) if i > repo.rfind('/').unwrap_or(0) => &repo[..i],
+        _ => repo,
+    };
+    repo == "dprepo/dprepo" || repo == "docker.io/dprepo/dprepo"
+}
+
+/// Where the `dprepo` binary is: `KUBE_SIM_DPREPO_BIN`, or beside the running binary (or
+/// one directory up, for test binaries in `target/<profile>/deps`).
+pub fn find_dprepo_bin() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("KUBE_SIM_DPREPO_BIN") {
+        let p = PathBuf::from(p);
+        return p.is_file().then_some(p);
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [dir.join("dprepo"), dir.parent()?.join("dprepo")]
+        .into_iter()
+        .find(|p| p.is_file())
+}
+
+/// Builds (once) the dprepo image layer under `images_dir` and returns its path.
+///
+/// # Errors
+/// A message for the container's `ErrImagePull` status.
+pub fn dprepo_layer(images_dir: &Path, image: &str) -> Result<PathBuf, String> {
+    let bin = find_dprepo_bin().ok_or_else(|| {
+        format!(
+            "kube-sim maps {image} to the cargo-built dprepo binary, which was not found: run `cargo build --workspace --bins` or set KUBE_SIM_DPREPO_BIN"
+        )
+    })?;
+    let meta = std::fs::metadata(&bin).map_err(|e| format!("{}: {e}", bin.display()))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    // One layer per binary version, so a rebuilt binary is picked up by new containers
+    // while running ones keep theirs.
+    let dir = images_dir.join(format!("dprepo-{}-{mtime}", meta.len()));
+    if dir.join(".complete").exists() {
+        return Ok(dir);
+    }
+    let tmp = images_dir.join(format!(".tmp-{}", crate::cluster::name_suffix(8)));
+    let build = || -> std::io::Result<()> {
+        std::fs::create_dir_all(tmp.join("scripts"))?;
+        for name in ["dprepo", "datasafed"] {
+            let to = tmp.join(name);
+            if std::fs::hard_link(&bin, &to).is_err() {
+                std::fs::copy(&bin, &to)?;
+            }
+        }
+        let script = tmp.join("scripts/install-datasafed.sh");
+        std::fs::write(&script, INSTALL_DATASAFED)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::write(tmp.join(".complete"), b"")?;
+        Ok(())
+    };
+    if let Err(e) = build() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(format!("cannot build the image layer for {image}: {e}"));
+    }
+    if std::fs::rename(&tmp, &dir).is_err() {
+        // Another container built it meanwhile.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_dprepo_image;
+
+    #[test]
+    fn only_this_projects_images_are_mapped() {
+        for yes in [
+            "docker.io/dprepo/dprepo:0.1.0",
+            "dprepo/dprepo:latest",
+            "dprepo/dprepo",
+            "docker.io/dprepo/dprepo@sha256:0123",
+            "dprepo/dprepo:1@sha256:0123",
+        ] {
+            assert!(is_dprepo_image(yes), "{yes}");
+        }
+        for no in [
+            "apecloud/datasafed:latest",
+            "busybox",
+            "registry:5000/dprepo/dprepo:1",
+            "dprepo/dprepo-tools:1",
+            "quay.io/dprepo/dprepo:1",
+        ] {
+            assert!(!is_dprepo_image(no), "{no}");
+        }
+    }
+}
