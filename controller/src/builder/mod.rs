@@ -32,17 +32,6 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shell_quoting_survives_quotes() {
-        assert_eq!(shell_quote("/a/b.txt"), "'/a/b.txt'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-    }
-}
-
 /// The owner reference controller-runtime's `SetControllerReference` writes: controller,
 /// blocking the owner's foreground deletion. `None` for an object without a uid.
 pub fn controller_ref<K: kube::Resource<DynamicType = ()>>(
@@ -52,4 +41,15 @@ pub fn controller_ref<K: kube::Resource<DynamicType = ()>>(
         r.block_owner_deletion = Some(true);
         r
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quoting_survives_quotes() {
+        assert_eq!(shell_quote("/a/b.txt"), "'/a/b.txt'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
 }
