@@ -38,6 +38,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Consecutive failures per object (the back-off of transient errors).
+    pub failures: crate::reconcile::Failures,
 }
 
 impl Context {
@@ -61,6 +63,7 @@ impl Context {
             metrics,
             recorder,
             clock: Arc::new(SystemClock),
+            failures: Default::default(),
         }
     }
 

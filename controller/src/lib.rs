@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod builder;
 pub mod config;
 pub mod context;
 pub mod crd;
@@ -17,5 +18,7 @@ pub mod error;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod reconcile;
+pub mod run;
 pub mod template;
 pub mod validate;

@@ -635,6 +635,15 @@ fn the_key_is_required_and_checked() {
     let out = output_of(cmd);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("wrong password"), "{}", stderr(&out));
+    // The controller's pre-check tells a repository made with another key from any other
+    // failure by this wording.
+    assert!(
+        stderr(&out).contains(
+            "was created with another key: wrong password: no key in the repository matches it"
+        ),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -911,4 +920,88 @@ fn block_on_list(storage: &dprepo_repo_format::storage::S3Storage, prefix: &str)
         .into_iter()
         .map(|b| b.name)
         .collect()
+}
+
+/// `dprepo gc` run where only datasafed is set up (the controller's GC Job): no `-r`, the
+/// storage from DATASAFED_LOCAL_BACKEND_PATH or the datasafed config, the key from the
+/// environment, and a one-line JSON summary in `--summary-file` (the pod's termination
+/// message), also when it fails.
+#[test]
+fn dprepo_gc_finds_the_datasafed_storage_and_writes_a_summary() {
+    let ds = Ds::local();
+    ds.push("/ns/a.bin", &[], &sample(71, 3 << 20));
+    ds.push("/ns/b.bin", &[], &sample(72, 3 << 20));
+    ds.ok(&["rm", "/ns/a.bin"]);
+    let summary = ds.dir.path().join("summary.json");
+    let gc = |vars: &[(&str, &str)], extra: &[&str]| {
+        let mut cmd = Command::new(dprepo_bin());
+        clean_env(&mut cmd);
+        cmd.env("XDG_CACHE_HOME", ds.dir.path().join("cache"))
+            .args(["gc", "--summary-file"])
+            .arg(&summary)
+            .args(extra)
+            .stdin(Stdio::null());
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        output_of(cmd)
+    };
+    let repo = s(&ds.repo()).to_string();
+    // A dry run through a datasafed config file names what would go.
+    let conf = ds.dir.path().join("datasafed.conf");
+    std::fs::write(&conf, format!("[storage]\ntype = local\nroot = {repo}\n")).unwrap();
+    let out = gc(
+        &[
+            ("DATASAFED_CONFIG", s(&conf)),
+            ("DPREPO_PASSWORD", PASSWORD),
+        ],
+        &["--dry-run"],
+    );
+    assert_success(&out, &["gc", "--dry-run"]);
+    let text = std::fs::read_to_string(&summary).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let dry: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(dry["dryRun"], true);
+    assert_eq!(dry["snapshots"], 1);
+    assert!(dry["bytesFreed"].as_u64().unwrap() > 0, "{dry}");
+    assert_eq!(ds.snapshots(&[]).len(), 1);
+
+    let out = gc(
+        &[
+            ("DATASAFED_LOCAL_BACKEND_PATH", repo.as_str()),
+            ("DPREPO_PASSWORD", PASSWORD),
+        ],
+        &[],
+    );
+    assert_success(&out, &["gc"]);
+    let done: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(done["dryRun"], false);
+    assert!(done["packsDeleted"].as_u64().unwrap() >= 1, "{done}");
+    assert!(done["bytesFreed"].as_u64().unwrap() > 0, "{done}");
+    assert_eq!(ds.pull("/ns/b.bin", &[]), sample(72, 3 << 20));
+
+    // A wrong key fails, and the summary carries the error instead of counts.
+    let out = gc(
+        &[
+            ("DATASAFED_LOCAL_BACKEND_PATH", repo.as_str()),
+            ("DPREPO_PASSWORD", "not the key"),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let failed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert!(
+        failed["error"].as_str().unwrap().contains("wrong password"),
+        "{failed}"
+    );
+    // Nothing configured at all: the error names every way to give a repository.
+    let out = gc(&[("DPREPO_PASSWORD", PASSWORD)], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("DATASAFED_LOCAL_BACKEND_PATH"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -477,6 +477,33 @@ fn env_nonempty(key: &str) -> Option<String> {
 
 fn storage(cli: &DatasafedCli) -> Result<Arc<dyn Storage>> {
     let cache_dir = std::env::var_os("DPREPO_CACHE_DIR").map(PathBuf::from);
+    let conf = cli
+        .conf
+        .clone()
+        .or_else(|| env_nonempty("DATASAFED_CONFIG").map(PathBuf::from));
+    if let Some(storage) = configured_storage(conf, cache_dir.clone(), false)? {
+        return Ok(storage);
+    }
+    if let Some(location) = env_nonempty("DPREPO_REPOSITORY") {
+        let s3 = || Ok(S3Options::from_url(&location)?.from_env());
+        return repository::storage_at(&location, s3, cache_dir, false);
+    }
+    bail!(
+        "no storage configured: set DATASAFED_LOCAL_BACKEND_PATH, or write a [storage] section to \
+         {DEFAULT_CONFIG} (or the file named by -c/--conf or DATASAFED_CONFIG), or set DPREPO_REPOSITORY"
+    )
+}
+
+/// The storage a datasafed setup names, first match wins: `DATASAFED_LOCAL_BACKEND_PATH`,
+/// then the config file `conf` (an error if given and missing), then
+/// /etc/datasafed/datasafed.conf. `None` when there is none of them. Shared by `datasafed`
+/// and by `dprepo` run without `-r` (in a pod prepared for datasafed, dprepo finds the
+/// repository the same way).
+pub(crate) fn configured_storage(
+    conf: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    no_cache: bool,
+) -> Result<Option<Arc<dyn Storage>>> {
     if let Some(dir) = env_nonempty("DATASAFED_LOCAL_BACKEND_PATH") {
         let path = std::path::absolute(dir.trim())
             .with_context(|| format!("DATASAFED_LOCAL_BACKEND_PATH {dir}"))?;
@@ -492,27 +519,15 @@ fn storage(cli: &DatasafedCli) -> Result<Arc<dyn Storage>> {
             ),
         }
         let location = path.to_string_lossy().into_owned();
-        return repository::storage_at(&location, unreachable_s3, None, true);
+        return repository::storage_at(&location, unreachable_s3, None, true).map(Some);
     }
-    let explicit = cli
-        .conf
-        .clone()
-        .or_else(|| env_nonempty("DATASAFED_CONFIG").map(PathBuf::from));
-    let conf = explicit
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let explicit = conf.is_some();
+    let conf = conf.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     if !conf.is_file() {
-        if explicit.is_some() {
+        if explicit {
             bail!("config file {} does not exist", conf.display());
         }
-        if let Some(location) = env_nonempty("DPREPO_REPOSITORY") {
-            let s3 = || Ok(S3Options::from_url(&location)?.from_env());
-            return repository::storage_at(&location, s3, cache_dir, false);
-        }
-        bail!(
-            "no storage configured: set DATASAFED_LOCAL_BACKEND_PATH, or write a [storage] section to \
-             {DEFAULT_CONFIG} (or the file named by -c/--conf or DATASAFED_CONFIG), or set DPREPO_REPOSITORY"
-        );
+        return Ok(None);
     }
     let path = conf.to_string_lossy().into_owned();
     let section = read_ini_section(&path, "storage");
@@ -528,7 +543,7 @@ fn storage(cli: &DatasafedCli) -> Result<Arc<dyn Storage>> {
     match kind.as_str() {
         "local" => {
             let location = root.strip_prefix("file://").unwrap_or(&root).to_string();
-            repository::storage_at(&location, unreachable_s3, None, true)
+            repository::storage_at(&location, unreachable_s3, None, true).map(Some)
         }
         "s3" => {
             let root = root.trim_start_matches("s3://").trim_matches('/');
@@ -544,7 +559,7 @@ fn storage(cli: &DatasafedCli) -> Result<Arc<dyn Storage>> {
                 }
             }
             let location = format!("s3://{bucket}/{}", o.prefix);
-            repository::storage_at(&location, || Ok(o.from_env()), cache_dir, false)
+            repository::storage_at(&location, || Ok(o.from_env()), cache_dir, no_cache).map(Some)
         }
         other => bail!("{path}: storage type {other:?} is not supported (local, s3)"),
     }
@@ -594,6 +609,7 @@ async fn open(ctx: &Env, create: bool) -> Result<Option<Repository>> {
         }
         Err(EngineError::NoRepository { .. }) if !create => return Ok(None),
         Err(EngineError::NoRepository { .. }) => {}
+        Err(e @ EngineError::WrongKey) => return Err(wrong_key(ctx, e)),
         Err(e) => return Err(e.into()),
     }
     match Repository::init(ctx.storage.clone(), &ctx.password, InitOptions::default()).await {
@@ -612,7 +628,7 @@ async fn open(ctx: &Env, create: bool) -> Result<Option<Repository>> {
                 .await
                 {
                     Ok(r) => return Ok(Some(r)),
-                    Err(e @ EngineError::WrongKey) => return Err(e.into()),
+                    Err(e @ EngineError::WrongKey) => return Err(wrong_key(ctx, e)),
                     Err(_) if attempt < 10 => {
                         attempt += 1;
                         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -626,6 +642,16 @@ async fn open(ctx: &Env, create: bool) -> Result<Option<Repository>> {
             ctx.storage.location()
         ))),
     }
+}
+
+/// A repository exists at the storage but the key opens none of its key files. The
+/// message names the location and says "another key", so callers (the controller's
+/// pre-check) can tell this apart from storage or credential errors.
+fn wrong_key(ctx: &Env, e: EngineError) -> anyhow::Error {
+    anyhow::Error::new(e).context(format!(
+        "the repository at {} was created with another key",
+        ctx.storage.location()
+    ))
 }
 
 // ---------------------------------------------------------------------------------

@@ -27,6 +27,11 @@ pub struct Cli {
     /// Repository location: a path, a file:// URL, or s3://BUCKET/PREFIX.
     #[arg(short = 'r', long = "repo", env = "DPREPO_REPOSITORY", global = true)]
     pub repo: Option<String>,
+    /// Without -r: the datasafed config naming the storage (INI `[storage]`), as
+    /// datasafed reads it; DATASAFED_LOCAL_BACKEND_PATH comes first, and
+    /// /etc/datasafed/datasafed.conf is the default.
+    #[arg(long, env = "DATASAFED_CONFIG", global = true, value_name = "FILE")]
+    pub datasafed_conf: Option<std::path::PathBuf>,
     /// Read the password from this file (first line).
     #[arg(long, env = "DPREPO_PASSWORD_FILE", global = true)]
     pub password_file: Option<std::path::PathBuf>,

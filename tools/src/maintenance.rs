@@ -73,6 +73,10 @@ pub struct GcArgs {
     /// Show what would be deleted and rewritten; change nothing.
     #[arg(short = 'n', long)]
     dry_run: bool,
+    /// Also write a one-line JSON summary (counts only, or the error) to FILE, e.g. a
+    /// Kubernetes container's termination message file.
+    #[arg(long, value_name = "FILE")]
+    summary_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     tuning: GcTuning,
 }
@@ -371,6 +375,57 @@ fn print_gc(plan: &gc::GcPlan, report: Option<&gc::GcReport>) -> Result<()> {
 }
 
 pub async fn gc(cli: &Cli, a: &GcArgs) -> Result<u8> {
+    let result = gc_run(cli, a).await;
+    if let Some(path) = &a.summary_file {
+        let summary = match &result {
+            Ok(s) => s.clone(),
+            Err(e) => {
+                let mut text = format!("{e:#}");
+                if text.len() > 1024 {
+                    let mut end = 1021;
+                    while !text.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    text.truncate(end);
+                    text.push_str("...");
+                }
+                json!({ "error": text })
+            }
+        };
+        std::fs::write(path, format!("{summary}\n"))
+            .with_context(|| format!("writing the summary to {}", path.display()))?;
+    }
+    result.map(|_| 0)
+}
+
+/// The counts of a gc run for `--summary-file` (camelCase, as the controller reads them).
+fn gc_summary(plan: &gc::GcPlan, report: Option<&gc::GcReport>) -> serde_json::Value {
+    let (deleted, rewritten, freed, blocked) = match report {
+        Some(r) => (
+            r.packs_deleted,
+            r.packs_rewritten,
+            r.bytes_freed,
+            r.tombstones_blocked.len() as u64,
+        ),
+        None => (
+            plan.delete.len() as u64,
+            plan.repack.len() as u64,
+            plan.bytes_freed_estimate,
+            0,
+        ),
+    };
+    json!({
+        "dryRun": report.is_none(),
+        "snapshots": plan.snapshots,
+        "packs": plan.packs,
+        "packsDeleted": deleted,
+        "packsRewritten": rewritten,
+        "bytesFreed": freed,
+        "tombstonesBlocked": blocked,
+    })
+}
+
+async fn gc_run(cli: &Cli, a: &GcArgs) -> Result<serde_json::Value> {
     let repo = repository::open(cli).await?;
     let options = gc_options(&a.tuning)?;
     if a.dry_run {
@@ -380,7 +435,7 @@ pub async fn gc(cli: &Cli, a: &GcArgs) -> Result<u8> {
         } else if !cli.quiet {
             print_gc(&plan, None)?;
         }
-        return Ok(0);
+        return Ok(gc_summary(&plan, None));
     }
     let (plan, report) = gc::run(&repo, &options).await?;
     if cli.json {
@@ -388,7 +443,7 @@ pub async fn gc(cli: &Cli, a: &GcArgs) -> Result<u8> {
     } else if !cli.quiet {
         print_gc(&plan, Some(&report))?;
     }
-    Ok(0)
+    Ok(gc_summary(&plan, Some(&report)))
 }
 
 pub async fn snapshot(cli: &Cli, c: &SnapshotCommand) -> Result<u8> {

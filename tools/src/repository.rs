@@ -18,9 +18,25 @@ static REQUESTS: OnceLock<Arc<RequestStats>> = OnceLock::new();
 /// Turn `-r`/`DPREPO_REPOSITORY` into a storage backend: a local path or `file://` URL,
 /// or `s3://bucket/prefix` (remote backends get request counting and a local cache of
 /// immutable metadata).
+///
+/// Without `-r`/`DPREPO_REPOSITORY`, the storage a datasafed setup names
+/// (`DATASAFED_LOCAL_BACKEND_PATH`, then `--datasafed-conf`/`DATASAFED_CONFIG`, then
+/// /etc/datasafed/datasafed.conf): in a pod the controller prepared for datasafed,
+/// `dprepo gc` finds the repository the backups use.
 pub fn storage(cli: &Cli) -> Result<Arc<dyn Storage>> {
     let Some(location) = cli.repo.as_deref().filter(|s| !s.is_empty()) else {
-        bail!("no repository given: use -r/--repo or set DPREPO_REPOSITORY");
+        if let Some(storage) = crate::datasafed::configured_storage(
+            cli.datasafed_conf.clone(),
+            cli.cache_dir.clone(),
+            cli.no_cache,
+        )? {
+            return Ok(storage);
+        }
+        bail!(
+            "no repository given: use -r/--repo or set DPREPO_REPOSITORY (or, where datasafed is \
+             set up, DATASAFED_LOCAL_BACKEND_PATH or a datasafed config: --datasafed-conf, \
+             DATASAFED_CONFIG, /etc/datasafed/datasafed.conf)"
+        );
     };
     storage_at(
         location,

@@ -20,8 +20,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the controller against the cluster of the current kubeconfig.
-    Run,
+    /// Run the controller against the cluster of KUBECONFIG (or, in a pod, its own).
+    Run(RunArgs),
     /// Print every CustomResourceDefinition as one multi-document YAML stream.
     Crd {
         /// Instead of printing, write one file per CRD and a kustomization.yaml into DIR
@@ -46,6 +46,68 @@ enum Command {
     },
 }
 
+/// `run`'s flags, named as KubeBlocks' dataprotection manager names them.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Where /metrics is served (`:8080`, `HOST:PORT`; `0` serves none).
+    #[arg(long, default_value = ":8080", value_parser = parse_address)]
+    metrics_bind_address: BindAddress,
+    /// Where /healthz and /readyz are served.
+    #[arg(long, default_value = ":8081", value_parser = parse_address)]
+    health_probe_bind_address: BindAddress,
+    /// Run only while holding the leader Lease, so one replica is active
+    /// (`--leader-elect=false` to run without one).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", require_equals = true)]
+    leader_elect: bool,
+    /// Name of the leader Lease (in CM_NAMESPACE).
+    #[arg(long, default_value = dprepo_controller::run::DEFAULT_LEADER_ELECT_ID)]
+    leader_elect_id: String,
+    /// Log format: text or json (the level comes from RUST_LOG, default info).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+/// A listen address; `None` for `0` (disabled).
+#[derive(Debug, Clone, Copy)]
+struct BindAddress(Option<std::net::SocketAddr>);
+
+fn parse_address(text: &str) -> Result<BindAddress, String> {
+    dprepo_controller::run::parse_bind_address(text).map(BindAddress)
+}
+
+fn init_logging(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.with_ansi(false).init();
+    }
+}
+
+fn run_controller(args: RunArgs) -> Result<ExitCode> {
+    init_logging(&args.log_format);
+    let Some(probe_address) = args.health_probe_bind_address.0 else {
+        bail!("--health-probe-bind-address must name an address: the probes cannot be disabled");
+    };
+    let options = dprepo_controller::run::RunOptions {
+        metrics_address: args.metrics_bind_address.0,
+        probe_address,
+        leader_elect: args.leader_elect,
+        leader_elect_id: args.leader_elect_id,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(dprepo_controller::run::run(options))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -59,10 +121,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Run => bail!(
-            "`run` is not implemented in this build: the reconcilers have not landed yet \
-             (the CRDs, `crd` and `validate` work)"
-        ),
+        Command::Run(args) => run_controller(args),
         Command::Crd { out_dir: None } => {
             print!("{}", dprepo_controller::crd::all_yaml()?);
             Ok(ExitCode::SUCCESS)
@@ -140,4 +199,47 @@ fn validate(files: &[PathBuf], json: bool, skip_other_kinds: bool) -> Result<Exi
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // `run` with its defaults once panicked in clap: an `Option<SocketAddr>` field with a
+    // value parser returning `Option` does not downcast.
+    #[test]
+    fn run_flags_parse_with_defaults_and_as_kubeblocks_passes_them() {
+        let cli = Cli::try_parse_from(["dprepo-controller", "run"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(
+            args.metrics_bind_address.0,
+            Some("0.0.0.0:8080".parse().unwrap())
+        );
+        assert!(args.leader_elect);
+        assert_eq!(args.leader_elect_id, "abd03fda");
+        let cli = Cli::try_parse_from([
+            "dprepo-controller",
+            "run",
+            "--health-probe-bind-address=:8081",
+            "--metrics-bind-address=0",
+            "--leader-elect",
+            "--leader-elect-id=x",
+            "--log-format=json",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.metrics_bind_address.0, None);
+        assert!(args.leader_elect);
+        let cli =
+            Cli::try_parse_from(["dprepo-controller", "run", "--leader-elect=false"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert!(!args.leader_elect);
+        assert!(Cli::try_parse_from(["dprepo-controller", "run", "--log-format=xml"]).is_err());
+    }
 }
