@@ -430,12 +430,21 @@ fn log_result<K, E1, E2>(
     }
 }
 
+/// Selects ring as the process's TLS provider. A build that unifies rustls features with
+/// a crate enabling aws-lc-rs (the engine's S3 client does) would otherwise leave rustls
+/// unable to choose, and the first API client would panic.
+pub fn install_crypto_provider() {
+    // Err means a provider is already installed, which is just as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Runs the operator until SIGTERM/SIGINT (Ok) or the loss of leadership (Err).
 ///
 /// # Errors
 /// The configuration does not parse, the API server cannot be configured, an address
 /// cannot be bound, or leadership was lost.
 pub async fn run(options: RunOptions) -> Result<()> {
+    install_crypto_provider();
     let config = ControllerConfig::from_env()?;
     let client = Client::try_default()
         .await

@@ -341,6 +341,9 @@ pub fn kubeconfig_text(url: &str, ca_pem: &str, token: &str) -> String {
 /// # Errors
 /// [`StartError`] when the port cannot be bound or files cannot be written.
 pub async fn start(opts: Options) -> Result<Handle, StartError> {
+    // Clients built in the same process (kube::Client) ask rustls for the process-wide
+    // provider; in a workspace build that also enables aws-lc-rs it cannot choose alone.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let (temp, data_dir) = match &opts.data_dir {
         Some(d) => (None, d.clone()),
         None => {
