@@ -56,16 +56,23 @@ fn valid_rel_path(p: &str) -> bool {
         && !p.starts_with("..")
 }
 
+/// Projects a Secret or ConfigMap volume source (`source` holds its name under
+/// `name_key`, `optional` and `items`) into `out`.
 fn project_items(
     kind: &str,
     ns: &str,
-    name: &str,
-    items: Option<&Value>,
-    optional: bool,
+    source: &Value,
+    name_key: &str,
     default_mode: u32,
     src: &Cluster,
     out: &mut Payload,
 ) -> Result<(), String> {
+    let name = source.get(name_key).and_then(Value::as_str).unwrap_or("");
+    let optional = source
+        .get("optional")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let items = source.get("items");
     let Some(data) = src.data(kind, ns, name) else {
         if optional {
             return Ok(());
@@ -205,27 +212,21 @@ fn payload(
     let vname = vol.get("name").and_then(Value::as_str).unwrap_or("");
     let mut out = Payload::new();
     if let Some(s) = vol.get("secret") {
-        let name = s.get("secretName").and_then(Value::as_str).unwrap_or("");
-        let optional = s.get("optional").and_then(Value::as_bool).unwrap_or(false);
         project_items(
             "Secret",
             ns,
-            name,
-            s.get("items"),
-            optional,
+            s,
+            "secretName",
             mode_of(s.get("defaultMode"), 0o644),
             c,
             &mut out,
         )?;
     } else if let Some(s) = vol.get("configMap") {
-        let name = s.get("name").and_then(Value::as_str).unwrap_or("");
-        let optional = s.get("optional").and_then(Value::as_bool).unwrap_or(false);
         project_items(
             "ConfigMap",
             ns,
-            name,
-            s.get("items"),
-            optional,
+            s,
+            "name",
             mode_of(s.get("defaultMode"), 0o644),
             c,
             &mut out,
@@ -246,31 +247,9 @@ fn payload(
             .flatten()
         {
             if let Some(x) = s.get("secret") {
-                let name = x.get("name").and_then(Value::as_str).unwrap_or("");
-                let optional = x.get("optional").and_then(Value::as_bool).unwrap_or(false);
-                project_items(
-                    "Secret",
-                    ns,
-                    name,
-                    x.get("items"),
-                    optional,
-                    dm,
-                    c,
-                    &mut out,
-                )?;
+                project_items("Secret", ns, x, "name", dm, c, &mut out)?;
             } else if let Some(x) = s.get("configMap") {
-                let name = x.get("name").and_then(Value::as_str).unwrap_or("");
-                let optional = x.get("optional").and_then(Value::as_bool).unwrap_or(false);
-                project_items(
-                    "ConfigMap",
-                    ns,
-                    name,
-                    x.get("items"),
-                    optional,
-                    dm,
-                    c,
-                    &mut out,
-                )?;
+                project_items("ConfigMap", ns, x, "name", dm, c, &mut out)?;
             } else if let Some(x) = s.get("downwardAPI") {
                 downward_items(pod, x.get("items"), dm, &mut out)?;
             } else if let Some(x) = s.get("serviceAccountToken") {
