@@ -583,7 +583,8 @@ mod tests {
         let mut b = Backup::new(
             "b",
             serde_json::from_value(
-                serde_json::json!({"backupPolicyName": "p", "backupMethod": "m"}),
+                serde_json::json!({"backupPolicyName": "p", "backupMethod": "m",
+                    "deletionPolicy": "Delete"}),
             )
             .unwrap(),
         );

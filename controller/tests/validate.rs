@@ -484,10 +484,18 @@ fn binary_json_output() {
 }
 
 #[test]
-fn binary_run_is_not_implemented_yet() {
-    let out = binary().arg("run").output().unwrap();
+fn run_without_a_cluster_says_where_it_looked_once() {
+    // `run` with no in-cluster service account and a kubeconfig that does not exist: one
+    // line naming both places, each cause said once (kube's errors embed their sources).
+    let out = binary()
+        .arg("run")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8(out.stderr)
-        .unwrap()
-        .contains("not implemented in this build"));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("configuring the API client"), "{err}");
+    assert!(err.contains("/nonexistent/kubeconfig"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
