@@ -1072,3 +1072,147 @@ metadata: {name: demo}
     let after = with_server(&restored, &sockets, check);
     assert_eq!(after, before);
 }
+
+/// postReady: a Job step of the ActionSet runs on the target pod's node with the pod's
+/// volume and the database's address and credentials (`DP_DB_*`, the user and password
+/// from the connection credential Secret) besides the restore environment.
+#[test]
+fn post_ready_job_steps_run_against_the_target_pod() {
+    let mut c = Cluster::start();
+    let deploy = workspace().join("deploy");
+    c.kubectl_ok(&["apply", "--validate=false", "-k", deploy.to_str().unwrap()]);
+    c.start_controller();
+    c.apply(
+        r#"
+apiVersion: dataprotection.kubeblocks.io/v1alpha1
+kind: StorageProvider
+metadata: {name: local-path}
+spec:
+  storageClassTemplate: |
+    provisioner: kube-sim.io/host-path
+---
+apiVersion: dataprotection.kubeblocks.io/v1alpha1
+kind: BackupRepo
+metadata: {name: local}
+spec:
+  storageProviderRef: local-path
+  accessMethod: Mount
+  pvReclaimPolicy: Retain
+  volumeCapacity: 1Gi
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: demo}
+---
+apiVersion: dataprotection.kubeblocks.io/v1alpha1
+kind: ActionSet
+metadata: {name: files-post}
+spec:
+  backupType: Full
+  env:
+  - {name: DATA_DIR, value: /data}
+  backup:
+    backupData:
+      image: docker.io/library/debian:12
+      command: [sh, -c, "true"]
+  restore:
+    postReady:
+    - job:
+        image: docker.io/library/debian:12
+        runOnTargetPodNode: true
+        command: [sh, -c, "env | grep '^DP_' | sort > ${DATA_DIR}/post-ready-env"]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: files-conn, namespace: demo}
+stringData: {username: postgres, password: s3cret}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: files-0-data, namespace: demo}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: files, namespace: demo}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: files-0, namespace: demo, labels: {app: files}}
+spec:
+  serviceAccountName: files
+  containers:
+  - name: db
+    image: docker.io/library/debian:12
+    command: [sleep, "3600"]
+    ports: [{containerPort: 5432}]
+    volumeMounts: [{name: data, mountPath: /data}]
+  volumes:
+  - name: data
+    persistentVolumeClaim: {claimName: files-0-data}
+"#,
+    );
+    c.wait_for("BackupRepo local Ready", Duration::from_secs(180), || {
+        c.get(&["backuprepo", "local"])
+            .filter(|r| r.pointer("/status/phase") == Some(&Value::from("Ready")))
+    });
+    create_backup(&c, "demo", "post", "Full");
+    c.wait_for(
+        "the repository prepared in demo",
+        Duration::from_secs(120),
+        || {
+            c.get(&["backup", "-n", "demo", "post"]).filter(|b| {
+                b.pointer("/metadata/labels/dataprotection.kubeblocks.io~1wait-repo-preparation")
+                    .is_none()
+            })
+        },
+    );
+    set_backup_status(
+        &c,
+        "demo",
+        "post",
+        "Completed",
+        "files-post",
+        ("2026-01-01T10:00:00Z", "2026-01-01T10:10:00Z"),
+        json!({}),
+    );
+    c.wait_for("the target pod running", Duration::from_secs(120), || {
+        c.get(&["pod", "-n", "demo", "files-0"])
+            .filter(|p| p.pointer("/status/phase") == Some(&Value::from("Running")))
+    });
+    c.apply(
+        r#"
+apiVersion: dataprotection.kubeblocks.io/v1alpha1
+kind: Restore
+metadata: {name: post, namespace: demo}
+spec:
+  backup: {name: post, namespace: demo}
+  readyConfig:
+    connectionCredential: {secretName: files-conn}
+    jobAction:
+      target:
+        podSelector: {matchLabels: {app: files}}
+        volumeMounts: [{name: data, mountPath: /data}]
+"#,
+    );
+    let r = c.finished_restore("demo", "post");
+    assert_eq!(r["status"]["phase"], "Completed", "{r:#}");
+    assert_eq!(condition(&r, "PostReady")["status"], "True");
+    let actions = r["status"]["actions"]["postReady"].as_array().unwrap();
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    assert_eq!(actions[0]["name"], "postReady-0");
+    let uid8 = &r["metadata"]["uid"].as_str().unwrap()[..8];
+    assert_eq!(
+        actions[0]["objectKey"],
+        format!("Job/restore-post-ready-{uid8}-post-0-0")
+    );
+    let env = env_file(&c.volume_dir("demo", "files-0-data").join("post-ready-env"));
+    assert_eq!(env["DP_BACKUP_NAME"], "post");
+    assert_eq!(env["DP_BACKUP_BASE_PATH"], "/demo/post");
+    assert_eq!(env["DP_DB_USER"], "postgres");
+    assert_eq!(env["DP_DB_PASSWORD"], "s3cret");
+    assert_eq!(env["DP_DB_PORT"], "5432");
+    assert_eq!(env["DP_DB_HOST"], "127.0.0.1");
+}
