@@ -723,6 +723,52 @@ spec: {backupPolicyName: files-policy, backupMethod: tar}
         .filter(|l| l["items"].as_array().is_some_and(|i| i.is_empty()))
     });
 
+    // Serial, from a template: two replicas' claims, one Job after the other, each
+    // claim with the whole backup.
+    c.apply(
+        r#"
+apiVersion: dataprotection.kubeblocks.io/v1alpha1
+kind: Restore
+metadata: {name: serial, namespace: demo}
+spec:
+  backup: {name: full-2, namespace: demo}
+  prepareDataConfig:
+    volumeClaimRestorePolicy: Serial
+    volumeClaimsTemplate:
+      replicas: 2
+      startingIndex: 1
+      templates:
+      - metadata: {name: tpl-data}
+        volumeSource: data
+        volumeClaimSpec:
+          accessModes: [ReadWriteOnce]
+          resources: {requests: {storage: 1Gi}}
+"#,
+    );
+    let r = c.finished_restore("demo", "serial");
+    assert_eq!(r["status"]["phase"], "Completed", "{r:#}");
+    let actions = r["status"]["actions"]["prepareData"].as_array().unwrap();
+    let keys: Vec<&str> = actions
+        .iter()
+        .map(|a| a["objectKey"].as_str().unwrap())
+        .collect();
+    let uid8 = &r["metadata"]["uid"].as_str().unwrap()[..8];
+    assert_eq!(
+        keys,
+        [
+            format!("Job/restore-preparedata-{uid8}-full-2-0"),
+            format!("Job/restore-preparedata-{uid8}-full-2-1")
+        ]
+    );
+    // One after the other: the second started when the first had ended.
+    assert!(actions[1]["startTime"].as_str() >= actions[0]["endTime"].as_str());
+    for claim in ["tpl-data-1", "tpl-data-2"] {
+        assert_eq!(
+            tree(&original),
+            tree(&c.volume_dir("demo", claim).join("files"))
+        );
+    }
+
     // 2. Point in time: the base is the newest full ending before the time.
     for (name, time, base) in [
         ("pitr-late", "2026-01-01T10:40:00Z", "full-2"),
