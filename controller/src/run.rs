@@ -23,7 +23,7 @@ use futures::channel::oneshot;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Config as ControllerRunConfig, Controller};
@@ -40,7 +40,9 @@ use crate::context::Context;
 use crate::http::{self, Health};
 use crate::leader::{self, LeaderOptions};
 use crate::metrics::Metrics;
-use crate::reconcile::{backuprepo, error_policy, garbagecollection, guarded, storageprovider};
+use crate::reconcile::{
+    backuprepo, error_policy, garbagecollection, guarded, restore, storageprovider,
+};
 
 /// KubeBlocks' default `--leader-elect-id`.
 pub const DEFAULT_LEADER_ELECT_ID: &str = "abd03fda";
@@ -272,7 +274,19 @@ fn repo_of_restore(restore: &Restore) -> Option<ObjectRef<BackupRepo>> {
         .then(|| ObjectRef::new(repo))
 }
 
-/// Runs the three controllers until `stop` resolves (each gets its own signal).
+/// The Restore a restore Job or pod belongs to: label `restore`, in the namespace of label
+/// `restore-namespace` (exec Jobs run in the controller's namespace), else its own.
+fn restore_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<ObjectRef<Restore>> {
+    let name = label_value(meta, label::RESTORE)?;
+    let ns = label_value(meta, label::RESTORE_NAMESPACE)
+        .or(meta.namespace.as_deref())
+        .unwrap_or_default();
+    Some(ObjectRef::new(name).within(ns))
+}
+
+/// Runs the four controllers until `stop` resolves (each gets its own signal).
 async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>>) {
     let client = ctx.client.clone();
     let config = &ctx.config;
@@ -393,7 +407,7 @@ async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>
                     .collect::<Vec<_>>()
             },
         )
-        .with_config(run_config)
+        .with_config(run_config.clone())
         .graceful_shutdown_on(stop(&mut stops))
         .run(
             |o, c| guarded(o, c, garbagecollection::reconcile),
@@ -402,8 +416,32 @@ async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>
         )
         .for_each(|r| async move { log_result("GarbageCollection", r) });
 
+    // Restores: their Jobs (in their namespace, and exec Jobs in the controller's) and
+    // the Jobs' pods (a restore container that ended releases the stage's managers).
+    let by_restore = watcher::Config::default().labels(label::RESTORE);
+    let restores = Controller::new(
+        Api::<Restore>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<Job>::all(client.clone()),
+        by_restore.clone(),
+        |j: Job| restore_of(&j.metadata),
+    )
+    .watches(Api::<Pod>::all(client.clone()), by_restore, |p: Pod| {
+        restore_of(&p.metadata)
+    })
+    .with_config(run_config.clone())
+    .graceful_shutdown_on(stop(&mut stops))
+    .run(
+        |o, c| guarded(o, c, restore::reconcile),
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(|r| async move { log_result("Restore", r) });
+
     tracing::info!(finalizer = FINALIZER, namespace = %ns, workers = config.reconcile_workers, "controllers started");
-    futures::join!(providers, repos, gcs);
+    futures::join!(providers, repos, gcs, restores);
 }
 
 fn log_result<K, E1, E2>(
@@ -515,7 +553,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         metrics,
         Some(identity),
     ));
-    let (stop_txs, stop_rxs): (Vec<_>, Vec<_>) = (0..3).map(|_| oneshot::channel::<()>()).unzip();
+    let (stop_txs, stop_rxs): (Vec<_>, Vec<_>) = (0..4).map(|_| oneshot::channel::<()>()).unzip();
     let controllers = tokio::spawn(run_controllers(ctx, stop_rxs));
     let lost = async {
         if options.leader_elect {
@@ -583,8 +621,7 @@ mod tests {
         let mut b = Backup::new(
             "b",
             serde_json::from_value(
-                serde_json::json!({"backupPolicyName": "p", "backupMethod": "m",
-                    "deletionPolicy": "Delete"}),
+                serde_json::json!({"backupPolicyName": "p", "backupMethod": "m", "deletionPolicy": "Delete"}),
             )
             .unwrap(),
         );

@@ -14,6 +14,8 @@ pub mod key;
 pub mod names;
 pub mod precheck;
 pub mod repo_objects;
+pub mod restore;
+pub mod restore_time;
 
 use std::collections::BTreeMap;
 

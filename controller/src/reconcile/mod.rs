@@ -13,6 +13,8 @@
 
 pub mod backuprepo;
 pub mod garbagecollection;
+pub mod restore;
+pub mod restore_plan;
 pub mod storageprovider;
 pub mod worker;
 
