@@ -36,7 +36,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::repository;
+use crate::repository::{self, RepoKey};
 
 /// Tag every datasafed snapshot carries (`dprepo snapshots --tag datasafed`).
 pub const TAG: &str = "datasafed";
@@ -71,9 +71,16 @@ Storage, first match wins:
   DPREPO_REPOSITORY             a dprepo repository location (path or s3://)
 DATASAFED_BACKEND_BASE_PATH is prefixed to every remote path.
 
-Repository key: DPREPO_PASSWORD, DPREPO_PASSWORD_FILE, DATASAFED_ENCRYPTION_PASS_PHRASE
-or DATASAFED_KOPIA_PASSWORD (first set wins; there is no default). `push` and `mkdir`
-create the repository when the location holds none.
+Repository key, first set wins (there is no default, and no command runs without one):
+  DPREPO_ACCESS_KEY_FILE        an access key (`dprepo key add-access`): no password
+                                hashing, for pods that call datasafed often
+  DPREPO_PASSWORD, DPREPO_PASSWORD_FILE, DATASAFED_ENCRYPTION_PASS_PHRASE,
+  DATASAFED_KOPIA_PASSWORD      a password (any of them may hold an access key instead)
+  the config's [storage]        dprepo_access_key_file, dprepo_access_key,
+                                dprepo_password_file, dprepo_password (relative files are
+                                relative to the config's directory)
+`push` and `mkdir` create the repository when the location holds none (with a password:
+an access key opens an existing repository only).
 
 Snapshots: each file is a snapshot tagged `datasafed`, `datasafed:path=/PATH` and
 `datasafed:codec=ALGO`; see them with `dprepo snapshots --tag datasafed` or
@@ -452,23 +459,19 @@ fn decoder(c: Codec, input: Box<dyn Read + Send>) -> Result<Box<dyn Read + Send>
 
 struct Env {
     storage: Arc<dyn Storage>,
-    password: Vec<u8>,
+    key: RepoKey,
     /// DATASAFED_BACKEND_BASE_PATH, normalised (`/` when unset).
     base: String,
 }
 
 fn env(cli: &DatasafedCli) -> Result<Env> {
     let storage = storage(cli)?;
-    let password = password()?;
+    let key = repo_key(cli)?;
     let base = normalize(
         "/",
         &std::env::var("DATASAFED_BACKEND_BASE_PATH").unwrap_or_default(),
     );
-    Ok(Env {
-        storage,
-        password,
-        base,
-    })
+    Ok(Env { storage, key, base })
 }
 
 fn env_nonempty(key: &str) -> Option<String> {
@@ -569,38 +572,119 @@ fn unreachable_s3() -> Result<S3Options> {
     bail!("not an s3:// location")
 }
 
-/// The repository key: there is no default, a missing key is an error.
-fn password() -> Result<Vec<u8>> {
+/// The datasafed config that applies: `conf` (-c, DATASAFED_CONFIG), else the default
+/// file if it exists.
+fn config_file(conf: Option<&std::path::Path>) -> Option<PathBuf> {
+    match conf {
+        Some(c) => Some(c.to_path_buf()),
+        None => {
+            let default = PathBuf::from(DEFAULT_CONFIG);
+            default.is_file().then_some(default)
+        }
+    }
+}
+
+/// The repository key a datasafed config names in `[storage]`, first set wins:
+/// `dprepo_access_key_file`, `dprepo_access_key`, `dprepo_password_file`,
+/// `dprepo_password` (a password file or value may hold an access key). Relative files
+/// are relative to the config's directory. `None` when the config is absent or names no
+/// key. Shared by `datasafed` and `dprepo` run without `-r`.
+///
+/// # Errors
+/// Unreadable or invalid key files.
+pub(crate) fn configured_key(conf: Option<&std::path::Path>) -> Result<Option<RepoKey>> {
+    let Some(path) = config_file(conf).filter(|p| p.is_file()) else {
+        return Ok(None);
+    };
+    let shown = path.to_string_lossy().into_owned();
+    let section = read_ini_section(&shown, "storage");
+    let get = |k: &str| {
+        section
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let relative = |file: String| {
+        let file = PathBuf::from(file);
+        match path.parent() {
+            Some(dir) if file.is_relative() => dir.join(file),
+            _ => file,
+        }
+    };
+    if let Some(file) = get("dprepo_access_key_file") {
+        return repository::access_key_file(&relative(file))
+            .with_context(|| format!("{shown}: dprepo_access_key_file"))
+            .map(Some);
+    }
+    if let Some(text) = get("dprepo_access_key") {
+        let key = dprepo_repo_format::key::AccessKey::parse(text.as_bytes())
+            .with_context(|| format!("{shown}: dprepo_access_key"))?;
+        return Ok(Some(RepoKey::Access(key)));
+    }
+    if let Some(file) = get("dprepo_password_file") {
+        let secret = repository::read_secret_file(&relative(file), "password file")
+            .with_context(|| format!("{shown}: dprepo_password_file"))?;
+        return RepoKey::from_secret(secret, &format!("{shown}: dprepo_password_file")).map(Some);
+    }
+    if let Some(pw) = get("dprepo_password") {
+        return RepoKey::from_secret(pw.into_bytes(), &format!("{shown}: dprepo_password"))
+            .map(Some);
+    }
+    Ok(None)
+}
+
+/// The repository key, first set wins: DPREPO_ACCESS_KEY_FILE, DPREPO_PASSWORD,
+/// DPREPO_PASSWORD_FILE, DATASAFED_ENCRYPTION_PASS_PHRASE, DATASAFED_KOPIA_PASSWORD,
+/// then the config's `[storage]` ([`configured_key`]). There is no default: without a
+/// key every command fails (never an unencrypted repository).
+fn repo_key(cli: &DatasafedCli) -> Result<RepoKey> {
+    if let Some(file) = env_nonempty("DPREPO_ACCESS_KEY_FILE") {
+        return repository::access_key_file(std::path::Path::new(&file));
+    }
     let file = std::env::var_os("DPREPO_PASSWORD_FILE")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
     if let Some(pw) = repository::password_without_prompt(file.as_deref())? {
-        return Ok(pw);
+        return RepoKey::from_secret(pw, "DPREPO_PASSWORD or DPREPO_PASSWORD_FILE");
     }
-    for key in [
+    for var in [
         "DATASAFED_ENCRYPTION_PASS_PHRASE",
         "DATASAFED_KOPIA_PASSWORD",
     ] {
-        if let Some(v) = std::env::var_os(key).filter(|v| !v.is_empty()) {
-            return Ok(v.into_encoded_bytes());
+        if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            return RepoKey::from_secret(v.into_encoded_bytes(), var);
         }
     }
+    let conf = cli
+        .conf
+        .clone()
+        .or_else(|| env_nonempty("DATASAFED_CONFIG").map(PathBuf::from));
+    if let Some(key) = configured_key(conf.as_deref())? {
+        return Ok(key);
+    }
+    let conf = config_file(conf.as_deref()).unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     bail!(
-        "no repository key: set DPREPO_PASSWORD, DPREPO_PASSWORD_FILE or DATASAFED_ENCRYPTION_PASS_PHRASE"
+        "no repository key: set DPREPO_ACCESS_KEY_FILE, DPREPO_PASSWORD_FILE, DPREPO_PASSWORD or DATASAFED_ENCRYPTION_PASS_PHRASE, or add dprepo_access_key_file or dprepo_password_file to [storage] in {}",
+        conf.display()
     )
+}
+
+/// Open with the context's key.
+async fn open_existing(ctx: &Env) -> std::result::Result<Repository, EngineError> {
+    ctx.key
+        .open(
+            ctx.storage.clone(),
+            &crate::repository::default_index_place(),
+        )
+        .await
 }
 
 /// Open the repository; `create` initialises one when the location holds none (losing
 /// an init race to another process is fine: its repository is opened instead).
 /// `None`: no repository and `create` is false (an empty bucket).
 async fn open(ctx: &Env, create: bool) -> Result<Option<Repository>> {
-    match Repository::open_with(
-        ctx.storage.clone(),
-        &ctx.password,
-        &crate::repository::default_index_place(),
-    )
-    .await
-    {
+    match open_existing(ctx).await {
         Ok(r) => {
             for note in r.take_index_notes() {
                 eprintln!("Warning: {note}");
@@ -612,7 +696,14 @@ async fn open(ctx: &Env, create: bool) -> Result<Option<Repository>> {
         Err(e @ EngineError::WrongKey) => return Err(wrong_key(ctx, e)),
         Err(e) => return Err(e.into()),
     }
-    match Repository::init(ctx.storage.clone(), &ctx.password, InitOptions::default()).await {
+    let password = match &ctx.key {
+        RepoKey::Password(pw) => pw,
+        RepoKey::Access(_) => bail!(
+            "no repository at {}: an access key opens an existing repository only; create it with a password (`dprepo init`, or this command with DPREPO_PASSWORD_FILE)",
+            ctx.storage.location()
+        ),
+    };
+    match Repository::init(ctx.storage.clone(), password, InitOptions::default()).await {
         Ok(r) => Ok(Some(r)),
         Err(EngineError::RepositoryExists { .. }) => {
             // Another process created it. A third one that lost the config race may
@@ -620,13 +711,7 @@ async fn open(ctx: &Env, create: bool) -> Result<Option<Repository>> {
             // moment before it deletes it; opening with that key fails, so try again.
             let mut attempt = 0;
             loop {
-                match Repository::open_with(
-                    ctx.storage.clone(),
-                    &ctx.password,
-                    &crate::repository::default_index_place(),
-                )
-                .await
-                {
+                match open_existing(ctx).await {
                     Ok(r) => return Ok(Some(r)),
                     Err(e @ EngineError::WrongKey) => return Err(wrong_key(ctx, e)),
                     Err(_) if attempt < 10 => {
