@@ -42,6 +42,8 @@ pub const INDEX_DIR: &str = "index/";
 pub const SNAPSHOTS_DIR: &str = "snapshots/";
 /// Directory of writer session markers.
 pub const SESSIONS_DIR: &str = "sessions/";
+/// Snapshot files read and decoded at once by [`Repository::read_snapshots`].
+pub const SNAPSHOT_READS_IN_FLIGHT: usize = 64;
 /// Most key files tried when opening (each costs one Argon2 run).
 pub const MAX_KEYS_TRIED: usize = 64;
 
@@ -873,11 +875,45 @@ impl Repository {
     /// Storage errors listing `snapshots/`.
     pub async fn list_snapshots_checked(&self) -> Result<(Vec<Snapshot>, Vec<(String, Error)>)> {
         let names = self.storage.list(SNAPSHOTS_DIR).await?;
+        self.read_snapshots(names).await
+    }
+
+    /// Read snapshot `id` alone (one `get`, where [`Repository::list_snapshots`] reads
+    /// them all).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if there is no such snapshot file; [`Error::Corrupt`] if its
+    /// bytes do not hash to its name or do not decode; storage errors.
+    pub async fn load_snapshot(&self, id: &BlobId) -> Result<Snapshot> {
+        let name = format!("{SNAPSHOTS_DIR}{}", id.to_hex());
+        let bytes = self.storage.get(&name).await?;
+        if BlobId::of_stored(&bytes) != *id {
+            return Err(Error::corrupt(&name, "content does not hash to its name"));
+        }
+        let manifest =
+            SnapshotManifest::decode(&self.keys, &bytes, &format!("snapshot {}", id.short()))?;
+        Ok(Snapshot { id: *id, manifest })
+    }
+
+    /// Read and decode the snapshot files `names` (from a listing of `snapshots/`):
+    /// the snapshots, oldest first, and the files that could not be read (name and
+    /// error). Files deleted since the listing are left out. At most
+    /// [`SNAPSHOT_READS_IN_FLIGHT`] are read at once.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if a reading task panicked.
+    pub async fn read_snapshots(
+        &self,
+        names: Vec<BlobInfo>,
+    ) -> Result<(Vec<Snapshot>, Vec<(String, Error)>)> {
+        let limit = Arc::new(tokio::sync::Semaphore::new(SNAPSHOT_READS_IN_FLIGHT));
         let mut tasks = tokio::task::JoinSet::new();
         for info in names {
+            let limit = limit.clone();
             let storage = self.storage.clone();
             let keys = self.keys.clone();
             tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
                 let name = info.name.clone();
                 let result = async {
                     let hex = info.name.trim_start_matches(SNAPSHOTS_DIR).to_string();

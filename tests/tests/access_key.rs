@@ -323,3 +323,122 @@ fn the_key_comes_from_the_datasafed_config_or_every_command_says_where_to_give_o
     let err = failure(run(&ds, &conf_var, &["list", "/"], b""), "wrong");
     assert!(err.contains("another key"), "{err}");
 }
+
+/// Copy the manifest of the newest datasafed file `n` times as `/wal/<8 digits>`, as
+/// repo-format/examples/many_datasafed_files.rs does for the benchmark.
+fn add_files(repo: &Path, key_file: &Path, n: u64) {
+    use dprepo_repo_format::key::AccessKey;
+    use dprepo_repo_format::repo::IndexPlace;
+    use dprepo_repo_format::storage::{LocalStorage, Storage};
+    use std::sync::Arc;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let key = AccessKey::parse(&std::fs::read(key_file).expect("key")).expect("key");
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(repo));
+        let repo = dprepo_repo_format::Repository::open_with_access_key(
+            storage.clone(),
+            &key,
+            &IndexPlace::Memory,
+        )
+        .await
+        .expect("open");
+        let template = repo.list_snapshots().await.expect("snapshots")[0]
+            .manifest
+            .clone();
+        for i in 0..n {
+            let mut m = template.clone();
+            m.time = template.time - chrono::Duration::seconds((n - i) as i64);
+            m.tags = vec![
+                "datasafed".into(),
+                format!("datasafed:path=/wal/{i:08}"),
+                "datasafed:codec=none".into(),
+            ];
+            let bytes = m.encode(repo.keys());
+            let name = format!(
+                "snapshots/{}",
+                dprepo_repo_format::BlobId::of_stored(&bytes).to_hex()
+            );
+            storage.put(&name, &bytes).await.expect("put");
+        }
+    });
+}
+
+/// `list` and `stat` over many files read each manifest once (the datasafed file cache
+/// beside the index cache) and still follow every change: files removed or added by
+/// other processes, and a damaged cache. The 100,000-file figures are in BENCHMARKS.md.
+#[test]
+fn list_and_stat_over_many_files_follow_changes_made_elsewhere() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).expect("repo dir");
+    let ds = datasafed_bin();
+    let pw = [
+        ("DATASAFED_LOCAL_BACKEND_PATH", s(&repo)),
+        ("DPREPO_PASSWORD", PASSWORD),
+    ];
+    ok(run(&ds, &pw, &["push", "-", "/first"], b"first"), "push");
+    let key_file = dir.path().join("ak");
+    ok(
+        run(
+            &dprepo_bin(),
+            &[
+                ("DPREPO_REPOSITORY", s(&repo)),
+                ("DPREPO_PASSWORD", PASSWORD),
+            ],
+            &["key", "add-access", "-o", s(&key_file)],
+            b"",
+        ),
+        "add-access",
+    );
+    const N: u64 = 2000;
+    add_files(&repo, &key_file, N);
+    let cache = dir.path().join("cache");
+    let other_cache = dir.path().join("other-cache");
+    let vars = |cache: &Path| {
+        vec![
+            ("DATASAFED_LOCAL_BACKEND_PATH", s(&repo).to_string()),
+            ("DPREPO_ACCESS_KEY_FILE", s(&key_file).to_string()),
+            ("DPREPO_CACHE_DIR", s(cache).to_string()),
+        ]
+    };
+    let here = vars(&cache);
+    let here: Vec<(&str, &str)> = here.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let count = |args: &[&str]| {
+        String::from_utf8(ok(run(&ds, &here, args, b""), args[0]))
+            .expect("utf-8")
+            .lines()
+            .count() as u64
+    };
+    let stat_files = || {
+        let out = ok(run(&ds, &here, &["stat", "--json", "/"], b""), "stat");
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        v["files"].as_u64().expect("files")
+    };
+    assert_eq!(count(&["list", "-r", "-f", "/wal"]), N);
+    assert_eq!(stat_files(), N + 1);
+    let caches: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .expect("cache dir")
+        .map(|e| e.expect("entry").path().join("datasafed-files"))
+        .filter(|p| p.is_file())
+        .collect();
+    assert_eq!(caches.len(), 1, "no datasafed file cache written");
+    // Served from the cache: the same answers.
+    assert_eq!(count(&["list", "-r", "-f", "/wal"]), N);
+
+    // Another pod (its own cache) removes one file and pushes another.
+    let there = vars(&other_cache);
+    let there: Vec<(&str, &str)> = there.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    ok(run(&ds, &there, &["rm", "/wal/00000005"], b""), "rm");
+    ok(run(&ds, &there, &["push", "-", "/wal/new"], b"new"), "push");
+    assert_eq!(count(&["list", "-r", "-f", "/wal"]), N);
+    assert_eq!(count(&["list", "/wal/00000005"]), 0);
+    assert_eq!(count(&["list", "/wal/new"]), 1);
+    let pulled = ok(run(&ds, &here, &["pull", "/wal/new", "-"], b""), "pull");
+    assert_eq!(pulled, b"new");
+
+    // A damaged cache is ignored and written again.
+    let bytes = std::fs::read(&caches[0]).expect("cache");
+    std::fs::write(&caches[0], &bytes[..bytes.len() / 2]).expect("truncate");
+    assert_eq!(stat_files(), N + 1);
+    assert_eq!(std::fs::read(&caches[0]).expect("cache").len(), bytes.len());
+}

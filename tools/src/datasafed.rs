@@ -36,6 +36,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::ds_files::{self, Entry, Kind};
 use crate::repository::{self, RepoKey};
 
 /// Tag every datasafed snapshot carries (`dprepo snapshots --tag datasafed`).
@@ -783,7 +784,7 @@ fn is_within(path: &str, dir: &str) -> bool {
 }
 
 struct FileEntry {
-    newest: Snapshot,
+    newest: Entry,
     /// Every snapshot holding this path (the newest included).
     all: Vec<BlobId>,
     codec: Option<Codec>,
@@ -798,6 +799,8 @@ struct DirEntry {
 
 #[derive(Default)]
 struct Namespace {
+    /// Every snapshot, oldest first.
+    entries: Vec<Entry>,
     files: BTreeMap<String, FileEntry>,
     /// Every directory except `/`: explicit (markers) and implicit (ancestors).
     dirs: BTreeMap<String, DirEntry>,
@@ -812,12 +815,20 @@ pub fn snapshot_file_path(s: &Snapshot) -> Option<&str> {
     tag_value(s, PATH_TAG)
 }
 
-fn recorded_codec(s: &Snapshot) -> Result<Option<Codec>> {
-    match tag_value(s, CODEC_TAG) {
-        None | Some("none") => Ok(None),
-        Some(name) => codec(name)
+fn recorded_codec(s: &Entry) -> Result<Option<Codec>> {
+    match s.codec.as_str() {
+        "" | "none" => Ok(None),
+        name => codec(name)
             .map(Some)
             .with_context(|| format!("snapshot {} records codec {name}", s.id.short())),
+    }
+}
+
+/// The cache directory of [`ds_files`]: the index cache's, if there is one.
+fn cache_dir() -> Option<PathBuf> {
+    match repository::default_index_place() {
+        dprepo_repo_format::repo::IndexPlace::Cache(dir) => Some(dir),
+        _ => None,
     }
 }
 
@@ -825,24 +836,21 @@ impl Namespace {
     async fn load(repo: Option<&Repository>) -> Result<Namespace> {
         let mut ns = Namespace::default();
         let Some(repo) = repo else { return Ok(ns) };
-        let (mut snaps, damaged) = repo.list_snapshots_checked().await?;
-        for (name, e) in damaged {
-            eprintln!("Warning: {name} cannot be read and is left out: {e}");
-        }
-        snaps.sort_by_key(|s| (s.manifest.time, s.id));
-        for s in snaps {
-            let time = s.manifest.time;
-            if let Some(dir) = tag_value(&s, DIR_TAG) {
-                let dir = dir.to_string();
+        let mut snaps = ds_files::load(repo, cache_dir()).await?;
+        snaps.sort_by_key(|s| (s.time, s.id));
+        for s in &snaps {
+            let time = s.time;
+            if s.kind == Kind::Dir {
+                let dir = s.path.clone();
                 ns.touch_ancestors(&dir, time);
                 let d = ns.dirs.entry(dir).or_default();
                 d.markers.push(s.id);
                 d.mtime = d.mtime.max(Some(time));
-            } else if let Some(path) = tag_value(&s, PATH_TAG) {
-                let path = path.to_string();
+            } else if s.kind == Kind::File {
+                let path = s.path.clone();
                 ns.touch_ancestors(&path, time);
-                let codec = recorded_codec(&s)?;
-                let size = s.manifest.summary.total_bytes;
+                let codec = recorded_codec(s)?;
+                let size = s.size;
                 let all = match ns.files.remove(&path) {
                     Some(prev) => {
                         let mut all = prev.all;
@@ -855,7 +863,7 @@ impl Namespace {
                 ns.files.insert(
                     path,
                     FileEntry {
-                        newest: s,
+                        newest: s.clone(),
                         all,
                         codec,
                         size,
@@ -863,6 +871,7 @@ impl Namespace {
                 );
             }
         }
+        ns.entries = snaps;
         Ok(ns)
     }
 
@@ -923,7 +932,7 @@ impl Listed {
             path: path.to_string(),
             is_dir: false,
             size: i64::try_from(f.size).unwrap_or(i64::MAX),
-            mtime: f.newest.manifest.time,
+            mtime: f.newest.time,
         }
     }
 }
@@ -969,8 +978,8 @@ async fn push(cli: &DatasafedCli, a: &PushArgs) -> Result<()> {
         format!("{PATH_TAG}{path}"),
         format!("{CODEC_TAG}{codec_name}"),
     ];
-    let parent = delta_parent(&repo.list_snapshots().await?, &path)
-        .map_or(ParentChoice::None, ParentChoice::IfPresent);
+    let parent =
+        delta_parent(&ns.entries, &path).map_or(ParentChoice::None, ParentChoice::IfPresent);
     let options = BackupOptions::default().with_tags(tags).with_parent(parent);
     let source = BackupSource::Stream {
         name: basename(&path).to_string(),
@@ -982,10 +991,9 @@ async fn push(cli: &DatasafedCli, a: &PushArgs) -> Result<()> {
     let new = outcome.snapshot;
     // Replace: older snapshots of this path go only after the new one is stored.
     let mut older: Vec<BlobId> = Vec::new();
-    for s in repo.list_snapshots().await? {
-        if tag_value(&s, PATH_TAG) == Some(path.as_str())
-            && (s.manifest.time, s.id) < (new.manifest.time, new.id)
-        {
+    // Listed again: a concurrent push of the same path may have stored one meanwhile.
+    for s in ds_files::load(&repo, cache_dir()).await? {
+        if s.kind == Kind::File && s.path == path && (s.time, s.id) < (new.manifest.time, new.id) {
             older.push(s.id);
         }
     }
@@ -1000,7 +1008,7 @@ async fn push(cli: &DatasafedCli, a: &PushArgs) -> Result<()> {
 /// out: the newest datasafed file of the same name in the same or a sibling directory
 /// (`DATASAFED_BACKEND_BASE_PATH=ns/cluster/<backup name>`, file `base.tar`), else the
 /// newest file of the same extension in the same directory (`/pg/<backup name>.tar`).
-fn delta_parent(snapshots: &[Snapshot], path: &str) -> Option<BlobId> {
+fn delta_parent(snapshots: &[Entry], path: &str) -> Option<BlobId> {
     let (name, dir) = (basename(path), parent(path));
     let extension = |n: &str| n.split_once('.').map(|(_, e)| e.to_string());
     let rank = |p: &str| {
@@ -1015,8 +1023,11 @@ fn delta_parent(snapshots: &[Snapshot], path: &str) -> Option<BlobId> {
     snapshots
         .iter()
         .filter_map(|s| {
-            let rank = rank(tag_value(s, PATH_TAG)?)?;
-            Some((rank, s.manifest.time, s.id))
+            if s.kind != Kind::File {
+                return None;
+            }
+            let rank = rank(&s.path)?;
+            Some((rank, s.time, s.id))
         })
         .max()
         .map(|(_, _, id)| id)
@@ -1083,7 +1094,7 @@ async fn pull(cli: &DatasafedCli, a: &PullArgs) -> Result<()> {
             std::fs::File::create(&lpath).with_context(|| format!("open {}", lpath.display()))?,
         ))
     };
-    let tree = file.newest.manifest.tree;
+    let tree = file.newest.tree;
     let name = basename(&path).as_bytes().to_vec();
     let result = match transform {
         Transform::Raw => {

@@ -8,6 +8,7 @@
 mod check;
 mod commands;
 mod datasafed;
+mod ds_files;
 mod inspect;
 mod keys;
 mod maintenance;
