@@ -217,11 +217,7 @@ mod tests {
             size: u64::from(i) * 1000,
             kind: [Kind::Other, Kind::File, Kind::Dir][usize::from(i % 3)],
             path: format!("/wal/{i}"),
-            codec: if i < 3 {
-                "none".into()
-            } else {
-                String::new()
-            },
+            codec: if i < 3 { "none".into() } else { String::new() },
         }
     }
 
