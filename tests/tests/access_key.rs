@@ -422,6 +422,14 @@ fn list_and_stat_over_many_files_follow_changes_made_elsewhere() {
         .filter(|p| p.is_file())
         .collect();
     assert_eq!(caches.len(), 1, "no datasafed file cache written");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&caches[0])
+            .expect("cache")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "datasafed file cache mode {mode:o}");
+    }
     // Served from the cache: the same answers.
     assert_eq!(count(&["list", "-r", "-f", "/wal"]), N);
 
