@@ -269,14 +269,22 @@ async fn run_backup(
         .collect();
     let parent = match (&options.parent, &source) {
         (ParentChoice::None, _) => None,
-        (ParentChoice::Id(id), _) => {
-            let all = repo.list_snapshots().await?;
-            Some(Repository::select_snapshot(&all, &id.to_hex())?)
-        }
-        (ParentChoice::IfPresent(id), _) => {
-            let all = repo.list_snapshots().await?;
-            all.into_iter().find(|s| s.id == *id)
-        }
+        // One snapshot file read, not every manifest: datasafed pushes into archives of
+        // 100,000 files name their parent this way.
+        (ParentChoice::Id(id), _) => match repo.load_snapshot(id).await {
+            Err(Error::NotFound { .. }) => {
+                return Err(Error::Snapshot {
+                    selector: id.to_hex(),
+                    reason: "no such snapshot".into(),
+                })
+            }
+            other => Some(other?),
+        },
+        // A parent that is gone or damaged only costs the delta bases it would lend.
+        (ParentChoice::IfPresent(id), _) => match repo.load_snapshot(id).await {
+            Err(Error::NotFound { .. } | Error::Corrupt { .. }) => None,
+            other => Some(other?),
+        },
         // A stream's parent offers its pages as delta bases (page_deltas.rs): the
         // latest stream of the same name, from this host if there is one.
         (ParentChoice::Auto, BackupSource::Stream { .. }) => {

@@ -54,6 +54,13 @@ pub enum Error {
     /// No key blob of the repository opens with the given password.
     #[error("wrong password: no key in the repository matches it")]
     WrongKey,
+    /// The key file an access key names is not in the repository: the key was revoked
+    /// (its key file deleted), or it was made for another repository.
+    #[error("access key {key} is not in this repository's keys/: it was revoked, or it belongs to another repository")]
+    KeyRevoked {
+        /// The short id of the key file the access key names.
+        key: String,
+    },
     /// The repository location holds no repository.
     #[error("no repository at {location} (create one with `dprepo init`)")]
     NoRepository {

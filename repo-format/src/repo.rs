@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::index::{missing_blob, BlobLocation, Index, IndexFile};
 use crate::index_cache::IndexCache;
-use crate::key::{KdfParams, KeyFile};
+use crate::key::{AccessKey, KdfParams, KeyFile, KeyKind};
 use crate::manifest::SnapshotManifest;
 use crate::storage::{BlobInfo, Storage};
 use crate::tree::{Node, NodeKind, Tree};
@@ -42,6 +42,8 @@ pub const INDEX_DIR: &str = "index/";
 pub const SNAPSHOTS_DIR: &str = "snapshots/";
 /// Directory of writer session markers.
 pub const SESSIONS_DIR: &str = "sessions/";
+/// Snapshot files read and decoded at once by [`Repository::read_snapshots`].
+pub const SNAPSHOT_READS_IN_FLIGHT: usize = 64;
 /// Most key files tried when opening (each costs one Argon2 run).
 pub const MAX_KEYS_TRIED: usize = 64;
 
@@ -127,7 +129,10 @@ pub struct Snapshot {
 #[derive(Debug, Clone)]
 pub struct Repository {
     storage: Arc<dyn Storage>,
+    master: MasterKey,
     keys: Keys,
+    /// The key file this handle was opened (or created) with.
+    opened_with: String,
     config: Config,
     index: Arc<RwLock<Index>>,
     /// Serialises index loads, so a reload racing another one does not rebuild twice.
@@ -241,7 +246,9 @@ impl Repository {
         }
         Ok(Repository {
             storage,
+            master,
             keys,
+            opened_with: key_name,
             config,
             index: Arc::new(RwLock::new(Index::new())),
             index_load: Arc::default(),
@@ -275,105 +282,40 @@ impl Repository {
         password: &[u8],
         place: &IndexPlace,
     ) -> Result<Repository> {
-        let config_bytes = match storage.get(CONFIG_NAME).await {
-            Ok(b) => b,
-            Err(Error::NotFound { .. }) => {
-                // Key files alone: an init in progress or interrupted (init says which
-                // way out). Anything more is a repository that lost its config, which a
-                // new init would not bring back.
-                let held: Vec<(&str, usize)> = repository_files(&*storage)
-                    .await?
-                    .into_iter()
-                    .filter(|(dir, _)| *dir != KEYS_DIR)
-                    .collect();
-                if held.is_empty() {
-                    return Err(Error::NoRepository {
-                        location: storage.location(),
-                    });
-                }
-                return Err(Error::corrupt(
-                    format!("repository at {}", storage.location()),
-                    format!(
-                        "its config is missing, but {}: put a copy of the config back (`dprepo init` cannot recover them: a new repository has a new key)",
-                        describe_files(&held)
-                    ),
-                ));
-            }
-            Err(e) => return Err(e),
-        };
-        let mut key_names: Vec<String> = storage
-            .list(KEYS_DIR)
-            .await?
-            .into_iter()
-            .map(|b| b.name)
-            .collect();
-        key_names.sort();
-        let mut opened = None;
-        let mut last_error = None;
-        let mut config_error = None;
-        // The first key file that did not open and is damaged: the password may be its.
-        let mut damaged_key = None;
-        for name in key_names.iter().take(MAX_KEYS_TRIED) {
-            let bytes = match storage.get(name).await {
-                Ok(bytes) => bytes,
-                // Deleted since the listing: an init that lost the race removes its key.
-                Err(Error::NotFound { .. }) => continue,
-                Err(e) => return Err(e),
-            };
-            let key = match KeyFile::decode(&bytes, name) {
-                Ok(k) => k,
-                Err(e) => {
-                    if let Error::Corrupt { reason, .. } = &e {
-                        damaged_key.get_or_insert_with(|| (name.clone(), reason.clone()));
-                    }
-                    last_error = Some(e);
-                    continue;
-                }
-            };
-            let pw = password_owned(password);
-            let Some(master) = run_cpu(move || key.open(&pw)).await?? else {
-                // A wrong password and a damaged key file both fail to unwrap; the name
-                // (the storage id of the bytes written, L1) tells them apart.
-                let expected = BlobId::of_stored(&bytes).to_hex();
-                if name.strip_prefix(KEYS_DIR) != Some(expected.as_str()) {
-                    damaged_key.get_or_insert_with(|| {
-                        (
-                            name.clone(),
-                            "its bytes do not match its name (storage id)".to_string(),
-                        )
-                    });
-                }
-                continue;
-            };
-            // The password can open a key of another master key: the key an init wrote
-            // before it lost the race to create the config, until it deletes that key.
-            // The right key is the one whose master key opens the config.
-            let keys = Keys::derive(&master);
-            match Config::decode(&keys, &config_bytes) {
-                Ok(config) => {
-                    opened = Some((keys, config));
-                    break;
-                }
-                Err(e) => config_error = Some(e),
-            }
-        }
-        let Some((keys, config)) = opened else {
-            return Err(match (config_error, last_error) {
-                (Some(e), _) => e,
-                (None, Some(e @ Error::UnsupportedVersion { .. })) => e,
-                _ if key_names.is_empty() => Error::corrupt("repository", "no key files in keys/"),
-                _ => match damaged_key {
-                    Some((name, reason)) => Error::corrupt(
-                        name,
-                        format!(
-                            "{reason}; no intact key file opens with this password \
-                             (if it is this key's, restore the key file from a copy)"
-                        ),
-                    ),
-                    None => Error::WrongKey,
-                },
-            });
-        };
+        let config_bytes = read_config(&*storage).await?;
+        let unlocked = unlock_with_password(&*storage, &config_bytes, password).await?;
+        Repository::with_index(storage, unlocked, place).await
+    }
+
+    /// Open the repository in `storage` with access key `key` (SPEC.md section 19): one
+    /// key file is read, and no password is hashed.
+    ///
+    /// # Errors
+    /// As [`Repository::open`], except that a key file absent from `keys/` is
+    /// [`Error::KeyRevoked`] and one that does not open with `key` is
+    /// [`Error::WrongKey`].
+    pub async fn open_with_access_key(
+        storage: Arc<dyn Storage>,
+        key: &AccessKey,
+        place: &IndexPlace,
+    ) -> Result<Repository> {
+        let config_bytes = read_config(&*storage).await?;
+        let unlocked = unlock_with_access_key(&*storage, &config_bytes, key).await?;
+        Repository::with_index(storage, unlocked, place).await
+    }
+
+    /// Finish opening: keep the index where `place` says and load it.
+    async fn with_index(
+        storage: Arc<dyn Storage>,
+        unlocked: Unlocked,
+        place: &IndexPlace,
+    ) -> Result<Repository> {
+        let Unlocked {
+            master,
+            keys,
+            config,
+            key_name,
+        } = unlocked;
         // A cache that cannot be used must not stop the command (it is derived data):
         // a persistent one gives way to a private one in the system's temporary
         // directory, as with --no-cache, and that to memory.
@@ -418,7 +360,9 @@ impl Repository {
         index.replace_cache(cache);
         let repo = Repository {
             storage,
+            master,
             keys,
+            opened_with: key_name,
             config,
             index: Arc::new(RwLock::new(index)),
             index_load: Arc::default(),
@@ -437,6 +381,100 @@ impl Repository {
             .write()
             .map(|mut n| std::mem::take(&mut *n))
             .unwrap_or_default()
+    }
+
+    /// The storage name of the key file this handle was opened (or created) with.
+    pub fn opened_with(&self) -> &str {
+        &self.opened_with
+    }
+
+    /// Make a new access key for this repository: writes an access key file (SPEC.md
+    /// section 6) wrapping the master key and returns the key that opens it. `label`
+    /// says what it is for; `dprepo key list` shows it. Revoke it with
+    /// [`Repository::remove_key`].
+    ///
+    /// # Errors
+    /// Storage errors writing the key file.
+    pub async fn add_access_key(&self, label: &str) -> Result<AccessKey> {
+        let (bytes, key) = KeyFile::create_access(
+            &self.master,
+            &current_hostname(),
+            &current_username(),
+            label,
+        );
+        self.storage.create(&key.key_name(), &bytes).await?;
+        Ok(key)
+    }
+
+    /// Add a password: writes a password key file wrapping the master key, hashed with
+    /// `kdf`. Returns its storage name.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for KDF parameters out of bounds; storage errors.
+    pub async fn add_password(&self, password: &[u8], kdf: KdfParams) -> Result<String> {
+        let master = self.master.clone();
+        let pw = password_owned(password);
+        let bytes = run_cpu(move || {
+            KeyFile::create(&master, &pw, kdf, &current_hostname(), &current_username())
+        })
+        .await??;
+        let name = format!("{KEYS_DIR}{}", BlobId::of_stored(&bytes).to_hex());
+        self.storage.create(&name, &bytes).await?;
+        Ok(name)
+    }
+
+    /// Every key file of the repository, sorted by name, decoded (or the error that
+    /// stopped it). Needs no key: key file headers are plaintext.
+    ///
+    /// # Errors
+    /// Storage errors listing `keys/`.
+    pub async fn key_files(storage: &dyn Storage) -> Result<Vec<(String, Result<KeyFile>)>> {
+        let mut names: Vec<String> = storage
+            .list(KEYS_DIR)
+            .await?
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let file = match storage.get(&name).await {
+                Ok(bytes) => KeyFile::decode(&bytes, &name),
+                Err(Error::NotFound { .. }) => continue,
+                Err(e) => Err(e),
+            };
+            out.push((name, file));
+        }
+        Ok(out)
+    }
+
+    /// Remove key file `name` (a password or an access key): from then on it opens
+    /// nothing. Refuses the key this handle was opened with, and the last password key
+    /// file (a repository whose only keys are access keys is one leak from lost: its
+    /// owner could no longer open it with something only they know).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if there is no such key file; [`Error::InvalidArgument`] for
+    /// the refusals above; storage errors.
+    pub async fn remove_key(&self, name: &str) -> Result<()> {
+        let files = Repository::key_files(&*self.storage).await?;
+        let Some((_, file)) = files.iter().find(|(n, _)| n == name) else {
+            return Err(Error::NotFound {
+                object: name.to_string(),
+            });
+        };
+        if name == self.opened_with {
+            return Err(Error::InvalidArgument(format!(
+                "{name} is the key this command opened the repository with; open with another key to remove it"
+            )));
+        }
+        let is_password = |f: &Result<KeyFile>| matches!(f, Ok(k) if k.kind == KeyKind::Password);
+        if is_password(file) && files.iter().filter(|(_, f)| is_password(f)).count() == 1 {
+            return Err(Error::InvalidArgument(format!(
+                "{name} is the last password of the repository; add another password first"
+            )));
+        }
+        self.storage.delete(name).await
     }
 
     /// The storage backend.
@@ -837,11 +875,45 @@ impl Repository {
     /// Storage errors listing `snapshots/`.
     pub async fn list_snapshots_checked(&self) -> Result<(Vec<Snapshot>, Vec<(String, Error)>)> {
         let names = self.storage.list(SNAPSHOTS_DIR).await?;
+        self.read_snapshots(names).await
+    }
+
+    /// Read snapshot `id` alone (one `get`, where [`Repository::list_snapshots`] reads
+    /// them all).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if there is no such snapshot file; [`Error::Corrupt`] if its
+    /// bytes do not hash to its name or do not decode; storage errors.
+    pub async fn load_snapshot(&self, id: &BlobId) -> Result<Snapshot> {
+        let name = format!("{SNAPSHOTS_DIR}{}", id.to_hex());
+        let bytes = self.storage.get(&name).await?;
+        if BlobId::of_stored(&bytes) != *id {
+            return Err(Error::corrupt(&name, "content does not hash to its name"));
+        }
+        let manifest =
+            SnapshotManifest::decode(&self.keys, &bytes, &format!("snapshot {}", id.short()))?;
+        Ok(Snapshot { id: *id, manifest })
+    }
+
+    /// Read and decode the snapshot files `names` (from a listing of `snapshots/`):
+    /// the snapshots, oldest first, and the files that could not be read (name and
+    /// error). Files deleted since the listing are left out. At most
+    /// [`SNAPSHOT_READS_IN_FLIGHT`] are read at once.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if a reading task panicked.
+    pub async fn read_snapshots(
+        &self,
+        names: Vec<BlobInfo>,
+    ) -> Result<(Vec<Snapshot>, Vec<(String, Error)>)> {
+        let limit = Arc::new(tokio::sync::Semaphore::new(SNAPSHOT_READS_IN_FLIGHT));
         let mut tasks = tokio::task::JoinSet::new();
         for info in names {
+            let limit = limit.clone();
             let storage = self.storage.clone();
             let keys = self.keys.clone();
             tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
                 let name = info.name.clone();
                 let result = async {
                     let hex = info.name.trim_start_matches(SNAPSHOTS_DIR).to_string();
@@ -949,6 +1021,195 @@ impl Repository {
         }
         Ok(found)
     }
+}
+
+/// What unlocking a repository yields: its keys, its config and the key file that
+/// opened it.
+struct Unlocked {
+    master: MasterKey,
+    keys: Keys,
+    config: Config,
+    key_name: String,
+}
+
+/// The stored config of the repository in `storage`.
+///
+/// # Errors
+/// [`Error::NoRepository`] if there is no config and nothing but key files;
+/// [`Error::Corrupt`] if the config is missing but data, index files or snapshots are
+/// there; storage errors.
+async fn read_config(storage: &dyn Storage) -> Result<Vec<u8>> {
+    match storage.get(CONFIG_NAME).await {
+        Ok(b) => Ok(b),
+        Err(Error::NotFound { .. }) => {
+            // Key files alone: an init in progress or interrupted (init says which
+            // way out). Anything more is a repository that lost its config, which a
+            // new init would not bring back.
+            let held: Vec<(&str, usize)> = repository_files(storage)
+                .await?
+                .into_iter()
+                .filter(|(dir, _)| *dir != KEYS_DIR)
+                .collect();
+            if held.is_empty() {
+                return Err(Error::NoRepository {
+                    location: storage.location(),
+                });
+            }
+            Err(Error::corrupt(
+                format!("repository at {}", storage.location()),
+                format!(
+                    "its config is missing, but {}: put a copy of the config back (`dprepo init` cannot recover them: a new repository has a new key)",
+                    describe_files(&held)
+                ),
+            ))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Find the key file that opens with `password` and whose master key opens the config.
+///
+/// # Errors
+/// As [`Repository::open`].
+async fn unlock_with_password(
+    storage: &dyn Storage,
+    config_bytes: &[u8],
+    password: &[u8],
+) -> Result<Unlocked> {
+    let mut key_names: Vec<String> = storage
+        .list(KEYS_DIR)
+        .await?
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    key_names.sort();
+    let mut opened = None;
+    let mut last_error = None;
+    let mut config_error = None;
+    // The first key file that did not open and is damaged: the password may be its.
+    let mut damaged_key = None;
+    for name in key_names.iter().take(MAX_KEYS_TRIED) {
+        let bytes = match storage.get(name).await {
+            Ok(bytes) => bytes,
+            // Deleted since the listing: an init that lost the race removes its key.
+            Err(Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let key = match KeyFile::decode(&bytes, name) {
+            Ok(k) => k,
+            Err(e) => {
+                if let Error::Corrupt { reason, .. } = &e {
+                    damaged_key.get_or_insert_with(|| (name.clone(), reason.clone()));
+                }
+                last_error = Some(e);
+                continue;
+            }
+        };
+        if key.kind == KeyKind::Access {
+            continue; // no password opens it (and it is not damaged: it decoded)
+        }
+        let pw = password_owned(password);
+        let Some(master) = run_cpu(move || key.open(&pw)).await?? else {
+            // A wrong password and a damaged key file both fail to unwrap; the name
+            // (the storage id of the bytes written, L1) tells them apart.
+            let expected = BlobId::of_stored(&bytes).to_hex();
+            if name.strip_prefix(KEYS_DIR) != Some(expected.as_str()) {
+                damaged_key.get_or_insert_with(|| {
+                    (
+                        name.clone(),
+                        "its bytes do not match its name (storage id)".to_string(),
+                    )
+                });
+            }
+            continue;
+        };
+        // The password can open a key of another master key: the key an init wrote
+        // before it lost the race to create the config, until it deletes that key.
+        // The right key is the one whose master key opens the config.
+        let keys = Keys::derive(&master);
+        match Config::decode(&keys, config_bytes) {
+            Ok(config) => {
+                opened = Some(Unlocked {
+                    master,
+                    keys,
+                    config,
+                    key_name: name.clone(),
+                });
+                break;
+            }
+            Err(e) => config_error = Some(e),
+        }
+    }
+    opened.ok_or_else(|| match (config_error, last_error) {
+        (Some(e), _) => e,
+        (None, Some(e @ Error::UnsupportedVersion { .. })) => e,
+        _ if key_names.is_empty() => Error::corrupt("repository", "no key files in keys/"),
+        _ => match damaged_key {
+            Some((name, reason)) => Error::corrupt(
+                name,
+                format!(
+                    "{reason}; no intact key file opens with this password \
+                             (if it is this key's, restore the key file from a copy)"
+                ),
+            ),
+            None => Error::WrongKey,
+        },
+    })
+}
+
+/// Open key file `keys/<id>` named by access key `key` (SPEC.md section 19): it must
+/// still be listed in `keys/` (a revoked key is deleted; listings are never served from
+/// a cache), match its name, be an access key file and open with `key`, and its master
+/// key must open the config.
+///
+/// # Errors
+/// [`Error::KeyRevoked`] if `keys/` does not list it; [`Error::Corrupt`] if it is damaged
+/// or not an access key file, or the config does not open; [`Error::WrongKey`] if `key`
+/// does not open it; storage errors.
+async fn unlock_with_access_key(
+    storage: &dyn Storage,
+    config_bytes: &[u8],
+    key: &AccessKey,
+) -> Result<Unlocked> {
+    let name = key.key_name();
+    let listed = storage.list(KEYS_DIR).await?;
+    if !listed.iter().any(|b| b.name == name) {
+        return Err(Error::KeyRevoked {
+            key: key.key_id().short(),
+        });
+    }
+    let bytes = match storage.get(&name).await {
+        Ok(b) => b,
+        // Deleted since the listing.
+        Err(Error::NotFound { .. }) => {
+            return Err(Error::KeyRevoked {
+                key: key.key_id().short(),
+            })
+        }
+        Err(e) => return Err(e),
+    };
+    if BlobId::of_stored(&bytes) != key.key_id() {
+        return Err(Error::corrupt(
+            &name,
+            "its bytes do not match its name (storage id); restore the key file from a copy",
+        ));
+    }
+    let file = KeyFile::decode(&bytes, &name)?;
+    if file.kind != KeyKind::Access {
+        return Err(Error::corrupt(
+            &name,
+            "the access key names a password key file (access keys open access key files only)",
+        ));
+    }
+    let master = file.open_access(key).ok_or(Error::WrongKey)?;
+    let keys = Keys::derive(&master);
+    let config = Config::decode(&keys, config_bytes)?;
+    Ok(Unlocked {
+        master,
+        keys,
+        config,
+        key_name: name,
+    })
 }
 
 /// How often, and how long apart, `init` looks for the config another init is about

@@ -28,7 +28,10 @@ use dprepo_repo_format::file_meta::{
     EXT_XATTRS,
 };
 use dprepo_repo_format::index::{IndexFile, IndexPack, INDEX_FILE_VERSION};
-use dprepo_repo_format::key::{KdfParams, KeyFile, KDF_ARGON2ID, KEY_FILE_VERSION, SALT_LEN};
+use dprepo_repo_format::key::{
+    AccessKey, KdfParams, KeyFile, KeyKind, ACCESS_KEY_CONTEXT, KDF_ACCESS_KEY, KDF_ARGON2ID,
+    KEY_FILE_VERSION, KEY_FILE_VERSION_ACCESS, SALT_LEN,
+};
 use dprepo_repo_format::pack::{
     decode_pack, PackBuilder, PackEntry, PackKind, DELTA_FLAG, PACK_HEADER_AAD, PACK_MAGIC,
     PACK_VERSION,
@@ -390,6 +393,40 @@ fn index_file(f: &Fixture) -> IndexFile {
     }
 }
 
+/// The access key's secret: bytes 0x90..=0xaf.
+fn access_secret() -> [u8; 32] {
+    std::array::from_fn(|i| 0x90 + i as u8)
+}
+const ACCESS_LABEL: &str = "label";
+
+/// The access key file (version 2), built by hand like [`key_file`].
+fn access_key_file() -> Vec<u8> {
+    let mut out = header(FileType::Key, KEY_FILE_VERSION_ACCESS).to_vec();
+    out.push(KDF_ACCESS_KEY);
+    out.extend_from_slice(&[0u8; 12]);
+    out.extend_from_slice(&key_salt());
+    out.extend_from_slice(&KEY_CREATED.to_le_bytes());
+    for s in [KEY_HOSTNAME, KEY_USERNAME, ACCESS_LABEL] {
+        out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    let mut input = access_secret().to_vec();
+    input.extend_from_slice(&key_salt());
+    let kek = blake3::derive_key(ACCESS_KEY_CONTEXT, &input);
+    let wrapped = XChaCha20Poly1305::new(&kek.into())
+        .encrypt(
+            XNonce::from_slice(&nonce_key()),
+            Payload {
+                msg: &master_bytes(),
+                aad: &out,
+            },
+        )
+        .unwrap();
+    out.extend_from_slice(&nonce_key());
+    out.extend_from_slice(&wrapped);
+    out
+}
+
 /// The key file, built by hand: the crate draws a random salt and nonce and stamps the
 /// current time, so it cannot produce a fixed one.
 fn key_file() -> Vec<u8> {
@@ -518,6 +555,12 @@ fn compute() -> Vec<(&'static str, Vec<u8>)> {
         ("key_salt", key_salt().to_vec()),
         ("nonce_key", nonce_key().to_vec()),
         ("key_file", key_file()),
+        ("access_secret", access_secret().to_vec()),
+        ("access_key_file", access_key_file()),
+        (
+            "access_key_file_id",
+            BlobId::of_stored(&access_key_file()).0.to_vec(),
+        ),
         ("chunk_lengths", chunk_lengths),
     ]
 }
@@ -711,6 +754,21 @@ fn spec_vectors_decode_back() {
         .expect("the password opens the key file");
     assert_eq!(Keys::derive(&master).content_id(b"hello world"), id_hello);
     assert!(key.open(b"wrong password").unwrap().is_none());
+
+    // Access key file: opens with the access key made of its id and the secret.
+    let file = KeyFile::decode(&get("access_key_file"), "key").unwrap();
+    assert_eq!(
+        (file.kind, file.label.as_str(), file.created),
+        (KeyKind::Access, ACCESS_LABEL, KEY_CREATED)
+    );
+    let text = format!(
+        "dprepo-ak1-{}-{}",
+        to_hex(&get("access_key_file_id")),
+        to_hex(&get("access_secret"))
+    );
+    let access = AccessKey::parse(text.as_bytes()).unwrap();
+    let master = file.open_access(&access).expect("the access key opens it");
+    assert_eq!(Keys::derive(&master).content_id(b"hello world"), id_hello);
 
     // Chunk lengths: non-empty, within bounds, summing to the input.
     let lengths: Vec<u32> = get("chunk_lengths")

@@ -52,6 +52,9 @@ pub enum Command {
     Snapshot(crate::maintenance::SnapshotCommand),
     /// Dump repository structures (config, keys, packs, index, blobs, trees, snapshots).
     Inspect(crate::inspect::InspectArgs),
+    /// Manage keys: list them, add access keys, remove (revoke) keys.
+    #[command(subcommand)]
+    Key(crate::keys::KeyCommand),
     /// datasafed-compatible commands for KubeBlocks backup scripts (first argument only).
     ///
     /// push, pull, list, stat, rm, rmdir, mkdir as datasafed has them; the binary named
@@ -201,6 +204,7 @@ pub async fn run(cli: &Cli) -> Result<u8> {
         Command::Verify(a) => crate::check::run_verify(cli, a).await,
         Command::Repair(c) => crate::check::run_repair(cli, c).await,
         Command::Inspect(a) => crate::inspect::run(cli, a).await,
+        Command::Key(c) => crate::keys::run(cli, c).await,
         Command::Datasafed { .. } => {
             bail!("`datasafed` must be the first argument: dprepo datasafed COMMAND ... (global dprepo flags do not apply to it)")
         }

@@ -36,7 +36,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::repository;
+use crate::ds_files::{self, Entry, Kind};
+use crate::repository::{self, RepoKey};
 
 /// Tag every datasafed snapshot carries (`dprepo snapshots --tag datasafed`).
 pub const TAG: &str = "datasafed";
@@ -71,9 +72,16 @@ Storage, first match wins:
   DPREPO_REPOSITORY             a dprepo repository location (path or s3://)
 DATASAFED_BACKEND_BASE_PATH is prefixed to every remote path.
 
-Repository key: DPREPO_PASSWORD, DPREPO_PASSWORD_FILE, DATASAFED_ENCRYPTION_PASS_PHRASE
-or DATASAFED_KOPIA_PASSWORD (first set wins; there is no default). `push` and `mkdir`
-create the repository when the location holds none.
+Repository key, first set wins (there is no default, and no command runs without one):
+  DPREPO_ACCESS_KEY_FILE        an access key (`dprepo key add-access`): no password
+                                hashing, for pods that call datasafed often
+  DPREPO_PASSWORD, DPREPO_PASSWORD_FILE, DATASAFED_ENCRYPTION_PASS_PHRASE,
+  DATASAFED_KOPIA_PASSWORD      a password (any of them may hold an access key instead)
+  the config's [storage]        dprepo_access_key_file, dprepo_access_key,
+                                dprepo_password_file, dprepo_password (relative files are
+                                relative to the config's directory)
+`push` and `mkdir` create the repository when the location holds none (with a password:
+an access key opens an existing repository only).
 
 Snapshots: each file is a snapshot tagged `datasafed`, `datasafed:path=/PATH` and
 `datasafed:codec=ALGO`; see them with `dprepo snapshots --tag datasafed` or
@@ -452,23 +460,19 @@ fn decoder(c: Codec, input: Box<dyn Read + Send>) -> Result<Box<dyn Read + Send>
 
 struct Env {
     storage: Arc<dyn Storage>,
-    password: Vec<u8>,
+    key: RepoKey,
     /// DATASAFED_BACKEND_BASE_PATH, normalised (`/` when unset).
     base: String,
 }
 
 fn env(cli: &DatasafedCli) -> Result<Env> {
     let storage = storage(cli)?;
-    let password = password()?;
+    let key = repo_key(cli)?;
     let base = normalize(
         "/",
         &std::env::var("DATASAFED_BACKEND_BASE_PATH").unwrap_or_default(),
     );
-    Ok(Env {
-        storage,
-        password,
-        base,
-    })
+    Ok(Env { storage, key, base })
 }
 
 fn env_nonempty(key: &str) -> Option<String> {
@@ -569,38 +573,119 @@ fn unreachable_s3() -> Result<S3Options> {
     bail!("not an s3:// location")
 }
 
-/// The repository key: there is no default, a missing key is an error.
-fn password() -> Result<Vec<u8>> {
+/// The datasafed config that applies: `conf` (-c, DATASAFED_CONFIG), else the default
+/// file if it exists.
+fn config_file(conf: Option<&std::path::Path>) -> Option<PathBuf> {
+    match conf {
+        Some(c) => Some(c.to_path_buf()),
+        None => {
+            let default = PathBuf::from(DEFAULT_CONFIG);
+            default.is_file().then_some(default)
+        }
+    }
+}
+
+/// The repository key a datasafed config names in `[storage]`, first set wins:
+/// `dprepo_access_key_file`, `dprepo_access_key`, `dprepo_password_file`,
+/// `dprepo_password` (a password file or value may hold an access key). Relative files
+/// are relative to the config's directory. `None` when the config is absent or names no
+/// key. Shared by `datasafed` and `dprepo` run without `-r`.
+///
+/// # Errors
+/// Unreadable or invalid key files.
+pub(crate) fn configured_key(conf: Option<&std::path::Path>) -> Result<Option<RepoKey>> {
+    let Some(path) = config_file(conf).filter(|p| p.is_file()) else {
+        return Ok(None);
+    };
+    let shown = path.to_string_lossy().into_owned();
+    let section = read_ini_section(&shown, "storage");
+    let get = |k: &str| {
+        section
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let relative = |file: String| {
+        let file = PathBuf::from(file);
+        match path.parent() {
+            Some(dir) if file.is_relative() => dir.join(file),
+            _ => file,
+        }
+    };
+    if let Some(file) = get("dprepo_access_key_file") {
+        return repository::access_key_file(&relative(file))
+            .with_context(|| format!("{shown}: dprepo_access_key_file"))
+            .map(Some);
+    }
+    if let Some(text) = get("dprepo_access_key") {
+        let key = dprepo_repo_format::key::AccessKey::parse(text.as_bytes())
+            .with_context(|| format!("{shown}: dprepo_access_key"))?;
+        return Ok(Some(RepoKey::Access(key)));
+    }
+    if let Some(file) = get("dprepo_password_file") {
+        let secret = repository::read_secret_file(&relative(file), "password file")
+            .with_context(|| format!("{shown}: dprepo_password_file"))?;
+        return RepoKey::from_secret(secret, &format!("{shown}: dprepo_password_file")).map(Some);
+    }
+    if let Some(pw) = get("dprepo_password") {
+        return RepoKey::from_secret(pw.into_bytes(), &format!("{shown}: dprepo_password"))
+            .map(Some);
+    }
+    Ok(None)
+}
+
+/// The repository key, first set wins: DPREPO_ACCESS_KEY_FILE, DPREPO_PASSWORD,
+/// DPREPO_PASSWORD_FILE, DATASAFED_ENCRYPTION_PASS_PHRASE, DATASAFED_KOPIA_PASSWORD,
+/// then the config's `[storage]` ([`configured_key`]). There is no default: without a
+/// key every command fails (never an unencrypted repository).
+fn repo_key(cli: &DatasafedCli) -> Result<RepoKey> {
+    if let Some(file) = env_nonempty("DPREPO_ACCESS_KEY_FILE") {
+        return repository::access_key_file(std::path::Path::new(&file));
+    }
     let file = std::env::var_os("DPREPO_PASSWORD_FILE")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
     if let Some(pw) = repository::password_without_prompt(file.as_deref())? {
-        return Ok(pw);
+        return RepoKey::from_secret(pw, "DPREPO_PASSWORD or DPREPO_PASSWORD_FILE");
     }
-    for key in [
+    for var in [
         "DATASAFED_ENCRYPTION_PASS_PHRASE",
         "DATASAFED_KOPIA_PASSWORD",
     ] {
-        if let Some(v) = std::env::var_os(key).filter(|v| !v.is_empty()) {
-            return Ok(v.into_encoded_bytes());
+        if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            return RepoKey::from_secret(v.into_encoded_bytes(), var);
         }
     }
+    let conf = cli
+        .conf
+        .clone()
+        .or_else(|| env_nonempty("DATASAFED_CONFIG").map(PathBuf::from));
+    if let Some(key) = configured_key(conf.as_deref())? {
+        return Ok(key);
+    }
+    let conf = config_file(conf.as_deref()).unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     bail!(
-        "no repository key: set DPREPO_PASSWORD, DPREPO_PASSWORD_FILE or DATASAFED_ENCRYPTION_PASS_PHRASE"
+        "no repository key: set DPREPO_ACCESS_KEY_FILE, DPREPO_PASSWORD_FILE, DPREPO_PASSWORD or DATASAFED_ENCRYPTION_PASS_PHRASE, or add dprepo_access_key_file or dprepo_password_file to [storage] in {}",
+        conf.display()
     )
+}
+
+/// Open with the context's key.
+async fn open_existing(ctx: &Env) -> std::result::Result<Repository, EngineError> {
+    ctx.key
+        .open(
+            ctx.storage.clone(),
+            &crate::repository::default_index_place(),
+        )
+        .await
 }
 
 /// Open the repository; `create` initialises one when the location holds none (losing
 /// an init race to another process is fine: its repository is opened instead).
 /// `None`: no repository and `create` is false (an empty bucket).
 async fn open(ctx: &Env, create: bool) -> Result<Option<Repository>> {
-    match Repository::open_with(
-        ctx.storage.clone(),
-        &ctx.password,
-        &crate::repository::default_index_place(),
-    )
-    .await
-    {
+    match open_existing(ctx).await {
         Ok(r) => {
             for note in r.take_index_notes() {
                 eprintln!("Warning: {note}");
@@ -612,7 +697,14 @@ async fn open(ctx: &Env, create: bool) -> Result<Option<Repository>> {
         Err(e @ EngineError::WrongKey) => return Err(wrong_key(ctx, e)),
         Err(e) => return Err(e.into()),
     }
-    match Repository::init(ctx.storage.clone(), &ctx.password, InitOptions::default()).await {
+    let password = match &ctx.key {
+        RepoKey::Password(pw) => pw,
+        RepoKey::Access(_) => bail!(
+            "no repository at {}: an access key opens an existing repository only; create it with a password (`dprepo init`, or this command with DPREPO_PASSWORD_FILE)",
+            ctx.storage.location()
+        ),
+    };
+    match Repository::init(ctx.storage.clone(), password, InitOptions::default()).await {
         Ok(r) => Ok(Some(r)),
         Err(EngineError::RepositoryExists { .. }) => {
             // Another process created it. A third one that lost the config race may
@@ -620,13 +712,7 @@ async fn open(ctx: &Env, create: bool) -> Result<Option<Repository>> {
             // moment before it deletes it; opening with that key fails, so try again.
             let mut attempt = 0;
             loop {
-                match Repository::open_with(
-                    ctx.storage.clone(),
-                    &ctx.password,
-                    &crate::repository::default_index_place(),
-                )
-                .await
-                {
+                match open_existing(ctx).await {
                     Ok(r) => return Ok(Some(r)),
                     Err(e @ EngineError::WrongKey) => return Err(wrong_key(ctx, e)),
                     Err(_) if attempt < 10 => {
@@ -698,7 +784,7 @@ fn is_within(path: &str, dir: &str) -> bool {
 }
 
 struct FileEntry {
-    newest: Snapshot,
+    newest: Entry,
     /// Every snapshot holding this path (the newest included).
     all: Vec<BlobId>,
     codec: Option<Codec>,
@@ -713,6 +799,8 @@ struct DirEntry {
 
 #[derive(Default)]
 struct Namespace {
+    /// Every snapshot, oldest first.
+    entries: Vec<Entry>,
     files: BTreeMap<String, FileEntry>,
     /// Every directory except `/`: explicit (markers) and implicit (ancestors).
     dirs: BTreeMap<String, DirEntry>,
@@ -727,12 +815,20 @@ pub fn snapshot_file_path(s: &Snapshot) -> Option<&str> {
     tag_value(s, PATH_TAG)
 }
 
-fn recorded_codec(s: &Snapshot) -> Result<Option<Codec>> {
-    match tag_value(s, CODEC_TAG) {
-        None | Some("none") => Ok(None),
-        Some(name) => codec(name)
+fn recorded_codec(s: &Entry) -> Result<Option<Codec>> {
+    match s.codec.as_str() {
+        "" | "none" => Ok(None),
+        name => codec(name)
             .map(Some)
             .with_context(|| format!("snapshot {} records codec {name}", s.id.short())),
+    }
+}
+
+/// The cache directory of [`ds_files`]: the index cache's, if there is one.
+fn cache_dir() -> Option<PathBuf> {
+    match repository::default_index_place() {
+        dprepo_repo_format::repo::IndexPlace::Cache(dir) => Some(dir),
+        _ => None,
     }
 }
 
@@ -740,24 +836,21 @@ impl Namespace {
     async fn load(repo: Option<&Repository>) -> Result<Namespace> {
         let mut ns = Namespace::default();
         let Some(repo) = repo else { return Ok(ns) };
-        let (mut snaps, damaged) = repo.list_snapshots_checked().await?;
-        for (name, e) in damaged {
-            eprintln!("Warning: {name} cannot be read and is left out: {e}");
-        }
-        snaps.sort_by_key(|s| (s.manifest.time, s.id));
-        for s in snaps {
-            let time = s.manifest.time;
-            if let Some(dir) = tag_value(&s, DIR_TAG) {
-                let dir = dir.to_string();
+        let mut snaps = ds_files::load(repo, cache_dir()).await?;
+        snaps.sort_by_key(|s| (s.time, s.id));
+        for s in &snaps {
+            let time = s.time;
+            if s.kind == Kind::Dir {
+                let dir = s.path.clone();
                 ns.touch_ancestors(&dir, time);
                 let d = ns.dirs.entry(dir).or_default();
                 d.markers.push(s.id);
                 d.mtime = d.mtime.max(Some(time));
-            } else if let Some(path) = tag_value(&s, PATH_TAG) {
-                let path = path.to_string();
+            } else if s.kind == Kind::File {
+                let path = s.path.clone();
                 ns.touch_ancestors(&path, time);
-                let codec = recorded_codec(&s)?;
-                let size = s.manifest.summary.total_bytes;
+                let codec = recorded_codec(s)?;
+                let size = s.size;
                 let all = match ns.files.remove(&path) {
                     Some(prev) => {
                         let mut all = prev.all;
@@ -770,7 +863,7 @@ impl Namespace {
                 ns.files.insert(
                     path,
                     FileEntry {
-                        newest: s,
+                        newest: s.clone(),
                         all,
                         codec,
                         size,
@@ -778,6 +871,7 @@ impl Namespace {
                 );
             }
         }
+        ns.entries = snaps;
         Ok(ns)
     }
 
@@ -838,7 +932,7 @@ impl Listed {
             path: path.to_string(),
             is_dir: false,
             size: i64::try_from(f.size).unwrap_or(i64::MAX),
-            mtime: f.newest.manifest.time,
+            mtime: f.newest.time,
         }
     }
 }
@@ -884,8 +978,8 @@ async fn push(cli: &DatasafedCli, a: &PushArgs) -> Result<()> {
         format!("{PATH_TAG}{path}"),
         format!("{CODEC_TAG}{codec_name}"),
     ];
-    let parent = delta_parent(&repo.list_snapshots().await?, &path)
-        .map_or(ParentChoice::None, ParentChoice::IfPresent);
+    let parent =
+        delta_parent(&ns.entries, &path).map_or(ParentChoice::None, ParentChoice::IfPresent);
     let options = BackupOptions::default().with_tags(tags).with_parent(parent);
     let source = BackupSource::Stream {
         name: basename(&path).to_string(),
@@ -897,10 +991,9 @@ async fn push(cli: &DatasafedCli, a: &PushArgs) -> Result<()> {
     let new = outcome.snapshot;
     // Replace: older snapshots of this path go only after the new one is stored.
     let mut older: Vec<BlobId> = Vec::new();
-    for s in repo.list_snapshots().await? {
-        if tag_value(&s, PATH_TAG) == Some(path.as_str())
-            && (s.manifest.time, s.id) < (new.manifest.time, new.id)
-        {
+    // Listed again: a concurrent push of the same path may have stored one meanwhile.
+    for s in ds_files::load(&repo, cache_dir()).await? {
+        if s.kind == Kind::File && s.path == path && (s.time, s.id) < (new.manifest.time, new.id) {
             older.push(s.id);
         }
     }
@@ -915,7 +1008,7 @@ async fn push(cli: &DatasafedCli, a: &PushArgs) -> Result<()> {
 /// out: the newest datasafed file of the same name in the same or a sibling directory
 /// (`DATASAFED_BACKEND_BASE_PATH=ns/cluster/<backup name>`, file `base.tar`), else the
 /// newest file of the same extension in the same directory (`/pg/<backup name>.tar`).
-fn delta_parent(snapshots: &[Snapshot], path: &str) -> Option<BlobId> {
+fn delta_parent(snapshots: &[Entry], path: &str) -> Option<BlobId> {
     let (name, dir) = (basename(path), parent(path));
     let extension = |n: &str| n.split_once('.').map(|(_, e)| e.to_string());
     let rank = |p: &str| {
@@ -930,8 +1023,11 @@ fn delta_parent(snapshots: &[Snapshot], path: &str) -> Option<BlobId> {
     snapshots
         .iter()
         .filter_map(|s| {
-            let rank = rank(tag_value(s, PATH_TAG)?)?;
-            Some((rank, s.manifest.time, s.id))
+            if s.kind != Kind::File {
+                return None;
+            }
+            let rank = rank(&s.path)?;
+            Some((rank, s.time, s.id))
         })
         .max()
         .map(|(_, _, id)| id)
@@ -998,7 +1094,7 @@ async fn pull(cli: &DatasafedCli, a: &PullArgs) -> Result<()> {
             std::fs::File::create(&lpath).with_context(|| format!("open {}", lpath.display()))?,
         ))
     };
-    let tree = file.newest.manifest.tree;
+    let tree = file.newest.tree;
     let name = basename(&path).as_bytes().to_vec();
     let result = match transform {
         Transform::Raw => {

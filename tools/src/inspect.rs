@@ -340,16 +340,23 @@ async fn keys(cli: &Cli) -> Result<()> {
                 let created = chrono::DateTime::from_timestamp(k.created, 0)
                     .map(|t| t.to_rfc3339())
                     .unwrap_or_else(|| format!("{} (out of range)", k.created));
-                let _ = writeln!(
-                    text,
-                    "  kdf        argon2id, memory {} KiB, {} iterations, parallelism {}",
-                    k.kdf.memory_kib, k.kdf.iterations, k.kdf.parallelism
-                );
+                if k.kind == dprepo_repo_format::key::KeyKind::Access {
+                    let _ = writeln!(text, "  kdf        none (access key)");
+                    let _ = writeln!(text, "  label      {}", k.label);
+                } else {
+                    let _ = writeln!(
+                        text,
+                        "  kdf        argon2id, memory {} KiB, {} iterations, parallelism {}",
+                        k.kdf.memory_kib, k.kdf.iterations, k.kdf.parallelism
+                    );
+                }
                 let _ = writeln!(text, "  created    {created}");
                 let _ = writeln!(text, "  host       {}", k.hostname);
                 let _ = writeln!(text, "  user       {}\n", k.username);
+                doc["kind"] = json!(k.kind);
+                doc["label"] = json!(k.label);
                 doc["kdf"] = json!({
-                    "algorithm": "argon2id",
+                    "algorithm": if k.kind == dprepo_repo_format::key::KeyKind::Access { "none" } else { "argon2id" },
                     "memory_kib": k.kdf.memory_kib,
                     "iterations": k.kdf.iterations,
                     "parallelism": k.kdf.parallelism,

@@ -8,7 +8,9 @@
 mod check;
 mod commands;
 mod datasafed;
+mod ds_files;
 mod inspect;
+mod keys;
 mod maintenance;
 mod output;
 mod progress;
@@ -35,6 +37,15 @@ pub struct Cli {
     /// Read the password from this file (first line).
     #[arg(long, env = "DPREPO_PASSWORD_FILE", global = true)]
     pub password_file: Option<std::path::PathBuf>,
+    /// Open the repository with the access key in this file (`dprepo key add-access`
+    /// makes one): no password hashing. Comes before any password.
+    #[arg(
+        long,
+        env = "DPREPO_ACCESS_KEY_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub access_key_file: Option<std::path::PathBuf>,
     /// Print one JSON document on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,

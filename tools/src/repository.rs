@@ -1,6 +1,7 @@
 //! Locating the repository and obtaining the password.
 
 use anyhow::{bail, Context, Result};
+use dprepo_repo_format::key::{password_hashes, AccessKey};
 use dprepo_repo_format::repo::IndexPlace;
 use dprepo_repo_format::storage::{
     read_ini_section, CachedStorage, CountingStorage, LocalStorage, RequestStats, S3Options,
@@ -189,13 +190,18 @@ pub fn apply_s3_settings(
     Ok(())
 }
 
-/// Print the storage request counts of this process (for `--verbose`).
+/// Print the storage request counts of this process, and how many passwords it hashed
+/// (for `--verbose`).
 pub fn print_request_counts(json: bool) {
     let Some(stats) = REQUESTS.get() else { return };
     let c = stats.counts();
     if json {
-        eprintln!("{}", serde_json::json!({ "requests": c }));
+        eprintln!(
+            "{}",
+            serde_json::json!({ "requests": c, "password_hashes": password_hashes() })
+        );
     } else {
+        eprintln!("password hashes: {}", password_hashes());
         eprintln!(
             "requests: {} GET, {} ranged GET, {} PUT, {} HEAD, {} LIST, {} DELETE; {} down, {} up",
             c.get,
@@ -234,6 +240,107 @@ pub fn password(cli: &Cli, confirm: bool) -> Result<Vec<u8>> {
     bail!("no password: set DPREPO_PASSWORD or DPREPO_PASSWORD_FILE (or run on a terminal to be asked)")
 }
 
+/// What opens a repository: a password (hashed with Argon2id) or an access key (SPEC.md
+/// section 6.1: no hashing, for processes started often).
+#[derive(Debug)]
+pub enum RepoKey {
+    /// A password.
+    Password(Vec<u8>),
+    /// An access key.
+    Access(AccessKey),
+}
+
+impl RepoKey {
+    /// A secret read from `source`: an access key if it has the form of one (so a
+    /// password variable or file may hold an access key), else a password.
+    ///
+    /// # Errors
+    /// A secret that starts like an access key but is not a valid one, naming `source`.
+    pub fn from_secret(secret: Vec<u8>, source: &str) -> Result<RepoKey> {
+        if AccessKey::looks_like(&secret) {
+            return Ok(RepoKey::Access(
+                AccessKey::parse(&secret).with_context(|| source.to_string())?,
+            ));
+        }
+        Ok(RepoKey::Password(secret))
+    }
+
+    /// Open the repository in `storage` with this key.
+    ///
+    /// # Errors
+    /// As [`Repository::open_with`] and [`Repository::open_with_access_key`].
+    pub async fn open(
+        &self,
+        storage: Arc<dyn Storage>,
+        place: &IndexPlace,
+    ) -> dprepo_repo_format::Result<Repository> {
+        match self {
+            RepoKey::Password(pw) => Repository::open_with(storage, pw, place).await,
+            RepoKey::Access(key) => Repository::open_with_access_key(storage, key, place).await,
+        }
+    }
+}
+
+/// The first line of secret file `file` (`what` names it in errors).
+///
+/// # Errors
+/// The file cannot be read, or its first line is empty.
+pub fn read_secret_file(file: &std::path::Path, what: &str) -> Result<Vec<u8>> {
+    let text = std::fs::read(file).with_context(|| format!("reading {what} {}", file.display()))?;
+    let line = text.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.is_empty() {
+        bail!("{what} {} is empty", file.display());
+    }
+    Ok(line.to_vec())
+}
+
+/// The access key in `file` (`DPREPO_ACCESS_KEY_FILE`, `--access-key-file`).
+///
+/// # Errors
+/// The file cannot be read or does not hold an access key.
+pub fn access_key_file(file: &std::path::Path) -> Result<RepoKey> {
+    let text = read_secret_file(file, "access key file")?;
+    let key =
+        AccessKey::parse(&text).with_context(|| format!("access key file {}", file.display()))?;
+    Ok(RepoKey::Access(key))
+}
+
+/// Where a repository key can be given, for the error when there is none.
+pub const KEY_SOURCES: &str = "DPREPO_ACCESS_KEY_FILE, DPREPO_PASSWORD_FILE or DPREPO_PASSWORD";
+
+/// The key of the command line: `--access-key-file`/`DPREPO_ACCESS_KEY_FILE`, then
+/// `DPREPO_PASSWORD`, `--password-file`/`DPREPO_PASSWORD_FILE` (either may hold an
+/// access key), then, without `-r`, the key a datasafed config names, then a prompt
+/// when stdin is a terminal.
+///
+/// # Errors
+/// Unreadable or invalid key files; no key anywhere.
+pub fn repo_key(cli: &Cli) -> Result<RepoKey> {
+    if let Some(file) = &cli.access_key_file {
+        return access_key_file(file);
+    }
+    if let Some(pw) = password_without_prompt(cli.password_file.as_deref())? {
+        return RepoKey::from_secret(pw, "DPREPO_PASSWORD or the password file");
+    }
+    if cli.repo.as_deref().is_none_or(str::is_empty) {
+        if let Some(key) = crate::datasafed::configured_key(cli.datasafed_conf.as_deref())? {
+            return Ok(key);
+        }
+    }
+    if std::io::stdin().is_terminal() {
+        let pw = rpassword::prompt_password("enter password for repository: ")
+            .context("reading password")?;
+        if pw.is_empty() {
+            bail!("empty password");
+        }
+        return RepoKey::from_secret(pw.into_bytes(), "the password entered");
+    }
+    bail!(
+        "no repository key: set {KEY_SOURCES} (or --access-key-file / --password-file, or run on a terminal to be asked)"
+    )
+}
+
 /// The password from `DPREPO_PASSWORD`, else from `file` (first line), else `None`.
 pub fn password_without_prompt(file: Option<&std::path::Path>) -> Result<Option<Vec<u8>>> {
     // An empty DPREPO_PASSWORD counts as unset, so it cannot mask a password file.
@@ -241,14 +348,7 @@ pub fn password_without_prompt(file: Option<&std::path::Path>) -> Result<Option<
         return Ok(Some(pw.into_encoded_bytes()));
     }
     if let Some(file) = file {
-        let text = std::fs::read(file)
-            .with_context(|| format!("reading password file {}", file.display()))?;
-        let line = text.split(|b| *b == b'\n').next().unwrap_or_default();
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            bail!("password file {} is empty", file.display());
-        }
-        return Ok(Some(line.to_vec()));
+        return read_secret_file(file, "password file").map(Some);
     }
     Ok(None)
 }
@@ -256,8 +356,8 @@ pub fn password_without_prompt(file: Option<&std::path::Path>) -> Result<Option<
 /// Open the repository named on the command line.
 pub async fn open(cli: &Cli) -> Result<Repository> {
     let storage = storage(cli)?;
-    let password = password(cli, false)?;
-    let repo = Repository::open_with(storage, &password, &index_place(cli)).await?;
+    let key = repo_key(cli)?;
+    let repo = key.open(storage, &index_place(cli)).await?;
     for (name, e) in repo.damaged_index_files() {
         eprintln!("dprepo: warning: index file {name} is skipped: {e} (run `dprepo verify`, then `dprepo repair index`)");
     }

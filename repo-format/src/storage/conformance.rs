@@ -379,6 +379,17 @@ pub(crate) async fn run_conformance(s: &dyn Storage) {
     everything.insert("data/ff/large".into(), LARGE as u64);
     everything.extend(expected);
     assert_eq!(listing(s, "").await, everything);
+    // list_names lists the same names, whole and by prefix.
+    for prefix in ["", "data/", "data/c", "keys/"] {
+        let mut names = s.list_names(prefix).await.unwrap();
+        names.sort();
+        let expected: Vec<String> = everything
+            .keys()
+            .filter(|n| n.starts_with(prefix))
+            .cloned()
+            .collect();
+        assert_eq!(names, expected, "list_names({prefix:?})");
+    }
 }
 
 /// Sizes where writing in 1 MiB pieces aligned to 4 KiB, the last one padded, could go

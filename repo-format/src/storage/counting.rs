@@ -143,6 +143,11 @@ impl Storage for CountingStorage {
         add(&self.stats.lists, 1 + list.len() as u64 / 1000);
         Ok(list)
     }
+    async fn list_names(&self, prefix: &str) -> Result<Vec<String>> {
+        let list = self.inner.list_names(prefix).await?;
+        add(&self.stats.lists, 1 + list.len() as u64 / 1000);
+        Ok(list)
+    }
     async fn delete(&self, name: &str) -> Result<()> {
         add(&self.stats.deletes, 1);
         self.inner.delete(name).await

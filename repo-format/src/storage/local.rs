@@ -609,7 +609,9 @@ fn read_range_blocking(
     Ok(buf)
 }
 
-fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<BlobInfo>> {
+/// Files below `prefix`; `sizes` false leaves every size 0 and skips the `stat` of
+/// regular files.
+fn list_blocking(root: &Path, prefix: &str, sizes: bool) -> Result<Vec<BlobInfo>> {
     let (dir_part, _) = split_prefix(prefix);
     let mut start = root.to_path_buf();
     start.extend(dir_part.split('/').filter(|c| !c.is_empty()));
@@ -635,6 +637,15 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<BlobInfo>> {
             }
             let full = format!("{rel}{file_name}");
             let file_type = entry.file_type().map_err(|e| storage_error(&full, e))?;
+            if !sizes && file_type.is_file() {
+                if full.starts_with(prefix) && validate_name(&full).is_ok() {
+                    found.push(BlobInfo {
+                        name: full,
+                        size: 0,
+                    });
+                }
+                continue;
+            }
             let meta = if file_type.is_symlink() {
                 fs::metadata(entry.path())
             } else {
@@ -785,8 +796,19 @@ impl Storage for LocalStorage {
         validate_prefix(prefix)?;
         let root = self.inner.root.clone();
         let owned_prefix = prefix.to_owned();
-        self.run_blocking(prefix, move || list_blocking(&root, &owned_prefix))
+        self.run_blocking(prefix, move || list_blocking(&root, &owned_prefix, true))
             .await
+    }
+
+    /// Without a `stat` of each regular file: the directory entry's type says what it is.
+    async fn list_names(&self, prefix: &str) -> Result<Vec<String>> {
+        validate_prefix(prefix)?;
+        let root = self.inner.root.clone();
+        let owned_prefix = prefix.to_owned();
+        let found = self
+            .run_blocking(prefix, move || list_blocking(&root, &owned_prefix, false))
+            .await?;
+        Ok(found.into_iter().map(|b| b.name).collect())
     }
 
     async fn list_temporary(&self) -> Result<Vec<TemporaryFile>> {

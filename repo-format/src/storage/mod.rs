@@ -126,6 +126,21 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Temporary files of in-flight writes are never listed.
     async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>>;
 
+    /// The names [`Storage::list`] would list, without their sizes: backends that must
+    /// ask for each size separately (the local file system: one `stat` per file) list
+    /// faster this way.
+    ///
+    /// # Errors
+    /// As [`Storage::list`].
+    async fn list_names(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(self
+            .list(prefix)
+            .await?
+            .into_iter()
+            .map(|b| b.name)
+            .collect())
+    }
+
     /// Delete the blob. Deleting a missing name is not an error (idempotent).
     async fn delete(&self, name: &str) -> Result<()>;
 

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# datasafed calls with an access key (BENCHMARKS.md, "datasafed calls with an access
+# key"): a small push with a password and with an access key, then list -r, stat and
+# push over a WAL archive of 100,000 files. Prints wall time, CPU time and peak RSS of
+# each call (GNU time). Run from the repository root:
+#   bash benches/datasafed-calls/run.sh [WORKDIR] [FILES]
+set -euo pipefail
+W=${1:-/var/tmp/dprepo-bench/datasafed-calls}
+N=${2:-100000}
+cargo build -q -p dprepo-tools --bins
+cargo build -q -p dprepo-repo-format --example many_datasafed_files
+B=$PWD/target/debug
+rm -rf "$W"
+mkdir -p "$W/repo"
+export DPREPO_CACHE_DIR=$W/cache DATASAFED_LOCAL_BACKEND_PATH=$W/repo
+t() {
+    local what=$1
+    shift
+    /usr/bin/time -f "$what: %e s wall, %U s user, %S s sys, %M KiB peak RSS" "$@" > /dev/null
+}
+echo first | DPREPO_PASSWORD=bench "$B/datasafed" push - /wal/first
+DPREPO_PASSWORD=bench "$B/dprepo" -r "$W/repo" key add-access -q --label bench -o "$W/ak"
+head -c 6 /dev/urandom > "$W/small"
+for i in 1 2 3; do
+    DPREPO_PASSWORD=bench t "push 6 B, password" "$B/datasafed" push "$W/small" "/wal/pw$i"
+done
+export DPREPO_ACCESS_KEY_FILE=$W/ak
+for i in 1 2 3; do
+    t "push 6 B, access key" "$B/datasafed" push "$W/small" "/wal/ak$i"
+done
+"$B/examples/many_datasafed_files" "$W/repo" "$N"
+t "list -r / over $N files, first call (fills the cache)" "$B/datasafed" list -r /
+for i in 1 2 3; do
+    t "list -r / over $N files" "$B/datasafed" list -r /
+done
+for i in 1 2 3; do
+    t "stat / over $N files" "$B/datasafed" stat /
+done
+for i in 1 2 3; do
+    t "push 6 B, access key, $N files" "$B/datasafed" push "$W/small" "/wal/big$i"
+done
