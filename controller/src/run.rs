@@ -33,6 +33,7 @@ use kube::{Client, Resource};
 use tokio::sync::watch;
 
 use crate::api::labels::{label, FINALIZER};
+use crate::api::{ActionSet, BackupPolicy};
 use crate::api::{Backup, BackupRepo, GarbageCollection, Restore, StorageProvider};
 use crate::builder::gc_job::GC_LABEL;
 use crate::config::ControllerConfig;
@@ -40,7 +41,9 @@ use crate::context::Context;
 use crate::http::{self, Health};
 use crate::leader::{self, LeaderOptions};
 use crate::metrics::Metrics;
-use crate::reconcile::{backuprepo, error_policy, garbagecollection, guarded, storageprovider};
+use crate::reconcile::{
+    availability, backup, backuprepo, error_policy, garbagecollection, guarded, storageprovider,
+};
 
 /// KubeBlocks' default `--leader-elect-id`.
 pub const DEFAULT_LEADER_ELECT_ID: &str = "abd03fda";
@@ -393,7 +396,7 @@ async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>
                     .collect::<Vec<_>>()
             },
         )
-        .with_config(run_config)
+        .with_config(run_config.clone())
         .graceful_shutdown_on(stop(&mut stops))
         .run(
             |o, c| guarded(o, c, garbagecollection::reconcile),
@@ -402,8 +405,52 @@ async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>
         )
         .for_each(|r| async move { log_result("GarbageCollection", r) });
 
+    // ActionSets and BackupPolicies: checked, Available or Unavailable.
+    let action_sets = Controller::new(
+        Api::<ActionSet>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(run_config.clone())
+    .graceful_shutdown_on(stop(&mut stops))
+    .run(
+        |o, c| guarded(o, c, availability::reconcile_action_set),
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(|r| async move { log_result("ActionSet", r) });
+    let policies = Controller::new(
+        Api::<BackupPolicy>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(run_config.clone())
+    .graceful_shutdown_on(stop(&mut stops))
+    .run(
+        |o, c| guarded(o, c, availability::reconcile_policy),
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(|r| async move { log_result("BackupPolicy", r) });
+
+    // Backups: woken by their Jobs (owned, in their namespace).
+    let backups = Controller::new(
+        Api::<Backup>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<Job>::all(client.clone()),
+        watcher::Config::default().labels(label::BACKUP_NAME),
+    )
+    .with_config(run_config)
+    .graceful_shutdown_on(stop(&mut stops))
+    .run(
+        |o, c| guarded(o, c, backup::reconcile),
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(|r| async move { log_result("Backup", r) });
+
     tracing::info!(finalizer = FINALIZER, namespace = %ns, workers = config.reconcile_workers, "controllers started");
-    futures::join!(providers, repos, gcs);
+    futures::join!(providers, repos, gcs, action_sets, policies, backups);
 }
 
 fn log_result<K, E1, E2>(
@@ -515,7 +562,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         metrics,
         Some(identity),
     ));
-    let (stop_txs, stop_rxs): (Vec<_>, Vec<_>) = (0..3).map(|_| oneshot::channel::<()>()).unzip();
+    let (stop_txs, stop_rxs): (Vec<_>, Vec<_>) = (0..6).map(|_| oneshot::channel::<()>()).unzip();
     let controllers = tokio::spawn(run_controllers(ctx, stop_rxs));
     let lost = async {
         if options.leader_elect {
