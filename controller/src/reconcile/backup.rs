@@ -1152,11 +1152,13 @@ impl<'a> Reconciler<'a> {
     }
 
     async fn finish_deletion(&self, repo: Option<&str>) -> Result<Action> {
+        // The deleter's Jobs go with the Backup (owner references). The finalizer goes
+        // first: a removal that loses a race is retried, and must not ask for a second
+        // garbage collection run.
+        remove_finalizer(&self.api, self.b, FINALIZER).await?;
         if let Some(repo) = repo {
             self.request_gc(repo).await;
         }
-        // The deleter's Jobs go with the Backup (owner references).
-        remove_finalizer(&self.api, self.b, FINALIZER).await?;
         self.ctx.metrics.backup_phase("Deleted", None, None);
         Ok(Action::await_change())
     }
