@@ -630,7 +630,7 @@ mod tests {
         let mut b = Backup::new(
             "b",
             serde_json::from_value(
-                serde_json::json!({"backupPolicyName": "p", "backupMethod": "m"}),
+                serde_json::json!({"backupPolicyName": "p", "backupMethod": "m", "deletionPolicy": "Delete"}),
             )
             .unwrap(),
         );

@@ -10,9 +10,9 @@ mod kubesim;
 use common::*;
 use kubesim::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 /// Objects that are wrong as written get a condition and an event naming the field;
 /// StorageProviders follow their CSIDriver; the controller keeps serving the others.
