@@ -533,6 +533,15 @@ fn postgres_physical_backups_deduplicate_and_deletion_frees_space() {
         "GC freed nothing: {}",
         gc["status"]
     );
+    // One deletion, one run (a retried finalizer removal once asked for a second).
+    // (The GarbageCollection reconciler currently records one finished run several times
+    // in its history: count distinct Jobs.)
+    let runs = gc["status"]["history"].as_array().unwrap();
+    let mut jobs: Vec<&str> = runs.iter().filter_map(|r| r["jobName"].as_str()).collect();
+    jobs.sort_unstable();
+    jobs.dedup();
+    assert_eq!(jobs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["result"], "Succeeded", "{runs:?}");
     // Retain: the Backup is kept (Deleting, finalizer held) with its data.
     c.kubectl_ok(&["delete", "backup", "-n", "db", "pg-full-2", "--wait=false"]);
     c.wait_for("a Retain event", Duration::from_secs(120), || {
