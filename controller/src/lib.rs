@@ -17,6 +17,7 @@ pub mod crd;
 pub mod error;
 pub mod http;
 pub mod leader;
+pub mod manager;
 pub mod metrics;
 pub mod reconcile;
 pub mod run;

@@ -33,6 +33,7 @@ use kube::{Client, Resource};
 use tokio::sync::watch;
 
 use crate::api::labels::{label, FINALIZER};
+use crate::api::{ActionSet, BackupPolicy};
 use crate::api::{Backup, BackupRepo, GarbageCollection, Restore, StorageProvider};
 use crate::builder::gc_job::GC_LABEL;
 use crate::config::ControllerConfig;
@@ -41,7 +42,8 @@ use crate::http::{self, Health};
 use crate::leader::{self, LeaderOptions};
 use crate::metrics::Metrics;
 use crate::reconcile::{
-    backuprepo, error_policy, garbagecollection, guarded, restore, storageprovider,
+    availability, backup, backuprepo, error_policy, garbagecollection, guarded, restore,
+    storageprovider,
 };
 
 /// KubeBlocks' default `--leader-elect-id`.
@@ -440,8 +442,52 @@ async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>
     )
     .for_each(|r| async move { log_result("Restore", r) });
 
+    // ActionSets and BackupPolicies: checked, Available or Unavailable.
+    let action_sets = Controller::new(
+        Api::<ActionSet>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(run_config.clone())
+    .graceful_shutdown_on(stop(&mut stops))
+    .run(
+        |o, c| guarded(o, c, availability::reconcile_action_set),
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(|r| async move { log_result("ActionSet", r) });
+    let policies = Controller::new(
+        Api::<BackupPolicy>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(run_config.clone())
+    .graceful_shutdown_on(stop(&mut stops))
+    .run(
+        |o, c| guarded(o, c, availability::reconcile_policy),
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(|r| async move { log_result("BackupPolicy", r) });
+
+    // Backups: woken by their Jobs (owned, in their namespace).
+    let backups = Controller::new(
+        Api::<Backup>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<Job>::all(client.clone()),
+        watcher::Config::default().labels(label::BACKUP_NAME),
+    )
+    .with_config(run_config)
+    .graceful_shutdown_on(stop(&mut stops))
+    .run(
+        |o, c| guarded(o, c, backup::reconcile),
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(|r| async move { log_result("Backup", r) });
+
     tracing::info!(finalizer = FINALIZER, namespace = %ns, workers = config.reconcile_workers, "controllers started");
-    futures::join!(providers, repos, gcs, restores);
+    futures::join!(providers, repos, gcs, restores, action_sets, policies, backups);
 }
 
 fn log_result<K, E1, E2>(
@@ -553,7 +599,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         metrics,
         Some(identity),
     ));
-    let (stop_txs, stop_rxs): (Vec<_>, Vec<_>) = (0..4).map(|_| oneshot::channel::<()>()).unzip();
+    let (stop_txs, stop_rxs): (Vec<_>, Vec<_>) = (0..7).map(|_| oneshot::channel::<()>()).unzip();
     let controllers = tokio::spawn(run_controllers(ctx, stop_rxs));
     let lost = async {
         if options.leader_elect {

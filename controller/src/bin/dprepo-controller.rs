@@ -1,5 +1,6 @@
 //! The `dprepo-controller` binary: `run` (the operator), `crd` (print or write the CRDs),
-//! `validate` (check manifests against them before `kubectl apply`).
+//! `validate` (check manifests against them before `kubectl apply`), `backup-manager`
+//! (the sidecar of backup Jobs).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +23,11 @@ struct Cli {
 enum Command {
     /// Run the controller against the cluster of KUBECONFIG (or, in a pod, its own).
     Run(RunArgs),
+    /// The `manager` sidecar of backup Jobs: waits for $DP_BACKUP_INFO_FILE, reports it
+    /// (with the repository's snapshot ids, stored bytes and dedup ratio) into the
+    /// Backup's status as the pod's service account, and pushes the Backup as
+    /// kubeblocks-backup.json. Configured by the Job's environment.
+    BackupManager,
     /// Print every CustomResourceDefinition as one multi-document YAML stream.
     Crd {
         /// Instead of printing, write one file per CRD and a kustomization.yaml into DIR
@@ -139,6 +145,15 @@ fn error_chain(error: &anyhow::Error) -> String {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run_controller(args),
+        Command::BackupManager => {
+            let options = dprepo_controller::manager::ManagerOptions::from_env()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(dprepo_controller::manager::run(options))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Crd { out_dir: None } => {
             print!("{}", dprepo_controller::crd::all_yaml()?);
             Ok(ExitCode::SUCCESS)

@@ -8,6 +8,7 @@
 //! (per-namespace tool Secrets, PVCs, the StorageClass and CSI Secret, the key Secret),
 //! [`key`] (where a repository's key comes from).
 
+pub mod backup_job;
 pub mod datasafed;
 pub mod gc_job;
 pub mod key;

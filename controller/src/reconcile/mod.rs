@@ -1,5 +1,5 @@
 //! The reconcilers, one file per kind ([`storageprovider`], [`backuprepo`],
-//! [`garbagecollection`]), and what they share: conditions, status and finalizer patches,
+//! [`garbagecollection`], [`backup`]; ActionSet and BackupPolicy in [`availability`]), and what they share: conditions, status and finalizer patches,
 //! create-if-absent, and the loop around every reconcile ([`guarded`], [`error_policy`]).
 //!
 //! Rules every reconciler keeps:
@@ -11,6 +11,8 @@
 //!   ([`crate::error::Error::is_transient`]); a panic in a reconcile becomes an error of
 //!   that object only.
 
+pub mod availability;
+pub mod backup;
 pub mod backuprepo;
 pub mod garbagecollection;
 pub mod restore;
