@@ -487,7 +487,15 @@ async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>
     .for_each(|r| async move { log_result("Backup", r) });
 
     tracing::info!(finalizer = FINALIZER, namespace = %ns, workers = config.reconcile_workers, "controllers started");
-    futures::join!(providers, repos, gcs, restores, action_sets, policies, backups);
+    futures::join!(
+        providers,
+        repos,
+        gcs,
+        restores,
+        action_sets,
+        policies,
+        backups
+    );
 }
 
 fn log_result<K, E1, E2>(
