@@ -127,7 +127,14 @@ pub fn set_condition(
     }
 }
 
-/// Writes `status` to `name`'s status subresource, guarded by `resource_version`.
+/// Writes `status` to `name`'s status subresource, guarded by `resource_version`: the
+/// status on the server becomes exactly `status`.
+///
+/// A JSON merge patch leaves alone every field it does not name, and our status types
+/// skip `None` fields when serialised, so a field set to `None` (a finished
+/// GarbageCollection's `currentRun`) would stay on the server and the next reconcile would
+/// see it again. The patch therefore names each field the server has and `status` lacks,
+/// as `null`, read from the server's current status.
 ///
 /// # Errors
 /// The API error (409 when the object changed since it was read).
@@ -138,16 +145,46 @@ pub async fn patch_status<K, S>(
     status: &S,
 ) -> Result<K>
 where
-    K: Clone + DeserializeOwned + Debug,
+    K: Clone + DeserializeOwned + Serialize + Debug,
     S: Serialize,
 {
-    let mut body = json!({ "status": status });
+    let current = api.get(name).await.during(|| format!("get {name}"))?;
+    let current = serde_json::to_value(&current).unwrap_or_default();
+    let wanted = serde_json::to_value(status).unwrap_or_default();
+    let mut body = json!({ "status": merge_patch(&current["status"], &wanted) });
     if let Some(rv) = resource_version {
         body["metadata"] = json!({ "resourceVersion": rv });
     }
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
         .await
         .during(|| format!("patch the status of {name}"))
+}
+
+/// The JSON merge patch (RFC 7386) that turns `from` into `to`: `to`, with `null` for every
+/// object member `from` has and `to` lacks, at any depth.
+pub fn merge_patch(from: &serde_json::Value, to: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (from, to) {
+        (Value::Object(old), Value::Object(new)) => {
+            let mut out = serde_json::Map::new();
+            for (key, value) in new {
+                let patched = match old.get(key) {
+                    Some(previous) if previous.is_object() && value.is_object() => {
+                        merge_patch(previous, value)
+                    }
+                    _ => value.clone(),
+                };
+                out.insert(key.clone(), patched);
+            }
+            for key in old.keys() {
+                if !new.contains_key(key) {
+                    out.insert(key.clone(), Value::Null);
+                }
+            }
+            Value::Object(out)
+        }
+        _ => to.clone(),
+    }
 }
 
 /// Merges `patch` into `name`'s metadata/spec (not status), guarded by `resource_version`.
@@ -391,6 +428,44 @@ mod tests {
 
     fn t(s: i64) -> chrono::DateTime<chrono::Utc> {
         chrono::DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap()
+    }
+
+    #[test]
+    fn a_status_field_set_to_none_is_removed_on_the_server() {
+        // A finished GarbageCollection run left `currentRun` on the server (a merge patch
+        // without it keeps it), so every later reconcile recorded the run again.
+        let from = json!({"currentRun": {"jobName": "gc-1", "dryRun": true},
+            "history": [{"jobName": "gc-0"}], "phase": "Running",
+            "nested": {"keep": 1, "drop": 2}});
+        let to = json!({"history": [{"jobName": "gc-1"}, {"jobName": "gc-0"}],
+            "nested": {"keep": 1}});
+        let patch = merge_patch(&from, &to);
+        assert_eq!(patch, json!({"currentRun": null, "phase": null,
+            "history": [{"jobName": "gc-1"}, {"jobName": "gc-0"}],
+            "nested": {"keep": 1, "drop": null}}));
+        // Applying it (RFC 7386) gives exactly `to`.
+        fn apply(target: &mut serde_json::Value, patch: &serde_json::Value) {
+            let Some(members) = patch.as_object() else {
+                *target = patch.clone();
+                return;
+            };
+            if !target.is_object() {
+                *target = json!({});
+            }
+            let object = target.as_object_mut().unwrap();
+            for (key, value) in members {
+                if value.is_null() {
+                    object.remove(key);
+                } else {
+                    apply(object.entry(key.clone()).or_insert(json!(null)), value);
+                }
+            }
+        }
+        let mut applied = from.clone();
+        apply(&mut applied, &patch);
+        assert_eq!(applied, to);
+        // Nothing was there: the patch is the status itself.
+        assert_eq!(merge_patch(&serde_json::Value::Null, &to), to);
     }
 
     #[test]
