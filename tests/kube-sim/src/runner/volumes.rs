@@ -56,6 +56,7 @@ fn valid_rel_path(p: &str) -> bool {
         && !p.starts_with("..")
 }
 
+#[allow(clippy::too_many_arguments)] // the arguments are one projection source's fields
 fn project_items(
     kind: &str,
     ns: &str,
