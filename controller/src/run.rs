@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use futures::channel::oneshot;
 use futures::StreamExt;
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
@@ -33,14 +33,18 @@ use kube::{Client, Resource};
 use tokio::sync::watch;
 
 use crate::api::labels::{label, FINALIZER};
-use crate::api::{Backup, BackupRepo, GarbageCollection, Restore, StorageProvider};
+use crate::api::{
+    Backup, BackupPolicy, BackupRepo, BackupSchedule, GarbageCollection, Restore, StorageProvider,
+};
 use crate::builder::gc_job::GC_LABEL;
 use crate::config::ControllerConfig;
 use crate::context::Context;
 use crate::http::{self, Health};
 use crate::leader::{self, LeaderOptions};
 use crate::metrics::Metrics;
-use crate::reconcile::{backuprepo, error_policy, garbagecollection, guarded, storageprovider};
+use crate::reconcile::{
+    backuprepo, backupschedule, error_policy, garbagecollection, guarded, storageprovider,
+};
 
 /// KubeBlocks' default `--leader-elect-id`.
 pub const DEFAULT_LEADER_ELECT_ID: &str = "abd03fda";
@@ -272,7 +276,29 @@ fn repo_of_restore(restore: &Restore) -> Option<ObjectRef<BackupRepo>> {
         .then(|| ObjectRef::new(repo))
 }
 
-/// Runs the three controllers until `stop` resolves (each gets its own signal).
+/// The BackupSchedule that made a Backup (its `backup-schedule` label).
+fn schedule_of_backup(backup: &Backup) -> Option<ObjectRef<BackupSchedule>> {
+    let schedule = label_value(&backup.metadata, label::BACKUP_SCHEDULE)?;
+    let ns = backup.metadata.namespace.as_deref()?;
+    Some(ObjectRef::new(schedule).within(ns))
+}
+
+/// The BackupSchedules naming a BackupPolicy.
+fn schedules_of_policy(
+    store: &Store<BackupSchedule>,
+    policy: &BackupPolicy,
+) -> Vec<ObjectRef<BackupSchedule>> {
+    let name = policy.metadata.name.as_deref().unwrap_or("");
+    let ns = policy.metadata.namespace.as_deref();
+    store
+        .state()
+        .iter()
+        .filter(|s| s.spec.backup_policy_name == name && s.metadata.namespace.as_deref() == ns)
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+/// Runs the controllers until `stop` resolves (each gets its own signal).
 async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>>) {
     let client = ctx.client.clone();
     let config = &ctx.config;
@@ -393,7 +419,7 @@ async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>
                     .collect::<Vec<_>>()
             },
         )
-        .with_config(run_config)
+        .with_config(run_config.clone())
         .graceful_shutdown_on(stop(&mut stops))
         .run(
             |o, c| guarded(o, c, garbagecollection::reconcile),
@@ -402,8 +428,36 @@ async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>
         )
         .for_each(|r| async move { log_result("GarbageCollection", r) });
 
+    // BackupSchedules: their CronJobs, the Backups they made, their BackupPolicies.
+    let schedules = Controller::new(
+        Api::<BackupSchedule>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let schedule_store = schedules.store();
+    let by_schedule = watcher::Config::default().labels(label::BACKUP_SCHEDULE);
+    let schedules = schedules
+        .owns(Api::<CronJob>::all(client.clone()), by_schedule.clone())
+        .watches(
+            Api::<Backup>::all(client.clone()),
+            by_schedule,
+            |b: Backup| schedule_of_backup(&b),
+        )
+        .watches(
+            Api::<BackupPolicy>::all(client.clone()),
+            watcher::Config::default(),
+            move |p: BackupPolicy| schedules_of_policy(&schedule_store, &p),
+        )
+        .with_config(run_config)
+        .graceful_shutdown_on(stop(&mut stops))
+        .run(
+            |o, c| guarded(o, c, backupschedule::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| async move { log_result("BackupSchedule", r) });
+
     tracing::info!(finalizer = FINALIZER, namespace = %ns, workers = config.reconcile_workers, "controllers started");
-    futures::join!(providers, repos, gcs);
+    futures::join!(providers, repos, gcs, schedules);
 }
 
 fn log_result<K, E1, E2>(
@@ -515,7 +569,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         metrics,
         Some(identity),
     ));
-    let (stop_txs, stop_rxs): (Vec<_>, Vec<_>) = (0..3).map(|_| oneshot::channel::<()>()).unzip();
+    let (stop_txs, stop_rxs): (Vec<_>, Vec<_>) = (0..4).map(|_| oneshot::channel::<()>()).unzip();
     let controllers = tokio::spawn(run_controllers(ctx, stop_rxs));
     let lost = async {
         if options.leader_elect {
@@ -583,7 +637,7 @@ mod tests {
         let mut b = Backup::new(
             "b",
             serde_json::from_value(
-                serde_json::json!({"backupPolicyName": "p", "backupMethod": "m"}),
+                serde_json::json!({"backupPolicyName": "p", "backupMethod": "m", "deletionPolicy": "Delete"}),
             )
             .unwrap(),
         );
@@ -596,5 +650,23 @@ mod tests {
             .unwrap()
             .insert(label::WAIT_REPO_PREPARATION.into(), "true".into());
         assert_eq!(repo_of_backup(&b), Some(ObjectRef::new("r")));
+    }
+
+    #[test]
+    fn backups_wake_the_schedule_that_made_them() {
+        let mut b = Backup::new(
+            "b",
+            serde_json::from_value(serde_json::json!(
+                {"backupPolicyName": "p", "backupMethod": "m", "deletionPolicy": "Delete"}
+            ))
+            .unwrap(),
+        );
+        b.metadata.namespace = Some("ns".into());
+        assert!(schedule_of_backup(&b).is_none());
+        b.metadata.labels = Some([(label::BACKUP_SCHEDULE.to_string(), "s".to_string())].into());
+        assert_eq!(
+            schedule_of_backup(&b),
+            Some(ObjectRef::new("s").within("ns"))
+        );
     }
 }

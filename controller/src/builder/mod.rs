@@ -6,7 +6,8 @@
 //! injection every pod that touches a repository gets), [`precheck`] (the BackupRepo
 //! pre-check Job), [`gc_job`] (the repository garbage collection Job), [`repo_objects`]
 //! (per-namespace tool Secrets, PVCs, the StorageClass and CSI Secret, the key Secret),
-//! [`key`] (where a repository's key comes from).
+//! [`key`] (where a repository's key comes from), [`schedule`] (a BackupSchedule's
+//! CronJobs and the names of what it creates).
 
 pub mod datasafed;
 pub mod gc_job;
@@ -14,6 +15,7 @@ pub mod key;
 pub mod names;
 pub mod precheck;
 pub mod repo_objects;
+pub mod schedule;
 
 use std::collections::BTreeMap;
 

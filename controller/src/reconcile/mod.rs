@@ -1,6 +1,7 @@
 //! The reconcilers, one file per kind ([`storageprovider`], [`backuprepo`],
-//! [`garbagecollection`]), and what they share: conditions, status and finalizer patches,
-//! create-if-absent, and the loop around every reconcile ([`guarded`], [`error_policy`]).
+//! [`garbagecollection`], [`backupschedule`]), and what they share: conditions, status
+//! and finalizer patches, create-if-absent, and the loop around every reconcile
+//! ([`guarded`], [`error_policy`]).
 //!
 //! Rules every reconciler keeps:
 //! - status is written with a merge patch carrying the `resourceVersion` it was computed
@@ -12,6 +13,7 @@
 //!   that object only.
 
 pub mod backuprepo;
+pub mod backupschedule;
 pub mod garbagecollection;
 pub mod storageprovider;
 pub mod worker;

@@ -7,6 +7,9 @@
 //! - `/dprepo` and `/datasafed`: the cargo-built `dprepo` binary (hard links, or copies
 //!   across filesystems), found through `KUBE_SIM_DPREPO_BIN` or next to the kube-sim
 //!   binary (`target/<profile>/dprepo`);
+//! - `/dprepo-controller`: the cargo-built controller binary (its `create-backup` runs in
+//!   BackupSchedule CronJob pods), through `KUBE_SIM_DPREPO_CONTROLLER_BIN` or next to
+//!   the kube-sim binary; left out when not built;
 //! - `/scripts/install-datasafed.sh DIR`: copies `/datasafed` to `DIR/datasafed` and the
 //!   CA certificates (`/etc/ssl/certs`) to `DIR/certs`, as KubeBlocks' datasafed image
 //!   script does for the `dp-copy-datasafed` init container.
@@ -62,6 +65,33 @@ pub fn find_dprepo_bin() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Where the `dprepo-controller` binary is: `KUBE_SIM_DPREPO_CONTROLLER_BIN`, or beside
+/// the running binary (or one directory up).
+pub fn find_controller_bin() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("KUBE_SIM_DPREPO_CONTROLLER_BIN") {
+        let p = PathBuf::from(p);
+        return p.is_file().then_some(p);
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [
+        dir.join("dprepo-controller"),
+        dir.parent()?.join("dprepo-controller"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}
+
+fn size_and_mtime(path: &Path) -> Result<(u64, u64), String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    Ok((meta.len(), mtime))
+}
+
 /// Builds (once) the dprepo image layer under `images_dir` and returns its path.
 ///
 /// # Errors
@@ -72,15 +102,18 @@ pub fn dprepo_layer(images_dir: &Path, image: &str) -> Result<PathBuf, String> {
             "kube-sim maps {image} to the cargo-built dprepo binary, which was not found: run `cargo build --workspace --bins` or set KUBE_SIM_DPREPO_BIN"
         )
     })?;
-    let meta = std::fs::metadata(&bin).map_err(|e| format!("{}: {e}", bin.display()))?;
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs());
+    let (len, mtime) = size_and_mtime(&bin)?;
+    let controller = find_controller_bin();
+    let controller_version = match &controller {
+        Some(c) => {
+            let (l, m) = size_and_mtime(c)?;
+            format!("-{l}-{m}")
+        }
+        None => String::new(),
+    };
     // One layer per binary version, so a rebuilt binary is picked up by new containers
     // while running ones keep theirs.
-    let dir = images_dir.join(format!("dprepo-{}-{mtime}", meta.len()));
+    let dir = images_dir.join(format!("dprepo-{len}-{mtime}{controller_version}"));
     if dir.join(".complete").exists() {
         return Ok(dir);
     }
@@ -91,6 +124,12 @@ pub fn dprepo_layer(images_dir: &Path, image: &str) -> Result<PathBuf, String> {
             let to = tmp.join(name);
             if std::fs::hard_link(&bin, &to).is_err() {
                 std::fs::copy(&bin, &to)?;
+            }
+        }
+        if let Some(c) = &controller {
+            let to = tmp.join("dprepo-controller");
+            if std::fs::hard_link(c, &to).is_err() {
+                std::fs::copy(c, &to)?;
             }
         }
         let script = tmp.join("scripts/install-datasafed.sh");
