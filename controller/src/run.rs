@@ -43,7 +43,7 @@ use crate::http::{self, Health};
 use crate::leader::{self, LeaderOptions};
 use crate::metrics::Metrics;
 use crate::reconcile::{
-    backuprepo, backupschedule, error_policy, garbagecollection, guarded, storageprovider,
+    backuprepo, backupschedule, error_policy, expiry, garbagecollection, guarded, storageprovider,
 };
 
 /// KubeBlocks' default `--leader-elect-id`.
@@ -298,7 +298,7 @@ fn schedules_of_policy(
         .collect()
 }
 
-/// Runs the controllers until `stop` resolves (each gets its own signal).
+/// Runs the controllers and the expiry loop until `stop` resolves (each gets its own signal).
 async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>>) {
     let client = ctx.client.clone();
     let config = &ctx.config;
@@ -456,8 +456,11 @@ async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>
         )
         .for_each(|r| async move { log_result("BackupSchedule", r) });
 
+    // The expiry loop: every Backup, every GC_FREQUENCY_SECONDS.
+    let expiry = expiry::run_loop(ctx.clone(), stop(&mut stops));
+
     tracing::info!(finalizer = FINALIZER, namespace = %ns, workers = config.reconcile_workers, "controllers started");
-    futures::join!(providers, repos, gcs, schedules);
+    futures::join!(providers, repos, gcs, schedules, expiry);
 }
 
 fn log_result<K, E1, E2>(
@@ -569,7 +572,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         metrics,
         Some(identity),
     ));
-    let (stop_txs, stop_rxs): (Vec<_>, Vec<_>) = (0..4).map(|_| oneshot::channel::<()>()).unzip();
+    let (stop_txs, stop_rxs): (Vec<_>, Vec<_>) = (0..5).map(|_| oneshot::channel::<()>()).unzip();
     let controllers = tokio::spawn(run_controllers(ctx, stop_rxs));
     let lost = async {
         if options.leader_elect {

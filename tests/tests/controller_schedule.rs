@@ -1,4 +1,4 @@
-//! End-to-end: BackupSchedules, with the real `dprepo-controller`
+//! End-to-end: BackupSchedules and the expiry loop, with the real `dprepo-controller`
 //! binary against kube-sim (CronJobs on kube-sim's fast cron clock), driven with the
 //! machine's `kubectl`.
 //!
@@ -362,6 +362,176 @@ spec:
             .then_some(())
         },
     );
+    assert!(
+        !c.controller_log().contains("panicked"),
+        "{}",
+        c.controller_log()
+    );
+}
+
+/// The expiry loop (every GC_FREQUENCY_SECONDS, here 2): expired Failed and Completed
+/// Backups go, except the newest Completed one under retainLatestBackup; unexpired,
+/// running and expiry-less ones stay; `dprepo.io/keep-last: 2` keeps exactly the two
+/// newest Completed autobackups of its schedule.
+#[test]
+fn the_expiry_loop_deletes_expired_backups_and_keep_last_keeps_exactly_n() {
+    let mut c = Cluster::start();
+    install_with(&mut c, &[("GC_FREQUENCY_SECONDS", "2")]);
+    c.apply(BASE);
+    c.apply(
+        r#"
+apiVersion: dataprotection.kubeblocks.io/v1alpha1
+kind: BackupSchedule
+metadata:
+  name: keep
+  namespace: demo
+  annotations: {dprepo.io/keep-last: "2"}
+spec:
+  backupPolicyName: pol
+  schedules:
+  - {enabled: false, backupMethod: full, cronExpression: "0 0 * * *"}
+"#,
+    );
+    let backup = |name: &str, labels: &str| {
+        format!(
+            "apiVersion: dataprotection.kubeblocks.io/v1alpha1\nkind: Backup\nmetadata: {{name: {name}, namespace: demo, labels: {{{labels}}}}}\nspec: {{backupPolicyName: pol, backupMethod: full}}\n---\n"
+        )
+    };
+    let cluster = "dataprotection.kubeblocks.io/cluster-uid: c1";
+    let auto = "dataprotection.kubeblocks.io/autobackup: 'true', dataprotection.kubeblocks.io/backup-schedule: keep";
+    let mut yaml = String::new();
+    for n in [
+        "expired-failed",
+        "expired-old",
+        "expired-newest",
+        "not-expired",
+        "running-expired",
+        "forever",
+    ] {
+        yaml.push_str(&backup(n, cluster));
+    }
+    for n in ["k1", "k2", "k3", "k4"] {
+        yaml.push_str(&backup(n, auto));
+    }
+    c.apply(&yaml);
+    let past = "2026-01-01T00:00:00Z";
+    let future = "2999-01-01T00:00:00Z";
+    let statuses = [
+        (
+            "expired-failed",
+            serde_json::json!({"phase": "Failed", "expiration": past}),
+        ),
+        (
+            "expired-old",
+            serde_json::json!({"phase": "Completed", "expiration": past, "completionTimestamp": "2025-12-01T00:00:00Z"}),
+        ),
+        (
+            "expired-newest",
+            serde_json::json!({"phase": "Completed", "expiration": past, "completionTimestamp": "2025-12-02T00:00:00Z"}),
+        ),
+        (
+            "not-expired",
+            serde_json::json!({"phase": "Completed", "expiration": future, "completionTimestamp": "2025-11-01T00:00:00Z"}),
+        ),
+        (
+            "running-expired",
+            serde_json::json!({"phase": "Running", "expiration": past}),
+        ),
+        (
+            "forever",
+            serde_json::json!({"phase": "Completed", "completionTimestamp": "2025-10-01T00:00:00Z"}),
+        ),
+        (
+            "k1",
+            serde_json::json!({"phase": "Completed", "completionTimestamp": "2025-12-01T00:00:00Z"}),
+        ),
+        (
+            "k2",
+            serde_json::json!({"phase": "Completed", "completionTimestamp": "2025-12-02T00:00:00Z"}),
+        ),
+        (
+            "k3",
+            serde_json::json!({"phase": "Completed", "completionTimestamp": "2025-12-03T00:00:00Z"}),
+        ),
+        (
+            "k4",
+            serde_json::json!({"phase": "Completed", "completionTimestamp": "2025-12-04T00:00:00Z"}),
+        ),
+    ];
+    for (name, status) in statuses {
+        set_status(&c, name, status);
+    }
+    let gone = ["expired-failed", "expired-old", "k1", "k2"];
+    c.wait_for(
+        "the expired and beyond-keep-last Backups gone",
+        Duration::from_secs(60),
+        || {
+            gone.iter()
+                .all(|n| c.get(&["backup", n, "-n", "demo"]).is_none())
+                .then_some(())
+        },
+    );
+    // Two more periods: nothing else goes.
+    std::thread::sleep(Duration::from_secs(5));
+    let all = c.get(&["backups", "-n", "demo"]).expect("backups");
+    let mut left: Vec<String> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(name_of)
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "expired-newest",
+            "forever",
+            "k3",
+            "k4",
+            "not-expired",
+            "running-expired"
+        ],
+        "{}",
+        c.controller_log()
+    );
+    // Events and metrics say what happened.
+    assert!(c
+        .events_of("expired-old")
+        .iter()
+        .any(|e| e.starts_with("ExpiredBackupDeleted: ")));
+    assert!(c
+        .events_of("keep")
+        .iter()
+        .any(|e| e.starts_with("KeepLastBackupsDeleted: dprepo.io/keep-last=2: deleted k2, k1")));
+    let (code, metrics) = c.http_get(c.metrics_port, "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("dprepo_backup_expiry_deleted_total{rule=\"expired\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("dprepo_backup_expiry_deleted_total{rule=\"keep-last\"} 2"),
+        "{metrics}"
+    );
+    // A keep-last that is not a number is reported, and nothing of it is deleted.
+    c.kubectl_ok(&[
+        "annotate",
+        "--overwrite",
+        "bs",
+        "keep",
+        "-n",
+        "demo",
+        "dprepo.io/keep-last=all",
+    ]);
+    c.wait_for("the InvalidKeepLast event", Duration::from_secs(30), || {
+        c.events_of("keep")
+            .iter()
+            .any(|e| {
+                e.starts_with("InvalidKeepLast: dprepo.io/keep-last: \"all\" is not a whole number")
+            })
+            .then_some(())
+    });
+    assert!(c.get(&["backup", "k3", "-n", "demo"]).is_some());
     assert!(
         !c.controller_log().contains("panicked"),
         "{}",

@@ -1,7 +1,7 @@
 //! The reconcilers, one file per kind ([`storageprovider`], [`backuprepo`],
-//! [`garbagecollection`], [`backupschedule`]), and what they share: conditions, status
-//! and finalizer patches, create-if-absent, and the loop around every reconcile
-//! ([`guarded`], [`error_policy`]).
+//! [`garbagecollection`], [`backupschedule`]), the expiry loop over Backups
+//! ([`expiry`]), and what they share: conditions, status and finalizer patches,
+//! create-if-absent, and the loop around every reconcile ([`guarded`], [`error_policy`]).
 //!
 //! Rules every reconciler keeps:
 //! - status is written with a merge patch carrying the `resourceVersion` it was computed
@@ -14,6 +14,7 @@
 
 pub mod backuprepo;
 pub mod backupschedule;
+pub mod expiry;
 pub mod garbagecollection;
 pub mod storageprovider;
 pub mod worker;
