@@ -18,6 +18,7 @@ pub mod create_backup;
 pub mod error;
 pub mod http;
 pub mod leader;
+pub mod manager;
 pub mod metrics;
 pub mod reconcile;
 pub mod run;

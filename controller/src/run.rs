@@ -34,7 +34,8 @@ use tokio::sync::watch;
 
 use crate::api::labels::{label, FINALIZER};
 use crate::api::{
-    Backup, BackupPolicy, BackupRepo, BackupSchedule, GarbageCollection, Restore, StorageProvider,
+    ActionSet, Backup, BackupPolicy, BackupRepo, BackupSchedule, GarbageCollection, Restore,
+    StorageProvider,
 };
 use crate::builder::gc_job::GC_LABEL;
 use crate::config::ControllerConfig;
@@ -43,7 +44,8 @@ use crate::http::{self, Health};
 use crate::leader::{self, LeaderOptions};
 use crate::metrics::Metrics;
 use crate::reconcile::{
-    backuprepo, backupschedule, error_policy, expiry, garbagecollection, guarded, storageprovider,
+    availability, backup, backuprepo, backupschedule, error_policy, expiry, garbagecollection,
+    guarded, storageprovider,
 };
 
 /// KubeBlocks' default `--leader-elect-id`.
@@ -428,6 +430,50 @@ async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>
         )
         .for_each(|r| async move { log_result("GarbageCollection", r) });
 
+    // ActionSets and BackupPolicies: checked, Available or Unavailable.
+    let action_sets = Controller::new(
+        Api::<ActionSet>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(run_config.clone())
+    .graceful_shutdown_on(stop(&mut stops))
+    .run(
+        |o, c| guarded(o, c, availability::reconcile_action_set),
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(|r| async move { log_result("ActionSet", r) });
+    let policies = Controller::new(
+        Api::<BackupPolicy>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(run_config.clone())
+    .graceful_shutdown_on(stop(&mut stops))
+    .run(
+        |o, c| guarded(o, c, availability::reconcile_policy),
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(|r| async move { log_result("BackupPolicy", r) });
+
+    // Backups: woken by their Jobs (owned, in their namespace).
+    let backups = Controller::new(
+        Api::<Backup>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<Job>::all(client.clone()),
+        watcher::Config::default().labels(label::BACKUP_NAME),
+    )
+    .with_config(run_config.clone())
+    .graceful_shutdown_on(stop(&mut stops))
+    .run(
+        |o, c| guarded(o, c, backup::reconcile),
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(|r| async move { log_result("Backup", r) });
+
     // BackupSchedules: their CronJobs, the Backups they made, their BackupPolicies.
     let schedules = Controller::new(
         Api::<BackupSchedule>::all(client.clone()),
@@ -460,7 +506,16 @@ async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>
     let expiry = expiry::run_loop(ctx.clone(), stop(&mut stops));
 
     tracing::info!(finalizer = FINALIZER, namespace = %ns, workers = config.reconcile_workers, "controllers started");
-    futures::join!(providers, repos, gcs, schedules, expiry);
+    futures::join!(
+        providers,
+        repos,
+        gcs,
+        action_sets,
+        policies,
+        backups,
+        schedules,
+        expiry
+    );
 }
 
 fn log_result<K, E1, E2>(
@@ -572,7 +627,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         metrics,
         Some(identity),
     ));
-    let (stop_txs, stop_rxs): (Vec<_>, Vec<_>) = (0..5).map(|_| oneshot::channel::<()>()).unzip();
+    let (stop_txs, stop_rxs): (Vec<_>, Vec<_>) = (0..8).map(|_| oneshot::channel::<()>()).unzip();
     let controllers = tokio::spawn(run_controllers(ctx, stop_rxs));
     let lost = async {
         if options.leader_elect {

@@ -369,6 +369,10 @@ spec:
     );
 }
 
+/// The Backups here are made by hand with the statuses the decisions need, and marked
+/// `skip-reconciliation` so the Backup reconciler leaves them as written (the expiry loop,
+/// like KubeBlocks' GC, does not look at that annotation).
+///
 /// The expiry loop (every GC_FREQUENCY_SECONDS, here 2): expired Failed and Completed
 /// Backups go, except the newest Completed one under retainLatestBackup; unexpired,
 /// running and expiry-less ones stay; `dprepo.io/keep-last: 2` keeps exactly the two
@@ -394,7 +398,7 @@ spec:
     );
     let backup = |name: &str, labels: &str| {
         format!(
-            "apiVersion: dataprotection.kubeblocks.io/v1alpha1\nkind: Backup\nmetadata: {{name: {name}, namespace: demo, labels: {{{labels}}}}}\nspec: {{backupPolicyName: pol, backupMethod: full}}\n---\n"
+            "apiVersion: dataprotection.kubeblocks.io/v1alpha1\nkind: Backup\nmetadata: {{name: {name}, namespace: demo, labels: {{{labels}}}, annotations: {{dataprotection.kubeblocks.io/skip-reconciliation: 'true'}}}}\nspec: {{backupPolicyName: pol, backupMethod: full}}\n---\n"
         )
     };
     let cluster = "dataprotection.kubeblocks.io/cluster-uid: c1";

@@ -1,6 +1,7 @@
 //! The `dprepo-controller` binary: `run` (the operator), `crd` (print or write the CRDs),
-//! `validate` (check manifests against them before `kubectl apply`), `create-backup`
-//! (what a BackupSchedule's CronJob pod runs).
+//! `validate` (check manifests against them before `kubectl apply`), `backup-manager`
+//! (the sidecar of backup Jobs), `create-backup` (what a BackupSchedule's CronJob pod
+//! runs).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +24,11 @@ struct Cli {
 enum Command {
     /// Run the controller against the cluster of KUBECONFIG (or, in a pod, its own).
     Run(RunArgs),
+    /// The `manager` sidecar of backup Jobs: waits for $DP_BACKUP_INFO_FILE, reports it
+    /// (with the repository's snapshot ids, stored bytes and dedup ratio) into the
+    /// Backup's status as the pod's service account, and pushes the Backup as
+    /// kubeblocks-backup.json. Configured by the Job's environment.
+    BackupManager,
     /// Print every CustomResourceDefinition as one multi-document YAML stream.
     Crd {
         /// Instead of printing, write one file per CRD and a kustomization.yaml into DIR
@@ -157,6 +163,15 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run_controller(args),
+        Command::BackupManager => {
+            let options = dprepo_controller::manager::ManagerOptions::from_env()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(dprepo_controller::manager::run(options))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Crd { out_dir: None } => {
             print!("{}", dprepo_controller::crd::all_yaml()?);
             Ok(ExitCode::SUCCESS)

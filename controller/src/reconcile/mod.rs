@@ -1,6 +1,7 @@
 //! The reconcilers, one file per kind ([`storageprovider`], [`backuprepo`],
-//! [`garbagecollection`], [`backupschedule`]), the expiry loop over Backups
-//! ([`expiry`]), and what they share: conditions, status and finalizer patches,
+//! [`garbagecollection`], [`backup`], [`backupschedule`]; ActionSet and BackupPolicy in
+//! [`availability`]), the expiry loop over Backups ([`expiry`]), and what they share:
+//! conditions, status and finalizer patches,
 //! create-if-absent, and the loop around every reconcile ([`guarded`], [`error_policy`]).
 //!
 //! Rules every reconciler keeps:
@@ -12,6 +13,8 @@
 //!   ([`crate::error::Error::is_transient`]); a panic in a reconcile becomes an error of
 //!   that object only.
 
+pub mod availability;
+pub mod backup;
 pub mod backuprepo;
 pub mod backupschedule;
 pub mod expiry;

@@ -414,6 +414,34 @@ async fn the_dprepo_image_installs_datasafed_as_the_controllers_init_container_d
     );
 }
 
+/// The dprepo image also carries `/dprepo-controller` (the backup Jobs' `manager` sidecar
+/// runs its `backup-manager` subcommand), taken from beside the `dprepo` binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dprepo_image_carries_the_controller_binary() {
+    let bin = dprepo_bin();
+    let controller = bin.with_file_name("dprepo-controller");
+    assert!(
+        controller.is_file(),
+        "{} not found: run `cargo build --workspace --bins` first",
+        controller.display()
+    );
+    std::env::set_var("KUBE_SIM_DPREPO_BIN", &bin);
+    let s = sim().await;
+    s.apply(&[json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "manager", "namespace": "default"},
+        "spec": {"restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "docker.io/dprepo/dprepo:0.1.0",
+                "command": ["/dprepo-controller", "--help"]}]}})]);
+    let pod = s
+        .wait_for("pod manager to finish", 60, |s| {
+            s.get("pods", "", Some("default"), "manager")
+                .filter(|p| matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
+        })
+        .await;
+    let logs = s.kubectl(&["logs", "manager"]);
+    assert_eq!(pod["status"]["phase"], "Succeeded", "{logs}");
+    assert!(logs.contains("Usage: dprepo-controller"), "{logs}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn logs_are_served_to_every_installed_kubectl() {
     let s = sim().await;

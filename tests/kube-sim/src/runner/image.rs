@@ -7,9 +7,10 @@
 //! - `/dprepo` and `/datasafed`: the cargo-built `dprepo` binary (hard links, or copies
 //!   across filesystems), found through `KUBE_SIM_DPREPO_BIN` or next to the kube-sim
 //!   binary (`target/<profile>/dprepo`);
-//! - `/dprepo-controller`: the cargo-built controller binary (its `create-backup` runs in
-//!   BackupSchedule CronJob pods), through `KUBE_SIM_DPREPO_CONTROLLER_BIN` or next to
-//!   the kube-sim binary; left out when not built;
+//! - `/dprepo-controller`: the cargo-built `dprepo-controller` binary (its
+//!   `backup-manager` subcommand is the sidecar of backup Jobs), found through
+//!   `KUBE_SIM_DPREPO_CONTROLLER_BIN` or beside the `dprepo` binary; absent from the layer
+//!   when it was not built (a container running it then fails to start its command);
 //! - `/scripts/install-datasafed.sh DIR`: copies `/datasafed` to `DIR/datasafed` and the
 //!   CA certificates (`/etc/ssl/certs`) to `DIR/certs`, as KubeBlocks' datasafed image
 //!   script does for the `dp-copy-datasafed` init container.
@@ -66,30 +67,32 @@ pub fn find_dprepo_bin() -> Option<PathBuf> {
 }
 
 /// Where the `dprepo-controller` binary is: `KUBE_SIM_DPREPO_CONTROLLER_BIN`, or beside
-/// the running binary (or one directory up).
-pub fn find_controller_bin() -> Option<PathBuf> {
+/// the `dprepo` binary `dprepo_bin`.
+pub fn find_controller_bin(dprepo_bin: &Path) -> Option<PathBuf> {
     if let Ok(p) = std::env::var("KUBE_SIM_DPREPO_CONTROLLER_BIN") {
         let p = PathBuf::from(p);
         return p.is_file().then_some(p);
     }
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?;
-    [
-        dir.join("dprepo-controller"),
-        dir.parent()?.join("dprepo-controller"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file())
+    let p = dprepo_bin.with_file_name("dprepo-controller");
+    p.is_file().then_some(p)
 }
 
-fn size_and_mtime(path: &Path) -> Result<(u64, u64), String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+/// Size and modification time (seconds) of a file, naming one version of a binary.
+fn version_of(path: &Path) -> std::io::Result<(u64, u64)> {
+    let meta = std::fs::metadata(path)?;
     let mtime = meta
         .modified()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
     Ok((meta.len(), mtime))
+}
+
+fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
+    if std::fs::hard_link(from, to).is_err() {
+        std::fs::copy(from, to)?;
+    }
+    Ok(())
 }
 
 /// Builds (once) the dprepo image layer under `images_dir` and returns its path.
@@ -102,11 +105,11 @@ pub fn dprepo_layer(images_dir: &Path, image: &str) -> Result<PathBuf, String> {
             "kube-sim maps {image} to the cargo-built dprepo binary, which was not found: run `cargo build --workspace --bins` or set KUBE_SIM_DPREPO_BIN"
         )
     })?;
-    let (len, mtime) = size_and_mtime(&bin)?;
-    let controller = find_controller_bin();
+    let (len, mtime) = version_of(&bin).map_err(|e| format!("{}: {e}", bin.display()))?;
+    let controller = find_controller_bin(&bin);
     let controller_version = match &controller {
         Some(c) => {
-            let (l, m) = size_and_mtime(c)?;
+            let (l, m) = version_of(c).map_err(|e| format!("{}: {e}", c.display()))?;
             format!("-{l}-{m}")
         }
         None => String::new(),
@@ -121,16 +124,10 @@ pub fn dprepo_layer(images_dir: &Path, image: &str) -> Result<PathBuf, String> {
     let build = || -> std::io::Result<()> {
         std::fs::create_dir_all(tmp.join("scripts"))?;
         for name in ["dprepo", "datasafed"] {
-            let to = tmp.join(name);
-            if std::fs::hard_link(&bin, &to).is_err() {
-                std::fs::copy(&bin, &to)?;
-            }
+            link_or_copy(&bin, &tmp.join(name))?;
         }
         if let Some(c) = &controller {
-            let to = tmp.join("dprepo-controller");
-            if std::fs::hard_link(c, &to).is_err() {
-                std::fs::copy(c, &to)?;
-            }
+            link_or_copy(c, &tmp.join("dprepo-controller"))?;
         }
         let script = tmp.join("scripts/install-datasafed.sh");
         std::fs::write(&script, INSTALL_DATASAFED)?;
