@@ -14,6 +14,7 @@ pub mod builder;
 pub mod config;
 pub mod context;
 pub mod crd;
+pub mod create_backup;
 pub mod error;
 pub mod http;
 pub mod leader;

@@ -45,6 +45,14 @@ pub struct PhaseLabels {
     pub phase: String,
 }
 
+/// Labels of a Backup deleted by the expiry loop.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExpiryLabels {
+    /// Why: `expired` (its expiration passed) or `keep-last` (beyond its schedule's
+    /// `dprepo.io/keep-last`).
+    pub rule: String,
+}
+
 /// Every metric the controller exports.
 pub struct Metrics {
     registry: Registry,
@@ -59,6 +67,9 @@ pub struct Metrics {
     gc_failures_total: Family<RepositoryLabels, Counter>,
     gc_bytes_freed_total: Family<RepositoryLabels, Counter>,
     gc_last_success: Family<RepositoryLabels, Gauge<f64, AtomicU64>>,
+    expiry_sweeps_total: Counter,
+    expiry_deleted_total: Family<ExpiryLabels, Counter>,
+    expiry_failures_total: Counter,
 }
 
 /// The BackupRepo phases, for resetting the gauges of the phases a repository left.
@@ -142,8 +153,29 @@ impl Metrics {
             "Unix time of the last successful repository garbage collection",
             gc_last_success.clone(),
         );
+        let expiry_sweeps_total = Counter::default();
+        registry.register(
+            "dprepo_backup_expiry_sweeps",
+            "Passes of the expiry loop over every Backup (every GC_FREQUENCY_SECONDS)",
+            expiry_sweeps_total.clone(),
+        );
+        let expiry_deleted_total = Family::<ExpiryLabels, Counter>::default();
+        registry.register(
+            "dprepo_backup_expiry_deleted",
+            "Backups the expiry loop deleted, by rule",
+            expiry_deleted_total.clone(),
+        );
+        let expiry_failures_total = Counter::default();
+        registry.register(
+            "dprepo_backup_expiry_failures",
+            "Deletions or passes of the expiry loop that failed",
+            expiry_failures_total.clone(),
+        );
         Self {
             registry,
+            expiry_sweeps_total,
+            expiry_deleted_total,
+            expiry_failures_total,
             reconcile_total,
             reconcile_errors_total,
             reconcile_duration,
@@ -222,6 +254,27 @@ impl Metrics {
             self.gc_last_success.get_or_create(&labels).set(at_unix);
         } else {
             self.gc_failures_total.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Records one pass of the expiry loop.
+    pub fn expiry_sweep(&self, failed: bool) {
+        self.expiry_sweeps_total.inc();
+        if failed {
+            self.expiry_failures_total.inc();
+        }
+    }
+
+    /// Records a Backup deleted by the expiry loop under `rule`, or a failed deletion.
+    pub fn expiry_deleted(&self, rule: &str, failed: bool) {
+        if failed {
+            self.expiry_failures_total.inc();
+        } else {
+            self.expiry_deleted_total
+                .get_or_create(&ExpiryLabels {
+                    rule: rule.to_string(),
+                })
+                .inc();
         }
     }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use futures::channel::oneshot;
 use futures::StreamExt;
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
@@ -33,8 +33,10 @@ use kube::{Client, Resource};
 use tokio::sync::watch;
 
 use crate::api::labels::{label, FINALIZER};
-use crate::api::{ActionSet, BackupPolicy};
-use crate::api::{Backup, BackupRepo, GarbageCollection, Restore, StorageProvider};
+use crate::api::{
+    ActionSet, Backup, BackupPolicy, BackupRepo, BackupSchedule, GarbageCollection, Restore,
+    StorageProvider,
+};
 use crate::builder::gc_job::GC_LABEL;
 use crate::config::ControllerConfig;
 use crate::context::Context;
@@ -42,8 +44,8 @@ use crate::http::{self, Health};
 use crate::leader::{self, LeaderOptions};
 use crate::metrics::Metrics;
 use crate::reconcile::{
-    availability, backup, backuprepo, error_policy, garbagecollection, guarded, restore,
-    storageprovider,
+    availability, backup, backuprepo, backupschedule, error_policy, expiry, garbagecollection,
+    guarded, restore, storageprovider,
 };
 
 /// KubeBlocks' default `--leader-elect-id`.
@@ -288,7 +290,29 @@ fn restore_of(
     Some(ObjectRef::new(name).within(ns))
 }
 
-/// Runs the four controllers until `stop` resolves (each gets its own signal).
+/// The BackupSchedule that made a Backup (its `backup-schedule` label).
+fn schedule_of_backup(backup: &Backup) -> Option<ObjectRef<BackupSchedule>> {
+    let schedule = label_value(&backup.metadata, label::BACKUP_SCHEDULE)?;
+    let ns = backup.metadata.namespace.as_deref()?;
+    Some(ObjectRef::new(schedule).within(ns))
+}
+
+/// The BackupSchedules naming a BackupPolicy.
+fn schedules_of_policy(
+    store: &Store<BackupSchedule>,
+    policy: &BackupPolicy,
+) -> Vec<ObjectRef<BackupSchedule>> {
+    let name = policy.metadata.name.as_deref().unwrap_or("");
+    let ns = policy.metadata.namespace.as_deref();
+    store
+        .state()
+        .iter()
+        .filter(|s| s.spec.backup_policy_name == name && s.metadata.namespace.as_deref() == ns)
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+/// Runs the controllers and the expiry loop until `stop` resolves (each gets its own signal).
 async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>>) {
     let client = ctx.client.clone();
     let config = &ctx.config;
@@ -477,7 +501,7 @@ async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>
         Api::<Job>::all(client.clone()),
         watcher::Config::default().labels(label::BACKUP_NAME),
     )
-    .with_config(run_config)
+    .with_config(run_config.clone())
     .graceful_shutdown_on(stop(&mut stops))
     .run(
         |o, c| guarded(o, c, backup::reconcile),
@@ -485,6 +509,37 @@ async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>
         ctx.clone(),
     )
     .for_each(|r| async move { log_result("Backup", r) });
+
+    // BackupSchedules: their CronJobs, the Backups they made, their BackupPolicies.
+    let schedules = Controller::new(
+        Api::<BackupSchedule>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let schedule_store = schedules.store();
+    let by_schedule = watcher::Config::default().labels(label::BACKUP_SCHEDULE);
+    let schedules = schedules
+        .owns(Api::<CronJob>::all(client.clone()), by_schedule.clone())
+        .watches(
+            Api::<Backup>::all(client.clone()),
+            by_schedule,
+            |b: Backup| schedule_of_backup(&b),
+        )
+        .watches(
+            Api::<BackupPolicy>::all(client.clone()),
+            watcher::Config::default(),
+            move |p: BackupPolicy| schedules_of_policy(&schedule_store, &p),
+        )
+        .with_config(run_config)
+        .graceful_shutdown_on(stop(&mut stops))
+        .run(
+            |o, c| guarded(o, c, backupschedule::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| async move { log_result("BackupSchedule", r) });
+
+    // The expiry loop: every Backup, every GC_FREQUENCY_SECONDS.
+    let expiry = expiry::run_loop(ctx.clone(), stop(&mut stops));
 
     tracing::info!(finalizer = FINALIZER, namespace = %ns, workers = config.reconcile_workers, "controllers started");
     futures::join!(
@@ -494,7 +549,9 @@ async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>
         restores,
         action_sets,
         policies,
-        backups
+        backups,
+        schedules,
+        expiry
     );
 }
 
@@ -607,7 +664,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         metrics,
         Some(identity),
     ));
-    let (stop_txs, stop_rxs): (Vec<_>, Vec<_>) = (0..7).map(|_| oneshot::channel::<()>()).unzip();
+    let (stop_txs, stop_rxs): (Vec<_>, Vec<_>) = (0..9).map(|_| oneshot::channel::<()>()).unzip();
     let controllers = tokio::spawn(run_controllers(ctx, stop_rxs));
     let lost = async {
         if options.leader_elect {
@@ -688,5 +745,23 @@ mod tests {
             .unwrap()
             .insert(label::WAIT_REPO_PREPARATION.into(), "true".into());
         assert_eq!(repo_of_backup(&b), Some(ObjectRef::new("r")));
+    }
+
+    #[test]
+    fn backups_wake_the_schedule_that_made_them() {
+        let mut b = Backup::new(
+            "b",
+            serde_json::from_value(serde_json::json!(
+                {"backupPolicyName": "p", "backupMethod": "m", "deletionPolicy": "Delete"}
+            ))
+            .unwrap(),
+        );
+        b.metadata.namespace = Some("ns".into());
+        assert!(schedule_of_backup(&b).is_none());
+        b.metadata.labels = Some([(label::BACKUP_SCHEDULE.to_string(), "s".to_string())].into());
+        assert_eq!(
+            schedule_of_backup(&b),
+            Some(ObjectRef::new("s").within("ns"))
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! End-to-end: the real `dprepo-controller` binary against kube-sim (the workspace's
-//! stand-in API server), driven with the machine's `kubectl` as a user would.
+//! stand-in API server), driven with the machine's `kubectl` as a user would; the
+//! repository side (StorageProvider, BackupRepo, GarbageCollection).
 //!
 //! Build first: `cargo build --workspace --bins` (scripts/test.sh does). `kubectl` must be
 //! on PATH.
@@ -7,6 +8,7 @@
 mod common;
 mod kubesim;
 
+use common::cluster::*;
 use common::*;
 use kubesim::*;
 use serde_json::Value;
@@ -224,7 +226,6 @@ fn generated_key(c: &Cluster, repo: &str) -> (Value, String) {
 /// from the retained volume), the repository's GarbageCollection exists, and deleting
 /// the BackupRepo keeps the key Secret.
 #[test]
-#[ignore = "needs kube-sim's runner (pods as processes), not merged into this branch yet"]
 fn a_mount_repo_becomes_ready_with_a_repository_made_by_the_pre_check() {
     let mut c = Cluster::start();
     install(&mut c);
@@ -336,7 +337,6 @@ fn datasafed_s3(
 /// records the bytes; a second BackupRepo on the same location with another key fails
 /// with a message that says so.
 #[test]
-#[ignore = "needs kube-sim's runner (pods as processes), not merged into this branch yet"]
 fn an_s3_repo_becomes_ready_gc_frees_packs_and_another_key_is_refused() {
     ensure_s3_bucket();
     let mut c = Cluster::start();

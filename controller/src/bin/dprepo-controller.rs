@@ -1,6 +1,7 @@
 //! The `dprepo-controller` binary: `run` (the operator), `crd` (print or write the CRDs),
 //! `validate` (check manifests against them before `kubectl apply`), `backup-manager`
-//! (the sidecar of backup Jobs).
+//! (the sidecar of backup Jobs), `create-backup` (what a BackupSchedule's CronJob pod
+//! runs).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +51,40 @@ enum Command {
         #[arg(long)]
         skip_other_kinds: bool,
     },
+    /// Create the Backup of a BackupSchedule's run (what its CronJob's pod runs, as the
+    /// pod's service account): named `<name-prefix>-<YYYYMMDDhhmmss>` (UTC), labelled
+    /// `autobackup` and `backup-schedule`, as KubeBlocks names them.
+    CreateBackup(CreateBackupArgs),
+}
+
+/// `create-backup`'s flags.
+#[derive(Debug, clap::Args)]
+struct CreateBackupArgs {
+    /// Namespace of the Backup.
+    #[arg(long)]
+    namespace: String,
+    /// The Backup's name before `-<timestamp>`.
+    #[arg(long)]
+    name_prefix: String,
+    /// spec.backupPolicyName.
+    #[arg(long)]
+    backup_policy: String,
+    /// spec.backupMethod.
+    #[arg(long)]
+    backup_method: String,
+    /// The BackupSchedule (the `backup-schedule` label).
+    #[arg(long)]
+    backup_schedule: String,
+    /// spec.retentionPeriod (`7d`, `1y6mo`).
+    #[arg(long)]
+    retention_period: Option<String>,
+    /// spec.parameters as JSON: `[{"name":"k","value":"v"}]`.
+    #[arg(long)]
+    parameters: Option<String>,
+    /// Create nothing (and succeed) unless a Completed Full backup of this method exists
+    /// under the same policy (Incremental methods).
+    #[arg(long, value_name = "METHOD")]
+    require_completed_full: Option<String>,
 }
 
 /// `run`'s flags, named as KubeBlocks' dataprotection manager names them.
@@ -172,7 +207,43 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
             skip_other_kinds,
         } => validate(&files, json, skip_other_kinds),
+        Command::CreateBackup(args) => create_backup(args),
     }
+}
+
+fn create_backup(args: CreateBackupArgs) -> Result<ExitCode> {
+    use dprepo_controller::create_backup::{run, CreateOutcome};
+    let args = dprepo_controller::create_backup::CreateBackupArgs {
+        namespace: args.namespace,
+        name_prefix: args.name_prefix,
+        backup_policy: args.backup_policy,
+        backup_method: args.backup_method,
+        backup_schedule: args.backup_schedule,
+        retention_period: args.retention_period,
+        parameters: args.parameters,
+        require_completed_full: args.require_completed_full,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let outcome = runtime.block_on(async {
+        dprepo_controller::run::install_crypto_provider();
+        let client = kube::Client::try_default()
+            .await
+            .context("configuring the API client (the pod's service account, or KUBECONFIG)")?;
+        run(client, &args).await
+    })?;
+    match outcome {
+        CreateOutcome::Created(name) => {
+            println!("backup.dataprotection.kubeblocks.io/{name} created")
+        }
+        CreateOutcome::NoFullBackup => println!(
+            "No completed full backups of method {} found. Exiting.",
+            args.require_completed_full.as_deref().unwrap_or("")
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn validate(files: &[PathBuf], json: bool, skip_other_kinds: bool) -> Result<ExitCode> {

@@ -6,7 +6,8 @@
 //! injection every pod that touches a repository gets), [`precheck`] (the BackupRepo
 //! pre-check Job), [`gc_job`] (the repository garbage collection Job), [`repo_objects`]
 //! (per-namespace tool Secrets, PVCs, the StorageClass and CSI Secret, the key Secret),
-//! [`key`] (where a repository's key comes from).
+//! [`key`] (where a repository's key comes from), [`schedule`] (a BackupSchedule's
+//! CronJobs and the names of what it creates).
 
 pub mod backup_job;
 pub mod datasafed;
@@ -17,6 +18,7 @@ pub mod precheck;
 pub mod repo_objects;
 pub mod restore;
 pub mod restore_time;
+pub mod schedule;
 
 use std::collections::BTreeMap;
 

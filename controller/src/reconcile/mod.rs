@@ -1,5 +1,7 @@
 //! The reconcilers, one file per kind ([`storageprovider`], [`backuprepo`],
-//! [`garbagecollection`], [`backup`]; ActionSet and BackupPolicy in [`availability`]), and what they share: conditions, status and finalizer patches,
+//! [`garbagecollection`], [`backup`], [`backupschedule`]; ActionSet and BackupPolicy in
+//! [`availability`]), the expiry loop over Backups ([`expiry`]), and what they share:
+//! conditions, status and finalizer patches,
 //! create-if-absent, and the loop around every reconcile ([`guarded`], [`error_policy`]).
 //!
 //! Rules every reconciler keeps:
@@ -14,6 +16,8 @@
 pub mod availability;
 pub mod backup;
 pub mod backuprepo;
+pub mod backupschedule;
+pub mod expiry;
 pub mod garbagecollection;
 pub mod restore;
 pub mod restore_plan;

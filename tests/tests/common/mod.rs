@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use dprepo_repo_format::storage::{BlobInfo, S3Options, S3Storage, Storage};
 
+pub mod cluster;
+
 /// Password of the repositories the tests create.
 pub const PASSWORD: &str = "correct horse battery staple";
 

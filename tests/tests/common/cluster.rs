@@ -1,0 +1,270 @@
+//! A kube-sim cluster for the controller's end-to-end tests: kube-sim (the workspace's
+//! stand-in API server, with its runner) and the real `dprepo-controller` binary, driven
+//! with the machine's `kubectl` as a user would, both killed on drop.
+//!
+//! Build first: `cargo build --workspace --bins` (scripts/test.sh does). `kubectl` must be
+//! on PATH.
+
+use super::dprepo_bin;
+use super::stderr;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A binary built beside `dprepo`.
+pub fn bin(name: &str) -> PathBuf {
+    let path = dprepo_bin().with_file_name(name);
+    assert!(
+        path.is_file(),
+        "{} not found; run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A kube-sim instance and, once started, the controller, both killed on drop.
+pub struct Cluster {
+    /// The test's directory (kubeconfig, logs, kube-sim's data).
+    pub dir: tempfile::TempDir,
+    /// kube-sim's kubeconfig (cluster admin).
+    pub kubeconfig: PathBuf,
+    sim: Child,
+    controller: Option<Child>,
+    /// Where the controller serves /healthz and /readyz.
+    pub probe_port: u16,
+    /// Where the controller serves /metrics.
+    pub metrics_port: u16,
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        Self::start_with(&[])
+    }
+
+    /// kube-sim with extra arguments (e.g. `--cron-time-scale 60`).
+    pub fn start_with(sim_args: &[&str]) -> Cluster {
+        let kubectl = Command::new("kubectl")
+            .arg("version")
+            .arg("--client")
+            .output();
+        assert!(
+            kubectl.is_ok_and(|o| o.status.success()),
+            "kubectl is not on PATH: install it (any version from 1.27) to run the controller tests"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("dprepo-ctrl-")
+            .tempdir()
+            .expect("temp dir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        let log = std::fs::File::create(dir.path().join("kube-sim.log")).expect("log file");
+        let sim = Command::new(bin("kube-sim"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(sim_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start kube-sim");
+        let c = Cluster {
+            dir,
+            kubeconfig,
+            sim,
+            controller: None,
+            probe_port: free_port(),
+            metrics_port: free_port(),
+        };
+        c.wait_for("kube-sim to answer", Duration::from_secs(60), || {
+            (c.kubeconfig.is_file() && c.kubectl(&["get", "namespaces"]).status.success())
+                .then_some(())
+        });
+        c
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kubectl")
+    }
+
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}\n{}",
+            stderr(&out),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn apply(&self, yaml: &str) {
+        let path = self.dir.path().join(format!("apply-{}.yaml", free_port()));
+        std::fs::write(&path, yaml).expect("write manifest");
+        self.kubectl_ok(&["apply", "--validate=false", "-f", path.to_str().unwrap()]);
+    }
+
+    /// `kubectl get ARGS -o json`, or `None` when it fails (not found).
+    pub fn get(&self, args: &[&str]) -> Option<Value> {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", "json"]);
+        let out = self.kubectl(&all);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).expect("kubectl printed JSON"))
+    }
+
+    pub fn start_controller(&mut self) {
+        self.start_controller_with(&[])
+    }
+
+    /// Starts the controller with extra environment variables.
+    pub fn start_controller_with(&mut self, env: &[(&str, &str)]) {
+        let log = std::fs::File::create(self.dir.path().join("controller.log")).expect("log");
+        let child = Command::new(bin("dprepo-controller"))
+            .args(["run", "--leader-elect=false"])
+            .arg(format!(
+                "--health-probe-bind-address=127.0.0.1:{}",
+                self.probe_port
+            ))
+            .arg(format!(
+                "--metrics-bind-address=127.0.0.1:{}",
+                self.metrics_port
+            ))
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("CM_NAMESPACE", "dprepo-system")
+            .env("RUST_LOG", "info,dprepo_controller=debug")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start dprepo-controller");
+        self.controller = Some(child);
+    }
+
+    pub fn controller_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("controller.log")).unwrap_or_default()
+    }
+
+    pub fn http_get(&self, port: u16, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return (0, String::new());
+        };
+        let _ = write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        );
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        let code = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (code, text)
+    }
+
+    /// Polls `f` until it gives a value; on timeout fails with the controller's log tail.
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut f: impl FnMut() -> Option<T>,
+    ) -> T {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            if start.elapsed() > timeout {
+                let log = self.controller_log();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\ncontroller log (tail):\n{}",
+                    tail.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    pub fn condition(&self, obj: &Value, type_: &str) -> Option<Value> {
+        obj.pointer("/status/conditions")?
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == type_)
+            .cloned()
+    }
+
+    /// Events about `kind/name` (any namespace) as `reason: message` lines.
+    pub fn events_of(&self, name: &str) -> Vec<String> {
+        let Some(list) = self.get(&["events", "-A"]) else {
+            return Vec::new();
+        };
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e.pointer("/involvedObject/name") == Some(&Value::from(name)))
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e["reason"].as_str().unwrap_or(""),
+                    e["message"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.controller {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = self.sim.kill();
+        let _ = self.sim.wait();
+    }
+}
+
+/// Applies `deploy/` and starts the controller, waiting until it is ready.
+pub fn install(c: &mut Cluster) {
+    install_with(c, &[])
+}
+
+/// [`install`] with extra environment variables for the controller.
+pub fn install_with(c: &mut Cluster, env: &[(&str, &str)]) {
+    let deploy = workspace().join("deploy");
+    c.kubectl_ok(&["apply", "--validate=false", "-k", deploy.to_str().unwrap()]);
+    c.start_controller_with(env);
+    c.wait_for("/readyz to answer 200", Duration::from_secs(60), || {
+        (c.http_get(c.probe_port, "/readyz").0 == 200).then_some(())
+    });
+}
