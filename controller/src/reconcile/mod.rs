@@ -444,9 +444,12 @@ mod tests {
         let to = json!({"history": [{"jobName": "gc-1"}, {"jobName": "gc-0"}],
             "nested": {"keep": 1}});
         let patch = merge_patch(&from, &to);
-        assert_eq!(patch, json!({"currentRun": null, "phase": null,
+        assert_eq!(
+            patch,
+            json!({"currentRun": null, "phase": null,
             "history": [{"jobName": "gc-1"}, {"jobName": "gc-0"}],
-            "nested": {"keep": 1, "drop": null}}));
+            "nested": {"keep": 1, "drop": null}})
+        );
         // Applying it (RFC 7386) gives exactly `to`.
         fn apply(target: &mut serde_json::Value, patch: &serde_json::Value) {
             let Some(members) = patch.as_object() else {
