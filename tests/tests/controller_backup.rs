@@ -6,10 +6,9 @@
 //! `kubectl`, PostgreSQL 15 binaries (`apt-get install postgresql`) and moto.
 
 mod common;
-mod kubesim;
 
+use common::cluster::*;
 use common::*;
-use kubesim::*;
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

@@ -6,11 +6,9 @@
 //! on PATH.
 
 mod common;
-mod kubesim;
 
 use common::cluster::*;
 use common::*;
-use kubesim::*;
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
