@@ -427,6 +427,20 @@ spec:
     assert!(run["bytesFreed"].as_i64().unwrap() > 0, "{run}");
     assert!(run["packsDeleted"].as_i64().unwrap() >= 1, "{run}");
     assert_eq!(run["snapshotsSeen"], 1, "{run}");
+    // Recorded once, and no longer current (the next reconciles must not record it again).
+    std::thread::sleep(Duration::from_secs(3));
+    let again = c.get(&["gc", "s3"]).unwrap();
+    assert_eq!(
+        again["status"]["history"].as_array().unwrap().len(),
+        1,
+        "{}",
+        again["status"]
+    );
+    assert!(
+        again["status"].get("currentRun").is_none(),
+        "{}",
+        again["status"]
+    );
     assert!(gc["metadata"]["annotations"]
         .get("dprepo.io/run-requested")
         .is_none());

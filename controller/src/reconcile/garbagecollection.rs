@@ -30,8 +30,8 @@ use serde_json::json;
 
 use super::worker::ensure_worker_service_account;
 use super::{
-    create_if_absent, delete_background, from_time, patch_object, patch_status, set_condition,
-    to_time,
+    create_if_absent, delete_background, from_time, patch_object, patch_status, replace_status,
+    set_condition, to_time,
 };
 use crate::api::backuprepo::{condition as repo_condition, AccessMethod, BackupRepoPhase};
 use crate::api::garbagecollection::{
@@ -230,10 +230,11 @@ impl Run<'_> {
         if self.gc.status.as_ref() == Some(&self.status) {
             return Ok(());
         }
-        self.gc = patch_status(
+        self.gc = replace_status(
             &self.api,
             &self.name,
             self.gc.metadata.resource_version.as_deref(),
+            self.gc.status.as_ref(),
             &self.status,
         )
         .await?;

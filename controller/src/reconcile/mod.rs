@@ -131,14 +131,9 @@ pub fn set_condition(
     }
 }
 
-/// Writes `status` to `name`'s status subresource, guarded by `resource_version`: the
-/// status on the server becomes exactly `status`.
-///
-/// A JSON merge patch leaves alone every field it does not name, and our status types
-/// skip `None` fields when serialised, so a field set to `None` (a finished
-/// GarbageCollection's `currentRun`) would stay on the server and the next reconcile would
-/// see it again. The patch therefore names each field the server has and `status` lacks,
-/// as `null`, read from the server's current status.
+/// Merges `status` into `name`'s status subresource, guarded by `resource_version`.
+/// Fields `status` does not name (or leaves `None`) stay as they are on the server; use
+/// [`replace_status`] when `status` is the whole status.
 ///
 /// # Errors
 /// The API error (409 when the object changed since it was read).
@@ -149,19 +144,51 @@ pub async fn patch_status<K, S>(
     status: &S,
 ) -> Result<K>
 where
-    K: Clone + DeserializeOwned + Serialize + Debug,
+    K: Clone + DeserializeOwned + Debug,
     S: Serialize,
 {
-    let current = api.get(name).await.during(|| format!("get {name}"))?;
-    let current = serde_json::to_value(&current).unwrap_or_default();
-    let wanted = serde_json::to_value(status).unwrap_or_default();
-    let mut body = json!({ "status": merge_patch(&current["status"], &wanted) });
+    let mut body = json!({ "status": status });
     if let Some(rv) = resource_version {
         body["metadata"] = json!({ "resourceVersion": rv });
     }
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
         .await
         .during(|| format!("patch the status of {name}"))
+}
+
+/// Writes `status` as `name`'s whole status, guarded by `resource_version`: the status on
+/// the server becomes exactly `status`.
+///
+/// A JSON merge patch leaves alone every field it does not name, and our status types
+/// skip `None` fields when serialised, so with [`patch_status`] a field set to `None` (a
+/// finished GarbageCollection's `currentRun`) would stay on the server and the next
+/// reconcile would see it again. This patch names each field `previous` (the status as
+/// read with `resource_version`) has and `status` lacks, as `null`.
+///
+/// # Errors
+/// The API error (409 when the object changed since it was read).
+pub async fn replace_status<K, S>(
+    api: &Api<K>,
+    name: &str,
+    resource_version: Option<&str>,
+    previous: Option<&S>,
+    status: &S,
+) -> Result<K>
+where
+    K: Clone + DeserializeOwned + Debug,
+    S: Serialize,
+{
+    let previous = previous
+        .map(|p| serde_json::to_value(p).unwrap_or_default())
+        .unwrap_or_default();
+    let wanted = serde_json::to_value(status).unwrap_or_default();
+    patch_status(
+        api,
+        name,
+        resource_version,
+        &merge_patch(&previous, &wanted),
+    )
+    .await
 }
 
 /// The JSON merge patch (RFC 7386) that turns `from` into `to`: `to`, with `null` for every
