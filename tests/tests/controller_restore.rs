@@ -325,7 +325,9 @@ spec:
 
 /// Makes the repository reachable from `ns` the way a Backup does before it runs: a
 /// Backup labelled `wait-repo-preparation` makes the BackupRepo reconciler create the
-/// namespace's PVC and tool Secret.
+/// namespace's PVC and tool Secret. The test writes its status as the backup side would
+/// (`set_backup_status`), so it is marked `skip-reconciliation`: the Backup reconciler
+/// leaves it as written.
 fn create_backup(c: &Cluster, ns: &str, name: &str, backup_type: &str) {
     c.apply(&format!(
         r#"
@@ -334,6 +336,8 @@ kind: Backup
 metadata:
   name: {name}
   namespace: {ns}
+  annotations:
+    dataprotection.kubeblocks.io/skip-reconciliation: "true"
   labels:
     dataprotection.kubeblocks.io/backup-repo-name: local
     dataprotection.kubeblocks.io/wait-repo-preparation: "true"
@@ -660,7 +664,10 @@ metadata: {name: target}
         r#"
 apiVersion: dataprotection.kubeblocks.io/v1alpha1
 kind: Backup
-metadata: {name: broken, namespace: demo}
+metadata:
+  name: broken
+  namespace: demo
+  annotations: {dataprotection.kubeblocks.io/skip-reconciliation: "true"}
 spec: {backupPolicyName: files-policy, backupMethod: tar}
 "#,
     );
