@@ -479,3 +479,108 @@ spec:
         "{check}"
     );
 }
+
+/// An S3 server that checks credentials (moto with authentication from the first request),
+/// killed when dropped.
+struct AuthenticatingS3 {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl AuthenticatingS3 {
+    fn start() -> AuthenticatingS3 {
+        let port = free_port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto (scripts/test.sh installs it: pip install 'moto[server]')");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return AuthenticatingS3 { child, endpoint };
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("moto with authentication did not start on {endpoint}");
+    }
+}
+
+impl Drop for AuthenticatingS3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A credential the storage refuses: the pre-check fails, the BackupRepo is Failed, and
+/// its condition carries the storage's answer, so the user sees which setting is wrong.
+#[test]
+fn an_s3_repo_with_a_wrong_credential_fails_saying_so() {
+    let s3 = AuthenticatingS3::start();
+    let mut c = Cluster::start();
+    install(&mut c);
+    c.apply(&format!(
+        r#"
+apiVersion: dataprotection.kubeblocks.io/v1alpha1
+kind: StorageProvider
+metadata: {{name: s3-auth}}
+spec:
+  datasafedConfigTemplate: |
+    [storage]
+    type = s3
+    provider = Minio
+    env_auth = false
+    access_key_id = {{{{ index .Parameters "accessKeyId" }}}}
+    secret_access_key = {{{{ index .Parameters "secretAccessKey" }}}}
+    endpoint = {{{{ index .Parameters "endpoint" }}}}
+    root = {{{{ index .Parameters "bucket" }}}}
+    force_path_style = true
+  parametersSchema:
+    openAPIV3Schema:
+      type: object
+      properties:
+        bucket: {{type: string}}
+        endpoint: {{type: string}}
+    credentialFields: [accessKeyId, secretAccessKey]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: s3-wrong-creds, namespace: dprepo-system}}
+stringData: {{accessKeyId: no-such-key, secretAccessKey: wrong}}
+---
+apiVersion: dataprotection.kubeblocks.io/v1alpha1
+kind: BackupRepo
+metadata: {{name: s3-wrong-creds}}
+spec:
+  storageProviderRef: s3-auth
+  accessMethod: Tool
+  pvReclaimPolicy: Retain
+  config: {{bucket: "{S3_BUCKET}/wrong", endpoint: "{endpoint}"}}
+  credential: {{name: s3-wrong-creds, namespace: dprepo-system}}
+"#,
+        endpoint = s3.endpoint
+    ));
+    let failed = c.wait_for("s3-wrong-creds Failed", Duration::from_secs(180), || {
+        c.get(&["backuprepo", "s3-wrong-creds"])
+            .filter(|r| r.pointer("/status/phase") == Some(&Value::from("Failed")))
+    });
+    let check = c.condition(&failed, "PreCheckPassed").unwrap();
+    assert_eq!(check["status"], "False", "{check}");
+    let message = check["message"].as_str().unwrap();
+    assert!(
+        message.contains("lacked the necessary privileges")
+            && message.contains("InvalidAccessKeyId"),
+        "{check}"
+    );
+}
