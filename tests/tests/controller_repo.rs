@@ -505,14 +505,21 @@ impl AuthenticatingS3 {
             .stderr(Stdio::null())
             .spawn()
             .expect("moto (scripts/test.sh installs it: pip install 'moto[server]')");
-        let endpoint = format!("http://127.0.0.1:{port}");
+        // Dropped (killed and reaped) on every path, the panic below included.
+        let server = AuthenticatingS3 {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return AuthenticatingS3 { child, endpoint };
+                return server;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        panic!("moto with authentication did not start on {endpoint}");
+        panic!(
+            "moto with authentication did not start on {}",
+            server.endpoint
+        );
     }
 }
 
