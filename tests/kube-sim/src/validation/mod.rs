@@ -4,9 +4,9 @@
 //! into 422 Invalid.
 
 pub mod builtin;
-pub mod cel;
-pub mod names;
-pub mod schema;
+// Custom resource schemas, CEL rules and object names: the schema crate's, shared with
+// `dprepo-controller validate`.
+pub use dprepo_k8s_schema::{cel, names, schema};
 
 use crate::error::FieldError;
 use serde_json::Value;
