@@ -803,6 +803,11 @@ fn the_next_base_backup_stores_changed_pages_as_deltas() {
             "/ns/pg/backup-2/base.tar.zst",
         ),
         ("/pg/backup-1.tar.zst", "/pg/backup-2.tar.zst"),
+        // KubeBlocks: <root>/<ns>/<policy>/<backup>/<target>/<backup>.tar.zst
+        (
+            "/kb/ns/pg-policy/backup-1/postgresql/backup-1.tar.zst",
+            "/kb/ns/pg-policy/backup-2/postgresql/backup-2.tar.zst",
+        ),
     ] {
         let ds = Ds::local();
         ds.push(

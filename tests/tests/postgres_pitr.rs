@@ -471,3 +471,71 @@ fn second_base_backup_after_a_small_change_stores_far_fewer_bytes() {
          datasafed pull /base/base-2.tar.zst - | zstd -dc | cmp - base-2.tar",
     );
 }
+
+/// KubeBlocks lays every backup out as `<root>/<ns>/<policy>/<backup>/<target>/<backup>.tar.zst`
+/// under a new backup name each time. The second base backup must still find the first
+/// as its parent and store its changed pages as deltas: at most 30% of what datasafed
+/// itself stores for that backup (the whole stream at zstd-fastest), after 1000
+/// transactions of pgbench's own TPC-B script, which scatters updates over every page.
+#[test]
+fn kubeblocks_layout_second_base_backup_stores_a_fraction_of_what_datasafed_stores() {
+    let Some(bin) = postgres_available("postgres base backups in KubeBlocks' layout") else {
+        return;
+    };
+    let sb = Sandbox::new("postgres", std::slice::from_ref(&bin));
+    let mut pg = PgServer::init(&sb, &bin, "db", "fsync = off\nautovacuum = off\n");
+    pg.start();
+    sb.sh_ok(&format!("pgbench {} -i -s 10 -q postgres", pg.conn_args()));
+
+    // As the addon's backup script runs in the Job KubeBlocks builds: the base path is
+    // the backup's directory plus the target's relative path.
+    let push = |backup: &str| {
+        let before = sb.snapshots();
+        sb.sh_ok(&format!(
+            "export DATASAFED_BACKEND_BASE_PATH=/ns/pg-cluster-postgresql-backup-policy/{backup}/postgresql\n\
+             pg_basebackup {} -Ft -c fast -Xfetch -D - | tee {backup}.tar \
+             | datasafed push -z zstd-fastest - /{backup}.tar.zst",
+            pg.conn_args()
+        ));
+        let new = new_snapshots(&before, &sb.snapshots());
+        assert_eq!(new.len(), 1, "pushing {backup}: {new:?}");
+        new.into_iter().next().unwrap_or_default()
+    };
+    let first = push("pg-backup-20261207010000");
+    sb.sh_ok(&format!("pgbench {} -n -t 1000 postgres", pg.conn_args()));
+    let second = push("pg-backup-20261207020000");
+    pg.stop();
+
+    assert_eq!(
+        second["parent"], first["id"],
+        "the second base backup did not take the first as its parent: {second}"
+    );
+    eprintln!("first: {}\nsecond: {}", first["summary"], second["summary"]);
+    let stored = second["summary"]["bytes_stored"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
+    // What datasafed stores for the same push: the stream compressed at zstd-fastest.
+    let datasafed_bytes: u64 = sb
+        .sh_ok("zstd -1 -c pg-backup-20261207020000.tar | wc -c")
+        .trim()
+        .parse()
+        .expect("compressed size");
+    eprintln!(
+        "second base backup in KubeBlocks' layout: {stored} bytes stored, {} deltas; \
+         datasafed (zstd-fastest) would store {datasafed_bytes} bytes ({:.1}%)",
+        second["summary"]["deltas_added"],
+        100.0 * stored as f64 / datasafed_bytes as f64
+    );
+    assert!(
+        second["summary"]["deltas_added"].as_u64().unwrap_or(0) > 0,
+        "no page deltas: {second}"
+    );
+    assert!(
+        stored * 10 <= datasafed_bytes * 3,
+        "the second base backup stored {stored} bytes, more than 30% of datasafed's {datasafed_bytes}"
+    );
+    sb.sh_ok(
+        "export DATASAFED_BACKEND_BASE_PATH=/ns/pg-cluster-postgresql-backup-policy/pg-backup-20261207020000/postgresql\n\
+         datasafed pull -d zstd-fastest /pg-backup-20261207020000.tar.zst - | cmp - pg-backup-20261207020000.tar",
+    );
+}

@@ -978,8 +978,8 @@ async fn push(cli: &DatasafedCli, a: &PushArgs) -> Result<()> {
         format!("{PATH_TAG}{path}"),
         format!("{CODEC_TAG}{codec_name}"),
     ];
-    let parent =
-        delta_parent(&ns.entries, &path).map_or(ParentChoice::None, ParentChoice::IfPresent);
+    let parent = crate::ds_parent::delta_parent(&ns.entries, &path)
+        .map_or(ParentChoice::None, ParentChoice::IfPresent);
     let options = BackupOptions::default().with_tags(tags).with_parent(parent);
     let source = BackupSource::Stream {
         name: basename(&path).to_string(),
@@ -1001,36 +1001,6 @@ async fn push(cli: &DatasafedCli, a: &PushArgs) -> Result<()> {
         .await
         .with_context(|| format!("{what}: removing the replaced versions"))?;
     Ok(())
-}
-
-/// The snapshot whose pages a tar pushed to `path` is stored as deltas of (page_deltas.rs
-/// in repo-format), the previous backup of the same database as backup scripts lay them
-/// out: the newest datasafed file of the same name in the same or a sibling directory
-/// (`DATASAFED_BACKEND_BASE_PATH=ns/cluster/<backup name>`, file `base.tar`), else the
-/// newest file of the same extension in the same directory (`/pg/<backup name>.tar`).
-fn delta_parent(snapshots: &[Entry], path: &str) -> Option<BlobId> {
-    let (name, dir) = (basename(path), parent(path));
-    let extension = |n: &str| n.split_once('.').map(|(_, e)| e.to_string());
-    let rank = |p: &str| {
-        if basename(p) == name && (parent(p) == dir || parent(parent(p)) == parent(dir)) {
-            Some(2)
-        } else if parent(p) == dir && extension(basename(p)) == extension(name) {
-            Some(1)
-        } else {
-            None
-        }
-    };
-    snapshots
-        .iter()
-        .filter_map(|s| {
-            if s.kind != Kind::File {
-                return None;
-            }
-            let rank = rank(&s.path)?;
-            Some((rank, s.time, s.id))
-        })
-        .max()
-        .map(|(_, _, id)| id)
 }
 
 /// The proper ancestors of a `/`-rooted path, nearest first (without `/`).

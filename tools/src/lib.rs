@@ -9,6 +9,7 @@ mod check;
 mod commands;
 mod datasafed;
 mod ds_files;
+mod ds_parent;
 mod inspect;
 mod keys;
 mod maintenance;
