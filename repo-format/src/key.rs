@@ -140,6 +140,12 @@ impl AccessKey {
         format!("keys/{}", self.key_id.to_hex())
     }
 
+    /// The access key of key file `key_id` with `secret` (whether it opens it is known
+    /// only by trying: [`KeyFile::open_access`]).
+    pub fn from_parts(key_id: BlobId, secret: [u8; ACCESS_SECRET_LEN]) -> AccessKey {
+        AccessKey { key_id, secret }
+    }
+
     /// The text form, a secret: `dprepo-ak1-<key file id hex>-<secret hex>`.
     pub fn to_text(&self) -> String {
         let secret = BlobId(self.secret).to_hex();
@@ -246,10 +252,22 @@ impl KeyFile {
         username: &str,
         label: &str,
     ) -> (Vec<u8>, AccessKey) {
-        let mut salt = [0u8; SALT_LEN];
-        OsRng.fill_bytes(&mut salt);
         let mut secret = [0u8; ACCESS_SECRET_LEN];
         OsRng.fill_bytes(&mut secret);
+        KeyFile::create_access_with_secret(master, secret, hostname, username, label)
+    }
+
+    /// As [`KeyFile::create_access`], with a secret the caller chose (an operator that
+    /// keeps the secret and learns only the key file id from the process that wrote it).
+    pub fn create_access_with_secret(
+        master: &MasterKey,
+        secret: [u8; ACCESS_SECRET_LEN],
+        hostname: &str,
+        username: &str,
+        label: &str,
+    ) -> (Vec<u8>, AccessKey) {
+        let mut salt = [0u8; SALT_LEN];
+        OsRng.fill_bytes(&mut salt);
         let mut bytes = prefix(
             KEY_FILE_VERSION_ACCESS,
             KDF_ACCESS_KEY,

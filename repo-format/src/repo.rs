@@ -406,6 +406,42 @@ impl Repository {
         Ok(key)
     }
 
+    /// The access key that `secret` makes for this repository: the existing access key
+    /// file it opens, else a new one labelled `label`. `true` with a new file. Calling it
+    /// again with the same secret adds nothing, so a process that runs again (an
+    /// operator's check Job) registers one key, not one per run.
+    ///
+    /// # Errors
+    /// Storage errors listing or writing `keys/`.
+    pub async fn access_key_for_secret(
+        &self,
+        secret: [u8; crate::key::ACCESS_SECRET_LEN],
+        label: &str,
+    ) -> Result<(AccessKey, bool)> {
+        for (name, file) in Repository::key_files(&*self.storage).await? {
+            let Ok(file) = file else { continue };
+            let Some(id) = name
+                .strip_prefix(KEYS_DIR)
+                .and_then(|hex| BlobId::from_hex(hex).ok())
+            else {
+                continue;
+            };
+            let key = AccessKey::from_parts(id, secret);
+            if file.open_access(&key).is_some_and(|m| m.0 == self.master.0) {
+                return Ok((key, false));
+            }
+        }
+        let (bytes, key) = KeyFile::create_access_with_secret(
+            &self.master,
+            secret,
+            &current_hostname(),
+            &current_username(),
+            label,
+        );
+        self.storage.create(&key.key_name(), &bytes).await?;
+        Ok((key, true))
+    }
+
     /// Add a password: writes a password key file wrapping the master key, hashed with
     /// `kdf`. Returns its storage name.
     ///

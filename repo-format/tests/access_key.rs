@@ -135,3 +135,28 @@ async fn key_removal_keeps_a_way_in() {
         Err(Error::NotFound { .. })
     ));
 }
+
+/// An operator keeps the secret and has a Job register it: running the Job again finds
+/// the key file the secret opens instead of adding one per run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chosen_secret_registers_one_access_key_however_often_it_is_given() {
+    let (storage, repo) = new_repository().await;
+    let secret = [7u8; 32];
+    let (key, created) = repo
+        .access_key_for_secret(secret, "BackupRepo r")
+        .await
+        .unwrap();
+    assert!(created);
+    let (again, created_again) = repo.access_key_for_secret(secret, "other").await.unwrap();
+    assert!(!created_again);
+    assert_eq!(again.to_text(), key.to_text());
+    open_access(&storage, &key).await.unwrap();
+    // Another secret is another key; a revoked one is registered anew.
+    let (other, created) = repo.access_key_for_secret([8u8; 32], "").await.unwrap();
+    assert!(created && other.key_id() != key.key_id());
+    repo.remove_key(&key.key_name()).await.unwrap();
+    let (renewed, created) = repo.access_key_for_secret(secret, "").await.unwrap();
+    assert!(created && renewed.key_id() != key.key_id());
+    open_access(&storage, &renewed).await.unwrap();
+    assert_eq!(Repository::key_files(&*storage).await.unwrap().len(), 3);
+}

@@ -450,3 +450,94 @@ fn list_and_stat_over_many_files_follow_changes_made_elsewhere() {
     assert_eq!(stat_files(), N + 1);
     assert_eq!(std::fs::read(&caches[0]).expect("cache").len(), bytes.len());
 }
+
+/// An operator keeps a secret and has a pod register it (`datasafed access-key`): the pod
+/// prints only the key file's id; the operator composes `dprepo-ak1-ID-SECRET` and hands
+/// that to other pods in place of the password. Registering again adds nothing.
+#[test]
+fn datasafed_registers_a_chosen_secret_once_and_pods_open_with_the_composed_key() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).expect("repo dir");
+    let with_password = [
+        ("DATASAFED_LOCAL_BACKEND_PATH", s(&repo)),
+        ("DPREPO_PASSWORD", PASSWORD),
+    ];
+    let ds = datasafed_bin();
+    let secret_file = dir.path().join("secret");
+    let secret = "ab".repeat(32);
+    std::fs::write(&secret_file, format!("{secret}\n")).expect("secret");
+    let register = |vars: &[(&str, &str)]| {
+        run(
+            &ds,
+            vars,
+            &[
+                "access-key",
+                "--secret-file",
+                s(&secret_file),
+                "--label",
+                "BackupRepo r",
+            ],
+            b"",
+        )
+    };
+    // No repository yet: nothing to register in, and nothing is created.
+    let err = failure(register(&with_password), "access-key before any push");
+    assert!(err.contains("no repository"), "{err}");
+    ok(
+        run(&ds, &with_password, &["push", "-", "/first"], b"one"),
+        "push",
+    );
+    let id_of = |out: Vec<u8>| -> String {
+        let text = String::from_utf8(out).expect("utf-8");
+        text.trim()
+            .strip_prefix("dprepo-access-key-id: ")
+            .unwrap_or_else(|| panic!("unexpected output {text:?}"))
+            .to_string()
+    };
+    let id = id_of(ok(register(&with_password), "access-key"));
+    assert_eq!(id.len(), 64, "{id}");
+    assert_eq!(id_of(ok(register(&with_password), "access-key again")), id);
+    let keys = ok(
+        run(
+            &dprepo_bin(),
+            &[
+                ("DPREPO_REPOSITORY", s(&repo)),
+                ("DPREPO_PASSWORD", PASSWORD),
+            ],
+            &["--json", "key", "list"],
+            b"",
+        ),
+        "key list",
+    );
+    let keys: serde_json::Value = serde_json::from_slice(&keys).expect("json");
+    let access: Vec<&serde_json::Value> = keys["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter(|k| k["kind"] == "access")
+        .collect();
+    assert_eq!(access.len(), 1, "{keys}");
+    assert_eq!(access[0]["id"], id.as_str());
+    assert_eq!(access[0]["label"], "BackupRepo r");
+
+    // The composed key, given where the password goes, opens the repository.
+    let key_file = dir.path().join("dprepo-password");
+    std::fs::write(&key_file, format!("dprepo-ak1-{id}-{secret}\n")).expect("key");
+    let with_key = [
+        ("DATASAFED_LOCAL_BACKEND_PATH", s(&repo)),
+        ("DPREPO_PASSWORD_FILE", s(&key_file)),
+    ];
+    ok(
+        run(&ds, &with_key, &["push", "-", "/second"], b"two"),
+        "push with the access key",
+    );
+    assert_eq!(
+        ok(run(&ds, &with_key, &["pull", "/first", "-"], b""), "pull"),
+        b"one"
+    );
+    // A malformed secret is refused with the file named.
+    std::fs::write(&secret_file, "not hex").expect("secret");
+    let err = failure(register(&with_password), "a malformed secret");
+    assert!(err.contains("64 hex digits"), "{err}");
+}

@@ -134,6 +134,27 @@ enum DsCommand {
     Mkdir(PathArg),
     /// Show version of datasafed (dprepo).
     Version,
+    /// dprepo: register the access key a chosen secret makes, and print its id.
+    #[command(
+        long_about = "Register the access key that the secret in FILE (64 hex digits) makes for\n\
+            the repository, and print `dprepo-access-key-id: ID`. The access key is\n\
+            `dprepo-ak1-ID-SECRET`; give it to pods instead of the password (it opens the\n\
+            repository without password hashing; `dprepo key remove ID` revokes it). Run again\n\
+            with the same secret, it finds the key it registered and adds nothing. An operator\n\
+            keeps the secret and learns only the id from the process that registered it. Needs\n\
+            the repository's password (or another key) to open it."
+    )]
+    AccessKey(AccessKeyArgs),
+}
+
+#[derive(Debug, Args)]
+struct AccessKeyArgs {
+    /// File holding the secret: 64 hex digits (white space around them is ignored).
+    #[arg(long, value_name = "FILE")]
+    secret_file: PathBuf,
+    /// What the key is for (`dprepo key list` shows it).
+    #[arg(long, default_value = "")]
+    label: String,
 }
 
 #[derive(Debug, Args)]
@@ -268,6 +289,7 @@ async fn run(cli: &DatasafedCli) -> Result<()> {
         DsCommand::Rm(a) => rm(cli, a).await,
         DsCommand::Rmdir(a) => rmdir(cli, a).await,
         DsCommand::Mkdir(a) => mkdir(cli, a).await,
+        DsCommand::AccessKey(a) => access_key(cli, a).await,
     }
 }
 
@@ -1369,6 +1391,36 @@ fn glob_match(pattern: &str, name: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
     go(&p, &n).unwrap_or(false)
+}
+
+async fn access_key(cli: &DatasafedCli, a: &AccessKeyArgs) -> Result<()> {
+    let text = std::fs::read(&a.secret_file)
+        .with_context(|| format!("reading the secret file {}", a.secret_file.display()))?;
+    let secret = std::str::from_utf8(text.trim_ascii())
+        .ok()
+        .and_then(|hex| BlobId::from_hex(hex).ok())
+        .with_context(|| {
+            format!(
+                "{}: the secret must be 64 hex digits",
+                a.secret_file.display()
+            )
+        })?;
+    let ctx = env(cli)?;
+    let Some(repo) = open(&ctx, false).await? else {
+        bail!(
+            "no repository at {}: push something first (with a password, which creates it)",
+            ctx.storage.location()
+        );
+    };
+    let (key, created) = repo
+        .access_key_for_secret(secret.0, &a.label)
+        .await
+        .context("registering the access key")?;
+    if created {
+        eprintln!("registered access key {}", key.key_id().short());
+    }
+    println!("dprepo-access-key-id: {}", key.key_id().to_hex());
+    Ok(())
 }
 
 async fn stat(cli: &DatasafedCli, a: &StatArgs) -> Result<()> {
