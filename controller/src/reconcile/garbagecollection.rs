@@ -452,7 +452,6 @@ impl Run<'_> {
             },
             &self.ctx.config,
         );
-        create_if_absent(&jobs, &job).await?;
         let dry_run = self.gc.spec.is_dry_run();
         self.status.current_run = Some(GarbageCollectionCurrentRun {
             job_name: name.clone(),
@@ -467,7 +466,19 @@ impl Run<'_> {
             "Running",
             &format!("Job {ns}/{name} runs dprepo gc ({trigger})"),
         );
+        // Claim the run before starting it: the status write is conditional on the
+        // resourceVersion, so a reconcile working from a copy that has not seen the run
+        // in progress fails here instead of starting a second Job (which found the first
+        // one's gc lease busy and was recorded as a failed run).
         self.flush().await?;
+        if let Err(e) = create_if_absent(&jobs, &job).await {
+            self.status.current_run = None;
+            self.cond(condition::RUNNING, "False", "NotRunning", "");
+            if let Err(undo) = self.flush().await {
+                tracing::warn!(gc = %self.name, error = %undo, "could not withdraw the run that did not start");
+            }
+            return Err(e);
+        }
         if trigger != GarbageCollectionTrigger::Schedule {
             self.clear_request().await?;
         }
