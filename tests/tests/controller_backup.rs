@@ -490,7 +490,9 @@ fn postgres_physical_backups_deduplicate_and_deletion_frees_space() {
     let names = String::from_utf8_lossy(&listing.stdout);
     assert!(
         names.contains("PG_VERSION") && names.contains("backup_label"),
-        "{names}"
+        "tar -tf of the pulled backup ({} bytes): {names}{}",
+        std::fs::metadata(&pulled).map(|m| m.len()).unwrap_or(0),
+        stderr(&listing)
     );
 
     // Delete: the deleter removes the files, a GC run is requested and frees space.

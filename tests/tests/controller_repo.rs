@@ -219,6 +219,26 @@ fn generated_key(c: &Cluster, repo: &str) -> (Value, String) {
     (secret, String::from_utf8(out.stdout).expect("key text"))
 }
 
+/// The decoded value of `field` of Secret `ns/name`, if both exist.
+fn secret_field(c: &Cluster, ns: &str, name: &str, field: &str) -> Option<String> {
+    let secret = c.get(&["secret", "-n", ns, name])?;
+    let b64 = secret["data"][field].as_str()?.to_string();
+    let out = Command::new("base64")
+        .arg("-d")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut ch| {
+            use std::io::Write;
+            ch.stdin.take().unwrap().write_all(b64.as_bytes())?;
+            ch.wait_with_output()
+        })
+        .ok()?;
+    String::from_utf8(out.stdout)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
 /// A local-path style provider (Mount access): the BackupRepo becomes Ready, the
 /// pre-check created a real repository (opened here with `dprepo` and the generated key,
 /// from the retained volume), the repository's GarbageCollection exists, and deleting
@@ -399,6 +419,29 @@ spec:
     });
     let (_, key) = generated_key(&c, "s3");
     let key = key.trim().to_string();
+    // Pods get an access key instead of the repository key: the pre-check registered it,
+    // the controller recorded it and wrote it into the tool Secrets (the GC Job below
+    // opens the repository with it), so no namespace's Secret holds the password.
+    let access = c.wait_for(
+        "the access key in the tool Secret",
+        Duration::from_secs(120),
+        || {
+            let repo = c.get(&["backuprepo", "s3"])?;
+            let name = repo.pointer("/status/toolConfigSecretName")?.as_str()?;
+            secret_field(&c, "dprepo-system", name, "dprepo-password")
+                .filter(|k| k.starts_with("dprepo-ak1-"))
+        },
+    );
+    assert_eq!(
+        secret_field(&c, "dprepo-system", "dprepo-access-s3", "accessKey").as_deref(),
+        Some(access.as_str())
+    );
+    let out = datasafed_s3(&root, &access, &["list", "/"], None, c.dir.path());
+    assert!(
+        out.status.success(),
+        "list with the access key: {}",
+        stderr(&out)
+    );
     // Two files in separate pushes (separate packs), then one forgotten.
     let data = |seed: u64| random_bytes(seed, 2 << 20);
     for (path, seed) in [("/ns/a", 1), ("/ns/b", 2)] {

@@ -14,7 +14,9 @@
 //!   `DATASAFED_ENCRYPTION_PASS_PHRASE`.
 //!
 //! dprepo's additions:
-//! - the repository key: the per-namespace tool Secret carries `dprepo-password` and is
+//! - the repository key (or, with Tool access once the pre-check registered it, the
+//!   pods' access key, [`super::access`]): the per-namespace tool Secret carries
+//!   `dprepo-password` and is
 //!   mounted at `/etc/datasafed` for **both** access methods; every container gets
 //!   `DPREPO_PASSWORD_FILE=/etc/datasafed/dprepo-password`, which outranks the
 //!   encryption pass phrase (so `encryptionConfig` changes nothing: one repository has one

@@ -9,6 +9,7 @@
 //! [`key`] (where a repository's key comes from), [`schedule`] (a BackupSchedule's
 //! CronJobs and the names of what it creates).
 
+pub mod access;
 pub mod backup_job;
 pub mod datasafed;
 pub mod gc_job;

@@ -78,6 +78,14 @@ pub fn key_secret_name(repo_name: &str) -> String {
         .to_string()
 }
 
+/// The Secret (controller's namespace, owned by the BackupRepo) holding the secret of the
+/// access key pods get instead of the repository key ([`super::access`]).
+pub fn access_secret_name(repo_name: &str) -> String {
+    prefix(&format!("dprepo-access-{repo_name}"), MAX_SUBDOMAIN)
+        .trim_end_matches(['-', '.'])
+        .to_string()
+}
+
 /// The name of a garbage collection run's Job: `gc-<name>` cut to 48 bytes, then the
 /// start time as `-YYYYMMDDhhmmss` (at most 63 bytes in all, unique per second).
 pub fn gc_job_name(gc_name: &str, start: chrono::DateTime<chrono::Utc>) -> String {

@@ -49,15 +49,20 @@ pub fn precheck_file(path_prefix: Option<&str>) -> String {
     format!("/{}", parts.join("/"))
 }
 
-/// The pre-check script.
-pub fn script(path_prefix: Option<&str>) -> String {
+/// The pre-check script; its last step registers the pods' access key
+/// ([`super::access`]).
+pub fn script(path_prefix: Option<&str>, repo_name: &str) -> String {
     let file = shell_quote(&precheck_file(path_prefix));
     format!(
         "\nset -ex\nexport PATH=\"$PATH:$DP_DATASAFED_BIN_PATH\"\n\
          echo \"pre-check\" | datasafed push - {file}\n\
          datasafed pull {file} -\n\
          datasafed rm {file}\n\
-         datasafed stat /"
+         datasafed stat /\n{}",
+        super::access::register_step(
+            super::datasafed::CONFIG_MOUNT_PATH,
+            &format!("BackupRepo {repo_name}")
+        )
     )
 }
 
@@ -108,7 +113,7 @@ pub fn pre_check_job(repo: &BackupRepo, inputs: &PreCheckInputs, config: &Contro
             command: Some(vec![
                 "sh".into(),
                 "-c".into(),
-                script(repo.spec.path_prefix.as_deref()),
+                script(repo.spec.path_prefix.as_deref(), &repo_name),
             ]),
             security_context: Some(no_privilege_escalation()),
             ..Default::default()
@@ -219,7 +224,10 @@ mod tests {
             echo \"pre-check\" | datasafed push - '/backups/prod/precheck.txt'\n\
             datasafed pull '/backups/prod/precheck.txt' -\n\
             datasafed rm '/backups/prod/precheck.txt'\n\
-            datasafed stat /";
+            datasafed stat /\n\
+            if [ -f /etc/datasafed/dprepo-access-secret ]; then datasafed access-key \
+            --secret-file /etc/datasafed/dprepo-access-secret --label 'BackupRepo s3-repo' \
+            || echo 'dprepo: no access key registered; pods get the repository key'; fi";
         assert_eq!(
             serde_json::to_value(&job).unwrap(),
             json!({

@@ -17,6 +17,9 @@
 //!    opening it; failure after 15 minutes; the failure message carries the pod's logs
 //!    and events (at most 32 KiB) and says so plainly when the storage holds a repository
 //!    made with another key. The pre-check's objects are removed once it finished.
+//!    (dprepo, Tool access) It also registers the pods' access key, which the tool
+//!    Secrets of other namespaces then carry instead of the repository key
+//!    ([`crate::builder::access`]).
 //! 6. Phase: `Deleting` sticks; otherwise `Failed` unless the first four conditions are
 //!    True, then `Ready` (pre-check passed) or `PreChecking`.
 //! 7. When Ready: flagged tool Secrets are rewritten; Backups and Restores labelled
@@ -250,6 +253,34 @@ pub fn events_table(events: &[CoreEvent]) -> String {
 struct RepoKey {
     source: KeySource,
     key: Vec<u8>,
+    /// The secret the pre-check registers as the pods' access key (64 hex digits).
+    access_secret: Option<String>,
+    /// The pods' access key, once registered for the current digest and key source.
+    access_key: Option<AccessKeyInUse>,
+}
+
+/// A registered access key: its text and its key file's id.
+struct AccessKeyInUse {
+    text: String,
+    id: String,
+}
+
+impl RepoKey {
+    /// What the tool Secrets of other namespaces carry in `dprepo-password`, and the key
+    /// source annotation that says so (a change rewrites them).
+    fn for_pods(&self) -> (Vec<u8>, String) {
+        match &self.access_key {
+            Some(a) => (
+                a.text.as_bytes().to_vec(),
+                format!(
+                    "{}+access:{}",
+                    self.source.id(),
+                    &a.id[..16.min(a.id.len())]
+                ),
+            ),
+            None => (self.key.clone(), self.source.id()),
+        }
+    }
 }
 
 /// What one reconcile works on.
@@ -464,6 +495,7 @@ impl<'a> Run<'a> {
     }
 }
 
+mod access;
 mod precheck;
 mod ready;
 mod storage;
@@ -572,7 +604,7 @@ pub async fn reconcile(repo: Arc<BackupRepo>, ctx: Arc<Context>) -> Result<Actio
 impl Run<'_> {
     async fn apply(&mut self) -> Result<Action> {
         let provider = self.check_provider().await?;
-        let (params, key) = self.check_parameters(&provider).await?;
+        let (params, mut key) = self.check_parameters(&provider).await?;
         let mut rctx = RenderContext {
             parameters: params.clone(),
             ..Default::default()
@@ -583,9 +615,12 @@ impl Run<'_> {
         self.check_pvc_template(&provider, &rctx, &digest)?;
         let mut action = Action::await_change();
         if self.status.phase != Some(BackupRepoPhase::Deleting) {
+            self.load_access(&mut key, &digest).await?;
             if let Some(a) = self.pre_check(&provider, &rctx, &digest, &key).await? {
                 action = a;
             }
+            // The pre-check may just have registered the pods' access key.
+            self.load_access(&mut key, &digest).await?;
         }
         self.update_status().await?;
         if self.pre_check_finished() {

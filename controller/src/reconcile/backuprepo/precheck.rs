@@ -62,6 +62,10 @@ impl Run<'_> {
                 Ok(Some(Action::requeue(CHECK_INTERVAL)))
             }
             Ok(PreCheck::Passed) => {
+                if let Err(e) = self.record_access_key(key, digest).await {
+                    // Not fatal: pods keep the repository key until the next pre-check.
+                    tracing::warn!(repo = %self.name, error = %e, "could not record the pods' access key");
+                }
                 self.cond(
                     condition::PRE_CHECK_PASSED,
                     "True",

@@ -16,7 +16,7 @@ impl Run<'_> {
         if annotation_of(&self.repo.metadata, annotation::NEED_UPDATE_TOOL_CONFIG) != Some("true") {
             return Ok(());
         }
-        let key_id = key.source.id();
+        let (_, key_id) = key.for_pods();
         let secrets: Api<Secret> = Api::all(self.ctx.client.clone());
         let list = secrets
             .list(&ListParams::default().labels(&format!(

@@ -186,7 +186,12 @@ impl Run<'_> {
             }
         };
         check_key(&source, &key).map_err(|e| (reason::INVALID_REPOSITORY_KEY, e))?;
-        Ok(RepoKey { source, key })
+        Ok(RepoKey {
+            source,
+            key,
+            access_secret: None,
+            access_key: None,
+        })
     }
 
     // -- 3. StorageClass and CSI Secret -------------------------------------------
@@ -497,14 +502,31 @@ impl Run<'_> {
             ),
             AccessMethod::Mount => None,
         };
-        Ok(tool_secret(
+        // The pre-check's own Secret carries the repository key (it may create the
+        // repository) and the access key's secret; every other one the pods' key.
+        let pre_check = name == self.pre_check_name() && namespace == self.namespace();
+        let (key_bytes, source_id) = if pre_check {
+            (key.key.clone(), key.source.id())
+        } else {
+            key.for_pods()
+        };
+        let mut secret = tool_secret(
             &self.repo,
             name,
             namespace,
             conf.as_deref(),
-            &key.key,
-            generation_annotations(digest, &key.source.id()),
-        ))
+            &key_bytes,
+            generation_annotations(digest, &source_id),
+        );
+        if let (true, Some(access), Some(data)) =
+            (pre_check, key.access_secret.as_ref(), secret.data.as_mut())
+        {
+            data.insert(
+                crate::builder::access::PRE_CHECK_SECRET_KEY.to_string(),
+                ByteString(access.as_bytes().to_vec()),
+            );
+        }
+        Ok(secret)
     }
 
     /// What a namespace needs for pods to reach the repository.

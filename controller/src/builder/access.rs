@@ -1,0 +1,109 @@
+//! Access keys for pods (a decision taken for dprepo: processes the operator starts open
+//! the repository without hashing the password, README "Access keys").
+//!
+//! The controller chooses a 256-bit secret and keeps it in the Secret
+//! `dprepo-access-<repo>` (controller's namespace, owned by the BackupRepo, key
+//! [`SECRET_FIELD`]). The pre-check Job, which has the repository key, gets the secret in
+//! its own tool Secret ([`PRE_CHECK_SECRET_KEY`]) and runs `datasafed access-key`, which
+//! registers the access key that secret makes (once per repository) and prints only the
+//! key file's id ([`ID_LINE_PREFIX`]). The controller reads the id from the pod's log,
+//! composes `dprepo-ak1-<id>-<secret>` and records it in the same Secret
+//! ([`ACCESS_KEY_FIELD`], annotated with the digest and key source it was registered
+//! under). From then on the tool Secrets of other namespaces carry the access key where
+//! they carried the repository key (`dprepo-password`, which datasafed accepts either
+//! way), so those namespaces never hold the password. `dprepo key remove <id>` revokes it;
+//! a new pre-check (changed storage or key) registers it again.
+//!
+//! Tool access only: with Mount access each namespace's claim may be a volume of its own
+//! (a CSI driver's subdirectory per volume), where the first Job creates the repository,
+//! which needs the repository key.
+
+/// The access Secret's key holding the secret (64 hex digits).
+pub const SECRET_FIELD: &str = "secret";
+/// The access Secret's key holding the registered access key.
+pub const ACCESS_KEY_FIELD: &str = "accessKey";
+/// The pre-check tool Secret's key holding the secret (mounted beside `datasafed.conf`).
+pub const PRE_CHECK_SECRET_KEY: &str = "dprepo-access-secret";
+/// What `datasafed access-key` prints before the key file's id.
+pub const ID_LINE_PREFIX: &str = "dprepo-access-key-id: ";
+/// The prefix of an access key's text form.
+pub const ACCESS_KEY_PREFIX: &str = "dprepo-ak1-";
+
+/// A new secret: 32 random bytes as 64 hex digits.
+///
+/// # Errors
+/// The operating system's random source failed.
+pub fn generate_secret() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether `secret` (white space around it aside) is 64 hex digits.
+pub fn valid_secret(secret: &str) -> bool {
+    is_hex64(secret.trim())
+}
+
+/// The key file id the pre-check printed: the last well-formed id line of its log.
+pub fn id_from_log(log: &str) -> Option<String> {
+    log.lines()
+        .rev()
+        .filter_map(|l| l.trim().strip_prefix(ID_LINE_PREFIX))
+        .map(str::trim)
+        .find(|id| is_hex64(id))
+        .map(str::to_ascii_lowercase)
+}
+
+/// The access key of key file `id` and `secret`.
+pub fn access_key_text(id: &str, secret: &str) -> String {
+    format!("{ACCESS_KEY_PREFIX}{id}-{}", secret.trim())
+}
+
+/// The pre-check script's last step: register the access key when the secret is there.
+/// A datasafed without the command (another image) leaves pods on the repository key.
+pub fn register_step(config_dir: &str, label: &str) -> String {
+    let file = format!("{config_dir}/{PRE_CHECK_SECRET_KEY}");
+    format!(
+        "if [ -f {file} ]; then datasafed access-key --secret-file {file} --label {} \
+         || echo 'dprepo: no access key registered; pods get the repository key'; fi",
+        super::shell_quote(label)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_id_is_read_from_the_log_and_the_key_composed() {
+        let id = "AB".repeat(32);
+        let log = format!(
+            "+ datasafed stat /\n{{}}\n+ datasafed access-key --secret-file x\n\
+             dprepo-access-key-id: {id}\n"
+        );
+        assert_eq!(id_from_log(&log), Some("ab".repeat(32)));
+        assert_eq!(id_from_log("dprepo-access-key-id: 1234\n"), None);
+        assert_eq!(id_from_log("+ echo dprepo-access-key-id: x"), None);
+        let secret = generate_secret().unwrap();
+        assert!(valid_secret(&secret) && !valid_secret("xyz"));
+        assert_eq!(
+            access_key_text(&"ab".repeat(32), &format!("{secret}\n")),
+            format!("dprepo-ak1-{}-{secret}", "ab".repeat(32))
+        );
+    }
+
+    #[test]
+    fn the_register_step_tolerates_a_datasafed_without_the_command() {
+        let step = register_step("/etc/datasafed", "BackupRepo it's");
+        assert_eq!(
+            step,
+            "if [ -f /etc/datasafed/dprepo-access-secret ]; then datasafed access-key \
+             --secret-file /etc/datasafed/dprepo-access-secret --label 'BackupRepo it'\\''s' \
+             || echo 'dprepo: no access key registered; pods get the repository key'; fi"
+        );
+    }
+}
