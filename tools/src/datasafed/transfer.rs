@@ -1,0 +1,217 @@
+//! `push` and `pull`.
+
+use super::*;
+
+pub(super) async fn push(cli: &DatasafedCli, a: &PushArgs) -> Result<()> {
+    let codec = a.compress.as_deref().map(codec).transpose()?;
+    let ctx = env(cli)?;
+    let path = normalize(&ctx.base, &a.rpath);
+    let what = format!("push to {:?}", a.rpath);
+    if path == "/" {
+        bail!("{what}: is a directory");
+    }
+    let reader: Box<dyn Read + Send> = if a.lpath.as_os_str() == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(
+            std::fs::File::open(&a.lpath).with_context(|| format!("open {}", a.lpath.display()))?,
+        )
+    };
+    let repo = open(&ctx, true).await?.context("no repository")?;
+    let ns = Namespace::load(Some(&repo)).await?;
+    if ns.is_dir(&path) {
+        bail!("{what}: is a directory");
+    }
+    if let Some(dir) = ancestors(&path).find(|p| ns.files.contains_key(*p)) {
+        bail!("{what}: {} is a file", relative(&ctx, dir));
+    }
+    let codec_name = codec.map_or("none", |c| c.name);
+    let tags = vec![
+        TAG.to_string(),
+        format!("{PATH_TAG}{path}"),
+        format!("{CODEC_TAG}{codec_name}"),
+    ];
+    let parent = crate::ds_parent::delta_parent(&ns.entries, &path)
+        .map_or(ParentChoice::None, ParentChoice::IfPresent);
+    let options = BackupOptions::default().with_tags(tags).with_parent(parent);
+    let source = BackupSource::Stream {
+        name: basename(&path).to_string(),
+        reader,
+    };
+    let outcome = backup(&repo, source, options, Arc::new(BackupProgress::default()))
+        .await
+        .with_context(|| what.clone())?;
+    let new = outcome.snapshot;
+    // Replace: older snapshots of this path go only after the new one is stored.
+    let mut older: Vec<BlobId> = Vec::new();
+    // Listed again: a concurrent push of the same path may have stored one meanwhile.
+    for s in ds_files::load(&repo, cache_dir()).await? {
+        if s.kind == Kind::File && s.path == path && (s.time, s.id) < (new.manifest.time, new.id) {
+            older.push(s.id);
+        }
+    }
+    forget_snapshots(&repo, &older)
+        .await
+        .with_context(|| format!("{what}: removing the replaced versions"))?;
+    Ok(())
+}
+
+/// The proper ancestors of a `/`-rooted path, nearest first (without `/`).
+pub(super) fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(parent(path)), |&p| {
+        if p == "/" {
+            None
+        } else {
+            Some(parent(p))
+        }
+    })
+    .filter(|p| *p != "/")
+}
+
+pub(super) async fn pull(cli: &DatasafedCli, a: &PullArgs) -> Result<()> {
+    let decompress = a.decompress.as_deref().map(codec).transpose()?;
+    let ctx = env(cli)?;
+    let path = normalize(&ctx.base, &a.rpath);
+    let what = format!("pull {:?}", a.rpath);
+    let repo = open(&ctx, false).await?;
+    let ns = Namespace::load(repo.as_ref()).await?;
+    let (Some(repo), Some(file)) = (repo.as_ref(), ns.files.get(&path)) else {
+        if ns.is_dir(&path) {
+            bail!("{what}: is a directory not a file");
+        }
+        bail!("{what}: object not found");
+    };
+    // What the stored raw bytes go through on their way out.
+    enum Transform {
+        Raw,
+        Compress(Codec),
+        Decompress(Codec),
+    }
+    let transform = match (file.codec, decompress) {
+        (None, None) => Transform::Raw,
+        (Some(c), None) => Transform::Compress(c),
+        (Some(c), Some(d)) if c.format == d.format => Transform::Raw,
+        (Some(c), Some(d)) => bail!(
+            "{what}: it was pushed with -z {}, which -d {} cannot decompress",
+            c.name,
+            d.name
+        ),
+        (None, Some(d)) => Transform::Decompress(d),
+    };
+    let out: Box<dyn Write + Send> = if a.lpath.as_os_str() == "-" {
+        Box::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::io::stdout(),
+        ))
+    } else {
+        let lpath = std::path::absolute(&a.lpath)
+            .with_context(|| format!("invalid local path {:?}", a.lpath))?;
+        if a.lpath.as_os_str().is_empty() || a.lpath.to_string_lossy().ends_with('/') {
+            bail!("invalid local path {:?}", a.lpath.display().to_string());
+        }
+        if let Some(dir) = lpath.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("mkdir {}", dir.display()))?;
+        }
+        Box::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(&lpath).with_context(|| format!("open {}", lpath.display()))?,
+        ))
+    };
+    let tree = file.newest.tree;
+    let name = basename(&path).as_bytes().to_vec();
+    let result = match transform {
+        Transform::Raw => {
+            let mut out = out;
+            dump(repo, &tree, &name, &mut out)
+                .await
+                .map(|_| ())
+                .map_err(anyhow::Error::from)
+        }
+        Transform::Compress(c) => {
+            let mut enc = EncoderWriter(encoder(c, out)?);
+            match dump(repo, &tree, &name, &mut enc).await {
+                Ok(_) => enc.0.finish_stream().context("writing the output"),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Transform::Decompress(d) => decompress_into(repo, &tree, &name, d, out).await,
+    };
+    result.with_context(|| what)
+}
+
+/// Stream the stored bytes through a `d` decoder into `out`: the engine writes into a
+/// bounded pipe, a thread decodes from it.
+pub(super) async fn decompress_into(
+    repo: &Repository,
+    tree: &BlobId,
+    name: &[u8],
+    d: Codec,
+    mut out: Box<dyn Write + Send>,
+) -> Result<()> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+    let worker = std::thread::spawn(move || -> Result<()> {
+        let mut dec = decoder(
+            d,
+            Box::new(PipeReader {
+                rx,
+                buf: Vec::new(),
+                pos: 0,
+            }),
+        )?;
+        std::io::copy(&mut dec, &mut out)
+            .map_err(|e| anyhow!("decompressing with {}: {e}", d.name))?;
+        out.flush().context("writing the output")?;
+        Ok(())
+    });
+    let mut pipe = PipeWriter { tx: Some(tx) };
+    let dumped = dump(repo, tree, name, &mut pipe).await;
+    drop(pipe); // end of input for the decoder
+    let decoded = worker
+        .join()
+        .map_err(|_| anyhow!("the decompression thread panicked"))?;
+    // A decoder failure closes the pipe, which the engine then reports as a broken
+    // pipe: the decoder's error is the one that explains what happened.
+    decoded?;
+    dumped?;
+    Ok(())
+}
+
+pub(super) struct PipeWriter {
+    pub(super) tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+}
+
+impl Write for PipeWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let tx = self.tx.as_ref().ok_or(std::io::ErrorKind::BrokenPipe)?;
+        tx.send(buf.to_vec())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub(super) struct PipeReader {
+    pub(super) rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    pub(super) buf: Vec<u8>,
+    pub(super) pos: usize,
+}
+
+impl Read for PipeReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
