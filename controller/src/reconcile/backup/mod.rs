@@ -13,9 +13,9 @@
 //! - **Running**: per target pod, the actions run in order (preBackup steps, backupData,
 //!   postBackup steps), each a Job built by [`crate::builder::backup_job`]; the first
 //!   that is not finished stops the walk. A Job that failed fails the Backup with the
-//!   reason Kubernetes gives and the last lines of its pod's log. Exec actions and
-//!   Continuous/StatefulSet actions are recognised and refused with a reason naming
-//!   them (not supported yet).
+//!   reason Kubernetes gives and the last lines of its pod's log. Exec actions are
+//!   recognised and refused with a reason naming them (not supported yet). A Continuous
+//!   backup's backupData is a StatefulSet kept running instead ([`continuous`]).
 //! - **Completed / Failed**: the Backup's Jobs are deleted. A Failed backup is retried
 //!   from where it failed by setting its phase back to `Running`
 //!   (`kubectl patch backup NAME --subresource=status --type=merge -p '{"status":{"phase":"Running"}}'`):
@@ -112,7 +112,23 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action>
     }
     match b.phase() {
         None | Some(BackupPhase::New) => r.new_phase().await,
+        Some(BackupPhase::Running) | Some(BackupPhase::InProgress)
+            if continuous::is_continuous(b) =>
+        {
+            r.running_continuous().await
+        }
         Some(BackupPhase::Running) | Some(BackupPhase::InProgress) => r.running().await,
+        // A Continuous backup that failed once it started is looked at again: a healthy
+        // archiver makes it Running (KubeBlocks' rule).
+        Some(BackupPhase::Failed)
+            if continuous::is_continuous(b)
+                && b.status
+                    .as_ref()
+                    .and_then(|s| s.start_timestamp.as_ref())
+                    .is_some() =>
+        {
+            r.running_continuous().await
+        }
         Some(BackupPhase::Completed) | Some(BackupPhase::Failed) => {
             r.clean_up_jobs(false).await?;
             Ok(Action::await_change())
@@ -196,6 +212,10 @@ pub fn expiration(
     phase: BackupPhase,
     completion: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Option<Option<chrono::DateTime<chrono::Utc>>> {
+    // A running Continuous backup has no expiration: its data keeps growing.
+    if phase == BackupPhase::Running && continuous::is_continuous(b) {
+        return Some(None);
+    }
     let retention = b.spec.retention_period.as_ref()?;
     let duration = retention.to_duration().ok()?;
     if duration.is_zero() {
@@ -344,11 +364,6 @@ impl<'a> Reconciler<'a> {
             BackupType::Differential => {
                 return Ok(Step::Fail(format!(
                     "ActionSet {set_name}: Differential backups are not supported"
-                )))
-            }
-            BackupType::Continuous => {
-                return Ok(Step::Fail(format!(
-                    "ActionSet {set_name}: Continuous backups (StatefulSet actions) are not supported yet"
                 )))
             }
             _ => {}
@@ -675,6 +690,7 @@ impl<'a> Reconciler<'a> {
 }
 
 mod actions;
+mod continuous;
 mod deletion;
 
 #[cfg(test)]
