@@ -205,6 +205,19 @@ pub fn selector_string(
     parts.join(",")
 }
 
+/// Whether `pod` is one of the backup workloads themselves (label `managed-by:
+/// kubeblocks-dataprotection`): never a target. A Continuous backup made by a schedule
+/// carries its target's selector labels, and so does its archiver pod: a selector as
+/// broad as `app: pg` matched the archiver, and a later full backup ran pg_basebackup
+/// against it (`invalid port number: "0"`).
+pub fn is_backup_workload(pod: &Pod) -> bool {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(label::MANAGED_BY))
+        .is_some_and(|v| v == label::MANAGED_BY_VALUE)
+}
+
 /// KubeBlocks' expiration rule: Completed counts from completion, otherwise it is set once
 /// from the start; a zero retention means none.
 pub fn expiration(
@@ -537,6 +550,7 @@ impl<'a> Reconciler<'a> {
                 .filter(|p| {
                     p.metadata.deletion_timestamp.is_none()
                         && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                        && !is_backup_workload(p)
                 })
                 .filter_map(|p| p.metadata.name.clone())
                 .collect();
