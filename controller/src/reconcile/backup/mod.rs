@@ -373,13 +373,10 @@ impl<'a> Reconciler<'a> {
                 method.name
             )));
         };
-        match action_set.spec.backup_type {
-            BackupType::Differential => {
-                return Ok(Step::Fail(format!(
-                    "ActionSet {set_name}: Differential backups are not supported"
-                )))
-            }
-            _ => {}
+        if action_set.spec.backup_type == BackupType::Differential {
+            return Ok(Step::Fail(format!(
+                "ActionSet {set_name}: Differential backups are not supported"
+            )));
         }
         if action_set
             .spec
