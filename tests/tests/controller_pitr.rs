@@ -578,8 +578,9 @@ spec:
 /// repository, the StatefulSet made again after it is deleted); a full base backup; rows
 /// committed before and after a chosen second; a Restore to that second into a new claim
 /// on which PostgreSQL starts with exactly the rows committed before it; a time outside
-/// every range refused with the ranges; disabling the schedule completes the backup and
-/// stops the archiver.
+/// every range refused with the ranges; deleting the running backup stops the archiver
+/// before its files go; disabling the schedule completes the backup and stops the
+/// archiver.
 #[test]
 fn postgres_point_in_time_restore_from_a_continuous_wal_archive() {
     require_postgres();
@@ -818,6 +819,50 @@ fn postgres_point_in_time_restore_from_a_continuous_wal_archive() {
         "{msg}"
     );
     assert!(c.get(&["pvc", "-n", NS, "pg-never"]).is_none());
+
+    // Deleting the running Continuous backup stops its archiver, then removes its files;
+    // the schedule, still enabled, starts a new one under the same name.
+    let first_segment = |paths: &[String]| {
+        paths.iter().any(|p| {
+            p.starts_with(&format!("/{NS}/{cont}/")) && p.ends_with("/000000010000000000000001.zst")
+        })
+    };
+    assert!(first_segment(&tag_paths(&repo_snapshots(&c))));
+    let old_uid = backup(&c, &cont)["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sts_uid = c.get(&["statefulset", "-n", NS, &cont]).unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.kubectl_ok(&["delete", "backup", "-n", NS, &cont, "--wait=false"]);
+    c.wait_for(
+        "the deleted backup gone with its archiver",
+        Duration::from_secs(180),
+        || {
+            let backup_gone = c
+                .get(&["backup", "-n", NS, &cont])
+                .is_none_or(|b| b["metadata"]["uid"] != old_uid.as_str());
+            let sts_gone = c
+                .get(&["statefulset", "-n", NS, &cont])
+                .is_none_or(|s| s["metadata"]["uid"] != sts_uid.as_str());
+            (backup_gone && sts_gone).then_some(())
+        },
+    );
+    assert!(
+        !first_segment(&tag_paths(&repo_snapshots(&c))),
+        "the deleted backup's segments are gone from the repository"
+    );
+    c.wait_for(
+        "the schedule's new Continuous backup Running",
+        Duration::from_secs(120),
+        || {
+            c.get(&["backup", "-n", NS, &cont]).filter(|b| {
+                b["metadata"]["uid"] != old_uid.as_str() && b["status"]["phase"] == "Running"
+            })
+        },
+    );
 
     // Disabling the schedule completes the backup and stops the archiver.
     c.kubectl_ok(&[
