@@ -13,6 +13,15 @@
 //! 4. pushes the Backup as JSON to `<base>/kubeblocks-backup.json` with datasafed, as
 //!    KubeBlocks does.
 //!
+//! With `--continuous` (the sidecar of a Continuous backup's StatefulSet, KubeBlocks'
+//! continuous sync script) it never ends on its own: every `$DP_CHECK_INTERVAL` seconds,
+//! when the file's content differs from what it last reported, it merge-patches the
+//! Backup's status with it (the archiver rewrites the file as the archive grows:
+//! `totalSize`, `timeRange.end`), with the repository's figures as counts
+//! ([`DprepoFigures::summary_extras`]: a WAL archive holds one snapshot per segment, too
+//! many to list); three failed patches in a row end it with exit 1 (the pod restarts
+//! it); SIGTERM ends it with exit 0. It pushes no `kubeblocks-backup.json`.
+//!
 //! The backup.info file is untrusted input: at most [`MAX_INFO_BYTES`], a JSON object.
 
 use std::path::PathBuf;
@@ -52,6 +61,8 @@ pub struct ManagerOptions {
     pub dprepo: PathBuf,
     /// The datasafed binary (`$DP_DATASAFED_BIN_PATH/datasafed`).
     pub datasafed: PathBuf,
+    /// Report every new backup.info until terminated (Continuous backups).
+    pub continuous: bool,
 }
 
 impl ManagerOptions {
@@ -81,6 +92,7 @@ impl ManagerOptions {
             base_path: var("DP_BACKUP_BASE_PATH")?,
             dprepo: PathBuf::from(std::env::var("DPREPO_BIN").unwrap_or_else(|_| "/dprepo".into())),
             datasafed: PathBuf::from(bin_dir).join("datasafed"),
+            continuous: false,
         })
     }
 }
@@ -111,6 +123,18 @@ impl DprepoFigures {
         json!({
             "type": EXTRAS_TYPE,
             "snapshots": self.snapshots.join(","),
+            "logicalBytes": self.logical_bytes.to_string(),
+            "storedBytes": self.stored_bytes.to_string(),
+            "dedupRatio": format!("{:.2}", self.dedup_ratio()),
+        })
+    }
+
+    /// The extras map of a Continuous backup: as [`DprepoFigures::extras`] with
+    /// `snapshotCount` in place of the id list.
+    pub fn summary_extras(&self) -> Value {
+        json!({
+            "type": EXTRAS_TYPE,
+            "snapshotCount": self.snapshots.len().to_string(),
             "logicalBytes": self.logical_bytes.to_string(),
             "storedBytes": self.stored_bytes.to_string(),
             "dedupRatio": format!("{:.2}", self.dedup_ratio()),
@@ -183,11 +207,19 @@ pub fn parse_info(bytes: &[u8]) -> Result<Map<String, Value>> {
 /// The status patch: the info object with the dprepo map appended to `extras` (or an
 /// error map when the figures could not be read).
 pub fn status_patch(
-    mut info: Map<String, Value>,
+    info: Map<String, Value>,
     figures: std::result::Result<DprepoFigures, String>,
 ) -> Value {
+    status_patch_with(info, figures.map(|f| f.extras()))
+}
+
+/// [`status_patch`] with the figures already made into their extras map.
+pub fn status_patch_with(
+    mut info: Map<String, Value>,
+    figures: std::result::Result<Value, String>,
+) -> Value {
     let map = match figures {
-        Ok(f) => f.extras(),
+        Ok(m) => m,
         Err(e) => json!({"type": EXTRAS_TYPE, "error": crate::reconcile::truncate(&e, 1024)}),
     };
     let mut extras = info
@@ -267,11 +299,113 @@ async fn push_backup_json(o: &ManagerOptions, body: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Runs the manager until the backup reported (Ok) or failed (Err: exit 1).
+/// Reads the info file when it exists and is not larger than [`MAX_INFO_BYTES`].
+async fn read_info(path: &std::path::Path) -> Result<Option<Vec<u8>>> {
+    let meta = match tokio::fs::metadata(path).await {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    if meta.len() > MAX_INFO_BYTES {
+        bail!(
+            "{} is {} bytes; at most {MAX_INFO_BYTES} are accepted",
+            path.display(),
+            meta.len()
+        );
+    }
+    match tokio::fs::read(path).await {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// The continuous manager (module doc): reports each new backup.info until SIGTERM.
+///
+/// # Errors
+/// Three status patches in a row failed; the API server cannot be reached.
+pub async fn run_continuous(o: ManagerOptions) -> Result<()> {
+    crate::run::install_crypto_provider();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the API server with the pod's service account")?;
+    let api: Api<Backup> = Api::namespaced(client, &o.namespace);
+    let mut reported: Option<Vec<u8>> = None;
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                println!("Terminating...");
+                return Ok(());
+            }
+            _ = tokio::time::sleep(o.interval) => {}
+        }
+        let bytes = match read_info(&o.info_file).await {
+            Ok(Some(b)) => b,
+            Ok(None) => continue,
+            Err(e) => {
+                eprintln!("warning: {e:#}");
+                continue;
+            }
+        };
+        if reported.as_deref() == Some(bytes.as_slice()) {
+            continue;
+        }
+        let info = match parse_info(&bytes) {
+            Ok(i) => i,
+            Err(e) => {
+                // The archiver may be halfway through rewriting it: read it again later.
+                eprintln!("warning: {e:#}");
+                continue;
+            }
+        };
+        println!(
+            "start to patch backupInfo: {}",
+            String::from_utf8_lossy(&bytes).trim()
+        );
+        let figures = figures(&o).await.map(|f| f.summary_extras());
+        if let Err(e) = &figures {
+            eprintln!("warning: could not read the repository's figures: {e}");
+        }
+        let patch = status_patch_with(info, figures);
+        match api
+            .patch_status(&o.backup, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                println!("update backup status successfully");
+                failures = 0;
+                reported = Some(bytes);
+            }
+            Err(e) => {
+                failures += 1;
+                eprintln!(
+                    "patching the status of Backup {}/{} failed (attempt {failures}): {e}",
+                    o.namespace, o.backup
+                );
+                if failures >= 3 {
+                    bail!(
+                        "patching the status of Backup {}/{} failed 3 times: {e}",
+                        o.namespace,
+                        o.backup
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Runs the manager until the backup reported (Ok) or failed (Err: exit 1); with
+/// `continuous`, [`run_continuous`].
 ///
 /// # Errors
 /// The `.exit` file appeared, the info is invalid, or the Backup could not be patched.
 pub async fn run(o: ManagerOptions) -> Result<()> {
+    if o.continuous {
+        return run_continuous(o).await;
+    }
     crate::run::install_crypto_provider();
     let bytes = wait_for_info(&o).await?;
     let info = parse_info(&bytes)?;
@@ -357,6 +491,13 @@ mod tests {
         assert_eq!(p["status"]["extras"][1]["type"], "dprepo");
         assert_eq!(p["status"]["extras"][1]["snapshots"], "aa");
         assert_eq!(p["status"]["extras"][1]["dedupRatio"], "2.00");
+        let f = DprepoFigures {
+            snapshots: vec!["aa".into(), "bb".into()],
+            logical_bytes: 10,
+            stored_bytes: 5,
+        };
+        assert_eq!(f.summary_extras()["snapshotCount"], "2");
+        assert!(f.summary_extras().get("snapshots").is_none());
         let p = status_patch(Map::new(), Err("no repository".into()));
         assert_eq!(p["status"]["extras"][0]["error"], "no repository");
         assert!(parse_info(b"[1]").is_err());

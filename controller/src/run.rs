@@ -492,13 +492,17 @@ async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>
     )
     .for_each(|r| async move { log_result("BackupPolicy", r) });
 
-    // Backups: woken by their Jobs (owned, in their namespace).
+    // Backups: woken by their Jobs and archiver StatefulSets (owned, in their namespace).
     let backups = Controller::new(
         Api::<Backup>::all(client.clone()),
         watcher::Config::default(),
     )
     .owns(
         Api::<Job>::all(client.clone()),
+        watcher::Config::default().labels(label::BACKUP_NAME),
+    )
+    .owns(
+        Api::<k8s_openapi::api::apps::v1::StatefulSet>::all(client.clone()),
         watcher::Config::default().labels(label::BACKUP_NAME),
     )
     .with_config(run_config.clone())

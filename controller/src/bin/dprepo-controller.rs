@@ -28,7 +28,12 @@ enum Command {
     /// (with the repository's snapshot ids, stored bytes and dedup ratio) into the
     /// Backup's status as the pod's service account, and pushes the Backup as
     /// kubeblocks-backup.json. Configured by the Job's environment.
-    BackupManager,
+    BackupManager {
+        /// The sidecar of a Continuous backup's StatefulSet: report every new content of
+        /// $DP_BACKUP_INFO_FILE while the archiver runs, until terminated.
+        #[arg(long)]
+        continuous: bool,
+    },
     /// Print every CustomResourceDefinition as one multi-document YAML stream.
     Crd {
         /// Instead of printing, write one file per CRD and a kustomization.yaml into DIR
@@ -180,8 +185,9 @@ fn error_chain(error: &anyhow::Error) -> String {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run_controller(args),
-        Command::BackupManager => {
-            let options = dprepo_controller::manager::ManagerOptions::from_env()?;
+        Command::BackupManager { continuous } => {
+            let mut options = dprepo_controller::manager::ManagerOptions::from_env()?;
+            options.continuous = continuous;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -243,6 +243,36 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Waits for Restore `ns/name` to end (Completed or Failed); returns it.
+    pub fn finished_restore(&self, ns: &str, name: &str) -> Value {
+        self.wait_for(
+            &format!("Restore {ns}/{name} to end"),
+            Duration::from_secs(300),
+            || {
+                self.get(&["restore", "-n", ns, name]).filter(|r| {
+                    matches!(
+                        r.pointer("/status/phase").and_then(Value::as_str),
+                        Some("Completed" | "Failed")
+                    )
+                })
+            },
+        )
+    }
+
+    /// The host directory of the volume bound to PVC `ns/name` (kube-sim's host-path
+    /// volumes), once it is bound.
+    pub fn volume_dir(&self, ns: &str, name: &str) -> PathBuf {
+        let pvc = self.wait_for("the claim bound", Duration::from_secs(60), || {
+            self.get(&["pvc", "-n", ns, name])
+                .filter(|p| p.pointer("/spec/volumeName").is_some())
+        });
+        let pv_name = pvc["spec"]["volumeName"].as_str().unwrap().to_string();
+        let pv = self.get(&["pv", &pv_name]).expect("the PV");
+        PathBuf::from(pv["spec"]["hostPath"]["path"].as_str().expect("hostPath"))
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         if let Some(c) = &mut self.controller {
@@ -251,6 +281,11 @@ impl Drop for Cluster {
         }
         let _ = self.sim.kill();
         let _ = self.sim.wait();
+        // DPREPO_KEEP_TEST_DIR=1 keeps the logs, manifests and volumes for a post-mortem.
+        if std::env::var_os("DPREPO_KEEP_TEST_DIR").is_some() {
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+            eprintln!("kept {}", dir.keep().display());
+        }
     }
 }
 

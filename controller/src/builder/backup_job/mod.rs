@@ -836,5 +836,7 @@ pub fn pre_delete_job(
     job
 }
 
+pub mod statefulset;
+
 #[cfg(test)]
 mod tests;

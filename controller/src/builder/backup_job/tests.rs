@@ -324,3 +324,61 @@ fn golden(name: &str, actual: &Value) {
         .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
     assert_eq!(text, expected, "{} differs", path.display());
 }
+
+/// A Continuous backupData runs as a one-replica StatefulSet owned by the Backup: the
+/// Job action's pod with `restartPolicy: Always`, the manager in continuous mode, and
+/// the archive interval and TTL on the archiver only.
+#[test]
+fn continuous_backup_data_is_a_statefulset() {
+    use super::statefulset::*;
+    let mut f = Fixture::new(true);
+    f.action_set.spec.backup_type = crate::api::actionset::BackupType::Continuous;
+    let env = continuous_env(Some("*/5 * * * *"), 3600);
+    let sts = backup_statefulset(&f.inputs(), &env, &config()).unwrap();
+    let v = serde_json::to_value(&sts).unwrap();
+    assert_eq!(v["metadata"]["name"], "dp-backup-primary-pg-b1");
+    assert_eq!(v["metadata"]["namespace"], "db");
+    assert_eq!(v["metadata"]["finalizers"][0], FINALIZER);
+    assert_eq!(v["metadata"]["ownerReferences"][0]["kind"], "Backup");
+    assert_eq!(v["metadata"]["ownerReferences"][0]["controller"], true);
+    assert_eq!(v["spec"]["replicas"], 1);
+    let labels = &v["metadata"]["labels"];
+    assert_eq!(labels["dataprotection.kubeblocks.io/backup-name"], "pg-b1");
+    assert!(labels.get("apps.kubeblocks.io/component-name").is_none());
+    assert_eq!(&v["spec"]["selector"]["matchLabels"], labels);
+    assert_eq!(&v["spec"]["template"]["metadata"]["labels"], labels);
+    let pod = &v["spec"]["template"]["spec"];
+    assert_eq!(pod["restartPolicy"], "Always");
+    assert_eq!(pod["nodeSelector"]["kubernetes.io/hostname"], "node-a");
+    let containers = pod["containers"].as_array().unwrap();
+    assert_eq!(containers[0]["name"], BACKUP_DATA_CONTAINER);
+    assert_eq!(containers[0]["image"], "postgres:16");
+    assert_eq!(containers[1]["name"], MANAGER_CONTAINER);
+    assert_eq!(
+        containers[1]["command"],
+        json!(["/dprepo-controller", "backup-manager", "--continuous"])
+    );
+    let names = |c: &Value| -> Vec<String> {
+        c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let archiver = names(&containers[0]);
+    let n = archiver.len();
+    assert_eq!(archiver[n - 2..], ["DP_ARCHIVE_INTERVAL", "DP_TTL_SECONDS"]);
+    assert_eq!(containers[0]["env"][n - 2]["value"], "300s");
+    let manager = names(&containers[1]);
+    assert!(!manager.contains(&"DP_ARCHIVE_INTERVAL".to_string()));
+    assert!(manager.contains(&"DP_CHECK_INTERVAL".to_string()));
+    // The digest names the built spec: same inputs, same digest; other env, another.
+    let again = backup_statefulset(&f.inputs(), &env, &config()).unwrap();
+    let hash = |s: &k8s_openapi::api::apps::v1::StatefulSet| {
+        s.metadata.annotations.as_ref().unwrap()[SPEC_HASH_ANNOTATION].clone()
+    };
+    assert_eq!(hash(&sts), hash(&again));
+    let other = backup_statefulset(&f.inputs(), &continuous_env(None, 0), &config()).unwrap();
+    assert_ne!(hash(&sts), hash(&other));
+}

@@ -335,7 +335,8 @@ impl Reconciler<'_> {
         Ok(Action::await_change())
     }
 
-    /// Deletes the Backup's Jobs (not the deleter's unless `all`), removing our finalizer.
+    /// Deletes the Backup's Jobs (not the deleter's unless `all`) and StatefulSets,
+    /// removing our finalizer; true while any existed.
     pub(super) async fn clean_up_jobs(&self, all: bool) -> Result<bool> {
         let jobs: Api<Job> = Api::namespaced(self.ctx.client.clone(), &self.ns);
         let list = jobs
@@ -359,6 +360,8 @@ impl Reconciler<'_> {
                 delete_background(&jobs, &name).await?;
             }
         }
-        Ok(any)
+        // A Continuous backup's archiver StatefulSet goes with its Jobs.
+        let archivers = self.clean_up_statefulsets().await?;
+        Ok(any || archivers)
     }
 }

@@ -13,9 +13,9 @@
 //! - **Running**: per target pod, the actions run in order (preBackup steps, backupData,
 //!   postBackup steps), each a Job built by [`crate::builder::backup_job`]; the first
 //!   that is not finished stops the walk. A Job that failed fails the Backup with the
-//!   reason Kubernetes gives and the last lines of its pod's log. Exec actions and
-//!   Continuous/StatefulSet actions are recognised and refused with a reason naming
-//!   them (not supported yet).
+//!   reason Kubernetes gives and the last lines of its pod's log. Exec actions are
+//!   recognised and refused with a reason naming them (not supported yet). A Continuous
+//!   backup's backupData is a StatefulSet kept running instead ([`continuous`]).
 //! - **Completed / Failed**: the Backup's Jobs are deleted. A Failed backup is retried
 //!   from where it failed by setting its phase back to `Running`
 //!   (`kubectl patch backup NAME --subresource=status --type=merge -p '{"status":{"phase":"Running"}}'`):
@@ -112,7 +112,23 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action>
     }
     match b.phase() {
         None | Some(BackupPhase::New) => r.new_phase().await,
+        Some(BackupPhase::Running) | Some(BackupPhase::InProgress)
+            if continuous::is_continuous(b) =>
+        {
+            r.running_continuous().await
+        }
         Some(BackupPhase::Running) | Some(BackupPhase::InProgress) => r.running().await,
+        // A Continuous backup that failed once it started is looked at again: a healthy
+        // archiver makes it Running (KubeBlocks' rule).
+        Some(BackupPhase::Failed)
+            if continuous::is_continuous(b)
+                && b.status
+                    .as_ref()
+                    .and_then(|s| s.start_timestamp.as_ref())
+                    .is_some() =>
+        {
+            r.running_continuous().await
+        }
         Some(BackupPhase::Completed) | Some(BackupPhase::Failed) => {
             r.clean_up_jobs(false).await?;
             Ok(Action::await_change())
@@ -189,6 +205,19 @@ pub fn selector_string(
     parts.join(",")
 }
 
+/// Whether `pod` is one of the backup workloads themselves (label `managed-by:
+/// kubeblocks-dataprotection`): never a target. A Continuous backup made by a schedule
+/// carries its target's selector labels, and so does its archiver pod: a selector as
+/// broad as `app: pg` matched the archiver, and a later full backup ran pg_basebackup
+/// against it (`invalid port number: "0"`).
+pub fn is_backup_workload(pod: &Pod) -> bool {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(label::MANAGED_BY))
+        .is_some_and(|v| v == label::MANAGED_BY_VALUE)
+}
+
 /// KubeBlocks' expiration rule: Completed counts from completion, otherwise it is set once
 /// from the start; a zero retention means none.
 pub fn expiration(
@@ -196,6 +225,10 @@ pub fn expiration(
     phase: BackupPhase,
     completion: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Option<Option<chrono::DateTime<chrono::Utc>>> {
+    // A running Continuous backup has no expiration: its data keeps growing.
+    if phase == BackupPhase::Running && continuous::is_continuous(b) {
+        return Some(None);
+    }
     let retention = b.spec.retention_period.as_ref()?;
     let duration = retention.to_duration().ok()?;
     if duration.is_zero() {
@@ -340,18 +373,10 @@ impl<'a> Reconciler<'a> {
                 method.name
             )));
         };
-        match action_set.spec.backup_type {
-            BackupType::Differential => {
-                return Ok(Step::Fail(format!(
-                    "ActionSet {set_name}: Differential backups are not supported"
-                )))
-            }
-            BackupType::Continuous => {
-                return Ok(Step::Fail(format!(
-                    "ActionSet {set_name}: Continuous backups (StatefulSet actions) are not supported yet"
-                )))
-            }
-            _ => {}
+        if action_set.spec.backup_type == BackupType::Differential {
+            return Ok(Step::Fail(format!(
+                "ActionSet {set_name}: Differential backups are not supported"
+            )));
         }
         if action_set
             .spec
@@ -522,6 +547,7 @@ impl<'a> Reconciler<'a> {
                 .filter(|p| {
                     p.metadata.deletion_timestamp.is_none()
                         && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                        && !is_backup_workload(p)
                 })
                 .filter_map(|p| p.metadata.name.clone())
                 .collect();
@@ -675,6 +701,7 @@ impl<'a> Reconciler<'a> {
 }
 
 mod actions;
+mod continuous;
 mod deletion;
 
 #[cfg(test)]

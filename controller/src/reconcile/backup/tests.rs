@@ -118,3 +118,42 @@ fn method_targets_win_over_the_policys() {
     assert_eq!(names(0), ["policy"]);
     assert_eq!(names(1), ["t1", "t2"]);
 }
+
+/// KubeBlocks' rule: a running Continuous backup has no expiration (its archive keeps
+/// growing, and the GC loop must not delete it); once Completed it counts from completion.
+#[test]
+fn a_running_continuous_backup_never_expires() {
+    let mut b = backup(
+        Some("1d"),
+        json!({"startTimestamp": "2026-01-02T00:00:00Z", "expiration": "2026-01-03T00:00:00Z"}),
+    );
+    b.metadata.labels = Some(BTreeMap::from([(
+        label::BACKUP_TYPE.to_string(),
+        "Continuous".to_string(),
+    )]));
+    assert!(continuous::is_continuous(&b));
+    assert_eq!(expiration(&b, BackupPhase::Running, None), Some(None));
+    assert_eq!(
+        expiration(&b, BackupPhase::Completed, Some(t("2026-01-05T00:00:00Z"))),
+        Some(Some(t("2026-01-06T00:00:00Z")))
+    );
+    b.metadata.labels = None;
+    assert!(!continuous::is_continuous(&b));
+}
+
+/// A schedule's Continuous backup carries the target's selector labels, and so does its
+/// archiver pod: a full backup selected the archiver as its target (pg_basebackup: invalid
+/// port number "0"). Backup workloads are never targets.
+#[test]
+fn an_archiver_pod_is_never_a_backup_target() {
+    let pod = |labels: Value| -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "x", "labels": labels}})).unwrap()
+    };
+    assert!(is_backup_workload(&pod(
+        json!({"app": "pg", "app.kubernetes.io/managed-by": "kubeblocks-dataprotection"})
+    )));
+    assert!(!is_backup_workload(&pod(
+        json!({"app": "pg", "app.kubernetes.io/managed-by": "kubeblocks"})
+    )));
+    assert!(!is_backup_workload(&pod(json!({"app": "pg"}))));
+}
