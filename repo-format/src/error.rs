@@ -25,6 +25,14 @@ pub enum Error {
         /// The storage name that was taken.
         object: String,
     },
+    /// A conditional write ([`PutMode::Update`](crate::storage::PutMode::Update)) found
+    /// the name changed since the version it names was read, or removed: someone else
+    /// wrote or deleted it first. Read it again and decide anew.
+    #[error("{object} was changed or removed by another process since it was read")]
+    Conflict {
+        /// The storage name concerned.
+        object: String,
+    },
     /// Bytes read from storage do not form a valid structure.
     #[error("{object} is corrupt: {reason}")]
     Corrupt {
@@ -142,6 +150,13 @@ impl Error {
         Error::Corrupt {
             object: object.into(),
             reason: reason.into(),
+        }
+    }
+
+    /// Build a [`Error::Conflict`] for `object`.
+    pub fn conflict(object: impl Into<String>) -> Self {
+        Error::Conflict {
+            object: object.into(),
         }
     }
 

@@ -2,63 +2,19 @@
 //! deterministically: a storage wrapper holds a backup just before it writes its
 //! manifest while gc runs.
 
-use async_trait::async_trait;
 use dprepo_repo_format::backup::{
     backup, BackupOptions, BackupProgress, BackupSource, ParentChoice,
 };
 use dprepo_repo_format::gc::{self, GcOptions};
 use dprepo_repo_format::session::WriterSession;
-use dprepo_repo_format::storage::{BlobInfo, MemoryStorage, Storage};
-use dprepo_repo_format::{InitOptions, Repository, Result};
+use dprepo_repo_format::storage::{FaultyStorage, MemoryStorage, Storage};
+use dprepo_repo_format::{InitOptions, Repository};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::sync::Notify;
 
 #[path = "support/common.rs"]
 mod common;
 use common::{assert_restores, run_backup, xorshift_bytes, FAST_KDF};
-
-/// Holds every `put` of a snapshot manifest until released.
-#[derive(Debug)]
-struct GatedStorage {
-    inner: MemoryStorage,
-    armed: AtomicBool,
-    arrived: Notify,
-    release: Notify,
-}
-
-#[async_trait]
-impl Storage for GatedStorage {
-    fn location(&self) -> String {
-        "gated".into()
-    }
-    async fn put(&self, name: &str, data: &[u8]) -> Result<()> {
-        if name.starts_with("snapshots/") && self.armed.swap(false, Ordering::SeqCst) {
-            self.arrived.notify_one();
-            self.release.notified().await;
-        }
-        self.inner.put(name, data).await
-    }
-    async fn create(&self, name: &str, data: &[u8]) -> Result<()> {
-        self.inner.create(name, data).await
-    }
-    async fn get(&self, name: &str) -> Result<Vec<u8>> {
-        self.inner.get(name).await
-    }
-    async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        self.inner.get_range(name, offset, len).await
-    }
-    async fn size(&self, name: &str) -> Result<u64> {
-        self.inner.size(name).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, name: &str) -> Result<()> {
-        self.inner.delete(name).await
-    }
-}
 
 fn random_file(path: &Path, len: usize, seed: u64) {
     std::fs::write(path, xorshift_bytes(seed, len)).unwrap();
@@ -96,19 +52,16 @@ async fn gc_keeps_packs_an_in_flight_backup_deduplicated_against() {
     gc::forget_snapshots(&repo, &[first.id]).await.unwrap();
     let old_packs = data_packs(&storage);
 
-    let gated = Arc::new(GatedStorage {
-        inner: storage.clone(),
-        armed: AtomicBool::new(true),
-        arrived: Notify::new(),
-        release: Notify::new(),
-    });
-    let writer = Repository::open(gated.clone(), b"pw").await.unwrap();
+    // Holds the backup's manifest write until released.
+    let gated = FaultyStorage::new(Arc::new(storage.clone()));
+    let gate = gated.gate(1, |name, _| name.starts_with("snapshots/"));
+    let writer = Repository::open(Arc::new(gated), b"pw").await.unwrap();
     let dir_path = dir.path().to_path_buf();
     let in_flight = tokio::spawn(async move {
         let snap = run_backup(&writer, &dir_path).await;
         (writer, snap)
     });
-    gated.arrived.notified().await;
+    gate.wait_for(1).await;
 
     // The backup stored nothing new (every chunk deduplicated) and has not committed.
     let (_, report) = gc::run(&repo, &GcOptions::default()).await.unwrap();
@@ -119,7 +72,7 @@ async fn gc_keeps_packs_an_in_flight_backup_deduplicated_against() {
     assert_eq!(report.tombstones_blocked.len(), 1);
     assert!(old_packs.iter().all(|p| storage.names().contains(p)));
 
-    gated.release.notify_one();
+    gate.open();
     let (writer, second) = in_flight.await.unwrap();
     // The next gc sees the committed snapshot and keeps its data.
     let (_, report) = gc::run(&repo, &GcOptions::default()).await.unwrap();
@@ -201,16 +154,20 @@ async fn interrupted_gc_is_finished_by_the_next() {
         random_file(&dir.path().join("z"), 400_000, 3);
         let b = run_backup(&repo, dir.path()).await;
         gc::forget_snapshots(&repo, &[a.id]).await.unwrap();
-        storage.fail_writes_after(Some(crash_after));
+        let faulty = FaultyStorage::new(Arc::new(storage.clone()));
+        let crashing = Repository::open(Arc::new(faulty.clone()), b"pw")
+            .await
+            .unwrap();
+        faulty.fail_writes_after(Some(crash_after));
         let _ = gc::run(
-            &repo,
+            &crashing,
             &GcOptions {
                 max_unused: 0.0,
                 ..GcOptions::default()
             },
         )
         .await;
-        storage.fail_writes_after(None);
+        faulty.fail_writes_after(None);
         let reopened = Repository::open(Arc::new(storage.clone()), b"pw")
             .await
             .unwrap();
