@@ -128,6 +128,15 @@ pub enum Error {
         /// would fail too.
         full: bool,
     },
+    /// A writer's session marker was removed by garbage collection (its heartbeat went
+    /// stale while the writer stalled), or replaced: the writer must not commit, since
+    /// gc may have deleted packs it references. Nothing was committed; running the
+    /// backup again is safe.
+    #[error("writer session {session} was removed by garbage collection (no heartbeat for too long); nothing was committed, run the backup again")]
+    SessionRemoved {
+        /// The marker's storage name (`sessions/<hex>`).
+        session: String,
+    },
     /// Another process holds what this operation needs (the gc lease).
     #[error("{object} is busy: {reason}")]
     Busy {
