@@ -505,15 +505,6 @@ pub async fn plan(repo: &Repository, options: &GcOptions) -> Result<GcPlan> {
     })
 }
 
-/// Whether the process that wrote a lease or session marker is known to be gone: it ran
-/// on this host and no process has its pid. (On other hosts only time can tell.)
-fn holder_is_dead(hostname: &str, pid: u32) -> bool {
-    hostname == crate::repo::current_hostname()
-        && pid != std::process::id()
-        && std::path::Path::new("/proc/self").exists()
-        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
 /// The gc lease as this process holds it: the lease and the storage version it was
 /// written at, which renewal and release name so that they act only on this very lease
 /// (SPEC.md section 18).
@@ -555,9 +546,12 @@ pub async fn acquire_lease_for(
     let now = (options.clock)();
     let mut token = [0u8; 16];
     OsRng.fill_bytes(&mut token);
+    let me = crate::liveness::Holder::current();
     let lease = Lease {
-        hostname: crate::repo::current_hostname(),
-        pid: std::process::id(),
+        hostname: me.hostname,
+        pid: me.pid,
+        pid_namespace: me.pid_namespace,
+        boot_id: me.boot_id,
         acquired: now,
         expires: now + options.lease_ttl,
         token: token.iter().map(|b| format!("{b:02x}")).collect(),
@@ -587,7 +581,7 @@ pub async fn acquire_lease_for(
             Err(Error::NotFound { .. }) => continue,
             Err(e) => return Err(e),
         };
-        if existing.expires > now && !holder_is_dead(&existing.hostname, existing.pid) {
+        if existing.expires > now && !existing.holder().is_dead() {
             return Err(busy(&existing, command));
         }
         // Expired, or its holder died: replace exactly the lease read.
@@ -843,10 +837,7 @@ async fn process_tombstones(
             Err(e) => return Err(e),
         };
         match marker {
-            Ok(m)
-                if now - m.heartbeat > options.session_stale_after
-                    || holder_is_dead(&m.hostname, m.pid) =>
-            {
+            Ok(m) if now - m.heartbeat > options.session_stale_after || m.holder().is_dead() => {
                 repo.storage().delete(&info.name).await?;
                 report.stale_sessions_removed.push(info.name.clone());
             }

@@ -16,7 +16,7 @@
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::manifest::{SessionMarker, Tombstone};
-use crate::repo::{current_hostname, Repository, SESSIONS_DIR};
+use crate::repo::{Repository, SESSIONS_DIR};
 use crate::storage::{Bytes, PutMode, Version};
 use chacha20poly1305::aead::{rand_core::RngCore, OsRng};
 use std::collections::HashSet;
@@ -79,9 +79,12 @@ impl WriterSession {
                 .collect::<String>()
         );
         let now = chrono::Utc::now();
+        let me = crate::liveness::Holder::current();
         let mut marker = SessionMarker {
-            hostname: current_hostname(),
-            pid: std::process::id(),
+            hostname: me.hostname,
+            pid: me.pid,
+            pid_namespace: me.pid_namespace,
+            boot_id: me.boot_id,
             started: now,
             command: command.to_string(),
             heartbeat: now,
