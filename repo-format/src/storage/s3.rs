@@ -7,9 +7,11 @@
 //!   serialisation of requests to one key (an update after it finds no object and fails).
 //! - Blobs of at least [`S3Options::multipart_threshold`] bytes go up by multipart
 //!   upload; reads of a range are ranged GETs.
-//! - Transient failures (5xx, throttling, connection resets, timeouts) are retried by
-//!   `object_store` with exponential backoff and jitter, bounded in attempts and time;
-//!   every request has a timeout; at most `connections` requests run at once.
+//! - Transient failures (5xx, 408, 429, connection resets, timeouts) are retried by
+//!   `object_store` with exponential backoff and jitter, bounded in attempts and time,
+//!   and by this backend for what those retries do not cover; every other 4xx answer
+//!   (a wrong key, a missing bucket, a refused request) is permanent and never retried.
+//!   Every request has a timeout; at most `connections` requests run at once.
 
 use super::name::{validate_name as validate, validate_prefix};
 use super::{BlobInfo, BlobMeta, Bytes, PutMode, Storage, Version, Versioned};
@@ -283,7 +285,7 @@ impl S3Storage {
                     .store
                     .put_multipart(&path)
                     .await
-                    .map_err(|e| map_err(name, e))?;
+                    .map_err(|e| map_write_err(name, e))?;
                 let mut writer =
                     WriteMultipart::new_with_chunk_size(upload, self.options.part_size);
                 writer.put(data.clone());
@@ -292,18 +294,21 @@ impl S3Storage {
                 self.store
                     .put(&path, PutPayload::from(data.clone()))
                     .await
-                    .map_err(|e| map_err(name, e))
+                    .map_err(|e| map_write_err(name, e))
             };
             match result {
                 // A multipart completion whose reply was cut is reported as NotFound;
-                // writing the same bytes again is harmless, so retry.
-                Err(Error::NotFound { .. }) => Err(Error::Storage {
-                    object: name.to_string(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::Interrupted,
-                        "upload reported missing",
-                    ),
-                }),
+                // writing the same bytes again is harmless, so retry. (A missing bucket
+                // fails the multipart start with a permanent status instead.)
+                Err(Error::NotFound { .. }) if data.len() >= self.options.multipart_threshold => {
+                    Err(Error::Storage {
+                        object: name.to_string(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::Interrupted,
+                            "upload reported missing",
+                        ),
+                    })
+                }
                 other => other.map(|r| version_of(r.e_tag)),
             }
         })
@@ -332,7 +337,7 @@ impl S3Storage {
                 .put_opts(&path, PutPayload::from(data.clone()), opts)
                 .await
                 .map(|r| version_of(r.e_tag))
-                .map_err(|e| map_err(name, e))
+                .map_err(|e| map_write_err(name, e))
         })
         .await;
         match result {
@@ -364,6 +369,51 @@ impl S3Storage {
     }
 }
 
+/// What answered a failed request: an HTTP status, or nothing (the request failed in
+/// transport: refused or reset connection, timeout, cut body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Status(u16),
+    Transport,
+    Unknown,
+}
+
+/// The answer behind `e`. object_store 0.14 keeps its request error type private (it
+/// hands the status only to multipart retry policies), so the status is read from that
+/// error's rendering, `Server returned non-2xx status code: <status> ...`, in the
+/// source chain; a transport failure is its public `HttpError`.
+fn answer_of(e: &object_store::Error) -> Answer {
+    const STATUS_PREFIX: &str = "Server returned non-2xx status code: ";
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = source {
+        if error
+            .downcast_ref::<object_store::client::HttpError>()
+            .is_some()
+        {
+            return Answer::Transport;
+        }
+        let text = error.to_string();
+        if let Some(rest) = text.strip_prefix(STATUS_PREFIX) {
+            if let Some(status) = rest.get(..3).and_then(|d| d.parse::<u16>().ok()) {
+                return Answer::Status(status);
+            }
+        }
+        source = error.source();
+    }
+    Answer::Unknown
+}
+
+/// Whether an answer with this HTTP status may go another way if asked again: server
+/// errors, throttling (429) and request timeouts (408). Every other 4xx answer (bad
+/// credentials, a missing bucket, a malformed or refused request) is the same next time.
+fn status_is_retryable(status: u16) -> bool {
+    matches!(status, 408 | 429) || status >= 500
+}
+
+/// Map an `object_store` error about `name` to the engine's error, keeping it as the
+/// source. What retrying can help ([`Error::is_transient`]) is decided by the HTTP
+/// status where there is one ([`status_is_retryable`]), else by the kind of failure:
+/// a request that got no answer (connection refused or reset, timeout) is transient.
 fn map_err(name: &str, e: object_store::Error) -> Error {
     use std::io::ErrorKind;
     let kind = match &e {
@@ -381,13 +431,30 @@ fn map_err(name: &str, e: object_store::Error) -> Error {
         }
         object_store::Error::InvalidPath { .. }
         | object_store::Error::UnknownConfigurationKey { .. } => ErrorKind::InvalidInput,
-        // Server errors, throttling, timeouts and broken connections that outlived
-        // object_store's own retries: another attempt later may succeed.
-        _ => ErrorKind::Interrupted,
+        _ => match answer_of(&e) {
+            Answer::Status(status) if status_is_retryable(status) => ErrorKind::Interrupted,
+            Answer::Status(401 | 403) => ErrorKind::PermissionDenied,
+            Answer::Status(404) => ErrorKind::NotFound,
+            Answer::Status(_) => ErrorKind::InvalidInput,
+            // No answer, or a body cut off: another attempt later may succeed.
+            Answer::Transport | Answer::Unknown => ErrorKind::Interrupted,
+        },
     };
     Error::Storage {
         object: name.to_string(),
-        source: std::io::Error::new(kind, e.to_string()),
+        source: std::io::Error::new(kind, e),
+    }
+}
+
+/// [`map_err`] for a request that writes: a 404 there is no missing blob but a missing
+/// bucket (or prefix the store refuses), which no retry finds.
+fn map_write_err(name: &str, e: object_store::Error) -> Error {
+    match e {
+        e @ object_store::Error::NotFound { .. } => Error::Storage {
+            object: name.to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, e),
+        },
+        e => map_err(name, e),
     }
 }
 
@@ -562,5 +629,21 @@ impl Storage for S3Storage {
             }
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only server errors, throttling and request timeouts are worth asking again.
+    #[test]
+    fn retryable_statuses() {
+        for status in [408, 429, 500, 502, 503, 504] {
+            assert!(status_is_retryable(status), "{status}");
+        }
+        for status in [400, 401, 403, 404, 405, 409, 411, 412, 413, 416] {
+            assert!(!status_is_retryable(status), "{status}");
+        }
     }
 }
