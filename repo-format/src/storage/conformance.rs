@@ -537,7 +537,10 @@ fn temp_files(dir: &Path) -> Vec<std::path::PathBuf> {
         for entry in entries {
             let entry = entry.unwrap();
             if entry.file_type().unwrap().is_dir() {
-                stack.push(entry.path());
+                // The lock files of conditional writes stay, by design.
+                if entry.file_name() != super::name::LOCK_DIR {
+                    stack.push(entry.path());
+                }
             } else if entry.file_name().to_string_lossy().starts_with(".tmp-") {
                 found.push(entry.path());
             }

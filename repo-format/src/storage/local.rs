@@ -11,9 +11,13 @@
 //!   unique temporary name, so two writes of one name within one clock tick, even onto
 //!   a reused inode number, differ in version but by a chance of one in 10^9. An update
 //!   compares the version and renames under an exclusive `flock` of the directory's lock
-//!   file (`<dir>/.lock`, created on first use, never listed: SPEC.md reserves the name);
-//!   overwrites and deletes take the same lock, so none of them slips between an
-//!   update's check and its rename. The lock is atomic among processes of one host; on
+//!   file `<root>/.tmp-locks/<dir>` (below a reserved name, so never listed, and not a
+//!   temporary file: [`Storage::list_temporary`] skips it). A create makes the lock file before the name
+//!   exists, and overwrites and deletes take the lock wherever the file exists, so none
+//!   of them slips between an update's check and its rename: only created names are
+//!   ever updated, so a delete of one (which callers issue after reading it) always
+//!   finds the lock file. Directories of content-addressed files never get one. The lock
+//!   is atomic among processes of one host; on
 //!   NFS it maps to NFS byte-range locks (Linux clients), so it holds across hosts only
 //!   where the server supports locking. Processes of dprepo versions before this lock
 //!   do not take it.
@@ -29,7 +33,7 @@
 //!
 //! Every blocking file system call runs on tokio's blocking pool (`spawn_blocking`).
 
-use super::name::{split_prefix, validate_name, validate_prefix, LOCK_FILE, TEMP_PREFIX};
+use super::name::{split_prefix, validate_name, validate_prefix, LOCK_DIR, TEMP_PREFIX};
 use super::{BlobInfo, BlobMeta, Bytes, PutMode, Storage, TemporaryFile, Version, Versioned};
 use crate::direct_io::DIRECT_PIECE;
 #[cfg(target_os = "linux")]
@@ -317,28 +321,61 @@ fn version_time(temp: &Path) -> SystemTime {
     UNIX_EPOCH + std::time::Duration::new(secs, nanos)
 }
 
-/// An exclusive lock of one directory's conditional writes, overwrites and deletes
-/// (module documentation); released when dropped.
+/// An exclusive lock of one directory's conditional writes, and of overwrites and
+/// deletes where conditional writes happen (module documentation); released when
+/// dropped.
 struct DirLock {
     _file: File,
 }
 
-/// Lock `dir` through its lock file, creating the file if needed. Blocks while another
-/// process or thread holds it: every holder only renames or removes one file.
-fn lock_dir(dir: &Path) -> io::Result<DirLock> {
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
+/// The lock file of the directory `dir` (at or below `root`): `<root>/.tmp-locks/<dir>`,
+/// with `/` as `+` (`+` alone for the root). Outside the directories it guards, it shows
+/// in no listing of them; a name that two directories share only makes them share a
+/// lock.
+fn lock_path(root: &Path, dir: &Path) -> PathBuf {
+    let relative = dir.strip_prefix(root).unwrap_or(dir);
+    let key: Vec<String> = relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let key = if key.is_empty() {
+        "+".to_owned()
     } else {
-        dir
+        key.join("+")
     };
-    let file = private_file_options()
+    root.join(LOCK_DIR).join(key)
+}
+
+/// Open the lock file at `path`, creating it (and its directory) with `create`; `None`
+/// if it does not exist and `create` is false.
+fn open_lock_file(path: &Path, create: bool) -> io::Result<Option<File>> {
+    if create {
+        if let Some(parent) = path.parent() {
+            private_dir_builder().recursive(true).create(parent)?;
+        }
+    }
+    let opened = private_file_options()
         .read(true)
-        .create(true)
+        .create(create)
         .truncate(false)
-        .open(dir.join(LOCK_FILE))?;
+        .open(path);
+    match opened {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if !create && e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Take the lock at `path`: always for an update (`create`), only where the file exists
+/// for an overwrite or a delete. Blocks while another process or thread holds it: every
+/// holder only checks and renames or removes one file.
+fn lock_dir(path: &Path, create: bool) -> io::Result<Option<DirLock>> {
+    let Some(file) = open_lock_file(path, create)? else {
+        return Ok(None);
+    };
     #[cfg(target_os = "linux")]
     rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
-    Ok(DirLock { _file: file })
+    Ok(Some(DirLock { _file: file }))
 }
 
 impl Inner {
@@ -397,7 +434,17 @@ impl Inner {
         let dir = path.parent().unwrap_or(Path::new(""));
         self.ensure_dir(dir).map_err(|e| storage_error(name, e))?;
         let temp = dir.join(temp_name());
-        let result = write_via_temp(name, path, dir, &temp, data, mode, &self.direct_refused);
+        let lock = lock_path(&self.root, dir);
+        let result = write_via_temp(
+            name,
+            path,
+            dir,
+            &temp,
+            &lock,
+            data,
+            mode,
+            &self.direct_refused,
+        );
         if result.is_err() {
             // Best effort: a leftover temporary file is never listed, only wastes space.
             let _ = fs::remove_file(&temp);
@@ -427,11 +474,13 @@ pub(super) const DIRECT_WRITE_MIN: usize = 1 << 20;
 static DIRECT_BUFFERS: AlignedBuffers = AlignedBuffers::new(8);
 
 /// The write protocol proper: temp file, fsync, rename or link, fsync the directory.
+#[allow(clippy::too_many_arguments)]
 fn write_via_temp(
     name: &str,
     path: &Path,
     dir: &Path,
     temp: &Path,
+    lock: &Path,
     data: &[u8],
     mode: PutMode,
     direct_refused: &AtomicBool,
@@ -462,11 +511,11 @@ fn write_via_temp(
     drop(file);
     match mode {
         PutMode::Overwrite => {
-            let _lock = lock_dir(dir).map_err(io_err)?;
+            let _lock = lock_dir(lock, false).map_err(io_err)?;
             fs::rename(temp, path).map_err(io_err)?;
         }
         PutMode::Update(expected) => {
-            let _lock = lock_dir(dir).map_err(io_err)?;
+            let _lock = lock_dir(lock, true).map_err(io_err)?;
             match fs::metadata(path) {
                 Ok(meta) if meta.is_file() && version_of(&meta) == expected => {}
                 Ok(_) => return Err(Error::conflict(name)),
@@ -476,6 +525,9 @@ fn write_via_temp(
             fs::rename(temp, path).map_err(io_err)?;
         }
         PutMode::Create => {
+            // Only created names are ever updated: with the lock file in place before
+            // the name exists, every delete of the name locks (module documentation).
+            open_lock_file(lock, true).map_err(io_err)?;
             fs::hard_link(temp, path).map_err(|e| {
                 if e.kind() == io::ErrorKind::AlreadyExists {
                     Error::AlreadyExists {
@@ -699,7 +751,9 @@ fn list_temporary_blocking(root: &Path) -> Result<Vec<TemporaryFile>> {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(storage_error(&full, e)),
             };
-            if meta.is_dir() && depth < MAX_LIST_DEPTH {
+            if meta.is_dir() && depth == 0 && file_name == LOCK_DIR {
+                continue; // lock files, not temporary files
+            } else if meta.is_dir() && depth < MAX_LIST_DEPTH {
                 stack.push((entry.path(), format!("{full}/"), depth + 1));
             } else if meta.is_file() && file_name.starts_with(TEMP_PREFIX) {
                 found.push(TemporaryFile {
@@ -837,14 +891,11 @@ impl Storage for LocalStorage {
     async fn delete(&self, name: &str) -> Result<()> {
         let path = self.path_of(name)?;
         let owned_name = name.to_owned();
+        let root = self.inner.root.clone();
         self.run_blocking(name, move || {
             let dir = path.parent().unwrap_or(Path::new(""));
-            let _lock = match lock_dir(dir) {
-                Ok(lock) => lock,
-                // No directory: nothing to delete.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(storage_error(&owned_name, e)),
-            };
+            let _lock = lock_dir(&lock_path(&root, dir), false)
+                .map_err(|e| storage_error(&owned_name, e))?;
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -900,6 +951,38 @@ mod tests {
         assert_eq!(storage.get("data/ab/abcd").await.unwrap(), b"pack");
     }
 
+    /// The lock files that creates leave for updates are neither blobs nor temporary
+    /// files, and sit outside the directories they guard.
+    #[tokio::test]
+    async fn lock_files_are_neither_listed_nor_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path());
+        storage.put("data/ab/abcd", b"pack").await.unwrap();
+        storage.create("sessions/s1", b"marker").await.unwrap();
+        storage.create("config", b"config").await.unwrap();
+        let locks = dir.path().join(LOCK_DIR);
+        let mut made: Vec<String> = fs::read_dir(&locks)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        made.sort();
+        assert_eq!(made, ["+", "sessions"]);
+        assert_eq!(
+            fs::read_dir(dir.path().join("sessions")).unwrap().count(),
+            1
+        );
+        assert_eq!(
+            storage.list_names("sessions/").await.unwrap(),
+            ["sessions/s1"]
+        );
+        assert_eq!(storage.list("").await.unwrap().len(), 3);
+        assert!(storage.list_temporary().await.unwrap().is_empty());
+        assert!(matches!(
+            storage.get(&format!("{LOCK_DIR}/sessions")).await,
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
     /// When the direct write fails (here at its exclusive open: a temporary file is in
     /// the way, holding more than the object, as a refused direct write may leave it),
     /// the object is written again buffered over whatever is there, lands whole, and
@@ -917,6 +1000,7 @@ mod tests {
             &path,
             dir.path(),
             &temp,
+            &dir.path().join(LOCK_DIR).join("+"),
             &data,
             PutMode::Overwrite,
             &refused,

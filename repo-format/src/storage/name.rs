@@ -1,9 +1,9 @@
 //! Storage names: the one rule every backend applies to names and listing prefixes, so
 //! that a repository can move between backends (SPEC.md section 3, "Valid names").
 //!
-//! Two kinds of file names are reserved for the local backend's own use and are never
-//! blob names: temporary files of writes ([`TEMP_PREFIX`]) and the per-directory lock
-//! file of conditional writes ([`LOCK_FILE`]). Rejecting them here keeps them out of
+//! File names starting with [`TEMP_PREFIX`] are reserved for the local backend's own
+//! use and are never blob names: temporary files of writes, and the directory of lock
+//! files of conditional writes ([`LOCK_DIR`]). Rejecting them here keeps them out of
 //! every listing and out of reach of every operation.
 
 use crate::error::{Error, Result};
@@ -11,13 +11,15 @@ use crate::error::{Error, Result};
 /// File names starting with this are in-flight (or abandoned) writes, never blobs.
 pub(crate) const TEMP_PREFIX: &str = ".tmp-";
 
-/// The lock file the local backend keeps in each directory it writes to, serialising
-/// conditional writes, overwrites and deletes of that directory's files (`local.rs`).
-pub(crate) const LOCK_FILE: &str = ".lock";
+/// The directory below the local backend's root holding one lock file for each
+/// directory where it creates names, serialising updates with overwrites and deletes of
+/// that directory's files (`local.rs`). It has the temporary-file prefix, so it is
+/// never a blob name, but it holds no temporary files: it is never listed nor deleted.
+pub(crate) const LOCK_DIR: &str = ".tmp-locks";
 
 /// Check that `name` is a valid blob name: non-empty `/`-separated components, none of
-/// them empty, `.`, `..` or `.lock`, or starting with the temporary-file prefix `.tmp-`;
-/// no leading `/`, no backslash, no NUL.
+/// them empty, `.` or `..`, or starting with the temporary-file prefix `.tmp-`; no
+/// leading `/`, no backslash, no NUL.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] naming the offending blob name and the reason.
@@ -44,9 +46,6 @@ pub(crate) fn validate_name(name: &str) -> Result<()> {
         }
         if component.starts_with(TEMP_PREFIX) {
             return reject("uses the reserved temporary-file prefix \".tmp-\"");
-        }
-        if component == LOCK_FILE {
-            return reject("uses the reserved lock-file name \".lock\"");
         }
     }
     Ok(())
