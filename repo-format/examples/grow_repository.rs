@@ -19,7 +19,7 @@ use dprepo_repo_format::blob::{encode_blob, BlobType};
 use dprepo_repo_format::index::{IndexFile, IndexPack};
 use dprepo_repo_format::pack::{PackBuilder, PackKind};
 use dprepo_repo_format::repo::{IndexPlace, INDEX_DIR};
-use dprepo_repo_format::storage::LocalStorage;
+use dprepo_repo_format::storage::{Bytes, LocalStorage, PutMode};
 use dprepo_repo_format::{BlobId, Error, InitOptions, Repository, Result};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -101,7 +101,11 @@ async fn run(repo_dir: &str, password_file: &str, target: u64) -> Result<()> {
         let mut listed = Vec::with_capacity(packs.len());
         for pack in packs {
             storage
-                .put_owned(&pack.kind.storage_name(&pack.id), pack.bytes)
+                .put_opts(
+                    &pack.kind.storage_name(&pack.id),
+                    Bytes::from(pack.bytes),
+                    PutMode::Overwrite,
+                )
                 .await?;
             listed.push(IndexPack {
                 id: pack.id,

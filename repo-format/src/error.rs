@@ -25,6 +25,14 @@ pub enum Error {
         /// The storage name that was taken.
         object: String,
     },
+    /// A conditional write ([`PutMode::Update`](crate::storage::PutMode::Update)) found
+    /// the name changed since the version it names was read, or removed: someone else
+    /// wrote or deleted it first. Read it again and decide anew.
+    #[error("{object} was changed or removed by another process since it was read")]
+    Conflict {
+        /// The storage name concerned.
+        object: String,
+    },
     /// Bytes read from storage do not form a valid structure.
     #[error("{object} is corrupt: {reason}")]
     Corrupt {
@@ -120,6 +128,15 @@ pub enum Error {
         /// would fail too.
         full: bool,
     },
+    /// A writer's session marker was removed by garbage collection (its heartbeat went
+    /// stale while the writer stalled), or replaced: the writer must not commit, since
+    /// gc may have deleted packs it references. Nothing was committed; running the
+    /// backup again is safe.
+    #[error("writer session {session} was removed by garbage collection (no heartbeat for too long); nothing was committed, run the backup again")]
+    SessionRemoved {
+        /// The marker's storage name (`sessions/<hex>`).
+        session: String,
+    },
     /// Another process holds what this operation needs (the gc lease).
     #[error("{object} is busy: {reason}")]
     Busy {
@@ -142,6 +159,13 @@ impl Error {
         Error::Corrupt {
             object: object.into(),
             reason: reason.into(),
+        }
+    }
+
+    /// Build a [`Error::Conflict`] for `object`.
+    pub fn conflict(object: impl Into<String>) -> Self {
+        Error::Conflict {
+            object: object.into(),
         }
     }
 

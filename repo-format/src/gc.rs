@@ -2,7 +2,8 @@
 //! compact index files; safe beside concurrent backups.
 //!
 //! Protocol (SPEC.md, "Garbage collection protocol"), gc side:
-//! 1. take the lease `locks/gc` (create-if-absent; expired leases are taken over);
+//! 1. take the lease `locks/gc` (create-if-absent; an expired lease is taken over by a
+//!    compare-and-swap of the exact lease read, so of two takers one wins);
 //! 2. plan: mark every blob reachable from every snapshot in a Bloom filter (false
 //!    positives only keep garbage), then classify packs from the index files: no
 //!    reachable blob -> delete; unused share above `max_unused` -> rewrite; in storage
@@ -29,6 +30,7 @@ use crate::pack::{PackBuilder, PackEntry, PackKind};
 use crate::repo::{run_cpu, Repository, Snapshot, INDEX_DIR, SESSIONS_DIR};
 use crate::restore::DataIds;
 use crate::session::{load_tombstones, TOMBSTONES_DIR};
+use crate::storage::{Bytes, PutMode, Version};
 use crate::tree::NodeKind;
 use crate::verify::{check_deltas, Segment, SegmentBuffers};
 use chacha20poly1305::aead::{rand_core::RngCore, OsRng};
@@ -503,25 +505,36 @@ pub async fn plan(repo: &Repository, options: &GcOptions) -> Result<GcPlan> {
     })
 }
 
-/// Whether the process that wrote a lease or session marker is known to be gone: it ran
-/// on this host and no process has its pid. (On other hosts only time can tell.)
-fn holder_is_dead(hostname: &str, pid: u32) -> bool {
-    hostname == crate::repo::current_hostname()
-        && pid != std::process::id()
-        && std::path::Path::new("/proc/self").exists()
-        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+/// The gc lease as this process holds it: the lease and the storage version it was
+/// written at, which renewal and release name so that they act only on this very lease
+/// (SPEC.md section 18).
+#[derive(Debug, Clone)]
+pub struct HeldLease {
+    /// The lease as written.
+    pub lease: Lease,
+    /// The version of `locks/gc` holding it.
+    pub version: Version,
 }
 
 /// Take the gc lease for a gc.
 ///
 /// # Errors
 /// [`Error::Busy`] if another gc (or a repair) holds an unexpired lease.
-pub async fn acquire_lease(repo: &Repository, options: &GcOptions) -> Result<Lease> {
+pub async fn acquire_lease(repo: &Repository, options: &GcOptions) -> Result<HeldLease> {
     acquire_lease_for(repo, options, "gc").await
 }
 
+/// How many times [`acquire_lease_for`] looks again when the lease changed under it
+/// (released, or taken over by someone else) before it answers busy.
+const LEASE_ATTEMPTS: usize = 3;
+
 /// Take the gc lease for `command` (`gc`, `repair index` ...): while it is held no gc
 /// runs, so nothing gc would delete can be indexed or referenced behind its back.
+///
+/// A free name is taken with a create; an expired lease (or one whose holder is known
+/// dead) with an update naming the version read, so that of two processes taking over
+/// the same expired lease exactly one succeeds: the other's update finds a new version
+/// and fails, and it then sees the winner's fresh lease.
 ///
 /// # Errors
 /// [`Error::Busy`] naming the holder if another process holds an unexpired lease.
@@ -529,49 +542,74 @@ pub async fn acquire_lease_for(
     repo: &Repository,
     options: &GcOptions,
     command: &str,
-) -> Result<Lease> {
+) -> Result<HeldLease> {
     let now = (options.clock)();
     let mut token = [0u8; 16];
     OsRng.fill_bytes(&mut token);
+    let me = crate::liveness::Holder::current();
     let lease = Lease {
-        hostname: crate::repo::current_hostname(),
-        pid: std::process::id(),
+        hostname: me.hostname,
+        pid: me.pid,
+        pid_namespace: me.pid_namespace,
+        boot_id: me.boot_id,
         acquired: now,
         expires: now + options.lease_ttl,
         token: token.iter().map(|b| format!("{b:02x}")).collect(),
         command: command.to_string(),
     };
-    let bytes = lease.encode(repo.keys());
-    match repo.storage().create(LEASE_NAME, &bytes).await {
-        Ok(()) => return Ok(lease),
-        Err(Error::AlreadyExists { .. }) => {}
-        Err(e) => return Err(e),
-    }
-    let existing = match repo.storage().get(LEASE_NAME).await {
-        Ok(b) => Lease::decode(repo.keys(), &b, LEASE_NAME)?,
-        Err(Error::NotFound { .. }) => {
-            return Box::pin(acquire_lease_for(repo, options, command)).await
-        }
-        Err(e) => return Err(e),
+    let bytes = Bytes::from(lease.encode(repo.keys()));
+    let storage = repo.storage();
+    let held = |version| HeldLease {
+        lease: lease.clone(),
+        version,
     };
-    if existing.expires > now && !holder_is_dead(&existing.hostname, existing.pid) {
-        return Err(Error::Busy {
-            object: "the gc lease".into(),
-            reason: format!(
-                "`{}` runs on {} (pid {}) since {}, lease valid until {}; run {command} again when it has ended",
-                existing.command, existing.hostname, existing.pid, existing.acquired, existing.expires
+    for _ in 0..LEASE_ATTEMPTS {
+        match storage
+            .put_opts(LEASE_NAME, bytes.clone(), PutMode::Create)
+            .await
+        {
+            Ok(version) => return Ok(held(version)),
+            Err(Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let (existing, version) = match storage.get_versioned(LEASE_NAME).await {
+            Ok(got) => (
+                Lease::decode(repo.keys(), &got.data, LEASE_NAME)?,
+                got.version,
             ),
-        });
+            // Released meanwhile: create it again.
+            Err(Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        if existing.expires > now && !existing.holder().is_dead() {
+            return Err(busy(&existing, command));
+        }
+        // Expired, or its holder died: replace exactly the lease read.
+        match storage
+            .put_opts(LEASE_NAME, bytes.clone(), PutMode::Update(version))
+            .await
+        {
+            Ok(version) => return Ok(held(version)),
+            // Another taker won, or the holder released it: look again.
+            Err(Error::Conflict { .. }) => continue,
+            Err(e) => return Err(e),
+        }
     }
-    // Expired: the holder died. Take it over; of two takers only one create succeeds.
-    repo.storage().delete(LEASE_NAME).await?;
-    match repo.storage().create(LEASE_NAME, &bytes).await {
-        Ok(()) => Ok(lease),
-        Err(Error::AlreadyExists { .. }) => Err(Error::Busy {
-            object: "the gc lease".into(),
-            reason: "another process took over the expired lease first".into(),
-        }),
-        Err(e) => Err(e),
+    Err(Error::Busy {
+        object: "the gc lease".into(),
+        reason: format!(
+            "it changed hands {LEASE_ATTEMPTS} times while {command} tried to take it; run {command} again"
+        ),
+    })
+}
+
+fn busy(existing: &Lease, command: &str) -> Error {
+    Error::Busy {
+        object: "the gc lease".into(),
+        reason: format!(
+            "`{}` runs on {} (pid {}) since {}, lease valid until {}; run {command} again when it has ended",
+            existing.command, existing.hostname, existing.pid, existing.acquired, existing.expires
+        ),
     }
 }
 
@@ -581,7 +619,7 @@ pub async fn acquire_lease_for(
 #[derive(Debug)]
 pub struct LeaseGuard {
     repo: Repository,
-    lease: Lease,
+    lease: std::sync::Arc<tokio::sync::Mutex<HeldLease>>,
     renewal: tokio::task::JoinHandle<()>,
 }
 
@@ -602,13 +640,14 @@ impl LeaseGuard {
             .unwrap_or(std::time::Duration::from_secs(60))
             .max(std::time::Duration::from_secs(1));
         let (renewing, options) = (repo.clone(), options.clone());
-        let mut renewed = lease.clone();
+        let lease = std::sync::Arc::new(tokio::sync::Mutex::new(lease));
+        let renewed = lease.clone();
         let renewal = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 // Taken over (this process stalled past the ttl): stop renewing; the
                 // release below then leaves the other holder's lease alone.
-                if renew_lease(&renewing, &mut renewed, &options)
+                if renew_lease(&renewing, &mut *renewed.lock().await, &options)
                     .await
                     .is_err()
                 {
@@ -627,39 +666,60 @@ impl LeaseGuard {
     pub async fn release(self) {
         self.renewal.abort();
         let _ = self.renewal.await;
-        release_lease(&self.repo, &self.lease).await;
+        release_lease(&self.repo, &*self.lease.lock().await).await;
     }
 }
 
-/// Check the lease is still ours and extend it.
-async fn renew_lease(repo: &Repository, lease: &mut Lease, options: &GcOptions) -> Result<()> {
-    let current = Lease::decode(
-        repo.keys(),
-        &repo.storage().get(LEASE_NAME).await?,
-        LEASE_NAME,
-    )?;
-    if current.token != lease.token {
-        return Err(Error::Busy {
-            object: "the gc lease".into(),
-            reason: format!(
-                "taken over by `{}` on {} (pid {}); this gc stops",
-                current.command, current.hostname, current.pid
-            ),
-        });
-    }
+/// Extend the lease, replacing exactly the version this process wrote last.
+///
+/// # Errors
+/// [`Error::Busy`] if the lease was taken over (or removed) meanwhile; storage errors.
+pub async fn renew_lease(
+    repo: &Repository,
+    held: &mut HeldLease,
+    options: &GcOptions,
+) -> Result<()> {
+    let mut lease = held.lease.clone();
     lease.expires = (options.clock)() + options.lease_ttl;
-    repo.storage()
-        .put(LEASE_NAME, &lease.encode(repo.keys()))
-        .await
+    let written = repo
+        .storage()
+        .put_opts(
+            LEASE_NAME,
+            Bytes::from(lease.encode(repo.keys())),
+            PutMode::Update(held.version.clone()),
+        )
+        .await;
+    match written {
+        Ok(version) => {
+            *held = HeldLease { lease, version };
+            Ok(())
+        }
+        Err(Error::Conflict { .. }) => {
+            let by = match repo.storage().get(LEASE_NAME).await {
+                Ok(bytes) => match Lease::decode(repo.keys(), &bytes, LEASE_NAME) {
+                    Ok(current) => format!(
+                        "taken over by `{}` on {} (pid {})",
+                        current.command, current.hostname, current.pid
+                    ),
+                    Err(_) => "replaced by an unreadable lease".into(),
+                },
+                Err(_) => "removed".into(),
+            };
+            Err(Error::Busy {
+                object: "the gc lease".into(),
+                reason: format!("{by}; this {} stops", held.lease.command),
+            })
+        }
+        Err(e) => Err(e),
+    }
 }
 
-/// Release the lease if it is still ours.
-pub async fn release_lease(repo: &Repository, lease: &Lease) {
-    if let Ok(bytes) = repo.storage().get(LEASE_NAME).await {
-        if Lease::decode(repo.keys(), &bytes, LEASE_NAME)
-            .map(|l| l.token == lease.token)
-            .unwrap_or(false)
-        {
+/// Release the lease if it is still the version this process wrote. (S3 has no
+/// conditional delete: a holder that stalls past its expiry between the check and the
+/// delete could remove a successor's lease, the window SPEC.md section 18 accepts.)
+pub async fn release_lease(repo: &Repository, held: &HeldLease) {
+    if let Ok(meta) = repo.storage().head(LEASE_NAME).await {
+        if meta.version == held.version {
             let _ = repo.storage().delete(LEASE_NAME).await;
         }
     }
@@ -689,7 +749,7 @@ pub async fn apply(
     repo: &Repository,
     plan: GcPlan,
     options: &GcOptions,
-    lease: &mut Lease,
+    lease: &mut HeldLease,
 ) -> Result<GcReport> {
     let mut report = GcReport::default();
     let mut reachable = plan
@@ -762,7 +822,7 @@ async fn write_tombstone(
 async fn process_tombstones(
     repo: &Repository,
     options: &GcOptions,
-    lease: &mut Lease,
+    lease: &mut HeldLease,
     reachable: &mut Reachable,
     report: &mut GcReport,
 ) -> Result<()> {
@@ -777,10 +837,7 @@ async fn process_tombstones(
             Err(e) => return Err(e),
         };
         match marker {
-            Ok(m)
-                if now - m.heartbeat > options.session_stale_after
-                    || holder_is_dead(&m.hostname, m.pid) =>
-            {
+            Ok(m) if now - m.heartbeat > options.session_stale_after || m.holder().is_dead() => {
                 repo.storage().delete(&info.name).await?;
                 report.stale_sessions_removed.push(info.name.clone());
             }

@@ -20,6 +20,7 @@ pub mod index;
 pub mod index_cache;
 pub mod inspect;
 pub mod key;
+pub mod liveness;
 pub mod manifest;
 pub mod pack;
 pub mod page_deltas;

@@ -143,6 +143,13 @@ pub struct SessionMarker {
     pub hostname: String,
     /// Process id of the writer.
     pub pid: u32,
+    /// Inode number of the writer's PID namespace (`/proc/self/ns/pid`); absent in
+    /// markers written before it was recorded ([`crate::liveness`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_namespace: Option<u64>,
+    /// The writer's kernel boot id; absent as `pid_namespace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
     /// When the session started.
     pub started: chrono::DateTime<chrono::Utc>,
     /// What the writer is doing (`backup`).
@@ -168,6 +175,16 @@ fn epoch() -> chrono::DateTime<chrono::Utc> {
 pub const SESSION_FILE_VERSION: u8 = 1;
 
 impl SessionMarker {
+    /// Who wrote it, for [`crate::liveness::Holder::is_dead`].
+    pub fn holder(&self) -> crate::liveness::Holder {
+        crate::liveness::Holder {
+            hostname: self.hostname.clone(),
+            pid: self.pid,
+            pid_namespace: self.pid_namespace,
+            boot_id: self.boot_id.clone(),
+        }
+    }
+
     /// Encode as a sealed session file.
     pub fn encode(&self, keys: &Keys) -> Vec<u8> {
         seal_file(
@@ -267,6 +284,8 @@ mod tests {
         let m = SessionMarker {
             hostname: "h".into(),
             pid: 7,
+            pid_namespace: Some(4026531836),
+            boot_id: Some("0f3e5a4c-7d1e-4c2a-9a57-3f2b8d1c6e90".into()),
             started: chrono::Utc::now(),
             command: "backup".into(),
             heartbeat: chrono::Utc::now(),
@@ -339,6 +358,13 @@ pub struct Lease {
     pub hostname: String,
     /// Holder's process id.
     pub pid: u32,
+    /// Inode number of the holder's PID namespace; absent in leases written before it
+    /// was recorded ([`crate::liveness`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_namespace: Option<u64>,
+    /// The holder's kernel boot id; absent as `pid_namespace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
     /// When it was taken.
     pub acquired: chrono::DateTime<chrono::Utc>,
     /// Until when it holds unless renewed (holder's clock).
@@ -357,6 +383,16 @@ fn gc_command() -> String {
 }
 
 impl Lease {
+    /// Who holds it, for [`crate::liveness::Holder::is_dead`].
+    pub fn holder(&self) -> crate::liveness::Holder {
+        crate::liveness::Holder {
+            hostname: self.hostname.clone(),
+            pid: self.pid,
+            pid_namespace: self.pid_namespace,
+            boot_id: self.boot_id.clone(),
+        }
+    }
+
     /// Encode as a sealed lease file.
     pub fn encode(&self, keys: &Keys) -> Vec<u8> {
         seal_file(

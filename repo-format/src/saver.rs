@@ -18,7 +18,7 @@ use crate::id::{BlobId, ID_LEN};
 use crate::index::{Index, IndexFile, IndexPack};
 use crate::pack::{FinishedPack, PackBuilder, PackKind};
 use crate::repo::INDEX_DIR;
-use crate::storage::Storage;
+use crate::storage::{Bytes, PutMode, Storage};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -431,8 +431,11 @@ async fn upload_loop(
                         let storage = storage.clone();
                         let spare_packs = spare_packs.clone();
                         uploads.spawn(async move {
-                            let buf = storage.put_owned(&pack.kind.storage_name(&pack.id), pack.bytes).await?;
-                            spare_packs.give(buf);
+                            // Once the write returns the backend holds no clone, so the
+                            // buffer comes back without a copy for the next pack.
+                            let bytes = Bytes::from(pack.bytes);
+                            storage.put_opts(&pack.kind.storage_name(&pack.id), bytes.clone(), PutMode::Overwrite).await?;
+                            spare_packs.give(Vec::from(bytes));
                             Ok::<_, Error>(IndexPack { id: pack.id, kind: pack.kind, entries: pack.entries })
                         });
                     }

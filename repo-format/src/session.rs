@@ -6,7 +6,9 @@
 //!    and from reuse of unchanged files, so this writer never references them;
 //! 3. rewrite the marker with `ready = true` and `seen_tombstones` = those names;
 //! 4. rewrite it every [`HEARTBEAT_INTERVAL`] so gc can tell a live writer from a
-//!    crashed one;
+//!    crashed one; every rewrite is an update naming the version written last, so a
+//!    heartbeat that stalled while gc removed the marker fails instead of re-creating
+//!    it, and the session stops;
 //! 5. before the manifest, check the marker still exists (gc deletes markers whose
 //!    heartbeat is stale; such a writer must not commit), write the manifest, delete
 //!    the marker.
@@ -14,7 +16,8 @@
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::manifest::{SessionMarker, Tombstone};
-use crate::repo::{current_hostname, Repository, SESSIONS_DIR};
+use crate::repo::{Repository, SESSIONS_DIR};
+use crate::storage::{Bytes, PutMode, Version};
 use chacha20poly1305::aead::{rand_core::RngCore, OsRng};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -31,6 +34,8 @@ pub struct WriterSession {
     name: String,
     repo: Repository,
     marker: Arc<Mutex<SessionMarker>>,
+    /// The version of the marker this session wrote last; held across each rewrite.
+    version: Arc<tokio::sync::Mutex<Version>>,
     heartbeat: tokio::task::JoinHandle<()>,
 }
 
@@ -74,17 +79,25 @@ impl WriterSession {
                 .collect::<String>()
         );
         let now = chrono::Utc::now();
+        let me = crate::liveness::Holder::current();
         let mut marker = SessionMarker {
-            hostname: current_hostname(),
-            pid: std::process::id(),
+            hostname: me.hostname,
+            pid: me.pid,
+            pid_namespace: me.pid_namespace,
+            boot_id: me.boot_id,
             started: now,
             command: command.to_string(),
             heartbeat: now,
             ready: false,
             seen_tombstones: Vec::new(),
         };
-        repo.storage()
-            .create(&name, &marker.encode(repo.keys()))
+        let version = repo
+            .storage()
+            .put_opts(
+                &name,
+                Bytes::from(marker.encode(repo.keys())),
+                PutMode::Create,
+            )
             .await?;
         let tombstones = match load_tombstones(repo).await {
             Ok(t) => t,
@@ -100,16 +113,29 @@ impl WriterSession {
         marker.ready = true;
         marker.seen_tombstones = tombstones.into_iter().map(|(n, _)| n).collect();
         marker.heartbeat = chrono::Utc::now();
-        repo.storage()
-            .put(&name, &marker.encode(repo.keys()))
-            .await?;
+        let version = repo
+            .storage()
+            .put_opts(
+                &name,
+                Bytes::from(marker.encode(repo.keys())),
+                PutMode::Update(version),
+            )
+            .await
+            .map_err(|e| removed_if_conflict(&name, e))?;
         let marker = Arc::new(Mutex::new(marker));
-        let heartbeat = tokio::spawn(heartbeat_loop(repo.clone(), name.clone(), marker.clone()));
+        let version = Arc::new(tokio::sync::Mutex::new(version));
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            repo.clone(),
+            name.clone(),
+            marker.clone(),
+            version.clone(),
+        ));
         Ok((
             WriterSession {
                 name,
                 repo: repo.clone(),
                 marker,
+                version,
                 heartbeat,
             },
             excluded,
@@ -120,16 +146,26 @@ impl WriterSession {
     /// commit then, since gc may have deleted packs it references.
     ///
     /// # Errors
-    /// [`Error::Internal`] naming the session if the marker is gone.
+    /// [`Error::SessionRemoved`] if the marker is gone or is no longer the one this
+    /// session wrote.
     pub async fn check_alive(&self) -> Result<()> {
-        match self.repo.storage().size(&self.name).await {
-            Ok(_) => Ok(()),
-            Err(Error::NotFound { .. }) => Err(Error::Internal(format!(
-                "writer session {} was removed by garbage collection (no heartbeat for too long); nothing was committed, run the backup again",
-                self.name
-            ))),
+        let version = self.version.lock().await;
+        match self.repo.storage().head(&self.name).await {
+            Ok(meta) if meta.version == *version => Ok(()),
+            Ok(_) | Err(Error::NotFound { .. }) => Err(session_removed(&self.name)),
             Err(e) => Err(e),
         }
+    }
+
+    /// Rewrite the marker with a fresh heartbeat now (the background task does this
+    /// every [`HEARTBEAT_INTERVAL`]). The rewrite names the version this session wrote
+    /// last, so a marker gc removed (or anyone changed) stays as it is.
+    ///
+    /// # Errors
+    /// The error of [`WriterSession::check_alive`] if the marker was removed or
+    /// changed; storage errors.
+    pub async fn beat(&self) -> Result<()> {
+        beat(&self.repo, &self.name, &self.marker, &self.version).await
     }
 
     /// End the session: stop heartbeats and delete the marker.
@@ -153,17 +189,54 @@ impl WriterSession {
     }
 }
 
-async fn heartbeat_loop(repo: Repository, name: String, marker: Arc<Mutex<SessionMarker>>) {
+/// The error of a session whose marker is gone (or no longer the one it wrote).
+fn session_removed(name: &str) -> Error {
+    Error::SessionRemoved {
+        session: name.to_owned(),
+    }
+}
+
+fn removed_if_conflict(name: &str, e: Error) -> Error {
+    match e {
+        Error::Conflict { .. } => session_removed(name),
+        e => e,
+    }
+}
+
+async fn beat(
+    repo: &Repository,
+    name: &str,
+    marker: &Mutex<SessionMarker>,
+    version: &tokio::sync::Mutex<Version>,
+) -> Result<()> {
+    let mut version = version.lock().await;
+    let bytes = {
+        let mut m = marker.lock().unwrap_or_else(|e| e.into_inner());
+        m.heartbeat = chrono::Utc::now();
+        m.encode(repo.keys())
+    };
+    *version = repo
+        .storage()
+        .put_opts(name, Bytes::from(bytes), PutMode::Update(version.clone()))
+        .await
+        .map_err(|e| removed_if_conflict(name, e))?;
+    Ok(())
+}
+
+async fn heartbeat_loop(
+    repo: Repository,
+    name: String,
+    marker: Arc<Mutex<SessionMarker>>,
+    version: Arc<tokio::sync::Mutex<Version>>,
+) {
     loop {
         tokio::time::sleep(HEARTBEAT_INTERVAL).await;
-        let bytes = {
-            let mut m = marker.lock().unwrap_or_else(|e| e.into_inner());
-            m.heartbeat = chrono::Utc::now();
-            m.encode(repo.keys())
-        };
-        // Only refresh a marker that still exists: a removed session stays removed.
-        if repo.storage().size(&name).await.is_ok() {
-            let _ = repo.storage().put(&name, &bytes).await;
+        match beat(&repo, &name, &marker, &version).await {
+            Ok(()) => {}
+            // Removed: it stays removed, and the commit check fails.
+            Err(Error::SessionRemoved { .. }) => return,
+            // A storage failure: the next beat tries again.
+            Err(_) => {}
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use dprepo_repo_format::backup::{backup, BackupOptions, BackupProgress, BackupSource};
 use dprepo_repo_format::restore::{restore, RestoreOptions, RestoreProgress};
-use dprepo_repo_format::storage::{MemoryStorage, Storage};
+use dprepo_repo_format::storage::{FaultyStorage, MemoryStorage, Storage};
 use dprepo_repo_format::{InitOptions, Repository};
 use std::path::Path;
 use std::sync::Arc;
@@ -108,12 +108,13 @@ async fn a_crash_at_any_write_leaves_no_snapshot_with_missing_data() {
 
     for crash_after in 0..writes {
         let storage = MemoryStorage::new();
-        let repo = Repository::init(Arc::new(storage.clone()), b"pw", options())
+        let faulty = FaultyStorage::new(Arc::new(storage.clone()));
+        let repo = Repository::init(Arc::new(faulty.clone()), b"pw", options())
             .await
             .unwrap();
-        storage.fail_writes_after(Some(crash_after));
+        faulty.fail_writes_after(Some(crash_after));
         let result = run_backup(&repo, source.path()).await;
-        storage.fail_writes_after(None);
+        faulty.fail_writes_after(None);
         // Reopen as a new process would after the crash.
         let reopened = Repository::open(Arc::new(storage.clone()), b"pw")
             .await
@@ -142,16 +143,17 @@ async fn a_failed_backup_leaves_earlier_snapshots_intact() {
     let source = tempfile::tempdir().unwrap();
     write_tree(source.path(), 7);
     let storage = MemoryStorage::new();
-    let repo = Repository::init(Arc::new(storage.clone()), b"pw", options())
+    let faulty = FaultyStorage::new(Arc::new(storage.clone()));
+    let repo = Repository::init(Arc::new(faulty.clone()), b"pw", options())
         .await
         .unwrap();
     run_backup(&repo, source.path()).await.unwrap();
     let first = repo.list_snapshots().await.unwrap();
     // Change everything, then fail part-way through the second backup.
     write_tree(source.path(), 8);
-    storage.fail_writes_after(Some(3));
+    faulty.fail_writes_after(Some(3));
     assert!(run_backup(&repo, source.path()).await.is_err());
-    storage.fail_writes_after(None);
+    faulty.fail_writes_after(None);
     let reopened = Repository::open(Arc::new(storage.clone()), b"pw")
         .await
         .unwrap();

@@ -595,6 +595,8 @@ async fn seeds_from_repository() -> Seeds {
     let marker = SessionMarker {
         hostname: "fuzz-host".into(),
         pid: 4242,
+        pid_namespace: None,
+        boot_id: None,
         started: now,
         command: "backup".into(),
         heartbeat: now,
@@ -624,6 +626,8 @@ async fn seeds_from_repository() -> Seeds {
     let lease = Lease {
         hostname: "fuzz-host".into(),
         pid: 4242,
+        pid_namespace: None,
+        boot_id: None,
         acquired: now,
         expires: time(320).unwrap(),
         token: "00112233445566778899aabbccddeeff".into(),

@@ -2,63 +2,20 @@
 //! deterministically: a storage wrapper holds a backup just before it writes its
 //! manifest while gc runs.
 
-use async_trait::async_trait;
 use dprepo_repo_format::backup::{
     backup, BackupOptions, BackupProgress, BackupSource, ParentChoice,
 };
 use dprepo_repo_format::gc::{self, GcOptions};
+use dprepo_repo_format::manifest::Lease;
 use dprepo_repo_format::session::WriterSession;
-use dprepo_repo_format::storage::{BlobInfo, MemoryStorage, Storage};
-use dprepo_repo_format::{InitOptions, Repository, Result};
+use dprepo_repo_format::storage::{FaultyStorage, MemoryStorage, PutMode, Storage};
+use dprepo_repo_format::{Error, InitOptions, Repository};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::sync::Notify;
 
 #[path = "support/common.rs"]
 mod common;
 use common::{assert_restores, run_backup, xorshift_bytes, FAST_KDF};
-
-/// Holds every `put` of a snapshot manifest until released.
-#[derive(Debug)]
-struct GatedStorage {
-    inner: MemoryStorage,
-    armed: AtomicBool,
-    arrived: Notify,
-    release: Notify,
-}
-
-#[async_trait]
-impl Storage for GatedStorage {
-    fn location(&self) -> String {
-        "gated".into()
-    }
-    async fn put(&self, name: &str, data: &[u8]) -> Result<()> {
-        if name.starts_with("snapshots/") && self.armed.swap(false, Ordering::SeqCst) {
-            self.arrived.notify_one();
-            self.release.notified().await;
-        }
-        self.inner.put(name, data).await
-    }
-    async fn create(&self, name: &str, data: &[u8]) -> Result<()> {
-        self.inner.create(name, data).await
-    }
-    async fn get(&self, name: &str) -> Result<Vec<u8>> {
-        self.inner.get(name).await
-    }
-    async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        self.inner.get_range(name, offset, len).await
-    }
-    async fn size(&self, name: &str) -> Result<u64> {
-        self.inner.size(name).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, name: &str) -> Result<()> {
-        self.inner.delete(name).await
-    }
-}
 
 fn random_file(path: &Path, len: usize, seed: u64) {
     std::fs::write(path, xorshift_bytes(seed, len)).unwrap();
@@ -96,19 +53,16 @@ async fn gc_keeps_packs_an_in_flight_backup_deduplicated_against() {
     gc::forget_snapshots(&repo, &[first.id]).await.unwrap();
     let old_packs = data_packs(&storage);
 
-    let gated = Arc::new(GatedStorage {
-        inner: storage.clone(),
-        armed: AtomicBool::new(true),
-        arrived: Notify::new(),
-        release: Notify::new(),
-    });
-    let writer = Repository::open(gated.clone(), b"pw").await.unwrap();
+    // Holds the backup's manifest write until released.
+    let gated = FaultyStorage::new(Arc::new(storage.clone()));
+    let gate = gated.gate(1, |name, _| name.starts_with("snapshots/"));
+    let writer = Repository::open(Arc::new(gated), b"pw").await.unwrap();
     let dir_path = dir.path().to_path_buf();
     let in_flight = tokio::spawn(async move {
         let snap = run_backup(&writer, &dir_path).await;
         (writer, snap)
     });
-    gated.arrived.notified().await;
+    gate.wait_for(1).await;
 
     // The backup stored nothing new (every chunk deduplicated) and has not committed.
     let (_, report) = gc::run(&repo, &GcOptions::default()).await.unwrap();
@@ -119,7 +73,7 @@ async fn gc_keeps_packs_an_in_flight_backup_deduplicated_against() {
     assert_eq!(report.tombstones_blocked.len(), 1);
     assert!(old_packs.iter().all(|p| storage.names().contains(p)));
 
-    gated.release.notify_one();
+    gate.open();
     let (writer, second) = in_flight.await.unwrap();
     // The next gc sees the committed snapshot and keeps its data.
     let (_, report) = gc::run(&repo, &GcOptions::default()).await.unwrap();
@@ -201,16 +155,20 @@ async fn interrupted_gc_is_finished_by_the_next() {
         random_file(&dir.path().join("z"), 400_000, 3);
         let b = run_backup(&repo, dir.path()).await;
         gc::forget_snapshots(&repo, &[a.id]).await.unwrap();
-        storage.fail_writes_after(Some(crash_after));
+        let faulty = FaultyStorage::new(Arc::new(storage.clone()));
+        let crashing = Repository::open(Arc::new(faulty.clone()), b"pw")
+            .await
+            .unwrap();
+        faulty.fail_writes_after(Some(crash_after));
         let _ = gc::run(
-            &repo,
+            &crashing,
             &GcOptions {
                 max_unused: 0.0,
                 ..GcOptions::default()
             },
         )
         .await;
-        storage.fail_writes_after(None);
+        faulty.fail_writes_after(None);
         let reopened = Repository::open(Arc::new(storage.clone()), b"pw")
             .await
             .unwrap();
@@ -449,4 +407,110 @@ async fn gc_rewrites_a_pack_of_deltas_only_when_their_bases_decode() {
         .await
         .unwrap();
     assert_eq!(dump(&reopened, &f, "db.tar").await, tar_f);
+}
+
+/// GcOptions whose clock runs `hours` ahead of (or, negative, behind) the real one.
+fn clock_offset(hours: i64) -> GcOptions {
+    GcOptions {
+        clock: Arc::new(move || chrono::Utc::now() + chrono::Duration::hours(hours)),
+        ..GcOptions::default()
+    }
+}
+
+/// Two processes find the same expired lease and both take it over. Takeover used to be
+/// delete-then-create: the second taker's delete removed the first taker's fresh lease
+/// and its create then succeeded, so both believed they held the lease and two gcs ran
+/// at once. Each taker now replaces exactly the version it read: a gate holds both
+/// takeover writes until both have read the expired lease, then lets them race; one
+/// must win and the other must be told busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_takers_of_an_expired_lease_cannot_both_hold_it() {
+    let (storage, repo, _dir) = setup().await;
+    // A lease taken two hours ago and never renewed: expired 90 minutes ago.
+    let dead = gc::acquire_lease(&repo, &clock_offset(-2)).await.unwrap();
+    let faulty = FaultyStorage::new(Arc::new(storage.clone()));
+    let gate = faulty.gate(2, |name, mode| {
+        name == gc::LEASE_NAME && matches!(mode, PutMode::Update(_))
+    });
+    let racing = Repository::open(Arc::new(faulty), b"pw").await.unwrap();
+    let takers: Vec<_> = (0..2)
+        .map(|_| {
+            let repo = racing.clone();
+            tokio::spawn(async move { gc::acquire_lease(&repo, &GcOptions::default()).await })
+        })
+        .collect();
+    tokio::time::timeout(std::time::Duration::from_secs(30), gate.wait_for(2))
+        .await
+        .expect("both takers reach their takeover write");
+    gate.open();
+    let mut held = Vec::new();
+    for taker in takers {
+        match taker.await.unwrap() {
+            Ok(lease) => held.push(lease),
+            Err(Error::Busy { .. }) => {}
+            Err(e) => panic!("a taker failed otherwise: {e}"),
+        }
+    }
+    assert_eq!(held.len(), 1, "both takers hold the lease");
+    let stored = storage.get_versioned(gc::LEASE_NAME).await.unwrap();
+    assert_eq!(stored.version, held[0].version);
+    let lease = Lease::decode(repo.keys(), &stored.data, gc::LEASE_NAME).unwrap();
+    assert_eq!(lease.token, held[0].lease.token);
+    assert_ne!(lease.token, dead.lease.token);
+}
+
+/// A holder that stalled past its lease's expiry while another process took the lease
+/// over can neither renew it nor, releasing, delete the new holder's lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_whose_lease_was_taken_over_neither_renews_nor_releases_it() {
+    let (storage, repo, _dir) = setup().await;
+    let stalled_options = clock_offset(-2);
+    let mut stalled = gc::acquire_lease(&repo, &stalled_options).await.unwrap();
+    let successor = gc::acquire_lease(&repo, &GcOptions::default())
+        .await
+        .unwrap();
+    assert!(matches!(
+        gc::renew_lease(&repo, &mut stalled, &stalled_options).await,
+        Err(Error::Busy { .. })
+    ));
+    gc::release_lease(&repo, &stalled).await;
+    let stored = storage.get_versioned(gc::LEASE_NAME).await.unwrap();
+    assert_eq!(stored.version, successor.version);
+    // The successor renews and releases normally.
+    let mut successor = successor;
+    gc::renew_lease(&repo, &mut successor, &GcOptions::default())
+        .await
+        .unwrap();
+    gc::release_lease(&repo, &successor).await;
+    assert!(!storage.names().iter().any(|n| n == gc::LEASE_NAME));
+}
+
+/// A writer whose heartbeat stalled while gc removed its session marker as stale must
+/// not bring the marker back. The heartbeat used to check that the marker existed and
+/// then put it: a gc deleting the marker between the two saw it re-created, with
+/// `seen_tombstones` that no longer held, by a writer that would then commit. The
+/// heartbeat is now an update of the version the writer wrote last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_after_gc_removed_the_session_does_not_recreate_it() {
+    let (storage, repo, _dir) = setup().await;
+    let (session, _) = WriterSession::start(&repo, "backup").await.unwrap();
+    session.beat().await.unwrap();
+    session.check_alive().await.unwrap();
+    // gc, its clock past the stale window, removes the marker.
+    let (_, report) = gc::run(&repo, &clock_offset(2)).await.unwrap();
+    assert_eq!(report.stale_sessions_removed, [session.name().to_owned()]);
+    // The stalled heartbeat resumes.
+    assert!(matches!(
+        session.beat().await,
+        Err(Error::SessionRemoved { .. })
+    ));
+    assert!(
+        !storage.names().iter().any(|n| n == session.name()),
+        "the heartbeat re-created the removed marker"
+    );
+    assert!(matches!(
+        session.check_alive().await,
+        Err(Error::SessionRemoved { .. })
+    ));
+    session.end().await;
 }

@@ -767,3 +767,30 @@ async fn a_multipart_upload_survives_one_fault_at_any_step() {
         failures.join("\n")
     );
 }
+
+/// A permanent refusal is answered at once, not retried: the client writes to a bucket
+/// that does not exist (404 NoSuchBucket). The backend used to treat every answer it
+/// did not recognise, and a write's 404, as transient and sent the request again
+/// (four attempts, with backoff); now only 408, 429 and 5xx answers and failures
+/// without an answer are retried, and the error keeps the server's answer as source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_error_is_not_retried() {
+    ensure_bucket();
+    let proxy = FaultProxy::start(&upstream(), FaultPlan::healthy());
+    let mut options = proxied_options(&proxy.endpoint(), &unique_prefix("permanent"));
+    options.bucket = format!("dprepo-missing-{}", std::process::id());
+    let storage = S3Storage::new(options).expect("S3 client");
+    let error = bounded("put to a missing bucket", storage.put("config", b"x"))
+        .await
+        .expect_err("a put to a missing bucket succeeded");
+    let counts = proxy.counts();
+    eprintln!("missing bucket: {error}; proxy trace {:?}", counts.trace);
+    assert!(!error.is_transient(), "{error}");
+    assert!(
+        matches!(&error, dprepo_repo_format::Error::Storage { source, .. }
+            if source.kind() == std::io::ErrorKind::NotFound
+                && std::error::Error::source(source).is_some()),
+        "{error:?}"
+    );
+    assert_eq!(counts.requests, 1, "retried: {:?}", counts.trace);
+}

@@ -13,7 +13,7 @@ use dprepo_repo_format::blob::BlobType;
 use dprepo_repo_format::chunker::{ChunkerParams, StreamChunking};
 use dprepo_repo_format::repo::current_hostname;
 use dprepo_repo_format::restore::{dump, restore, RestoreOptions, RestoreProgress};
-use dprepo_repo_format::storage::probe_create_if_absent;
+use dprepo_repo_format::storage::{probe_compare_and_swap, probe_create_if_absent};
 use dprepo_repo_format::tree::{Node, NodeKind, Special};
 use dprepo_repo_format::{BlobId, InitOptions, Repository, Snapshot};
 use serde_json::json;
@@ -238,6 +238,18 @@ async fn init(cli: &Cli, a: &InitArgs) -> Result<u8> {
         eprintln!(
             "dprepo: warning: {} ignores conditional writes (If-None-Match): create-if-absent degrades to write-if-unseen, \
              so two concurrent `init`s of one location could both succeed; backups are unaffected (their files are content-addressed)",
+            storage.location()
+        );
+    }
+    let cas = match probe_compare_and_swap(&*storage).await {
+        Ok(true) => None,
+        Ok(false) => Some("it accepted an update of a stale version".to_string()),
+        Err(e) => Some(e.to_string()),
+    };
+    if let Some(why) = cas {
+        eprintln!(
+            "dprepo: warning: {} does not honour conditional updates (If-Match: {why}): two gc runs taking over \
+             an expired gc lease at the same moment could both run; run gc from one place at a time",
             storage.location()
         );
     }

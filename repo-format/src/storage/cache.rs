@@ -9,7 +9,7 @@
 //! the backend no longer lists are removed when those directories are listed. Data packs
 //! and the config (not content-addressed) are never cached.
 
-use super::{BlobInfo, Storage};
+use super::{BlobInfo, BlobMeta, Bytes, PutMode, Storage, Version, Versioned};
 use crate::error::Result;
 use crate::id::BlobId;
 use async_trait::async_trait;
@@ -100,23 +100,22 @@ impl Storage for CachedStorage {
     fn location(&self) -> String {
         self.inner.location()
     }
-    async fn put(&self, name: &str, data: &[u8]) -> Result<()> {
-        self.inner.put(name, data).await?;
-        if Self::cacheable(name) {
-            self.write_cached(name, data).await;
+    /// Cacheable names are content-addressed: whatever mode writes them, the bytes
+    /// are the ones the name says, so the copy is kept.
+    async fn put_opts(&self, name: &str, data: Bytes, mode: PutMode) -> Result<Version> {
+        let cached = Self::cacheable(name).then(|| data.clone());
+        let version = self.inner.put_opts(name, data, mode).await?;
+        if let Some(data) = cached {
+            self.write_cached(name, &data).await;
         }
-        Ok(())
+        Ok(version)
     }
-    async fn put_owned(&self, name: &str, data: Vec<u8>) -> Result<Vec<u8>> {
-        if Self::cacheable(name) {
-            self.put(name, &data).await?;
-            Ok(data)
-        } else {
-            self.inner.put_owned(name, data).await
-        }
+    /// Always from the backend: a version is the backend's to give.
+    async fn get_versioned(&self, name: &str) -> Result<Versioned> {
+        self.inner.get_versioned(name).await
     }
-    async fn create(&self, name: &str, data: &[u8]) -> Result<()> {
-        self.inner.create(name, data).await
+    async fn head(&self, name: &str) -> Result<BlobMeta> {
+        self.inner.head(name).await
     }
     async fn get(&self, name: &str) -> Result<Vec<u8>> {
         if Self::cacheable(name) {

@@ -2,10 +2,11 @@
 //!
 //! [`run_conformance`] checks the observable contract of `mod.rs` on an empty backend:
 //! round trips, `NotFound`, range checks, listing by prefix (including thousands of
-//! blobs), idempotent deletes, create-if-absent (also under concurrency) and large
+//! blobs), idempotent deletes, create-if-absent (also under concurrency), versions and
+//! compare-and-swap updates (also under concurrency, and after a delete) and large
 //! blobs. Backend-specific behaviour (file layout, temporary files) is tested below it.
 
-use super::{BlobInfo, LocalStorage, MemoryStorage, Storage};
+use super::{BlobInfo, Bytes, LocalStorage, MemoryStorage, PutMode, Storage, Version};
 use crate::error::Error;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -151,6 +152,23 @@ pub(crate) async fn run_conformance(s: &dyn Storage) {
             "get_range {bad:?}"
         );
         assert!(invalid(&s.size(bad).await.map(|_| ())), "size {bad:?}");
+        assert!(invalid(&s.head(bad).await.map(|_| ())), "head {bad:?}");
+        assert!(
+            invalid(&s.get_versioned(bad).await.map(|_| ())),
+            "get_versioned {bad:?}"
+        );
+        assert!(
+            invalid(
+                &s.put_opts(
+                    bad,
+                    Bytes::from_static(b"x"),
+                    PutMode::Update(Version::new("1"))
+                )
+                .await
+                .map(|_| ())
+            ),
+            "update {bad:?}"
+        );
         assert!(invalid(&s.delete(bad).await), "delete {bad:?}");
     }
     for bad_prefix in ["/", "../", "a//", "a/../", "x\\y"] {
@@ -338,9 +356,12 @@ pub(crate) async fn run_conformance(s: &dyn Storage) {
         .collect();
     assert_eq!(listing(s, "index/").await, expected);
 
-    // put_owned hands the bytes back unchanged, at sizes around the local backend's
+    // Versions and compare-and-swap.
+    assert_updates_are_compare_and_swap(s).await;
+
+    // A write hands the buffer back unchanged, at sizes around the local backend's
     // 1 MiB write pieces and 4 KiB direct-write alignment, replacing a longer blob.
-    assert_put_owned_round_trips(s).await;
+    assert_buffers_come_back(s).await;
 
     // A large blob: whole and ranged reads.
     const LARGE: usize = 40 << 20;
@@ -376,6 +397,7 @@ pub(crate) async fn run_conformance(s: &dyn Storage) {
     everything.insert("keys/k1".into(), 5);
     everything.insert("locks/race".into(), 4096);
     everything.insert("data/ef/same".into(), 77);
+    everything.insert("sessions/cas".into(), 3);
     everything.insert("data/ff/large".into(), LARGE as u64);
     everything.extend(expected);
     assert_eq!(listing(s, "").await, everything);
@@ -403,12 +425,95 @@ const EDGE_SIZES: &[usize] = &[
     (2 << 20) + 17,
 ];
 
-async fn assert_put_owned_round_trips(s: &dyn Storage) {
+#[track_caller]
+fn assert_conflict<T: std::fmt::Debug>(r: crate::Result<T>, name: &str) {
+    match r {
+        Err(Error::Conflict { object }) => assert_eq!(object, name),
+        other => panic!("expected Conflict for {name}, got {other:?}"),
+    }
+}
+
+/// Versions name exactly one content, and an update replaces only the version it names:
+/// not a changed blob, not a deleted one, and of concurrent updates of one version
+/// exactly one. Leaves `sessions/cas` holding `"end"`.
+async fn assert_updates_are_compare_and_swap(s: &dyn Storage) {
+    let name = "sessions/cas";
+    let put = |data: &'static [u8], mode| s.put_opts(name, Bytes::from_static(data), mode);
+    // Versions from writes and reads agree.
+    let v1 = put(b"one", PutMode::Create).await.unwrap();
+    assert_eq!(s.head(name).await.unwrap().version, v1);
+    let got = s.get_versioned(name).await.unwrap();
+    assert_eq!((got.data.as_slice(), &got.version), (&b"one"[..], &v1));
+    assert_eq!(s.head(name).await.unwrap().size, 3);
+    // An update of the current version replaces it and gives a new version.
+    let v2 = put(b"two", PutMode::Update(v1.clone())).await.unwrap();
+    assert_ne!(v2, v1);
+    assert_eq!(s.get_versioned(name).await.unwrap().version, v2);
+    // An update of an older version changes nothing.
+    assert_conflict(put(b"old", PutMode::Update(v1.clone())).await, name);
+    assert_eq!(s.get(name).await.unwrap(), b"two");
+    // An overwrite with other bytes gives a new version too. (With the same bytes it
+    // may keep the version: S3's ETag of a single-part upload is the bytes' MD5.)
+    let v3 = put(b"TWO", PutMode::Overwrite).await.unwrap();
+    assert_ne!(v3, v2);
+    assert_eq!(s.head(name).await.unwrap().version, v3);
+    assert_conflict(put(b"stale", PutMode::Update(v2.clone())).await, name);
+    assert_eq!(s.get(name).await.unwrap(), b"TWO");
+    // An update of a deleted name does not bring it back: the heartbeat that stalled
+    // while gc removed its session marker.
+    s.delete(name).await.unwrap();
+    assert_conflict(put(b"back", PutMode::Update(v3.clone())).await, name);
+    assert_not_found(s.get(name).await, name);
+    assert_conflict(
+        s.put_opts(
+            "sessions/never",
+            Bytes::from_static(b"x"),
+            PutMode::Update(v3),
+        )
+        .await,
+        "sessions/never",
+    );
+    assert_not_found(s.head("sessions/never").await, "sessions/never");
+    // Concurrent updates of one version: exactly one wins, and its content is stored.
+    let v4 = put(b"base", PutMode::Create).await.unwrap();
+    let contents: Vec<Bytes> = (0..8).map(|i| Bytes::from(content(200 + i, 64))).collect();
+    let results = join_all(
+        contents
+            .iter()
+            .map(|c| s.put_opts(name, c.clone(), PutMode::Update(v4.clone())))
+            .collect(),
+    )
+    .await;
+    let mut winners = Vec::new();
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(version) => winners.push((i, version)),
+            Err(e) => assert_conflict(Err::<(), _>(e), name),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one concurrent update of a version must succeed: {:?}",
+        winners.iter().map(|w| w.0).collect::<Vec<_>>()
+    );
+    let (winner, version) = winners.remove(0);
+    let got = s.get_versioned(name).await.unwrap();
+    assert_eq!(got.data, contents[winner]);
+    assert_eq!(got.version, version);
+    put(b"end", PutMode::Update(version)).await.unwrap();
+}
+
+async fn assert_buffers_come_back(s: &dyn Storage) {
     s.put("data/ee/edge", &content(1, 5 << 20)).await.unwrap();
     for (seed, &len) in (2..).zip(EDGE_SIZES) {
         let bytes = content(seed, len);
-        let back = s.put_owned("data/ee/edge", bytes.clone()).await.unwrap();
-        assert!(back == bytes, "put_owned of {len} bytes changed the buffer");
+        let payload = Bytes::from(bytes.clone());
+        s.put_opts("data/ee/edge", payload.clone(), PutMode::Overwrite)
+            .await
+            .unwrap();
+        let back = Vec::from(payload);
+        assert!(back == bytes, "a write of {len} bytes changed the buffer");
         assert_eq!(s.size("data/ee/edge").await.unwrap(), len as u64);
         let got = s.get("data/ee/edge").await.unwrap();
         assert!(got == bytes, "{len}-byte blob read back differs");
@@ -432,7 +537,10 @@ fn temp_files(dir: &Path) -> Vec<std::path::PathBuf> {
         for entry in entries {
             let entry = entry.unwrap();
             if entry.file_type().unwrap().is_dir() {
-                stack.push(entry.path());
+                // The lock files of conditional writes stay, by design.
+                if entry.file_name() != super::name::LOCK_DIR {
+                    stack.push(entry.path());
+                }
             } else if entry.file_name().to_string_lossy().starts_with(".tmp-") {
                 found.push(entry.path());
             }
@@ -469,10 +577,14 @@ async fn local_large_blobs_round_trip_direct_or_buffered() {
         } else {
             LocalStorage::without_direct_writes(root.path())
         };
-        assert_put_owned_round_trips(&storage).await;
+        assert_buffers_come_back(&storage).await;
         let pack = content(42, (16 << 20) + 12345);
         storage
-            .put_owned("data/aa/pack", pack.clone())
+            .put_opts(
+                "data/aa/pack",
+                Bytes::from(pack.clone()),
+                PutMode::Overwrite,
+            )
             .await
             .unwrap();
         storage.create("data/aa/created", &pack).await.unwrap();
@@ -653,5 +765,19 @@ async fn s3_server_honours_create_if_absent() {
     assert!(
         super::probe_create_if_absent(&s3).await.unwrap(),
         "moto implements If-None-Match; the probe must see it"
+    );
+}
+
+/// moto 5 implements `If-Match` on PUT (412 for a stale ETag, 404 for a missing key):
+/// the probe must see it. A server that ignored the header would fail here, and the
+/// conformance run above, at the first stale update it accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_server_honours_if_match() {
+    let s3 = s3_test_storage("cas-probe");
+    let honoured = super::probe_compare_and_swap(&s3).await.unwrap();
+    eprintln!("S3 test server refuses a stale If-Match update: {honoured}");
+    assert!(
+        honoured,
+        "the S3 test server accepted an update of a stale ETag"
     );
 }

@@ -1,7 +1,7 @@
 //! A storage wrapper that counts requests by kind and bytes moved, because on object
 //! stores requests cost money (`dprepo --verbose` prints the counts).
 
-use super::{BlobInfo, Storage};
+use super::{BlobInfo, BlobMeta, Bytes, PutMode, Storage, Version, Versioned};
 use crate::error::Result;
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +14,7 @@ pub struct RequestStats {
     pub gets: AtomicU64,
     /// Ranged reads.
     pub range_gets: AtomicU64,
-    /// Writes (`put` and `create`).
+    /// Writes (every mode).
     pub puts: AtomicU64,
     /// Size queries (HEAD).
     pub heads: AtomicU64,
@@ -97,26 +97,26 @@ impl Storage for CountingStorage {
     fn location(&self) -> String {
         self.inner.location()
     }
-    async fn put(&self, name: &str, data: &[u8]) -> Result<()> {
+    async fn put_opts(&self, name: &str, data: Bytes, mode: PutMode) -> Result<Version> {
         add(&self.stats.puts, 1);
         add(&self.stats.bytes_up, data.len() as u64);
-        self.inner.put(name, data).await
+        self.inner.put_opts(name, data, mode).await
     }
-    async fn put_owned(&self, name: &str, data: Vec<u8>) -> Result<Vec<u8>> {
-        add(&self.stats.puts, 1);
-        add(&self.stats.bytes_up, data.len() as u64);
-        self.inner.put_owned(name, data).await
-    }
-    async fn create(&self, name: &str, data: &[u8]) -> Result<()> {
-        add(&self.stats.puts, 1);
-        add(&self.stats.bytes_up, data.len() as u64);
-        self.inner.create(name, data).await
+    async fn get_versioned(&self, name: &str) -> Result<Versioned> {
+        add(&self.stats.gets, 1);
+        let got = self.inner.get_versioned(name).await?;
+        add(&self.stats.bytes_down, got.data.len() as u64);
+        Ok(got)
     }
     async fn get(&self, name: &str) -> Result<Vec<u8>> {
         add(&self.stats.gets, 1);
         let data = self.inner.get(name).await?;
         add(&self.stats.bytes_down, data.len() as u64);
         Ok(data)
+    }
+    async fn head(&self, name: &str) -> Result<BlobMeta> {
+        add(&self.stats.heads, 1);
+        self.inner.head(name).await
     }
     async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         self.get_range_into(name, offset, len, Vec::new()).await

@@ -3,8 +3,24 @@
 //! The blob name `a/b/c` is the file `<root>/a/b/c`. Invariants this module keeps:
 //! - A blob file only ever appears complete: data is written to a temporary file in the
 //!   target's directory (named `.tmp-<pid>-<counter>-<nanos>`), fsynced, then moved into
-//!   place with `rename` (`put`) or `hard_link` (`create`, which fails if the target
-//!   exists and is therefore an atomic create-if-absent).
+//!   place with `rename` (overwrite, update) or `hard_link` (create, which fails if the
+//!   target exists and is therefore an atomic create-if-absent).
+//! - Conditional writes ([`PutMode::Update`]): the version of a file is its identity
+//!   (inode number, size, modification time to the nanosecond), and every write gives
+//!   the new file a modification time whose nanoseconds are drawn from the write's
+//!   unique temporary name, so two writes of one name within one clock tick, even onto
+//!   a reused inode number, differ in version but by a chance of one in 10^9. An update
+//!   compares the version and renames under an exclusive `flock` of the directory's lock
+//!   file `<root>/.tmp-locks/<dir>` (below a reserved name, so never listed, and not a
+//!   temporary file: [`Storage::list_temporary`] skips it). A create makes the lock file before the name
+//!   exists, and overwrites and deletes take the lock wherever the file exists, so none
+//!   of them slips between an update's check and its rename: only created names are
+//!   ever updated, so a delete of one (which callers issue after reading it) always
+//!   finds the lock file. Directories of content-addressed files never get one. The lock
+//!   is atomic among processes of one host; on
+//!   NFS it maps to NFS byte-range locks (Linux clients), so it holds across hosts only
+//!   where the server supports locking. Processes of dprepo versions before this lock
+//!   do not take it.
 //! - A write returns `Ok` only after the file, its directory entry and the entries of
 //!   every directory on the way from the root have been fsynced.
 //! - Temporary files are never listed, and names that could escape the root or collide
@@ -17,7 +33,8 @@
 //!
 //! Every blocking file system call runs on tokio's blocking pool (`spawn_blocking`).
 
-use super::{BlobInfo, Storage, TemporaryFile};
+use super::name::{split_prefix, validate_name, validate_prefix, LOCK_DIR, TEMP_PREFIX};
+use super::{BlobInfo, BlobMeta, Bytes, PutMode, Storage, TemporaryFile, Version, Versioned};
 use crate::direct_io::DIRECT_PIECE;
 #[cfg(target_os = "linux")]
 use crate::direct_io::{aligned_start, AlignedBuffers, DIRECT_ALIGN};
@@ -33,87 +50,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// File names starting with this are in-flight (or abandoned) writes, never blobs.
-pub(super) const TEMP_PREFIX: &str = ".tmp-";
-
 /// How deep `list` descends below the root. Repository names have at most three
 /// components; the limit only stops symlink loops from being walked forever.
 const MAX_LIST_DEPTH: usize = 32;
 
 /// Distinguishes temporary files created by one process within the same nanosecond.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Check that `name` is a valid blob name: non-empty `/`-separated components, none of
-/// them empty, `.` or `..`, or starting with the temporary-file prefix `.tmp-`; no
-/// leading `/`, no backslash, no NUL. Every backend applies the same rule so that a
-/// repository can move between backends.
-///
-/// # Errors
-/// [`Error::InvalidArgument`] naming the offending blob name and the reason.
-pub(super) fn validate_name(name: &str) -> Result<()> {
-    let reject = |why: &str| Err(Error::InvalidArgument(format!("blob name {name:?} {why}")));
-    if name.is_empty() {
-        return reject("is empty");
-    }
-    if name.starts_with('/') {
-        return reject("starts with '/'");
-    }
-    if name.contains('\\') {
-        return reject("contains a backslash");
-    }
-    if name.contains('\0') {
-        return reject("contains a NUL byte");
-    }
-    for component in name.split('/') {
-        if component.is_empty() {
-            return reject("has an empty path component");
-        }
-        if component == "." || component == ".." {
-            return reject("has a '.' or '..' component");
-        }
-        if component.starts_with(TEMP_PREFIX) {
-            return reject("uses the reserved temporary-file prefix \".tmp-\"");
-        }
-    }
-    Ok(())
-}
-
-/// Check that `prefix` is a valid listing prefix: empty, or a string whose part up to
-/// the last `/` is a valid blob name followed by `/`, and whose remainder contains no
-/// backslash or NUL.
-///
-/// # Errors
-/// [`Error::InvalidArgument`] naming the prefix and the reason.
-pub(super) fn validate_prefix(prefix: &str) -> Result<()> {
-    let (dir, rest) = split_prefix(prefix);
-    if !dir.is_empty() {
-        validate_name(dir.trim_end_matches('/')).map_err(|_| {
-            Error::InvalidArgument(format!(
-                "list prefix {prefix:?} does not start with a valid directory name"
-            ))
-        })?;
-        if dir.ends_with("//") {
-            return Err(Error::InvalidArgument(format!(
-                "list prefix {prefix:?} has an empty path component"
-            )));
-        }
-    }
-    if rest.contains('\\') || rest.contains('\0') {
-        return Err(Error::InvalidArgument(format!(
-            "list prefix {prefix:?} contains a backslash or NUL byte"
-        )));
-    }
-    Ok(())
-}
-
-/// Split a listing prefix into the directory part (up to and including the last `/`,
-/// possibly empty) and the partial last component.
-fn split_prefix(prefix: &str) -> (&str, &str) {
-    match prefix.rfind('/') {
-        Some(i) => prefix.split_at(i + 1),
-        None => ("", prefix),
-    }
-}
 
 /// A [`Storage`] backend keeping each blob as a file below a root directory.
 ///
@@ -146,14 +88,6 @@ impl std::fmt::Debug for LocalStorage {
             .field("root", &self.inner.root)
             .finish()
     }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum WriteMode {
-    /// Replace an existing blob (`rename`).
-    Replace,
-    /// Fail if the blob exists (`hard_link`).
-    CreateNew,
 }
 
 impl LocalStorage {
@@ -196,20 +130,14 @@ impl LocalStorage {
         Ok(path)
     }
 
-    async fn write(&self, name: &str, data: &[u8], mode: WriteMode) -> Result<()> {
-        self.write_owned(name, data.to_vec(), mode).await?;
-        Ok(())
-    }
-
-    /// Write `data` from the blocking pool; hands it back once written.
-    async fn write_owned(&self, name: &str, data: Vec<u8>, mode: WriteMode) -> Result<Vec<u8>> {
+    /// Write `data` from the blocking pool.
+    async fn write(&self, name: &str, data: Bytes, mode: PutMode) -> Result<Version> {
         let path = self.path_of(name)?;
         let inner = Arc::clone(&self.inner);
         let owned_name = name.to_owned();
         let size = data.len();
         self.run_blocking_sized(name, Some(size), move || {
-            inner.write_blocking(&owned_name, &path, &data, mode)?;
-            Ok(data)
+            inner.write_blocking(&owned_name, &path, &data, mode)
         })
         .await
     }
@@ -350,15 +278,104 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// Open a blob for reading and return it with its size. A directory at the blob's path
-/// is not a blob and reads as [`Error::NotFound`].
-fn open_blob(name: &str, path: &Path) -> Result<(File, u64)> {
+/// Open a blob for reading and return it with its metadata. A directory at the blob's
+/// path is not a blob and reads as [`Error::NotFound`].
+fn open_blob_meta(name: &str, path: &Path) -> Result<(File, fs::Metadata)> {
     let file = File::open(path).map_err(|e| read_error(name, e))?;
     let meta = file.metadata().map_err(|e| storage_error(name, e))?;
     if !meta.is_file() {
         return Err(Error::not_found(name));
     }
-    Ok((file, meta.len()))
+    Ok((file, meta))
+}
+
+/// [`open_blob_meta`] with only the size.
+fn open_blob(name: &str, path: &Path) -> Result<(File, u64)> {
+    open_blob_meta(name, path).map(|(file, meta)| (file, meta.len()))
+}
+
+/// The version of the file `meta` describes (module documentation): files are never
+/// changed in place, so the identity of the file is the identity of its content.
+fn version_of(meta: &fs::Metadata) -> Version {
+    use std::os::unix::fs::MetadataExt;
+    Version::new(format!(
+        "{:x}.{:x}.{}.{:09}",
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    ))
+}
+
+/// The modification time a write gives its file: now, to the second, with nanoseconds
+/// drawn from the temporary file's name (unique per write), so that versions of two
+/// writes in one clock tick differ.
+fn version_time(temp: &Path) -> SystemTime {
+    let hash = blake3::hash(temp.as_os_str().as_encoded_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    let nanos = (u64::from_le_bytes(first) % 1_000_000_000) as u32;
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    UNIX_EPOCH + std::time::Duration::new(secs, nanos)
+}
+
+/// An exclusive lock of one directory's conditional writes, and of overwrites and
+/// deletes where conditional writes happen (module documentation); released when
+/// dropped.
+struct DirLock {
+    _file: File,
+}
+
+/// The lock file of the directory `dir` (at or below `root`): `<root>/.tmp-locks/<dir>`,
+/// with `/` as `+` (`+` alone for the root). Outside the directories it guards, it shows
+/// in no listing of them; a name that two directories share only makes them share a
+/// lock.
+fn lock_path(root: &Path, dir: &Path) -> PathBuf {
+    let relative = dir.strip_prefix(root).unwrap_or(dir);
+    let key: Vec<String> = relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let key = if key.is_empty() {
+        "+".to_owned()
+    } else {
+        key.join("+")
+    };
+    root.join(LOCK_DIR).join(key)
+}
+
+/// Open the lock file at `path`, creating it (and its directory) with `create`; `None`
+/// if it does not exist and `create` is false.
+fn open_lock_file(path: &Path, create: bool) -> io::Result<Option<File>> {
+    if create {
+        if let Some(parent) = path.parent() {
+            private_dir_builder().recursive(true).create(parent)?;
+        }
+    }
+    let opened = private_file_options()
+        .read(true)
+        .create(create)
+        .truncate(false)
+        .open(path);
+    match opened {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if !create && e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Take the lock at `path`: always for an update (`create`), only where the file exists
+/// for an overwrite or a delete. Blocks while another process or thread holds it: every
+/// holder only checks and renames or removes one file.
+fn lock_dir(path: &Path, create: bool) -> io::Result<Option<DirLock>> {
+    let Some(file) = open_lock_file(path, create)? else {
+        return Ok(None);
+    };
+    #[cfg(target_os = "linux")]
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+    Ok(Some(DirLock { _file: file }))
 }
 
 impl Inner {
@@ -401,8 +418,14 @@ impl Inner {
         Ok(())
     }
 
-    fn write_blocking(&self, name: &str, path: &Path, data: &[u8], mode: WriteMode) -> Result<()> {
-        if mode == WriteMode::CreateNew && fs::symlink_metadata(path).is_ok() {
+    fn write_blocking(
+        &self,
+        name: &str,
+        path: &Path,
+        data: &[u8],
+        mode: PutMode,
+    ) -> Result<Version> {
+        if mode == PutMode::Create && fs::symlink_metadata(path).is_ok() {
             // Cheap early answer; the hard link below is the authoritative check.
             return Err(Error::AlreadyExists {
                 object: name.to_owned(),
@@ -411,7 +434,17 @@ impl Inner {
         let dir = path.parent().unwrap_or(Path::new(""));
         self.ensure_dir(dir).map_err(|e| storage_error(name, e))?;
         let temp = dir.join(temp_name());
-        let result = write_via_temp(name, path, dir, &temp, data, mode, &self.direct_refused);
+        let lock = lock_path(&self.root, dir);
+        let result = write_via_temp(
+            name,
+            path,
+            dir,
+            &temp,
+            &lock,
+            data,
+            mode,
+            &self.direct_refused,
+        );
         if result.is_err() {
             // Best effort: a leftover temporary file is never listed, only wastes space.
             let _ = fs::remove_file(&temp);
@@ -441,15 +474,17 @@ pub(super) const DIRECT_WRITE_MIN: usize = 1 << 20;
 static DIRECT_BUFFERS: AlignedBuffers = AlignedBuffers::new(8);
 
 /// The write protocol proper: temp file, fsync, rename or link, fsync the directory.
+#[allow(clippy::too_many_arguments)]
 fn write_via_temp(
     name: &str,
     path: &Path,
     dir: &Path,
     temp: &Path,
+    lock: &Path,
     data: &[u8],
-    mode: WriteMode,
+    mode: PutMode,
     direct_refused: &AtomicBool,
-) -> Result<()> {
+) -> Result<Version> {
     let io_err = |e| storage_error(name, e);
     let direct = cfg!(target_os = "linux")
         && data.len() >= DIRECT_WRITE_MIN
@@ -469,11 +504,30 @@ fn write_via_temp(
             write_buffered(private_file_options().create_new(true), temp, data).map_err(io_err)?
         }
     };
+    file.set_modified(version_time(temp)).map_err(io_err)?;
     file.sync_all().map_err(io_err)?;
+    // Renaming and linking keep the inode and its modification time.
+    let version = version_of(&file.metadata().map_err(io_err)?);
     drop(file);
     match mode {
-        WriteMode::Replace => fs::rename(temp, path).map_err(io_err)?,
-        WriteMode::CreateNew => {
+        PutMode::Overwrite => {
+            let _lock = lock_dir(lock, false).map_err(io_err)?;
+            fs::rename(temp, path).map_err(io_err)?;
+        }
+        PutMode::Update(expected) => {
+            let _lock = lock_dir(lock, true).map_err(io_err)?;
+            match fs::metadata(path) {
+                Ok(meta) if meta.is_file() && version_of(&meta) == expected => {}
+                Ok(_) => return Err(Error::conflict(name)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::conflict(name)),
+                Err(e) => return Err(io_err(e)),
+            }
+            fs::rename(temp, path).map_err(io_err)?;
+        }
+        PutMode::Create => {
+            // Only created names are ever updated: with the lock file in place before
+            // the name exists, every delete of the name locks (module documentation).
+            open_lock_file(lock, true).map_err(io_err)?;
             fs::hard_link(temp, path).map_err(|e| {
                 if e.kind() == io::ErrorKind::AlreadyExists {
                     Error::AlreadyExists {
@@ -488,7 +542,8 @@ fn write_via_temp(
             let _ = fs::remove_file(temp);
         }
     }
-    sync_dir(dir).map_err(io_err)
+    sync_dir(dir).map_err(io_err)?;
+    Ok(version)
 }
 
 /// Options opening a temporary file that a refused direct write may have created and
@@ -696,7 +751,9 @@ fn list_temporary_blocking(root: &Path) -> Result<Vec<TemporaryFile>> {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(storage_error(&full, e)),
             };
-            if meta.is_dir() && depth < MAX_LIST_DEPTH {
+            if meta.is_dir() && depth == 0 && file_name == LOCK_DIR {
+                continue; // lock files, not temporary files
+            } else if meta.is_dir() && depth < MAX_LIST_DEPTH {
                 stack.push((entry.path(), format!("{full}/"), depth + 1));
             } else if meta.is_file() && file_name.starts_with(TEMP_PREFIX) {
                 found.push(TemporaryFile {
@@ -732,29 +789,41 @@ impl Storage for LocalStorage {
         self.inner.root.display().to_string()
     }
 
-    /// Writes through a temporary file renamed over `name`, so an existing blob is
-    /// replaced atomically.
-    async fn put(&self, name: &str, data: &[u8]) -> Result<()> {
-        self.write(name, data, WriteMode::Replace).await
+    /// Writes through a temporary file renamed over `name` (linked, for a create), so
+    /// an existing blob is replaced atomically.
+    async fn put_opts(&self, name: &str, data: Bytes, mode: PutMode) -> Result<Version> {
+        self.write(name, data, mode).await
     }
 
-    async fn put_owned(&self, name: &str, data: Vec<u8>) -> Result<Vec<u8>> {
-        self.write_owned(name, data, WriteMode::Replace).await
-    }
-
-    async fn create(&self, name: &str, data: &[u8]) -> Result<()> {
-        self.write(name, data, WriteMode::CreateNew).await
-    }
-
-    async fn get(&self, name: &str) -> Result<Vec<u8>> {
+    async fn get_versioned(&self, name: &str) -> Result<Versioned> {
         let path = self.path_of(name)?;
         let owned_name = name.to_owned();
         self.run_blocking(name, move || {
-            let (mut file, _) = open_blob(&owned_name, &path)?;
+            let (mut file, meta) = open_blob_meta(&owned_name, &path)?;
             let mut data = Vec::new();
             file.read_to_end(&mut data)
                 .map_err(|e| storage_error(&owned_name, e))?;
-            Ok(data)
+            Ok(Versioned {
+                data,
+                version: version_of(&meta),
+            })
+        })
+        .await
+    }
+
+    async fn head(&self, name: &str) -> Result<BlobMeta> {
+        let path = self.path_of(name)?;
+        let owned_name = name.to_owned();
+        self.run_blocking(name, move || {
+            let meta = fs::metadata(&path).map_err(|e| read_error(&owned_name, e))?;
+            if meta.is_file() {
+                Ok(BlobMeta {
+                    size: meta.len(),
+                    version: version_of(&meta),
+                })
+            } else {
+                Err(Error::not_found(owned_name))
+            }
         })
         .await
     }
@@ -774,20 +843,6 @@ impl Storage for LocalStorage {
         let owned_name = name.to_owned();
         self.run_blocking(name, move || {
             read_range_blocking(&owned_name, &path, offset, len, buf)
-        })
-        .await
-    }
-
-    async fn size(&self, name: &str) -> Result<u64> {
-        let path = self.path_of(name)?;
-        let owned_name = name.to_owned();
-        self.run_blocking(name, move || {
-            let meta = fs::metadata(&path).map_err(|e| read_error(&owned_name, e))?;
-            if meta.is_file() {
-                Ok(meta.len())
-            } else {
-                Err(Error::not_found(owned_name))
-            }
         })
         .await
     }
@@ -830,12 +885,17 @@ impl Storage for LocalStorage {
         .await
     }
 
-    /// Removes the file and fsyncs its directory, so a deletion is not undone by a crash
-    /// (garbage collection relies on deletes staying in the order they were made).
+    /// Removes the file under the directory's lock (so it is ordered with updates) and
+    /// fsyncs its directory, so a deletion is not undone by a crash (garbage collection
+    /// relies on deletes staying in the order they were made).
     async fn delete(&self, name: &str) -> Result<()> {
         let path = self.path_of(name)?;
         let owned_name = name.to_owned();
+        let root = self.inner.root.clone();
         self.run_blocking(name, move || {
+            let dir = path.parent().unwrap_or(Path::new(""));
+            let _lock = lock_dir(&lock_path(&root, dir), false)
+                .map_err(|e| storage_error(&owned_name, e))?;
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -891,6 +951,38 @@ mod tests {
         assert_eq!(storage.get("data/ab/abcd").await.unwrap(), b"pack");
     }
 
+    /// The lock files that creates leave for updates are neither blobs nor temporary
+    /// files, and sit outside the directories they guard.
+    #[tokio::test]
+    async fn lock_files_are_neither_listed_nor_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path());
+        storage.put("data/ab/abcd", b"pack").await.unwrap();
+        storage.create("sessions/s1", b"marker").await.unwrap();
+        storage.create("config", b"config").await.unwrap();
+        let locks = dir.path().join(LOCK_DIR);
+        let mut made: Vec<String> = fs::read_dir(&locks)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        made.sort();
+        assert_eq!(made, ["+", "sessions"]);
+        assert_eq!(
+            fs::read_dir(dir.path().join("sessions")).unwrap().count(),
+            1
+        );
+        assert_eq!(
+            storage.list_names("sessions/").await.unwrap(),
+            ["sessions/s1"]
+        );
+        assert_eq!(storage.list("").await.unwrap().len(), 3);
+        assert!(storage.list_temporary().await.unwrap().is_empty());
+        assert!(matches!(
+            storage.get(&format!("{LOCK_DIR}/sessions")).await,
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
     /// When the direct write fails (here at its exclusive open: a temporary file is in
     /// the way, holding more than the object, as a refused direct write may leave it),
     /// the object is written again buffered over whatever is there, lands whole, and
@@ -908,8 +1000,9 @@ mod tests {
             &path,
             dir.path(),
             &temp,
+            &dir.path().join(LOCK_DIR).join("+"),
             &data,
-            WriteMode::Replace,
+            PutMode::Overwrite,
             &refused,
         )
         .unwrap();

@@ -1,17 +1,20 @@
 //! [`MemoryStorage`]: blobs in a shared in-process map, for tests and fuzzing.
 //!
 //! It has the same observable semantics as the durable backends (name validation,
-//! atomic create-if-absent, range checks) and adds test hooks to damage blobs and to
-//! make writes fail after a number of successful ones, so crash and corruption handling
-//! can be tested through the [`Storage`] trait. Every operation takes the lock once, so
-//! each is atomic; the lock is never held across an `.await`.
+//! atomic create-if-absent, compare-and-swap, range checks) and adds test hooks to
+//! damage blobs, so corruption handling can be tested through the [`Storage`] trait
+//! (failures are injected by the [`FaultyStorage`](super::FaultyStorage) decorator,
+//! around any backend). Every operation takes the lock once, so each is atomic; the
+//! lock is never held across an `.await`.
+//!
+//! Versions are exact: every write (and every damage hook) gives the blob the next value
+//! of a counter shared by all names, so a version is never seen twice.
 
-use super::local::{validate_name, validate_prefix};
-use super::{BlobInfo, Storage};
+use super::name::{validate_name, validate_prefix};
+use super::{BlobInfo, BlobMeta, Bytes, PutMode, Storage, Version, Versioned};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
-use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A [`Storage`] backend keeping blobs in memory.
@@ -27,9 +30,43 @@ pub struct MemoryStorage {
 
 #[derive(Default)]
 struct State {
-    blobs: BTreeMap<String, Vec<u8>>,
-    /// `Some(n)`: `n` more `put`/`create` calls may succeed, then all fail.
-    writes_left: Option<usize>,
+    blobs: BTreeMap<String, Blob>,
+    /// The version of the last write, of any name.
+    generation: u64,
+}
+
+struct Blob {
+    data: Vec<u8>,
+    generation: u64,
+}
+
+impl State {
+    fn next_generation(&mut self) -> u64 {
+        self.generation += 1;
+        self.generation
+    }
+
+    /// Replace `name`'s bytes, giving it a new version.
+    fn store(&mut self, name: String, data: Vec<u8>) -> Version {
+        let generation = self.next_generation();
+        self.blobs.insert(name, Blob { data, generation });
+        version_of(generation)
+    }
+
+    /// Change `name`'s bytes in place (damage hooks), giving it a new version.
+    fn damage(&mut self, name: &str, what: &str, f: impl FnOnce(&mut Vec<u8>)) {
+        let generation = self.next_generation();
+        let blob = self
+            .blobs
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("{what}: no blob {name}"));
+        f(&mut blob.data);
+        blob.generation = generation;
+    }
+}
+
+fn version_of(generation: u64) -> Version {
+    Version::new(generation.to_string())
 }
 
 impl std::fmt::Debug for MemoryStorage {
@@ -37,7 +74,7 @@ impl std::fmt::Debug for MemoryStorage {
         let state = self.lock();
         f.debug_struct("MemoryStorage")
             .field("blobs", &state.blobs.len())
-            .field("writes_left", &state.writes_left)
+            .field("generation", &state.generation)
             .finish()
     }
 }
@@ -64,16 +101,13 @@ impl MemoryStorage {
     /// # Panics
     /// If the blob does not exist or is not longer than `offset`.
     pub fn corrupt_byte(&self, name: &str, offset: usize) {
-        let mut state = self.lock();
-        let blob = state
-            .blobs
-            .get_mut(name)
-            .unwrap_or_else(|| panic!("corrupt_byte: no blob {name}"));
-        let len = blob.len();
-        let byte = blob.get_mut(offset).unwrap_or_else(|| {
-            panic!("corrupt_byte: offset {offset} is past the end of {name} ({len} bytes)")
+        self.lock().damage(name, "corrupt_byte", |blob| {
+            let len = blob.len();
+            let byte = blob.get_mut(offset).unwrap_or_else(|| {
+                panic!("corrupt_byte: offset {offset} is past the end of {name} ({len} bytes)")
+            });
+            *byte ^= 0xff;
         });
-        *byte ^= 0xff;
     }
 
     /// Shorten blob `name` to `len` bytes, as a torn write would (test support). No
@@ -83,47 +117,13 @@ impl MemoryStorage {
     /// If the blob does not exist.
     pub fn truncate(&self, name: &str, len: usize) {
         self.lock()
-            .blobs
-            .get_mut(name)
-            .unwrap_or_else(|| panic!("truncate: no blob {name}"))
-            .truncate(len);
+            .damage(name, "truncate", |blob| blob.truncate(len));
     }
 
-    /// Store `data` under `name` unconditionally, bypassing name validation and failure
-    /// injection (test support: plant a stale or hostile blob).
+    /// Store `data` under `name` unconditionally, bypassing name validation (test
+    /// support: plant a stale or hostile blob).
     pub fn raw_put(&self, name: impl Into<String>, data: impl Into<Vec<u8>>) {
-        self.lock().blobs.insert(name.into(), data.into());
-    }
-
-    /// Failure injection for crash-safety tests. With `Some(n)`, the next `n` successful
-    /// `put`/`create` calls go through and every later one fails with
-    /// [`Error::Storage`] (an [`io::ErrorKind::Other`] "injected failure") without
-    /// changing anything, as if the process had died at that point. `None` turns
-    /// injection off. Calls rejected for other reasons (invalid name, `AlreadyExists`)
-    /// do not count.
-    pub fn fail_writes_after(&self, n: Option<usize>) {
-        self.lock().writes_left = n;
-    }
-
-    fn write(&self, name: &str, data: &[u8], replace: bool) -> Result<()> {
-        validate_name(name)?;
-        let mut state = self.lock();
-        if state.writes_left == Some(0) {
-            return Err(Error::Storage {
-                object: name.to_owned(),
-                source: io::Error::other("injected failure"),
-            });
-        }
-        if !replace && state.blobs.contains_key(name) {
-            return Err(Error::AlreadyExists {
-                object: name.to_owned(),
-            });
-        }
-        state.blobs.insert(name.to_owned(), data.to_vec());
-        if let Some(left) = state.writes_left.as_mut() {
-            *left -= 1;
-        }
-        Ok(())
+        self.lock().store(name.into(), data.into());
     }
 }
 
@@ -133,21 +133,48 @@ impl Storage for MemoryStorage {
         "memory".to_owned()
     }
 
-    async fn put(&self, name: &str, data: &[u8]) -> Result<()> {
-        self.write(name, data, true)
-    }
-
-    async fn create(&self, name: &str, data: &[u8]) -> Result<()> {
-        self.write(name, data, false)
-    }
-
-    async fn get(&self, name: &str) -> Result<Vec<u8>> {
+    async fn put_opts(&self, name: &str, data: Bytes, mode: PutMode) -> Result<Version> {
         validate_name(name)?;
-        self.lock()
+        let mut state = self.lock();
+        let current = state.blobs.get(name).map(|b| b.generation);
+        match (&mode, current) {
+            (PutMode::Overwrite, _) | (PutMode::Create, None) => {}
+            (PutMode::Create, Some(_)) => {
+                return Err(Error::AlreadyExists {
+                    object: name.to_owned(),
+                })
+            }
+            (PutMode::Update(expected), Some(generation))
+                if *expected == version_of(generation) => {}
+            (PutMode::Update(_), _) => return Err(Error::conflict(name)),
+        }
+        Ok(state.store(name.to_owned(), data.to_vec()))
+    }
+
+    async fn get_versioned(&self, name: &str) -> Result<Versioned> {
+        validate_name(name)?;
+        let state = self.lock();
+        let blob = state
             .blobs
             .get(name)
-            .cloned()
-            .ok_or_else(|| Error::not_found(name))
+            .ok_or_else(|| Error::not_found(name))?;
+        Ok(Versioned {
+            data: blob.data.clone(),
+            version: version_of(blob.generation),
+        })
+    }
+
+    async fn head(&self, name: &str) -> Result<BlobMeta> {
+        validate_name(name)?;
+        let state = self.lock();
+        let blob = state
+            .blobs
+            .get(name)
+            .ok_or_else(|| Error::not_found(name))?;
+        Ok(BlobMeta {
+            size: blob.data.len() as u64,
+            version: version_of(blob.generation),
+        })
     }
 
     async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
@@ -157,14 +184,14 @@ impl Storage for MemoryStorage {
             .blobs
             .get(name)
             .ok_or_else(|| Error::not_found(name))?;
-        let size = blob.len();
+        let size = blob.data.len();
         let range = usize::try_from(offset)
             .ok()
             .zip(usize::try_from(len).ok())
             .and_then(|(start, len)| Some(start..start.checked_add(len)?))
             .filter(|range| range.end <= size);
         match range {
-            Some(range) => Ok(blob[range].to_vec()),
+            Some(range) => Ok(blob.data[range].to_vec()),
             None => Err(Error::corrupt(
                 name,
                 format!(
@@ -172,16 +199,6 @@ impl Storage for MemoryStorage {
                 ),
             )),
         }
-    }
-
-    async fn size(&self, name: &str) -> Result<u64> {
-        validate_name(name)?;
-        let state = self.lock();
-        let blob = state
-            .blobs
-            .get(name)
-            .ok_or_else(|| Error::not_found(name))?;
-        Ok(blob.len() as u64)
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>> {
@@ -193,7 +210,7 @@ impl Storage for MemoryStorage {
             .take_while(|(name, _)| name.starts_with(prefix))
             .map(|(name, data)| BlobInfo {
                 name: name.clone(),
-                size: data.len() as u64,
+                size: data.data.len() as u64,
             })
             .collect())
     }
@@ -209,38 +226,29 @@ impl Storage for MemoryStorage {
 mod tests {
     use super::*;
 
-    fn is_injected(e: &Error) -> bool {
-        matches!(e, Error::Storage { source, .. } if source.kind() == io::ErrorKind::Other
-            && source.to_string() == "injected failure")
-    }
-
+    /// Versions change with every write and every damage hook, and an update names the
+    /// version it replaces.
     #[tokio::test]
-    async fn fail_writes_after_counts_only_successful_writes() {
+    async fn versions_follow_every_change() {
         let s = MemoryStorage::new();
-        s.fail_writes_after(Some(2));
-        s.put("a", b"1").await.unwrap();
-        // Rejected calls do not use up the budget.
+        let v1 = s
+            .put_opts("x", Bytes::from_static(b"1"), PutMode::Create)
+            .await
+            .unwrap();
+        assert_eq!(s.head("x").await.unwrap().version, v1);
+        s.corrupt_byte("x", 0);
+        let v2 = s.head("x").await.unwrap().version;
+        assert_ne!(v1, v2);
         assert!(matches!(
-            s.create("a", b"x").await,
-            Err(Error::AlreadyExists { .. })
+            s.put_opts("x", Bytes::from_static(b"2"), PutMode::Update(v1))
+                .await,
+            Err(Error::Conflict { .. })
         ));
-        assert!(matches!(
-            s.put("../a", b"x").await,
-            Err(Error::InvalidArgument(_))
-        ));
-        s.create("b", b"2").await.unwrap();
-        let e = s.put("c", b"3").await.unwrap_err();
-        assert!(is_injected(&e), "{e}");
-        let e = s.create("d", b"4").await.unwrap_err();
-        assert!(is_injected(&e), "{e}");
-        assert!(!e.is_transient());
-        // Failed writes change nothing; reads and deletes keep working.
-        assert_eq!(s.names(), ["a", "b"]);
-        assert_eq!(s.get("a").await.unwrap(), b"1");
-        s.delete("a").await.unwrap();
-        s.fail_writes_after(None);
-        s.put("c", b"3").await.unwrap();
-        assert_eq!(s.names(), ["b", "c"]);
+        let v3 = s
+            .put_opts("x", Bytes::from_static(b"2"), PutMode::Update(v2))
+            .await
+            .unwrap();
+        assert_eq!(s.get_versioned("x").await.unwrap().version, v3);
     }
 
     #[tokio::test]

@@ -1,22 +1,28 @@
 //! S3 and S3-compatible object stores, through the `object_store` crate.
 //!
-//! - `create` is a PUT with `If-None-Match: *`; stores that ignore the header are
-//!   detected by [`probe_create_if_absent`](super::probe_create_if_absent).
+//! - [`PutMode::Create`] is a PUT with `If-None-Match: *`; stores that ignore the header
+//!   are detected by [`probe_create_if_absent`](super::probe_create_if_absent).
+//! - [`PutMode::Update`] is a PUT with `If-Match: <ETag>`; a version is the object's
+//!   ETag. S3 has no conditional DELETE: a delete is ordered with updates by S3's own
+//!   serialisation of requests to one key (an update after it finds no object and fails).
 //! - Blobs of at least [`S3Options::multipart_threshold`] bytes go up by multipart
 //!   upload; reads of a range are ranged GETs.
-//! - Transient failures (5xx, throttling, connection resets, timeouts) are retried by
-//!   `object_store` with exponential backoff and jitter, bounded in attempts and time;
-//!   every request has a timeout; at most `connections` requests run at once.
+//! - Transient failures (5xx, 408, 429, connection resets, timeouts) are retried by
+//!   `object_store` with exponential backoff and jitter, bounded in attempts and time,
+//!   and by this backend for what those retries do not cover; every other 4xx answer
+//!   (a wrong key, a missing bucket, a refused request) is permanent and never retried.
+//!   Every request has a timeout; at most `connections` requests run at once.
 
-use super::{BlobInfo, Storage};
+use super::name::{validate_name as validate, validate_prefix};
+use super::{BlobInfo, BlobMeta, Bytes, PutMode, Storage, Version, Versioned};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
-    RetryConfig, WriteMultipart,
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutOptions, PutPayload, PutResult,
+    RetryConfig, UpdateVersion, WriteMultipart,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -269,6 +275,92 @@ impl S3Storage {
         }
     }
 
+    /// An unconditional write, in parts for large blobs.
+    async fn overwrite(&self, name: &str, data: Bytes) -> Result<Version> {
+        let path = self.path(name);
+        retry(|| async {
+            let _permit = self.permit().await?;
+            let result: Result<PutResult> = if data.len() >= self.options.multipart_threshold {
+                let upload = self
+                    .store
+                    .put_multipart(&path)
+                    .await
+                    .map_err(|e| map_write_err(name, e))?;
+                let mut writer =
+                    WriteMultipart::new_with_chunk_size(upload, self.options.part_size);
+                writer.put(data.clone());
+                writer.finish().await.map_err(|e| map_err(name, e))
+            } else {
+                self.store
+                    .put(&path, PutPayload::from(data.clone()))
+                    .await
+                    .map_err(|e| map_write_err(name, e))
+            };
+            match result {
+                // A multipart completion whose reply was cut is reported as NotFound;
+                // writing the same bytes again is harmless, so retry. (A missing bucket
+                // fails the multipart start with a permanent status instead.)
+                Err(Error::NotFound { .. }) if data.len() >= self.options.multipart_threshold => {
+                    Err(Error::Storage {
+                        object: name.to_string(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::Interrupted,
+                            "upload reported missing",
+                        ),
+                    })
+                }
+                other => other.map(|r| version_of(r.e_tag)),
+            }
+        })
+        .await
+    }
+
+    /// A create or update: one PUT with `If-None-Match: *` or `If-Match: <ETag>`.
+    async fn put_conditional(&self, name: &str, data: Bytes, mode: PutMode) -> Result<Version> {
+        let path = self.path(name);
+        let os_mode = match &mode {
+            PutMode::Update(version) => object_store::PutMode::Update(UpdateVersion {
+                e_tag: Some(version.as_str().to_owned()),
+                version: None,
+            }),
+            _ => object_store::PutMode::Create,
+        };
+        let attempts = std::sync::atomic::AtomicUsize::new(0);
+        let result = retry(|| async {
+            attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _permit = self.permit().await?;
+            let opts = PutOptions {
+                mode: os_mode.clone(),
+                ..Default::default()
+            };
+            self.store
+                .put_opts(&path, PutPayload::from(data.clone()), opts)
+                .await
+                .map(|r| version_of(r.e_tag))
+                .map_err(|e| map_write_err(name, e))
+        })
+        .await;
+        match result {
+            // Refused: because someone else got there first, or because an earlier
+            // attempt of ours succeeded and its reply was lost. Our mutable files carry
+            // random nonces, so finding our exact bytes means it was ours. A create
+            // checks always (object_store may retry a request on its own); an update
+            // only after a retry of ours.
+            Err(e @ (Error::AlreadyExists { .. } | Error::Conflict { .. })) => {
+                let check = matches!(e, Error::AlreadyExists { .. })
+                    || attempts.load(std::sync::atomic::Ordering::Relaxed) > 1;
+                match check {
+                    true => match self.get_versioned(name).await {
+                        Ok(existing) if existing.data == data => Ok(existing.version),
+                        _ => Err(e),
+                    },
+                    false => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
     async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
         self.permits
             .acquire()
@@ -277,15 +369,61 @@ impl S3Storage {
     }
 }
 
+/// What answered a failed request: an HTTP status, or nothing (the request failed in
+/// transport: refused or reset connection, timeout, cut body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Status(u16),
+    Transport,
+    Unknown,
+}
+
+/// The answer behind `e`. object_store 0.14 keeps its request error type private (it
+/// hands the status only to multipart retry policies), so the status is read from that
+/// error's rendering, `Server returned non-2xx status code: <status> ...`, in the
+/// source chain; a transport failure is its public `HttpError`.
+fn answer_of(e: &object_store::Error) -> Answer {
+    const STATUS_PREFIX: &str = "Server returned non-2xx status code: ";
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = source {
+        if error
+            .downcast_ref::<object_store::client::HttpError>()
+            .is_some()
+        {
+            return Answer::Transport;
+        }
+        let text = error.to_string();
+        if let Some(rest) = text.strip_prefix(STATUS_PREFIX) {
+            if let Some(status) = rest.get(..3).and_then(|d| d.parse::<u16>().ok()) {
+                return Answer::Status(status);
+            }
+        }
+        source = error.source();
+    }
+    Answer::Unknown
+}
+
+/// Whether an answer with this HTTP status may go another way if asked again: server
+/// errors, throttling (429) and request timeouts (408). Every other 4xx answer (bad
+/// credentials, a missing bucket, a malformed or refused request) is the same next time.
+fn status_is_retryable(status: u16) -> bool {
+    matches!(status, 408 | 429) || status >= 500
+}
+
+/// Map an `object_store` error about `name` to the engine's error, keeping it as the
+/// source. What retrying can help ([`Error::is_transient`]) is decided by the HTTP
+/// status where there is one ([`status_is_retryable`]), else by the kind of failure:
+/// a request that got no answer (connection refused or reset, timeout) is transient.
 fn map_err(name: &str, e: object_store::Error) -> Error {
     use std::io::ErrorKind;
     let kind = match &e {
         object_store::Error::NotFound { .. } => return Error::not_found(name),
-        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+        object_store::Error::AlreadyExists { .. } => {
             return Error::AlreadyExists {
                 object: name.to_string(),
             }
         }
+        object_store::Error::Precondition { .. } => return Error::conflict(name),
         object_store::Error::PermissionDenied { .. }
         | object_store::Error::Unauthenticated { .. } => ErrorKind::PermissionDenied,
         object_store::Error::NotSupported { .. } | object_store::Error::NotImplemented { .. } => {
@@ -293,14 +431,35 @@ fn map_err(name: &str, e: object_store::Error) -> Error {
         }
         object_store::Error::InvalidPath { .. }
         | object_store::Error::UnknownConfigurationKey { .. } => ErrorKind::InvalidInput,
-        // Server errors, throttling, timeouts and broken connections that outlived
-        // object_store's own retries: another attempt later may succeed.
-        _ => ErrorKind::Interrupted,
+        _ => match answer_of(&e) {
+            Answer::Status(status) if status_is_retryable(status) => ErrorKind::Interrupted,
+            Answer::Status(401 | 403) => ErrorKind::PermissionDenied,
+            Answer::Status(404) => ErrorKind::NotFound,
+            Answer::Status(_) => ErrorKind::InvalidInput,
+            // No answer, or a body cut off: another attempt later may succeed.
+            Answer::Transport | Answer::Unknown => ErrorKind::Interrupted,
+        },
     };
     Error::Storage {
         object: name.to_string(),
-        source: std::io::Error::new(kind, e.to_string()),
+        source: std::io::Error::new(kind, e),
     }
+}
+
+/// [`map_err`] for a request that writes: a 404 there is no missing blob but a missing
+/// bucket (or prefix the store refuses), which no retry finds.
+fn map_write_err(name: &str, e: object_store::Error) -> Error {
+    match e {
+        e @ object_store::Error::NotFound { .. } => Error::Storage {
+            object: name.to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, e),
+        },
+        e => map_err(name, e),
+    }
+}
+
+fn version_of(e_tag: Option<String>) -> Version {
+    Version::new(e_tag.unwrap_or_default())
 }
 
 /// Attempts of one operation at this level, on top of object_store's retries of single
@@ -326,8 +485,6 @@ where
     }
 }
 
-use super::local::{validate_name as validate, validate_prefix};
-
 #[async_trait]
 impl Storage for S3Storage {
     fn location(&self) -> String {
@@ -338,78 +495,15 @@ impl Storage for S3Storage {
         }
     }
 
-    async fn put(&self, name: &str, data: &[u8]) -> Result<()> {
+    async fn put_opts(&self, name: &str, data: Bytes, mode: PutMode) -> Result<Version> {
         validate(name)?;
-        let path = self.path(name);
-        retry(|| async {
-            let _permit = self.permit().await?;
-            let result = if data.len() >= self.options.multipart_threshold {
-                let upload = self
-                    .store
-                    .put_multipart(&path)
-                    .await
-                    .map_err(|e| map_err(name, e))?;
-                let mut writer =
-                    WriteMultipart::new_with_chunk_size(upload, self.options.part_size);
-                writer.write(data);
-                writer
-                    .finish()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| map_err(name, e))
-            } else {
-                self.store
-                    .put(&path, PutPayload::from(data.to_vec()))
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| map_err(name, e))
-            };
-            match result {
-                // A multipart completion whose reply was cut is reported as NotFound;
-                // writing the same bytes again is harmless, so retry.
-                Err(Error::NotFound { .. }) => Err(Error::Storage {
-                    object: name.to_string(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::Interrupted,
-                        "upload reported missing",
-                    ),
-                }),
-                other => other,
-            }
-        })
-        .await
-    }
-
-    async fn create(&self, name: &str, data: &[u8]) -> Result<()> {
-        validate(name)?;
-        let path = self.path(name);
-        let result = retry(|| async {
-            let _permit = self.permit().await?;
-            let opts = PutOptions {
-                mode: PutMode::Create,
-                ..Default::default()
-            };
-            self.store
-                .put_opts(&path, PutPayload::from(data.to_vec()), opts)
-                .await
-                .map(|_| ())
-                .map_err(|e| map_err(name, e))
-        })
-        .await;
-        match result {
-            // Taken: by someone else, or by an earlier attempt of ours whose reply was
-            // lost. Our bytes carry random nonces, so equal bytes mean it was ours.
-            Err(Error::AlreadyExists { .. }) => match self.get(name).await {
-                Ok(existing) if existing == data => Ok(()),
-                _ => Err(Error::AlreadyExists {
-                    object: name.to_string(),
-                }),
-            },
-            other => other,
+        match mode {
+            PutMode::Overwrite => self.overwrite(name, data).await,
+            mode => self.put_conditional(name, data, mode).await,
         }
     }
 
-    async fn get(&self, name: &str) -> Result<Vec<u8>> {
+    async fn get_versioned(&self, name: &str) -> Result<Versioned> {
         validate(name)?;
         retry(|| async {
             let _permit = self.permit().await?;
@@ -418,8 +512,30 @@ impl Storage for S3Storage {
                 .get(&self.path(name))
                 .await
                 .map_err(|e| map_err(name, e))?;
+            let version = version_of(result.meta.e_tag.clone());
             // A body cut off mid-way fails here and the whole read is retried.
-            Ok(result.bytes().await.map_err(|e| map_err(name, e))?.to_vec())
+            let data = result.bytes().await.map_err(|e| map_err(name, e))?;
+            Ok(Versioned {
+                data: data.to_vec(),
+                version,
+            })
+        })
+        .await
+    }
+
+    async fn head(&self, name: &str) -> Result<BlobMeta> {
+        validate(name)?;
+        retry(|| async {
+            let _permit = self.permit().await?;
+            let meta = self
+                .store
+                .head(&self.path(name))
+                .await
+                .map_err(|e| map_err(name, e))?;
+            Ok(BlobMeta {
+                size: meta.size,
+                version: version_of(meta.e_tag),
+            })
         })
         .await
     }
@@ -469,20 +585,6 @@ impl Storage for S3Storage {
         }
     }
 
-    async fn size(&self, name: &str) -> Result<u64> {
-        validate(name)?;
-        retry(|| async {
-            let _permit = self.permit().await?;
-            Ok(self
-                .store
-                .head(&self.path(name))
-                .await
-                .map_err(|e| map_err(name, e))?
-                .size)
-        })
-        .await
-    }
-
     async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>> {
         validate_prefix(prefix)?;
         let _permit = self.permit().await?;
@@ -527,5 +629,21 @@ impl Storage for S3Storage {
             }
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only server errors, throttling and request timeouts are worth asking again.
+    #[test]
+    fn retryable_statuses() {
+        for status in [408, 429, 500, 502, 503, 504] {
+            assert!(status_is_retryable(status), "{status}");
+        }
+        for status in [400, 401, 403, 404, 405, 409, 411, 412, 413, 416] {
+            assert!(!status_is_retryable(status), "{status}");
+        }
     }
 }
