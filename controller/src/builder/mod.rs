@@ -11,6 +11,7 @@
 
 pub mod backup_job;
 pub mod datasafed;
+pub mod exec;
 pub mod gc_job;
 pub mod key;
 pub mod names;

@@ -13,9 +13,10 @@
 //! - **Running**: per target pod, the actions run in order (preBackup steps, backupData,
 //!   postBackup steps), each a Job built by [`crate::builder::backup_job`]; the first
 //!   that is not finished stops the walk. A Job that failed fails the Backup with the
-//!   reason Kubernetes gives and the last lines of its pod's log. Exec actions and
-//!   Continuous/StatefulSet actions are recognised and refused with a reason naming
-//!   them (not supported yet).
+//!   reason Kubernetes gives and the last lines of its pod's log. An Exec step's Job
+//!   runs `dprepo-controller exec` in the controller's namespace as the exec worker
+//!   (see [`crate::builder::exec`]); a step with `onError: Continue` that fails is
+//!   recorded Failed and the walk goes on.
 //! - **Completed / Failed**: the Backup's Jobs are deleted. A Failed backup is retried
 //!   from where it failed by setting its phase back to `Running`
 //!   (`kubectl patch backup NAME --subresource=status --type=merge -p '{"status":{"phase":"Running"}}'`):
@@ -43,7 +44,7 @@ use super::{
     add_finalizer, delete_background, from_time, patch_object, patch_status, remove_finalizer,
     to_time,
 };
-use crate::api::actionset::{ActionSet, BackupType, JobActionSpec};
+use crate::api::actionset::{ActionSet, BackupType};
 use crate::api::backup::{
     ActionPhase, ActionStatus, ActionType, Backup, BackupDeletionPolicy, BackupPhase,
     BackupStatusTarget, FORMAT_VERSION,
@@ -676,6 +677,7 @@ impl<'a> Reconciler<'a> {
 
 mod actions;
 mod deletion;
+mod exec;
 
 #[cfg(test)]
 mod tests;

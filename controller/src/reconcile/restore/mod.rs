@@ -642,7 +642,7 @@ impl<'a> Run<'a> {
                 delete_background(&api, j.metadata.name.as_deref().unwrap_or("")).await?;
             }
         }
-        Ok(())
+        self.delete_exec_secrets().await
     }
 
     async fn new_restore(&mut self) -> Result<Action> {
@@ -883,6 +883,7 @@ pub async fn reconcile(restore: Arc<Restore>, ctx: Arc<Context>) -> Result<Actio
     }
 }
 
+mod exec;
 mod stages;
 
 #[cfg(test)]
