@@ -1,6 +1,6 @@
 //! Running a Backup: its actions, one Job each, in order; completing it.
 
-use super::exec::Planned;
+use super::exec::{Planned, Work};
 use super::*;
 use crate::api::actionset::ActionErrorMode;
 
@@ -67,17 +67,24 @@ impl Reconciler<'_> {
                     let name = pre_backup_action_name(&t.target, i, index);
                     plan.push(self.plan_step(&inputs, name, a));
                 }
-                let name = backup_data_action_name(&t.target, index);
-                let data_continue = backup_spec
-                    .backup_data
-                    .as_ref()
-                    .is_some_and(|d| d.job.on_error == Some(ActionErrorMode::Continue));
-                plan.push(Planned {
-                    name,
-                    job: backup_job::backup_data_job(&inputs, index, &self.ctx.config)
-                        .map_err(|e| e.0),
-                    continue_on_error: data_continue,
-                });
+                if let Some(data) = &backup_spec.backup_data {
+                    plan.push(Planned {
+                        name: backup_data_action_name(&t.target, index),
+                        job: backup_job::backup_data_job(&inputs, index, &self.ctx.config)
+                            .map(|j| Work::Job(Box::new(j)))
+                            .map_err(|e| e.0),
+                        continue_on_error: data.job.on_error == Some(ActionErrorMode::Continue),
+                    });
+                }
+                if let Some((name, snapshot)) =
+                    self.plan_snapshot(&r.method, &t.target, &pod, index)
+                {
+                    plan.push(Planned {
+                        name,
+                        job: snapshot.map(Work::Snapshot),
+                        continue_on_error: false,
+                    });
+                }
                 for (i, a) in backup_spec.post_backup.iter().flatten().enumerate() {
                     let name = post_backup_action_name(&t.target, i, index);
                     plan.push(self.plan_step(&inputs, name, a));
@@ -118,7 +125,11 @@ impl Reconciler<'_> {
                             return Ok(Step::Fail(reason));
                         }
                     };
-                    match self.run_job(&job, &mut actions[slot]).await? {
+                    let outcome = match &job {
+                        Work::Job(job) => self.run_job(job, &mut actions[slot]).await?,
+                        Work::Snapshot(plan) => self.run_snapshot(plan, &mut actions[slot]).await?,
+                    };
+                    match outcome {
                         Some(Ok(())) => continue,
                         Some(Err(reason)) if continue_on_error => {
                             actions[slot].failure_reason =
@@ -305,6 +316,13 @@ impl Reconciler<'_> {
             "failureReason": null,
             "actions": actions,
         });
+        let snapshots: Vec<_> = actions
+            .iter()
+            .flat_map(|a| a.volume_snapshots.iter().flatten().cloned())
+            .collect();
+        if !snapshots.is_empty() {
+            status["volumeSnapshots"] = json!(snapshots);
+        }
         if let Some(e) = expiration(self.b, BackupPhase::Completed, Some(now)) {
             status["expiration"] = json!(e.map(to_time));
         }

@@ -12,8 +12,14 @@ use crate::builder::exec::{exec_container, exec_job, timeout_secs, ExecJobInputs
 /// failure is ignored (`onError: Continue`).
 pub(super) struct Planned {
     pub name: String,
-    pub job: std::result::Result<Job, String>,
+    pub job: std::result::Result<Work, String>,
     pub continue_on_error: bool,
+}
+
+/// What an action does: run a Job, or take volume snapshots.
+pub(super) enum Work {
+    Job(Box<Job>),
+    Snapshot(super::snapshot::SnapshotPlan),
 }
 
 impl Reconciler<'_> {
@@ -26,7 +32,9 @@ impl Reconciler<'_> {
     ) -> Planned {
         match (&a.job, &a.exec) {
             (Some(j), None) => Planned {
-                job: backup_job::step_job(inputs, &name, j, &self.ctx.config).map_err(|e| e.0),
+                job: backup_job::step_job(inputs, &name, j, &self.ctx.config)
+                    .map(|j| Work::Job(Box::new(j)))
+                    .map_err(|e| e.0),
                 continue_on_error: j.on_error == Some(ActionErrorMode::Continue),
                 name,
             },
@@ -61,7 +69,8 @@ impl Reconciler<'_> {
                             },
                             &self.ctx.config,
                         )
-                    });
+                    })
+                    .map(|j| Work::Job(Box::new(j)));
                 Planned {
                     job,
                     continue_on_error: e.on_error == Some(ActionErrorMode::Continue),

@@ -324,9 +324,20 @@ impl<'a> Reconciler<'a> {
                 spec.backup_policy_name, spec.backup_method
             )));
         };
+        let snapshots = method.snapshot_volumes == Some(true);
         let Some(set_name) = method.action_set_name.clone().filter(|n| !n.is_empty()) else {
+            if snapshots {
+                // A volume snapshot backup needs no ActionSet (KubeBlocks: type Full).
+                let repo = step!(self.repository(&policy).await);
+                return Ok(Step::Ok(Resolved {
+                    policy,
+                    method,
+                    action_set: snapshot::no_action_set(),
+                    repo,
+                }));
+            }
             return Ok(Step::Fail(format!(
-                "backup method {} names no ActionSet; volume snapshot backups are not supported yet",
+                "backup method {} names no ActionSet (and does not snapshot volumes)",
                 method.name
             )));
         };
@@ -360,6 +371,7 @@ impl<'a> Reconciler<'a> {
             .as_ref()
             .and_then(|b| b.backup_data.as_ref())
             .is_none()
+            && !snapshots
         {
             return Ok(Step::Fail(format!(
                 "ActionSet {set_name} has no backup.backupData action"
@@ -678,6 +690,7 @@ impl<'a> Reconciler<'a> {
 mod actions;
 mod deletion;
 mod exec;
+mod snapshot;
 
 #[cfg(test)]
 mod tests;
