@@ -799,3 +799,68 @@ fn a_failed_backup_is_retried_from_the_action_that_failed() {
         .collect();
     assert_eq!(data.len(), 1, "{snaps:#?}");
 }
+
+/// The controller dies while an Exec step runs: the step's Job goes on without it, and
+/// the restarted controller reads its outcome from the Job instead of running the
+/// command again (the reason the step is a Job and not an exec from the controller).
+#[test]
+fn an_exec_step_survives_a_controller_restart() {
+    let mut c = start();
+    c.apply(PLAIN_TARGET);
+    c.apply(&format!(
+        r#"
+apiVersion: dataprotection.kubeblocks.io/v1alpha1
+kind: ActionSet
+metadata: {{name: slow-pre}}
+spec:
+  backupType: Full
+  backup:
+    preBackup:
+    - exec:
+        command: [sh, -c, "echo started >> /state/slow.count; sleep 8; echo done >> /state/slow.count"]
+    backupData:
+{BACKUP_DATA}
+---
+apiVersion: dataprotection.kubeblocks.io/v1alpha1
+kind: BackupPolicy
+metadata: {{name: slow-policy, namespace: db}}
+spec:
+  backupRepoName: local
+  backoffLimit: 0
+  target:
+    podSelector:
+      matchLabels: {{app: plain}}
+  backupMethods:
+  - {{name: slow, actionSetName: slow-pre, targetVolumes: {{volumes: [state], volumeMounts: [{{name: state, mountPath: /state}}]}}}}
+"#
+    ));
+    wait_ready(&c, "plain-0");
+    c.apply(&backup_yaml("restart", "slow-policy", "slow"));
+    let state = volume_dir(&c, "state");
+    c.wait_for("the exec step started", Duration::from_secs(120), || {
+        (lines(&state.join("slow.count")) >= 1).then_some(())
+    });
+    c.stop_controller();
+    c.wait_for(
+        "the exec step to finish without the controller",
+        Duration::from_secs(60),
+        || (lines(&state.join("slow.count")) >= 2).then_some(()),
+    );
+    let job = c
+        .get(&[
+            "jobs",
+            "-n",
+            "dprepo-system",
+            "-l",
+            "dataprotection.kubeblocks.io/backup-name=restart",
+        ])
+        .expect("jobs");
+    assert_eq!(job["items"].as_array().map(Vec::len), Some(1), "{job:#}");
+    c.start_controller();
+    let b = wait_backup(&c, "restart", &["Completed", "Failed"], 180);
+    assert_eq!(b["status"]["phase"], "Completed", "{:#}", b["status"]);
+    assert_eq!(action(&b, "dp-prebackup-0-0")["phase"], "Completed");
+    // Started once, finished once: the command was not run again.
+    assert_eq!(lines(&state.join("slow.count")), 2);
+    assert_eq!(lines(&state.join("data.count")), 1);
+}
