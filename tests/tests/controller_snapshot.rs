@@ -125,7 +125,8 @@ fn volume_dir(c: &Cluster, claim: &str) -> PathBuf {
 /// Without the VolumeSnapshot API the Backup fails saying so; with it, the Backup takes a
 /// VolumeSnapshot of the target's claim, waits until it is ready and records it in the
 /// action and in `status.volumeSnapshots`; a claim made from that snapshot holds the
-/// data; deleting the Backup deletes the snapshot.
+/// data, and so does the claim a Restore of the Backup makes; deleting the Backup deletes
+/// the snapshot.
 #[test]
 fn volume_snapshot_backups_record_ready_snapshots_and_fail_without_the_api() {
     let mut c = Cluster::start();
@@ -224,6 +225,39 @@ spec:
     let dir = volume_dir(&c, "from-snap");
     assert_eq!(
         std::fs::read_to_string(dir.join("table.dat")).unwrap(),
+        "precious rows\n"
+    );
+
+    // A Restore of the backup makes its claim from the snapshot.
+    c.apply(
+        r#"
+apiVersion: dataprotection.kubeblocks.io/v1alpha1
+kind: Restore
+metadata: {name: from-backup, namespace: db}
+spec:
+  backup: {name: snap1, namespace: db}
+  prepareDataConfig:
+    volumeClaims:
+    - metadata: {name: restored-data}
+      volumeSource: data
+      volumeClaimSpec:
+        accessModes: [ReadWriteOnce]
+        resources: {requests: {storage: 1Gi}}
+"#,
+    );
+    let r = c.wait_for("the Restore to end", Duration::from_secs(120), || {
+        c.get(&["restore", "-n", "db", "from-backup"]).filter(|r| {
+            matches!(
+                r.pointer("/status/phase").and_then(Value::as_str),
+                Some("Completed" | "Failed")
+            )
+        })
+    });
+    assert_eq!(r["status"]["phase"], "Completed", "{:#}", r["status"]);
+    let claim = c.get(&["pvc", "-n", "db", "restored-data"]).expect("claim");
+    assert_eq!(claim["spec"]["dataSource"]["name"], "snap1-0-data");
+    assert_eq!(
+        std::fs::read_to_string(volume_dir(&c, "restored-data").join("table.dat")).unwrap(),
         "precious rows\n"
     );
 
