@@ -22,6 +22,7 @@ pub mod context;
 pub mod crd;
 pub mod create_backup;
 pub mod error;
+pub mod exec;
 pub mod http;
 pub mod leader;
 pub mod manager;

@@ -290,6 +290,16 @@ fn restore_of(
     Some(ObjectRef::new(name).within(ns))
 }
 
+/// The Backup of an exec Job (in the controller's namespace, labelled `backup-name` and
+/// `backup-namespace`: no owner reference can cross namespaces).
+fn backup_of_exec_job(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<ObjectRef<Backup>> {
+    let name = label_value(meta, label::BACKUP_NAME)?;
+    let ns = label_value(meta, label::BACKUP_NAMESPACE)?;
+    Some(ObjectRef::new(name).within(ns))
+}
+
 /// The BackupSchedule that made a Backup (its `backup-schedule` label).
 fn schedule_of_backup(backup: &Backup) -> Option<ObjectRef<BackupSchedule>> {
     let schedule = label_value(&backup.metadata, label::BACKUP_SCHEDULE)?;
@@ -492,7 +502,8 @@ async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>
     )
     .for_each(|r| async move { log_result("BackupPolicy", r) });
 
-    // Backups: woken by their Jobs and archiver StatefulSets (owned, in their namespace).
+    // Backups: woken by their Jobs and archiver StatefulSets (owned, in their namespace;
+    // exec Jobs, in the controller's, by their labels).
     let backups = Controller::new(
         Api::<Backup>::all(client.clone()),
         watcher::Config::default(),
@@ -504,6 +515,11 @@ async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>
     .owns(
         Api::<k8s_openapi::api::apps::v1::StatefulSet>::all(client.clone()),
         watcher::Config::default().labels(label::BACKUP_NAME),
+    )
+    .watches(
+        Api::<Job>::all(client.clone()),
+        watcher::Config::default().labels(label::BACKUP_NAMESPACE),
+        |j: Job| backup_of_exec_job(&j.metadata),
     )
     .with_config(run_config.clone())
     .graceful_shutdown_on(stop(&mut stops))

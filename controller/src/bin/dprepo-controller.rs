@@ -1,7 +1,7 @@
 //! The `dprepo-controller` binary: `run` (the operator), `crd` (print or write the CRDs),
 //! `validate` (check manifests against them before `kubectl apply`), `backup-manager`
 //! (the sidecar of backup Jobs), `create-backup` (what a BackupSchedule's CronJob pod
-//! runs).
+//! runs), `exec` (what the Job of an Exec action runs).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +60,34 @@ enum Command {
     /// pod's service account): named `<name-prefix>-<YYYYMMDDhhmmss>` (UTC), labelled
     /// `autobackup` and `backup-schedule`, as KubeBlocks names them.
     CreateBackup(CreateBackupArgs),
+    /// What the Job of an Exec action runs: the command in a pod's container through the
+    /// pods/exec API (as the Job's service account), its output copied to this process's,
+    /// and its exit status as this process's (124 when --timeout passes).
+    Exec(ExecArgs),
+}
+
+/// `exec`'s flags.
+#[derive(Debug, clap::Args)]
+struct ExecArgs {
+    /// Namespace of the pod.
+    #[arg(short = 'n', long)]
+    namespace: String,
+    /// The pod.
+    #[arg(long)]
+    pod: String,
+    /// The container (default: the pod's first).
+    #[arg(short = 'c', long, default_value = "")]
+    container: String,
+    /// Deadline in seconds for the whole command.
+    #[arg(long)]
+    timeout_seconds: Option<u64>,
+    /// Hand this process's variables whose names start with PREFIX to the command (over
+    /// stdin, to a `sh` wrapper in the container).
+    #[arg(long, value_name = "PREFIX")]
+    forward_env: Option<String>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
 }
 
 /// `create-backup`'s flags.
@@ -214,6 +242,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             skip_other_kinds,
         } => validate(&files, json, skip_other_kinds),
         Command::CreateBackup(args) => create_backup(args),
+        Command::Exec(args) => {
+            let options = dprepo_controller::exec::ExecOptions {
+                namespace: args.namespace,
+                pod: args.pod,
+                container: args.container,
+                timeout: args.timeout_seconds.map(std::time::Duration::from_secs),
+                forward_env: args.forward_env,
+                command: args.command,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let code = runtime.block_on(dprepo_controller::exec::run(options))?;
+            Ok(ExitCode::from(
+                u8::try_from(code.clamp(0, 255)).unwrap_or(1),
+            ))
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod access;
 pub mod backup_job;
 pub mod datasafed;
+pub mod exec;
 pub mod gc_job;
 pub mod key;
 pub mod names;

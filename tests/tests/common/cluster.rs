@@ -166,6 +166,14 @@ impl Cluster {
         self.controller = Some(child);
     }
 
+    /// Kills the controller (as a crash would); `start_controller` starts it again.
+    pub fn stop_controller(&mut self) {
+        if let Some(mut c) = self.controller.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     pub fn controller_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("controller.log")).unwrap_or_default()
     }

@@ -1,6 +1,8 @@
 //! Running a Backup: its actions, one Job each, in order; completing it.
 
+use super::exec::{Planned, Work};
 use super::*;
+use crate::api::actionset::ActionErrorMode;
 
 impl Reconciler<'_> {
     pub(super) async fn running(&self) -> Result<Action> {
@@ -60,34 +62,39 @@ impl Reconciler<'_> {
                     chain: chain.clone(),
                 };
                 // The actions of this pod, in order.
-                let mut plan: Vec<(String, Result<Job, String>)> = Vec::new();
-                let build = |action: &str, job: &JobActionSpec| {
-                    backup_job::step_job(&inputs, action, job, &self.ctx.config).map_err(|e| e.0)
-                };
+                let mut plan: Vec<Planned> = Vec::new();
                 for (i, a) in backup_spec.pre_backup.iter().flatten().enumerate() {
                     let name = pre_backup_action_name(&t.target, i, index);
-                    let job = match (&a.job, &a.exec) {
-                        (Some(j), None) => build(&name, j),
-                        (None, Some(_)) => Err(format!("action {name}: Exec actions (commands run in the target pod) are not supported yet")),
-                        _ => Err(format!("action {name}: needs exactly one of exec and job")),
-                    };
-                    plan.push((name, job));
+                    plan.push(self.plan_step(&inputs, name, a));
                 }
-                let name = backup_data_action_name(&t.target, index);
-                plan.push((
-                    name,
-                    backup_job::backup_data_job(&inputs, index, &self.ctx.config).map_err(|e| e.0),
-                ));
+                if let Some(data) = &backup_spec.backup_data {
+                    plan.push(Planned {
+                        name: backup_data_action_name(&t.target, index),
+                        job: backup_job::backup_data_job(&inputs, index, &self.ctx.config)
+                            .map(|j| Work::Job(Box::new(j)))
+                            .map_err(|e| e.0),
+                        continue_on_error: data.job.on_error == Some(ActionErrorMode::Continue),
+                    });
+                }
+                if let Some((name, snapshot)) =
+                    self.plan_snapshot(&r.method, &t.target, &pod, index)
+                {
+                    plan.push(Planned {
+                        name,
+                        job: snapshot.map(Work::Snapshot),
+                        continue_on_error: false,
+                    });
+                }
                 for (i, a) in backup_spec.post_backup.iter().flatten().enumerate() {
                     let name = post_backup_action_name(&t.target, i, index);
-                    let job = match (&a.job, &a.exec) {
-                        (Some(j), None) => build(&name, j),
-                        (None, Some(_)) => Err(format!("action {name}: Exec actions (commands run in the target pod) are not supported yet")),
-                        _ => Err(format!("action {name}: needs exactly one of exec and job")),
-                    };
-                    plan.push((name, job));
+                    plan.push(self.plan_step(&inputs, name, a));
                 }
-                for (action, job) in plan {
+                for Planned {
+                    name: action,
+                    job,
+                    continue_on_error,
+                } in plan
+                {
                     let slot = match actions.iter().position(|a| {
                         a.name.as_deref() == Some(&action)
                             && a.target_pod_name.as_deref() == Some(pod_name)
@@ -104,7 +111,10 @@ impl Reconciler<'_> {
                             actions.len() - 1
                         }
                     };
-                    if actions[slot].phase == Some(ActionPhase::Completed) {
+                    let phase = actions[slot].phase.clone();
+                    if phase == Some(ActionPhase::Completed)
+                        || (phase == Some(ActionPhase::Failed) && continue_on_error)
+                    {
                         continue;
                     }
                     let job = match job {
@@ -115,8 +125,17 @@ impl Reconciler<'_> {
                             return Ok(Step::Fail(reason));
                         }
                     };
-                    match self.run_job(&job, &mut actions[slot]).await? {
+                    let outcome = match &job {
+                        Work::Job(job) => self.run_job(job, &mut actions[slot]).await?,
+                        Work::Snapshot(plan) => self.run_snapshot(plan, &mut actions[slot]).await?,
+                    };
+                    match outcome {
                         Some(Ok(())) => continue,
+                        Some(Err(reason)) if continue_on_error => {
+                            actions[slot].failure_reason =
+                                Some(format!("{reason} (ignored: onError is Continue)"));
+                            continue;
+                        }
                         Some(Err(reason)) => return Ok(Step::Fail(reason)),
                         None => {
                             waiting = true;
@@ -140,13 +159,18 @@ impl Reconciler<'_> {
         job: &Job,
         slot: &mut ActionStatus,
     ) -> Result<Option<std::result::Result<(), String>>> {
-        let jobs: Api<Job> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        let job_ns = job
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| self.ns.clone());
+        let jobs: Api<Job> = Api::namespaced(self.ctx.client.clone(), &job_ns);
         let job_name = job.metadata.name.clone().unwrap_or_default();
         let action = slot.name.clone().unwrap_or_default();
         let existing = jobs
             .get_opt(&job_name)
             .await
-            .during(|| format!("get Job {}/{job_name}", self.ns))?;
+            .during(|| format!("get Job {job_ns}/{job_name}"))?;
         let found = match existing {
             Some(j) => j,
             None => {
@@ -172,7 +196,7 @@ impl Reconciler<'_> {
                         self.b,
                         EventType::Normal,
                         "CreatingJob",
-                        format!("creating job {}/{job_name}", self.ns),
+                        format!("creating job {job_ns}/{job_name}"),
                     )
                     .await;
                 created
@@ -183,7 +207,7 @@ impl Reconciler<'_> {
         slot.object_ref = Some(k8s_openapi::api::core::v1::ObjectReference {
             api_version: Some("batch/v1".into()),
             kind: Some("Job".into()),
-            namespace: Some(self.ns.clone()),
+            namespace: Some(job_ns.clone()),
             name: Some(job_name.clone()),
             uid: found.metadata.uid.clone(),
             ..Default::default()
@@ -205,7 +229,7 @@ impl Reconciler<'_> {
                 Ok(Some(Ok(())))
             }
             Some(Err(condition)) => {
-                let logs = self.failed_pod_logs(&job_name).await;
+                let logs = self.failed_pod_logs(&job_ns, &job_name).await;
                 let reason = format!("action {action} (Job {job_name}) failed: {condition}{logs}");
                 slot.phase = Some(ActionPhase::Failed);
                 slot.failure_reason = Some(reason.clone());
@@ -217,8 +241,8 @@ impl Reconciler<'_> {
 
     /// The last log lines of the failed containers of a Job's newest failed pod, and
     /// how they ended (exit code, signal).
-    pub(super) async fn failed_pod_logs(&self, job_name: &str) -> String {
-        let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+    pub(super) async fn failed_pod_logs(&self, job_ns: &str, job_name: &str) -> String {
+        let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), job_ns);
         let Ok(list) = pods
             .list(&ListParams::default().labels(&format!("job-name={job_name}")))
             .await
@@ -292,6 +316,13 @@ impl Reconciler<'_> {
             "failureReason": null,
             "actions": actions,
         });
+        let snapshots: Vec<_> = actions
+            .iter()
+            .flat_map(|a| a.volume_snapshots.iter().flatten().cloned())
+            .collect();
+        if !snapshots.is_empty() {
+            status["volumeSnapshots"] = json!(snapshots);
+        }
         if let Some(e) = expiration(self.b, BackupPhase::Completed, Some(now)) {
             status["expiration"] = json!(e.map(to_time));
         }
@@ -358,6 +389,15 @@ impl Reconciler<'_> {
             remove_finalizer(&jobs, &j, FINALIZER).await?;
             if j.metadata.deletion_timestamp.is_none() {
                 delete_background(&jobs, &name).await?;
+            }
+        }
+        let (exec_api, exec_jobs) = self.exec_jobs().await?;
+        for j in exec_jobs {
+            let name = j.metadata.name.clone().unwrap_or_default();
+            any = true;
+            remove_finalizer(&exec_api, &j, FINALIZER).await?;
+            if j.metadata.deletion_timestamp.is_none() {
+                delete_background(&exec_api, &name).await?;
             }
         }
         // A Continuous backup's archiver StatefulSet goes with its Jobs.

@@ -13,9 +13,11 @@
 //! - **Running**: per target pod, the actions run in order (preBackup steps, backupData,
 //!   postBackup steps), each a Job built by [`crate::builder::backup_job`]; the first
 //!   that is not finished stops the walk. A Job that failed fails the Backup with the
-//!   reason Kubernetes gives and the last lines of its pod's log. Exec actions are
-//!   recognised and refused with a reason naming them (not supported yet). A Continuous
-//!   backup's backupData is a StatefulSet kept running instead ([`continuous`]).
+//!   reason Kubernetes gives and the last lines of its pod's log. An Exec step's Job
+//!   runs `dprepo-controller exec` in the controller's namespace as the exec worker
+//!   (see [`crate::builder::exec`]); a step with `onError: Continue` that fails is
+//!   recorded Failed and the walk goes on. A Continuous backup's backupData is a
+//!   StatefulSet kept running instead ([`continuous`]).
 //! - **Completed / Failed**: the Backup's Jobs are deleted. A Failed backup is retried
 //!   from where it failed by setting its phase back to `Running`
 //!   (`kubectl patch backup NAME --subresource=status --type=merge -p '{"status":{"phase":"Running"}}'`):
@@ -43,7 +45,7 @@ use super::{
     add_finalizer, delete_background, from_time, patch_object, patch_status, remove_finalizer,
     to_time,
 };
-use crate::api::actionset::{ActionSet, BackupType, JobActionSpec};
+use crate::api::actionset::{ActionSet, BackupType};
 use crate::api::backup::{
     ActionPhase, ActionStatus, ActionType, Backup, BackupDeletionPolicy, BackupPhase,
     BackupStatusTarget, FORMAT_VERSION,
@@ -356,9 +358,20 @@ impl<'a> Reconciler<'a> {
                 spec.backup_policy_name, spec.backup_method
             )));
         };
+        let snapshots = method.snapshot_volumes == Some(true);
         let Some(set_name) = method.action_set_name.clone().filter(|n| !n.is_empty()) else {
+            if snapshots {
+                // A volume snapshot backup needs no ActionSet (KubeBlocks: type Full).
+                let repo = step!(self.repository(&policy).await);
+                return Ok(Step::Ok(Resolved {
+                    policy,
+                    method,
+                    action_set: snapshot::no_action_set(),
+                    repo,
+                }));
+            }
             return Ok(Step::Fail(format!(
-                "backup method {} names no ActionSet; volume snapshot backups are not supported yet",
+                "backup method {} names no ActionSet (and does not snapshot volumes)",
                 method.name
             )));
         };
@@ -384,6 +397,7 @@ impl<'a> Reconciler<'a> {
             .as_ref()
             .and_then(|b| b.backup_data.as_ref())
             .is_none()
+            && !snapshots
         {
             return Ok(Step::Fail(format!(
                 "ActionSet {set_name} has no backup.backupData action"
@@ -703,6 +717,8 @@ impl<'a> Reconciler<'a> {
 mod actions;
 mod continuous;
 mod deletion;
+mod exec;
+mod snapshot;
 
 #[cfg(test)]
 mod tests;

@@ -204,8 +204,19 @@ impl<'a> Run<'a> {
             .and_then(|m| m.action_set_name.clone())
             .filter(|n| !n.is_empty())
         else {
+            let snapshots = backup
+                .status
+                .as_ref()
+                .and_then(|s| s.backup_method.as_ref())
+                .is_some_and(|m| m.snapshot_volumes == Some(true));
+            if snapshots {
+                // Restored from its volume snapshots (see `snapshot`): no steps.
+                let spec = serde_json::from_value(json!({ "backupType": "Full" }))
+                    .map_err(|e| Error::Other(format!("an empty ActionSet: {e}")))?;
+                return Ok(Ok(ActionSet::new("", spec)));
+            }
             return Ok(Err(Fatal(format!(
-                "backup \"{bname}\" names no ActionSet (status.backupMethod.actionSetName); volume-snapshot backups are not restored by dprepo"
+                "backup \"{bname}\" names no ActionSet (status.backupMethod.actionSetName) and took no volume snapshots"
             ))));
         };
         let api: Api<ActionSet> = Api::all(self.ctx.client.clone());
@@ -642,7 +653,7 @@ impl<'a> Run<'a> {
                 delete_background(&api, j.metadata.name.as_deref().unwrap_or("")).await?;
             }
         }
-        Ok(())
+        self.delete_exec_secrets().await
     }
 
     async fn new_restore(&mut self) -> Result<Action> {
@@ -684,6 +695,14 @@ impl<'a> Run<'a> {
             Ok(p) => p,
             Err(Fatal(m)) => return self.fail(&m).await,
         };
+        match self.restore_snapshots(&plan).await? {
+            Err(Fatal(m)) => return self.fail(&m).await,
+            Ok(false) => {
+                self.write_status().await?;
+                return Ok(Action::requeue(RUNNING_REQUEUE));
+            }
+            Ok(true) => {}
+        }
         let sa = self.service_account().await?;
         match self.prepare_data(&plan, &sa).await? {
             Err(Fatal(m)) => return self.fail(&m).await,
@@ -883,6 +902,8 @@ pub async fn reconcile(restore: Arc<Restore>, ctx: Arc<Context>) -> Result<Actio
     }
 }
 
+mod exec;
+mod snapshot;
 mod stages;
 
 #[cfg(test)]

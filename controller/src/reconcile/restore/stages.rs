@@ -562,47 +562,15 @@ impl Run<'_> {
                 return Ok(Ok(None));
             }
             for (i, pod) in targets.iter().enumerate() {
-                let container = exec
-                    .container
-                    .clone()
-                    .filter(|c| !c.is_empty())
-                    .or_else(|| {
-                        pod.spec
-                            .as_ref()
-                            .and_then(|s| s.containers.first())
-                            .map(|c| c.name.clone())
-                    });
-                let mut args = vec![
-                    "-n".to_string(),
-                    self.ns.clone(),
-                    "exec".into(),
-                    pod.metadata.name.clone().unwrap_or_default(),
-                    "-c".into(),
-                    container.unwrap_or_default(),
-                    "--".into(),
-                ];
-                args.extend(exec.command.iter().cloned());
                 let env = restore_env(&self.restore, set, &target_name, None);
-                let inputs = RestoreJobInputs {
-                    name: post_ready_job_name(&self.restore, &backup, step, i),
-                    namespace: self.ctx.config.namespace.clone(),
-                    stage: Stage::PostReady,
-                    service_account: self.ctx.config.exec_worker_service_account.clone(),
-                    repo: None,
-                    image: self.ctx.config.tools_image.clone(),
-                    command: vec!["kubectl".into()],
-                    args: Some(args),
-                    env,
-                    claims: Vec::new(),
-                    volumes: Vec::new(),
-                    labels: BTreeMap::from([(
-                        label::RESTORE_NAMESPACE.to_string(),
-                        self.ns.clone(),
-                    )]),
-                    node_name: None,
-                    tolerations: pod.spec.as_ref().and_then(|s| s.tolerations.clone()),
-                };
-                jobs.push(restore_job(&self.restore, set, &inputs, &self.ctx.config));
+                let name = post_ready_job_name(&self.restore, &backup, step, i);
+                match self
+                    .post_ready_exec_job(set, exec, ready, pod, name, env)
+                    .await?
+                {
+                    Ok(job) => jobs.push(job),
+                    Err(f) => return Ok(Err(f)),
+                }
             }
         }
         Ok(Ok(Some(jobs)))
