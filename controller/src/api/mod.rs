@@ -263,7 +263,8 @@ impl Object {
             Object::SeedBackup(b) => {
                 if let Some(over) = &b.spec.storage {
                     if over.provider.is_some() {
-                        if let Err(e) = crate::builder::seed::provider_of(over.provider.as_deref()) {
+                        if let Err(e) = crate::builder::seed::provider_of(over.provider.as_deref())
+                        {
                             out.push(("spec.storage.provider".into(), e));
                         }
                     }

@@ -94,7 +94,10 @@ const fn provider(
 pub fn provider_of(name: Option<&str>) -> Result<Provider, String> {
     let names: Vec<&str> = PROVIDERS.iter().map(|(n, _)| *n).collect();
     let Some(name) = name.filter(|n| !n.is_empty()) else {
-        return Err(format!("no storage provider given (one of {})", names.join(", ")));
+        return Err(format!(
+            "no storage provider given (one of {})",
+            names.join(", ")
+        ));
     };
     PROVIDERS
         .iter()
@@ -166,12 +169,21 @@ pub fn key_ref(policy: &seed::BackupPolicy) -> Option<&str> {
 ///
 /// # Errors
 /// The provider is unknown, or an object store lacks its bucket (naming the field).
-pub fn backup_repo(ns: &str, storage: &Storage, key_ref: Option<&str>) -> Result<BackupRepo, String> {
-    let p = provider_of(storage.provider.as_deref()).map_err(|e| format!("spec.storage.provider: {e}"))?;
+pub fn backup_repo(
+    ns: &str,
+    storage: &Storage,
+    key_ref: Option<&str>,
+) -> Result<BackupRepo, String> {
+    let p = provider_of(storage.provider.as_deref())
+        .map_err(|e| format!("spec.storage.provider: {e}"))?;
     let mut config = BTreeMap::new();
     if let Some(b) = storage.bucket.as_deref().filter(|b| !b.is_empty()) {
         // nfs takes the export path; the object stores the bucket.
-        let key = if p.storage_provider == "nfs" { "nfsPath" } else { "bucket" };
+        let key = if p.storage_provider == "nfs" {
+            "nfsPath"
+        } else {
+            "bucket"
+        };
         config.insert(key.to_string(), b.to_string());
     } else if p.access_method == "Tool" {
         return Err(format!(
@@ -199,7 +211,10 @@ pub fn backup_repo(ns: &str, storage: &Storage, key_ref: Option<&str>) -> Result
     let name = repo_name(ns, storage, key_ref);
     let mut annotations = BTreeMap::new();
     if let Some(k) = key_ref {
-        annotations.insert(annotation::DPREPO_KEY_SECRET.to_string(), format!("{ns}/{k}"));
+        annotations.insert(
+            annotation::DPREPO_KEY_SECRET.to_string(),
+            format!("{ns}/{k}"),
+        );
     }
     serde_json::from_value(json!({
         "apiVersion": "dataprotection.kubeblocks.io/v1alpha1",
@@ -256,12 +271,22 @@ impl Engine {
 /// None names one; the message lists what was looked at.
 pub fn detect_engine(sts: &StatefulSet) -> Result<Engine, String> {
     let mut seen = Vec::new();
-    let label = |labels: Option<&BTreeMap<String, String>>| labels.and_then(|l| l.get(ENGINE_LABEL)).cloned();
+    let label = |labels: Option<&BTreeMap<String, String>>| {
+        labels.and_then(|l| l.get(ENGINE_LABEL)).cloned()
+    };
     let template = sts.spec.as_ref().map(|s| &s.template);
     let mut candidates: Vec<String> = Vec::new();
     candidates.extend(label(sts.metadata.labels.as_ref()));
-    candidates.extend(label(template.and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.as_ref())));
-    for c in template.and_then(|t| t.spec.as_ref()).map(|s| s.containers.as_slice()).unwrap_or_default() {
+    candidates.extend(label(
+        template
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.labels.as_ref()),
+    ));
+    for c in template
+        .and_then(|t| t.spec.as_ref())
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default()
+    {
         candidates.extend(c.image.clone());
     }
     for c in candidates {
@@ -411,7 +436,11 @@ pub fn parameters(policy: &seed::BackupPolicy) -> Vec<Value> {
 
 /// The dataprotection Backup for a seed Backup (same name and namespace), in repository
 /// `repo` (the policy's, or the override's).
-pub fn dp_backup(backup: &seed::Backup, policy: &seed::BackupPolicy, repo: &str) -> Result<Backup, String> {
+pub fn dp_backup(
+    backup: &seed::Backup,
+    policy: &seed::BackupPolicy,
+    repo: &str,
+) -> Result<Backup, String> {
     let name = backup.metadata.name.clone().unwrap_or_default();
     let mut spec = json!({
         "backupPolicyName": policy.metadata.name,
@@ -454,7 +483,10 @@ pub fn keep_last(schedule: &seed::BackupSchedule, policy: &seed::BackupPolicy) -
 }
 
 /// The dataprotection BackupSchedule for a seed schedule (same name and namespace).
-pub fn dp_schedule(schedule: &seed::BackupSchedule, policy: &seed::BackupPolicy) -> Result<BackupSchedule, String> {
+pub fn dp_schedule(
+    schedule: &seed::BackupSchedule,
+    policy: &seed::BackupPolicy,
+) -> Result<BackupSchedule, String> {
     let name = schedule.metadata.name.clone().unwrap_or_default();
     let mut entry = json!({
         "name": policy.spec.method.as_str(),
@@ -527,13 +559,20 @@ pub fn seed_phase(dp_phase: Option<&str>) -> &'static str {
 pub fn mirror_backup_status(dp: &Backup, storage: &Storage) -> seed::backup::BackupStatus {
     let v = serde_json::to_value(dp).unwrap_or_default();
     let status = &v["status"];
-    let text = |p: &str| status.pointer(p).and_then(Value::as_str).map(str::to_string);
+    let text = |p: &str| {
+        status
+            .pointer(p)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
     let phase = seed_phase(text("/phase").as_deref()).to_string();
     let size = text("/totalSize")
         .and_then(|s| s.trim().parse::<u64>().ok())
         .map(human_size);
     let location = text("/path").filter(|p| !p.is_empty()).map(|path| {
-        let scheme = provider_of(storage.provider.as_deref()).map(|p| p.scheme).unwrap_or("repo");
+        let scheme = provider_of(storage.provider.as_deref())
+            .map(|p| p.scheme)
+            .unwrap_or("repo");
         let bucket = storage.bucket.as_deref().unwrap_or_default();
         format!("{scheme}://{bucket}{path}")
     });
@@ -739,7 +778,14 @@ echo "swapped"
 
 /// The Job swapping the data of claim `target` for that of claim `incoming`, run as root
 /// with the tools image.
-pub fn swap_job(name: &str, ns: &str, target: &str, incoming: &str, image: &str, labels: BTreeMap<String, String>) -> Result<Job, String> {
+pub fn swap_job(
+    name: &str,
+    ns: &str,
+    target: &str,
+    incoming: &str,
+    image: &str,
+    labels: BTreeMap<String, String>,
+) -> Result<Job, String> {
     serde_json::from_value(json!({
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -23,7 +23,11 @@ use super::Storage;
     category = "dprepo-seed",
     derive = "PartialEq",
     doc = "BackupPolicy (simplified API) says how a database cluster is backed up: the method, the storage, the retention, consistency and encryption. dprepo-controller translates it onto a BackupRepo and a dataprotection.kubeblocks.io BackupPolicy of the same name.",
-    printcolumn(name = "CLUSTER", type_ = "string", json_path = ".spec.clusterRef.name"),
+    printcolumn(
+        name = "CLUSTER",
+        type_ = "string",
+        json_path = ".spec.clusterRef.name"
+    ),
     printcolumn(name = "METHOD", type_ = "string", json_path = ".spec.method"),
     printcolumn(name = "ENGINE", type_ = "string", json_path = ".status.engine"),
     printcolumn(name = "REPO", type_ = "string", json_path = ".status.backupRepoName"),

@@ -22,7 +22,11 @@ use serde::{Deserialize, Serialize};
     derive = "PartialEq",
     doc = "Restore (simplified API) restores a Backup (simplified API) into a cluster: a new one made from the source cluster's spec, or, with conflictPolicy Replace, an existing one whose data is swapped only once the restored data is complete.",
     printcolumn(name = "BACKUP", type_ = "string", json_path = ".spec.backupRef"),
-    printcolumn(name = "CLUSTER", type_ = "string", json_path = ".spec.clusterRef.name"),
+    printcolumn(
+        name = "CLUSTER",
+        type_ = "string",
+        json_path = ".spec.clusterRef.name"
+    ),
     printcolumn(name = "STATUS", type_ = "string", json_path = ".status.phase"),
     printcolumn(
         name = "AGE",

@@ -61,14 +61,24 @@ spec:
 #[test]
 fn providers_map_to_shipped_storage_providers() {
     assert_eq!(provider_of(Some("s3")).unwrap().storage_provider, "s3");
-    assert_eq!(provider_of(Some("gcs")).unwrap().storage_provider, "gcs-s3comp");
+    assert_eq!(
+        provider_of(Some("gcs")).unwrap().storage_provider,
+        "gcs-s3comp"
+    );
     assert_eq!(provider_of(Some("pv")).unwrap().access_method, "Mount");
     let e = provider_of(Some("ftp")).unwrap_err();
-    assert!(e.starts_with("\"ftp\" is not a storage provider dprepo ships (one of s3, "), "{e}");
+    assert!(
+        e.starts_with("\"ftp\" is not a storage provider dprepo ships (one of s3, "),
+        "{e}"
+    );
     // Every name maps to a provider file that exists.
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/storageproviders");
     for (_, p) in PROVIDERS {
-        assert!(dir.join(format!("{}.yaml", p.storage_provider)).is_file(), "{}", p.storage_provider);
+        assert!(
+            dir.join(format!("{}.yaml", p.storage_provider)).is_file(),
+            "{}",
+            p.storage_provider
+        );
     }
 }
 
@@ -76,9 +86,18 @@ fn providers_map_to_shipped_storage_providers() {
 fn repo_names_depend_on_the_whole_storage_block() {
     let p = doc_policy();
     let a = repo_name("default", &p.spec.storage, key_ref(&p));
-    assert!(a.starts_with("seed-my-backup-bucket-") && a.len() == "seed-my-backup-bucket-".len() + 8, "{a}");
-    assert_eq!(a, repo_name("default", &p.spec.storage, Some("encryption-key")));
-    assert_ne!(a, repo_name("other", &p.spec.storage, Some("encryption-key")));
+    assert!(
+        a.starts_with("seed-my-backup-bucket-") && a.len() == "seed-my-backup-bucket-".len() + 8,
+        "{a}"
+    );
+    assert_eq!(
+        a,
+        repo_name("default", &p.spec.storage, Some("encryption-key"))
+    );
+    assert_ne!(
+        a,
+        repo_name("other", &p.spec.storage, Some("encryption-key"))
+    );
     assert_ne!(a, repo_name("default", &p.spec.storage, None));
     let other = p.spec.storage.overridden_by(&Storage {
         bucket: Some("temporary-bucket".into()),
@@ -86,7 +105,10 @@ fn repo_names_depend_on_the_whole_storage_block() {
     });
     assert_eq!(other.region.as_deref(), Some("us-west-1"));
     assert!(repo_name("default", &other, None).starts_with("seed-temporary-bucket-"));
-    let odd = Storage { bucket: Some("My_Bucket.With.Dots".into()), ..Default::default() };
+    let odd = Storage {
+        bucket: Some("My_Bucket.With.Dots".into()),
+        ..Default::default()
+    };
     assert!(repo_name("x", &odd, None).starts_with("seed-my-bucket-with-dots-"));
 }
 
@@ -97,17 +119,32 @@ fn the_storage_block_becomes_a_tool_backup_repo_with_the_key_secret() {
     let v = serde_json::to_value(&repo).unwrap();
     assert_eq!(v["spec"]["storageProviderRef"], "s3");
     assert_eq!(v["spec"]["accessMethod"], "Tool");
-    assert_eq!(v["spec"]["config"], json!({"bucket": "my-backup-bucket", "region": "us-west-1"}));
-    assert_eq!(v["spec"]["credential"], json!({"name": "s3-credentials", "namespace": "default"}));
-    assert_eq!(v["metadata"]["annotations"]["dprepo.io/key-secret"], "default/encryption-key");
-    let no_bucket = Storage { provider: Some("s3".into()), ..Default::default() };
+    assert_eq!(
+        v["spec"]["config"],
+        json!({"bucket": "my-backup-bucket", "region": "us-west-1"})
+    );
+    assert_eq!(
+        v["spec"]["credential"],
+        json!({"name": "s3-credentials", "namespace": "default"})
+    );
+    assert_eq!(
+        v["metadata"]["annotations"]["dprepo.io/key-secret"],
+        "default/encryption-key"
+    );
+    let no_bucket = Storage {
+        provider: Some("s3".into()),
+        ..Default::default()
+    };
     assert_eq!(
         backup_repo("default", &no_bucket, None).unwrap_err(),
         "spec.storage.bucket: provider \"s3\" needs a bucket"
     );
     let disabled = seed::BackupPolicy {
         spec: BackupPolicySpec {
-            encryption: Some(seed::backuppolicy::Encryption { enabled: Some(false), key_ref: Some("k".into()) }),
+            encryption: Some(seed::backuppolicy::Encryption {
+                enabled: Some(false),
+                key_ref: Some("k".into()),
+            }),
             ..p.spec.clone()
         },
         ..p.clone()
@@ -119,36 +156,94 @@ fn the_storage_block_becomes_a_tool_backup_repo_with_the_key_secret() {
 fn engines_are_found_in_labels_then_images() {
     assert_eq!(detect_engine(&sts(PG_STS)).unwrap(), Engine::PostgreSql);
     let mut s = sts(PG_STS);
-    s.spec.as_mut().unwrap().template.metadata.as_mut().unwrap().labels.as_mut().unwrap().remove(ENGINE_LABEL);
-    assert_eq!(detect_engine(&s).unwrap(), Engine::PostgreSql, "from the image");
-    s.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0].image = Some("mariadb:11".into());
+    s.spec
+        .as_mut()
+        .unwrap()
+        .template
+        .metadata
+        .as_mut()
+        .unwrap()
+        .labels
+        .as_mut()
+        .unwrap()
+        .remove(ENGINE_LABEL);
+    assert_eq!(
+        detect_engine(&s).unwrap(),
+        Engine::PostgreSql,
+        "from the image"
+    );
+    s.spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .containers[0]
+        .image = Some("mariadb:11".into());
     assert_eq!(detect_engine(&s).unwrap(), Engine::MariaDb);
-    s.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0].image = Some("redis:7".into());
+    s.spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .containers[0]
+        .image = Some("redis:7".into());
     let e = detect_engine(&s).unwrap_err();
-    assert!(e.contains("no known database engine") && e.contains("redis:7"), "{e}");
-    assert_eq!(action_set_name(Engine::MySql, BackupKind::Logical), "dprepo-mysql-mysqldump");
+    assert!(
+        e.contains("no known database engine") && e.contains("redis:7"),
+        "{e}"
+    );
+    assert_eq!(
+        action_set_name(Engine::MySql, BackupKind::Logical),
+        "dprepo-mysql-mysqldump"
+    );
 }
 
 #[test]
 fn the_policy_becomes_a_dataprotection_policy() {
     let p = doc_policy();
-    let bp = dp_backup_policy(&p, "seed-x", Engine::PostgreSql, &sts(PG_STS), Some(&["username".into(), "password".into(), "host".into()])).unwrap();
+    let bp = dp_backup_policy(
+        &p,
+        "seed-x",
+        Engine::PostgreSql,
+        &sts(PG_STS),
+        Some(&["username".into(), "password".into(), "host".into()]),
+    )
+    .unwrap();
     let v = serde_json::to_value(&bp).unwrap();
     assert_eq!(v["metadata"]["name"], "mysql-backup-policy");
     assert_eq!(v["spec"]["backupRepoName"], "seed-x");
-    assert_eq!(v["spec"]["target"]["podSelector"]["matchLabels"], json!({"app.kubernetes.io/instance": "mysql-cluster"}));
-    assert_eq!(v["spec"]["target"]["connectionCredential"], json!({"secretName": "mysql-cluster-conn-credential", "usernameKey": "username", "passwordKey": "password", "hostKey": "host"}));
+    assert_eq!(
+        v["spec"]["target"]["podSelector"]["matchLabels"],
+        json!({"app.kubernetes.io/instance": "mysql-cluster"})
+    );
+    assert_eq!(
+        v["spec"]["target"]["connectionCredential"],
+        json!({"secretName": "mysql-cluster-conn-credential", "usernameKey": "username", "passwordKey": "password", "hostKey": "host"})
+    );
     let m = &v["spec"]["backupMethods"];
     assert_eq!(m[0]["name"], "physical");
     assert_eq!(m[0]["actionSetName"], "dprepo-postgresql-basebackup");
-    assert_eq!(m[0]["targetVolumes"]["volumeMounts"], json!([{"name": "data", "mountPath": "/home/postgres/pgdata"}]));
-    assert_eq!(m[1], json!({"name": "volume-snapshot", "snapshotVolumes": true, "targetVolumes": {"volumes": ["data"]}}));
+    assert_eq!(
+        m[0]["targetVolumes"]["volumeMounts"],
+        json!([{"name": "data", "mountPath": "/home/postgres/pgdata"}])
+    );
+    assert_eq!(
+        m[1],
+        json!({"name": "volume-snapshot", "snapshotVolumes": true, "targetVolumes": {"volumes": ["data"]}})
+    );
     assert_eq!(retention_period(&p).as_deref(), Some("30d"));
     // lockTables only reaches logical backups.
     assert!(parameters(&p).is_empty());
     let mut logical = p.clone();
     logical.spec.method = BackupKind::Logical;
-    assert_eq!(parameters(&logical), vec![json!({"name": "lockTables", "value": "true"})]);
+    assert_eq!(
+        parameters(&logical),
+        vec![json!({"name": "lockTables", "value": "true"})]
+    );
 }
 
 #[test]
@@ -162,17 +257,27 @@ fn backups_and_schedules_carry_retention_and_keep_last() {
     assert_eq!(v["spec"]["backupPolicyName"], "mysql-backup-policy");
     assert_eq!(v["spec"]["backupMethod"], "physical");
     assert_eq!(v["spec"]["retentionPeriod"], "30d");
-    assert_eq!(v["metadata"]["labels"]["dataprotection.kubeblocks.io/backup-repo-name"], "seed-temp");
+    assert_eq!(
+        v["metadata"]["labels"]["dataprotection.kubeblocks.io/backup-repo-name"],
+        "seed-temp"
+    );
     let s: seed::BackupSchedule = serde_yaml::from_str(
         "apiVersion: kubeblocks.io/v1alpha1\nkind: BackupSchedule\nmetadata: {name: daily-backup, namespace: default}\nspec: {schedule: \"0 2 * * *\", backupPolicyTemplateRef: mysql-backup-policy, successfulJobsHistoryLimit: 5}\n",
     )
     .unwrap();
     let v = serde_json::to_value(dp_schedule(&s, &p).unwrap()).unwrap();
     assert_eq!(v["metadata"]["annotations"]["dprepo.io/keep-last"], "5");
-    assert_eq!(v["spec"]["schedules"][0], json!({"name": "physical", "enabled": true, "backupMethod": "physical", "cronExpression": "0 2 * * *", "retentionPeriod": "30d"}));
+    assert_eq!(
+        v["spec"]["schedules"][0],
+        json!({"name": "physical", "enabled": true, "backupMethod": "physical", "cronExpression": "0 2 * * *", "retentionPeriod": "30d"})
+    );
     let mut unlimited = s.clone();
     unlimited.spec.successful_jobs_history_limit = None;
-    assert_eq!(keep_last(&unlimited, &p), Some(10), "the policy's maxRetentionCount");
+    assert_eq!(
+        keep_last(&unlimited, &p),
+        Some(10),
+        "the policy's maxRetentionCount"
+    );
 }
 
 #[test]
@@ -222,7 +327,10 @@ fn a_new_cluster_is_the_source_relabelled_and_restored_into_its_claims() {
     let named: Vec<(String, &ClusterClaim)> = claims.iter().map(|c| (c.name.clone(), c)).collect();
     let v = serde_json::to_value(dp_restore(&r, "b1", &named).unwrap()).unwrap();
     assert_eq!(v["spec"]["restoreTime"], "2023-10-01T02:10:00Z");
-    assert_eq!(v["spec"]["backup"], json!({"name": "b1", "namespace": "db"}));
+    assert_eq!(
+        v["spec"]["backup"],
+        json!({"name": "b1", "namespace": "db"})
+    );
     let vc = &v["spec"]["prepareDataConfig"]["volumeClaims"][0];
     assert_eq!(vc["metadata"]["name"], "data-pg-new-0");
     assert_eq!(vc["mountPath"], "/home/postgres/pgdata");
@@ -230,12 +338,23 @@ fn a_new_cluster_is_the_source_relabelled_and_restored_into_its_claims() {
     let n = serde_json::to_value(new_cluster(&src, "pg-new")).unwrap();
     assert_eq!(n["metadata"]["name"], "pg-new");
     assert_eq!(n["spec"]["serviceName"], "pg-new");
-    assert_eq!(n["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"], "pg-new");
-    assert_eq!(n["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/instance"], "pg-new");
-    assert_eq!(n["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"], "postgresql");
+    assert_eq!(
+        n["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"],
+        "pg-new"
+    );
+    assert_eq!(
+        n["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/instance"],
+        "pg-new"
+    );
+    assert_eq!(
+        n["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"],
+        "postgresql"
+    );
     let mut no_claims = src.clone();
     no_claims.spec.as_mut().unwrap().volume_claim_templates = None;
-    assert!(cluster_claims(&no_claims, "x").unwrap_err().contains("no volumeClaimTemplates"));
+    assert!(cluster_claims(&no_claims, "x")
+        .unwrap_err()
+        .contains("no volumeClaimTemplates"));
 }
 
 fn run_swap(target: &std::path::Path, incoming: &std::path::Path) -> std::process::Output {
@@ -292,7 +411,11 @@ fn the_swap_replaces_the_data_only_when_the_new_data_is_there() {
     std::fs::write(n.join(".hidden"), "dot files move too").unwrap();
     let new = listing(&n);
     let out = run_swap(&t, &n);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(listing(&t), new);
 
     // A run killed after moving the old data aside (and one new entry in): the next run
@@ -304,7 +427,11 @@ fn the_swap_replaces_the_data_only_when_the_new_data_is_there() {
     std::fs::write(t.join(".hidden"), "dot files move too").unwrap();
     std::fs::create_dir_all(t.join(".dprepo-incoming/pgdata")).unwrap();
     let out = run_swap(&t, &n);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("rolled back"));
     assert_eq!(listing(&t), new);
 }
