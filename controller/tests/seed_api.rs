@@ -58,10 +58,7 @@ fn the_four_documents_are_valid_and_decode_into_the_seed_kinds() {
     };
     assert_eq!(p.spec.cluster_ref.name, "mysql-cluster");
     assert_eq!(p.spec.method, seed::backuppolicy::BackupKind::Physical);
-    assert_eq!(
-        p.spec.storage.secret_ref.as_deref(),
-        Some("s3-credentials")
-    );
+    assert_eq!(p.spec.storage.secret_ref.as_deref(), Some("s3-credentials"));
     let Object::SeedBackup(b) = &objects[2] else {
         panic!("{:?}", objects[2])
     };
@@ -128,7 +125,11 @@ fn values_outside_the_enums_are_errors() {
         "\"Merge\"",
     );
     only(
-        &doc_with(1, "successfulJobsHistoryLimit: 5", "successfulJobsHistoryLimit: 0"),
+        &doc_with(
+            1,
+            "successfulJobsHistoryLimit: 5",
+            "successfulJobsHistoryLimit: 0",
+        ),
         "spec.successfulJobsHistoryLimit",
         "FieldValueInvalid",
         "greater than or equal to 1",

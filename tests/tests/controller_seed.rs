@@ -526,6 +526,20 @@ stringData: {{dprepoPassword: seed-e2e-key}}
         "the cluster was never stopped"
     );
     assert_eq!(table_sums(src_port), before_failure);
+    c.wait_for(
+        "the failed Replace's staging claim removed",
+        Duration::from_secs(60),
+        || {
+            c.get(&["pvc", "-n", "default"]).filter(|l| {
+                l["items"].as_array().unwrap().iter().all(|p| {
+                    !p["metadata"]["name"]
+                        .as_str()
+                        .unwrap()
+                        .contains("-restore-")
+                })
+            })
+        },
+    );
 
     // Mistakes in the objects: each named in the status.
     c.apply(
