@@ -20,7 +20,8 @@
 //! Defaults, patterns, ranges, CEL rules (`x-kubernetes-validations`), int-or-string and
 //! `x-kubernetes-preserve-unknown-fields` are declared on the fields themselves.
 //!
-//! The order of [`all`] is fixed (KubeBlocks' kinds in dependency order, then dprepo's),
+//! The order of [`all`] is fixed (KubeBlocks' kinds in dependency order, then dprepo's, then
+//! the seed document's simplified kinds),
 //! and the YAML of a CRD is deterministic, so `deploy/crds/` can be compared byte for byte.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -44,6 +45,10 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         api::Backup::crd(),
         api::Restore::crd(),
         api::GarbageCollection::crd(),
+        api::seed::BackupPolicy::crd(),
+        api::seed::BackupSchedule::crd(),
+        api::seed::Backup::crd(),
+        api::seed::Restore::crd(),
     ]
     .into_iter()
     .map(finish)
@@ -278,7 +283,7 @@ mod tests {
     #[test]
     fn every_crd_is_finished() {
         let crds = all();
-        assert_eq!(crds.len(), 8);
+        assert_eq!(crds.len(), 12);
         for crd in &crds {
             let s = schema(crd);
             assert_eq!(count_key(&s, "nullable"), 0, "{}", crd.spec.names.kind);

@@ -45,7 +45,7 @@ use crate::leader::{self, LeaderOptions};
 use crate::metrics::Metrics;
 use crate::reconcile::{
     availability, backup, backuprepo, backupschedule, error_policy, expiry, garbagecollection,
-    guarded, restore, storageprovider,
+    guarded, restore, seed, storageprovider,
 };
 
 /// KubeBlocks' default `--leader-elect-id`.
@@ -122,7 +122,11 @@ pub async fn missing_crds(client: &Client) -> Result<Vec<String>, kube::Error> {
         Restore,
         crate::api::ActionSet,
         crate::api::BackupPolicy,
-        crate::api::BackupSchedule
+        crate::api::BackupSchedule,
+        crate::api::seed::BackupPolicy,
+        crate::api::seed::BackupSchedule,
+        crate::api::seed::Backup,
+        crate::api::seed::Restore
     );
     Ok(missing)
 }
@@ -549,7 +553,7 @@ async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>
             watcher::Config::default(),
             move |p: BackupPolicy| schedules_of_policy(&schedule_store, &p),
         )
-        .with_config(run_config)
+        .with_config(run_config.clone())
         .graceful_shutdown_on(stop(&mut stops))
         .run(
             |o, c| guarded(o, c, backupschedule::reconcile),
@@ -557,6 +561,77 @@ async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>
             ctx.clone(),
         )
         .for_each(|r| async move { log_result("BackupSchedule", r) });
+
+    // The seed's simplified kinds: each woken by the dataprotection objects it owns, and
+    // polled while it waits for objects it does not own (clusters, repositories).
+    let seed_policies = Controller::new(
+        Api::<crate::api::seed::BackupPolicy>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<BackupPolicy>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(run_config.clone())
+    .graceful_shutdown_on(stop(&mut stops))
+    .run(
+        |o, c| guarded(o, c, seed::backuppolicy::reconcile),
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(|r| async move { log_result("BackupPolicy.kubeblocks.io", r) });
+    let seed_schedules = Controller::new(
+        Api::<crate::api::seed::BackupSchedule>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<BackupSchedule>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(run_config.clone())
+    .graceful_shutdown_on(stop(&mut stops))
+    .run(
+        |o, c| guarded(o, c, seed::backupschedule::reconcile),
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(|r| async move { log_result("BackupSchedule.kubeblocks.io", r) });
+    let seed_backups = Controller::new(
+        Api::<crate::api::seed::Backup>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<Backup>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(run_config.clone())
+    .graceful_shutdown_on(stop(&mut stops))
+    .run(
+        |o, c| guarded(o, c, seed::backup::reconcile),
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(|r| async move { log_result("Backup.kubeblocks.io", r) });
+    let seed_restores = Controller::new(
+        Api::<crate::api::seed::Restore>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<Restore>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<Job>::all(client.clone()),
+        watcher::Config::default().labels(seed::restore::SWAP_LABEL),
+    )
+    .with_config(run_config.clone())
+    .graceful_shutdown_on(stop(&mut stops))
+    .run(
+        |o, c| guarded(o, c, seed::restore::reconcile),
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(|r| async move { log_result("Restore.kubeblocks.io", r) });
 
     // The expiry loop: every Backup, every GC_FREQUENCY_SECONDS.
     let expiry = expiry::run_loop(ctx.clone(), stop(&mut stops));
@@ -571,6 +646,10 @@ async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>
         policies,
         backups,
         schedules,
+        seed_policies,
+        seed_schedules,
+        seed_backups,
+        seed_restores,
         expiry
     );
 }
@@ -684,7 +763,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         metrics,
         Some(identity),
     ));
-    let (stop_txs, stop_rxs): (Vec<_>, Vec<_>) = (0..9).map(|_| oneshot::channel::<()>()).unzip();
+    let (stop_txs, stop_rxs): (Vec<_>, Vec<_>) = (0..13).map(|_| oneshot::channel::<()>()).unzip();
     let controllers = tokio::spawn(run_controllers(ctx, stop_rxs));
     let lost = async {
         if options.leader_elect {

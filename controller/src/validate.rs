@@ -330,7 +330,7 @@ mod tests {
 
     #[test]
     fn every_served_kind_has_a_schema() {
-        assert_eq!(served().len(), 8);
+        assert_eq!(served().len(), 12);
         for s in served().values() {
             assert_eq!(s.schema["type"], "object", "{}", s.target.kind);
         }

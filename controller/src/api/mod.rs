@@ -23,6 +23,7 @@ pub mod garbagecollection;
 pub mod labels;
 pub mod restore;
 pub mod retention;
+pub mod seed;
 pub mod storageprovider;
 
 pub use actionset::ActionSet;
@@ -52,6 +53,10 @@ pub enum Object {
     Backup(Box<Backup>),
     Restore(Box<Restore>),
     GarbageCollection(Box<GarbageCollection>),
+    SeedBackupPolicy(Box<seed::BackupPolicy>),
+    SeedBackupSchedule(Box<seed::BackupSchedule>),
+    SeedBackup(Box<seed::Backup>),
+    SeedRestore(Box<seed::Restore>),
 }
 
 /// Why a document did not decode into its type.
@@ -119,6 +124,10 @@ impl Object {
             (v, "Backup") if v == dp => Object::Backup(decode(value)?),
             (v, "Restore") if v == dp => Object::Restore(decode(value)?),
             (v, "GarbageCollection") if v == gc => Object::GarbageCollection(decode(value)?),
+            (seed::API_VERSION, "BackupPolicy") => Object::SeedBackupPolicy(decode(value)?),
+            (seed::API_VERSION, "BackupSchedule") => Object::SeedBackupSchedule(decode(value)?),
+            (seed::API_VERSION, "Backup") => Object::SeedBackup(decode(value)?),
+            (seed::API_VERSION, "Restore") => Object::SeedRestore(decode(value)?),
             _ => return Err(DecodeError::UnknownKind { api_version, kind }),
         })
     }
@@ -137,6 +146,10 @@ impl Object {
             Object::Backup(o) => serde_json::to_value(o),
             Object::Restore(o) => serde_json::to_value(o),
             Object::GarbageCollection(o) => serde_json::to_value(o),
+            Object::SeedBackupPolicy(o) => serde_json::to_value(o),
+            Object::SeedBackupSchedule(o) => serde_json::to_value(o),
+            Object::SeedBackup(o) => serde_json::to_value(o),
+            Object::SeedRestore(o) => serde_json::to_value(o),
         }
     }
 }
@@ -153,6 +166,10 @@ impl Object {
             Object::Backup(_) => "Backup",
             Object::Restore(_) => "Restore",
             Object::GarbageCollection(_) => "GarbageCollection",
+            Object::SeedBackupPolicy(_) => "BackupPolicy",
+            Object::SeedBackupSchedule(_) => "BackupSchedule",
+            Object::SeedBackup(_) => "Backup",
+            Object::SeedRestore(_) => "Restore",
         }
     }
 
@@ -221,6 +238,35 @@ impl Object {
                             "spec.restoreTime".into(),
                             format!("{t:?} is not a valid UTC time (YYYY-MM-DDTHH:MM:SSZ)"),
                         ));
+                    }
+                }
+            }
+            Object::SeedRestore(r) => {
+                if let Some(p) = &r.spec.pitr {
+                    if chrono::DateTime::parse_from_rfc3339(&p.target_time).is_err() {
+                        out.push((
+                            "spec.pitr.targetTime".into(),
+                            format!(
+                                "{:?} is not a valid UTC time (YYYY-MM-DDTHH:MM:SSZ)",
+                                p.target_time
+                            ),
+                        ));
+                    }
+                }
+            }
+            Object::SeedBackupPolicy(p) => {
+                let provider = p.spec.storage.provider.as_deref();
+                if let Err(e) = crate::builder::seed::provider_of(provider) {
+                    out.push(("spec.storage.provider".into(), e));
+                }
+            }
+            Object::SeedBackup(b) => {
+                if let Some(over) = &b.spec.storage {
+                    if over.provider.is_some() {
+                        if let Err(e) = crate::builder::seed::provider_of(over.provider.as_deref())
+                        {
+                            out.push(("spec.storage.provider".into(), e));
+                        }
                     }
                 }
             }

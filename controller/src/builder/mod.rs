@@ -21,6 +21,7 @@ pub mod repo_objects;
 pub mod restore;
 pub mod restore_time;
 pub mod schedule;
+pub mod seed;
 
 use std::collections::BTreeMap;
 

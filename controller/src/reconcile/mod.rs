@@ -1,6 +1,6 @@
 //! The reconcilers, one file per kind ([`storageprovider`], [`backuprepo`],
 //! [`garbagecollection`], [`backup`], [`backupschedule`]; ActionSet and BackupPolicy in
-//! [`availability`]), the expiry loop over Backups ([`expiry`]), and what they share:
+//! [`availability`]; the seed's simplified kinds in [`seed`]), the expiry loop over Backups ([`expiry`]), and what they share:
 //! conditions, status and finalizer patches,
 //! create-if-absent, and the loop around every reconcile ([`guarded`], [`error_policy`]).
 //!
@@ -21,6 +21,7 @@ pub mod expiry;
 pub mod garbagecollection;
 pub mod restore;
 pub mod restore_plan;
+pub mod seed;
 pub mod storageprovider;
 pub mod worker;
 

@@ -1,0 +1,582 @@
+//! End-to-end: the seed document's simplified API (`kubeblocks.io/v1alpha1`) on kube-sim
+//! with the real `dprepo-controller`, a real PostgreSQL cluster (a StatefulSet running
+//! Debian's PostgreSQL 15) and S3 repositories on the suite's moto server.
+//!
+//! The design document's four YAML documents are applied as written, adapted only in the
+//! names of things that must exist (the cluster, the buckets): they pass
+//! `dprepo-controller validate`, the BackupPolicy becomes a BackupRepo and a
+//! dataprotection BackupPolicy chosen for PostgreSQL, the Backup (to its override bucket)
+//! completes with size and location, the Restore with `pitr` fails clearly (no WAL
+//! archive exists), a Restore into a new cluster brings back every row, `conflictPolicy:
+//! Replace` swaps the data of a running cluster, and a Replace whose data cannot be
+//! restored leaves the old rows in place.
+//!
+//! Build first: `cargo build --workspace --bins`. Needs root (kube-sim's runner),
+//! `kubectl`, PostgreSQL 15 (`apt-get install postgresql`) and moto.
+
+mod common;
+
+use common::cluster::*;
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+const DOC: &str = include_str!("../../controller/tests/fixtures/seed-design-doc.yaml");
+
+fn require_postgres() {
+    assert!(
+        Path::new(PG_BIN).join("postgres").is_file() && Path::new(PG_BIN).join("pg_basebackup").is_file(),
+        "PostgreSQL 15 is not installed: `apt-get install postgresql` (Debian's package) to run these tests"
+    );
+}
+
+fn id_of(flag: &str) -> String {
+    let out = Command::new("id")
+        .args([flag, "postgres"])
+        .output()
+        .expect("id");
+    assert!(
+        out.status.success(),
+        "no postgres user: install Debian's postgresql package"
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The shell text choosing the server's port by pod name (all pods share the host
+/// network, and a new cluster runs the source's spec).
+fn port_case(ports: &[(&str, u16)]) -> String {
+    let mut s = String::from("case $HOSTNAME in ");
+    for (pod, port) in ports {
+        s.push_str(&format!("{pod}) P={port};; "));
+    }
+    s.push_str("*) echo unknown pod $HOSTNAME; exit 1;; esac");
+    s
+}
+
+/// The cluster `pg`: a StatefulSet whose pods run PostgreSQL on the claim `data` at
+/// KubeBlocks' layout (/home/postgres/pgdata/pgroot/data), and its account Secret.
+fn cluster_manifests(ports: &[(&str, u16)]) -> String {
+    let (uid, gid) = (id_of("-u"), id_of("-g"));
+    let case = port_case(ports);
+    let src_port = ports[0].1;
+    format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: pg-conn-credential, namespace: default}}
+stringData: {{username: postgres, password: unused-trust-auth, host: 127.0.0.1, port: "{src_port}"}}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: pg
+  namespace: default
+  labels: {{app.kubernetes.io/instance: pg, app.kubernetes.io/name: postgresql}}
+spec:
+  replicas: 1
+  serviceName: pg
+  selector: {{matchLabels: {{app.kubernetes.io/instance: pg}}}}
+  template:
+    metadata:
+      labels: {{app.kubernetes.io/instance: pg, app.kubernetes.io/name: postgresql}}
+    spec:
+      securityContext: {{runAsUser: {uid}, fsGroup: {gid}}}
+      initContainers:
+      - name: init
+        image: docker.io/library/postgres:15
+        securityContext: {{runAsUser: 0}}
+        command: [sh, -c, "mkdir -p /home/postgres/pgdata/pgroot && chown {uid}:{gid} /home/postgres/pgdata /home/postgres/pgdata/pgroot"]
+        volumeMounts: [{{name: data, mountPath: /home/postgres/pgdata}}]
+      containers:
+      - name: postgresql
+        image: docker.io/library/postgres:15
+        command:
+        - bash
+        - -c
+        - |
+          {case}
+          D=/home/postgres/pgdata/pgroot/data
+          [ -f $D/PG_VERSION ] || {PG_BIN}/initdb -D $D --auth=trust -U postgres >/dev/null
+          # fsGroup makes the volume's files group-writable; the server wants 0700.
+          chmod 0700 $D
+          exec {PG_BIN}/postgres -D $D -p $P -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off
+        ports: [{{name: tcp-postgresql, containerPort: {src_port}}}]
+        readinessProbe:
+          exec:
+            command: [bash, -c, "{case}; {PG_BIN}/pg_isready -q -h 127.0.0.1 -p $P"]
+          periodSeconds: 1
+        volumeMounts: [{{name: data, mountPath: /home/postgres/pgdata}}]
+  volumeClaimTemplates:
+  - metadata: {{name: data}}
+    spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}
+"#
+    )
+}
+
+fn psql(port: u16, sql: &str) -> String {
+    let out = Command::new(Path::new(PG_BIN).join("psql"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
+        .args(["-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .stdin(Stdio::null())
+        .output()
+        .expect("psql");
+    assert!(out.status.success(), "psql {sql:?}: {}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Row count and checksum of every table in `public`.
+fn table_sums(port: u16) -> BTreeMap<String, String> {
+    let tables = psql(
+        port,
+        "select tablename from pg_tables where schemaname = 'public' order by 1",
+    );
+    tables
+        .lines()
+        .map(|t| {
+            let sum = psql(
+                port,
+                &format!("select count(*) || ' ' || coalesce(md5(string_agg(x::text, ',' order by x::text)), '-') from public.{t} x"),
+            );
+            (t.to_string(), sum)
+        })
+        .collect()
+}
+
+fn pgbench(port: u16, args: &[&str]) {
+    let out = Command::new(Path::new(PG_BIN).join("pgbench"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+        .args(args)
+        .arg("postgres")
+        .output()
+        .expect("pgbench");
+    assert!(out.status.success(), "pgbench {args:?}: {}", stderr(&out));
+}
+
+fn ready_pod(c: &Cluster, name: &str) -> Value {
+    c.wait_for(
+        &format!("pod {name} ready"),
+        Duration::from_secs(180),
+        || {
+            c.get(&["pod", "-n", "default", name]).filter(|p| {
+                p["metadata"]["deletionTimestamp"].is_null()
+                    && p["status"]["conditions"].as_array().is_some_and(|cs| {
+                        cs.iter()
+                            .any(|x| x["type"] == "Ready" && x["status"] == "True")
+                    })
+            })
+        },
+    )
+}
+
+/// Waits for seed object `resource/name` to reach one of `phases`.
+fn seed_phase(c: &Cluster, resource: &str, name: &str, phases: &[&str], secs: u64) -> Value {
+    c.wait_for(
+        &format!("{resource} {name} in {phases:?}"),
+        Duration::from_secs(secs),
+        || {
+            c.get(&[&format!("{resource}.kubeblocks.io"), "-n", "default", name])
+                .filter(|o| {
+                    o.pointer("/status/phase")
+                        .and_then(Value::as_str)
+                        .is_some_and(|p| phases.contains(&p))
+                })
+        },
+    )
+}
+
+fn restore_yaml(name: &str, backup: &str, cluster: &str, conflict: Option<&str>) -> String {
+    let conflict = conflict
+        .map(|p| format!("\n  conflictPolicy: {p}"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: kubeblocks.io/v1alpha1\nkind: Restore\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  backupRef: {backup}\n  clusterRef: {{name: {cluster}}}{conflict}\n"
+    )
+}
+
+/// The design document's YAML, adapted in the names of what must exist.
+fn adapted_doc(bucket: &str, temporary: &str) -> String {
+    DOC.replace("mysql-cluster-new", "pg-new")
+        .replace("mysql-cluster", "pg")
+        .replace("my-backup-bucket", bucket)
+        .replace("temporary-bucket", temporary)
+}
+
+#[test]
+fn the_design_documents_back_up_restore_and_replace_a_postgresql_cluster() {
+    require_postgres();
+    ensure_s3_bucket();
+    let mut c = Cluster::start();
+    install(&mut c);
+    // The ActionSets the simplified API chooses from, applied once their CRD is served.
+    let actionsets = workspace().join("deploy/actionsets");
+    c.kubectl_ok(&[
+        "apply",
+        "--validate=false",
+        "-k",
+        actionsets.to_str().unwrap(),
+    ]);
+    // The shipped StorageProvider `provider: s3` names.
+    let s3 = workspace().join("deploy/storageproviders/s3.yaml");
+    c.kubectl_ok(&["apply", "--validate=false", "-f", s3.to_str().unwrap()]);
+    let prefix = c
+        .dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_lowercase();
+    let (bucket, temporary) = (
+        format!("{S3_BUCKET}/{prefix}"),
+        format!("{S3_BUCKET}/{prefix}-tmp"),
+    );
+    let (src_port, new_port) = (free_port(), free_port());
+    c.wait_for(
+        "the default service account",
+        Duration::from_secs(30),
+        || c.get(&["sa", "-n", "default", "default"]),
+    );
+    c.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: s3-credentials, namespace: default}}
+stringData: {{accessKeyId: test, secretAccessKey: test, endpoint: "{}", forcePathStyle: "true"}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: encryption-key, namespace: default}}
+stringData: {{dprepoPassword: seed-e2e-key}}
+"#,
+        s3_endpoint()
+    ));
+    c.apply(&cluster_manifests(&[
+        ("pg-0", src_port),
+        ("pg-new-0", new_port),
+    ]));
+    ready_pod(&c, "pg-0");
+    pgbench(src_port, &["-i", "-q", "-s", "2"]);
+    psql(src_port, "create table notes (id int primary key, body text); insert into notes select g, md5(g::text) from generate_series(1, 5000) g");
+    let at_backup = table_sums(src_port);
+    assert_eq!(at_backup.len(), 5, "{at_backup:?}");
+
+    // The four documents pass validate and apply with kubectl.
+    let doc = adapted_doc(&bucket, &temporary);
+    let doc_path = c.dir.path().join("seed-doc.yaml");
+    std::fs::write(&doc_path, &doc).unwrap();
+    let out = Command::new(bin("dprepo-controller"))
+        .args(["validate", "-f"])
+        .arg(&doc_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "validate: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    let docs: Vec<&str> = doc.split("\n---\n").skip(1).collect();
+    assert_eq!(docs.len(), 4);
+
+    // BackupPolicy: a BackupRepo and a dataprotection BackupPolicy chosen for PostgreSQL.
+    c.apply(docs[0]);
+    let policy = seed_phase(
+        &c,
+        "backuppolicy",
+        "mysql-backup-policy",
+        &["Available"],
+        240,
+    );
+    assert_eq!(
+        policy["status"]["engine"], "postgresql",
+        "{}",
+        policy["status"]
+    );
+    assert_eq!(
+        policy["status"]["actionSetName"],
+        "dprepo-postgresql-basebackup"
+    );
+    let repo = policy["status"]["backupRepoName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = c.get(&["backuprepo", &repo]).expect("the BackupRepo");
+    assert_eq!(r["spec"]["config"]["bucket"], bucket.as_str());
+    assert_eq!(
+        r["metadata"]["annotations"]["dprepo.io/key-secret"],
+        "default/encryption-key"
+    );
+    let dp = c
+        .get(&[
+            "backuppolicies.dataprotection.kubeblocks.io",
+            "-n",
+            "default",
+            "mysql-backup-policy",
+        ])
+        .expect("the dataprotection BackupPolicy");
+    assert_eq!(dp["spec"]["backupRepoName"], repo.as_str());
+    assert_eq!(dp["spec"]["backupMethods"][0]["name"], "physical");
+    assert_eq!(dp["metadata"]["ownerReferences"][0]["kind"], "BackupPolicy");
+    assert_eq!(
+        dp["metadata"]["ownerReferences"][0]["apiVersion"],
+        "kubeblocks.io/v1alpha1"
+    );
+
+    // BackupSchedule: a dataprotection schedule keeping the last 5.
+    c.apply(docs[1]);
+    seed_phase(&c, "backupschedule", "daily-backup", &["Available"], 120);
+    let bs = c
+        .get(&[
+            "backupschedules.dataprotection.kubeblocks.io",
+            "-n",
+            "default",
+            "daily-backup",
+        ])
+        .expect("the dataprotection BackupSchedule");
+    assert_eq!(bs["metadata"]["annotations"]["dprepo.io/keep-last"], "5");
+    assert_eq!(bs["spec"]["schedules"][0]["cronExpression"], "0 2 * * *");
+    assert_eq!(bs["spec"]["schedules"][0]["retentionPeriod"], "30d");
+
+    // Backup, to its override bucket: Completed with size, location and snapshot.
+    c.apply(docs[2]);
+    let b1 = seed_phase(
+        &c,
+        "backup",
+        "mysql-backup-20231001",
+        &["Completed", "Failed"],
+        600,
+    );
+    let s = &b1["status"];
+    assert_eq!(s["phase"], "Completed", "{s}");
+    let size = s["size"].as_str().unwrap();
+    assert!(size.ends_with("MiB") || size.ends_with("KiB"), "{s}");
+    assert_eq!(
+        s["location"],
+        format!("s3://{temporary}/default/mysql-backup-20231001").as_str(),
+        "{s}"
+    );
+    assert!(
+        s["snapshotName"].as_str().is_some_and(|n| n.len() >= 8),
+        "{s}"
+    );
+    assert!(
+        s["startTime"].is_string() && s["completionTime"].is_string(),
+        "{s}"
+    );
+    let dpb = c
+        .get(&[
+            "backups.dataprotection.kubeblocks.io",
+            "-n",
+            "default",
+            "mysql-backup-20231001",
+        ])
+        .expect("the dataprotection Backup");
+    let tmp_repo = dpb["metadata"]["labels"]["dataprotection.kubeblocks.io/backup-repo-name"]
+        .as_str()
+        .unwrap();
+    assert_ne!(tmp_repo, repo, "the override bucket is another repository");
+    assert_eq!(dpb["spec"]["retentionPeriod"], "30d");
+
+    // Restore as written (pitr): no WAL archive exists, so it fails saying so, and no
+    // cluster is made.
+    c.apply(docs[3]);
+    let pitr = seed_phase(
+        &c,
+        "restore",
+        "mysql-restore-20231001",
+        &["Completed", "Failed"],
+        120,
+    );
+    assert_eq!(pitr["status"]["phase"], "Failed");
+    let msg = pitr["status"]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("spec.pitr.targetTime: no continuous backup"),
+        "{msg}"
+    );
+    assert!(c.get(&["statefulset", "-n", "default", "pg-new"]).is_none());
+
+    // Into a new cluster: every row is back, the server started on the restored data.
+    c.apply(&restore_yaml(
+        "to-new",
+        "mysql-backup-20231001",
+        "pg-new",
+        None,
+    ));
+    let r = seed_phase(&c, "restore", "to-new", &["Completed", "Failed"], 600);
+    assert_eq!(r["status"]["phase"], "Completed", "{}", r["status"]);
+    ready_pod(&c, "pg-new-0");
+    assert_eq!(table_sums(new_port), at_backup);
+
+    // Over an existing cluster with the default policy: refused, nothing touched.
+    psql(
+        src_port,
+        "delete from notes where id > 4000; insert into notes values (9999, 'after the backup')",
+    );
+    let changed = table_sums(src_port);
+    assert_ne!(changed, at_backup);
+    c.apply(&restore_yaml(
+        "over-default",
+        "mysql-backup-20231001",
+        "pg",
+        None,
+    ));
+    let r = seed_phase(&c, "restore", "over-default", &["Completed", "Failed"], 120);
+    assert_eq!(r["status"]["phase"], "Failed");
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.conflictPolicy is Fail (the default): nothing was touched"),
+        "{}",
+        r["status"]
+    );
+    assert_eq!(table_sums(src_port), changed);
+
+    // Replace: the restored data replaces the running cluster's.
+    c.apply(&restore_yaml(
+        "replace",
+        "mysql-backup-20231001",
+        "pg",
+        Some("Replace"),
+    ));
+    let r = seed_phase(&c, "restore", "replace", &["Completed", "Failed"], 600);
+    assert_eq!(r["status"]["phase"], "Completed", "{}", r["status"]);
+    assert_eq!(r["status"]["stage"], "Done");
+    ready_pod(&c, "pg-0");
+    assert_eq!(table_sums(src_port), at_backup);
+    c.wait_for("the staging claim removed", Duration::from_secs(60), || {
+        c.get(&["pvc", "-n", "default"]).filter(|l| {
+            l["items"].as_array().unwrap().iter().all(|p| {
+                !p["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .contains("-restore-")
+            })
+        })
+    });
+
+    // Replace whose data cannot be restored (its backup file is gone from the
+    // repository): Failed, and the cluster keeps running on its old rows.
+    c.apply("apiVersion: kubeblocks.io/v1alpha1\nkind: Backup\nmetadata: {name: second, namespace: default}\nspec: {backupPolicyRef: mysql-backup-policy}\n");
+    let b2 = seed_phase(&c, "backup", "second", &["Completed", "Failed"], 600);
+    assert_eq!(b2["status"]["phase"], "Completed", "{}", b2["status"]);
+    assert_eq!(
+        b2["status"]["location"],
+        format!("s3://{bucket}/default/second").as_str()
+    );
+    let conf = c.dir.path().join("host-datasafed.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[storage]\ntype = s3\nendpoint = {}\nroot = {bucket}\naccess_key_id = test\nsecret_access_key = test\nforce_path_style = true\n",
+            s3_endpoint()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(dprepo_bin())
+        .args(["datasafed", "-c"])
+        .arg(&conf)
+        .args(["rm", "/default/second/second.tar.zst"])
+        .env("DPREPO_PASSWORD", "seed-e2e-key")
+        .env("XDG_CACHE_HOME", c.dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "datasafed rm: {}", stderr(&out));
+    psql(
+        src_port,
+        "insert into notes values (10000, 'written after the replace')",
+    );
+    let before_failure = table_sums(src_port);
+    let pod_uid = ready_pod(&c, "pg-0")["metadata"]["uid"].clone();
+    c.apply(&restore_yaml(
+        "replace-broken",
+        "second",
+        "pg",
+        Some("Replace"),
+    ));
+    let r = seed_phase(
+        &c,
+        "restore",
+        "replace-broken",
+        &["Completed", "Failed"],
+        600,
+    );
+    assert_eq!(r["status"]["phase"], "Failed", "{}", r["status"]);
+    let msg = r["status"]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("restoring the data failed") && msg.ends_with("cluster pg was not touched"),
+        "{msg}"
+    );
+    assert_eq!(
+        ready_pod(&c, "pg-0")["metadata"]["uid"],
+        pod_uid,
+        "the cluster was never stopped"
+    );
+    assert_eq!(table_sums(src_port), before_failure);
+    c.wait_for(
+        "the failed Replace's staging claim removed",
+        Duration::from_secs(60),
+        || {
+            c.get(&["pvc", "-n", "default"]).filter(|l| {
+                l["items"].as_array().unwrap().iter().all(|p| {
+                    !p["metadata"]["name"]
+                        .as_str()
+                        .unwrap()
+                        .contains("-restore-")
+                })
+            })
+        },
+    );
+
+    // Mistakes in the objects: each named in the status.
+    c.apply(
+        "apiVersion: kubeblocks.io/v1alpha1\nkind: BackupPolicy\nmetadata: {name: ftp, namespace: default}\nspec: {clusterRef: {name: pg}, method: physical, storage: {provider: ftp, bucket: b}}\n",
+    );
+    let p = seed_phase(&c, "backuppolicy", "ftp", &["Unavailable"], 60);
+    assert!(
+        p["status"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.storage.provider: \"ftp\" is not a storage provider"),
+        "{}",
+        p["status"]
+    );
+    c.apply(
+        "apiVersion: kubeblocks.io/v1alpha1\nkind: BackupPolicy\nmetadata: {name: nocluster, namespace: default}\nspec: {clusterRef: {name: nosuch}, method: logical, storage: {provider: s3, bucket: b, secretRef: s3-credentials}}\n",
+    );
+    let p = seed_phase(&c, "backuppolicy", "nocluster", &["Unavailable"], 60);
+    assert!(
+        p["status"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.clusterRef.name: no cluster nosuch in namespace default"),
+        "{}",
+        p["status"]
+    );
+    c.apply("apiVersion: kubeblocks.io/v1alpha1\nkind: Backup\nmetadata: {name: orphan, namespace: default}\nspec: {backupPolicyRef: nosuch}\n");
+    let b = seed_phase(&c, "backup", "orphan", &["Pending"], 60);
+    assert_eq!(
+        b["status"]["message"],
+        "spec.backupPolicyRef: BackupPolicy nosuch not found in namespace default"
+    );
+    c.apply(&restore_yaml("no-backup", "nosuch", "pg-x", None));
+    let r = seed_phase(&c, "restore", "no-backup", &["Failed"], 60);
+    assert_eq!(
+        r["status"]["message"],
+        "spec.backupRef: Backup nosuch not found in namespace default"
+    );
+    assert!(!c.controller_log().contains("panicked"));
+}
