@@ -50,33 +50,10 @@ fn id_of(flag: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// A Mount-access BackupRepo on kube-sim's host-path provisioner and the namespace `db`.
-const REPO: &str = r#"
-apiVersion: dataprotection.kubeblocks.io/v1alpha1
-kind: StorageProvider
-metadata: {name: local-path}
-spec:
-  storageClassTemplate: |
-    provisioner: kube-sim.io/host-path
----
-apiVersion: dataprotection.kubeblocks.io/v1alpha1
-kind: BackupRepo
-metadata: {name: local}
-spec:
-  storageProviderRef: local-path
-  accessMethod: Mount
-  pvReclaimPolicy: Retain
-  volumeCapacity: 1Gi
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: db}
-"#;
-
 fn start() -> Cluster {
     let mut c = Cluster::start();
     install(&mut c);
-    c.apply(REPO);
+    c.apply(&local_mount_repo("db"));
     c.wait_for("BackupRepo local Ready", Duration::from_secs(180), || {
         c.get(&["backuprepo", "local"])
             .filter(|r| r.pointer("/status/phase") == Some(&Value::from("Ready")))

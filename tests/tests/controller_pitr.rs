@@ -47,29 +47,6 @@ fn id_of(flag: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// The repository: a Mount BackupRepo on kube-sim's host-path provisioner.
-const REPO: &str = r#"
-apiVersion: dataprotection.kubeblocks.io/v1alpha1
-kind: StorageProvider
-metadata: {name: local-path}
-spec:
-  storageClassTemplate: |
-    provisioner: kube-sim.io/host-path
----
-apiVersion: dataprotection.kubeblocks.io/v1alpha1
-kind: BackupRepo
-metadata: {name: local}
-spec:
-  storageProviderRef: local-path
-  accessMethod: Mount
-  pvReclaimPolicy: Retain
-  volumeCapacity: 1Gi
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: db}
-"#;
-
 /// A PostgreSQL pod on claim `claim` listening on `port`. `init` makes the data
 /// directory (a new cluster) when true; otherwise the directory is the restored one. WAL
 /// archiving is on with no `archive_command`: the archiver of the Continuous backup takes
@@ -586,7 +563,7 @@ fn postgres_point_in_time_restore_from_a_continuous_wal_archive() {
     require_postgres();
     let mut c = Cluster::start();
     install(&mut c);
-    c.apply(REPO);
+    c.apply(&local_mount_repo("db"));
     c.wait_for("BackupRepo local Ready", Duration::from_secs(180), || {
         c.get(&["backuprepo", "local"])
             .filter(|r| r.pointer("/status/phase") == Some(&Value::from("Ready")))

@@ -338,28 +338,9 @@ fn restores_full_and_point_in_time_backups_and_fails_clearly() {
     let deploy = workspace().join("deploy");
     c.kubectl_ok(&["apply", "--validate=false", "-k", deploy.to_str().unwrap()]);
     c.start_controller();
+    c.apply(&local_mount_repo("demo"));
     c.apply(
         r#"
-apiVersion: dataprotection.kubeblocks.io/v1alpha1
-kind: StorageProvider
-metadata: {name: local-path}
-spec:
-  storageClassTemplate: |
-    provisioner: kube-sim.io/host-path
----
-apiVersion: dataprotection.kubeblocks.io/v1alpha1
-kind: BackupRepo
-metadata: {name: local}
-spec:
-  storageProviderRef: local-path
-  accessMethod: Mount
-  pvReclaimPolicy: Retain
-  volumeCapacity: 1Gi
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: demo}
----
 apiVersion: v1
 kind: Namespace
 metadata: {name: target}
@@ -850,29 +831,7 @@ fn a_postgresql_backup_restores_and_the_server_starts_on_it() {
     let deploy = workspace().join("deploy");
     c.kubectl_ok(&["apply", "--validate=false", "-k", deploy.to_str().unwrap()]);
     c.start_controller();
-    c.apply(
-        r#"
-apiVersion: dataprotection.kubeblocks.io/v1alpha1
-kind: StorageProvider
-metadata: {name: local-path}
-spec:
-  storageClassTemplate: |
-    provisioner: kube-sim.io/host-path
----
-apiVersion: dataprotection.kubeblocks.io/v1alpha1
-kind: BackupRepo
-metadata: {name: local}
-spec:
-  storageProviderRef: local-path
-  accessMethod: Mount
-  pvReclaimPolicy: Retain
-  volumeCapacity: 1Gi
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: demo}
-"#,
-    );
+    c.apply(&local_mount_repo("demo"));
     c.apply(ACTION_SETS);
     c.wait_for("BackupRepo local Ready", Duration::from_secs(180), || {
         c.get(&["backuprepo", "local"])
@@ -912,28 +871,9 @@ fn post_ready_job_steps_run_against_the_target_pod() {
     let deploy = workspace().join("deploy");
     c.kubectl_ok(&["apply", "--validate=false", "-k", deploy.to_str().unwrap()]);
     c.start_controller();
+    c.apply(&local_mount_repo("demo"));
     c.apply(
         r#"
-apiVersion: dataprotection.kubeblocks.io/v1alpha1
-kind: StorageProvider
-metadata: {name: local-path}
-spec:
-  storageClassTemplate: |
-    provisioner: kube-sim.io/host-path
----
-apiVersion: dataprotection.kubeblocks.io/v1alpha1
-kind: BackupRepo
-metadata: {name: local}
-spec:
-  storageProviderRef: local-path
-  accessMethod: Mount
-  pvReclaimPolicy: Retain
-  volumeCapacity: 1Gi
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: demo}
----
 apiVersion: dataprotection.kubeblocks.io/v1alpha1
 kind: ActionSet
 metadata: {name: files-post}

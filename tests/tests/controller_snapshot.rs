@@ -12,27 +12,8 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// What the test needs besides [`local_mount_repo`].
 const OBJECTS: &str = r#"
-apiVersion: dataprotection.kubeblocks.io/v1alpha1
-kind: StorageProvider
-metadata: {name: local-path}
-spec:
-  storageClassTemplate: |
-    provisioner: kube-sim.io/host-path
----
-apiVersion: dataprotection.kubeblocks.io/v1alpha1
-kind: BackupRepo
-metadata: {name: local}
-spec:
-  storageProviderRef: local-path
-  accessMethod: Mount
-  pvReclaimPolicy: Retain
-  volumeCapacity: 1Gi
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: db}
----
 apiVersion: v1
 kind: PersistentVolumeClaim
 metadata: {name: data-app-0, namespace: db}
@@ -138,6 +119,7 @@ fn volume_snapshot_backups_record_ready_snapshots_and_fail_without_the_api() {
         Duration::from_secs(30),
         || c.get(&["sa", "-n", "db", "default"]),
     );
+    c.apply(&local_mount_repo("db"));
     c.apply(OBJECTS);
     c.wait_for("BackupRepo local Ready", Duration::from_secs(180), || {
         c.get(&["backuprepo", "local"])

@@ -298,6 +298,35 @@ impl Drop for Cluster {
 }
 
 /// Applies `deploy/` and starts the controller, waiting until it is ready.
+/// The StorageProvider `local-path` (kube-sim's host-path provisioner), the Mount-access
+/// BackupRepo `local` on it, and the namespace `ns`: the repository most end-to-end tests
+/// back up into.
+pub fn local_mount_repo(ns: &str) -> String {
+    format!(
+        r#"
+apiVersion: dataprotection.kubeblocks.io/v1alpha1
+kind: StorageProvider
+metadata: {{name: local-path}}
+spec:
+  storageClassTemplate: |
+    provisioner: kube-sim.io/host-path
+---
+apiVersion: dataprotection.kubeblocks.io/v1alpha1
+kind: BackupRepo
+metadata: {{name: local}}
+spec:
+  storageProviderRef: local-path
+  accessMethod: Mount
+  pvReclaimPolicy: Retain
+  volumeCapacity: 1Gi
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+"#
+    )
+}
+
 pub fn install(c: &mut Cluster) {
     install_with(c, &[])
 }
