@@ -31,13 +31,7 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+pub use super::free_port;
 
 /// A kube-sim instance and, once started, the controller, both killed on drop.
 pub struct Cluster {

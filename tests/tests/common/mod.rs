@@ -905,6 +905,25 @@ pub fn set_mode(path: &Path, mode: u32) {
         .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
 }
 
+/// A TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed
+/// out before. The kernel may give the same ephemeral port to two `bind(0)` calls in a row
+/// once the first listener is closed, so a test that needs two ports (the controller's
+/// probe and metrics addresses) would otherwise get one port twice.
+pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port on 127.0.0.1");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
+
 /// Whether the tests run as root (ownership can then be set to arbitrary ids).
 pub fn running_as_root() -> bool {
     fs::metadata("/proc/self")

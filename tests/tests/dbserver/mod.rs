@@ -47,11 +47,7 @@ pub fn db_tests_enabled(test: &str, programs: &[PathBuf], packages: &str) -> boo
     true
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
-}
+pub use crate::common::free_port;
 
 /// Whether this process runs as root.
 pub fn running_as_root() -> bool {
