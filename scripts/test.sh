@@ -2,7 +2,7 @@
 # The whole test suite. Starts what the tests need on 127.0.0.1 (moto, an S3-compatible
 # server, installed from PyPI if missing), installs the database servers the database
 # tests start themselves, runs cargo test, and stops what it started.
-# Extra arguments go to cargo test.
+# Extra arguments go to cargo test (and skip the lint step, which only the whole suite runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -36,6 +36,12 @@ if [ "${DPREPO_SKIP_DB_TESTS:-}" != 1 ]; then
         "${sudo[@]}" apt-get update
         "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${db_packages[@]}"
     fi
+fi
+
+# The whole suite (no arguments, as CI runs it) first checks the house rules: fmt, clippy
+# and rustdoc without warnings (scripts/lint.sh). DPREPO_SKIP_LINT=1 skips them.
+if [ $# -eq 0 ] && [ "${DPREPO_SKIP_LINT:-}" != 1 ]; then
+    bash scripts/lint.sh
 fi
 
 # The end-to-end tests run the real dprepo binary, which `cargo test` alone does not

@@ -10,7 +10,7 @@
 //!
 //! Two paths produce identical chunks. An input of at most `max_size` bytes is read whole
 //! into a buffer sized to the input and cut with `fastcdc::v2020::FastCDC`; a longer input
-//! is read through a window of [`STREAM_WINDOW_MAXES`] times `max_size` bytes. Both call
+//! is read through a window of `STREAM_WINDOW_MAXES` times `max_size` bytes. Both call
 //! the same cut function on the same span (the next `max_size` bytes or the rest of the
 //! input, whichever is shorter), which is why their boundaries agree, and agree with
 //! `fastcdc::v2020::StreamCDC`. The split exists because a window allocates and zeroes its

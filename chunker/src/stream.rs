@@ -8,7 +8,7 @@
 //! anywhere, so one changed page usually changes one or two whole chunks. Cutting at each
 //! page boundary instead makes every unchanged page deduplicate.
 //!
-//! Cut rules, for a stream whose first block is a valid ustar header ([`tar`](crate::tar)):
+//! Cut rules, for a stream whose first block is a valid ustar header ([`crate::tar`]):
 //!
 //! 1. Every member boundary is a cut. A member is its extension headers (pax `x`/`g`,
 //!    GNU `L`/`K`) and their data, its header block, then its data padded to 512 bytes.

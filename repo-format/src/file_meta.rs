@@ -73,7 +73,7 @@ pub fn encode_xattrs(xattrs: &[Xattr]) -> Vec<u8> {
 /// Decode an xattr list.
 ///
 /// # Errors
-/// [`Error::Corrupt`] naming `object` unless: every count fits the bytes present, names
+/// [`crate::error::Error::Corrupt`] naming `object` unless: every count fits the bytes present, names
 /// are 1..=[`MAX_XATTR_NAME`] bytes without NUL and strictly increasing, values at most
 /// [`MAX_XATTR_VALUE`] bytes, and nothing follows.
 pub fn decode_xattrs(data: &[u8], object: &str) -> Result<Vec<Xattr>> {
@@ -118,7 +118,7 @@ pub fn is_sparse(node: &Node) -> bool {
 /// Every extended attribute the node records, ACLs included.
 ///
 /// # Errors
-/// [`Error::Corrupt`] naming `object` for a damaged list.
+/// [`crate::error::Error::Corrupt`] naming `object` for a damaged list.
 pub fn node_xattrs(node: &Node, object: &str) -> Result<Vec<Xattr>> {
     let mut out = Vec::new();
     for tag in [EXT_XATTRS, EXT_POSIX_ACLS] {
@@ -184,7 +184,7 @@ pub fn read_extensions(path: &Path, meta: &Metadata) -> (Vec<Extension>, Vec<Str
 /// without xattrs, a namespace that needs privileges).
 ///
 /// # Errors
-/// [`Error::Corrupt`] for a damaged xattr list.
+/// [`crate::error::Error::Corrupt`] for a damaged xattr list.
 pub fn apply_xattrs_to_file(file: &std::fs::File, path: &Path, node: &Node) -> Result<Vec<String>> {
     let xattrs = node_xattrs(node, &format!("extended attributes of {}", path.display()))?;
     Ok(xattrs
@@ -197,7 +197,7 @@ pub fn apply_xattrs_to_file(file: &std::fs::File, path: &Path, node: &Node) -> R
 /// special files).
 ///
 /// # Errors
-/// [`Error::Corrupt`] for a damaged xattr list.
+/// [`crate::error::Error::Corrupt`] for a damaged xattr list.
 pub fn apply_xattrs_at(path: &Path, node: &Node) -> Result<Vec<String>> {
     let xattrs = node_xattrs(node, &format!("extended attributes of {}", path.display()))?;
     Ok(xattrs

@@ -11,7 +11,7 @@
 //! `obsolete_count u32 || id[32]* || pack_count u32 || pack*` with
 //! `pack = pack_id[32] || kind u8 || entry_count u32 || entry*` and
 //! `entry = type u8 || id[32] || offset u32 || stored_len u32 || raw_len u32`, then
-//! `base[32]` when the type byte has [`DELTA_FLAG`] (version 2 files only; see `pack::DELTA_FLAG`).
+//! `base[32]` when the type byte has [`crate::pack::DELTA_FLAG`] (version 2 files only; see `pack::DELTA_FLAG`).
 
 use crate::blob::BlobType;
 use crate::codec::{Reader, Writer};
@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 
 /// Envelope version of index files without delta entries.
 pub const INDEX_FILE_VERSION: u8 = 1;
-/// Envelope version of index files with delta entries (type byte with [`DELTA_FLAG`],
+/// Envelope version of index files with delta entries (type byte with [`crate::pack::DELTA_FLAG`],
 /// base id after the entry). The highest version this build reads.
 pub const INDEX_FILE_VERSION_DELTA: u8 = 2;
 /// Length of one entry in an index file.

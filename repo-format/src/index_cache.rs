@@ -9,10 +9,10 @@
 //! repository's id) also leads to a rebuild: the repository stays the source of truth.
 //!
 //! Layout (all keys prefixed by one byte):
-//! - `b` blob_id[32] -> pack_number u32 LE || blob_type u8 || offset u32 || stored u32 || raw u32
-//!   (17 bytes), then base_id[32] for a delta blob (49 bytes)
-//! - `p` pack_number u32 LE -> pack_id[32] || pack_kind u8
-//! - `q` pack_id[32] -> pack_number u32 LE
+//! - `b` `blob_id[32]` -> pack_number u32 LE || blob_type u8 || offset u32 || stored u32 || raw u32
+//!   (17 bytes), then `base_id[32]` for a delta blob (49 bytes)
+//! - `p` pack_number u32 LE -> `pack_id[32]` || pack_kind u8
+//! - `q` `pack_id[32]` -> pack_number u32 LE
 //! - `f` index file name -> (empty): index files absorbed
 //! - `m` -> layout u8 || blob_count u64 || pack_count u32 || repository id (utf-8)
 //!
@@ -160,7 +160,7 @@ pub const FREE_BYTES_PER_INDEX_BYTE: u64 = 4;
 /// RocksDB must not meet a full disk: Debian's build keeps its assertions, and its info
 /// log writer asserts (aborting the process) on the line after a write that failed,
 /// which is why the log also takes only the header lines written at open
-/// ([`db_options`]). A full disk found here is an [`Error::IndexCache`] with `full` set,
+/// (`db_options`). A full disk found here is an [`Error::IndexCache`] with `full` set,
 /// and the repository goes on without the cache.
 ///
 /// # Errors

@@ -4,7 +4,7 @@
 //! added and removed without re-encrypting data.
 //!
 //! Layout (SPEC.md, "Key file"): header "dprp" 5 version, kdf u8 (1 = Argon2id, 2 =
-//! access key), memory KiB u32, iterations u32, parallelism u32, salt[16], created i64,
+//! access key), memory KiB u32, iterations u32, parallelism u32, `salt[16]`, created i64,
 //! hostname (u16 length + UTF-8), username (u16 length + UTF-8), in version 2 a label
 //! (u16 length + UTF-8), then `nonce[24] || XChaCha20-Poly1305(master key[32]) ||
 //! tag[16]` with every preceding byte as associated data.

@@ -255,7 +255,7 @@ pub async fn repair_packs(
 }
 
 /// What `repair packs` would do, from [`plan_packs`]: the report so far (packs read,
-/// damaged ones found) and what [`apply_packs`] needs to carry it out.
+/// damaged ones found) and what `apply_packs` needs to carry it out.
 #[derive(Debug)]
 pub struct RepairPacksPlan {
     /// The damaged packs found, with what would be kept and dropped.
@@ -277,7 +277,7 @@ struct Salvage {
 }
 
 /// Find the damaged packs (`options.packs`, or every indexed one) and what of each
-/// decodes; reads only. [`repair_packs`] runs it under the lease, then [`apply_packs`].
+/// decodes; reads only. [`repair_packs`] runs it under the lease, then `apply_packs`.
 ///
 /// # Errors
 /// As [`repair_packs`], but for [`Error::Busy`].

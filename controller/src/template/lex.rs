@@ -8,7 +8,7 @@
 //! markers) produce no token. `break` and `continue` are keywords unless the function
 //! map defines functions of those names, as in Go.
 //!
-//! The whole input is scanned up front; a lexical error becomes an [`Tok::Error`]
+//! The whole input is scanned up front; a lexical error becomes a `Tok::Error`
 //! token at the point it happened, so the parser reports errors in source order.
 
 /// Token kinds (Go's `itemType`).

@@ -13,9 +13,9 @@
 //! `fmt`'s printing, and Go's error messages.
 //!
 //! Module map:
-//! - [`lex`](self::lex), [`parse`](self::parse), [`node`](self::node): text to trees;
-//! - [`exec`](self::exec): trees over data;
-//! - [`value`]: the Go values templates see; [`fmt`](self::fmt): Go's printing;
+//! - [`lex`], [`parse`], [`node`]: text to trees;
+//! - [`exec`]: trees over data;
+//! - [`value`]: the Go values templates see; [`fmt`]: Go's printing;
 //! - [`funcs`]: function signatures and maps; `builtins`; [`sprig`]: sprig;
 //! - [`provider`]: KubeBlocks' render context and `renderTemplate`;
 //! - [`repo_params`]: BackupRepo parameter merge and digest.

@@ -578,7 +578,7 @@ impl WatchStream {
 }
 
 impl Cluster {
-    /// A cluster with the built-in kinds and nothing stored (see [`Cluster::bootstrap`]).
+    /// A cluster with the built-in kinds and nothing stored (see `Cluster::bootstrap`).
     pub fn new(opts: ClusterOptions) -> Self {
         let state = State {
             store: Store::new(opts.watch_history),

@@ -17,7 +17,7 @@
 //!   runs `dprepo-controller exec` in the controller's namespace as the exec worker
 //!   (see [`crate::builder::exec`]); a step with `onError: Continue` that fails is
 //!   recorded Failed and the walk goes on. A Continuous backup's backupData is a
-//!   StatefulSet kept running instead ([`continuous`]).
+//!   StatefulSet kept running instead (`continuous`).
 //! - **Completed / Failed**: the Backup's Jobs are deleted. A Failed backup is retried
 //!   from where it failed by setting its phase back to `Running`
 //!   (`kubectl patch backup NAME --subresource=status --type=merge -p '{"status":{"phase":"Running"}}'`):

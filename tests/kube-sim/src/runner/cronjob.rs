@@ -1,5 +1,5 @@
 //! The CronJob controller, after kube-controller-manager's (v2) controller, evaluated
-//! against the runner's [`CronClock`](super::CronClock):
+//! against the runner's [`super::CronClock`]:
 //!
 //! - the most recent unmet schedule time since `status.lastScheduleTime` (or the
 //!   creation time), no earlier than now − `startingDeadlineSeconds`; too late ⇒ event
