@@ -365,10 +365,24 @@ fn post_ready_exec_job_matches_the_golden_file() {
         service_account: "kubeblocks-dataprotection-exec-worker".into(),
         repo: None,
         image: "dprepo/dprepo:test".into(),
-        command: vec!["kubectl".into()],
+        // What reconcile/restore/exec.rs builds: our own exec client, not kubectl.
+        command: crate::builder::exec::EXEC_COMMAND
+            .map(String::from)
+            .to_vec(),
         args: Some(
             [
-                "-n", "demo", "exec", "pg-0", "-c", "pg", "--", "psql", "-c", "select 1",
+                "--namespace",
+                "demo",
+                "--pod",
+                "pg-0",
+                "--container",
+                "pg",
+                "--forward-env",
+                "DP_",
+                "--",
+                "psql",
+                "-c",
+                "select 1",
             ]
             .map(String::from)
             .to_vec(),
