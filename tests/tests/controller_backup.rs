@@ -46,30 +46,10 @@ fn s3_repo_manifests(c: &Cluster, repo: &str) -> (String, String) {
         .to_string_lossy()
         .to_lowercase();
     let root = format!("{S3_BUCKET}/{prefix}");
+    let provider = s3_storage_provider("s3-test");
     let yaml = format!(
         r#"
-apiVersion: dataprotection.kubeblocks.io/v1alpha1
-kind: StorageProvider
-metadata: {{name: s3-test}}
-spec:
-  datasafedConfigTemplate: |
-    [storage]
-    type = s3
-    provider = Minio
-    env_auth = false
-    access_key_id = {{{{ index .Parameters "accessKeyId" }}}}
-    secret_access_key = {{{{ index .Parameters "secretAccessKey" }}}}
-    endpoint = {{{{ index .Parameters "endpoint" }}}}
-    root = {{{{ index .Parameters "bucket" }}}}
-    force_path_style = true
-  parametersSchema:
-    openAPIV3Schema:
-      type: object
-      properties:
-        bucket: {{type: string}}
-        endpoint: {{type: string}}
-    credentialFields: [accessKeyId, secretAccessKey]
----
+{provider}---
 apiVersion: v1
 kind: Secret
 metadata: {{name: s3-creds, namespace: dprepo-system}}

@@ -367,30 +367,10 @@ fn an_s3_repo_becomes_ready_gc_frees_packs_and_another_key_is_refused() {
         .to_string_lossy()
         .to_lowercase();
     let root = format!("{S3_BUCKET}/{prefix}");
+    let provider = s3_storage_provider("s3-test");
     c.apply(&format!(
         r#"
-apiVersion: dataprotection.kubeblocks.io/v1alpha1
-kind: StorageProvider
-metadata: {{name: s3-test}}
-spec:
-  datasafedConfigTemplate: |
-    [storage]
-    type = s3
-    provider = Minio
-    env_auth = false
-    access_key_id = {{{{ index .Parameters "accessKeyId" }}}}
-    secret_access_key = {{{{ index .Parameters "secretAccessKey" }}}}
-    endpoint = {{{{ index .Parameters "endpoint" }}}}
-    root = {{{{ index .Parameters "bucket" }}}}
-    force_path_style = true
-  parametersSchema:
-    openAPIV3Schema:
-      type: object
-      properties:
-        bucket: {{type: string}}
-        endpoint: {{type: string}}
-    credentialFields: [accessKeyId, secretAccessKey]
----
+{provider}---
 apiVersion: v1
 kind: Secret
 metadata: {{name: s3-creds, namespace: dprepo-system}}
@@ -580,30 +560,10 @@ fn an_s3_repo_with_a_wrong_credential_fails_saying_so() {
     let s3 = AuthenticatingS3::start();
     let mut c = Cluster::start();
     install(&mut c);
+    let provider = s3_storage_provider("s3-auth");
     c.apply(&format!(
         r#"
-apiVersion: dataprotection.kubeblocks.io/v1alpha1
-kind: StorageProvider
-metadata: {{name: s3-auth}}
-spec:
-  datasafedConfigTemplate: |
-    [storage]
-    type = s3
-    provider = Minio
-    env_auth = false
-    access_key_id = {{{{ index .Parameters "accessKeyId" }}}}
-    secret_access_key = {{{{ index .Parameters "secretAccessKey" }}}}
-    endpoint = {{{{ index .Parameters "endpoint" }}}}
-    root = {{{{ index .Parameters "bucket" }}}}
-    force_path_style = true
-  parametersSchema:
-    openAPIV3Schema:
-      type: object
-      properties:
-        bucket: {{type: string}}
-        endpoint: {{type: string}}
-    credentialFields: [accessKeyId, secretAccessKey]
----
+{provider}---
 apiVersion: v1
 kind: Secret
 metadata: {{name: s3-wrong-creds, namespace: dprepo-system}}

@@ -291,6 +291,36 @@ impl Drop for Cluster {
     }
 }
 
+/// A StorageProvider named `name` for S3-compatible stores such as the suite's moto server,
+/// written the way KubeBlocks' minio provider is: parameters `bucket` and `endpoint`, the
+/// credential from `accessKeyId` / `secretAccessKey`. One YAML document, no `---`.
+pub fn s3_storage_provider(name: &str) -> String {
+    format!(
+        r#"apiVersion: dataprotection.kubeblocks.io/v1alpha1
+kind: StorageProvider
+metadata: {{name: {name}}}
+spec:
+  datasafedConfigTemplate: |
+    [storage]
+    type = s3
+    provider = Minio
+    env_auth = false
+    access_key_id = {{{{ index .Parameters "accessKeyId" }}}}
+    secret_access_key = {{{{ index .Parameters "secretAccessKey" }}}}
+    endpoint = {{{{ index .Parameters "endpoint" }}}}
+    root = {{{{ index .Parameters "bucket" }}}}
+    force_path_style = true
+  parametersSchema:
+    openAPIV3Schema:
+      type: object
+      properties:
+        bucket: {{type: string}}
+        endpoint: {{type: string}}
+    credentialFields: [accessKeyId, secretAccessKey]
+"#
+    )
+}
+
 /// Applies `deploy/` and starts the controller, waiting until it is ready.
 /// The StorageProvider `local-path` (kube-sim's host-path provisioner), the Mount-access
 /// BackupRepo `local` on it, and the namespace `ns`: the repository most end-to-end tests
