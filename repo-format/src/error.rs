@@ -137,6 +137,18 @@ pub enum Error {
         /// The marker's storage name (`sessions/<hex>`).
         session: String,
     },
+    /// A snapshot cannot be walked to the end: a tree it references cannot be loaded,
+    /// or a blob it references is in no index file. gc refuses to run over it (it could
+    /// delete data the snapshot still needs); `verify` and `repair` recover.
+    #[error("snapshot {snapshot} {reason}; gc will not run: {remedy}")]
+    SnapshotUnwalkable {
+        /// The snapshot's short id.
+        snapshot: String,
+        /// What stops the walk.
+        reason: String,
+        /// The commands that recover.
+        remedy: String,
+    },
     /// Another process holds what this operation needs (the gc lease).
     #[error("{object} is busy: {reason}")]
     Busy {

@@ -63,7 +63,7 @@ const IDS_PER_READ: usize = 512;
 
 /// A problem found by [`FileSizes`]: (kind, object, detail), keyed by a blob id of the
 /// file, as verify keys the problems it reports.
-pub type SizeProblem = (BlobId, (String, String, String));
+pub type SizeProblem = (BlobId, (crate::problem::ProblemKind, String, String));
 
 /// Totals the plaintext lengths of every file's data chunks, as the index records them,
 /// in batched index reads, and reports files whose total differs from their recorded
@@ -206,7 +206,7 @@ impl FileSizes {
         self.problems.push((
             file.key,
             (
-                "file_size_mismatch".into(),
+                crate::problem::ProblemKind::FileSizeMismatch,
                 format!("file content {}", file.key.short()),
                 format!(
                     "its node records {} bytes but its chunks hold {} (restore and dump refuse it)",

@@ -146,9 +146,14 @@ impl Reachable {
                 continue;
             }
             self.bloom.insert(&tree_id);
-            let tree = repo.load_tree(&tree_id).await.map_err(|e| {
-                Error::Internal(format!("snapshot {} cannot be walked ({e}); gc will not run until every snapshot can be walked: run `dprepo verify`, then `dprepo repair index` if index files were lost, and `dprepo repair snapshots --forget` to replace the snapshots that use lost data", snap.id.short()))
-            })?;
+            let tree = repo
+                .load_tree(&tree_id)
+                .await
+                .map_err(|e| Error::SnapshotUnwalkable {
+                    snapshot: snap.id.short(),
+                    reason: format!("cannot be walked ({e})"),
+                    remedy: "run `dprepo verify`, then `dprepo repair index` if index files were lost, and `dprepo repair snapshots --forget` to replace the snapshots that use lost data".into(),
+                })?;
             for node in tree.nodes {
                 match node.kind {
                     NodeKind::Dir(id) => stack.push(id),
@@ -212,10 +217,11 @@ fn require_indexed(repo: &Repository, snap: &Snapshot, ids: &[BlobId]) -> Result
     });
     match unindexed {
         None => Ok(()),
-        Some(what) => Err(Error::Internal(format!(
-            "snapshot {} references {what}, which no index file lists; gc will not run (it could delete the pack holding it): run `dprepo repair index` first (it indexes packs that index files lost), then, if the blob is still missing, `dprepo repair snapshots --forget`",
-            snap.id.short(),
-        ))),
+        Some(what) => Err(Error::SnapshotUnwalkable {
+            snapshot: snap.id.short(),
+            reason: format!("references {what}, which no index file lists (gc could delete the pack holding it)"),
+            remedy: "run `dprepo repair index` first (it indexes packs that index files lost), then, if the blob is still missing, `dprepo repair snapshots --forget`".into(),
+        }),
     }
 }
 

@@ -24,6 +24,7 @@ pub mod liveness;
 pub mod manifest;
 pub mod pack;
 pub mod page_deltas;
+pub mod problem;
 mod read_ahead;
 pub mod repair;
 pub mod repo;

@@ -79,11 +79,13 @@ impl DataSubset {
     }
 }
 
+pub use crate::problem::ProblemKind;
+
 /// One problem found.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Problem {
-    /// Short machine-readable kind (`pack_missing`, `blob_missing`, ...).
-    pub kind: String,
+    /// What kind of damage (serialised as `pack_missing`, `blob_missing`, ...).
+    pub kind: ProblemKind,
     /// The object concerned (pack, blob, index file, tree).
     pub object: String,
     /// What is wrong.
@@ -132,18 +134,15 @@ impl VerifyReport {
     /// rebuild the index, take damaged blobs out of it, rewrite the snapshots that
     /// used lost data, back up again. Empty when nothing is wrong.
     pub fn next_steps(&self) -> Vec<String> {
-        let has = |kinds: &[&str]| {
-            self.problems
-                .iter()
-                .any(|p| kinds.contains(&p.kind.as_str()))
-        };
+        let has = |kinds: &[ProblemKind]| self.problems.iter().any(|p| kinds.contains(&p.kind));
         let mut steps = Vec::new();
         if has(&[
-            "index_file_damaged",
-            "pack_missing",
-            "blob_out_of_bounds",
-            "index_header_mismatch",
-        ]) || (has(&["blob_missing", "tree_unreadable"]) && !self.unindexed_packs.is_empty())
+            ProblemKind::IndexFileDamaged,
+            ProblemKind::PackMissing,
+            ProblemKind::BlobOutOfBounds,
+            ProblemKind::IndexHeaderMismatch,
+        ]) || (has(&[ProblemKind::BlobMissing, ProblemKind::TreeUnreadable])
+            && !self.unindexed_packs.is_empty())
         {
             steps.push("dprepo repair index   (rebuild the index from the pack headers)".into());
         }
@@ -152,11 +151,11 @@ impl VerifyReport {
             .iter()
             .filter(|p| {
                 matches!(
-                    p.kind.as_str(),
-                    "blob_damaged"
-                        | "pack_hash_mismatch"
-                        | "pack_header_damaged"
-                        | "pack_unreadable"
+                    p.kind,
+                    ProblemKind::BlobDamaged
+                        | ProblemKind::PackHashMismatch
+                        | ProblemKind::PackHeaderDamaged
+                        | ProblemKind::PackUnreadable
                 )
             })
             .map(|p| p.object.as_str())
@@ -174,7 +173,9 @@ impl VerifyReport {
             ));
         }
         if self.problems.iter().any(|p| {
-            !p.snapshots.is_empty() || p.kind == "snapshot_damaged" || p.kind == "pack_missing"
+            !p.snapshots.is_empty()
+                || p.kind == ProblemKind::SnapshotDamaged
+                || p.kind == ProblemKind::PackMissing
         }) || !packs.is_empty()
         {
             steps.push(
@@ -332,7 +333,7 @@ pub async fn verify(
     let (snapshots, damaged) = repo.list_snapshots_checked().await?;
     for (name, e) in damaged {
         report.problems.push(Problem {
-            kind: "snapshot_damaged".into(),
+            kind: ProblemKind::SnapshotDamaged,
             object: name,
             detail: e.to_string(),
             snapshots: vec![],
@@ -342,7 +343,7 @@ pub async fn verify(
     report.snapshots = snapshots.len();
     // Index files, one at a time: entries against pack existence and bounds.
     let mut indexed: IndexedPacks = HashMap::new();
-    let mut suspect_blobs: HashMap<BlobId, (String, String, String)> = HashMap::new(); // blob -> (kind, object, detail)
+    let mut suspect_blobs: HashMap<BlobId, (ProblemKind, String, String)> = HashMap::new(); // blob -> (kind, object, detail)
     let index_names = repo.storage().list(INDEX_DIR).await?;
     report.index_files = index_names.len();
     for info in &index_names {
@@ -355,7 +356,7 @@ pub async fn verify(
             Ok(f) => f,
             Err(e) => {
                 report.problems.push(Problem {
-                    kind: "index_file_damaged".into(),
+                    kind: ProblemKind::IndexFileDamaged,
                     object: info.name.clone(),
                     detail: e.to_string(),
                     snapshots: vec![],
@@ -371,7 +372,7 @@ pub async fn verify(
                         suspect_blobs.insert(
                             e.id,
                             (
-                                "pack_missing".into(),
+                                ProblemKind::PackMissing,
                                 kind.storage_name(&id),
                                 format!(
                                     "index file {} lists this pack but it is not in storage",
@@ -388,7 +389,7 @@ pub async fn verify(
                             suspect_blobs.insert(
                                 e.id,
                                 (
-                                    "blob_out_of_bounds".into(),
+                                    ProblemKind::BlobOutOfBounds,
                                     kind.storage_name(&id),
                                     format!(
                                         "blob {} at {}+{} lies beyond the pack's {} bytes",
@@ -488,7 +489,7 @@ pub async fn verify(
     // Name the snapshots and files each damaged blob affects.
     let wanted: HashSet<BlobId> = suspect_blobs.keys().copied().collect();
     let users = users_of(repo, &snapshots, &wanted).await;
-    let mut grouped: BTreeMap<(String, String, String), Affected> = BTreeMap::new();
+    let mut grouped: BTreeMap<(ProblemKind, String, String), Affected> = BTreeMap::new();
     let mut unused = Vec::new();
     for (blob, (kind, object, detail)) in suspect_blobs {
         let Some((snaps, files)) = users.get(&blob) else {
@@ -543,7 +544,7 @@ async fn walk_snapshots(repo: Repository, snapshots: Vec<Snapshot>) -> Suspects 
                 Ok(t) => t,
                 Err(e) => {
                     suspect_blobs.entry(tree_id).or_insert((
-                        "tree_unreadable".into(),
+                        ProblemKind::TreeUnreadable,
                         format!("tree {}", tree_id.short()),
                         e.to_string(),
                     ));
@@ -568,7 +569,7 @@ async fn walk_snapshots(repo: Repository, snapshots: Vec<Snapshot>) -> Suspects 
     }
     for id in references.missing {
         suspect_blobs.entry(id).or_insert((
-            "blob_missing".into(),
+            ProblemKind::BlobMissing,
             format!("blob {}", id.short()),
             "referenced by a snapshot but in no index file".into(),
         ));
@@ -615,16 +616,16 @@ impl References {
             // SPEC.md, blob checks: a base is a Data blob stored in full (chains are one
             // step long), and nothing can decode a delta against anything else.
             let (kind, why) = match found {
-                None => ("delta_base_missing", "which no index file lists"),
+                None => (ProblemKind::DeltaBaseMissing, "which no index file lists"),
                 Some((_, Some(_))) => (
-                    "delta_base_invalid",
+                    ProblemKind::DeltaBaseInvalid,
                     "which is itself a delta (chains are one step long)",
                 ),
                 Some((BlobType::Data, None)) => continue,
-                Some((_, None)) => ("delta_base_invalid", "which is not a Data blob"),
+                Some((_, None)) => (ProblemKind::DeltaBaseInvalid, "which is not a Data blob"),
             };
             suspect.entry(*id).or_insert((
-                kind.into(),
+                kind,
                 format!("data blob {}", id.short()),
                 format!("it is stored as a delta against {}, {why}", base.short()),
             ));
@@ -633,7 +634,7 @@ impl References {
 }
 
 /// Blobs with a problem: id -> (kind, object, detail).
-type Suspects = HashMap<BlobId, (String, String, String)>;
+type Suspects = HashMap<BlobId, (ProblemKind, String, String)>;
 
 async fn check_content(
     repo: &Repository,
@@ -653,7 +654,7 @@ async fn check_content(
                 Err(e) => {
                     if let Some(first) = content.ids.first() {
                         suspect.entry(*first).or_insert((
-                            "chunk_list_unreadable".into(),
+                            ProblemKind::ChunkListUnreadable,
                             format!("chunk list {}", first.short()),
                             e.to_string(),
                         ));
@@ -675,7 +676,7 @@ struct PackOutcome {
     read: bool,
     bytes: u64,
     blobs_checked: u64,
-    bad_blobs: Vec<(BlobId, String, String, String)>,
+    bad_blobs: Vec<(BlobId, ProblemKind, String, String)>,
     problems: Vec<Problem>,
 }
 
@@ -1125,7 +1126,7 @@ async fn check_pack(
                 for e in &index_entries {
                     out.bad_blobs.push((
                         e.id,
-                        "pack_unreadable".into(),
+                        ProblemKind::PackUnreadable,
                         name.clone(),
                         detail.clone(),
                     ));
@@ -1139,7 +1140,7 @@ async fn check_pack(
                 out.blobs_checked = read.blobs_checked;
                 if read.hash != id {
                     out.problems.push(Problem {
-                        kind: "pack_hash_mismatch".into(),
+                        kind: ProblemKind::PackHashMismatch,
                         object: name.clone(),
                         detail: "content does not hash to the pack's name".into(),
                         snapshots: vec![],
@@ -1148,7 +1149,7 @@ async fn check_pack(
                 }
                 for (blob, detail) in read.bad {
                     out.bad_blobs
-                        .push((blob, "blob_damaged".into(), name.clone(), detail));
+                        .push((blob, ProblemKind::BlobDamaged, name.clone(), detail));
                 }
                 header_after_read(repo, &id, kind, size, read.sealed_header).await
             }
@@ -1159,7 +1160,7 @@ async fn check_pack(
     progress.packs_done.fetch_add(1, Ordering::Relaxed);
     match header {
         Err(e) => out.problems.push(Problem {
-            kind: "pack_header_damaged".into(),
+            kind: ProblemKind::PackHeaderDamaged,
             object: name.clone(),
             detail: e.to_string(),
             snapshots: vec![],
@@ -1181,7 +1182,7 @@ async fn check_pack(
                             && h.blob_type == e.blob_type => {}
                     Some(_) => out.bad_blobs.push((
                         e.id,
-                        "index_header_mismatch".into(),
+                        ProblemKind::IndexHeaderMismatch,
                         name.clone(),
                         format!(
                             "index entry of blob {} disagrees with the pack header",
@@ -1190,7 +1191,7 @@ async fn check_pack(
                     )),
                     None => out.bad_blobs.push((
                         e.id,
-                        "index_header_mismatch".into(),
+                        ProblemKind::IndexHeaderMismatch,
                         name.clone(),
                         format!(
                             "index lists blob {} but the pack header does not",
@@ -1380,9 +1381,9 @@ pub(crate) mod tests {
         }
         references.check(&repo, &mut suspect);
         assert!(references.missing.is_empty());
-        let kinds: HashMap<BlobId, String> = suspect
+        let kinds: HashMap<BlobId, ProblemKind> = suspect
             .iter()
-            .map(|(id, (kind, ..))| (*id, kind.clone()))
+            .map(|(id, (kind, ..))| (*id, *kind))
             .collect();
         assert_eq!(kinds.len(), 2, "{suspect:?}");
         assert_eq!(kinds[&id(&c)], "delta_base_invalid");
