@@ -49,8 +49,10 @@
 //! path and the page number in its data ([`PagePosition`]), so a backup can find the same
 //! page of the same member in an earlier snapshot. The path is the one the archive gives
 //! the member: a pax `path` record, else a GNU long name, else the ustar header's
-//! `prefix/name` (see [`tar::header_path`]). Every other chunk
-//! (header runs, other members, non-tar streams, [`StreamChunking::Cdc`]) has no position.
+//! `prefix/name` (see [`tar::header_path`]). In an xbstream, each whole
+//! [`XBSTREAM_PAGE_SIZE`] piece on the grid (rule 6) is page `offset / 16384` of the file
+//! at the record's path. Every other chunk (header runs, other members, short pieces,
+//! plain streams, [`StreamChunking::Cdc`]) has no position.
 //!
 //! Invariants, whatever the bytes (tar, damaged tar, random): the chunks concatenated are
 //! the input; every chunk is `1..=max_size` bytes; chunks shorter than `min_size` occur
@@ -87,6 +89,8 @@ pub const MAX_EXTENSION_DATA: u64 = 1 << 20;
 /// Most extension headers in front of one member before parsing gives up (rule 4).
 const MAX_EXTENSION_HEADERS: usize = 16;
 
+const XB_PAGE: usize = XBSTREAM_PAGE_SIZE as usize;
+
 /// How much is asked of the source per read.
 const READ_SIZE: usize = 256 * 1024;
 
@@ -101,18 +105,22 @@ pub enum StreamChunking {
     Cdc,
 }
 
-/// Where a page chunk sits: the tar member it belongs to and its page number there.
+/// Where a page chunk sits: the tar member (or xbstream file) it belongs to and its page
+/// number there.
 ///
 /// Both come from the archive's headers as written, unchecked: two members may have the
 /// same path, and nothing proves a path names the same file in another archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PagePosition {
     /// The member's path as the archive names it (raw bytes, not normalized: `./base/1`
-    /// and `base/1` differ). Shared by all the pages of a member.
+    /// and `base/1` differ). Shared by all the pages of a member (tar) or of a record
+    /// (xbstream).
     pub member: Arc<[u8]>,
     /// Page number within the member's data, from 0: the chunk is the member's bytes
-    /// `page * PAGE_SIZE..` (fewer than [`PAGE_SIZE`] only if the input ended early).
+    /// `page * page_size..` (fewer than `page_size` only if the input ended early).
     pub page: u64,
+    /// The page size: [`PAGE_SIZE`] in a tar, [`XBSTREAM_PAGE_SIZE`] in an xbstream.
+    pub page_size: u32,
 }
 
 /// One chunk of a stream, with its page position when it is a page of a tar member.
@@ -120,7 +128,8 @@ pub struct PagePosition {
 pub struct StreamChunk {
     /// The chunk's bytes, exactly what the [`Iterator`] impl yields.
     pub data: Vec<u8>,
-    /// `Some` for the page chunks of page-structured members (rule 2), `None` otherwise.
+    /// `Some` for the page chunks of page-structured tar members (rule 2) and the whole
+    /// pages of xbstream payloads (rule 6), `None` otherwise.
     pub page: Option<PagePosition>,
 }
 
@@ -154,8 +163,13 @@ enum Region {
     },
     /// At a record boundary of an xbstream.
     XbBoundary,
-    /// Payload of an xbstream record: `left` bytes left, the next at `offset` of its file.
-    XbPayload { left: u64, offset: u64 },
+    /// Payload of an xbstream record: `left` bytes left, the next at `offset` of the file
+    /// at path `member`.
+    XbPayload {
+        left: u64,
+        offset: u64,
+        member: Arc<[u8]>,
+    },
     /// End of input or an error was returned.
     Done,
 }
@@ -173,6 +187,7 @@ enum Next {
     XbPayload {
         len: u64,
         offset: u64,
+        member: Arc<[u8]>,
     },
 }
 
@@ -423,10 +438,18 @@ impl<R: Read> StreamChunker<R> {
                     left: head,
                     then: Next::XbBoundary,
                 },
-                RecordKind::Payload { len, offset } => Region::Run {
-                    left: head,
-                    then: Next::XbPayload { len, offset },
-                },
+                RecordKind::Payload { len, offset } => {
+                    // One allocation per record, shared by its pages.
+                    let member = Arc::from(&self.buf[self.start..][record.path]);
+                    Region::Run {
+                        left: head,
+                        then: Next::XbPayload {
+                            len,
+                            offset,
+                            member,
+                        },
+                    }
+                }
                 RecordKind::Sparse { len } => match head.checked_add(len) {
                     Some(left) => Region::Run {
                         left,
@@ -506,7 +529,11 @@ impl<R: Read> StreamChunker<R> {
                     }
                     self.region = self.at_xb_boundary()?;
                 }
-                Region::XbPayload { left, offset } => {
+                Region::XbPayload {
+                    left,
+                    offset,
+                    member,
+                } => {
                     if left == 0 {
                         self.region = Region::XbBoundary;
                         continue;
@@ -517,13 +544,21 @@ impl<R: Read> StreamChunker<R> {
                     if n == 0 {
                         return Ok(None);
                     }
+                    // Whole pages on the grid are tagged; the short pieces around a record
+                    // split off the grid are not.
+                    let page = (offset % grid == 0 && piece == XB_PAGE).then(|| PagePosition {
+                        member: Arc::clone(&member),
+                        page: offset / grid,
+                        page_size: XBSTREAM_PAGE_SIZE,
+                    });
                     self.region = Region::XbPayload {
                         left: left - n as u64,
                         offset: offset.wrapping_add(n as u64),
+                        member,
                     };
                     return Ok(Some(StreamChunk {
                         data: self.take(n),
-                        page: None,
+                        page,
                     }));
                 }
                 Region::Boundary => {
@@ -545,6 +580,7 @@ impl<R: Read> StreamChunker<R> {
                     let position = PagePosition {
                         member: Arc::clone(&member),
                         page,
+                        page_size: PAGE_SIZE,
                     };
                     self.region = Region::Pages {
                         left: left.saturating_sub(n as u64),
@@ -570,9 +606,15 @@ impl<R: Read> StreamChunker<R> {
                                 member,
                             },
                             Next::XbBoundary => Region::XbBoundary,
-                            Next::XbPayload { len, offset } => {
-                                Region::XbPayload { left: len, offset }
-                            }
+                            Next::XbPayload {
+                                len,
+                                offset,
+                                member,
+                            } => Region::XbPayload {
+                                left: len,
+                                offset,
+                                member,
+                            },
                         };
                         continue;
                     }
@@ -1178,10 +1220,7 @@ mod tests {
         for page in ibd.chunks(XB) {
             assert!(chunks.iter().any(|c| c == page), "a page is not a chunk");
         }
-        assert!(
-            chunks.contains(&frm),
-            "a small file is one chunk"
-        );
+        assert!(chunks.contains(&frm), "a small file is one chunk");
         // 3 records + EOF of the .ibd, 1 + EOF of the .frm: each header its own chunk.
         assert_eq!(chunks.len(), 10 + 1 + 6);
     }
@@ -1201,6 +1240,23 @@ mod tests {
         }
         assert!(chunks.iter().any(|c| *c == ibd[2 * XB..split]));
         assert!(chunks.iter().any(|c| *c == ibd[split..3 * XB]));
+        // Whole pages are tagged with their page number in the file; the two pieces of
+        // page 2 are not.
+        let tagged = check_tagged(&stream, P, StreamChunking::Auto);
+        let mut found = Vec::new();
+        for c in &tagged {
+            if let Some(at) = &c.page {
+                assert_eq!(at.page_size, XBSTREAM_PAGE_SIZE);
+                let page = at.page as usize;
+                assert_eq!(c.data, ibd[page * XB..(page + 1) * XB]);
+                found.push((String::from_utf8_lossy(&at.member).into_owned(), at.page));
+            }
+        }
+        let expected: Vec<(String, u64)> = [0, 1, 3, 4, 5]
+            .iter()
+            .map(|&p| ("t.ibd".to_owned(), p))
+            .collect();
+        assert_eq!(found, expected);
     }
 
     #[test]

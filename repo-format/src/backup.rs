@@ -30,9 +30,7 @@ use crate::repo::{current_hostname, current_username, Repository, Snapshot, SNAP
 use crate::saver::BlobSaver;
 use crate::session::WriterSession;
 use crate::tree::{Node, NodeKind, Special, Timestamp, Tree};
-use dprepo_chunker::{
-    Chunker, ChunkerParams, StreamChunk, StreamChunker, StreamChunking, PAGE_SIZE,
-};
+use dprepo_chunker::{Chunker, ChunkerParams, StreamChunk, StreamChunker, StreamChunking};
 use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
@@ -1632,7 +1630,7 @@ impl Walker {
         let mut chunker = StreamChunker::new(reader, self.chunker, self.stream_chunking)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let mut parent = self.parent_pages(name, parent_tree);
-        let mut page_map = TarPageMapBuilder::new(PAGE_SIZE);
+        let mut page_map = TarPageMapBuilder::new();
         let mut seq = 0u64;
         let tagged = std::iter::from_fn(|| chunker.next_tagged()).map(|chunk| {
             let StreamChunk { data, page } = chunk?;

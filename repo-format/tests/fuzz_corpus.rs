@@ -806,6 +806,7 @@ fn raw_page_map(
 fn add_page_map_seeds(seeds: &mut Seeds) {
     let member = |name: &[u8], first_chunk: u64, pages: u32| MemberPages {
         name: name.to_vec(),
+        first_page: 0,
         first_chunk,
         pages,
     };
@@ -862,6 +863,25 @@ fn add_page_map_seeds(seeds: &mut Seeds) {
             ),
         ),
     ];
+    // Version 2: runs of an xbstream file's 16 KiB pages split over records.
+    let runs = TarPageMap {
+        page_size: 16384,
+        members: vec![
+            MemberPages {
+                name: b"shop/t.ibd".to_vec(),
+                first_page: 0,
+                first_chunk: 1,
+                pages: 640,
+            },
+            MemberPages {
+                name: b"shop/t.ibd".to_vec(),
+                first_page: 640,
+                first_chunk: 642,
+                pages: 128,
+            },
+        ],
+    };
+    let valid = valid.into_iter().chain([("runs-v2", runs.encode())]);
     for (label, data) in valid {
         TarPageMap::decode(&data, "seed map").unwrap();
         seeds.add("fuzz_page_map", label, data);
