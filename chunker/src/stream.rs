@@ -42,8 +42,9 @@
 //! of the run's bytes. A stream that is neither (or chunked with
 //! [`StreamChunking::Cdc`]) is therefore cut exactly as [`Chunker`](crate::Chunker) cuts
 //! it; in [`StreamChunking::Auto`] with the params [`plain_stream_params`] returns (at most
-//! [`ChunkerParams::SMALL`]'s average), with [`StreamChunking::Cdc`] with the given
-//! params.
+//! [`ChunkerParams::SMALL`]'s average) unless it starts with the magic of a compressed
+//! stream or pg_dump's custom format (`PGDMP`, gzip, zstd, xz, bzip2, lz4), with
+//! [`StreamChunking::Cdc`] or a compressed stream with the given params.
 
 //! [`StreamChunker::next_tagged`] also tells where each page chunk sits: the member's
 //! path and the page number in its data ([`PagePosition`]), so a backup can find the same
@@ -513,7 +514,7 @@ impl<R: Read> StreamChunker<R> {
                         StreamFormat::Tar => Region::Boundary,
                         StreamFormat::Xbstream => Region::XbBoundary,
                         StreamFormat::Plain => {
-                            if auto {
+                            if auto && !is_compressed(head) {
                                 self.run_params = plain_stream_params(self.params);
                             }
                             Region::Run {
@@ -646,6 +647,23 @@ impl<R: Read> StreamChunker<R> {
             }
         }
     }
+}
+
+/// Magic numbers of streams whose bytes are compressed: a change anywhere changes most
+/// of what follows, so small chunks would only add index entries and compress worse.
+/// pg_dump's custom format (`PGDMP`) compresses each table's data by default.
+const COMPRESSED_MAGICS: &[&[u8]] = &[
+    b"PGDMP",
+    &[0x1f, 0x8b],                         // gzip
+    &[0x28, 0xb5, 0x2f, 0xfd],             // zstd
+    &[0xfd, b'7', b'z', b'X', b'Z', 0x00], // xz
+    b"BZh",                                // bzip2
+    &[0x04, 0x22, 0x4d, 0x18],             // lz4 frame
+];
+
+/// True if `head` starts with one of [`COMPRESSED_MAGICS`].
+fn is_compressed(head: &[u8]) -> bool {
+    COMPRESSED_MAGICS.iter().any(|m| head.starts_with(m))
 }
 
 /// The params content-defined runs of an unrecognised stream are cut with in
@@ -1355,9 +1373,24 @@ mod tests {
             .sum();
         // 16 of 2000 pages (0.8%); each costs its page and about one to two chunks.
         assert!(new < data.len() / 20, "{new} of {} bytes new", data.len());
-        // Cdc mode keeps the given params.
+        // Cdc mode keeps the given params, and so do compressed streams and pg_dump's
+        // custom format, where small chunks deduplicate nothing more.
         let chunker = StreamChunker::new(&data[..], ChunkerParams::DEFAULT, StreamChunking::Cdc);
         assert_eq!(chunker.unwrap().run_params(), ChunkerParams::DEFAULT);
+        for magic in [
+            &b"PGDMP\x01\x0e"[..],
+            &[0x28, 0xb5, 0x2f, 0xfd],
+            &[0x1f, 0x8b, 8],
+        ] {
+            let mut stream = magic.to_vec();
+            stream.extend_from_slice(&data[..100_000]);
+            let mut chunker =
+                StreamChunker::new(&stream[..], ChunkerParams::DEFAULT, StreamChunking::Auto)
+                    .unwrap();
+            let chunks: Vec<Vec<u8>> = chunker.by_ref().collect::<io::Result<_>>().unwrap();
+            assert_eq!(chunker.run_params(), ChunkerParams::DEFAULT);
+            assert_eq!(chunks, cdc_chunks(&stream, ChunkerParams::DEFAULT));
+        }
     }
 
     fn cdc_chunks(data: &[u8], params: ChunkerParams) -> Vec<Vec<u8>> {
