@@ -13,10 +13,13 @@
 //!   trees and [`SMALL`] for database page streams) and their validation, [`ParamsError`].
 //! - [`chunker`]: the streaming [`Chunker`] iterator.
 //! - [`stream`]: [`StreamChunker`] for streams (stdin): tar-aware, page-aligned cuts for
-//!   tar streams of database files, [`Chunker`]'s cuts otherwise ([`StreamChunking`]);
-//!   [`StreamChunk`]s tag each page chunk with its member and page ([`PagePosition`]).
+//!   tar streams of database files, record-aware cuts on the InnoDB page grid for
+//!   xbstream/mbstream streams, small content-defined chunks otherwise
+//!   ([`StreamChunking`], [`StreamFormat`]); [`StreamChunk`]s tag each page chunk of a
+//!   tar member with its member and page ([`PagePosition`]).
 //! - [`tar`]: the minimal tar header parser [`stream`] follows member boundaries and
 //!   names members with.
+//! - [`xbstream`]: the minimal xbstream record parser [`stream`] follows records with.
 //!
 //! [`DEFAULT`]: ChunkerParams::DEFAULT
 //! [`SMALL`]: ChunkerParams::SMALL
@@ -50,8 +53,9 @@
 //! - the built-in gear table, unseeded (seed 0);
 //! - the three sizes of [`ChunkerParams`], which a repository records.
 //!
-//! For [`StreamChunker`] in [`StreamChunking::Auto`] mode, the tar cut rules in [`stream`]
-//! and [`PAGE_SIZE`] are part of the definition too.
+//! For [`StreamChunker`] in [`StreamChunking::Auto`] mode, the tar and xbstream cut rules
+//! in [`stream`], [`PAGE_SIZE`], [`XBSTREAM_PAGE_SIZE`] and [`plain_stream_params`] are
+//! part of the definition too.
 //!
 //! None of the first three may change without a new, recorded chunking version. A test
 //! (`chunk_boundaries_are_stable`) pins the chunk lengths of a fixed pseudo-random input,
@@ -69,7 +73,11 @@ pub mod chunker;
 pub mod params;
 pub mod stream;
 pub mod tar;
+pub mod xbstream;
 
 pub use crate::chunker::Chunker;
 pub use crate::params::{ChunkerParams, ParamsError, ParamsViolation, SizeField};
-pub use crate::stream::{PagePosition, StreamChunk, StreamChunker, StreamChunking, PAGE_SIZE};
+pub use crate::stream::{
+    plain_stream_params, PagePosition, StreamChunk, StreamChunker, StreamChunking, StreamFormat,
+    PAGE_SIZE, XBSTREAM_PAGE_SIZE,
+};

@@ -22,18 +22,38 @@
 //!    first block that is not a header this parser can follow (bad checksum, truncated
 //!    stream, oversized extension data), is one content-defined run to the end.
 //!
-//! A content-defined run is cut exactly as [`Chunker`](crate::Chunker) cuts an input made
-//! of the run's bytes. A stream that is not a tar (or chunked with
-//! [`StreamChunking::Cdc`]) is therefore cut exactly as [`Chunker`](crate::Chunker) cuts
-//! it, and deduplicates against stream snapshots written before tar-aware chunking
-//! existed.
+//! Cut rules, for a stream whose first bytes are the xbstream record magic `XBSTCK01`
+//! ([`xbstream`](crate::xbstream); XtraBackup `--stream=xbstream`, mariabackup
+//! `--stream=mbstream`) and params with `max_size` of at least [`XBSTREAM_PAGE_SIZE`]:
 //!
+//! 5. Every record boundary is a cut, and every record header (up to its payload) is one
+//!    content-defined run.
+//! 6. A payload record's payload, the file's bytes `offset..offset + len`, is cut where
+//!    the file offset is a multiple of [`XBSTREAM_PAGE_SIZE`] (16 KiB, InnoDB's default
+//!    page). A file sent in several records (mariabackup and XtraBackup split at their
+//!    read size) keeps its pages whole as long as the records split at page multiples,
+//!    which both do; otherwise the two pieces around the split are short chunks.
+//! 7. A sparse payload record (header and payload) is one content-defined run.
+//! 8. From the first record this parser cannot follow (wrong magic, unknown type,
+//!    oversized path or sparse map, truncated header) to the end is one content-defined
+//!    run.
+//!
+//! A content-defined run is cut exactly as [`Chunker`](crate::Chunker) cuts an input made
+//! of the run's bytes. A stream that is neither (or chunked with
+//! [`StreamChunking::Cdc`]) is therefore cut exactly as [`Chunker`](crate::Chunker) cuts
+//! it; in [`StreamChunking::Auto`] with the params [`plain_stream_params`] returns (at most
+//! [`ChunkerParams::SMALL`]'s average) unless it starts with the magic of a compressed
+//! stream or pg_dump's custom format (`PGDMP`, gzip, zstd, xz, bzip2, lz4), with
+//! [`StreamChunking::Cdc`] or a compressed stream with the given params.
+
 //! [`StreamChunker::next_tagged`] also tells where each page chunk sits: the member's
 //! path and the page number in its data ([`PagePosition`]), so a backup can find the same
 //! page of the same member in an earlier snapshot. The path is the one the archive gives
 //! the member: a pax `path` record, else a GNU long name, else the ustar header's
-//! `prefix/name` (see [`tar::header_path`]). Every other chunk
-//! (header runs, other members, non-tar streams, [`StreamChunking::Cdc`]) has no position.
+//! `prefix/name` (see [`tar::header_path`]). In an xbstream, each whole
+//! [`XBSTREAM_PAGE_SIZE`] piece on the grid (rule 6) is page `offset / 16384` of the file
+//! at the record's path. Every other chunk (header runs, other members, short pieces,
+//! plain streams, [`StreamChunking::Cdc`]) has no position.
 //!
 //! Invariants, whatever the bytes (tar, damaged tar, random): the chunks concatenated are
 //! the input; every chunk is `1..=max_size` bytes; chunks shorter than `min_size` occur
@@ -52,10 +72,16 @@ use fastcdc::v2020::FastCDC;
 use crate::chunker::{read_checked, NORMALIZATION};
 use crate::params::{ChunkerParams, ParamsError};
 use crate::tar::{self, HeaderKind, BLOCK};
+use crate::xbstream::{self, Parsed, RecordKind};
 
 /// Page size of page-structured tar members: PostgreSQL's block size, and a divisor of
 /// InnoDB's 16 KiB page. Part of the chunking definition of [`StreamChunking::Auto`].
 pub const PAGE_SIZE: u32 = 8192;
+
+/// Chunk grid of xbstream payloads: each file's data is cut where its file offset is a
+/// multiple of this, InnoDB's default page size. Part of the chunking definition of
+/// [`StreamChunking::Auto`].
+pub const XBSTREAM_PAGE_SIZE: u32 = 16384;
 
 /// Largest extension header data (pax records, GNU long names) read to follow a member;
 /// a longer one ends tar parsing (rule 4) so it can never make the chunker buffer more.
@@ -63,6 +89,8 @@ pub const MAX_EXTENSION_DATA: u64 = 1 << 20;
 
 /// Most extension headers in front of one member before parsing gives up (rule 4).
 const MAX_EXTENSION_HEADERS: usize = 16;
+
+const XB_PAGE: usize = XBSTREAM_PAGE_SIZE as usize;
 
 /// How much is asked of the source per read.
 const READ_SIZE: usize = 256 * 1024;
@@ -78,18 +106,22 @@ pub enum StreamChunking {
     Cdc,
 }
 
-/// Where a page chunk sits: the tar member it belongs to and its page number there.
+/// Where a page chunk sits: the tar member (or xbstream file) it belongs to and its page
+/// number there.
 ///
 /// Both come from the archive's headers as written, unchecked: two members may have the
 /// same path, and nothing proves a path names the same file in another archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PagePosition {
     /// The member's path as the archive names it (raw bytes, not normalized: `./base/1`
-    /// and `base/1` differ). Shared by all the pages of a member.
+    /// and `base/1` differ). Shared by all the pages of a member (tar) or of a record
+    /// (xbstream).
     pub member: Arc<[u8]>,
     /// Page number within the member's data, from 0: the chunk is the member's bytes
-    /// `page * PAGE_SIZE..` (fewer than [`PAGE_SIZE`] only if the input ended early).
+    /// `page * page_size..` (fewer than `page_size` only if the input ended early).
     pub page: u64,
+    /// The page size: [`PAGE_SIZE`] in a tar, [`XBSTREAM_PAGE_SIZE`] in an xbstream.
+    pub page_size: u32,
 }
 
 /// One chunk of a stream, with its page position when it is a page of a tar member.
@@ -97,8 +129,21 @@ pub struct PagePosition {
 pub struct StreamChunk {
     /// The chunk's bytes, exactly what the [`Iterator`] impl yields.
     pub data: Vec<u8>,
-    /// `Some` for the page chunks of page-structured members (rule 2), `None` otherwise.
+    /// `Some` for the page chunks of page-structured tar members (rule 2) and the whole
+    /// pages of xbstream payloads (rule 6), `None` otherwise.
     pub page: Option<PagePosition>,
+}
+
+/// The format a stream was recognised as ([`StreamChunker::format`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum StreamFormat {
+    /// Not recognised (or [`StreamChunking::Cdc`]): content-defined chunks throughout.
+    #[default]
+    Plain,
+    /// A tar archive, cut by the tar rules.
+    Tar,
+    /// An xbstream/mbstream (XtraBackup, mariabackup), cut by the xbstream rules.
+    Xbstream,
 }
 
 /// What the chunker is cutting at the current position.
@@ -117,6 +162,15 @@ enum Region {
         page: u64,
         member: Arc<[u8]>,
     },
+    /// At a record boundary of an xbstream.
+    XbBoundary,
+    /// Payload of an xbstream record: `left` bytes left, the next at `offset` of the file
+    /// at path `member`.
+    XbPayload {
+        left: u64,
+        offset: u64,
+        member: Arc<[u8]>,
+    },
     /// End of input or an error was returned.
     Done,
 }
@@ -128,6 +182,12 @@ enum Next {
     /// `len` bytes of page data of the member at path `member`.
     Pages {
         len: u64,
+        member: Arc<[u8]>,
+    },
+    XbBoundary,
+    XbPayload {
+        len: u64,
+        offset: u64,
         member: Arc<[u8]>,
     },
 }
@@ -173,7 +233,10 @@ pub struct StreamChunker<R: Read> {
     start: usize,
     eof: bool,
     region: Region,
-    tar: bool,
+    format: StreamFormat,
+    /// Params of content-defined runs: `params`, or [`plain_stream_params`] of them for an
+    /// unrecognised stream in [`StreamChunking::Auto`].
+    run_params: ChunkerParams,
 }
 
 impl<R: Read> StreamChunker<R> {
@@ -199,14 +262,27 @@ impl<R: Read> StreamChunker<R> {
             start: 0,
             eof: false,
             region: Region::Detect,
-            tar: false,
+            format: StreamFormat::Plain,
+            run_params: params,
         })
     }
 
     /// True once the stream was recognised as tar and is cut by the tar rules. Final once
     /// the first chunk was returned.
     pub fn tar_detected(&self) -> bool {
-        self.tar
+        self.format == StreamFormat::Tar
+    }
+
+    /// The format the stream was recognised as. Final once the first chunk was returned.
+    pub fn format(&self) -> StreamFormat {
+        self.format
+    }
+
+    /// The params content-defined runs are cut with: the chunker's params, or for an
+    /// unrecognised stream in [`StreamChunking::Auto`] [`plain_stream_params`] of them.
+    /// Final once the first chunk was returned.
+    pub fn run_params(&self) -> ChunkerParams {
+        self.run_params
     }
 
     fn available(&self) -> usize {
@@ -335,6 +411,57 @@ impl<R: Read> StreamChunker<R> {
         Ok(TO_END)
     }
 
+    /// Decides the region at a record boundary of an xbstream, reading the record header.
+    fn at_xb_boundary(&mut self) -> io::Result<Region> {
+        const TO_END: Region = Region::Run {
+            left: u64::MAX,
+            then: Next::Boundary,
+        };
+        let mut need = 0;
+        loop {
+            let n = self.fill(need)?;
+            let parsed = xbstream::parse_record(&self.buf[self.start..self.start + n]);
+            let record = match parsed {
+                // parse_record asks for more than it has, at most MAX_HEADER_LEN.
+                Parsed::NeedMore(more) if more > n && more <= xbstream::MAX_HEADER_LEN => {
+                    if n < need {
+                        return Ok(TO_END); // the input ended inside the header
+                    }
+                    need = more;
+                    continue;
+                }
+                Parsed::NeedMore(_) | Parsed::Invalid => return Ok(TO_END),
+                Parsed::Record(record) => record,
+            };
+            let head = record.header_len as u64;
+            return Ok(match record.kind {
+                RecordKind::Eof => Region::Run {
+                    left: head,
+                    then: Next::XbBoundary,
+                },
+                RecordKind::Payload { len, offset } => {
+                    // One allocation per record, shared by its pages.
+                    let member = Arc::from(&self.buf[self.start..][record.path]);
+                    Region::Run {
+                        left: head,
+                        then: Next::XbPayload {
+                            len,
+                            offset,
+                            member,
+                        },
+                    }
+                }
+                RecordKind::Sparse { len } => match head.checked_add(len) {
+                    Some(left) => Region::Run {
+                        left,
+                        then: Next::XbBoundary,
+                    },
+                    None => TO_END,
+                },
+            });
+        }
+    }
+
     /// The next chunk with its page position, or `None` at the end of input.
     ///
     /// Cuts exactly the chunks the [`Iterator`] impl yields (it calls this and drops the
@@ -366,20 +493,74 @@ impl<R: Read> StreamChunker<R> {
             match mem::replace(&mut self.region, Region::Done) {
                 Region::Done => return Ok(None),
                 Region::Detect => {
-                    let tar_allowed =
-                        self.mode == StreamChunking::Auto && self.params.max_size >= PAGE_SIZE;
+                    let auto = self.mode == StreamChunking::Auto;
                     let n = self.fill(BLOCK)?;
-                    self.tar = tar_allowed
+                    let head = &self.buf[self.start..self.start + n];
+                    self.format = if auto
+                        && self.params.max_size >= PAGE_SIZE
                         && n >= BLOCK
-                        && tar::looks_like_tar(&self.buf[self.start..self.start + BLOCK]);
-                    self.region = if self.tar {
-                        Region::Boundary
+                        && tar::looks_like_tar(head)
+                    {
+                        StreamFormat::Tar
+                    } else if auto
+                        && self.params.max_size >= XBSTREAM_PAGE_SIZE
+                        && xbstream::looks_like_xbstream(head)
+                    {
+                        StreamFormat::Xbstream
                     } else {
-                        Region::Run {
-                            left: u64::MAX,
-                            then: Next::Boundary,
+                        StreamFormat::Plain
+                    };
+                    self.region = match self.format {
+                        StreamFormat::Tar => Region::Boundary,
+                        StreamFormat::Xbstream => Region::XbBoundary,
+                        StreamFormat::Plain => {
+                            if auto && !is_compressed(head) {
+                                self.run_params = plain_stream_params(self.params);
+                            }
+                            Region::Run {
+                                left: u64::MAX,
+                                then: Next::Boundary,
+                            }
                         }
                     };
+                }
+                Region::XbBoundary => {
+                    if self.fill(1)? == 0 {
+                        return Ok(None);
+                    }
+                    self.region = self.at_xb_boundary()?;
+                }
+                Region::XbPayload {
+                    left,
+                    offset,
+                    member,
+                } => {
+                    if left == 0 {
+                        self.region = Region::XbBoundary;
+                        continue;
+                    }
+                    let grid = u64::from(XBSTREAM_PAGE_SIZE);
+                    let piece = (grid - offset % grid).min(left) as usize;
+                    let n = self.fill(piece)?.min(piece);
+                    if n == 0 {
+                        return Ok(None);
+                    }
+                    // Whole pages on the grid are tagged; the short pieces around a record
+                    // split off the grid are not.
+                    let page = (offset % grid == 0 && piece == XB_PAGE).then(|| PagePosition {
+                        member: Arc::clone(&member),
+                        page: offset / grid,
+                        page_size: XBSTREAM_PAGE_SIZE,
+                    });
+                    self.region = Region::XbPayload {
+                        left: left - n as u64,
+                        offset: offset.wrapping_add(n as u64),
+                        member,
+                    };
+                    return Ok(Some(StreamChunk {
+                        data: self.take(n),
+                        page,
+                    }));
                 }
                 Region::Boundary => {
                     if self.fill(1)? == 0 {
@@ -400,6 +581,7 @@ impl<R: Read> StreamChunker<R> {
                     let position = PagePosition {
                         member: Arc::clone(&member),
                         page,
+                        page_size: PAGE_SIZE,
                     };
                     self.region = Region::Pages {
                         left: left.saturating_sub(n as u64),
@@ -412,7 +594,7 @@ impl<R: Read> StreamChunker<R> {
                     }));
                 }
                 Region::Run { left, then } => {
-                    let window = u64::from(self.params.max_size).min(left) as usize;
+                    let window = u64::from(self.run_params.max_size).min(left) as usize;
                     let n = self.fill(window)?.min(window);
                     if n == 0 {
                         // The run is over, or the input ended inside it.
@@ -424,10 +606,20 @@ impl<R: Read> StreamChunker<R> {
                                 page: 0,
                                 member,
                             },
+                            Next::XbBoundary => Region::XbBoundary,
+                            Next::XbPayload {
+                                len,
+                                offset,
+                                member,
+                            } => Region::XbPayload {
+                                left: len,
+                                offset,
+                                member,
+                            },
                         };
                         continue;
                     }
-                    let p = self.params;
+                    let p = self.run_params;
                     let data = &self.buf[self.start..self.start + n];
                     let (_, cut) = FastCDC::with_level(
                         data,
@@ -457,6 +649,39 @@ impl<R: Read> StreamChunker<R> {
     }
 }
 
+/// Magic numbers of streams whose bytes are compressed: a change anywhere changes most
+/// of what follows, so small chunks would only add index entries and compress worse.
+/// pg_dump's custom format (`PGDMP`) compresses each table's data by default.
+const COMPRESSED_MAGICS: &[&[u8]] = &[
+    b"PGDMP",
+    &[0x1f, 0x8b],                         // gzip
+    &[0x28, 0xb5, 0x2f, 0xfd],             // zstd
+    &[0xfd, b'7', b'z', b'X', b'Z', 0x00], // xz
+    b"BZh",                                // bzip2
+    &[0x04, 0x22, 0x4d, 0x18],             // lz4 frame
+];
+
+/// True if `head` starts with one of [`COMPRESSED_MAGICS`].
+fn is_compressed(head: &[u8]) -> bool {
+    COMPRESSED_MAGICS.iter().any(|m| head.starts_with(m))
+}
+
+/// The params content-defined runs of an unrecognised stream are cut with in
+/// [`StreamChunking::Auto`]: `params` if their average is at most
+/// [`ChunkerParams::SMALL`]'s, else [`ChunkerParams::SMALL`].
+///
+/// A stream nothing is known about is most often a database dump or data file rewritten
+/// in place at scattered spots between backups, where each change costs about one to two
+/// chunks; file-tree sized chunks would store most of it again (BENCHMARKS.md, "Stream
+/// chunking for database backups").
+pub fn plain_stream_params(params: ChunkerParams) -> ChunkerParams {
+    if params.avg_size > ChunkerParams::SMALL.avg_size {
+        ChunkerParams::SMALL
+    } else {
+        params
+    }
+}
+
 impl<R: Read> Iterator for StreamChunker<R> {
     type Item = io::Result<Vec<u8>>;
 
@@ -469,6 +694,7 @@ impl<R: Read> Iterator for StreamChunker<R> {
 mod tests {
     use super::*;
     use crate::tar::tests::{header, set_checksum};
+    use crate::xbstream::tests::{eof_record, payload_record};
     use crate::Chunker;
     use proptest::prelude::*;
     use std::path::Path;
@@ -985,8 +1211,223 @@ mod tests {
         ]
     }
 
+    /// An xbstream of `files`, each sent in records of `record` bytes, then its EOF record.
+    fn build_xbstream(files: &[(&str, &[u8])], record: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (path, data) in files {
+            for (i, piece) in data.chunks(record.max(1)).enumerate() {
+                out.extend(payload_record(path, (i * record) as u64, piece));
+            }
+            out.extend(eof_record(path));
+        }
+        out
+    }
+
+    const XB: usize = XBSTREAM_PAGE_SIZE as usize;
+
+    #[test]
+    fn xbstream_payloads_are_cut_on_the_page_grid() {
+        let ibd = random_bytes(40, 10 * XB);
+        let frm = random_bytes(41, 3000);
+        // Records of 4 pages, as mariabackup splits files at its read size.
+        let stream = build_xbstream(&[("db/t.ibd", &ibd), ("db/t.frm", &frm)], 4 * XB);
+        let mut chunker = StreamChunker::new(&stream[..], P, StreamChunking::Auto).unwrap();
+        assert!(chunker.next().is_some());
+        assert_eq!(chunker.format(), StreamFormat::Xbstream);
+        let chunks = check(&stream, P, StreamChunking::Auto);
+        for page in ibd.chunks(XB) {
+            assert!(chunks.iter().any(|c| c == page), "a page is not a chunk");
+        }
+        assert!(chunks.contains(&frm), "a small file is one chunk");
+        // 3 records + EOF of the .ibd, 1 + EOF of the .frm: each header its own chunk.
+        assert_eq!(chunks.len(), 10 + 1 + 6);
+    }
+
+    #[test]
+    fn xbstream_records_split_off_the_grid_still_cut_at_pages() {
+        // A record boundary in the middle of a page: the pages around it are two short
+        // chunks, every other page is whole.
+        let ibd = random_bytes(42, 6 * XB);
+        let split = 2 * XB + 1000;
+        let mut stream = payload_record("t.ibd", 0, &ibd[..split]);
+        stream.extend(payload_record("t.ibd", split as u64, &ibd[split..]));
+        stream.extend(eof_record("t.ibd"));
+        let chunks = check(&stream, P, StreamChunking::Auto);
+        for (i, page) in ibd.chunks(XB).enumerate() {
+            assert_eq!(chunks.iter().any(|c| c == page), i != 2, "page {i}");
+        }
+        assert!(chunks.iter().any(|c| *c == ibd[2 * XB..split]));
+        assert!(chunks.iter().any(|c| *c == ibd[split..3 * XB]));
+        // Whole pages are tagged with their page number in the file; the two pieces of
+        // page 2 are not.
+        let tagged = check_tagged(&stream, P, StreamChunking::Auto);
+        let mut found = Vec::new();
+        for c in &tagged {
+            if let Some(at) = &c.page {
+                assert_eq!(at.page_size, XBSTREAM_PAGE_SIZE);
+                let page = at.page as usize;
+                assert_eq!(c.data, ibd[page * XB..(page + 1) * XB]);
+                found.push((String::from_utf8_lossy(&at.member).into_owned(), at.page));
+            }
+        }
+        let expected: Vec<(String, u64)> = [0, 1, 3, 4, 5]
+            .iter()
+            .map(|&p| ("t.ibd".to_owned(), p))
+            .collect();
+        assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn changed_page_in_xbstream_changes_only_its_chunks() {
+        let mut ibd = random_bytes(43, 64 * XB);
+        let before = build_xbstream(&[("ibdata1", &ibd)], 16 * XB);
+        ibd[37 * XB + 100] ^= 1;
+        let after = build_xbstream(&[("ibdata1", &ibd)], 16 * XB);
+        let old: std::collections::HashSet<Vec<u8>> = check(&before, P, StreamChunking::Auto)
+            .into_iter()
+            .collect();
+        let new: Vec<Vec<u8>> = check(&after, P, StreamChunking::Auto)
+            .into_iter()
+            .filter(|c| !old.contains(c))
+            .collect();
+        // The page, and the header of its record (the header holds the payload's CRC).
+        assert_eq!(
+            new.len(),
+            2,
+            "{:?}",
+            new.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        assert_eq!(new.iter().map(Vec::len).max(), Some(XB));
+    }
+
+    #[test]
+    fn xbstream_is_plain_cdc_where_it_cannot_be_followed() {
+        let ibd = random_bytes(44, 5 * XB);
+        let stream = build_xbstream(&[("t.ibd", &ibd)], 2 * XB);
+        // Cdc mode and max_size below the grid never parse records.
+        for (params, mode) in [
+            (P, StreamChunking::Cdc),
+            (
+                ChunkerParams::new(1024, 4096, 8192).unwrap(),
+                StreamChunking::Auto,
+            ),
+        ] {
+            let mut chunker = StreamChunker::new(&stream[..], params, mode).unwrap();
+            let chunks: Vec<Vec<u8>> = chunker.by_ref().collect::<io::Result<_>>().unwrap();
+            assert_eq!(chunker.format(), StreamFormat::Plain);
+            assert_eq!(chunks, cdc_chunks(&stream, params));
+        }
+        // A damaged second record header: records before it are followed, the rest is
+        // one run.
+        let second = payload_record("t.ibd", 0, &ibd[..2 * XB]).len();
+        let mut damaged = stream.clone();
+        damaged[second + 9] = b'?';
+        let chunks = check(&damaged, P, StreamChunking::Auto);
+        let prefix: usize = chunks.iter().take(3).map(Vec::len).sum();
+        assert_eq!(prefix, second);
+        assert_eq!(chunks[3..], cdc_chunks(&damaged[second..], P)[..]);
+    }
+
+    #[test]
+    fn real_mbstream_is_cut_at_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let ibd = random_bytes(45, 8 * XB);
+        std::fs::write(dir.path().join("t.ibd"), &ibd).unwrap();
+        std::fs::write(dir.path().join("t.frm"), b"frm").unwrap();
+        let out = Command::new("mbstream")
+            .current_dir(dir.path())
+            .args(["-c", "t.frm", "t.ibd"])
+            .output()
+            .expect("mbstream (Debian package mariadb-backup) must be installed");
+        assert!(out.status.success());
+        let chunks = check(&out.stdout, P, StreamChunking::Auto);
+        for page in ibd.chunks(XB) {
+            assert!(chunks.iter().any(|c| c == page), "a page is not a chunk");
+        }
+    }
+
+    #[test]
+    fn scattered_page_rewrites_in_a_plain_stream_change_few_chunks() {
+        // Was: a stream that is neither tar nor xbstream was cut with the repository's
+        // stream params (file-tree sized by default, 512 KiB average), so rewriting 0.8%
+        // of its 8 KiB pages at scattered places changed most of its chunks.
+        let pages = 2000;
+        let mut data = random_bytes(46, pages * 8192);
+        let before: std::collections::HashSet<Vec<u8>> =
+            check(&data, ChunkerParams::DEFAULT, StreamChunking::Auto)
+                .into_iter()
+                .collect();
+        for i in 0..16 {
+            let page = (i * 7919 + 13) % pages;
+            data[page * 8192..(page + 1) * 8192]
+                .copy_from_slice(&random_bytes(1000 + i as u64, 8192));
+        }
+        let mut chunker =
+            StreamChunker::new(&data[..], ChunkerParams::DEFAULT, StreamChunking::Auto).unwrap();
+        let after: Vec<Vec<u8>> = chunker.by_ref().collect::<io::Result<_>>().unwrap();
+        assert_eq!(chunker.run_params(), ChunkerParams::SMALL);
+        let new: usize = after
+            .iter()
+            .filter(|c| !before.contains(*c))
+            .map(Vec::len)
+            .sum();
+        // 16 of 2000 pages (0.8%); each costs its page and about one to two chunks.
+        assert!(new < data.len() / 20, "{new} of {} bytes new", data.len());
+        // Cdc mode keeps the given params, and so do compressed streams and pg_dump's
+        // custom format, where small chunks deduplicate nothing more.
+        let chunker = StreamChunker::new(&data[..], ChunkerParams::DEFAULT, StreamChunking::Cdc);
+        assert_eq!(chunker.unwrap().run_params(), ChunkerParams::DEFAULT);
+        for magic in [
+            &b"PGDMP\x01\x0e"[..],
+            &[0x28, 0xb5, 0x2f, 0xfd],
+            &[0x1f, 0x8b, 8],
+        ] {
+            let mut stream = magic.to_vec();
+            stream.extend_from_slice(&data[..100_000]);
+            let mut chunker =
+                StreamChunker::new(&stream[..], ChunkerParams::DEFAULT, StreamChunking::Auto)
+                    .unwrap();
+            let chunks: Vec<Vec<u8>> = chunker.by_ref().collect::<io::Result<_>>().unwrap();
+            assert_eq!(chunker.run_params(), ChunkerParams::DEFAULT);
+            assert_eq!(chunks, cdc_chunks(&stream, ChunkerParams::DEFAULT));
+        }
+    }
+
+    fn cdc_chunks(data: &[u8], params: ChunkerParams) -> Vec<Vec<u8>> {
+        Chunker::new(data, params)
+            .unwrap()
+            .collect::<io::Result<_>>()
+            .unwrap()
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn xbstreams_truncated_or_damaged_reassemble(
+            seed: u64,
+            sizes in proptest::collection::vec(0usize..70_000, 1..5),
+            record in 1usize..40_000,
+            cut in any::<prop::sample::Index>(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 0..4),
+        ) {
+            let datas: Vec<Vec<u8>> =
+                sizes.iter().enumerate().map(|(i, &s)| random_bytes(seed + i as u64, s)).collect();
+            let names: Vec<String> = (0..sizes.len()).map(|i| format!("d/f{i}.ibd")).collect();
+            let files: Vec<(&str, &[u8])> =
+                names.iter().map(String::as_str).zip(datas.iter().map(Vec::as_slice)).collect();
+            let stream = build_xbstream(&files, record);
+            check(&stream, P, StreamChunking::Auto);
+            check(&stream, ChunkerParams::SMALL, StreamChunking::Auto);
+            check(&stream[..cut.index(stream.len() + 1)], P, StreamChunking::Auto);
+            let mut damaged = stream.clone();
+            for (at, x) in flips {
+                let i = at.index(damaged.len());
+                damaged[i] ^= x;
+            }
+            check(&damaged, P, StreamChunking::Auto);
+        }
+
 
         #[test]
         fn random_bytes_reassemble(seed: u64, len in 0usize..200_000, tar_magic: bool) {

@@ -30,9 +30,7 @@ use crate::repo::{current_hostname, current_username, Repository, Snapshot, SNAP
 use crate::saver::BlobSaver;
 use crate::session::WriterSession;
 use crate::tree::{Node, NodeKind, Special, Timestamp, Tree};
-use dprepo_chunker::{
-    Chunker, ChunkerParams, StreamChunk, StreamChunker, StreamChunking, PAGE_SIZE,
-};
+use dprepo_chunker::{Chunker, ChunkerParams, StreamChunk, StreamChunker, StreamChunking};
 use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
@@ -326,6 +324,7 @@ async fn run_backup(
         chunker,
         stream_chunking: options.stream_chunking,
         stream_cut_as_tar: AtomicBool::new(false),
+        stream_run_params: Mutex::new(None),
         limiter: Arc::new(Limiter::new(options.max_in_flight_chunks.max(1) as u64)),
         small_files: Arc::new(Limiter::new(SMALL_FILE_BYTES_IN_FLIGHT)),
         readers: rayon::ThreadPoolBuilder::new()
@@ -355,11 +354,18 @@ async fn run_backup(
         let closed = walker.saver.close();
         let counts = walker.counts.into_inner().unwrap_or_default();
         let as_tar = walker.stream_cut_as_tar.load(Ordering::Relaxed);
+        let run_params = walker
+            .stream_run_params
+            .lock()
+            .map(|p| p.unwrap_or(chunker))
+            .unwrap_or(chunker);
         let warnings = walker.warnings.into_inner().unwrap_or_default();
         let mut changed =
             std::mem::take(&mut *walker.changed.lock().unwrap_or_else(|e| e.into_inner()));
         changed.sort();
-        result.and_then(|root| closed.map(|_| (root, counts, warnings, changed, as_tar)))
+        result.and_then(|root| {
+            closed.map(|_| (root, counts, warnings, changed, (as_tar, run_params)))
+        })
     })
     .await
     .map_err(|e| Error::Internal(format!("backup walker: {e}")));
@@ -369,7 +375,7 @@ async fn run_backup(
     // or "uploader stopped": the upload's error is the cause to report (a full disk
     // under the repository was reported as "internal error: backup aborted").
     uploaded?;
-    let (root, mut summary, walk_warnings, changed_while_read, as_tar) = walked??;
+    let (root, mut summary, walk_warnings, changed_while_read, (as_tar, run_params)) = walked??;
     let mut warnings = missing;
     warnings.extend(walk_warnings);
     summary.bytes_read = progress.bytes_read.load(Ordering::Relaxed);
@@ -393,7 +399,7 @@ async fn run_backup(
         stdin_name,
         chunker: ChunkerSettings {
             tar_page_size: as_tar.then_some(dprepo_chunker::PAGE_SIZE),
-            ..ChunkerSettings::from(chunker)
+            ..ChunkerSettings::from(run_params)
         },
         program_version: format!("dprepo {}", env!("CARGO_PKG_VERSION")),
         summary,
@@ -1046,6 +1052,9 @@ struct Walker {
     stream_chunking: StreamChunking,
     /// Set when the stream was recognised as tar and cut by the tar rules.
     stream_cut_as_tar: AtomicBool,
+    /// The params a stream's content-defined runs were cut with (an unrecognised
+    /// stream's are smaller than `chunker`), for its manifest.
+    stream_run_params: Mutex<Option<ChunkerParams>>,
     limiter: Arc<Limiter>,
     /// Bounds the bytes of small files read and not yet saved.
     small_files: Arc<Limiter>,
@@ -1621,7 +1630,7 @@ impl Walker {
         let mut chunker = StreamChunker::new(reader, self.chunker, self.stream_chunking)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let mut parent = self.parent_pages(name, parent_tree);
-        let mut page_map = TarPageMapBuilder::new(PAGE_SIZE);
+        let mut page_map = TarPageMapBuilder::new();
         let mut seq = 0u64;
         let tagged = std::iter::from_fn(|| chunker.next_tagged()).map(|chunk| {
             let StreamChunk { data, page } = chunk?;
@@ -1646,6 +1655,9 @@ impl Walker {
         let saved = self.save_chunks(tagged, &state);
         self.stream_cut_as_tar
             .store(chunker.tar_detected(), Ordering::Relaxed);
+        if let Ok(mut params) = self.stream_run_params.lock() {
+            *params = Some(chunker.run_params());
+        }
         let size = saved.map_err(|e| match e {
             Error::LocalIo { source, .. } => Error::LocalIo {
                 path: PathBuf::from("<stdin>"),

@@ -24,7 +24,7 @@ use crate::blob::{
     decode_blob, decode_delta_blob, decompress_payload, BlobType, DeltaBase, ENCODING_ZSTD_DELTA,
     MIN_STORED_BLOB,
 };
-use crate::chunker::{ChunkerParams, PAGE_SIZE};
+use crate::chunker::{ChunkerParams, StreamChunker, StreamChunking, PAGE_SIZE};
 use crate::config::{Config, CONFIG_FILE_VERSION};
 use crate::content::{Content, LIST_FANOUT, MAX_LEVEL};
 use crate::crypto::{Keys, MasterKey, NONCE_LEN};
@@ -86,6 +86,7 @@ pub const TARGETS: &[(&str, FuzzTarget)] = &[
     ("fuzz_chunk_list", fuzz_chunk_list),
     ("fuzz_blob", fuzz_blob),
     ("fuzz_repository", fuzz_repository),
+    ("fuzz_stream_formats", fuzz_stream_formats),
 ];
 
 /// The keys derived from [`FUZZ_MASTER_KEY`].
@@ -364,6 +365,38 @@ fn check_page_map(map: &TarPageMap, input: Option<&[u8]>) {
 pub fn fuzz_page_map(data: &[u8]) {
     if let Ok(map) = TarPageMap::decode(data, "fuzz page map") {
         check_page_map(&map, Some(data));
+    }
+}
+
+/// Stream recognition and cutting ([`StreamChunker`] in `Auto` mode): the input read as a
+/// stream as is, and behind an xbstream record magic and a tar header, so a fuzzer
+/// reaches the record and header parsers from any bytes. Whatever the bytes, the chunks
+/// reassemble the input exactly and each is `1..=max_size` bytes; memory stays bounded
+/// (the allocation check of the fuzz crate).
+pub fn fuzz_stream_formats(data: &[u8]) {
+    use dprepo_chunker::xbstream::MAGIC;
+    let params = [
+        ChunkerParams::SMALL,
+        ChunkerParams::new(64, 256, 16384).unwrap_or(ChunkerParams::SMALL),
+    ];
+    let mut behind_magic = MAGIC.to_vec();
+    behind_magic.extend_from_slice(data);
+    for input in [data, &behind_magic[..]] {
+        for p in params {
+            let Ok(chunker) = StreamChunker::new(input, p, StreamChunking::Auto) else {
+                continue;
+            };
+            let mut at = 0usize;
+            for chunk in chunker {
+                let Ok(chunk) = chunk else {
+                    panic!("reading a slice failed");
+                };
+                assert!(!chunk.is_empty() && chunk.len() <= p.max_size as usize);
+                assert_eq!(chunk[..], input[at..at + chunk.len()], "chunks reassemble");
+                at += chunk.len();
+            }
+            assert_eq!(at, input.len(), "chunks cover the input");
+        }
     }
 }
 

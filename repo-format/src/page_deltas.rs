@@ -1,12 +1,13 @@
-//! Page deltas for tar streams of database files.
+//! Page deltas for tar and xbstream streams of database files.
 //!
 //! A database base backup changes a few rows in many 8 KiB pages, so most pages of the
 //! next backup are new chunks, each only slightly different from the page at the same
 //! place in the last backup. Stored as a zstd delta against that page (the *base*), such
 //! a page costs tens of bytes instead of kilobytes (BENCHMARKS.md, "DB incremental").
 //!
-//! To find "the page at the same place", a stream cut tar-aware records in its tree node
-//! which chunks are the pages of which member: the [`TarPageMap`], extension
+//! To find "the page at the same place", a stream cut tar-aware or xbstream-aware records
+//! in its tree node which chunks are the pages of which member (tar member or xbstream
+//! file): the [`TarPageMap`], extension
 //! [`EXT_TAR_PAGES`] (SPEC section 13.1). The next backup of a stream of that name reads
 //! the parent's map and chunk list ([`ParentPages`]) and offers each new page the
 //! parent's page of the same member and number as its base. Whether a base is used, and
@@ -25,9 +26,12 @@ use std::collections::HashMap;
 /// Tree node extension tag of a tar page map (not critical: readers that do not know it
 /// lose nothing but the chance to store deltas).
 pub const EXT_TAR_PAGES: u16 = 0x0001;
-/// Version byte of the map encoding.
+/// Version byte of the map encoding when every run starts at page 0 (tar streams).
 const MAP_VERSION: u8 = 1;
-/// Length of a member record without its name suffix.
+/// Version byte of the map encoding with a first page per run (xbstream files, whose
+/// pages come in several records with record headers between them).
+const MAP_VERSION_RUNS: u8 = 2;
+/// Length of a member record without its name suffix (version 1; version 2 adds 8).
 const MEMBER_FIXED_LEN: usize = 2 + 2 + 8 + 4;
 /// Length of the map header (version, page size, count).
 const MAP_HEADER_LEN: usize = 1 + 4 + 4;
@@ -37,25 +41,29 @@ pub const MAX_MEMBER_NAME: usize = 4096;
 /// bytes of extension data but up to 4 KiB decoded.
 pub const MAX_MAP_NAME_BYTES: usize = 16 << 20;
 
-/// The pages of one tar member: chunks `first_chunk ..first_chunk + pages` of the
-/// stream's chunk list are its pages 0, 1, ... in order.
+/// A run of pages of one tar member or xbstream file: chunks `first_chunk ..first_chunk +
+/// pages` of the stream's chunk list are its pages `first_page, first_page + 1, ...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberPages {
     /// The member's path as the archive names it.
     pub name: Vec<u8>,
+    /// Page number of the run's first page in the member (0 in every tar map).
+    pub first_page: u64,
     /// Index of its first page in the stream's chunk list.
     pub first_chunk: u64,
     /// Number of page chunks.
     pub pages: u32,
 }
 
-/// Which chunks of a stream are the pages of which tar member.
+/// Which chunks of a stream are the pages of which tar member or xbstream file.
 ///
 /// Encoding (extension data, at most [`MAX_EXTENSION_LEN`] bytes):
-/// `version u8 (1) || page_size u32 || count u32 || member*count` with
-/// `member = shared u16 || suffix_len u16 || suffix || first_chunk u64 || pages u32`;
-/// a name is the first `shared` bytes of the previous member's name followed by
-/// `suffix` (names of one directory share their prefix).
+/// `version u8 (1 or 2) || page_size u32 || count u32 || member*count` with
+/// `member = shared u16 || suffix_len u16 || suffix || [first_page u64] || first_chunk u64
+/// || pages u32` (`first_page` only in version 2, else 0); a name is the first `shared`
+/// bytes of the previous member's name followed by `suffix` (names of one directory
+/// share their prefix). Version 1 is written when every run starts at page 0, so tar
+/// maps stay readable by builds that know only version 1.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TarPageMap {
     /// Page size the stream was cut with.
@@ -67,8 +75,9 @@ pub struct TarPageMap {
 impl TarPageMap {
     /// Encode as extension data.
     pub fn encode(&self) -> Vec<u8> {
+        let runs = self.members.iter().any(|m| m.first_page != 0);
         let mut w = Writer::new();
-        w.u8(MAP_VERSION);
+        w.u8(if runs { MAP_VERSION_RUNS } else { MAP_VERSION });
         w.u32(self.page_size);
         w.u32(self.members.len() as u32);
         let mut previous: &[u8] = &[];
@@ -77,6 +86,9 @@ impl TarPageMap {
             w.u16(shared as u16);
             w.u16((m.name.len() - shared) as u16);
             w.bytes(&m.name[shared..]);
+            if runs {
+                w.u64(m.first_page);
+            }
             w.u64(m.first_chunk);
             w.u32(m.pages);
             previous = &m.name;
@@ -93,11 +105,14 @@ impl TarPageMap {
     pub fn decode(data: &[u8], object: &str) -> Result<TarPageMap> {
         let mut r = Reader::new(data, object);
         let version = r.u8("page map version")?;
-        if version != MAP_VERSION {
-            return Err(r.corrupt(format!("unknown page map version {version}")));
-        }
+        let runs = match version {
+            MAP_VERSION => false,
+            MAP_VERSION_RUNS => true,
+            _ => return Err(r.corrupt(format!("unknown page map version {version}"))),
+        };
         let page_size = r.u32("page size")?;
-        let count = r.count("member count", MEMBER_FIXED_LEN)?;
+        let fixed = MEMBER_FIXED_LEN + if runs { 8 } else { 0 };
+        let count = r.count("member count", fixed)?;
         let mut members: Vec<MemberPages> = Vec::with_capacity(count);
         let mut name_bytes = 0usize;
         for _ in 0..count {
@@ -121,10 +136,12 @@ impl TarPageMap {
             if name.is_empty() || name.len() > MAX_MEMBER_NAME {
                 return Err(r.corrupt(format!("member name of {} bytes", name.len())));
             }
+            let first_page = if runs { r.u64("first page")? } else { 0 };
             let first_chunk = r.u64("first chunk")?;
             let pages = r.u32("page count")?;
             members.push(MemberPages {
                 name,
+                first_page,
                 first_chunk,
                 pages,
             });
@@ -161,32 +178,50 @@ fn shared_prefix(a: &[u8], b: &[u8]) -> usize {
 #[derive(Debug)]
 pub struct TarPageMapBuilder {
     map: TarPageMap,
+    /// Length of the map encoded as version 1 (version 2 adds 8 bytes per member).
     encoded_len: usize,
+    /// Whether a run starts at a page other than 0 (the map is version 2).
+    runs: bool,
     full: bool,
 }
 
+impl Default for TarPageMapBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl TarPageMapBuilder {
-    /// An empty map for pages of `page_size` bytes.
-    pub fn new(page_size: u32) -> Self {
+    /// An empty map. Its page size is that of the first page recorded
+    /// ([`PagePosition::page_size`]); pages of another size are left out.
+    pub fn new() -> Self {
         TarPageMapBuilder {
             map: TarPageMap {
-                page_size,
+                page_size: 0,
                 members: Vec::new(),
             },
             encoded_len: MAP_HEADER_LEN,
+            runs: false,
             full: false,
         }
     }
 
     /// Record that chunk number `chunk` of the stream is page `position` and `len` bytes
-    /// long. Only whole pages that continue their member (page 0 starts it) are mapped.
+    /// long. Only whole pages are mapped; a page that continues the last run (same member,
+    /// next page, next chunk) extends it, any other starts a run.
     pub fn record(&mut self, chunk: u64, position: &PagePosition, len: usize) {
-        if len != self.map.page_size as usize || self.full {
+        if self.map.members.is_empty() && self.map.page_size == 0 {
+            self.map.page_size = position.page_size;
+        }
+        if len != self.map.page_size as usize || position.page_size != self.map.page_size {
+            return;
+        }
+        if self.full {
             return;
         }
         if let Some(last) = self.map.members.last_mut() {
             let continues = *last.name == *position.member
-                && u64::from(last.pages) == position.page
+                && last.first_page.checked_add(u64::from(last.pages)) == Some(position.page)
                 && last.first_chunk + u64::from(last.pages) == chunk;
             if continues {
                 if let Some(pages) = last.pages.checked_add(1) {
@@ -195,7 +230,7 @@ impl TarPageMapBuilder {
                 return;
             }
         }
-        if position.page != 0 || position.member.is_empty() {
+        if position.member.is_empty() {
             return;
         }
         let name = position.member.to_vec();
@@ -204,13 +239,21 @@ impl TarPageMapBuilder {
         }
         let previous = self.map.members.last().map_or(&[][..], |m| &m.name[..]);
         let record_len = MEMBER_FIXED_LEN + name.len() - shared_prefix(previous, &name);
-        if self.encoded_len + record_len > MAX_EXTENSION_LEN {
+        let runs = self.runs || position.page != 0;
+        let run_fields = if runs {
+            8 * (self.map.members.len() + 1)
+        } else {
+            0
+        };
+        if self.encoded_len + record_len + run_fields > MAX_EXTENSION_LEN {
             self.full = true;
             return;
         }
         self.encoded_len += record_len;
+        self.runs = runs;
         self.map.members.push(MemberPages {
             name,
+            first_page: position.page,
             first_chunk: chunk,
             pages: 1,
         });
@@ -237,7 +280,9 @@ impl TarPageMapBuilder {
 #[derive(Debug)]
 pub struct ParentPages {
     repo: Repository,
-    members: HashMap<Vec<u8>, (u64, u32)>,
+    /// Each member's runs as (first page, first chunk, pages), by first page; runs of
+    /// equal first page in map order.
+    members: HashMap<Vec<u8>, Vec<(u64, u64, u32)>>,
     page_size: u32,
     content: Content,
     /// For each level below the root, the last chunk list read: its id and ids.
@@ -257,11 +302,16 @@ impl ParentPages {
         let Some(map) = TarPageMap::of_node(node, "page map of the parent stream")? else {
             return Ok(None);
         };
-        let members = map
-            .members
-            .into_iter()
-            .map(|m| (m.name, (m.first_chunk, m.pages)))
-            .collect();
+        let mut members: HashMap<Vec<u8>, Vec<(u64, u64, u32)>> = HashMap::new();
+        for m in map.members {
+            members
+                .entry(m.name)
+                .or_default()
+                .push((m.first_page, m.first_chunk, m.pages));
+        }
+        for runs in members.values_mut() {
+            runs.sort_by_key(|r| r.0); // stable: of equal first pages the last mapped wins
+        }
         Ok(Some(ParentPages {
             repo: repo.clone(),
             members,
@@ -285,13 +335,22 @@ impl ParentPages {
         if len != self.page_size as usize {
             return Ok(None);
         }
-        let Some(&(first, pages)) = self.members.get(&*position.member) else {
-            return Ok(None);
-        };
-        if position.page >= u64::from(pages) {
+        if position.page_size != self.page_size {
             return Ok(None);
         }
-        match first.checked_add(position.page) {
+        let Some(runs) = self.members.get(&*position.member) else {
+            return Ok(None);
+        };
+        // The last run starting at or before the page (a member named twice: the later).
+        let at = runs.partition_point(|r| r.0 <= position.page);
+        let Some(&(first_page, first, pages)) = at.checked_sub(1).and_then(|i| runs.get(i)) else {
+            return Ok(None);
+        };
+        let offset = position.page - first_page;
+        if offset >= u64::from(pages) {
+            return Ok(None);
+        }
+        match first.checked_add(offset) {
             Some(index) => self.chunk_at(index).await,
             None => Ok(None),
         }
@@ -357,12 +416,13 @@ mod tests {
         PagePosition {
             member: Arc::from(member.as_bytes()),
             page,
+            page_size: 8192,
         }
     }
 
     #[test]
     fn builder_maps_whole_pages_of_members_in_order() {
-        let mut b = TarPageMapBuilder::new(8192);
+        let mut b = TarPageMapBuilder::new();
         // chunk 0: a header run (not recorded); 1..=3: pages of base/1/100.
         for (chunk, page) in [(1, 0), (2, 1), (3, 2)] {
             b.record(chunk, &position("base/1/100", page), 8192);
@@ -370,32 +430,63 @@ mod tests {
         // chunk 4: header; 5..=6: base/1/101, whose second page is short (truncated).
         b.record(5, &position("base/1/101", 0), 8192);
         b.record(6, &position("base/1/101", 1), 100);
-        // A page that does not start its member is not mapped.
-        b.record(7, &position("base/1/102", 3), 8192);
+        // A page of another size is not mapped.
+        let mut big = position("base/1/103", 0);
+        big.page_size = 16384;
+        b.record(7, &big, 16384);
         let ext = b.finish().unwrap();
         assert_eq!(ext.tag, EXT_TAR_PAGES);
+        assert_eq!(ext.data[0], 1, "runs from page 0 only: version 1");
         let map = TarPageMap::decode(&ext.data, "map").unwrap();
+        assert_eq!(map.page_size, 8192);
         assert_eq!(
             map.members,
             vec![
                 MemberPages {
                     name: b"base/1/100".to_vec(),
+                    first_page: 0,
                     first_chunk: 1,
                     pages: 3
                 },
                 MemberPages {
                     name: b"base/1/101".to_vec(),
+                    first_page: 0,
                     first_chunk: 5,
                     pages: 1
                 },
             ]
         );
-        assert!(TarPageMapBuilder::new(8192).finish().is_none());
+        assert!(TarPageMapBuilder::new().finish().is_none());
+    }
+
+    #[test]
+    fn xbstream_pages_split_over_records_are_mapped_as_runs() {
+        // A file's pages 0..3 in one record, 3..5 in the next, a header chunk between.
+        let mut b = TarPageMapBuilder::new();
+        let page = |member: &str, page: u64| PagePosition {
+            member: Arc::from(member.as_bytes()),
+            page,
+            page_size: 16384,
+        };
+        for (chunk, p) in [(1, 0), (2, 1), (3, 2), (5, 3), (6, 4)] {
+            b.record(chunk, &page("shop/t.ibd", p), 16384);
+        }
+        let ext = b.finish().unwrap();
+        assert_eq!(ext.data[0], 2, "a run from page 3: version 2");
+        let map = TarPageMap::decode(&ext.data, "map").unwrap();
+        assert_eq!(map.page_size, 16384);
+        let runs: Vec<(u64, u64, u32)> = map
+            .members
+            .iter()
+            .map(|m| (m.first_page, m.first_chunk, m.pages))
+            .collect();
+        assert_eq!(runs, [(0, 1, 3), (3, 5, 2)]);
+        assert_eq!(TarPageMap::decode(&map.encode(), "m").unwrap(), map);
     }
 
     #[test]
     fn builder_stays_within_one_extension() {
-        let mut b = TarPageMapBuilder::new(8192);
+        let mut b = TarPageMapBuilder::new();
         let long = "d/".repeat(1000);
         for chunk in 0..2_000u64 {
             // Names share nothing with the previous one beyond the first byte.
@@ -415,11 +506,13 @@ mod tests {
             members: vec![
                 MemberPages {
                     name: b"base/5/1".to_vec(),
+                    first_page: 0,
                     first_chunk: 3,
                     pages: 9,
                 },
                 MemberPages {
                     name: b"base/5/2".to_vec(),
+                    first_page: 0,
                     first_chunk: 14,
                     pages: 1,
                 },
@@ -430,7 +523,7 @@ mod tests {
         // The second name shares 7 bytes ("base/5/") with the first.
         assert_eq!(&data[9 + 16 + 8..9 + 16 + 8 + 2], &7u16.to_le_bytes());
         let mut version = data.clone();
-        version[0] = 2;
+        version[0] = 3;
         assert!(TarPageMap::decode(&version, "m").is_err());
         let mut shared = data.clone();
         shared[9 + 16 + 8] = 200;
@@ -472,12 +565,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn map_round_trips(members in proptest::collection::vec(("[a-c/]{1,12}", any::<u64>(), any::<u32>()), 0..20)) {
+        fn map_round_trips(members in proptest::collection::vec(("[a-c/]{1,12}", prop_oneof![Just(0u64), any::<u64>()], any::<u64>(), any::<u32>()), 0..20)) {
             let map = TarPageMap {
                 page_size: 8192,
                 members: members
                     .into_iter()
-                    .map(|(name, first_chunk, pages)| MemberPages { name: name.into_bytes(), first_chunk, pages })
+                    .map(|(name, first_page, first_chunk, pages)| MemberPages { name: name.into_bytes(), first_page, first_chunk, pages })
                     .collect(),
             };
             prop_assert_eq!(TarPageMap::decode(&map.encode(), "m").unwrap(), map);

@@ -229,6 +229,7 @@ replay_tests!(
     fuzz_chunk_list,
     fuzz_blob,
     fuzz_repository,
+    fuzz_stream_formats,
 );
 
 /// The committed seeds reach the delta decoders: a version 2 pack and index file with
@@ -590,6 +591,7 @@ async fn seeds_from_repository() -> Seeds {
     );
     add_delta_blob_seeds(&mut seeds);
     add_page_map_seeds(&mut seeds);
+    add_stream_format_seeds(&mut seeds);
     // The other files of the gc protocol, as a running writer and gc write them.
     let now = time(20).unwrap();
     let marker = SessionMarker {
@@ -729,6 +731,57 @@ fn add_delta_blob_seeds(seeds: &mut Seeds) {
 
 /// `version u8 || page_size u32 || count u32 || member*`, members given as `(shared,
 /// suffix, first_chunk, pages)`: maps the encoder would not write.
+/// Xbstream records as mariabackup writes them (`P` payloads split at a page multiple,
+/// then `E`), a sparse record, and a stream cut inside a header.
+fn add_stream_format_seeds(seeds: &mut Seeds) {
+    fn record(kind: u8, path: &[u8], payload: Option<(&[u8], u64)>) -> Vec<u8> {
+        let mut out = b"XBSTCK01".to_vec();
+        out.extend_from_slice(&[0, kind]);
+        out.extend_from_slice(&(path.len() as u32).to_le_bytes());
+        out.extend_from_slice(path);
+        if let Some((data, offset)) = payload {
+            out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
+            out.extend_from_slice(data);
+        }
+        out
+    }
+    let page: Vec<u8> = (0..16384u32).map(|i| (i % 251) as u8).collect();
+    let mut stream = record(b'P', b"db/t.ibd", Some((&page, 0)));
+    stream.extend(record(b'P', b"db/t.ibd", Some((&page[..5000], 16384))));
+    stream.extend(record(b'E', b"db/t.ibd", None));
+    stream.extend(record(
+        b'P',
+        b"xtrabackup_info",
+        Some((b"tool_name = mariabackup\n", 0)),
+    ));
+    stream.extend(record(b'E', b"xtrabackup_info", None));
+    // The fuzz entry point also reads its input behind the magic: seed without it too.
+    seeds.add("fuzz_stream_formats", "mbstream", stream.clone());
+    seeds.add(
+        "fuzz_stream_formats",
+        "mbstream-no-magic",
+        stream[8..].to_vec(),
+    );
+    seeds.add(
+        "fuzz_stream_formats",
+        "mbstream-cut",
+        stream[..16384 + 30].to_vec(),
+    );
+    let mut sparse = b"XBSTCK01".to_vec();
+    sparse.extend_from_slice(&[0, b'S']);
+    sparse.extend_from_slice(&1u32.to_le_bytes());
+    sparse.push(b'f');
+    sparse.extend_from_slice(&1u32.to_le_bytes());
+    sparse.extend_from_slice(&4u64.to_le_bytes());
+    sparse.extend_from_slice(&0u64.to_le_bytes());
+    sparse.extend_from_slice(&0u32.to_le_bytes());
+    sparse.extend_from_slice(&[0, 0, 0, 0, 4, 0, 0, 0, 1, 2, 3, 4]);
+    sparse.extend(record(b'E', b"f", None));
+    seeds.add("fuzz_stream_formats", "sparse", sparse);
+}
+
 fn raw_page_map(
     version: u8,
     page_size: u32,
@@ -753,6 +806,7 @@ fn raw_page_map(
 fn add_page_map_seeds(seeds: &mut Seeds) {
     let member = |name: &[u8], first_chunk: u64, pages: u32| MemberPages {
         name: name.to_vec(),
+        first_page: 0,
         first_chunk,
         pages,
     };
@@ -809,6 +863,25 @@ fn add_page_map_seeds(seeds: &mut Seeds) {
             ),
         ),
     ];
+    // Version 2: runs of an xbstream file's 16 KiB pages split over records.
+    let runs = TarPageMap {
+        page_size: 16384,
+        members: vec![
+            MemberPages {
+                name: b"shop/t.ibd".to_vec(),
+                first_page: 0,
+                first_chunk: 1,
+                pages: 640,
+            },
+            MemberPages {
+                name: b"shop/t.ibd".to_vec(),
+                first_page: 640,
+                first_chunk: 642,
+                pages: 128,
+            },
+        ],
+    };
+    let valid = valid.into_iter().chain([("runs-v2", runs.encode())]);
     for (label, data) in valid {
         TarPageMap::decode(&data, "seed map").unwrap();
         seeds.add("fuzz_page_map", label, data);
