@@ -1,13 +1,14 @@
-//! A repository written once and committed (`tests/golden/`) stays readable: every
-//! snapshot in it restores to the committed source tree, byte for byte.
+//! Repositories written once and committed stay readable: every snapshot in them restores
+//! to the committed source, byte for byte. One directory per format generation, each kept
+//! as it was written forever (SPEC.md section 23):
 //!
-//! Regenerate after a deliberate format change (this deletes and recreates
-//! `tests/golden/`):
+//! - `tests/golden/v1/`: the first format (pack, index, tree and key file version 1);
+//! - `tests/golden/v2/`: what version 2 added: page deltas (pack and index version 2, the
+//!   page map in versions 1 and 2), a special file (tree version 2) and an access key (key
+//!   file version 2).
 //!
-//! ```text
-//! cargo build -p dprepo-tools && \
-//!   cargo test -p dprepo-tests --test golden -- --ignored generate_golden_repository
-//! ```
+//! A new generation gets a new directory and generator; an existing one is never
+//! regenerated (its generator is kept to show how it was made).
 //!
 //! Git keeps neither mtimes nor most mode bits nor empty directories, so only names, file
 //! types, bytes and link targets are compared, and the committed tree has no empty
@@ -26,7 +27,11 @@ const HOST: &str = "golden-host";
 const STREAM_NAME: &str = "db.dump";
 
 fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("golden")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/v1")
+}
+
+fn golden_v2_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/v2")
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -62,10 +67,14 @@ fn prune_empty_dirs(dir: &Path) -> bool {
 
 /// A test environment on a private copy of the committed repository.
 fn golden_env() -> TestEnv {
-    let golden = golden_dir();
+    env_on(&golden_dir())
+}
+
+/// A test environment on a private copy of the repository in `golden`.
+fn env_on(golden: &Path) -> TestEnv {
     assert!(
         golden.join("repo/config").is_file(),
-        "{} has no golden repository; generate it with `cargo test -p dprepo-tests --test golden -- --ignored generate_golden_repository`",
+        "{} has no golden repository (it is committed; see tests/tests/golden.rs)",
         golden.display()
     );
     let mut env = TestEnv::new();
@@ -193,10 +202,11 @@ fn count_files(dir: &Path) -> (u64, u64) {
     acc
 }
 
-/// Writes `tests/golden/`: the source tree `expected/`, the stream `stream.bin`, and the
+/// Writes `tests/golden/v1/` (kept to show how it was made: v1 is never regenerated): the
+/// source tree `expected/`, the stream `stream.bin`, and the
 /// repository `repo/` (password `golden-password`) holding one snapshot of each.
 #[test]
-#[ignore = "writes tests/golden/; run by hand after a deliberate format change"]
+#[ignore = "wrote tests/golden/v1/ once; a new format generation gets its own directory"]
 fn generate_golden_repository() {
     let golden = golden_dir();
     if golden.exists() {
@@ -270,6 +280,218 @@ fn generate_golden_repository() {
         .unwrap();
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), &stream).unwrap();
     assert_success(&child.wait_with_output().unwrap(), &["backup", "--stdin"]);
+
+    prune_empty_dirs(&env.repo);
+    copy_dir(&env.repo, &golden.join("repo"));
+    let size = dir_size(&golden);
+    assert!(
+        size < 2_000_000,
+        "the golden directory should stay small, it is {size} bytes"
+    );
+}
+
+const V2_STREAM: &str = "base.tar";
+const V2_XB_STREAM: &str = "innodb.xb";
+const V2_PAGE: usize = 8192;
+const XB_PAGE: usize = 16384;
+
+/// `mbstream -c` (MariaDB's xbstream writer) of every file below `dir`, paths relative to it.
+fn mbstream(dir: &Path) -> Vec<u8> {
+    let out = std::process::Command::new("mbstream")
+        .arg("-c")
+        .arg("db/t1.ibd")
+        .current_dir(dir)
+        .output()
+        .expect("mbstream (Debian package mariadb-backup)");
+    assert!(out.status.success(), "mbstream -c failed");
+    out.stdout
+}
+
+/// The version 2 repository: the second base backup's changed pages are deltas against the
+/// first's (pack and index version 2, tree page map; for the xbstream, page map version 2),
+/// the directory snapshot holds a FIFO (tree version 2), and `access-key.txt` opens it (key
+/// file version 2).
+#[test]
+fn golden_v2_repository_restores_deltas_special_files_and_opens_with_its_access_key() {
+    let golden = golden_v2_dir();
+    let mut env = env_on(&golden);
+    // Open with the committed access key only: the password is wrong on purpose.
+    env.password = "not-the-password".to_string();
+    let key = golden.join("access-key.txt");
+    let with_key = |args: &[&str]| -> Vec<String> {
+        let mut v = vec!["--access-key-file".to_string(), s(&key).to_string()];
+        v.extend(args.iter().map(|a| a.to_string()));
+        v
+    };
+    let run = |args: &[&str]| -> std::process::Output {
+        let out = env.cmd(with_key(args)).output().unwrap();
+        assert_success(&out, args);
+        out
+    };
+    let snaps: Value =
+        serde_json::from_slice(&run(&["--json", "snapshots"]).stdout).expect("snapshots JSON");
+    let snaps = snaps.as_array().expect("a list of snapshots").clone();
+    assert_eq!(
+        snaps.len(),
+        5,
+        "two tar and two xbstream base backups, a directory: {snaps:?}"
+    );
+    for (stream, files, least_deltas) in [
+        (V2_STREAM, ["base1.tar", "base2.tar"], 10),
+        (V2_XB_STREAM, ["innodb1.xb", "innodb2.xb"], 4),
+    ] {
+        let mut two: Vec<&Value> = snaps.iter().filter(|s| s["stdin_name"] == stream).collect();
+        assert_eq!(two.len(), 2, "{stream}: {snaps:?}");
+        two.sort_by(|a, b| a["time"].as_str().cmp(&b["time"].as_str()));
+        assert_eq!(two[1]["parent"], two[0]["id"], "{}", two[1]);
+        assert!(
+            two[1]["summary"]["deltas_added"].as_u64().unwrap_or(0) >= least_deltas,
+            "the second {stream} holds page deltas: {}",
+            two[1]
+        );
+        for (snap, file) in two.iter().zip(files) {
+            let id = snap["id"].as_str().unwrap();
+            let dumped = run(&["dump", id, stream]).stdout;
+            assert!(
+                dumped == fs::read(golden.join(file)).unwrap(),
+                "dump of {file} differs"
+            );
+        }
+    }
+
+    let dir_snap = snaps
+        .iter()
+        .find(|s| s["stdin_name"].is_null())
+        .expect("directory snapshot");
+    let dir_id = dir_snap["id"].as_str().unwrap();
+    let recorded = dir_snap["paths"][0].as_str().expect("snapshot path");
+    let target = env.path("restored");
+    run(&["restore", dir_id, "--target", s(&target)]);
+    let restored = restored_path(&target, Path::new(recorded));
+    assert_same_tree(
+        &golden.join("expected"),
+        &restored_without_fifo(&restored),
+        Compare::CONTENT,
+    );
+    let fifo = fs::symlink_metadata(restored.join("pipe")).expect("the FIFO is restored");
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_fifo(&fifo.file_type()),
+        "pipe is restored as a FIFO"
+    );
+    run(&["verify", "--read-data"]);
+}
+
+/// `dir` with its FIFO moved out of the way, for comparing against the committed tree
+/// (git cannot hold a FIFO).
+fn restored_without_fifo(dir: &Path) -> PathBuf {
+    let moved = dir.with_extension("fifo");
+    fs::create_dir_all(&moved).unwrap();
+    fs::rename(dir.join("pipe"), moved.join("pipe")).unwrap();
+    let copy = dir.with_extension("compare");
+    copy_dir(dir, &copy);
+    fs::rename(moved.join("pipe"), dir.join("pipe")).unwrap();
+    copy
+}
+
+/// Writes `tests/golden/v2/` (once; never regenerated): `base1.tar` and `base2.tar`, GNU tar
+/// streams of a data directory of random 8 KiB pages, the second with 16 pages changed;
+/// `expected/`, a small tree backed up together with a FIFO named `pipe`; `repo/` holding
+/// the two streams (as `base.tar`) and the tree; `access-key.txt`, an access key for it.
+#[test]
+#[ignore = "wrote tests/golden/v2/ once; a new format generation gets its own directory"]
+fn generate_golden_v2_repository() {
+    let golden = golden_v2_dir();
+    if golden.exists() {
+        fs::remove_dir_all(&golden).unwrap();
+    }
+    fs::create_dir_all(&golden).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    fs::create_dir_all(data.join("base/5")).unwrap();
+    fs::write(data.join("PG_VERSION"), b"15\n").unwrap();
+    fs::write(data.join("base/5/16397"), random_bytes(2026, 16 * V2_PAGE)).unwrap();
+    let tar1 = gnu_tar(&data);
+    let mut pages = fs::read(data.join("base/5/16397")).unwrap();
+    for (i, page) in (0..16).step_by(2).chain([1, 3, 5, 7]).enumerate() {
+        let at = page * V2_PAGE + 1000 + (i * 97) % 6000;
+        pages[at..at + 60].copy_from_slice(&random_bytes(3000 + i as u64, 60));
+    }
+    fs::write(data.join("base/5/16397"), pages).unwrap();
+    let tar2 = gnu_tar(&data);
+    fs::write(golden.join("base1.tar"), &tar1).unwrap();
+    fs::write(golden.join("base2.tar"), &tar2).unwrap();
+    // An xbstream (mariabackup's format) of one InnoDB file of 16 KiB pages, then the same
+    // with 4 pages changed: its pages become deltas through the page map's version 2.
+    let ibd = work.path().join("innodb");
+    fs::create_dir_all(ibd.join("db")).unwrap();
+    let mut ibd_pages = random_bytes(2027, 12 * XB_PAGE);
+    fs::write(ibd.join("db/t1.ibd"), &ibd_pages).unwrap();
+    let xb1 = mbstream(&ibd);
+    for (i, page) in [1usize, 4, 7, 10].into_iter().enumerate() {
+        let at = page * XB_PAGE + 2000 + i * 131;
+        ibd_pages[at..at + 80].copy_from_slice(&random_bytes(4000 + i as u64, 80));
+    }
+    fs::write(ibd.join("db/t1.ibd"), &ibd_pages).unwrap();
+    let xb2 = mbstream(&ibd);
+    fs::write(golden.join("innodb1.xb"), &xb1).unwrap();
+    fs::write(golden.join("innodb2.xb"), &xb2).unwrap();
+
+    let expected = golden.join("expected");
+    fs::create_dir_all(expected.join("conf")).unwrap();
+    fs::write(expected.join("conf/app.toml"), "name = \"golden v2\"\n").unwrap();
+    fs::write(expected.join("notes.txt"), text_bytes(20 * 1024)).unwrap();
+    let source = work.path().join("source");
+    copy_dir(&expected, &source);
+    let status = std::process::Command::new("mkfifo")
+        .arg(source.join("pipe"))
+        .status()
+        .expect("mkfifo");
+    assert!(status.success(), "mkfifo failed");
+
+    fs::write(
+        golden.join(".gitattributes"),
+        "# Byte-exact fixtures: no line-ending conversion.\n* -text\n",
+    )
+    .unwrap();
+    fs::write(
+        golden.join("README.md"),
+        "Golden repository of format generation 2, written once by `generate_golden_v2_repository`\n\
+         in `tests/tests/golden.rs` and never regenerated (password `golden-password`, or the\n\
+         access key in `access-key.txt`): two base backups of a data directory of 8 KiB pages\n\
+         (`base1.tar`, `base2.tar`, stored as `base.tar`; the second as page deltas), two\n\
+         xbstreams of a 16 KiB-page InnoDB file (`innodb1.xb`, `innodb2.xb`, stored as\n\
+         `innodb.xb`; the second as page deltas, page map version 2) and one snapshot of\n\
+         `expected/` plus a FIFO named `pipe`.\n",
+    )
+    .unwrap();
+
+    let mut env = TestEnv::new();
+    env.password = GOLDEN_PASSWORD.to_string();
+    env.ok(&["init"]);
+    let first = env.backup_stream_with(V2_STREAM, &tar1, &["--host", HOST]);
+    let second = env.backup_stream_with(V2_STREAM, &tar2, &["--host", HOST]);
+    assert_eq!(second["parent"], first["id"], "{second}");
+    assert!(
+        second["summary"]["deltas_added"].as_u64().unwrap() >= 10,
+        "{second}"
+    );
+    let first = env.backup_stream_with(V2_XB_STREAM, &xb1, &["--host", HOST]);
+    let second = env.backup_stream_with(V2_XB_STREAM, &xb2, &["--host", HOST]);
+    assert_eq!(second["parent"], first["id"], "{second}");
+    assert!(
+        second["summary"]["deltas_added"].as_u64().unwrap() >= 4,
+        "{second}"
+    );
+    env.backup(&[&source], &["--host", HOST, "--tag", "golden"]);
+    let key = golden.join("access-key.txt");
+    env.ok(&[
+        "key",
+        "add-access",
+        "--label",
+        "golden v2",
+        "--output",
+        s(&key),
+    ]);
 
     prune_empty_dirs(&env.repo);
     copy_dir(&env.repo, &golden.join("repo"));
