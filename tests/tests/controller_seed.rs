@@ -616,6 +616,69 @@ stringData: {{dprepoPassword: seed-e2e-key}}
         r["status"]["message"],
         "spec.backupRef: Backup nosuch not found in namespace default"
     );
+    // A Failed Backup cannot be restored: the Restore fails naming spec.backupRef and the
+    // cluster keeps running on its rows.
+    c.apply("apiVersion: kubeblocks.io/v1alpha1\nkind: Backup\nmetadata: {name: bad-storage, namespace: default}\nspec: {backupPolicyRef: mysql-backup-policy, storage: {provider: ftp}}\n");
+    let b = seed_phase(&c, "backup", "bad-storage", &["Failed"], 60);
+    assert!(
+        b["status"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.storage.provider: \"ftp\" is not a storage provider"),
+        "{}",
+        b["status"]
+    );
+    c.apply(&restore_yaml(
+        "from-failed",
+        "bad-storage",
+        "pg",
+        Some("Replace"),
+    ));
+    let r = seed_phase(&c, "restore", "from-failed", &["Completed", "Failed"], 60);
+    assert_eq!(r["status"]["phase"], "Failed", "{}", r["status"]);
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.backupRef: Backup bad-storage is Failed: spec.storage.provider"),
+        "{}",
+        r["status"]
+    );
+    assert_eq!(ready_pod(&c, "pg-0")["metadata"]["uid"], pod_uid);
+    assert_eq!(table_sums(src_port), before_failure);
+
+    // A missing encryption key Secret: the policy is Unavailable naming
+    // spec.encryption.keyRef, and its Backups wait without touching anything.
+    c.apply(
+        "apiVersion: kubeblocks.io/v1alpha1\nkind: BackupPolicy\nmetadata: {name: nokey, namespace: default}\nspec: {clusterRef: {name: pg}, method: physical, storage: {provider: s3, bucket: b, secretRef: s3-credentials}, encryption: {enabled: true, keyRef: nosuch-key}}\n",
+    );
+    let p = seed_phase(&c, "backuppolicy", "nokey", &["Unavailable"], 60);
+    assert_eq!(
+        p["status"]["message"],
+        "spec.encryption.keyRef: Secret default/nosuch-key not found"
+    );
+    assert!(c
+        .get(&[
+            "backuppolicies.dataprotection.kubeblocks.io",
+            "-n",
+            "default",
+            "nokey"
+        ])
+        .is_none());
+    c.apply("apiVersion: kubeblocks.io/v1alpha1\nkind: Backup\nmetadata: {name: keyless, namespace: default}\nspec: {backupPolicyRef: nokey}\n");
+    let b = seed_phase(&c, "backup", "keyless", &["Pending"], 60);
+    assert_eq!(
+        b["status"]["message"],
+        "spec.backupPolicyRef: BackupPolicy nokey is not Available: spec.encryption.keyRef: Secret default/nosuch-key not found"
+    );
+    assert!(c
+        .get(&[
+            "backups.dataprotection.kubeblocks.io",
+            "-n",
+            "default",
+            "keyless"
+        ])
+        .is_none());
     assert!(!c.controller_log().contains("panicked"));
 }
 
