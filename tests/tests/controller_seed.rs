@@ -6,10 +6,14 @@
 //! names of things that must exist (the cluster, the buckets): they pass
 //! `dprepo-controller validate`, the BackupPolicy becomes a BackupRepo and a
 //! dataprotection BackupPolicy chosen for PostgreSQL, the Backup (to its override bucket)
-//! completes with size and location, the Restore with `pitr` fails clearly (no WAL
-//! archive exists), a Restore into a new cluster brings back every row, `conflictPolicy:
-//! Replace` swaps the data of a running cluster, and a Replace whose data cannot be
-//! restored leaves the old rows in place.
+//! completes with size and location, the BackupSchedule also runs the WAL archive (a
+//! Continuous backup through the shipped `dprepo-postgresql-archive-wal` ActionSet; the
+//! server runs with `archive_mode=on`), the Restore as written (`pitr` in 2023) fails
+//! listing the ranges that can be restored, a Restore into a new cluster brings back every
+//! row, a Restore with `pitr.targetTime` between two known transactions brings back
+//! exactly the rows committed before it, `conflictPolicy: Replace` swaps the data of a
+//! running cluster, and a Replace whose data cannot be restored leaves the old rows in
+//! place.
 //!
 //! Build first: `cargo build --workspace --bins`. Needs root (kube-sim's runner),
 //! `kubectl`, PostgreSQL 15 (`apt-get install postgresql`) and moto.
@@ -104,7 +108,8 @@ spec:
           [ -f $D/PG_VERSION ] || {PG_BIN}/initdb -D $D --auth=trust -U postgres >/dev/null
           # fsGroup makes the volume's files group-writable; the server wants 0700.
           chmod 0700 $D
-          exec {PG_BIN}/postgres -D $D -p $P -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off
+          # Finished WAL segments wait in pg_wal/archive_status for the archiver.
+          exec {PG_BIN}/postgres -D $D -p $P -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off -c wal_level=replica -c archive_mode=on
         ports: [{{name: tcp-postgresql, containerPort: {src_port}}}]
         readinessProbe:
           exec:
@@ -243,7 +248,7 @@ fn the_design_documents_back_up_restore_and_replace_a_postgresql_cluster() {
         format!("{S3_BUCKET}/{prefix}"),
         format!("{S3_BUCKET}/{prefix}-tmp"),
     );
-    let (src_port, new_port) = (free_port(), free_port());
+    let (src_port, new_port, pitr_port) = (free_port(), free_port(), free_port());
     c.wait_for(
         "the default service account",
         Duration::from_secs(30),
@@ -266,6 +271,7 @@ stringData: {{dprepoPassword: seed-e2e-key}}
     c.apply(&cluster_manifests(&[
         ("pg-0", src_port),
         ("pg-new-0", new_port),
+        ("pg-pitr-0", pitr_port),
     ]));
     ready_pod(&c, "pg-0");
     pgbench(src_port, &["-i", "-q", "-s", "2"]);
@@ -328,7 +334,13 @@ stringData: {{dprepoPassword: seed-e2e-key}}
         ])
         .expect("the dataprotection BackupPolicy");
     assert_eq!(dp["spec"]["backupRepoName"], repo.as_str());
-    assert_eq!(dp["spec"]["backupMethods"][0]["name"], "physical");
+    let methods: Vec<&str> = dp["spec"]["backupMethods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["physical", "volume-snapshot", "archive-wal"]);
     assert_eq!(dp["metadata"]["ownerReferences"][0]["kind"], "BackupPolicy");
     assert_eq!(
         dp["metadata"]["ownerReferences"][0]["apiVersion"],
@@ -349,6 +361,28 @@ stringData: {{dprepoPassword: seed-e2e-key}}
     assert_eq!(bs["metadata"]["annotations"]["dprepo.io/keep-last"], "5");
     assert_eq!(bs["spec"]["schedules"][0]["cronExpression"], "0 2 * * *");
     assert_eq!(bs["spec"]["schedules"][0]["retentionPeriod"], "30d");
+    // ... and the WAL archive: one Continuous backup, running from now on.
+    assert_eq!(bs["spec"]["schedules"][1]["backupMethod"], "archive-wal");
+    assert_eq!(bs["spec"]["schedules"][1]["enabled"], true);
+    let archive = c.wait_for(
+        "the WAL archive Running with a time range",
+        Duration::from_secs(180),
+        || {
+            let list = c.get(&[
+                "backups.dataprotection.kubeblocks.io",
+                "-n",
+                "default",
+                "-l",
+                "dataprotection.kubeblocks.io/backup-schedule=daily-backup,dataprotection.kubeblocks.io/backup-type=Continuous",
+            ])?;
+            let b = list["items"].as_array()?.first()?.clone();
+            (b["status"]["phase"] == "Running"
+                && b.pointer("/status/timeRange/start")?.is_string()
+                && b.pointer("/status/timeRange/end")?.is_string())
+            .then_some(b)
+        },
+    );
+    let archive_name = archive["metadata"]["name"].as_str().unwrap().to_string();
 
     // Backup, to its override bucket: Completed with size, location and snapshot.
     c.apply(docs[2]);
@@ -390,8 +424,8 @@ stringData: {{dprepoPassword: seed-e2e-key}}
     assert_ne!(tmp_repo, repo, "the override bucket is another repository");
     assert_eq!(dpb["spec"]["retentionPeriod"], "30d");
 
-    // Restore as written (pitr): no WAL archive exists, so it fails saying so, and no
-    // cluster is made.
+    // Restore as written (pitr): 2023 is outside the archive's range, so it fails saying
+    // so and listing the ranges that can be restored; no cluster is made.
     c.apply(docs[3]);
     let pitr = seed_phase(
         &c,
@@ -403,9 +437,11 @@ stringData: {{dprepoPassword: seed-e2e-key}}
     assert_eq!(pitr["status"]["phase"], "Failed");
     let msg = pitr["status"]["message"].as_str().unwrap();
     assert!(
-        msg.starts_with("spec.pitr.targetTime: no continuous backup"),
+        msg.starts_with(&format!("spec.pitr.targetTime: restoreTime 2023-10-01T02:10:00Z is outside the time range of continuous backup \"{archive_name}\"")),
         "{msg}"
     );
+    assert!(msg.contains("; recoverable ranges: "), "{msg}");
+    assert!(c.get(&["pvc", "-n", "default", "data-pg-new-0"]).is_none());
     assert!(c.get(&["statefulset", "-n", "default", "pg-new"]).is_none());
 
     // Into a new cluster: every row is back, the server started on the restored data.
@@ -419,6 +455,8 @@ stringData: {{dprepoPassword: seed-e2e-key}}
     assert_eq!(r["status"]["phase"], "Completed", "{}", r["status"]);
     ready_pod(&c, "pg-new-0");
     assert_eq!(table_sums(new_port), at_backup);
+
+    point_in_time(&c, src_port, pitr_port, &archive_name);
 
     // Over an existing cluster with the default policy: refused, nothing touched.
     psql(
@@ -578,5 +616,214 @@ stringData: {{dprepoPassword: seed-e2e-key}}
         r["status"]["message"],
         "spec.backupRef: Backup nosuch not found in namespace default"
     );
+    // A Failed Backup cannot be restored: the Restore fails naming spec.backupRef and the
+    // cluster keeps running on its rows.
+    c.apply("apiVersion: kubeblocks.io/v1alpha1\nkind: Backup\nmetadata: {name: bad-storage, namespace: default}\nspec: {backupPolicyRef: mysql-backup-policy, storage: {provider: ftp}}\n");
+    let b = seed_phase(&c, "backup", "bad-storage", &["Failed"], 60);
+    assert!(
+        b["status"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.storage.provider: \"ftp\" is not a storage provider"),
+        "{}",
+        b["status"]
+    );
+    c.apply(&restore_yaml(
+        "from-failed",
+        "bad-storage",
+        "pg",
+        Some("Replace"),
+    ));
+    let r = seed_phase(&c, "restore", "from-failed", &["Completed", "Failed"], 60);
+    assert_eq!(r["status"]["phase"], "Failed", "{}", r["status"]);
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.backupRef: Backup bad-storage is Failed: spec.storage.provider"),
+        "{}",
+        r["status"]
+    );
+    assert_eq!(ready_pod(&c, "pg-0")["metadata"]["uid"], pod_uid);
+    assert_eq!(table_sums(src_port), before_failure);
+
+    // A missing encryption key Secret: the policy is Unavailable naming
+    // spec.encryption.keyRef, and its Backups wait without touching anything.
+    c.apply(
+        "apiVersion: kubeblocks.io/v1alpha1\nkind: BackupPolicy\nmetadata: {name: nokey, namespace: default}\nspec: {clusterRef: {name: pg}, method: physical, storage: {provider: s3, bucket: b, secretRef: s3-credentials}, encryption: {enabled: true, keyRef: nosuch-key}}\n",
+    );
+    let p = seed_phase(&c, "backuppolicy", "nokey", &["Unavailable"], 60);
+    assert_eq!(
+        p["status"]["message"],
+        "spec.encryption.keyRef: Secret default/nosuch-key not found"
+    );
+    assert!(c
+        .get(&[
+            "backuppolicies.dataprotection.kubeblocks.io",
+            "-n",
+            "default",
+            "nokey"
+        ])
+        .is_none());
+    c.apply("apiVersion: kubeblocks.io/v1alpha1\nkind: Backup\nmetadata: {name: keyless, namespace: default}\nspec: {backupPolicyRef: nokey}\n");
+    let b = seed_phase(&c, "backup", "keyless", &["Pending"], 60);
+    assert_eq!(
+        b["status"]["message"],
+        "spec.backupPolicyRef: BackupPolicy nokey is not Available: spec.encryption.keyRef: Secret default/nosuch-key not found"
+    );
+    assert!(c
+        .get(&[
+            "backups.dataprotection.kubeblocks.io",
+            "-n",
+            "default",
+            "keyless"
+        ])
+        .is_none());
     assert!(!c.controller_log().contains("panicked"));
+}
+
+/// A base backup, rows committed before a chosen second `T` and after it, then a seed
+/// Restore with `pitr.targetTime: T` into the new cluster `pg-pitr`: the dataprotection
+/// Restore replays the archived WAL on the base, and the restored server holds exactly the
+/// rows committed before `T` (every table: counts and checksums).
+fn point_in_time(c: &Cluster, src_port: u16, pitr_port: u16, archive: &str) {
+    c.apply("apiVersion: kubeblocks.io/v1alpha1\nkind: Backup\nmetadata: {name: pitr-base, namespace: default}\nspec: {backupPolicyRef: mysql-backup-policy}\n");
+    let b = seed_phase(c, "backup", "pitr-base", &["Completed", "Failed"], 600);
+    assert_eq!(b["status"]["phase"], "Completed", "{}", b["status"]);
+
+    // Before T: a new table, rows in it and in pgbench's, each its own transaction.
+    let mut before = String::from(
+        "create table ledger (seq int primary key, account int not null, amount int not null);\n",
+    );
+    for i in 0..60 {
+        before.push_str(&format!(
+            "insert into ledger values ({i}, {}, {}); update pgbench_accounts set abalance = abalance + {i} where aid = {};\n",
+            i % 7,
+            i * 13 % 101,
+            i + 1
+        ));
+    }
+    psql_script(src_port, &before);
+    let expected = table_sums(src_port);
+    let now = chrono::Utc::now();
+    let target = chrono::DateTime::from_timestamp(now.timestamp() + 2, 0).unwrap();
+    while chrono::Utc::now() < target + chrono::TimeDelta::milliseconds(1500) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // After T: more rows, deletions and a table that must not come back.
+    let mut after =
+        String::from("create table after_target (id int);\ninsert into after_target values (1);\n");
+    for i in 60..120 {
+        after.push_str(&format!("insert into ledger values ({i}, 1, 1);\n"));
+    }
+    after.push_str("delete from notes where id <= 100;\n");
+    psql_script(src_port, &after);
+    assert_ne!(table_sums(src_port), expected);
+    // Finish the segment holding the last transactions now rather than at the archiver's
+    // next switch (every five minutes, the schedule's interval).
+    psql(src_port, "select pg_switch_wal()");
+    let target_text = target.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    c.wait_for(
+        "the WAL archive past the chosen second",
+        Duration::from_secs(120),
+        || {
+            let b = c.get(&[
+                "backups.dataprotection.kubeblocks.io",
+                "-n",
+                "default",
+                archive,
+            ])?;
+            let end = b.pointer("/status/timeRange/end")?.as_str()?;
+            (chrono::DateTime::parse_from_rfc3339(end).ok()? > target).then_some(())
+        },
+    );
+
+    c.apply(&format!(
+        "apiVersion: kubeblocks.io/v1alpha1\nkind: Restore\nmetadata: {{name: pitr, namespace: default}}\nspec:\n  backupRef: pitr-base\n  clusterRef: {{name: pg-pitr}}\n  pitr: {{targetTime: \"{target_text}\"}}\n"
+    ));
+    let r = seed_phase(c, "restore", "pitr", &["Completed", "Failed"], 600);
+    assert_eq!(r["status"]["phase"], "Completed", "{}", r["status"]);
+    let dp = c
+        .get(&[
+            "restores.dataprotection.kubeblocks.io",
+            "-n",
+            "default",
+            "pitr",
+        ])
+        .expect("the dataprotection Restore");
+    assert_eq!(dp["spec"]["restoreTime"], target_text.as_str());
+    let prepared: Vec<&str> = dp["status"]["actions"]["prepareData"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["backupName"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(prepared.first(), Some(&"pitr-base"), "{prepared:?}");
+    assert_eq!(prepared.last(), Some(&archive), "{prepared:?}");
+    ready_pod(c, "pg-pitr-0");
+    c.wait_for(
+        "the restored server out of recovery",
+        Duration::from_secs(120),
+        || {
+            // Connections may be refused for a moment while the server promotes.
+            let out = Command::new(Path::new(PG_BIN).join("psql"))
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &pitr_port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
+                .args([
+                    "-d",
+                    "postgres",
+                    "-X",
+                    "-At",
+                    "-c",
+                    "select pg_is_in_recovery()",
+                ])
+                .stdin(Stdio::null())
+                .output()
+                .ok()?;
+            (out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "f")
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        table_sums(pitr_port),
+        expected,
+        "exactly the rows committed before {target_text}"
+    );
+    assert_eq!(psql(pitr_port, "select count(*) from ledger"), "60");
+}
+
+/// Runs a script of statements, each its own transaction.
+fn psql_script(port: u16, sql: &str) {
+    use std::io::Write;
+    let mut child = Command::new(Path::new(PG_BIN).join("psql"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+        .args([
+            "-d",
+            "postgres",
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-f",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("psql");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(sql.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "psql script: {}", stderr(&out));
 }

@@ -16,6 +16,9 @@
 //!   namespaced one, and the repository holds backups other objects refer to);
 //! - **retention**: `maxRetentionDays: N` -> `retentionPeriod: Nd`; `maxRetentionCount` and
 //!   `successfulJobsHistoryLimit` -> `dprepo.io/keep-last` on the BackupSchedule;
+//! - **point in time**: a PostgreSQL physical policy also gets the Continuous method
+//!   `archive-wal` ([`continuous_action_set`]), and its seed BackupSchedule enables it
+//!   beside the base backups, so `pitr.targetTime` has logs to replay;
 //! - **encryption**: `keyRef` -> `dprepo.io/key-secret: <ns>/<keyRef>` on the BackupRepo
 //!   (its key `dprepoPassword` is the repository key); otherwise the controller's key.
 
@@ -250,6 +253,13 @@ impl Engine {
         }
     }
 
+    /// The engine [`Engine::as_str`] names (as a seed BackupPolicy's `status.engine`).
+    pub fn from_name(name: &str) -> Option<Engine> {
+        [Engine::PostgreSql, Engine::MySql, Engine::MariaDb]
+            .into_iter()
+            .find(|e| e.as_str() == name)
+    }
+
     fn from_text(text: &str) -> Option<Engine> {
         let t = text.to_ascii_lowercase();
         if t.contains("postgres") {
@@ -310,6 +320,25 @@ pub fn action_set_name(engine: Engine, kind: BackupKind) -> &'static str {
         (Engine::MariaDb, BackupKind::Physical) => "dprepo-mariadb-mariabackup",
         (Engine::MySql, BackupKind::Physical) => "dprepo-mysql-xtrabackup",
         (Engine::MariaDb | Engine::MySql, BackupKind::Logical) => "dprepo-mysql-mysqldump",
+    }
+}
+
+/// The method name of the Continuous (log archive) method a PITR-capable policy gets.
+pub const CONTINUOUS_METHOD: &str = "archive-wal";
+
+/// How often a seed schedule's Continuous backup switches to a new log file when
+/// transactions came in (its `DP_ARCHIVE_INTERVAL`): every five minutes, KubeBlocks'
+/// default for PostgreSQL's WAL archive. The base backups keep `spec.schedule`.
+pub const CONTINUOUS_CRON: &str = "*/5 * * * *";
+
+/// The shipped Continuous ActionSet that archives the logs a point-in-time restore of an
+/// `engine` cluster backed up with `kind` replays, when there is one: PostgreSQL physical
+/// backups (`pg_basebackup` bases, WAL replayed on top). A logical dump cannot replay a
+/// physical log, and the MySQL-family binlog archive is not shipped yet.
+pub fn continuous_action_set(engine: Engine, kind: BackupKind) -> Option<&'static str> {
+    match (engine, kind) {
+        (Engine::PostgreSql, BackupKind::Physical) => Some("dprepo-postgresql-archive-wal"),
+        _ => None,
     }
 }
 
@@ -394,6 +423,18 @@ pub fn dp_backup_policy(
             "targetVolumes": {"volumes": volumes},
         }));
     }
+    if let Some(set) = continuous_action_set(engine, policy.spec.method) {
+        // The archiver reads the server's WAL directory on the data volume.
+        let mut m = json!({
+            "name": CONTINUOUS_METHOD,
+            "actionSetName": set,
+            "snapshotVolumes": false,
+        });
+        if !mounts.is_empty() {
+            m["targetVolumes"] = json!({"volumeMounts": mounts});
+        }
+        methods.push(m);
+    }
     serde_json::from_value(json!({
         "apiVersion": "dataprotection.kubeblocks.io/v1alpha1",
         "kind": "BackupPolicy",
@@ -435,7 +476,8 @@ pub fn parameters(policy: &seed::BackupPolicy) -> Vec<Value> {
 }
 
 /// The dataprotection Backup for a seed Backup (same name and namespace), in repository
-/// `repo` (the policy's, or the override's).
+/// `repo` (the policy's, or the override's), labelled with the cluster
+/// (`app.kubernetes.io/instance`) so that it is a base for point-in-time restores.
 pub fn dp_backup(
     backup: &seed::Backup,
     policy: &seed::BackupPolicy,
@@ -463,6 +505,9 @@ pub fn dp_backup(
             "labels": {
                 SEED_LABEL: format!("Backup.{name}"),
                 crate::api::labels::label::BACKUP_REPO_NAME: repo,
+                // The cluster's label, as scheduled backups carry it: a point-in-time
+                // restore picks its base among the cluster's full backups by it.
+                INSTANCE_LABEL: policy.spec.cluster_ref.name,
             },
         },
         "spec": spec,
@@ -482,7 +527,11 @@ pub fn keep_last(schedule: &seed::BackupSchedule, policy: &seed::BackupPolicy) -
     })
 }
 
-/// The dataprotection BackupSchedule for a seed schedule (same name and namespace).
+/// The dataprotection BackupSchedule for a seed schedule (same name and namespace): the
+/// policy's method at `spec.schedule`, and, when the policy's engine (its
+/// `status.engine`) and method have a Continuous ActionSet
+/// ([`continuous_action_set`]), the enabled Continuous schedule [`CONTINUOUS_METHOD`]
+/// (one long-running archive that point-in-time restores replay).
 pub fn dp_schedule(
     schedule: &seed::BackupSchedule,
     policy: &seed::BackupPolicy,
@@ -500,6 +549,24 @@ pub fn dp_schedule(
     if !params.is_empty() {
         entry["parameters"] = json!(params);
     }
+    let mut entries = vec![entry];
+    let engine = policy
+        .status
+        .as_ref()
+        .and_then(|s| s.engine.as_deref())
+        .and_then(Engine::from_name);
+    if engine
+        .and_then(|e| continuous_action_set(e, policy.spec.method))
+        .is_some()
+    {
+        entries.push(json!({
+            "name": CONTINUOUS_METHOD,
+            "enabled": true,
+            "backupMethod": CONTINUOUS_METHOD,
+            "cronExpression": CONTINUOUS_CRON,
+            "retentionPeriod": retention_period(policy).unwrap_or_default(),
+        }));
+    }
     let mut annotations = BTreeMap::new();
     if let Some(n) = keep_last(schedule, policy) {
         annotations.insert(annotation::DPREPO_KEEP_LAST.to_string(), n.to_string());
@@ -515,7 +582,7 @@ pub fn dp_schedule(
         },
         "spec": {
             "backupPolicyName": policy.metadata.name,
-            "schedules": [entry],
+            "schedules": entries,
         },
     }))
     .map_err(|e| format!("building BackupSchedule {name}: {e}"))

@@ -235,6 +235,36 @@ fn the_policy_becomes_a_dataprotection_policy() {
         m[1],
         json!({"name": "volume-snapshot", "snapshotVolumes": true, "targetVolumes": {"volumes": ["data"]}})
     );
+    // PostgreSQL physical: the WAL archive a point-in-time restore replays, reading the
+    // server's data volume.
+    assert_eq!(
+        m[2],
+        json!({"name": "archive-wal", "actionSetName": "dprepo-postgresql-archive-wal", "snapshotVolumes": false,
+               "targetVolumes": {"volumeMounts": [{"name": "data", "mountPath": "/home/postgres/pgdata"}]}})
+    );
+    assert_eq!(m.as_array().unwrap().len(), 3);
+    // No log archive for a logical dump, nor (yet) for the MySQL family.
+    let mut logical = p.clone();
+    logical.spec.method = BackupKind::Logical;
+    let v = serde_json::to_value(
+        dp_backup_policy(&logical, "seed-x", Engine::PostgreSql, &sts(PG_STS), None).unwrap(),
+    )
+    .unwrap();
+    let names: Vec<&str> = v["spec"]["backupMethods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["logical", "volume-snapshot"]);
+    assert_eq!(
+        continuous_action_set(Engine::MariaDb, BackupKind::Physical),
+        None
+    );
+    assert_eq!(
+        continuous_action_set(Engine::MySql, BackupKind::Physical),
+        None
+    );
     assert_eq!(retention_period(&p).as_deref(), Some("30d"));
     // lockTables only reaches logical backups.
     assert!(parameters(&p).is_empty());
@@ -261,6 +291,11 @@ fn backups_and_schedules_carry_retention_and_keep_last() {
         v["metadata"]["labels"]["dataprotection.kubeblocks.io/backup-repo-name"],
         "seed-temp"
     );
+    // The cluster's label: what a point-in-time restore finds its base backups by.
+    assert_eq!(
+        v["metadata"]["labels"]["app.kubernetes.io/instance"],
+        "mysql-cluster"
+    );
     let s: seed::BackupSchedule = serde_yaml::from_str(
         "apiVersion: kubeblocks.io/v1alpha1\nkind: BackupSchedule\nmetadata: {name: daily-backup, namespace: default}\nspec: {schedule: \"0 2 * * *\", backupPolicyTemplateRef: mysql-backup-policy, successfulJobsHistoryLimit: 5}\n",
     )
@@ -268,9 +303,24 @@ fn backups_and_schedules_carry_retention_and_keep_last() {
     let v = serde_json::to_value(dp_schedule(&s, &p).unwrap()).unwrap();
     assert_eq!(v["metadata"]["annotations"]["dprepo.io/keep-last"], "5");
     assert_eq!(
-        v["spec"]["schedules"][0],
-        json!({"name": "physical", "enabled": true, "backupMethod": "physical", "cronExpression": "0 2 * * *", "retentionPeriod": "30d"})
+        v["spec"]["schedules"],
+        json!([{"name": "physical", "enabled": true, "backupMethod": "physical", "cronExpression": "0 2 * * *", "retentionPeriod": "30d"}]),
+        "an engine not known yet: no log archive"
     );
+    // Once the policy found PostgreSQL, the schedule also runs its WAL archive.
+    let mut pg = p.clone();
+    pg.status = Some(seed::backuppolicy::BackupPolicyStatus {
+        engine: Some("postgresql".into()),
+        ..Default::default()
+    });
+    let v = serde_json::to_value(dp_schedule(&s, &pg).unwrap()).unwrap();
+    assert_eq!(
+        v["spec"]["schedules"][1],
+        json!({"name": "archive-wal", "enabled": true, "backupMethod": "archive-wal", "cronExpression": "*/5 * * * *", "retentionPeriod": "30d"})
+    );
+    pg.status.as_mut().unwrap().engine = Some("mariadb".into());
+    let v = serde_json::to_value(dp_schedule(&s, &pg).unwrap()).unwrap();
+    assert_eq!(v["spec"]["schedules"].as_array().unwrap().len(), 1);
     let mut unlimited = s.clone();
     unlimited.spec.successful_jobs_history_limit = None;
     assert_eq!(

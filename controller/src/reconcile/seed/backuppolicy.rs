@@ -161,20 +161,26 @@ async fn translate(p: &seed::BackupPolicy, ctx: &Context) -> Result<Outcome> {
     };
     let action_set = b::action_set_name(engine, p.spec.method);
     let sets: Api<ActionSet> = Api::all(ctx.client.clone());
-    if sets
-        .get_opt(action_set)
-        .await
-        .during(|| format!("get ActionSet {action_set}"))?
-        .is_none()
-    {
-        return Ok(Outcome {
-            engine: Some(engine.as_str().into()),
-            ..unavailable(format!(
-                "ActionSet {action_set} (for a {} backup of {}) not found: apply deploy/actionsets",
-                p.spec.method.as_str(),
-                engine.as_str()
-            ))
-        });
+    let continuous = b::continuous_action_set(engine, p.spec.method);
+    for (set, what) in [
+        (Some(action_set), p.spec.method.as_str()),
+        (continuous, b::CONTINUOUS_METHOD),
+    ] {
+        let Some(set) = set else { continue };
+        if sets
+            .get_opt(set)
+            .await
+            .during(|| format!("get ActionSet {set}"))?
+            .is_none()
+        {
+            return Ok(Outcome {
+                engine: Some(engine.as_str().into()),
+                ..unavailable(format!(
+                    "ActionSet {set} (for the {what} method of {}) not found: apply deploy/actionsets",
+                    engine.as_str()
+                ))
+            });
+        }
     }
     let repo = match ensure_repo(ctx, &ns, &p.spec.storage, key_ref).await? {
         Ok(r) => r,

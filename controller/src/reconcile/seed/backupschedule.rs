@@ -1,5 +1,7 @@
 //! Seed BackupSchedule -> a dataprotection BackupSchedule of the same name (owned by it):
-//! one enabled schedule of the seed policy's method at `spec.schedule`, each backup kept
+//! one enabled schedule of the seed policy's method at `spec.schedule` (plus the enabled
+//! Continuous `archive-wal` schedule when the policy can restore to a point in time, see
+//! [`b::dp_schedule`]), each backup kept
 //! `maxRetentionDays`, and `dprepo.io/keep-last` from `successfulJobsHistoryLimit` (else
 //! the policy's `maxRetentionCount`). The backups it makes are dataprotection Backups
 //! (`kubectl get backups.dataprotection.kubeblocks.io -l

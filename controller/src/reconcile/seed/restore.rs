@@ -222,6 +222,23 @@ async fn run_restore(
             } else {
                 actions.join("; ")
             };
+            let refused_time = r.spec.pitr.is_some()
+                && v.pointer("/status/conditions")
+                    .and_then(|c| c.as_array())
+                    .into_iter()
+                    .flatten()
+                    .any(|c| {
+                        c["type"] == crate::api::restore::condition::VALIDATION_PASSED
+                            && c["status"] == "False"
+                    });
+            if refused_time {
+                // The time is what validation of a point-in-time restore checks; its
+                // message lists the ranges that can be restored.
+                return Ok(Err(format!(
+                    "spec.pitr.targetTime: {why} (Restore.dataprotection.kubeblocks.io {}/{}); nothing was restored",
+                    p.ns, p.name
+                )));
+            }
             Err(format!(
                 "restoring the data failed (Restore.dataprotection.kubeblocks.io {}/{}): {why}",
                 p.ns, p.name
