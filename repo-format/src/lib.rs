@@ -30,6 +30,7 @@ pub mod repo;
 pub mod restore;
 pub mod retention;
 pub mod saver;
+pub mod selection;
 pub mod session;
 pub mod storage;
 pub mod tree;

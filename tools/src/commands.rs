@@ -129,6 +129,12 @@ pub struct BackupArgs {
     /// throughout (fewer, larger chunks).
     #[arg(long, value_enum, default_value = "auto", requires = "stdin")]
     stream_chunking: StreamChunkingArg,
+    #[command(flatten)]
+    select: crate::select::BackupSelectArgs,
+    /// Do everything but write: read and chunk what changed since the parent, and say
+    /// what would be added; the repository is left as it was.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
 }
 
 /// `--stream-chunking` values.
@@ -289,17 +295,39 @@ pub fn snapshot_json(s: &Snapshot) -> serde_json::Value {
 }
 
 async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
-    let repo = repository::open(cli).await?;
+    let (repo, dry) = if a.dry_run {
+        let (repo, dry) = repository::open_dry_run(cli).await?;
+        (repo, Some(dry))
+    } else {
+        (repository::open(cli).await?, None)
+    };
+    let mut list_warnings = Vec::new();
+    let mut paths = a.paths.clone();
+    if a.select.has_lists() {
+        if a.stdin {
+            bail!("--files-from* cannot be combined with --stdin");
+        }
+        paths.extend(a.select.listed_paths(&mut list_warnings)?);
+    }
+    let selection = a.select.selection()?;
+    if a.stdin && !selection.is_everything() {
+        bail!("exclude options select files of a directory backup; they do not apply to --stdin");
+    }
+    for w in &list_warnings {
+        eprintln!("dprepo: warning: {w}");
+    }
     let source = if a.stdin {
         BackupSource::Stream {
             name: a.stdin_name.clone().unwrap_or_else(|| "stdin".into()),
             reader: Box::new(std::io::stdin()),
         }
     } else {
-        if a.paths.is_empty() {
-            bail!("nothing to back up: give paths, or --stdin --stdin-name NAME");
+        if paths.is_empty() {
+            bail!(
+                "nothing to back up: give paths, --files-from FILE, or --stdin --stdin-name NAME"
+            );
         }
-        BackupSource::Paths(a.paths.clone())
+        BackupSource::Paths(paths)
     };
     let parent = match (&a.parent, a.force) {
         (_, true) => ParentChoice::None,
@@ -317,6 +345,7 @@ async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
         .with_tags(a.tags.iter().filter(|t| !t.is_empty()).cloned().collect())
         .with_parent(parent)
         .with_connections(cli.connections.unwrap_or(4))
+        .with_selection(selection)
         .with_stream_chunking(match a.stream_chunking {
             StreamChunkingArg::Auto => StreamChunking::Auto,
             StreamChunkingArg::Cdc => StreamChunking::Cdc,
@@ -355,12 +384,47 @@ async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
     }
     let s = &outcome.snapshot;
     let sum = &s.manifest.summary;
+    let mut warnings = list_warnings;
+    warnings.extend(outcome.warnings.iter().cloned());
     if cli.json {
         let mut doc = snapshot_json(s);
-        doc["warnings"] = json!(outcome.warnings);
+        doc["warnings"] = json!(warnings);
         doc["changed_while_read"] = json!(outcome.changed_while_read);
+        doc["excluded"] = json!(outcome.excluded);
+        doc["excluded_count"] = json!(outcome.excluded.len());
+        if let Some(dry) = &dry {
+            let (packs, pack_bytes) = dry.dropped();
+            doc["dry_run"] = json!(true);
+            doc["id"] = serde_json::Value::Null;
+            doc["short_id"] = serde_json::Value::Null;
+            doc["data_packs_not_written"] = json!(packs);
+            doc["data_pack_bytes_not_written"] = json!(pack_bytes);
+        }
         print_json(&doc)?;
+    } else if let Some(_dry) = &dry {
+        if !cli.quiet {
+            if let Some(p) = s.manifest.parent {
+                print(&format!("using parent snapshot {}\n", p.short()))?;
+            }
+            print(&format!(
+                "Files: {} new, {} changed, {} unmodified\nExcluded: {} entries\nWould add to the repository: {} ({} stored)\nwould process {} files, {}\ndry run: nothing was written to the repository\n",
+                sum.files_new,
+                sum.files_changed,
+                sum.files_unmodified,
+                outcome.excluded.len(),
+                bytes(sum.bytes_added),
+                bytes(sum.bytes_stored),
+                sum.files,
+                bytes(sum.total_bytes),
+            ))?;
+        }
     } else if !cli.quiet {
+        if !outcome.excluded.is_empty() {
+            print(&format!(
+                "Excluded: {} entries (--json lists them)\n",
+                outcome.excluded.len()
+            ))?;
+        }
         if let Some(p) = s.manifest.parent {
             print(&format!("using parent snapshot {}\n", p.short()))?;
         }
@@ -381,11 +445,7 @@ async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
             s.id.short()
         ))?;
     }
-    Ok(if outcome.warnings.is_empty() {
-        0
-    } else {
-        EXIT_PARTIAL
-    })
+    Ok(if warnings.is_empty() { 0 } else { EXIT_PARTIAL })
 }
 
 fn matches_filter(s: &Snapshot, f: &FilterArgs) -> bool {

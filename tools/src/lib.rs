@@ -16,6 +16,7 @@ mod maintenance;
 mod output;
 mod progress;
 mod repository;
+mod select;
 
 use clap::Parser;
 use std::process::ExitCode;
