@@ -55,6 +55,10 @@ pub enum Command {
     /// Manage keys: list them, add access keys, remove (revoke) keys.
     #[command(subcommand)]
     Key(crate::keys::KeyCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(crate::docs::CompletionArgs),
+    /// Print the manual page (roff), or write one per subcommand with --dir.
+    Man(crate::docs::ManArgs),
     /// datasafed-compatible commands for KubeBlocks backup scripts (first argument only).
     ///
     /// push, pull, list, stat, rm, rmdir, mkdir as datasafed has them; the binary named
@@ -211,6 +215,8 @@ pub async fn run(cli: &Cli) -> Result<u8> {
         Command::Repair(c) => crate::check::run_repair(cli, c).await,
         Command::Inspect(a) => crate::inspect::run(cli, a).await,
         Command::Key(c) => crate::keys::run(cli, c).await,
+        Command::Completion(a) => crate::docs::completion(a),
+        Command::Man(a) => crate::docs::man(a),
         Command::Datasafed { .. } => {
             bail!("`datasafed` must be the first argument: dprepo datasafed COMMAND ... (global dprepo flags do not apply to it)")
         }

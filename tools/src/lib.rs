@@ -8,6 +8,7 @@
 mod check;
 mod commands;
 mod datasafed;
+mod docs;
 mod ds_files;
 mod ds_parent;
 mod inspect;
