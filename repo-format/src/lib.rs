@@ -7,6 +7,7 @@ pub mod codec;
 pub mod config;
 pub mod content;
 pub mod crypto;
+pub mod diff;
 mod direct_io;
 pub mod envelope;
 pub mod error;

@@ -55,6 +55,12 @@ pub enum Command {
     /// Manage keys: list them, add access keys, remove (revoke) keys.
     #[command(subcommand)]
     Key(crate::keys::KeyCommand),
+    /// Show what changed between two snapshots.
+    Diff(crate::history::DiffArgs),
+    /// Find files and directories in snapshots by name or path.
+    Find(crate::history::FindArgs),
+    /// Add, remove or set the tags of snapshots (their ids change).
+    Tag(crate::history::TagArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(crate::docs::CompletionArgs),
     /// Print the manual page (roff), or write one per subcommand with --dir.
@@ -215,6 +221,9 @@ pub async fn run(cli: &Cli) -> Result<u8> {
         Command::Repair(c) => crate::check::run_repair(cli, c).await,
         Command::Inspect(a) => crate::inspect::run(cli, a).await,
         Command::Key(c) => crate::keys::run(cli, c).await,
+        Command::Diff(a) => crate::history::diff(cli, a).await,
+        Command::Find(a) => crate::history::find(cli, a).await,
+        Command::Tag(a) => crate::history::tag(cli, a).await,
         Command::Completion(a) => crate::docs::completion(a),
         Command::Man(a) => crate::docs::man(a),
         Command::Datasafed { .. } => {

@@ -11,6 +11,7 @@ mod datasafed;
 mod docs;
 mod ds_files;
 mod ds_parent;
+mod history;
 mod inspect;
 mod keys;
 mod maintenance;
