@@ -332,6 +332,40 @@ impl Selection {
     }
 }
 
+/// Include and exclude patterns over the paths of a snapshot (`/`-rooted, as `dprepo
+/// ls` prints them), for restore, dump and rewrite. The default takes everything.
+#[derive(Debug, Clone, Default)]
+pub struct PathFilter {
+    /// When not empty, only paths matching one of these (and what is below them).
+    pub include: PatternSet,
+    /// Paths matching these (and what is below them) are left out.
+    pub exclude: PatternSet,
+}
+
+impl PathFilter {
+    /// Whether nothing is filtered.
+    pub fn is_everything(&self) -> bool {
+        self.include.is_empty() && self.exclude.is_empty()
+    }
+
+    /// Whether `path` is excluded.
+    pub fn excludes(&self, path: &Path) -> bool {
+        self.exclude.matches(path)
+    }
+
+    /// Whether the entry at `path` is taken: not excluded, and included when includes
+    /// were given.
+    pub fn takes(&self, path: &Path) -> bool {
+        !self.excludes(path) && (self.include.is_empty() || self.include.matches(path))
+    }
+
+    /// Whether to look below directory `path` although it is not taken itself: it is
+    /// not excluded, and an include may match something below it.
+    pub fn descends(&self, path: &Path) -> bool {
+        !self.excludes(path) && (self.include.is_empty() || self.include.may_match_below(path))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

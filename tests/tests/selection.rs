@@ -348,3 +348,251 @@ fn one_file_system_keeps_mount_points_empty() {
         "without the flag it is crossed: {all:?}"
     );
 }
+
+/// Every path below `dir`, relative, sorted (directories too; symlinks not followed).
+fn local_paths(dir: &Path) -> BTreeSet<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeSet<String>) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            out.insert(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+            if e.file_type().unwrap().is_dir() {
+                walk(base, &p, out);
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// A snapshot of `make_tree` and the snapshot path of its root (`SNAP:PATH` selector).
+fn snapshot_of_tree(env: &TestEnv) -> (String, std::path::PathBuf) {
+    let root = env.path("src");
+    make_tree(&root);
+    let doc = env.backup(&[&root], &[]);
+    (
+        format!("{}:{}", doc["id"].as_str().unwrap(), s(&root)),
+        root,
+    )
+}
+
+#[test]
+fn restore_include_and_exclude_take_only_what_they_match() {
+    let env = TestEnv::init();
+    let (sel, root) = snapshot_of_tree(&env);
+    let target = env.path("t-include");
+    let doc = env.json(&[
+        "restore",
+        &sel,
+        "--target",
+        s(&target),
+        "--include",
+        "*.txt",
+    ]);
+    assert_eq!(
+        local_paths(&target),
+        set(&["keep", "keep/a.txt", "keep/sub", "keep/sub/c.txt"]),
+        "only matches and the directories leading to them"
+    );
+    assert_eq!(doc["files"], 2, "{doc}");
+    assert!(doc["filtered_out"].as_u64().unwrap() > 0, "{doc}");
+
+    let anchored = format!("{}/cache", s(&root));
+    let target = env.path("t-dir");
+    env.ok(&[
+        "restore",
+        &sel,
+        "--target",
+        s(&target),
+        "-i",
+        &anchored,
+        "-e",
+        "fake",
+    ]);
+    assert_eq!(
+        local_paths(&target),
+        set(&[
+            "cache",
+            "cache/real",
+            "cache/real/CACHEDIR.TAG",
+            "cache/real/blob"
+        ]),
+        "an included directory comes whole, minus what is excluded"
+    );
+
+    let target = env.path("t-exclude");
+    let out = env.ok(&[
+        "restore",
+        &sel,
+        "--target",
+        s(&target),
+        "--exclude",
+        "keep",
+        "--iexclude",
+        "*.BIN",
+    ]);
+    let got = local_paths(&target);
+    assert!(
+        !got.iter()
+            .any(|p| p.starts_with("keep") || p.ends_with(".bin")),
+        "{got:?}"
+    );
+    assert!(got.contains("tmp/x") && got.contains("big"), "{got:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("filtered out"), "{text}");
+}
+
+#[test]
+fn restore_delete_makes_the_target_match_and_never_follows_a_symlink_out() {
+    let env = TestEnv::init();
+    let (sel, root) = snapshot_of_tree(&env);
+    let target = env.path("target");
+    env.ok(&["restore", &sel, "--target", s(&target)]);
+    // Extras: a file, a directory tree, and symlinks pointing out of the target, one
+    // where the snapshot has a directory.
+    let outside = env.path("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("precious"), b"must survive").unwrap();
+    fs::write(target.join("keep/extra.txt"), b"extra").unwrap();
+    fs::create_dir_all(target.join("extra-dir/deep")).unwrap();
+    fs::write(target.join("extra-dir/deep/f"), b"f").unwrap();
+    std::os::unix::fs::symlink(&outside, target.join("escape")).unwrap();
+    fs::remove_dir_all(target.join("tmp")).unwrap();
+    std::os::unix::fs::symlink(&outside, target.join("tmp")).unwrap();
+
+    // A dry run lists what would go, and changes nothing.
+    let doc = env.json(&[
+        "restore",
+        &sel,
+        "--target",
+        s(&target),
+        "--delete",
+        "--dry-run",
+    ]);
+    let would: BTreeSet<String> = doc["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p.as_str()
+                .unwrap()
+                .strip_prefix(&format!("{}/", s(&target)))
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        would,
+        set(&["escape", "extra-dir", "keep/extra.txt"]),
+        "{doc}"
+    );
+    assert_eq!(doc["dry_run"], true);
+    assert!(target.join("extra-dir/deep/f").exists());
+    assert!(fs::symlink_metadata(target.join("tmp"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+
+    let out = env.ok(&["restore", &sel, "--target", s(&target), "--delete"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("; 3 entries deleted"), "{text}");
+    assert_eq!(
+        fs::read(outside.join("precious")).unwrap(),
+        b"must survive",
+        "nothing outside the target is touched"
+    );
+    assert_eq!(local_paths(&outside), set(&["precious"]));
+    assert_same_tree(&root, &target, Compare::ALL);
+
+    // With a filter, only what it takes is deleted.
+    fs::write(target.join("keep/extra.txt"), b"extra").unwrap();
+    fs::write(target.join("keep/extra.dat"), b"extra").unwrap();
+    env.ok(&[
+        "restore",
+        &sel,
+        "--target",
+        s(&target),
+        "--delete",
+        "--include",
+        "*.txt",
+    ]);
+    assert!(!target.join("keep/extra.txt").exists());
+    assert!(
+        target.join("keep/extra.dat").exists(),
+        "not taken by --include, kept"
+    );
+}
+
+#[test]
+fn restore_overwrite_modes_and_dry_run() {
+    let env = TestEnv::init();
+    let (sel, root) = snapshot_of_tree(&env);
+    let target = env.path("target");
+
+    let doc = env.json(&["restore", &sel, "--target", s(&target), "--dry-run"]);
+    assert!(!target.join("keep").exists(), "a dry run restores nothing");
+    assert_eq!(doc["files"], 15, "{doc}");
+    assert_eq!(doc["dry_run"], true);
+    assert!(doc["bytes"].as_u64().unwrap() > 300_000, "{doc}");
+
+    env.ok(&["restore", &sel, "--target", s(&target)]);
+    let a = target.join("keep/a.txt");
+    let b = target.join("keep/sub/c.txt");
+    // a: other content, same size and mtime as the snapshot's; b: changed and newer.
+    let snap_a_mtime = fs::metadata(root.join("keep/a.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    fs::write(&a, random_bytes(500, 100)).unwrap();
+    filetime::set_file_mtime(&a, filetime::FileTime::from_system_time(snap_a_mtime)).unwrap();
+    fs::write(&b, b"local edit").unwrap();
+    filetime::set_file_mtime(&b, filetime::FileTime::from_unix_time(4_000_000_000, 0)).unwrap();
+    let local_a = fs::read(&a).unwrap();
+
+    let doc = env.json(&[
+        "restore",
+        &sel,
+        "--target",
+        s(&target),
+        "--overwrite",
+        "never",
+    ]);
+    assert_eq!(doc["files"], 0, "{doc}");
+    assert_eq!(doc["left_existing"], 15, "{doc}");
+    assert_eq!(fs::read(&b).unwrap(), b"local edit");
+
+    let doc = env.json(&[
+        "restore",
+        &sel,
+        "--target",
+        s(&target),
+        "--overwrite",
+        "if-newer",
+    ]);
+    assert_eq!(
+        fs::read(&b).unwrap(),
+        b"local edit",
+        "the local copy is newer"
+    );
+    assert_eq!(doc["files"], 0, "{doc}");
+
+    let doc = env.json(&[
+        "restore",
+        &sel,
+        "--target",
+        s(&target),
+        "--overwrite",
+        "if-changed",
+    ]);
+    assert_eq!(doc["files"], 1, "only c.txt differs in size or time: {doc}");
+    assert_eq!(
+        fs::read(&b).unwrap(),
+        fs::read(root.join("keep/sub/c.txt")).unwrap()
+    );
+    assert_eq!(fs::read(&a).unwrap(), local_a, "same size and time: left");
+
+    let doc = env.json(&["restore", &sel, "--target", s(&target)]);
+    assert_eq!(doc["files"], 15, "{doc}");
+    assert_same_tree(&root, &target, Compare::ALL);
+}

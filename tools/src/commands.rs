@@ -12,7 +12,7 @@ use dprepo_repo_format::backup::{
 use dprepo_repo_format::blob::BlobType;
 use dprepo_repo_format::chunker::{ChunkerParams, StreamChunking};
 use dprepo_repo_format::repo::current_hostname;
-use dprepo_repo_format::restore::{dump, restore, RestoreOptions, RestoreProgress};
+use dprepo_repo_format::restore::{dump, restore, Overwrite, RestoreOptions, RestoreProgress};
 use dprepo_repo_format::storage::{probe_compare_and_swap, probe_create_if_absent};
 use dprepo_repo_format::tree::{Node, NodeKind, Special};
 use dprepo_repo_format::{BlobId, InitOptions, Repository, Snapshot};
@@ -184,7 +184,31 @@ pub struct RestoreArgs {
     #[arg(long)]
     sparse: bool,
     #[command(flatten)]
+    select: crate::select::TreeSelectArgs,
+    /// What to do with files already in the target: always replace them, replace
+    /// if-changed (size or modification time differ), if-newer (the snapshot's is
+    /// newer), or never.
+    #[arg(long, value_enum, default_value = "always")]
+    overwrite: OverwriteArg,
+    /// Remove what the target holds that the snapshot does not (in the restored
+    /// directories; with --include/--exclude, only what they take). Nothing outside the
+    /// target is touched: symlinks are removed, never followed.
+    #[arg(long)]
+    delete: bool,
+    /// Restore nothing: say what would be restored and deleted.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    #[command(flatten)]
     filter: FilterArgs,
+}
+
+/// `--overwrite` values (restic's).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OverwriteArg {
+    Always,
+    IfChanged,
+    IfNewer,
+    Never,
 }
 
 #[derive(Debug, Args)]
@@ -707,6 +731,15 @@ async fn run_restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
     let options = RestoreOptions {
         parallel_files: a.parallel.max(1),
         sparse: a.sparse,
+        filter: a.select.filter()?,
+        overwrite: match a.overwrite {
+            OverwriteArg::Always => Overwrite::Always,
+            OverwriteArg::IfChanged => Overwrite::IfChanged,
+            OverwriteArg::IfNewer => Overwrite::IfNewer,
+            OverwriteArg::Never => Overwrite::Never,
+        },
+        delete: a.delete,
+        dry_run: a.dry_run,
         ..RestoreOptions::default()
     };
     let result = restore(
@@ -745,14 +778,38 @@ async fn run_restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
         if summary.special_files > 0 {
             others.push_str(&format!(", {} special files", summary.special_files));
         }
+        if summary.left_existing > 0 {
+            others.push_str(&format!(", {} left as they were", summary.left_existing));
+        }
+        if summary.filtered_out > 0 {
+            others.push_str(&format!(", {} filtered out", summary.filtered_out));
+        }
+        let mut text = String::new();
+        for p in &summary.deleted {
+            text.push_str(&format!(
+                "{} {}\n",
+                if a.dry_run { "would delete" } else { "deleted" },
+                p.display()
+            ));
+        }
         print(&format!(
-            "restored snapshot {} to {}: {} files, {} dirs, {} symlinks{others}, {}\n",
+            "{text}{} snapshot {} to {}: {} files, {} dirs, {} symlinks{others}, {}{}\n",
+            if a.dry_run {
+                "would restore"
+            } else {
+                "restored"
+            },
             snap.id.short(),
             a.target.display(),
             summary.files,
             summary.dirs,
             summary.symlinks,
-            bytes(summary.bytes)
+            bytes(summary.bytes),
+            match summary.deleted.len() {
+                0 => String::new(),
+                n if a.dry_run => format!("; {n} entries would be deleted"),
+                n => format!("; {n} entries deleted"),
+            }
         ))?;
     }
     if summary.is_complete() {

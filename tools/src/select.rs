@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use dprepo_repo_format::selection::{Marker, PatternSet, Selection};
+use dprepo_repo_format::selection::{Marker, PathFilter, PatternSet, Selection};
 use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -248,4 +248,43 @@ fn expand_glob(pattern: &Path) -> Result<Vec<PathBuf>> {
     }
     current.retain(|p| !p.as_os_str().is_empty() && std::fs::symlink_metadata(p).is_ok());
     Ok(current)
+}
+
+/// Include and exclude patterns of `restore` and `dump`, matched against paths inside
+/// the snapshot (`/`-rooted, as `dprepo ls` prints them).
+#[derive(Debug, Args, Clone, Default)]
+pub struct TreeSelectArgs {
+    /// Take only paths matching PATTERN (and what is below them) (repeatable).
+    #[arg(short = 'i', long = "include", value_name = "PATTERN")]
+    pub include: Vec<String>,
+    /// As --include, ignoring case.
+    #[arg(long = "iinclude", value_name = "PATTERN")]
+    pub iinclude: Vec<String>,
+    /// Leave out paths matching PATTERN (and what is below them) (repeatable).
+    #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// As --exclude, ignoring case.
+    #[arg(long = "iexclude", value_name = "PATTERN")]
+    pub iexclude: Vec<String>,
+}
+
+impl TreeSelectArgs {
+    /// The engine's filter from these flags.
+    ///
+    /// # Errors
+    /// A pattern is not a valid glob.
+    pub fn filter(&self) -> Result<PathFilter> {
+        let mut f = PathFilter::default();
+        for (list, ic) in [(&self.include, false), (&self.iinclude, true)] {
+            for p in list {
+                f.include.add(p, ic)?;
+            }
+        }
+        for (list, ic) in [(&self.exclude, false), (&self.iexclude, true)] {
+            for p in list {
+                f.exclude.add(p, ic)?;
+            }
+        }
+        Ok(f)
+    }
 }
