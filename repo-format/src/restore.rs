@@ -194,6 +194,9 @@ pub struct RestoreOptions {
     pub delete: bool,
     /// Change nothing: count what would be restored and deleted.
     pub dry_run: bool,
+    /// Once restored, read every restored file again and compare it with the
+    /// snapshot's content; a difference is an entry in [`RestoreSummary::errors`].
+    pub verify: bool,
 }
 
 /// What a restore does with an entry already at a restored entry's place (restic's
@@ -222,6 +225,7 @@ impl Default for RestoreOptions {
             overwrite: Overwrite::Always,
             delete: false,
             dry_run: false,
+            verify: false,
         }
     }
 }
@@ -266,6 +270,8 @@ pub struct RestoreSummary {
     pub deleted: Vec<PathBuf>,
     /// Whether this was a dry run: the counts say what a restore would do.
     pub dry_run: bool,
+    /// Files read again and found equal to the snapshot's content (`verify`).
+    pub verified_files: u64,
 }
 
 impl RestoreSummary {
@@ -386,6 +392,8 @@ pub async fn restore(
     let mut made_to_reach: Vec<PathBuf> = Vec::new();
     // Restored directories with the names their trees hold, for --delete.
     let mut listed: Vec<(PathBuf, String, HashSet<Vec<u8>>)> = Vec::new();
+    // Files written, for `verify`.
+    let mut written: Vec<(PathBuf, Node)> = Vec::new();
     // Stack of (tree id, local directory, its path in the snapshot, taken whole).
     let mut stack: Vec<(BlobId, PathBuf, String, bool)> = Vec::new();
     let start_path = {
@@ -417,6 +425,9 @@ pub async fn restore(
                 } else if options.dry_run {
                     count_dry_run(&node, &mut summary);
                 } else {
+                    if options.verify && matches!(node.kind, NodeKind::File(_)) {
+                        written.push((target.join(OsStr::from_bytes(&node.name)), node.clone()));
+                    }
                     restore_leaf(
                         repo,
                         &node,
@@ -490,6 +501,9 @@ pub async fn restore(
                 } else if options.dry_run {
                     count_dry_run(&node, &mut summary);
                 } else {
+                    if options.verify && matches!(node.kind, NodeKind::File(_)) {
+                        written.push((local.clone(), node.clone()));
+                    }
                     restore_leaf(
                         repo,
                         &node,
@@ -554,6 +568,15 @@ pub async fn restore(
     if options.delete {
         delete_extra(&listed, options, &mut summary);
     }
+    if options.verify {
+        let failed: HashSet<PathBuf> = summary.errors.iter().map(|e| e.path.clone()).collect();
+        for (local, node) in written.iter().filter(|(p, _)| !failed.contains(p)) {
+            match verify_file(repo, local, node).await {
+                Ok(()) => summary.verified_files += 1,
+                Err(e) => summary.skip(local, e),
+            }
+        }
+    }
     // Deepest first: a directory made only on the way to included entries, and left
     // empty, goes again (restic restores the parents of what it includes, no more).
     made_to_reach.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
@@ -606,6 +629,65 @@ fn leaves_existing(
         summary.left_existing += 1;
     }
     leave
+}
+
+/// Read the restored file at `local` again and compare it, chunk by chunk, with the
+/// content of `node` as the repository holds it (each chunk checked against its id
+/// when decoded).
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the first differing byte, or a file of another length;
+/// the file or a chunk cannot be read.
+async fn verify_file(repo: &Repository, local: &Path, node: &Node) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let NodeKind::File(content) = &node.kind else {
+        return Ok(());
+    };
+    let object = local.display().to_string();
+    let io = |e| Error::LocalIo {
+        path: local.to_path_buf(),
+        source: e,
+    };
+    let mut file = tokio::io::BufReader::with_capacity(
+        1 << 20,
+        tokio::fs::File::open(local).await.map_err(io)?,
+    );
+    let mut reader = ContentReader::new(repo, content, node.size, 8).named(&object);
+    let mut offset = 0u64;
+    let mut buf = Vec::new();
+    while let Some(chunk) = reader.next_chunk().await? {
+        buf.resize(chunk.len(), 0);
+        let mut got = 0;
+        while got < buf.len() {
+            match file.read(&mut buf[got..]).await.map_err(io)? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        if let Some(at) = buf[..got]
+            .iter()
+            .zip(&chunk)
+            .position(|(a, b)| a != b)
+            .or((got < chunk.len()).then_some(got))
+        {
+            return Err(Error::corrupt(
+                object,
+                format!(
+                    "verify: the restored file differs from the snapshot at byte {}",
+                    offset + at as u64
+                ),
+            ));
+        }
+        offset += chunk.len() as u64;
+    }
+    let mut extra = [0u8; 1];
+    if file.read(&mut extra).await.map_err(io)? != 0 {
+        return Err(Error::corrupt(
+            object,
+            format!("verify: the restored file is longer than the snapshot's {offset} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 /// Count a leaf a dry run would restore.
@@ -1613,4 +1695,56 @@ pub async fn dump(
         source: e,
     })?;
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::{backup, BackupOptions, BackupProgress, BackupSource};
+
+    /// `restore --verify` compares a restored file with the snapshot byte for byte: a
+    /// copy that differs in one byte, is shorter or is longer is reported.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn verify_file_finds_a_differing_short_or_long_copy() {
+        let (_storage, repo) = crate::verify::tests::memory_repo().await;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("f");
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&src, &data).unwrap();
+        let outcome = backup(
+            &repo,
+            BackupSource::Paths(vec![src.clone()]),
+            BackupOptions::default(),
+            Arc::new(BackupProgress::default()),
+        )
+        .await
+        .unwrap();
+        let node = repo
+            .find_node(
+                &outcome.snapshot.manifest.tree,
+                src.to_str().unwrap().as_bytes(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let copy = dir.path().join("copy");
+        std::fs::write(&copy, &data).unwrap();
+        verify_file(&repo, &copy, &node).await.unwrap();
+
+        let mut changed = data.clone();
+        changed[200_000] ^= 1;
+        std::fs::write(&copy, &changed).unwrap();
+        let e = verify_file(&repo, &copy, &node).await.unwrap_err();
+        assert!(e.to_string().contains("at byte 200000"), "{e}");
+
+        std::fs::write(&copy, &data[..1000]).unwrap();
+        let e = verify_file(&repo, &copy, &node).await.unwrap_err();
+        assert!(e.to_string().contains("at byte 1000"), "{e}");
+
+        let mut longer = data.clone();
+        longer.push(0);
+        std::fs::write(&copy, &longer).unwrap();
+        let e = verify_file(&repo, &copy, &node).await.unwrap_err();
+        assert!(e.to_string().contains("longer"), "{e}");
+    }
 }

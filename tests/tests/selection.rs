@@ -592,7 +592,35 @@ fn restore_overwrite_modes_and_dry_run() {
     );
     assert_eq!(fs::read(&a).unwrap(), local_a, "same size and time: left");
 
-    let doc = env.json(&["restore", &sel, "--target", s(&target)]);
+    let doc = env.json(&["restore", &sel, "--target", s(&target), "--verify"]);
     assert_eq!(doc["files"], 15, "{doc}");
+    assert_eq!(
+        doc["verified_files"], 15,
+        "every restored file is read again: {doc}"
+    );
     assert_same_tree(&root, &target, Compare::ALL);
+    let out = env.ok(&[
+        "restore",
+        &sel,
+        "--target",
+        s(&target),
+        "--verify",
+        "-i",
+        "*.txt",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(", 2 files verified"), "{text}");
+    let out = env.run(&[
+        "restore",
+        &sel,
+        "--target",
+        s(&target),
+        "--verify",
+        "--dry-run",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a dry run restores nothing to verify"
+    );
 }

@@ -196,8 +196,11 @@ pub struct RestoreArgs {
     #[arg(long)]
     delete: bool,
     /// Restore nothing: say what would be restored and deleted.
-    #[arg(short = 'n', long)]
+    #[arg(short = 'n', long, conflicts_with = "verify")]
     dry_run: bool,
+    /// Read every restored file again and compare it with the snapshot.
+    #[arg(long)]
+    verify: bool,
     #[command(flatten)]
     filter: FilterArgs,
 }
@@ -740,6 +743,7 @@ async fn run_restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
         },
         delete: a.delete,
         dry_run: a.dry_run,
+        verify: a.verify,
         ..RestoreOptions::default()
     };
     let result = restore(
@@ -780,6 +784,9 @@ async fn run_restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
         }
         if summary.left_existing > 0 {
             others.push_str(&format!(", {} left as they were", summary.left_existing));
+        }
+        if summary.verified_files > 0 {
+            others.push_str(&format!(", {} files verified", summary.verified_files));
         }
         if summary.filtered_out > 0 {
             others.push_str(&format!(", {} filtered out", summary.filtered_out));
