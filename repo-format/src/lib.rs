@@ -30,6 +30,7 @@ pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod retention;
+pub mod rewrite;
 pub mod saver;
 pub mod selection;
 pub mod session;

@@ -292,3 +292,105 @@ fn tag_adds_removes_and_sets_and_keeps_the_original_id() {
     // Old ids are gone; only the two current manifests remain.
     assert_eq!(env.repo_file_names("snapshots").len(), 2);
 }
+
+#[test]
+fn rewrite_removes_excluded_paths_into_new_snapshots_and_forgets_on_request() {
+    let env = TestEnv::init();
+    let root = env.path("src");
+    write(&root, "app/config.yml", b"setting: 1\n");
+    write(&root, "app/server.key", b"-----BEGIN PRIVATE KEY-----\n");
+    write(&root, "app/deep/other.KEY", b"another secret");
+    write(&root, "data/big.bin", &random_bytes(9, 100_000));
+    let first = env.backup(&[&root], &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    write(&root, "data/more.bin", &random_bytes(10, 1000));
+    let second = env.backup(&[&root], &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A dry run says what would go and writes nothing.
+    let before = env.repo_file_names("snapshots");
+    let doc = env.json(&["rewrite", "--iexclude", "*.key", "--dry-run"]);
+    assert_eq!(doc["dry_run"], true);
+    assert_eq!(doc["rewritten"].as_array().unwrap().len(), 2, "{doc}");
+    assert_eq!(env.repo_file_names("snapshots"), before);
+
+    let doc = env.json(&["rewrite", "--iexclude", "*.key", &first]);
+    let r = &doc["rewritten"][0];
+    assert_eq!(r["original"], first.as_str());
+    let removed: Vec<String> = r["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().replace(s(&root), "R"))
+        .collect();
+    assert_eq!(removed, vec!["R/app/deep/other.KEY", "R/app/server.key"]);
+    let new = r["rewritten"].as_str().unwrap().to_string();
+    assert_eq!(
+        env.snapshots().len(),
+        3,
+        "the original is kept without --forget"
+    );
+
+    // The copy restores to the source without the keys, and keeps the rest by id.
+    let target = env.path("restored");
+    env.ok(&["restore", &new, "--target", s(&target)]);
+    let restored = restored_path(&target, &root);
+    assert!(!restored.join("app/server.key").exists());
+    assert!(!restored.join("app/deep/other.KEY").exists());
+    assert_eq!(
+        fs::read(restored.join("data/big.bin")).unwrap(),
+        random_bytes(9, 100_000)
+    );
+    let diff = env.json(&["diff", &first, &new]);
+    let kinds: Vec<&str> = diff["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] == "removed")
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.len(), 2, "{diff}");
+    let snap = env
+        .snapshots()
+        .into_iter()
+        .find(|s| s["id"] == new.as_str())
+        .unwrap();
+    assert_eq!(snap["original"], first.as_str());
+
+    // Rewriting it again changes nothing; --forget drops the second's original.
+    let out = env.ok(&[
+        "rewrite", "-e", "*.key", "-e", "*.KEY", "--forget", &new, &second,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("rewrote 1 snapshots, 1 unchanged; forgot 1 originals"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("snapshot {}: removed 2 entries", &second[..8])),
+        "{text}"
+    );
+    let ids: Vec<String> = env
+        .snapshots()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!ids.contains(&second), "{ids:?}");
+    assert!(ids.contains(&first) && ids.contains(&new), "{ids:?}");
+    // gc keeps everything the rewritten snapshots use.
+    env.ok(&["gc"]);
+    env.ok(&["verify", "--read-data"]);
+    let target = env.path("after-gc");
+    env.ok(&["restore", "latest", "--target", s(&target)]);
+    assert_eq!(
+        fs::read(restored_path(&target, &root).join("data/more.bin")).unwrap(),
+        random_bytes(10, 1000)
+    );
+
+    let line = env.fail(&["rewrite", &first]);
+    assert!(line.contains("nothing to remove"), "{line}");
+}

@@ -61,6 +61,9 @@ pub enum Command {
     Find(crate::history::FindArgs),
     /// Add, remove or set the tags of snapshots (their ids change).
     Tag(crate::history::TagArgs),
+    /// Write snapshots again without the paths --exclude matches (--forget drops the
+    /// originals).
+    Rewrite(crate::history::RewriteArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(crate::docs::CompletionArgs),
     /// Print the manual page (roff), or write one per subcommand with --dir.
@@ -251,6 +254,7 @@ pub async fn run(cli: &Cli) -> Result<u8> {
         Command::Diff(a) => crate::history::diff(cli, a).await,
         Command::Find(a) => crate::history::find(cli, a).await,
         Command::Tag(a) => crate::history::tag(cli, a).await,
+        Command::Rewrite(a) => crate::history::rewrite(cli, a).await,
         Command::Completion(a) => crate::docs::completion(a),
         Command::Man(a) => crate::docs::man(a),
         Command::Datasafed { .. } => {

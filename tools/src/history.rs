@@ -370,3 +370,114 @@ pub async fn tag(cli: &Cli, a: &TagArgs) -> Result<u8> {
     }
     Ok(0)
 }
+
+/// `dprepo rewrite` arguments.
+#[derive(Debug, Args)]
+pub struct RewriteArgs {
+    /// Snapshots to rewrite (default: every snapshot matching the filters).
+    snapshots: Vec<String>,
+    /// Remove paths matching PATTERN (repeatable; the backup --exclude syntax).
+    #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
+    exclude: Vec<String>,
+    /// As --exclude, ignoring case.
+    #[arg(long = "iexclude", value_name = "PATTERN")]
+    iexclude: Vec<String>,
+    /// Read patterns from FILE, one a line (`#` comments) (repeatable).
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    exclude_file: Vec<std::path::PathBuf>,
+    /// As --exclude-file, ignoring case.
+    #[arg(long = "iexclude-file", value_name = "FILE")]
+    iexclude_file: Vec<std::path::PathBuf>,
+    /// Delete each original once its rewritten copy is saved (default: keep both).
+    #[arg(long)]
+    forget: bool,
+    /// Write nothing: list what would be removed from which snapshot.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+/// `dprepo rewrite`.
+pub async fn rewrite(cli: &Cli, a: &RewriteArgs) -> Result<u8> {
+    let mut filter = dprepo_repo_format::selection::PathFilter::default();
+    for p in &a.exclude {
+        filter.exclude.add(p, false)?;
+    }
+    for p in &a.iexclude {
+        filter.exclude.add(p, true)?;
+    }
+    for (files, ignore_case) in [(&a.exclude_file, false), (&a.iexclude_file, true)] {
+        for f in files {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("reading exclude file {}", f.display()))?;
+            filter
+                .exclude
+                .add_file_contents(&f.display().to_string(), &text, ignore_case)?;
+        }
+    }
+    if filter.exclude.is_empty() {
+        bail!("nothing to remove: give --exclude, --iexclude or --exclude-file");
+    }
+    let repo = repository::open(cli).await?;
+    let (all, damaged) = filtered_snapshots_checked(&repo, &a.filter).await?;
+    let targets: Vec<Snapshot> = if a.snapshots.is_empty() {
+        all
+    } else {
+        let mut v = Vec::new();
+        for sel in &a.snapshots {
+            let snap = Repository::select_snapshot(&all, sel)?;
+            if let Some(w) = latest_warning(sel, &snap, &damaged) {
+                eprintln!("dprepo: warning: {w}");
+            }
+            v.push(snap);
+        }
+        v
+    };
+    let report = dprepo_repo_format::rewrite::rewrite_snapshots(
+        &repo, &targets, &filter, a.forget, a.dry_run,
+    )
+    .await?;
+    if cli.json {
+        print_json(&serde_json::to_value(&report)?)?;
+        return Ok(0);
+    }
+    if cli.quiet {
+        return Ok(0);
+    }
+    let mut text = String::new();
+    for r in &report.rewritten {
+        let short = &r.original[..8];
+        match &r.rewritten {
+            Some(new) => text.push_str(&format!(
+                "snapshot {short}: removed {} entries; saved as {}\n",
+                r.removed.len(),
+                &new[..8]
+            )),
+            None => text.push_str(&format!(
+                "snapshot {short}: would remove {} entries\n",
+                r.removed.len()
+            )),
+        }
+        for p in &r.removed {
+            text.push_str(&format!("  - {p}\n"));
+        }
+    }
+    text.push_str(&format!(
+        "{} {} snapshots, {} unchanged{}\n",
+        if report.dry_run {
+            "would rewrite"
+        } else {
+            "rewrote"
+        },
+        report.rewritten.len(),
+        report.unchanged,
+        match (report.forgotten.len(), report.dry_run) {
+            (0, _) => String::new(),
+            (n, true) => format!("; would forget {n} originals"),
+            (n, false) => format!("; forgot {n} originals"),
+        }
+    ));
+    print(&text)?;
+    Ok(0)
+}
