@@ -57,6 +57,10 @@ fn bash_completion_offers_subcommands_and_their_flags() {
         bash_complete(&script, &["dprepo", "backup", "--exclude-c"]),
         vec!["--exclude-caches"]
     );
+    let restore = bash_complete(&script, &["dprepo", "restore", "--ov"]);
+    assert_eq!(restore, vec!["--overwrite"]);
+    let values = bash_complete(&script, &["dprepo", "restore", "--overwrite", "if-"]);
+    assert_eq!(values, vec!["if-changed", "if-newer"]);
 }
 
 #[test]
