@@ -452,12 +452,15 @@ async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
             if let Some(p) = s.manifest.parent {
                 print(&format!("using parent snapshot {}\n", p.short()))?;
             }
+            let excluded = match outcome.excluded.len() {
+                0 => String::new(),
+                n => format!("Excluded: {n} entries (--json lists them)\n"),
+            };
             print(&format!(
-                "Files: {} new, {} changed, {} unmodified\nExcluded: {} entries\nWould add to the repository: {} ({} stored)\nwould process {} files, {}\ndry run: nothing was written to the repository\n",
+                "Files: {} new, {} changed, {} unmodified\n{excluded}Would add to the repository: {} ({} stored)\nwould process {} files, {}\ndry run: nothing was written to the repository\n",
                 sum.files_new,
                 sum.files_changed,
                 sum.files_unmodified,
-                outcome.excluded.len(),
                 bytes(sum.bytes_added),
                 bytes(sum.bytes_stored),
                 sum.files,
