@@ -366,13 +366,13 @@ pub async fn open(cli: &Cli) -> Result<Repository> {
 }
 
 /// Open the repository for a dry run: every write stays in memory (DryRunStorage),
-/// and the index in a private cache, so that nothing the run "writes" is remembered.
+/// and so does the index, so that nothing the run "writes" is remembered. (A private
+/// on-disk index was tried: its RocksDB, still flushing the run's new entries at exit,
+/// sometimes aborted the process.)
 pub async fn open_dry_run(cli: &Cli) -> Result<(Repository, Arc<DryRunStorage>)> {
     let dry = Arc::new(DryRunStorage::new(storage(cli)?));
     let key = repo_key(cli)?;
-    let repo = key
-        .open(dry.clone(), &IndexPlace::Temporary(std::env::temp_dir()))
-        .await?;
+    let repo = key.open(dry.clone(), &IndexPlace::Memory).await?;
     print_index_notes(&repo);
     Ok((repo, dry))
 }
