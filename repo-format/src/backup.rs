@@ -28,6 +28,7 @@ use crate::manifest::{SnapshotManifest, SnapshotSummary, MANIFEST_VERSION};
 use crate::page_deltas::{ParentPages, TarPageMapBuilder};
 use crate::repo::{current_hostname, current_username, Repository, Snapshot, SNAPSHOTS_DIR};
 use crate::saver::BlobSaver;
+use crate::selection::{ExcludeReason, Excluded, Selection};
 use crate::session::WriterSession;
 use crate::tree::{Node, NodeKind, Special, Timestamp, Tree};
 use dprepo_chunker::{Chunker, ChunkerParams, StreamChunk, StreamChunker, StreamChunking};
@@ -104,6 +105,8 @@ pub struct BackupOptions {
     pub time: Option<chrono::DateTime<chrono::Utc>>,
     /// Expiration time recorded in the manifest (`forget --expired` removes it after).
     pub expires: Option<chrono::DateTime<chrono::Utc>>,
+    /// What to leave out of a backup of paths (selection.rs); not used for streams.
+    pub selection: Selection,
 }
 
 impl Default for BackupOptions {
@@ -118,6 +121,7 @@ impl Default for BackupOptions {
             max_in_flight_chunks: 4 * rayon::current_num_threads().max(2),
             time: None,
             expires: None,
+            selection: Selection::default(),
         }
     }
 }
@@ -158,6 +162,11 @@ impl BackupOptions {
         self.connections = n;
         self
     }
+    /// Set what a backup of paths leaves out.
+    pub fn with_selection(mut self, selection: Selection) -> Self {
+        self.selection = selection;
+        self
+    }
 }
 
 /// Live counters of a running backup (for progress display).
@@ -187,6 +196,8 @@ pub struct BackupOutcome {
     /// Files that changed while they were read (their paths): the snapshot holds what
     /// was read, which may mix old and new contents.
     pub changed_while_read: Vec<PathBuf>,
+    /// Entries [`BackupOptions::selection`] left out, in walk order.
+    pub excluded: Vec<Excluded>,
 }
 
 /// Back up `source` into `repo` and commit a snapshot.
@@ -338,6 +349,9 @@ async fn run_backup(
         counts: Mutex::new(SnapshotSummary::default()),
         warnings: Mutex::new(Vec::new()),
         changed: Arc::new(Mutex::new(Vec::new())),
+        selection: options.selection.clone(),
+        excluded: Mutex::new(Vec::new()),
+        top_device: AtomicU64::new(NO_DEVICE),
     };
     let parent_tree = parent.as_ref().map(|p| p.manifest.tree);
     let walked = tokio::task::spawn_blocking(move || {
@@ -363,8 +377,18 @@ async fn run_backup(
         let mut changed =
             std::mem::take(&mut *walker.changed.lock().unwrap_or_else(|e| e.into_inner()));
         changed.sort();
+        let excluded = walker.excluded.into_inner().unwrap_or_default();
         result.and_then(|root| {
-            closed.map(|_| (root, counts, warnings, changed, (as_tar, run_params)))
+            closed.map(|_| {
+                (
+                    root,
+                    counts,
+                    warnings,
+                    changed,
+                    (as_tar, run_params),
+                    excluded,
+                )
+            })
         })
     })
     .await
@@ -375,7 +399,8 @@ async fn run_backup(
     // or "uploader stopped": the upload's error is the cause to report (a full disk
     // under the repository was reported as "internal error: backup aborted").
     uploaded?;
-    let (root, mut summary, walk_warnings, changed_while_read, (as_tar, run_params)) = walked??;
+    let (root, mut summary, walk_warnings, changed_while_read, (as_tar, run_params), excluded) =
+        walked??;
     let mut warnings = missing;
     warnings.extend(walk_warnings);
     summary.bytes_read = progress.bytes_read.load(Ordering::Relaxed);
@@ -416,6 +441,7 @@ async fn run_backup(
         snapshot: Snapshot { id, manifest },
         warnings,
         changed_while_read,
+        excluded,
     })
 }
 
@@ -1068,7 +1094,16 @@ struct Walker {
     warnings: Mutex<Vec<String>>,
     /// Files that changed while they were read.
     changed: Arc<Mutex<Vec<PathBuf>>>,
+    /// What to leave out, and what was left out.
+    selection: Selection,
+    excluded: Mutex<Vec<Excluded>>,
+    /// Device of the backed-up path being walked (`--one-file-system`), or
+    /// [`NO_DEVICE`].
+    top_device: AtomicU64,
 }
+
+/// [`Walker::top_device`] before a backed-up path is reached.
+const NO_DEVICE: u64 = u64::MAX;
 
 /// What `lstat` said of a file before it was read. A file that stats otherwise once read
 /// changed while it was read (or was replaced), and its copy may mix old and new bytes;
@@ -1124,6 +1159,27 @@ struct PathTrie {
 }
 
 impl Walker {
+    /// Whether the selection leaves out the entry at `path`; records it if so.
+    fn excluded(&self, path: &Path, meta: &std::io::Result<std::fs::Metadata>) -> bool {
+        let Ok(meta) = meta else { return false };
+        match self.selection.exclude(path, meta) {
+            Some(reason) => {
+                self.record_excluded(path, reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn record_excluded(&self, path: &Path, reason: ExcludeReason) {
+        if let Ok(mut e) = self.excluded.lock() {
+            e.push(Excluded {
+                path: path.to_path_buf(),
+                reason,
+            });
+        }
+    }
+
     fn warn(&self, msg: String) {
         self.progress.errors.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut w) = self.warnings.lock() {
@@ -1238,6 +1294,12 @@ impl Walker {
                 .map_or(ParentSource::None, ParentSource::Id);
             if child.is_target {
                 let meta = std::fs::symlink_metadata(&child_path);
+                if self.excluded(&child_path, &meta) {
+                    continue;
+                }
+                if let Ok(m) = &meta {
+                    self.top_device.store(m.dev(), Ordering::Relaxed);
+                }
                 let parent_node = parent_dir.as_ref().and_then(|p| p.node(name));
                 if let Some(n) =
                     self.entry(&child_path, name.clone(), meta, parent_node, sub_parent, tx)?
@@ -1464,8 +1526,19 @@ impl Walker {
             .dirs += 1;
         let parent_dir = self.parent_dir(parent);
         let mut entries: Vec<(Vec<u8>, std::fs::DirEntry)> = Vec::new();
+        let top_device = match self.top_device.load(Ordering::Relaxed) {
+            NO_DEVICE => None,
+            d => Some(d),
+        };
+        let descend = !self.selection.one_file_system
+            || std::fs::symlink_metadata(path)
+                .map_or(true, |meta| self.selection.descend(&meta, top_device));
+        if !descend {
+            // A mount point: kept, as an empty directory (restic does the same).
+            self.record_excluded(path, ExcludeReason::OtherFileSystem);
+        }
         match std::fs::read_dir(path) {
-            Ok(rd) => {
+            Ok(rd) if descend => {
                 for e in rd {
                     match e {
                         Ok(e) => entries.push((e.file_name().as_bytes().to_vec(), e)),
@@ -1473,6 +1546,7 @@ impl Walker {
                     }
                 }
             }
+            Ok(_) => {}
             Err(e) => self.warn(format!("{}: {e}", path.display())),
         }
         entries.sort_by(|a, b| a.0.cmp(&b.0));
@@ -1506,6 +1580,9 @@ impl Walker {
             // Relative to the open directory: no path walk per entry.
             let meta = dir_entry.metadata();
             drop(dir_entry);
+            if self.excluded(&child, &meta) {
+                continue;
+            }
             let parent_node = parent_dir.as_ref().and_then(|p| p.node(&name));
             if let Some(n) = self.entry(&child, name, meta, parent_node, sub_parent, tx)? {
                 nodes.push(n);

@@ -19,6 +19,7 @@ use crate::file_size::{check_recorded_size, size_mismatch};
 use crate::id::BlobId;
 use crate::index::BlobLocation;
 use crate::repo::Repository;
+use crate::selection::PathFilter;
 use crate::tree::{Node, NodeKind, Special};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsStr;
@@ -184,6 +185,33 @@ pub struct RestoreOptions {
     /// Write every file's runs of zeros as holes (restic's `--sparse`). Files that had
     /// holes at backup get them back either way.
     pub sparse: bool,
+    /// Which entries of the snapshot to restore (paths as in the snapshot).
+    pub filter: PathFilter,
+    /// What to do with a file, symlink or special file already at its place.
+    pub overwrite: Overwrite,
+    /// Remove what the target holds that the snapshot does not, in every restored
+    /// directory (only entries the filter takes; never below a symlink).
+    pub delete: bool,
+    /// Change nothing: count what would be restored and deleted.
+    pub dry_run: bool,
+    /// Once restored, read every restored file again and compare it with the
+    /// snapshot's content; a difference is an entry in [`RestoreSummary::errors`].
+    pub verify: bool,
+}
+
+/// What a restore does with an entry already at a restored entry's place (restic's
+/// `--overwrite`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Replace it.
+    #[default]
+    Always,
+    /// Leave a regular file whose size and modification time are the snapshot's.
+    IfChanged,
+    /// Replace it only when the snapshot's modification time is newer.
+    IfNewer,
+    /// Leave whatever is there.
+    Never,
 }
 
 impl Default for RestoreOptions {
@@ -193,6 +221,11 @@ impl Default for RestoreOptions {
             read_ahead: 8,
             restore_owner: true,
             sparse: false,
+            filter: PathFilter::default(),
+            overwrite: Overwrite::Always,
+            delete: false,
+            dry_run: false,
+            verify: false,
         }
     }
 }
@@ -229,6 +262,16 @@ pub struct RestoreSummary {
     /// Entries that were not restored (or not completely), each with why. A restore
     /// with errors has restored everything else.
     pub errors: Vec<SkippedEntry>,
+    /// Entries left as they were by [`RestoreOptions::overwrite`].
+    pub left_existing: u64,
+    /// Entries of the snapshot the filter left out.
+    pub filtered_out: u64,
+    /// What [`RestoreOptions::delete`] removed (or, in a dry run, would remove).
+    pub deleted: Vec<PathBuf>,
+    /// Whether this was a dry run: the counts say what a restore would do.
+    pub dry_run: bool,
+    /// Files read again and found equal to the snapshot's content (`verify`).
+    pub verified_files: u64,
 }
 
 impl RestoreSummary {
@@ -339,11 +382,29 @@ pub async fn restore(
             path: target.to_path_buf(),
             source: e,
         })?;
-    let mut summary = RestoreSummary::default();
+    let mut summary = RestoreSummary {
+        dry_run: options.dry_run,
+        ..RestoreSummary::default()
+    };
     let mut in_flight = InFlight::default();
     let mut dir_meta: Vec<(PathBuf, Node)> = Vec::new();
-    // Stack of (tree id, local directory).
-    let mut stack: Vec<(BlobId, PathBuf)> = Vec::new();
+    // Directories made only to reach included entries: removed again if still empty.
+    let mut made_to_reach: Vec<PathBuf> = Vec::new();
+    // Restored directories with the names their trees hold, for --delete.
+    let mut listed: Vec<(PathBuf, String, HashSet<Vec<u8>>)> = Vec::new();
+    // Files written, for `verify`.
+    let mut written: Vec<(PathBuf, Node)> = Vec::new();
+    // Stack of (tree id, local directory, its path in the snapshot, taken whole).
+    let mut stack: Vec<(BlobId, PathBuf, String, bool)> = Vec::new();
+    let start_path = {
+        let p = String::from_utf8_lossy(path);
+        let p = p.trim_matches('/');
+        if p.is_empty() {
+            String::new()
+        } else {
+            format!("/{p}")
+        }
+    };
     let start = match repo.find_node(root, path).await? {
         None => Some(*root),
         Some(node) => match &node.kind {
@@ -352,16 +413,32 @@ pub async fn restore(
                 Some(*id)
             }
             _ => {
-                restore_leaf(
-                    repo,
-                    &node,
-                    target,
+                let snap_path = PathBuf::from(&start_path);
+                if !options.filter.takes(&snap_path) {
+                    summary.filtered_out += 1;
+                } else if leaves_existing(
                     options,
-                    &progress,
-                    &mut in_flight,
+                    &node,
+                    &target.join(OsStr::from_bytes(&node.name)),
                     &mut summary,
-                )
-                .await?;
+                ) {
+                } else if options.dry_run {
+                    count_dry_run(&node, &mut summary);
+                } else {
+                    if options.verify && matches!(node.kind, NodeKind::File(_)) {
+                        written.push((target.join(OsStr::from_bytes(&node.name)), node.clone()));
+                    }
+                    restore_leaf(
+                        repo,
+                        &node,
+                        target,
+                        options,
+                        &progress,
+                        &mut in_flight,
+                        &mut summary,
+                    )
+                    .await?;
+                }
                 None
             }
         },
@@ -369,8 +446,10 @@ pub async fn restore(
     if let Some(start) = start {
         // The first tree is read here: if it cannot be, nothing can be restored.
         let mut first = Some(repo.load_tree(&start).await?);
-        stack.push((start, target.to_path_buf()));
-        while let Some((tree_id, dir)) = stack.pop() {
+        let start_taken = options.filter.include.is_empty()
+            || (!start_path.is_empty() && options.filter.takes(Path::new(&start_path)));
+        stack.push((start, target.to_path_buf(), start_path.clone(), start_taken));
+        while let Some((tree_id, dir, prefix, taken)) = stack.pop() {
             let tree = match first.take() {
                 Some(t) => t,
                 None => match repo.load_tree(&tree_id).await {
@@ -381,18 +460,50 @@ pub async fn restore(
                     }
                 },
             };
+            if options.delete {
+                let names = tree.nodes.iter().map(|n| n.name.clone()).collect();
+                listed.push((dir.clone(), prefix.clone(), names));
+            }
             for node in tree.nodes {
                 let local = dir.join(OsStr::from_bytes(&node.name));
+                let snap = format!("{prefix}/{}", String::from_utf8_lossy(&node.name));
+                let snap_path = Path::new(&snap);
+                if options.filter.excludes(snap_path) {
+                    summary.filtered_out += 1;
+                    continue;
+                }
+                let node_taken = taken || options.filter.takes(snap_path);
                 if let NodeKind::Dir(id) = &node.kind {
-                    if let Err(e) = prepare_dir(&local).await {
-                        summary.skip(&local, e);
+                    if !node_taken && !options.filter.descends(snap_path) {
+                        summary.filtered_out += 1;
                         continue;
                     }
-                    summary.dirs += 1;
-                    progress.dirs.fetch_add(1, Ordering::Relaxed);
-                    stack.push((*id, local.clone()));
+                    if !options.dry_run {
+                        let existed = std::fs::symlink_metadata(&local).is_ok_and(|m| m.is_dir());
+                        if let Err(e) = prepare_dir(&local).await {
+                            summary.skip(&local, e);
+                            continue;
+                        }
+                        if !node_taken && !existed {
+                            made_to_reach.push(local.clone());
+                        }
+                    }
+                    if node_taken {
+                        summary.dirs += 1;
+                        progress.dirs.fetch_add(1, Ordering::Relaxed);
+                    }
+                    stack.push((*id, local.clone(), snap, node_taken));
                     dir_meta.push((local, node));
+                } else if !node_taken {
+                    summary.filtered_out += 1;
+                } else if leaves_existing(options, &node, &local, &mut summary) {
+                    continue;
+                } else if options.dry_run {
+                    count_dry_run(&node, &mut summary);
                 } else {
+                    if options.verify && matches!(node.kind, NodeKind::File(_)) {
+                        written.push((local.clone(), node.clone()));
+                    }
                     restore_leaf(
                         repo,
                         &node,
@@ -406,6 +517,13 @@ pub async fn restore(
                 }
             }
         }
+    }
+    if options.dry_run {
+        if options.delete {
+            delete_extra(&listed, options, &mut summary);
+        }
+        summary.errors.sort_by(|a, b| a.path.cmp(&b.path));
+        return Ok(summary);
     }
     let InFlight {
         tasks: mut files,
@@ -447,9 +565,30 @@ pub async fn restore(
             Err(e) => summary.skip(&link, e),
         }
     }
+    if options.delete {
+        delete_extra(&listed, options, &mut summary);
+    }
+    if options.verify {
+        let failed: HashSet<PathBuf> = summary.errors.iter().map(|e| e.path.clone()).collect();
+        for (local, node) in written.iter().filter(|(p, _)| !failed.contains(p)) {
+            match verify_file(repo, local, node).await {
+                Ok(()) => summary.verified_files += 1,
+                Err(e) => summary.skip(local, e),
+            }
+        }
+    }
+    // Deepest first: a directory made only on the way to included entries, and left
+    // empty, goes again (restic restores the parents of what it includes, no more).
+    made_to_reach.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    let mut removed = HashSet::new();
+    for p in made_to_reach {
+        if std::fs::remove_dir(&p).is_ok() {
+            removed.insert(p);
+        }
+    }
     // Deepest directories first, so setting a parent's mtime comes after its children.
     dir_meta.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
-    for (p, node) in &dir_meta {
+    for (p, node) in dir_meta.iter().filter(|(p, _)| !removed.contains(p)) {
         match apply_metadata(p, node, options.restore_owner) {
             Ok(warnings) => summary.warnings.extend(warnings),
             Err(e) => summary.skip(p, e),
@@ -457,6 +596,170 @@ pub async fn restore(
     }
     summary.errors.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(summary)
+}
+
+/// Whether `--overwrite` leaves what is at `local` (counted in the summary).
+fn leaves_existing(
+    options: &RestoreOptions,
+    node: &Node,
+    local: &Path,
+    summary: &mut RestoreSummary,
+) -> bool {
+    if options.overwrite == Overwrite::Always {
+        return false;
+    }
+    let Ok(meta) = std::fs::symlink_metadata(local) else {
+        return false;
+    };
+    use std::os::unix::fs::MetadataExt;
+    let existing_mtime = (meta.mtime(), meta.mtime_nsec());
+    let snapshot_mtime = (node.mtime.sec, i64::from(node.mtime.nsec));
+    let leave = match options.overwrite {
+        Overwrite::Always => false,
+        Overwrite::Never => true,
+        Overwrite::IfNewer => existing_mtime >= snapshot_mtime,
+        Overwrite::IfChanged => {
+            matches!(node.kind, NodeKind::File(_))
+                && meta.is_file()
+                && meta.len() == node.size
+                && existing_mtime == snapshot_mtime
+        }
+    };
+    if leave {
+        summary.left_existing += 1;
+    }
+    leave
+}
+
+/// Read the restored file at `local` again and compare it, chunk by chunk, with the
+/// content of `node` as the repository holds it (each chunk checked against its id
+/// when decoded).
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the first differing byte, or a file of another length;
+/// the file or a chunk cannot be read.
+async fn verify_file(repo: &Repository, local: &Path, node: &Node) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let NodeKind::File(content) = &node.kind else {
+        return Ok(());
+    };
+    let object = local.display().to_string();
+    let io = |e| Error::LocalIo {
+        path: local.to_path_buf(),
+        source: e,
+    };
+    let mut file = tokio::io::BufReader::with_capacity(
+        1 << 20,
+        tokio::fs::File::open(local).await.map_err(io)?,
+    );
+    let mut reader = ContentReader::new(repo, content, node.size, 8).named(&object);
+    let mut offset = 0u64;
+    let mut buf = Vec::new();
+    while let Some(chunk) = reader.next_chunk().await? {
+        buf.resize(chunk.len(), 0);
+        let mut got = 0;
+        while got < buf.len() {
+            match file.read(&mut buf[got..]).await.map_err(io)? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        if let Some(at) = buf[..got]
+            .iter()
+            .zip(&chunk)
+            .position(|(a, b)| a != b)
+            .or((got < chunk.len()).then_some(got))
+        {
+            return Err(Error::corrupt(
+                object,
+                format!(
+                    "verify: the restored file differs from the snapshot at byte {}",
+                    offset + at as u64
+                ),
+            ));
+        }
+        offset += chunk.len() as u64;
+    }
+    let mut extra = [0u8; 1];
+    if file.read(&mut extra).await.map_err(io)? != 0 {
+        return Err(Error::corrupt(
+            object,
+            format!("verify: the restored file is longer than the snapshot's {offset} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Count a leaf a dry run would restore.
+fn count_dry_run(node: &Node, summary: &mut RestoreSummary) {
+    match &node.kind {
+        NodeKind::File(_) => {
+            summary.files += 1;
+            summary.bytes += node.size;
+        }
+        NodeKind::Symlink(_) => summary.symlinks += 1,
+        NodeKind::Special(_) => summary.special_files += 1,
+        NodeKind::Dir(_) => {}
+    }
+}
+
+/// `--delete`: in each restored directory, remove the entries its tree does not hold
+/// and the filter takes. A directory reached through a symlink is never listed: the
+/// directories are visited parents first, and one that is not a real directory (a
+/// symlink planted in the target, in a dry run still there) is skipped with all below
+/// it, so nothing outside the target is touched. Removal does not follow symlinks
+/// either (`remove_file` on a link removes the link).
+fn delete_extra(
+    listed: &[(PathBuf, String, HashSet<Vec<u8>>)],
+    options: &RestoreOptions,
+    summary: &mut RestoreSummary,
+) {
+    let mut order: Vec<&(PathBuf, String, HashSet<Vec<u8>>)> = listed.iter().collect();
+    order.sort_by_key(|(p, _, _)| p.components().count());
+    let mut unsafe_dirs: Vec<&Path> = Vec::new();
+    for (dir, prefix, names) in order {
+        if unsafe_dirs.iter().any(|u| dir.starts_with(u)) {
+            continue;
+        }
+        if !std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+            unsafe_dirs.push(dir);
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        let mut extra: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| !names.contains(e.file_name().as_bytes()))
+            .filter(|e| {
+                let snap = format!("{prefix}/{}", e.file_name().to_string_lossy());
+                options.filter.takes(Path::new(&snap))
+            })
+            .map(|e| e.path())
+            .collect();
+        extra.sort();
+        for path in extra {
+            let result = if options.dry_run {
+                Ok(())
+            } else {
+                match std::fs::symlink_metadata(&path) {
+                    Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
+                    Ok(_) => std::fs::remove_file(&path),
+                    Err(e) => Err(e),
+                }
+            };
+            match result {
+                Ok(()) => summary.deleted.push(path),
+                Err(e) => summary.skip(
+                    &path,
+                    Error::LocalIo {
+                        path: path.clone(),
+                        source: e,
+                    },
+                ),
+            }
+        }
+    }
 }
 
 /// Make `local` an empty-or-existing real directory. An existing symlink is replaced,
@@ -1392,4 +1695,56 @@ pub async fn dump(
         source: e,
     })?;
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::{backup, BackupOptions, BackupProgress, BackupSource};
+
+    /// `restore --verify` compares a restored file with the snapshot byte for byte: a
+    /// copy that differs in one byte, is shorter or is longer is reported.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn verify_file_finds_a_differing_short_or_long_copy() {
+        let (_storage, repo) = crate::verify::tests::memory_repo().await;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("f");
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&src, &data).unwrap();
+        let outcome = backup(
+            &repo,
+            BackupSource::Paths(vec![src.clone()]),
+            BackupOptions::default(),
+            Arc::new(BackupProgress::default()),
+        )
+        .await
+        .unwrap();
+        let node = repo
+            .find_node(
+                &outcome.snapshot.manifest.tree,
+                src.to_str().unwrap().as_bytes(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let copy = dir.path().join("copy");
+        std::fs::write(&copy, &data).unwrap();
+        verify_file(&repo, &copy, &node).await.unwrap();
+
+        let mut changed = data.clone();
+        changed[200_000] ^= 1;
+        std::fs::write(&copy, &changed).unwrap();
+        let e = verify_file(&repo, &copy, &node).await.unwrap_err();
+        assert!(e.to_string().contains("at byte 200000"), "{e}");
+
+        std::fs::write(&copy, &data[..1000]).unwrap();
+        let e = verify_file(&repo, &copy, &node).await.unwrap_err();
+        assert!(e.to_string().contains("at byte 1000"), "{e}");
+
+        let mut longer = data.clone();
+        longer.push(0);
+        std::fs::write(&copy, &longer).unwrap();
+        let e = verify_file(&repo, &copy, &node).await.unwrap_err();
+        assert!(e.to_string().contains("longer"), "{e}");
+    }
 }

@@ -12,7 +12,7 @@ use dprepo_repo_format::backup::{
 use dprepo_repo_format::blob::BlobType;
 use dprepo_repo_format::chunker::{ChunkerParams, StreamChunking};
 use dprepo_repo_format::repo::current_hostname;
-use dprepo_repo_format::restore::{dump, restore, RestoreOptions, RestoreProgress};
+use dprepo_repo_format::restore::{dump, restore, Overwrite, RestoreOptions, RestoreProgress};
 use dprepo_repo_format::storage::{probe_compare_and_swap, probe_create_if_absent};
 use dprepo_repo_format::tree::{Node, NodeKind, Special};
 use dprepo_repo_format::{BlobId, InitOptions, Repository, Snapshot};
@@ -55,6 +55,19 @@ pub enum Command {
     /// Manage keys: list them, add access keys, remove (revoke) keys.
     #[command(subcommand)]
     Key(crate::keys::KeyCommand),
+    /// Show what changed between two snapshots.
+    Diff(crate::history::DiffArgs),
+    /// Find files and directories in snapshots by name or path.
+    Find(crate::history::FindArgs),
+    /// Add, remove or set the tags of snapshots (their ids change).
+    Tag(crate::history::TagArgs),
+    /// Write snapshots again without the paths --exclude matches (--forget drops the
+    /// originals).
+    Rewrite(crate::history::RewriteArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(crate::docs::CompletionArgs),
+    /// Print the manual page (roff), or write one per subcommand with --dir.
+    Man(crate::docs::ManArgs),
     /// datasafed-compatible commands for KubeBlocks backup scripts (first argument only).
     ///
     /// push, pull, list, stat, rm, rmdir, mkdir as datasafed has them; the binary named
@@ -129,6 +142,12 @@ pub struct BackupArgs {
     /// throughout (fewer, larger chunks).
     #[arg(long, value_enum, default_value = "auto", requires = "stdin")]
     stream_chunking: StreamChunkingArg,
+    #[command(flatten)]
+    select: crate::select::BackupSelectArgs,
+    /// Do everything but write: read and chunk what changed since the parent, and say
+    /// what would be added; the repository is left as it was.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
 }
 
 /// `--stream-chunking` values.
@@ -168,7 +187,34 @@ pub struct RestoreArgs {
     #[arg(long)]
     sparse: bool,
     #[command(flatten)]
+    select: crate::select::TreeSelectArgs,
+    /// What to do with files already in the target: always replace them, replace
+    /// if-changed (size or modification time differ), if-newer (the snapshot's is
+    /// newer), or never.
+    #[arg(long, value_enum, default_value = "always")]
+    overwrite: OverwriteArg,
+    /// Remove what the target holds that the snapshot does not (in the restored
+    /// directories; with --include/--exclude, only what they take). Nothing outside the
+    /// target is touched: symlinks are removed, never followed.
+    #[arg(long)]
+    delete: bool,
+    /// Restore nothing: say what would be restored and deleted.
+    #[arg(short = 'n', long, conflicts_with = "verify")]
+    dry_run: bool,
+    /// Read every restored file again and compare it with the snapshot.
+    #[arg(long)]
+    verify: bool,
+    #[command(flatten)]
     filter: FilterArgs,
+}
+
+/// `--overwrite` values (restic's).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OverwriteArg {
+    Always,
+    IfChanged,
+    IfNewer,
+    Never,
 }
 
 #[derive(Debug, Args)]
@@ -205,6 +251,12 @@ pub async fn run(cli: &Cli) -> Result<u8> {
         Command::Repair(c) => crate::check::run_repair(cli, c).await,
         Command::Inspect(a) => crate::inspect::run(cli, a).await,
         Command::Key(c) => crate::keys::run(cli, c).await,
+        Command::Diff(a) => crate::history::diff(cli, a).await,
+        Command::Find(a) => crate::history::find(cli, a).await,
+        Command::Tag(a) => crate::history::tag(cli, a).await,
+        Command::Rewrite(a) => crate::history::rewrite(cli, a).await,
+        Command::Completion(a) => crate::docs::completion(a),
+        Command::Man(a) => crate::docs::man(a),
         Command::Datasafed { .. } => {
             bail!("`datasafed` must be the first argument: dprepo datasafed COMMAND ... (global dprepo flags do not apply to it)")
         }
@@ -289,17 +341,39 @@ pub fn snapshot_json(s: &Snapshot) -> serde_json::Value {
 }
 
 async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
-    let repo = repository::open(cli).await?;
+    let (repo, dry) = if a.dry_run {
+        let (repo, dry) = repository::open_dry_run(cli).await?;
+        (repo, Some(dry))
+    } else {
+        (repository::open(cli).await?, None)
+    };
+    let mut list_warnings = Vec::new();
+    let mut paths = a.paths.clone();
+    if a.select.has_lists() {
+        if a.stdin {
+            bail!("--files-from* cannot be combined with --stdin");
+        }
+        paths.extend(a.select.listed_paths(&mut list_warnings)?);
+    }
+    let selection = a.select.selection()?;
+    if a.stdin && !selection.is_everything() {
+        bail!("exclude options select files of a directory backup; they do not apply to --stdin");
+    }
+    for w in &list_warnings {
+        eprintln!("dprepo: warning: {w}");
+    }
     let source = if a.stdin {
         BackupSource::Stream {
             name: a.stdin_name.clone().unwrap_or_else(|| "stdin".into()),
             reader: Box::new(std::io::stdin()),
         }
     } else {
-        if a.paths.is_empty() {
-            bail!("nothing to back up: give paths, or --stdin --stdin-name NAME");
+        if paths.is_empty() {
+            bail!(
+                "nothing to back up: give paths, --files-from FILE, or --stdin --stdin-name NAME"
+            );
         }
-        BackupSource::Paths(a.paths.clone())
+        BackupSource::Paths(paths)
     };
     let parent = match (&a.parent, a.force) {
         (_, true) => ParentChoice::None,
@@ -317,6 +391,7 @@ async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
         .with_tags(a.tags.iter().filter(|t| !t.is_empty()).cloned().collect())
         .with_parent(parent)
         .with_connections(cli.connections.unwrap_or(4))
+        .with_selection(selection)
         .with_stream_chunking(match a.stream_chunking {
             StreamChunkingArg::Auto => StreamChunking::Auto,
             StreamChunkingArg::Cdc => StreamChunking::Cdc,
@@ -355,12 +430,50 @@ async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
     }
     let s = &outcome.snapshot;
     let sum = &s.manifest.summary;
+    let mut warnings = list_warnings;
+    warnings.extend(outcome.warnings.iter().cloned());
     if cli.json {
         let mut doc = snapshot_json(s);
-        doc["warnings"] = json!(outcome.warnings);
+        doc["warnings"] = json!(warnings);
         doc["changed_while_read"] = json!(outcome.changed_while_read);
+        doc["excluded"] = json!(outcome.excluded);
+        doc["excluded_count"] = json!(outcome.excluded.len());
+        if let Some(dry) = &dry {
+            let (packs, pack_bytes) = dry.dropped();
+            doc["dry_run"] = json!(true);
+            doc["id"] = serde_json::Value::Null;
+            doc["short_id"] = serde_json::Value::Null;
+            doc["data_packs_not_written"] = json!(packs);
+            doc["data_pack_bytes_not_written"] = json!(pack_bytes);
+        }
         print_json(&doc)?;
+    } else if let Some(_dry) = &dry {
+        if !cli.quiet {
+            if let Some(p) = s.manifest.parent {
+                print(&format!("using parent snapshot {}\n", p.short()))?;
+            }
+            let excluded = match outcome.excluded.len() {
+                0 => String::new(),
+                n => format!("Excluded: {n} entries (--json lists them)\n"),
+            };
+            print(&format!(
+                "Files: {} new, {} changed, {} unmodified\n{excluded}Would add to the repository: {} ({} stored)\nwould process {} files, {}\ndry run: nothing was written to the repository\n",
+                sum.files_new,
+                sum.files_changed,
+                sum.files_unmodified,
+                bytes(sum.bytes_added),
+                bytes(sum.bytes_stored),
+                sum.files,
+                bytes(sum.total_bytes),
+            ))?;
+        }
     } else if !cli.quiet {
+        if !outcome.excluded.is_empty() {
+            print(&format!(
+                "Excluded: {} entries (--json lists them)\n",
+                outcome.excluded.len()
+            ))?;
+        }
         if let Some(p) = s.manifest.parent {
             print(&format!("using parent snapshot {}\n", p.short()))?;
         }
@@ -381,11 +494,7 @@ async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
             s.id.short()
         ))?;
     }
-    Ok(if outcome.warnings.is_empty() {
-        0
-    } else {
-        EXIT_PARTIAL
-    })
+    Ok(if warnings.is_empty() { 0 } else { EXIT_PARTIAL })
 }
 
 fn matches_filter(s: &Snapshot, f: &FilterArgs) -> bool {
@@ -632,6 +741,16 @@ async fn run_restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
     let options = RestoreOptions {
         parallel_files: a.parallel.max(1),
         sparse: a.sparse,
+        filter: a.select.filter()?,
+        overwrite: match a.overwrite {
+            OverwriteArg::Always => Overwrite::Always,
+            OverwriteArg::IfChanged => Overwrite::IfChanged,
+            OverwriteArg::IfNewer => Overwrite::IfNewer,
+            OverwriteArg::Never => Overwrite::Never,
+        },
+        delete: a.delete,
+        dry_run: a.dry_run,
+        verify: a.verify,
         ..RestoreOptions::default()
     };
     let result = restore(
@@ -670,14 +789,41 @@ async fn run_restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
         if summary.special_files > 0 {
             others.push_str(&format!(", {} special files", summary.special_files));
         }
+        if summary.left_existing > 0 {
+            others.push_str(&format!(", {} left as they were", summary.left_existing));
+        }
+        if summary.verified_files > 0 {
+            others.push_str(&format!(", {} files verified", summary.verified_files));
+        }
+        if summary.filtered_out > 0 {
+            others.push_str(&format!(", {} filtered out", summary.filtered_out));
+        }
+        let mut text = String::new();
+        for p in &summary.deleted {
+            text.push_str(&format!(
+                "{} {}\n",
+                if a.dry_run { "would delete" } else { "deleted" },
+                p.display()
+            ));
+        }
         print(&format!(
-            "restored snapshot {} to {}: {} files, {} dirs, {} symlinks{others}, {}\n",
+            "{text}{} snapshot {} to {}: {} files, {} dirs, {} symlinks{others}, {}{}\n",
+            if a.dry_run {
+                "would restore"
+            } else {
+                "restored"
+            },
             snap.id.short(),
             a.target.display(),
             summary.files,
             summary.dirs,
             summary.symlinks,
-            bytes(summary.bytes)
+            bytes(summary.bytes),
+            match summary.deleted.len() {
+                0 => String::new(),
+                n if a.dry_run => format!("; {n} entries would be deleted"),
+                n => format!("; {n} entries deleted"),
+            }
         ))?;
     }
     if summary.is_complete() {

@@ -8,14 +8,17 @@
 mod check;
 mod commands;
 mod datasafed;
+mod docs;
 mod ds_files;
 mod ds_parent;
+mod history;
 mod inspect;
 mod keys;
 mod maintenance;
 mod output;
 mod progress;
 mod repository;
+mod select;
 
 use clap::Parser;
 use std::process::ExitCode;

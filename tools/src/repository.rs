@@ -4,8 +4,8 @@ use anyhow::{bail, Context, Result};
 use dprepo_repo_format::key::{password_hashes, AccessKey};
 use dprepo_repo_format::repo::IndexPlace;
 use dprepo_repo_format::storage::{
-    read_ini_section, CachedStorage, CountingStorage, LocalStorage, RequestStats, S3Options,
-    S3Storage, Storage,
+    read_ini_section, CachedStorage, CountingStorage, DryRunStorage, LocalStorage, RequestStats,
+    S3Options, S3Storage, Storage,
 };
 use dprepo_repo_format::Repository;
 use std::io::IsTerminal;
@@ -363,6 +363,18 @@ pub async fn open(cli: &Cli) -> Result<Repository> {
     }
     print_index_notes(&repo);
     Ok(repo)
+}
+
+/// Open the repository for a dry run: every write stays in memory (DryRunStorage),
+/// and so does the index, so that nothing the run "writes" is remembered. (A private
+/// on-disk index was tried: its RocksDB, still flushing the run's new entries at exit,
+/// sometimes aborted the process.)
+pub async fn open_dry_run(cli: &Cli) -> Result<(Repository, Arc<DryRunStorage>)> {
+    let dry = Arc::new(DryRunStorage::new(storage(cli)?));
+    let key = repo_key(cli)?;
+    let repo = key.open(dry.clone(), &IndexPlace::Memory).await?;
+    print_index_notes(&repo);
+    Ok((repo, dry))
 }
 
 /// Print what changed about where the index is kept (a full or damaged cache) as

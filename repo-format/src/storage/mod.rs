@@ -27,6 +27,7 @@ mod cache;
 #[cfg(test)]
 mod conformance;
 mod counting;
+mod dry_run;
 mod faulty;
 mod local;
 mod memory;
@@ -35,6 +36,7 @@ mod s3;
 
 pub use cache::CachedStorage;
 pub use counting::{CountingStorage, RequestCounts, RequestStats};
+pub use dry_run::DryRunStorage;
 pub use faulty::{FaultyStorage, Gate};
 pub use local::LocalStorage;
 pub use memory::MemoryStorage;

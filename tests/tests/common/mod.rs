@@ -343,7 +343,7 @@ impl TestEnv {
     }
 
     /// The objects whose names start with `prefix`, listed directly on the server.
-    fn s3_list(&self, prefix: &str) -> Vec<BlobInfo> {
+    pub fn s3_list(&self, prefix: &str) -> Vec<BlobInfo> {
         let storage = s3_storage(self.s3_prefix.as_deref().expect("an S3 environment"));
         s3_runtime()
             .block_on(storage.list(prefix))
