@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # The whole test suite. Starts what the tests need on 127.0.0.1 (moto, an S3-compatible
 # server, installed from PyPI if missing), installs the database servers the database
-# tests start themselves, runs cargo test, and stops what it started.
+# tests start themselves, builds the static binaries the packaging tests need, runs
+# cargo test, and stops what it started.
 # Extra arguments go to cargo test (and skip the lint step, which only the whole suite runs).
+# DPREPO_SKIP_PACKAGING_TESTS=1 skips the static build, the image tools and
+# tests/tests/packaging.rs (which then says it was skipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh
+if [ "${DPREPO_SKIP_PACKAGING_TESTS:-}" = 1 ]; then
+    bash scripts/deps.sh
+else
+    bash scripts/deps.sh static images
+fi
 
 port=${DPREPO_TEST_S3_PORT:-5000}
 python3 -c 'import moto.server' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check 'moto[server]==5.2.*'
@@ -47,4 +54,11 @@ fi
 # The end-to-end tests run the real dprepo binary, which `cargo test` alone does not
 # build (it builds the package's test harness instead).
 cargo build --workspace --bins
+# The static dprepo and dprepo-controller (tests/tests/packaging.rs runs them in empty
+# roots and builds the image from them): the `static` profile, in the same target dir
+# under the host triple.
+if [ "${DPREPO_SKIP_PACKAGING_TESTS:-}" != 1 ]; then
+    DPREPO_STATIC_BIN_DIR=$(bash scripts/build-static.sh | tail -n 1)
+    export DPREPO_STATIC_BIN_DIR
+fi
 cargo test --workspace "$@"

@@ -78,6 +78,9 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Print the version, the git commit and whether this binary is static (no shared
+    /// libraries: it runs in any Linux image). With --json: {"version", "commit", "static"}.
+    Version,
 }
 
 #[derive(Debug, Args)]
@@ -257,6 +260,10 @@ pub async fn run(cli: &Cli) -> Result<u8> {
         Command::Rewrite(a) => crate::history::rewrite(cli, a).await,
         Command::Completion(a) => crate::docs::completion(a),
         Command::Man(a) => crate::docs::man(a),
+        Command::Version => {
+            crate::build_info::print(cli.json);
+            Ok(0)
+        }
         Command::Datasafed { .. } => {
             bail!("`datasafed` must be the first argument: dprepo datasafed COMMAND ... (global dprepo flags do not apply to it)")
         }

@@ -5,6 +5,7 @@
 //! the program was invoked under: as `datasafed` (or as `dprepo datasafed ...`) it runs
 //! the datasafed-compatible interface of `datasafed.rs`.
 
+pub mod build_info;
 mod check;
 mod commands;
 mod datasafed;
@@ -28,7 +29,7 @@ pub const EXIT_PARTIAL: u8 = 3;
 
 /// dprepo: deduplicating, encrypted, compressed snapshots of directories and streams.
 #[derive(Debug, Parser)]
-#[command(name = "dprepo", version, about, max_term_width = 100)]
+#[command(name = "dprepo", version = build_info::VERSION_LINE, about, max_term_width = 100)]
 pub struct Cli {
     /// Repository location: a path, a file:// URL, or s3://BUCKET/PREFIX.
     #[arg(short = 'r', long = "repo", env = "DPREPO_REPOSITORY", global = true)]

@@ -92,7 +92,7 @@ Errors print `Error: ...` on stderr and exit with 1.";
 
 /// The `datasafed` command line.
 #[derive(Debug, Parser)]
-#[command(name = "datasafed", version, about = ABOUT, long_about = LONG_ABOUT, max_term_width = 100)]
+#[command(name = "datasafed", version = crate::build_info::VERSION_LINE, about = ABOUT, long_about = LONG_ABOUT, max_term_width = 100)]
 struct DatasafedCli {
     /// Config file (INI, `[storage]` section); default DATASAFED_CONFIG, then
     /// /etc/datasafed/datasafed.conf.
@@ -279,7 +279,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
 async fn run(cli: &DatasafedCli) -> Result<()> {
     match &cli.command {
         DsCommand::Version => {
-            println!("datasafed (dprepo {})", env!("CARGO_PKG_VERSION"));
+            println!("datasafed (dprepo {})", crate::build_info::VERSION_LINE);
             Ok(())
         }
         DsCommand::Push(a) => push(cli, a).await,

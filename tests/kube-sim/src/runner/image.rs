@@ -20,23 +20,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// The install script of the dprepo image.
-pub const INSTALL_DATASAFED: &str = r#"#!/bin/sh
-# kube-sim's dprepo image: install the datasafed binary and the CA certificates into $1.
-set -e
-if [ -z "$1" ]; then
-  echo "usage: $0 DIR" >&2
-  exit 1
-fi
-dest="$1"
-mkdir -p "$dest"
-cp /datasafed "$dest/datasafed"
-chmod 0755 "$dest/datasafed"
-if [ -d /etc/ssl/certs ]; then
-  mkdir -p "$dest/certs"
-  cp -L -R /etc/ssl/certs/. "$dest/certs/" 2>/dev/null || cp -R /etc/ssl/certs/. "$dest/certs/"
-fi
-"#;
+/// The install script of the dprepo image: the one scripts/build-images.sh puts into
+/// the real image.
+pub const INSTALL_DATASAFED: &str = include_str!("../../../../scripts/image/install-datasafed.sh");
 
 /// Whether an image reference is one of this project's images.
 pub fn is_dprepo_image(image: &str) -> bool {
