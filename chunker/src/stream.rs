@@ -23,7 +23,7 @@
 //!    stream, oversized extension data), is one content-defined run to the end.
 //!
 //! Cut rules, for a stream whose first bytes are the xbstream record magic `XBSTCK01`
-//! ([`xbstream`](crate::xbstream); XtraBackup `--stream=xbstream`, mariabackup
+//! ([`crate::xbstream`]; XtraBackup `--stream=xbstream`, mariabackup
 //! `--stream=mbstream`) and params with `max_size` of at least [`XBSTREAM_PAGE_SIZE`]:
 //!
 //! 5. Every record boundary is a cut, and every record header (up to its payload) is one
