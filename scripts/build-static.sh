@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds `dprepo` (also `datasafed` under that name) and `dprepo-controller` as fully
 # static executables: glibc with crt-static, and RocksDB from Debian's librocksdb.a with
-# the static libraries of the compression codecs it was built with. They are static-pie
-# (`ldd` says "statically linked"; no shared library is named), so they run in any Linux image (Debian, UBI, Alpine,
+# the static libraries of the compression codecs it was built with. They are static, non-PIE
+# executables (`ldd` says "statically linked"; no shared library is named), so they run in any Linux image (Debian, UBI, Alpine,
 # distroless) or in an empty root file system.
 #
 # Usage: scripts/build-static.sh [extra cargo build arguments]
@@ -39,7 +39,11 @@ ln -sf "$libdir/librocksdb.a" "$link_dir/librocksdb.a"
 stdcxx=$(g++ -print-file-name=libstdc++.a 2>/dev/null || gcc -print-file-name=libstdc++.a)
 [ -f "$stdcxx" ] || { echo "libstdc++.a not found (install g++)" >&2; exit 1; }
 archives="$stdcxx"
-rustflags="-C target-feature=+crt-static"
+# Non-PIE (`relocation-model=static`): fixed-address executables that need no start-up
+# relocation. (It does not cure the static dprepo-controller's start-up crash: that binary
+# still gets a dynamic section because one object leaves `__tls_get_addr` undefined;
+# issue 23.)
+rustflags="-C target-feature=+crt-static -C relocation-model=static"
 for lib in snappy lz4 zstd z bz2; do
     echo "INPUT($libdir/lib$lib.a)" > "$link_dir/lib$lib.so"
     archives+=" $libdir/lib$lib.a"
