@@ -57,8 +57,9 @@ export "$env_name=$rustflags"
 
 cargo build --profile static --target "$triple" -p dprepo-tools -p dprepo-controller --bins "$@" >&2
 
-out=${CARGO_TARGET_DIR:-target}/$triple/static
-# Static-pie executables: `ldd` says "statically linked" (or "not a dynamic executable"),
+# Absolute: the tests that read it (DPREPO_STATIC_BIN_DIR) run in their package directory.
+out=$(realpath -m "${CARGO_TARGET_DIR:-target}/$triple/static")
+# Static executables: `ldd` says "statically linked" (or "not a dynamic executable"),
 # and the ELF file names no shared library (NEEDED).
 for bin in dprepo datasafed dprepo-controller; do
     if readelf -d "$out/$bin" | grep -q NEEDED || ldd "$out/$bin" 2>&1 | grep -q '=>'; then
