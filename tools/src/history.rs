@@ -205,24 +205,34 @@ fn node_doc(path: &str, n: &Node) -> serde_json::Value {
     })
 }
 
+/// The snapshots a command works on: those named by `selectors` (ids, prefixes, `latest`)
+/// among the ones `filter` admits, or all of those when none is named. A `latest` that may
+/// have missed a damaged snapshot file is said on stderr.
+async fn chosen_snapshots(
+    repo: &Repository,
+    filter: &FilterArgs,
+    selectors: &[String],
+) -> Result<Vec<Snapshot>> {
+    let (all, damaged) = filtered_snapshots_checked(repo, filter).await?;
+    if selectors.is_empty() {
+        return Ok(all);
+    }
+    let mut chosen = Vec::new();
+    for sel in selectors {
+        let snap = Repository::select_snapshot(&all, sel)?;
+        if let Some(w) = latest_warning(sel, &snap, &damaged) {
+            eprintln!("dprepo: warning: {w}");
+        }
+        chosen.push(snap);
+    }
+    Ok(chosen)
+}
+
 /// `dprepo find PATTERN...`.
 pub async fn find(cli: &Cli, a: &FindArgs) -> Result<u8> {
     let finder = Finder::new(a)?;
     let repo = repository::open(cli).await?;
-    let (all, damaged) = filtered_snapshots_checked(&repo, &a.filter).await?;
-    let snaps: Vec<Snapshot> = if a.snapshots.is_empty() {
-        all
-    } else {
-        let mut v = Vec::new();
-        for sel in &a.snapshots {
-            let snap = Repository::select_snapshot(&all, sel)?;
-            if let Some(w) = latest_warning(sel, &snap, &damaged) {
-                eprintln!("dprepo: warning: {w}");
-            }
-            v.push(snap);
-        }
-        v
-    };
+    let snaps = chosen_snapshots(&repo, &a.filter, &a.snapshots).await?;
     let mut docs = Vec::new();
     let mut text = String::new();
     for snap in &snaps {
@@ -300,20 +310,7 @@ pub async fn tag(cli: &Cli, a: &TagArgs) -> Result<u8> {
         bail!("nothing to do: give --add, --remove or --set");
     }
     let repo = repository::open(cli).await?;
-    let (all, damaged) = filtered_snapshots_checked(&repo, &a.filter).await?;
-    let targets: Vec<Snapshot> = if a.snapshots.is_empty() {
-        all
-    } else {
-        let mut v = Vec::new();
-        for sel in &a.snapshots {
-            let snap = Repository::select_snapshot(&all, sel)?;
-            if let Some(w) = latest_warning(sel, &snap, &damaged) {
-                eprintln!("dprepo: warning: {w}");
-            }
-            v.push(snap);
-        }
-        v
-    };
+    let targets = chosen_snapshots(&repo, &a.filter, &a.snapshots).await?;
     let mut changed = Vec::new();
     let mut unchanged = 0usize;
     for snap in &targets {
@@ -420,20 +417,7 @@ pub async fn rewrite(cli: &Cli, a: &RewriteArgs) -> Result<u8> {
         bail!("nothing to remove: give --exclude, --iexclude or --exclude-file");
     }
     let repo = repository::open(cli).await?;
-    let (all, damaged) = filtered_snapshots_checked(&repo, &a.filter).await?;
-    let targets: Vec<Snapshot> = if a.snapshots.is_empty() {
-        all
-    } else {
-        let mut v = Vec::new();
-        for sel in &a.snapshots {
-            let snap = Repository::select_snapshot(&all, sel)?;
-            if let Some(w) = latest_warning(sel, &snap, &damaged) {
-                eprintln!("dprepo: warning: {w}");
-            }
-            v.push(snap);
-        }
-        v
-    };
+    let targets = chosen_snapshots(&repo, &a.filter, &a.snapshots).await?;
     let report = dprepo_repo_format::rewrite::rewrite_snapshots(
         &repo, &targets, &filter, a.forget, a.dry_run,
     )
