@@ -14,27 +14,6 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-fn require_postgres() {
-    assert!(
-        Path::new(PG_BIN).join("postgres").is_file() && Path::new("/usr/bin/pg_basebackup").exists(),
-        "PostgreSQL 15 is not installed: `apt-get install postgresql` (Debian's package) to run these tests"
-    );
-}
-
-fn postgres_uid() -> String {
-    let out = Command::new("id")
-        .args(["-u", "postgres"])
-        .output()
-        .expect("id");
-    assert!(
-        out.status.success(),
-        "no postgres user: install Debian's postgresql package"
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// The S3 location of this cluster's repository, and the manifests of a Tool-access
 /// StorageProvider and BackupRepo on it.
 fn s3_repo_manifests(c: &Cluster, repo: &str) -> (String, String) {
@@ -106,7 +85,7 @@ fn dprepo_json(root: &str, args: &[&str], dir: &Path) -> Value {
 /// The PostgreSQL target: a pod running the host's postgres as user postgres on `port`,
 /// its data directory made by an init container, and the account Secret.
 fn postgres_manifests(port: u16) -> String {
-    let uid = postgres_uid();
+    let uid = service_id("-u", "postgres");
     format!(
         r#"
 apiVersion: v1

@@ -38,18 +38,6 @@ fn require_mariadb() {
     }
 }
 
-fn id_of(flag: &str) -> String {
-    let out = Command::new("id")
-        .args([flag, "mysql"])
-        .output()
-        .expect("id");
-    assert!(
-        out.status.success(),
-        "no mysql user: install Debian's mariadb-server package"
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 fn start() -> Cluster {
     let mut c = Cluster::start();
     install(&mut c);
@@ -71,7 +59,7 @@ fn start() -> Cluster {
 /// mariadb-install-db when the volume has none (a restored volume has one). The server
 /// creates the account `dp` (all privileges) at each start; root logs in over the socket.
 fn mariadb_pod(name: &str, app: &str, claim: &str, port: u16) -> String {
-    let (uid, gid) = (id_of("-u"), id_of("-g"));
+    let (uid, gid) = (service_id("-u", "mysql"), service_id("-g", "mysql"));
     format!(
         r#"
 apiVersion: v1

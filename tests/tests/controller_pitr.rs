@@ -25,34 +25,14 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const NS: &str = "db";
-
-fn require_postgres() {
-    assert!(
-        Path::new(PG_BIN).join("postgres").is_file() && Path::new(PG_BIN).join("pg_waldump").is_file(),
-        "PostgreSQL 15 is not installed: `apt-get install postgresql` (Debian's package) to run these tests"
-    );
-}
-
-fn id_of(flag: &str) -> String {
-    let out = Command::new("id")
-        .args([flag, "postgres"])
-        .output()
-        .expect("id");
-    assert!(
-        out.status.success(),
-        "no postgres user: install Debian's postgresql package"
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// A PostgreSQL pod on claim `claim` listening on `port`. `init` makes the data
 /// directory (a new cluster) when true; otherwise the directory is the restored one. WAL
 /// archiving is on with no `archive_command`: the archiver of the Continuous backup takes
 /// the finished segments (as the addon's configuration leaves it to the archiver).
 fn postgres_pod(name: &str, claim: &str, port: u16, init: bool, labels: &str) -> String {
-    let (uid, gid) = (id_of("-u"), id_of("-g"));
+    let (uid, gid) = (service_id("-u", "postgres"), service_id("-g", "postgres"));
     let initdb = if init {
         format!(
             r#"

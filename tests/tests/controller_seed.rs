@@ -28,28 +28,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
 const DOC: &str = include_str!("../../controller/tests/fixtures/seed-design-doc.yaml");
-
-fn require_postgres() {
-    assert!(
-        Path::new(PG_BIN).join("postgres").is_file() && Path::new(PG_BIN).join("pg_basebackup").is_file(),
-        "PostgreSQL 15 is not installed: `apt-get install postgresql` (Debian's package) to run these tests"
-    );
-}
-
-fn id_of(flag: &str) -> String {
-    let out = Command::new("id")
-        .args([flag, "postgres"])
-        .output()
-        .expect("id");
-    assert!(
-        out.status.success(),
-        "no postgres user: install Debian's postgresql package"
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// The shell text choosing the server's port by pod name (all pods share the host
 /// network, and a new cluster runs the source's spec).
@@ -65,7 +44,7 @@ fn port_case(ports: &[(&str, u16)]) -> String {
 /// The cluster `pg`: a StatefulSet whose pods run PostgreSQL on the claim `data` at
 /// KubeBlocks' layout (/home/postgres/pgdata/pgroot/data), and its account Secret.
 fn cluster_manifests(ports: &[(&str, u16)]) -> String {
-    let (uid, gid) = (id_of("-u"), id_of("-g"));
+    let (uid, gid) = (service_id("-u", "postgres"), service_id("-g", "postgres"));
     let case = port_case(ports);
     let src_port = ports[0].1;
     format!(

@@ -321,6 +321,36 @@ spec:
     )
 }
 
+/// Debian's PostgreSQL 15 programs, which the controller tests' database pods run.
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// Fails with instructions unless Debian's PostgreSQL 15 (server, base backup and WAL tools)
+/// is installed.
+pub fn require_postgres() {
+    let missing = ["postgres", "pg_basebackup", "pg_waldump", "psql"]
+        .into_iter()
+        .find(|p| !Path::new(PG_BIN).join(p).is_file());
+    assert!(
+        missing.is_none(),
+        "PostgreSQL 15 is not installed ({PG_BIN}/{} is missing): `apt-get install postgresql` (Debian's package) to run these tests",
+        missing.unwrap_or_default()
+    );
+}
+
+/// `id FLAG USER` (`-u` or `-g`) of a database's service user (`postgres`, `mysql`), whom
+/// the database pods run as.
+pub fn service_id(flag: &str, user: &str) -> String {
+    let out = Command::new("id")
+        .args([flag, user])
+        .output()
+        .expect("run id");
+    assert!(
+        out.status.success(),
+        "no {user} user: install Debian's package of that database server"
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Applies `deploy/` and starts the controller, waiting until it is ready.
 /// The StorageProvider `local-path` (kube-sim's host-path provisioner), the Mount-access
 /// BackupRepo `local` on it, and the namespace `ns`: the repository most end-to-end tests
