@@ -430,6 +430,7 @@ async fn run_backup(
         summary,
         expires: options.expires,
         original: None,
+        copied_from: None,
     };
     let bytes = manifest.encode(repo.keys());
     session.check_alive().await?;

@@ -6,6 +6,7 @@ pub mod blob;
 pub mod codec;
 pub mod config;
 pub mod content;
+pub mod copy;
 pub mod crypto;
 pub mod diff;
 mod direct_io;

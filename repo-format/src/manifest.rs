@@ -95,6 +95,20 @@ pub struct SnapshotManifest {
     /// For a manifest rewritten by `dprepo snapshot expire`: the snapshot it replaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original: Option<BlobId>,
+    /// For a snapshot written by `dprepo copy`: the snapshot it copies, so that copying
+    /// again finds it (SPEC.md section 14, `copied_from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_from: Option<CopyOrigin>,
+}
+
+/// Where a copied snapshot comes from: the source repository's config `id` and the
+/// snapshot id there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CopyOrigin {
+    /// The `id` of the source repository's config.
+    pub repository: String,
+    /// The snapshot copied, in the source repository.
+    pub snapshot: BlobId,
 }
 
 impl SnapshotManifest {
@@ -242,6 +256,7 @@ mod tests {
                 summary: SnapshotSummary { files, ..Default::default() },
                 expires: None,
                 original: None,
+                copied_from: None,
             };
             let bytes = m.encode(&keys());
             prop_assert_eq!(SnapshotManifest::decode(&keys(), &bytes, "s").unwrap(), m);

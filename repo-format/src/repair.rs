@@ -853,6 +853,9 @@ async fn rewrite_snapshots(
                 let mut manifest = snap.manifest.clone();
                 manifest.tree = new_root;
                 manifest.original = Some(original);
+                // No longer a faithful copy of its origin: `copy` copies the origin
+                // again (restoring what repair took out) instead of skipping it.
+                manifest.copied_from = None;
                 if !manifest.tags.iter().any(|t| t == "repaired") {
                     manifest.tags.push("repaired".into());
                 }

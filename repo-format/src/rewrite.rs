@@ -180,6 +180,9 @@ async fn rewrite_in_session(
         let mut manifest = snap.manifest.clone();
         manifest.tree = root;
         manifest.original = Some(manifest.original.unwrap_or(snap.id));
+        // No longer the copy of its origin (entries were removed): a later `copy` must
+        // not take it for one and skip the origin, or map files through it.
+        manifest.copied_from = None;
         let mut new_id = None;
         if let Some(session) = session {
             let bytes = manifest.encode(repo.keys());

@@ -108,6 +108,7 @@ fn forge(env: &TestEnv) {
             summary: Default::default(),
             expires: None,
             original: None,
+            copied_from: None,
         };
         let bytes = manifest.encode(repo.keys());
         let id = BlobId::of_stored(&bytes);

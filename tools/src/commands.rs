@@ -64,6 +64,9 @@ pub enum Command {
     /// Write snapshots again without the paths --exclude matches (--forget drops the
     /// originals).
     Rewrite(crate::history::RewriteArgs),
+    /// Copy snapshots from another repository (--from-repo) into this one, sending only
+    /// what it lacks; snapshots copied before are skipped.
+    Copy(crate::copy::CopyArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(crate::docs::CompletionArgs),
     /// Print the manual page (roff), or write one per subcommand with --dir.
@@ -258,6 +261,7 @@ pub async fn run(cli: &Cli) -> Result<u8> {
         Command::Find(a) => crate::history::find(cli, a).await,
         Command::Tag(a) => crate::history::tag(cli, a).await,
         Command::Rewrite(a) => crate::history::rewrite(cli, a).await,
+        Command::Copy(a) => crate::copy::copy(cli, a).await,
         Command::Completion(a) => crate::docs::completion(a),
         Command::Man(a) => crate::docs::man(a),
         Command::Version => {

@@ -208,7 +208,7 @@ fn node_doc(path: &str, n: &Node) -> serde_json::Value {
 /// The snapshots a command works on: those named by `selectors` (ids, prefixes, `latest`)
 /// among the ones `filter` admits, or all of those when none is named. A `latest` that may
 /// have missed a damaged snapshot file is said on stderr.
-async fn chosen_snapshots(
+pub(crate) async fn chosen_snapshots(
     repo: &Repository,
     filter: &FilterArgs,
     selectors: &[String],

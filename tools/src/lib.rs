@@ -8,6 +8,7 @@
 pub mod build_info;
 mod check;
 mod commands;
+mod copy;
 mod datasafed;
 mod docs;
 mod ds_files;

@@ -47,6 +47,25 @@ pub fn storage(cli: &Cli) -> Result<Arc<dyn Storage>> {
     )
 }
 
+/// The storage at `location` with the S3 settings of the command line, but those of
+/// `repo_config` (an INI file like `--repo-config`) in place of `--repo-config`: the
+/// source of `copy`.
+///
+/// # Errors
+/// As [`storage_at`].
+pub fn storage_with_config(
+    cli: &Cli,
+    location: &str,
+    repo_config: Option<&std::path::Path>,
+) -> Result<Arc<dyn Storage>> {
+    storage_at(
+        location,
+        || s3_options_with(cli, location, repo_config),
+        cli.cache_dir.clone(),
+        cli.no_cache,
+    )
+}
+
 /// The storage backend at `location` (a path, `file://` URL or `s3://` URL); `s3` gives
 /// the S3 settings when it is an S3 location. Shared by `dprepo` and `datasafed`.
 pub fn storage_at(
@@ -80,7 +99,7 @@ pub fn storage_at(
 
 /// The index lives in the persistent cache (memory stays flat as the repository grows);
 /// with `--no-cache`, or without a cache directory, in a private one deleted at exit.
-fn index_place(cli: &Cli) -> IndexPlace {
+pub fn index_place(cli: &Cli) -> IndexPlace {
     match &cli.cache_dir {
         _ if cli.no_cache => IndexPlace::Temporary(std::env::temp_dir()),
         Some(base) => IndexPlace::Cache(base.clone()),
@@ -112,8 +131,17 @@ fn default_cache_dir() -> Option<std::path::PathBuf> {
 /// S3 options: flags, then the repository config file, then AWS environment variables
 /// and shared config files.
 fn s3_options(cli: &Cli, url: &str) -> Result<S3Options> {
+    s3_options_with(cli, url, cli.repo_config.as_deref())
+}
+
+/// [`s3_options`] with `repo_config` in place of `--repo-config`.
+fn s3_options_with(
+    cli: &Cli,
+    url: &str,
+    repo_config: Option<&std::path::Path>,
+) -> Result<S3Options> {
     let mut o = S3Options::from_url(url)?;
-    if let Some(file) = &cli.repo_config {
+    if let Some(file) = repo_config {
         let path = file.to_string_lossy();
         if !file.exists() {
             bail!("repository config file {path} does not exist");

@@ -1,0 +1,790 @@
+//! `copy`: replicate snapshots from one repository into another (restic's `copy`).
+//!
+//! The two repositories have their own master keys and content-id keys, so one chunk
+//! has a different id in each: every blob is read from the source, decrypted, hashed
+//! under the destination's id key and stored through the destination's ordinary write
+//! path ([`BlobSaver`]: packs, index files, then the manifest), which skips what the
+//! destination already holds. Chunk boundaries are the source's (nothing is re-chunked),
+//! so a copy of a copy deduplicates against the first copy, and node extensions (the
+//! tar page map of SPEC.md 13.1 counts data chunks by position, hard links, xattrs,
+//! ACLs) stay valid byte for byte.
+//!
+//! Invariants:
+//! - A copied manifest records `copied_from` (the first source snapshot of a chain of
+//!   copies and its repository id); a snapshot whose origin the destination already
+//!   holds is skipped, so copying twice adds nothing.
+//! - Downloads are avoided where the mapping of source ids to destination ids is
+//!   known: a subtree or file that equals the one in the source snapshot's parent,
+//!   when that parent was copied before, is taken from the parent's copy without
+//!   reading it; chunks of a changed file are mapped through the parent's copy of
+//!   the same file (equal boundaries, equal positions); chunks read once in this run
+//!   are mapped from then on (a bounded map).
+//! - The destination is written under a writer session (SPEC.md section 15): its index
+//!   is loaded after the session is ready, every pack and index file of a snapshot is
+//!   durable before its manifest, and the session is checked alive just before the
+//!   manifest. The source is read under a session marker too, which holds back the
+//!   deletions of any gc that starts while the copy reads (SPEC.md section 18, G6).
+//! - Memory is bounded: one file's chunks are read a window at a time, chunk lists are
+//!   expanded depth-first (at most `MAX_LEVEL` lists held), and the id maps are capped.
+
+use crate::blob::BlobType;
+use crate::content::{Content, ContentBuilder};
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+use crate::manifest::CopyOrigin;
+use crate::repo::{Repository, Snapshot, SNAPSHOTS_DIR};
+use crate::saver::{BlobSaver, UploaderHandle};
+use crate::session::WriterSession;
+use crate::tree::{Node, NodeKind, Tree};
+use futures::{StreamExt, TryStreamExt};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Data chunks read from the source at once (a window of one file's chunks).
+pub const CHUNKS_IN_FLIGHT: usize = 8;
+
+/// Most entries in the map of source chunk ids to destination ids (64 bytes each plus
+/// the map's overhead: about 100 MiB at the cap). Past it the map is emptied and
+/// refilled: later chunks are read again rather than memory growing with the source.
+pub const MAX_MAPPED_CHUNKS: usize = 1 << 20;
+
+/// How the copy runs.
+#[derive(Debug, Clone, Default)]
+pub struct CopyOptions {
+    /// Write nothing: only say which snapshots would be copied and which skipped.
+    pub dry_run: bool,
+    /// Upload connections of the destination's pack writer (at least 1).
+    pub connections: usize,
+}
+
+impl CopyOptions {
+    /// Set `dry_run`.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Set `connections`.
+    pub fn with_connections(mut self, connections: usize) -> Self {
+        self.connections = connections;
+        self
+    }
+}
+
+/// Counters readable while a copy runs (for a progress line).
+#[derive(Debug, Default)]
+pub struct CopyProgress {
+    /// Snapshots finished (copied or skipped).
+    pub snapshots_done: AtomicU64,
+    /// Blobs read from the source.
+    pub blobs_read: AtomicU64,
+    /// Plaintext bytes of the blobs read from the source.
+    pub bytes_read: AtomicU64,
+    /// Blobs added to the destination so far.
+    pub blobs_added: AtomicU64,
+    /// Stored bytes of the blobs added to the destination so far.
+    pub bytes_uploaded: AtomicU64,
+}
+
+/// What a copy did (with `dry_run`: would do).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CopyReport {
+    /// Snapshots copied (to be copied, in a dry run), oldest first.
+    pub copied: Vec<CopiedSnapshot>,
+    /// Snapshots whose copy the destination already holds.
+    pub skipped: Vec<SkippedSnapshot>,
+    /// Blobs read (downloaded and decrypted) from the source.
+    pub blobs_read: u64,
+    /// Plaintext bytes of those blobs.
+    pub bytes_read: u64,
+    /// Blobs the destination lacked and received.
+    pub blobs_added: u64,
+    /// Plaintext bytes of those blobs.
+    pub bytes_added: u64,
+    /// Bytes they take in the destination's packs (compressed, encrypted).
+    pub bytes_uploaded: u64,
+    /// Blobs of those stored as deltas against a blob the destination held (a page of
+    /// the parent's copy), as they were in the source.
+    pub deltas_added: u64,
+    /// Packs uploaded to the destination.
+    pub packs_written: u64,
+    /// Why the source could not be protected from its gc by a session marker, if it
+    /// could not (a read-only source); reads then only retry after a reload.
+    pub source_unprotected: Option<String>,
+    /// Whether nothing was written.
+    pub dry_run: bool,
+}
+
+/// One copied snapshot.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CopiedSnapshot {
+    /// The snapshot in the source (hex id).
+    pub source: String,
+    /// Its copy in the destination (`None` in a dry run).
+    pub copy: Option<String>,
+    /// The copy's parent in the destination: the copy of the source's parent, when
+    /// the destination holds one.
+    pub parent: Option<String>,
+    /// Blobs this snapshot added to the destination.
+    pub blobs_added: u64,
+    /// Stored bytes those blobs take.
+    pub bytes_uploaded: u64,
+}
+
+/// One snapshot not copied because the destination holds it already.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SkippedSnapshot {
+    /// The snapshot in the source (hex id).
+    pub source: String,
+    /// The destination snapshot that is its copy (or the destination's own snapshot,
+    /// when the source snapshot was copied from the destination).
+    pub existing: String,
+}
+
+/// The origin a copy of `snap` (a snapshot of repository `repo_id`) records: its own
+/// origin when it is itself a copy, so a copy of a copy names the first snapshot.
+fn origin_of(repo_id: &str, snap: &Snapshot) -> CopyOrigin {
+    snap.manifest.copied_from.clone().unwrap_or(CopyOrigin {
+        repository: repo_id.to_string(),
+        snapshot: snap.id,
+    })
+}
+
+/// Which destination snapshot stands for each origin: its copies by `copied_from`,
+/// and every destination snapshot as its own origin.
+fn origins_in(dst: &Repository, snaps: &[Snapshot]) -> HashMap<CopyOrigin, BlobId> {
+    let mut map = HashMap::new();
+    for s in snaps {
+        map.insert(origin_of(&dst.config().id, s), s.id);
+    }
+    for s in snaps {
+        map.entry(CopyOrigin {
+            repository: dst.config().id.clone(),
+            snapshot: s.id,
+        })
+        .or_insert(s.id);
+    }
+    map
+}
+
+/// Copy `snapshots` (of `src`) into `dst`, oldest first, skipping those `dst` already
+/// holds a copy of. Each snapshot's manifest is written once every blob it names is
+/// durable in `dst`, so an interrupted copy leaves the snapshots finished before it
+/// and, for the one in progress, indexed blobs that the next run reuses.
+///
+/// # Errors
+/// The source and destination being one repository (`InvalidArgument`); a source
+/// blob that cannot be read or is damaged (`Corrupt`/`NotFound`, naming the snapshot
+/// and path; no manifest is written for that snapshot); storage errors; the writer
+/// session's error when a gc found it stale.
+pub async fn copy_snapshots(
+    src: &Repository,
+    dst: &Repository,
+    snapshots: &[Snapshot],
+    options: &CopyOptions,
+    progress: &Arc<CopyProgress>,
+) -> Result<CopyReport> {
+    if src.config().id == dst.config().id {
+        return Err(Error::InvalidArgument(format!(
+            "source and destination are the same repository (id {})",
+            src.config().id
+        )));
+    }
+    let mut snapshots = snapshots.to_vec();
+    snapshots.sort_by_key(|a| (a.manifest.time, a.id));
+    snapshots.dedup_by_key(|s| s.id);
+    if options.dry_run {
+        return plan_only(src, dst, &snapshots).await;
+    }
+    let mut report = CopyReport::default();
+    let source_session = match WriterSession::start(src, "copy (source)").await {
+        Ok((s, _)) => Some(s),
+        Err(e) => {
+            report.source_unprotected = Some(e.to_string());
+            None
+        }
+    };
+    let result = async {
+        src.load_index().await?;
+        let (session, excluded) = WriterSession::start(dst, "copy").await?;
+        let result = async {
+            // Loaded once the session is ready (SPEC.md section 15, S-2a).
+            dst.load_index().await?;
+            if !excluded.is_empty() {
+                dst.index()
+                    .write()
+                    .map_err(|_| Error::Internal("index lock poisoned".into()))?
+                    .exclude_packs(&excluded);
+            }
+            copy_in_session(
+                src,
+                dst,
+                &snapshots,
+                options,
+                progress,
+                &session,
+                &mut report,
+            )
+            .await
+        }
+        .await;
+        session.end().await;
+        result
+    }
+    .await;
+    if let Some(s) = source_session {
+        s.end().await;
+    }
+    result.map(|()| report)
+}
+
+/// The dry run: which snapshots would be copied (with their parent mapping) and which
+/// skipped. No data is read.
+async fn plan_only(
+    src: &Repository,
+    dst: &Repository,
+    snapshots: &[Snapshot],
+) -> Result<CopyReport> {
+    let src_all = src.list_snapshots().await?;
+    let dst_all = dst.list_snapshots().await?;
+    let mut origins = origins_in(dst, &dst_all);
+    let mut report = CopyReport {
+        dry_run: true,
+        ..CopyReport::default()
+    };
+    for snap in snapshots {
+        let origin = origin_of(&src.config().id, snap);
+        if let Some(existing) = origins.get(&origin) {
+            report.skipped.push(SkippedSnapshot {
+                source: snap.id.to_hex(),
+                existing: existing.to_hex(),
+            });
+            continue;
+        }
+        let parent = parent_in_dst(src, &src_all, snap, &origins);
+        // Later snapshots of this run may name this one as parent: stand it in by its
+        // own id, reported as "the copy of" it.
+        origins.insert(origin, snap.id);
+        report.copied.push(CopiedSnapshot {
+            source: snap.id.to_hex(),
+            copy: None,
+            parent: parent.map(|p| p.to_hex()),
+            blobs_added: 0,
+            bytes_uploaded: 0,
+        });
+    }
+    Ok(report)
+}
+
+/// The destination snapshot that is the copy of `snap`'s parent, if any.
+fn parent_in_dst(
+    src: &Repository,
+    src_all: &[Snapshot],
+    snap: &Snapshot,
+    origins: &HashMap<CopyOrigin, BlobId>,
+) -> Option<BlobId> {
+    let parent = snap.manifest.parent?;
+    let origin = match src_all.iter().find(|s| s.id == parent) {
+        Some(p) => origin_of(&src.config().id, p),
+        None => CopyOrigin {
+            repository: src.config().id.clone(),
+            snapshot: parent,
+        },
+    };
+    origins.get(&origin).copied()
+}
+
+async fn copy_in_session(
+    src: &Repository,
+    dst: &Repository,
+    snapshots: &[Snapshot],
+    options: &CopyOptions,
+    progress: &Arc<CopyProgress>,
+    session: &WriterSession,
+    report: &mut CopyReport,
+) -> Result<()> {
+    let src_all = src.list_snapshots().await?;
+    let dst_all = dst.list_snapshots().await?;
+    let mut origins = origins_in(dst, &dst_all);
+    let mut copier = Copier {
+        src,
+        dst,
+        progress: progress.clone(),
+        trees: HashMap::new(),
+        chunks: HashMap::new(),
+        saver: None,
+        connections: options.connections.max(1),
+    };
+    for snap in snapshots {
+        let origin = origin_of(&src.config().id, snap);
+        if let Some(existing) = origins.get(&origin) {
+            report.skipped.push(SkippedSnapshot {
+                source: snap.id.to_hex(),
+                existing: existing.to_hex(),
+            });
+            progress.snapshots_done.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let parent = parent_in_dst(src, &src_all, snap, &origins);
+        let hint = match parent {
+            Some(p) => dst_snapshot_tree(dst, &dst_all, p)
+                .await
+                .and_then(|dst_tree| {
+                    let src_parent = snap.manifest.parent?;
+                    let src_tree = src_all.iter().find(|s| s.id == src_parent)?.manifest.tree;
+                    Some((src_tree, dst_tree))
+                }),
+            None => None,
+        };
+        let before = (
+            progress.blobs_added.load(Ordering::Relaxed),
+            progress.bytes_uploaded.load(Ordering::Relaxed),
+        );
+        copier.start_saver();
+        let copied = copier.copy_tree(snap.manifest.tree, hint, "", snap).await;
+        // Close the writer even after a failure: what it uploaded gets indexed, so a
+        // later run reuses it instead of leaving unindexed packs behind.
+        let flushed = copier.flush(report).await;
+        let root = copied?;
+        flushed?;
+        let mut manifest = snap.manifest.clone();
+        manifest.tree = root;
+        manifest.parent = parent;
+        // `original` names a snapshot of the source, which the destination lacks.
+        manifest.original = None;
+        manifest.copied_from = Some(origin.clone());
+        let bytes = manifest.encode(dst.keys());
+        let id = BlobId::of_stored(&bytes);
+        session.check_alive().await?;
+        dst.storage()
+            .put(&format!("{SNAPSHOTS_DIR}{}", id.to_hex()), &bytes)
+            .await?;
+        origins.insert(origin, id);
+        let after = (
+            progress.blobs_added.load(Ordering::Relaxed),
+            progress.bytes_uploaded.load(Ordering::Relaxed),
+        );
+        report.copied.push(CopiedSnapshot {
+            source: snap.id.to_hex(),
+            copy: Some(id.to_hex()),
+            parent: parent.map(|p| p.to_hex()),
+            blobs_added: after.0 - before.0,
+            bytes_uploaded: after.1 - before.1,
+        });
+        progress.snapshots_done.fetch_add(1, Ordering::Relaxed);
+    }
+    report.blobs_read = progress.blobs_read.load(Ordering::Relaxed);
+    report.bytes_read = progress.bytes_read.load(Ordering::Relaxed);
+    Ok(())
+}
+
+/// The root tree of destination snapshot `id`, if it is listed (it was when the copy
+/// started) and its root tree is usable by this writer.
+async fn dst_snapshot_tree(dst: &Repository, dst_all: &[Snapshot], id: BlobId) -> Option<BlobId> {
+    let tree = match dst_all.iter().find(|s| s.id == id) {
+        Some(s) => s.manifest.tree,
+        None => dst.load_snapshot(&id).await.ok()?.manifest.tree,
+    };
+    dst.usable_many(&[tree])
+        .first()
+        .copied()
+        .unwrap_or(false)
+        .then_some(tree)
+}
+
+/// Add context (the snapshot and path being copied) to a read failure, keeping its kind.
+fn in_context(e: Error, snap: &Snapshot, path: &str) -> Error {
+    let at = format!(
+        "(source snapshot {}, {})",
+        snap.id.short(),
+        if path.is_empty() { "/" } else { path }
+    );
+    match e {
+        Error::Corrupt { object, reason } => Error::Corrupt {
+            object: format!("{object} {at}"),
+            reason,
+        },
+        Error::NotFound { object } => Error::NotFound {
+            object: format!("{object} {at}"),
+        },
+        other => other,
+    }
+}
+
+struct Copier<'a> {
+    src: &'a Repository,
+    dst: &'a Repository,
+    progress: Arc<CopyProgress>,
+    /// Source tree id -> destination tree id, for trees durable in the destination.
+    trees: HashMap<BlobId, BlobId>,
+    /// Source data chunk id -> destination id, capped at [`MAX_MAPPED_CHUNKS`].
+    chunks: HashMap<BlobId, BlobId>,
+    saver: Option<(Arc<BlobSaver>, UploaderHandle)>,
+    connections: usize,
+}
+
+impl Copier<'_> {
+    fn start_saver(&mut self) {
+        let c = self.dst.config();
+        self.saver = Some(BlobSaver::start(
+            self.dst.storage().clone(),
+            self.dst.keys().clone(),
+            self.dst.index().clone(),
+            c.pack_size,
+            c.compression_level,
+            self.connections,
+        ));
+    }
+
+    fn saver(&self) -> Result<Arc<BlobSaver>> {
+        self.saver
+            .as_ref()
+            .map(|(s, _)| s.clone())
+            .ok_or_else(|| Error::Internal("copy: no blob saver".into()))
+    }
+
+    /// Make everything saved so far durable (packs and index files) and count it.
+    async fn flush(&mut self, report: &mut CopyReport) -> Result<()> {
+        let Some((saver, uploader)) = self.saver.take() else {
+            return Ok(());
+        };
+        let closing = saver.clone();
+        let closed = tokio::task::spawn_blocking(move || closing.close())
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))
+            .and_then(|r| r);
+        let finished = uploader.finish().await;
+        let stats = &saver.stats;
+        report.blobs_added += stats.blobs_added.load(Ordering::Relaxed);
+        report.bytes_added += stats.bytes_added.load(Ordering::Relaxed);
+        report.bytes_uploaded += stats.bytes_stored.load(Ordering::Relaxed);
+        report.packs_written += stats.packs_written.load(Ordering::Relaxed);
+        report.deltas_added += stats.deltas_added.load(Ordering::Relaxed);
+        closed?;
+        finished
+    }
+
+    fn note_added(&self, saver: &BlobSaver, before: (u64, u64)) {
+        let blobs = saver.stats.blobs_added.load(Ordering::Relaxed);
+        let bytes = saver.stats.bytes_stored.load(Ordering::Relaxed);
+        self.progress
+            .blobs_added
+            .fetch_add(blobs.saturating_sub(before.0), Ordering::Relaxed);
+        self.progress
+            .bytes_uploaded
+            .fetch_add(bytes.saturating_sub(before.1), Ordering::Relaxed);
+    }
+
+    async fn save(&self, blob_type: BlobType, body: Vec<u8>) -> Result<BlobId> {
+        let saver = self.saver()?;
+        let before = (
+            saver.stats.blobs_added.load(Ordering::Relaxed),
+            saver.stats.bytes_stored.load(Ordering::Relaxed),
+        );
+        let s = saver.clone();
+        let id = tokio::task::spawn_blocking(move || s.save(blob_type, &body))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        self.note_added(&saver, before);
+        Ok(id)
+    }
+
+    /// The destination id of source tree `id` at snapshot path `path`, storing what the
+    /// destination lacks. `hint` is (source tree, its copy in the destination) at the
+    /// same path in the parent snapshot.
+    async fn copy_tree(
+        &mut self,
+        id: BlobId,
+        hint: Option<(BlobId, BlobId)>,
+        path: &str,
+        snap: &Snapshot,
+    ) -> Result<BlobId> {
+        if let Some(d) = self.trees.get(&id) {
+            return Ok(*d);
+        }
+        if let Some((hs, hd)) = hint {
+            if hs == id && self.dst.usable_many(&[hd]).first() == Some(&true) {
+                self.trees.insert(id, hd);
+                return Ok(hd);
+            }
+        }
+        let tree = self
+            .src
+            .load_tree(&id)
+            .await
+            .map_err(|e| in_context(e, snap, path))?;
+        self.count_read(0);
+        // The parent's trees at this path, when both read; a hint that fails only
+        // costs the reuse.
+        let hint_trees = match hint {
+            Some((hs, hd)) => {
+                match (self.src.load_tree(&hs).await, self.dst.load_tree(&hd).await) {
+                    (Ok(a), Ok(b)) => Some((a, b)),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        let mut out = Tree::default();
+        for mut node in tree.nodes {
+            let size = node.size;
+            let child = format!("{path}/{}", String::from_utf8_lossy(&node.name));
+            let pair = hint_trees
+                .as_ref()
+                .and_then(|(a, b)| Some((a.get(&node.name)?, b.get(&node.name)?)));
+            node.kind = match node.kind {
+                NodeKind::Dir(sub) => {
+                    let sub_hint = pair.and_then(|(a, b)| match (&a.kind, &b.kind) {
+                        (NodeKind::Dir(x), NodeKind::Dir(y)) => Some((*x, *y)),
+                        _ => None,
+                    });
+                    NodeKind::Dir(Box::pin(self.copy_tree(sub, sub_hint, &child, snap)).await?)
+                }
+                NodeKind::File(content) => {
+                    NodeKind::File(self.copy_file(size, content, pair, &child, snap).await?)
+                }
+                other => other,
+            };
+            out.nodes.push(node);
+        }
+        let body = out.encode()?;
+        let new = self.save(BlobType::Tree, body).await?;
+        self.trees.insert(id, new);
+        Ok(new)
+    }
+
+    /// The destination content of a file node whose source content is `content`.
+    async fn copy_file(
+        &mut self,
+        size: u64,
+        content: Content,
+        pair: Option<(&Node, &Node)>,
+        path: &str,
+        snap: &Snapshot,
+    ) -> Result<Content> {
+        if let Some((a, b)) = pair {
+            if let (NodeKind::File(sa), NodeKind::File(db)) = (&a.kind, &b.kind) {
+                let usable = self.dst.usable_many(&db.ids).iter().all(|u| *u);
+                if *sa == content && a.size == size && b.size == size && usable {
+                    // The parent's copy of this very file: nothing to read.
+                    return Ok(db.clone());
+                }
+                if usable && b.size > 0 {
+                    // A changed file: its unchanged chunks are the parent copy's chunks
+                    // at the same positions.
+                    self.map_chunks_of(sa, db).await;
+                }
+            }
+        }
+        let mut builder = ContentBuilder::new();
+        let mut batch = Vec::with_capacity(CHUNKS_IN_FLIGHT * 8);
+        let mut stack: Vec<(Content, usize)> = vec![(content, 0)];
+        while let Some((list, next)) = stack.last_mut() {
+            let Some(id) = list.ids.get(*next).copied() else {
+                stack.pop();
+                continue;
+            };
+            *next += 1;
+            let level = list.level;
+            if level == 0 {
+                batch.push(id);
+                if batch.len() == batch.capacity() {
+                    builder = self
+                        .copy_chunks(std::mem::take(&mut batch), builder, path, snap)
+                        .await?;
+                }
+                continue;
+            }
+            let body = self
+                .src
+                .read_blob(&id, BlobType::ChunkList)
+                .await
+                .map_err(|e| in_context(e, snap, path))?;
+            self.count_read(body.len());
+            let sub = Content::decode_list(&body, level - 1, &format!("chunk list {}", id.short()))
+                .map_err(|e| in_context(e, snap, path))?;
+            stack.push((sub, 0));
+        }
+        if !batch.is_empty() {
+            builder = self.copy_chunks(batch, builder, path, snap).await?;
+        }
+        let saver = self.saver()?;
+        let before = (
+            saver.stats.blobs_added.load(Ordering::Relaxed),
+            saver.stats.bytes_stored.load(Ordering::Relaxed),
+        );
+        let s = saver.clone();
+        let content = tokio::task::spawn_blocking(move || {
+            builder.finish(&mut |body| s.save(BlobType::ChunkList, &body))
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+        self.note_added(&saver, before);
+        Ok(content)
+    }
+
+    /// Data chunks of a file, in order: each is mapped to its destination id (read
+    /// from the source, hashed and saved unless the map knows it), and the ids are
+    /// pushed into `builder` (returned, as it moves through a blocking task).
+    async fn copy_chunks(
+        &mut self,
+        ids: Vec<BlobId>,
+        builder: ContentBuilder,
+        path: &str,
+        snap: &Snapshot,
+    ) -> Result<ContentBuilder> {
+        let saver = self.saver()?;
+        let before = (
+            saver.stats.blobs_added.load(Ordering::Relaxed),
+            saver.stats.bytes_stored.load(Ordering::Relaxed),
+        );
+        let known: Vec<Option<BlobId>> =
+            ids.iter().map(|id| self.chunks.get(id).copied()).collect();
+        // A delta in the source stays a delta in the destination when its base was
+        // copied before (the parent's page): the map gives the base's destination id.
+        let bases: Vec<Option<BlobId>> = self
+            .src
+            .type_and_base_many(&ids)
+            .into_iter()
+            .map(|tb| {
+                tb.and_then(|(_, base)| base)
+                    .and_then(|b| self.chunks.get(&b).copied())
+            })
+            .collect();
+        let (src, dst) = (self.src, self.dst);
+        let progress = &self.progress;
+        let mapped: Vec<(BlobId, BlobId)> = futures::stream::iter(ids.iter().zip(known).zip(bases))
+            .map(|((id, known), base)| {
+                let saver = saver.clone();
+                async move {
+                    if let Some(d) = known {
+                        return Ok((*id, d));
+                    }
+                    let plain = src
+                        .read_blob(id, BlobType::Data)
+                        .await
+                        .map_err(|e| in_context(e, snap, path))?;
+                    progress.blobs_read.fetch_add(1, Ordering::Relaxed);
+                    progress
+                        .bytes_read
+                        .fetch_add(plain.len() as u64, Ordering::Relaxed);
+                    let d = saver.keys().content_id(&plain);
+                    let base = match base {
+                        Some(b) if !saver.is_stored(&d) => {
+                            match saver.delta_base_for(&b, plain.len()) {
+                                // A base that cannot be read only costs the delta.
+                                Some(b) => {
+                                    dst.read_blob(&b, BlobType::Data).await.ok().map(|p| (b, p))
+                                }
+                                None => None,
+                            }
+                        }
+                        _ => None,
+                    };
+                    tokio::task::spawn_blocking(move || match &base {
+                        Some((b, base_plain)) => saver.save_data_with_base(
+                            d,
+                            &plain,
+                            crate::blob::DeltaBase {
+                                id: b,
+                                plaintext: base_plain,
+                            },
+                        ),
+                        None => saver.save_with_id(BlobType::Data, d, &plain),
+                    })
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))??;
+                    Ok::<_, Error>((*id, d))
+                }
+            })
+            .buffered(CHUNKS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        self.note_added(&saver, before);
+        for (s, d) in &mapped {
+            self.remember_chunk(*s, *d);
+        }
+        let dst_ids: Vec<BlobId> = mapped.into_iter().map(|(_, d)| d).collect();
+        let s = saver.clone();
+        let before = (
+            saver.stats.blobs_added.load(Ordering::Relaxed),
+            saver.stats.bytes_stored.load(Ordering::Relaxed),
+        );
+        let builder = tokio::task::spawn_blocking(move || -> Result<ContentBuilder> {
+            let mut builder = builder;
+            let mut save_list = |body: Vec<u8>| s.save(BlobType::ChunkList, &body);
+            for id in dst_ids {
+                builder.push(id, &mut save_list)?;
+            }
+            Ok(builder)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+        self.note_added(&saver, before);
+        Ok(builder)
+    }
+
+    fn remember_chunk(&mut self, src: BlobId, dst: BlobId) {
+        if self.chunks.len() >= MAX_MAPPED_CHUNKS {
+            self.chunks.clear();
+        }
+        self.chunks.insert(src, dst);
+    }
+
+    fn count_read(&self, bytes: usize) {
+        self.progress.blobs_read.fetch_add(1, Ordering::Relaxed);
+        self.progress
+            .bytes_read
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Map the data chunks of `src_content` (in the source) to those of `dst_content`
+    /// (its copy in the destination) position by position, when both expand to the
+    /// same number of chunks and those are usable. Best effort: any failure to read a
+    /// list only costs the downloads it would have saved.
+    async fn map_chunks_of(&mut self, src_content: &Content, dst_content: &Content) {
+        let room = MAX_MAPPED_CHUNKS.saturating_sub(self.chunks.len());
+        let Some(a) = expand_ids(self.src, src_content, room).await else {
+            return;
+        };
+        let Some(b) = expand_ids(self.dst, dst_content, room).await else {
+            return;
+        };
+        if a.len() != b.len() {
+            return;
+        }
+        let usable = self.dst.usable_many(&b);
+        for ((s, d), ok) in a.into_iter().zip(b).zip(usable) {
+            if ok {
+                self.chunks.insert(s, d);
+            }
+        }
+    }
+}
+
+/// The data chunk ids of `content` in `repo`, or `None` if there are more than `cap`
+/// or a chunk list cannot be read.
+async fn expand_ids(repo: &Repository, content: &Content, cap: usize) -> Option<Vec<BlobId>> {
+    let mut out = Vec::new();
+    let mut stack: Vec<(Content, usize)> = vec![(content.clone(), 0)];
+    while let Some((list, next)) = stack.last_mut() {
+        let Some(id) = list.ids.get(*next).copied() else {
+            stack.pop();
+            continue;
+        };
+        *next += 1;
+        if list.level == 0 {
+            if out.len() >= cap {
+                return None;
+            }
+            out.push(id);
+            continue;
+        }
+        let level = list.level;
+        let body = repo.read_blob(&id, BlobType::ChunkList).await.ok()?;
+        let sub = Content::decode_list(&body, level - 1, "chunk list").ok()?;
+        stack.push((sub, 0));
+    }
+    Some(out)
+}

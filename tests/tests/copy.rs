@@ -1,0 +1,419 @@
+//! `dprepo copy --from-repo`: snapshots replicated between repositories with their own
+//! keys, on every pair of backends. What is checked: restores from the copy equal the
+//! source byte for byte and in metadata, a second copy adds nothing, a snapshot whose
+//! parent was copied reads and uploads little, a copy of a copy is recognised, a
+//! damaged source blob stops the copy with a clear error and a consistent destination,
+//! and a copy beside a backup into the destination and a gc of the source loses nothing.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Password of the source repositories (the destinations use [`PASSWORD`]).
+const SOURCE_PASSWORD: &str = "source repository password";
+
+/// A source repository on `backend` with the small chunker, so a few MiB make files of
+/// more than 64 chunks (chunk lists) and the copy keeps boundaries the destination's
+/// own (default) chunker would not cut.
+fn source_repo(backend: Backend) -> TestEnv {
+    let mut env = TestEnv::new_with(backend);
+    env.password = SOURCE_PASSWORD.to_string();
+    env.ok(&["init", "--chunker", "small", "--stream-chunker", "small"]);
+    env
+}
+
+/// A tree with a file of chunk lists, small files, an empty file, a subdirectory and a
+/// symlink, with distinct modes and mtimes.
+fn build_tree(root: &Path) {
+    fs::create_dir_all(root.join("sub/deeper")).unwrap();
+    fs::write(root.join("big.bin"), random_bytes(7, 6 << 20)).unwrap();
+    fs::write(root.join("hello.txt"), b"hello, world\n").unwrap();
+    fs::write(root.join("empty"), b"").unwrap();
+    fs::write(root.join("sub/text.txt"), text_bytes(300_000)).unwrap();
+    fs::write(root.join("sub/deeper/small.bin"), random_bytes(8, 40_000)).unwrap();
+    symlink("../hello.txt", root.join("sub/link")).unwrap();
+    set_mode(&root.join("hello.txt"), 0o640);
+    set_mode(&root.join("sub/deeper"), 0o750);
+    set_mtime(&root.join("hello.txt"), 1_600_000_000, 123_456_789);
+    set_mtime(&root.join("sub/deeper/small.bin"), 1_500_000_000, 987);
+}
+
+/// `dprepo copy ARGS` into `dst` from `src` (whose key goes in DPREPO_FROM_PASSWORD).
+fn copy_cmd(dst: &TestEnv, src: &TestEnv, args: &[&str]) -> Command {
+    let mut all = vec!["copy", "--from-repo"];
+    let from = src.location();
+    all.push(&from);
+    all.extend_from_slice(args);
+    let mut cmd = dst.cmd(&all);
+    // The source's S3 settings, then the destination's again (both use the test server).
+    src.storage_env(&mut cmd);
+    dst.storage_env(&mut cmd);
+    cmd.env("DPREPO_FROM_PASSWORD", &src.password);
+    cmd
+}
+
+fn copy_json(dst: &TestEnv, src: &TestEnv, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = output_of(copy_cmd(dst, src, &all));
+    assert_success(&out, &all);
+    parse_json(&out, &all)
+}
+
+fn copy_out(dst: &TestEnv, src: &TestEnv, args: &[&str]) -> Output {
+    output_of(copy_cmd(dst, src, args))
+}
+
+fn count(doc: &serde_json::Value, key: &str) -> u64 {
+    doc[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {key} in {doc}"))
+}
+
+/// The manifest fields a copy keeps.
+fn metadata(snap: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "time": snap["time"],
+        "hostname": snap["hostname"],
+        "username": snap["username"],
+        "paths": snap["paths"],
+        "tags": snap["tags"],
+        "stdin_name": snap["stdin_name"],
+    })
+}
+
+/// Back up a tree into `src` on one backend, copy it to `dst` on another, restore from
+/// the copy and compare; copy again: nothing added, the destination's bytes unchanged.
+fn copy_restores_and_copies_once(src_backend: Backend, dst_backend: Backend) {
+    let src = source_repo(src_backend);
+    let dst = TestEnv::init_with(dst_backend);
+    let data = src.path("data");
+    build_tree(&data);
+    src.backup(&[&data], &["--tag", "nightly", "--host", "db-1"]);
+
+    let first = copy_json(&dst, &src, &[]);
+    assert_eq!(first["copied"].as_array().unwrap().len(), 1, "{first}");
+    assert_eq!(first["skipped"].as_array().unwrap().len(), 0, "{first}");
+    assert!(count(&first, "blobs_added") > 64, "{first}");
+    let src_snaps = src.snapshots();
+    let dst_snaps = dst.snapshots();
+    assert_eq!(dst_snaps.len(), 1);
+    assert_eq!(metadata(&dst_snaps[0]), metadata(&src_snaps[0]));
+    assert_eq!(
+        first["copied"][0]["copy"].as_str().unwrap(),
+        dst_snaps[0]["id"].as_str().unwrap()
+    );
+
+    let target = dst.path("restore");
+    dst.ok(&["restore", "latest", "--target", s(&target)]);
+    assert_same_tree(&data, &restored_path(&target, &data), Compare::ALL);
+    dst.ok(&["verify", "--read-data"]);
+
+    let size = dst.repo_size();
+    let again = copy_json(&dst, &src, &[]);
+    assert_eq!(again["copied"].as_array().unwrap().len(), 0, "{again}");
+    assert_eq!(again["skipped"].as_array().unwrap().len(), 1, "{again}");
+    assert_eq!(count(&again, "blobs_read"), 0, "{again}");
+    assert_eq!(count(&again, "bytes_uploaded"), 0, "{again}");
+    assert_eq!(
+        dst.repo_size(),
+        size,
+        "a second copy changed the destination"
+    );
+    assert_eq!(dst.snapshots().len(), 1);
+    let text = String::from_utf8_lossy(&copy_out(&dst, &src, &[]).stdout).into_owned();
+    assert!(text.contains("skipping snapshot"), "{text}");
+}
+
+#[test]
+fn copy_local_to_local() {
+    copy_restores_and_copies_once(Backend::Local, Backend::Local);
+}
+
+#[test]
+fn copy_local_to_s3() {
+    copy_restores_and_copies_once(Backend::Local, Backend::S3);
+}
+
+#[test]
+fn copy_s3_to_local() {
+    copy_restores_and_copies_once(Backend::S3, Backend::Local);
+}
+
+#[test]
+fn copy_s3_to_s3() {
+    copy_restores_and_copies_once(Backend::S3, Backend::S3);
+}
+
+/// A second snapshot whose parent was copied: unchanged files and directories come from
+/// the parent's copy without being read from the source, and only the new file's chunks
+/// are uploaded. The copy names the parent's copy as its parent.
+#[test]
+fn copy_of_child_snapshot_reuses_parent_copy() {
+    let src = source_repo(Backend::Local);
+    let dst = TestEnv::init();
+    let data = src.path("data");
+    build_tree(&data);
+    src.backup(&[&data], &[]);
+    let first = copy_json(&dst, &src, &[]);
+    let first_copy = first["copied"][0]["copy"].as_str().unwrap().to_string();
+
+    fs::write(data.join("sub/new.txt"), b"a new small file\n").unwrap();
+    src.backup(&[&data], &[]);
+    let second = copy_json(&dst, &src, &[]);
+    assert_eq!(second["copied"].as_array().unwrap().len(), 1, "{second}");
+    assert_eq!(second["skipped"].as_array().unwrap().len(), 1, "{second}");
+    assert_eq!(
+        second["copied"][0]["parent"].as_str(),
+        Some(first_copy.as_str()),
+        "{second}"
+    );
+    // Read: the trees on the way to `sub` (the root, one per component of `data`, and
+    // `sub`) and the new file's chunk; nothing of the unchanged files.
+    let on_the_way = data.components().count() as u64 + 1;
+    assert_eq!(count(&second, "blobs_read"), on_the_way + 1, "{second}");
+    assert!(count(&second, "bytes_read") < 10_000, "{second}");
+    // Added: the same trees (changed) and the new chunk.
+    assert_eq!(count(&second, "blobs_added"), on_the_way + 1, "{second}");
+    assert!(count(&second, "bytes_uploaded") < 20_000, "{second}");
+    let target = dst.path("restore");
+    dst.ok(&["restore", "latest", "--target", s(&target)]);
+    assert_same_tree(&data, &restored_path(&target, &data), Compare::ALL);
+}
+
+/// A changed stream: its unchanged chunks are mapped through the parent's copy of the
+/// same stream (equal boundaries at equal positions), so only the changed region is
+/// read from the source.
+#[test]
+fn copy_of_changed_stream_reads_only_changed_chunks() {
+    let src = source_repo(Backend::Local);
+    let dst = TestEnv::init();
+    let mut stream = random_bytes(21, 8 << 20);
+    src.backup_stream("db.dump", &stream);
+    let first = copy_json(&dst, &src, &[]);
+    let chunks = count(&first, "blobs_read");
+    assert!(chunks > 64, "{first}");
+    // Overwrite 100 bytes in the middle: content-defined chunking changes one or two
+    // chunks, and the others keep their positions.
+    for b in &mut stream[4 << 20..(4 << 20) + 100] {
+        *b = !*b;
+    }
+    src.backup_stream("db.dump", &stream);
+    let second = copy_json(&dst, &src, &[]);
+    assert_eq!(second["copied"].as_array().unwrap().len(), 1, "{second}");
+    assert!(
+        count(&second, "blobs_read") < 12,
+        "read {} of about {chunks} blobs: {second}",
+        count(&second, "blobs_read")
+    );
+    assert_eq!(dst.dump("latest", "db.dump"), stream);
+}
+
+/// A -> B -> C, then A -> C: C recognises the snapshot it got through B and adds
+/// nothing; copying C back to A adds nothing either.
+#[test]
+fn copy_of_copy_is_recognised() {
+    let a = source_repo(Backend::Local);
+    let b = TestEnv::init();
+    let c = TestEnv::init();
+    let data = a.path("data");
+    build_tree(&data);
+    a.backup(&[&data], &[]);
+    copy_json(&b, &a, &[]);
+    let through_b = copy_json(&c, &b, &[]);
+    assert_eq!(through_b["copied"].as_array().unwrap().len(), 1);
+    // Same chunk boundaries as the source: nothing new between B's and C's content.
+    let size = c.repo_size();
+    let direct = copy_json(&c, &a, &[]);
+    assert_eq!(direct["skipped"].as_array().unwrap().len(), 1, "{direct}");
+    assert_eq!(c.repo_size(), size);
+    let a_size = a.repo_size();
+    let a_as_dst = a.same_repository(SOURCE_PASSWORD);
+    let back = copy_json(&a_as_dst, &c, &[]);
+    assert_eq!(back["skipped"].as_array().unwrap().len(), 1, "{back}");
+    assert_eq!(a.repo_size(), a_size);
+}
+
+/// Selection (`--host`, `--tag`, ids, `latest`) and `--dry-run`, which writes nothing.
+#[test]
+fn copy_selects_snapshots_and_dry_run_writes_nothing() {
+    let src = source_repo(Backend::Local);
+    let dst = TestEnv::init();
+    let a = src.backup_stream_with("a", b"first", &["--host", "h1", "--tag", "keep"]);
+    src.backup_stream_with("b", b"second", &["--host", "h2"]);
+    let c = src.backup_stream_with("c", b"third", &["--host", "h2"]);
+    let size = dst.repo_size();
+    let plan = copy_json(&dst, &src, &["--dry-run"]);
+    assert_eq!(plan["dry_run"], true);
+    assert_eq!(plan["copied"].as_array().unwrap().len(), 3, "{plan}");
+    assert_eq!(dst.repo_size(), size, "a dry run wrote to the destination");
+
+    let by_tag = copy_json(&dst, &src, &["--tag", "keep"]);
+    assert_eq!(by_tag["copied"][0]["source"], a["id"], "{by_tag}");
+    let latest = copy_json(&dst, &src, &["latest"]);
+    assert_eq!(latest["copied"][0]["source"], c["id"], "{latest}");
+    let rest = copy_json(&dst, &src, &["--host", "h2"]);
+    assert_eq!(rest["copied"].as_array().unwrap().len(), 1, "{rest}");
+    assert_eq!(rest["skipped"].as_array().unwrap().len(), 1, "{rest}");
+    assert_eq!(dst.snapshots().len(), 3);
+}
+
+/// A damaged data blob in the source: the copy fails naming the blob and the source
+/// snapshot, writes no snapshot, and the destination verifies clean.
+#[test]
+fn copy_of_damaged_source_blob_fails_cleanly() {
+    let src = source_repo(Backend::Local);
+    let dst = TestEnv::init();
+    let data = src.path("data");
+    build_tree(&data);
+    src.backup(&[&data], &[]);
+    // Flip bytes in the middle of the largest data pack.
+    let pack = src
+        .repo_files("data")
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .expect("a data pack");
+    let mut bytes = fs::read(&pack).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 64] {
+        *b ^= 0x5a;
+    }
+    fs::write(&pack, bytes).unwrap();
+
+    let out = copy_out(&dst, &src, &[]);
+    let err = assert_clean_failure(&out, &["copy"]);
+    assert!(err.contains("corrupt"), "{err}");
+    assert!(err.contains("source snapshot"), "{err}");
+    assert!(dst.snapshots().is_empty());
+    dst.ok(&["verify", "--read-data"]);
+}
+
+/// A copy while a backup writes into the destination and a gc (after a forget) runs on
+/// the source: every process succeeds, both repositories verify clean, and the copy
+/// and the backup restore exactly.
+#[test]
+fn copy_beside_backup_and_source_gc() {
+    let src = source_repo(Backend::Local);
+    let dst = TestEnv::init();
+    let data = src.path("data");
+    build_tree(&data);
+    let doomed = src.backup_stream("doomed", &random_bytes(30, 3 << 20));
+    src.backup(&[&data], &[]);
+    let other = dst.path("other");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("file"), random_bytes(31, 5 << 20)).unwrap();
+
+    let copy = copy_cmd(&dst, &src, &["--path", s(&data)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let backup = dst.spawn(&["backup", s(&other)]);
+    src.ok(&["forget", &doomed]);
+    src.ok(&["gc"]);
+    let copy = copy.wait_with_output().unwrap();
+    assert_success(&copy, &["copy"]);
+    assert_success(&backup.wait_with_output().unwrap(), &["backup"]);
+    src.ok(&["gc"]);
+    src.ok(&["verify", "--read-data"]);
+    dst.ok(&["verify", "--read-data"]);
+    assert_eq!(dst.snapshots().len(), 2);
+    let target = dst.path("restore");
+    dst.ok(&[
+        "restore",
+        "latest",
+        "--path",
+        s(&data),
+        "--target",
+        s(&target),
+    ]);
+    assert_same_tree(&data, &restored_path(&target, &data), Compare::ALL);
+    let target = dst.path("restore-other");
+    dst.ok(&[
+        "restore",
+        "latest",
+        "--path",
+        s(&other),
+        "--target",
+        s(&target),
+    ]);
+    assert_same_tree(&other, &restored_path(&target, &other), Compare::CONTENT);
+}
+
+/// No key for the source: a clear error naming the variables.
+#[test]
+fn copy_without_source_key_says_how_to_give_one() {
+    let src = source_repo(Backend::Local);
+    let dst = TestEnv::init();
+    let mut cmd = copy_cmd(&dst, &src, &[]);
+    cmd.env_remove("DPREPO_FROM_PASSWORD");
+    let err = assert_clean_failure(&output_of(cmd), &["copy"]);
+    assert!(err.contains("DPREPO_FROM_PASSWORD"), "{err}");
+    let mut cmd = copy_cmd(&dst, &src, &[]);
+    cmd.env("DPREPO_FROM_PASSWORD", "wrong");
+    let err = assert_clean_failure(&output_of(cmd), &["copy"]);
+    assert!(err.contains("source repository"), "{err}");
+}
+
+const PAGE: usize = 8192;
+
+/// Overwrite 60 bytes in each of `pages` of file `rel` (a few rows of a database page).
+fn touch_pages(dir: &Path, rel: &str, pages: impl IntoIterator<Item = usize>, seed: u64) {
+    let path = dir.join(rel);
+    let mut data = fs::read(&path).unwrap();
+    for (i, page) in pages.into_iter().enumerate() {
+        let at = page * PAGE + 1000 + (i * 97) % 6000;
+        data[at..at + 60].copy_from_slice(&random_bytes(seed + i as u64, 60));
+    }
+    fs::write(&path, data).unwrap();
+}
+
+/// Page deltas survive the copy: a changed page stored as a delta in the source is a
+/// delta against the copied parent's page in the destination (whether the parent was
+/// copied in the same run or an earlier one), and the tar page map is kept, so the next
+/// backup into the destination stores its changed pages as deltas against the copy.
+#[test]
+fn copy_keeps_page_deltas_and_the_page_map() {
+    let src = TestEnv::init();
+    let mut dst = TestEnv::new();
+    dst.password = "destination password".into();
+    dst.ok(&["init"]);
+    let dir = src.path("pgdata");
+    fs::create_dir_all(dir.join("base/5")).unwrap();
+    fs::write(dir.join("base/5/1259"), random_bytes(1, 40 * PAGE)).unwrap();
+    fs::write(dir.join("base/5/16397"), random_bytes(2, 120 * PAGE)).unwrap();
+    let tar1 = gnu_tar(&dir);
+    let first = src.backup_stream_with("base.tar", &tar1, &[]);
+    touch_pages(&dir, "base/5/16397", (0..120).step_by(4), 100);
+    touch_pages(&dir, "base/5/1259", 20..30, 200);
+    let tar2 = gnu_tar(&dir);
+    let second = src.backup_stream_with("base.tar", &tar2, &[]);
+    assert_eq!(second["summary"]["deltas_added"], 40, "{second}");
+
+    // The parent in an earlier run: its pages are mapped through its copy.
+    copy_json(&dst, &src, &[first["id"].as_str().unwrap()]);
+    let copied = copy_json(&dst, &src, &[]);
+    assert_eq!(copied["copied"].as_array().unwrap().len(), 1, "{copied}");
+    assert_eq!(count(&copied, "deltas_added"), 40, "{copied}");
+    assert!(count(&copied, "bytes_uploaded") < 30_000, "{copied}");
+    assert_eq!(dst.dump("latest", "base.tar"), tar2);
+
+    // Both in one run, into another destination.
+    let other = TestEnv::init();
+    let both = copy_json(&other, &src, &[]);
+    assert_eq!(both["copied"].as_array().unwrap().len(), 2, "{both}");
+    assert_eq!(count(&both, "deltas_added"), 40, "{both}");
+    assert_eq!(other.dump("latest", "base.tar"), tar2);
+
+    // The page map came along: a backup into the destination makes deltas.
+    touch_pages(&dir, "base/5/16397", (0..120).step_by(8), 300);
+    let tar3 = gnu_tar(&dir);
+    let third = dst.backup_stream_with("base.tar", &tar3, &[]);
+    assert_eq!(third["summary"]["deltas_added"], 15, "{third}");
+    dst.ok(&["verify", "--read-data"]);
+    assert_eq!(dst.dump("latest", "base.tar"), tar3);
+}
