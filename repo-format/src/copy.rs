@@ -49,6 +49,10 @@ pub const CHUNKS_IN_FLIGHT: usize = 8;
 /// refilled: later chunks are read again rather than memory growing with the source.
 pub const MAX_MAPPED_CHUNKS: usize = 1 << 20;
 
+/// Most entries in the map of source tree ids to destination ids; past it the map is
+/// emptied (trees met again are then read again, and stored only if they changed).
+pub const MAX_MAPPED_TREES: usize = 1 << 20;
+
 /// How the copy runs.
 #[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
@@ -505,7 +509,7 @@ impl Copier<'_> {
         }
         if let Some((hs, hd)) = hint {
             if hs == id && self.dst.usable_many(&[hd]).first() == Some(&true) {
-                self.trees.insert(id, hd);
+                self.remember_tree(id, hd);
                 return Ok(hd);
             }
         }
@@ -550,7 +554,7 @@ impl Copier<'_> {
         }
         let body = out.encode()?;
         let new = self.save(BlobType::Tree, body).await?;
-        self.trees.insert(id, new);
+        self.remember_tree(id, new);
         Ok(new)
     }
 
@@ -723,6 +727,13 @@ impl Copier<'_> {
         .map_err(|e| Error::Internal(e.to_string()))??;
         self.note_added(&saver, before);
         Ok(builder)
+    }
+
+    fn remember_tree(&mut self, src: BlobId, dst: BlobId) {
+        if self.trees.len() >= MAX_MAPPED_TREES {
+            self.trees.clear();
+        }
+        self.trees.insert(src, dst);
     }
 
     fn remember_chunk(&mut self, src: BlobId, dst: BlobId) {

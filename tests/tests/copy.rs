@@ -292,34 +292,73 @@ fn copy_of_damaged_source_blob_fails_cleanly() {
     dst.ok(&["verify", "--read-data"]);
 }
 
-/// A copy while a backup writes into the destination and a gc (after a forget) runs on
-/// the source: every process succeeds, both repositories verify clean, and the copy
-/// and the backup restore exactly.
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {sig} {pid} failed");
+}
+
+/// Names in `<repo>/sessions/` of a local repository.
+fn sessions(env: &TestEnv) -> Vec<String> {
+    env.repo_file_names("sessions")
+}
+
+/// The copy's session marker in the source holds back the source's gc: the copy is
+/// stopped (SIGSTOP) as soon as its marker is in the source's `sessions/`, the very
+/// snapshot it copies is forgotten there and a gc runs, whose tombstone stays blocked,
+/// so no pack the copy reads goes. Meanwhile a backup and a gc run on the destination,
+/// beside the copy's writer session there. Once resumed the copy succeeds, restores
+/// exactly, both repositories verify, and the source's next gc frees the data.
 #[test]
 fn copy_beside_backup_and_source_gc() {
     let src = source_repo(Backend::Local);
     let dst = TestEnv::init();
     let data = src.path("data");
     build_tree(&data);
-    let doomed = src.backup_stream("doomed", &random_bytes(30, 3 << 20));
-    src.backup(&[&data], &[]);
+    fs::write(data.join("more.bin"), random_bytes(9, 24 << 20)).unwrap();
+    let snap = src.backup(&[&data], &[]);
+    let snap_id = snap["id"].as_str().unwrap().to_string();
     let other = dst.path("other");
     fs::create_dir_all(&other).unwrap();
-    fs::write(other.join("file"), random_bytes(31, 5 << 20)).unwrap();
+    fs::write(other.join("file"), random_bytes(31, 3 << 20)).unwrap();
 
-    let copy = copy_cmd(&dst, &src, &["--path", s(&data)])
+    let mut copy = copy_cmd(&dst, &src, &[])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let backup = dst.spawn(&["backup", s(&other)]);
-    src.ok(&["forget", &doomed]);
-    src.ok(&["gc"]);
-    let copy = copy.wait_with_output().unwrap();
-    assert_success(&copy, &["copy"]);
-    assert_success(&backup.wait_with_output().unwrap(), &["backup"]);
-    src.ok(&["gc"]);
-    src.ok(&["verify", "--read-data"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        assert!(
+            copy.try_wait().unwrap().is_none(),
+            "the copy ended before its session marker was seen"
+        );
+        if !sessions(&src).is_empty() {
+            signal(copy.id(), "-STOP");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no session marker");
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    src.ok(&["forget", &snap_id]);
+    let packs_before = src.repo_files("data").len();
+    let gc = src.json(&["gc", "--max-unused", "0"]);
+    assert!(
+        !gc["report"]["tombstones_blocked"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "the source's gc was not held back by the copy: {gc}"
+    );
+    assert_eq!(src.repo_files("data").len(), packs_before, "{gc}");
+    dst.ok(&["backup", s(&other)]);
+    dst.ok(&["gc"]);
+    signal(copy.id(), "-CONT");
+    let out = copy.wait_with_output().unwrap();
+    assert_success(&out, &["copy"]);
+
     dst.ok(&["verify", "--read-data"]);
     assert_eq!(dst.snapshots().len(), 2);
     let target = dst.path("restore");
@@ -342,6 +381,17 @@ fn copy_beside_backup_and_source_gc() {
         s(&target),
     ]);
     assert_same_tree(&other, &restored_path(&target, &other), Compare::CONTENT);
+    assert!(sessions(&src).is_empty() && sessions(&dst).is_empty());
+    let gc = src.json(&["gc"]);
+    assert!(
+        gc["report"]["tombstones_blocked"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{gc}"
+    );
+    assert!(src.repo_files("data").is_empty(), "{gc}");
+    src.ok(&["verify"]);
 }
 
 /// No key for the source: a clear error naming the variables.
