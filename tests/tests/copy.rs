@@ -467,3 +467,42 @@ fn copy_keeps_page_deltas_and_the_page_map() {
     dst.ok(&["verify", "--read-data"]);
     assert_eq!(dst.dump("latest", "base.tar"), tar3);
 }
+
+/// The source's S3 settings from `--from-repo-config` alone: the destination is local
+/// and the environment names no S3 server or credentials.
+#[test]
+fn copy_from_s3_with_its_own_repository_config() {
+    let src = source_repo(Backend::S3);
+    let dst = TestEnv::init();
+    src.backup_stream("s.bin", &random_bytes(40, 300_000));
+    let conf = dst.path("source-s3.ini");
+    fs::write(
+        &conf,
+        format!(
+            "[s3]\nendpoint = {}\nregion = us-east-1\naccess_key_id = test\n\
+             secret_access_key = test\npath_style = true\n",
+            s3_endpoint()
+        ),
+    )
+    .unwrap();
+    let from = src.location();
+    let mut cmd = dst.cmd([
+        "--json",
+        "copy",
+        "--from-repo",
+        &from,
+        "--from-repo-config",
+        s(&conf),
+    ]);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.env("DPREPO_FROM_PASSWORD", &src.password);
+    let out = output_of(cmd);
+    assert_success(&out, &["copy", "--from-repo-config"]);
+    let doc = parse_json(&out, &["copy"]);
+    assert_eq!(doc["copied"].as_array().unwrap().len(), 1, "{doc}");
+    assert_eq!(dst.dump("latest", "s.bin"), random_bytes(40, 300_000));
+}
