@@ -530,13 +530,51 @@ impl Copier<'_> {
             }
             None => None,
         };
-        let mut out = Tree::default();
-        for mut node in tree.nodes {
-            let size = node.size;
-            let child = format!("{path}/{}", String::from_utf8_lossy(&node.name));
-            let pair = hint_trees
+        let pair_of = |node: &Node| {
+            hint_trees
                 .as_ref()
-                .and_then(|(a, b)| Some((a.get(&node.name)?, b.get(&node.name)?)));
+                .and_then(|(a, b)| Some((a.get(&node.name)?, b.get(&node.name)?)))
+        };
+        // The chunks of the directory's small files (inline contents, level 0) are
+        // copied together, so a directory of many small files keeps
+        // CHUNKS_IN_FLIGHT reads going instead of waiting for one file at a time.
+        let mut reused: Vec<Option<Content>> = Vec::with_capacity(tree.nodes.len());
+        let mut small_ids = Vec::new();
+        let mut small_owner = Vec::new();
+        for (i, node) in tree.nodes.iter().enumerate() {
+            let NodeKind::File(content) = &node.kind else {
+                reused.push(None);
+                continue;
+            };
+            let shortcut = self
+                .file_from_parent(node.size, content, pair_of(node))
+                .await;
+            if shortcut.is_none() && content.level == 0 {
+                small_ids.extend_from_slice(&content.ids);
+                small_owner.extend(std::iter::repeat_n(i, content.ids.len()));
+            }
+            reused.push(shortcut);
+        }
+        let nodes = &tree.nodes;
+        let mut small_mapped = self
+            .map_data_chunks(
+                &small_ids,
+                &|k| {
+                    let name = small_owner
+                        .get(k)
+                        .and_then(|i| nodes.get(*i))
+                        .map(|n| String::from_utf8_lossy(&n.name).into_owned())
+                        .unwrap_or_default();
+                    format!("{path}/{name}")
+                },
+                snap,
+            )
+            .await?
+            .into_iter();
+        let mut out = Tree::default();
+        for (mut node, shortcut) in tree.nodes.into_iter().zip(reused) {
+            let child = format!("{path}/{}", String::from_utf8_lossy(&node.name));
+            let pair = pair_of(&node);
             node.kind = match node.kind {
                 NodeKind::Dir(sub) => {
                     let sub_hint = pair.and_then(|(a, b)| match (&a.kind, &b.kind) {
@@ -545,9 +583,14 @@ impl Copier<'_> {
                     });
                     NodeKind::Dir(Box::pin(self.copy_tree(sub, sub_hint, &child, snap)).await?)
                 }
-                NodeKind::File(content) => {
-                    NodeKind::File(self.copy_file(size, content, pair, &child, snap).await?)
-                }
+                NodeKind::File(content) => NodeKind::File(match shortcut {
+                    Some(c) => c,
+                    None if content.level == 0 => Content {
+                        level: 0,
+                        ids: small_mapped.by_ref().take(content.ids.len()).collect(),
+                    },
+                    None => self.copy_content(content, &child, snap).await?,
+                }),
                 other => other,
             };
             out.nodes.push(node);
@@ -558,29 +601,42 @@ impl Copier<'_> {
         Ok(new)
     }
 
-    /// The destination content of a file node whose source content is `content`.
-    async fn copy_file(
+    /// The destination content of a file (`size` bytes, source content `content`)
+    /// known from the parent snapshot's copy: `pair` is the file at the same path in
+    /// the source's parent and in its copy. When the file is unchanged its copy's
+    /// content is returned; when it changed, its chunks are mapped through the copy
+    /// (equal positions) and `None` is returned.
+    async fn file_from_parent(
         &mut self,
         size: u64,
-        content: Content,
+        content: &Content,
         pair: Option<(&Node, &Node)>,
+    ) -> Option<Content> {
+        let (a, b) = pair?;
+        let (NodeKind::File(sa), NodeKind::File(db)) = (&a.kind, &b.kind) else {
+            return None;
+        };
+        let usable = self.dst.usable_many(&db.ids).iter().all(|u| *u);
+        if sa == content && a.size == size && b.size == size && usable {
+            // The parent's copy of this very file: nothing to read.
+            return Some(db.clone());
+        }
+        if usable && b.size > 0 {
+            // A changed file: its unchanged chunks are the parent copy's chunks at
+            // the same positions.
+            self.map_chunks_of(sa, db).await;
+        }
+        None
+    }
+
+    /// The destination content of source content `content` (of the file at `path`),
+    /// its chunk lists expanded depth-first and its chunks copied a window at a time.
+    async fn copy_content(
+        &mut self,
+        content: Content,
         path: &str,
         snap: &Snapshot,
     ) -> Result<Content> {
-        if let Some((a, b)) = pair {
-            if let (NodeKind::File(sa), NodeKind::File(db)) = (&a.kind, &b.kind) {
-                let usable = self.dst.usable_many(&db.ids).iter().all(|u| *u);
-                if *sa == content && a.size == size && b.size == size && usable {
-                    // The parent's copy of this very file: nothing to read.
-                    return Ok(db.clone());
-                }
-                if usable && b.size > 0 {
-                    // A changed file: its unchanged chunks are the parent copy's chunks
-                    // at the same positions.
-                    self.map_chunks_of(sa, db).await;
-                }
-            }
-        }
         let mut builder = ContentBuilder::new();
         let mut batch = Vec::with_capacity(CHUNKS_IN_FLIGHT * 8);
         let mut stack: Vec<(Content, usize)> = vec![(content, 0)];
@@ -638,78 +694,10 @@ impl Copier<'_> {
         path: &str,
         snap: &Snapshot,
     ) -> Result<ContentBuilder> {
-        let saver = self.saver()?;
-        let before = (
-            saver.stats.blobs_added.load(Ordering::Relaxed),
-            saver.stats.bytes_stored.load(Ordering::Relaxed),
-        );
-        let known: Vec<Option<BlobId>> =
-            ids.iter().map(|id| self.chunks.get(id).copied()).collect();
-        // A delta in the source stays a delta in the destination when its base was
-        // copied before (the parent's page): the map gives the base's destination id.
-        let bases: Vec<Option<BlobId>> = self
-            .src
-            .type_and_base_many(&ids)
-            .into_iter()
-            .map(|tb| {
-                tb.and_then(|(_, base)| base)
-                    .and_then(|b| self.chunks.get(&b).copied())
-            })
-            .collect();
-        let (src, dst) = (self.src, self.dst);
-        let progress = &self.progress;
-        let mapped: Vec<(BlobId, BlobId)> = futures::stream::iter(ids.iter().zip(known).zip(bases))
-            .map(|((id, known), base)| {
-                let saver = saver.clone();
-                async move {
-                    if let Some(d) = known {
-                        return Ok((*id, d));
-                    }
-                    let plain = src
-                        .read_blob(id, BlobType::Data)
-                        .await
-                        .map_err(|e| in_context(e, snap, path))?;
-                    progress.blobs_read.fetch_add(1, Ordering::Relaxed);
-                    progress
-                        .bytes_read
-                        .fetch_add(plain.len() as u64, Ordering::Relaxed);
-                    let d = saver.keys().content_id(&plain);
-                    let base = match base {
-                        Some(b) if !saver.is_stored(&d) => {
-                            match saver.delta_base_for(&b, plain.len()) {
-                                // A base that cannot be read only costs the delta.
-                                Some(b) => {
-                                    dst.read_blob(&b, BlobType::Data).await.ok().map(|p| (b, p))
-                                }
-                                None => None,
-                            }
-                        }
-                        _ => None,
-                    };
-                    tokio::task::spawn_blocking(move || match &base {
-                        Some((b, base_plain)) => saver.save_data_with_base(
-                            d,
-                            &plain,
-                            crate::blob::DeltaBase {
-                                id: b,
-                                plaintext: base_plain,
-                            },
-                        ),
-                        None => saver.save_with_id(BlobType::Data, d, &plain),
-                    })
-                    .await
-                    .map_err(|e| Error::Internal(e.to_string()))??;
-                    Ok::<_, Error>((*id, d))
-                }
-            })
-            .buffered(CHUNKS_IN_FLIGHT)
-            .try_collect()
+        let dst_ids = self
+            .map_data_chunks(&ids, &|_| path.to_string(), snap)
             .await?;
-        self.note_added(&saver, before);
-        for (s, d) in &mapped {
-            self.remember_chunk(*s, *d);
-        }
-        let dst_ids: Vec<BlobId> = mapped.into_iter().map(|(_, d)| d).collect();
+        let saver = self.saver()?;
         let s = saver.clone();
         let before = (
             saver.stats.blobs_added.load(Ordering::Relaxed),
@@ -727,6 +715,94 @@ impl Copier<'_> {
         .map_err(|e| Error::Internal(e.to_string()))??;
         self.note_added(&saver, before);
         Ok(builder)
+    }
+
+    /// The destination ids of source data chunks `ids`: each is taken from the map, or
+    /// read from the source, hashed and saved (a delta when the source's is one and its
+    /// base is mapped), [`CHUNKS_IN_FLIGHT`] at a time. `path_of(k)` names the file of
+    /// `ids[k]` in errors.
+    async fn map_data_chunks(
+        &mut self,
+        ids: &[BlobId],
+        path_of: &(dyn Fn(usize) -> String + Sync),
+        snap: &Snapshot,
+    ) -> Result<Vec<BlobId>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let saver = self.saver()?;
+        let before = (
+            saver.stats.blobs_added.load(Ordering::Relaxed),
+            saver.stats.bytes_stored.load(Ordering::Relaxed),
+        );
+        let known: Vec<Option<BlobId>> =
+            ids.iter().map(|id| self.chunks.get(id).copied()).collect();
+        // A delta in the source stays a delta in the destination when its base was
+        // copied before (the parent's page): the map gives the base's destination id.
+        let bases: Vec<Option<BlobId>> = self
+            .src
+            .type_and_base_many(ids)
+            .into_iter()
+            .map(|tb| {
+                tb.and_then(|(_, base)| base)
+                    .and_then(|b| self.chunks.get(&b).copied())
+            })
+            .collect();
+        let (src, dst) = (self.src, self.dst);
+        let progress = &self.progress;
+        let mapped: Vec<(BlobId, BlobId)> =
+            futures::stream::iter(ids.iter().zip(known).zip(bases).enumerate())
+                .map(|(k, ((id, known), base))| {
+                    let saver = saver.clone();
+                    async move {
+                        if let Some(d) = known {
+                            return Ok((*id, d));
+                        }
+                        let plain = src
+                            .read_blob(id, BlobType::Data)
+                            .await
+                            .map_err(|e| in_context(e, snap, &path_of(k)))?;
+                        progress.blobs_read.fetch_add(1, Ordering::Relaxed);
+                        progress
+                            .bytes_read
+                            .fetch_add(plain.len() as u64, Ordering::Relaxed);
+                        let d = saver.keys().content_id(&plain);
+                        let base = match base {
+                            Some(b) if !saver.is_stored(&d) => {
+                                match saver.delta_base_for(&b, plain.len()) {
+                                    // A base that cannot be read only costs the delta.
+                                    Some(b) => {
+                                        dst.read_blob(&b, BlobType::Data).await.ok().map(|p| (b, p))
+                                    }
+                                    None => None,
+                                }
+                            }
+                            _ => None,
+                        };
+                        tokio::task::spawn_blocking(move || match &base {
+                            Some((b, base_plain)) => saver.save_data_with_base(
+                                d,
+                                &plain,
+                                crate::blob::DeltaBase {
+                                    id: b,
+                                    plaintext: base_plain,
+                                },
+                            ),
+                            None => saver.save_with_id(BlobType::Data, d, &plain),
+                        })
+                        .await
+                        .map_err(|e| Error::Internal(e.to_string()))??;
+                        Ok::<_, Error>((*id, d))
+                    }
+                })
+                .buffered(CHUNKS_IN_FLIGHT)
+                .try_collect()
+                .await?;
+        self.note_added(&saver, before);
+        for (s, d) in &mapped {
+            self.remember_chunk(*s, *d);
+        }
+        Ok(mapped.into_iter().map(|(_, d)| d).collect())
     }
 
     fn remember_tree(&mut self, src: BlobId, dst: BlobId) {
