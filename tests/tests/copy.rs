@@ -506,3 +506,23 @@ fn copy_from_s3_with_its_own_repository_config() {
     assert_eq!(doc["copied"].as_array().unwrap().len(), 1, "{doc}");
     assert_eq!(dst.dump("latest", "s.bin"), random_bytes(40, 300_000));
 }
+
+/// A copy rewritten without some paths is no longer a copy of its origin: the next copy
+/// copies the origin again, in full (not skipped, and not mapped through the rewritten
+/// trees, which lack the removed file).
+#[test]
+fn copy_after_rewrite_of_the_copy_copies_again() {
+    let src = source_repo(Backend::Local);
+    let dst = TestEnv::init();
+    let data = src.path("data");
+    build_tree(&data);
+    src.backup(&[&data], &[]);
+    copy_json(&dst, &src, &[]);
+    dst.ok(&["rewrite", "-e", "hello.txt", "--forget"]);
+    let again = copy_json(&dst, &src, &[]);
+    assert_eq!(again["copied"].as_array().unwrap().len(), 1, "{again}");
+    let target = dst.path("restore");
+    let newest = again["copied"][0]["copy"].as_str().unwrap().to_string();
+    dst.ok(&["restore", &newest, "--target", s(&target)]);
+    assert_same_tree(&data, &restored_path(&target, &data), Compare::ALL);
+}
