@@ -448,14 +448,78 @@ impl Repository {
     /// # Errors
     /// [`Error::Corrupt`] for KDF parameters out of bounds; storage errors.
     pub async fn add_password(&self, password: &[u8], kdf: KdfParams) -> Result<String> {
+        self.add_password_as(password, kdf, &current_hostname(), &current_username())
+            .await
+    }
+
+    /// [`Repository::add_password`] with the host and user names the key file records
+    /// (informational, shown by `dprepo key list`, as restic's `--host` and `--user`).
+    ///
+    /// The key file is read back and opened with `password` before this returns, so a
+    /// caller that goes on to delete another key file ([`Repository::change_password`])
+    /// never leaves the repository with fewer keys that open it than before.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for KDF parameters out of bounds, or when the key file read
+    /// back does not open with `password`; storage errors.
+    pub async fn add_password_as(
+        &self,
+        password: &[u8],
+        kdf: KdfParams,
+        hostname: &str,
+        username: &str,
+    ) -> Result<String> {
         let master = self.master.clone();
         let pw = password_owned(password);
-        let bytes = run_cpu(move || {
-            KeyFile::create(&master, &pw, kdf, &current_hostname(), &current_username())
-        })
-        .await??;
+        let (host, user) = (hostname.to_string(), username.to_string());
+        let bytes = run_cpu(move || KeyFile::create(&master, &pw, kdf, &host, &user)).await??;
         let name = format!("{KEYS_DIR}{}", BlobId::of_stored(&bytes).to_hex());
         self.storage.create(&name, &bytes).await?;
+        // Read it back and open it: the new key must be durable and open this master key
+        // before anything relies on it.
+        let stored = self.storage.get(&name).await?;
+        let file = KeyFile::decode(&stored, &name)?;
+        let pw = password_owned(password);
+        let opened = run_cpu(move || file.open(&pw)).await??;
+        if opened.is_none_or(|m| m.0 != self.master.0) {
+            return Err(Error::corrupt(
+                &name,
+                "the key file just written does not open with its password when read back",
+            ));
+        }
+        Ok(name)
+    }
+
+    /// Replace the password this handle was opened with (`dprepo key passwd`): write a
+    /// key file for `new_password` (read back and checked, [`Repository::add_password_as`])
+    /// and only then delete the key file the handle was opened with. At every moment a
+    /// key file that opens the repository exists: a crash before the delete leaves both
+    /// passwords working. Returns the new key file's name; the handle goes on working
+    /// and from then on counts the new key file as the one in use.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the handle was opened with an access key (it has no
+    /// password to change); as [`Repository::add_password_as`]; storage errors deleting
+    /// the old key file (the new one is kept: both then open).
+    pub async fn change_password(
+        &mut self,
+        new_password: &[u8],
+        kdf: KdfParams,
+        hostname: &str,
+        username: &str,
+    ) -> Result<String> {
+        let old = self.opened_with.clone();
+        let old_file = KeyFile::decode(&self.storage.get(&old).await?, &old)?;
+        if old_file.kind != KeyKind::Password {
+            return Err(Error::InvalidArgument(format!(
+                "{old} is an access key, not a password: open with the password to change it, or make a new access key with `dprepo key add-access` and remove this one"
+            )));
+        }
+        let name = self
+            .add_password_as(new_password, kdf, hostname, username)
+            .await?;
+        self.storage.delete(&old).await?;
+        self.opened_with = name.clone();
         Ok(name)
     }
 
@@ -493,15 +557,25 @@ impl Repository {
     /// [`Error::NotFound`] if there is no such key file; [`Error::InvalidArgument`] for
     /// the refusals above; storage errors.
     pub async fn remove_key(&self, name: &str) -> Result<()> {
+        self.remove_key_with(name, false).await
+    }
+
+    /// [`Repository::remove_key`]; with `allow_in_use` also the key this handle was
+    /// opened with (`dprepo key remove --force`: the command then cannot open the
+    /// repository again with the key it was given). The last password is refused even so.
+    ///
+    /// # Errors
+    /// As [`Repository::remove_key`].
+    pub async fn remove_key_with(&self, name: &str, allow_in_use: bool) -> Result<()> {
         let files = Repository::key_files(&*self.storage).await?;
         let Some((_, file)) = files.iter().find(|(n, _)| n == name) else {
             return Err(Error::NotFound {
                 object: name.to_string(),
             });
         };
-        if name == self.opened_with {
+        if name == self.opened_with && !allow_in_use {
             return Err(Error::InvalidArgument(format!(
-                "{name} is the key this command opened the repository with; open with another key to remove it"
+                "{name} is the key this command opened the repository with; open with another key to remove it, or give --force"
             )));
         }
         let is_password = |f: &Result<KeyFile>| matches!(f, Ok(k) if k.kind == KeyKind::Password);

@@ -1,22 +1,33 @@
-//! `dprepo key`: list the repository's keys, add access keys, remove (revoke) keys.
+//! `dprepo key`: list the repository's keys, add passwords and access keys, change the
+//! password in use, remove (revoke) keys.
 
 use crate::output::{print, print_json};
 use crate::repository;
 use crate::Cli;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use dprepo_repo_format::key::KeyKind;
-use dprepo_repo_format::repo::KEYS_DIR;
+use dprepo_repo_format::key::{AccessKey, KdfParams, KeyKind};
+use dprepo_repo_format::repo::{current_hostname, current_username, KEYS_DIR};
 use dprepo_repo_format::Repository;
 use serde_json::json;
 use std::fmt::Write as _;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
-    /// List the key files: passwords and access keys (needs no key: their headers are
-    /// plaintext).
+    /// List the key files: passwords and access keys, when and by whom they were made.
+    /// Needs no key (key file headers are plaintext); given one (DPREPO_PASSWORD,
+    /// --password-file, --access-key-file), marks the key file it opens as in use.
     List,
+    /// Add a password: a new key file wrapping the same master key, so both the old and
+    /// the new password open the repository. The new password comes from
+    /// --new-password-file, else DPREPO_NEW_PASSWORD, else a prompt on a terminal.
+    Add(AddArgs),
+    /// Change the password in use: add a key file for the new password, check that it
+    /// opens, then remove the key file of the password the command opened with. At no
+    /// moment does no key open the repository.
+    Passwd(AddArgs),
     /// Make an access key: a secret that opens the repository without password hashing,
     /// for processes started often (datasafed in pods, via DPREPO_ACCESS_KEY_FILE).
     /// Revoke it with `dprepo key remove`.
@@ -38,20 +49,45 @@ pub struct AddAccessArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct AddArgs {
+    /// Read the new password from this file (first line).
+    #[arg(long, value_name = "FILE")]
+    new_password_file: Option<PathBuf>,
+    /// Host name recorded in the new key file (default: this host's).
+    #[arg(long)]
+    host: Option<String>,
+    /// User name recorded in the new key file (default: $USER).
+    #[arg(long)]
+    user: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct RemoveArgs {
     /// Key file id, or a unique prefix of it.
     id: String,
+    /// Remove even the key file this command opened the repository with (the last
+    /// password is refused even so).
+    #[arg(long)]
+    force: bool,
 }
 
 pub async fn run(cli: &Cli, command: &KeyCommand) -> Result<u8> {
     match command {
         KeyCommand::List => list(cli).await,
+        KeyCommand::Add(a) => add(cli, a, false).await,
+        KeyCommand::Passwd(a) => add(cli, a, true).await,
         KeyCommand::AddAccess(a) => add_access(cli, a).await,
         KeyCommand::Remove(a) => remove(cli, a).await,
     }
 }
 
 async fn list(cli: &Cli) -> Result<u8> {
+    // Given a key without asking for one, open with it to mark the key file it opens.
+    let in_use = if key_without_prompt(cli)? {
+        Some(repository::open(cli).await?.opened_with().to_string())
+    } else {
+        None
+    };
     let storage = repository::storage(cli)?;
     let files = Repository::key_files(&*storage)
         .await
@@ -60,6 +96,8 @@ async fn list(cli: &Cli) -> Result<u8> {
     let mut text = String::new();
     for (name, file) in &files {
         let id = name.strip_prefix(KEYS_DIR).unwrap_or(name);
+        let current = in_use.as_deref() == Some(name.as_str());
+        let mark = if current { "*" } else { " " };
         match file {
             Ok(k) => {
                 let kind = match k.kind {
@@ -71,7 +109,7 @@ async fn list(cli: &Cli) -> Result<u8> {
                     .unwrap_or_else(|| k.created.to_string());
                 let _ = writeln!(
                     text,
-                    "{}  {kind:<8}  {created}  {}@{}{}",
+                    "{mark}{}  {kind:<8}  {created}  {}@{}{}",
                     &id[..id.len().min(16)],
                     k.username,
                     k.hostname,
@@ -83,11 +121,11 @@ async fn list(cli: &Cli) -> Result<u8> {
                 );
                 docs.push(json!({
                     "id": id, "kind": kind, "created": created, "hostname": k.hostname,
-                    "username": k.username, "label": k.label,
+                    "username": k.username, "label": k.label, "in_use": current,
                 }));
             }
             Err(e) => {
-                let _ = writeln!(text, "{}  unreadable: {e}", &id[..id.len().min(16)]);
+                let _ = writeln!(text, " {}  unreadable: {e}", &id[..id.len().min(16)]);
                 docs.push(json!({ "id": id, "error": e.to_string() }));
             }
         }
@@ -97,7 +135,84 @@ async fn list(cli: &Cli) -> Result<u8> {
     } else if files.is_empty() {
         print(&format!("no key files in {KEYS_DIR}\n"))?;
     } else {
-        print(&text)?;
+        print(&format!(
+            " {:<16}  {:<8}  {:<20}  user@host  label\n{text}{}",
+            "id",
+            "kind",
+            "created",
+            if in_use.is_some() {
+                "(* the key this command opened with)\n"
+            } else {
+                ""
+            }
+        ))?;
+    }
+    Ok(0)
+}
+
+/// The key given on the command line or in the environment, without prompting.
+fn key_without_prompt(cli: &Cli) -> Result<bool> {
+    Ok(cli.access_key_file.is_some()
+        || repository::password_without_prompt(cli.password_file.as_deref())?.is_some())
+}
+
+/// The new password of `key add` / `key passwd`: --new-password-file, else
+/// DPREPO_NEW_PASSWORD, else asked twice on a terminal.
+fn new_password(a: &AddArgs) -> Result<Vec<u8>> {
+    if let Some(file) = &a.new_password_file {
+        return repository::read_secret_file(file, "new password file");
+    }
+    if let Some(pw) = std::env::var_os("DPREPO_NEW_PASSWORD").filter(|v| !v.is_empty()) {
+        return Ok(pw.into_encoded_bytes());
+    }
+    if std::io::stdin().is_terminal() {
+        let pw = rpassword::prompt_password("enter new password: ").context("reading password")?;
+        if pw.is_empty() {
+            bail!("empty password");
+        }
+        let again =
+            rpassword::prompt_password("enter new password again: ").context("reading password")?;
+        if again != pw {
+            bail!("passwords do not match");
+        }
+        return Ok(pw.into_bytes());
+    }
+    bail!("no new password: give --new-password-file or set DPREPO_NEW_PASSWORD (or run on a terminal to be asked)")
+}
+
+/// `key add` (`replace` false) and `key passwd` (`replace` true).
+async fn add(cli: &Cli, a: &AddArgs, replace: bool) -> Result<u8> {
+    // Read the new password before opening, so a missing one costs no password hash.
+    let password = new_password(a)?;
+    if AccessKey::looks_like(&password) {
+        bail!("the new password has the form of an access key; make access keys with `dprepo key add-access`");
+    }
+    let mut repo = repository::open(cli).await?;
+    let host = a.host.clone().unwrap_or_else(current_hostname);
+    let user = a.user.clone().unwrap_or_else(current_username);
+    let old = repo.opened_with().to_string();
+    let name = if replace {
+        repo.change_password(&password, KdfParams::default(), &host, &user)
+            .await
+            .with_context(|| format!("replacing the password of {old}"))?
+    } else {
+        repo.add_password_as(&password, KdfParams::default(), &host, &user)
+            .await
+            .context("writing the new key file")?
+    };
+    let id = name.strip_prefix(KEYS_DIR).unwrap_or(&name);
+    if cli.json {
+        let mut doc = json!({ "id": id, "hostname": host, "username": user });
+        if replace {
+            doc["removed"] = json!(old.strip_prefix(KEYS_DIR).unwrap_or(&old));
+        }
+        print_json(&doc)?;
+    } else if !cli.quiet {
+        if replace {
+            eprintln!("password changed: added {name}, removed {old}");
+        } else {
+            eprintln!("added password key {name}");
+        }
     }
     Ok(0)
 }
@@ -187,7 +302,7 @@ async fn remove(cli: &Cli, a: &RemoveArgs) -> Result<u8> {
             many.len()
         ),
     };
-    repo.remove_key(&name)
+    repo.remove_key_with(&name, a.force)
         .await
         .with_context(|| format!("removing {name}"))?;
     if !cli.quiet && !cli.json {
