@@ -133,6 +133,8 @@ pub struct Repository {
     keys: Keys,
     /// The key file this handle was opened (or created) with.
     opened_with: String,
+    /// The master-key generation of `master` (1 unless rotated, SPEC.md section 5.1).
+    generation: u32,
     config: Config,
     index: Arc<RwLock<Index>>,
     /// Serialises index loads, so a reload racing another one does not rebuild twice.
@@ -249,6 +251,7 @@ impl Repository {
             master,
             keys,
             opened_with: key_name,
+            generation: 1,
             config,
             index: Arc::new(RwLock::new(Index::new())),
             index_load: Arc::default(),
@@ -313,6 +316,7 @@ impl Repository {
         let Unlocked {
             master,
             keys,
+            generation,
             config,
             key_name,
         } = unlocked;
@@ -363,6 +367,7 @@ impl Repository {
             master,
             keys,
             opened_with: key_name,
+            generation,
             config,
             index: Arc::new(RwLock::new(index)),
             index_load: Arc::default(),
@@ -590,6 +595,17 @@ impl Repository {
     /// The storage backend.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
+    }
+
+    /// The master-key generation this handle opened (1 unless `key rotate` ran, SPEC.md
+    /// section 5.1).
+    pub fn key_generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// The master key this handle opened (for `rotate.rs`, which records its subkeys).
+    pub(crate) fn master(&self) -> &MasterKey {
+        &self.master
     }
 
     /// The derived keys.
@@ -1138,6 +1154,7 @@ impl Repository {
 struct Unlocked {
     master: MasterKey,
     keys: Keys,
+    generation: u32,
     config: Config,
     key_name: String,
 }
@@ -1236,15 +1253,9 @@ async fn unlock_with_password(
         // The password can open a key of another master key: the key an init wrote
         // before it lost the race to create the config, until it deletes that key.
         // The right key is the one whose master key opens the config.
-        let keys = Keys::derive(&master);
-        match Config::decode(&keys, config_bytes) {
-            Ok(config) => {
-                opened = Some(Unlocked {
-                    master,
-                    keys,
-                    config,
-                    key_name: name.clone(),
-                });
+        match open_config(storage, master, config_bytes, name).await? {
+            Ok(unlocked) => {
+                opened = Some(unlocked);
                 break;
             }
             Err(e) => config_error = Some(e),
@@ -1312,14 +1323,48 @@ async fn unlock_with_access_key(
         ));
     }
     let master = file.open_access(key).ok_or(Error::WrongKey)?;
-    let keys = Keys::derive(&master);
-    let config = Config::decode(&keys, config_bytes)?;
-    Ok(Unlocked {
+    open_config(storage, master, config_bytes, &name).await?
+}
+
+/// The keys of `master` (its generation, SPEC.md section 5.1) and the config they open:
+/// the config must authenticate under the generation's own encryption key, which makes
+/// the newest committed generation the only one that opens the repository. The outer
+/// error is a storage error; the inner one says why this key does not open it.
+async fn open_config(
+    storage: &dyn Storage,
+    master: MasterKey,
+    config_bytes: &[u8],
+    key_name: &str,
+) -> Result<Result<Unlocked>> {
+    let generation = crate::keyring::generation_of_master(storage, &master).await?;
+    let config = match Config::decode(&generation.keys.newest_only(), config_bytes) {
+        Ok(c) => c,
+        Err(Error::Corrupt { .. }) if generation.number < generation.newest_listed => {
+            return Ok(Err(Error::KeyRetired {
+                key: key_name.to_string(),
+                generation: generation.number,
+                newest: generation.newest_listed,
+            }))
+        }
+        Err(e) => return Ok(Err(e)),
+    };
+    let rotated = config.version >= crate::config::REPOSITORY_VERSION_ROTATED;
+    if rotated != (generation.number >= 2) {
+        return Ok(Err(Error::corrupt(
+            "config",
+            format!(
+                "repository version {} opened by master key generation {}",
+                config.version, generation.number
+            ),
+        )));
+    }
+    Ok(Ok(Unlocked {
         master,
-        keys,
+        keys: generation.keys,
+        generation: generation.number,
         config,
-        key_name: name,
-    })
+        key_name: key_name.to_string(),
+    }))
 }
 
 /// How often, and how long apart, `init` looks for the config another init is about

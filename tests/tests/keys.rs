@@ -152,3 +152,86 @@ fn key_passwd_refuses_an_access_key_and_missing_new_passwords() {
     assert!(err.contains("add-access"), "{err}");
     assert_eq!(env.repo_file_names("keys").len(), 2);
 }
+
+/// `key rotate` and `key rotate --finish` through the binary: data of before, between
+/// and after stays readable, verify --read-data is clean after each step, and the old
+/// key file, put back with its password, no longer opens the repository.
+#[test]
+fn key_rotate_then_finish_keeps_every_snapshot_and_retires_the_old_key() {
+    let env = TestEnv::init();
+    let data = env.path("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::write(data.join("a"), random_bytes(3, 200_000)).expect("write");
+    let first = env.backup(&[&data], &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pw = env.path("pw2");
+    std::fs::write(&pw, "second\n").expect("write");
+    env.ok(&["key", "add", "--new-password-file", s(&pw)]);
+    let second = env.same_repository("second");
+    let old_keys: Vec<(String, Vec<u8>)> = env
+        .repo_file_names("keys")
+        .into_iter()
+        .map(|n| {
+            let bytes = std::fs::read(env.repo.join("keys").join(&n)).unwrap();
+            (n, bytes)
+        })
+        .collect();
+
+    // Another password exists: refused without --remove-other-keys.
+    let err = env.fail(&["key", "rotate"]);
+    assert!(err.contains("--remove-other-keys"), "{err}");
+    let report = env.json(&["key", "rotate", "--remove-other-keys"]);
+    assert_eq!(report["generation"], 2);
+    assert_eq!(env.repo_file_names("keys").len(), 1);
+    // The other password's key file is gone with the old master key.
+    let err = second.fail(&["snapshots"]);
+    assert!(err.contains("wrong password"), "{err}");
+    env.ok(&["verify", "--read-data"]);
+
+    std::fs::write(data.join("b"), random_bytes(4, 100_000)).expect("write");
+    let between = env.backup(&[&data], &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.ok(&["verify", "--read-data"]);
+    assert_eq!(
+        env.dump(&first, &format!("{}/a", s(&data))),
+        random_bytes(3, 200_000)
+    );
+
+    let report = env.json(&["key", "rotate", "--finish"]);
+    assert_eq!(report["retired"], true, "{report}");
+    assert!(
+        report["packs_reencrypted"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    env.ok(&["verify", "--read-data"]);
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 2);
+    // The first snapshot has a new id (its manifest was sealed again); `between` was
+    // written under the new key and keeps its id.
+    assert!(snaps.iter().any(|s| s["id"] == between.as_str()));
+    let renamed = snaps.iter().find(|s| s["id"] != between.as_str()).unwrap();
+    let renamed = renamed["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        env.dump(&renamed, &format!("{}/a", s(&data))),
+        random_bytes(3, 200_000)
+    );
+    assert_eq!(
+        env.dump(&between, &format!("{}/b", s(&data))),
+        random_bytes(4, 100_000)
+    );
+    // Rerunning finds nothing to do.
+    let again = env.json(&["key", "rotate", "--finish"]);
+    assert_eq!(again["packs_reencrypted"], 0, "{again}");
+
+    // Old key files put back: their passwords open nothing.
+    for (name, bytes) in &old_keys {
+        std::fs::write(env.repo.join("keys").join(name), bytes).unwrap();
+    }
+    let err = second.fail(&["snapshots"]);
+    assert!(err.contains("generation 1"), "{err}");
+    env.ok(&["snapshots"]);
+}

@@ -32,6 +32,11 @@ pub enum KeyCommand {
     /// for processes started often (datasafed in pods, via DPREPO_ACCESS_KEY_FILE).
     /// Revoke it with `dprepo key remove`.
     AddAccess(AddAccessArgs),
+    /// Rotate the master key: a new master key seals everything written from now on,
+    /// and only the password given (re-wrapped for the new key) opens the repository;
+    /// existing data stays readable. `--finish` then re-encrypts existing data under the
+    /// new key and retires the old one (SPEC.md sections 5.1, 18.2).
+    Rotate(RotateArgs),
     /// Remove a key file (a password or an access key) by id or unique id prefix: it
     /// opens nothing from then on. The key in use and the last password cannot be
     /// removed.
@@ -62,6 +67,20 @@ pub struct AddArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// Re-encrypt everything still under the previous master key, delete the old key
+    /// files and retire the old key. Safe to run again after an interruption; refuses
+    /// while backups that opened the repository before the rotation still run.
+    #[arg(long)]
+    finish: bool,
+    /// Rotate although other key files (other passwords, access keys) exist: they wrap
+    /// the old master key, stop opening the repository and are removed. Add them again
+    /// afterwards (`key add`, `key add-access`).
+    #[arg(long)]
+    remove_other_keys: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct RemoveArgs {
     /// Key file id, or a unique prefix of it.
     id: String,
@@ -78,6 +97,7 @@ pub async fn run(cli: &Cli, command: &KeyCommand) -> Result<u8> {
         KeyCommand::Passwd(a) => add(cli, a, true).await,
         KeyCommand::AddAccess(a) => add_access(cli, a).await,
         KeyCommand::Remove(a) => remove(cli, a).await,
+        KeyCommand::Rotate(a) => rotate(cli, a).await,
     }
 }
 
@@ -310,6 +330,63 @@ async fn remove(cli: &Cli, a: &RemoveArgs) -> Result<u8> {
     }
     if cli.json {
         print_json(&json!({ "removed": name }))?;
+    }
+    Ok(0)
+}
+
+async fn rotate(cli: &Cli, a: &RotateArgs) -> Result<u8> {
+    let options = dprepo_repo_format::gc::GcOptions::default();
+    if a.finish {
+        let repo = repository::open(cli).await?;
+        let report = dprepo_repo_format::rotate::finish(&repo, &options)
+            .await
+            .context("finishing the key rotation")?;
+        if cli.json {
+            print_json(&serde_json::to_value(&report)?)?;
+        } else if !cli.quiet {
+            if report.generation < 2 {
+                eprintln!("the master key was never rotated: nothing to finish");
+            } else {
+                eprintln!(
+                    "master key generation {} alone: {} packs ({} bytes), {} index files, {} snapshots and {} tombstones re-encrypted; {} old key files and key rings removed{}",
+                    report.generation,
+                    report.packs_reencrypted,
+                    report.bytes_written,
+                    report.index_files_rewritten,
+                    report.snapshots.len(),
+                    report.tombstones_reencrypted,
+                    report.removed.len(),
+                    if report.retired { "; the old master key is retired" } else { "" }
+                );
+                for (old, new) in &report.snapshots {
+                    eprintln!("snapshot {} is now {}", &old[..16], &new[..16]);
+                }
+            }
+        }
+        return Ok(0);
+    }
+    // The password in use is written again for the new master key, so it is needed
+    // as a password (an access key cannot be re-wrapped without its secret).
+    let password = match repository::repo_key(cli)? {
+        repository::RepoKey::Password(pw) => pw,
+        repository::RepoKey::Access(_) => {
+            bail!("key rotate needs the password (an access key cannot be carried over to the new master key)")
+        }
+    };
+    let repo = repository::open(cli).await?;
+    let report =
+        dprepo_repo_format::rotate::rotate(&repo, &password, a.remove_other_keys, &options)
+            .await
+            .context("rotating the master key")?;
+    if cli.json {
+        print_json(&serde_json::to_value(&report)?)?;
+    } else if !cli.quiet {
+        eprintln!(
+            "master key generation {} committed: new data is sealed under it; the password's key file is now {}; {} key files of the old key removed. Run `dprepo key rotate --finish` to re-encrypt existing data and retire the old key.",
+            report.generation,
+            report.key_file,
+            report.removed_key_files.len()
+        );
     }
     Ok(0)
 }
