@@ -235,3 +235,96 @@ fn key_rotate_then_finish_keeps_every_snapshot_and_retires_the_old_key() {
     assert!(err.contains("generation 1"), "{err}");
     env.ok(&["snapshots"]);
 }
+
+/// The scenario through the binary: a stream backup that started before `key
+/// rotate` and commits after it; `--finish` refuses while it runs; then `--finish` killed
+/// (SIGKILL) at a range of moments, the repository verifying with `--read-data` and
+/// restoring after each kill, and a last run completing.
+#[test]
+fn key_rotate_beside_a_running_backup_and_a_killed_finish() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let env = TestEnv::new();
+    env.ok(&["init", "--pack-size", "1M"]);
+    let base = random_bytes(5, 6_000_000);
+    let first = env.backup_stream("base.bin", &base);
+
+    // A backup of a stream, held open: its session exists before the rotation.
+    let running_data = random_bytes(6, 3_000_000);
+    let mut child = env
+        .cmd(["--json", "backup", "--stdin", "--stdin-name", "running.bin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn backup");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(&running_data[..1_000_000]).expect("write");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while env.repo_file_names("sessions").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup made no session"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let report = env.json(&["key", "rotate"]);
+    assert_eq!(report["generation"], 2);
+    let err = env.fail(&["key", "rotate", "--finish"]);
+    assert!(err.contains("before the rotation"), "{err}");
+    stdin.write_all(&running_data[1_000_000..]).expect("write");
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait");
+    let running = parse_json(&out, &["backup"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.ok(&["verify", "--read-data"]);
+    assert_eq!(env.dump(&running, "running.bin"), running_data);
+    let after_data = random_bytes(7, 2_000_000);
+    let after = env.backup_stream("after.bin", &after_data);
+
+    // --finish killed at growing moments.
+    let mut killed = 0;
+    for delay_ms in [0u64, 50, 150, 300, 500, 800, 1200, 1800] {
+        let mut finish = env.spawn(&["key", "rotate", "--finish"]);
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let done = finish.try_wait().expect("poll").is_some();
+        if !done {
+            let _ = finish.kill();
+            killed += 1;
+        }
+        let _ = finish.wait_with_output();
+        // A kill leaves the gc lease until it expires; its holder is dead, so the next
+        // run takes it over (SPEC.md section 18). Everything stays readable.
+        env.ok(&["verify", "--read-data"]);
+        let names: Vec<String> = env
+            .snapshots()
+            .iter()
+            .map(|s| s["paths"][0].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        if done {
+            break;
+        }
+    }
+    assert!(killed >= 2, "finish was never killed mid-way ({killed})");
+    let report = env.json(&["key", "rotate", "--finish"]);
+    let again = env.json(&["key", "rotate", "--finish"]);
+    assert_eq!(again["packs_reencrypted"], 0, "{report} then {again}");
+    assert_eq!(again["retired"], false, "{again}");
+    env.ok(&["verify", "--read-data"]);
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 3);
+    for s in &snaps {
+        let id = s["id"].as_str().unwrap();
+        let (name, data) = match s["paths"][0].as_str().unwrap() {
+            "/base.bin" => ("base.bin", &base),
+            "/running.bin" => ("running.bin", &running_data),
+            "/after.bin" => ("after.bin", &after_data),
+            other => panic!("unexpected snapshot {other}"),
+        };
+        assert_eq!(&env.dump(id, name), data, "{name}");
+    }
+    let _ = (first, after);
+}
