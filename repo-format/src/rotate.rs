@@ -96,6 +96,9 @@ pub async fn rotate(
             repo.key_generation()
         )));
     }
+    // A rotation committed since this handle opened: say so (checked again under the
+    // lease, where it is airtight).
+    crate::session::newer_generation_check(repo).await?;
     let storage = repo.storage().clone();
     let in_use = repo.opened_with().to_string();
     let file = KeyFile::decode(&storage.get(&in_use).await?, &in_use)?;
@@ -240,10 +243,11 @@ pub async fn finish(repo: &Repository, options: &GcOptions) -> Result<FinishRepo
         return Ok(report); // never rotated: nothing to finish
     }
     let ring_name = keyring_name(generation);
-    let current = storage.get_versioned(&ring_name).await?;
-    let ring = KeyRing::decode(repo.keys(), &current.data, &ring_name)?;
     let lease = LeaseGuard::acquire(repo, options, "key rotate --finish").await?;
     let result = async {
+        // Read under the lease: another finish may have retired the ring meanwhile.
+        let current = storage.get_versioned(&ring_name).await?;
+        let ring = KeyRing::decode(repo.keys(), &current.data, &ring_name)?;
         wait_for_old_writers(repo, options, &mut report).await?;
         reencrypt(repo, &mut report).await?;
         // F8: the old key files and key rings.

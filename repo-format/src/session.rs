@@ -67,7 +67,7 @@ pub async fn load_tombstones(repo: &Repository) -> Result<Vec<(String, Tombstone
 ///
 /// # Errors
 /// [`Error::KeyRetired`] naming the generations; storage errors.
-async fn newer_generation_check(repo: &Repository) -> Result<()> {
+pub(crate) async fn newer_generation_check(repo: &Repository) -> Result<()> {
     let bytes = repo.storage().get(crate::repo::CONFIG_NAME).await?;
     if crate::config::Config::decode(&repo.keys().newest_only(), &bytes).is_ok() {
         return Ok(());

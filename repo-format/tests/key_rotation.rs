@@ -230,6 +230,37 @@ async fn a_backup_running_across_the_rotation_commits_and_stays_readable() {
     assert_eq!(storage.list("keyring/").await.unwrap().len(), 1);
 }
 
+/// A handle opened before a rotation committed must not write under the lease: a second
+/// `rotate` from it would have deleted the committed generation's key ring as a leftover
+/// (its R1), and a gc from it would write index files under the key `finish` retires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_of_the_old_generation_cannot_rotate_again_or_gc() {
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("d");
+    repository_with_snapshot(&storage, &dir).await;
+    let a = open(&storage, PW).await.unwrap();
+    let b = open(&storage, PW).await.unwrap();
+    rotate(&a, PW, false, &GcOptions::default()).await.unwrap();
+    let err = rotate(&b, PW, false, &GcOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::KeyRetired { .. }), "{err}");
+    let err = dprepo_repo_format::gc::run(&b, &GcOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::KeyRetired { .. }), "{err}");
+    // The lease was released, and the new generation is intact.
+    assert!(storage.list("locks/").await.unwrap().is_empty());
+    let new = open(&storage, PW).await.unwrap();
+    assert_eq!(new.key_generation(), 2);
+    finish(&new, &GcOptions::default()).await.unwrap();
+    dprepo_repo_format::gc::run(&open(&storage, PW).await.unwrap(), &GcOptions::default())
+        .await
+        .unwrap();
+    assert_verifies(&open(&storage, PW).await.unwrap(), "after gc").await;
+}
+
 /// A failure at each write of `rotate`, then of `finish`: the repository opens, verifies
 /// and restores after each, and a rerun completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
