@@ -58,7 +58,7 @@ const BLOB_AAD_PREFIX: &[u8] = b"dprepo blob";
 
 /// `"dprepo blob" || type || id`, and for a delta blob `|| base id`: a delta cannot be
 /// passed off as a full blob, nor be decoded against another base.
-fn blob_aad(blob_type: BlobType, id: &BlobId, base: Option<&BlobId>) -> Vec<u8> {
+pub fn blob_aad(blob_type: BlobType, id: &BlobId, base: Option<&BlobId>) -> Vec<u8> {
     let mut aad = Vec::with_capacity(BLOB_AAD_PREFIX.len() + 65);
     aad.extend_from_slice(BLOB_AAD_PREFIX);
     aad.push(blob_type as u8);

@@ -8,8 +8,12 @@ use crate::error::{Error, Result};
 use dprepo_chunker::ChunkerParams;
 use serde::{Deserialize, Serialize};
 
-/// The repository format major version written and read by this build.
+/// The repository format major version written by `init` and read by this build.
 pub const REPOSITORY_VERSION: u32 = 1;
+/// The version of a repository whose master key was rotated (SPEC.md section 5.1): its
+/// content-id key comes from a key ring, which builds that read only version 1 would
+/// derive wrongly from the master key, so they must refuse it.
+pub const REPOSITORY_VERSION_ROTATED: u32 = 2;
 /// Envelope version of the config file.
 pub const CONFIG_FILE_VERSION: u8 = 1;
 /// Default target size of a pack.
@@ -97,11 +101,11 @@ impl Config {
     /// # Errors
     /// [`Error::UnsupportedVersion`] for a newer format; [`Error::Corrupt`] otherwise.
     pub fn validate(&self) -> Result<()> {
-        if self.version != REPOSITORY_VERSION {
+        if !(REPOSITORY_VERSION..=REPOSITORY_VERSION_ROTATED).contains(&self.version) {
             return Err(Error::UnsupportedVersion {
                 object: "repository config".into(),
                 found: self.version,
-                supported: REPOSITORY_VERSION,
+                supported: REPOSITORY_VERSION_ROTATED,
             });
         }
         for c in [&self.chunker, &self.stream_chunker] {
@@ -143,11 +147,11 @@ impl Config {
         }
         let v: VersionOnly =
             serde_json::from_slice(&body).map_err(|e| Error::corrupt("config", e.to_string()))?;
-        if v.version != REPOSITORY_VERSION {
+        if !(REPOSITORY_VERSION..=REPOSITORY_VERSION_ROTATED).contains(&v.version) {
             return Err(Error::UnsupportedVersion {
                 object: "repository config".into(),
                 found: v.version,
-                supported: REPOSITORY_VERSION,
+                supported: REPOSITORY_VERSION_ROTATED,
             });
         }
         let config: Config =
@@ -189,7 +193,7 @@ mod tests {
     #[test]
     fn newer_repository_version_and_bad_values_are_refused() {
         let mut c = Config::new(ChunkerParams::DEFAULT, ChunkerParams::SMALL);
-        c.version = 2;
+        c.version = 3;
         let bytes = seal_file(
             &keys(),
             FileType::Config,
@@ -198,7 +202,7 @@ mod tests {
         );
         assert!(matches!(
             Config::decode(&keys(), &bytes),
-            Err(Error::UnsupportedVersion { found: 2, .. })
+            Err(Error::UnsupportedVersion { found: 3, .. })
         ));
         let mut c = Config::new(ChunkerParams::DEFAULT, ChunkerParams::SMALL);
         c.chunker.min_size = 0;

@@ -5,6 +5,12 @@
 //! the content-id key (keyed BLAKE3 of plaintexts, so ids reveal nothing about content
 //! to someone without the key) and the encryption key (XChaCha20-Poly1305, whose 24-byte
 //! random nonces make nonce reuse negligible without any counter state).
+//!
+//! After a master-key rotation (SPEC.md section 5.1, `rotate.rs`) a repository has key
+//! generations: [`Keys`] then seals with the newest generation's encryption key and
+//! opens with the newest, then each older one still held (at most
+//! [`MAX_GENERATIONS_HELD`], newest first), and its content-id key is the one of
+//! generation 1, kept by every rotation so that ids, trees and deduplication carry over.
 
 use crate::error::{Error, Result};
 use crate::id::BlobId;
@@ -22,6 +28,11 @@ pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 pub const CONTENT_ID_CONTEXT: &str = "dprepo 2026-11-25 v1 content id key";
 /// BLAKE3 derive_key context of the encryption subkey.
 pub const ENCRYPTION_CONTEXT: &str = "dprepo 2026-11-25 v1 encryption key";
+
+/// Most encryption keys a [`Keys`] holds: the newest generation and the one a pending
+/// rotation replaces. A rotation starts only when the previous one finished, so readers
+/// try at most this many keys per object.
+pub const MAX_GENERATIONS_HELD: usize = 2;
 
 /// The random master key of a repository.
 #[derive(Clone)]
@@ -53,7 +64,11 @@ impl std::fmt::Debug for MasterKey {
 #[derive(Clone)]
 pub struct Keys {
     content_id_key: [u8; 32],
+    encryption_key: [u8; 32],
     cipher: XChaCha20Poly1305,
+    /// Encryption keys of older generations still held (rotation pending), newest first:
+    /// [`Keys::open`] tries them after `cipher`; [`Keys::seal`] never uses them.
+    older: Vec<XChaCha20Poly1305>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -66,11 +81,50 @@ impl Keys {
     /// Derive the subkeys of `master`.
     pub fn derive(master: &MasterKey) -> Self {
         let content_id_key = blake3::derive_key(CONTENT_ID_CONTEXT, &master.0);
+        Keys::of_generation(master, content_id_key, &[])
+    }
+
+    /// The keys of a generation after a rotation (SPEC.md section 5.1): encryption key
+    /// derived from `master`, the content-id key kept from generation 1, and `older`
+    /// encryption keys (newest first, at most [`MAX_GENERATIONS_HELD`] − 1 are used)
+    /// tried when the newest does not open an object.
+    pub fn of_generation(master: &MasterKey, content_id_key: [u8; 32], older: &[[u8; 32]]) -> Self {
         let enc = blake3::derive_key(ENCRYPTION_CONTEXT, &master.0);
         Keys {
             content_id_key,
+            encryption_key: enc,
             cipher: XChaCha20Poly1305::new(&enc.into()),
+            older: older
+                .iter()
+                .take(MAX_GENERATIONS_HELD - 1)
+                .map(|k| XChaCha20Poly1305::new(k.into()))
+                .collect(),
         }
+    }
+
+    /// These keys without the older generations: opens only what the newest sealed.
+    pub fn newest_only(&self) -> Keys {
+        Keys {
+            content_id_key: self.content_id_key,
+            encryption_key: self.encryption_key,
+            cipher: self.cipher.clone(),
+            older: Vec::new(),
+        }
+    }
+
+    /// Whether older generations' keys are held (a rotation is pending).
+    pub fn holds_older(&self) -> bool {
+        !self.older.is_empty()
+    }
+
+    /// The newest encryption subkey (recorded, sealed, in the next generation's key ring).
+    pub(crate) fn encryption_key(&self) -> [u8; 32] {
+        self.encryption_key
+    }
+
+    /// The content-id subkey (recorded, sealed, in key rings).
+    pub(crate) fn content_id_key(&self) -> [u8; 32] {
+        self.content_id_key
     }
 
     /// The content id of a plaintext: keyed BLAKE3 with the content-id subkey.
@@ -125,9 +179,13 @@ impl Keys {
             ));
         }
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        self.cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
-            .map_err(|_| {
+        std::iter::once(&self.cipher)
+            .chain(&self.older)
+            .find_map(|c| {
+                c.decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
+                    .ok()
+            })
+            .ok_or_else(|| {
                 Error::corrupt(
                     object,
                     "authentication failed (bytes damaged or not written by this repository's key)",

@@ -40,6 +40,8 @@ pub enum FileType {
     Tombstone = 6,
     /// The gc lease (`locks/gc`).
     Lease = 7,
+    /// A key ring of a master-key generation (`keyring/<generation>`).
+    KeyRing = 8,
 }
 
 /// Seal `body` into an envelope of `file_type` at format `version`, compressing it.

@@ -69,6 +69,17 @@ pub enum Error {
         /// The short id of the key file the access key names.
         key: String,
     },
+    /// The key opens a master key of a generation that `dprepo key rotate` replaced
+    /// (SPEC.md section 5.1): it no longer opens the repository.
+    #[error("key {key} opens master key generation {generation}, which `dprepo key rotate` replaced by generation {newest}: it no longer opens the repository; use a key made after the rotation")]
+    KeyRetired {
+        /// The key file's name.
+        key: String,
+        /// The generation it opens.
+        generation: u32,
+        /// The newest generation listed.
+        newest: u32,
+    },
     /// The repository location holds no repository.
     #[error("no repository at {location} (create one with `dprepo init`)")]
     NoRepository {

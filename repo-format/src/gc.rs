@@ -549,6 +549,19 @@ pub async fn acquire_lease_for(
     options: &GcOptions,
     command: &str,
 ) -> Result<HeldLease> {
+    let held = take_lease(repo, options, command).await?;
+    // A handle that opened the repository before a key rotation committed must not
+    // write under the lease: its index files, packs and tombstones would be sealed
+    // under a key `key rotate --finish` retires (SPEC.md section 18.2). Rotations
+    // commit under the lease, so checking once it is held is enough.
+    if let Err(e) = crate::session::newer_generation_check(repo).await {
+        release_lease(repo, &held).await;
+        return Err(e);
+    }
+    Ok(held)
+}
+
+async fn take_lease(repo: &Repository, options: &GcOptions, command: &str) -> Result<HeldLease> {
     let now = (options.clock)();
     let mut token = [0u8; 16];
     OsRng.fill_bytes(&mut token);

@@ -179,6 +179,10 @@ pub struct SessionMarker {
     /// never references blobs of their packs.
     #[serde(default)]
     pub seen_tombstones: Vec<String>,
+    /// The master-key generation the writer seals with (SPEC.md section 5.1); absent in
+    /// markers of builds before key rotation, which count as older than any rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_generation: Option<u32>,
 }
 
 fn epoch() -> chrono::DateTime<chrono::Utc> {
@@ -306,6 +310,7 @@ mod tests {
             heartbeat: chrono::Utc::now(),
             ready: true,
             seen_tombstones: vec!["gc/x".into()],
+            key_generation: None,
         };
         assert_eq!(
             SessionMarker::decode(&keys(), &m.encode(&keys()), "s").unwrap(),

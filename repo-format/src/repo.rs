@@ -133,6 +133,8 @@ pub struct Repository {
     keys: Keys,
     /// The key file this handle was opened (or created) with.
     opened_with: String,
+    /// The master-key generation of `master` (1 unless rotated, SPEC.md section 5.1).
+    generation: u32,
     config: Config,
     index: Arc<RwLock<Index>>,
     /// Serialises index loads, so a reload racing another one does not rebuild twice.
@@ -249,6 +251,7 @@ impl Repository {
             master,
             keys,
             opened_with: key_name,
+            generation: 1,
             config,
             index: Arc::new(RwLock::new(Index::new())),
             index_load: Arc::default(),
@@ -313,6 +316,7 @@ impl Repository {
         let Unlocked {
             master,
             keys,
+            generation,
             config,
             key_name,
         } = unlocked;
@@ -363,6 +367,7 @@ impl Repository {
             master,
             keys,
             opened_with: key_name,
+            generation,
             config,
             index: Arc::new(RwLock::new(index)),
             index_load: Arc::default(),
@@ -448,14 +453,78 @@ impl Repository {
     /// # Errors
     /// [`Error::Corrupt`] for KDF parameters out of bounds; storage errors.
     pub async fn add_password(&self, password: &[u8], kdf: KdfParams) -> Result<String> {
+        self.add_password_as(password, kdf, &current_hostname(), &current_username())
+            .await
+    }
+
+    /// [`Repository::add_password`] with the host and user names the key file records
+    /// (informational, shown by `dprepo key list`, as restic's `--host` and `--user`).
+    ///
+    /// The key file is read back and opened with `password` before this returns, so a
+    /// caller that goes on to delete another key file ([`Repository::change_password`])
+    /// never leaves the repository with fewer keys that open it than before.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for KDF parameters out of bounds, or when the key file read
+    /// back does not open with `password`; storage errors.
+    pub async fn add_password_as(
+        &self,
+        password: &[u8],
+        kdf: KdfParams,
+        hostname: &str,
+        username: &str,
+    ) -> Result<String> {
         let master = self.master.clone();
         let pw = password_owned(password);
-        let bytes = run_cpu(move || {
-            KeyFile::create(&master, &pw, kdf, &current_hostname(), &current_username())
-        })
-        .await??;
+        let (host, user) = (hostname.to_string(), username.to_string());
+        let bytes = run_cpu(move || KeyFile::create(&master, &pw, kdf, &host, &user)).await??;
         let name = format!("{KEYS_DIR}{}", BlobId::of_stored(&bytes).to_hex());
         self.storage.create(&name, &bytes).await?;
+        // Read it back and open it: the new key must be durable and open this master key
+        // before anything relies on it.
+        let stored = self.storage.get(&name).await?;
+        let file = KeyFile::decode(&stored, &name)?;
+        let pw = password_owned(password);
+        let opened = run_cpu(move || file.open(&pw)).await??;
+        if opened.is_none_or(|m| m.0 != self.master.0) {
+            return Err(Error::corrupt(
+                &name,
+                "the key file just written does not open with its password when read back",
+            ));
+        }
+        Ok(name)
+    }
+
+    /// Replace the password this handle was opened with (`dprepo key passwd`): write a
+    /// key file for `new_password` (read back and checked, [`Repository::add_password_as`])
+    /// and only then delete the key file the handle was opened with. At every moment a
+    /// key file that opens the repository exists: a crash before the delete leaves both
+    /// passwords working. Returns the new key file's name; the handle goes on working
+    /// and from then on counts the new key file as the one in use.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the handle was opened with an access key (it has no
+    /// password to change); as [`Repository::add_password_as`]; storage errors deleting
+    /// the old key file (the new one is kept: both then open).
+    pub async fn change_password(
+        &mut self,
+        new_password: &[u8],
+        kdf: KdfParams,
+        hostname: &str,
+        username: &str,
+    ) -> Result<String> {
+        let old = self.opened_with.clone();
+        let old_file = KeyFile::decode(&self.storage.get(&old).await?, &old)?;
+        if old_file.kind != KeyKind::Password {
+            return Err(Error::InvalidArgument(format!(
+                "{old} is an access key, not a password: open with the password to change it, or make a new access key with `dprepo key add-access` and remove this one"
+            )));
+        }
+        let name = self
+            .add_password_as(new_password, kdf, hostname, username)
+            .await?;
+        self.storage.delete(&old).await?;
+        self.opened_with = name.clone();
         Ok(name)
     }
 
@@ -493,15 +562,25 @@ impl Repository {
     /// [`Error::NotFound`] if there is no such key file; [`Error::InvalidArgument`] for
     /// the refusals above; storage errors.
     pub async fn remove_key(&self, name: &str) -> Result<()> {
+        self.remove_key_with(name, false).await
+    }
+
+    /// [`Repository::remove_key`]; with `allow_in_use` also the key this handle was
+    /// opened with (`dprepo key remove --force`: the command then cannot open the
+    /// repository again with the key it was given). The last password is refused even so.
+    ///
+    /// # Errors
+    /// As [`Repository::remove_key`].
+    pub async fn remove_key_with(&self, name: &str, allow_in_use: bool) -> Result<()> {
         let files = Repository::key_files(&*self.storage).await?;
         let Some((_, file)) = files.iter().find(|(n, _)| n == name) else {
             return Err(Error::NotFound {
                 object: name.to_string(),
             });
         };
-        if name == self.opened_with {
+        if name == self.opened_with && !allow_in_use {
             return Err(Error::InvalidArgument(format!(
-                "{name} is the key this command opened the repository with; open with another key to remove it"
+                "{name} is the key this command opened the repository with; open with another key to remove it, or give --force"
             )));
         }
         let is_password = |f: &Result<KeyFile>| matches!(f, Ok(k) if k.kind == KeyKind::Password);
@@ -516,6 +595,17 @@ impl Repository {
     /// The storage backend.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
+    }
+
+    /// The master-key generation this handle opened (1 unless `key rotate` ran, SPEC.md
+    /// section 5.1).
+    pub fn key_generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// The master key this handle opened (for `rotate.rs`, which records its subkeys).
+    pub(crate) fn master(&self) -> &MasterKey {
+        &self.master
     }
 
     /// The derived keys.
@@ -1064,6 +1154,7 @@ impl Repository {
 struct Unlocked {
     master: MasterKey,
     keys: Keys,
+    generation: u32,
     config: Config,
     key_name: String,
 }
@@ -1162,15 +1253,9 @@ async fn unlock_with_password(
         // The password can open a key of another master key: the key an init wrote
         // before it lost the race to create the config, until it deletes that key.
         // The right key is the one whose master key opens the config.
-        let keys = Keys::derive(&master);
-        match Config::decode(&keys, config_bytes) {
-            Ok(config) => {
-                opened = Some(Unlocked {
-                    master,
-                    keys,
-                    config,
-                    key_name: name.clone(),
-                });
+        match open_config(storage, master, config_bytes, name).await? {
+            Ok(unlocked) => {
+                opened = Some(unlocked);
                 break;
             }
             Err(e) => config_error = Some(e),
@@ -1238,14 +1323,48 @@ async fn unlock_with_access_key(
         ));
     }
     let master = file.open_access(key).ok_or(Error::WrongKey)?;
-    let keys = Keys::derive(&master);
-    let config = Config::decode(&keys, config_bytes)?;
-    Ok(Unlocked {
+    open_config(storage, master, config_bytes, &name).await?
+}
+
+/// The keys of `master` (its generation, SPEC.md section 5.1) and the config they open:
+/// the config must authenticate under the generation's own encryption key, which makes
+/// the newest committed generation the only one that opens the repository. The outer
+/// error is a storage error; the inner one says why this key does not open it.
+async fn open_config(
+    storage: &dyn Storage,
+    master: MasterKey,
+    config_bytes: &[u8],
+    key_name: &str,
+) -> Result<Result<Unlocked>> {
+    let generation = crate::keyring::generation_of_master(storage, &master).await?;
+    let config = match Config::decode(&generation.keys.newest_only(), config_bytes) {
+        Ok(c) => c,
+        Err(Error::Corrupt { .. }) if generation.number < generation.newest_listed => {
+            return Ok(Err(Error::KeyRetired {
+                key: key_name.to_string(),
+                generation: generation.number,
+                newest: generation.newest_listed,
+            }))
+        }
+        Err(e) => return Ok(Err(e)),
+    };
+    let rotated = config.version >= crate::config::REPOSITORY_VERSION_ROTATED;
+    if rotated != (generation.number >= 2) {
+        return Ok(Err(Error::corrupt(
+            "config",
+            format!(
+                "repository version {} opened by master key generation {}",
+                config.version, generation.number
+            ),
+        )));
+    }
+    Ok(Ok(Unlocked {
         master,
-        keys,
+        keys: generation.keys,
+        generation: generation.number,
         config,
-        key_name: name,
-    })
+        key_name: key_name.to_string(),
+    }))
 }
 
 /// How often, and how long apart, `init` looks for the config another init is about

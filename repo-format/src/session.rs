@@ -59,6 +59,34 @@ pub async fn load_tombstones(repo: &Repository) -> Result<Vec<(String, Tombstone
     Ok(out)
 }
 
+/// S-2b (SPEC.md section 15): after the marker exists, refuse to write if the config no
+/// longer opens under this handle's newest key: a rotation committed since the handle
+/// opened the repository. A writer that passes this check has a marker that `key rotate
+/// --finish` lists (the config was re-sealed after the marker was created), so finish
+/// waits for it; one that fails would write under a key about to be retired.
+///
+/// # Errors
+/// [`Error::KeyRetired`] naming the generations; storage errors.
+pub(crate) async fn newer_generation_check(repo: &Repository) -> Result<()> {
+    let bytes = repo.storage().get(crate::repo::CONFIG_NAME).await?;
+    if crate::config::Config::decode(&repo.keys().newest_only(), &bytes).is_ok() {
+        return Ok(());
+    }
+    let newest = repo
+        .storage()
+        .list(crate::keyring::KEYRING_DIR)
+        .await?
+        .iter()
+        .filter_map(|b| crate::keyring::generation_of(&b.name))
+        .max()
+        .unwrap_or(1);
+    Err(Error::KeyRetired {
+        key: repo.opened_with().to_string(),
+        generation: repo.key_generation(),
+        newest,
+    })
+}
+
 impl WriterSession {
     /// Start a session (steps 1-4 above). Returns the session and the packs the writer
     /// must not reference.
@@ -90,6 +118,7 @@ impl WriterSession {
             heartbeat: now,
             ready: false,
             seen_tombstones: Vec::new(),
+            key_generation: Some(repo.key_generation()),
         };
         let version = repo
             .storage()
@@ -99,7 +128,11 @@ impl WriterSession {
                 PutMode::Create,
             )
             .await?;
-        let tombstones = match load_tombstones(repo).await {
+        let tombstones = match newer_generation_check(repo).await {
+            Ok(()) => load_tombstones(repo).await,
+            Err(e) => Err(e),
+        };
+        let tombstones = match tombstones {
             Ok(t) => t,
             Err(e) => {
                 let _ = repo.storage().delete(&name).await;

@@ -604,6 +604,7 @@ async fn seeds_from_repository() -> Seeds {
         heartbeat: now,
         ready: true,
         seen_tombstones: vec!["gc/0123".into()],
+        key_generation: None,
     };
     add_envelope(&mut seeds, "fuzz_manifest", "session", marker.encode(keys));
     let tombstone = Tombstone {

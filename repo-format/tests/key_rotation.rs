@@ -1,0 +1,390 @@
+//! Master-key rotation (SPEC.md sections 5.1 and 18.2): `rotate` commits a new master
+//! key generation, new data is sealed under it while old data stays readable, `finish`
+//! re-encrypts everything and retires the old key. Tested here: a backup that opened the
+//! repository before the rotation and commits after it; a failure at every write of
+//! `rotate` and of `finish` followed by a rerun; `verify --read-data` clean after each
+//! step; the old key (a kept key file with its password, or the old subkeys) refused or
+//! useless afterwards; the golden repositories of format versions 1 and 2 rotated.
+
+use dprepo_repo_format::backup::{backup, BackupOptions, BackupProgress, BackupSource};
+use dprepo_repo_format::crypto::Keys;
+use dprepo_repo_format::gc::GcOptions;
+use dprepo_repo_format::index::IndexFile;
+use dprepo_repo_format::manifest::SnapshotManifest;
+use dprepo_repo_format::pack::decode_pack;
+use dprepo_repo_format::repo::IndexPlace;
+use dprepo_repo_format::rotate::{finish, objects_not_under_newest, rotate};
+use dprepo_repo_format::storage::{FaultyStorage, LocalStorage, MemoryStorage, Storage};
+use dprepo_repo_format::verify::{verify, DataSubset, VerifyProgress};
+use dprepo_repo_format::{Error, InitOptions, Repository};
+use std::path::Path;
+use std::sync::Arc;
+
+#[path = "support/common.rs"]
+mod common;
+use common::{assert_restores, run_backup, xorshift_bytes, FAST_KDF};
+
+const PW: &[u8] = b"password";
+
+async fn open(storage: &Arc<dyn Storage>, pw: &[u8]) -> Result<Repository, Error> {
+    Repository::open_with(storage.clone(), pw, &IndexPlace::Memory).await
+}
+
+async fn assert_verifies(repo: &Repository, when: &str) {
+    let report = verify(
+        repo,
+        Some(DataSubset::All),
+        Arc::new(VerifyProgress::default()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{when}: verify failed: {e}"));
+    assert!(report.ok(), "{when}: {:?}", report.problems);
+}
+
+fn write_tree(dir: &Path, seed: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("a"), xorshift_bytes(seed, 300_000)).unwrap();
+    std::fs::write(dir.join("b"), xorshift_bytes(seed + 1, 5_000)).unwrap();
+}
+
+/// Every index file, manifest and pack that `keys` still opens.
+async fn opened_by(storage: &Arc<dyn Storage>, keys: &Keys) -> Vec<String> {
+    let mut out = Vec::new();
+    for dir in ["index/", "snapshots/", "data/", "meta/", "config"] {
+        for info in storage.list(dir).await.unwrap() {
+            let bytes = storage.get(&info.name).await.unwrap();
+            let opens = match dir {
+                "index/" => IndexFile::decode(keys, &bytes, &info.name).is_ok(),
+                "snapshots/" => SnapshotManifest::decode(keys, &bytes, &info.name).is_ok(),
+                "config" => dprepo_repo_format::config::Config::decode(keys, &bytes).is_ok(),
+                _ => decode_pack(keys, &bytes, &info.name).is_ok(),
+            };
+            if opens {
+                out.push(info.name);
+            }
+        }
+    }
+    out
+}
+
+async fn repository_with_snapshot(
+    storage: &Arc<dyn Storage>,
+    dir: &Path,
+) -> dprepo_repo_format::Snapshot {
+    let repo = Repository::init(
+        storage.clone(),
+        PW,
+        InitOptions::default().with_kdf(FAST_KDF),
+    )
+    .await
+    .unwrap();
+    write_tree(dir, 1);
+    run_backup(&repo, dir).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_running_across_the_rotation_commits_and_stays_readable() {
+    let memory: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let faulty = FaultyStorage::new(memory.clone());
+    let storage: Arc<dyn Storage> = Arc::new(faulty.clone());
+    let src = tempfile::tempdir().unwrap();
+    let first_dir = src.path().join("first");
+    let first = repository_with_snapshot(&storage, &first_dir).await;
+    let old = open(&storage, PW).await.unwrap();
+    let old_keys = old.keys().clone();
+    // Another password, as a second user would have: rotation removes it.
+    old.add_password(b"other", FAST_KDF).await.unwrap();
+    let other_key_file = {
+        let names: Vec<String> = storage
+            .list("keys/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.name)
+            .filter(|n| n != old.opened_with())
+            .collect();
+        assert_eq!(names.len(), 1);
+        (names[0].clone(), storage.get(&names[0]).await.unwrap())
+    };
+
+    // A backup on the old handle, held just before its manifest.
+    let running_dir = src.path().join("running");
+    write_tree(&running_dir, 7);
+    let gate = faulty.gate(1, |name, _| name.starts_with("snapshots/"));
+    let writer = old.clone();
+    let dir = running_dir.clone();
+    let running = tokio::spawn(async move { run_backup(&writer, &dir).await });
+    gate.wait_for(1).await;
+
+    // Rotate with the password in use: refused while another key exists, unless told.
+    let err = rotate(&old, PW, false, &GcOptions::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("remove-other-keys"), "{err}");
+    let report = rotate(&old, PW, true, &GcOptions::default()).await.unwrap();
+    assert_eq!(report.generation, 2);
+    assert_eq!(report.removed_key_files.len(), 2);
+
+    // The new generation opens; the handle of the old one cannot start a new writer.
+    let new = open(&storage, PW).await.unwrap();
+    assert_eq!(new.key_generation(), 2);
+    let late_dir = src.path().join("late");
+    write_tree(&late_dir, 11);
+    let err = backup(
+        &old,
+        BackupSource::Paths(vec![late_dir.clone()]),
+        BackupOptions::default(),
+        Arc::new(BackupProgress::default()),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::KeyRetired { .. }), "{err}");
+
+    // finish waits for the writer that opened before the rotation.
+    let err = finish(&new, &GcOptions::default()).await.unwrap_err();
+    assert!(matches!(err, Error::Busy { .. }), "{err}");
+    gate.open();
+    let during = running.await.unwrap();
+    // New data under the new key: a backup of the new generation.
+    let after_dir = src.path().join("after");
+    write_tree(&after_dir, 21);
+    let new = open(&storage, PW).await.unwrap();
+    let after = run_backup(&new, &after_dir).await;
+    assert!(!opened_by(&storage, &new.keys().newest_only())
+        .await
+        .is_empty());
+    assert_verifies(&new, "after rotate").await;
+    for (snap, dir) in [
+        (&first, &first_dir),
+        (&during, &running_dir),
+        (&after, &after_dir),
+    ] {
+        let snap =
+            Repository::select_snapshot(&new.list_snapshots().await.unwrap(), &snap.id.to_hex())
+                .unwrap();
+        assert_restores(&new, &snap, dir).await;
+    }
+    // The old subkeys open what was written before, not the new backup's manifest.
+    let old_opens = opened_by(&storage, &old_keys).await;
+    assert!(!old_opens.contains(&format!("snapshots/{}", after.id.to_hex())));
+    assert!(old_opens.contains(&format!("snapshots/{}", first.id.to_hex())));
+
+    // A kept key file of the old generation, with its password, is refused.
+    storage
+        .put(&other_key_file.0, &other_key_file.1)
+        .await
+        .unwrap();
+    let err = open(&storage, b"other").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::KeyRetired {
+                generation: 1,
+                newest: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    let report = finish(&new, &GcOptions::default()).await.unwrap();
+    assert!(report.retired);
+    assert!(report.packs_reencrypted > 0);
+    assert_eq!(report.snapshots.len(), 2, "{report:?}");
+    let new = open(&storage, PW).await.unwrap();
+    assert!(!new.keys().holds_older());
+    assert!(objects_not_under_newest(&new).await.unwrap().is_empty());
+    assert_verifies(&new, "after finish").await;
+    let snapshots = new.list_snapshots().await.unwrap();
+    assert_eq!(snapshots.len(), 3);
+    for snap in &snapshots {
+        let dir = match snap.manifest.original {
+            Some(o) if o == first.id => &first_dir,
+            Some(o) if o == during.id => &running_dir,
+            None if snap.id == after.id => &after_dir,
+            _ => panic!("unexpected snapshot {snap:?}"),
+        };
+        assert_restores(&new, snap, dir).await;
+    }
+    // The old key: nothing in storage opens with it; its key file is gone again.
+    assert!(opened_by(&storage, &old_keys).await.is_empty());
+    assert!(matches!(
+        storage.head(&other_key_file.0).await,
+        Err(Error::NotFound { .. })
+    ));
+    storage
+        .put(&other_key_file.0, &other_key_file.1)
+        .await
+        .unwrap();
+    assert!(matches!(
+        open(&storage, b"other").await,
+        Err(Error::KeyRetired { .. })
+    ));
+    // A second rotation starts from the finished one.
+    let report = rotate(&new, PW, true, &GcOptions::default()).await.unwrap();
+    assert_eq!(report.generation, 3);
+    let third = open(&storage, PW).await.unwrap();
+    finish(&third, &GcOptions::default()).await.unwrap();
+    let third = open(&storage, PW).await.unwrap();
+    assert_verifies(&third, "after a second rotation").await;
+    assert_eq!(storage.list("keyring/").await.unwrap().len(), 1);
+}
+
+/// A handle opened before a rotation committed must not write under the lease: a second
+/// `rotate` from it would have deleted the committed generation's key ring as a leftover
+/// (its R1), and a gc from it would write index files under the key `finish` retires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_of_the_old_generation_cannot_rotate_again_or_gc() {
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("d");
+    repository_with_snapshot(&storage, &dir).await;
+    let a = open(&storage, PW).await.unwrap();
+    let b = open(&storage, PW).await.unwrap();
+    rotate(&a, PW, false, &GcOptions::default()).await.unwrap();
+    let err = rotate(&b, PW, false, &GcOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::KeyRetired { .. }), "{err}");
+    let err = dprepo_repo_format::gc::run(&b, &GcOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::KeyRetired { .. }), "{err}");
+    // The lease was released, and the new generation is intact.
+    assert!(storage.list("locks/").await.unwrap().is_empty());
+    let new = open(&storage, PW).await.unwrap();
+    assert_eq!(new.key_generation(), 2);
+    finish(&new, &GcOptions::default()).await.unwrap();
+    dprepo_repo_format::gc::run(&open(&storage, PW).await.unwrap(), &GcOptions::default())
+        .await
+        .unwrap();
+    assert_verifies(&open(&storage, PW).await.unwrap(), "after gc").await;
+}
+
+/// A failure at each write of `rotate`, then of `finish`: the repository opens, verifies
+/// and restores after each, and a rerun completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_fails_at_every_step_and_a_rerun_completes() {
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("d");
+    // A repository of three snapshots (several packs and index files), behind a
+    // storage that fails every write after the first `n`.
+    let setup = || async {
+        let memory: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let faulty = FaultyStorage::new(memory);
+        let storage: Arc<dyn Storage> = Arc::new(faulty.clone());
+        repository_with_snapshot(&storage, &dir).await;
+        let repo = open(&storage, PW).await.unwrap();
+        std::fs::write(dir.join("c"), xorshift_bytes(99, 70_000)).unwrap();
+        run_backup(&repo, &dir).await;
+        std::fs::write(dir.join("d"), xorshift_bytes(100, 9_000)).unwrap();
+        run_backup(&repo, &dir).await;
+        (faulty, storage)
+    };
+    let check = |storage: Arc<dyn Storage>, when: String| {
+        let dir = dir.clone();
+        async move {
+            let repo = open(&storage, PW).await.unwrap();
+            assert_verifies(&repo, &when).await;
+            assert_eq!(repo.list_snapshots().await.unwrap().len(), 3, "{when}");
+            let latest =
+                Repository::select_snapshot(&repo.list_snapshots().await.unwrap(), "latest")
+                    .unwrap();
+            assert_restores(&repo, &latest, &dir).await;
+            repo
+        }
+    };
+    let mut rotate_failures = 0;
+    for step in 0.. {
+        let (faulty, storage) = setup().await;
+        let repo = open(&storage, PW).await.unwrap();
+        faulty.fail_writes_after(Some(step));
+        let rotated = rotate(&repo, PW, false, &GcOptions::default()).await;
+        faulty.fail_writes_after(None);
+        let repo = check(
+            storage.clone(),
+            format!("rotate failed after {step} writes"),
+        )
+        .await;
+        if rotated.is_ok() {
+            assert_eq!(repo.key_generation(), 2);
+            break;
+        }
+        rotate_failures += 1;
+        assert_eq!(repo.key_generation(), 1, "a failed rotate committed");
+        rotate(&repo, PW, false, &GcOptions::default())
+            .await
+            .unwrap();
+        let repo = check(storage.clone(), format!("rotate rerun after {step}")).await;
+        assert_eq!(repo.key_generation(), 2);
+        assert_eq!(storage.list("keys/").await.unwrap().len(), 1);
+    }
+    let mut finish_failures = 0;
+    for step in 0.. {
+        let (faulty, storage) = setup().await;
+        let repo = open(&storage, PW).await.unwrap();
+        rotate(&repo, PW, false, &GcOptions::default())
+            .await
+            .unwrap();
+        let repo = open(&storage, PW).await.unwrap();
+        faulty.fail_writes_after(Some(step));
+        let finished = finish(&repo, &GcOptions::default()).await;
+        faulty.fail_writes_after(None);
+        let repo = check(
+            storage.clone(),
+            format!("finish failed after {step} writes"),
+        )
+        .await;
+        if finished.is_ok() {
+            assert!(objects_not_under_newest(&repo).await.unwrap().is_empty());
+            break;
+        }
+        finish_failures += 1;
+        finish(&repo, &GcOptions::default()).await.unwrap();
+        let repo = check(storage.clone(), format!("finish rerun after {step}")).await;
+        assert!(objects_not_under_newest(&repo).await.unwrap().is_empty());
+        assert!(!repo.keys().holds_older());
+    }
+    assert!(rotate_failures >= 3, "{rotate_failures}");
+    assert!(finish_failures >= 5, "{finish_failures}");
+}
+
+/// Repositories written by earlier builds (tests/golden) open, rotate and verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_repositories_rotate() {
+    for version in ["v1", "v2"] {
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/golden")
+            .join(version);
+        let tmp = tempfile::tempdir().unwrap();
+        let copy = tmp.path().join("repo");
+        copy_dir(&golden.join("repo"), &copy);
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&copy));
+        let pw = b"golden-password";
+        let repo = open(&storage, pw).await.unwrap();
+        let before = repo.list_snapshots().await.unwrap().len();
+        rotate(&repo, pw, true, &GcOptions::default())
+            .await
+            .unwrap();
+        let repo = open(&storage, pw).await.unwrap();
+        assert_verifies(&repo, version).await;
+        finish(&repo, &GcOptions::default()).await.unwrap();
+        let repo = open(&storage, pw).await.unwrap();
+        assert_verifies(&repo, version).await;
+        assert_eq!(repo.list_snapshots().await.unwrap().len(), before);
+        assert!(objects_not_under_newest(&repo).await.unwrap().is_empty());
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
