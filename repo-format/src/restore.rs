@@ -479,11 +479,13 @@ pub async fn restore(
                         continue;
                     }
                     if !options.dry_run {
-                        let existed = std::fs::symlink_metadata(&local).is_ok_and(|m| m.is_dir());
-                        if let Err(e) = prepare_dir(&local).await {
-                            summary.skip(&local, e);
-                            continue;
-                        }
+                        let existed = match prepare_dir(&local) {
+                            Ok(existed) => existed,
+                            Err(e) => {
+                                summary.skip(&local, e);
+                                continue;
+                            }
+                        };
                         if !node_taken && !existed {
                             made_to_reach.push(local.clone());
                         }
@@ -763,16 +765,24 @@ fn delete_extra(
 }
 
 /// Make `local` an empty-or-existing real directory. An existing symlink is replaced,
-/// never followed: a link planted in the target must not redirect the restore.
-async fn prepare_dir(local: &Path) -> Result<()> {
+/// never followed: a link planted in the target must not redirect the restore. Called
+/// on the walking task itself: a `mkdir` costs less than a trip to the blocking pool.
+/// Returns whether a directory was there already.
+fn prepare_dir(local: &Path) -> Result<bool> {
     let io = |e| Error::LocalIo {
         path: local.to_path_buf(),
         source: e,
     };
-    match tokio::fs::symlink_metadata(local).await {
-        Ok(m) if m.is_dir() => return Ok(()),
+    // The common case, nothing there yet, is one `mkdir`.
+    match std::fs::create_dir(local) {
+        Ok(()) => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(e)),
+    }
+    match std::fs::symlink_metadata(local) {
+        Ok(m) if m.is_dir() => return Ok(true),
         Ok(m) if m.file_type().is_symlink() || m.is_file() => {
-            tokio::fs::remove_file(local).await.map_err(io)?
+            std::fs::remove_file(local).map_err(io)?
         }
         Ok(_) => {
             return Err(io(std::io::Error::new(
@@ -782,7 +792,8 @@ async fn prepare_dir(local: &Path) -> Result<()> {
         }
         Err(_) => {}
     }
-    tokio::fs::create_dir(local).await.map_err(io)
+    std::fs::create_dir(local).map_err(io)?;
+    Ok(false)
 }
 
 /// Restore tasks in flight.
@@ -964,30 +975,31 @@ async fn restore_small_group(
         let count = together.len() as u64;
         let keys = repo.keys().clone();
         let group_options = options.clone();
-        // Decoding on the CPU pool, not on the blocking pool: its many threads each kept
-        // a zstd context and a malloc arena, which cost a restore 6-9 MiB of peak memory.
-        match crate::repo::run_cpu(move || decode_runs(&keys, read)).await {
-            Ok(Ok(plain)) => {
-                let paths: Vec<PathBuf> = together.iter().map(|(p, _)| p.clone()).collect();
-                let written = tokio::task::spawn_blocking(move || {
-                    write_small_group(&plain, &together, &group_options)
-                })
-                .await;
-                match written {
-                    Ok(group) => {
-                        progress.bytes.fetch_add(group.bytes, Ordering::Relaxed);
-                        progress
-                            .files
-                            .fetch_add(count - group.errors.len() as u64, Ordering::Relaxed);
-                        outcome.merge(group);
-                    }
-                    Err(e) => outcome.errors.extend(paths.iter().map(|p| {
-                        SkippedEntry::new(p, Error::Internal(format!("restore task: {e}")))
-                    })),
-                }
-            }
+        let paths: Vec<PathBuf> = together.iter().map(|(p, _)| p.clone()).collect();
+        // Decoded and written by one blocking task: a decode on the CPU pool first cost a
+        // hand-off per group and left the pool's threads spinning (`sched_yield`) after
+        // each one, most of a restore's system calls (BENCHMARKS.md, "Restore without
+        // the CPU pool").
+        let job = tokio::task::spawn_blocking(move || match decode_runs(&keys, read) {
+            Ok(plain) => Ok(write_small_group(&plain, &together, &group_options)),
             // A damaged chunk: the one-by-one path names the file it belongs to.
-            _ => alone.append(&mut together),
+            Err(_) => Err(together),
+        })
+        .await;
+        match job {
+            Ok(Ok(group)) => {
+                progress.bytes.fetch_add(group.bytes, Ordering::Relaxed);
+                progress
+                    .files
+                    .fetch_add(count - group.errors.len() as u64, Ordering::Relaxed);
+                outcome.merge(group);
+            }
+            Ok(Err(mut back)) => alone.append(&mut back),
+            Err(e) => outcome.errors.extend(
+                paths
+                    .iter()
+                    .map(|p| SkippedEntry::new(p, Error::Internal(format!("restore task: {e}")))),
+            ),
         }
     }
     for (path, node) in &alone {

@@ -15,7 +15,6 @@ use crate::index::{BlobLocation, IndexFile, IndexPack};
 use crate::pack::{decode_header, parse_trailer, PackEntry, PackKind, TRAILER_LEN};
 use crate::repo::{run_cpu, Repository, Snapshot, INDEX_DIR};
 use crate::tree::NodeKind;
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -341,11 +340,40 @@ pub async fn verify(
         });
     }
     report.snapshots = snapshots.len();
-    // Index files, one at a time: entries against pack existence and bounds.
-    let mut indexed: IndexedPacks = HashMap::new();
+    // The snapshots' trees are walked while the index files and packs are read: the
+    // walk is mostly index lookups, the pack checks mostly reads and decoding on the
+    // CPU pool. In a set, so an early return aborts it.
+    let mut walk = tokio::task::JoinSet::new();
+    walk.spawn(walk_snapshots(repo.clone(), snapshots.clone()));
+    progress
+        .packs_total
+        .store(stored.len() as u64, Ordering::Relaxed);
+    // Index files, one at a time: entries against pack existence and bounds, then each
+    // pack the file lists checked against the file's entries for it (its header, or the
+    // whole pack with read-data), in the file's order. Only one index file's entries
+    // are held (at most MAX_ENTRIES_PER_INDEX_FILE), never the whole index: memory does
+    // not grow with the repository. A pack that several index files list is checked once
+    // per file, against that file's entries, and counted once.
+    let mut indexed: HashSet<BlobId> = HashSet::new();
     let mut suspect_blobs: HashMap<BlobId, (ProblemKind, String, String)> = HashMap::new(); // blob -> (kind, object, detail)
     let index_names = repo.storage().list(INDEX_DIR).await?;
     report.index_files = index_names.len();
+    let mut tasks = tokio::task::JoinSet::new();
+    let buffers = Arc::new(SegmentBuffers::default());
+    // Problems of the pack checks, reported in pack order whatever order they came in.
+    let mut pack_problems: Vec<Problem> = Vec::new();
+    let absorb = |report: &mut VerifyReport,
+                  pack_problems: &mut Vec<Problem>,
+                  suspect_blobs: &mut Suspects,
+                  outcome: PackOutcome| {
+        report.packs_read += usize::from(outcome.read);
+        report.bytes_read += outcome.bytes;
+        report.blobs_checked += outcome.blobs_checked;
+        for (blob, kind, object, detail) in outcome.bad_blobs {
+            suspect_blobs.insert(blob, (kind, object, detail));
+        }
+        pack_problems.extend(outcome.problems);
+    };
     for info in &index_names {
         let file = match repo
             .storage()
@@ -366,58 +394,68 @@ pub async fn verify(
             }
         };
         for IndexPack { id, kind, entries } in file.packs {
-            match stored.get(&id) {
-                None => {
-                    for e in &entries {
-                        suspect_blobs.insert(
-                            e.id,
-                            (
-                                ProblemKind::PackMissing,
-                                kind.storage_name(&id),
-                                format!(
-                                    "index file {} lists this pack but it is not in storage",
-                                    info.name
-                                ),
+            let first_listing = indexed.insert(id);
+            let Some((stored_kind, size)) = stored.get(&id).copied() else {
+                for e in &entries {
+                    suspect_blobs.insert(
+                        e.id,
+                        (
+                            ProblemKind::PackMissing,
+                            kind.storage_name(&id),
+                            format!(
+                                "index file {} lists this pack but it is not in storage",
+                                info.name
                             ),
-                        );
-                    }
+                        ),
+                    );
                 }
-                Some((_, size)) => {
-                    let limit = size.saturating_sub(TRAILER_LEN as u64);
-                    for e in &entries {
-                        if u64::from(e.offset) + u64::from(e.stored_len) > limit {
-                            suspect_blobs.insert(
-                                e.id,
-                                (
-                                    ProblemKind::BlobOutOfBounds,
-                                    kind.storage_name(&id),
-                                    format!(
-                                        "blob {} at {}+{} lies beyond the pack's {} bytes",
-                                        e.id.short(),
-                                        e.offset,
-                                        e.stored_len,
-                                        size
-                                    ),
-                                ),
-                            );
-                        }
-                    }
+                continue;
+            };
+            let limit = size.saturating_sub(TRAILER_LEN as u64);
+            for e in &entries {
+                if u64::from(e.offset) + u64::from(e.stored_len) > limit {
+                    suspect_blobs.insert(
+                        e.id,
+                        (
+                            ProblemKind::BlobOutOfBounds,
+                            kind.storage_name(&id),
+                            format!(
+                                "blob {} at {}+{} lies beyond the pack's {} bytes",
+                                e.id.short(),
+                                e.offset,
+                                e.stored_len,
+                                size
+                            ),
+                        ),
+                    );
                 }
             }
-            // Moved, not copied, when the pack is new: a freed multi-MiB list raises
-            // glibc's mmap threshold, after which freed buffers stay resident.
-            match indexed.entry(id) {
-                Entry::Vacant(slot) => {
-                    slot.insert((kind, entries));
+            while tasks.len() >= PACKS_READ_AT_ONCE {
+                if let Some(done) = tasks.join_next().await {
+                    let outcome = done.map_err(|e| Error::Internal(e.to_string()))?;
+                    absorb(&mut report, &mut pack_problems, &mut suspect_blobs, outcome);
                 }
-                Entry::Occupied(mut slot) => slot.get_mut().1.extend(entries),
             }
+            let checked = PackCheck {
+                id,
+                kind: stored_kind,
+                size,
+                full_read: read_data.is_some_and(|s| s.includes(&id)),
+                first_listing,
+                entries,
+            };
+            let (repo, progress, buffers) = (repo.clone(), progress.clone(), buffers.clone());
+            tasks.spawn(async move { check_pack(&repo, checked, &progress, &buffers).await });
         }
+    }
+    while let Some(done) = tasks.join_next().await {
+        let outcome = done.map_err(|e| Error::Internal(e.to_string()))?;
+        absorb(&mut report, &mut pack_problems, &mut suspect_blobs, outcome);
     }
     report.blobs = repo.index().read().map(|i| i.blob_count()).unwrap_or(0);
     report.unindexed_packs = stored
         .iter()
-        .filter(|(id, _)| !indexed.contains_key(id))
+        .filter(|(id, _)| !indexed.contains(id))
         .map(|(id, (k, _))| k.storage_name(id))
         .collect();
     report.unindexed_packs.sort();
@@ -426,55 +464,8 @@ pub async fn verify(
         report.temporary_bytes += t.size;
     }
     report.temporary_files.sort();
-
-    // Pack headers against the index (structure), or whole packs (read-data).
-    progress
-        .packs_total
-        .store(stored.len() as u64, Ordering::Relaxed);
-    let mut tasks = tokio::task::JoinSet::new();
-    // Each pack's index entries go to the task checking it.
-    let mut pending: Vec<PackCheck> = indexed
-        .into_iter()
-        .filter_map(|(id, (_, entries))| {
-            let (kind, size) = *stored.get(&id)?;
-            Some(PackCheck {
-                id,
-                kind,
-                size,
-                full_read: read_data.is_some_and(|s| s.includes(&id)),
-                entries,
-            })
-        })
-        .collect();
-    pending.sort_by_key(|p| p.id);
-    // The snapshots' trees are walked while the packs are read: the walk is mostly
-    // index lookups, the pack checks mostly reads and decoding on the CPU pool.
-    // In a set, so an early return aborts it.
-    let mut walk = tokio::task::JoinSet::new();
-    walk.spawn(walk_snapshots(repo.clone(), snapshots.clone()));
-    let buffers = Arc::new(SegmentBuffers::default());
-    let mut iter = pending.into_iter();
-    loop {
-        while tasks.len() < PACKS_READ_AT_ONCE {
-            let Some(checked) = iter.next() else {
-                break;
-            };
-            let (repo, progress) = (repo.clone(), progress.clone());
-            let buffers = buffers.clone();
-            tasks.spawn(async move { check_pack(&repo, checked, &progress, &buffers).await });
-        }
-        let Some(done) = tasks.join_next().await else {
-            break;
-        };
-        let outcome = done.map_err(|e| Error::Internal(e.to_string()))?;
-        report.packs_read += usize::from(outcome.read);
-        report.bytes_read += outcome.bytes;
-        report.blobs_checked += outcome.blobs_checked;
-        for (blob, kind, object, detail) in outcome.bad_blobs {
-            suspect_blobs.insert(blob, (kind, object, detail));
-        }
-        report.problems.extend(outcome.problems);
-    }
+    pack_problems.sort_by(|a, b| a.object.cmp(&b.object));
+    report.problems.append(&mut pack_problems);
 
     // Problems found by reading packs come first: the walk only adds blobs they did
     // not name.
@@ -669,9 +660,6 @@ async fn check_content(
 /// Snapshot ids and `<snapshot>:<path>` names affected by a problem.
 type Affected = (Vec<String>, Vec<String>);
 
-/// Index entries by pack, as read from the index files.
-type IndexedPacks = HashMap<BlobId, (PackKind, Vec<PackEntry>)>;
-
 struct PackOutcome {
     read: bool,
     bytes: u64,
@@ -683,13 +671,16 @@ struct PackOutcome {
 /// Packs checked at the same time.
 const PACKS_READ_AT_ONCE: usize = 4;
 
-/// One pack to check: its id, kind and size, whether to read it whole, and what the
-/// index files say it holds.
+/// One pack to check: its id, kind and size, whether to read it whole, and what one
+/// index file says it holds.
 struct PackCheck {
     id: BlobId,
     kind: PackKind,
     size: u64,
     full_read: bool,
+    /// Whether this is the first index file listing the pack: only then is the pack
+    /// counted as checked and read.
+    first_listing: bool,
     entries: Vec<PackEntry>,
 }
 
@@ -1099,8 +1090,15 @@ async fn check_pack(
         kind,
         size,
         full_read,
+        first_listing,
         entries: mut index_entries,
     } = pack;
+    // A pack listed by several index files is checked once per file; counted once.
+    let done = |progress: &VerifyProgress| {
+        if first_listing {
+            progress.packs_done.fetch_add(1, Ordering::Relaxed);
+        }
+    };
     let name = kind.storage_name(&id);
     let mut out = PackOutcome {
         read: false,
@@ -1131,11 +1129,11 @@ async fn check_pack(
                         detail.clone(),
                     ));
                 }
-                progress.packs_done.fetch_add(1, Ordering::Relaxed);
+                done(progress);
                 return out;
             }
             Ok(read) => {
-                out.read = true;
+                out.read = first_listing;
                 out.bytes = read.bytes;
                 out.blobs_checked = read.blobs_checked;
                 if read.hash != id {
@@ -1157,7 +1155,7 @@ async fn check_pack(
     } else {
         read_pack_header(repo, &id, kind, size).await
     };
-    progress.packs_done.fetch_add(1, Ordering::Relaxed);
+    done(progress);
     match header {
         Err(e) => out.problems.push(Problem {
             kind: ProblemKind::PackHeaderDamaged,
