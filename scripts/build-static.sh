@@ -32,7 +32,13 @@ done
 # (libstdc++ and the codecs Debian built it with; the rocksdb crate's own compression
 # features stay off). The codecs are named by path: `-lzstd` would find the libzstd.a
 # that zstd-sys builds for our own zstd use, which lacks the dictionary builder RocksDB
-# calls. The -l link-args only keep the archives' order for linkers that need it.
+# calls. No codec is passed as a global `-C link-arg=-l...`: rustc puts link-args after
+# its closing `-Bdynamic`, so in a binary without RocksDB (dprepo-controller, which lacks
+# this directory on its search path) `-lsnappy` found Debian's libsnappy.so. --as-needed
+# dropped it (no NEEDED), but the shared input made the linker emit a dynamic section
+# whose GLOB_DAT relocations fell inside __rela_iplt_start..end, and glibc's static
+# start-up aborted on them ("Unexpected reloc type in static binary") before TLS was
+# set up: a SIGSEGV before main (issue 23).
 link_dir=$(realpath -m "${CARGO_TARGET_DIR:-target}")/static-link
 mkdir -p "$link_dir"
 ln -sf "$libdir/librocksdb.a" "$link_dir/librocksdb.a"
@@ -40,14 +46,11 @@ stdcxx=$(g++ -print-file-name=libstdc++.a 2>/dev/null || gcc -print-file-name=li
 [ -f "$stdcxx" ] || { echo "libstdc++.a not found (install g++)" >&2; exit 1; }
 archives="$stdcxx"
 # Non-PIE (`relocation-model=static`): fixed-address executables that need no start-up
-# relocation. (It does not cure the static dprepo-controller's start-up crash: that binary
-# still gets a dynamic section because one object leaves `__tls_get_addr` undefined;
-# issue 23.)
+# relocation.
 rustflags="-C target-feature=+crt-static -C relocation-model=static"
 for lib in snappy lz4 zstd z bz2; do
     echo "INPUT($libdir/lib$lib.a)" > "$link_dir/lib$lib.so"
     archives+=" $libdir/lib$lib.a"
-    rustflags+=" -C link-arg=-l$lib"
 done
 echo "INPUT($archives)" > "$link_dir/libstdc++.so"
 export ROCKSDB_LIB_DIR=$link_dir
@@ -60,9 +63,10 @@ cargo build --profile static --target "$triple" -p dprepo-tools -p dprepo-contro
 # Absolute: the tests that read it (DPREPO_STATIC_BIN_DIR) run in their package directory.
 out=$(realpath -m "${CARGO_TARGET_DIR:-target}/$triple/static")
 # Static executables: `ldd` says "statically linked" (or "not a dynamic executable"),
-# and the ELF file names no shared library (NEEDED).
+# and the ELF file has no dynamic section at all (not only no NEEDED: a dynamic section
+# in a static glibc executable crashes it at start-up, see above).
 for bin in dprepo datasafed dprepo-controller; do
-    if readelf -d "$out/$bin" | grep -q NEEDED || ldd "$out/$bin" 2>&1 | grep -q '=>'; then
+    if ! readelf -d "$out/$bin" | grep -q 'no dynamic section' || ldd "$out/$bin" 2>&1 | grep -q '=>'; then
         echo "$out/$bin is dynamically linked:" >&2
         ldd "$out/$bin" >&2 || true
         exit 1
