@@ -735,6 +735,26 @@ impl Copier<'_> {
             saver.stats.blobs_added.load(Ordering::Relaxed),
             saver.stats.bytes_stored.load(Ordering::Relaxed),
         );
+        // Each distinct id is read once (its first occurrence names it in errors):
+        // the map is consulted before the stream and filled after it, so a chunk
+        // repeated within `ids` (small files of equal content) would otherwise be
+        // read once per occurrence.
+        let input = ids;
+        let mut first_at: HashMap<BlobId, usize> = HashMap::with_capacity(input.len());
+        let mut unique: Vec<BlobId> = Vec::with_capacity(input.len());
+        let mut unique_k: Vec<usize> = Vec::with_capacity(input.len());
+        let slots: Vec<usize> = input
+            .iter()
+            .enumerate()
+            .map(|(k, id)| {
+                *first_at.entry(*id).or_insert_with(|| {
+                    unique.push(*id);
+                    unique_k.push(k);
+                    unique.len() - 1
+                })
+            })
+            .collect();
+        let ids = &unique[..];
         let known: Vec<Option<BlobId>> =
             ids.iter().map(|id| self.chunks.get(id).copied()).collect();
         // A delta in the source stays a delta in the destination when its base was
@@ -750,6 +770,7 @@ impl Copier<'_> {
             .collect();
         let (src, dst) = (self.src, self.dst);
         let progress = &self.progress;
+        let unique_k = &unique_k;
         let mapped: Vec<(BlobId, BlobId)> =
             futures::stream::iter(ids.iter().zip(known).zip(bases).enumerate())
                 .map(|(k, ((id, known), base))| {
@@ -761,7 +782,7 @@ impl Copier<'_> {
                         let plain = src
                             .read_blob(id, BlobType::Data)
                             .await
-                            .map_err(|e| in_context(e, snap, &path_of(k)))?;
+                            .map_err(|e| in_context(e, snap, &path_of(unique_k[k])))?;
                         progress.blobs_read.fetch_add(1, Ordering::Relaxed);
                         progress
                             .bytes_read
@@ -802,7 +823,7 @@ impl Copier<'_> {
         for (s, d) in &mapped {
             self.remember_chunk(*s, *d);
         }
-        Ok(mapped.into_iter().map(|(_, d)| d).collect())
+        Ok(slots.into_iter().map(|u| mapped[u].1).collect())
     }
 
     fn remember_tree(&mut self, src: BlobId, dst: BlobId) {
