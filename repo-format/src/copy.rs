@@ -308,6 +308,13 @@ async fn copy_in_session(
     session: &WriterSession,
     report: &mut CopyReport,
 ) -> Result<()> {
+    // The packs of tombstones the destination session saw (excluded when its index
+    // was loaded).
+    let tombstones_seen = dst
+        .index()
+        .read()
+        .map(|i| !i.excluded_packs().is_empty())
+        .unwrap_or(true);
     let src_all = src.list_snapshots().await?;
     let dst_all = dst.list_snapshots().await?;
     let mut origins = origins_in(dst, &dst_all);
@@ -319,6 +326,7 @@ async fn copy_in_session(
         chunks: HashMap::new(),
         saver: None,
         connections: options.connections.max(1),
+        tombstones_seen,
     };
     for snap in snapshots {
         let origin = origin_of(&src.config().id, snap);
@@ -426,6 +434,10 @@ struct Copier<'a> {
     chunks: HashMap<BlobId, BlobId>,
     saver: Option<(Arc<BlobSaver>, UploaderHandle)>,
     connections: usize,
+    /// The destination session saw gc tombstones (some packs are excluded): a tree
+    /// of the parent's copy is no longer reused whole after a check of its own id,
+    /// since blobs below it may lie in an excluded pack (SPEC.md section 15, S-3).
+    tombstones_seen: bool,
 }
 
 impl Copier<'_> {
@@ -508,7 +520,12 @@ impl Copier<'_> {
             return Ok(*d);
         }
         if let Some((hs, hd)) = hint {
-            if hs == id && self.dst.usable_many(&[hd]).first() == Some(&true) {
+            // Without tombstones nothing is excluded, and a usable tree's blobs are
+            // all kept (S-3); with them the tree is walked, each file checked.
+            if hs == id
+                && !self.tombstones_seen
+                && self.dst.usable_many(&[hd]).first() == Some(&true)
+            {
                 self.remember_tree(id, hd);
                 return Ok(hd);
             }
@@ -616,7 +633,7 @@ impl Copier<'_> {
         let (NodeKind::File(sa), NodeKind::File(db)) = (&a.kind, &b.kind) else {
             return None;
         };
-        let usable = self.dst.usable_many(&db.ids).iter().all(|u| *u);
+        let usable = content_usable(self.dst, db).await;
         if sa == content && a.size == size && b.size == size && usable {
             // The parent's copy of this very file: nothing to read.
             return Some(db.clone());
@@ -735,6 +752,26 @@ impl Copier<'_> {
             saver.stats.blobs_added.load(Ordering::Relaxed),
             saver.stats.bytes_stored.load(Ordering::Relaxed),
         );
+        // Each distinct id is read once (its first occurrence names it in errors):
+        // the map is consulted before the stream and filled after it, so a chunk
+        // repeated within `ids` (small files of equal content) would otherwise be
+        // read once per occurrence.
+        let input = ids;
+        let mut first_at: HashMap<BlobId, usize> = HashMap::with_capacity(input.len());
+        let mut unique: Vec<BlobId> = Vec::with_capacity(input.len());
+        let mut unique_k: Vec<usize> = Vec::with_capacity(input.len());
+        let slots: Vec<usize> = input
+            .iter()
+            .enumerate()
+            .map(|(k, id)| {
+                *first_at.entry(*id).or_insert_with(|| {
+                    unique.push(*id);
+                    unique_k.push(k);
+                    unique.len() - 1
+                })
+            })
+            .collect();
+        let ids = &unique[..];
         let known: Vec<Option<BlobId>> =
             ids.iter().map(|id| self.chunks.get(id).copied()).collect();
         // A delta in the source stays a delta in the destination when its base was
@@ -750,6 +787,7 @@ impl Copier<'_> {
             .collect();
         let (src, dst) = (self.src, self.dst);
         let progress = &self.progress;
+        let unique_k = &unique_k;
         let mapped: Vec<(BlobId, BlobId)> =
             futures::stream::iter(ids.iter().zip(known).zip(bases).enumerate())
                 .map(|(k, ((id, known), base))| {
@@ -761,7 +799,7 @@ impl Copier<'_> {
                         let plain = src
                             .read_blob(id, BlobType::Data)
                             .await
-                            .map_err(|e| in_context(e, snap, &path_of(k)))?;
+                            .map_err(|e| in_context(e, snap, &path_of(unique_k[k])))?;
                         progress.blobs_read.fetch_add(1, Ordering::Relaxed);
                         progress
                             .bytes_read
@@ -802,7 +840,7 @@ impl Copier<'_> {
         for (s, d) in &mapped {
             self.remember_chunk(*s, *d);
         }
-        Ok(mapped.into_iter().map(|(_, d)| d).collect())
+        Ok(slots.into_iter().map(|u| mapped[u].1).collect())
     }
 
     fn remember_tree(&mut self, src: BlobId, dst: BlobId) {
@@ -846,6 +884,35 @@ impl Copier<'_> {
             if ok {
                 self.chunks.insert(s, d);
             }
+        }
+    }
+}
+
+/// Whether a writer may reference `content` of `repo`: every blob it references
+/// (chunk lists and the data chunks below them) is usable, as backup checks a
+/// parent's file (a chunk list's own id says nothing of the chunks it lists).
+async fn content_usable(repo: &Repository, content: &Content) -> bool {
+    if !repo.usable_many(&content.ids).iter().all(|u| *u) {
+        return false;
+    }
+    if content.level == 0 {
+        return true;
+    }
+    let mut ids = crate::restore::DataIds::new(content);
+    let mut batch = Vec::new();
+    loop {
+        match ids.next(repo).await {
+            Ok(Some(id)) => {
+                batch.push(id);
+                if batch.len() >= 4096 {
+                    if !repo.usable_many(&batch).iter().all(|u| *u) {
+                        return false;
+                    }
+                    batch.clear();
+                }
+            }
+            Ok(None) => return repo.usable_many(&batch).iter().all(|u| *u),
+            Err(_) => return false,
         }
     }
 }

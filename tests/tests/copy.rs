@@ -526,3 +526,32 @@ fn copy_after_rewrite_of_the_copy_copies_again() {
     dst.ok(&["restore", &newest, "--target", s(&target)]);
     assert_same_tree(&data, &restored_path(&target, &data), Compare::ALL);
 }
+
+/// A directory of many identical small files: their chunks are copied together, and the
+/// one chunk they share was read from the source once per file (the map of copied
+/// chunks was consulted before the batch and filled after it). Each distinct blob is
+/// read once: into an empty destination, blobs read equal blobs added.
+#[test]
+fn copy_of_identical_small_files_reads_each_chunk_once() {
+    let src = source_repo(Backend::Local);
+    let dst = TestEnv::init();
+    let data = src.path("data");
+    fs::create_dir_all(&data).unwrap();
+    let same = random_bytes(41, 3_000);
+    for i in 0..40 {
+        fs::write(data.join(format!("same-{i:02}")), &same).unwrap();
+    }
+    fs::write(data.join("other"), random_bytes(42, 3_000)).unwrap();
+    src.backup(&[&data], &[]);
+
+    let doc = copy_json(&dst, &src, &[]);
+    assert_eq!(doc["copied"].as_array().unwrap().len(), 1, "{doc}");
+    let added = count(&doc, "blobs_added");
+    // The trees down to `data`, and at least the two distinct contents.
+    assert!(added >= data.components().count() as u64 + 2, "{doc}");
+    assert_eq!(count(&doc, "blobs_read"), added, "{doc}");
+    let target = dst.path("restore");
+    dst.ok(&["restore", "latest", "--target", s(&target)]);
+    assert_same_tree(&data, &restored_path(&target, &data), Compare::ALL);
+    dst.ok(&["verify", "--read-data"]);
+}
