@@ -408,7 +408,19 @@ impl Repository {
             label,
         );
         self.storage.create(&key.key_name(), &bytes).await?;
+        self.retract_if_rotated(&key.key_name()).await?;
         Ok(key)
+    }
+
+    /// After writing key file `name`: if a key rotation committed since this handle
+    /// opened the repository, the file wraps a retired master key and would silently open
+    /// nothing; delete it and fail with [`Error::KeyRetired`] instead of reporting success.
+    async fn retract_if_rotated(&self, name: &str) -> Result<()> {
+        if let Err(e) = crate::session::newer_generation_check(self).await {
+            let _ = self.storage.delete(name).await;
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// The access key that `secret` makes for this repository: the existing access key
@@ -444,6 +456,7 @@ impl Repository {
             label,
         );
         self.storage.create(&key.key_name(), &bytes).await?;
+        self.retract_if_rotated(&key.key_name()).await?;
         Ok((key, true))
     }
 
@@ -492,6 +505,7 @@ impl Repository {
                 "the key file just written does not open with its password when read back",
             ));
         }
+        self.retract_if_rotated(&name).await?;
         Ok(name)
     }
 

@@ -130,6 +130,17 @@ async fn rotate_locked(
     let storage = repo.storage().clone();
     let generation = repo.key_generation();
     let new_generation = generation + 1;
+    // The config version the commit will name, read now under the lease: a rotation
+    // that stalled past the lease's expiry while another one committed then fails its
+    // commit (Conflict) instead of sealing the config under a key ring the other
+    // rotation's R1 deleted.
+    let current = storage.get_versioned(CONFIG_NAME).await?;
+    if crate::config::Config::decode(&repo.keys().newest_only(), &current.data).is_err() {
+        crate::session::newer_generation_check(repo).await?;
+        return Err(Error::Conflict {
+            object: CONFIG_NAME.to_string(),
+        });
+    }
     // R1: leftovers of an interrupted rotation (key rings of generations above this
     // handle's, which opened the config, were never committed).
     for info in storage.list(KEYRING_DIR).await? {
@@ -199,7 +210,6 @@ async fn rotate_locked(
         ));
     }
     // R4, the commit point: the config, re-sealed under the new generation as version 2.
-    let current = storage.get_versioned(CONFIG_NAME).await?;
     let mut config = repo.config().clone();
     config.version = crate::config::REPOSITORY_VERSION_ROTATED;
     storage
@@ -430,30 +440,59 @@ async fn reencrypt(repo: &Repository, report: &mut FinishReport) -> Result<()> {
             } else {
                 PackKind::Meta
             };
+            // Only a pack the previous key opens is deleted: one no held key opens (a
+            // newer build's pack in flight, or damage) is not this command's to remove.
             let stale = run_cpu(move || reencrypt_pack(&k, kind, &bytes, &n))
                 .await?
-                .map_or(true, |copy| copy.is_some());
+                .is_ok_and(|copy| copy.is_some());
             if stale {
                 storage.delete(&info.name).await?;
                 report.old_orphans_deleted += 1;
             }
         }
     }
-    // F6: manifests (a new id each: `original` names the first).
+    // F6: manifests (a new id each: `original` names the first). A run killed between
+    // the put and the delete left the re-sealed copy beside the old manifest: a manifest
+    // under the newest key with the same `original` and tree supersedes the old one (as
+    // after `tag`), so the rerun only deletes the old one and a killed finish never
+    // leaves a snapshot twice. 64 bytes per snapshot are held.
+    let mut resealed = std::collections::HashSet::new();
+    let mut old_generation = Vec::new();
     for info in storage.list(SNAPSHOTS_DIR).await? {
-        let bytes = storage.get(&info.name).await?;
-        if SnapshotManifest::decode(&newest, &bytes, &info.name).is_ok() {
+        let bytes = match storage.get(&info.name).await {
+            Ok(b) => b,
+            Err(Error::NotFound { .. }) => continue, // forgotten meanwhile
+            Err(e) => return Err(e),
+        };
+        match SnapshotManifest::decode(&newest, &bytes, &info.name) {
+            Ok(manifest) => {
+                if let Some(original) = manifest.original {
+                    resealed.insert((original, manifest.tree));
+                }
+            }
+            Err(_) => old_generation.push(info.name),
+        }
+    }
+    for name in old_generation {
+        let bytes = match storage.get(&name).await {
+            Ok(b) => b,
+            Err(Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let mut manifest = SnapshotManifest::decode(&keys, &bytes, &name)?;
+        let old = BlobId::of_stored(&bytes);
+        let original = manifest.original.unwrap_or(old);
+        manifest.original = Some(original);
+        if resealed.contains(&(original, manifest.tree)) {
+            storage.delete(&name).await?;
             continue;
         }
-        let mut manifest = SnapshotManifest::decode(&keys, &bytes, &info.name)?;
-        let old = BlobId::of_stored(&bytes);
-        manifest.original = Some(manifest.original.unwrap_or(old));
         let new = manifest.encode(&keys);
         let id = BlobId::of_stored(&new);
         storage
             .put(&format!("{SNAPSHOTS_DIR}{}", id.to_hex()), &new)
             .await?;
-        storage.delete(&info.name).await?;
+        storage.delete(&name).await?;
         report.snapshots.push((old.to_hex(), id.to_hex()));
     }
     // F7: pending tombstones (a writer that saw the old name blocks the new one, the

@@ -303,7 +303,12 @@ fn key_rotate_beside_a_running_backup_and_a_killed_finish() {
             .iter()
             .map(|s| s["paths"][0].as_str().unwrap().to_string())
             .collect();
-        assert_eq!(names.len(), 3, "{names:?}");
+        // A kill between a manifest's re-sealed copy and the old one's deletion leaves
+        // the snapshot listed twice for a moment (as a killed `tag` does); the next
+        // finish deletes the old one instead of sealing it again.
+        let distinct: std::collections::BTreeSet<&String> = names.iter().collect();
+        assert_eq!(distinct.len(), 3, "{names:?}");
+        assert!(names.len() <= 4, "{names:?}");
         if done {
             break;
         }
