@@ -78,8 +78,44 @@ impl Context {
     ) where
         K: Resource<DynamicType = ()>,
     {
-        let reference: ObjectReference = object.object_ref(&());
-        let mut note: String = note.into();
+        self.publish(object.object_ref(&()), None, type_, reason, note.into())
+            .await;
+    }
+
+    /// [`Context::event`] about `object` naming a `related` one. The events API keeps one
+    /// series per (reason, object, related object) and a later event of the same series
+    /// only counts up, keeping the first note; an event whose note names a different
+    /// object each time (which Backup a rule deleted) needs its own series.
+    pub async fn event_related<K, R>(
+        &self,
+        object: &K,
+        related: &R,
+        type_: EventType,
+        reason: &str,
+        note: impl Into<String>,
+    ) where
+        K: Resource<DynamicType = ()>,
+        R: Resource<DynamicType = ()>,
+    {
+        self.publish(
+            object.object_ref(&()),
+            Some(related.object_ref(&())),
+            type_,
+            reason,
+            note.into(),
+        )
+        .await;
+    }
+
+    async fn publish(
+        &self,
+        reference: ObjectReference,
+        related: Option<ObjectReference>,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let mut note = note;
         // The Events API caps notes at 1 kB.
         if note.len() > 1024 {
             let mut cut = 1021;
@@ -94,11 +130,11 @@ impl Context {
             reason: reason.to_string(),
             note: Some(note),
             action: reason.to_string(),
-            secondary: None,
+            secondary: related,
         };
         if let Err(e) = self.recorder.publish(&event, &reference).await {
             tracing::warn!(
-                kind = %K::kind(&()),
+                kind = reference.kind.as_deref().unwrap_or(""),
                 name = reference.name.as_deref().unwrap_or(""),
                 reason,
                 error = %e,

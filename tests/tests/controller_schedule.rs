@@ -503,8 +503,10 @@ spec:
         .events_of("expired-old")
         .iter()
         .any(|e| e.starts_with("ExpiredBackupDeleted: ")));
-    // The statuses are set one at a time while the loop runs every 2 s, so k1 and k2 may
-    // go in one pass ("deleted k2, k1") or in two (k1 once k3 completed, k2 once k4 did).
+    // One event per deleted Backup, whether k1 and k2 go in one pass or in two (the
+    // statuses are set one at a time while the loop runs every 2 s). Failed before when
+    // they went in two passes: the second event joined the first one's series (same
+    // reason, same schedule) and only counted up, so "deleted k2" was never shown.
     let mut deleted: Vec<String> = c
         .events_of("keep")
         .iter()

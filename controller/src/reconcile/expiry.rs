@@ -425,7 +425,6 @@ pub async fn sweep(ctx: &Context) -> Result<SweepReport> {
             .cloned()
             .collect();
         let excess = keep_last_excess(&name, keep, &remaining);
-        let mut deleted = Vec::new();
         for b in excess {
             let bname = b.metadata.name.clone().unwrap_or_default();
             let note = format!(
@@ -434,23 +433,19 @@ pub async fn sweep(ctx: &Context) -> Result<SweepReport> {
             );
             if delete_backup(ctx, b, "keep-last", note).await {
                 report.beyond_keep_last.push(format!("{ns}/{bname}"));
-                deleted.push(bname);
+                // One event per Backup, related to it: a second event of one series
+                // would keep the first note and lose which Backup went.
+                ctx.event_related(
+                    s,
+                    b,
+                    EventType::Normal,
+                    EVENT_KEEP_LAST,
+                    format!("{}={keep}: deleted {bname}", annotation::DPREPO_KEEP_LAST),
+                )
+                .await;
             } else {
                 report.failed += 1;
             }
-        }
-        if !deleted.is_empty() {
-            ctx.event(
-                s,
-                EventType::Normal,
-                EVENT_KEEP_LAST,
-                format!(
-                    "{}={keep}: deleted {}",
-                    annotation::DPREPO_KEEP_LAST,
-                    deleted.join(", ")
-                ),
-            )
-            .await;
         }
     }
     Ok(report)
