@@ -300,6 +300,28 @@ fn signal(pid: u32, sig: &str) {
     assert!(status.success(), "kill {sig} {pid} failed");
 }
 
+/// Stops `pid` at a moment it holds no `flock`. The local backend serialises a
+/// conditional write with `flock` (SPEC.md section 4); a process stopped inside that
+/// window blocks every other writer of the repository until it runs again. Failed
+/// before: the test's backup hung on the copy's lock when the stop landed there.
+fn stop_outside_file_locks(pid: u32) {
+    for _ in 0..1000 {
+        signal(pid, "-STOP");
+        let locks = fs::read_to_string("/proc/locks").unwrap_or_default();
+        // `flock` locks only: RocksDB's cache holds a POSIX lock for the whole run.
+        let holds = locks.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&"FLOCK") && f.get(4) == Some(&pid.to_string().as_str())
+        });
+        if !holds {
+            return;
+        }
+        signal(pid, "-CONT");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    panic!("process {pid} held a file lock at every one of 1000 stops");
+}
+
 /// Names in `<repo>/sessions/` of a local repository.
 fn sessions(env: &TestEnv) -> Vec<String> {
     env.repo_file_names("sessions")
@@ -336,7 +358,7 @@ fn copy_beside_backup_and_source_gc() {
             "the copy ended before its session marker was seen"
         );
         if !sessions(&src).is_empty() {
-            signal(copy.id(), "-STOP");
+            stop_outside_file_locks(copy.id());
             break;
         }
         assert!(std::time::Instant::now() < deadline, "no session marker");
