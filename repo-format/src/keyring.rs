@@ -40,14 +40,23 @@ pub fn generation_of(name: &str) -> Option<u32> {
         .flatten()
 }
 
-/// An older generation's encryption key still needed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An older generation's encryption key still needed. Its `Debug` leaves the key out
+/// (as [`KeyRing`]'s does): a log line must never carry key material.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreviousKey {
     /// Its generation.
     pub generation: u32,
     /// Its encryption subkey (hex in the file).
     #[serde(with = "hex32")]
     pub encryption_key: [u8; 32],
+}
+
+impl std::fmt::Debug for PreviousKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreviousKey")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A decoded key ring.
