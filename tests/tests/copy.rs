@@ -687,3 +687,47 @@ fn copy_beside_destination_gc_that_forgets_the_parent_copy() {
     dst.ok(&["restore", "latest", "--target", s(&target)]);
     assert_same_tree(&data, &restored_path(&target, &data), Compare::ALL);
 }
+
+/// S-3 (SPEC.md section 15) for copy: with a gc tombstone pending in the destination,
+/// the copy must not reuse a blob whose only location is a tombstoned pack. Here the
+/// parent's copy (B's) has a `sub` tree outside the tombstone whose files' chunks lie
+/// only in the tombstoned packs (B's copy reused them from A's copy while that gc was
+/// held back). Copying C (B plus a root file, `sub` unchanged) once the copy's session
+/// has seen the tombstone: `sub`'s files are read from the source and stored again, so
+/// once B's copy is forgotten the next gc deletes every pack of A's copy. Failed
+/// before 696d9a2: the copy reused `sub`'s tree after checking only the tree's own id,
+/// and its snapshot kept the tombstoned packs alive (or, had a gc run beside the copy,
+/// lost their blobs).
+#[test]
+fn copy_with_pending_tombstone_does_not_reuse_blobs_of_tombstoned_packs() {
+    let src = source_repo(Backend::Local);
+    let dst = TestEnv::init();
+    let data = parent_and_child(&src);
+    let a_packs = copy_child_beside_destination_gc(&src, &dst);
+    assert!(
+        !dst.repo_file_names("gc").is_empty(),
+        "no tombstone pending in the destination"
+    );
+    let b_copy = dst.snapshots()[0]["id"].as_str().unwrap().to_string();
+
+    fs::write(data.join("c.txt"), b"new in C\n").unwrap();
+    src.backup(&[&data], &[]);
+    let doc = copy_json(&dst, &src, &["latest"]);
+    assert_eq!(doc["copied"][0]["parent"].as_str(), Some(b_copy.as_str()));
+    // `sub/x.bin` (200 kB) and `sub/y.txt` (50 kB) were read again from the source.
+    assert!(count(&doc, "bytes_read") > 250_000, "{doc}");
+
+    dst.ok(&["forget", &b_copy]);
+    let gc = dst.json(&["gc"]);
+    assert!(dst.repo_file_names("gc").is_empty(), "{gc}");
+    let now = data_packs(&dst);
+    let left: Vec<_> = a_packs.intersection(&now).collect();
+    assert!(
+        left.is_empty(),
+        "packs of the tombstone are still needed by the new copy: {left:?}; {gc}"
+    );
+    dst.ok(&["verify", "--read-data"]);
+    let target = dst.path("restore");
+    dst.ok(&["restore", "latest", "--target", s(&target)]);
+    assert_same_tree(&data, &restored_path(&target, &data), Compare::ALL);
+}
