@@ -89,6 +89,9 @@ pub struct CopyProgress {
     pub blobs_added: AtomicU64,
     /// Stored bytes of the blobs added to the destination so far.
     pub bytes_uploaded: AtomicU64,
+    /// The snapshots copied so far (their manifests are in the destination), so a
+    /// caller can say what an error left done.
+    pub copied: std::sync::Mutex<Vec<CopiedSnapshot>>,
 }
 
 /// What a copy did (with `dry_run`: would do).
@@ -136,14 +139,48 @@ pub struct CopiedSnapshot {
     pub bytes_uploaded: u64,
 }
 
-/// One snapshot not copied because the destination holds it already.
+/// One snapshot not copied: the destination holds it already, or it is gone from the
+/// source.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SkippedSnapshot {
     /// The snapshot in the source (hex id).
     pub source: String,
     /// The destination snapshot that is its copy (or the destination's own snapshot,
-    /// when the source snapshot was copied from the destination).
-    pub existing: String,
+    /// when the source snapshot was copied from the destination); `None` when the
+    /// snapshot is gone from the source.
+    pub existing: Option<String>,
+    /// Why it was not copied.
+    pub reason: SkipReason,
+}
+
+/// Why a snapshot was not copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// The destination holds its copy (or it is a copy of a destination snapshot).
+    AlreadyCopied,
+    /// It was chosen, but the source no longer lists it once the copy's session there
+    /// is ready: forgotten (or re-sealed under a new id by `tag`, an expiry change or
+    /// a key rotation) in between.
+    GoneFromSource,
+}
+
+impl SkippedSnapshot {
+    fn copied_as(snap: &Snapshot, existing: BlobId) -> Self {
+        SkippedSnapshot {
+            source: snap.id.to_hex(),
+            existing: Some(existing.to_hex()),
+            reason: SkipReason::AlreadyCopied,
+        }
+    }
+
+    fn gone(snap: &Snapshot) -> Self {
+        SkippedSnapshot {
+            source: snap.id.to_hex(),
+            existing: None,
+            reason: SkipReason::GoneFromSource,
+        }
+    }
 }
 
 /// The origin a copy of `snap` (a snapshot of repository `repo_id`) records: its own
@@ -173,7 +210,9 @@ fn origins_in(dst: &Repository, snaps: &[Snapshot]) -> HashMap<CopyOrigin, BlobI
 }
 
 /// Copy `snapshots` (of `src`) into `dst`, oldest first, skipping those `dst` already
-/// holds a copy of. Each snapshot's manifest is written once every blob it names is
+/// holds a copy of and those the source no longer lists once the copy's session there
+/// is ready (reported as [`SkipReason::GoneFromSource`]). The snapshots copied before
+/// an error are in `progress.copied`. Each snapshot's manifest is written once every blob it names is
 /// durable in `dst`, so an interrupted copy leaves the snapshots finished before it
 /// and, for the one in progress, indexed blobs that the next run reuses.
 ///
@@ -253,17 +292,21 @@ async fn plan_only(
     let src_all = src.list_snapshots().await?;
     let dst_all = dst.list_snapshots().await?;
     let mut origins = origins_in(dst, &dst_all);
+    let listed: std::collections::HashSet<BlobId> = src_all.iter().map(|s| s.id).collect();
     let mut report = CopyReport {
         dry_run: true,
         ..CopyReport::default()
     };
     for snap in snapshots {
+        if !listed.contains(&snap.id) {
+            report.skipped.push(SkippedSnapshot::gone(snap));
+            continue;
+        }
         let origin = origin_of(&src.config().id, snap);
         if let Some(existing) = origins.get(&origin) {
-            report.skipped.push(SkippedSnapshot {
-                source: snap.id.to_hex(),
-                existing: existing.to_hex(),
-            });
+            report
+                .skipped
+                .push(SkippedSnapshot::copied_as(snap, *existing));
             continue;
         }
         let parent = parent_in_dst(src, &src_all, snap, &origins);
@@ -315,9 +358,13 @@ async fn copy_in_session(
         .read()
         .map(|i| !i.excluded_packs().is_empty())
         .unwrap_or(true);
+    // Listed again now that the source session is ready (SPEC.md section 15): a
+    // snapshot chosen before it may have been forgotten and its data collected since;
+    // one listed now is protected from the source's gc until the copy ends.
     let src_all = src.list_snapshots().await?;
     let dst_all = dst.list_snapshots().await?;
     let mut origins = origins_in(dst, &dst_all);
+    let listed: std::collections::HashSet<BlobId> = src_all.iter().map(|s| s.id).collect();
     let mut copier = Copier {
         src,
         dst,
@@ -329,12 +376,16 @@ async fn copy_in_session(
         tombstones_seen,
     };
     for snap in snapshots {
+        if !listed.contains(&snap.id) {
+            report.skipped.push(SkippedSnapshot::gone(snap));
+            progress.snapshots_done.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         let origin = origin_of(&src.config().id, snap);
         if let Some(existing) = origins.get(&origin) {
-            report.skipped.push(SkippedSnapshot {
-                source: snap.id.to_hex(),
-                existing: existing.to_hex(),
-            });
+            report
+                .skipped
+                .push(SkippedSnapshot::copied_as(snap, *existing));
             progress.snapshots_done.fetch_add(1, Ordering::Relaxed);
             continue;
         }
@@ -377,13 +428,17 @@ async fn copy_in_session(
             progress.blobs_added.load(Ordering::Relaxed),
             progress.bytes_uploaded.load(Ordering::Relaxed),
         );
-        report.copied.push(CopiedSnapshot {
+        let done = CopiedSnapshot {
             source: snap.id.to_hex(),
             copy: Some(id.to_hex()),
             parent: parent.map(|p| p.to_hex()),
             blobs_added: after.0 - before.0,
             bytes_uploaded: after.1 - before.1,
-        });
+        };
+        if let Ok(mut copied) = progress.copied.lock() {
+            copied.push(done.clone());
+        }
+        report.copied.push(done);
         progress.snapshots_done.fetch_add(1, Ordering::Relaxed);
     }
     report.blobs_read = progress.blobs_read.load(Ordering::Relaxed);

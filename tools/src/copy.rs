@@ -9,7 +9,7 @@ use crate::repository::{self, RepoKey};
 use crate::Cli;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use dprepo_repo_format::copy::{copy_snapshots, CopyOptions, CopyProgress};
+use dprepo_repo_format::copy::{copy_snapshots, CopyOptions, CopyProgress, SkipReason};
 use dprepo_repo_format::Repository;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -111,7 +111,35 @@ pub async fn copy(cli: &Cli, a: &CopyArgs) -> Result<u8> {
         .with_connections(cli.connections.unwrap_or(4));
     let result = copy_snapshots(&src, &dst, &chosen, &options, &progress).await;
     status.finish();
-    let report = result?;
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            // What is done stays done: say so, so the user knows the next run skips it.
+            let done = progress
+                .copied
+                .lock()
+                .map(|c| c.clone())
+                .unwrap_or_default();
+            if done.is_empty() {
+                return Err(e.into());
+            }
+            let list: Vec<String> = done
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} as {}",
+                        &c.source[..8],
+                        c.copy.as_deref().map_or("?", |id| &id[..8])
+                    )
+                })
+                .collect();
+            return Err(anyhow::Error::from(e).context(format!(
+                "copied {} of {total} snapshots before the error ({}; the next run skips them)",
+                done.len(),
+                list.join(", ")
+            )));
+        }
+    };
     if let Some(why) = &report.source_unprotected {
         eprintln!(
             "dprepo: warning: could not register with the source repository ({why}); a gc \
@@ -128,11 +156,18 @@ pub async fn copy(cli: &Cli, a: &CopyArgs) -> Result<u8> {
     }
     let mut text = String::new();
     for s in &report.skipped {
-        text.push_str(&format!(
-            "skipping snapshot {}: already copied as {}\n",
-            &s.source[..8],
-            &s.existing[..8]
-        ));
+        match (s.reason, &s.existing) {
+            (SkipReason::AlreadyCopied, Some(existing)) => text.push_str(&format!(
+                "skipping snapshot {}: already copied as {}\n",
+                &s.source[..8],
+                &existing[..8]
+            )),
+            _ => text.push_str(&format!(
+                "skipping snapshot {}: no longer in the source (forgotten or rewritten \
+                 since it was chosen)\n",
+                &s.source[..8]
+            )),
+        }
     }
     for c in &report.copied {
         let parent = c
@@ -153,13 +188,13 @@ pub async fn copy(cli: &Cli, a: &CopyArgs) -> Result<u8> {
     }
     if report.dry_run {
         text.push_str(&format!(
-            "would copy {} snapshots, {} already copied\n",
+            "would copy {} snapshots, skip {}\n",
             report.copied.len(),
             report.skipped.len()
         ));
     } else {
         text.push_str(&format!(
-            "copied {} snapshots, {} already copied; read {} blobs ({}) from the source, \
+            "copied {} snapshots, skipped {}; read {} blobs ({}) from the source, \
              added {} blobs ({}, {} uploaded in {} packs)\n",
             report.copied.len(),
             report.skipped.len(),
