@@ -11,8 +11,11 @@
 //!
 //! Invariants:
 //! - A copied manifest records `copied_from` (the first source snapshot of a chain of
-//!   copies and its repository id); a snapshot whose origin the destination already
-//!   holds is skipped, so copying twice adds nothing.
+//!   copies and its repository id, with that snapshot's `original` and tree); a
+//!   snapshot whose origin the destination already holds is skipped, so copying twice
+//!   adds nothing, also after the source re-sealed it under a new id (`tag`, expiry,
+//!   key rotation: same `original` chain, same tree). The destination's copy is never
+//!   changed (it keeps its own tags).
 //! - Downloads are avoided where the mapping of source ids to destination ids is
 //!   known: a subtree or file that equals the one in the source snapshot's parent,
 //!   when that parent was copied before, is taken from the parent's copy without
@@ -151,6 +154,10 @@ pub struct SkippedSnapshot {
     pub existing: Option<String>,
     /// Why it was not copied.
     pub reason: SkipReason,
+    /// The destination's copy has other tags than the source snapshot (retagged since
+    /// the copy, on either side). The copy keeps its own: `copy` never changes a
+    /// destination snapshot.
+    pub tags_differ: bool,
 }
 
 /// Why a snapshot was not copied.
@@ -166,11 +173,12 @@ pub enum SkipReason {
 }
 
 impl SkippedSnapshot {
-    fn copied_as(snap: &Snapshot, existing: BlobId) -> Self {
+    fn copied_as(snap: &Snapshot, existing: BlobId, dst_all: &[Snapshot]) -> Self {
         SkippedSnapshot {
             source: snap.id.to_hex(),
             existing: Some(existing.to_hex()),
             reason: SkipReason::AlreadyCopied,
+            tags_differ: tags_differ(dst_all, existing, snap),
         }
     }
 
@@ -179,6 +187,7 @@ impl SkippedSnapshot {
             source: snap.id.to_hex(),
             existing: None,
             reason: SkipReason::GoneFromSource,
+            tags_differ: false,
         }
     }
 }
@@ -186,27 +195,87 @@ impl SkippedSnapshot {
 /// The origin a copy of `snap` (a snapshot of repository `repo_id`) records: its own
 /// origin when it is itself a copy, so a copy of a copy names the first snapshot.
 fn origin_of(repo_id: &str, snap: &Snapshot) -> CopyOrigin {
-    snap.manifest.copied_from.clone().unwrap_or(CopyOrigin {
+    snap.manifest
+        .copied_from
+        .clone()
+        .unwrap_or_else(|| own_origin(repo_id, snap))
+}
+
+/// `snap` (of repository `repo_id`) as an origin of its own.
+fn own_origin(repo_id: &str, snap: &Snapshot) -> CopyOrigin {
+    CopyOrigin {
         repository: repo_id.to_string(),
         snapshot: snap.id,
-    })
+        original: snap.manifest.original,
+        tree: Some(snap.manifest.tree),
+    }
+}
+
+/// Which destination snapshot stands for each origin, found by the origin's snapshot
+/// id, or by its chain and tree: `tag`, an expiry change and `key rotate --finish`
+/// re-seal a manifest under a new id with `original` naming the first id of the
+/// chain and the tree unchanged, so (repository, first id of the chain, tree) is the
+/// same snapshot; `rewrite` and `repair snapshots` change the tree (new content).
+#[derive(Default)]
+struct Origins {
+    by_id: HashMap<(String, BlobId), BlobId>,
+    by_content: HashMap<(String, BlobId, BlobId), BlobId>,
+}
+
+impl Origins {
+    fn insert(&mut self, origin: &CopyOrigin, at: BlobId) {
+        self.by_id
+            .entry((origin.repository.clone(), origin.snapshot))
+            .or_insert(at);
+        if let Some(tree) = origin.tree {
+            let first = origin.original.unwrap_or(origin.snapshot);
+            self.by_content
+                .entry((origin.repository.clone(), first, tree))
+                .or_insert(at);
+        }
+    }
+
+    fn get(&self, origin: &CopyOrigin) -> Option<BlobId> {
+        if let Some(at) = self
+            .by_id
+            .get(&(origin.repository.clone(), origin.snapshot))
+        {
+            return Some(*at);
+        }
+        let tree = origin.tree?;
+        let first = origin.original.unwrap_or(origin.snapshot);
+        self.by_content
+            .get(&(origin.repository.clone(), first, tree))
+            .copied()
+    }
 }
 
 /// Which destination snapshot stands for each origin: its copies by `copied_from`,
 /// and every destination snapshot as its own origin.
-fn origins_in(dst: &Repository, snaps: &[Snapshot]) -> HashMap<CopyOrigin, BlobId> {
-    let mut map = HashMap::new();
+fn origins_in(dst: &Repository, snaps: &[Snapshot]) -> Origins {
+    let mut map = Origins::default();
     for s in snaps {
-        map.insert(origin_of(&dst.config().id, s), s.id);
+        map.insert(&origin_of(&dst.config().id, s), s.id);
     }
     for s in snaps {
-        map.entry(CopyOrigin {
-            repository: dst.config().id.clone(),
-            snapshot: s.id,
-        })
-        .or_insert(s.id);
+        map.insert(&own_origin(&dst.config().id, s), s.id);
     }
     map
+}
+
+/// Whether the destination snapshot `existing` (in `dst_all`) has other tags than
+/// source snapshot `snap` (tagged in the source after the copy, or in the destination).
+fn tags_differ(dst_all: &[Snapshot], existing: BlobId, snap: &Snapshot) -> bool {
+    let Some(d) = dst_all.iter().find(|s| s.id == existing) else {
+        return false;
+    };
+    let mut a = d.manifest.tags.clone();
+    let mut b = snap.manifest.tags.clone();
+    a.sort();
+    a.dedup();
+    b.sort();
+    b.dedup();
+    a != b
 }
 
 /// Copy `snapshots` (of `src`) into `dst`, oldest first, skipping those `dst` already
@@ -306,13 +375,13 @@ async fn plan_only(
         if let Some(existing) = origins.get(&origin) {
             report
                 .skipped
-                .push(SkippedSnapshot::copied_as(snap, *existing));
+                .push(SkippedSnapshot::copied_as(snap, existing, &dst_all));
             continue;
         }
         let parent = parent_in_dst(src, &src_all, snap, &origins);
         // Later snapshots of this run may name this one as parent: stand it in by its
         // own id, reported as "the copy of" it.
-        origins.insert(origin, snap.id);
+        origins.insert(&origin, snap.id);
         report.copied.push(CopiedSnapshot {
             source: snap.id.to_hex(),
             copy: None,
@@ -329,7 +398,7 @@ fn parent_in_dst(
     src: &Repository,
     src_all: &[Snapshot],
     snap: &Snapshot,
-    origins: &HashMap<CopyOrigin, BlobId>,
+    origins: &Origins,
 ) -> Option<BlobId> {
     let parent = snap.manifest.parent?;
     let origin = match src_all.iter().find(|s| s.id == parent) {
@@ -337,9 +406,11 @@ fn parent_in_dst(
         None => CopyOrigin {
             repository: src.config().id.clone(),
             snapshot: parent,
+            original: None,
+            tree: None,
         },
     };
-    origins.get(&origin).copied()
+    origins.get(&origin)
 }
 
 async fn copy_in_session(
@@ -385,7 +456,7 @@ async fn copy_in_session(
         if let Some(existing) = origins.get(&origin) {
             report
                 .skipped
-                .push(SkippedSnapshot::copied_as(snap, *existing));
+                .push(SkippedSnapshot::copied_as(snap, existing, &dst_all));
             progress.snapshots_done.fetch_add(1, Ordering::Relaxed);
             continue;
         }
@@ -423,7 +494,7 @@ async fn copy_in_session(
         dst.storage()
             .put(&format!("{SNAPSHOTS_DIR}{}", id.to_hex()), &bytes)
             .await?;
-        origins.insert(origin, id);
+        origins.insert(&origin, id);
         let after = (
             progress.blobs_added.load(Ordering::Relaxed),
             progress.bytes_uploaded.load(Ordering::Relaxed),

@@ -102,13 +102,22 @@ pub struct SnapshotManifest {
 }
 
 /// Where a copied snapshot comes from: the source repository's config `id` and the
-/// snapshot id there.
+/// snapshot id there, with what recognises the same snapshot re-sealed under a new id
+/// (SPEC.md section 14).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CopyOrigin {
     /// The `id` of the source repository's config.
     pub repository: String,
     /// The snapshot copied, in the source repository.
     pub snapshot: BlobId,
+    /// That snapshot's `original` (the first id of its chain of re-sealed manifests),
+    /// when it has one. Absent in copies by older builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<BlobId>,
+    /// That snapshot's root tree id, in the source repository. Absent in copies by
+    /// older builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<BlobId>,
 }
 
 impl SnapshotManifest {

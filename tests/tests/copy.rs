@@ -823,3 +823,57 @@ fn copy_failing_after_some_snapshots_names_those_already_copied() {
     );
     dst.ok(&["verify", "--read-data"]);
 }
+
+/// `tag` and `snapshot expire` re-seal a source snapshot under a new id (`original`
+/// naming the first one, the tree unchanged): the destination recognises its copy
+/// through `copied_from` (the origin's `original` chain and tree) and adds nothing; the
+/// copy keeps its own tags, and the skip says they differ. `rewrite` in the source
+/// changes the tree: new content, copied. Failed before: every re-sealed snapshot was
+/// copied again (deduplicated, but a new destination snapshot each time).
+#[test]
+fn copy_after_tagging_the_source_snapshot_adds_no_snapshot() {
+    let src = source_repo(Backend::Local);
+    let dst = TestEnv::init();
+    let data = src.path("data");
+    build_tree(&data);
+    src.backup(&[&data], &["--tag", "nightly"]);
+    let first = copy_json(&dst, &src, &[]);
+    let copy = first["copied"][0]["copy"].as_str().unwrap().to_string();
+
+    src.ok(&["tag", "--add", "keep"]);
+    src.ok(&["snapshot", "expire", "latest", "--in", "30d"]);
+    let size = dst.repo_size();
+    let again = copy_json(&dst, &src, &[]);
+    assert_eq!(again["copied"].as_array().unwrap().len(), 0, "{again}");
+    let skipped = &again["skipped"][0];
+    assert_eq!(skipped["existing"].as_str(), Some(copy.as_str()), "{again}");
+    assert_eq!(skipped["reason"], "already_copied", "{again}");
+    assert_eq!(skipped["tags_differ"], true, "{again}");
+    assert_eq!(count(&again, "blobs_read"), 0, "{again}");
+    assert_eq!(count(&again, "bytes_uploaded"), 0, "{again}");
+    assert_eq!(dst.repo_size(), size, "the copy changed the destination");
+    let copies = dst.snapshots();
+    assert_eq!(copies.len(), 1);
+    assert_eq!(copies[0]["tags"], serde_json::json!(["nightly"]));
+    let text = String::from_utf8_lossy(&copy_out(&dst, &src, &[]).stdout).into_owned();
+    assert!(
+        text.contains(&format!("already copied as {}", &copy[..8]))
+            && text.contains("its tags differ"),
+        "{text}"
+    );
+    // A copy of the copy recognises the re-sealed source snapshot too.
+    let third = TestEnv::init();
+    copy_json(&third, &dst, &[]);
+    let direct = copy_json(&third, &src, &[]);
+    assert_eq!(direct["copied"].as_array().unwrap().len(), 0, "{direct}");
+
+    src.ok(&["rewrite", "-e", "hello.txt", "--forget"]);
+    let rewritten = copy_json(&dst, &src, &[]);
+    assert_eq!(
+        rewritten["copied"].as_array().unwrap().len(),
+        1,
+        "{rewritten}"
+    );
+    assert_eq!(dst.snapshots().len(), 2);
+    dst.ok(&["verify", "--read-data"]);
+}

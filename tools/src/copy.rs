@@ -158,9 +158,14 @@ pub async fn copy(cli: &Cli, a: &CopyArgs) -> Result<u8> {
     for s in &report.skipped {
         match (s.reason, &s.existing) {
             (SkipReason::AlreadyCopied, Some(existing)) => text.push_str(&format!(
-                "skipping snapshot {}: already copied as {}\n",
+                "skipping snapshot {}: already copied as {}{}\n",
                 &s.source[..8],
-                &existing[..8]
+                &existing[..8],
+                if s.tags_differ {
+                    " (its tags differ; the copy keeps its own)"
+                } else {
+                    ""
+                }
             )),
             _ => text.push_str(&format!(
                 "skipping snapshot {}: no longer in the source (forgotten or rewritten \
