@@ -40,7 +40,7 @@ use crate::saver::{BlobSaver, UploaderHandle};
 use crate::session::WriterSession;
 use crate::tree::{Node, NodeKind, Tree};
 use futures::{StreamExt, TryStreamExt};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -124,6 +124,29 @@ pub struct CopyReport {
     pub source_unprotected: Option<String>,
     /// Whether nothing was written.
     pub dry_run: bool,
+    /// In a dry run: what the copy would send, estimated from the source's index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<CopyEstimate>,
+    /// In a dry run: why there is no estimate (a source tree or chunk list that
+    /// cannot be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate_error: Option<String>,
+}
+
+/// What a copy would send, estimated in a dry run: the distinct blobs (trees, chunk
+/// lists, data chunks) of the snapshots to copy that no source snapshot the destination
+/// holds a copy of reaches, with their sizes in the source's index. An upper bound on
+/// the blobs: the destination may hold some from elsewhere (its own backups), which
+/// only reading and hashing them would tell. The bytes are the source's stored sizes,
+/// which the destination's compression makes about equal.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CopyEstimate {
+    /// Blobs the destination would receive.
+    pub blobs: u64,
+    /// Their stored (compressed, encrypted) bytes in the source.
+    pub bytes: u64,
+    /// Their plaintext bytes.
+    pub plain_bytes: u64,
 }
 
 /// One copied snapshot.
@@ -352,7 +375,8 @@ pub async fn copy_snapshots(
 }
 
 /// The dry run: which snapshots would be copied (with their parent mapping) and which
-/// skipped. No data is read.
+/// skipped, and an estimate of what would be sent. No data chunk is read: trees and
+/// chunk lists of the source are (see [`estimate`]).
 async fn plan_only(
     src: &Repository,
     dst: &Repository,
@@ -362,6 +386,13 @@ async fn plan_only(
     let dst_all = dst.list_snapshots().await?;
     let mut origins = origins_in(dst, &dst_all);
     let listed: std::collections::HashSet<BlobId> = src_all.iter().map(|s| s.id).collect();
+    // The source snapshots the destination holds copies of: their blobs are there.
+    let held: Vec<BlobId> = src_all
+        .iter()
+        .filter(|s| origins.get(&origin_of(&src.config().id, s)).is_some())
+        .map(|s| s.manifest.tree)
+        .collect();
+    let mut to_send = Vec::new();
     let mut report = CopyReport {
         dry_run: true,
         ..CopyReport::default()
@@ -382,6 +413,7 @@ async fn plan_only(
         // Later snapshots of this run may name this one as parent: stand it in by its
         // own id, reported as "the copy of" it.
         origins.insert(&origin, snap.id);
+        to_send.push(snap.manifest.tree);
         report.copied.push(CopiedSnapshot {
             source: snap.id.to_hex(),
             copy: None,
@@ -390,7 +422,86 @@ async fn plan_only(
             bytes_uploaded: 0,
         });
     }
+    match estimate(src, &held, &to_send).await {
+        Ok(e) => report.estimate = Some(e),
+        Err(e) => report.estimate_error = Some(e.to_string()),
+    }
     Ok(report)
+}
+
+/// The estimate of a dry run: the blobs reachable from the trees `to_send` and not
+/// from the trees `held`, sized from the source's index. Trees and chunk lists are
+/// read from the source (each distinct one once); memory grows with the number of
+/// distinct blobs reachable from both (32 bytes each, plus the sets' overhead).
+async fn estimate(src: &Repository, held: &[BlobId], to_send: &[BlobId]) -> Result<CopyEstimate> {
+    if to_send.is_empty() {
+        return Ok(CopyEstimate::default());
+    }
+    src.load_index().await?;
+    let none = HashSet::new();
+    let mut visited = HashSet::new();
+    let mut held_blobs = HashSet::new();
+    for root in held {
+        reachable(src, *root, &mut visited, &none, &mut held_blobs).await?;
+    }
+    let mut new = HashSet::new();
+    for root in to_send {
+        reachable(src, *root, &mut visited, &held_blobs, &mut new).await?;
+    }
+    let ids: Vec<BlobId> = new.into_iter().collect();
+    let mut out = CopyEstimate::default();
+    for chunk in ids.chunks(4096) {
+        for loc in src.locate_many(chunk).into_iter().flatten() {
+            out.blobs += 1;
+            out.bytes += u64::from(loc.stored_len);
+            out.plain_bytes += u64::from(loc.raw_len);
+        }
+    }
+    Ok(out)
+}
+
+/// Add to `out` every blob reachable from tree `root` (trees, chunk lists, data chunks)
+/// that is not in `skip`, without walking below a blob in `skip` or in `out` (a chunk
+/// list met before) or a tree in `visited`.
+async fn reachable(
+    src: &Repository,
+    root: BlobId,
+    visited: &mut HashSet<BlobId>,
+    skip: &HashSet<BlobId>,
+    out: &mut HashSet<BlobId>,
+) -> Result<()> {
+    let mut trees = vec![root];
+    while let Some(t) = trees.pop() {
+        if !visited.insert(t) || skip.contains(&t) {
+            continue;
+        }
+        out.insert(t);
+        let tree = src.load_tree(&t).await?;
+        for node in tree.nodes {
+            match node.kind {
+                NodeKind::Dir(sub) => trees.push(sub),
+                NodeKind::File(content) => {
+                    let mut lists = vec![(content.level, content.ids)];
+                    while let Some((level, ids)) = lists.pop() {
+                        for id in ids {
+                            if skip.contains(&id) || !out.insert(id) || level == 0 {
+                                continue;
+                            }
+                            let body = src.read_blob(&id, BlobType::ChunkList).await?;
+                            let sub = Content::decode_list(
+                                &body,
+                                level - 1,
+                                &format!("chunk list {}", id.short()),
+                            )?;
+                            lists.push((level - 1, sub.ids));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The destination snapshot that is the copy of `snap`'s parent, if any.

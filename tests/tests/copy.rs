@@ -877,3 +877,43 @@ fn copy_after_tagging_the_source_snapshot_adds_no_snapshot() {
     assert_eq!(dst.snapshots().len(), 2);
     dst.ok(&["verify", "--read-data"]);
 }
+
+/// `copy --dry-run` estimates what it would send: the distinct blobs of the snapshots
+/// to copy that no snapshot already copied reaches, sized from the source's index.
+/// Into an empty destination that is exactly what the copy then adds; for a child of a
+/// copied snapshot, only the changed trees and the new file's chunk.
+#[test]
+fn copy_dry_run_estimates_what_it_would_send() {
+    let src = source_repo(Backend::Local);
+    let dst = TestEnv::init();
+    let data = src.path("data");
+    build_tree(&data);
+    src.backup(&[&data], &[]);
+    let plan = copy_json(&dst, &src, &["--dry-run"]);
+    let blobs = count(&plan["estimate"], "blobs");
+    let bytes = count(&plan["estimate"], "bytes");
+    assert!(count(&plan["estimate"], "plain_bytes") > 6 << 20, "{plan}");
+    let text = String::from_utf8_lossy(&copy_out(&dst, &src, &["--dry-run"]).stdout).into_owned();
+    assert!(
+        text.contains(&format!("would send at most {blobs} blobs")),
+        "{text}"
+    );
+    let done = copy_json(&dst, &src, &[]);
+    assert!(done.get("estimate").is_none(), "{done}");
+    assert_eq!(count(&done, "blobs_added"), blobs, "{plan}\n{done}");
+    let uploaded = count(&done, "bytes_uploaded");
+    assert!(
+        bytes.abs_diff(uploaded) < uploaded / 20,
+        "estimated {bytes} bytes, uploaded {uploaded}"
+    );
+
+    fs::write(data.join("sub/new.txt"), b"a new small file\n").unwrap();
+    src.backup(&[&data], &[]);
+    let plan = copy_json(&dst, &src, &["--dry-run"]);
+    let on_the_way = data.components().count() as u64 + 1;
+    assert_eq!(count(&plan["estimate"], "blobs"), on_the_way + 1, "{plan}");
+    let done = copy_json(&dst, &src, &[]);
+    assert_eq!(count(&done, "blobs_added"), on_the_way + 1, "{done}");
+    let plan = copy_json(&dst, &src, &["--dry-run"]);
+    assert_eq!(count(&plan["estimate"], "blobs"), 0, "{plan}");
+}

@@ -36,7 +36,8 @@ pub struct CopyArgs {
     /// without it the source uses the S3 flags and environment of the destination.
     #[arg(long, env = "DPREPO_FROM_REPOSITORY_CONFIG", value_name = "FILE")]
     from_repo_config: Option<PathBuf>,
-    /// Copy nothing: list the snapshots that would be copied and those already copied.
+    /// Copy nothing: list the snapshots that would be copied and those already copied,
+    /// and estimate the blobs and bytes that would be sent.
     #[arg(short = 'n', long)]
     dry_run: bool,
     #[command(flatten)]
@@ -197,6 +198,17 @@ pub async fn copy(cli: &Cli, a: &CopyArgs) -> Result<u8> {
             report.copied.len(),
             report.skipped.len()
         ));
+        if let Some(e) = &report.estimate {
+            text.push_str(&format!(
+                "would send at most {} blobs, about {} ({} before compression)\n",
+                e.blobs,
+                bytes(e.bytes),
+                bytes(e.plain_bytes)
+            ));
+        }
+        if let Some(why) = &report.estimate_error {
+            text.push_str(&format!("no estimate of what would be sent: {why}\n"));
+        }
     } else {
         text.push_str(&format!(
             "copied {} snapshots, skipped {}; read {} blobs ({}) from the source, \
