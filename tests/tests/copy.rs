@@ -917,3 +917,50 @@ fn copy_dry_run_estimates_what_it_would_send() {
     let plan = copy_json(&dst, &src, &["--dry-run"]);
     assert_eq!(count(&plan["estimate"], "blobs"), 0, "{plan}");
 }
+
+/// The dry run's estimate keeps the blobs it weighs in memory; past its cap it reports
+/// no estimate (with the reason) instead of growing with the source, and still lists
+/// what it would copy. Before, nothing bounded those sets.
+#[test]
+fn copy_dry_run_estimate_stops_at_its_cap_instead_of_growing() {
+    use dprepo_repo_format::copy::{copy_snapshots, CopyOptions, CopyProgress};
+    let src = source_repo(Backend::Local);
+    let dst = TestEnv::init();
+    let data = src.path("data");
+    build_tree(&data);
+    let snap = src.backup(&[&data], &[])["id"]
+        .as_str()
+        .expect("snapshot id")
+        .to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let from = open_local(&src, SOURCE_PASSWORD).await;
+        let to = open_local(&dst, PASSWORD).await;
+        let chosen = from.list_snapshots().await.unwrap();
+        let progress = std::sync::Arc::new(CopyProgress::default());
+        let run = |cap: Option<usize>| {
+            let mut options = CopyOptions::default()
+                .with_dry_run(true)
+                .with_connections(1);
+            if let Some(cap) = cap {
+                options = options.with_max_estimated_blobs(cap);
+            }
+            let (from, to, chosen, progress) = (&from, &to, &chosen, &progress);
+            async move {
+                let report = copy_snapshots(from, to, chosen, &options, progress)
+                    .await
+                    .unwrap();
+                serde_json::to_value(&report).unwrap()
+            }
+        };
+        let whole = run(None).await;
+        let blobs = count(&whole["estimate"], "blobs");
+        assert!(blobs > 10, "{whole}");
+        let capped = run(Some(10)).await;
+        assert!(capped.get("estimate").is_none(), "{capped}");
+        let reason = capped["estimate_error"].as_str().unwrap_or_default();
+        assert!(reason.contains("more than 10 distinct blobs"), "{capped}");
+        assert_eq!(capped["copied"][0]["source"], snap.as_str(), "{capped}");
+    });
+    assert!(dst.snapshots().is_empty());
+}

@@ -9,6 +9,7 @@ pub(super) async fn plan_only(
     src: &Repository,
     dst: &Repository,
     snapshots: &[Snapshot],
+    options: &CopyOptions,
 ) -> Result<CopyReport> {
     let src_all = src.list_snapshots().await?;
     let dst_all = dst.list_snapshots().await?;
@@ -50,7 +51,8 @@ pub(super) async fn plan_only(
             bytes_uploaded: 0,
         });
     }
-    match estimate(src, &held, &to_send).await {
+    let cap = options.max_estimated_blobs.unwrap_or(MAX_ESTIMATED_BLOBS);
+    match estimate(src, &held, &to_send, cap).await {
         Ok(e) => report.estimate = Some(e),
         Err(e) => report.estimate_error = Some(e.to_string()),
     }
@@ -59,9 +61,14 @@ pub(super) async fn plan_only(
 
 /// The estimate of a dry run: the blobs reachable from the trees `to_send` and not
 /// from the trees `held`, sized from the source's index. Trees and chunk lists are
-/// read from the source (each distinct one once); memory grows with the number of
-/// distinct blobs reachable from both (32 bytes each, plus the sets' overhead).
-async fn estimate(src: &Repository, held: &[BlobId], to_send: &[BlobId]) -> Result<CopyEstimate> {
+/// read from the source (each distinct one once); memory is bounded by `cap` ids
+/// ([`MAX_ESTIMATED_BLOBS`] by default).
+async fn estimate(
+    src: &Repository,
+    held: &[BlobId],
+    to_send: &[BlobId],
+    cap: usize,
+) -> Result<CopyEstimate> {
     if to_send.is_empty() {
         return Ok(CopyEstimate::default());
     }
@@ -70,11 +77,11 @@ async fn estimate(src: &Repository, held: &[BlobId], to_send: &[BlobId]) -> Resu
     let mut visited = HashSet::new();
     let mut held_blobs = HashSet::new();
     for root in held {
-        reachable(src, *root, &mut visited, &none, &mut held_blobs).await?;
+        reachable(src, *root, &mut visited, &none, &mut held_blobs, cap).await?;
     }
     let mut new = HashSet::new();
     for root in to_send {
-        reachable(src, *root, &mut visited, &held_blobs, &mut new).await?;
+        reachable(src, *root, &mut visited, &held_blobs, &mut new, cap).await?;
     }
     let ids: Vec<BlobId> = new.into_iter().collect();
     let mut out = CopyEstimate::default();
@@ -91,12 +98,17 @@ async fn estimate(src: &Repository, held: &[BlobId], to_send: &[BlobId]) -> Resu
 /// Add to `out` every blob reachable from tree `root` (trees, chunk lists, data chunks)
 /// that is not in `skip`, without walking below a blob in `skip` or in `out` (a chunk
 /// list met before) or a tree in `visited`.
+///
+/// # Errors
+/// Read failures, and `InvalidArgument` once the three sets together hold more than
+/// `cap` ids.
 async fn reachable(
     src: &Repository,
     root: BlobId,
     visited: &mut HashSet<BlobId>,
     skip: &HashSet<BlobId>,
     out: &mut HashSet<BlobId>,
+    cap: usize,
 ) -> Result<()> {
     let mut trees = vec![root];
     while let Some(t) = trees.pop() {
@@ -104,6 +116,7 @@ async fn reachable(
             continue;
         }
         out.insert(t);
+        within_cap(visited.len() + skip.len() + out.len(), cap)?;
         let tree = src.load_tree(&t).await?;
         for node in tree.nodes {
             match node.kind {
@@ -112,7 +125,11 @@ async fn reachable(
                     let mut lists = vec![(content.level, content.ids)];
                     while let Some((level, ids)) = lists.pop() {
                         for id in ids {
-                            if skip.contains(&id) || !out.insert(id) || level == 0 {
+                            if skip.contains(&id) || !out.insert(id) {
+                                continue;
+                            }
+                            within_cap(visited.len() + skip.len() + out.len(), cap)?;
+                            if level == 0 {
                                 continue;
                             }
                             let body = src.read_blob(&id, BlobType::ChunkList).await?;
@@ -128,6 +145,15 @@ async fn reachable(
                 _ => {}
             }
         }
+    }
+    Ok(())
+}
+
+fn within_cap(held: usize, cap: usize) -> Result<()> {
+    if held > cap {
+        return Err(Error::InvalidArgument(format!(
+            "more than {cap} distinct blobs to weigh: no estimate"
+        )));
     }
     Ok(())
 }

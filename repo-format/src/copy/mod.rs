@@ -64,6 +64,11 @@ pub const MAX_MAPPED_CHUNKS: usize = 1 << 20;
 /// emptied (trees met again are then read again, and stored only if they changed).
 pub const MAX_MAPPED_TREES: usize = 1 << 20;
 
+/// Most distinct blobs the dry run's estimate weighs (about 50 bytes each in its sets,
+/// so about 100 MiB at the cap); past it the dry run reports no estimate rather than
+/// memory growing with the source. The copy itself is not limited by this.
+pub const MAX_ESTIMATED_BLOBS: usize = 1 << 21;
+
 /// How the copy runs.
 #[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
@@ -71,6 +76,9 @@ pub struct CopyOptions {
     pub dry_run: bool,
     /// Upload connections of the destination's pack writer (at least 1).
     pub connections: usize,
+    /// Most distinct blobs a dry run's estimate weighs; `None` is
+    /// [`MAX_ESTIMATED_BLOBS`].
+    pub max_estimated_blobs: Option<usize>,
 }
 
 impl CopyOptions {
@@ -83,6 +91,12 @@ impl CopyOptions {
     /// Set `connections`.
     pub fn with_connections(mut self, connections: usize) -> Self {
         self.connections = connections;
+        self
+    }
+
+    /// Set `max_estimated_blobs`.
+    pub fn with_max_estimated_blobs(mut self, cap: usize) -> Self {
+        self.max_estimated_blobs = Some(cap);
         self
     }
 }
@@ -252,7 +266,7 @@ pub async fn copy_snapshots(
     snapshots.sort_by_key(|a| (a.manifest.time, a.id));
     snapshots.dedup_by_key(|s| s.id);
     if options.dry_run {
-        return plan_only(src, dst, &snapshots).await;
+        return plan_only(src, dst, &snapshots, options).await;
     }
     let mut report = CopyReport::default();
     let source_session = match WriterSession::start(src, "copy (source)").await {
