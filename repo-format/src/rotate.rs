@@ -311,7 +311,28 @@ async fn wait_for_old_writers(
             Err(Error::NotFound { .. }) => continue,
             Err(e) => return Err(e),
         };
-        let marker = SessionMarker::decode(repo.keys(), &bytes, &info.name)?;
+        let marker = match SessionMarker::decode(repo.keys(), &bytes, &info.name) {
+            Ok(marker) => marker,
+            // No held key opens it: a writer of a retired generation killed between S-1
+            // and S-2b, a newer build, or damage. Aged by the storage's modification
+            // time (a live writer rewrites its marker every 120 s): stale once not
+            // written for session_stale_after, live (it may still commit) before.
+            Err(e) => {
+                match crate::gc::unreadable_age(repo, &info.name, now).await? {
+                    None => {}
+                    Some(Some(age)) if age > options.session_stale_after => {
+                        storage.delete(&info.name).await?;
+                        report.stale_sessions_removed.push(info.name);
+                    }
+                    Some(_) => live.push(format!(
+                        "{} (no key of this handle opens it: {e}; it counts as stale once not written for {} minutes)",
+                        info.name,
+                        options.session_stale_after.num_minutes()
+                    )),
+                }
+                continue;
+            }
+        };
         if marker.key_generation.unwrap_or(0) >= repo.key_generation() {
             continue;
         }

@@ -8,12 +8,13 @@
 
 use dprepo_repo_format::backup::{backup, BackupOptions, BackupProgress, BackupSource};
 use dprepo_repo_format::crypto::Keys;
-use dprepo_repo_format::gc::GcOptions;
+use dprepo_repo_format::gc::{self, GcOptions};
 use dprepo_repo_format::index::IndexFile;
-use dprepo_repo_format::manifest::SnapshotManifest;
+use dprepo_repo_format::manifest::{Lease, SessionMarker, SnapshotManifest};
 use dprepo_repo_format::pack::decode_pack;
 use dprepo_repo_format::repo::IndexPlace;
 use dprepo_repo_format::rotate::{finish, objects_not_under_newest, rotate};
+use dprepo_repo_format::session::WriterSession;
 use dprepo_repo_format::storage::{FaultyStorage, LocalStorage, MemoryStorage, Storage};
 use dprepo_repo_format::verify::{verify, DataSubset, VerifyProgress};
 use dprepo_repo_format::{Error, InitOptions, Repository};
@@ -387,4 +388,127 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).unwrap();
         }
     }
+}
+
+/// Options whose clock runs `minutes` ahead, with a lease time to live of `lease_ttl`
+/// minutes (gc tests' time hook: nothing sleeps).
+fn later(minutes: i64, lease_ttl: i64) -> GcOptions {
+    GcOptions {
+        clock: Arc::new(move || chrono::Utc::now() + chrono::Duration::minutes(minutes)),
+        lease_ttl: chrono::Duration::minutes(lease_ttl),
+        ..GcOptions::default()
+    }
+}
+
+/// What a process of generation `keys` leaves when killed right after writing its
+/// session marker (S-1, before its S-2b check) and its gc lease (before its check).
+async fn leftovers_of_a_killed_process(storage: &Arc<dyn Storage>, keys: &Keys) -> String {
+    let now = chrono::Utc::now();
+    let marker = SessionMarker {
+        hostname: "elsewhere".into(),
+        pid: 4242,
+        pid_namespace: None,
+        boot_id: None,
+        started: now,
+        command: "backup".into(),
+        heartbeat: now,
+        ready: false,
+        seen_tombstones: Vec::new(),
+        key_generation: Some(1),
+    };
+    let name = "sessions/0123456789abcdef0123456789abcdef".to_string();
+    storage.create(&name, &marker.encode(keys)).await.unwrap();
+    let lease = Lease {
+        hostname: "elsewhere".into(),
+        pid: 4242,
+        pid_namespace: None,
+        boot_id: None,
+        acquired: now,
+        expires: now + chrono::Duration::minutes(30),
+        token: "00".into(),
+        command: "gc".into(),
+    };
+    storage
+        .create("locks/gc", &lease.encode(keys))
+        .await
+        .unwrap();
+    name
+}
+
+/// A process of a retired generation killed after writing its session marker or the gc
+/// lease left objects no key of the repository opens. gc, repair and `--finish` used to
+/// fail on the lease (`Corrupt`) and be held back by the marker forever; now both count
+/// as stale once not written for their expiry (by the storage's modification time), and
+/// still hold everything back before it (they may be a live writer of a newer build).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_or_marker_no_key_opens_blocks_gc_and_finish_forever() {
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("d");
+    repository_with_snapshot(&storage, &dir).await;
+    std::fs::write(dir.join("c"), xorshift_bytes(5, 80_000)).unwrap();
+    let old = open(&storage, PW).await.unwrap();
+    run_backup(&old, &dir).await;
+    rotate(&old, PW, false, &GcOptions::default())
+        .await
+        .unwrap();
+    finish(&open(&storage, PW).await.unwrap(), &GcOptions::default())
+        .await
+        .unwrap();
+    // The old handle now refuses before writing either object.
+    let err = WriterSession::start(&old, "backup").await.unwrap_err();
+    assert!(matches!(err, Error::KeyRetired { .. }), "{err}");
+    let err = gc::acquire_lease(&old, &GcOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::KeyRetired { .. }), "{err}");
+    assert!(storage.list("sessions/").await.unwrap().is_empty());
+    assert!(storage.list("locks/").await.unwrap().is_empty());
+    // But one that passed its checks just before the rotation and was killed after
+    // writing leaves them, sealed under generation 1, which no key opens any more.
+    let marker = leftovers_of_a_killed_process(&storage, old.keys()).await;
+    let repo = open(&storage, PW).await.unwrap();
+    // The second snapshot (re-sealed by `finish`, so listed under a new id).
+    let second =
+        Repository::select_snapshot(&repo.list_snapshots().await.unwrap(), "latest").unwrap();
+    gc::forget_snapshots(&repo, &[second.id]).await.unwrap();
+
+    // Young: the lease holds gc and repair back (busy, not an error about damage).
+    let err = gc::run(&repo, &GcOptions::default()).await.unwrap_err();
+    assert!(matches!(err, Error::Busy { .. }), "{err}");
+    // Past the lease's time to live but not the marker's expiry: gc takes the lease
+    // over, and the marker still blocks the tombstone.
+    let (_, report) = gc::run(&repo, &later(2, 1)).await.unwrap();
+    assert_eq!(report.tombstones_blocked.len(), 1, "{report:?}");
+    assert_eq!(report.tombstones_processed, 0);
+    assert!(storage.head(&marker).await.is_ok());
+    // Past the marker's expiry: removed as stale, the tombstone processed.
+    let (_, report) = gc::run(&repo, &later(31, 30)).await.unwrap();
+    assert_eq!(report.stale_sessions_removed, vec![marker.clone()]);
+    assert!(report.tombstones_blocked.is_empty(), "{report:?}");
+    assert_eq!(report.tombstones_processed, 1);
+    assert_verifies(&repo, "after gc").await;
+
+    // `--finish` of the next rotation: held back by a young marker no key opens, and by
+    // a young lease; both give way once expired.
+    rotate(&repo, PW, false, &GcOptions::default())
+        .await
+        .unwrap();
+    let marker = leftovers_of_a_killed_process(&storage, old.keys()).await;
+    let repo = open(&storage, PW).await.unwrap();
+    assert_eq!(repo.key_generation(), 3);
+    let err = finish(&repo, &GcOptions::default()).await.unwrap_err();
+    assert!(matches!(err, Error::Busy { .. }), "{err}");
+    let err = finish(&repo, &later(2, 1)).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Busy { reason, .. } if reason.contains(&marker)),
+        "{err}"
+    );
+    let report = finish(&repo, &later(31, 30)).await.unwrap();
+    assert_eq!(report.stale_sessions_removed, vec![marker]);
+    assert!(report.retired);
+    let repo = open(&storage, PW).await.unwrap();
+    assert!(objects_not_under_newest(&repo).await.unwrap().is_empty());
+    assert_verifies(&repo, "after finish").await;
+    assert!(storage.list("locks/").await.unwrap().is_empty());
 }

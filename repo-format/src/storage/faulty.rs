@@ -211,6 +211,9 @@ impl Storage for FaultyStorage {
     async fn get(&self, name: &str) -> Result<Vec<u8>> {
         self.inner.get(name).await
     }
+    async fn modified(&self, name: &str) -> Result<Option<std::time::SystemTime>> {
+        self.inner.modified(name).await
+    }
     async fn head(&self, name: &str) -> Result<BlobMeta> {
         self.inner.head(name).await
     }

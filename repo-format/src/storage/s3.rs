@@ -523,6 +523,19 @@ impl Storage for S3Storage {
         .await
     }
 
+    async fn modified(&self, name: &str) -> Result<Option<std::time::SystemTime>> {
+        validate(name)?;
+        retry(|| async {
+            let _permit = self.permit().await?;
+            let meta = self
+                .store
+                .head(&self.path(name))
+                .await
+                .map_err(|e| map_err(name, e))?;
+            Ok(Some(std::time::SystemTime::from(meta.last_modified)))
+        })
+        .await
+    }
     async fn head(&self, name: &str) -> Result<BlobMeta> {
         validate(name)?;
         retry(|| async {
