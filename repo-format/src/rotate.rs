@@ -11,10 +11,11 @@
 //!
 //! Both hold the gc lease. Crash safety: `rotate` writes the key ring and the new key
 //! file before the config (the commit point); a crash before leaves leftovers that open
-//! nothing and that the next `rotate` removes. `finish` writes every re-encrypted pack,
-//! then index files naming the copies (deleting the old ones), then deletes the old
-//! packs, so no index file names a deleted pack; a rerun skips what is already under the
-//! new key. Writers that opened the repository before the rotation keep writing under
+//! nothing and that the next `rotate` removes. `finish` goes one index file at a time:
+//! it writes that file's re-encrypted packs, then an index file naming the copies
+//! (deleting the old one), then deletes the old packs, so no index file names a deleted
+//! pack and the extra room needed is one index file's packs; a rerun skips what is
+//! already under the new key. Writers that opened the repository before the rotation keep writing under
 //! generation g until their session ends: `finish` waits for them (refusing while one
 //! is live), and writers starting a session after a newer key ring appeared abort.
 
@@ -365,65 +366,86 @@ async fn reencrypt(repo: &Repository, report: &mut FinishReport) -> Result<()> {
     let storage = repo.storage().clone();
     let keys = repo.keys().clone();
     let newest = keys.newest_only();
-    // F3: every indexed pack, one at a time; copies are put, nothing is deleted yet.
+    // F3 to F5, one index file at a time: its packs re-encrypted and put, an index file
+    // naming the copies put, the old index file deleted, then the originals deleted. So
+    // the extra room is one index file's packs (not a copy of the whole repository),
+    // and a killed run leaves at most that much as orphans under the newest key, which
+    // gc collects. A pack named by several index files (duplicates a crashed gc left)
+    // is copied once and deleted only when the last file naming it was rewritten.
     let mut index_files = Vec::new();
-    let mut packs: BTreeMap<BlobId, PackKind> = BTreeMap::new();
+    let mut naming: BTreeMap<BlobId, usize> = BTreeMap::new();
     for info in storage.list(INDEX_DIR).await? {
         let bytes = storage.get(&info.name).await?;
         let file = IndexFile::decode(&keys, &bytes, &info.name)?;
-        let stale = IndexFile::decode(&newest, &bytes, &info.name).is_err();
         for p in &file.packs {
-            packs.insert(p.id, p.kind);
+            *naming.entry(p.id).or_default() += 1;
         }
-        index_files.push((info.name, file, stale));
+        index_files.push(info.name);
     }
     let mut moved: BTreeMap<BlobId, IndexPack> = BTreeMap::new();
-    for (id, kind) in packs {
-        let name = kind.storage_name(&id);
+    for name in index_files {
+        // Read again: one index file is held at a time.
         let bytes = storage.get(&name).await?;
-        let (k, n) = (keys.clone(), name.clone());
-        let copy = run_cpu(move || reencrypt_pack(&k, kind, &bytes, &n)).await??;
-        if let Some((pack, len)) = copy {
-            storage
-                .put(&kind.storage_name(&pack.id), &pack.bytes)
-                .await?;
-            report.packs_reencrypted += 1;
-            report.bytes_written += len;
-            moved.insert(
-                id,
-                IndexPack {
-                    id: pack.id,
-                    kind,
-                    entries: pack.entries,
-                },
-            );
+        let file = IndexFile::decode(&keys, &bytes, &name)?;
+        let stale = IndexFile::decode(&newest, &bytes, &name).is_err();
+        // F3: this file's packs.
+        let mut changed = false;
+        for p in &file.packs {
+            if moved.contains_key(&p.id) {
+                changed = true;
+                continue;
+            }
+            let pack_name = p.kind.storage_name(&p.id);
+            let bytes = storage.get(&pack_name).await?;
+            let (k, n, kind) = (keys.clone(), pack_name.clone(), p.kind);
+            let copy = run_cpu(move || reencrypt_pack(&k, kind, &bytes, &n)).await??;
+            if let Some((pack, len)) = copy {
+                storage
+                    .put(&p.kind.storage_name(&pack.id), &pack.bytes)
+                    .await?;
+                report.packs_reencrypted += 1;
+                report.bytes_written += len;
+                moved.insert(
+                    p.id,
+                    IndexPack {
+                        id: pack.id,
+                        kind: p.kind,
+                        entries: pack.entries,
+                    },
+                );
+                changed = true;
+            }
         }
-    }
-    // F4: index files naming the copies, then the old files go.
-    for (name, file, stale) in index_files {
-        if !stale && !file.packs.iter().any(|p| moved.contains_key(&p.id)) {
-            continue;
+        // F4: an index file naming the copies, then the old file goes.
+        if stale || changed {
+            let packs = file
+                .packs
+                .iter()
+                .map(|p| moved.get(&p.id).cloned().unwrap_or_else(|| p.clone()))
+                .collect();
+            let new = IndexFile {
+                obsoletes: Vec::new(),
+                packs,
+            };
+            let bytes = new.encode(&keys);
+            let new_name = format!("{INDEX_DIR}{}", BlobId::of_stored(&bytes).to_hex());
+            storage.put(&new_name, &bytes).await?;
+            storage.delete(&name).await?;
+            report.index_files_rewritten += 1;
         }
-        let packs = file
-            .packs
-            .iter()
-            .map(|p| moved.get(&p.id).cloned().unwrap_or_else(|| p.clone()))
-            .collect();
-        let new = IndexFile {
-            obsoletes: Vec::new(),
-            packs,
-        };
-        let bytes = new.encode(&keys);
-        let new_name = format!("{INDEX_DIR}{}", BlobId::of_stored(&bytes).to_hex());
-        storage.put(&new_name, &bytes).await?;
-        storage.delete(&name).await?;
-        report.index_files_rewritten += 1;
-    }
-    // F5: the old packs, now named by no index file.
-    for (old, pack) in &moved {
-        match storage.delete(&pack.kind.storage_name(old)).await {
-            Ok(()) | Err(Error::NotFound { .. }) => {}
-            Err(e) => return Err(e),
+        // F5: the originals no index file names any more.
+        for p in &file.packs {
+            let left = naming.get_mut(&p.id).map(|n| {
+                *n = n.saturating_sub(1);
+                *n
+            });
+            // Entries of a copy are held only while a later index file names it.
+            if left == Some(0) && moved.remove(&p.id).is_some() {
+                match storage.delete(&p.kind.storage_name(&p.id)).await {
+                    Ok(()) | Err(Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
         }
     }
     // F5b: packs no index file names whose header the newest key does not open: left

@@ -512,3 +512,135 @@ async fn a_lease_or_marker_no_key_opens_blocks_gc_and_finish_forever() {
     assert_verifies(&repo, "after finish").await;
     assert!(storage.list("locks/").await.unwrap().is_empty());
 }
+
+/// A decorator tracking the bytes stored (puts add, replacements and deletes subtract)
+/// and their peak.
+#[derive(Debug, Clone)]
+struct PeakStorage {
+    inner: Arc<dyn Storage>,
+    bytes: Arc<std::sync::Mutex<(u64, u64)>>,
+}
+
+impl PeakStorage {
+    fn new(inner: Arc<dyn Storage>) -> Self {
+        PeakStorage {
+            inner,
+            bytes: Arc::new(std::sync::Mutex::new((0, 0))),
+        }
+    }
+    /// Start tracking from what is stored now.
+    async fn reset(&self) -> u64 {
+        let mut total = 0;
+        for info in self.inner.list("").await.unwrap() {
+            total += info.size;
+        }
+        *self.bytes.lock().unwrap() = (total, total);
+        total
+    }
+    fn peak(&self) -> u64 {
+        self.bytes.lock().unwrap().1
+    }
+    fn change(&self, added: u64, removed: u64) {
+        let mut b = self.bytes.lock().unwrap();
+        b.0 = (b.0 + added).saturating_sub(removed);
+        b.1 = b.1.max(b.0);
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for PeakStorage {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    async fn put_opts(
+        &self,
+        name: &str,
+        data: dprepo_repo_format::storage::Bytes,
+        mode: dprepo_repo_format::storage::PutMode,
+    ) -> Result<dprepo_repo_format::storage::Version, Error> {
+        let before = self.inner.head(name).await.map(|m| m.size).unwrap_or(0);
+        let len = data.len() as u64;
+        let version = self.inner.put_opts(name, data, mode).await?;
+        self.change(len, before);
+        Ok(version)
+    }
+    async fn get_versioned(
+        &self,
+        name: &str,
+    ) -> Result<dprepo_repo_format::storage::Versioned, Error> {
+        self.inner.get_versioned(name).await
+    }
+    async fn head(&self, name: &str) -> Result<dprepo_repo_format::storage::BlobMeta, Error> {
+        self.inner.head(name).await
+    }
+    async fn modified(&self, name: &str) -> Result<Option<std::time::SystemTime>, Error> {
+        self.inner.modified(name).await
+    }
+    async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
+        self.inner.get_range(name, offset, len).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<dprepo_repo_format::storage::BlobInfo>, Error> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, name: &str) -> Result<(), Error> {
+        let before = self.inner.head(name).await.map(|m| m.size).unwrap_or(0);
+        self.inner.delete(name).await?;
+        self.change(0, before);
+        Ok(())
+    }
+}
+
+/// `--finish` used to copy every pack before freeing any: it needed twice the
+/// repository's room (a nearly full disk failed it), and a killed run left a whole
+/// copy behind. Now it goes one index file at a time: the peak stays below the
+/// repository plus the largest index file's packs (plus index files and manifests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finish_needs_twice_the_room_of_the_repository() {
+    let memory: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let peak = PeakStorage::new(memory.clone());
+    let storage: Arc<dyn Storage> = Arc::new(peak.clone());
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("d");
+    repository_with_snapshot(&storage, &dir).await;
+    let repo = open(&storage, PW).await.unwrap();
+    // Five backups of new data: five index files, each naming its own packs.
+    for seed in 10..14u64 {
+        std::fs::write(dir.join(format!("f{seed}")), xorshift_bytes(seed, 300_000)).unwrap();
+        run_backup(&repo, &dir).await;
+    }
+    rotate(&repo, PW, false, &GcOptions::default())
+        .await
+        .unwrap();
+    let repo = open(&storage, PW).await.unwrap();
+    let mut largest = 0u64;
+    let index_files = storage.list("index/").await.unwrap();
+    assert!(index_files.len() >= 5, "{index_files:?}");
+    for info in &index_files {
+        let bytes = storage.get(&info.name).await.unwrap();
+        let file = IndexFile::decode(repo.keys(), &bytes, &info.name).unwrap();
+        let mut packs = 0;
+        for p in &file.packs {
+            packs += storage.size(&p.kind.storage_name(&p.id)).await.unwrap();
+        }
+        largest = largest.max(packs);
+    }
+    let initial = peak.reset().await;
+    finish(&repo, &GcOptions::default()).await.unwrap();
+    let margin = 64 * 1024;
+    eprintln!(
+        "finish: {initial} bytes stored, largest index file's packs {largest}, peak {}",
+        peak.peak()
+    );
+    assert!(
+        peak.peak() < initial + largest + margin,
+        "peak {} with {initial} stored and {largest} in the largest index file's packs",
+        peak.peak()
+    );
+    let repo = open(&storage, PW).await.unwrap();
+    assert!(objects_not_under_newest(&repo).await.unwrap().is_empty());
+    assert_verifies(&repo, "after finish").await;
+    assert_eq!(repo.list_snapshots().await.unwrap().len(), 5);
+}
