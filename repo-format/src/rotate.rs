@@ -150,22 +150,41 @@ async fn rotate_locked(
         }
     }
     let mut old_key_files: Vec<String> = Vec::new();
-    for info in storage.list(KEYS_DIR).await? {
-        // The key file an interrupted rotation wrote for this password wraps a master
-        // key that opens nothing (its generation was never committed): remove it.
-        if info.name != repo.opened_with() {
-            if let Ok(bytes) = storage.get(&info.name).await {
-                if let Ok(file) = KeyFile::decode(&bytes, &info.name) {
-                    let pw = password.to_vec();
-                    let opened = run_cpu(move || file.open(&pw)).await??;
-                    if opened.is_some_and(|m| m.0 != repo.master().0) {
-                        storage.delete(&info.name).await?;
-                        continue;
+    let mut listed: Vec<String> = storage
+        .list(KEYS_DIR)
+        .await?
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    listed.sort();
+    // Key files are untrusted bytes: the password is hashed only with key files that can
+    // be an interrupted rotation's (R4 writes them with the KDF parameters of the key file
+    // in use, under their storage id), and with at most MAX_KEYS_TRIED of them, as
+    // opening does. Any other key file costs no hashing: it is one of the other keys.
+    let mut hashed = 0;
+    for name in listed {
+        if name != repo.opened_with() && hashed < crate::repo::MAX_KEYS_TRIED {
+            if let Ok(bytes) = storage.get(&name).await {
+                let own_name = name.strip_prefix(KEYS_DIR)
+                    == Some(BlobId::of_stored(&bytes).to_hex().as_str());
+                match KeyFile::decode(&bytes, &name) {
+                    Ok(file) if own_name && file.kind == KeyKind::Password && file.kdf == kdf => {
+                        hashed += 1;
+                        // The key file an interrupted rotation wrote for this password
+                        // wraps a master key that opens nothing (its generation was
+                        // never committed): remove it.
+                        let pw = password.to_vec();
+                        let opened = run_cpu(move || file.open(&pw)).await??;
+                        if opened.is_some_and(|m| m.0 != repo.master().0) {
+                            storage.delete(&name).await?;
+                            continue;
+                        }
                     }
+                    _ => {}
                 }
             }
         }
-        old_key_files.push(info.name);
+        old_key_files.push(name);
     }
     old_key_files.sort();
     let others: Vec<&String> = old_key_files

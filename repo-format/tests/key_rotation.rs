@@ -680,3 +680,42 @@ async fn finish_needs_twice_the_room_of_the_repository() {
     assert_verifies(&repo, "after finish").await;
     assert_eq!(repo.list_snapshots().await.unwrap().len(), 5);
 }
+
+/// R1 used to hash the password with every key file in `keys/`, whatever its Argon2
+/// parameters and however many there were: key files are untrusted bytes, and one
+/// planted with the largest parameters a key file may carry (1 GiB, 64 passes) made
+/// `rotate` allocate a gigabyte and hash for minutes, 64 such files for hours. Now only
+/// key files that can be an interrupted rotation's (the parameters of the key file in
+/// use, named by their storage id) are hashed, at most MAX_KEYS_TRIED of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_hashes_with_every_key_files_argon2_parameters() {
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let src = tempfile::tempdir().unwrap();
+    repository_with_snapshot(&storage, &src.path().join("d")).await;
+    let repo = open(&storage, PW).await.unwrap();
+    // The key file in use with its parameters raised to the limit, under its own id.
+    let mut planted = storage.get(repo.opened_with()).await.unwrap();
+    planted[7..11].copy_from_slice(&(1u32 << 20).to_le_bytes());
+    planted[11..15].copy_from_slice(&64u32.to_le_bytes());
+    planted[15..19].copy_from_slice(&1u32.to_le_bytes());
+    let planted_name = format!(
+        "keys/{}",
+        dprepo_repo_format::id::BlobId::of_stored(&planted).to_hex()
+    );
+    dprepo_repo_format::key::KeyFile::decode(&planted, &planted_name)
+        .expect("within the limits every reader applies");
+    storage.create(&planted_name, &planted).await.unwrap();
+    // Hashing with it takes minutes on any machine; without it rotate takes well under
+    // a second here. The bound only catches the hashing, it measures nothing.
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        rotate(&repo, PW, true, &GcOptions::default()),
+    )
+    .await
+    .expect("rotate hashed the password with the planted key file's parameters")
+    .unwrap();
+    assert!(report.removed_key_files.contains(&planted_name));
+    let repo = open(&storage, PW).await.unwrap();
+    assert_eq!(repo.key_generation(), 2);
+    assert_eq!(storage.list("keys/").await.unwrap().len(), 1);
+}
