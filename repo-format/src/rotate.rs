@@ -73,6 +73,19 @@ pub struct FinishReport {
     pub retired: bool,
 }
 
+/// Progress of [`finish_with_progress`], for a status line.
+#[derive(Debug, Default)]
+pub struct FinishProgress {
+    /// Packs named by the index files, each counted once.
+    pub packs_total: std::sync::atomic::AtomicU64,
+    /// Packs read and, where needed, re-encrypted.
+    pub packs_done: std::sync::atomic::AtomicU64,
+    /// Bytes of packs read.
+    pub bytes_read: std::sync::atomic::AtomicU64,
+    /// Bytes of re-encrypted packs written.
+    pub bytes_written: std::sync::atomic::AtomicU64,
+}
+
 /// Make a new master key generation and commit it (SPEC.md section 5.1, R1 to R6).
 /// `password` must open the key file `repo` was opened with; a key file for it wrapping
 /// the new master key replaces that one. Other key files (other passwords, access keys)
@@ -263,6 +276,18 @@ async fn rotate_locked(
 /// of the newest generation; [`Error::Corrupt`] for objects that do not decode under
 /// any held key (run `dprepo verify` and repair first); storage errors.
 pub async fn finish(repo: &Repository, options: &GcOptions) -> Result<FinishReport> {
+    finish_with_progress(repo, options, &FinishProgress::default()).await
+}
+
+/// [`finish`], counting packs and bytes in `progress` as it goes.
+///
+/// # Errors
+/// As [`finish`].
+pub async fn finish_with_progress(
+    repo: &Repository,
+    options: &GcOptions,
+    progress: &FinishProgress,
+) -> Result<FinishReport> {
     let storage = repo.storage().clone();
     let generation = repo.key_generation();
     let mut report = FinishReport {
@@ -279,7 +304,7 @@ pub async fn finish(repo: &Repository, options: &GcOptions) -> Result<FinishRepo
         let current = storage.get_versioned(&ring_name).await?;
         let ring = KeyRing::decode(repo.keys(), &current.data, &ring_name)?;
         wait_for_old_writers(repo, options, &mut report).await?;
-        reencrypt(repo, &mut report).await?;
+        reencrypt(repo, &mut report, progress).await?;
         // F8: the old key files and key rings.
         for name in &ring.old_key_files {
             match storage.delete(name).await {
@@ -381,7 +406,12 @@ async fn wait_for_old_writers(
 }
 
 /// F3 to F7: packs, index files, manifests and tombstones under the newest key.
-async fn reencrypt(repo: &Repository, report: &mut FinishReport) -> Result<()> {
+async fn reencrypt(
+    repo: &Repository,
+    report: &mut FinishReport,
+    progress: &FinishProgress,
+) -> Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
     let storage = repo.storage().clone();
     let keys = repo.keys().clone();
     let newest = keys.newest_only();
@@ -401,6 +431,8 @@ async fn reencrypt(repo: &Repository, report: &mut FinishReport) -> Result<()> {
         }
         index_files.push(info.name);
     }
+    progress.packs_total.store(naming.len() as u64, Relaxed);
+    let mut checked: std::collections::HashSet<BlobId> = std::collections::HashSet::new();
     let mut moved: BTreeMap<BlobId, IndexPack> = BTreeMap::new();
     for name in index_files {
         // Read again: one index file is held at a time.
@@ -414,11 +446,17 @@ async fn reencrypt(repo: &Repository, report: &mut FinishReport) -> Result<()> {
                 changed = true;
                 continue;
             }
+            if !checked.insert(p.id) {
+                continue; // under the newest key already, found for an earlier file
+            }
             let pack_name = p.kind.storage_name(&p.id);
             let bytes = storage.get(&pack_name).await?;
+            progress.bytes_read.fetch_add(bytes.len() as u64, Relaxed);
             let (k, n, kind) = (keys.clone(), pack_name.clone(), p.kind);
             let copy = run_cpu(move || reencrypt_pack(&k, kind, &bytes, &n)).await??;
+            progress.packs_done.fetch_add(1, Relaxed);
             if let Some((pack, len)) = copy {
+                progress.bytes_written.fetch_add(len, Relaxed);
                 storage
                     .put(&p.kind.storage_name(&pack.id), &pack.bytes)
                     .await?;

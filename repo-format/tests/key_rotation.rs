@@ -13,7 +13,9 @@ use dprepo_repo_format::index::IndexFile;
 use dprepo_repo_format::manifest::{Lease, SessionMarker, SnapshotManifest};
 use dprepo_repo_format::pack::decode_pack;
 use dprepo_repo_format::repo::IndexPlace;
-use dprepo_repo_format::rotate::{finish, objects_not_under_newest, rotate};
+use dprepo_repo_format::rotate::{
+    finish, finish_with_progress, objects_not_under_newest, rotate, FinishProgress,
+};
 use dprepo_repo_format::session::WriterSession;
 use dprepo_repo_format::storage::{FaultyStorage, LocalStorage, MemoryStorage, Storage};
 use dprepo_repo_format::verify::{verify, DataSubset, VerifyProgress};
@@ -718,4 +720,40 @@ async fn rotate_hashes_with_every_key_files_argon2_parameters() {
     let repo = open(&storage, PW).await.unwrap();
     assert_eq!(repo.key_generation(), 2);
     assert_eq!(storage.list("keys/").await.unwrap().len(), 1);
+}
+
+/// `--finish` reads and rewrites every pack, the longest command there is, and showed
+/// nothing until it ended. It now counts packs and bytes as it goes, which the command
+/// line shows as a status line on a terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finish_shows_no_progress_while_it_reads_every_pack() {
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("d");
+    repository_with_snapshot(&storage, &dir).await;
+    let repo = open(&storage, PW).await.unwrap();
+    std::fs::write(dir.join("c"), xorshift_bytes(3, 200_000)).unwrap();
+    run_backup(&repo, &dir).await;
+    rotate(&repo, PW, false, &GcOptions::default())
+        .await
+        .unwrap();
+    let mut packs = 0;
+    let mut bytes = 0;
+    for d in ["data/", "meta/"] {
+        for info in storage.list(d).await.unwrap() {
+            packs += 1;
+            bytes += info.size;
+        }
+    }
+    let progress = FinishProgress::default();
+    let repo = open(&storage, PW).await.unwrap();
+    let report = finish_with_progress(&repo, &GcOptions::default(), &progress)
+        .await
+        .unwrap();
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(load(&progress.packs_total), packs);
+    assert_eq!(load(&progress.packs_done), packs);
+    assert_eq!(load(&progress.bytes_read), bytes);
+    assert_eq!(load(&progress.bytes_written), report.bytes_written);
+    assert_eq!(report.packs_reencrypted as u64, packs);
 }
