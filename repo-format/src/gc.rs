@@ -549,6 +549,10 @@ pub async fn acquire_lease_for(
     options: &GcOptions,
     command: &str,
 ) -> Result<HeldLease> {
+    // Checked before the lease is written too, so that a handle of a retired generation
+    // normally leaves no lease sealed under its key behind (one that a rotation
+    // overtakes between this check and the write is aged out, see `take_lease`).
+    crate::session::newer_generation_check(repo).await?;
     let held = take_lease(repo, options, command).await?;
     // A handle that opened the repository before a key rotation committed must not
     // write under the lease: its index files, packs and tombstones would be sealed
@@ -593,15 +597,40 @@ async fn take_lease(repo: &Repository, options: &GcOptions, command: &str) -> Re
         }
         let (existing, version) = match storage.get_versioned(LEASE_NAME).await {
             Ok(got) => (
-                Lease::decode(repo.keys(), &got.data, LEASE_NAME)?,
+                Lease::decode(repo.keys(), &got.data, LEASE_NAME),
                 got.version,
             ),
             // Released meanwhile: create it again.
             Err(Error::NotFound { .. }) => continue,
             Err(e) => return Err(e),
         };
-        if existing.expires > now && !existing.holder().is_dead() {
-            return Err(busy(&existing, command));
+        match existing {
+            Ok(existing) => {
+                if existing.expires > now && !existing.holder().is_dead() {
+                    return Err(busy(&existing, command));
+                }
+            }
+            // No key of this handle opens it: a holder of a retired key generation
+            // (killed between writing it and its generation check), a newer build, or
+            // damage. Its `expires` cannot be read, so its age is the storage's
+            // modification time: a live holder renews it every third of its time to
+            // live, so one not written for a whole time to live is stale (SPEC.md
+            // section 18).
+            Err(e) => match unreadable_age(repo, LEASE_NAME, now).await? {
+                None => continue, // released meanwhile
+                Some(age) if age.is_some_and(|a| a > options.lease_ttl) => {}
+                Some(age) => {
+                    return Err(Error::Busy {
+                        object: "the gc lease".into(),
+                        reason: format!(
+                            "{LEASE_NAME} does not open under this handle's keys ({e}); it may be held by a process of another key generation or a newer build{}; it is taken over once it has not been written for {} minutes: run {command} again then",
+                            age.map(|a| format!(", last written {} s ago", a.num_seconds()))
+                                .unwrap_or_default(),
+                            options.lease_ttl.num_minutes()
+                        ),
+                    })
+                }
+            },
         }
         // Expired, or its holder died: replace exactly the lease read.
         match storage
@@ -620,6 +649,25 @@ async fn take_lease(repo: &Repository, options: &GcOptions, command: &str) -> Re
             "it changed hands {LEASE_ATTEMPTS} times while {command} tried to take it; run {command} again"
         ),
     })
+}
+
+/// How long before `now` an object no held key opens was last written: `None` if it is
+/// gone, `Some(None)` if the storage does not say (then it never counts as old).
+///
+/// # Errors
+/// Storage errors.
+pub(crate) async fn unreadable_age(
+    repo: &Repository,
+    name: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<Option<chrono::Duration>>> {
+    match repo.storage().modified(name).await {
+        Ok(modified) => Ok(Some(
+            modified.map(|m| now - chrono::DateTime::<chrono::Utc>::from(m)),
+        )),
+        Err(Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 fn busy(existing: &Lease, command: &str) -> Error {
@@ -861,12 +909,28 @@ async fn process_tombstones(
                 report.stale_sessions_removed.push(info.name.clone());
             }
             Ok(m) => live.push(m),
-            Err(e) => {
-                report
-                    .warnings
-                    .push(format!("{e}; it blocks deletion until removed"));
-                unreadable_sessions = true;
-            }
+            // No key of this handle opens it (a writer of a retired key generation
+            // killed before its S-2b check, a newer build, damage): its heartbeat cannot
+            // be read, so the storage's modification time stands for it. A live writer
+            // rewrites its marker every 120 s.
+            Err(e) => match unreadable_age(repo, &info.name, now).await? {
+                None => {}
+                Some(Some(age)) if age > options.session_stale_after => {
+                    repo.storage().delete(&info.name).await?;
+                    report.warnings.push(format!(
+                        "{e}; not written for {} minutes: removed as stale",
+                        age.num_minutes()
+                    ));
+                    report.stale_sessions_removed.push(info.name.clone());
+                }
+                Some(_) => {
+                    report.warnings.push(format!(
+                        "{e}; it blocks deletion until it is {} minutes old or removed",
+                        options.session_stale_after.num_minutes()
+                    ));
+                    unreadable_sessions = true;
+                }
+            },
         }
     }
     let tombstones = load_tombstones(repo).await?;

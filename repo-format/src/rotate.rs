@@ -11,10 +11,11 @@
 //!
 //! Both hold the gc lease. Crash safety: `rotate` writes the key ring and the new key
 //! file before the config (the commit point); a crash before leaves leftovers that open
-//! nothing and that the next `rotate` removes. `finish` writes every re-encrypted pack,
-//! then index files naming the copies (deleting the old ones), then deletes the old
-//! packs, so no index file names a deleted pack; a rerun skips what is already under the
-//! new key. Writers that opened the repository before the rotation keep writing under
+//! nothing and that the next `rotate` removes. `finish` goes one index file at a time:
+//! it writes that file's re-encrypted packs, then an index file naming the copies
+//! (deleting the old one), then deletes the old packs, so no index file names a deleted
+//! pack and the extra room needed is one index file's packs; a rerun skips what is
+//! already under the new key. Writers that opened the repository before the rotation keep writing under
 //! generation g until their session ends: `finish` waits for them (refusing while one
 //! is live), and writers starting a session after a newer key ring appeared abort.
 
@@ -70,6 +71,19 @@ pub struct FinishReport {
     pub removed: Vec<String>,
     /// Whether the old generation's key was dropped (false: there was nothing to do).
     pub retired: bool,
+}
+
+/// Progress of [`finish_with_progress`], for a status line.
+#[derive(Debug, Default)]
+pub struct FinishProgress {
+    /// Packs named by the index files, each counted once.
+    pub packs_total: std::sync::atomic::AtomicU64,
+    /// Packs read and, where needed, re-encrypted.
+    pub packs_done: std::sync::atomic::AtomicU64,
+    /// Bytes of packs read.
+    pub bytes_read: std::sync::atomic::AtomicU64,
+    /// Bytes of re-encrypted packs written.
+    pub bytes_written: std::sync::atomic::AtomicU64,
 }
 
 /// Make a new master key generation and commit it (SPEC.md section 5.1, R1 to R6).
@@ -149,22 +163,41 @@ async fn rotate_locked(
         }
     }
     let mut old_key_files: Vec<String> = Vec::new();
-    for info in storage.list(KEYS_DIR).await? {
-        // The key file an interrupted rotation wrote for this password wraps a master
-        // key that opens nothing (its generation was never committed): remove it.
-        if info.name != repo.opened_with() {
-            if let Ok(bytes) = storage.get(&info.name).await {
-                if let Ok(file) = KeyFile::decode(&bytes, &info.name) {
-                    let pw = password.to_vec();
-                    let opened = run_cpu(move || file.open(&pw)).await??;
-                    if opened.is_some_and(|m| m.0 != repo.master().0) {
-                        storage.delete(&info.name).await?;
-                        continue;
+    let mut listed: Vec<String> = storage
+        .list(KEYS_DIR)
+        .await?
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    listed.sort();
+    // Key files are untrusted bytes: the password is hashed only with key files that can
+    // be an interrupted rotation's (R4 writes them with the KDF parameters of the key file
+    // in use, under their storage id), and with at most MAX_KEYS_TRIED of them, as
+    // opening does. Any other key file costs no hashing: it is one of the other keys.
+    let mut hashed = 0;
+    for name in listed {
+        if name != repo.opened_with() && hashed < crate::repo::MAX_KEYS_TRIED {
+            if let Ok(bytes) = storage.get(&name).await {
+                let own_name = name.strip_prefix(KEYS_DIR)
+                    == Some(BlobId::of_stored(&bytes).to_hex().as_str());
+                match KeyFile::decode(&bytes, &name) {
+                    Ok(file) if own_name && file.kind == KeyKind::Password && file.kdf == kdf => {
+                        hashed += 1;
+                        // The key file an interrupted rotation wrote for this password
+                        // wraps a master key that opens nothing (its generation was
+                        // never committed): remove it.
+                        let pw = password.to_vec();
+                        let opened = run_cpu(move || file.open(&pw)).await??;
+                        if opened.is_some_and(|m| m.0 != repo.master().0) {
+                            storage.delete(&name).await?;
+                            continue;
+                        }
                     }
+                    _ => {}
                 }
             }
         }
-        old_key_files.push(info.name);
+        old_key_files.push(name);
     }
     old_key_files.sort();
     let others: Vec<&String> = old_key_files
@@ -243,6 +276,18 @@ async fn rotate_locked(
 /// of the newest generation; [`Error::Corrupt`] for objects that do not decode under
 /// any held key (run `dprepo verify` and repair first); storage errors.
 pub async fn finish(repo: &Repository, options: &GcOptions) -> Result<FinishReport> {
+    finish_with_progress(repo, options, &FinishProgress::default()).await
+}
+
+/// [`finish`], counting packs and bytes in `progress` as it goes.
+///
+/// # Errors
+/// As [`finish`].
+pub async fn finish_with_progress(
+    repo: &Repository,
+    options: &GcOptions,
+    progress: &FinishProgress,
+) -> Result<FinishReport> {
     let storage = repo.storage().clone();
     let generation = repo.key_generation();
     let mut report = FinishReport {
@@ -259,7 +304,7 @@ pub async fn finish(repo: &Repository, options: &GcOptions) -> Result<FinishRepo
         let current = storage.get_versioned(&ring_name).await?;
         let ring = KeyRing::decode(repo.keys(), &current.data, &ring_name)?;
         wait_for_old_writers(repo, options, &mut report).await?;
-        reencrypt(repo, &mut report).await?;
+        reencrypt(repo, &mut report, progress).await?;
         // F8: the old key files and key rings.
         for name in &ring.old_key_files {
             match storage.delete(name).await {
@@ -311,7 +356,28 @@ async fn wait_for_old_writers(
             Err(Error::NotFound { .. }) => continue,
             Err(e) => return Err(e),
         };
-        let marker = SessionMarker::decode(repo.keys(), &bytes, &info.name)?;
+        let marker = match SessionMarker::decode(repo.keys(), &bytes, &info.name) {
+            Ok(marker) => marker,
+            // No held key opens it: a writer of a retired generation killed between S-1
+            // and S-2b, a newer build, or damage. Aged by the storage's modification
+            // time (a live writer rewrites its marker every 120 s): stale once not
+            // written for session_stale_after, live (it may still commit) before.
+            Err(e) => {
+                match crate::gc::unreadable_age(repo, &info.name, now).await? {
+                    None => {}
+                    Some(Some(age)) if age > options.session_stale_after => {
+                        storage.delete(&info.name).await?;
+                        report.stale_sessions_removed.push(info.name);
+                    }
+                    Some(_) => live.push(format!(
+                        "{} (no key of this handle opens it: {e}; it counts as stale once not written for {} minutes)",
+                        info.name,
+                        options.session_stale_after.num_minutes()
+                    )),
+                }
+                continue;
+            }
+        };
         if marker.key_generation.unwrap_or(0) >= repo.key_generation() {
             continue;
         }
@@ -340,69 +406,103 @@ async fn wait_for_old_writers(
 }
 
 /// F3 to F7: packs, index files, manifests and tombstones under the newest key.
-async fn reencrypt(repo: &Repository, report: &mut FinishReport) -> Result<()> {
+async fn reencrypt(
+    repo: &Repository,
+    report: &mut FinishReport,
+    progress: &FinishProgress,
+) -> Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
     let storage = repo.storage().clone();
     let keys = repo.keys().clone();
     let newest = keys.newest_only();
-    // F3: every indexed pack, one at a time; copies are put, nothing is deleted yet.
+    // F3 to F5, one index file at a time: its packs re-encrypted and put, an index file
+    // naming the copies put, the old index file deleted, then the originals deleted. So
+    // the extra room is one index file's packs (not a copy of the whole repository),
+    // and a killed run leaves at most that much as orphans under the newest key, which
+    // gc collects. A pack named by several index files (duplicates a crashed gc left)
+    // is copied once and deleted only when the last file naming it was rewritten.
     let mut index_files = Vec::new();
-    let mut packs: BTreeMap<BlobId, PackKind> = BTreeMap::new();
+    let mut naming: BTreeMap<BlobId, usize> = BTreeMap::new();
     for info in storage.list(INDEX_DIR).await? {
         let bytes = storage.get(&info.name).await?;
         let file = IndexFile::decode(&keys, &bytes, &info.name)?;
-        let stale = IndexFile::decode(&newest, &bytes, &info.name).is_err();
         for p in &file.packs {
-            packs.insert(p.id, p.kind);
+            *naming.entry(p.id).or_default() += 1;
         }
-        index_files.push((info.name, file, stale));
+        index_files.push(info.name);
     }
+    progress.packs_total.store(naming.len() as u64, Relaxed);
+    let mut checked: std::collections::HashSet<BlobId> = std::collections::HashSet::new();
     let mut moved: BTreeMap<BlobId, IndexPack> = BTreeMap::new();
-    for (id, kind) in packs {
-        let name = kind.storage_name(&id);
+    for name in index_files {
+        // Read again: one index file is held at a time.
         let bytes = storage.get(&name).await?;
-        let (k, n) = (keys.clone(), name.clone());
-        let copy = run_cpu(move || reencrypt_pack(&k, kind, &bytes, &n)).await??;
-        if let Some((pack, len)) = copy {
-            storage
-                .put(&kind.storage_name(&pack.id), &pack.bytes)
-                .await?;
-            report.packs_reencrypted += 1;
-            report.bytes_written += len;
-            moved.insert(
-                id,
-                IndexPack {
-                    id: pack.id,
-                    kind,
-                    entries: pack.entries,
-                },
-            );
+        let file = IndexFile::decode(&keys, &bytes, &name)?;
+        let stale = IndexFile::decode(&newest, &bytes, &name).is_err();
+        // F3: this file's packs.
+        let mut changed = false;
+        for p in &file.packs {
+            if moved.contains_key(&p.id) {
+                changed = true;
+                continue;
+            }
+            if !checked.insert(p.id) {
+                continue; // under the newest key already, found for an earlier file
+            }
+            let pack_name = p.kind.storage_name(&p.id);
+            let bytes = storage.get(&pack_name).await?;
+            progress.bytes_read.fetch_add(bytes.len() as u64, Relaxed);
+            let (k, n, kind) = (keys.clone(), pack_name.clone(), p.kind);
+            let copy = run_cpu(move || reencrypt_pack(&k, kind, &bytes, &n)).await??;
+            progress.packs_done.fetch_add(1, Relaxed);
+            if let Some((pack, len)) = copy {
+                progress.bytes_written.fetch_add(len, Relaxed);
+                storage
+                    .put(&p.kind.storage_name(&pack.id), &pack.bytes)
+                    .await?;
+                report.packs_reencrypted += 1;
+                report.bytes_written += len;
+                moved.insert(
+                    p.id,
+                    IndexPack {
+                        id: pack.id,
+                        kind: p.kind,
+                        entries: pack.entries,
+                    },
+                );
+                changed = true;
+            }
         }
-    }
-    // F4: index files naming the copies, then the old files go.
-    for (name, file, stale) in index_files {
-        if !stale && !file.packs.iter().any(|p| moved.contains_key(&p.id)) {
-            continue;
+        // F4: an index file naming the copies, then the old file goes.
+        if stale || changed {
+            let packs = file
+                .packs
+                .iter()
+                .map(|p| moved.get(&p.id).cloned().unwrap_or_else(|| p.clone()))
+                .collect();
+            let new = IndexFile {
+                obsoletes: Vec::new(),
+                packs,
+            };
+            let bytes = new.encode(&keys);
+            let new_name = format!("{INDEX_DIR}{}", BlobId::of_stored(&bytes).to_hex());
+            storage.put(&new_name, &bytes).await?;
+            storage.delete(&name).await?;
+            report.index_files_rewritten += 1;
         }
-        let packs = file
-            .packs
-            .iter()
-            .map(|p| moved.get(&p.id).cloned().unwrap_or_else(|| p.clone()))
-            .collect();
-        let new = IndexFile {
-            obsoletes: Vec::new(),
-            packs,
-        };
-        let bytes = new.encode(&keys);
-        let new_name = format!("{INDEX_DIR}{}", BlobId::of_stored(&bytes).to_hex());
-        storage.put(&new_name, &bytes).await?;
-        storage.delete(&name).await?;
-        report.index_files_rewritten += 1;
-    }
-    // F5: the old packs, now named by no index file.
-    for (old, pack) in &moved {
-        match storage.delete(&pack.kind.storage_name(old)).await {
-            Ok(()) | Err(Error::NotFound { .. }) => {}
-            Err(e) => return Err(e),
+        // F5: the originals no index file names any more.
+        for p in &file.packs {
+            let left = naming.get_mut(&p.id).map(|n| {
+                *n = n.saturating_sub(1);
+                *n
+            });
+            // Entries of a copy are held only while a later index file names it.
+            if left == Some(0) && moved.remove(&p.id).is_some() {
+                match storage.delete(&p.kind.storage_name(&p.id)).await {
+                    Ok(()) | Err(Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
         }
     }
     // F5b: packs no index file names whose header the newest key does not open: left

@@ -97,6 +97,10 @@ impl WriterSession {
         repo: &Repository,
         command: &str,
     ) -> Result<(WriterSession, HashSet<BlobId>)> {
+        // A handle of a retired generation must not even write its marker: after
+        // `finish` no key opens it, and it would hold gc back until it ages out. (A
+        // rotation committing between this check and S-1 is caught by S-2b below.)
+        newer_generation_check(repo).await?;
         let mut random = [0u8; 16];
         OsRng.fill_bytes(&mut random);
         let name = format!(

@@ -636,6 +636,62 @@ async fn a_lost_reply_to_a_create_does_not_fail_the_backup() {
     );
 }
 
+/// One transient fault on the conditional update that marks the session ready (`PUT`
+/// with `If-Match`), which every backup makes second. object_store retries a reset or
+/// lost reply on its own; when the first attempt had taken effect, the retry's answer
+/// is 412, and the backend used to take that for someone else's change (it checked for
+/// its own bytes only after a retry of its own): the backup failed with
+/// `SessionRemoved`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_reply_to_an_update_fails_the_backup() {
+    ensure_bucket();
+    let started = Instant::now();
+    let prefix = unique_prefix("update");
+    init_repo(&prefix).await;
+    let proxy = FaultProxy::start(&upstream(), FaultPlan::healthy());
+    let repo = open(proxied(&proxy, &prefix, |_| {})).await;
+    let source = tempfile::tempdir().unwrap();
+    write_version(source.path(), 0);
+    let is_update: fn(&RequestHead) -> bool = |h| h.header("if-match").is_some();
+    let mut failures = Vec::new();
+    for (i, fault) in [
+        Fault::SlowDown,
+        Fault::ResetEarly,
+        Fault::ResetAfterRequest,
+        Fault::DropResponse,
+        Fault::Stall,
+        Fault::SlowReply,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        proxy.set_plan(
+            FaultPlan::healthy()
+                .seed(i as u64)
+                .scope(is_update)
+                .stall(STALL)
+                .at_most(1)
+                .with(fault, 1.0),
+        );
+        let before = proxy.counts().of(fault);
+        let result = run_backup(&repo, source.path()).await;
+        assert_eq!(
+            proxy.counts().of(fault),
+            before + 1,
+            "{fault:?} was not injected"
+        );
+        if let Err(e) = result {
+            failures.push(format!("{fault:?}: {e}"));
+        }
+    }
+    report("update faults", &proxy.counts(), started);
+    assert!(
+        failures.is_empty(),
+        "one transient fault on the session-marker update failed the backup:\n{}",
+        failures.join("\n")
+    );
+}
+
 /// A backup fails after some packs are uploaded but before the index file describing
 /// them is written; the next backup runs on the same `Repository` handle. Whatever it
 /// commits must restore from a freshly opened repository (whose index comes only from

@@ -338,9 +338,22 @@ async fn rotate(cli: &Cli, a: &RotateArgs) -> Result<u8> {
     let options = dprepo_repo_format::gc::GcOptions::default();
     if a.finish {
         let repo = repository::open(cli).await?;
-        let report = dprepo_repo_format::rotate::finish(&repo, &options)
-            .await
-            .context("finishing the key rotation")?;
+        let progress = std::sync::Arc::new(dprepo_repo_format::rotate::FinishProgress::default());
+        let p = progress.clone();
+        let status = crate::progress::Status::start(cli.quiet || cli.json, move || {
+            use std::sync::atomic::Ordering::Relaxed;
+            format!(
+                "key rotate --finish: {}/{} packs, {} read, {} written",
+                p.packs_done.load(Relaxed),
+                p.packs_total.load(Relaxed),
+                crate::output::bytes(p.bytes_read.load(Relaxed)),
+                crate::output::bytes(p.bytes_written.load(Relaxed))
+            )
+        });
+        let result =
+            dprepo_repo_format::rotate::finish_with_progress(&repo, &options, &progress).await;
+        status.finish();
+        let report = result.context("finishing the key rotation")?;
         if cli.json {
             print_json(&serde_json::to_value(&report)?)?;
         } else if !cli.quiet {

@@ -114,6 +114,9 @@ impl Storage for CachedStorage {
     async fn get_versioned(&self, name: &str) -> Result<Versioned> {
         self.inner.get_versioned(name).await
     }
+    async fn modified(&self, name: &str) -> Result<Option<std::time::SystemTime>> {
+        self.inner.modified(name).await
+    }
     async fn head(&self, name: &str) -> Result<BlobMeta> {
         self.inner.head(name).await
     }

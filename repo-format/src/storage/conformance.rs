@@ -445,6 +445,22 @@ async fn assert_updates_are_compare_and_swap(s: &dyn Storage) {
     let got = s.get_versioned(name).await.unwrap();
     assert_eq!((got.data.as_slice(), &got.version), (&b"one"[..], &v1));
     assert_eq!(s.head(name).await.unwrap().size, 3);
+    // Every backend here knows when a blob was written (ages of objects no key opens,
+    // SPEC.md section 18): within a minute of now, allowing for the server's clock.
+    let modified = s
+        .modified(name)
+        .await
+        .unwrap()
+        .expect("a modification time");
+    let skew = match modified.duration_since(std::time::SystemTime::now()) {
+        Ok(ahead) => ahead,
+        Err(behind) => behind.duration(),
+    };
+    assert!(skew < std::time::Duration::from_secs(60), "{modified:?}");
+    assert_not_found(
+        s.modified("sessions/never").await.map(|_| ()),
+        "sessions/never",
+    );
     // An update of the current version replaces it and gives a new version.
     let v2 = put(b"two", PutMode::Update(v1.clone())).await.unwrap();
     assert_ne!(v2, v1);

@@ -114,6 +114,9 @@ impl Storage for CountingStorage {
         add(&self.stats.bytes_down, data.len() as u64);
         Ok(data)
     }
+    async fn modified(&self, name: &str) -> Result<Option<std::time::SystemTime>> {
+        self.inner.modified(name).await
+    }
     async fn head(&self, name: &str) -> Result<BlobMeta> {
         add(&self.stats.heads, 1);
         self.inner.head(name).await

@@ -89,6 +89,12 @@ impl Storage for DryRunStorage {
         }
     }
 
+    async fn modified(&self, name: &str) -> Result<Option<std::time::SystemTime>> {
+        match self.overlay.modified(name).await {
+            Err(Error::NotFound { .. }) => self.inner.modified(name).await,
+            other => other,
+        }
+    }
     async fn head(&self, name: &str) -> Result<BlobMeta> {
         match self.overlay.head(name).await {
             Err(Error::NotFound { .. }) => self.inner.head(name).await,

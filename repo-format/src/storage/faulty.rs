@@ -2,9 +2,12 @@
 //! crash safety and races are tested through the [`Storage`] trait on the in-memory,
 //! local and S3 backends alike (STYLE.md, "Tests").
 //!
-//! Two kinds of fault, both off until a test arms them:
+//! Three kinds of fault, all off until a test arms them:
 //! - [`FaultyStorage::fail_writes_after`]: after `n` successful writes every write fails
 //!   without reaching the backend, as if the process had died at that point;
+//! - [`FaultyStorage::fail_deletes_after`]: the same for deletes, so the states between a
+//!   write and the delete that follows it (copy written, original still there) are
+//!   reached without killing a process;
 //! - [`FaultyStorage::gate`]: writes matching a predicate stop before reaching the
 //!   backend until the test opens the [`Gate`], so a test decides which of two racing
 //!   writers goes first.
@@ -33,6 +36,10 @@ struct Faults {
     limited: AtomicBool,
     /// Writes that may still succeed while `limited`.
     writes_left: AtomicUsize,
+    /// Whether `deletes_left` applies.
+    deletes_limited: AtomicBool,
+    /// Deletes that may still succeed while `deletes_limited`.
+    deletes_left: AtomicUsize,
     gates: Mutex<Vec<Arc<GateState>>>,
 }
 
@@ -82,6 +89,8 @@ impl FaultyStorage {
             faults: Arc::new(Faults {
                 limited: AtomicBool::new(false),
                 writes_left: AtomicUsize::new(0),
+                deletes_limited: AtomicBool::new(false),
+                deletes_left: AtomicUsize::new(0),
                 gates: Mutex::new(Vec::new()),
             }),
         }
@@ -91,12 +100,25 @@ impl FaultyStorage {
     /// fails with [`Error::Storage`] (an [`std::io::ErrorKind::Other`] "injected
     /// failure", not transient) without reaching the backend. `None` turns it off.
     /// Writes the backend rejects (invalid name, `AlreadyExists`, `Conflict`) or fails
-    /// do not count. Reads and deletes are never failed.
+    /// do not count. Reads are never failed; deletes only by
+    /// [`FaultyStorage::fail_deletes_after`].
     pub fn fail_writes_after(&self, n: Option<usize>) {
         self.faults
             .writes_left
             .store(n.unwrap_or(0), Ordering::SeqCst);
         self.faults.limited.store(n.is_some(), Ordering::SeqCst);
+    }
+
+    /// With `Some(n)`, the next `n` successful deletes go through and every later one
+    /// fails with the same injected [`Error::Storage`] without reaching the backend (the
+    /// name stays). Deletes the backend fails do not count. `None` turns it off.
+    pub fn fail_deletes_after(&self, n: Option<usize>) {
+        self.faults
+            .deletes_left
+            .store(n.unwrap_or(0), Ordering::SeqCst);
+        self.faults
+            .deletes_limited
+            .store(n.is_some(), Ordering::SeqCst);
     }
 
     /// Hold up to `capacity` writes for which `filter(name, mode)` is true before they
@@ -211,6 +233,9 @@ impl Storage for FaultyStorage {
     async fn get(&self, name: &str) -> Result<Vec<u8>> {
         self.inner.get(name).await
     }
+    async fn modified(&self, name: &str) -> Result<Option<std::time::SystemTime>> {
+        self.inner.modified(name).await
+    }
     async fn head(&self, name: &str) -> Result<BlobMeta> {
         self.inner.head(name).await
     }
@@ -236,7 +261,21 @@ impl Storage for FaultyStorage {
         self.inner.list_names(prefix).await
     }
     async fn delete(&self, name: &str) -> Result<()> {
-        self.inner.delete(name).await
+        let limited = self.faults.deletes_limited.load(Ordering::SeqCst);
+        if limited
+            && self
+                .faults
+                .deletes_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_err()
+        {
+            return Err(injected(name));
+        }
+        let result = self.inner.delete(name).await;
+        if result.is_err() && limited {
+            self.faults.deletes_left.fetch_add(1, Ordering::SeqCst);
+        }
+        result
     }
     async fn list_temporary(&self) -> Result<Vec<TemporaryFile>> {
         self.inner.list_temporary().await
@@ -284,6 +323,25 @@ mod tests {
         s.fail_writes_after(None);
         s.put("c", b"3").await.unwrap();
         assert_eq!(memory.names(), ["b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn fail_deletes_after_counts_only_successful_deletes() {
+        let memory = MemoryStorage::new();
+        let s = FaultyStorage::new(Arc::new(memory.clone()));
+        for name in ["a", "b", "c"] {
+            s.put(name, b"x").await.unwrap();
+        }
+        s.fail_deletes_after(Some(1));
+        s.delete("a").await.unwrap();
+        let e = s.delete("b").await.unwrap_err();
+        assert!(is_injected(&e), "{e}");
+        // Writes and reads go on; the name stays.
+        s.put("d", b"y").await.unwrap();
+        assert_eq!(memory.names(), ["b", "c", "d"]);
+        s.fail_deletes_after(None);
+        s.delete("b").await.unwrap();
+        assert_eq!(memory.names(), ["c", "d"]);
     }
 
     /// A gate holds exactly the writes it matches, up to its capacity, until opened.

@@ -811,6 +811,20 @@ impl Storage for LocalStorage {
         .await
     }
 
+    async fn modified(&self, name: &str) -> Result<Option<SystemTime>> {
+        let path = self.path_of(name)?;
+        let owned_name = name.to_owned();
+        self.run_blocking(name, move || {
+            let meta = fs::metadata(&path).map_err(|e| read_error(&owned_name, e))?;
+            if !meta.is_file() {
+                return Err(Error::not_found(owned_name));
+            }
+            let modified = meta.modified().map_err(|e| read_error(&owned_name, e))?;
+            Ok(Some(modified))
+        })
+        .await
+    }
+
     async fn head(&self, name: &str) -> Result<BlobMeta> {
         let path = self.path_of(name)?;
         let owned_name = name.to_owned();

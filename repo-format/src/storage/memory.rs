@@ -38,6 +38,8 @@ struct State {
 struct Blob {
     data: Vec<u8>,
     generation: u64,
+    /// When it was last written ([`Storage::modified`]).
+    modified: std::time::SystemTime,
 }
 
 impl State {
@@ -49,7 +51,14 @@ impl State {
     /// Replace `name`'s bytes, giving it a new version.
     fn store(&mut self, name: String, data: Vec<u8>) -> Version {
         let generation = self.next_generation();
-        self.blobs.insert(name, Blob { data, generation });
+        self.blobs.insert(
+            name,
+            Blob {
+                data,
+                generation,
+                modified: std::time::SystemTime::now(),
+            },
+        );
         version_of(generation)
     }
 
@@ -62,6 +71,7 @@ impl State {
             .unwrap_or_else(|| panic!("{what}: no blob {name}"));
         f(&mut blob.data);
         blob.generation = generation;
+        blob.modified = std::time::SystemTime::now();
     }
 }
 
@@ -149,6 +159,16 @@ impl Storage for MemoryStorage {
             (PutMode::Update(_), _) => return Err(Error::conflict(name)),
         }
         Ok(state.store(name.to_owned(), data.to_vec()))
+    }
+
+    async fn modified(&self, name: &str) -> Result<Option<std::time::SystemTime>> {
+        validate_name(name)?;
+        let state = self.lock();
+        let blob = state
+            .blobs
+            .get(name)
+            .ok_or_else(|| Error::not_found(name))?;
+        Ok(Some(blob.modified))
     }
 
     async fn get_versioned(&self, name: &str) -> Result<Versioned> {

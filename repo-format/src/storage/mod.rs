@@ -244,6 +244,17 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Delete the blob. Deleting a missing name is not an error (idempotent).
     async fn delete(&self, name: &str) -> Result<()>;
 
+    /// When the blob was last written, by the backend's clock (file modification time,
+    /// S3 `Last-Modified`), or `None` if the backend does not know (the default). Used
+    /// only to age objects no held key opens (a gc lease or session marker of a retired
+    /// key generation, SPEC.md sections 15 and 18): `None` means "never old".
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) if it does not exist; storage errors.
+    async fn modified(&self, name: &str) -> Result<Option<std::time::SystemTime>> {
+        self.head(name).await.map(|_| None)
+    }
+
     /// The temporary files of writes in progress or interrupted (a killed process leaves
     /// them). The default, for backends whose writes leave none: no files.
     ///

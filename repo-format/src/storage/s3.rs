@@ -325,9 +325,7 @@ impl S3Storage {
             }),
             _ => object_store::PutMode::Create,
         };
-        let attempts = std::sync::atomic::AtomicUsize::new(0);
         let result = retry(|| async {
-            attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let _permit = self.permit().await?;
             let opts = PutOptions {
                 mode: os_mode.clone(),
@@ -343,18 +341,14 @@ impl S3Storage {
         match result {
             // Refused: because someone else got there first, or because an earlier
             // attempt of ours succeeded and its reply was lost. Our mutable files carry
-            // random nonces, so finding our exact bytes means it was ours. A create
-            // checks always (object_store may retry a request on its own); an update
-            // only after a retry of ours.
+            // random nonces, so finding our exact bytes means it was ours. Both check
+            // always: object_store retries a request on its own (a reset or a 5xx
+            // after the write took effect), so even a first attempt of ours may have
+            // been answered by the retry's 412.
             Err(e @ (Error::AlreadyExists { .. } | Error::Conflict { .. })) => {
-                let check = matches!(e, Error::AlreadyExists { .. })
-                    || attempts.load(std::sync::atomic::Ordering::Relaxed) > 1;
-                match check {
-                    true => match self.get_versioned(name).await {
-                        Ok(existing) if existing.data == data => Ok(existing.version),
-                        _ => Err(e),
-                    },
-                    false => Err(e),
+                match self.get_versioned(name).await {
+                    Ok(existing) if existing.data == data => Ok(existing.version),
+                    _ => Err(e),
                 }
             }
             other => other,
@@ -523,6 +517,19 @@ impl Storage for S3Storage {
         .await
     }
 
+    async fn modified(&self, name: &str) -> Result<Option<std::time::SystemTime>> {
+        validate(name)?;
+        retry(|| async {
+            let _permit = self.permit().await?;
+            let meta = self
+                .store
+                .head(&self.path(name))
+                .await
+                .map_err(|e| map_err(name, e))?;
+            Ok(Some(std::time::SystemTime::from(meta.last_modified)))
+        })
+        .await
+    }
     async fn head(&self, name: &str) -> Result<BlobMeta> {
         validate(name)?;
         retry(|| async {
