@@ -3,21 +3,20 @@
 use crate::output::{self, bytes, parse_size, print, print_json};
 use crate::progress::Status;
 use crate::repository;
+use crate::snapshots::{latest_warning, resolve, snapshot_json, snapshots, FilterArgs};
+use crate::stats::{stats, StatsArgs};
 use crate::{Cli, EXIT_PARTIAL};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use dprepo_repo_format::backup::{
     backup, BackupOptions, BackupProgress, BackupSource, ParentChoice,
 };
-use dprepo_repo_format::blob::BlobType;
 use dprepo_repo_format::chunker::{ChunkerParams, StreamChunking};
-use dprepo_repo_format::repo::current_hostname;
 use dprepo_repo_format::restore::{dump, restore, Overwrite, RestoreOptions, RestoreProgress};
 use dprepo_repo_format::storage::{probe_compare_and_swap, probe_create_if_absent};
 use dprepo_repo_format::tree::{Node, NodeKind, Special};
-use dprepo_repo_format::{BlobId, InitOptions, Repository, Snapshot};
+use dprepo_repo_format::{BlobId, InitOptions, Repository};
 use serde_json::json;
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -100,20 +99,6 @@ pub struct InitArgs {
     /// zstd compression level, 0 to disable.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(0..=22))]
     compression: i32,
-}
-
-#[derive(Debug, Args, Clone, Default)]
-pub struct FilterArgs {
-    /// Only snapshots with this tag (repeatable; a snapshot matches if it has any).
-    #[arg(long = "tag")]
-    pub tags: Vec<String>,
-    /// Only snapshots of this host (repeatable).
-    #[arg(long = "host")]
-    pub hosts: Vec<String>,
-    /// Only snapshots that include this path (repeatable); for datasafed files, also
-    /// every file and directory stored at or below this directory.
-    #[arg(long = "path")]
-    pub paths: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -233,14 +218,6 @@ pub struct DumpArgs {
     filter: FilterArgs,
 }
 
-#[derive(Debug, Args)]
-pub struct StatsArgs {
-    /// Snapshots to count (default: all matching the filters).
-    snapshots: Vec<String>,
-    #[command(flatten)]
-    filter: FilterArgs,
-}
-
 pub async fn run(cli: &Cli) -> Result<u8> {
     match &cli.command {
         Command::Init(a) => init(cli, a).await,
@@ -328,27 +305,6 @@ async fn init(cli: &Cli, a: &InitArgs) -> Result<u8> {
         ))?;
     }
     Ok(0)
-}
-
-pub fn snapshot_json(s: &Snapshot) -> serde_json::Value {
-    let m = &s.manifest;
-    json!({
-        "id": s.id,
-        "short_id": s.id.short(),
-        "time": m.time,
-        "tree": m.tree,
-        "paths": m.paths,
-        "hostname": m.hostname,
-        "username": m.username,
-        "tags": m.tags,
-        "parent": m.parent,
-        "stdin_name": m.stdin_name,
-        "chunker": m.chunker,
-        "program_version": m.program_version,
-        "summary": m.summary,
-        "expires": m.expires,
-        "original": m.original,
-    })
 }
 
 async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
@@ -506,120 +462,6 @@ async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
         ))?;
     }
     Ok(if warnings.is_empty() { 0 } else { EXIT_PARTIAL })
-}
-
-fn matches_filter(s: &Snapshot, f: &FilterArgs) -> bool {
-    let m = &s.manifest;
-    (f.tags.is_empty() || f.tags.iter().any(|t| m.tags.contains(t)))
-        && (f.hosts.is_empty() || f.hosts.contains(&m.hostname))
-        && (f.paths.is_empty()
-            || f.paths.iter().all(|p| {
-                m.paths
-                    .iter()
-                    .any(|q| q == p.trim_end_matches('/') || q == p)
-                    || crate::datasafed::datasafed_path_within(s, p)
-            }))
-}
-
-pub async fn filtered_snapshots(repo: &Repository, f: &FilterArgs) -> Result<Vec<Snapshot>> {
-    Ok(filtered_snapshots_checked(repo, f).await?.0)
-}
-
-/// [`filtered_snapshots`], and the snapshot files that cannot be read (storage name,
-/// error), each named in a warning on stderr.
-pub async fn filtered_snapshots_checked(
-    repo: &Repository,
-    f: &FilterArgs,
-) -> Result<(Vec<Snapshot>, Vec<(String, dprepo_repo_format::Error)>)> {
-    let (all, damaged) = repo.list_snapshots_checked().await?;
-    for (name, e) in &damaged {
-        // The error names the object, usually by `name` itself.
-        let e = e.to_string();
-        if e.contains(name.as_str()) {
-            eprintln!("dprepo: warning: {e}; it is left out");
-        } else {
-            eprintln!("dprepo: warning: {name} cannot be read and is left out: {e}");
-        }
-    }
-    let selected = all.into_iter().filter(|s| matches_filter(s, f)).collect();
-    Ok((selected, damaged))
-}
-
-async fn snapshots(cli: &Cli, f: &FilterArgs) -> Result<u8> {
-    let repo = repository::open(cli).await?;
-    let list = filtered_snapshots(&repo, f).await?;
-    if cli.json {
-        print_json(&serde_json::Value::Array(
-            list.iter().map(snapshot_json).collect(),
-        ))?;
-        return Ok(0);
-    }
-    let mut text = format!(
-        "{:<9} {:<19} {:<16} {:<16} {:>11}  {}\n",
-        "ID", "Time", "Host", "Tags", "Size", "Paths"
-    );
-    text.push_str(&format!("{}\n", "-".repeat(90)));
-    for s in &list {
-        let m = &s.manifest;
-        text.push_str(&format!(
-            "{:<9} {:<19} {:<16} {:<16} {:>11}  {}\n",
-            s.id.short(),
-            output::time(&m.time),
-            m.hostname,
-            // A datasafed file's path tag is shown as its path.
-            m.tags
-                .iter()
-                .filter(|t| !t.starts_with(crate::datasafed::PATH_TAG))
-                .map(String::as_str)
-                .collect::<Vec<_>>()
-                .join(","),
-            bytes(m.summary.total_bytes),
-            snapshot_paths(s).join(", ")
-        ));
-    }
-    text.push_str(&format!("{} snapshots\n", list.len()));
-    print(&text)?;
-    Ok(0)
-}
-
-/// Resolve `selector` among the snapshots matching `f`. Returns the warnings to add to
-/// `--json` output, already printed on stderr: `latest` chosen while some snapshot
-/// files cannot be read (one of them may be the newest).
-async fn resolve(
-    repo: &Repository,
-    selector: &str,
-    f: &FilterArgs,
-) -> Result<(Snapshot, Vec<String>)> {
-    let (list, damaged) = filtered_snapshots_checked(repo, f).await?;
-    let snap = Repository::select_snapshot(&list, selector)?;
-    let warnings: Vec<String> = latest_warning(selector, &snap, &damaged)
-        .into_iter()
-        .collect();
-    for w in &warnings {
-        eprintln!("dprepo: warning: {w}");
-    }
-    Ok((snap, warnings))
-}
-
-/// When `selector` is `latest` and some snapshot files cannot be read, say which
-/// snapshot `latest` fell back to: the damaged ones may be newer, and nothing tells
-/// their time.
-pub fn latest_warning(
-    selector: &str,
-    chosen: &Snapshot,
-    damaged: &[(String, dprepo_repo_format::Error)],
-) -> Option<String> {
-    if selector != "latest" || damaged.is_empty() {
-        return None;
-    }
-    let names: Vec<&str> = damaged.iter().map(|(name, _)| name.as_str()).collect();
-    Some(format!(
-        "`latest` is snapshot {} of {}, the newest that can be read; {} snapshot files cannot be read and may be newer: {}",
-        chosen.id.short(),
-        output::time(&chosen.manifest.time),
-        damaged.len(),
-        names.join(", ")
-    ))
 }
 
 fn node_type(n: &Node) -> &'static str {
@@ -868,183 +710,5 @@ async fn run_dump(cli: &Cli, a: &DumpArgs) -> Result<u8> {
             Ok(0)
         }
         Err(e) => Err(e.into()),
-    }
-}
-
-async fn stats(cli: &Cli, a: &StatsArgs) -> Result<u8> {
-    let repo = repository::open(cli).await?;
-    let (all, damaged) = filtered_snapshots_checked(&repo, &a.filter).await?;
-    let selected: Vec<Snapshot> = if a.snapshots.is_empty() {
-        all
-    } else {
-        let mut selected = Vec::new();
-        for sel in &a.snapshots {
-            let snap = Repository::select_snapshot(&all, sel)?;
-            if let Some(w) = latest_warning(sel, &snap, &damaged) {
-                eprintln!("dprepo: warning: {w}");
-            }
-            selected.push(snap);
-        }
-        selected
-    };
-    // Walk every selected snapshot once, counting each tree and data blob once.
-    let mut seen_trees: HashSet<BlobId> = HashSet::new();
-    let mut seen_data: HashSet<BlobId> = HashSet::new();
-    let mut logical = 0u64;
-    let mut files = 0u64;
-    let (mut unique_raw, mut unique_stored) = (0u64, 0u64);
-    let mut per_snapshot = Vec::new();
-    for snap in &selected {
-        let mut stack = vec![snap.manifest.tree];
-        let (mut snap_logical, mut snap_new_raw) = (0u64, 0u64);
-        while let Some(tree_id) = stack.pop() {
-            if !seen_trees.insert(tree_id) {
-                continue;
-            }
-            let tree = repo.load_tree(&tree_id).await?;
-            for node in tree.nodes {
-                match &node.kind {
-                    NodeKind::Dir(id) => stack.push(*id),
-                    NodeKind::File(content) => {
-                        files += 1;
-                        snap_logical += node.size;
-                        let mut ids = dprepo_repo_format::restore::DataIds::new(content);
-                        while let Some(id) = ids.next(&repo).await? {
-                            if seen_data.insert(id) {
-                                let loc = repo.locate(&id).ok_or_else(|| {
-                                    anyhow::anyhow!(
-                                        "chunk {} of {} is not in the index",
-                                        id.short(),
-                                        String::from_utf8_lossy(&node.name)
-                                    )
-                                })?;
-                                unique_raw += u64::from(loc.raw_len);
-                                unique_stored += u64::from(loc.stored_len);
-                                snap_new_raw += u64::from(loc.raw_len);
-                            }
-                        }
-                    }
-                    NodeKind::Symlink(_) | NodeKind::Special(_) => {}
-                }
-            }
-        }
-        // Files of trees already seen (unchanged directories) still count logically.
-        let logical_recorded = snap.manifest.summary.total_bytes.max(snap_logical);
-        logical += logical_recorded;
-        let sum = &snap.manifest.summary;
-        per_snapshot.push(json!({
-            "id": snap.id,
-            "short_id": snap.id.short(),
-            "time": snap.manifest.time,
-            "paths": snapshot_paths(snap),
-            "logical_bytes": logical_recorded,
-            "new_unique_bytes": snap_new_raw,
-            "bytes_added_by_backup": sum.bytes_added,
-            "bytes_stored_by_backup": sum.bytes_stored,
-            "dedup_ratio": ratio_or_null(logical_recorded, sum.bytes_added),
-        }));
-    }
-    let (mut pack_bytes, mut packs) = (0u64, 0u64);
-    for prefix in ["data/", "meta/"] {
-        for b in repo.storage().list(prefix).await? {
-            pack_bytes += b.size;
-            packs += 1;
-        }
-    }
-    let index = repo
-        .index()
-        .read()
-        .map_err(|_| anyhow::anyhow!("index lock poisoned"))?;
-    let (mut all_raw, mut all_stored, mut data_blobs, mut meta_blobs) = (0u64, 0u64, 0u64, 0u64);
-    for (_, loc) in index.blobs() {
-        all_raw += u64::from(loc.raw_len);
-        all_stored += u64::from(loc.stored_len);
-        if loc.blob_type == BlobType::Data {
-            data_blobs += 1;
-        } else {
-            meta_blobs += 1;
-        }
-    }
-    drop(index);
-    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-    let doc = json!({
-        "snapshots": selected.len(),
-        "files": files,
-        "logical_bytes": logical,
-        "unique_data_bytes": unique_raw,
-        "unique_data_stored_bytes": unique_stored,
-        "dedup_ratio": ratio(logical, unique_raw),
-        "compression_ratio": ratio(unique_raw, unique_stored),
-        "repository": {
-            "packs": packs,
-            "pack_bytes": pack_bytes,
-            "data_blobs": data_blobs,
-            "metadata_blobs": meta_blobs,
-            "blob_raw_bytes": all_raw,
-            "blob_stored_bytes": all_stored,
-        },
-        "per_snapshot": per_snapshot,
-    });
-    if cli.json {
-        print_json(&doc)?;
-        return Ok(0);
-    }
-    print(&format!(
-        "snapshots:               {}\nlogical size:            {}\nunique data:             {} ({} stored)\ndedup ratio:             {:.2}x\ncompression ratio:       {:.2}x\nrepository:              {} in {} packs ({} data blobs, {} metadata blobs)\n",
-        selected.len(),
-        bytes(logical),
-        bytes(unique_raw),
-        bytes(unique_stored),
-        ratio(logical, unique_raw),
-        ratio(unique_raw, unique_stored),
-        bytes(pack_bytes),
-        packs,
-        data_blobs,
-        meta_blobs
-    ))?;
-    // Per snapshot, what its backup added: logical size, new data before and after
-    // compression, and logical / new (how much deduplication saved).
-    let mut text = format!(
-        "\n{:<9} {:<19} {:>11} {:>11} {:>11} {:>8}  {}\n",
-        "ID", "Time", "Logical", "Added", "Stored", "Dedup", "Paths"
-    );
-    for snap in &selected {
-        let sum = &snap.manifest.summary;
-        let logical = sum.total_bytes;
-        let dedup = match ratio_or_null(logical, sum.bytes_added) {
-            serde_json::Value::Null if logical == 0 => "-".to_string(),
-            serde_json::Value::Null => "all".to_string(),
-            v => format!("{:.1}x", v.as_f64().unwrap_or_default()),
-        };
-        text.push_str(&format!(
-            "{:<9} {:<19} {:>11} {:>11} {:>11} {:>8}  {}\n",
-            snap.id.short(),
-            output::time(&snap.manifest.time),
-            bytes(logical),
-            bytes(sum.bytes_added),
-            bytes(sum.bytes_stored),
-            dedup,
-            snapshot_paths(snap).join(", ")
-        ));
-    }
-    print(&text)?;
-    let _ = current_hostname;
-    Ok(0)
-}
-
-/// logical / added, or null when nothing was added.
-fn ratio_or_null(logical: u64, added: u64) -> serde_json::Value {
-    if added == 0 {
-        serde_json::Value::Null
-    } else {
-        json!(logical as f64 / added as f64)
-    }
-}
-
-/// What a snapshot holds, for listings: a datasafed file's path, else its paths.
-fn snapshot_paths(s: &Snapshot) -> Vec<String> {
-    match crate::datasafed::snapshot_file_path(s) {
-        Some(p) => vec![p.to_string()],
-        None => s.manifest.paths.clone(),
     }
 }

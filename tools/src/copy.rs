@@ -2,10 +2,10 @@
 //! `copy --from-repo`). The destination is the repository of `-r`; the source has its
 //! own location, key and S3 settings (`--from-*`, `DPREPO_FROM_*`).
 
-use crate::commands::FilterArgs;
 use crate::output::{bytes, print, print_json};
 use crate::progress::Status;
 use crate::repository::{self, RepoKey};
+use crate::snapshots::FilterArgs;
 use crate::Cli;
 use anyhow::{bail, Context, Result};
 use clap::Args;

@@ -1,9 +1,9 @@
 //! `diff`, `find` and `tag`: comparing snapshots, searching them, and changing their
 //! tags. Flag names and output follow restic's commands of the same names.
 
-use crate::commands::{filtered_snapshots_checked, latest_warning, snapshot_json, FilterArgs};
 use crate::output::{bytes, print, print_json};
 use crate::repository;
+use crate::snapshots::{filtered_snapshots_checked, latest_warning, snapshot_json, FilterArgs};
 use crate::Cli;
 use anyhow::{bail, Context, Result};
 use clap::Args;

@@ -21,6 +21,8 @@ mod output;
 mod progress;
 mod repository;
 mod select;
+mod snapshots;
+mod stats;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -1,9 +1,9 @@
 //! `forget`, `gc` and `snapshot expire`: the commands that remove things. Each one can
 //! show what it would do (`--dry-run`) before doing it.
 
-use crate::commands::{filtered_snapshots_checked, latest_warning, snapshot_json, FilterArgs};
 use crate::output::{bytes, print, print_json};
 use crate::repository;
+use crate::snapshots::{filtered_snapshots_checked, latest_warning, snapshot_json, FilterArgs};
 use crate::Cli;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
