@@ -4,12 +4,20 @@
 # push over a WAL archive of 100,000 files. Prints wall time, CPU time and peak RSS of
 # each call (GNU time). Run from the repository root:
 #   bash benches/datasafed-calls/run.sh [WORKDIR] [FILES]
+# PROFILE=release measures the release binaries (the example that writes the archive is
+# built in the dev profile either way).
 set -euo pipefail
 W=${1:-/var/tmp/dprepo-bench/datasafed-calls}
 N=${2:-100000}
-cargo build -q -p dprepo-tools --bins
+PROFILE=${PROFILE:-debug}
+if [ "$PROFILE" = release ]; then
+    cargo build -q --release -p dprepo-tools --bins
+else
+    cargo build -q -p dprepo-tools --bins
+fi
 cargo build -q -p dprepo-repo-format --example many_datasafed_files
-B=$PWD/target/debug
+B=$PWD/target/$PROFILE
+EXAMPLES=$PWD/target/debug/examples
 rm -rf "$W"
 mkdir -p "$W/repo"
 export DPREPO_CACHE_DIR=$W/cache DATASAFED_LOCAL_BACKEND_PATH=$W/repo
@@ -28,7 +36,7 @@ export DPREPO_ACCESS_KEY_FILE=$W/ak
 for i in 1 2 3; do
     t "push 6 B, access key" "$B/datasafed" push "$W/small" "/wal/ak$i"
 done
-"$B/examples/many_datasafed_files" "$W/repo" "$N"
+"$EXAMPLES/many_datasafed_files" "$W/repo" "$N"
 t "list -r / over $N files, first call (fills the cache)" "$B/datasafed" list -r /
 for i in 1 2 3; do
     t "list -r / over $N files" "$B/datasafed" list -r /

@@ -14,9 +14,11 @@
 //!    GNU `L`/`K`) and their data, its header block, then its data padded to 512 bytes.
 //! 2. A *page-structured* member: a regular file whose data length is a non-zero multiple
 //!    of [`PAGE_SIZE`] (8 KiB). Its headers are one content-defined run, and its data is
-//!    cut every [`PAGE_SIZE`] bytes, so each data chunk is exactly one page (a 16 KiB
-//!    InnoDB page is two chunks). Its data needs no padding, so the next member starts
-//!    right after the last page.
+//!    cut into *page groups* of [`tar_group_size`] bytes from its start (128 KiB, 16
+//!    PostgreSQL pages, with params whose `max_size` allows it), the last group shorter:
+//!    the rest of the data, a multiple of [`PAGE_SIZE`]. A changed page therefore changes
+//!    exactly one group chunk, and identical files still deduplicate. Its data needs no
+//!    padding, so the next member starts right after the last group.
 //! 3. Any other member is one content-defined run (FastCDC with the given params).
 //! 4. The end-of-archive zero blocks and everything after them, and everything from the
 //!    first block that is not a header this parser can follow (bad checksum, truncated
@@ -47,8 +49,9 @@
 //! [`StreamChunking::Cdc`] or a compressed stream with the given params.
 
 //! [`StreamChunker::next_tagged`] also tells where each page chunk sits: the member's
-//! path and the page number in its data ([`PagePosition`]), so a backup can find the same
-//! page of the same member in an earlier snapshot. The path is the one the archive gives
+//! path and the unit number in its data ([`PagePosition`]: in a tar the group number,
+//! with the group size as `page_size`), so a backup can find the same group of the same
+//! member in an earlier snapshot. The path is the one the archive gives
 //! the member: a pax `path` record, else a GNU long name, else the ustar header's
 //! `prefix/name` (see [`tar::header_path`]). In an xbstream, each whole
 //! [`XBSTREAM_PAGE_SIZE`] piece on the grid (rule 6) is page `offset / 16384` of the file
@@ -77,6 +80,24 @@ use crate::xbstream::{self, Parsed, RecordKind};
 /// Page size of page-structured tar members: PostgreSQL's block size, and a divisor of
 /// InnoDB's 16 KiB page. Part of the chunking definition of [`StreamChunking::Auto`].
 pub const PAGE_SIZE: u32 = 8192;
+
+/// Largest page group of page-structured tar members: 16 PostgreSQL pages. A chunk per
+/// 8 KiB page cost about 100 bytes of ids (pack header, index, chunk list) per page and
+/// compressed each page alone, so a first base backup stored twice what restic did;
+/// groups of 16 pages cut the blob count 16-fold and compress like restic's chunks.
+/// Part of the chunking definition of [`StreamChunking::Auto`].
+pub const TAR_GROUP_SIZE: u32 = 128 * 1024;
+
+/// The page group size of tar members cut with chunks of at most `max_size` bytes: the
+/// largest of 128, 64, 32, 16 and 8 KiB that is at most `max_size`, or [`PAGE_SIZE`]
+/// when even that is larger (tar streams are then not cut tar-aware at all).
+pub fn tar_group_size(max_size: u32) -> u32 {
+    let mut group = TAR_GROUP_SIZE;
+    while group > PAGE_SIZE && group > max_size {
+        group /= 2;
+    }
+    group
+}
 
 /// Chunk grid of xbstream payloads: each file's data is cut where its file offset is a
 /// multiple of this, InnoDB's default page size. Part of the chunking definition of
@@ -117,10 +138,12 @@ pub struct PagePosition {
     /// and `base/1` differ). Shared by all the pages of a member (tar) or of a record
     /// (xbstream).
     pub member: Arc<[u8]>,
-    /// Page number within the member's data, from 0: the chunk is the member's bytes
-    /// `page * page_size..` (fewer than `page_size` only if the input ended early).
+    /// Unit number within the member's data, from 0: the chunk is the member's bytes
+    /// `page * page_size..`. Fewer than `page_size` bytes for the last group of a tar
+    /// member (a multiple of [`PAGE_SIZE`]), or if the input ended early.
     pub page: u64,
-    /// The page size: [`PAGE_SIZE`] in a tar, [`XBSTREAM_PAGE_SIZE`] in an xbstream.
+    /// The unit size: the page group size ([`tar_group_size`] of the params' `max_size`)
+    /// in a tar, [`XBSTREAM_PAGE_SIZE`] in an xbstream.
     pub page_size: u32,
 }
 
@@ -573,7 +596,8 @@ impl<R: Read> StreamChunker<R> {
                         self.region = Region::Boundary;
                         continue;
                     }
-                    let size = PAGE_SIZE as usize;
+                    let group = tar_group_size(self.params.max_size);
+                    let size = u64::from(group).min(left) as usize;
                     let n = self.fill(size)?.min(size);
                     if n == 0 {
                         return Ok(None);
@@ -581,7 +605,7 @@ impl<R: Read> StreamChunker<R> {
                     let position = PagePosition {
                         member: Arc::clone(&member),
                         page,
-                        page_size: PAGE_SIZE,
+                        page_size: group,
                     };
                     self.region = Region::Pages {
                         left: left.saturating_sub(n as u64),
@@ -788,9 +812,37 @@ mod tests {
             .collect()
     }
 
-    /// (member, page) for pages `0..pages` of `member`.
-    fn pages_of(member: &str, pages: u64) -> Vec<(String, u64)> {
-        (0..pages).map(|p| (member.to_owned(), p)).collect()
+    /// The page group size of tar members cut with [`P`]: 32 KiB, four pages, so a few
+    /// pages make whole and short groups.
+    const G: usize = 32768;
+
+    /// (member, group) for the groups of a page-structured `member` of `len` bytes cut
+    /// with [`P`]: `len / G` rounded up.
+    fn groups_of(member: &str, len: usize) -> Vec<(String, u64)> {
+        (0..len.div_ceil(G) as u64)
+            .map(|p| (member.to_owned(), p))
+            .collect()
+    }
+
+    #[test]
+    fn group_size_is_the_largest_that_fits_the_max() {
+        assert_eq!(tar_group_size(P.max_size) as usize, G);
+        assert_eq!(
+            tar_group_size(ChunkerParams::DEFAULT.max_size),
+            TAR_GROUP_SIZE
+        );
+        assert_eq!(tar_group_size(ChunkerParams::SMALL.max_size), 65536);
+        for (max, group) in [
+            (4096, 8192),
+            (8192, 8192),
+            (16383, 8192),
+            (16384, 16384),
+            (100_000, 65536),
+            (131_072, 131_072),
+            (u32::MAX, 131_072),
+        ] {
+            assert_eq!(tar_group_size(max), group, "max {max}");
+        }
     }
 
     /// An in-memory tar: members as (name, data), ustar headers, end-of-archive blocks.
@@ -884,7 +936,8 @@ mod tests {
     }
 
     #[test]
-    fn page_structured_member_is_cut_into_pages() {
+    fn page_structured_member_is_cut_into_page_groups() {
+        // Five pages: one group of four and a short last group of one.
         let pages = page_data(7, 5);
         let small = random_bytes(8, 3000);
         let tar = build_tar(&[
@@ -896,17 +949,17 @@ mod tests {
         let chunks: Vec<Vec<u8>> = chunker.by_ref().collect::<io::Result<_>>().unwrap();
         assert!(chunker.tar_detected());
         // The small member (header + 3000 bytes + padding) is a content-defined run ending
-        // at the next member; then the page member's header, its five pages, the last
+        // at the next member; then the page member's header, its two groups, the last
         // member (header + one padded byte) and the end-of-archive blocks.
         let h = header("base/1/16384", pages.len() as u64, b'0');
         let at = chunks.iter().position(|c| *c == h).expect("header chunk");
         assert_eq!(chunks[..at].concat(), tar[..BLOCK + 3072]);
-        for (i, page) in pages.chunks(PAGE_SIZE as usize).enumerate() {
-            assert_eq!(chunks[at + 1 + i], page);
-        }
-        assert_eq!(chunks[at + 6].len(), 2 * BLOCK);
-        assert_eq!(chunks[at + 7], vec![0; 2 * BLOCK]);
-        assert_eq!(chunks.len(), at + 8);
+        assert_eq!(chunks[at + 1], pages[..G]);
+        assert_eq!(chunks[at + 2], pages[G..]);
+        assert_eq!(chunks[at + 2].len(), PAGE_SIZE as usize);
+        assert_eq!(chunks[at + 3].len(), 2 * BLOCK);
+        assert_eq!(chunks[at + 4], vec![0; 2 * BLOCK]);
+        assert_eq!(chunks.len(), at + 5);
         check(&tar, P, StreamChunking::Auto);
     }
 
@@ -923,7 +976,8 @@ mod tests {
         let (old, new) = (chunk_set(&before), chunk_set(&after));
         let changed: Vec<_> = new.difference(&old).collect();
         assert_eq!(changed.len(), 1);
-        assert_eq!(changed[0], &after[37 * 8192..38 * 8192]);
+        // Page 37 is in group 9 (pages 36..40).
+        assert_eq!(changed[0], &after[9 * G..10 * G]);
     }
 
     #[test]
@@ -944,9 +998,8 @@ mod tests {
         tar.resize(tar.len() + 2 * BLOCK, 0);
         let chunks = check(&tar, P, StreamChunking::Auto);
         assert_eq!(chunks[0].len(), 3 * BLOCK);
-        for (i, page) in pages.chunks(PAGE_SIZE as usize).enumerate() {
-            assert_eq!(chunks[1 + i], page);
-        }
+        // Three pages: one short group.
+        assert_eq!(chunks[1], pages);
     }
 
     #[test]
@@ -964,30 +1017,31 @@ mod tests {
             ("empty", b""),
         ]);
         let chunks = check_tagged(&tar, P, StreamChunking::Auto);
-        let mut expected = pages_of("base/1/16384", 3);
-        expected.extend(pages_of("base/1/16384_fsm", 5));
-        expected.extend(pages_of("global/pg_control", 1));
+        let mut expected = groups_of("base/1/16384", a.len());
+        expected.extend(groups_of("base/1/16384_fsm", b.len()));
+        expected.extend(groups_of("global/pg_control", c.len()));
         assert_eq!(positions(&chunks), expected);
-        // Each tagged chunk is its page; everything else (headers, small members, the
-        // end-of-archive blocks) is untagged.
+        // Each tagged chunk is its group, the last of a member shorter; everything else
+        // (headers, small members, the end-of-archive blocks) is untagged.
         for chunk in &chunks {
             let Some(at) = &chunk.page else {
                 assert!(
-                    !a.chunks(8192)
-                        .chain(b.chunks(8192))
-                        .chain(c.chunks(8192))
+                    !a.chunks(G)
+                        .chain(b.chunks(G))
+                        .chain(c.chunks(G))
                         .any(|p| p == chunk.data),
-                    "a page chunk without a position"
+                    "a group chunk without a position"
                 );
                 continue;
             };
+            assert_eq!(at.page_size as usize, G);
             let file = match &*at.member {
                 b"base/1/16384" => &a,
                 b"base/1/16384_fsm" => &b,
                 _ => &c,
             };
-            let page = at.page as usize * 8192;
-            assert_eq!(chunk.data, file[page..page + 8192]);
+            let start = at.page as usize * G;
+            assert_eq!(chunk.data, file[start..(start + G).min(file.len())]);
         }
         let untagged = chunks.iter().filter(|c| c.page.is_none()).count();
         assert_eq!(untagged, chunks.len() - expected.len());
@@ -1030,7 +1084,8 @@ mod tests {
 
     #[test]
     fn member_path_precedence() {
-        let pages = page_data(25, 2);
+        // Six pages: two groups.
+        let pages = page_data(25, 6);
         let member = |extensions: &[Vec<u8>], h: [u8; BLOCK]| -> String {
             let mut tar = extensions.concat();
             tar.extend_from_slice(&h);
@@ -1038,7 +1093,7 @@ mod tests {
             tar.resize(tar.len() + 2 * BLOCK, 0);
             let chunks = check_tagged(&tar, P, StreamChunking::Auto);
             let found = positions(&chunks);
-            assert_eq!(found.len(), 2, "both pages tagged");
+            assert_eq!(found.len(), 2, "both groups tagged");
             assert_eq!(found[0].0, found[1].0);
             found[0].0.clone()
         };
@@ -1071,24 +1126,25 @@ mod tests {
 
     #[test]
     fn truncated_member_pages_stay_tagged() {
-        let pages = page_data(26, 5);
+        let pages = page_data(26, 9);
         let tar = build_tar(&[("PG_VERSION", b"15\n"), ("base/1/1259", &pages)]);
-        // Second member's header starts at 1024; its data at 1536. Cut 2.5 pages in.
+        // Second member's header starts at 1024; its data at 1536. Cut one group and 2.5
+        // pages in.
         let data_at = 3 * BLOCK;
         assert_eq!(tar[data_at..data_at + 8192], pages[..8192]);
-        let truncated = &tar[..data_at + 2 * 8192 + 4096];
+        let truncated = &tar[..data_at + G + 2 * 8192 + 4096];
         let chunks = check_tagged(truncated, P, StreamChunking::Auto);
-        assert_eq!(positions(&chunks), pages_of("base/1/1259", 3));
+        assert_eq!(positions(&chunks), groups_of("base/1/1259", 2 * G));
         let last = chunks.last().unwrap();
-        assert_eq!(last.page.as_ref().map(|p| p.page), Some(2));
-        assert_eq!(last.data, pages[2 * 8192..2 * 8192 + 4096]);
+        assert_eq!(last.page.as_ref().map(|p| p.page), Some(1));
+        assert_eq!(last.data, pages[G..G + 2 * 8192 + 4096]);
         // Cut inside the member's header: no pages, no positions.
         let chunks = check_tagged(&tar[..data_at - 100], P, StreamChunking::Auto);
         assert!(chunks.iter().all(|c| c.page.is_none()));
-        // Cut right after a whole page: that page is the last chunk, tagged.
-        let chunks = check_tagged(&tar[..data_at + 8192], P, StreamChunking::Auto);
-        assert_eq!(positions(&chunks), pages_of("base/1/1259", 1));
-        assert_eq!(chunks.last().unwrap().data, pages[..8192]);
+        // Cut right after a whole group: that group is the last chunk, tagged.
+        let chunks = check_tagged(&tar[..data_at + G], P, StreamChunking::Auto);
+        assert_eq!(positions(&chunks), groups_of("base/1/1259", G));
+        assert_eq!(chunks.last().unwrap().data, pages[..G]);
     }
 
     #[test]
@@ -1120,14 +1176,21 @@ mod tests {
             let chunks = check_tagged(&tar, P, StreamChunking::Auto);
             let mut found = positions(&chunks);
             found.sort();
-            let mut expected = pages_of("./16384", 4);
-            expected.extend(pages_of(&long, 3));
+            // Four pages (one group) and three pages (one short group).
+            let mut expected = groups_of("./16384", pages.len());
+            expected.extend(groups_of(&long, 3 * 8192));
             expected.sort();
             assert_eq!(found, expected, "{format}");
             for chunk in &chunks {
                 if let Some(at) = &chunk.page {
-                    let page = at.page as usize * 8192;
-                    assert_eq!(chunk.data, pages[page..page + 8192], "{format}");
+                    let file = if *at.member == *b"./16384" {
+                        &pages[..]
+                    } else {
+                        &pages[..3 * 8192]
+                    };
+                    let start = at.page as usize * G;
+                    let end = (start + G).min(file.len());
+                    assert_eq!(chunk.data, file[start..end], "{format}");
                 }
             }
         }
@@ -1140,20 +1203,16 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let tar = real_tar(dir.path(), format, &pages);
             let chunks = check(&tar, P, StreamChunking::Auto);
-            let page_chunks: Vec<&[u8]> = pages.chunks(PAGE_SIZE as usize).collect();
-            for page in &page_chunks {
+            for group in pages.chunks(G) {
                 assert!(
-                    chunks.iter().any(|c| c == page),
-                    "{format}: a page is not a chunk"
+                    chunks.iter().any(|c| c == group),
+                    "{format}: a page group is not a chunk"
                 );
             }
-            // The 3-page long-named file is cut into its pages too: each of them is a
-            // chunk twice, there and in the 40-page file.
-            let found = chunks
-                .iter()
-                .filter(|c| page_chunks[..3].contains(&&c[..]))
-                .count();
-            assert_eq!(found, 6, "{format}: long-named member not page-cut");
+            // The 3-page long-named file is one short group, and so is the 10,000-byte
+            // file's first page only if it were page-structured (it is not).
+            let found = chunks.iter().filter(|c| **c == pages[..3 * 8192]).count();
+            assert_eq!(found, 1, "{format}: long-named member not page-cut");
         }
     }
 
@@ -1448,23 +1507,75 @@ mod tests {
             cut in any::<prop::sample::Index>(),
         ) {
             let tar = tar_with_members(seed, &sizes);
-            let expected: Vec<(String, u64)> = sizes
+            // (member, group) and the group's length: G, the last of a member the rest.
+            let expected: Vec<((String, u64), usize)> = sizes
                 .iter()
                 .enumerate()
                 .filter(|(_, &s)| s > 0 && s % 8192 == 0)
-                .flat_map(|(i, &s)| pages_of(&format!("m{i}"), (s / 8192) as u64))
+                .flat_map(|(i, &s)| {
+                    groups_of(&format!("m{i}"), s)
+                        .into_iter()
+                        .map(move |g| { let len = (s - g.1 as usize * G).min(G); (g, len) })
+                })
                 .collect();
+            let expected_positions: Vec<(String, u64)> =
+                expected.iter().map(|(g, _)| g.clone()).collect();
             let chunks = check_tagged(&tar, P, StreamChunking::Auto);
-            prop_assert_eq!(positions(&chunks), expected.clone());
-            // Truncated: a prefix of the positions; only the last chunk may be short.
+            prop_assert_eq!(positions(&chunks), expected_positions.clone());
+            let lens: Vec<usize> =
+                chunks.iter().filter(|c| c.page.is_some()).map(|c| c.data.len()).collect();
+            let expected_lens: Vec<usize> = expected.iter().map(|(_, len)| *len).collect();
+            prop_assert_eq!(&lens, &expected_lens);
+            prop_assert!(lens.iter().all(|&l| l > 0 && l % 8192 == 0));
+            // Truncated: a prefix of the positions; only the last chunk may be shorter
+            // than its group.
             let truncated = &tar[..cut.index(tar.len() + 1)];
             let chunks = check_tagged(truncated, P, StreamChunking::Auto);
             let found = positions(&chunks);
-            prop_assert_eq!(&found[..], &expected[..found.len()]);
-            let tagged_len = chunks.iter().filter(|c| c.page.is_some()).map(|c| c.data.len());
-            let short = tagged_len.filter(|&l| l != 8192).count();
-            let last_short = chunks.last().is_some_and(|c| c.page.is_some() && c.data.len() < 8192);
+            prop_assert_eq!(&found[..], &expected_positions[..found.len()]);
+            let tagged: Vec<&StreamChunk> = chunks.iter().filter(|c| c.page.is_some()).collect();
+            let short = tagged
+                .iter()
+                .zip(&expected_lens)
+                .filter(|(c, &len)| c.data.len() != len)
+                .count();
+            let last_short = chunks.last().is_some_and(|c| {
+                c.page.is_some() && c.data.len() < expected_lens[found.len() - 1]
+            });
             prop_assert_eq!(short, usize::from(last_short));
+        }
+
+        /// Rewriting one page of a page-structured member changes exactly one chunk: the
+        /// page group holding it (the member's short last group if the page is there),
+        /// whatever the member size and the params' group size.
+        #[test]
+        fn one_page_change_changes_exactly_its_group(
+            seed: u64,
+            pages in 1usize..48,
+            page in any::<prop::sample::Index>(),
+            params in prop_oneof![Just(P), Just(ChunkerParams::SMALL), Just(ChunkerParams::DEFAULT)],
+        ) {
+            let before = page_data(seed, pages);
+            let page = page.index(pages);
+            let mut after = before.clone();
+            after[page * 8192..(page + 1) * 8192].copy_from_slice(&random_bytes(!seed, 8192));
+            let other = random_bytes(seed ^ 1, 20_000);
+            let chunks = |file: &[u8]| {
+                let tar = build_tar(&[("a", &other), ("base/5/2619", file), ("b", &other)]);
+                check_tagged(&tar, params, StreamChunking::Auto)
+            };
+            let (old, new) = (chunks(&before), chunks(&after));
+            let old_set: std::collections::HashSet<&Vec<u8>> = old.iter().map(|c| &c.data).collect();
+            let changed: Vec<&StreamChunk> = new.iter().filter(|c| !old_set.contains(&c.data)).collect();
+            prop_assert_eq!(changed.len(), 1);
+            let group = tar_group_size(params.max_size) as usize;
+            let start = page / (group / 8192) * group;
+            let end = (start + group).min(after.len());
+            prop_assert_eq!(&changed[0].data[..], &after[start..end]);
+            let at = changed[0].page.as_ref().expect("a group chunk is tagged");
+            prop_assert_eq!(at.page as usize, start / group);
+            prop_assert_eq!(at.page_size as usize, group);
+            prop_assert_eq!(old.len(), new.len());
         }
 
         #[test]

@@ -423,7 +423,7 @@ async fn run_backup(
         parent: parent.map(|p| p.id),
         stdin_name,
         chunker: ChunkerSettings {
-            tar_page_size: as_tar.then_some(dprepo_chunker::PAGE_SIZE),
+            tar_page_size: as_tar.then_some(dprepo_chunker::tar_group_size(run_params.max_size)),
             ..ChunkerSettings::from(run_params)
         },
         program_version: format!("dprepo {}", env!("CARGO_PKG_VERSION")),
@@ -861,7 +861,7 @@ const BATCH_CHUNKS: usize = 64;
 /// chunk. The bases of the chunks that need one are read concurrently (a CPU worker
 /// waiting on each read in turn left the two cores idle during an incremental database
 /// backup). This worker waits for the reads, so they must not need the CPU pool: bases
-/// are pages (at most `PAGE_SIZE` bytes, decoded on the reading task) and are read
+/// are pages (at most `TAR_GROUP_SIZE` bytes, decoded on the reading task) and are read
 /// without the index reload of `Repository::read_blob`.
 fn save_batch(
     saver: &BlobSaver,

@@ -1,16 +1,17 @@
 //! Page deltas for tar and xbstream streams of database files.
 //!
-//! A database base backup changes a few rows in many 8 KiB pages, so most pages of the
-//! next backup are new chunks, each only slightly different from the page at the same
-//! place in the last backup. Stored as a zstd delta against that page (the *base*), such
-//! a page costs tens of bytes instead of kilobytes (BENCHMARKS.md, "DB incremental").
+//! A database base backup changes a few rows in many 8 KiB pages, so most page chunks of
+//! the next backup (tar page groups of 128 KiB, xbstream pages of 16 KiB) are new, each
+//! only slightly different from the chunk at the same place in the last backup. Stored as
+//! a zstd delta against that chunk (the *base*), such a chunk costs a few hundred bytes
+//! instead of kilobytes (BENCHMARKS.md, "DB incremental").
 //!
-//! To find "the page at the same place", a stream cut tar-aware or xbstream-aware records
-//! in its tree node which chunks are the pages of which member (tar member or xbstream
-//! file): the [`TarPageMap`], extension
-//! [`EXT_TAR_PAGES`] (SPEC section 13.1). The next backup of a stream of that name reads
-//! the parent's map and chunk list ([`ParentPages`]) and offers each new page the
-//! parent's page of the same member and number as its base. Whether a base is used, and
+//! To find "the chunk at the same place", a stream cut tar-aware or xbstream-aware
+//! records in its tree node which chunks are the units (tar page groups, xbstream pages;
+//! "pages" below) of which member (tar member or xbstream file): the [`TarPageMap`],
+//! extension [`EXT_TAR_PAGES`] (SPEC section 13.1). The next backup of a stream of that
+//! name reads the parent's map and chunk list ([`ParentPages`]) and offers each new page
+//! the parent's page of the same member and number as its base. Whether a base is used, and
 //! how bases stay alive, is the saver's and gc's business (SPEC sections 8, 9, 18).
 
 use crate::blob::BlobType;
@@ -22,6 +23,7 @@ use crate::repo::Repository;
 use crate::tree::{Extension, Node, NodeKind, MAX_EXTENSION_LEN};
 use dprepo_chunker::PagePosition;
 use std::collections::HashMap;
+use std::mem;
 
 /// Tree node extension tag of a tar page map (not critical: readers that do not know it
 /// lose nothing but the chance to store deltas).
@@ -35,6 +37,9 @@ const MAP_VERSION_RUNS: u8 = 2;
 const MEMBER_FIXED_LEN: usize = 2 + 2 + 8 + 4;
 /// Length of the map header (version, page size, count).
 const MAP_HEADER_LEN: usize = 1 + 4 + 4;
+/// Alignment of a unit shorter than the map's page size: the last page group of a tar
+/// member is the rest of its data, a multiple of this.
+const SHORT_UNIT_ALIGN: usize = dprepo_chunker::PAGE_SIZE as usize;
 /// Longest member name recorded; longer members are left out of the map.
 pub const MAX_MEMBER_NAME: usize = 4096;
 /// Most name bytes a decoded map may hold: a name shared with the previous one costs 4
@@ -182,6 +187,8 @@ pub struct TarPageMapBuilder {
     encoded_len: usize,
     /// Whether a run starts at a page other than 0 (the map is version 2).
     runs: bool,
+    /// Whether the last run ended with a short unit, so nothing may extend it.
+    closed: bool,
     full: bool,
 }
 
@@ -202,25 +209,30 @@ impl TarPageMapBuilder {
             },
             encoded_len: MAP_HEADER_LEN,
             runs: false,
+            closed: false,
             full: false,
         }
     }
 
     /// Record that chunk number `chunk` of the stream is page `position` and `len` bytes
-    /// long. Only whole pages are mapped; a page that continues the last run (same member,
-    /// next page, next chunk) extends it, any other starts a run.
+    /// long. Whole pages are mapped, and so is a shorter one whose length is a multiple
+    /// of 8 KiB (the last page group of a tar member), which ends its run. A page that
+    /// continues the last run (same member, next page, next chunk) extends it, any other
+    /// starts a run.
     pub fn record(&mut self, chunk: u64, position: &PagePosition, len: usize) {
         if self.map.members.is_empty() && self.map.page_size == 0 {
             self.map.page_size = position.page_size;
         }
-        if len != self.map.page_size as usize || position.page_size != self.map.page_size {
+        if !unit_fits(len, self.map.page_size) || position.page_size != self.map.page_size {
             return;
         }
         if self.full {
             return;
         }
+        let was_closed = mem::replace(&mut self.closed, len != self.map.page_size as usize);
         if let Some(last) = self.map.members.last_mut() {
-            let continues = *last.name == *position.member
+            let continues = !was_closed
+                && *last.name == *position.member
                 && last.first_page.checked_add(u64::from(last.pages)) == Some(position.page)
                 && last.first_chunk + u64::from(last.pages) == chunk;
             if continues {
@@ -322,8 +334,10 @@ impl ParentPages {
     }
 
     /// The parent's chunk at `position`: the same page of the member of the same name,
-    /// if the parent had it. Reading the parent's chunk lists may fail; the caller then
-    /// stores the page in full.
+    /// if the parent had it. A page of `len` bytes gets one if it is whole or a shorter
+    /// last page group (a multiple of 8 KiB); whether the parent's chunk has the same
+    /// length, and so is a usable base, is the saver's check. Reading the parent's chunk
+    /// lists may fail; the caller then stores the page in full.
     ///
     /// # Errors
     /// As [`Repository::read_blob`] for the parent's chunk lists.
@@ -332,7 +346,7 @@ impl ParentPages {
         position: &PagePosition,
         len: usize,
     ) -> Result<Option<BlobId>> {
-        if len != self.page_size as usize {
+        if !unit_fits(len, self.page_size) {
             return Ok(None);
         }
         if position.page_size != self.page_size {
@@ -401,6 +415,15 @@ impl ParentPages {
     }
 }
 
+/// Whether a page chunk of `len` bytes is mapped and offered a base with units of
+/// `page_size` bytes: a whole unit, or a shorter one that is a non-zero multiple of
+/// 8 KiB (the last page group of a tar member; a stream cut short ends in other
+/// lengths).
+fn unit_fits(len: usize, page_size: u32) -> bool {
+    let page_size = page_size as usize;
+    len == page_size || (len > 0 && len < page_size && len.is_multiple_of(SHORT_UNIT_ALIGN))
+}
+
 /// Data chunks under one id of a content at `level`: `LIST_FANOUT ^ level`.
 fn span(level: u8) -> Option<u64> {
     (LIST_FANOUT as u64).checked_pow(u32::from(level))
@@ -457,6 +480,125 @@ mod tests {
             ]
         );
         assert!(TarPageMapBuilder::new().finish().is_none());
+    }
+
+    /// A unit of `page_size` bytes (a tar page group) of `member`.
+    fn group(member: &str, page: u64) -> PagePosition {
+        PagePosition {
+            member: Arc::from(member.as_bytes()),
+            page,
+            page_size: GROUP,
+        }
+    }
+
+    const GROUP: u32 = 131_072;
+
+    #[test]
+    fn builder_maps_short_last_groups_and_ends_their_run() {
+        let mut b = TarPageMapBuilder::new();
+        // base/1/100: two whole groups and a short last group of 3 pages.
+        b.record(1, &group("base/1/100", 0), 131_072);
+        b.record(2, &group("base/1/100", 1), 131_072);
+        b.record(3, &group("base/1/100", 2), 3 * 8192);
+        // Nothing extends a run after its short unit, even a unit that looks next.
+        b.record(4, &group("base/1/100", 3), 131_072);
+        // base/1/101: one short group only (a small relation).
+        b.record(6, &group("base/1/101", 0), 8192);
+        // A stream cut short inside a group: not a multiple of a page, not mapped.
+        b.record(8, &group("base/1/102", 0), 100);
+        b.record(9, &group("base/1/103", 0), 8192 + 1);
+        let map = TarPageMap::decode(&b.finish().unwrap().data, "map").unwrap();
+        assert_eq!(map.page_size, GROUP);
+        let runs: Vec<(&[u8], u64, u64, u32)> = map
+            .members
+            .iter()
+            .map(|m| (&m.name[..], m.first_page, m.first_chunk, m.pages))
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                (&b"base/1/100"[..], 0, 1, 3),
+                (&b"base/1/100"[..], 3, 4, 1),
+                (&b"base/1/101"[..], 0, 6, 1),
+            ]
+        );
+    }
+
+    /// A parent whose stream's chunk ids are `ids` (level 0: no chunk list to read) and
+    /// whose map is `map`.
+    async fn parent(map: &TarPageMap, ids: Vec<BlobId>) -> ParentPages {
+        let storage = crate::storage::MemoryStorage::new();
+        let options = crate::InitOptions::default().with_kdf(crate::key::KdfParams::CHEAPEST);
+        let repo = Repository::init(Arc::new(storage), b"pw", options)
+            .await
+            .unwrap();
+        let node = Node {
+            name: b"db.tar".to_vec(),
+            kind: NodeKind::File(Content { level: 0, ids }),
+            mode: 0o100_600,
+            uid: 0,
+            gid: 0,
+            mtime: Default::default(),
+            ctime: Default::default(),
+            inode: 0,
+            device: 0,
+            size: 0,
+            extensions: vec![Extension {
+                tag: EXT_TAR_PAGES,
+                data: map.encode(),
+            }],
+        };
+        ParentPages::of_node(&repo, &node).unwrap().unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn base_for_offers_short_last_groups_their_parents_short_group() {
+        let ids: Vec<BlobId> = (0..8u8).map(|i| BlobId([i; 32])).collect();
+        let map = TarPageMap {
+            page_size: GROUP,
+            members: vec![MemberPages {
+                name: b"base/1/100".to_vec(),
+                first_page: 0,
+                first_chunk: 2,
+                pages: 3,
+            }],
+        };
+        let mut pages = parent(&map, ids.clone()).await;
+        let at = |page| group("base/1/100", page);
+        // Whole groups and the short last group (any multiple of a page: whether the
+        // parent's is as long is the saver's check) map to the parent's chunks.
+        assert_eq!(pages.base_for(&at(0), 131_072).await.unwrap(), Some(ids[2]));
+        assert_eq!(pages.base_for(&at(1), 131_072).await.unwrap(), Some(ids[3]));
+        assert_eq!(
+            pages.base_for(&at(2), 3 * 8192).await.unwrap(),
+            Some(ids[4])
+        );
+        assert_eq!(pages.base_for(&at(1), 8192).await.unwrap(), Some(ids[3]));
+        // Past the member's groups, cut-short pieces, other members: no base.
+        assert_eq!(pages.base_for(&at(3), 131_072).await.unwrap(), None);
+        assert_eq!(pages.base_for(&at(2), 100).await.unwrap(), None);
+        assert_eq!(pages.base_for(&at(0), 131_072 + 8192).await.unwrap(), None);
+        let other = group("base/1/101", 0);
+        assert_eq!(pages.base_for(&other, 131_072).await.unwrap(), None);
+        // A map of another unit size (an 8 KiB-page parent of an older build) offers
+        // nothing to groups, and its pages are offered nothing by a group map.
+        let mut old = parent(
+            &TarPageMap {
+                page_size: 8192,
+                ..map.clone()
+            },
+            ids.clone(),
+        )
+        .await;
+        assert_eq!(old.base_for(&at(0), 131_072).await.unwrap(), None);
+        assert_eq!(old.base_for(&at(0), 8192).await.unwrap(), None);
+        assert_eq!(
+            pages
+                .base_for(&position("base/1/100", 0), 8192)
+                .await
+                .unwrap(),
+            None
+        );
     }
 
     #[test]

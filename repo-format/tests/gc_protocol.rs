@@ -350,8 +350,11 @@ async fn a_delta_whose_base_was_collected_is_not_a_surviving_copy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_rewrites_a_pack_of_deltas_only_when_their_bases_decode() {
     let (storage, repo, _dir) = setup().await;
-    // Odd seeds: the generator ignores a seed's lowest bit.
-    let pages: Vec<Vec<u8>> = (0..8).map(|i| xorshift_bytes(21 + 2 * i, 8192)).collect();
+    // Odd seeds: the generator ignores a seed's lowest bit. Each "page" is a whole tar
+    // page group (128 KiB, one chunk).
+    let pages: Vec<Vec<u8>> = (0..8)
+        .map(|i| xorshift_bytes(21 + 2 * i, 131_072))
+        .collect();
     let changed: Vec<Vec<u8>> = pages
         .iter()
         .enumerate()

@@ -1,8 +1,9 @@
 //! Page deltas end to end: a database base backup streamed as tar changes a few rows in
-//! many 8 KiB pages between backups. The next backup of the stream stores each changed
-//! page as a small delta against the same page of the last backup, and every snapshot
-//! stays restorable byte-exact after the snapshots holding the bases are forgotten and
-//! garbage-collected.
+//! many 8 KiB pages between backups. Tar members are cut into page groups of 128 KiB
+//! (16 pages, the last group of a member shorter); the next backup of the stream stores
+//! each changed group as a small delta against the same group of the last backup, and
+//! every snapshot stays restorable byte-exact after the snapshots holding the bases are
+//! forgotten and garbage-collected.
 
 mod common;
 
@@ -12,12 +13,14 @@ use std::path::Path;
 const PAGE: usize = 8192;
 
 /// Relation files of random (incompressible) pages: a full page stores about 8 KiB.
+/// `1259` is groups 0..2 and a short group 2 of 8 pages; `16397` is groups 0..7 and a
+/// short group 7 of 8 pages (112..120); `16400` is one whole group.
 fn make_datadir(dir: &Path) {
     std::fs::create_dir_all(dir.join("base/5")).unwrap();
     std::fs::write(dir.join("PG_VERSION"), b"15\n").unwrap();
     std::fs::write(dir.join("base/5/1259"), random_bytes(1, 40 * PAGE)).unwrap();
     std::fs::write(dir.join("base/5/16397"), random_bytes(2, 120 * PAGE)).unwrap();
-    std::fs::write(dir.join("base/5/16400"), random_bytes(3, 8 * PAGE)).unwrap();
+    std::fs::write(dir.join("base/5/16400"), random_bytes(3, 16 * PAGE)).unwrap();
 }
 
 /// Overwrite 60 bytes in each of `pages` of relation file `rel` (a few rows of each).
@@ -47,7 +50,8 @@ fn changed_pages_are_deltas_and_outlive_the_snapshots_of_their_bases() {
     let first = env.backup_stream_with("base.tar", &tar1, &[]);
     assert_eq!(summary(&first, "deltas_added"), 0, "{first}");
 
-    // 30 changed pages in one relation, 10 in another, one relation grows by a page.
+    // 30 changed pages in one relation (in all its 8 groups, the short last one too), 10
+    // in another (all in its group 1), one relation grows by a page (a new short group).
     touch_pages(&dir, "base/5/16397", (0..120).step_by(4), 100);
     touch_pages(&dir, "base/5/1259", 20..30, 200);
     let mut grown = std::fs::read(dir.join("base/5/16400")).unwrap();
@@ -56,21 +60,21 @@ fn changed_pages_are_deltas_and_outlive_the_snapshots_of_their_bases() {
     let tar2 = gnu_tar(&dir);
     let second = env.backup_stream_with("base.tar", &tar2, &[]);
     assert_eq!(second["parent"], first["id"], "{second}");
-    assert_eq!(summary(&second, "deltas_added"), 40, "{second}");
-    // 40 deltas of ~100 bytes, one new full page, and the stream's tree and chunk list:
-    // far below the 41 pages (336 KB) a backup without deltas stores.
+    assert_eq!(summary(&second, "deltas_added"), 9, "{second}");
+    // 9 deltas of a few hundred bytes, one new full page, and the stream's tree and chunk
+    // list: far below the 9 groups (1 MB) a backup without deltas stores.
     let stored = summary(&second, "bytes_stored");
     assert!(
         stored < 30_000,
         "second backup stored {stored} bytes: {second}"
     );
 
-    // The third backup changes pages again, some of them the same ones: its deltas are
-    // against the first backup's full pages (never against a delta).
+    // The third backup changes pages again, in the same 8 groups: its deltas are against
+    // the first backup's full groups (never against a delta).
     touch_pages(&dir, "base/5/16397", (0..120).step_by(8), 300);
     let tar3 = gnu_tar(&dir);
     let third = env.backup_stream_with("base.tar", &tar3, &[]);
-    assert_eq!(summary(&third, "deltas_added"), 15, "{third}");
+    assert_eq!(summary(&third, "deltas_added"), 8, "{third}");
 
     let ids: Vec<String> = [&first, &second, &third]
         .iter()
@@ -97,10 +101,11 @@ fn changed_pages_are_deltas_and_outlive_the_snapshots_of_their_bases() {
     assert!(std::fs::read(restore_to.join("base.tar")).unwrap() == tar3);
 
     // A fourth backup, whose parent is the third: deltas against the bases gc kept.
-    touch_pages(&dir, "base/5/1259", 0..5, 400);
+    // Pages 0..5 (group 0) and 32..34 (the short last group).
+    touch_pages(&dir, "base/5/1259", (0..5).chain(32..34), 400);
     let tar4 = gnu_tar(&dir);
     let fourth = env.backup_stream_with("base.tar", &tar4, &[]);
-    assert_eq!(summary(&fourth, "deltas_added"), 5, "{fourth}");
+    assert_eq!(summary(&fourth, "deltas_added"), 2, "{fourth}");
     assert!(env.dump(fourth["id"].as_str().unwrap(), "/base.tar") == tar4);
 }
 
@@ -142,9 +147,10 @@ fn verify_names_deltas_whose_bases_are_lost() {
     make_datadir(&dir);
     env.backup_stream_with("base.tar", &gnu_tar(&dir), &[]);
     let packs_of_first = env.repo_files("data");
-    touch_pages(&dir, "base/5/16397", 0..10, 100);
+    // One page in each of the 8 groups (the last one short).
+    touch_pages(&dir, "base/5/16397", (0..120).step_by(16), 100);
     let second = env.backup_stream_with("base.tar", &gnu_tar(&dir), &[]);
-    assert_eq!(summary(&second, "deltas_added"), 10, "{second}");
+    assert_eq!(summary(&second, "deltas_added"), 8, "{second}");
 
     for pack in &packs_of_first {
         std::fs::remove_file(pack).unwrap();
@@ -159,7 +165,7 @@ fn verify_names_deltas_whose_bases_are_lost() {
         .iter()
         .filter(|p| p["kind"] == "delta_base_missing")
         .collect();
-    assert_eq!(lost.len(), 10, "{report}");
+    assert_eq!(lost.len(), 8, "{report}");
     for problem in lost {
         assert_eq!(
             problem["snapshots"],

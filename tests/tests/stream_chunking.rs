@@ -1,7 +1,8 @@
 //! Tar-aware stream chunking end to end: `dprepo backup --stdin` of real GNU tar archives.
 //! A database base backup streamed as tar changes in scattered 8 KiB pages between
-//! backups; the user-visible promise is that the next backup stores only those pages, and
-//! that any stream, tar or not, damaged or not, comes back byte-exact.
+//! backups; the user-visible promise is that the next backup stores only the page groups
+//! (128 KiB, 16 pages) holding those pages, and that any stream, tar or not, damaged or
+//! not, comes back byte-exact.
 
 mod common;
 
@@ -9,6 +10,8 @@ use common::*;
 use std::path::Path;
 
 const PAGE: usize = 8192;
+/// The page group size of tar members with the default stream chunker (2 MiB max).
+const GROUP: usize = 16 * PAGE;
 
 /// `dprepo --json backup --stdin --stdin-name NAME [extra...]` fed `data`; the snapshot.
 fn backup_stream(env: &TestEnv, name: &str, data: &[u8], extra: &[&str]) -> serde_json::Value {
@@ -28,7 +31,7 @@ fn make_datadir(dir: &Path) {
 }
 
 #[test]
-fn one_page_change_in_a_tar_member_adds_exactly_one_data_chunk() {
+fn one_page_change_in_a_tar_member_adds_exactly_one_group_chunk() {
     let env = TestEnv::init();
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("data");
@@ -36,26 +39,26 @@ fn one_page_change_in_a_tar_member_adds_exactly_one_data_chunk() {
     let before = gnu_tar(&dir);
 
     let first = backup_stream(&env, "base.tar", &before, &[]);
-    assert_eq!(first["chunker"]["tar_page_size"], 8192, "{first}");
+    assert_eq!(first["chunker"]["tar_page_size"], GROUP, "{first}");
 
-    // Baseline for the metadata a changed stream costs (its tree and chunk list): page 41
-    // of the 96-page relation file overwritten with a copy of page 40, which the
-    // repository already holds, so no data chunk is new.
+    // Baseline for the metadata a changed stream costs (its tree and chunk list): group 2
+    // (pages 32..48) of the 96-page relation file overwritten with a copy of group 1,
+    // which the repository already holds, so no data chunk is new.
     let rel = dir.join("base/5/16397");
     let original = std::fs::read(&rel).unwrap();
-    let changed = 41 * PAGE;
     let mut copied = original.clone();
-    copied.copy_within(changed - PAGE..changed, changed);
+    copied.copy_within(GROUP..2 * GROUP, 2 * GROUP);
     std::fs::write(&rel, &copied).unwrap();
     let baseline = backup_stream(&env, "base.tar", &gnu_tar(&dir), &[]);
     let metadata_blobs = baseline["summary"]["blobs_added"].as_u64().unwrap();
     let metadata_bytes = baseline["summary"]["bytes_added"].as_u64().unwrap();
     assert!(
         metadata_bytes < PAGE as u64,
-        "a copied page stored data: {baseline}"
+        "a copied group stored data: {baseline}"
     );
 
-    // Now change 100 bytes of page 41 of the original file, in place.
+    // Now change 100 bytes of page 41 (in group 2) of the original file, in place.
+    let changed = 41 * PAGE;
     let mut pages = original;
     pages[changed + 100..changed + 200].copy_from_slice(&random_bytes(99, 100));
     std::fs::write(&rel, &pages).unwrap();
@@ -69,12 +72,13 @@ fn one_page_change_in_a_tar_member_adds_exactly_one_data_chunk() {
         metadata_blobs + 1,
         "a one-page change must add one data chunk (plus {metadata_blobs} metadata blobs): {second}"
     );
-    // The new data chunk is the page: 8 KiB, give or take the few bytes by which the tree
-    // (whose node times are the snapshot time) may differ in length.
+    // The new data chunk is the page's group: 128 KiB of random pages, give or take the
+    // few bytes by which the tree (whose node times are the snapshot time) may differ in
+    // length. (No delta: the parent's group 2 is the copy of group 1, unrelated bytes.)
     let data_bytes = second["summary"]["bytes_added"].as_u64().unwrap() - metadata_bytes;
     assert!(
-        data_bytes.abs_diff(PAGE as u64) <= 64,
-        "new data is {data_bytes} bytes, not one page: {second}"
+        data_bytes.abs_diff(GROUP as u64) <= 64,
+        "new data is {data_bytes} bytes, not one group: {second}"
     );
     let id = second["id"].as_str().unwrap();
     assert!(

@@ -46,12 +46,16 @@ impl Repository {
     /// [`Error::NotFound`] if no index knows it or its pack is gone; [`Error::Corrupt`]
     /// if the stored bytes are damaged.
     pub async fn read_blob(&self, id: &BlobId, blob_type: BlobType) -> Result<Vec<u8>> {
-        match self.read_blob_once(id, blob_type, None).await {
+        match self
+            .read_blob_once(id, blob_type, None, INLINE_DECODE_BYTES)
+            .await
+        {
             // A concurrent gc may have moved the blob to a new pack and deleted the old
             // one: reload the index once and follow it.
             Err(Error::NotFound { .. }) => {
                 self.load_index().await?;
-                self.read_blob_once(id, blob_type, None).await
+                self.read_blob_once(id, blob_type, None, INLINE_DECODE_BYTES)
+                    .await
             }
             other => other,
         }
@@ -63,10 +67,25 @@ impl Repository {
     /// pool, which two workers waiting this way would leave with no thread to run on.
     /// A base that cannot be read only costs the delta.
     ///
+    /// For the same reason it is decoded on the calling task whatever its size: a tar
+    /// page group of 128 KiB of incompressible pages is stored in more than
+    /// [`INLINE_DECODE_BYTES`], and handing it to the CPU pool left backups hanging
+    /// with every pool worker waiting for a base only the pool could decode. Page bases
+    /// are full blobs of at most a page group (the saver offers no other), so this
+    /// decodes at most 128 KiB here.
+    ///
     /// # Errors
-    /// As [`Repository::read_blob`], without the retry.
+    /// As [`Repository::read_blob`], without the retry; [`Error::Corrupt`] if the blob
+    /// is indexed as a delta.
     pub(crate) async fn read_page_base(&self, id: &BlobId) -> Result<Vec<u8>> {
-        self.read_blob_once(id, BlobType::Data, None).await
+        if self.locate(id).is_some_and(|loc| loc.base.is_some()) {
+            return Err(Error::corrupt(
+                format!("data blob {}", id.short()),
+                "offered as a page base but stored as a delta",
+            ));
+        }
+        self.read_blob_once(id, BlobType::Data, None, u32::MAX)
+            .await
     }
 
     /// The plaintext of `base_id`, the base of delta blob `id`: a full Data blob (a
@@ -76,22 +95,28 @@ impl Repository {
     /// As [`Repository::read_blob`]; [`Error::Corrupt`] if the base is indexed as a
     /// delta or as another type.
     pub async fn read_delta_base(&self, id: &BlobId, base_id: &BlobId) -> Result<Vec<u8>> {
-        match self.read_blob_once(base_id, BlobType::Data, Some(id)).await {
+        match self
+            .read_blob_once(base_id, BlobType::Data, Some(id), INLINE_DECODE_BYTES)
+            .await
+        {
             Err(Error::NotFound { .. }) => {
                 self.load_index().await?;
-                self.read_blob_once(base_id, BlobType::Data, Some(id)).await
+                self.read_blob_once(base_id, BlobType::Data, Some(id), INLINE_DECODE_BYTES)
+                    .await
             }
             other => other,
         }
     }
 
     /// Read blob `id` once. `base_of` is set when it is read as the base of that delta
-    /// blob, and then it must not be a delta itself.
+    /// blob, and then it must not be a delta itself. A blob stored in at most
+    /// `inline_limit` bytes is decoded on the calling task, a larger one on the CPU pool.
     async fn read_blob_once(
         &self,
         id: &BlobId,
         blob_type: BlobType,
         base_of: Option<&BlobId>,
+        inline_limit: u32,
     ) -> Result<Vec<u8>> {
         let loc = self.locate(id).ok_or_else(|| missing_blob(id))?;
         if loc.blob_type != blob_type {
@@ -121,7 +146,7 @@ impl Repository {
             )
             .await?;
         let raw_len = u64::from(loc.raw_len);
-        if loc.stored_len <= INLINE_DECODE_BYTES {
+        if loc.stored_len <= inline_limit {
             // Decoding a small blob takes less time than handing it to another thread.
             return decode_stored_blob(&self.keys, blob_type, id, &stored, raw_len, base);
         }
