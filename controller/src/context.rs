@@ -107,6 +107,28 @@ impl Context {
         .await;
     }
 
+    /// [`Context::event_related`] with the related object given by reference (kinds the
+    /// controller has no typed API for, such as VolumeSnapshot).
+    pub async fn event_related_ref<K>(
+        &self,
+        object: &K,
+        related: ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: impl Into<String>,
+    ) where
+        K: Resource<DynamicType = ()>,
+    {
+        self.publish(
+            object.object_ref(&()),
+            Some(related),
+            type_,
+            reason,
+            note.into(),
+        )
+        .await;
+    }
+
     async fn publish(
         &self,
         reference: ObjectReference,

@@ -712,6 +712,21 @@ fn a_failed_backup_is_retried_from_the_action_that_failed() {
     );
     assert_eq!(action(&b, "dp-prebackup-0-0")["phase"], "Completed");
     assert_eq!(action(&b, "dp-backup-0")["phase"], "Completed");
+    // Each step's Job has its own CreatingJob event: the events API had counted the
+    // later ones into the first one's series (same reason on the same Backup within
+    // minutes), keeping only the first Job's name.
+    let created: std::collections::BTreeSet<String> = c
+        .events_of("retry")
+        .into_iter()
+        .filter(|e| e.starts_with("CreatingJob: "))
+        .collect();
+    assert!(created.len() >= 3, "{created:?}");
+    for step in ["dp-prebackup-0-0", "dp-backup-0", "dp-postbackup-0-0"] {
+        assert!(
+            created.iter().any(|e| e.contains(step)),
+            "{step}: {created:?}"
+        );
+    }
     let state = volume_dir(&c, "state");
     // The Failed backup's Jobs go (so that the retry makes new ones).
     c.wait_for("the failed Jobs deleted", Duration::from_secs(60), || {

@@ -503,8 +503,8 @@ spec:
     );
 }
 
-/// An S3 server that checks credentials (moto with authentication from the first request),
-/// killed when dropped.
+/// An S3 server of one test that checks credentials (moto with authentication from the
+/// first request) unless started without, killed when dropped.
 struct AuthenticatingS3 {
     child: std::process::Child,
     endpoint: String,
@@ -512,7 +512,17 @@ struct AuthenticatingS3 {
 
 impl AuthenticatingS3 {
     fn start() -> AuthenticatingS3 {
+        Self::start_with(true)
+    }
+
+    /// A private moto server that takes any credential.
+    fn start_without_authentication() -> AuthenticatingS3 {
+        Self::start_with(false)
+    }
+
+    fn start_with(authenticate: bool) -> AuthenticatingS3 {
         let port = free_port();
+        let no_auth_actions = if authenticate { "0" } else { "inf" };
         let child = Command::new("python3")
             .args([
                 "-m",
@@ -522,7 +532,7 @@ impl AuthenticatingS3 {
                 "-p",
                 &port.to_string(),
             ])
-            .env("INITIAL_NO_AUTH_ACTION_COUNT", "0")
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", no_auth_actions)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -592,5 +602,218 @@ spec:
         message.contains("lacked the necessary privileges")
             && message.contains("InvalidAccessKeyId"),
         "{check}"
+    );
+}
+
+/// Creates `bucket` on the S3 server at `endpoint` (moto takes unsigned requests).
+fn create_bucket(endpoint: &str, bucket: &str) {
+    use std::io::{Read, Write};
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut sock = std::net::TcpStream::connect(host).expect("S3 server");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        sock,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    sock.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "create bucket: {reply}");
+}
+
+/// `dprepo ARGS` on the host against the S3 location `root` of `endpoint`, with the
+/// repository key `key` or (`access`) an access key.
+fn dprepo_s3(
+    endpoint: &str,
+    root: &str,
+    secret: &str,
+    access: bool,
+    args: &[&str],
+    dir: &Path,
+) -> Output {
+    let conf = dir.join(format!("host-{}.conf", root.replace('/', "-")));
+    std::fs::write(
+        &conf,
+        format!(
+            "[storage]\ntype = s3\nendpoint = {endpoint}\nroot = {root}\naccess_key_id = test\nsecret_access_key = test\nforce_path_style = true\n"
+        ),
+    )
+    .unwrap();
+    let key_file = dir.join("host-key");
+    std::fs::write(&key_file, secret).unwrap();
+    let mut cmd = bare_cmd(["--datasafed-conf"]);
+    cmd.arg(&conf).args(args);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("DATASAFED_") || k.starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env(
+        if access {
+            "DPREPO_ACCESS_KEY_FILE"
+        } else {
+            "DPREPO_PASSWORD_FILE"
+        },
+        &key_file,
+    )
+    .env("XDG_CACHE_HOME", dir.join("cache"))
+    .output()
+    .expect("dprepo")
+}
+
+/// The ids of the key files of the repository, listed with its key.
+fn key_ids(endpoint: &str, root: &str, key: &str, dir: &Path) -> Vec<String> {
+    let out = dprepo_s3(endpoint, root, key, false, &["key", "list", "--json"], dir);
+    assert!(out.status.success(), "dprepo key list: {}", stderr(&out));
+    let list: Value = serde_json::from_slice(&out.stdout).expect("key list JSON");
+    list["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Whether the access key `access` opens the repository.
+fn access_key_opens(endpoint: &str, root: &str, access: &str, dir: &Path) -> bool {
+    dprepo_s3(endpoint, root, access, true, &["snapshots", "--json"], dir)
+        .status
+        .success()
+}
+
+/// Deleting a Tool-access BackupRepo left the pods' access key file in the repository:
+/// the Secrets went, but any copy of the key (taken from a namespace's tool Secret)
+/// still opened it. Deletion now removes the key file with a Job before the finalizer
+/// goes; where that fails (here the storage server is gone), a Warning Event names the
+/// key and the repository, and the deletion still completes.
+#[test]
+fn access_keys_are_revoked_when_their_backup_repo_is_deleted() {
+    ensure_s3_bucket();
+    // The second repository's storage: a server of its own, stopped before the deletion.
+    let doomed = AuthenticatingS3::start_without_authentication();
+    create_bucket(&doomed.endpoint, S3_BUCKET);
+    let mut c = Cluster::start();
+    install(&mut c);
+    let prefix = c
+        .dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_lowercase();
+    let root = format!("{S3_BUCKET}/{prefix}");
+    let provider = s3_storage_provider("s3-revoke");
+    let repos = [
+        ("revoked", s3_endpoint()),
+        ("unreachable", doomed.endpoint.clone()),
+    ];
+    let mut yaml = format!(
+        r#"
+{provider}---
+apiVersion: v1
+kind: Secret
+metadata: {{name: s3-creds, namespace: dprepo-system}}
+stringData: {{accessKeyId: test, secretAccessKey: test}}
+"#
+    );
+    for (name, endpoint) in &repos {
+        yaml.push_str(&format!(
+            r#"---
+apiVersion: dataprotection.kubeblocks.io/v1alpha1
+kind: BackupRepo
+metadata: {{name: {name}}}
+spec:
+  storageProviderRef: s3-revoke
+  accessMethod: Tool
+  pvReclaimPolicy: Retain
+  config: {{bucket: "{root}", endpoint: "{endpoint}"}}
+  credential: {{name: s3-creds, namespace: dprepo-system}}
+"#
+        ));
+    }
+    c.apply(&yaml);
+    let mut keys = Vec::new();
+    for (name, endpoint) in &repos {
+        c.wait_for(
+            &format!("BackupRepo {name} Ready"),
+            Duration::from_secs(180),
+            || {
+                c.get(&["backuprepo", name])
+                    .filter(|r| r.pointer("/status/phase") == Some(&Value::from("Ready")))
+            },
+        );
+        let access = c.wait_for(
+            &format!("the access key of {name}"),
+            Duration::from_secs(120),
+            || {
+                secret_field(
+                    &c,
+                    "dprepo-system",
+                    &format!("dprepo-access-{name}"),
+                    "accessKey",
+                )
+            },
+        );
+        let id = access
+            .strip_prefix("dprepo-ak1-")
+            .and_then(|rest| rest.split_once('-'))
+            .map(|(id, _)| id.to_string())
+            .expect("access key text");
+        let (_, key) = generated_key(&c, name);
+        let key = key.trim().to_string();
+        let ids = key_ids(endpoint, &root, &key, c.dir.path());
+        assert!(ids.contains(&id), "the pre-check registered {id}: {ids:?}");
+        assert!(access_key_opens(endpoint, &root, &access, c.dir.path()));
+        keys.push((*name, endpoint.clone(), access, id, key));
+    }
+
+    // Removed: the key file is gone and the old access key opens nothing.
+    let (name, endpoint, access, id, key) = &keys[0];
+    c.kubectl_ok(&["delete", "backuprepo", name, "--wait=false"]);
+    c.wait_for(&format!("{name} gone"), Duration::from_secs(180), || {
+        c.get(&["backuprepo", name]).is_none().then_some(())
+    });
+    let ids = key_ids(endpoint, &root, key, c.dir.path());
+    assert!(!ids.contains(id), "{id} still in {ids:?}");
+    assert_eq!(ids.len(), 1, "the repository key stays: {ids:?}");
+    assert!(!access_key_opens(endpoint, &root, access, c.dir.path()));
+    let events = c.events_of(name);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("AccessKeyRevoked: ") && e.contains(id.as_str())),
+        "{events:?}"
+    );
+    let jobs = c
+        .get(&[
+            "job",
+            "-n",
+            "dprepo-system",
+            "-l",
+            &format!("dataprotection.kubeblocks.io/backup-repo-name={name}"),
+        ])
+        .expect("job list");
+    assert_eq!(jobs["items"].as_array().map(Vec::len), Some(0), "{jobs}");
+
+    // The storage is gone: a Warning names the key and the repository, and the deletion
+    // completes.
+    let (name, _, _, id, _) = &keys[1];
+    drop(doomed);
+    c.kubectl_ok(&["delete", "backuprepo", name, "--wait=false"]);
+    c.wait_for(&format!("{name} gone"), Duration::from_secs(400), || {
+        c.get(&["backuprepo", name]).is_none().then_some(())
+    });
+    let events = c.events_of(name);
+    let warning = events
+        .iter()
+        .find(|e| e.starts_with("AccessKeyNotRevoked: "))
+        .unwrap_or_else(|| panic!("no AccessKeyNotRevoked event: {events:?}"));
+    assert!(warning.contains(id.as_str()), "{warning}");
+    assert!(warning.contains("BackupRepo unreachable"), "{warning}");
+    assert!(
+        warning.contains(&format!("dprepo key remove {id}")),
+        "{warning}"
     );
 }

@@ -14,9 +14,25 @@
 //! way), so those namespaces never hold the password. `dprepo key remove <id>` revokes it;
 //! a new pre-check (changed storage or key) registers it again.
 //!
+//! When the BackupRepo is deleted, the Job [`revoke_job`] (the pre-check's injection, with
+//! the repository key) runs `dprepo key remove <id>`, so a copy of the access key taken
+//! from a namespace's Secret stops opening the repository with it.
+//!
 //! Tool access only: with Mount access each namespace's claim may be a volume of its own
 //! (a CSI driver's subdirectory per volume), where the first Job creates the repository,
 //! which needs the repository key.
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{Container, PodSecurityContext, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::datasafed::{inject_datasafed, no_privilege_escalation, RepoMount};
+use super::precheck::{add_scheduling, FS_GROUP};
+use super::string_map;
+use crate::api::backuprepo::AccessMethod;
+use crate::api::labels::label;
+use crate::api::BackupRepo;
+use crate::config::ControllerConfig;
 
 /// The access Secret's key holding the secret (64 hex digits).
 pub const SECRET_FIELD: &str = "secret";
@@ -63,6 +79,16 @@ pub fn access_key_text(id: &str, secret: &str) -> String {
     format!("{ACCESS_KEY_PREFIX}{id}-{}", secret.trim())
 }
 
+/// The key file id of an access key's text (`dprepo-ak1-<id>-<secret>`), when both
+/// parts are 64 hex digits.
+pub fn id_of_access_key(text: &str) -> Option<String> {
+    let (id, secret) = text
+        .trim()
+        .strip_prefix(ACCESS_KEY_PREFIX)?
+        .split_once('-')?;
+    (is_hex64(id) && is_hex64(secret)).then(|| id.to_ascii_lowercase())
+}
+
 /// The pre-check script's last step: register the access key when the secret is there.
 /// A datasafed without the command (another image) leaves pods on the repository key.
 pub fn register_step(config_dir: &str, label: &str) -> String {
@@ -72,6 +98,82 @@ pub fn register_step(config_dir: &str, label: &str) -> String {
          || echo 'dprepo: no access key registered; pods get the repository key'; fi",
         super::shell_quote(label)
     )
+}
+
+/// The container of the revocation Job.
+pub const REVOKE_CONTAINER: &str = "revoke-key";
+
+/// Retries of the revocation Job: one more try after a failure.
+pub const REVOKE_BACKOFF_LIMIT: i32 = 1;
+
+/// The Job that removes the access key file `id` from `repo`'s repository: in the
+/// controller's namespace, named [`super::names::revoke_key_name`] like its tool Secret
+/// (which carries the repository key), worker service account, owned by the BackupRepo
+/// (whose finalizer waits for it), running `/dprepo key remove <id>` from the datasafed
+/// image with the datasafed injection (`dprepo` finds the storage as datasafed does).
+pub fn revoke_job(
+    repo: &BackupRepo,
+    name: &str,
+    id: &str,
+    service_account: &str,
+    config: &ControllerConfig,
+) -> Job {
+    let repo_name = repo.metadata.name.clone().unwrap_or_default();
+    let mut pod = PodSpec {
+        restart_policy: Some("Never".into()),
+        containers: vec![Container {
+            name: REVOKE_CONTAINER.into(),
+            image: Some(config.datasafed_image.clone()),
+            image_pull_policy: config.image_pull_policy.clone(),
+            command: Some(vec![
+                "/dprepo".into(),
+                "key".into(),
+                "remove".into(),
+                id.to_string(),
+            ]),
+            termination_message_policy: Some("FallbackToLogsOnError".into()),
+            security_context: Some(no_privilege_escalation()),
+            ..Default::default()
+        }],
+        service_account_name: Some(service_account.to_string()),
+        security_context: Some(PodSecurityContext {
+            fs_group: Some(FS_GROUP),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    add_scheduling(&mut pod, config);
+    inject_datasafed(
+        &mut pod,
+        &RepoMount {
+            access: AccessMethod::Tool,
+            pvc_name: String::new(),
+            secret_name: name.to_string(),
+        },
+        None,
+        config,
+    );
+    Job {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(config.namespace.clone()),
+            labels: Some(string_map([
+                (label::BACKUP_REPO_NAME, repo_name.as_str()),
+                (label::MANAGED_BY, label::MANAGED_BY_VALUE),
+            ])),
+            owner_references: super::controller_ref(repo).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(REVOKE_BACKOFF_LIMIT),
+            template: PodTemplateSpec {
+                metadata: None,
+                spec: Some(pod),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
 }
 
 #[cfg(test)]
@@ -90,10 +192,12 @@ mod tests {
         assert_eq!(id_from_log("+ echo dprepo-access-key-id: x"), None);
         let secret = generate_secret().unwrap();
         assert!(valid_secret(&secret) && !valid_secret("xyz"));
-        assert_eq!(
-            access_key_text(&"ab".repeat(32), &format!("{secret}\n")),
-            format!("dprepo-ak1-{}-{secret}", "ab".repeat(32))
-        );
+        let text = access_key_text(&"ab".repeat(32), &format!("{secret}\n"));
+        assert_eq!(text, format!("dprepo-ak1-{}-{secret}", "ab".repeat(32)));
+        assert_eq!(id_of_access_key(&text), Some("ab".repeat(32)));
+        assert_eq!(id_of_access_key(&format!("{text}0")), None);
+        assert_eq!(id_of_access_key(&format!("dprepo-ak1-x-{secret}")), None);
+        assert_eq!(id_of_access_key("dprepo-ak1-; rm -rf /"), None);
     }
 
     #[test]

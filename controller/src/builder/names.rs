@@ -46,6 +46,12 @@ pub fn pre_check_name(repo_uid: &str, repo_name: &str) -> String {
     cut_name(&format!("pre-check-{}-{}", prefix(repo_uid, 8), repo_name))
 }
 
+/// The name of the Job (and its tool Secret) that revokes a deleted BackupRepo's access
+/// key: `revoke-key-<uid8>-<repo>`, cut as [`pre_check_name`].
+pub fn revoke_key_name(repo_uid: &str, repo_name: &str) -> String {
+    cut_name(&format!("revoke-key-{}-{}", prefix(repo_uid, 8), repo_name))
+}
+
 /// A derived object's name: `<prefix>-<repo>` cut to 56 bytes, `-`, then `suffix`
 /// (six characters of [`SUFFIX_ALPHABET`], see [`random_suffix`]).
 pub fn derived_name(prefix_: &str, repo_name: &str, suffix: &str) -> String {

@@ -225,6 +225,18 @@ impl Run<'_> {
         );
     }
 
+    /// A reference to the run Job `name` (in the controller's namespace), the related
+    /// object of the run's events.
+    fn job_ref(&self, name: &str) -> k8s_openapi::api::core::v1::ObjectReference {
+        k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("batch/v1".into()),
+            kind: Some("Job".into()),
+            name: Some(name.to_string()),
+            namespace: Some(self.ctx.config.namespace.clone()),
+            ..Default::default()
+        }
+    }
+
     async fn flush(&mut self) -> Result<()> {
         self.status.observed_generation = self.gc.metadata.generation;
         if self.gc.status.as_ref() == Some(&self.status) {
@@ -300,13 +312,28 @@ impl Run<'_> {
         }
         self.flush().await?;
         let gc = self.gc.clone();
+        // One series per run (its Job): runs a few minutes apart (manual, after
+        // deletions) report their own figures and failures.
+        let job = self.job_ref(&current.job_name);
         if ok {
             self.ctx
-                .event(&gc, EventType::Normal, "GarbageCollectionSucceeded", note)
+                .event_related_ref(
+                    &gc,
+                    job,
+                    EventType::Normal,
+                    "GarbageCollectionSucceeded",
+                    note,
+                )
                 .await;
         } else {
             self.ctx
-                .event(&gc, EventType::Warning, "GarbageCollectionFailed", note)
+                .event_related_ref(
+                    &gc,
+                    job,
+                    EventType::Warning,
+                    "GarbageCollectionFailed",
+                    note,
+                )
                 .await;
         }
         Ok(true)
@@ -483,9 +510,11 @@ impl Run<'_> {
             self.clear_request().await?;
         }
         let gc = self.gc.clone();
+        let job = self.job_ref(&name);
         self.ctx
-            .event(
+            .event_related_ref(
                 &gc,
+                job,
                 EventType::Normal,
                 "GarbageCollectionStarted",
                 format!(

@@ -20,7 +20,11 @@
 //!   is atomic among processes of one host; on
 //!   NFS it maps to NFS byte-range locks (Linux clients), so it holds across hosts only
 //!   where the server supports locking. Processes of dprepo versions before this lock
-//!   do not take it.
+//!   do not take it. Holders keep it only to check and rename or remove one file, so
+//!   waiting for it is bounded ([`DEFAULT_LOCK_WAIT`], [`LocalStorage::set_lock_wait`]):
+//!   a holder that is stopped (SIGSTOP, a hung NFS client) fails the other writers of
+//!   that directory with an error naming the lock file and the holder's PID instead of
+//!   stalling them; a holder that dies releases it.
 //! - A write returns `Ok` only after the file, its directory entry and the entries of
 //!   every directory on the way from the root have been fsynced.
 //! - Temporary files are never listed, and names that could escape the root or collide
@@ -48,7 +52,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How deep `list` descends below the root. Repository names have at most three
 /// components; the limit only stops symlink loops from being walked forever.
@@ -80,6 +84,9 @@ struct Inner {
     synced_dirs: Mutex<HashSet<PathBuf>>,
     /// Set once the file system refused a direct write: later writes go buffered.
     direct_refused: AtomicBool,
+    /// How long a write or delete waits for a directory's lock, in milliseconds
+    /// ([`DEFAULT_LOCK_WAIT`], [`LocalStorage::set_lock_wait`]).
+    lock_wait_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for LocalStorage {
@@ -99,6 +106,7 @@ impl LocalStorage {
                 root: root.into(),
                 synced_dirs: Mutex::new(HashSet::new()),
                 direct_refused: AtomicBool::new(false),
+                lock_wait_ms: AtomicU64::new(DEFAULT_LOCK_WAIT.as_millis() as u64),
             }),
         }
     }
@@ -115,6 +123,15 @@ impl LocalStorage {
         let storage = LocalStorage::new(root);
         storage.inner.direct_refused.store(true, Ordering::Relaxed);
         storage
+    }
+
+    /// How long a conditional write, overwrite or delete waits for its directory's lock
+    /// (module documentation) before it fails with a storage error of kind
+    /// [`io::ErrorKind::ResourceBusy`] naming the lock file and its holder; shared by
+    /// clones. [`DEFAULT_LOCK_WAIT`] unless set.
+    pub fn set_lock_wait(&self, wait: Duration) {
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        self.inner.lock_wait_ms.store(ms, Ordering::Relaxed);
     }
 
     /// The root directory holding the blobs.
@@ -366,19 +383,112 @@ fn open_lock_file(path: &Path, create: bool) -> io::Result<Option<File>> {
     }
 }
 
+/// How long a write waits for a directory's lock by default before it fails
+/// ([`LocalStorage::set_lock_wait`]). Every holder only checks and renames or removes one
+/// file, so a wait this long means the holder is stopped (SIGSTOP, a debugger, a hung NFS
+/// client) rather than slow; without a bound, every writer of the directory would wait
+/// as long as it stays stopped.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// Longest pause between two tries of a held lock.
+const LOCK_POLL_MAX: Duration = Duration::from_millis(100);
+
 /// Take the lock at `path`: always for an update (`create`), only where the file exists
-/// for an overwrite or a delete. Blocks while another process or thread holds it: every
-/// holder only checks and renames or removes one file.
-fn lock_dir(path: &Path, create: bool) -> io::Result<Option<DirLock>> {
+/// for an overwrite or a delete. While another process or thread holds it, tries again
+/// with growing pauses (1 ms up to [`LOCK_POLL_MAX`]) for up to `wait`, then fails with
+/// [`io::ErrorKind::ResourceBusy`] naming the lock file and, where `/proc/locks` shows
+/// it, the holder's PID. A holder that dies releases the lock (the kernel drops it with
+/// its last descriptor).
+fn lock_dir(path: &Path, create: bool, wait: Duration) -> io::Result<Option<DirLock>> {
     let Some(file) = open_lock_file(path, create)? else {
         return Ok(None);
     };
     #[cfg(target_os = "linux")]
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+    {
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(e) if e == rustix::io::Errno::WOULDBLOCK => {}
+                Err(e) if e == rustix::io::Errno::INTR => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let waited = start.elapsed();
+            if waited >= wait {
+                return Err(lock_held_error(path, &file, waited, wait));
+            }
+            std::thread::sleep(pause.min(wait - waited));
+            pause = (pause * 2).min(LOCK_POLL_MAX);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = wait;
     Ok(Some(DirLock { _file: file }))
 }
 
+/// The error of a lock wait that ran out: names the lock file and, if `/proc/locks`
+/// shows it, the process holding it.
+#[cfg(target_os = "linux")]
+fn lock_held_error(path: &Path, file: &File, waited: Duration, wait: Duration) -> io::Error {
+    use std::os::unix::fs::MetadataExt;
+    let holder = file
+        .metadata()
+        .ok()
+        .and_then(|meta| {
+            let locks = fs::read_to_string("/proc/locks").ok()?;
+            flock_holder(&locks, meta.dev(), meta.ino())
+        })
+        .map_or_else(
+            || "another process".to_owned(),
+            |pid| {
+                let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                match comm.trim() {
+                    "" => format!("process {pid}"),
+                    comm => format!("process {pid} ({comm})"),
+                }
+            },
+        );
+    io::Error::new(
+        io::ErrorKind::ResourceBusy,
+        format!(
+            "lock file {} is held by {holder}: gave up after waiting {:.1} s (limit {:.1} s); \
+             a process holding it for that long is stopped or hung (SIGSTOP, a debugger, \
+             a hung NFS client): resume or end it, and writes of this directory go on",
+            path.display(),
+            waited.as_secs_f64(),
+            wait.as_secs_f64(),
+        ),
+    )
+}
+
+/// The PID holding an `flock` on the file `(dev, ino)`, from the text of `/proc/locks`
+/// (lines `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`; waiters, marked `->`, are
+/// skipped). `None` if no line matches or the PID is not visible (0 or -1).
+#[cfg(target_os = "linux")]
+fn flock_holder(locks: &str, dev: u64, ino: u64) -> Option<u32> {
+    let file = format!(
+        "{:02x}:{:02x}:{ino}",
+        rustix::fs::major(dev),
+        rustix::fs::minor(dev)
+    );
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [_, "FLOCK", _, _, pid, id, ..] if *id == file => {
+                pid.parse::<u32>().ok().filter(|&p| p > 0)
+            }
+            _ => None,
+        }
+    })
+}
+
 impl Inner {
+    /// [`LocalStorage::set_lock_wait`].
+    fn lock_wait(&self) -> Duration {
+        Duration::from_millis(self.lock_wait_ms.load(Ordering::Relaxed))
+    }
+
     /// Make sure `dir` (the root or a directory below it) exists and that its entry is
     /// durable in its parent, creating and syncing directories from the root down.
     fn ensure_dir(&self, dir: &Path) -> io::Result<()> {
@@ -444,6 +554,7 @@ impl Inner {
             data,
             mode,
             &self.direct_refused,
+            self.lock_wait(),
         );
         if result.is_err() {
             // Best effort: a leftover temporary file is never listed, only wastes space.
@@ -484,6 +595,7 @@ fn write_via_temp(
     data: &[u8],
     mode: PutMode,
     direct_refused: &AtomicBool,
+    lock_wait: Duration,
 ) -> Result<Version> {
     let io_err = |e| storage_error(name, e);
     let direct = cfg!(target_os = "linux")
@@ -511,11 +623,11 @@ fn write_via_temp(
     drop(file);
     match mode {
         PutMode::Overwrite => {
-            let _lock = lock_dir(lock, false).map_err(io_err)?;
+            let _lock = lock_dir(lock, false, lock_wait).map_err(io_err)?;
             fs::rename(temp, path).map_err(io_err)?;
         }
         PutMode::Update(expected) => {
-            let _lock = lock_dir(lock, true).map_err(io_err)?;
+            let _lock = lock_dir(lock, true, lock_wait).map_err(io_err)?;
             match fs::metadata(path) {
                 Ok(meta) if meta.is_file() && version_of(&meta) == expected => {}
                 Ok(_) => return Err(Error::conflict(name)),
@@ -906,9 +1018,10 @@ impl Storage for LocalStorage {
         let path = self.path_of(name)?;
         let owned_name = name.to_owned();
         let root = self.inner.root.clone();
+        let wait = self.inner.lock_wait();
         self.run_blocking(name, move || {
             let dir = path.parent().unwrap_or(Path::new(""));
-            let _lock = lock_dir(&lock_path(&root, dir), false)
+            let _lock = lock_dir(&lock_path(&root, dir), false, wait)
                 .map_err(|e| storage_error(&owned_name, e))?;
             match fs::remove_file(&path) {
                 Ok(()) => {}
@@ -997,6 +1110,97 @@ mod tests {
         ));
     }
 
+    /// A writer stopped while holding a directory's lock (SIGSTOP, a hung NFS client)
+    /// made every other writer of the directory wait for as long as it stayed stopped:
+    /// a backup waited 8 minutes behind a stopped copy. The wait is bounded now and
+    /// fails naming the lock file and the holder; once released, writes go on.
+    #[tokio::test]
+    async fn a_stalled_lock_holder_fails_writers_within_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path());
+        let v1 = storage
+            .put_opts("sessions/s1", Bytes::from_static(b"one"), PutMode::Create)
+            .await
+            .unwrap();
+        let lock = dir.path().join(LOCK_DIR).join("sessions");
+        // Another open file description of the lock file conflicts like another
+        // process would; /proc/locks shows this process as the holder.
+        let holder = File::open(&lock).unwrap();
+        rustix::fs::flock(&holder, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        let bound = Duration::from_millis(300);
+        storage.set_lock_wait(bound);
+
+        let start = Instant::now();
+        let err = storage
+            .put_opts(
+                "sessions/s1",
+                Bytes::from_static(b"two"),
+                PutMode::Update(v1.clone()),
+            )
+            .await
+            .unwrap_err();
+        let waited = start.elapsed();
+        assert!(waited >= bound, "gave up after {waited:?}");
+        assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+        let Error::Storage { object, source } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(object, "sessions/s1");
+        assert_eq!(source.kind(), io::ErrorKind::ResourceBusy, "{err}");
+        let message = err.to_string();
+        assert!(message.contains(&lock.display().to_string()), "{message}");
+        assert!(
+            message.contains(&format!("held by process {}", std::process::id())),
+            "{message}"
+        );
+        // Deletes and overwrites of the directory wait on the same lock.
+        let err = storage.delete("sessions/s1").await.unwrap_err();
+        assert!(err.to_string().contains("is held by process"), "{err}");
+        let err = storage.put("sessions/s1", b"three").await.unwrap_err();
+        assert!(err.to_string().contains("is held by process"), "{err}");
+        assert_eq!(storage.get("sessions/s1").await.unwrap(), b"one");
+
+        // A holder that lets go within the bound is waited for.
+        storage.set_lock_wait(Duration::from_secs(30));
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(holder);
+        });
+        let v2 = storage
+            .put_opts(
+                "sessions/s1",
+                Bytes::from_static(b"two"),
+                PutMode::Update(v1),
+            )
+            .await
+            .unwrap();
+        release.join().unwrap();
+        assert_eq!(storage.get("sessions/s1").await.unwrap(), b"two");
+        storage.delete("sessions/s1").await.unwrap();
+        assert!(storage
+            .put_opts("sessions/s1", Bytes::from_static(b"x"), PutMode::Update(v2))
+            .await
+            .is_err());
+    }
+
+    /// `/proc/locks` lines are matched by device and inode; waiters and other lock
+    /// kinds are not holders.
+    #[test]
+    fn flock_holders_are_read_from_proc_locks() {
+        let dev = rustix::fs::makedev(8, 1);
+        let locks = "1: POSIX  ADVISORY  WRITE 10 08:01:77 0 EOF\n\
+                     2: FLOCK  ADVISORY  WRITE 4321 08:01:77 0 EOF\n\
+                     2: -> FLOCK  ADVISORY  WRITE 99 08:01:77 0 EOF\n\
+                     3: FLOCK  ADVISORY  WRITE 55 08:02:77 0 EOF\n";
+        assert_eq!(flock_holder(locks, dev, 77), Some(4321));
+        assert_eq!(flock_holder(locks, dev, 78), None);
+        assert_eq!(flock_holder(locks, rustix::fs::makedev(8, 2), 77), Some(55));
+        assert_eq!(
+            flock_holder("3: FLOCK  ADVISORY  WRITE -1 08:01:77 0 EOF", dev, 77),
+            None
+        );
+    }
+
     /// When the direct write fails (here at its exclusive open: a temporary file is in
     /// the way, holding more than the object, as a refused direct write may leave it),
     /// the object is written again buffered over whatever is there, lands whole, and
@@ -1018,6 +1222,7 @@ mod tests {
             &data,
             PutMode::Overwrite,
             &refused,
+            DEFAULT_LOCK_WAIT,
         )
         .unwrap();
         assert!(fs::read(&path).unwrap() == data, "the object differs");

@@ -191,9 +191,11 @@ impl Reconciler<'_> {
                     }
                     Err(e) => return Err(Error::kube(format!("create Job {job_name}"), e)),
                 };
+                // One series per Job: a Backup runs several (per action and pod).
                 self.ctx
-                    .event(
+                    .event_related(
                         self.b,
+                        &created,
                         EventType::Normal,
                         "CreatingJob",
                         format!("creating job {job_ns}/{job_name}"),

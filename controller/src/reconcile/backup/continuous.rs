@@ -417,9 +417,11 @@ impl Reconciler<'_> {
                 }
             };
             slot.start_timestamp = created.metadata.creation_timestamp.clone();
+            // One series per StatefulSet (one per target).
             self.ctx
-                .event(
+                .event_related(
                     self.b,
+                    &created,
                     EventType::Normal,
                     "CreatingStatefulSet",
                     format!("creating statefulset {}/{name}", self.ns),

@@ -223,9 +223,19 @@ impl Reconciler<'_> {
                             return Err(Error::kube(format!("create VolumeSnapshot {name}"), e))
                         }
                     };
+                    // One series per VolumeSnapshot: a Backup makes one per volume.
+                    let related = k8s_openapi::api::core::v1::ObjectReference {
+                        api_version: Some(group_version.to_string()),
+                        kind: Some("VolumeSnapshot".into()),
+                        name: Some(name.clone()),
+                        namespace: Some(self.ns.clone()),
+                        uid: created.metadata.uid.clone(),
+                        ..Default::default()
+                    };
                     self.ctx
-                        .event(
+                        .event_related_ref(
                             self.b,
+                            related,
                             EventType::Normal,
                             "CreatingVolumeSnapshot",
                             format!("creating volume snapshot {}/{name}", self.ns),

@@ -30,7 +30,9 @@
 //!    controller's namespace is prepared for its Jobs.
 //!
 //! Deletion: phase `Deleting`; refused while non-failed Backups reference the repository
-//! (`HaveAssociatedBackups`); pre-check Jobs, PVCs (waited for: `HaveResidualPVCs`),
+//! (`HaveAssociatedBackups`); (dprepo, Tool access) the pods' access key is removed from
+//! the repository by a Job, best effort and bounded (a Warning Event names a key it
+//! could not remove); pre-check Jobs, PVCs (waited for: `HaveResidualPVCs`),
 //! StorageClasses, Secrets and GarbageCollections the BackupRepo owns are deleted; then
 //! the finalizer goes. The repository key Secret is owned by nobody and stays.
 
@@ -498,7 +500,10 @@ impl<'a> Run<'a> {
 mod access;
 mod precheck;
 mod ready;
+mod revoke;
 mod storage;
+
+pub use revoke::{ACCESS_KEY_NOT_REVOKED, ACCESS_KEY_REVOKED, REVOKE_TIMEOUT};
 
 enum PreCheck {
     Running,
@@ -582,8 +587,8 @@ pub async fn reconcile(repo: Arc<BackupRepo>, ctx: Arc<Context>) -> Result<Actio
         if !has_finalizer {
             return Ok(Action::await_change());
         }
-        if !run.delete_external().await? {
-            return Ok(Action::requeue(Duration::from_secs(30)));
+        if let Some(wait) = run.delete_external().await? {
+            return Ok(Action::requeue(wait));
         }
         remove_finalizer(&api, &run.repo, FINALIZER).await?;
         ctx.metrics.repository_removed(&name);

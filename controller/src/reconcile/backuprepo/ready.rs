@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// How soon a deletion waiting for Backups or PVCs to go looks again.
+const DELETION_RETRY: Duration = Duration::from_secs(30);
+
 impl Run<'_> {
     // -- 7. when Ready ------------------------------------------------------------
 
@@ -202,7 +205,8 @@ impl Run<'_> {
     // -- deletion -----------------------------------------------------------------
 
     /// Deletes what the repository derived; `false` while something must be waited for.
-    pub(super) async fn delete_external(&mut self) -> Result<bool> {
+    /// Deletion: `None` once the finalizer may go, else how soon to look again.
+    pub(super) async fn delete_external(&mut self) -> Result<Option<Duration>> {
         if self.status.phase != Some(BackupRepoPhase::Deleting) {
             self.status.phase = Some(BackupRepoPhase::Deleting);
             self.flush().await?;
@@ -253,7 +257,11 @@ impl Run<'_> {
                 &format!("some backups still refer to this repo: {shown}"),
             );
             self.flush().await?;
-            return Ok(false);
+            return Ok(Some(DELETION_RETRY));
+        }
+        // Before the access Secret (which names the key) goes with the other Secrets.
+        if let Some(wait) = self.revoke_access_key().await? {
+            return Ok(Some(wait));
         }
         let uid = self.repo.metadata.uid.clone();
         let ns = self.namespace().to_string();
@@ -300,7 +308,7 @@ impl Run<'_> {
                 "maybe the derived PVCs are still in use",
             );
             self.flush().await?;
-            return Ok(false);
+            return Ok(Some(DELETION_RETRY));
         }
         let classes: Api<StorageClass> = Api::all(client.clone());
         for sc in classes
@@ -346,6 +354,6 @@ impl Run<'_> {
             "",
         );
         self.flush().await?;
-        Ok(true)
+        Ok(None)
     }
 }

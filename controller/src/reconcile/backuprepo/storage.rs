@@ -503,9 +503,10 @@ impl Run<'_> {
             AccessMethod::Mount => None,
         };
         // The pre-check's own Secret carries the repository key (it may create the
-        // repository) and the access key's secret; every other one the pods' key.
+        // repository) and the access key's secret; the revocation Job's the repository
+        // key (an access key does not remove itself); every other one the pods' key.
         let pre_check = name == self.pre_check_name() && namespace == self.namespace();
-        let (key_bytes, source_id) = if pre_check {
+        let (key_bytes, source_id) = if pre_check || self.is_revoke_secret(name, namespace) {
             (key.key.clone(), key.source.id())
         } else {
             key.for_pods()

@@ -74,9 +74,11 @@ impl Run<'_> {
                 }
                 let (stored, created) = create_if_absent(&pvcs, &pvc).await?;
                 if created {
+                    // One series per claim: a Restore may make many.
                     self.ctx
-                        .event(
+                        .event_related(
                             &self.restore,
+                            &stored,
                             EventType::Normal,
                             event::CREATE_RESTORE_PVC,
                             format!("created pvc {}/{cname} from a volume snapshot", self.ns),

@@ -25,9 +25,11 @@ impl Run<'_> {
                 ))));
             }
             if created {
+                // One series per Job: a Restore runs one per stage, target pod and step.
                 self.ctx
-                    .event(
+                    .event_related(
                         &self.restore,
+                        &stored,
                         EventType::Normal,
                         event::CREATE_RESTORE_JOB,
                         format!("created job {ns}/{jname}"),
@@ -256,12 +258,14 @@ impl Run<'_> {
                     let pvc = claim_pvc(&self.restore, &claim);
                     let pvcs: Api<PersistentVolumeClaim> =
                         Api::namespaced(self.ctx.client.clone(), &self.ns);
-                    let (_, created) = create_if_absent(&pvcs, &pvc).await?;
+                    let (stored, created) = create_if_absent(&pvcs, &pvc).await?;
                     let cname = claim.metadata.name.clone().unwrap_or_default();
                     if created {
+                        // One series per claim: a Restore may make many.
                         self.ctx
-                            .event(
+                            .event_related(
                                 &self.restore,
+                                &stored,
                                 EventType::Normal,
                                 event::CREATE_RESTORE_PVC,
                                 format!("created pvc {}/{cname}", self.ns),
