@@ -30,7 +30,7 @@ pub struct PackUsage {
     pub(super) live: Vec<PackEntry>,
 }
 
-/// What a gc would do. Produced by [`plan`], carried out by [`apply`].
+/// What a gc would do. Produced by [`plan`], carried out by [`apply`](super::apply()).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct GcPlan {
     /// Snapshots whose data is kept.
