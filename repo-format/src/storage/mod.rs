@@ -38,7 +38,7 @@ pub use cache::CachedStorage;
 pub use counting::{CountingStorage, RequestCounts, RequestStats};
 pub use dry_run::DryRunStorage;
 pub use faulty::{FaultyStorage, Gate};
-pub use local::LocalStorage;
+pub use local::{LocalStorage, DEFAULT_LOCK_WAIT};
 pub use memory::MemoryStorage;
 pub use s3::{read_ini_section, S3Options, S3Storage};
 
