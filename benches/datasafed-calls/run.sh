@@ -5,18 +5,22 @@
 # each call (GNU time). Run from the repository root:
 #   bash benches/datasafed-calls/run.sh [WORKDIR] [FILES]
 # PROFILE=release measures the release binaries (the example that writes the archive is
-# built in the dev profile either way).
+# built in the dev profile either way); BIN_DIR=DIR measures the binaries already in DIR
+# (e.g. the static build of scripts/build-static.sh, which the images ship).
 set -euo pipefail
 W=${1:-/var/tmp/dprepo-bench/datasafed-calls}
 N=${2:-100000}
 PROFILE=${PROFILE:-debug}
-if [ "$PROFILE" = release ]; then
+if [ -n "${BIN_DIR:-}" ]; then
+    B=$(cd "$BIN_DIR" && pwd)
+elif [ "$PROFILE" = release ]; then
     cargo build -q --release -p dprepo-tools --bins
+    B=$PWD/target/release
 else
     cargo build -q -p dprepo-tools --bins
+    B=$PWD/target/debug
 fi
 cargo build -q -p dprepo-repo-format --example many_datasafed_files
-B=$PWD/target/$PROFILE
 EXAMPLES=$PWD/target/debug/examples
 rm -rf "$W"
 mkdir -p "$W/repo"
