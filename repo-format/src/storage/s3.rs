@@ -191,6 +191,19 @@ pub struct S3Storage {
 }
 
 impl S3Storage {
+    /// The object's metadata (HEAD), retried like every request.
+    async fn object_meta(&self, name: &str) -> Result<object_store::ObjectMeta> {
+        validate(name)?;
+        retry(|| async {
+            let _permit = self.permit().await?;
+            self.store
+                .head(&self.path(name))
+                .await
+                .map_err(|e| map_err(name, e))
+        })
+        .await
+    }
+
     /// Connect (lazily: no request is made here).
     ///
     /// # Errors
@@ -518,33 +531,16 @@ impl Storage for S3Storage {
     }
 
     async fn modified(&self, name: &str) -> Result<Option<std::time::SystemTime>> {
-        validate(name)?;
-        retry(|| async {
-            let _permit = self.permit().await?;
-            let meta = self
-                .store
-                .head(&self.path(name))
-                .await
-                .map_err(|e| map_err(name, e))?;
-            Ok(Some(std::time::SystemTime::from(meta.last_modified)))
-        })
-        .await
+        let meta = self.object_meta(name).await?;
+        Ok(Some(std::time::SystemTime::from(meta.last_modified)))
     }
+
     async fn head(&self, name: &str) -> Result<BlobMeta> {
-        validate(name)?;
-        retry(|| async {
-            let _permit = self.permit().await?;
-            let meta = self
-                .store
-                .head(&self.path(name))
-                .await
-                .map_err(|e| map_err(name, e))?;
-            Ok(BlobMeta {
-                size: meta.size,
-                version: version_of(meta.e_tag),
-            })
+        let meta = self.object_meta(name).await?;
+        Ok(BlobMeta {
+            size: meta.size,
+            version: version_of(meta.e_tag),
         })
-        .await
     }
 
     async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
