@@ -23,11 +23,11 @@
 //! which needs the repository key.
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{Container, PodSecurityContext, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::datasafed::{inject_datasafed, no_privilege_escalation, RepoMount};
-use super::precheck::{add_scheduling, FS_GROUP};
+use super::datasafed::RepoMount;
+use super::precheck::tool_job_pod;
 use super::string_map;
 use crate::api::backuprepo::AccessMethod;
 use crate::api::labels::label;
@@ -119,40 +119,25 @@ pub fn revoke_job(
     config: &ControllerConfig,
 ) -> Job {
     let repo_name = repo.metadata.name.clone().unwrap_or_default();
-    let mut pod = PodSpec {
-        restart_policy: Some("Never".into()),
-        containers: vec![Container {
-            name: REVOKE_CONTAINER.into(),
-            image: Some(config.datasafed_image.clone()),
-            image_pull_policy: config.image_pull_policy.clone(),
-            command: Some(vec![
-                "/dprepo".into(),
-                "key".into(),
-                "remove".into(),
-                id.to_string(),
-            ]),
-            termination_message_policy: Some("FallbackToLogsOnError".into()),
-            security_context: Some(no_privilege_escalation()),
-            ..Default::default()
-        }],
-        service_account_name: Some(service_account.to_string()),
-        security_context: Some(PodSecurityContext {
-            fs_group: Some(FS_GROUP),
-            ..Default::default()
-        }),
+    let container = Container {
+        name: REVOKE_CONTAINER.into(),
+        image: Some(config.datasafed_image.clone()),
+        image_pull_policy: config.image_pull_policy.clone(),
+        command: Some(vec![
+            "/dprepo".into(),
+            "key".into(),
+            "remove".into(),
+            id.to_string(),
+        ]),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
     };
-    add_scheduling(&mut pod, config);
-    inject_datasafed(
-        &mut pod,
-        &RepoMount {
-            access: AccessMethod::Tool,
-            pvc_name: String::new(),
-            secret_name: name.to_string(),
-        },
-        None,
-        config,
-    );
+    let mount = RepoMount {
+        access: AccessMethod::Tool,
+        pvc_name: String::new(),
+        secret_name: name.to_string(),
+    };
+    let pod = tool_job_pod(container, service_account, &mount, config);
     Job {
         metadata: ObjectMeta {
             name: Some(name.to_string()),

@@ -14,12 +14,12 @@
 //! tail of its log there instead (`FallbackToLogsOnError`).
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{Container, PodSecurityContext, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
-use super::datasafed::{inject_datasafed, no_privilege_escalation, RepoMount};
-use super::precheck::{add_scheduling, FS_GROUP};
+use super::datasafed::RepoMount;
+use super::precheck::tool_job_pod;
 use super::string_map;
 use crate::api::labels::label;
 use crate::api::{BackupRepo, GarbageCollection};
@@ -75,36 +75,21 @@ pub fn gc_job(
     let gc_name = gc.metadata.name.clone().unwrap_or_default();
     let repo_name = repo.metadata.name.clone().unwrap_or_default();
     let status = repo.status.clone().unwrap_or_default();
-    let mut pod = PodSpec {
-        restart_policy: Some("Never".into()),
-        containers: vec![Container {
-            name: CONTAINER.into(),
-            image: Some(config.datasafed_image.clone()),
-            image_pull_policy: config.image_pull_policy.clone(),
-            command: Some(command(gc)),
-            termination_message_path: Some(SUMMARY_PATH.into()),
-            termination_message_policy: Some("FallbackToLogsOnError".into()),
-            security_context: Some(no_privilege_escalation()),
-            ..Default::default()
-        }],
-        service_account_name: Some(inputs.service_account.clone()),
-        security_context: Some(PodSecurityContext {
-            fs_group: Some(FS_GROUP),
-            ..Default::default()
-        }),
+    let container = Container {
+        name: CONTAINER.into(),
+        image: Some(config.datasafed_image.clone()),
+        image_pull_policy: config.image_pull_policy.clone(),
+        command: Some(command(gc)),
+        termination_message_path: Some(SUMMARY_PATH.into()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
     };
-    add_scheduling(&mut pod, config);
-    inject_datasafed(
-        &mut pod,
-        &RepoMount {
-            access: repo.access_method(),
-            pvc_name: status.backup_pvc_name.unwrap_or_default(),
-            secret_name: status.tool_config_secret_name.unwrap_or_default(),
-        },
-        None,
-        config,
-    );
+    let mount = RepoMount {
+        access: repo.access_method(),
+        pvc_name: status.backup_pvc_name.unwrap_or_default(),
+        secret_name: status.tool_config_secret_name.unwrap_or_default(),
+    };
+    let pod = tool_job_pod(container, &inputs.service_account, &mount, config);
     Job {
         metadata: ObjectMeta {
             name: Some(inputs.name.clone()),

@@ -101,24 +101,21 @@ pub fn add_scheduling(spec: &mut PodSpec, config: &ControllerConfig) {
     }
 }
 
-/// The pre-check Job for `repo`.
-pub fn pre_check_job(repo: &BackupRepo, inputs: &PreCheckInputs, config: &ControllerConfig) -> Job {
-    let repo_name = repo.metadata.name.clone().unwrap_or_default();
+/// The pod of one of the controller's own datasafed Jobs (pre-check, gc, key revocation):
+/// `container` (its security context set to no privilege escalation) run once under
+/// `service_account` with the controller's scheduling settings, the fs group that lets
+/// it write the repository volume, and the datasafed injection for `mount`.
+pub fn tool_job_pod(
+    mut container: Container,
+    service_account: &str,
+    mount: &RepoMount,
+    config: &ControllerConfig,
+) -> PodSpec {
+    container.security_context = Some(no_privilege_escalation());
     let mut pod = PodSpec {
         restart_policy: Some("Never".into()),
-        containers: vec![Container {
-            name: CONTAINER.into(),
-            image: Some(config.tools_image.clone()),
-            image_pull_policy: config.image_pull_policy.clone(),
-            command: Some(vec![
-                "sh".into(),
-                "-c".into(),
-                script(repo.spec.path_prefix.as_deref(), &repo_name),
-            ]),
-            security_context: Some(no_privilege_escalation()),
-            ..Default::default()
-        }],
-        service_account_name: Some(inputs.service_account.clone()),
+        containers: vec![container],
+        service_account_name: Some(service_account.to_string()),
         security_context: Some(PodSecurityContext {
             fs_group: Some(FS_GROUP),
             ..Default::default()
@@ -126,12 +123,30 @@ pub fn pre_check_job(repo: &BackupRepo, inputs: &PreCheckInputs, config: &Contro
         ..Default::default()
     };
     add_scheduling(&mut pod, config);
+    inject_datasafed(&mut pod, mount, None, config);
+    pod
+}
+
+/// The pre-check Job for `repo`.
+pub fn pre_check_job(repo: &BackupRepo, inputs: &PreCheckInputs, config: &ControllerConfig) -> Job {
+    let repo_name = repo.metadata.name.clone().unwrap_or_default();
+    let container = Container {
+        name: CONTAINER.into(),
+        image: Some(config.tools_image.clone()),
+        image_pull_policy: config.image_pull_policy.clone(),
+        command: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            script(repo.spec.path_prefix.as_deref(), &repo_name),
+        ]),
+        ..Default::default()
+    };
     let mount = RepoMount {
         access: repo.access_method(),
         pvc_name: inputs.name.clone(),
         secret_name: inputs.name.clone(),
     };
-    inject_datasafed(&mut pod, &mount, None, config);
+    let pod = tool_job_pod(container, &inputs.service_account, &mount, config);
     Job {
         metadata: ObjectMeta {
             name: Some(inputs.name.clone()),
