@@ -157,13 +157,7 @@ async fn process_tombstones(
             processable.push(name);
         }
     }
-    let index_names: Vec<String> = repo
-        .storage()
-        .list(INDEX_DIR)
-        .await?
-        .into_iter()
-        .map(|b| b.name)
-        .collect();
+    let index_names: Vec<String> = repo.storage().list_names(INDEX_DIR).await?;
     if processable.is_empty() && index_names.len() <= options.compact_index_files_above {
         return Ok(());
     }

@@ -52,13 +52,7 @@ async fn rebuild_index_files(
     progress: Arc<VerifyProgress>,
 ) -> Result<RepairIndexReport> {
     let mut report = RepairIndexReport::default();
-    let old_names: Vec<String> = repo
-        .storage()
-        .list(INDEX_DIR)
-        .await?
-        .into_iter()
-        .map(|b| b.name)
-        .collect();
+    let old_names: Vec<String> = repo.storage().list_names(INDEX_DIR).await?;
     let stored = list_packs(repo).await?;
     progress
         .packs_total

@@ -157,13 +157,7 @@ pub async fn plan_packs(
     let mut report = RepairPacksReport::default();
     repo.load_index().await?;
     // What every index file says about each pack, and which files name it.
-    let index_names: Vec<String> = repo
-        .storage()
-        .list(INDEX_DIR)
-        .await?
-        .into_iter()
-        .map(|b| b.name)
-        .collect();
+    let index_names: Vec<String> = repo.storage().list_names(INDEX_DIR).await?;
     let mut indexed: HashMap<BlobId, Vec<PackEntry>> = HashMap::new();
     let mut named_by: HashMap<BlobId, Vec<String>> = HashMap::new();
     for name in &index_names {
