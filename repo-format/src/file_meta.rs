@@ -11,24 +11,12 @@
 
 use crate::codec::{Reader, Writer};
 use crate::error::Result;
-use crate::tree::{Extension, Node, EXT_CRITICAL, MAX_EXTENSION_LEN};
+use crate::tree::{Extension, Node, MAX_EXTENSION_LEN};
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-/// Extension of a file node whose inode had more than one link at backup: `links u64`
-/// (`st_nlink`). Files of one snapshot with this extension and the same `device` and
-/// `inode` are restored as hard links of one file.
-pub const EXT_HARD_LINK: u16 = 0x0002;
-/// Extension carrying a node's extended attributes other than POSIX ACLs (an xattr
-/// list, [`encode_xattrs`]).
-pub const EXT_XATTRS: u16 = 0x0003;
-/// Critical extension carrying a node's POSIX ACLs: the xattrs
-/// `system.posix_acl_access` and `system.posix_acl_default` (an xattr list).
-pub const EXT_POSIX_ACLS: u16 = EXT_CRITICAL | 0x0004;
-/// Extension of a file node that had holes at backup (it occupied fewer blocks than its
-/// size): no data. A restore writes its runs of zeros as holes.
-pub const EXT_SPARSE: u16 = 0x0005;
+pub use crate::tree::{EXT_HARD_LINK, EXT_POSIX_ACLS, EXT_SPARSE, EXT_XATTRS};
 
 /// Longest extended attribute name accepted (Linux `XATTR_NAME_MAX`).
 pub const MAX_XATTR_NAME: usize = 255;

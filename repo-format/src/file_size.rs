@@ -112,7 +112,7 @@ impl FileSizes {
             self.end(true);
             return;
         }
-        let mut ids = crate::restore::DataIds::new(content);
+        let mut ids = crate::data_ids::DataIds::new(content);
         loop {
             match ids.next(repo).await {
                 Ok(Some(id)) => self.add(repo, id),

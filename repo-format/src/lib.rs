@@ -8,6 +8,7 @@ pub mod config;
 pub mod content;
 pub mod copy;
 pub mod crypto;
+pub mod data_ids;
 pub mod diff;
 mod direct_io;
 pub mod envelope;

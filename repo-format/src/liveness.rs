@@ -14,6 +14,11 @@
 //! does not name this process (a `/proc` mounted for another namespace), nothing is
 //! concluded.
 
+/// The host name of this machine.
+pub fn current_hostname() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
 /// Who holds a lease or session: what a marker records about its writer.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Holder {
@@ -32,7 +37,7 @@ impl Holder {
     /// This process.
     pub fn current() -> Holder {
         Holder {
-            hostname: crate::repo::current_hostname(),
+            hostname: current_hostname(),
             pid: std::process::id(),
             pid_namespace: current_pid_namespace(),
             boot_id: current_boot_id(),

@@ -112,7 +112,7 @@ pub async fn rotate(
     }
     // A rotation committed since this handle opened: say so (checked again under the
     // lease, where it is airtight).
-    crate::session::newer_generation_check(repo).await?;
+    crate::repo::newer_generation_check(repo).await?;
     let storage = repo.storage().clone();
     let in_use = repo.opened_with().to_string();
     let file = KeyFile::decode(&storage.get(&in_use).await?, &in_use)?;
@@ -150,7 +150,7 @@ async fn rotate_locked(
     // rotation's R1 deleted.
     let current = storage.get_versioned(CONFIG_NAME).await?;
     if crate::config::Config::decode(&repo.keys().newest_only(), &current.data).is_err() {
-        crate::session::newer_generation_check(repo).await?;
+        crate::repo::newer_generation_check(repo).await?;
         return Err(Error::Conflict {
             object: CONFIG_NAME.to_string(),
         });

@@ -16,7 +16,7 @@
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::manifest::{SessionMarker, Tombstone};
-use crate::repo::{Repository, SESSIONS_DIR};
+use crate::repo::{newer_generation_check, Repository, SESSIONS_DIR};
 use crate::storage::{Bytes, PutMode, Version};
 use chacha20poly1305::aead::{rand_core::RngCore, OsRng};
 use std::collections::HashSet;
@@ -57,34 +57,6 @@ pub async fn load_tombstones(repo: &Repository) -> Result<Vec<(String, Tombstone
         ));
     }
     Ok(out)
-}
-
-/// S-2b (SPEC.md section 15): after the marker exists, refuse to write if the config no
-/// longer opens under this handle's newest key: a rotation committed since the handle
-/// opened the repository. A writer that passes this check has a marker that `key rotate
-/// --finish` lists (the config was re-sealed after the marker was created), so finish
-/// waits for it; one that fails would write under a key about to be retired.
-///
-/// # Errors
-/// [`Error::KeyRetired`] naming the generations; storage errors.
-pub(crate) async fn newer_generation_check(repo: &Repository) -> Result<()> {
-    let bytes = repo.storage().get(crate::repo::CONFIG_NAME).await?;
-    if crate::config::Config::decode(&repo.keys().newest_only(), &bytes).is_ok() {
-        return Ok(());
-    }
-    let newest = repo
-        .storage()
-        .list(crate::keyring::KEYRING_DIR)
-        .await?
-        .iter()
-        .filter_map(|b| crate::keyring::generation_of(&b.name))
-        .max()
-        .unwrap_or(1);
-    Err(Error::KeyRetired {
-        key: repo.opened_with().to_string(),
-        generation: repo.key_generation(),
-        newest,
-    })
 }
 
 impl WriterSession {

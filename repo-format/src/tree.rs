@@ -40,11 +40,26 @@ pub const MAX_LINK_TARGET: usize = 1 << 16;
 pub const MIN_NODE_LEN: usize = 1 + 2 + 1 + 4 * 3 + (8 + 4) * 2 + 8 * 3 + 2;
 /// Extension tags with this bit set must be understood by a reader, or the tree refused.
 pub const EXT_CRITICAL: u16 = 0x8000;
+
+// The extension tags this build writes (their encodings live in file_meta.rs).
+/// Extension of a file node whose inode had more than one link at backup: `links u64`
+/// (`st_nlink`). Files of one snapshot with this extension and the same `device` and
+/// `inode` are restored as hard links of one file.
+pub const EXT_HARD_LINK: u16 = 0x0002;
+/// Extension carrying a node's extended attributes other than POSIX ACLs (an xattr
+/// list, [`crate::file_meta::encode_xattrs`]).
+pub const EXT_XATTRS: u16 = 0x0003;
+/// Critical extension carrying a node's POSIX ACLs: the xattrs
+/// `system.posix_acl_access` and `system.posix_acl_default` (an xattr list).
+pub const EXT_POSIX_ACLS: u16 = EXT_CRITICAL | 0x0004;
+/// Extension of a file node that had holes at backup (it occupied fewer blocks than its
+/// size): no data. A restore writes its runs of zeros as holes.
+pub const EXT_SPARSE: u16 = 0x0005;
 /// Largest accepted extension data.
 pub const MAX_EXTENSION_LEN: usize = 1 << 20;
 /// Critical extension tags this build understands (file_meta.rs): a tree carrying one
 /// decodes, any other critical tag is refused.
-pub const KNOWN_CRITICAL_EXTENSIONS: &[u16] = &[crate::file_meta::EXT_POSIX_ACLS];
+pub const KNOWN_CRITICAL_EXTENSIONS: &[u16] = &[EXT_POSIX_ACLS];
 
 /// Metadata record of a later format revision (see the module documentation).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,7 @@ pub(super) fn content_usable(
     if let Some(usable) = top_level_usable(repo, content) {
         return usable;
     }
-    let mut ids = crate::restore::DataIds::new(content);
+    let mut ids = crate::data_ids::DataIds::new(content);
     let mut batch = Vec::new();
     loop {
         match rt.block_on(ids.next(repo)) {

@@ -477,7 +477,7 @@ async fn content_usable(repo: &Repository, content: &Content) -> bool {
     if content.level == 0 {
         return true;
     }
-    let mut ids = crate::restore::DataIds::new(content);
+    let mut ids = crate::data_ids::DataIds::new(content);
     let mut batch = Vec::new();
     loop {
         match ids.next(repo).await {

@@ -51,13 +51,13 @@ pub async fn acquire_lease_for(
     // Checked before the lease is written too, so that a handle of a retired generation
     // normally leaves no lease sealed under its key behind (one that a rotation
     // overtakes between this check and the write is aged out, see `take_lease`).
-    crate::session::newer_generation_check(repo).await?;
+    crate::repo::newer_generation_check(repo).await?;
     let held = take_lease(repo, options, command).await?;
     // A handle that opened the repository before a key rotation committed must not
     // write under the lease: its index files, packs and tombstones would be sealed
     // under a key `key rotate --finish` retires (SPEC.md section 18.2). Rotations
     // commit under the lease, so checking once it is held is enough.
-    if let Err(e) = crate::session::newer_generation_check(repo).await {
+    if let Err(e) = crate::repo::newer_generation_check(repo).await {
         release_lease(repo, &held).await;
         return Err(e);
     }

@@ -37,10 +37,10 @@ pub use lease::{
 };
 pub use plan::{plan, GcPlan, GcReport, PackUsage};
 
+use crate::data_ids::DataIds;
 use crate::error::Result;
 use crate::id::BlobId;
 use crate::repo::Repository;
-use crate::restore::DataIds;
 use std::sync::Arc;
 
 /// Most entries written into one index file when index files are rewritten.

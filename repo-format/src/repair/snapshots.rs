@@ -291,7 +291,7 @@ impl TreeFixer {
         if content.level == 0 {
             return Ok(true);
         }
-        let mut ids = crate::restore::DataIds::new(content);
+        let mut ids = crate::data_ids::DataIds::new(content);
         loop {
             match ids.next(&self.repo).await {
                 Ok(Some(id)) => {

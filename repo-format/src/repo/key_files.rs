@@ -29,7 +29,7 @@ impl Repository {
     /// opened the repository, the file wraps a retired master key and would silently open
     /// nothing; delete it and fail with [`Error::KeyRetired`] instead of reporting success.
     async fn retract_if_rotated(&self, name: &str) -> Result<()> {
-        if let Err(e) = crate::session::newer_generation_check(self).await {
+        if let Err(e) = newer_generation_check(self).await {
             let _ = self.storage.delete(name).await;
             return Err(e);
         }
@@ -218,4 +218,32 @@ impl Repository {
         }
         self.storage.delete(name).await
     }
+}
+
+/// S-2b (SPEC.md section 15): after the marker exists, refuse to write if the config no
+/// longer opens under this handle's newest key: a rotation committed since the handle
+/// opened the repository. A writer that passes this check has a marker that `key rotate
+/// --finish` lists (the config was re-sealed after the marker was created), so finish
+/// waits for it; one that fails would write under a key about to be retired.
+///
+/// # Errors
+/// [`Error::KeyRetired`] naming the generations; storage errors.
+pub(crate) async fn newer_generation_check(repo: &Repository) -> Result<()> {
+    let bytes = repo.storage().get(CONFIG_NAME).await?;
+    if crate::config::Config::decode(&repo.keys().newest_only(), &bytes).is_ok() {
+        return Ok(());
+    }
+    let newest = repo
+        .storage()
+        .list(crate::keyring::KEYRING_DIR)
+        .await?
+        .iter()
+        .filter_map(|b| crate::keyring::generation_of(&b.name))
+        .max()
+        .unwrap_or(1);
+    Err(Error::KeyRetired {
+        key: repo.opened_with().to_string(),
+        generation: repo.key_generation(),
+        newest,
+    })
 }

@@ -20,6 +20,7 @@ use dprepo_chunker::ChunkerParams;
 use std::sync::{Arc, RwLock};
 
 mod key_files;
+pub(crate) use key_files::newer_generation_check;
 
 /// Index files read and decoded at once while loading the index.
 const INDEX_FILES_IN_FLIGHT: usize = 8;
@@ -154,10 +155,7 @@ pub fn current_username() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// The host name of this machine.
-pub fn current_hostname() -> String {
-    gethostname::gethostname().to_string_lossy().into_owned()
-}
+pub use crate::liveness::current_hostname;
 
 mod init;
 mod load_index;

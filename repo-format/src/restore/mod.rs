@@ -30,7 +30,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-mod data_ids;
 mod dump;
 mod file;
 mod metadata;
@@ -40,7 +39,7 @@ mod target;
 #[cfg(test)]
 mod tests;
 
-pub use data_ids::DataIds;
+pub use crate::data_ids::DataIds;
 pub use dump::dump;
 use file::{create_for_restore, random_u64, restore_leaf, restore_small_file};
 use metadata::{

@@ -41,7 +41,7 @@ pub(super) async fn users_of(
                             note(id, &p);
                         }
                         if content.level > 0 {
-                            let mut ids = crate::restore::DataIds::new(content);
+                            let mut ids = crate::data_ids::DataIds::new(content);
                             while let Ok(Some(id)) = ids.next(repo).await {
                                 note(&id, &p);
                             }
@@ -179,7 +179,7 @@ async fn check_content(
         references.add(repo, *id, suspect);
     }
     if content.level > 0 {
-        let mut ids = crate::restore::DataIds::new(content);
+        let mut ids = crate::data_ids::DataIds::new(content);
         loop {
             match ids.next(repo).await {
                 Ok(Some(id)) => references.add(repo, id, suspect),

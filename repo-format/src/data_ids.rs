@@ -1,6 +1,10 @@
 //! `DataIds`: the data chunk ids of a content in order, loaded depth-first.
 
-use super::*;
+use crate::blob::BlobType;
+use crate::content::Content;
+use crate::error::Result;
+use crate::id::BlobId;
+use crate::repo::Repository;
 
 /// Yields the data chunk ids of a content in order, loading chunk lists depth-first;
 /// memory is bounded by the list depth times the list size.
