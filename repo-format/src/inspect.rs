@@ -189,11 +189,8 @@ pub async fn resolve_pack_prefix(repo: &Repository, prefix: &str) -> Result<(Blo
         .packs()
         .filter(|(id, _)| has_prefix(id, &nibbles))
         .collect();
-    for kind in [PackKind::Data, PackKind::Meta] {
-        let dir = match kind {
-            PackKind::Data => "data/",
-            PackKind::Meta => "meta/",
-        };
+    for kind in PackKind::ALL {
+        let dir = kind.dir();
         // With two digits or more the listing can be narrowed to one fan-out directory.
         let list_prefix = if hex.len() >= 2 {
             format!("{dir}{}/{hex}", &hex[..2])
@@ -383,11 +380,8 @@ pub async fn pack_stats(repo: &Repository) -> Result<Vec<PackStats>> {
             });
         }
     }
-    for kind in [PackKind::Data, PackKind::Meta] {
-        let dir = match kind {
-            PackKind::Data => "data/",
-            PackKind::Meta => "meta/",
-        };
+    for kind in PackKind::ALL {
+        let dir = kind.dir();
         for info in repo.storage().list(dir).await? {
             let Some(id) = pack_id_of_name(&info.name) else {
                 continue;

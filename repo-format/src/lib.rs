@@ -39,6 +39,7 @@ pub mod rotate;
 pub mod saver;
 pub mod selection;
 pub mod session;
+pub mod stats;
 pub mod storage;
 pub mod tree;
 pub mod verify;

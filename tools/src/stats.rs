@@ -5,11 +5,8 @@ use crate::snapshots::{filtered_snapshots_checked, latest_warning, snapshot_path
 use crate::Cli;
 use anyhow::Result;
 use clap::Args;
-use dprepo_repo_format::blob::BlobType;
-use dprepo_repo_format::tree::NodeKind;
-use dprepo_repo_format::{BlobId, Repository, Snapshot};
+use dprepo_repo_format::{Repository, Snapshot};
 use serde_json::json;
-use std::collections::HashSet;
 
 #[derive(Debug, Args)]
 pub struct StatsArgs {
@@ -35,85 +32,38 @@ pub(crate) async fn stats(cli: &Cli, a: &StatsArgs) -> Result<u8> {
         }
         selected
     };
-    // Walk every selected snapshot once, counting each tree and data blob once.
-    let mut seen_trees: HashSet<BlobId> = HashSet::new();
-    let mut seen_data: HashSet<BlobId> = HashSet::new();
-    let mut logical = 0u64;
-    let mut files = 0u64;
-    let (mut unique_raw, mut unique_stored) = (0u64, 0u64);
-    let mut per_snapshot = Vec::new();
-    for snap in &selected {
-        let mut stack = vec![snap.manifest.tree];
-        let (mut snap_logical, mut snap_new_raw) = (0u64, 0u64);
-        while let Some(tree_id) = stack.pop() {
-            if !seen_trees.insert(tree_id) {
-                continue;
-            }
-            let tree = repo.load_tree(&tree_id).await?;
-            for node in tree.nodes {
-                match &node.kind {
-                    NodeKind::Dir(id) => stack.push(*id),
-                    NodeKind::File(content) => {
-                        files += 1;
-                        snap_logical += node.size;
-                        let mut ids = dprepo_repo_format::restore::DataIds::new(content);
-                        while let Some(id) = ids.next(&repo).await? {
-                            if seen_data.insert(id) {
-                                let loc = repo.locate(&id).ok_or_else(|| {
-                                    anyhow::anyhow!(
-                                        "chunk {} of {} is not in the index",
-                                        id.short(),
-                                        String::from_utf8_lossy(&node.name)
-                                    )
-                                })?;
-                                unique_raw += u64::from(loc.raw_len);
-                                unique_stored += u64::from(loc.stored_len);
-                                snap_new_raw += u64::from(loc.raw_len);
-                            }
-                        }
-                    }
-                    NodeKind::Symlink(_) | NodeKind::Special(_) => {}
-                }
-            }
-        }
-        // Files of trees already seen (unchanged directories) still count logically.
-        let logical_recorded = snap.manifest.summary.total_bytes.max(snap_logical);
-        logical += logical_recorded;
-        let sum = &snap.manifest.summary;
-        per_snapshot.push(json!({
-            "id": snap.id,
-            "short_id": snap.id.short(),
-            "time": snap.manifest.time,
-            "paths": snapshot_paths(snap),
-            "logical_bytes": logical_recorded,
-            "new_unique_bytes": snap_new_raw,
-            "bytes_added_by_backup": sum.bytes_added,
-            "bytes_stored_by_backup": sum.bytes_stored,
-            "dedup_ratio": ratio_or_null(logical_recorded, sum.bytes_added),
-        }));
-    }
-    let (mut pack_bytes, mut packs) = (0u64, 0u64);
-    for prefix in ["data/", "meta/"] {
-        for b in repo.storage().list(prefix).await? {
-            pack_bytes += b.size;
-            packs += 1;
-        }
-    }
-    let index = repo
-        .index()
-        .read()
-        .map_err(|_| anyhow::anyhow!("index lock poisoned"))?;
-    let (mut all_raw, mut all_stored, mut data_blobs, mut meta_blobs) = (0u64, 0u64, 0u64, 0u64);
-    for (_, loc) in index.blobs() {
-        all_raw += u64::from(loc.raw_len);
-        all_stored += u64::from(loc.stored_len);
-        if loc.blob_type == BlobType::Data {
-            data_blobs += 1;
-        } else {
-            meta_blobs += 1;
-        }
-    }
-    drop(index);
+    let usage = dprepo_repo_format::stats::usage(&repo, &selected).await?;
+    let totals = dprepo_repo_format::stats::totals(&repo).await?;
+    let per_snapshot: Vec<serde_json::Value> = selected
+        .iter()
+        .zip(&usage.per_snapshot)
+        .map(|(snap, u)| {
+            let sum = &snap.manifest.summary;
+            json!({
+                "id": snap.id,
+                "short_id": snap.id.short(),
+                "time": snap.manifest.time,
+                "paths": snapshot_paths(snap),
+                "logical_bytes": u.logical_bytes,
+                "new_unique_bytes": u.new_unique_bytes,
+                "bytes_added_by_backup": sum.bytes_added,
+                "bytes_stored_by_backup": sum.bytes_stored,
+                "dedup_ratio": ratio_or_null(u.logical_bytes, sum.bytes_added),
+            })
+        })
+        .collect();
+    let (files, logical, unique_raw, unique_stored) = (
+        usage.files,
+        usage.logical_bytes,
+        usage.unique_data_bytes,
+        usage.unique_data_stored_bytes,
+    );
+    let (packs, pack_bytes, data_blobs, meta_blobs) = (
+        totals.packs,
+        totals.pack_bytes,
+        totals.data_blobs,
+        totals.metadata_blobs,
+    );
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let doc = json!({
         "snapshots": selected.len(),
@@ -128,8 +78,8 @@ pub(crate) async fn stats(cli: &Cli, a: &StatsArgs) -> Result<u8> {
             "pack_bytes": pack_bytes,
             "data_blobs": data_blobs,
             "metadata_blobs": meta_blobs,
-            "blob_raw_bytes": all_raw,
-            "blob_stored_bytes": all_stored,
+            "blob_raw_bytes": totals.blob_raw_bytes,
+            "blob_stored_bytes": totals.blob_stored_bytes,
         },
         "per_snapshot": per_snapshot,
     });
