@@ -157,15 +157,7 @@ mod tests {
 
     /// Bytes that neither compress nor repeat, so raw sizes are exact.
     fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+        crate::fuzzing::pseudo_random_bytes(seed, len)
     }
 
     async fn snapshot_of(repo: &Repository, dir: &std::path::Path) -> Snapshot {
