@@ -27,8 +27,9 @@ if ! reachable; then
 fi
 export DPREPO_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
 
-# The database end-to-end tests (tests/tests/postgres_pitr.rs, mariadb_dump.rs) run real
-# servers from the distribution's packages; install the missing ones (Debian names).
+# The database end-to-end tests (tests/tests/postgres_pitr.rs, mariadb_dump.rs,
+# redis_rdb.rs) run real servers from the distribution's packages; install the missing
+# ones (Debian names).
 # DPREPO_SKIP_DB_TESTS=1 skips those tests and this step.
 if [ "${DPREPO_SKIP_DB_TESTS:-}" != 1 ]; then
     db_packages=()
@@ -36,6 +37,8 @@ if [ "${DPREPO_SKIP_DB_TESTS:-}" != 1 ]; then
     [ -x /usr/sbin/mariadbd ] || db_packages+=(mariadb-server)
     command -v mariabackup > /dev/null || db_packages+=(mariadb-backup)
     command -v zstd > /dev/null || db_packages+=(zstd)
+    [ -x /usr/bin/redis-server ] || db_packages+=(redis-server)
+    command -v redis-cli > /dev/null || db_packages+=(redis-tools)
     if [ ${#db_packages[@]} -gt 0 ]; then
         sudo=()
         [ "$(id -u)" = 0 ] || sudo=(sudo)

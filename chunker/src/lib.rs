@@ -54,8 +54,9 @@
 //! - the three sizes of [`ChunkerParams`], which a repository records.
 //!
 //! For [`StreamChunker`] in [`StreamChunking::Auto`] mode, the tar and xbstream cut rules
-//! in [`stream`], [`PAGE_SIZE`], [`TAR_GROUP_SIZE`], [`XBSTREAM_PAGE_SIZE`] and
-//! [`plain_stream_params`] are part of the definition too.
+//! in [`stream`], [`PAGE_SIZE`], [`TAR_GROUP_SIZE`], [`XBSTREAM_PAGE_SIZE`],
+//! [`plain_stream_params`], [`is_rdb`] and [`rdb_stream_params`] are part of the
+//! definition too.
 //!
 //! None of the first three may change without a new, recorded chunking version. A test
 //! (`chunk_boundaries_are_stable`) pins the chunk lengths of a fixed pseudo-random input,
@@ -78,6 +79,7 @@ pub mod xbstream;
 pub use crate::chunker::Chunker;
 pub use crate::params::{ChunkerParams, ParamsError, ParamsViolation, SizeField};
 pub use crate::stream::{
-    plain_stream_params, tar_group_size, PagePosition, StreamChunk, StreamChunker, StreamChunking,
-    StreamFormat, PAGE_SIZE, TAR_GROUP_SIZE, XBSTREAM_PAGE_SIZE,
+    is_rdb, plain_stream_params, rdb_stream_params, tar_group_size, PagePosition, StreamChunk,
+    StreamChunker, StreamChunking, StreamFormat, PAGE_SIZE, RDB_PARAMS, TAR_GROUP_SIZE,
+    XBSTREAM_PAGE_SIZE,
 };

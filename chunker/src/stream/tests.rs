@@ -732,6 +732,97 @@ fn scattered_page_rewrites_in_a_plain_stream_change_few_chunks() {
     }
 }
 
+#[test]
+fn redis_rdb_streams_are_cut_with_rdb_params() {
+    // Was: an RDB file (`redis-cli --rdb - | datasafed push`) was an unrecognised stream
+    // cut with SMALL's 16 KiB average; 8 KiB chunks store 41% less of a second dump.
+    let mut rdb = b"REDIS0011\xfa\x09redis-ver\x057.2.4".to_vec();
+    rdb.extend_from_slice(&random_bytes(47, 300_000));
+    for (params, expected) in [
+        (ChunkerParams::DEFAULT, RDB_PARAMS),
+        (ChunkerParams::SMALL, RDB_PARAMS),
+        (
+            ChunkerParams::new(1024, 4096, 16384).unwrap(),
+            ChunkerParams::new(1024, 4096, 16384).unwrap(),
+        ),
+    ] {
+        let mut chunker = StreamChunker::new(&rdb[..], params, StreamChunking::Auto).unwrap();
+        let chunks: Vec<Vec<u8>> = chunker.by_ref().collect::<io::Result<_>>().unwrap();
+        assert_eq!(chunker.format(), StreamFormat::Rdb);
+        assert_eq!(chunker.run_params(), expected);
+        assert_eq!(chunks, cdc_chunks(&rdb, expected));
+        assert_eq!(check(&rdb, params, StreamChunking::Auto), chunks);
+    }
+    // Cdc mode keeps the given params.
+    let chunker = StreamChunker::new(&rdb[..], ChunkerParams::DEFAULT, StreamChunking::Cdc);
+    assert_eq!(chunker.unwrap().run_params(), ChunkerParams::DEFAULT);
+    // Near misses are plain streams: the version must be four ASCII digits.
+    for head in [&b"REDIS001x"[..], b"REDIS", b"redis0011", b"REDIS 0011"] {
+        let mut stream = head.to_vec();
+        stream.extend_from_slice(&rdb[9..]);
+        let mut chunker =
+            StreamChunker::new(&stream[..], ChunkerParams::DEFAULT, StreamChunking::Auto).unwrap();
+        chunker.by_ref().for_each(drop);
+        assert_eq!(chunker.format(), StreamFormat::Plain, "{head:?}");
+        assert_eq!(chunker.run_params(), ChunkerParams::SMALL);
+    }
+    assert!(is_rdb(b"REDIS0010\xfa"));
+    assert!(!is_rdb(b"REDIS001"));
+}
+
+#[test]
+fn redis_rdb_member_of_a_tar_is_cut_with_rdb_params() {
+    // Was: KubeBlocks' redis addon pushes `tar -cf - ./` of the data directory; the
+    // dump.rdb member was cut with the repository's stream params (512 KiB average by
+    // default), so a second dump after 1% of the keys changed stored all of it again.
+    let mut rdb = b"REDIS0010".to_vec();
+    rdb.extend_from_slice(&random_bytes(48, 400_000));
+    let before = random_bytes(49, 300_000);
+    let after = random_bytes(50, 8192 * 40); // page-structured: cut in page groups
+                                             // A page-sized RDB file is still an RDB file, not pages.
+    let mut paged_rdb = b"REDIS0012".to_vec();
+    paged_rdb.extend_from_slice(&random_bytes(51, 8192 * 30 - 9));
+    let tar = build_tar(&[
+        ("a.bin", &before),
+        ("data/dump.rdb", &rdb),
+        ("base/1", &after),
+        ("other.rdb", &paged_rdb),
+    ]);
+    let chunks = check_tagged(&tar, ChunkerParams::DEFAULT, StreamChunking::Auto);
+    let data: Vec<Vec<u8>> = chunks.iter().map(|c| c.data.clone()).collect();
+    // Member runs: headers, data and padding of each member, cut on their own.
+    let member = |start: usize, len: usize| start..start + BLOCK + len.div_ceil(BLOCK) * BLOCK;
+    let a = member(0, before.len());
+    let r = member(a.end, rdb.len());
+    let pages_start = r.end + BLOCK;
+    let o = member(pages_start + after.len(), paged_rdb.len());
+    let mut expected = cdc_chunks(&tar[a.clone()], ChunkerParams::DEFAULT);
+    expected.extend(cdc_chunks(&tar[r.clone()], RDB_PARAMS));
+    expected.extend(cdc_chunks(&tar[r.end..pages_start], ChunkerParams::DEFAULT));
+    expected.extend(after.chunks(TAR_GROUP_SIZE as usize).map(<[u8]>::to_vec));
+    expected.extend(cdc_chunks(&tar[o.clone()], RDB_PARAMS));
+    expected.extend(cdc_chunks(&tar[o.end..], ChunkerParams::DEFAULT));
+    assert_eq!(data, expected);
+    let tagged = chunks.iter().filter(|c| c.page.is_some()).count();
+    assert_eq!(tagged, after.len().div_ceil(TAR_GROUP_SIZE as usize));
+    // The tar's own params are still what the chunker reports.
+    let mut chunker =
+        StreamChunker::new(&tar[..], ChunkerParams::DEFAULT, StreamChunking::Auto).unwrap();
+    chunker.by_ref().for_each(drop);
+    assert_eq!(chunker.format(), StreamFormat::Tar);
+    assert_eq!(chunker.run_params(), ChunkerParams::DEFAULT);
+    // A key rewritten in place changes about one chunk of the member.
+    let mut changed = tar.clone();
+    changed[r.start + BLOCK + 200_000..][..100].copy_from_slice(&random_bytes(52, 100));
+    let old: std::collections::HashSet<&Vec<u8>> = data.iter().collect();
+    let new: usize = stream_chunks(&changed, ChunkerParams::DEFAULT, StreamChunking::Auto)
+        .iter()
+        .filter(|c| !old.contains(c))
+        .map(Vec::len)
+        .sum();
+    assert!(new <= 2 * RDB_PARAMS.max_size as usize, "{new} bytes new");
+}
+
 fn cdc_chunks(data: &[u8], params: ChunkerParams) -> Vec<Vec<u8>> {
     Chunker::new(data, params)
         .unwrap()
