@@ -90,22 +90,29 @@ pub struct Files {
 pub async fn load(repo: &Repository) -> Result<Files> {
     // `catalog/` first: see the module comment.
     let names = repo.storage().list_names(CATALOG_DIR).await?;
-    let listed = repo.storage().list_names(SNAPSHOTS_DIR).await?;
-    let listed: HashSet<BlobId> = listed
-        .iter()
+    let listed: HashSet<BlobId> = repo
+        .storage()
+        .list_names(SNAPSHOTS_DIR)
+        .await?
+        .into_iter()
         .filter_map(|n| BlobId::from_hex(n.strip_prefix(SNAPSHOTS_DIR)?).ok())
         .collect();
-    let mut known: HashMap<BlobId, Entry> = HashMap::with_capacity(listed.len());
+    // Entries straight into one vector (a map of 100,000 entries, then a vector made of
+    // it, doubled a push's peak memory).
+    let mut covered: HashSet<BlobId> = HashSet::with_capacity(listed.len());
+    let mut entries: Vec<Entry> = Vec::with_capacity(listed.len());
     let mut objects = Vec::new();
     for (name, read) in read_objects(repo, names).await? {
         match read {
-            Ok(entries) => {
+            Ok(list) => {
                 let mut ids = Vec::new();
-                let total = entries.len();
-                for e in entries {
+                let total = list.len();
+                for e in list {
                     if listed.contains(&e.id) {
                         ids.push(e.id);
-                        known.insert(e.id, e);
+                        if covered.insert(e.id) {
+                            entries.push(e);
+                        }
                     }
                 }
                 objects.push(Object {
@@ -124,18 +131,18 @@ pub async fn load(repo: &Repository) -> Result<Files> {
     }
     let missing: Vec<BlobInfo> = listed
         .iter()
-        .filter(|id| !known.contains_key(id))
+        .filter(|id| !covered.contains(id))
         .map(|id| BlobInfo {
             name: format!("{SNAPSHOTS_DIR}{}", id.to_hex()),
             size: 0,
         })
         .collect();
+    drop((listed, covered));
     let (snaps, damaged) = repo.read_snapshots(missing).await?;
     for (name, e) in damaged {
         eprintln!("Warning: {name} cannot be read and is left out: {e}");
     }
     let uncovered: Vec<BlobId> = snaps.iter().map(|s| s.id).collect();
-    let mut entries: Vec<Entry> = known.into_values().collect();
     entries.extend(snaps.iter().map(entry_of));
     Ok(Files {
         entries,
@@ -193,15 +200,13 @@ impl Files {
         removed: &[BlobId],
     ) -> Result<bool> {
         let removed: HashSet<&BlobId> = removed.iter().collect();
-        let by_id: HashMap<&BlobId, &Entry> = self.entries.iter().map(|e| (&e.id, e)).collect();
-        let mut new: Vec<Entry> = self
+        let new_count = self
             .uncovered
             .iter()
             .filter(|id| !removed.contains(id))
-            .filter_map(|id| by_id.get(id).map(|e| (*e).clone()))
-            .collect();
-        new.extend(added.iter().filter(|e| !removed.contains(&e.id)).cloned());
-        let writes_new = new.len() >= MIN_NEW;
+            .count()
+            + added.iter().filter(|e| !removed.contains(&e.id)).count();
+        let writes_new = new_count >= MIN_NEW;
         let mut order: Vec<&Object> = self.objects.iter().collect();
         order.sort_by_key(|o| (o.listed.len(), o.name.clone()));
         let count = self.objects.len() + usize::from(writes_new);
@@ -217,8 +222,17 @@ impl Files {
             .map(|(_, o)| *o)
             .collect();
         if !writes_new && merged.is_empty() {
+            // The common case of a push: nothing to write, no map of every entry built.
             return Ok(false);
         }
+        let by_id: HashMap<&BlobId, &Entry> = self.entries.iter().map(|e| (&e.id, e)).collect();
+        let mut new: Vec<Entry> = self
+            .uncovered
+            .iter()
+            .filter(|id| !removed.contains(id))
+            .filter_map(|id| by_id.get(id).map(|e| (*e).clone()))
+            .collect();
+        new.extend(added.iter().filter(|e| !removed.contains(&e.id)).cloned());
         let mut seen: HashSet<BlobId> = new.iter().map(|e| e.id).collect();
         for o in &merged {
             for id in &o.listed {
