@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # datasafed calls with an access key (BENCHMARKS.md, "datasafed calls with an access
 # key"): a small push with a password and with an access key, then list -r, stat and
-# push over a WAL archive of 100,000 files. Prints wall time, CPU time and peak RSS of
-# each call (GNU time). Run from the repository root:
+# push over a WAL archive of 100,000 files, with a warm cache directory and with a fresh
+# (empty) one each call, as every call of a Kubernetes pod has. Prints wall time, CPU
+# time and peak RSS of each call (GNU time), and the catalogue objects
+# (`catalog/`). Run from the repository root:
 #   bash benches/datasafed-calls/run.sh [WORKDIR] [FILES]
 # PROFILE=release measures the release binaries (the example that writes the archive is
 # built in the dev profile either way); BIN_DIR=DIR measures the binaries already in DIR
@@ -41,7 +43,23 @@ for i in 1 2 3; do
     t "push 6 B, access key" "$B/datasafed" push "$W/small" "/wal/ak$i"
 done
 "$EXAMPLES/many_datasafed_files" "$W/repo" "$N"
-t "list -r / over $N files, first call (fills the cache)" "$B/datasafed" list -r /
+# The archive was written without datasafed: no catalogue object covers it yet.
+# A fresh cache directory for every call: `fresh t WHAT COMMAND...`.
+fresh() {
+    rm -rf "$W/fresh"
+    DPREPO_CACHE_DIR=$W/fresh "$@"
+}
+fresh t "list -r / over $N files, fresh cache, no catalogue (reads every manifest, records the catalogue)" "$B/datasafed" list -r /
+echo "catalogue objects: $(ls "$W/repo/catalog" | wc -l), $(du -sh "$W/repo/catalog" | cut -f1)"
+for i in 1 2 3; do
+    fresh t "list -r / over $N files, fresh cache" "$B/datasafed" list -r /
+done
+for i in 1 2 3; do
+    fresh t "stat / over $N files, fresh cache" "$B/datasafed" stat /
+done
+for i in 1 2 3; do
+    fresh t "push 6 B, access key, $N files, fresh cache" "$B/datasafed" push "$W/small" "/wal/fresh$i"
+done
 for i in 1 2 3; do
     t "list -r / over $N files" "$B/datasafed" list -r /
 done
@@ -51,3 +69,5 @@ done
 for i in 1 2 3; do
     t "push 6 B, access key, $N files" "$B/datasafed" push "$W/small" "/wal/big$i"
 done
+echo "catalogue objects: $(ls "$W/repo/catalog" | wc -l)"
+DPREPO_DATASAFED_REQUESTS=1 fresh "$B/datasafed" stat / > /dev/null

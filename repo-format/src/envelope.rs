@@ -42,6 +42,8 @@ pub enum FileType {
     Lease = 7,
     /// A key ring of a master-key generation (`keyring/<generation>`).
     KeyRing = 8,
+    /// A datasafed catalogue object (`catalog/<id>`).
+    Catalog = 10,
 }
 
 /// Seal `body` into an envelope of `file_type` at format `version`, compressing it.

@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod blob;
+pub mod catalog;
 pub mod codec;
 pub mod config;
 pub mod content;

@@ -609,6 +609,18 @@ async fn reencrypt(
         storage.delete(&info.name).await?;
         report.tombstones_reencrypted += 1;
     }
+    // F7a: catalogue objects (derived data, section 14.1) under the old key: F6 gave
+    // the manifests they describe new ids, so they are deleted, not sealed again.
+    for name in storage.list_names(crate::catalog::CATALOG_DIR).await? {
+        let Ok(bytes) = storage.get(&name).await else {
+            continue;
+        };
+        if crate::catalog::open(&newest, &name, &bytes).is_err()
+            && crate::catalog::open(&keys, &name, &bytes).is_ok()
+        {
+            storage.delete(&name).await?;
+        }
+    }
     Ok(())
 }
 

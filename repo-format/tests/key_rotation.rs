@@ -757,3 +757,34 @@ async fn finish_shows_no_progress_while_it_reads_every_pack() {
     assert_eq!(load(&progress.bytes_written), report.bytes_written);
     assert_eq!(report.packs_reencrypted as u64, packs);
 }
+
+/// Catalogue objects (SPEC.md section 14.1) sealed under the retired key would fail to
+/// open after `finish` (a warning at every datasafed call): F7a deletes them, and keeps
+/// those of the new generation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finish_deletes_catalogue_objects_of_the_old_key() {
+    use dprepo_repo_format::catalog::{self, Entry, Kind, CATALOG_DIR};
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let src = tempfile::tempdir().unwrap();
+    let snap = repository_with_snapshot(&storage, &src.path().join("d")).await;
+    let entry = Entry {
+        id: snap.id,
+        time: snap.manifest.time,
+        tree: snap.manifest.tree,
+        size: 1,
+        kind: Kind::File,
+        path: "/a".into(),
+        codec: "none".into(),
+    };
+    let old = open(&storage, PW).await.unwrap();
+    let (old_name, bytes) = catalog::seal(old.keys(), std::slice::from_ref(&entry));
+    storage.put(&old_name, &bytes).await.unwrap();
+    rotate(&old, PW, false, &GcOptions::default())
+        .await
+        .unwrap();
+    let new = open(&storage, PW).await.unwrap();
+    let (new_name, bytes) = catalog::seal(new.keys(), &[entry]);
+    storage.put(&new_name, &bytes).await.unwrap();
+    finish(&new, &GcOptions::default()).await.unwrap();
+    assert_eq!(storage.list_names(CATALOG_DIR).await.unwrap(), [new_name]);
+}

@@ -1073,3 +1073,275 @@ fn dprepo_gc_finds_the_datasafed_storage_and_writes_a_summary() {
         stderr(&out)
     );
 }
+
+// ---------------------------------------------------------------------------------
+// The catalogue (SPEC.md section 14.1): what a fresh process (a Kubernetes pod, whose
+// cache is always empty) reads to list a WAL archive.
+
+/// A datasafed backend on either storage, with an access key (no password hashing per
+/// call), and a direct storage client to look at and damage what it stored.
+struct CatalogCase {
+    ds: Ds,
+    storage: std::sync::Arc<dyn dprepo_repo_format::storage::Storage>,
+    key: String,
+}
+
+impl CatalogCase {
+    fn new(backend: Backend) -> CatalogCase {
+        use std::sync::Arc;
+        let (ds, storage): (Ds, Arc<dyn dprepo_repo_format::storage::Storage>) = match backend {
+            Backend::Local => {
+                let ds = Ds::local();
+                let storage = Arc::new(dprepo_repo_format::storage::LocalStorage::new(ds.repo()));
+                (ds, storage)
+            }
+            Backend::S3 => {
+                ensure_s3_bucket();
+                let dir = tempfile::tempdir().expect("tmp");
+                let prefix = format!(
+                    "catalog-{}-{}",
+                    std::process::id(),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos())
+                        .unwrap_or_default()
+                );
+                let conf = dir.path().join("datasafed.conf");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "[storage]\ntype = s3\naccess_key_id = test\nsecret_access_key = test\n\
+                         region = us-east-1\nendpoint = {}\nroot = {S3_BUCKET}/{prefix}\nforce_path_style = true\n",
+                        s3_endpoint()
+                    ),
+                )
+                .expect("conf");
+                let ds = Ds {
+                    dir,
+                    vars: vec![("DATASAFED_CONFIG".into(), s(&conf).into())],
+                };
+                (ds, Arc::new(s3_storage(&prefix)))
+            }
+        };
+        // The first push creates the repository with the password; the rest use a key.
+        ds.push("/wal/first", &[], b"first");
+        let secret = "7e".repeat(32);
+        let secret_file = ds.dir.path().join("secret");
+        std::fs::write(&secret_file, &secret).expect("secret");
+        let out = ds.ok(&["access-key", "--secret-file", s(&secret_file)]);
+        let id = out
+            .trim()
+            .strip_prefix("dprepo-access-key-id: ")
+            .expect("key id")
+            .to_string();
+        let key = format!("dprepo-ak1-{id}-{secret}");
+        let key_file = ds.dir.path().join("access-key");
+        std::fs::write(&key_file, &key).expect("key file");
+        let ds = ds.with("DPREPO_ACCESS_KEY_FILE", s(&key_file));
+        CatalogCase { ds, storage, key }
+    }
+
+    fn block<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    fn names(&self, prefix: &str) -> Vec<String> {
+        self.block(self.storage.list_names(prefix)).expect("list")
+    }
+
+    /// `datasafed list -r /` in a fresh process with an empty cache directory: the
+    /// listed files, the GET requests it made other than for index files (a fresh
+    /// process builds its index cache when it opens the repository, whatever it does
+    /// next) and its stderr.
+    fn fresh_list(&self) -> (Vec<String>, u64, String) {
+        let index_files = self.names("index/").len() as u64;
+        let fresh = tempfile::tempdir().expect("cache");
+        let mut cmd = self.ds.cmd(&["list", "-r", "-f", "/"]);
+        cmd.env("XDG_CACHE_HOME", fresh.path())
+            .env("DPREPO_CACHE_DIR", fresh.path())
+            .env("DPREPO_DATASAFED_REQUESTS", "1");
+        let out = output_of(cmd);
+        assert_success(&out, &["list", "-r", "/"]);
+        let err = stderr(&out);
+        let counts: serde_json::Value = err
+            .lines()
+            .find_map(|l| serde_json::from_str(l).ok())
+            .unwrap_or_else(|| panic!("no request counts on stderr: {err}"));
+        let gets = counts["requests"]["get"].as_u64().expect("get count");
+        let gets = gets.checked_sub(index_files).unwrap_or_else(|| {
+            panic!("{gets} GETs, fewer than the {index_files} index files: {err}")
+        });
+        let files = String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .lines()
+            .map(str::to_string)
+            .collect();
+        (files, gets, err)
+    }
+
+    /// Store catalogue objects directly (as an earlier writer would have): one per
+    /// `per` listed datasafed snapshots.
+    fn write_catalogue_objects(&self, per: usize) -> usize {
+        use dprepo_repo_format::catalog::{self, Entry, Kind};
+        use dprepo_repo_format::repo::IndexPlace;
+        use dprepo_repo_format::Repository;
+        let key = dprepo_repo_format::key::AccessKey::parse(self.key.as_bytes()).expect("key");
+        self.block(async {
+            let repo =
+                Repository::open_with_access_key(self.storage.clone(), &key, &IndexPlace::Memory)
+                    .await
+                    .expect("open");
+            let snaps = repo.list_snapshots().await.expect("snapshots");
+            let entries: Vec<Entry> = snaps
+                .iter()
+                .filter_map(|s| {
+                    let path = s
+                        .manifest
+                        .tags
+                        .iter()
+                        .find_map(|t| t.strip_prefix("datasafed:path="))?;
+                    Some(Entry {
+                        id: s.id,
+                        time: s.manifest.time,
+                        tree: s.manifest.tree,
+                        size: s.manifest.summary.total_bytes,
+                        kind: Kind::File,
+                        path: path.to_string(),
+                        codec: "none".into(),
+                    })
+                })
+                .collect();
+            let mut n = 0;
+            for chunk in entries.chunks(per) {
+                let (name, bytes) = catalog::seal(repo.keys(), chunk);
+                self.storage.put(&name, &bytes).await.expect("put");
+                n += 1;
+            }
+            n
+        })
+    }
+}
+
+fn wal_names(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("wal/{i:04}")).collect()
+}
+
+both_backends!(a_fresh_process_lists_from_the_catalogue_and_forgotten_files_vanish);
+fn a_fresh_process_lists_from_the_catalogue_and_forgotten_files_vanish(backend: Backend) {
+    let case = CatalogCase::new(backend);
+    let ds = &case.ds;
+    ds.ok(&["rm", "/wal/first"]);
+    // WAL archiving: one push per segment. The 64th uncovered snapshot makes a push
+    // record them all in one catalogue object.
+    for i in 0..70 {
+        ds.push(
+            &format!("/wal/{i:04}"),
+            &[],
+            format!("segment {i}").as_bytes(),
+        );
+    }
+    assert_eq!(case.names("catalog/").len(), 1, "one catalogue object");
+    let (files, gets, err) = case.fresh_list();
+    assert_eq!(files, wal_names(0..70));
+    // The config, the key file, one catalogue object and the 6 manifests pushed after
+    // it (9); without the catalogue, 72.
+    assert!(gets <= 12, "{gets} GETs for 70 files: {err}");
+    assert!(!err.contains("Warning"), "{err}");
+
+    // Forgotten snapshots vanish though the catalogue still holds them.
+    ds.ok(&["rm", "/wal/0003"]);
+    ds.ok(&["rm", "/wal/0068"]);
+    let mut expected = wal_names(0..70);
+    expected.retain(|p| p != "wal/0003" && p != "wal/0068");
+    assert_eq!(case.fresh_list().0, expected);
+
+    // A catalogue object deleted (a concurrent merge): the manifests answer, and a
+    // call that read that many records them again.
+    for name in case.names("catalog/") {
+        case.block(case.storage.delete(&name)).expect("delete");
+    }
+    let (files, gets, _) = case.fresh_list();
+    assert_eq!(files, expected);
+    assert!(gets >= 68, "{gets} GETs: the manifests were read");
+    assert_eq!(case.names("catalog/").len(), 1, "the list recorded them");
+    let (files, gets, _) = case.fresh_list();
+    assert_eq!(files, expected);
+    assert!(gets <= 6, "{gets} GETs once recorded again");
+}
+
+both_backends!(a_damaged_catalogue_object_falls_back_to_the_manifests_with_a_warning);
+/// A catalogue object that does not open is reported and its files are read from their
+/// manifests: the call never fails on it, and never trusts it.
+fn a_damaged_catalogue_object_falls_back_to_the_manifests_with_a_warning(backend: Backend) {
+    let case = CatalogCase::new(backend);
+    let ds = &case.ds;
+    for i in 0..5 {
+        ds.push(
+            &format!("/wal/{i:04}"),
+            &[],
+            format!("segment {i}").as_bytes(),
+        );
+    }
+    case.write_catalogue_objects(100);
+    let name = case.names("catalog/").pop().expect("an object");
+    let mut bytes = case.block(case.storage.get(&name)).expect("get");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    case.block(case.storage.put(&name, &bytes)).expect("put");
+    let (files, gets, err) = case.fresh_list();
+    let mut expected = wal_names(0..5);
+    expected.push("wal/first".into());
+    assert_eq!(files, expected);
+    assert!(
+        err.contains(&format!("Warning: {name} cannot be read")),
+        "{err}"
+    );
+    assert!(gets >= 6, "the manifests were read: {gets} GETs");
+    // A push still works beside it.
+    ds.push("/wal/0005", &[], b"segment 5");
+    expected.insert(5, "wal/0005".into());
+    assert_eq!(case.fresh_list().0, expected);
+}
+
+/// Two processes merging the same catalogue objects at once: each stores the merged
+/// object before deleting what it read, so every file stays covered.
+#[test]
+fn two_concurrent_catalogue_merges_keep_every_file_covered() {
+    let case = CatalogCase::new(Backend::Local);
+    let ds = &case.ds;
+    for i in 0..40 {
+        ds.push(
+            &format!("/wal/{i:04}"),
+            &[],
+            format!("segment {i}").as_bytes(),
+        );
+    }
+    // 41 files in 21 objects of 2: more than 16, so the next calls merge.
+    assert_eq!(case.write_catalogue_objects(2), 21);
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            let mut cmd = ds.cmd(&["list", "-r", "/"]);
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            cmd.spawn().expect("spawn")
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().expect("wait");
+        assert_success(&out, &["list", "-r", "/"]);
+    }
+    let objects = case.names("catalog/").len();
+    assert!(objects < 21, "merged: {objects} objects");
+    let (files, gets, err) = case.fresh_list();
+    let mut expected = wal_names(0..40);
+    expected.push("wal/first".into());
+    assert_eq!(files, expected);
+    // The config, the key file and the catalogue objects: no manifest.
+    assert!(
+        gets <= objects as u64 + 3,
+        "{gets} GETs with {objects} objects: coverage was lost\n{err}"
+    );
+}

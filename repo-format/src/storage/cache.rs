@@ -16,9 +16,9 @@ use async_trait::async_trait;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-const CACHED_PREFIXES: [&str; 4] = ["index/", "snapshots/", "keys/", "meta/"];
+const CACHED_PREFIXES: [&str; 5] = ["index/", "snapshots/", "keys/", "meta/", "catalog/"];
 /// Directories whose listing prunes the cache.
-const PRUNED_PREFIXES: [&str; 3] = ["index/", "snapshots/", "keys/"];
+const PRUNED_PREFIXES: [&str; 4] = ["index/", "snapshots/", "keys/", "catalog/"];
 
 /// Caches immutable metadata of `inner` under a local directory.
 #[derive(Debug)]

@@ -267,7 +267,13 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(&cli)) {
+    let result = runtime.block_on(run(&cli));
+    // The storage requests this call made, as one JSON line on stderr (for operators
+    // and tests: what a call costs against object storage).
+    if std::env::var_os("DPREPO_DATASAFED_REQUESTS").is_some_and(|v| v == "1") {
+        repository::print_request_counts(true);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {}", crate::output::error_text(&e));

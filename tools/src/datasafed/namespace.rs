@@ -83,19 +83,15 @@ pub(super) fn recorded_codec(s: &Entry) -> Result<Option<Codec>> {
     }
 }
 
-/// The cache directory of [`ds_files`]: the index cache's, if there is one.
-pub(super) fn cache_dir() -> Option<PathBuf> {
-    match repository::default_index_place() {
-        dprepo_repo_format::repo::IndexPlace::Cache(dir) => Some(dir),
-        _ => None,
-    }
-}
-
 impl Namespace {
     pub(super) async fn load(repo: Option<&Repository>) -> Result<Namespace> {
         let mut ns = Namespace::default();
         let Some(repo) = repo else { return Ok(ns) };
-        let mut snaps = ds_files::load(repo, cache_dir()).await?;
+        let files = ds_files::load(repo).await?;
+        // Derived data: a call that cannot write (read-only credentials) still answers,
+        // and the next writer records what this one could not.
+        let _ = files.keep(repo, &[], &[]).await;
+        let mut snaps = files.entries;
         snaps.sort_by_key(|s| (s.time, s.id));
         for s in &snaps {
             let time = s.time;

@@ -18,11 +18,23 @@ pub(super) async fn push(cli: &DatasafedCli, a: &PushArgs) -> Result<()> {
         )
     };
     let repo = open(&ctx, true).await?.context("no repository")?;
-    let ns = Namespace::load(Some(&repo)).await?;
-    if ns.is_dir(&path) {
+    // One listing (no namespace built): conflicts, the delta parent and the versions
+    // this push replaces all come from these entries.
+    let files = ds_files::load(&repo).await?;
+    let below = format!("{path}/");
+    if files.entries.iter().any(|e| {
+        (e.kind == Kind::Dir && e.path == path)
+            || (e.kind != Kind::Other && e.path.starts_with(&below))
+    }) {
         bail!("{what}: is a directory");
     }
-    if let Some(dir) = ancestors(&path).find(|p| ns.files.contains_key(*p)) {
+    if let Some(dir) = files
+        .entries
+        .iter()
+        .filter(|e| e.kind == Kind::File && is_within(&path, &e.path) && e.path != path)
+        .map(|e| e.path.as_str())
+        .max_by_key(|p| p.len())
+    {
         bail!("{what}: {} is a file", relative(&ctx, dir));
     }
     let codec_name = codec.map_or("none", |c| c.name);
@@ -31,7 +43,7 @@ pub(super) async fn push(cli: &DatasafedCli, a: &PushArgs) -> Result<()> {
         format!("{PATH_TAG}{path}"),
         format!("{CODEC_TAG}{codec_name}"),
     ];
-    let parent = crate::ds_parent::delta_parent(&ns.entries, &path)
+    let parent = crate::ds_parent::delta_parent(&files.entries, &path)
         .map_or(ParentChoice::None, ParentChoice::IfPresent);
     let options = BackupOptions::default().with_tags(tags).with_parent(parent);
     let source = BackupSource::Stream {
@@ -42,17 +54,23 @@ pub(super) async fn push(cli: &DatasafedCli, a: &PushArgs) -> Result<()> {
         .await
         .with_context(|| what.clone())?;
     let new = outcome.snapshot;
-    // Replace: older snapshots of this path go only after the new one is stored.
-    let mut older: Vec<BlobId> = Vec::new();
-    // Listed again: a concurrent push of the same path may have stored one meanwhile.
-    for s in ds_files::load(&repo, cache_dir()).await? {
-        if s.kind == Kind::File && s.path == path && (s.time, s.id) < (new.manifest.time, new.id) {
-            older.push(s.id);
-        }
-    }
+    // Replace: older snapshots of this path go only after the new one is stored. A
+    // concurrent push of the same path stored after the listing above is not seen: of
+    // the two, the newest is the file (SPEC.md section 14), and the next push of the
+    // path or `rm` removes the other.
+    let older: Vec<BlobId> = files
+        .entries
+        .iter()
+        .filter(|s| {
+            s.kind == Kind::File && s.path == path && (s.time, s.id) < (new.manifest.time, new.id)
+        })
+        .map(|s| s.id)
+        .collect();
     forget_snapshots(&repo, &older)
         .await
         .with_context(|| format!("{what}: removing the replaced versions"))?;
+    // Derived data: failing to record it costs the next call some manifest reads.
+    let _ = files.keep(&repo, &[ds_files::entry_of(&new)], &older).await;
     Ok(())
 }
 
