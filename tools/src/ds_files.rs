@@ -28,6 +28,15 @@ use dprepo_repo_format::{BlobId, Error as EngineError, Repository, Snapshot};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+/// Tag every datasafed snapshot carries (`dprepo snapshots --tag datasafed`).
+pub const TAG: &str = "datasafed";
+/// Tag prefix naming the file a snapshot holds.
+pub const PATH_TAG: &str = "datasafed:path=";
+/// Tag prefix naming the directory a marker snapshot stands for.
+pub const DIR_TAG: &str = "datasafed:dir=";
+/// Tag prefix naming the algorithm the stream was pushed with (`none`: no -z).
+pub const CODEC_TAG: &str = "datasafed:codec=";
+
 /// Uncovered snapshots that make a call record a new catalogue object.
 pub const MIN_NEW: usize = 64;
 /// More catalogue objects than this are merged.
@@ -44,10 +53,7 @@ pub fn entry_of(s: &Snapshot) -> Entry {
             .find_map(|t| t.strip_prefix(prefix))
             .map(str::to_string)
     };
-    let (kind, path) = match (
-        tag(super::datasafed::DIR_TAG),
-        tag(super::datasafed::PATH_TAG),
-    ) {
+    let (kind, path) = match (tag(DIR_TAG), tag(PATH_TAG)) {
         (Some(dir), _) => (Kind::Dir, dir),
         (None, Some(path)) => (Kind::File, path),
         _ => (Kind::Other, String::new()),
@@ -59,7 +65,7 @@ pub fn entry_of(s: &Snapshot) -> Entry {
         size: s.manifest.summary.total_bytes,
         kind,
         path,
-        codec: tag(super::datasafed::CODEC_TAG).unwrap_or_default(),
+        codec: tag(CODEC_TAG).unwrap_or_default(),
     }
 }
 

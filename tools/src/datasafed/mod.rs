@@ -27,7 +27,7 @@ use dprepo_repo_format::backup::{
 };
 use dprepo_repo_format::gc::forget_snapshots;
 use dprepo_repo_format::restore::dump;
-use dprepo_repo_format::storage::{read_ini_section, S3Options, Storage};
+use dprepo_repo_format::storage::{S3Options, Storage};
 use dprepo_repo_format::{BlobId, Error as EngineError, InitOptions, Repository, Snapshot};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -39,16 +39,10 @@ use std::sync::Arc;
 use crate::ds_files::{self, Entry, Kind};
 use crate::repository::{self, RepoKey};
 
-/// Tag every datasafed snapshot carries (`dprepo snapshots --tag datasafed`).
-pub const TAG: &str = "datasafed";
-/// Tag prefix naming the file a snapshot holds.
-pub const PATH_TAG: &str = "datasafed:path=";
-/// Tag prefix naming the directory a marker snapshot stands for.
-pub const DIR_TAG: &str = "datasafed:dir=";
-/// Tag prefix naming the algorithm the stream was pushed with (`none`: no -z).
-pub const CODEC_TAG: &str = "datasafed:codec=";
+pub use crate::ds_files::{CODEC_TAG, DIR_TAG, PATH_TAG, TAG};
 
-const DEFAULT_CONFIG: &str = "/etc/datasafed/datasafed.conf";
+use crate::repository::datasafed_conf::{config_file, env_nonempty, DEFAULT_CONFIG};
+pub(crate) use crate::repository::datasafed_conf::{configured_key, configured_storage};
 
 const ABOUT: &str = "datasafed-compatible storage commands backed by a dprepo repository";
 
@@ -312,7 +306,6 @@ mod transfer;
 use browse::*;
 use codec::*;
 use config::*;
-pub(crate) use config::{configured_key, configured_storage};
 use manage::*;
 pub use namespace::snapshot_file_path;
 use namespace::*;

@@ -13,6 +13,8 @@ use std::sync::{Arc, OnceLock};
 
 use crate::Cli;
 
+pub(crate) mod datasafed_conf;
+
 /// Request counters of this process's storage, when one was opened.
 static REQUESTS: OnceLock<Arc<RequestStats>> = OnceLock::new();
 
@@ -26,7 +28,7 @@ static REQUESTS: OnceLock<Arc<RequestStats>> = OnceLock::new();
 /// `dprepo gc` finds the repository the backups use.
 pub fn storage(cli: &Cli) -> Result<Arc<dyn Storage>> {
     let Some(location) = cli.repo.as_deref().filter(|s| !s.is_empty()) else {
-        if let Some(storage) = crate::datasafed::configured_storage(
+        if let Some(storage) = datasafed_conf::configured_storage(
             cli.datasafed_conf.clone(),
             cli.cache_dir.clone(),
             cli.no_cache,
@@ -352,7 +354,7 @@ pub fn repo_key(cli: &Cli) -> Result<RepoKey> {
         return RepoKey::from_secret(pw, "DPREPO_PASSWORD or the password file");
     }
     if cli.repo.as_deref().is_none_or(str::is_empty) {
-        if let Some(key) = crate::datasafed::configured_key(cli.datasafed_conf.as_deref())? {
+        if let Some(key) = datasafed_conf::configured_key(cli.datasafed_conf.as_deref())? {
             return Ok(key);
         }
     }
