@@ -43,6 +43,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Instant;
 
+mod locate;
 mod parent;
 mod small_files;
 mod stream;
@@ -208,6 +209,9 @@ pub struct BackupOutcome {
     pub changed_while_read: Vec<PathBuf>,
     /// Entries [`BackupOptions::selection`] left out, in walk order.
     pub excluded: Vec<Excluded>,
+    /// Remarks that do not make the snapshot incomplete (a locator not written, a
+    /// parent's locator not usable), for `--verbose`.
+    pub notes: Vec<String>,
 }
 
 /// Back up `source` into `repo` and commit a snapshot.
@@ -362,7 +366,12 @@ async fn run_backup(
         selection: options.selection.clone(),
         excluded: Mutex::new(Vec::new()),
         top_device: AtomicU64::new(NO_DEVICE),
+        meta_ids: Mutex::new(Vec::new()),
+        deep_contents: Mutex::new(Vec::new()),
     };
+    // Tree backups write a locator; streams take the full path anyway in this phase, and
+    // a WAL push must stay one small snapshot (no extra PUT).
+    let writes_locator = matches!(source, BackupSource::Paths(_));
     let parent_tree = parent.as_ref().map(|p| p.manifest.tree);
     let walked = tokio::task::spawn_blocking(move || {
         let result = match source {
@@ -388,6 +397,10 @@ async fn run_backup(
             std::mem::take(&mut *walker.changed.lock().unwrap_or_else(|e| e.into_inner()));
         changed.sort();
         let excluded = walker.excluded.into_inner().unwrap_or_default();
+        let meta = (
+            walker.meta_ids.into_inner().unwrap_or_default(),
+            walker.deep_contents.into_inner().unwrap_or_default(),
+        );
         result.and_then(|root| {
             closed.map(|_| {
                 (
@@ -397,6 +410,7 @@ async fn run_backup(
                     changed,
                     (as_tar, run_params),
                     excluded,
+                    meta,
                 )
             })
         })
@@ -409,8 +423,15 @@ async fn run_backup(
     // or "uploader stopped": the upload's error is the cause to report (a full disk
     // under the repository was reported as "internal error: backup aborted").
     uploaded?;
-    let (root, mut summary, walk_warnings, changed_while_read, (as_tar, run_params), excluded) =
-        walked??;
+    let (
+        root,
+        mut summary,
+        walk_warnings,
+        changed_while_read,
+        (as_tar, run_params),
+        excluded,
+        (meta_ids, deep_contents),
+    ) = walked??;
     let mut warnings = missing;
     warnings.extend(walk_warnings);
     summary.bytes_read = progress.bytes_read.load(Ordering::Relaxed);
@@ -443,8 +464,20 @@ async fn run_backup(
         copied_from: None,
     };
     let bytes = manifest.encode(repo.keys());
-    session.check_alive().await?;
     let id = BlobId::of_stored(&bytes);
+    // The locator goes after every pack it names (they are all uploaded) and before the
+    // manifest (SPEC.md section 17, step 4a), so no committed snapshot of this build
+    // lacks one unless it could not be made.
+    let mut notes = Vec::new();
+    if writes_locator {
+        match locate::build_locator(repo, id, root, meta_ids, deep_contents).await? {
+            Ok(locator) => crate::locator::write(repo, &locator).await?,
+            Err(reason) => notes.push(format!(
+                "no locator written ({reason}); the next backup of these paths loads the index"
+            )),
+        }
+    }
+    session.check_alive().await?;
     repo.storage()
         .put(&format!("{SNAPSHOTS_DIR}{}", id.to_hex()), &bytes)
         .await?;
@@ -453,6 +486,7 @@ async fn run_backup(
         warnings,
         changed_while_read,
         excluded,
+        notes,
     })
 }
 

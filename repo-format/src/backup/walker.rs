@@ -45,6 +45,11 @@ pub(super) struct Walker {
     /// Device of the backed-up path being walked (`--one-file-system`), or
     /// [`NO_DEVICE`].
     pub(super) top_device: AtomicU64,
+    /// Tree and chunk-list ids the new snapshot reaches, for its locator (SPEC.md
+    /// section 14.1): every tree written or reused, and the top-level lists of files.
+    pub(super) meta_ids: Mutex<Vec<BlobId>>,
+    /// Contents of level 2 and more, whose lists below the top are read after the walk.
+    pub(super) deep_contents: Mutex<Vec<Content>>,
 }
 
 /// [`Walker::top_device`] before a backed-up path is reached.
@@ -549,7 +554,29 @@ impl Walker {
         }
         tree.sort();
         let id = self.saver.save(BlobType::Tree, &tree.encode()?)?;
+        self.collect_meta_ids(&tree, id)?;
         let _ = dir.state.tree.set(id);
+        Ok(())
+    }
+
+    /// Record tree `id` and the chunk lists its files reach, for the locator.
+    fn collect_meta_ids(&self, tree: &Tree, id: BlobId) -> Result<()> {
+        let poisoned = || Error::Internal("meta id collector poisoned".into());
+        let mut meta = self.meta_ids.lock().map_err(|_| poisoned())?;
+        meta.push(id);
+        for n in &tree.nodes {
+            if let NodeKind::File(c) = &n.kind {
+                if c.level >= 1 {
+                    meta.extend_from_slice(&c.ids);
+                }
+                if c.level >= 2 {
+                    self.deep_contents
+                        .lock()
+                        .map_err(|_| poisoned())?
+                        .push(c.clone());
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -1,0 +1,199 @@
+//! Snapshot locators and cold backups (SPEC.md sections 14.1 and 15, S-7): what a
+//! backup writes for the next one, and what gc, repair and key rotation do with it.
+
+use dprepo_repo_format::backup::{backup, BackupOptions, BackupProgress, BackupSource};
+use dprepo_repo_format::blob::BlobType;
+use dprepo_repo_format::chunker::ChunkerParams;
+use dprepo_repo_format::content::Content;
+use dprepo_repo_format::locator::{self, locator_name, Locator, LOCATORS_DIR};
+use dprepo_repo_format::storage::{MemoryStorage, Storage};
+use dprepo_repo_format::tree::NodeKind;
+use dprepo_repo_format::{BlobId, InitOptions, Repository, Snapshot};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+#[path = "support/common.rs"]
+mod common;
+use common::{xorshift_bytes, FAST_KDF};
+
+/// Chunks of about 256 bytes: a file of a few dozen KiB has more than 64 chunks and so
+/// a chunk list (content level 1).
+const TINY: ChunkerParams = ChunkerParams {
+    min_size: 64,
+    avg_size: 256,
+    max_size: 1024,
+};
+
+async fn new_repo(storage: &MemoryStorage) -> Repository {
+    Repository::init(
+        Arc::new(storage.clone()),
+        b"pw",
+        InitOptions::default().with_kdf(FAST_KDF).with_chunker(TINY),
+    )
+    .await
+    .unwrap()
+}
+
+async fn back_up(repo: &Repository, dir: &Path, options: BackupOptions) -> Snapshot {
+    backup(
+        repo,
+        BackupSource::Paths(vec![dir.to_path_buf()]),
+        options,
+        Arc::new(BackupProgress::default()),
+    )
+    .await
+    .unwrap()
+    .snapshot
+}
+
+/// A tree of nested directories, small files, and one file with a chunk list.
+fn make_tree(dir: &Path) {
+    for d in 0..4 {
+        let sub = dir.join(format!("d{d}")).join("inner");
+        std::fs::create_dir_all(&sub).unwrap();
+        for f in 0..5 {
+            std::fs::write(
+                sub.join(format!("f{f}")),
+                xorshift_bytes(d * 10 + f, 500 + 37 * f as usize),
+            )
+            .unwrap();
+        }
+    }
+    std::fs::write(dir.join("d0").join("large"), xorshift_bytes(99, 60_000)).unwrap();
+}
+
+/// Every Tree and ChunkList id reachable from `root`, by walking the trees.
+async fn reachable_meta(repo: &Repository, root: BlobId) -> BTreeSet<BlobId> {
+    let mut out = BTreeSet::new();
+    let mut trees = vec![root];
+    while let Some(id) = trees.pop() {
+        if !out.insert(id) {
+            continue;
+        }
+        for n in repo.load_tree(&id).await.unwrap().nodes {
+            match n.kind {
+                NodeKind::Dir(sub) => trees.push(sub),
+                NodeKind::File(c) if c.level >= 1 => {
+                    let mut lists: Vec<(u8, BlobId)> =
+                        c.ids.iter().map(|i| (c.level - 1, *i)).collect();
+                    while let Some((level, list)) = lists.pop() {
+                        out.insert(list);
+                        if level >= 1 {
+                            let body = repo.read_blob(&list, BlobType::ChunkList).await.unwrap();
+                            let inner = Content::decode_list(&body, level, "list").unwrap();
+                            lists.extend(inner.ids.iter().map(|i| (level - 1, *i)));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+async fn read_locator(storage: &MemoryStorage, repo: &Repository, id: &BlobId) -> Locator {
+    let bytes = storage.get(&locator_name(id)).await.unwrap();
+    Locator::decode(repo.keys(), &bytes, id).unwrap()
+}
+
+#[tokio::test]
+async fn backup_writes_a_locator_listing_exactly_its_reachable_trees() {
+    let storage = MemoryStorage::new();
+    let repo = new_repo(&storage).await;
+    let dir = tempfile::tempdir().unwrap();
+    make_tree(dir.path());
+    let a = back_up(&repo, dir.path(), BackupOptions::default()).await;
+    // Change one small file and add a directory: B reuses most of A's trees.
+    std::fs::write(dir.path().join("d1/inner/f2"), b"changed").unwrap();
+    std::fs::create_dir(dir.path().join("new")).unwrap();
+    std::fs::write(dir.path().join("new/x"), xorshift_bytes(7, 40_000)).unwrap();
+    let b = back_up(&repo, dir.path(), BackupOptions::default()).await;
+    for snap in [&a, &b] {
+        let l = read_locator(&storage, &repo, &snap.id).await;
+        assert_eq!(l.snapshot, snap.id);
+        assert_eq!(l.tree, snap.manifest.tree);
+        let listed: BTreeSet<BlobId> = l.ids().collect();
+        assert_eq!(listed.len(), l.blob_count(), "an id listed twice");
+        let expected = reachable_meta(&repo, snap.manifest.tree).await;
+        assert!(
+            expected.iter().any(|id| repo
+                .locate(id)
+                .is_some_and(|loc| loc.blob_type == BlobType::ChunkList)),
+            "the test tree must reach a chunk list"
+        );
+        assert_eq!(listed, expected, "locator of {}", snap.id.short());
+        // Every entry is the blob's indexed location.
+        for p in &l.packs {
+            for e in &p.entries {
+                let loc = repo.locate(&e.id).unwrap();
+                assert_eq!(
+                    (
+                        loc.pack_id,
+                        loc.offset,
+                        loc.stored_len,
+                        loc.raw_len,
+                        loc.blob_type
+                    ),
+                    (p.id, e.offset, e.stored_len, e.raw_len, e.blob_type)
+                );
+            }
+        }
+        let (found, notes) = locator::load_for(&repo, snap).await.unwrap();
+        assert_eq!(found.as_ref(), Some(&l), "{notes:?}");
+    }
+    // No manifest without a locator, and no locator without a manifest.
+    let snapshots: BTreeSet<BlobId> = repo
+        .list_snapshots()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    let locators: BTreeSet<BlobId> = locator::list(&storage).await.unwrap().into_iter().collect();
+    assert_eq!(snapshots, locators);
+    assert_eq!(
+        storage.list_names(LOCATORS_DIR).await.unwrap().len(),
+        2,
+        "one locator per tree snapshot"
+    );
+}
+
+#[tokio::test]
+async fn stream_backups_write_no_locator() {
+    let storage = MemoryStorage::new();
+    let repo = new_repo(&storage).await;
+    backup(
+        &repo,
+        BackupSource::Stream {
+            name: "s".into(),
+            reader: Box::new(std::io::Cursor::new(xorshift_bytes(3, 50_000))),
+        },
+        BackupOptions::default(),
+        Arc::new(BackupProgress::default()),
+    )
+    .await
+    .unwrap();
+    assert!(storage.list_names(LOCATORS_DIR).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_locator_is_found_through_original_only_for_the_same_tree() {
+    let storage = MemoryStorage::new();
+    let repo = new_repo(&storage).await;
+    let dir = tempfile::tempdir().unwrap();
+    make_tree(dir.path());
+    let a = back_up(&repo, dir.path(), BackupOptions::default()).await;
+    // A re-sealed manifest (as `tag` writes) names A as its original and keeps the tree.
+    let mut retagged = a.clone();
+    retagged.id = BlobId([0xAB; 32]);
+    retagged.manifest.original = Some(a.id);
+    let (found, _) = locator::load_for(&repo, &retagged).await.unwrap();
+    assert_eq!(found.map(|l| l.snapshot), Some(a.id));
+    // A rewrite with another tree finds none.
+    retagged.manifest.tree = BlobId([0xCD; 32]);
+    let (found, notes) = locator::load_for(&repo, &retagged).await.unwrap();
+    assert!(found.is_none());
+    assert_eq!(notes.len(), 1, "{notes:?}");
+}
