@@ -63,6 +63,8 @@ pub struct FinishReport {
     pub snapshots: Vec<(String, String)>,
     /// Tombstones re-encrypted.
     pub tombstones_reencrypted: usize,
+    /// Snapshot locators of the old generation deleted (F7b).
+    pub locators_deleted: usize,
     /// Unindexed packs not under the newest key (left by an interrupted finish) deleted.
     pub old_orphans_deleted: usize,
     /// Stale sessions of old-generation writers removed.
@@ -609,6 +611,24 @@ async fn reencrypt(
         storage.delete(&info.name).await?;
         report.tombstones_reencrypted += 1;
     }
+    // F7b: locators the newest key does not open. The packs they name were renamed by
+    // F3 anyway; the next backup of each chain loads the index and writes a new one.
+    for id in crate::locator::list(storage.as_ref()).await? {
+        let name = crate::locator::locator_name(&id);
+        let bytes = match storage.get(&name).await {
+            Ok(b) => b,
+            Err(Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        if crate::locator::Locator::decode(&newest, &bytes, &id).is_ok() {
+            continue;
+        }
+        match storage.delete(&name).await {
+            Ok(()) => report.locators_deleted += 1,
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
     Ok(())
 }
 
@@ -686,6 +706,13 @@ pub async fn objects_not_under_newest(repo: &Repository) -> Result<BTreeSet<Stri
         let bytes = storage.get(&info.name).await?;
         if SnapshotManifest::decode(&newest, &bytes, &info.name).is_err() {
             out.insert(info.name);
+        }
+    }
+    for id in crate::locator::list(storage.as_ref()).await? {
+        let name = crate::locator::locator_name(&id);
+        let bytes = storage.get(&name).await?;
+        if crate::locator::Locator::decode(&newest, &bytes, &id).is_err() {
+            out.insert(name);
         }
     }
     for dir in ["data/", "meta/"] {

@@ -197,3 +197,139 @@ async fn a_locator_is_found_through_original_only_for_the_same_tree() {
     assert!(found.is_none());
     assert_eq!(notes.len(), 1, "{notes:?}");
 }
+
+/// Locators of snapshot ids that no manifest names (a backup killed between its locator
+/// and its manifest) go once they are older than the stale-session window; young ones
+/// may belong to a backup about to commit, and one reached through a re-sealed
+/// manifest's `original` is in use.
+#[tokio::test]
+async fn gc_deletes_orphan_locators_only_after_the_stale_window() {
+    use dprepo_repo_format::gc::{run, set_expiry, GcOptions};
+    let storage = MemoryStorage::new();
+    let repo = new_repo(&storage).await;
+    let dir = tempfile::tempdir().unwrap();
+    make_tree(dir.path());
+    let a = back_up(&repo, dir.path(), BackupOptions::default()).await;
+    // A re-sealed A (as `snapshot expire` or `tag` writes): new id, original = A.
+    let resealed = set_expiry(
+        &repo,
+        &a,
+        Some(chrono::Utc::now() + chrono::Duration::days(9)),
+    )
+    .await
+    .unwrap();
+    assert_ne!(resealed.id, a.id);
+    assert_eq!(resealed.manifest.original, Some(a.id));
+    let now = chrono::Utc::now();
+    let orphan = |byte: u8, age: chrono::Duration| Locator {
+        snapshot: BlobId([byte; 32]),
+        tree: a.manifest.tree,
+        created: (now - age).timestamp(),
+        packs: Vec::new(),
+    };
+    let young = orphan(1, chrono::Duration::minutes(5));
+    let old = orphan(2, chrono::Duration::hours(2));
+    locator::write(&repo, &young).await.unwrap();
+    locator::write(&repo, &old).await.unwrap();
+    // A's own locator was created just now too, so make the clock late enough that A's
+    // would be old were it an orphan: it stays for its original.
+    let options = GcOptions {
+        clock: Arc::new(move || now + chrono::Duration::minutes(20)),
+        ..GcOptions::default()
+    };
+    let (_, report) = run(&repo, &options).await.unwrap();
+    assert_eq!(report.locators_deleted, 1, "{report:?}");
+    let left: BTreeSet<BlobId> = locator::list(&storage).await.unwrap().into_iter().collect();
+    assert_eq!(left, BTreeSet::from([a.id, young.snapshot]));
+    let later = GcOptions {
+        clock: Arc::new(move || now + chrono::Duration::hours(3)),
+        ..GcOptions::default()
+    };
+    let (_, report) = run(&repo, &later).await.unwrap();
+    assert_eq!(report.locators_deleted, 1, "{report:?}");
+    let left: Vec<BlobId> = locator::list(&storage).await.unwrap();
+    assert_eq!(
+        left,
+        vec![a.id],
+        "A's locator is reached through `original`"
+    );
+    let (found, _) = locator::load_for(&repo, &resealed).await.unwrap();
+    assert_eq!(found.map(|l| l.snapshot), Some(a.id));
+}
+
+/// a repair that takes blobs out of the index deletes every locator, so no later
+/// backup reuses a parent's content without looking it up.
+#[tokio::test]
+async fn repair_packs_deletes_locators() {
+    use dprepo_repo_format::repair::{repair_packs, RepairPacksOptions};
+    let storage = MemoryStorage::new();
+    let repo = new_repo(&storage).await;
+    let dir = tempfile::tempdir().unwrap();
+    make_tree(dir.path());
+    back_up(&repo, dir.path(), BackupOptions::default()).await;
+    std::fs::write(dir.path().join("d2/inner/f1"), b"second").unwrap();
+    back_up(&repo, dir.path(), BackupOptions::default()).await;
+    assert_eq!(locator::list(&storage).await.unwrap().len(), 2);
+    // Nothing damaged: nothing taken out of the index, the locators stay.
+    let clean = repair_packs(&repo, &RepairPacksOptions::default(), Arc::default())
+        .await
+        .unwrap();
+    assert_eq!(clean.locators_deleted, 0);
+    assert_eq!(locator::list(&storage).await.unwrap().len(), 2);
+    let pack = storage
+        .names()
+        .into_iter()
+        .find(|n| n.starts_with("data/"))
+        .unwrap();
+    storage.corrupt_byte(&pack, 50);
+    let report = repair_packs(&repo, &RepairPacksOptions::default(), Arc::default())
+        .await
+        .unwrap();
+    assert_eq!(report.damaged.len(), 1, "{report:?}");
+    assert_eq!(report.locators_deleted, 2);
+    assert!(locator::list(&storage).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn repair_index_deletes_locators() {
+    use dprepo_repo_format::repair::repair_index;
+    let storage = MemoryStorage::new();
+    let repo = new_repo(&storage).await;
+    let dir = tempfile::tempdir().unwrap();
+    make_tree(dir.path());
+    back_up(&repo, dir.path(), BackupOptions::default()).await;
+    let report = repair_index(&repo, Arc::default()).await.unwrap();
+    assert_eq!(report.locators_deleted, 1);
+    assert!(locator::list(&storage).await.unwrap().is_empty());
+}
+
+/// F7b: after `key rotate --finish` no locator of the old generation is left (its
+/// locations named packs F3 renamed); one written under the new key stays.
+#[tokio::test]
+async fn key_rotate_finish_deletes_old_generation_locators() {
+    use dprepo_repo_format::gc::GcOptions;
+    use dprepo_repo_format::rotate::{finish, objects_not_under_newest, rotate};
+    let storage = MemoryStorage::new();
+    let repo = new_repo(&storage).await;
+    let dir = tempfile::tempdir().unwrap();
+    make_tree(dir.path());
+    let a = back_up(&repo, dir.path(), BackupOptions::default()).await;
+    rotate(&repo, b"pw", true, &GcOptions::default())
+        .await
+        .unwrap();
+    let new = Repository::open(Arc::new(storage.clone()), b"pw")
+        .await
+        .unwrap();
+    std::fs::write(dir.path().join("d3/inner/f0"), b"after rotate").unwrap();
+    let b = back_up(&new, dir.path(), BackupOptions::default()).await;
+    let report = finish(&new, &GcOptions::default()).await.unwrap();
+    assert_eq!(report.locators_deleted, 1, "{report:?}");
+    let left = locator::list(&storage).await.unwrap();
+    assert_eq!(left, vec![b.id]);
+    assert!(!left.contains(&a.id));
+    let not_newest = objects_not_under_newest(&new).await.unwrap();
+    assert!(
+        !not_newest.iter().any(|n| n.starts_with(LOCATORS_DIR)),
+        "{not_newest:?}"
+    );
+}
