@@ -333,3 +333,361 @@ async fn key_rotate_finish_deletes_old_generation_locators() {
         "{not_newest:?}"
     );
 }
+
+// ---- Cold backups (S-7) ----
+
+use dprepo_repo_format::backup::{BackupOutcome, IndexMode};
+use dprepo_repo_format::repo::{IndexLoad, IndexPlace};
+use dprepo_repo_format::storage::{BlobInfo, BlobMeta, Bytes, PutMode, Version, Versioned};
+use std::sync::Mutex;
+
+/// Storage that logs every read and listing by name, to show what a backup fetched.
+#[derive(Debug)]
+struct Recorder {
+    inner: Arc<dyn Storage>,
+    log: Mutex<Vec<String>>,
+}
+
+impl Recorder {
+    fn new(inner: Arc<dyn Storage>) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            inner,
+            log: Mutex::new(Vec::new()),
+        })
+    }
+    fn note(&self, what: &str, name: &str) {
+        self.log.lock().unwrap().push(format!("{what} {name}"));
+    }
+    fn touched(&self, prefix: &str) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.split(' ').nth(1).is_some_and(|n| n.starts_with(prefix)))
+            .cloned()
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for Recorder {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    async fn put_opts(
+        &self,
+        name: &str,
+        data: Bytes,
+        mode: PutMode,
+    ) -> dprepo_repo_format::Result<Version> {
+        self.inner.put_opts(name, data, mode).await
+    }
+    async fn get_versioned(&self, name: &str) -> dprepo_repo_format::Result<Versioned> {
+        self.note("get", name);
+        self.inner.get_versioned(name).await
+    }
+    async fn head(&self, name: &str) -> dprepo_repo_format::Result<BlobMeta> {
+        self.note("head", name);
+        self.inner.head(name).await
+    }
+    async fn get_range(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> dprepo_repo_format::Result<Vec<u8>> {
+        self.note("range", name);
+        self.inner.get_range(name, offset, len).await
+    }
+    async fn list(&self, prefix: &str) -> dprepo_repo_format::Result<Vec<BlobInfo>> {
+        self.note("list", prefix);
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, name: &str) -> dprepo_repo_format::Result<()> {
+        self.inner.delete(name).await
+    }
+}
+
+/// A fresh process's handle: nothing loaded at open.
+async fn open_deferred(storage: Arc<dyn Storage>) -> Repository {
+    Repository::open_with_load(storage, b"pw", &IndexPlace::Memory, IndexLoad::Deferred)
+        .await
+        .unwrap()
+}
+
+async fn back_up_outcome(repo: &Repository, dir: &Path, mode: IndexMode) -> BackupOutcome {
+    backup(
+        repo,
+        BackupSource::Paths(vec![dir.to_path_buf()]),
+        BackupOptions::default().with_index_mode(mode),
+        Arc::new(BackupProgress::default()),
+    )
+    .await
+    .unwrap()
+}
+
+/// A byte-for-byte copy of `storage`, for a second history from the same point.
+async fn copy_of(storage: &MemoryStorage) -> MemoryStorage {
+    let copy = MemoryStorage::new();
+    for name in storage.names() {
+        copy.raw_put(name.clone(), storage.get(&name).await.unwrap());
+    }
+    copy
+}
+
+/// Change about 2% of the tree: two small files rewritten, and a few hundred bytes in
+/// the middle of the large file (whose other chunks stay the parent's).
+fn change_a_little(dir: &Path, seed: u64) {
+    std::fs::write(dir.join("d1/inner/f3"), xorshift_bytes(1000 + seed, 700)).unwrap();
+    std::fs::write(dir.join("d2/inner/f0"), xorshift_bytes(2000 + seed, 900)).unwrap();
+    let large = dir.join("d0/large");
+    let mut bytes = std::fs::read(&large).unwrap();
+    bytes[30_000..30_300].copy_from_slice(&xorshift_bytes(3000 + seed, 300));
+    std::fs::write(&large, bytes).unwrap();
+}
+
+/// Restore `dir` from `snap` and compare every file below it, recursively.
+async fn assert_same_tree(repo: &Repository, snap: &Snapshot, dir: &Path) {
+    let target = common::restore_to_tempdir(repo, snap, dir).await;
+    fn files(root: &Path, at: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for e in std::fs::read_dir(at).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                files(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    let (mut want, mut got) = (Vec::new(), Vec::new());
+    files(dir, dir, &mut want);
+    files(target.path(), target.path(), &mut got);
+    want.sort();
+    got.sort();
+    assert_eq!(want.len(), got.len(), "file count of {}", snap.id.short());
+    assert!(
+        want == got,
+        "snapshot {} restores other bytes",
+        snap.id.short()
+    );
+}
+
+async fn assert_verifies(storage: Arc<dyn Storage>) {
+    let repo = Repository::open(storage, b"pw").await.unwrap();
+    let report = dprepo_repo_format::verify::verify(
+        &repo,
+        Some(dprepo_repo_format::verify::DataSubset::All),
+        Arc::default(),
+    )
+    .await
+    .unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+#[tokio::test]
+async fn cold_backup_reads_no_index_file_and_stores_only_the_change() {
+    let storage = MemoryStorage::new();
+    let repo = new_repo(&storage).await;
+    let dir = tempfile::tempdir().unwrap();
+    make_tree(dir.path());
+    back_up(&repo, dir.path(), BackupOptions::default()).await;
+    change_a_little(dir.path(), 1);
+    // The same change backed up with the index, into a copy of the repository.
+    let copy = copy_of(&storage).await;
+    let warm = Repository::open(Arc::new(copy.clone()), b"pw")
+        .await
+        .unwrap();
+    let full = back_up_outcome(&warm, dir.path(), IndexMode::Full).await;
+    assert_eq!(full.index_mode, "full");
+
+    let recorder = Recorder::new(Arc::new(storage.clone()));
+    let cold_repo = open_deferred(recorder.clone()).await;
+    let cold = back_up_outcome(&cold_repo, dir.path(), IndexMode::Auto).await;
+    assert_eq!(cold.index_mode, "cold", "{:?}", cold.notes);
+    assert_eq!(recorder.touched("index/"), Vec::<String>::new());
+    assert!(cold.warnings.is_empty(), "{:?}", cold.warnings);
+    assert_eq!(
+        cold.snapshot.manifest.summary.blobs_added, full.snapshot.manifest.summary.blobs_added,
+        "a cold backup stores what a backup with the index stores"
+    );
+    assert!(cold.snapshot.manifest.summary.files_unmodified > 0);
+    assert!(cold.first_pack_at.is_some());
+    // It wrote its own locator, so the next backup of the chain is cold too.
+    let next_repo = open_deferred(Arc::new(storage.clone())).await;
+    change_a_little(dir.path(), 2);
+    let next = back_up_outcome(&next_repo, dir.path(), IndexMode::Auto).await;
+    assert_eq!(next.index_mode, "cold", "{:?}", next.notes);
+    let repo = Repository::open(Arc::new(storage.clone()), b"pw")
+        .await
+        .unwrap();
+    assert_same_tree(&repo, &next.snapshot, dir.path()).await;
+    for snap in [&cold.snapshot, &next.snapshot] {
+        let l = read_locator(&storage, &repo, &snap.id).await;
+        let listed: BTreeSet<BlobId> = l.ids().collect();
+        assert_eq!(listed, reachable_meta(&repo, snap.manifest.tree).await);
+    }
+    assert_verifies(Arc::new(storage.clone())).await;
+}
+
+#[tokio::test]
+async fn cold_backup_falls_back_when_a_tombstone_is_pending() {
+    use dprepo_repo_format::manifest::{Tombstone, TombstonePack};
+    use dprepo_repo_format::pack::PackKind;
+    let storage = MemoryStorage::new();
+    let repo = new_repo(&storage).await;
+    let dir = tempfile::tempdir().unwrap();
+    make_tree(dir.path());
+    back_up(&repo, dir.path(), BackupOptions::default()).await;
+    // A tombstone naming a pack that is not the parent's: S-7 (c) still fails.
+    let tombstone = Tombstone {
+        created: chrono::Utc::now(),
+        packs: vec![TombstonePack {
+            id: BlobId([0x55; 32]),
+            kind: PackKind::Data,
+        }],
+    }
+    .encode(repo.keys());
+    storage.raw_put(
+        format!("gc/{}", BlobId::of_stored(&tombstone).to_hex()),
+        tombstone,
+    );
+    change_a_little(dir.path(), 1);
+    let recorder = Recorder::new(Arc::new(storage.clone()));
+    let cold_repo = open_deferred(recorder.clone()).await;
+    let b = back_up_outcome(&cold_repo, dir.path(), IndexMode::Auto).await;
+    assert_eq!(b.index_mode, "full");
+    assert!(!recorder.touched("index/").is_empty());
+    assert_same_tree(&cold_repo, &b.snapshot, dir.path()).await;
+}
+
+#[tokio::test]
+async fn cold_backup_takes_the_full_path_without_a_locator() {
+    let storage = MemoryStorage::new();
+    let repo = new_repo(&storage).await;
+    let dir = tempfile::tempdir().unwrap();
+    make_tree(dir.path());
+    let a = back_up(&repo, dir.path(), BackupOptions::default()).await;
+    // As for a parent written by an older build.
+    storage.delete(&locator_name(&a.id)).await.unwrap();
+    change_a_little(dir.path(), 1);
+    let b = back_up_outcome(
+        &open_deferred(Arc::new(storage.clone())).await,
+        dir.path(),
+        IndexMode::Auto,
+    )
+    .await;
+    assert_eq!(b.index_mode, "full");
+    assert!(
+        b.notes.iter().any(|n| n.contains("no locator")),
+        "{:?}",
+        b.notes
+    );
+    // B wrote one: the next backup is cold.
+    change_a_little(dir.path(), 2);
+    let c = back_up_outcome(
+        &open_deferred(Arc::new(storage.clone())).await,
+        dir.path(),
+        IndexMode::Auto,
+    )
+    .await;
+    assert_eq!(c.index_mode, "cold", "{:?}", c.notes);
+    // A handle that loaded the index (every command but backup) is never cold.
+    let eager = Repository::open(Arc::new(storage.clone()), b"pw")
+        .await
+        .unwrap();
+    change_a_little(dir.path(), 3);
+    let d = back_up_outcome(&eager, dir.path(), IndexMode::Auto).await;
+    assert_eq!(d.index_mode, "full");
+    assert_verifies(Arc::new(storage.clone())).await;
+}
+
+/// The failure this guards against: a cold backup trusting a parent's locator whose
+/// locations name packs that are gone (here `key rotate --finish` copied the parent's
+/// meta packs under the new key and deleted the originals; gc repacking meta packs does
+/// the same). Reading the parent's trees there fails with NotFound; the backup must
+/// load the index and go on, never skip or lose a file.
+#[tokio::test]
+async fn cold_backup_after_gc_moved_the_parents_trees_loses_nothing() {
+    use dprepo_repo_format::gc::GcOptions;
+    use dprepo_repo_format::rotate::{finish, rotate};
+    let storage = MemoryStorage::new();
+    let repo = new_repo(&storage).await;
+    let dir = tempfile::tempdir().unwrap();
+    make_tree(dir.path());
+    back_up(&repo, dir.path(), BackupOptions::default()).await;
+    rotate(&repo, b"pw", true, &GcOptions::default())
+        .await
+        .unwrap();
+    // A under the new key: its trees are A0's, so its locator names old-generation packs.
+    let new = Repository::open(Arc::new(storage.clone()), b"pw")
+        .await
+        .unwrap();
+    let a = back_up(&new, dir.path(), BackupOptions::default()).await;
+    finish(&new, &GcOptions::default()).await.unwrap();
+    let l = read_locator(&storage, &new, &a.id).await;
+    let names = storage.names();
+    assert!(
+        l.packs
+            .iter()
+            .any(|p| !names.iter().any(|n| n.ends_with(&p.id.to_hex()))),
+        "the locator must name a deleted pack for this test"
+    );
+    change_a_little(dir.path(), 1);
+    let b = back_up_outcome(
+        &open_deferred(Arc::new(storage.clone())).await,
+        dir.path(),
+        IndexMode::Auto,
+    )
+    .await;
+    assert_eq!(b.index_mode, "cold, then full", "{:?}", b.notes);
+    assert!(b.warnings.is_empty(), "{:?}", b.warnings);
+    let repo = Repository::open(Arc::new(storage.clone()), b"pw")
+        .await
+        .unwrap();
+    assert_same_tree(&repo, &b.snapshot, dir.path()).await;
+    let listed: BTreeSet<BlobId> = read_locator(&storage, &repo, &b.snapshot.id)
+        .await
+        .ids()
+        .collect();
+    assert_eq!(
+        listed,
+        reachable_meta(&repo, b.snapshot.manifest.tree).await
+    );
+    assert_verifies(Arc::new(storage.clone())).await;
+}
+
+#[tokio::test]
+async fn repair_packs_deletes_locators_and_the_next_backup_stores_damaged_content_again() {
+    use dprepo_repo_format::repair::{repair_packs, RepairPacksOptions};
+    let storage = MemoryStorage::new();
+    let repo = new_repo(&storage).await;
+    let dir = tempfile::tempdir().unwrap();
+    make_tree(dir.path());
+    back_up(&repo, dir.path(), BackupOptions::default()).await;
+    let pack = storage
+        .names()
+        .into_iter()
+        .find(|n| n.starts_with("data/"))
+        .unwrap();
+    storage.corrupt_byte(&pack, 50);
+    let report = repair_packs(&repo, &RepairPacksOptions::default(), Arc::default())
+        .await
+        .unwrap();
+    assert_eq!(report.damaged.len(), 1);
+    assert!(locator::list(&storage).await.unwrap().is_empty());
+    // Nothing changed in the tree, but the parent lost a chunk: with no locator the
+    // backup looks the parent's content up, and stores the damaged file again.
+    let b = back_up_outcome(
+        &open_deferred(Arc::new(storage.clone())).await,
+        dir.path(),
+        IndexMode::Auto,
+    )
+    .await;
+    assert_eq!(b.index_mode, "full");
+    assert!(b.snapshot.manifest.summary.blobs_added > 0);
+    let repo = Repository::open(Arc::new(storage.clone()), b"pw")
+        .await
+        .unwrap();
+    assert_same_tree(&repo, &b.snapshot, dir.path()).await;
+}

@@ -93,6 +93,20 @@ pub enum ParentChoice {
     None,
 }
 
+/// Whether a backup may run without loading the index (SPEC.md section 15, S-7).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IndexMode {
+    /// Load the index (after the session is ready, S-2a): deduplicates against every
+    /// snapshot.
+    #[default]
+    Full,
+    /// Cold when the handle loaded no index yet, the source is a tree, its parent has a
+    /// locator and no gc tombstone is pending: only the parent's trees are read, its
+    /// content is reused without lookups, and chunks found neither in the parent nor in
+    /// this backup are stored again. Otherwise as `Full`.
+    Auto,
+}
+
 /// Options of a backup.
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
@@ -118,6 +132,8 @@ pub struct BackupOptions {
     pub expires: Option<chrono::DateTime<chrono::Utc>>,
     /// What to leave out of a backup of paths (selection.rs); not used for streams.
     pub selection: Selection,
+    /// Whether the index may be skipped (default: loaded).
+    pub index_mode: IndexMode,
 }
 
 impl Default for BackupOptions {
@@ -133,6 +149,7 @@ impl Default for BackupOptions {
             time: None,
             expires: None,
             selection: Selection::default(),
+            index_mode: IndexMode::Full,
         }
     }
 }
@@ -171,6 +188,11 @@ impl BackupOptions {
     /// Set the number of concurrent uploads.
     pub fn with_connections(mut self, n: usize) -> Self {
         self.connections = n;
+        self
+    }
+    /// Set whether the index may be skipped.
+    pub fn with_index_mode(mut self, mode: IndexMode) -> Self {
+        self.index_mode = mode;
         self
     }
     /// Set what a backup of paths leaves out.
@@ -212,6 +234,12 @@ pub struct BackupOutcome {
     /// Remarks that do not make the snapshot incomplete (a locator not written, a
     /// parent's locator not usable), for `--verbose`.
     pub notes: Vec<String>,
+    /// How the index was used: `"full"` (loaded), `"cold"` (S-7: none loaded) or
+    /// `"cold, then full"` (a location of the parent's locator was gone, and the index
+    /// was loaded mid-walk).
+    pub index_mode: &'static str,
+    /// When the first pack was stored, if any.
+    pub first_pack_at: Option<Instant>,
 }
 
 /// Back up `source` into `repo` and commit a snapshot.
@@ -231,13 +259,8 @@ pub async fn backup(
     let time = options.time.unwrap_or_else(chrono::Utc::now);
     let hostname = options.hostname.clone().unwrap_or_else(current_hostname);
     let (session, excluded) = WriterSession::start(repo, "backup").await?;
-    // The index must be read after the session is ready (SPEC.md section 15, S-2a): an
-    // index loaded earlier may list packs that a whole gc deleted, tombstone and all,
-    // before this session existed.
-    if let Err(e) = repo.load_index().await {
-        session.end().await;
-        return Err(e);
-    }
+    // The index is loaded (S-2a) by run_backup once the parent is known, or not at all
+    // for a cold backup (S-7). Exclusions first: they decide S-7 (c).
     if !excluded.is_empty() {
         repo.index()
             .write()
@@ -333,6 +356,36 @@ async fn run_backup(
             })
         }
     };
+    // The index must be read after the session is ready (SPEC.md section 15, S-2a): an
+    // index loaded earlier may list packs that a whole gc deleted, tombstone and all,
+    // before this session existed. A cold backup (S-7) reads none.
+    let mut notes = Vec::new();
+    let cold = match (&parent, &source) {
+        (Some(p), BackupSource::Paths(_))
+            if options.index_mode == IndexMode::Auto && index_never_loaded(repo) =>
+        {
+            let (locator, why) = crate::locator::load_for(repo, p).await?;
+            notes.extend(why);
+            match locator {
+                Some(l) => repo
+                    .index()
+                    .write()
+                    .map_err(|_| Error::Internal("index lock poisoned".into()))?
+                    .enter_cold(&l.packs),
+                None => {
+                    notes.push(format!(
+                        "parent snapshot {} has no locator; loading the index",
+                        p.id.short()
+                    ));
+                    false
+                }
+            }
+        }
+        _ => false,
+    };
+    if !cold {
+        repo.load_index().await?;
+    }
     let (saver, uploader) = BlobSaver::start(
         repo.storage().clone(),
         repo.keys().clone(),
@@ -468,7 +521,11 @@ async fn run_backup(
     // The locator goes after every pack it names (they are all uploaded) and before the
     // manifest (SPEC.md section 17, step 4a), so no committed snapshot of this build
     // lacks one unless it could not be made.
-    let mut notes = Vec::new();
+    let index_mode = match (cold, parent::index_is_cold(repo)) {
+        (false, _) => "full",
+        (true, true) => "cold",
+        (true, false) => "cold, then full",
+    };
     if writes_locator {
         match locate::build_locator(repo, id, root, meta_ids, deep_contents).await? {
             Ok(locator) => crate::locator::write(repo, &locator).await?,
@@ -487,7 +544,23 @@ async fn run_backup(
         changed_while_read,
         excluded,
         notes,
+        index_mode,
+        first_pack_at: save_stats.first_pack_at.get().copied(),
     })
+}
+
+/// Whether `repo`'s index is as opened with [`crate::repo::IndexLoad::Deferred`] and
+/// empty: never loaded by this handle, and no cache absorbed an index file (a warm cache
+/// is brought up to date cheaply, and deduplicates against every snapshot).
+fn index_never_loaded(repo: &Repository) -> bool {
+    if repo.index_loaded() {
+        return false;
+    }
+    repo.index()
+        .read()
+        .ok()
+        .and_then(|i| i.absorbed_files().ok())
+        .is_some_and(|absorbed| absorbed.is_none_or(|a| a.is_empty()))
 }
 
 /// Check a stream name before anything is written: it becomes a file name in the

@@ -347,6 +347,7 @@ impl Walker {
                     .lock()
                     .map_err(|_| Error::Internal("poisoned".into()))?
                     .files_changed += 1;
+                self.trust_parent_content(content);
             } else {
                 self.counts
                     .lock()
@@ -557,6 +558,33 @@ impl Walker {
         self.collect_meta_ids(&tree, id)?;
         let _ = dir.state.tree.set(id);
         Ok(())
+    }
+
+    /// In a cold backup, let the saver reuse the data chunks of the parent's version of
+    /// a changed file without a lookup (S-7 (a)): chunks the change left alone then
+    /// deduplicate as with the index. Chunk lists are read through the parent's
+    /// locator; past [`crate::index::MAX_TRUSTED`] ids, or when a list cannot be read,
+    /// the rest is stored again.
+    fn trust_parent_content(&self, content: &Content) {
+        if !index_is_cold(&self.repo) {
+            return;
+        }
+        let ids = if content.level == 0 {
+            content.ids.clone()
+        } else {
+            let mut ids = Vec::new();
+            let mut data = crate::restore::DataIds::new(content);
+            while let Ok(Some(id)) = self.rt.block_on(data.next(&self.repo)) {
+                ids.push(id);
+                if ids.len() >= crate::index::MAX_TRUSTED {
+                    break;
+                }
+            }
+            ids
+        };
+        if let Ok(mut index) = self.repo.index().write() {
+            index.trust(ids);
+        }
     }
 
     /// Record tree `id` and the chunk lists its files reach, for the locator.
