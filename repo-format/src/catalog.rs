@@ -1,4 +1,4 @@
-//! Catalogue objects (`catalog/<hex>`, envelope file type 10, SPEC.md section 14.1): what
+//! Catalogue objects (`catalog/<hex>`, envelope file type 10, SPEC.md section 14.2): what
 //! the datasafed interface needs of a set of snapshots (path or directory, codec, time,
 //! size, tree), so a process with an empty cache reads a few catalogue objects instead
 //! of every snapshot manifest.

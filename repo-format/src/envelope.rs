@@ -42,6 +42,8 @@ pub enum FileType {
     Lease = 7,
     /// A key ring of a master-key generation (`keyring/<generation>`).
     KeyRing = 8,
+    /// A snapshot locator (`locators/<snapshot id>`, SPEC.md section 14.1).
+    Locator = 9,
     /// A datasafed catalogue object (`catalog/<id>`).
     Catalog = 10,
 }

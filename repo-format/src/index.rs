@@ -257,7 +257,27 @@ impl MemoryIndex {
 enum Store {
     Memory(MemoryIndex),
     Disk(Box<IndexCache>),
+    /// A cold backup's index (SPEC.md section 15, S-7): no index file read.
+    Cold(ColdIndex),
 }
+
+/// The index of a backup that loaded no index file: exact locations of its parent's
+/// trees and chunk lists (from the parent's locator) and of the packs it wrote itself,
+/// and the parent's data ids it may reference without a lookup.
+#[derive(Debug)]
+struct ColdIndex {
+    exact: MemoryIndex,
+    /// Parent data ids S-7 lets this writer reference (at most [`MAX_TRUSTED`]).
+    trusted: HashSet<BlobId>,
+    /// The store in place before, restored by [`Index::leave_cold`].
+    parked: Box<Store>,
+    /// Packs this process added while cold, added again after leaving.
+    own: Vec<IndexPack>,
+}
+
+/// Most parent data ids a cold index trusts (8 MiB of ids): chunks of changed files
+/// past it are stored again.
+pub const MAX_TRUSTED: usize = 1 << 18;
 
 /// The index: every known blob id mapped to its location, either in memory or in the
 /// persistent local [`IndexCache`] (memory then stays flat as the repository grows).
@@ -300,6 +320,10 @@ impl Index {
         };
         match std::mem::replace(&mut self.store, store) {
             Store::Disk(old) => Some(*old),
+            Store::Cold(ColdIndex { parked, .. }) => match *parked {
+                Store::Disk(old) => Some(*old),
+                _ => None,
+            },
             Store::Memory(_) => None,
         }
     }
@@ -307,7 +331,7 @@ impl Index {
     /// The on-disk cache, if this index lives in one.
     pub fn cache(&self) -> Option<&IndexCache> {
         match &self.store {
-            Store::Memory(_) => None,
+            Store::Memory(_) | Store::Cold(_) => None,
             Store::Disk(c) => Some(c),
         }
     }
@@ -319,6 +343,15 @@ impl Index {
     /// [`Error::IndexCache`] when the on-disk cache cannot be written.
     pub fn add_pack(&mut self, id: BlobId, kind: PackKind, entries: &[PackEntry]) -> Result<()> {
         match &mut self.store {
+            Store::Cold(c) => {
+                c.exact.add_pack(id, kind, entries, &self.excluded);
+                c.own.push(IndexPack {
+                    id,
+                    kind,
+                    entries: entries.to_vec(),
+                });
+                Ok(())
+            }
             Store::Memory(m) => {
                 m.add_pack(id, kind, entries, &self.excluded);
                 Ok(())
@@ -352,7 +385,7 @@ impl Index {
     /// As [`Index::add_pack`].
     pub fn add_named_file(&mut self, name: Option<&str>, file: &IndexFile) -> Result<()> {
         match &mut self.store {
-            Store::Memory(m) => {
+            Store::Memory(m) | Store::Cold(ColdIndex { exact: m, .. }) => {
                 for p in &file.packs {
                     m.add_pack(p.id, p.kind, &p.entries, &self.excluded);
                 }
@@ -372,7 +405,7 @@ impl Index {
     /// rebuilt again; the caller makes the cache again instead.
     pub fn absorbed_files(&self) -> Result<Option<HashSet<String>>> {
         match &self.store {
-            Store::Memory(_) => Ok(None),
+            Store::Memory(_) | Store::Cold(_) => Ok(None),
             // A rebuild that did not finish (an error cut the load short) starts over.
             Store::Disk(c) if c.is_building() => Ok(None),
             Store::Disk(c) => {
@@ -391,7 +424,7 @@ impl Index {
     /// [`Error::IndexCache`] when the on-disk cache cannot be recreated.
     pub fn clear(&mut self) -> Result<()> {
         match &mut self.store {
-            Store::Memory(m) => {
+            Store::Memory(m) | Store::Cold(ColdIndex { exact: m, .. }) => {
                 *m = MemoryIndex::default();
                 Ok(())
             }
@@ -407,7 +440,7 @@ impl Index {
     /// [`Error::IndexCache`] when the on-disk cache cannot be recreated.
     pub fn begin_rebuild(&mut self) -> Result<()> {
         match &mut self.store {
-            Store::Memory(m) => {
+            Store::Memory(m) | Store::Cold(ColdIndex { exact: m, .. }) => {
                 *m = MemoryIndex::default();
                 Ok(())
             }
@@ -421,8 +454,67 @@ impl Index {
     /// [`Error::IndexCache`].
     pub fn finish_rebuild(&mut self) -> Result<()> {
         match &mut self.store {
-            Store::Memory(_) => Ok(()),
+            Store::Memory(_) | Store::Cold(_) => Ok(()),
             Store::Disk(c) => c.finish_rebuild(),
+        }
+    }
+
+    /// Enter cold mode (S-7): keep the current store aside and answer from `packs` (a
+    /// parent's locator) and the packs added from now on. Refused (false) while packs
+    /// are excluded: S-7 (c) requires that the writer saw no tombstone.
+    pub fn enter_cold(&mut self, packs: &[IndexPack]) -> bool {
+        if !self.excluded.is_empty() || matches!(self.store, Store::Cold(_)) {
+            return false;
+        }
+        let mut exact = MemoryIndex::default();
+        for p in packs {
+            exact.add_pack(p.id, p.kind, &p.entries, &self.excluded);
+        }
+        let parked = std::mem::replace(&mut self.store, Store::Memory(MemoryIndex::default()));
+        self.store = Store::Cold(ColdIndex {
+            exact,
+            trusted: HashSet::new(),
+            parked: Box::new(parked),
+            own: Vec::new(),
+        });
+        true
+    }
+
+    /// Whether this is a cold index ([`Index::enter_cold`]).
+    pub fn is_cold(&self) -> bool {
+        matches!(self.store, Store::Cold(_))
+    }
+
+    /// Let a cold index answer "usable" for `ids` (data ids of the parent's version of
+    /// a changed file, S-7 (a)) up to [`MAX_TRUSTED`]; no effect otherwise. Returns
+    /// whether all were taken.
+    pub fn trust(&mut self, ids: impl IntoIterator<Item = BlobId>) -> bool {
+        let Store::Cold(c) = &mut self.store else {
+            return false;
+        };
+        for id in ids {
+            if c.trusted.len() >= MAX_TRUSTED {
+                return false;
+            }
+            c.trusted.insert(id);
+        }
+        true
+    }
+
+    /// Leave cold mode: the store in place before comes back (empty or as it was, to be
+    /// loaded), and the packs added while cold are returned, to add again once it is.
+    /// `None` if the index was not cold.
+    pub fn leave_cold(&mut self) -> Option<Vec<IndexPack>> {
+        let placeholder = Store::Memory(MemoryIndex::default());
+        match std::mem::replace(&mut self.store, placeholder) {
+            Store::Cold(c) => {
+                self.store = *c.parked;
+                Some(c.own)
+            }
+            other => {
+                self.store = other;
+                None
+            }
         }
     }
 
@@ -441,6 +533,11 @@ impl Index {
     /// references keeps its index entry until gc rewrites its pack, but its base may
     /// already be gone: gc keeps bases only of reachable deltas.)
     pub fn usable(&self, id: &BlobId) -> bool {
+        if let Store::Cold(c) = &self.store {
+            if c.trusted.contains(id) {
+                return true;
+            }
+        }
         if self.excluded.is_empty() {
             // No pack to avoid: the type and base decide, without resolving packs.
             return match self.type_and_base(id) {
@@ -467,7 +564,7 @@ impl Index {
 
     /// [`Index::usable`] of each of `ids`, in batched reads on disk.
     pub fn usable_many(&self, ids: &[BlobId]) -> Vec<bool> {
-        if !self.excluded.is_empty() {
+        if !self.excluded.is_empty() || matches!(self.store, Store::Cold(_)) {
             return ids.iter().map(|id| self.usable(id)).collect();
         }
         let found = self.type_and_base_many(ids);
@@ -492,7 +589,9 @@ impl Index {
     /// Blob `id`'s type and delta base, if known (cheaper than [`Index::get`] on disk).
     pub fn type_and_base(&self, id: &BlobId) -> Option<(BlobType, Option<BlobId>)> {
         match &self.store {
-            Store::Memory(m) => m.blobs.get(id).map(|s| (s.blob_type, s.base)),
+            Store::Memory(m) | Store::Cold(ColdIndex { exact: m, .. }) => {
+                m.blobs.get(id).map(|s| (s.blob_type, s.base))
+            }
             Store::Disk(c) => c.type_and_base(id),
         }
     }
@@ -500,7 +599,9 @@ impl Index {
     /// [`Index::type_and_base`] of each of `ids`, in one batched read on disk.
     pub fn type_and_base_many(&self, ids: &[BlobId]) -> Vec<Option<(BlobType, Option<BlobId>)>> {
         match &self.store {
-            Store::Memory(_) => ids.iter().map(|id| self.type_and_base(id)).collect(),
+            Store::Memory(_) | Store::Cold(_) => {
+                ids.iter().map(|id| self.type_and_base(id)).collect()
+            }
             Store::Disk(c) => c.type_and_base_many(ids),
         }
     }
@@ -508,7 +609,9 @@ impl Index {
     /// [`Index::get`] of each of `ids`, in one batched read on disk.
     pub fn get_many(&self, ids: &[BlobId]) -> Vec<Option<BlobLocation>> {
         match &self.store {
-            Store::Memory(m) => ids.iter().map(|id| m.get(id)).collect(),
+            Store::Memory(m) | Store::Cold(ColdIndex { exact: m, .. }) => {
+                ids.iter().map(|id| m.get(id)).collect()
+            }
             Store::Disk(c) => c.get_many(ids),
         }
     }
@@ -516,7 +619,7 @@ impl Index {
     /// Where blob `id` is stored, if known.
     pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
         match &self.store {
-            Store::Memory(m) => m.get(id),
+            Store::Memory(m) | Store::Cold(ColdIndex { exact: m, .. }) => m.get(id),
             Store::Disk(c) => c.get(id),
         }
     }
@@ -524,7 +627,7 @@ impl Index {
     /// Whether blob `id` is known.
     pub fn contains(&self, id: &BlobId) -> bool {
         match &self.store {
-            Store::Memory(m) => m.blobs.contains_key(id),
+            Store::Memory(m) | Store::Cold(ColdIndex { exact: m, .. }) => m.blobs.contains_key(id),
             Store::Disk(c) => c.contains(id),
         }
     }
@@ -532,7 +635,7 @@ impl Index {
     /// Number of distinct blobs.
     pub fn blob_count(&self) -> usize {
         match &self.store {
-            Store::Memory(m) => m.blobs.len(),
+            Store::Memory(m) | Store::Cold(ColdIndex { exact: m, .. }) => m.blobs.len(),
             Store::Disk(c) => usize::try_from(c.blob_count()).unwrap_or(usize::MAX),
         }
     }
@@ -540,7 +643,7 @@ impl Index {
     /// Number of distinct packs.
     pub fn pack_count(&self) -> usize {
         match &self.store {
-            Store::Memory(m) => m.packs.len(),
+            Store::Memory(m) | Store::Cold(ColdIndex { exact: m, .. }) => m.packs.len(),
             Store::Disk(c) => c.pack_count() as usize,
         }
     }
@@ -548,7 +651,9 @@ impl Index {
     /// Every pack with its kind.
     pub fn packs(&self) -> Box<dyn Iterator<Item = (BlobId, PackKind)> + '_> {
         match &self.store {
-            Store::Memory(m) => Box::new(m.packs.iter().copied()),
+            Store::Memory(m) | Store::Cold(ColdIndex { exact: m, .. }) => {
+                Box::new(m.packs.iter().copied())
+            }
             Store::Disk(c) => Box::new(c.packs()),
         }
     }
@@ -556,7 +661,7 @@ impl Index {
     /// Every blob with its location.
     pub fn blobs(&self) -> Box<dyn Iterator<Item = (BlobId, BlobLocation)> + '_> {
         match &self.store {
-            Store::Memory(m) => {
+            Store::Memory(m) | Store::Cold(ColdIndex { exact: m, .. }) => {
                 Box::new(m.blobs.keys().filter_map(|id| m.get(id).map(|l| (*id, l))))
             }
             Store::Disk(c) => Box::new(c.blobs()),

@@ -26,6 +26,7 @@ pub mod inspect;
 pub mod key;
 pub mod keyring;
 pub mod liveness;
+pub mod locator;
 pub mod manifest;
 pub mod pack;
 pub mod page_deltas;

@@ -63,6 +63,8 @@ pub struct FinishReport {
     pub snapshots: Vec<(String, String)>,
     /// Tombstones re-encrypted.
     pub tombstones_reencrypted: usize,
+    /// Snapshot locators of the old generation deleted (F7b).
+    pub locators_deleted: usize,
     /// Unindexed packs not under the newest key (left by an interrupted finish) deleted.
     pub old_orphans_deleted: usize,
     /// Stale sessions of old-generation writers removed.
@@ -609,7 +611,7 @@ async fn reencrypt(
         storage.delete(&info.name).await?;
         report.tombstones_reencrypted += 1;
     }
-    // F7a: catalogue objects (derived data, section 14.1) under the old key: F6 gave
+    // F7a: catalogue objects (derived data, section 14.2) under the old key: F6 gave
     // the manifests they describe new ids, so they are deleted, not sealed again.
     for name in storage.list_names(crate::catalog::CATALOG_DIR).await? {
         let Ok(bytes) = storage.get(&name).await else {
@@ -619,6 +621,24 @@ async fn reencrypt(
             && crate::catalog::open(&keys, &name, &bytes).is_ok()
         {
             storage.delete(&name).await?;
+        }
+    }
+    // F7b: locators the newest key does not open. The packs they name were renamed by
+    // F3 anyway; the next backup of each chain loads the index and writes a new one.
+    for id in crate::locator::list(storage.as_ref()).await? {
+        let name = crate::locator::locator_name(&id);
+        let bytes = match storage.get(&name).await {
+            Ok(b) => b,
+            Err(Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        if crate::locator::Locator::decode(&newest, &bytes, &id).is_ok() {
+            continue;
+        }
+        match storage.delete(&name).await {
+            Ok(()) => report.locators_deleted += 1,
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(())
@@ -698,6 +718,13 @@ pub async fn objects_not_under_newest(repo: &Repository) -> Result<BTreeSet<Stri
         let bytes = storage.get(&info.name).await?;
         if SnapshotManifest::decode(&newest, &bytes, &info.name).is_err() {
             out.insert(info.name);
+        }
+    }
+    for id in crate::locator::list(storage.as_ref()).await? {
+        let name = crate::locator::locator_name(&id);
+        let bytes = storage.get(&name).await?;
+        if crate::locator::Locator::decode(&newest, &bytes, &id).is_err() {
+            out.insert(name);
         }
     }
     for dir in ["data/", "meta/"] {

@@ -44,6 +44,8 @@ pub struct SaveStats {
     pub index_files_written: AtomicU64,
     /// Blobs added as deltas against a base (counted in `blobs_added` too).
     pub deltas_added: AtomicU64,
+    /// When the first pack was stored (for the time to the first pack of a backup).
+    pub first_pack_at: std::sync::OnceLock<std::time::Instant>,
 }
 
 /// Ids of blobs this session has taken on to store that the shared index does not list
@@ -445,6 +447,7 @@ async fn upload_loop(
             Some(joined) = uploads.join_next(), if !uploads.is_empty() => {
                 let uploaded = joined.map_err(|e| Error::Internal(format!("upload task: {e}")))??;
                 stats.packs_written.fetch_add(1, Ordering::Relaxed);
+                let _ = stats.first_pack_at.set(std::time::Instant::now());
                 entries_waiting += uploaded.entries.len();
                 done.push(uploaded);
                 if done.len() >= PACKS_PER_INDEX_FILE || entries_waiting >= MAX_ENTRIES_PER_INDEX_FILE {

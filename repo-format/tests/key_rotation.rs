@@ -758,7 +758,7 @@ async fn finish_shows_no_progress_while_it_reads_every_pack() {
     assert_eq!(report.packs_reencrypted as u64, packs);
 }
 
-/// Catalogue objects (SPEC.md section 14.1) sealed under the retired key would fail to
+/// Catalogue objects (SPEC.md section 14.2) sealed under the retired key would fail to
 /// open after `finish` (a warning at every datasafed call): F7a deletes them, and keeps
 /// those of the new generation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

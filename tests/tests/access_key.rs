@@ -364,7 +364,7 @@ fn add_files(repo: &Path, key_file: &Path, n: u64) {
 }
 
 /// `list` and `stat` over many files read each manifest once (the first call records them
-/// in the repository's catalogue, SPEC.md section 14.1) and still follow every change:
+/// in the repository's catalogue, SPEC.md section 14.2) and still follow every change:
 /// files removed or added by other processes, and a damaged catalogue object. The
 /// 100,000-file figures are in BENCHMARKS.md.
 #[test]

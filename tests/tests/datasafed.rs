@@ -1075,7 +1075,7 @@ fn dprepo_gc_finds_the_datasafed_storage_and_writes_a_summary() {
 }
 
 // ---------------------------------------------------------------------------------
-// The catalogue (SPEC.md section 14.1): what a fresh process (a Kubernetes pod, whose
+// The catalogue (SPEC.md section 14.2): what a fresh process (a Kubernetes pod, whose
 // cache is always empty) reads to list a WAL archive.
 
 /// A datasafed backend on either storage, with an access key (no password hashing per

@@ -9,7 +9,7 @@ use crate::{Cli, EXIT_PARTIAL};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use dprepo_repo_format::backup::{
-    backup, BackupOptions, BackupProgress, BackupSource, ParentChoice,
+    backup, BackupOptions, BackupProgress, BackupSource, IndexMode, ParentChoice,
 };
 use dprepo_repo_format::chunker::{ChunkerParams, StreamChunking};
 use dprepo_repo_format::restore::{dump, restore, Overwrite, RestoreOptions, RestoreProgress};
@@ -139,6 +139,26 @@ pub struct BackupArgs {
     /// what would be added; the repository is left as it was.
     #[arg(short = 'n', long)]
     dry_run: bool,
+    /// Load the whole index even when the parent snapshot's locator would let the backup
+    /// run without it (a cold backup stores again chunks its parent does not have, such
+    /// as a moved directory's). Also `DPREPO_FULL_INDEX=1`.
+    #[arg(long)]
+    full_index: bool,
+}
+
+/// `--full-index`, or `DPREPO_FULL_INDEX` (`1`/`true`, `0`/`false`; empty is unset).
+fn full_index_wanted(flag: bool) -> Result<bool> {
+    if flag {
+        return Ok(true);
+    }
+    match std::env::var("DPREPO_FULL_INDEX") {
+        Err(_) => Ok(false),
+        Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "" | "0" | "false" => Ok(false),
+            "1" | "true" => Ok(true),
+            other => bail!("DPREPO_FULL_INDEX={other:?}: use 1, true, 0 or false"),
+        },
+    }
 }
 
 /// `--stream-chunking` values.
@@ -308,11 +328,17 @@ async fn init(cli: &Cli, a: &InitArgs) -> Result<u8> {
 }
 
 async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
+    let started = std::time::Instant::now();
+    let index_mode = if full_index_wanted(a.full_index)? {
+        IndexMode::Full
+    } else {
+        IndexMode::Auto
+    };
     let (repo, dry) = if a.dry_run {
         let (repo, dry) = repository::open_dry_run(cli).await?;
         (repo, Some(dry))
     } else {
-        (repository::open(cli).await?, None)
+        (repository::open_for_backup(cli).await?, None)
     };
     let mut list_warnings = Vec::new();
     let mut paths = a.paths.clone();
@@ -359,6 +385,7 @@ async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
         .with_parent(parent)
         .with_connections(cli.connections.unwrap_or(4))
         .with_selection(selection)
+        .with_index_mode(index_mode)
         .with_stream_chunking(match a.stream_chunking {
             StreamChunkingArg::Auto => StreamChunking::Auto,
             StreamChunkingArg::Cdc => StreamChunking::Cdc,
@@ -389,6 +416,12 @@ async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
     for w in &outcome.warnings {
         eprintln!("dprepo: warning: {w}");
     }
+    if cli.verbose {
+        eprintln!("dprepo: index: {}", outcome.index_mode);
+        for n in &outcome.notes {
+            eprintln!("dprepo: note: {n}");
+        }
+    }
     for path in &outcome.changed_while_read {
         eprintln!(
             "dprepo: warning: {}: changed while it was read; its copy may mix old and new contents (the next backup reads it again)",
@@ -405,6 +438,10 @@ async fn run_backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
         doc["changed_while_read"] = json!(outcome.changed_while_read);
         doc["excluded"] = json!(outcome.excluded);
         doc["excluded_count"] = json!(outcome.excluded.len());
+        doc["index_mode"] = json!(outcome.index_mode);
+        doc["first_pack_secs"] = json!(outcome
+            .first_pack_at
+            .map(|t| t.saturating_duration_since(started).as_secs_f64()));
         if let Some(dry) = &dry {
             let (packs, pack_bytes) = dry.dropped();
             doc["dry_run"] = json!(true);

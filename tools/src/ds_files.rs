@@ -1,5 +1,5 @@
 //! What `datasafed` needs of every snapshot (path or directory tag, codec, time, size,
-//! tree), read from the repository's catalogue (`catalog/`, SPEC.md section 14.1) so that
+//! tree), read from the repository's catalogue (`catalog/`, SPEC.md section 14.2) so that
 //! a process with an empty cache (every datasafed call of a Kubernetes pod) reads a few
 //! catalogue objects instead of every manifest: over a WAL archive of 100,000 files,
 //! reading every manifest was 3.3 s and 254 MiB a call (BENCHMARKS.md, "datasafed calls

@@ -43,6 +43,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Instant;
 
+mod locate;
 mod parent;
 mod small_files;
 mod stream;
@@ -92,6 +93,20 @@ pub enum ParentChoice {
     None,
 }
 
+/// Whether a backup may run without loading the index (SPEC.md section 15, S-7).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IndexMode {
+    /// Load the index (after the session is ready, S-2a): deduplicates against every
+    /// snapshot.
+    #[default]
+    Full,
+    /// Cold when the handle loaded no index yet, the source is a tree, its parent has a
+    /// locator and no gc tombstone is pending: only the parent's trees are read, its
+    /// content is reused without lookups, and chunks found neither in the parent nor in
+    /// this backup are stored again. Otherwise as `Full`.
+    Auto,
+}
+
 /// Options of a backup.
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
@@ -117,6 +132,8 @@ pub struct BackupOptions {
     pub expires: Option<chrono::DateTime<chrono::Utc>>,
     /// What to leave out of a backup of paths (selection.rs); not used for streams.
     pub selection: Selection,
+    /// Whether the index may be skipped (default: loaded).
+    pub index_mode: IndexMode,
 }
 
 impl Default for BackupOptions {
@@ -132,6 +149,7 @@ impl Default for BackupOptions {
             time: None,
             expires: None,
             selection: Selection::default(),
+            index_mode: IndexMode::Full,
         }
     }
 }
@@ -172,6 +190,11 @@ impl BackupOptions {
         self.connections = n;
         self
     }
+    /// Set whether the index may be skipped.
+    pub fn with_index_mode(mut self, mode: IndexMode) -> Self {
+        self.index_mode = mode;
+        self
+    }
     /// Set what a backup of paths leaves out.
     pub fn with_selection(mut self, selection: Selection) -> Self {
         self.selection = selection;
@@ -208,6 +231,15 @@ pub struct BackupOutcome {
     pub changed_while_read: Vec<PathBuf>,
     /// Entries [`BackupOptions::selection`] left out, in walk order.
     pub excluded: Vec<Excluded>,
+    /// Remarks that do not make the snapshot incomplete (a locator not written, a
+    /// parent's locator not usable), for `--verbose`.
+    pub notes: Vec<String>,
+    /// How the index was used: `"full"` (loaded), `"cold"` (S-7: none loaded) or
+    /// `"cold, then full"` (a location of the parent's locator was gone, and the index
+    /// was loaded mid-walk).
+    pub index_mode: &'static str,
+    /// When the first pack was stored, if any.
+    pub first_pack_at: Option<Instant>,
 }
 
 /// Back up `source` into `repo` and commit a snapshot.
@@ -227,13 +259,8 @@ pub async fn backup(
     let time = options.time.unwrap_or_else(chrono::Utc::now);
     let hostname = options.hostname.clone().unwrap_or_else(current_hostname);
     let (session, excluded) = WriterSession::start(repo, "backup").await?;
-    // The index must be read after the session is ready (SPEC.md section 15, S-2a): an
-    // index loaded earlier may list packs that a whole gc deleted, tombstone and all,
-    // before this session existed.
-    if let Err(e) = repo.load_index().await {
-        session.end().await;
-        return Err(e);
-    }
+    // The index is loaded (S-2a) by run_backup once the parent is known, or not at all
+    // for a cold backup (S-7). Exclusions first: they decide S-7 (c).
     if !excluded.is_empty() {
         repo.index()
             .write()
@@ -329,6 +356,36 @@ async fn run_backup(
             })
         }
     };
+    // The index must be read after the session is ready (SPEC.md section 15, S-2a): an
+    // index loaded earlier may list packs that a whole gc deleted, tombstone and all,
+    // before this session existed. A cold backup (S-7) reads none.
+    let mut notes = Vec::new();
+    let cold = match (&parent, &source) {
+        (Some(p), BackupSource::Paths(_))
+            if options.index_mode == IndexMode::Auto && index_never_loaded(repo) =>
+        {
+            let (locator, why) = crate::locator::load_for(repo, p).await?;
+            notes.extend(why);
+            match locator {
+                Some(l) => repo
+                    .index()
+                    .write()
+                    .map_err(|_| Error::Internal("index lock poisoned".into()))?
+                    .enter_cold(&l.packs),
+                None => {
+                    notes.push(format!(
+                        "parent snapshot {} has no locator; loading the index",
+                        p.id.short()
+                    ));
+                    false
+                }
+            }
+        }
+        _ => false,
+    };
+    if !cold {
+        repo.load_index().await?;
+    }
     let (saver, uploader) = BlobSaver::start(
         repo.storage().clone(),
         repo.keys().clone(),
@@ -362,7 +419,12 @@ async fn run_backup(
         selection: options.selection.clone(),
         excluded: Mutex::new(Vec::new()),
         top_device: AtomicU64::new(NO_DEVICE),
+        meta_ids: Mutex::new(Vec::new()),
+        deep_contents: Mutex::new(Vec::new()),
     };
+    // Tree backups write a locator; streams take the full path anyway in this phase, and
+    // a WAL push must stay one small snapshot (no extra PUT).
+    let writes_locator = matches!(source, BackupSource::Paths(_));
     let parent_tree = parent.as_ref().map(|p| p.manifest.tree);
     let walked = tokio::task::spawn_blocking(move || {
         let result = match source {
@@ -388,6 +450,10 @@ async fn run_backup(
             std::mem::take(&mut *walker.changed.lock().unwrap_or_else(|e| e.into_inner()));
         changed.sort();
         let excluded = walker.excluded.into_inner().unwrap_or_default();
+        let meta = (
+            walker.meta_ids.into_inner().unwrap_or_default(),
+            walker.deep_contents.into_inner().unwrap_or_default(),
+        );
         result.and_then(|root| {
             closed.map(|_| {
                 (
@@ -397,6 +463,7 @@ async fn run_backup(
                     changed,
                     (as_tar, run_params),
                     excluded,
+                    meta,
                 )
             })
         })
@@ -409,8 +476,15 @@ async fn run_backup(
     // or "uploader stopped": the upload's error is the cause to report (a full disk
     // under the repository was reported as "internal error: backup aborted").
     uploaded?;
-    let (root, mut summary, walk_warnings, changed_while_read, (as_tar, run_params), excluded) =
-        walked??;
+    let (
+        root,
+        mut summary,
+        walk_warnings,
+        changed_while_read,
+        (as_tar, run_params),
+        excluded,
+        (meta_ids, deep_contents),
+    ) = walked??;
     let mut warnings = missing;
     warnings.extend(walk_warnings);
     summary.bytes_read = progress.bytes_read.load(Ordering::Relaxed);
@@ -443,8 +517,24 @@ async fn run_backup(
         copied_from: None,
     };
     let bytes = manifest.encode(repo.keys());
-    session.check_alive().await?;
     let id = BlobId::of_stored(&bytes);
+    // The locator goes after every pack it names (they are all uploaded) and before the
+    // manifest (SPEC.md section 17, step 4a), so no committed snapshot of this build
+    // lacks one unless it could not be made.
+    let index_mode = match (cold, parent::index_is_cold(repo)) {
+        (false, _) => "full",
+        (true, true) => "cold",
+        (true, false) => "cold, then full",
+    };
+    if writes_locator {
+        match locate::build_locator(repo, id, root, meta_ids, deep_contents).await? {
+            Ok(locator) => crate::locator::write(repo, &locator).await?,
+            Err(reason) => notes.push(format!(
+                "no locator written ({reason}); the next backup of these paths loads the index"
+            )),
+        }
+    }
+    session.check_alive().await?;
     repo.storage()
         .put(&format!("{SNAPSHOTS_DIR}{}", id.to_hex()), &bytes)
         .await?;
@@ -453,7 +543,24 @@ async fn run_backup(
         warnings,
         changed_while_read,
         excluded,
+        notes,
+        index_mode,
+        first_pack_at: save_stats.first_pack_at.get().copied(),
     })
+}
+
+/// Whether `repo`'s index is as opened with [`crate::repo::IndexLoad::Deferred`] and
+/// empty: never loaded by this handle, and no cache absorbed an index file (a warm cache
+/// is brought up to date cheaply, and deduplicates against every snapshot).
+fn index_never_loaded(repo: &Repository) -> bool {
+    if repo.index_loaded() {
+        return false;
+    }
+    repo.index()
+        .read()
+        .ok()
+        .and_then(|i| i.absorbed_files().ok())
+        .is_some_and(|absorbed| absorbed.is_none_or(|a| a.is_empty()))
 }
 
 /// Check a stream name before anything is written: it becomes a file name in the

@@ -11,6 +11,11 @@ pub(super) fn content_usable(
     rt: &tokio::runtime::Handle,
     content: &Content,
 ) -> bool {
+    // S-7 (a): the parent's content, reachable from a committed snapshot, may be
+    // referenced without a lookup by a cold backup.
+    if index_is_cold(repo) {
+        return true;
+    }
     if let Some(usable) = top_level_usable(repo, content) {
         return usable;
     }
@@ -40,6 +45,12 @@ pub(super) fn top_level_usable(repo: &Repository, content: &Content) -> Option<b
         return Some(false);
     }
     (content.level == 0).then_some(true)
+}
+
+/// Whether the backup runs cold (SPEC.md section 15, S-7): no index file loaded, and
+/// the parent's content trusted. A fallback to the full index ends it mid-walk.
+pub(super) fn index_is_cold(repo: &Repository) -> bool {
+    repo.index().read().is_ok_and(|i| i.is_cold())
 }
 
 pub(super) fn all_usable(repo: &Repository, ids: &[BlobId]) -> bool {
@@ -79,6 +90,19 @@ impl ParentDir {
         id: BlobId,
     ) -> Result<ParentDir> {
         let tree = rt.block_on(repo.load_tree(&id))?;
+        if index_is_cold(repo) {
+            // S-7 (a): every file's content is the parent's, reusable without lookups.
+            let usable = tree
+                .nodes
+                .iter()
+                .map(|n| Some(matches!(n.kind, NodeKind::File(_))))
+                .collect();
+            return Ok(ParentDir {
+                tree,
+                usable,
+                ahead: None,
+            });
+        }
         // Every file's top-level ids, looked up in batched reads.
         let ids: Vec<BlobId> = tree
             .nodes

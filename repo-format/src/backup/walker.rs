@@ -45,6 +45,11 @@ pub(super) struct Walker {
     /// Device of the backed-up path being walked (`--one-file-system`), or
     /// [`NO_DEVICE`].
     pub(super) top_device: AtomicU64,
+    /// Tree and chunk-list ids the new snapshot reaches, for its locator (SPEC.md
+    /// section 14.1): every tree written or reused, and the top-level lists of files.
+    pub(super) meta_ids: Mutex<Vec<BlobId>>,
+    /// Contents of level 2 and more, whose lists below the top are read after the walk.
+    pub(super) deep_contents: Mutex<Vec<Content>>,
 }
 
 /// [`Walker::top_device`] before a backed-up path is reached.
@@ -342,6 +347,7 @@ impl Walker {
                     .lock()
                     .map_err(|_| Error::Internal("poisoned".into()))?
                     .files_changed += 1;
+                self.trust_parent_content(content);
             } else {
                 self.counts
                     .lock()
@@ -549,7 +555,56 @@ impl Walker {
         }
         tree.sort();
         let id = self.saver.save(BlobType::Tree, &tree.encode()?)?;
+        self.collect_meta_ids(&tree, id)?;
         let _ = dir.state.tree.set(id);
+        Ok(())
+    }
+
+    /// In a cold backup, let the saver reuse the data chunks of the parent's version of
+    /// a changed file without a lookup (S-7 (a)): chunks the change left alone then
+    /// deduplicate as with the index. Chunk lists are read through the parent's
+    /// locator; past [`crate::index::MAX_TRUSTED`] ids, or when a list cannot be read,
+    /// the rest is stored again.
+    fn trust_parent_content(&self, content: &Content) {
+        if !index_is_cold(&self.repo) {
+            return;
+        }
+        let ids = if content.level == 0 {
+            content.ids.clone()
+        } else {
+            let mut ids = Vec::new();
+            let mut data = crate::restore::DataIds::new(content);
+            while let Ok(Some(id)) = self.rt.block_on(data.next(&self.repo)) {
+                ids.push(id);
+                if ids.len() >= crate::index::MAX_TRUSTED {
+                    break;
+                }
+            }
+            ids
+        };
+        if let Ok(mut index) = self.repo.index().write() {
+            index.trust(ids);
+        }
+    }
+
+    /// Record tree `id` and the chunk lists its files reach, for the locator.
+    fn collect_meta_ids(&self, tree: &Tree, id: BlobId) -> Result<()> {
+        let poisoned = || Error::Internal("meta id collector poisoned".into());
+        let mut meta = self.meta_ids.lock().map_err(|_| poisoned())?;
+        meta.push(id);
+        for n in &tree.nodes {
+            if let NodeKind::File(c) = &n.kind {
+                if c.level >= 1 {
+                    meta.extend_from_slice(&c.ids);
+                }
+                if c.level >= 2 {
+                    self.deep_contents
+                        .lock()
+                        .map_err(|_| poisoned())?
+                        .push(c.clone());
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -40,6 +40,7 @@ pub async fn apply(
     if report.temporary_files_removed > 0 {
         report.temporary_bytes_freed = plan.stale_temporary_bytes;
     }
+    super::locators::sweep_orphan_locators(repo, options, &mut report).await?;
     let mut doomed: Vec<TombstonePack> = Vec::new();
     doomed.extend(plan.delete.iter().map(|u| TombstonePack {
         id: u.id,

@@ -24,6 +24,7 @@
 mod apply;
 mod forget;
 mod lease;
+mod locators;
 mod plan;
 mod reachable;
 #[cfg(test)]

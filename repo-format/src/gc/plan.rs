@@ -94,6 +94,8 @@ pub struct GcReport {
     pub temporary_bytes_freed: u64,
     /// Problems that did not stop gc.
     pub warnings: Vec<String>,
+    /// Orphan snapshot locators deleted (SPEC.md section 14.1).
+    pub locators_deleted: u64,
 }
 
 fn pack_id_from_name(name: &str) -> Option<(BlobId, PackKind)> {

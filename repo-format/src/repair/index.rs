@@ -4,6 +4,7 @@ use crate::error::{Error, Result};
 use crate::gc::{GcOptions, LeaseGuard};
 use crate::id::BlobId;
 use crate::index::{IndexFile, IndexPack};
+use crate::locator::delete_all;
 use crate::repo::{run_cpu, Repository, INDEX_DIR};
 use crate::verify::{list_packs, read_pack_header, VerifyProgress};
 use std::collections::HashSet;
@@ -21,6 +22,8 @@ pub struct RepairIndexReport {
     pub unreadable_packs: Vec<String>,
     /// Old index files replaced.
     pub index_files_replaced: usize,
+    /// Snapshot locators deleted: the next backup of each chain loads the index.
+    pub locators_deleted: usize,
 }
 
 /// Rebuild the index from pack headers alone: write new index files for every pack in
@@ -41,7 +44,16 @@ pub async fn repair_index(
     progress: Arc<VerifyProgress>,
 ) -> Result<RepairIndexReport> {
     let lease = LeaseGuard::acquire(repo, &GcOptions::default(), "repair index").await?;
-    let result = rebuild_index_files(repo, progress).await;
+    let result = async {
+        // before any index change, so no cold backup trusts a parent whose blobs
+        // this repair may take out of the index; and again at the end, for the
+        // locators of backups committed meanwhile.
+        let before = delete_all(repo.storage().as_ref()).await?;
+        let mut report = rebuild_index_files(repo, progress).await?;
+        report.locators_deleted = before + delete_all(repo.storage().as_ref()).await?;
+        Ok(report)
+    }
+    .await;
     lease.release().await;
     result
 }

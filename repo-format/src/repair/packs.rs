@@ -58,6 +58,9 @@ pub struct RepairPacksReport {
     /// Writer sessions in the repository when the repair ended: backups that ran
     /// beside it, which may have referenced a blob found damaged before it was dropped.
     pub writer_sessions: Vec<String>,
+    /// Snapshot locators deleted, when blobs were taken out of the index: the
+    /// next backup of each chain loads the index and stores damaged content again.
+    pub locators_deleted: usize,
 }
 
 /// One damaged pack.
@@ -272,6 +275,9 @@ async fn apply_packs(repo: &Repository, plan: RepairPacksPlan) -> Result<RepairP
     if damaged.is_empty() {
         return Ok(report);
     }
+    // before any index change, so no cold backup starting from here on trusts a
+    // parent's blob this repair drops.
+    report.locators_deleted += crate::locator::delete_all(repo.storage().as_ref()).await?;
 
     // Copy what decodes into new packs (read and checked again: these are the bytes
     // that are copied), then index them (W1).
@@ -343,6 +349,8 @@ async fn apply_packs(repo: &Repository, plan: RepairPacksPlan) -> Result<RepairP
         repo.storage().delete(&d.kind.storage_name(&d.id)).await?;
     }
     report.damaged = damaged.into_iter().map(|d| d.report).collect();
+    // R-6 again: locators of backups committed while the repair ran.
+    report.locators_deleted += crate::locator::delete_all(repo.storage().as_ref()).await?;
     repo.load_index().await?;
     report.writer_sessions = repo
         .storage()

@@ -102,6 +102,7 @@ impl Repository {
             index_load: Arc::default(),
             damaged_index_files: Arc::default(),
             index_notes: Arc::default(),
+            index_loads: Arc::default(),
         })
     }
 }

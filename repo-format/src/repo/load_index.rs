@@ -31,6 +31,29 @@ impl Repository {
     /// the system's temporary directory takes over, then memory. Each change is noted
     /// for the user ([`Repository::take_index_notes`]).
     async fn load_index_or_fall_back(&self, rebuild: bool) -> Result<()> {
+        // A cold index (S-7) leaves cold mode: the store it parked is loaded as usual,
+        // then the packs this process wrote while cold go back in (their index file may
+        // not be written yet).
+        let own = self.index.write().map_err(|_| poisoned())?.leave_cold();
+        self.load_index_unless_cold(rebuild).await?;
+        let mut index = self.index.write().map_err(|_| poisoned())?;
+        for p in own.unwrap_or_default() {
+            index.add_pack(p.id, p.kind, &p.entries)?;
+        }
+        drop(index);
+        self.index_loads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether this handle has loaded the index from the index files yet (a handle
+    /// opened with [`IndexLoad::Deferred`] has not, until a command loads it).
+    pub fn index_loaded(&self) -> bool {
+        self.index_loads.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
+
+    /// [`Repository::load_index_or_fall_back`] of an index that is not cold.
+    async fn load_index_unless_cold(&self, rebuild: bool) -> Result<()> {
         let mut made_again = false;
         loop {
             let error = match self.load_index_inner(rebuild).await {

@@ -119,6 +119,17 @@ pub enum IndexPlace {
     Temporary(std::path::PathBuf),
 }
 
+/// When opening loads the index.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IndexLoad {
+    /// At open (every command but a backup).
+    #[default]
+    Eager,
+    /// Not at open: the command loads it when it needs it ([`Repository::load_index`]),
+    /// or, for a cold backup (SPEC.md section 15, S-7), not at all.
+    Deferred,
+}
+
 /// A snapshot: its id and manifest.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -146,6 +157,8 @@ pub struct Repository {
     damaged_index_files: Arc<RwLock<Vec<(String, String)>>>,
     /// Changes of where the index is kept, for the user ([`Repository::take_index_notes`]).
     index_notes: Arc<RwLock<Vec<String>>>,
+    /// Index loads completed by this handle (and its clones).
+    index_loads: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The user name of this process, for manifests and key files.
@@ -193,9 +206,22 @@ impl Repository {
         password: &[u8],
         place: &IndexPlace,
     ) -> Result<Repository> {
+        Repository::open_with_load(storage, password, place, IndexLoad::Eager).await
+    }
+
+    /// Open like [`Repository::open_with`], loading the index at open or not (`load`).
+    ///
+    /// # Errors
+    /// As [`Repository::open_with`].
+    pub async fn open_with_load(
+        storage: Arc<dyn Storage>,
+        password: &[u8],
+        place: &IndexPlace,
+        load: IndexLoad,
+    ) -> Result<Repository> {
         let config_bytes = read_config(&*storage).await?;
         let unlocked = unlock_with_password(&*storage, &config_bytes, password).await?;
-        Repository::with_index(storage, unlocked, place).await
+        Repository::with_index(storage, unlocked, place, load).await
     }
 
     /// Open the repository in `storage` with access key `key` (SPEC.md section 19): one
@@ -210,9 +236,22 @@ impl Repository {
         key: &AccessKey,
         place: &IndexPlace,
     ) -> Result<Repository> {
+        Repository::open_with_access_key_load(storage, key, place, IndexLoad::Eager).await
+    }
+
+    /// Open like [`Repository::open_with_access_key`], loading the index at open or not.
+    ///
+    /// # Errors
+    /// As [`Repository::open_with_access_key`].
+    pub async fn open_with_access_key_load(
+        storage: Arc<dyn Storage>,
+        key: &AccessKey,
+        place: &IndexPlace,
+        load: IndexLoad,
+    ) -> Result<Repository> {
         let config_bytes = read_config(&*storage).await?;
         let unlocked = unlock_with_access_key(&*storage, &config_bytes, key).await?;
-        Repository::with_index(storage, unlocked, place).await
+        Repository::with_index(storage, unlocked, place, load).await
     }
 
     /// Finish opening: keep the index where `place` says and load it.
@@ -220,6 +259,7 @@ impl Repository {
         storage: Arc<dyn Storage>,
         unlocked: Unlocked,
         place: &IndexPlace,
+        load: IndexLoad,
     ) -> Result<Repository> {
         let Unlocked {
             master,
@@ -281,8 +321,11 @@ impl Repository {
             index_load: Arc::default(),
             damaged_index_files: Arc::default(),
             index_notes: Arc::new(RwLock::new(notes)),
+            index_loads: Arc::default(),
         };
-        repo.load_index().await?;
+        if load == IndexLoad::Eager {
+            repo.load_index().await?;
+        }
         Ok(repo)
     }
 

@@ -16,6 +16,10 @@ use async_trait::async_trait;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Never `locators/` (SPEC.md section 14.1): a locator is not named by its bytes, and
+/// repair deletes every locator relying on the deletion being seen at once; a
+/// cached copy would let a cold backup trust a parent whose blobs repair took out of the
+/// index.
 const CACHED_PREFIXES: [&str; 5] = ["index/", "snapshots/", "keys/", "meta/", "catalog/"];
 /// Directories whose listing prunes the cache.
 const PRUNED_PREFIXES: [&str; 4] = ["index/", "snapshots/", "keys/", "catalog/"];
@@ -224,5 +228,28 @@ mod tests {
         cached.get("config").await.unwrap();
         cached.get("config").await.unwrap();
         assert_eq!(stats.counts().get, 4);
+    }
+
+    /// A deleted locator must be seen at once by the next reader (SPEC.md R-6): it is
+    /// read from the backend every time, and reading it after its deletion fails.
+    #[tokio::test]
+    async fn cached_storage_never_caches_locators() {
+        let mem = MemoryStorage::new();
+        let counting = Arc::new(CountingStorage::new(Arc::new(mem.clone())));
+        let stats = counting.stats();
+        let dir = tempfile::tempdir().unwrap();
+        let cached = CachedStorage::new(counting.clone(), dir.path());
+        let body = b"locator body".to_vec();
+        let name = crate::locator::locator_name(&BlobId::of_stored(&body));
+        mem.raw_put(&name, body.clone());
+        assert_eq!(cached.get(&name).await.unwrap(), body);
+        assert_eq!(cached.get(&name).await.unwrap(), body);
+        assert_eq!(stats.counts().get, 2, "every read reaches the backend");
+        assert!(!cached.dir().join(&name).exists());
+        mem.delete(&name).await.unwrap();
+        assert!(matches!(
+            cached.get(&name).await,
+            Err(crate::Error::NotFound { .. })
+        ));
     }
 }

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use dprepo_repo_format::key::{password_hashes, AccessKey};
-use dprepo_repo_format::repo::IndexPlace;
+use dprepo_repo_format::repo::{IndexLoad, IndexPlace};
 use dprepo_repo_format::storage::{
     read_ini_section, CachedStorage, CountingStorage, DryRunStorage, LocalStorage, RequestStats,
     S3Options, S3Storage, Storage,
@@ -304,9 +304,24 @@ impl RepoKey {
         storage: Arc<dyn Storage>,
         place: &IndexPlace,
     ) -> dprepo_repo_format::Result<Repository> {
+        self.open_with_load(storage, place, IndexLoad::Eager).await
+    }
+
+    /// Open like [`RepoKey::open`], loading the index at open or not (`load`).
+    ///
+    /// # Errors
+    /// As [`RepoKey::open`].
+    pub async fn open_with_load(
+        &self,
+        storage: Arc<dyn Storage>,
+        place: &IndexPlace,
+        load: IndexLoad,
+    ) -> dprepo_repo_format::Result<Repository> {
         match self {
-            RepoKey::Password(pw) => Repository::open_with(storage, pw, place).await,
-            RepoKey::Access(key) => Repository::open_with_access_key(storage, key, place).await,
+            RepoKey::Password(pw) => Repository::open_with_load(storage, pw, place, load).await,
+            RepoKey::Access(key) => {
+                Repository::open_with_access_key_load(storage, key, place, load).await
+            }
         }
     }
 }
@@ -385,9 +400,20 @@ pub fn password_without_prompt(file: Option<&std::path::Path>) -> Result<Option<
 
 /// Open the repository named on the command line.
 pub async fn open(cli: &Cli) -> Result<Repository> {
+    open_with_load(cli, IndexLoad::Eager).await
+}
+
+/// Open the repository named on the command line for a backup: the index is not loaded
+/// at open; the backup loads it after its session is ready, or not at all when it runs
+/// cold (SPEC.md section 15, S-7).
+pub async fn open_for_backup(cli: &Cli) -> Result<Repository> {
+    open_with_load(cli, IndexLoad::Deferred).await
+}
+
+async fn open_with_load(cli: &Cli, load: IndexLoad) -> Result<Repository> {
     let storage = storage(cli)?;
     let key = repo_key(cli)?;
-    let repo = key.open(storage, &index_place(cli)).await?;
+    let repo = key.open_with_load(storage, &index_place(cli), load).await?;
     for (name, e) in repo.damaged_index_files() {
         eprintln!("dprepo: warning: index file {name} is skipped: {e} (run `dprepo verify`, then `dprepo repair index`)");
     }
