@@ -157,6 +157,23 @@ fn status_body(problems: &[String], generation: Option<i64>) -> serde_json::Valu
     json!({"phase": phase.as_str(), "message": message, "observedGeneration": generation})
 }
 
+/// The `Unavailable` event: one series per set of problems (named by their fields), so
+/// a policy that becomes unavailable for another reason shows the new reason rather than
+/// counting up under the first one.
+async fn unavailable<K>(ctx: &Context, object: &K, problems: &[String])
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let note = problems.join("; ");
+    let fields: Vec<&str> = problems
+        .iter()
+        .map(|p| p.split_once(": ").map_or(p.as_str(), |(f, _)| f))
+        .collect();
+    let action = crate::context::distinct_action(&format!("Validate {}", fields.join(",")), &note);
+    ctx.event_as(object, EventType::Warning, "Unavailable", action, note)
+        .await;
+}
+
 /// Reconciles an ActionSet.
 ///
 /// # Errors
@@ -173,13 +190,7 @@ pub async fn reconcile_action_set(set: Arc<ActionSet>, ctx: Arc<Context>) -> Res
         let api: Api<ActionSet> = Api::all(ctx.client.clone());
         patch_status(&api, &name, set.metadata.resource_version.as_deref(), &body).await?;
         if !problems.is_empty() {
-            ctx.event(
-                set.as_ref(),
-                EventType::Warning,
-                "Unavailable",
-                problems.join("; "),
-            )
-            .await;
+            unavailable(&ctx, set.as_ref(), &problems).await;
         }
     }
     Ok(Action::await_change())
@@ -238,13 +249,7 @@ pub async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> R
         )
         .await?;
         if !problems.is_empty() {
-            ctx.event(
-                policy.as_ref(),
-                EventType::Warning,
-                "Unavailable",
-                problems.join("; "),
-            )
-            .await;
+            unavailable(&ctx, policy.as_ref(), &problems).await;
         }
     }
     // What it refers to may appear later: look again now and then.

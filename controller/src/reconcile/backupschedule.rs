@@ -507,8 +507,7 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
             != Some(reason.as_str());
         write_status(&api, &schedule, failed_status(&schedule, &reason)).await?;
         if changed {
-            ctx.event(&schedule, EventType::Warning, EVENT_FAILED, reason.clone())
-                .await;
+            schedule_failed(&ctx, &schedule, reason.clone()).await;
         }
         tracing::info!(schedule = %format!("{ns}/{name}"), reason, "BackupSchedule failed");
         return Ok(Action::requeue(super::INVALID_REQUEUE));
@@ -530,10 +529,22 @@ pub async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Resu
         != failure;
     write_status(&api, &schedule, status).await?;
     if let (Some(reason), true) = (failure, changed) {
-        ctx.event(&schedule, EventType::Warning, EVENT_FAILED, reason)
-            .await;
+        schedule_failed(&ctx, &schedule, reason).await;
     }
     Ok(Action::requeue(RESYNC))
+}
+
+/// HandleBackupScheduleFailed, published when `failureReason` changes: one series per
+/// failure (a missing policy, an unknown method, schedule `a`'s CronJob refused, then
+/// schedule `b`'s...), so a new failure is not a count on the first one's note.
+async fn schedule_failed(ctx: &Context, schedule: &BackupSchedule, reason: String) {
+    let what = match reason.split_once(": ") {
+        Some((head, _)) if head.starts_with("schedule ") => format!("Handle {head}"),
+        _ => "Handle the BackupSchedule".to_string(),
+    };
+    let action = crate::context::distinct_action(&what, &reason);
+    ctx.event_as(schedule, EventType::Warning, EVENT_FAILED, action, reason)
+        .await;
 }
 
 #[cfg(test)]

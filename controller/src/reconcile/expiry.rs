@@ -413,7 +413,13 @@ pub async fn sweep(ctx: &Context) -> Result<SweepReport> {
         let keep = match parse_keep_last(text) {
             Ok(n) => n,
             Err(e) => {
-                ctx.event(s, EventType::Warning, "InvalidKeepLast", e).await;
+                // Another wrong value after an edit is an event of its own.
+                let action = crate::context::distinct_action(
+                    &format!("Validate {}", annotation::DPREPO_KEEP_LAST),
+                    &e,
+                );
+                ctx.event_as(s, EventType::Warning, "InvalidKeepLast", action, e)
+                    .await;
                 continue;
             }
         };

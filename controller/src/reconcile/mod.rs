@@ -420,13 +420,17 @@ where
             ctx.failures.succeeded(&kind, &name);
             tracing::debug!(%kind, %name, ?action, "reconciled");
         }
-        Err(e @ Error::Invalid { .. }) => {
+        Err(e @ Error::Invalid { field, .. }) => {
             tracing::warn!(%kind, %name, error = %e, "invalid object");
-            ctx.event(
+            // One series per field and message: a second invalid field (or the same
+            // field wrong in another way after an edit) is an event of its own.
+            let note = e.to_string();
+            ctx.event_as(
                 obj.as_ref(),
                 EventType::Warning,
                 "InvalidSpec",
-                e.to_string(),
+                crate::context::distinct_action(&format!("Validate {field}"), &note),
+                note,
             )
             .await;
         }

@@ -19,7 +19,7 @@ use crate::api::labels::FINALIZER;
 use crate::api::storageprovider::{
     StorageProvider, StorageProviderPhase, StorageProviderStatus, CONDITION_CSI_DRIVER_INSTALLED,
 };
-use crate::context::Context;
+use crate::context::{distinct_action, Context};
 use crate::error::{Error, KubeResultExt, Result};
 use crate::template::provider::{
     kubeblocks_funcs, CSI_SECRET_TEMPLATE, PVC_TEMPLATE, STORAGE_CLASS_TEMPLATE,
@@ -156,15 +156,26 @@ pub async fn reconcile(provider: Arc<StorageProvider>, ctx: Arc<Context>) -> Res
         )
         .await?;
         if old.phase != Some(phase) {
-            let (kind, note) = match (&csi_error, &template_error) {
+            // NotReady for a missing CSI driver and NotReady for a broken template are
+            // different failures: each has its own series (see context.rs).
+            let (kind, note, action) = match (&csi_error, &template_error) {
                 (None, None) => (
                     EventType::Normal,
                     "the storage provider is ready".to_string(),
+                    phase.as_str().to_string(),
                 ),
-                (Some(m), _) => (EventType::Warning, format!("CSI driver not installed: {m}")),
-                (None, Some((f, m))) => (EventType::Warning, format!("{f}: {m}")),
+                (Some(m), _) => {
+                    let note = format!("CSI driver not installed: {m}");
+                    let action = distinct_action("Check spec.csiDriverName", &note);
+                    (EventType::Warning, note, action)
+                }
+                (None, Some((f, m))) => {
+                    let note = format!("{f}: {m}");
+                    let action = distinct_action(&format!("Validate {f}"), &note);
+                    (EventType::Warning, note, action)
+                }
             };
-            ctx.event(provider.as_ref(), kind, phase.as_str(), note)
+            ctx.event_as(provider.as_ref(), kind, phase.as_str(), action, note)
                 .await;
         }
     }

@@ -624,3 +624,86 @@ async fn selectors_and_paging() {
     let all: Api<ConfigMap> = Api::all(sim.client.clone());
     assert!(all.list(&ListParams::default()).await.unwrap().items.len() >= 6);
 }
+
+/// Waits until the garbage collector has made at least one full pass: a ConfigMap
+/// referring to an owner that never existed is collected.
+async fn one_gc_pass(cms: &Api<ConfigMap>, name: &str) {
+    let ghost: ConfigMap = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name,
+        "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "none", "uid": "00000000-0000-0000-0000-00000000beef"}]}})).unwrap();
+    cms.create(&PostParams::default(), &ghost).await.unwrap();
+    eventually("a garbage collection pass", || async {
+        cms.get(name).await.is_err()
+    })
+    .await;
+}
+
+/// As on a real API server: an owner deleted in the background but held by a finalizer
+/// (a controller's cleanup) still exists, so the garbage collector leaves its dependents,
+/// also ones created after the deletion began (a controller's cleanup Job), until the
+/// finalizer goes. Deleted in the foreground, the owner's dependents go at once, while
+/// the finalizer keeps the owner.
+#[tokio::test]
+async fn an_owner_held_by_a_finalizer_keeps_its_dependents_unless_deleted_in_the_foreground() {
+    let sim = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(sim.client.clone(), "default");
+    let pp = PostParams::default();
+    let mut owner = cm("held");
+    owner.metadata.finalizers = Some(vec!["test.io/cleanup".into()]);
+    let o = cms.create(&pp, &owner).await.unwrap();
+    cms.create(&pp, &owned_cm("held-dep", &o, true))
+        .await
+        .unwrap();
+    cms.delete("held", &DeleteParams::background())
+        .await
+        .unwrap();
+    let terminating = cms.get("held").await.unwrap();
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    // The cleanup's own dependent, made while the owner is being deleted.
+    cms.create(&pp, &owned_cm("held-job", &o, true))
+        .await
+        .unwrap();
+    one_gc_pass(&cms, "ghost-a").await;
+    one_gc_pass(&cms, "ghost-b").await;
+    for dep in ["held-dep", "held-job"] {
+        let d = cms.get(dep).await.unwrap();
+        assert!(d.metadata.deletion_timestamp.is_none(), "{dep} kept");
+    }
+    cms.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    eventually("held gone", || async { cms.get("held").await.is_err() }).await;
+    eventually("its dependents collected", || async {
+        cms.get("held-dep").await.is_err() && cms.get("held-job").await.is_err()
+    })
+    .await;
+
+    // Foreground: the dependents are deleted while the finalizer keeps the owner; then
+    // only the finalizer remains.
+    let mut owner = cm("fg");
+    owner.metadata.finalizers = Some(vec!["test.io/cleanup".into()]);
+    let o = cms.create(&pp, &owner).await.unwrap();
+    cms.create(&pp, &owned_cm("fg-dep", &o, true))
+        .await
+        .unwrap();
+    cms.delete("fg", &DeleteParams::foreground()).await.unwrap();
+    eventually("fg-dep collected", || async {
+        cms.get("fg-dep").await.is_err()
+    })
+    .await;
+    eventually("only the cleanup finalizer left", || async {
+        cms.get("fg").await.is_ok_and(|o| {
+            o.metadata.finalizers.unwrap_or_default() == ["test.io/cleanup".to_string()]
+        })
+    })
+    .await;
+    // A dependent made now (the owner no longer waits for dependents) is kept.
+    cms.create(&pp, &owned_cm("fg-late", &o, true))
+        .await
+        .unwrap();
+    one_gc_pass(&cms, "ghost-c").await;
+    assert!(cms.get("fg-late").await.is_ok());
+}

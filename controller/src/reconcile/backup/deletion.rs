@@ -1,6 +1,7 @@
 //! Deleting a Backup: child Backups, its Jobs, preDelete, the deleter Job, the GC request.
 
 use super::*;
+use crate::context::distinct_action;
 
 impl Reconciler<'_> {
     pub(super) async fn deleting(&self) -> Result<Action> {
@@ -83,7 +84,7 @@ impl Reconciler<'_> {
                     );
                     match self.run_deletion_job(&job).await? {
                         None => return Ok(Action::requeue(Duration::from_secs(5))),
-                        Some(Err(reason)) => return self.deletion_failed(reason).await,
+                        Some(Err(reason)) => return self.deletion_job_failed(&job, reason).await,
                         Some(Ok(())) => {}
                     }
                 }
@@ -93,7 +94,7 @@ impl Reconciler<'_> {
         let job = backup_job::delete_job(self.b, &path, &mount, &sa, &self.ctx.config);
         match self.run_deletion_job(&job).await? {
             None => Ok(Action::requeue(Duration::from_secs(5))),
-            Some(Err(reason)) => self.deletion_failed(reason).await,
+            Some(Err(reason)) => self.deletion_job_failed(&job, reason).await,
             Some(Ok(())) => self.finish_deletion(Some(&repo_name)).await,
         }
     }
@@ -115,13 +116,49 @@ impl Reconciler<'_> {
         Ok(out)
     }
 
+    /// DeleteBackupFilesFailed before any Job ran (the repository is not prepared in the
+    /// namespace): one series per such note, so it counts up while it lasts.
     pub(super) async fn deletion_failed(&self, reason: String) -> Result<Action> {
         self.patch(json!({"deletionFailureReason": reason})).await?;
+        let action = distinct_action("Prepare the repository", &reason);
         self.ctx
-            .event(
+            .event_as(
                 self.b,
                 EventType::Warning,
                 "DeleteBackupFilesFailed",
+                action,
+                reason,
+            )
+            .await;
+        Ok(Action::requeue(Duration::from_secs(30)))
+    }
+
+    /// DeleteBackupFilesFailed of the preDelete or the deleter Job, related to that Job
+    /// by name (each retry is a new Job of the same name and another uid, so the
+    /// reference leaves the uid out), with an action per failure: the preDelete's and the
+    /// deleter's failures are events of their own, a retry failing the same way counts
+    /// up, and one failing another way (another exit code or log) is a new event.
+    pub(super) async fn deletion_job_failed(&self, job: &Job, reason: String) -> Result<Action> {
+        self.patch(json!({"deletionFailureReason": reason})).await?;
+        let job_name = job.metadata.name.clone().unwrap_or_default();
+        let related = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("batch/v1".into()),
+            kind: Some("Job".into()),
+            namespace: job.metadata.namespace.clone(),
+            name: Some(job_name.clone()),
+            ..Default::default()
+        };
+        let action = distinct_action(
+            &format!("Run Job {job_name}"),
+            &without_pod_names(&reason, &job_name),
+        );
+        self.ctx
+            .event_related_ref_as(
+                self.b,
+                related,
+                EventType::Warning,
+                "DeleteBackupFilesFailed",
+                action,
                 reason,
             )
             .await;
@@ -165,5 +202,35 @@ impl Reconciler<'_> {
                 tracing::warn!(gc = %name, error = %e, "could not request a garbage collection run");
             }
         }
+    }
+}
+
+/// `text` without the names of the Job's pods (`<job>-<suffix>`), which differ on every
+/// retry: what is left tells whether two failures are the same.
+pub(super) fn without_pod_names(text: &str, job_name: &str) -> String {
+    let prefix = format!("{job_name}-");
+    text.split(' ')
+        .map(|w| if w.starts_with(&prefix) { "<pod>" } else { w })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_pod_names;
+
+    #[test]
+    fn retries_failing_alike_read_alike() {
+        let a = "action deleter (Job x-delete-b) failed: BackoffLimitExceeded; container deleter of pod x-delete-b-abcde: exit code 1, last log lines: no such bucket";
+        let b = a.replace("x-delete-b-abcde", "x-delete-b-fghij");
+        assert_eq!(
+            without_pod_names(a, "x-delete-b"),
+            without_pod_names(&b, "x-delete-b")
+        );
+        let c = a.replace("no such bucket", "access denied");
+        assert_ne!(
+            without_pod_names(a, "x-delete-b"),
+            without_pod_names(&c, "x-delete-b")
+        );
     }
 }

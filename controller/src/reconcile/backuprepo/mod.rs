@@ -460,18 +460,38 @@ impl<'a> Run<'a> {
             .metrics
             .repository_phase(&self.name, phase.as_str());
         if before != Some(phase) {
-            let (kind, note) = self.phase_note(phase);
+            let (kind, note, action) = self.phase_note(phase);
             let repo = self.repo.clone();
-            self.ctx.event(&repo, kind, phase.as_str(), note).await;
+            self.ctx
+                .event_as(&repo, kind, phase.as_str(), action, note)
+                .await;
         }
         Ok(())
     }
 
-    fn phase_note(&self, phase: BackupRepoPhase) -> (EventType, String) {
-        let failing = self
-            .conditions()
+    /// The phase event's type, note and action. Failed names the failing condition; a
+    /// repository that fails, recovers and fails again on another check (or the same
+    /// check with another message) within minutes gets a Failed event per failure
+    /// ([`crate::context::distinct_action`]), not a count on the first one.
+    fn phase_note(&self, phase: BackupRepoPhase) -> (EventType, String, String) {
+        let (kind, note) = self.phase_note_text(phase);
+        let action = match (phase, self.failing_condition()) {
+            (BackupRepoPhase::Failed, Some(c)) => {
+                crate::context::distinct_action(&format!("Check {}", c.type_), &note)
+            }
+            _ => phase.as_str().to_string(),
+        };
+        (kind, note, action)
+    }
+
+    fn failing_condition(&self) -> Option<&Condition> {
+        self.conditions()
             .iter()
-            .find(|c| c.status == "False" && c.type_ != condition::REPOSITORY_MAINTAINED);
+            .find(|c| c.status == "False" && c.type_ != condition::REPOSITORY_MAINTAINED)
+    }
+
+    fn phase_note_text(&self, phase: BackupRepoPhase) -> (EventType, String) {
+        let failing = self.failing_condition();
         match phase {
             BackupRepoPhase::Ready => (EventType::Normal, "the repository is ready".into()),
             BackupRepoPhase::PreChecking => (
@@ -508,7 +528,36 @@ pub use revoke::{ACCESS_KEY_NOT_REVOKED, ACCESS_KEY_REVOKED, REVOKE_TIMEOUT};
 enum PreCheck {
     Running,
     Passed,
-    Failed(String),
+    /// The message, and the failed pre-check Job.
+    Failed(String, Box<Job>),
+}
+
+/// The note of a PreCheckFailed event (at most 1 kB): the message's first line, the
+/// Job's failure and the last lines of its log, which is where the storage's error
+/// is. The first line alone was the same for every failure.
+pub fn pre_check_event_note(message: &str) -> String {
+    let mut lines = message.lines();
+    let mut note = lines.next().unwrap_or("").to_string();
+    let mut logs = Vec::new();
+    let mut in_logs = false;
+    for line in message.lines() {
+        if let Some(f) = line.strip_prefix("Job failure message: ") {
+            note.push_str(&format!(" Job failure message: {f}."));
+        } else if line.starts_with("Logs from the pre-check job:") {
+            in_logs = true;
+        } else if in_logs {
+            match line.strip_prefix("  ") {
+                Some(l) if !l.trim().is_empty() => logs.push(l.trim()),
+                Some(_) => {}
+                None => in_logs = false,
+            }
+        }
+    }
+    if !logs.is_empty() {
+        let tail = &logs[logs.len().saturating_sub(3)..];
+        note.push_str(&format!(" Log: {}", tail.join(" | ")));
+    }
+    note
 }
 
 fn secret_key(
@@ -723,6 +772,33 @@ mod tests {
         let all = vec![a.clone(), b.clone(), c, d.clone()];
         assert_eq!(default_conflicts(&a, &all), vec!["b".to_string()]);
         assert!(default_conflicts(&d, &all).is_empty());
+    }
+
+    #[test]
+    fn the_pre_check_event_names_the_failure_not_only_that_it_failed() {
+        // The event used to carry the message's first line, the same for every failure:
+        // two pre-checks failing on different storage errors read alike.
+        let key = KeySource::Generated {
+            namespace: "dp".into(),
+            name: "dprepo-key-r".into(),
+        };
+        let m = pre_check_failure_message(
+            "BackoffLimitExceeded:Job has reached the specified backoff limit",
+            "+ datasafed push - /precheck.txt\nError: bucket nope does not exist\n",
+            &[("Job/dp/j".into(), "  Type  Reason\n".into())],
+            &key,
+        );
+        assert_eq!(
+            pre_check_event_note(&m),
+            "Pre-check job failed, information collected for diagnosis. Job failure message: \
+             BackoffLimitExceeded:Job has reached the specified backoff limit. Log: + datasafed \
+             push - /precheck.txt | Error: bucket nope does not exist"
+        );
+        let plain = pre_check_failure_message("timeout", "", &[], &key);
+        assert_eq!(
+            pre_check_event_note(&plain),
+            "Pre-check job failed, information collected for diagnosis. Job failure message: timeout."
+        );
     }
 
     #[test]

@@ -74,17 +74,26 @@ impl Run<'_> {
                 );
                 Ok(None)
             }
-            Ok(PreCheck::Failed(message)) => {
+            Ok(PreCheck::Failed(message, job)) => {
                 self.cond(
                     condition::PRE_CHECK_PASSED,
                     "False",
                     reason::PRE_CHECK_FAILED,
                     &message,
                 );
-                let first = message.lines().next().unwrap_or("").to_string();
+                // Related to the run's Job: every pre-check run (after an edit of the
+                // BackupRepo, its credential or its key) is a Job of its own, so each
+                // run's failure is an event of its own.
+                let note = pre_check_event_note(&message);
                 let repo = self.repo.clone();
                 self.ctx
-                    .event(&repo, EventType::Warning, reason::PRE_CHECK_FAILED, first)
+                    .event_related(
+                        &repo,
+                        job.as_ref(),
+                        EventType::Warning,
+                        reason::PRE_CHECK_FAILED,
+                        note,
+                    )
                     .await;
                 Ok(None)
             }
@@ -178,6 +187,7 @@ impl Run<'_> {
         Ok(PreCheck::Failed(
             self.failure_message(&job, pvc.as_ref(), &failure, &key.source)
                 .await,
+            Box::new(job),
         ))
     }
 

@@ -189,15 +189,27 @@ impl Run<'_> {
             Ok(l) => l.items,
             Err(_) => return,
         };
-        let others = default_conflicts(&self.repo, &all);
-        if !others.is_empty() {
+        // One event per other default BackupRepo, related to it: a second conflicting
+        // repository is an event of its own, not a count on the first one's.
+        for other in default_conflicts(&self.repo, &all) {
+            let Some(o) = all
+                .iter()
+                .find(|r| r.metadata.name.as_deref() == Some(&other))
+            else {
+                continue;
+            };
             let note = format!(
-                "BackupRepos {} are default too: Backups that name no repository fail until only one is annotated {}=true",
-                others.join(", "),
+                "BackupRepo {other} is default too: Backups that name no repository fail until only one is annotated {}=true",
                 annotation::IS_DEFAULT_REPO
             );
             self.ctx
-                .event(&self.repo, EventType::Warning, "MultipleDefaultRepos", note)
+                .event_related(
+                    &self.repo,
+                    o,
+                    EventType::Warning,
+                    "MultipleDefaultRepos",
+                    note,
+                )
                 .await;
         }
     }
