@@ -8,6 +8,10 @@
 #   open-warm   the same again (cache up to date)
 #   backup-new  `dprepo backup` of 256 MiB of new data (every chunk looked up, all misses)
 #   backup-same `dprepo backup --force` of the same data (every chunk looked up, all hits)
+#   backup-tree `dprepo backup` of a new tree: 2,000 files of 64 KiB random in 20 dirs
+#   backup-incr the same tree again after 2% of its files (40) got new contents: a parent
+#               exists, a small part changed (issue 26, point 4)
+#   verify      `dprepo verify` (structure, no --read-data), warm cache
 # Usage: bash benches/index-memory/run.sh [SIZES...]   (default: 0 1000000 3000000 10000000)
 # Env: WORK (default /var/tmp/dprepo-bench/index-memory), DPREPO_BIN, GROW_BIN.
 set -euo pipefail
@@ -15,13 +19,14 @@ cd "$(dirname "$0")/../.."
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(0 1000000 3000000 10000000)
 work=${WORK:-/var/tmp/dprepo-bench/index-memory}
+# Optimised binaries of the static profile (release optimisation without LTO; it links
+# the system RocksDB, so it builds in minutes): dprepo and the grow_repository example.
+static=${CARGO_TARGET_DIR:-$PWD/target}/$(rustc -vV | sed -n 's/^host: //p')/static
 if [ -z "${DPREPO_BIN:-}" ] || [ -z "${GROW_BIN:-}" ]; then
-    bash scripts/deps.sh
-    cargo build --release -q -p dprepo-tools --bin dprepo
-    cargo build --release -q -p dprepo-repo-format --example grow_repository
+    bash scripts/build-static.sh -p dprepo-repo-format --example grow_repository > /dev/null
 fi
-dprepo=${DPREPO_BIN:-$PWD/target/release/dprepo}
-grow=${GROW_BIN:-$PWD/target/release/examples/grow_repository}
+dprepo=${DPREPO_BIN:-$static/dprepo}
+grow=${GROW_BIN:-$static/examples/grow_repository}
 mkdir -p "$work"
 repo=$work/repo
 printf 'index memory benchmark\n' > "$work/password"
@@ -52,6 +57,31 @@ for i in range(64):
 PY
 }
 
+make_tree() { # dir, seed: 2,000 files of 64 KiB of new random bytes in 20 directories
+    rm -rf "$1"; mkdir -p "$1"
+    python3 - "$1" "$2" <<'PY'
+import os, random, sys
+d, seed = sys.argv[1], int(sys.argv[2])
+r = random.Random(seed)
+for i in range(20):
+    os.mkdir(f"{d}/d{i:02}")
+    for j in range(100):
+        with open(f"{d}/d{i:02}/f{j:03}", "wb") as f:
+            f.write(r.randbytes(64 << 10))
+PY
+}
+
+change_tree() { # dir, seed: new contents for 2% of the files (every 50th)
+    python3 - "$1" "$2" <<'PY'
+import random, sys
+d, seed = sys.argv[1], int(sys.argv[2])
+r = random.Random(seed)
+for n in range(0, 2000, 50):
+    with open(f"{d}/d{n // 100:02}/f{n % 100:03}", "wb") as f:
+        f.write(r.randbytes(64 << 10))
+PY
+}
+
 for blobs in "${sizes[@]}"; do
     "$grow" "$repo" "$work/password" "$blobs" 2>&1 | tail -1
     rm -rf "$work/cache"
@@ -61,5 +91,13 @@ for blobs in "${sizes[@]}"; do
     make_data "$work/data" "$blobs"
     measure backup-new "$dprepo" backup "$work/data"
     measure backup-same "$dprepo" backup --force "$work/data"
+    # A tree of its own per size, so the first backup of it has no parent.
+    tree=$work/tree-$blobs
+    make_tree "$tree" "$((blobs + 1))"
+    measure backup-tree "$dprepo" backup "$tree"
+    change_tree "$tree" "$((blobs + 2))"
+    measure backup-incr "$dprepo" backup "$tree"
+    rm -rf "$tree"
+    measure verify "$dprepo" verify
 done
 echo "results: $results"
