@@ -317,31 +317,6 @@ pub async fn delete_all(storage: &dyn Storage) -> Result<usize> {
     Ok(n)
 }
 
-/// Fuzzing entry point: [`Locator::decode`] and [`Locator::decode_body`] on arbitrary
-/// bytes never panic, and what decodes re-encodes to the same locator.
-#[doc(hidden)]
-pub fn fuzz_locator(data: &[u8]) {
-    let keys = crate::fuzzing::fuzz_keys();
-    let id = BlobId(*blake3::hash(b"fuzz locator").as_bytes());
-    // The snapshot id the body must carry: take it from the input when it is long enough,
-    // so the fuzzer reaches the pack records.
-    let named = data
-        .get(..ID_LEN)
-        .and_then(|b| <[u8; ID_LEN]>::try_from(b).ok())
-        .map_or(id, BlobId);
-    let sealed = crate::fuzzing::seal_payload(FileType::Locator, LOCATOR_VERSION, data);
-    let decoded = [
-        Locator::decode(keys, data, &named),
-        Locator::decode(keys, &sealed, &named),
-        Locator::decode_body(data, &named, "fuzz locator"),
-    ];
-    for l in decoded.into_iter().flatten() {
-        let again = Locator::decode(keys, &l.encode(keys), &named)
-            .unwrap_or_else(|e| panic!("a decoded locator does not decode again: {e}"));
-        assert_eq!(again, l, "locator round trip");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,7 +403,7 @@ mod tests {
         #[test]
         fn locator_body_decode_never_panics(body in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = Locator::decode_body(&body, &BlobId([0; 32]), "fuzz");
-            fuzz_locator(&body);
+            crate::fuzzing::fuzz_locator(&body);
         }
     }
 

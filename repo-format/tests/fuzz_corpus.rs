@@ -230,7 +230,29 @@ replay_tests!(
     fuzz_blob,
     fuzz_repository,
     fuzz_stream_formats,
+    fuzz_locator,
 );
+
+/// The committed locator seeds decode (SPEC.md section 14.1), so the replay reaches the
+/// pack records and not only the envelope checks.
+#[test]
+fn locator_seeds_decode() {
+    let keys = fuzz_keys();
+    let files = corpus("fuzz_locator");
+    let (_, plain) = files
+        .iter()
+        .find(|(n, _)| n.starts_with("seed-locator-plain-body-"))
+        .expect("a plain locator body seed");
+    let id = BlobId(plain[..32].try_into().unwrap());
+    let body = dprepo_repo_format::locator::Locator::decode_body(plain, &id, "seed").unwrap();
+    assert!(!body.packs.is_empty(), "the seed locator names no pack");
+    let (_, stored) = files
+        .iter()
+        .find(|(n, _)| n.starts_with("seed-locator-stored-"))
+        .expect("a stored locator seed");
+    let again = dprepo_repo_format::locator::Locator::decode(keys, stored, &id).unwrap();
+    assert_eq!(again, body);
+}
 
 /// The committed seeds reach the delta decoders: a version 2 pack and index file with
 /// delta entries, a delta blob that decodes against the fixed base, and trees carrying
@@ -332,6 +354,7 @@ fn envelope_payload(bytes: &[u8]) -> (Vec<u8>, Vec<u8>) {
         3 => FileType::Snapshot,
         4 => FileType::Session,
         6 => FileType::Tombstone,
+        9 => FileType::Locator,
         _ => FileType::Lease,
     };
     // Whatever version the writer chose (index files with deltas are version 2).
@@ -507,6 +530,13 @@ async fn seeds_from_repository() -> Seeds {
             "keys" => seeds.add("fuzz_key_file", "key", bytes),
             "index" => add_envelope(&mut seeds, "fuzz_index", "index", bytes),
             "snapshots" => add_envelope(&mut seeds, "fuzz_manifest", "snapshot", bytes),
+            "locators" => {
+                // The body alone as well: decode_body takes its snapshot id from the
+                // first 32 bytes, so this seed reaches the pack records.
+                let (_, body) = envelope_payload(&bytes);
+                seeds.add("fuzz_locator", "locator-plain-body", body.to_vec());
+                add_envelope(&mut seeds, "fuzz_locator", "locator", bytes);
+            }
             "data" | "meta" => {
                 let entries = decode_pack(keys, &bytes, &name).unwrap();
                 let header_len = {
