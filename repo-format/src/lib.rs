@@ -21,7 +21,6 @@ pub mod fuzzing;
 pub mod gc;
 pub mod id;
 pub mod index;
-pub mod index_cache;
 pub mod inspect;
 pub mod key;
 pub mod keyring;
@@ -49,4 +48,6 @@ pub mod verify;
 pub use dprepo_chunker as chunker;
 pub use error::{Error, Result};
 pub use id::BlobId;
+/// The RocksDB index cache, also at its old path.
+pub use index::cache as index_cache;
 pub use repo::{InitOptions, Repository, Snapshot};

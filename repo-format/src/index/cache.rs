@@ -32,11 +32,11 @@
 //! top level of each file's index and filter stays pinned: under 1 KiB per MiB of
 //! table file, under 1 MiB at 10 million blobs.
 
+use super::{BlobLocation, IndexFile};
 use crate::blob::BlobType;
 use crate::error::{Error, Result};
 use crate::free_space::{format_bytes, free_space};
 use crate::id::{BlobId, ID_LEN};
-use crate::index::{BlobLocation, IndexFile};
 use crate::pack::{PackEntry, PackKind};
 use rocksdb::{
     BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType,

@@ -1,5 +1,5 @@
 //! Index files (`index/<id>`) and the index built from them (in memory, or in the
-//! on-disk cache of `index_cache.rs`).
+//! on-disk cache of `index/cache.rs`).
 //!
 //! An index file lists, for some packs, every blob they hold with its offset, so a reader
 //! finds any blob with one lookup and one ranged read. Index files are written by each
@@ -19,8 +19,9 @@ use crate::crypto::Keys;
 use crate::envelope::{open_file, seal_file, FileType};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, ID_LEN};
-use crate::index_cache::IndexCache;
+pub mod cache;
 use crate::pack::{check_base, decode_type_byte, PackEntry, PackKind};
+use cache::IndexCache;
 use std::collections::{HashMap, HashSet};
 
 /// Envelope version of index files without delta entries.
