@@ -129,19 +129,9 @@ impl Locator {
         w.id(&self.snapshot);
         w.id(&self.tree);
         w.i64(self.created);
-        w.u32(self.packs.len() as u32);
-        for p in &self.packs {
-            w.id(&p.id);
-            w.u8(p.kind as u8);
-            w.u32(p.entries.len() as u32);
-            for e in &p.entries {
-                w.u8(e.type_byte());
-                w.id(&e.id);
-                w.u32(e.offset);
-                w.u32(e.stored_len);
-                w.u32(e.raw_len);
-            }
-        }
+        // Locator entries never carry a delta base (decoding refuses one), so this writes
+        // exactly the 45-byte entries of section 14.1.
+        crate::index::write_pack_records(&mut w, &self.packs);
         w.finish()
     }
 

@@ -62,22 +62,7 @@ impl IndexFile {
         for id in &self.obsoletes {
             w.id(id);
         }
-        w.u32(self.packs.len() as u32);
-        for p in &self.packs {
-            w.id(&p.id);
-            w.u8(p.kind as u8);
-            w.u32(p.entries.len() as u32);
-            for e in &p.entries {
-                w.u8(e.type_byte());
-                w.id(&e.id);
-                w.u32(e.offset);
-                w.u32(e.stored_len);
-                w.u32(e.raw_len);
-                if let Some(base) = &e.base {
-                    w.id(base);
-                }
-            }
-        }
+        write_pack_records(&mut w, &self.packs);
         // Version 1 unless a delta entry needs 2, as for packs.
         let has_delta = self
             .packs
@@ -666,6 +651,27 @@ impl Index {
                 Box::new(m.blobs.keys().filter_map(|id| m.get(id).map(|l| (*id, l))))
             }
             Store::Disk(c) => Box::new(c.blobs()),
+        }
+    }
+}
+
+/// Write `pack_count u32 || pack*` in the grammar of SPEC.md section 10 (a delta entry
+/// carries its base id): index files and snapshot locators (section 14.1) share it.
+pub(crate) fn write_pack_records(w: &mut Writer, packs: &[IndexPack]) {
+    w.u32(packs.len() as u32);
+    for p in packs {
+        w.id(&p.id);
+        w.u8(p.kind as u8);
+        w.u32(p.entries.len() as u32);
+        for e in &p.entries {
+            w.u8(e.type_byte());
+            w.id(&e.id);
+            w.u32(e.offset);
+            w.u32(e.stored_len);
+            w.u32(e.raw_len);
+            if let Some(base) = &e.base {
+                w.id(base);
+            }
         }
     }
 }
