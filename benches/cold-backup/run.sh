@@ -6,7 +6,7 @@
 #   full  : DPREPO_FULL_INDEX=1 (every index file, RocksDB rebuilt)
 # on the local backend and on S3 (moto). Records wall, first_pack_secs, bytes down and peak
 # RSS in $WORK/results.tsv.
-# Status: written from the design's draft; its local steps are the ones BENCHMARKS.md
+# Status: written from the design's draft; its local steps are the ones benches/NOTES.md
 # ("Cold backup pod") ran by hand at 1 and 10 million blobs with a smaller tree; the
 # script as a whole, and its S3 part, have not been run yet.
 # Usage: bash benches/cold-backup/run.sh [BLOBS]

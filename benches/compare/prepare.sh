@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare the data sets of the side-by-side comparison (see BENCHMARKS.md,
-# "Side-by-side with restic and borg"). Idempotent: a data set whose marker
-# exists is left alone; a half-made one is made again.
+# "Side-by-side with restic and borg: current figures"; every run: benches/NOTES.md).
+# Idempotent: a data set whose marker exists is left alone; a half-made one is made again.
 #
 #   benches/compare/prepare.sh [all|src|db|rand]...
 #

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Read every regular file under a tree with 8 threads, buffered or with O_DIRECT.
 
-Measures what reading a tree of small files costs the kernel either way (BENCHMARKS.md,
+Measures what reading a tree of small files costs the kernel either way (benches/NOTES.md,
 "Long files read past the page cache"):
 
     sync; echo 3 > /proc/sys/vm/drop_caches

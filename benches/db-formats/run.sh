@@ -1,5 +1,5 @@
 #!/bin/bash
-# The measurements of BENCHMARKS.md, "Redis RDB files and mongodump archives".
+# The measurements of benches/NOTES.md, "Redis RDB files and mongodump archives".
 # Usage: benches/db-formats/run.sh WORKDIR
 # Needs redis-server and redis-tools (Debian), zstd, and from PyPI pymongo, crcmod and
 # numpy. dprepo is target/release/dprepo unless $DPREPO names another build (the stored

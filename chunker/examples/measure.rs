@@ -1,6 +1,6 @@
 //! Measures candidate [`ChunkerParams`] on real data: index entries, deduplication of a
 //! second version against a first, and chunking throughput. Results and the commands that
-//! produced them are in `BENCHMARKS.md` ("Chunk size defaults").
+//! produced them are in `benches/NOTES.md` ("Chunk size defaults").
 //!
 //! ```text
 //! measure mutate DIR [--seed N] [--percent P]

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Makes two versions of a PostgreSQL data directory as tar streams, for
-# `measure stream OUT/pg-v1.tar OUT/pg-v2.tar --preset db` (see BENCHMARKS.md):
+# `measure stream OUT/pg-v1.tar OUT/pg-v2.tar --preset db` (see benches/NOTES.md):
 # v1 = `pgbench -i -s 50` (5M accounts, ~800 MB), vacuumed and checkpointed;
 # v2 = v1 after 2000 pgbench TPC-B transactions. pg_wal is left out (WAL is archived
 # separately). The server listens on a Unix socket in OUT only. Run as root.

@@ -57,7 +57,7 @@ const _: () = assert!(usize::BITS >= 32);
 impl ChunkerParams {
     /// Params for file trees: min 128 KiB, average 512 KiB, max 2 MiB.
     ///
-    /// Chosen by measurement, see `BENCHMARKS.md` ("Chunk size defaults"). Each file is
+    /// Chosen by measurement, see `benches/NOTES.md` ("Chunk size defaults"). Each file is
     /// chunked on its own and most files are smaller than `min_size`, so in a tree the
     /// index size follows the file count; the average only matters for large files, where
     /// it sets both the index cost (about 135 MiB of in-memory index per TiB) and how much
@@ -74,7 +74,7 @@ impl ChunkerParams {
     /// Databases change scattered pages in place between backups, and each changed page
     /// costs about one to two chunks of new data, so chunks stay a small multiple of the
     /// page size. The price is one index entry per 16-32 KiB of data (2-4 MiB of
-    /// in-memory index per GiB); see `BENCHMARKS.md`.
+    /// in-memory index per GiB); see `benches/NOTES.md`, "Chunk size defaults".
     pub const SMALL: ChunkerParams = ChunkerParams {
         min_size: 4 * 1024,
         avg_size: 16 * 1024,

@@ -111,7 +111,7 @@ pub fn compress_payload(plaintext: &[u8], level: i32) -> Vec<u8> {
 
 thread_local! {
     /// One zstd context per thread and level: creating a context for every blob cost
-    /// about 8% of a backup's CPU (BENCHMARKS.md, "Where backup time goes").
+    /// about 8% of a backup's CPU (benches/NOTES.md, "Where backup time goes").
     static COMPRESSORS: std::cell::RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }

@@ -4,7 +4,7 @@
 //! the next backup (tar page groups of 128 KiB, xbstream pages of 16 KiB) are new, each
 //! only slightly different from the chunk at the same place in the last backup. Stored as
 //! a zstd delta against that chunk (the *base*), such a chunk costs a few hundred bytes
-//! instead of kilobytes (BENCHMARKS.md, "DB incremental").
+//! instead of kilobytes (benches/NOTES.md, "DB incremental").
 //!
 //! To find "the chunk at the same place", a stream cut tar-aware or xbstream-aware
 //! records in its tree node which chunks are the units (tar page groups, xbstream pages;

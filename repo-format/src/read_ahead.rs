@@ -5,7 +5,7 @@
 //! large files. Through the page cache, each byte read cost it a copy out of the cache,
 //! and the kernel the filling of a fresh page-cache page first: on the project machine (a
 //! VM whose free pages go back to the host) `dd` read 1 GiB cold in 0.7-3.4 s of system
-//! time buffered and 0.1 s direct (BENCHMARKS.md, "Long files read past the page cache").
+//! time buffered and 0.1 s direct (benches/NOTES.md, "Long files read past the page cache").
 //! Direct reads have no kernel read-ahead, so a thread reads ahead instead, and the disk
 //! stays busy while the chunker works. It also leaves the page cache to the applications
 //! being backed up.

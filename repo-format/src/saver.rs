@@ -63,7 +63,7 @@ struct Claimed {
 /// fill fast. A fresh pack buffer costs a page fault per 4 KiB as it fills: 4096 for a
 /// 16 MiB pack, about 18 ms of system time on the project machine (a VM whose freed pages
 /// go back to the host). A backup of 1 GiB of random data, a pack every 30-40 ms, took
-/// 2.8 s without reuse and 2.0 s with it (BENCHMARKS.md, "Pack writes past the page
+/// 2.8 s without reuse and 2.0 s with it (benches/NOTES.md, "Pack writes past the page
 /// cache"). A kept buffer is resident while the next pack fills, though: 16 MiB more at
 /// the peak of a backup of small files, which fills a pack every half second and would
 /// gain a few percent at most. So buffers are kept only while packs fill in under

@@ -366,7 +366,7 @@ fn push_mariabackup(sb: &Sandbox, server: &MariaServer, name: &str, rpath: &str)
 /// most 15% of what the first stored: the stream is recognised as mbstream and cut at
 /// InnoDB pages, so unchanged pages deduplicate and changed ones are stored as deltas
 /// against the same page of the first. It restores byte-exact, prepares and starts with
-/// every row. (Without deltas the changed pages cost about 30%; BENCHMARKS.md.)
+/// every row. (Without deltas the changed pages cost about 30%; benches/NOTES.md.)
 #[test]
 fn second_mariabackup_stream_after_one_percent_of_rows_changed_stores_little() {
     if !mariadb_available("mariadb incremental physical backup") {

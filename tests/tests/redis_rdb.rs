@@ -292,7 +292,7 @@ const STREAM_REPO: &str = "stream-repo";
 /// stores at most 35% of what the first stored. Was: the tar's dump.rdb member was cut
 /// with the repository's 512 KiB chunks, and the second stored about 100% of the first
 /// (the bare RDB stream was cut with 16 KiB chunks: 37%). Both are cut with 8 KiB chunks
-/// now (measured 22% at 200,000 keys, 24% here; BENCHMARKS.md, "Redis RDB files and
+/// now (measured 22% at 200,000 keys, 24% here; benches/NOTES.md, "Redis RDB files and
 /// mongodump archives"). Every pull returns the pushed bytes, and a server started on
 /// the pulled second tar holds the same data.
 #[test]

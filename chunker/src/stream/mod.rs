@@ -735,7 +735,7 @@ fn is_compressed(head: &[u8]) -> bool {
 ///
 /// A stream nothing is known about is most often a database dump or data file rewritten
 /// in place at scattered spots between backups, where each change costs about one to two
-/// chunks; file-tree sized chunks would store most of it again (BENCHMARKS.md, "Stream
+/// chunks; file-tree sized chunks would store most of it again (benches/NOTES.md, "Stream
 /// chunking for database backups").
 pub fn plain_stream_params(params: ChunkerParams) -> ChunkerParams {
     if params.avg_size > ChunkerParams::SMALL.avg_size {
@@ -762,7 +762,7 @@ pub fn is_rdb(head: &[u8]) -> bool {
 /// An RDB file lists keys in hash-table order, which writes leave in place, and each
 /// changed key costs about one chunk. Against SMALL, 8 KiB chunks stored 41% less for a
 /// second dump after 1% of 200,000 keys changed while the first cost 2% more, for twice
-/// the index entries (about 110,000 per GiB); BENCHMARKS.md, "Redis RDB files and
+/// the index entries (about 110,000 per GiB); benches/NOTES.md, "Redis RDB files and
 /// mongodump archives".
 pub const RDB_PARAMS: ChunkerParams = ChunkerParams {
     min_size: 2 * 1024,

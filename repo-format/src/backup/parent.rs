@@ -60,7 +60,7 @@ pub(super) fn all_usable(repo: &Repository, ids: &[BlobId]) -> bool {
 /// Subdirectories whose parent trees are loaded ahead of the walker, per directory.
 /// Loading a tree and looking its files' blobs up in the index took 40% of the walker's
 /// CPU time in an incremental backup of SRC; ahead of it, on the reader threads, they
-/// overlap with its `statx` calls (BENCHMARKS.md, "Incremental backups").
+/// overlap with its `statx` calls (benches/NOTES.md, "Incremental backups").
 pub(super) const PARENT_TREES_AHEAD: usize = 16;
 
 /// Nodes of parent trees loaded ahead of the walker and not yet reached, at most (one

@@ -50,7 +50,7 @@ impl Limiter {
 /// Threads that open and read small files, so the disk sees several requests at once
 /// while the walker goes on (a cold file costs a seek or more; reading one at a time left
 /// the cores idle). The same threads chunk and save what they read (see
-/// [`SmallFileJob::read`]). Measured on SRC (BENCHMARKS.md):
+/// [`SmallFileJob::read`]). Measured on SRC (benches/NOTES.md):
 /// 2 readers 18.7 s, 4 readers 13.9 s, 8 readers 11.7 s, but 8 raise the peak RSS by
 /// 14 MiB (each thread gets its own malloc arena) past the memory target.
 pub(super) const SMALL_FILE_READERS: usize = 4;
@@ -87,7 +87,7 @@ impl SmallFileJob {
     /// Read the file (on a reader thread), then queue its chunking and saving.
     /// `rayon::spawn` from a reader thread queues to the reader pool, not the global one:
     /// the reader threads do that work too, as in every measurement of this design
-    /// (BENCHMARKS.md, "Where a restore's system calls go", last paragraph).
+    /// (benches/NOTES.md, "Where a restore's system calls go", last paragraph).
     pub(super) fn read(self) {
         let local = |source| Error::LocalIo {
             path: self.path.clone(),

@@ -186,7 +186,7 @@ async fn restore_small_group(
         let paths: Vec<PathBuf> = together.iter().map(|(p, _)| p.clone()).collect();
         // Decoded and written by one blocking task: a decode on the CPU pool first cost a
         // hand-off per group and left the pool's threads spinning (`sched_yield`) after
-        // each one, most of a restore's system calls (BENCHMARKS.md, "Restore without
+        // each one, most of a restore's system calls (benches/NOTES.md, "Restore without
         // the CPU pool").
         let job = tokio::task::spawn_blocking(move || match decode_runs(&keys, read) {
             Ok(plain) => Ok(write_small_group(&plain, &together, &group_options)),

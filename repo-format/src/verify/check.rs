@@ -111,7 +111,7 @@ pub(super) async fn walk_snapshots(repo: Repository, snapshots: Vec<Snapshot>) -
 }
 
 /// Blobs that snapshots' file contents reference (chunk lists and data), looked up in
-/// the index in batches: one read each took a fifth of verify's CPU time (BENCHMARKS.md, "Batched index reads").
+/// the index in batches: one read each took a fifth of verify's CPU time (benches/NOTES.md, "Batched index reads").
 #[derive(Default)]
 pub(super) struct References {
     pending: Vec<BlobId>,

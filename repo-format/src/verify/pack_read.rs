@@ -71,7 +71,7 @@ const MAX_SEGMENT_ENTRIES: usize = 512;
 /// A buffer allocated per segment and freed on another thread stayed resident in
 /// glibc's per-thread arenas: with these buffers, 2 MiB segments and envelope buffers
 /// of their declared size, verify of the 1.4 GiB comparison repository peaks at
-/// 82-84 MiB instead of 112-129 (BENCHMARKS.md, "verify memory").
+/// 82-84 MiB instead of 112-129 (benches/NOTES.md, "verify memory").
 #[derive(Default)]
 pub(crate) struct SegmentBuffers {
     spare: std::sync::Mutex<Vec<Vec<u8>>>,

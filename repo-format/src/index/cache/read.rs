@@ -80,7 +80,7 @@ impl IndexCache {
     }
 
     /// [`IndexCache::type_and_base`] of many blobs in one batched read: RocksDB sorts
-    /// the keys and reads each block once for all of its keys (BENCHMARKS.md, "Batched
+    /// the keys and reads each block once for all of its keys (benches/NOTES.md, "Batched
     /// index reads").
     pub fn type_and_base_many(&self, ids: &[BlobId]) -> Vec<Option<(BlobType, Option<BlobId>)>> {
         self.records(ids)

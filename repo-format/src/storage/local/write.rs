@@ -5,7 +5,7 @@ use super::*;
 
 /// Largest single `write` of an object's bytes. One `write` of a whole 16 MiB pack cost
 /// the kernel 2-4 times the system time of the same bytes in 1 MiB writes on the
-/// project machine (ext4 on a KVM guest; BENCHMARKS.md, run of commit 9e17595): the
+/// project machine (ext4 on a KVM guest; benches/NOTES.md, run of commit 9e17595): the
 /// first backup of 1 GiB of random data went from 4.9-6.6 s to 1.8-2.8 s of system time.
 pub(super) const WRITE_PIECE: usize = DIRECT_PIECE;
 
@@ -13,7 +13,7 @@ pub(super) const WRITE_PIECE: usize = DIRECT_PIECE;
 /// the disk without a copy in the page cache: packs, which nothing reads back soon.
 /// Filling fresh page-cache pages was most of the system time of a backup on the project
 /// machine (a VM whose free pages go back to the host): `dd` wrote 1 GiB in 2.1-4.1 s
-/// of system time buffered and 0.2-0.3 s direct (BENCHMARKS.md, "Pack writes past the page
+/// of system time buffered and 0.2-0.3 s direct (benches/NOTES.md, "Pack writes past the page
 /// cache"). It also leaves the page cache to the applications being backed up.
 pub(super) const DIRECT_WRITE_MIN: usize = 1 << 20;
 
