@@ -17,7 +17,9 @@ pub(super) async fn push(cli: &DatasafedCli, a: &PushArgs) -> Result<()> {
             std::fs::File::open(&a.lpath).with_context(|| format!("open {}", a.lpath.display()))?,
         )
     };
-    let repo = open(&ctx, true).await?.context("no repository")?;
+    let repo = open(&ctx, true, Blobs::OnDemand)
+        .await?
+        .context("no repository")?;
     // One listing (no namespace built): conflicts, the delta parent and the versions
     // this push replaces all come from these entries.
     let files = ds_files::load(&repo).await?;
@@ -91,7 +93,7 @@ pub(super) async fn pull(cli: &DatasafedCli, a: &PullArgs) -> Result<()> {
     let ctx = env(cli)?;
     let path = normalize(&ctx.base, &a.rpath);
     let what = format!("pull {:?}", a.rpath);
-    let repo = open(&ctx, false).await?;
+    let repo = open(&ctx, false, Blobs::OnDemand).await?;
     let ns = Namespace::load(repo.as_ref()).await?;
     let (Some(repo), Some(file)) = (repo.as_ref(), ns.files.get(&path)) else {
         if ns.is_dir(&path) {
