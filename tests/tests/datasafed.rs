@@ -1359,3 +1359,45 @@ fn two_concurrent_catalogue_merges_keep_every_file_covered() {
         "{gets} GETs with {objects} objects: coverage was lost\n{err}"
     );
 }
+
+/// A push keeps in memory only the catalogue entries of its own path (a WAL archive has
+/// 100,000), so when it merges catalogue objects it reads them again: every file of the
+/// merged objects must stay covered, and a pull (which keeps only its path's entries
+/// too) still finds its file and refuses a directory.
+#[test]
+fn a_push_that_merges_catalogue_objects_keeps_every_other_file_covered() {
+    let case = CatalogCase::new(Backend::Local);
+    let ds = &case.ds;
+    for i in 0..40 {
+        ds.push(
+            &format!("/wal/{i:04}"),
+            &[],
+            format!("segment {i}").as_bytes(),
+        );
+    }
+    // 41 files in 21 objects of 2: more than 16, so the next push merges.
+    assert_eq!(case.write_catalogue_objects(2), 21);
+    ds.push("/wal/0040", &[], b"segment 40");
+    let objects = case.names("catalog/").len();
+    assert!(objects < 21, "merged: {objects} objects");
+    let (files, gets, err) = case.fresh_list();
+    let mut expected = wal_names(0..41);
+    expected.push("wal/first".into());
+    assert_eq!(files, expected);
+    // The config, the key file, the catalogue objects and at most the new file's
+    // manifest: every file of the merged objects is still covered.
+    assert!(
+        gets <= objects as u64 + 4,
+        "{gets} GETs with {objects} objects: coverage was lost\n{err}"
+    );
+    assert_eq!(case.fresh(&["pull", "/wal/0007", "-"]).0, b"segment 7");
+    let mut cmd = ds.cmd(&["pull", "/wal", "-"]);
+    cmd.env("DPREPO_CACHE_DIR", ds.dir.path().join("fresh"));
+    let out = output_of(cmd);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is a directory not a file"),
+        "{}",
+        stderr(&out)
+    );
+}
