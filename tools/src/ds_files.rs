@@ -8,12 +8,14 @@
 //! Reading: list `catalog/`, then `snapshots/` (once); an entry of a catalogue object
 //! counts only for a listed snapshot (forgotten ones drop out), listed snapshots no
 //! object covers are read from their manifests. A catalogue object that cannot be read
-//! is reported on stderr and its snapshots are read from their manifests.
+//! is reported on stderr and its snapshots are read from their manifests. A caller
+//! keeps only the entries it needs ([`load_with`]: a push or a pull keeps its own
+//! path's), so a call into a WAL archive of 100,000 files does not hold them all.
 //!
 //! Writing ([`Files::keep`]): when at least [`MIN_NEW`] listed snapshots were uncovered,
 //! a new object records them; when there are more than [`MAX_OBJECTS`] objects, the
-//! smallest (and those mostly made of forgotten snapshots) are merged into one, which is
-//! stored before they are deleted. Why no coverage is lost to a concurrent merge: an
+//! smallest (and those mostly made of forgotten snapshots) are read again and merged
+//! into one, which is stored before they are deleted. Why no coverage is lost to a concurrent merge: an
 //! object's entries are of snapshots stored before the object, and `catalog/` is listed
 //! before `snapshots/`, so every entry of an object a merger read is of a snapshot its
 //! listing shows or of a forgotten one; the merger stores all the listed ones again
