@@ -4,7 +4,9 @@
 # push over a WAL archive of 100,000 files, with a warm cache directory and with a fresh
 # (empty) one each call, as every call of a Kubernetes pod has. Prints wall time, CPU
 # time and peak RSS of each call (GNU time), and the catalogue objects
-# (`catalog/`). Run from the repository root:
+# (`catalog/`). Before the archive is made, PUSHES (default 300) small pushes leave one
+# index file each, as WAL archiving does until gc compacts them; the fresh calls print
+# their storage requests (DPREPO_DATASAFED_REQUESTS=1). Run from the repository root:
 #   bash benches/datasafed-calls/run.sh [WORKDIR] [FILES]
 # PROFILE=release measures the release binaries (the example that writes the archive is
 # built in the dev profile either way); BIN_DIR=DIR measures the binaries already in DIR
@@ -12,6 +14,7 @@
 set -euo pipefail
 W=${1:-/var/tmp/dprepo-bench/datasafed-calls}
 N=${2:-100000}
+PUSHES=${PUSHES:-300}
 PROFILE=${PROFILE:-debug}
 if [ -n "${BIN_DIR:-}" ]; then
     B=$(cd "$BIN_DIR" && pwd)
@@ -42,6 +45,10 @@ export DPREPO_ACCESS_KEY_FILE=$W/ak
 for i in 1 2 3; do
     t "push 6 B, access key" "$B/datasafed" push "$W/small" "/wal/ak$i"
 done
+for i in $(seq 1 "$PUSHES"); do
+    head -c 3000 /dev/urandom | "$B/datasafed" push - "/wal/segment$i"
+done
+echo "index files: $(ls "$W/repo/index" | wc -l)"
 "$EXAMPLES/many_datasafed_files" "$W/repo" "$N"
 # The archive was written without datasafed: no catalogue object covers it yet.
 # A fresh cache directory for every call: `fresh t WHAT COMMAND...`.
@@ -71,3 +78,9 @@ for i in 1 2 3; do
 done
 echo "catalogue objects: $(ls "$W/repo/catalog" | wc -l)"
 DPREPO_DATASAFED_REQUESTS=1 fresh "$B/datasafed" stat / > /dev/null
+DPREPO_DATASAFED_REQUESTS=1 fresh "$B/datasafed" list -r / > /dev/null
+echo x | DPREPO_DATASAFED_REQUESTS=1 fresh "$B/datasafed" push - /wal/requests
+DPREPO_DATASAFED_REQUESTS=1 fresh "$B/datasafed" pull /wal/segment7 - > /dev/null
+for i in 1 2 3; do
+    fresh t "pull 3,000 B, $N files, fresh cache" "$B/datasafed" pull /wal/segment7 -
+done

@@ -86,14 +86,61 @@ fn cut(s: &str, max: usize) -> &str {
     &s[..n]
 }
 
-/// The entries of a catalogue body.
-///
-/// # Errors
-/// [`Error::Corrupt`] naming `object` for anything that does not decode exactly.
-pub fn decode(body: &[u8], object: &str) -> Result<Vec<Entry>> {
+/// One entry of a catalogue body, its path and codec borrowed from the body (a reader
+/// that keeps few of 100,000 entries allocates nothing for the others).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryRef<'a> {
+    /// The snapshot id.
+    pub id: BlobId,
+    /// The manifest's `time`.
+    pub time: chrono::DateTime<chrono::Utc>,
+    /// The manifest's root tree.
+    pub tree: BlobId,
+    /// The manifest's `summary.total_bytes`.
+    pub size: u64,
+    /// Which datasafed tag it carries.
+    pub kind: Kind,
+    /// The path (files) or directory (markers); empty for other snapshots.
+    pub path: &'a str,
+    /// The codec tag's value; empty if absent.
+    pub codec: &'a str,
+}
+
+impl EntryRef<'_> {
+    /// The entry, owning its strings.
+    pub fn to_entry(&self) -> Entry {
+        Entry {
+            id: self.id,
+            time: self.time,
+            tree: self.tree,
+            size: self.size,
+            kind: self.kind,
+            path: self.path.to_string(),
+            codec: self.codec.to_string(),
+        }
+    }
+}
+
+impl Entry {
+    /// The entry as borrowed by [`for_each`]'s callback.
+    pub fn as_ref(&self) -> EntryRef<'_> {
+        EntryRef {
+            id: self.id,
+            time: self.time,
+            tree: self.tree,
+            size: self.size,
+            kind: self.kind,
+            path: &self.path,
+            codec: &self.codec,
+        }
+    }
+}
+
+/// Decode every entry of `body` in order, handing each to `f`; returns their number.
+fn parse<'a>(body: &'a [u8], object: &str, mut f: impl FnMut(EntryRef<'a>)) -> Result<usize> {
     let bad = |what: &str| Error::corrupt(object, format!("catalogue body: {what}"));
     let mut r = body;
-    let mut take = |n: usize| -> Result<&[u8]> {
+    let mut take = |n: usize| -> Result<&'a [u8]> {
         if r.len() < n {
             return Err(bad("truncated"));
         }
@@ -102,11 +149,11 @@ pub fn decode(body: &[u8], object: &str) -> Result<Vec<Entry>> {
         Ok(a)
     };
     let count = u64::from_le_bytes(take(8)?.try_into().map_err(|_| bad("count"))?);
-    // Every entry takes at least MIN_ENTRY_LEN bytes: the count bounds the allocation.
+    // Every entry takes at least MIN_ENTRY_LEN bytes: the count bounds the work and
+    // what callers allocate for it.
     if count > (body.len() / MIN_ENTRY_LEN) as u64 {
         return Err(bad("count larger than the body"));
     }
-    let mut out = Vec::with_capacity(count as usize);
     for _ in 0..count {
         let fixed = take(FIXED_LEN)?;
         let id = BlobId(fixed[..32].try_into().map_err(|_| bad("id"))?);
@@ -121,15 +168,11 @@ pub fn decode(body: &[u8], object: &str) -> Result<Vec<Entry>> {
             k => return Err(bad(&format!("unknown kind {k}"))),
         };
         let n = u16::from_le_bytes(take(2)?.try_into().map_err(|_| bad("path"))?) as usize;
-        let path = std::str::from_utf8(take(n)?)
-            .map_err(|_| bad("path is not UTF-8"))?
-            .to_string();
+        let path = std::str::from_utf8(take(n)?).map_err(|_| bad("path is not UTF-8"))?;
         let n = take(1)?[0] as usize;
-        let codec = std::str::from_utf8(take(n)?)
-            .map_err(|_| bad("codec is not UTF-8"))?
-            .to_string();
+        let codec = std::str::from_utf8(take(n)?).map_err(|_| bad("codec is not UTF-8"))?;
         let time = chrono::DateTime::from_timestamp(secs, nanos).ok_or_else(|| bad("time"))?;
-        out.push(Entry {
+        f(EntryRef {
             id,
             time,
             tree,
@@ -142,7 +185,27 @@ pub fn decode(body: &[u8], object: &str) -> Result<Vec<Entry>> {
     if !r.is_empty() {
         return Err(bad("bytes after the last entry"));
     }
+    Ok(count as usize)
+}
+
+/// The entries of a catalogue body.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming `object` for anything that does not decode exactly.
+pub fn decode(body: &[u8], object: &str) -> Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    parse(body, object, |e| out.push(e.to_entry()))?;
     Ok(out)
+}
+
+/// Hand every entry of a catalogue body to `f`, in order, and return their number; a
+/// body that does not decode exactly calls `f` for none of them (it is checked first).
+///
+/// # Errors
+/// As [`decode`].
+pub fn for_each<'a>(body: &'a [u8], object: &str, f: impl FnMut(EntryRef<'a>)) -> Result<usize> {
+    parse(body, object, |_| {})?;
+    parse(body, object, f)
 }
 
 /// A sealed catalogue object holding `entries`, and its name (`catalog/<storage id>`).
@@ -159,12 +222,21 @@ pub fn seal(keys: &Keys, entries: &[Entry]) -> (String, Vec<u8>) {
 /// not open or the body does not decode; [`Error::UnsupportedVersion`] for a newer
 /// version.
 pub fn open(keys: &Keys, name: &str, bytes: &[u8]) -> Result<Vec<Entry>> {
+    decode(&open_body(keys, name, bytes)?, name)
+}
+
+/// The body of the catalogue object `name` (its stored `bytes`), checked against its
+/// name and opened, not decoded (see [`for_each`]).
+///
+/// # Errors
+/// As [`open`], except for the body's own decoding.
+pub fn open_body(keys: &Keys, name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
     let hex = name.strip_prefix(CATALOG_DIR).unwrap_or(name);
     if BlobId::from_hex(hex).ok() != Some(BlobId::of_stored(bytes)) {
         return Err(Error::corrupt(name, "content does not hash to its name"));
     }
     let (_, body) = open_file(keys, bytes, FileType::Catalog, CATALOG_VERSION, name)?;
-    decode(&body, name)
+    Ok(body)
 }
 
 #[cfg(test)]
@@ -202,9 +274,21 @@ mod tests {
         let mut lying = body.clone();
         lying[..8].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(decode(&lying, "c").is_err());
-        let mut extra = body;
+        let mut extra = body.clone();
         extra.push(0);
         assert!(decode(&extra, "c").is_err());
+        // for_each sees every entry of an intact body, and none of a damaged one.
+        let mut seen = Vec::new();
+        assert_eq!(
+            for_each(&body, "c", |e| seen.push(e.to_entry())).expect("decodes"),
+            5
+        );
+        assert_eq!(seen, entries);
+        assert!(seen.iter().all(|e| e.as_ref().to_entry() == *e));
+        let mut calls = 0;
+        assert!(for_each(&extra, "c", |_| calls += 1).is_err());
+        assert!(for_each(&body[..body.len() - 1], "c", |_| calls += 1).is_err());
+        assert_eq!(calls, 0, "a damaged body hands out no entry");
     }
 
     #[test]

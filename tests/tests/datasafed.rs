@@ -1154,33 +1154,35 @@ impl CatalogCase {
     }
 
     /// `datasafed list -r /` in a fresh process with an empty cache directory: the
-    /// listed files, the GET requests it made other than for index files (a fresh
-    /// process builds its index cache when it opens the repository, whatever it does
-    /// next) and its stderr.
+    /// listed files, the GET requests it made (every one: it reads no index file) and
+    /// its stderr.
     fn fresh_list(&self) -> (Vec<String>, u64, String) {
-        let index_files = self.names("index/").len() as u64;
+        let (out, gets, err) = self.fresh(&["list", "-r", "-f", "/"]);
+        let files = String::from_utf8(out)
+            .expect("utf-8")
+            .lines()
+            .map(str::to_string)
+            .collect();
+        (files, gets, err)
+    }
+
+    /// `datasafed ARGS` in a fresh process with an empty cache directory: its stdout,
+    /// the GET requests it made and its stderr.
+    fn fresh(&self, args: &[&str]) -> (Vec<u8>, u64, String) {
         let fresh = tempfile::tempdir().expect("cache");
-        let mut cmd = self.ds.cmd(&["list", "-r", "-f", "/"]);
+        let mut cmd = self.ds.cmd(args);
         cmd.env("XDG_CACHE_HOME", fresh.path())
             .env("DPREPO_CACHE_DIR", fresh.path())
             .env("DPREPO_DATASAFED_REQUESTS", "1");
         let out = output_of(cmd);
-        assert_success(&out, &["list", "-r", "/"]);
+        assert_success(&out, args);
         let err = stderr(&out);
         let counts: serde_json::Value = err
             .lines()
             .find_map(|l| serde_json::from_str(l).ok())
             .unwrap_or_else(|| panic!("no request counts on stderr: {err}"));
         let gets = counts["requests"]["get"].as_u64().expect("get count");
-        let gets = gets.checked_sub(index_files).unwrap_or_else(|| {
-            panic!("{gets} GETs, fewer than the {index_files} index files: {err}")
-        });
-        let files = String::from_utf8(out.stdout)
-            .expect("utf-8")
-            .lines()
-            .map(str::to_string)
-            .collect();
-        (files, gets, err)
+        (out.stdout, gets, err)
     }
 
     /// Store catalogue objects directly (as an earlier writer would have): one per
@@ -1245,12 +1247,24 @@ fn a_fresh_process_lists_from_the_catalogue_and_forgotten_files_vanish(backend: 
         );
     }
     assert_eq!(case.names("catalog/").len(), 1, "one catalogue object");
+    // One index file per push: a fresh process that reads no blob reads none of them
+    // (it opened the repository without loading the index).
+    assert!(case.names("index/").len() >= 70, "an index file per push");
     let (files, gets, err) = case.fresh_list();
     assert_eq!(files, wal_names(0..70));
     // The config, the key file, one catalogue object and the 6 manifests pushed after
-    // it (9); without the catalogue, 72.
+    // it (9); without the catalogue, 72, and 70 more with the index loaded at open.
     assert!(gets <= 12, "{gets} GETs for 70 files: {err}");
     assert!(!err.contains("Warning"), "{err}");
+    let (out, gets, err) = case.fresh(&["stat", "--json", "/"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "{\"dirs\":1,\"entries\":71,\"files\":70,\"total_size\":690}\n"
+    );
+    assert!(gets <= 12, "{gets} GETs for stat: {err}");
+    // A pull reads blobs: it loads the index at its first lookup, and finds the file.
+    let (out, _, _) = case.fresh(&["pull", "/wal/0042", "-"]);
+    assert_eq!(out, b"segment 42");
 
     // Forgotten snapshots vanish though the catalogue still holds them.
     ds.ok(&["rm", "/wal/0003"]);
@@ -1343,5 +1357,47 @@ fn two_concurrent_catalogue_merges_keep_every_file_covered() {
     assert!(
         gets <= objects as u64 + 3,
         "{gets} GETs with {objects} objects: coverage was lost\n{err}"
+    );
+}
+
+/// A push keeps in memory only the catalogue entries of its own path (a WAL archive has
+/// 100,000), so when it merges catalogue objects it reads them again: every file of the
+/// merged objects must stay covered, and a pull (which keeps only its path's entries
+/// too) still finds its file and refuses a directory.
+#[test]
+fn a_push_that_merges_catalogue_objects_keeps_every_other_file_covered() {
+    let case = CatalogCase::new(Backend::Local);
+    let ds = &case.ds;
+    for i in 0..40 {
+        ds.push(
+            &format!("/wal/{i:04}"),
+            &[],
+            format!("segment {i}").as_bytes(),
+        );
+    }
+    // 41 files in 21 objects of 2: more than 16, so the next push merges.
+    assert_eq!(case.write_catalogue_objects(2), 21);
+    ds.push("/wal/0040", &[], b"segment 40");
+    let objects = case.names("catalog/").len();
+    assert!(objects < 21, "merged: {objects} objects");
+    let (files, gets, err) = case.fresh_list();
+    let mut expected = wal_names(0..41);
+    expected.push("wal/first".into());
+    assert_eq!(files, expected);
+    // The config, the key file, the catalogue objects and at most the new file's
+    // manifest: every file of the merged objects is still covered.
+    assert!(
+        gets <= objects as u64 + 4,
+        "{gets} GETs with {objects} objects: coverage was lost\n{err}"
+    );
+    assert_eq!(case.fresh(&["pull", "/wal/0007", "-"]).0, b"segment 7");
+    let mut cmd = ds.cmd(&["pull", "/wal", "-"]);
+    cmd.env("DPREPO_CACHE_DIR", ds.dir.path().join("fresh"));
+    let out = output_of(cmd);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is a directory not a file"),
+        "{}",
+        stderr(&out)
     );
 }

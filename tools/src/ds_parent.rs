@@ -16,7 +16,7 @@
 
 use dprepo_repo_format::BlobId;
 
-use crate::ds_files::{Entry, Kind};
+use crate::ds_files::{EntryRef, Kind};
 
 /// How well `candidate` fits as the previous backup of `path` (higher is better).
 fn rank(path: &str, candidate: &str) -> Option<u8> {
@@ -59,14 +59,33 @@ fn suffix_after<'a>(name: &'a str, stem: &str) -> Option<&'a str> {
     name.strip_prefix(stem)?.strip_prefix('.')
 }
 
-/// The snapshot a push to `path` takes its parent from: the newest file of the best rank.
-pub(crate) fn delta_parent(snapshots: &[Entry], path: &str) -> Option<BlobId> {
-    snapshots
-        .iter()
-        .filter(|s| s.kind == Kind::File)
-        .filter_map(|s| Some((rank(path, &s.path)?, s.time, s.id)))
-        .max()
-        .map(|(_, _, id)| id)
+/// The snapshot a push to `path` takes its parent from: the newest file of the best
+/// rank among those offered.
+pub(crate) struct ParentPick<'p> {
+    path: &'p str,
+    best: Option<(u8, chrono::DateTime<chrono::Utc>, BlobId)>,
+}
+
+impl<'p> ParentPick<'p> {
+    /// No candidate yet.
+    pub(crate) fn new(path: &'p str) -> ParentPick<'p> {
+        ParentPick { path, best: None }
+    }
+
+    /// Consider `e`.
+    pub(crate) fn offer(&mut self, e: &EntryRef<'_>) {
+        if e.kind != Kind::File {
+            return;
+        }
+        if let Some(r) = rank(self.path, e.path) {
+            self.best = self.best.max(Some((r, e.time, e.id)));
+        }
+    }
+
+    /// The chosen parent.
+    pub(crate) fn id(&self) -> Option<BlobId> {
+        self.best.map(|(_, _, id)| id)
+    }
 }
 
 #[cfg(test)]

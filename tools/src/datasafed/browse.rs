@@ -11,7 +11,7 @@ pub(super) async fn list(cli: &DatasafedCli, a: &ListArgs) -> Result<()> {
     }
     let ctx = env(cli)?;
     let path = normalize(&ctx.base, &a.rpath);
-    let repo = open(&ctx, false).await?;
+    let repo = open(&ctx, false, Blobs::Never).await?;
     let ns = Namespace::load(repo.as_ref()).await?;
     let mut entries = if let Some(f) = ns.files.get(&path) {
         vec![Listed::file(&path, f)]

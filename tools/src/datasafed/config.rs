@@ -1,6 +1,7 @@
 //! Where the repository is and what opens it: storage and key from the environment and datasafed.conf.
 
 use super::*;
+use dprepo_repo_format::repo::{IndexLoad, IndexPlace};
 
 pub(super) struct Env {
     pub(super) storage: Arc<dyn Storage>,
@@ -74,21 +75,40 @@ pub(super) fn repo_key(cli: &DatasafedCli) -> Result<RepoKey> {
     )
 }
 
-/// Open with the context's key.
-pub(super) async fn open_existing(ctx: &Env) -> std::result::Result<Repository, EngineError> {
+/// Whether a command reads blobs (trees and file contents), and so may need the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Blobs {
+    /// `list`, `stat`, `rm`, `rmdir`, `access-key`: the catalogue and the manifests are
+    /// all they read, so the index is never loaded, and no index cache is opened.
+    Never,
+    /// `push`, `pull`, `mkdir`: the index is loaded when the first blob is looked up
+    /// (a backup after its session is ready, a pull at its first read), into the index
+    /// cache of `DPREPO_CACHE_DIR`.
+    OnDemand,
+}
+
+/// Open with the context's key, without loading the index (as `dprepo backup`'s
+/// deferred open): a WAL archive leaves one index file per push until gc compacts them,
+/// and a fresh process (every call of a pod) would read them all at open whether or
+/// not it reads a blob.
+pub(super) async fn open_existing(
+    ctx: &Env,
+    blobs: Blobs,
+) -> std::result::Result<Repository, EngineError> {
+    let place = match blobs {
+        Blobs::Never => IndexPlace::Memory,
+        Blobs::OnDemand => crate::repository::default_index_place(),
+    };
     ctx.key
-        .open(
-            ctx.storage.clone(),
-            &crate::repository::default_index_place(),
-        )
+        .open_with_load(ctx.storage.clone(), &place, IndexLoad::Deferred)
         .await
 }
 
 /// Open the repository; `create` initialises one when the location holds none (losing
 /// an init race to another process is fine: its repository is opened instead).
 /// `None`: no repository and `create` is false (an empty bucket).
-pub(super) async fn open(ctx: &Env, create: bool) -> Result<Option<Repository>> {
-    match open_existing(ctx).await {
+pub(super) async fn open(ctx: &Env, create: bool, blobs: Blobs) -> Result<Option<Repository>> {
+    match open_existing(ctx, blobs).await {
         Ok(r) => {
             for note in r.take_index_notes() {
                 eprintln!("Warning: {note}");
@@ -115,7 +135,7 @@ pub(super) async fn open(ctx: &Env, create: bool) -> Result<Option<Repository>> 
             // moment before it deletes it; opening with that key fails, so try again.
             let mut attempt = 0;
             loop {
-                match open_existing(ctx).await {
+                match open_existing(ctx, blobs).await {
                     Ok(r) => return Ok(Some(r)),
                     Err(e @ EngineError::WrongKey) => return Err(wrong_key(ctx, e)),
                     Err(_) if attempt < 10 => {

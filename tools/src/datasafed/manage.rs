@@ -15,7 +15,7 @@ pub(super) async fn access_key(cli: &DatasafedCli, a: &AccessKeyArgs) -> Result<
             )
         })?;
     let ctx = env(cli)?;
-    let Some(repo) = open(&ctx, false).await? else {
+    let Some(repo) = open(&ctx, false, Blobs::Never).await? else {
         bail!(
             "no repository at {}: push something first (with a password, which creates it)",
             ctx.storage.location()
@@ -35,7 +35,7 @@ pub(super) async fn access_key(cli: &DatasafedCli, a: &AccessKeyArgs) -> Result<
 pub(super) async fn stat(cli: &DatasafedCli, a: &StatArgs) -> Result<()> {
     let ctx = env(cli)?;
     let path = normalize(&ctx.base, &a.rpath);
-    let repo = open(&ctx, false).await?;
+    let repo = open(&ctx, false, Blobs::Never).await?;
     let ns = Namespace::load(repo.as_ref()).await?;
     let (mut total, mut dirs, mut files) = (0u64, 0u64, 0u64);
     if let Some(f) = ns.files.get(&path) {
@@ -71,7 +71,7 @@ pub(super) async fn rm(cli: &DatasafedCli, a: &RmArgs) -> Result<()> {
     let ctx = env(cli)?;
     let path = normalize(&ctx.base, &a.rpath);
     let what = format!("rm {:?}", a.rpath);
-    let Some(repo) = open(&ctx, false).await? else {
+    let Some(repo) = open(&ctx, false, Blobs::Never).await? else {
         return Ok(()); // nothing stored anywhere: removing nothing succeeds
     };
     let ns = Namespace::load(Some(&repo)).await?;
@@ -102,7 +102,7 @@ pub(super) async fn rmdir(cli: &DatasafedCli, a: &PathArg) -> Result<()> {
     let ctx = env(cli)?;
     let path = normalize(&ctx.base, &a.rpath);
     let what = format!("rmdir {:?}", a.rpath);
-    let repo = open(&ctx, false).await?;
+    let repo = open(&ctx, false, Blobs::Never).await?;
     let ns = Namespace::load(repo.as_ref()).await?;
     if ns.files.contains_key(&path) {
         bail!("{what}: is a file");
@@ -128,7 +128,9 @@ pub(super) async fn mkdir(cli: &DatasafedCli, a: &PathArg) -> Result<()> {
     if path == "/" {
         return Ok(());
     }
-    let repo = open(&ctx, true).await?.context("no repository")?;
+    let repo = open(&ctx, true, Blobs::OnDemand)
+        .await?
+        .context("no repository")?;
     let ns = Namespace::load(Some(&repo)).await?;
     if let Some(p) = std::iter::once(path.as_str())
         .chain(ancestors(&path))

@@ -46,7 +46,6 @@ pub(super) struct FileEntry {
     pub(super) newest: Entry,
     /// Every snapshot holding this path (the newest included).
     pub(super) all: Vec<BlobId>,
-    pub(super) codec: Option<Codec>,
     pub(super) size: u64,
 }
 
@@ -91,7 +90,7 @@ impl Namespace {
         // Derived data: a call that cannot write (read-only credentials) still answers,
         // and the next writer records what this one could not.
         let _ = files.keep(repo, &[], &[]).await;
-        let mut snaps = files.entries;
+        let mut snaps = files.into_entries();
         snaps.sort_by_key(|s| (s.time, s.id));
         for s in &snaps {
             let time = s.time;
@@ -104,7 +103,6 @@ impl Namespace {
             } else if s.kind == Kind::File {
                 let path = s.path.clone();
                 ns.touch_ancestors(&path, time);
-                let codec = recorded_codec(s)?;
                 let size = s.size;
                 let all = match ns.files.remove(&path) {
                     Some(prev) => {
@@ -120,7 +118,6 @@ impl Namespace {
                     FileEntry {
                         newest: s.clone(),
                         all,
-                        codec,
                         size,
                     },
                 );

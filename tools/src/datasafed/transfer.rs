@@ -17,25 +17,38 @@ pub(super) async fn push(cli: &DatasafedCli, a: &PushArgs) -> Result<()> {
             std::fs::File::open(&a.lpath).with_context(|| format!("open {}", a.lpath.display()))?,
         )
     };
-    let repo = open(&ctx, true).await?.context("no repository")?;
+    let repo = open(&ctx, true, Blobs::OnDemand)
+        .await?
+        .context("no repository")?;
     // One listing (no namespace built): conflicts, the delta parent and the versions
-    // this push replaces all come from these entries.
-    let files = ds_files::load(&repo).await?;
+    // this push replaces all come from it, and only the entries of this path are kept
+    // (a WAL archive has 100,000, which a push kept in memory).
     let below = format!("{path}/");
-    if files.entries.iter().any(|e| {
-        (e.kind == Kind::Dir && e.path == path)
+    let mut is_dir = false;
+    let mut file_above: Option<String> = None;
+    let mut parent = crate::ds_parent::ParentPick::new(&path);
+    let files = ds_files::load_with(&repo, |e| {
+        if (e.kind == Kind::Dir && e.path == path)
             || (e.kind != Kind::Other && e.path.starts_with(&below))
-    }) {
+        {
+            is_dir = true;
+        }
+        if e.kind == Kind::File
+            && is_within(&path, e.path)
+            && e.path != path
+            && file_above.as_ref().is_none_or(|f| f.len() < e.path.len())
+        {
+            file_above = Some(e.path.to_string());
+        }
+        parent.offer(&e);
+        e.kind == Kind::File && e.path == path
+    })
+    .await?;
+    if is_dir {
         bail!("{what}: is a directory");
     }
-    if let Some(dir) = files
-        .entries
-        .iter()
-        .filter(|e| e.kind == Kind::File && is_within(&path, &e.path) && e.path != path)
-        .map(|e| e.path.as_str())
-        .max_by_key(|p| p.len())
-    {
-        bail!("{what}: {} is a file", relative(&ctx, dir));
+    if let Some(dir) = file_above {
+        bail!("{what}: {} is a file", relative(&ctx, &dir));
     }
     let codec_name = codec.map_or("none", |c| c.name);
     let tags = vec![
@@ -43,7 +56,8 @@ pub(super) async fn push(cli: &DatasafedCli, a: &PushArgs) -> Result<()> {
         format!("{PATH_TAG}{path}"),
         format!("{CODEC_TAG}{codec_name}"),
     ];
-    let parent = crate::ds_parent::delta_parent(&files.entries, &path)
+    let parent = parent
+        .id()
         .map_or(ParentChoice::None, ParentChoice::IfPresent);
     let options = BackupOptions::default().with_tags(tags).with_parent(parent);
     let source = BackupSource::Stream {
@@ -61,6 +75,7 @@ pub(super) async fn push(cli: &DatasafedCli, a: &PushArgs) -> Result<()> {
     let older: Vec<BlobId> = files
         .entries
         .iter()
+        .chain(&files.uncovered)
         .filter(|s| {
             s.kind == Kind::File && s.path == path && (s.time, s.id) < (new.manifest.time, new.id)
         })
@@ -91,21 +106,46 @@ pub(super) async fn pull(cli: &DatasafedCli, a: &PullArgs) -> Result<()> {
     let ctx = env(cli)?;
     let path = normalize(&ctx.base, &a.rpath);
     let what = format!("pull {:?}", a.rpath);
-    let repo = open(&ctx, false).await?;
-    let ns = Namespace::load(repo.as_ref()).await?;
-    let (Some(repo), Some(file)) = (repo.as_ref(), ns.files.get(&path)) else {
-        if ns.is_dir(&path) {
+    let repo = open(&ctx, false, Blobs::OnDemand).await?;
+    // Only this path's snapshots are kept (no namespace of every file built).
+    let below = format!("{path}/");
+    let mut is_dir = path == "/";
+    let files = match repo.as_ref() {
+        Some(repo) => {
+            let files = ds_files::load_with(repo, |e| {
+                if (e.kind == Kind::Dir && e.path == path)
+                    || (e.kind != Kind::Other && e.path.starts_with(&below))
+                {
+                    is_dir = true;
+                }
+                e.kind == Kind::File && e.path == path
+            })
+            .await?;
+            // Derived data: a call that cannot write still answers.
+            let _ = files.keep(repo, &[], &[]).await;
+            Some(files)
+        }
+        None => None,
+    };
+    let newest = files
+        .iter()
+        .flat_map(|f| f.entries.iter().chain(&f.uncovered))
+        .filter(|e| e.kind == Kind::File && e.path == path)
+        .max_by_key(|e| (e.time, e.id));
+    let (Some(repo), Some(file)) = (repo.as_ref(), newest) else {
+        if is_dir {
             bail!("{what}: is a directory not a file");
         }
         bail!("{what}: object not found");
     };
+    let recorded = recorded_codec(file)?;
     // What the stored raw bytes go through on their way out.
     enum Transform {
         Raw,
         Compress(Codec),
         Decompress(Codec),
     }
-    let transform = match (file.codec, decompress) {
+    let transform = match (recorded, decompress) {
         (None, None) => Transform::Raw,
         (Some(c), None) => Transform::Compress(c),
         (Some(c), Some(d)) if c.format == d.format => Transform::Raw,
@@ -135,7 +175,7 @@ pub(super) async fn pull(cli: &DatasafedCli, a: &PullArgs) -> Result<()> {
             std::fs::File::create(&lpath).with_context(|| format!("open {}", lpath.display()))?,
         ))
     };
-    let tree = file.newest.tree;
+    let tree = file.tree;
     let name = basename(&path).as_bytes().to_vec();
     let result = match transform {
         Transform::Raw => {
