@@ -101,7 +101,7 @@ pub async fn load(repo: &Repository) -> Result<Files> {
         .list_names(SNAPSHOTS_DIR)
         .await?
         .into_iter()
-        .filter_map(|n| BlobId::from_hex(n.strip_prefix(SNAPSHOTS_DIR)?).ok())
+        .filter_map(|n| dprepo_repo_format::layout::id_in(SNAPSHOTS_DIR, &n))
         .collect();
     // Entries straight into one vector (a map of 100,000 entries, then a vector made of
     // it, doubled a push's peak memory).
@@ -139,7 +139,7 @@ pub async fn load(repo: &Repository) -> Result<Files> {
         .iter()
         .filter(|id| !covered.contains(id))
         .map(|id| BlobInfo {
-            name: format!("{SNAPSHOTS_DIR}{}", id.to_hex()),
+            name: dprepo_repo_format::layout::snapshot(id),
             size: 0,
         })
         .collect();

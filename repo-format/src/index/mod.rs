@@ -160,7 +160,7 @@ pub struct BlobLocation {
 impl BlobLocation {
     /// The storage name of the pack holding the blob.
     pub fn pack_name(&self) -> String {
-        self.pack_kind.storage_name(&self.pack_id)
+        crate::layout::pack(self.pack_kind, &self.pack_id)
     }
 }
 
