@@ -188,6 +188,7 @@ async fn process_tombstones(
     // Pass 2: which of them have a copy in a pack that stays. A delta copy counts only
     // if its base has a full copy in a pack that stays too (pass 3): an unreachable
     // delta's entry may have outlived its base, collected as garbage by an earlier gc.
+    // (`Index::usable` with the candidates excluded: the copy `index::copies` keeps.)
     let mut copied: HashSet<BlobId> = HashSet::new();
     let mut delta_copies: Vec<(BlobId, BlobId)> = Vec::new();
     if !needs_copy.is_empty() {

@@ -19,6 +19,16 @@
 //! Readers that exclude nothing get SPEC section 10's rule exactly. Being a total order
 //! makes the outcome independent of the order index files are read in, which the memory
 //! index, the index cache and its rebuild all rely on.
+//!
+//! Where a copy is chosen: only in the index (`MemoryIndex::add_pack`,
+//! `IndexCache::add_file` and its rebuild), so restore, backup's deduplication
+//! (`Index::usable`) and verify's snapshot walk all read the copy this rule keeps. The
+//! other commands look at every copy instead of choosing one: gc's plan counts every
+//! indexed copy of a reachable blob as live, gc's apply deletes a tombstoned pack only
+//! when each reachable blob in it has a copy elsewhere that this rule (with the
+//! tombstoned packs excluded) would keep and `Index::usable` accept, verify checks
+//! every copy of every pack, and repair rebuilds index files and salvages packs one
+//! pack at a time.
 
 /// How good one indexed copy of a blob is; smaller is better ([`replaces`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
