@@ -102,7 +102,7 @@ async fn run(repo_dir: &str, password_file: &str, target: u64) -> Result<()> {
         for pack in packs {
             storage
                 .put_opts(
-                    &pack.kind.storage_name(&pack.id),
+                    &dprepo_repo_format::layout::pack(pack.kind, &pack.id),
                     Bytes::from(pack.bytes),
                     PutMode::Overwrite,
                 )

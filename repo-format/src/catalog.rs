@@ -16,8 +16,7 @@ use crate::envelope::{open_file, seal_file, FileType};
 use crate::error::{Error, Result};
 use crate::BlobId;
 
-/// Directory of catalogue objects.
-pub const CATALOG_DIR: &str = "catalog/";
+pub use crate::layout::CATALOG_DIR;
 /// Version of the catalogue envelope written and read.
 pub const CATALOG_VERSION: u8 = 1;
 /// Fixed part of an entry: id, secs, nanos, tree, size, kind.
@@ -211,7 +210,7 @@ pub fn for_each<'a>(body: &'a [u8], object: &str, f: impl FnMut(EntryRef<'a>)) -
 /// A sealed catalogue object holding `entries`, and its name (`catalog/<storage id>`).
 pub fn seal(keys: &Keys, entries: &[Entry]) -> (String, Vec<u8>) {
     let bytes = seal_file(keys, FileType::Catalog, CATALOG_VERSION, &encode(entries));
-    let name = format!("{CATALOG_DIR}{}", BlobId::of_stored(&bytes).to_hex());
+    let name = crate::layout::catalog(&BlobId::of_stored(&bytes));
     (name, bytes)
 }
 
@@ -231,8 +230,7 @@ pub fn open(keys: &Keys, name: &str, bytes: &[u8]) -> Result<Vec<Entry>> {
 /// # Errors
 /// As [`open`], except for the body's own decoding.
 pub fn open_body(keys: &Keys, name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
-    let hex = name.strip_prefix(CATALOG_DIR).unwrap_or(name);
-    if BlobId::from_hex(hex).ok() != Some(BlobId::of_stored(bytes)) {
+    if crate::layout::id_in(CATALOG_DIR, name) != Some(BlobId::of_stored(bytes)) {
         return Err(Error::corrupt(name, "content does not hash to its name"));
     }
     let (_, body) = open_file(keys, bytes, FileType::Catalog, CATALOG_VERSION, name)?;

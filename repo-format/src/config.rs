@@ -110,17 +110,17 @@ impl Config {
         }
         for c in [&self.chunker, &self.stream_chunker] {
             c.params()
-                .map_err(|e| Error::corrupt("config", e.to_string()))?;
+                .map_err(|e| Error::corrupt(crate::layout::CONFIG_NAME, e.to_string()))?;
         }
         if !(MIN_PACK_SIZE..=MAX_PACK_SIZE).contains(&self.pack_size) {
             return Err(Error::corrupt(
-                "config",
+                crate::layout::CONFIG_NAME,
                 format!("pack_size {} out of bounds", self.pack_size),
             ));
         }
         if !(0..=22).contains(&self.compression_level) {
             return Err(Error::corrupt(
-                "config",
+                crate::layout::CONFIG_NAME,
                 format!("compression_level {} out of bounds", self.compression_level),
             ));
         }
@@ -138,15 +138,21 @@ impl Config {
     /// # Errors
     /// [`Error::Corrupt`] / [`Error::UnsupportedVersion`].
     pub fn decode(keys: &Keys, bytes: &[u8]) -> Result<Config> {
-        let (_, body) = open_file(keys, bytes, FileType::Config, CONFIG_FILE_VERSION, "config")?;
+        let (_, body) = open_file(
+            keys,
+            bytes,
+            FileType::Config,
+            CONFIG_FILE_VERSION,
+            crate::layout::CONFIG_NAME,
+        )?;
         // Check the version field before the rest, so a newer format says so instead of
         // failing on a field it changed.
         #[derive(Deserialize)]
         struct VersionOnly {
             version: u32,
         }
-        let v: VersionOnly =
-            serde_json::from_slice(&body).map_err(|e| Error::corrupt("config", e.to_string()))?;
+        let v: VersionOnly = serde_json::from_slice(&body)
+            .map_err(|e| Error::corrupt(crate::layout::CONFIG_NAME, e.to_string()))?;
         if !(REPOSITORY_VERSION..=REPOSITORY_VERSION_ROTATED).contains(&v.version) {
             return Err(Error::UnsupportedVersion {
                 object: "repository config".into(),
@@ -154,8 +160,8 @@ impl Config {
                 supported: REPOSITORY_VERSION_ROTATED,
             });
         }
-        let config: Config =
-            serde_json::from_slice(&body).map_err(|e| Error::corrupt("config", e.to_string()))?;
+        let config: Config = serde_json::from_slice(&body)
+            .map_err(|e| Error::corrupt(crate::layout::CONFIG_NAME, e.to_string()))?;
         config.validate()?;
         Ok(config)
     }

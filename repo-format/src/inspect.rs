@@ -190,7 +190,7 @@ pub async fn resolve_pack_prefix(repo: &Repository, prefix: &str) -> Result<(Blo
         .filter(|(id, _)| has_prefix(id, &nibbles))
         .collect();
     for kind in PackKind::ALL {
-        let dir = kind.dir();
+        let dir = crate::layout::pack_dir(kind);
         // With two digits or more the listing can be narrowed to one fan-out directory.
         let list_prefix = if hex.len() >= 2 {
             format!("{dir}{}/{hex}", &hex[..2])
@@ -198,7 +198,7 @@ pub async fn resolve_pack_prefix(repo: &Repository, prefix: &str) -> Result<(Blo
             dir.to_string()
         };
         for info in repo.storage().list(&list_prefix).await? {
-            if let Some(id) = pack_id_of_name(&info.name) {
+            if let Some((_, id)) = crate::layout::parse_pack(&info.name) {
                 if has_prefix(&id, &nibbles) {
                     // Where the file is wins over what the index says.
                     found.insert(id, kind);
@@ -216,11 +216,6 @@ pub async fn resolve_pack_prefix(repo: &Repository, prefix: &str) -> Result<(Blo
         matches,
         "looked in the index, data/ and meta/",
     )
-}
-
-/// The pack id in a storage name `data/<xx>/<hex>`, if it is one.
-fn pack_id_of_name(name: &str) -> Option<BlobId> {
-    BlobId::from_hex(name.rsplit('/').next()?).ok()
 }
 
 /// Every index file in storage, sorted by name.
@@ -274,7 +269,7 @@ async fn find_pack_file(repo: &Repository, pack_id: &BlobId) -> Result<(PackKind
         _ => [PackKind::Data, PackKind::Meta],
     };
     for kind in order {
-        let name = kind.storage_name(pack_id);
+        let name = crate::layout::pack(kind, pack_id);
         match repo.storage().size(&name).await {
             Ok(size) => return Ok((kind, name, size)),
             Err(Error::NotFound { .. }) => {}
@@ -381,9 +376,9 @@ pub async fn pack_stats(repo: &Repository) -> Result<Vec<PackStats>> {
         }
     }
     for kind in PackKind::ALL {
-        let dir = kind.dir();
+        let dir = crate::layout::pack_dir(kind);
         for info in repo.storage().list(dir).await? {
-            let Some(id) = pack_id_of_name(&info.name) else {
+            let Some((_, id)) = crate::layout::parse_pack(&info.name) else {
                 continue;
             };
             stats
@@ -627,7 +622,7 @@ mod tests {
         for (id, kind) in packs {
             let header = read_pack_header(&repo, &id).await.unwrap();
             assert_eq!(header.kind, kind);
-            assert_eq!(header.name, kind.storage_name(&id));
+            assert_eq!(header.name, crate::layout::pack(kind, &id));
             assert_eq!(
                 header.size,
                 repo.storage().size(&header.name).await.unwrap()
@@ -660,7 +655,7 @@ mod tests {
         )
         .await;
         let (id, kind) = repo.index().read().unwrap().packs().next().unwrap();
-        let name = kind.storage_name(&id);
+        let name = crate::layout::pack(kind, &id);
         let size = storage.get(&name).await.unwrap().len();
         for len in [size - 5, 7, 0] {
             storage.truncate(&name, len);
@@ -749,7 +744,7 @@ mod tests {
         );
         // A pasted storage name works too.
         assert_eq!(
-            resolve_pack_prefix(&repo, &kind.storage_name(&id))
+            resolve_pack_prefix(&repo, &crate::layout::pack(kind, &id))
                 .await
                 .unwrap(),
             (id, kind)
@@ -762,7 +757,7 @@ mod tests {
         b.add(BlobType::Tree, blob_id, &stored, plain.len() as u32);
         let orphan = b.finish(repo.keys());
         storage.raw_put(
-            PackKind::Meta.storage_name(&orphan.id),
+            crate::layout::pack(PackKind::Meta, &orphan.id),
             orphan.bytes.clone(),
         );
         let orphan_hex = orphan.id.to_hex();
@@ -893,7 +888,7 @@ mod tests {
         );
         for s in &stats {
             assert!(s.indexed);
-            let name = s.kind.storage_name(&s.id);
+            let name = crate::layout::pack(s.kind, &s.id);
             assert_eq!(s.size, Some(storage.get(&name).await.unwrap().len() as u64));
             assert!(
                 s.size.unwrap() > s.stored_bytes,
@@ -903,7 +898,7 @@ mod tests {
         // A pack deleted behind the index's back shows up without a size.
         let gone = &stats[0];
         storage
-            .delete(&gone.kind.storage_name(&gone.id))
+            .delete(&crate::layout::pack(gone.kind, &gone.id))
             .await
             .unwrap();
         let after = pack_stats(&repo).await.unwrap();

@@ -137,7 +137,7 @@ impl AccessKey {
 
     /// The storage name of its key file.
     pub fn key_name(&self) -> String {
-        format!("keys/{}", self.key_id.to_hex())
+        crate::layout::key_file(&self.key_id)
     }
 
     /// The access key of key file `key_id` with `secret` (whether it opens it is known
@@ -476,7 +476,7 @@ mod tests {
         let (bytes, key) = KeyFile::create_access(&master, "host", "user", "controller ns/x");
         assert_eq!(
             key.key_name(),
-            format!("keys/{}", BlobId::of_stored(&bytes).to_hex())
+            crate::layout::key_file(&BlobId::of_stored(&bytes))
         );
         let file = KeyFile::decode(&bytes, "key").unwrap();
         assert_eq!(file.kind, KeyKind::Access);

@@ -19,26 +19,11 @@ use crate::error::{Error, Result};
 use crate::storage::Storage;
 use serde::{Deserialize, Serialize};
 
-/// Directory of key rings.
-pub const KEYRING_DIR: &str = "keyring/";
+pub use crate::layout::KEYRING_DIR;
 /// Envelope version of key ring files.
 pub const KEYRING_FILE_VERSION: u8 = 1;
 /// Most key ring files a reader tries (each is one authentication attempt).
 pub const MAX_KEY_RINGS_TRIED: usize = 64;
-
-/// The storage name of generation `generation`'s key ring: `keyring/` and 8 hex digits,
-/// so names sort by generation.
-pub fn keyring_name(generation: u32) -> String {
-    format!("{KEYRING_DIR}{generation:08x}")
-}
-
-/// The generation a key ring name stands for, if it is one.
-pub fn generation_of(name: &str) -> Option<u32> {
-    let hex = name.strip_prefix(KEYRING_DIR)?;
-    (hex.len() == 8 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| u32::from_str_radix(hex, 16).ok())
-        .flatten()
-}
 
 /// An older generation's encryption key still needed. Its `Debug` leaves the key out
 /// (as [`KeyRing`]'s does): a log line must never carry key material.
@@ -115,7 +100,9 @@ impl KeyRing {
         )?;
         let ring: KeyRing =
             serde_json::from_slice(&body).map_err(|e| Error::corrupt(object, e.to_string()))?;
-        if ring.generation < 2 || generation_of(object).is_some_and(|g| g != ring.generation) {
+        if ring.generation < 2
+            || crate::layout::parse_keyring(object).is_some_and(|g| g != ring.generation)
+        {
             return Err(Error::corrupt(
                 object,
                 format!("key ring of generation {} under this name", ring.generation),
@@ -158,7 +145,7 @@ pub async fn generation_of_master(storage: &dyn Storage, master: &MasterKey) -> 
         .list(KEYRING_DIR)
         .await?
         .into_iter()
-        .filter_map(|b| generation_of(&b.name).map(|g| (g, b.name)))
+        .filter_map(|b| crate::layout::parse_keyring(&b.name).map(|g| (g, b.name)))
         .collect();
     names.sort_by(|a, b| b.cmp(a));
     let newest_listed = names.first().map_or(1, |(g, _)| *g);
@@ -221,10 +208,10 @@ mod tests {
         };
         let own = Keys::derive(&new);
         let bytes = ring.encode(&own);
-        let name = keyring_name(2);
+        let name = crate::layout::keyring(2);
         assert_eq!(KeyRing::decode(&own, &bytes, &name).unwrap(), ring);
         assert!(KeyRing::decode(&old_keys, &bytes, &name).is_err());
-        assert!(KeyRing::decode(&own, &bytes, &keyring_name(3)).is_err());
+        assert!(KeyRing::decode(&own, &bytes, &crate::layout::keyring(3)).is_err());
         // Keys of generation 2: ids as generation 1, seals that only generation 2 opens,
         // opens what generation 1 sealed.
         let keys = ring.keys(&new);
@@ -242,7 +229,7 @@ mod tests {
         for n in 0..bytes.len() {
             assert!(KeyRing::decode(&own, &bytes[..n], &name).is_err());
         }
-        assert_eq!(generation_of(&name), Some(2));
-        assert_eq!(generation_of("keyring/2"), None);
+        assert_eq!(crate::layout::parse_keyring(&name), Some(2));
+        assert_eq!(crate::layout::parse_keyring("keyring/2"), None);
     }
 }

@@ -24,6 +24,7 @@ pub mod index;
 pub mod inspect;
 pub mod key;
 pub mod keyring;
+pub mod layout;
 pub mod liveness;
 pub mod locator;
 pub mod manifest;

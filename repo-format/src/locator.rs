@@ -27,8 +27,7 @@ use crate::repo::{Repository, Snapshot};
 use crate::storage::Storage;
 use std::collections::BTreeMap;
 
-/// Directory of snapshot locators.
-pub const LOCATORS_DIR: &str = "locators/";
+pub use crate::layout::LOCATORS_DIR;
 /// Envelope version of locators; the highest this build reads.
 pub const LOCATOR_VERSION: u8 = 1;
 /// Length of one entry (as in an index file).
@@ -51,11 +50,6 @@ pub struct Locator {
     pub created: i64,
     /// Meta packs and the Tree and ChunkList blobs in each that the snapshot reaches.
     pub packs: Vec<IndexPack>,
-}
-
-/// The storage name of snapshot `id`'s locator.
-pub fn locator_name(id: &BlobId) -> String {
-    format!("{LOCATORS_DIR}{}", id.to_hex())
 }
 
 impl Locator {
@@ -151,7 +145,7 @@ impl Locator {
     /// [`Error::Corrupt`] (also when the body names another snapshot) and
     /// [`Error::UnsupportedVersion`], naming the file.
     pub fn decode(keys: &Keys, bytes: &[u8], snapshot: &BlobId) -> Result<Locator> {
-        let object = locator_name(snapshot);
+        let object = crate::layout::locator(snapshot);
         let (_, body) = open_file(keys, bytes, FileType::Locator, LOCATOR_VERSION, &object)?;
         Self::decode_body(&body, snapshot, &object)
     }
@@ -239,7 +233,7 @@ pub async fn load_for(
         }
     }
     for id in candidates {
-        let bytes = match repo.storage().get(&locator_name(&id)).await {
+        let bytes = match repo.storage().get(&crate::layout::locator(&id)).await {
             Ok(b) => b,
             Err(Error::NotFound { .. }) => continue,
             Err(e) => return Err(e),
@@ -248,7 +242,7 @@ pub async fn load_for(
             Ok(l) if l.tree == snapshot.manifest.tree => return Ok((Some(l), notes)),
             Ok(_) => notes.push(format!(
                 "{} describes another tree; not used",
-                locator_name(&id)
+                crate::layout::locator(&id)
             )),
             Err(e @ (Error::Corrupt { .. } | Error::UnsupportedVersion { .. })) => {
                 notes.push(format!("{e}; not used"))
@@ -270,7 +264,7 @@ pub async fn write(repo: &Repository, locator: &Locator) -> Result<()> {
     let bytes = crate::repo::run_cpu(move || l.encode(&keys)).await?;
     match repo
         .storage()
-        .create(&locator_name(&locator.snapshot), &bytes)
+        .create(&crate::layout::locator(&locator.snapshot), &bytes)
         .await
     {
         Ok(()) | Err(Error::AlreadyExists { .. }) => Ok(()),
@@ -287,7 +281,7 @@ pub async fn list(storage: &dyn Storage) -> Result<Vec<BlobId>> {
         .list_names(LOCATORS_DIR)
         .await?
         .iter()
-        .filter_map(|n| BlobId::from_hex(n.strip_prefix(LOCATORS_DIR).unwrap_or(n)).ok())
+        .filter_map(|n| crate::layout::id_in(LOCATORS_DIR, n))
         .collect())
 }
 
@@ -298,7 +292,7 @@ pub async fn list(storage: &dyn Storage) -> Result<Vec<BlobId>> {
 pub async fn delete_all(storage: &dyn Storage) -> Result<usize> {
     let mut n = 0;
     for id in list(storage).await? {
-        match storage.delete(&locator_name(&id)).await {
+        match storage.delete(&crate::layout::locator(&id)).await {
             Ok(()) => n += 1,
             Err(Error::NotFound { .. }) => {}
             Err(e) => return Err(e),

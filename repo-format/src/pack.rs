@@ -73,20 +73,6 @@ impl PackKind {
 
     /// Both kinds, data first.
     pub const ALL: [PackKind; 2] = [PackKind::Data, PackKind::Meta];
-
-    /// The storage directory of packs of this kind, with its trailing `/`.
-    pub fn dir(self) -> &'static str {
-        match self {
-            PackKind::Data => "data/",
-            PackKind::Meta => "meta/",
-        }
-    }
-
-    /// The storage name of pack `id` of this kind.
-    pub fn storage_name(self, id: &BlobId) -> String {
-        let hex = id.to_hex();
-        format!("{}{}/{hex}", self.dir(), &hex[..2])
-    }
 }
 
 /// One blob of a pack, as listed in its header and in index files.

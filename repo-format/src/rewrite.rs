@@ -189,10 +189,7 @@ async fn rewrite_in_session(
             let id = BlobId::of_stored(&bytes);
             session.check_alive().await?;
             repo.storage()
-                .put(
-                    &format!("{}{}", crate::repo::SNAPSHOTS_DIR, id.to_hex()),
-                    &bytes,
-                )
+                .put(&crate::layout::snapshot(&id), &bytes)
                 .await?;
             new_id = Some(id.to_hex());
         }

@@ -26,7 +26,7 @@ use crate::gc::{GcOptions, LeaseGuard};
 use crate::id::BlobId;
 use crate::index::{IndexFile, IndexPack};
 use crate::key::{KdfParams, KeyFile, KeyKind};
-use crate::keyring::{generation_of, keyring_name, KeyRing, PreviousKey, KEYRING_DIR};
+use crate::keyring::{KeyRing, PreviousKey, KEYRING_DIR};
 use crate::manifest::{SessionMarker, SnapshotManifest, Tombstone};
 use crate::pack::{decode_pack, PackBuilder, PackKind};
 use crate::repo::{
@@ -160,7 +160,7 @@ async fn rotate_locked(
     // R1: leftovers of an interrupted rotation (key rings of generations above this
     // handle's, which opened the config, were never committed).
     for info in storage.list(KEYRING_DIR).await? {
-        if generation_of(&info.name).is_some_and(|g| g > generation) {
+        if crate::layout::parse_keyring(&info.name).is_some_and(|g| g > generation) {
             storage.delete(&info.name).await?;
         }
     }
@@ -180,8 +180,8 @@ async fn rotate_locked(
     for name in listed {
         if name != repo.opened_with() && hashed < crate::repo::MAX_KEYS_TRIED {
             if let Ok(bytes) = storage.get(&name).await {
-                let own_name = name.strip_prefix(KEYS_DIR)
-                    == Some(BlobId::of_stored(&bytes).to_hex().as_str());
+                let own_name =
+                    crate::layout::id_in(KEYS_DIR, &name) == Some(BlobId::of_stored(&bytes));
                 match KeyFile::decode(&bytes, &name) {
                     Ok(file) if own_name && file.kind == KeyKind::Password && file.kdf == kdf => {
                         hashed += 1;
@@ -226,14 +226,14 @@ async fn rotate_locked(
     };
     let keys = ring.keys(&master);
     storage
-        .create(&keyring_name(new_generation), &ring.encode(&keys))
+        .create(&crate::layout::keyring(new_generation), &ring.encode(&keys))
         .await?;
     // R3: the password's key file for the new master key, read back and checked.
     let (pw, m) = (password.to_vec(), master.clone());
     let bytes =
         run_cpu(move || KeyFile::create(&m, &pw, kdf, &current_hostname(), &current_username()))
             .await??;
-    let key_file = format!("{KEYS_DIR}{}", BlobId::of_stored(&bytes).to_hex());
+    let key_file = crate::layout::key_file(&BlobId::of_stored(&bytes));
     storage.create(&key_file, &bytes).await?;
     let stored = KeyFile::decode(&storage.get(&key_file).await?, &key_file)?;
     let pw = password.to_vec();
@@ -299,7 +299,7 @@ pub async fn finish_with_progress(
     if generation < 2 {
         return Ok(report); // never rotated: nothing to finish
     }
-    let ring_name = keyring_name(generation);
+    let ring_name = crate::layout::keyring(generation);
     let lease = LeaseGuard::acquire(repo, options, "key rotate --finish").await?;
     let result = async {
         // Read under the lease: another finish may have retired the ring meanwhile.
@@ -316,7 +316,7 @@ pub async fn finish_with_progress(
             }
         }
         for info in storage.list(KEYRING_DIR).await? {
-            if generation_of(&info.name).is_some_and(|g| g < generation) {
+            if crate::layout::parse_keyring(&info.name).is_some_and(|g| g < generation) {
                 storage.delete(&info.name).await?;
                 report.removed.push(info.name);
             }
@@ -451,7 +451,7 @@ async fn reencrypt(
             if !checked.insert(p.id) {
                 continue; // under the newest key already, found for an earlier file
             }
-            let pack_name = p.kind.storage_name(&p.id);
+            let pack_name = crate::layout::pack(p.kind, &p.id);
             let bytes = storage.get(&pack_name).await?;
             progress.bytes_read.fetch_add(bytes.len() as u64, Relaxed);
             let (k, n, kind) = (keys.clone(), pack_name.clone(), p.kind);
@@ -460,7 +460,7 @@ async fn reencrypt(
             if let Some((pack, len)) = copy {
                 progress.bytes_written.fetch_add(len, Relaxed);
                 storage
-                    .put(&p.kind.storage_name(&pack.id), &pack.bytes)
+                    .put(&crate::layout::pack(p.kind, &pack.id), &pack.bytes)
                     .await?;
                 report.packs_reencrypted += 1;
                 report.bytes_written += len;
@@ -487,7 +487,7 @@ async fn reencrypt(
                 packs,
             };
             let bytes = new.encode(&keys);
-            let new_name = format!("{INDEX_DIR}{}", BlobId::of_stored(&bytes).to_hex());
+            let new_name = crate::layout::index_file(&BlobId::of_stored(&bytes));
             storage.put(&new_name, &bytes).await?;
             storage.delete(&name).await?;
             report.index_files_rewritten += 1;
@@ -500,7 +500,7 @@ async fn reencrypt(
             });
             // Entries of a copy are held only while a later index file names it.
             if left == Some(0) && moved.remove(&p.id).is_some() {
-                match storage.delete(&p.kind.storage_name(&p.id)).await {
+                match storage.delete(&crate::layout::pack(p.kind, &p.id)).await {
                     Ok(()) | Err(Error::NotFound { .. }) => {}
                     Err(e) => return Err(e),
                 }
@@ -518,14 +518,9 @@ async fn reencrypt(
             indexed.insert(p.id);
         }
     }
-    for dir in ["data/", "meta/"] {
-        for info in storage.list(dir).await? {
-            let Some(id) = info
-                .name
-                .rsplit('/')
-                .next()
-                .and_then(|h| BlobId::from_hex(h).ok())
-            else {
+    for kind in PackKind::ALL {
+        for info in storage.list(crate::layout::pack_dir(kind)).await? {
+            let Some((_, id)) = crate::layout::parse_pack(&info.name) else {
                 continue;
             };
             if indexed.contains(&id) {
@@ -537,11 +532,6 @@ async fn reencrypt(
                 Err(e) => return Err(e),
             };
             let (k, n) = (keys.clone(), info.name.clone());
-            let kind = if dir == "data/" {
-                PackKind::Data
-            } else {
-                PackKind::Meta
-            };
             // Only a pack the previous key opens is deleted: one no held key opens (a
             // newer build's pack in flight, or damage) is not this command's to remove.
             let stale = run_cpu(move || reencrypt_pack(&k, kind, &bytes, &n))
@@ -591,9 +581,7 @@ async fn reencrypt(
         }
         let new = manifest.encode(&keys);
         let id = BlobId::of_stored(&new);
-        storage
-            .put(&format!("{SNAPSHOTS_DIR}{}", id.to_hex()), &new)
-            .await?;
+        storage.put(&crate::layout::snapshot(&id), &new).await?;
         storage.delete(&name).await?;
         report.snapshots.push((old.to_hex(), id.to_hex()));
     }
@@ -606,7 +594,7 @@ async fn reencrypt(
         }
         let tombstone = Tombstone::decode(&keys, &bytes, &info.name)?;
         let new = tombstone.encode(&keys);
-        let new_name = format!("{TOMBSTONES_DIR}{}", BlobId::of_stored(&new).to_hex());
+        let new_name = crate::layout::tombstone(&BlobId::of_stored(&new));
         storage.create(&new_name, &new).await?;
         storage.delete(&info.name).await?;
         report.tombstones_reencrypted += 1;
@@ -626,7 +614,7 @@ async fn reencrypt(
     // F7b: locators the newest key does not open. The packs they name were renamed by
     // F3 anyway; the next backup of each chain loads the index and writes a new one.
     for id in crate::locator::list(storage.as_ref()).await? {
-        let name = crate::locator::locator_name(&id);
+        let name = crate::layout::locator(&id);
         let bytes = match storage.get(&name).await {
             Ok(b) => b,
             Err(Error::NotFound { .. }) => continue,
@@ -721,20 +709,15 @@ pub async fn objects_not_under_newest(repo: &Repository) -> Result<BTreeSet<Stri
         }
     }
     for id in crate::locator::list(storage.as_ref()).await? {
-        let name = crate::locator::locator_name(&id);
+        let name = crate::layout::locator(&id);
         let bytes = storage.get(&name).await?;
         if crate::locator::Locator::decode(&newest, &bytes, &id).is_err() {
             out.insert(name);
         }
     }
-    for dir in ["data/", "meta/"] {
-        for info in storage.list(dir).await? {
+    for kind in PackKind::ALL {
+        for info in storage.list(crate::layout::pack_dir(kind)).await? {
             let bytes = storage.get(&info.name).await?;
-            let kind = if dir == "data/" {
-                PackKind::Data
-            } else {
-                PackKind::Meta
-            };
             let keys = repo.keys().clone();
             let name = info.name.clone();
             if run_cpu(move || reencrypt_pack(&keys, kind, &bytes, &name))

@@ -17,7 +17,6 @@ use crate::gc::MAX_ENTRIES_PER_INDEX_FILE;
 use crate::id::{BlobId, ID_LEN};
 use crate::index::{Index, IndexFile, IndexPack};
 use crate::pack::{FinishedPack, PackBuilder, PackKind};
-use crate::repo::INDEX_DIR;
 use crate::storage::{Bytes, PutMode, Storage};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -436,7 +435,7 @@ async fn upload_loop(
                             // Once the write returns the backend holds no clone, so the
                             // buffer comes back without a copy for the next pack.
                             let bytes = Bytes::from(pack.bytes);
-                            storage.put_opts(&pack.kind.storage_name(&pack.id), bytes.clone(), PutMode::Overwrite).await?;
+                            storage.put_opts(&crate::layout::pack(pack.kind, &pack.id), bytes.clone(), PutMode::Overwrite).await?;
                             spare_packs.give(Vec::from(bytes));
                             Ok::<_, Error>(IndexPack { id: pack.id, kind: pack.kind, entries: pack.entries })
                         });
@@ -482,7 +481,7 @@ async fn write_index_file(
         packs,
     };
     let bytes = file.encode(keys);
-    let name = format!("{INDEX_DIR}{}", BlobId::of_stored(&bytes).to_hex());
+    let name = crate::layout::index_file(&BlobId::of_stored(&bytes));
     storage.put(&name, &bytes).await?;
     index
         .write()

@@ -16,15 +16,14 @@
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::manifest::{SessionMarker, Tombstone};
-use crate::repo::{newer_generation_check, Repository, SESSIONS_DIR};
+use crate::repo::{newer_generation_check, Repository};
 use crate::storage::{Bytes, PutMode, Version};
 use chacha20poly1305::aead::{rand_core::RngCore, OsRng};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Directory of gc tombstones.
-pub const TOMBSTONES_DIR: &str = "gc/";
+pub use crate::layout::TOMBSTONES_DIR;
 /// How often a live writer rewrites its session marker.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(120);
 
@@ -75,13 +74,7 @@ impl WriterSession {
         newer_generation_check(repo).await?;
         let mut random = [0u8; 16];
         OsRng.fill_bytes(&mut random);
-        let name = format!(
-            "{SESSIONS_DIR}{}",
-            random
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
+        let name = crate::layout::session(&random);
         let now = chrono::Utc::now();
         let me = crate::liveness::Holder::current();
         let mut marker = SessionMarker {

@@ -128,7 +128,7 @@ pub async fn usage(repo: &Repository, snapshots: &[Snapshot]) -> Result<Usage> {
 pub async fn totals(repo: &Repository) -> Result<Totals> {
     let mut out = Totals::default();
     for kind in PackKind::ALL {
-        for b in repo.storage().list(kind.dir()).await? {
+        for b in repo.storage().list(crate::layout::pack_dir(kind)).await? {
             out.pack_bytes += b.size;
             out.packs += 1;
         }

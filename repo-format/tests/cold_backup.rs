@@ -5,7 +5,7 @@ use dprepo_repo_format::backup::{backup, BackupOptions, BackupProgress, BackupSo
 use dprepo_repo_format::blob::BlobType;
 use dprepo_repo_format::chunker::ChunkerParams;
 use dprepo_repo_format::content::Content;
-use dprepo_repo_format::locator::{self, locator_name, Locator, LOCATORS_DIR};
+use dprepo_repo_format::locator::{self, Locator, LOCATORS_DIR};
 use dprepo_repo_format::storage::{MemoryStorage, Storage};
 use dprepo_repo_format::tree::NodeKind;
 use dprepo_repo_format::{BlobId, InitOptions, Repository, Snapshot};
@@ -94,7 +94,10 @@ async fn reachable_meta(repo: &Repository, root: BlobId) -> BTreeSet<BlobId> {
 }
 
 async fn read_locator(storage: &MemoryStorage, repo: &Repository, id: &BlobId) -> Locator {
-    let bytes = storage.get(&locator_name(id)).await.unwrap();
+    let bytes = storage
+        .get(&dprepo_repo_format::layout::locator(id))
+        .await
+        .unwrap();
     Locator::decode(repo.keys(), &bytes, id).unwrap()
 }
 
@@ -569,7 +572,10 @@ async fn cold_backup_takes_the_full_path_without_a_locator() {
     make_tree(dir.path());
     let a = back_up(&repo, dir.path(), BackupOptions::default()).await;
     // As for a parent written by an older build.
-    storage.delete(&locator_name(&a.id)).await.unwrap();
+    storage
+        .delete(&dprepo_repo_format::layout::locator(&a.id))
+        .await
+        .unwrap();
     change_a_little(dir.path(), 1);
     let b = back_up_outcome(
         &open_deferred(Arc::new(storage.clone())).await,

@@ -191,3 +191,141 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A repository holding two copies of its blobs: the first backup's packs, named by a
+/// gc tombstone an older writer keeps pending, and the copies a later backup stored
+/// again (SPEC.md section 15, S-3). Every way a writer that saw the tombstone can hold
+/// its index (in memory, in a cache filled file by file, in a cache rebuilt from
+/// scratch), and either order of the index files, keeps the same copy of every blob:
+/// the one outside the tombstoned packs (`index/copies.rs`). Verify finds both copies
+/// intact, and once the older writer is gone gc deletes the tombstoned packs and the
+/// kept copies restore the snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_index_path_keeps_the_same_copy_of_duplicated_blobs() {
+    use dprepo_repo_format::index::cache::IndexCache;
+    use dprepo_repo_format::index::{Index, IndexFile};
+    use dprepo_repo_format::session::{load_tombstones, WriterSession};
+    use dprepo_repo_format::BlobId;
+    use std::collections::{HashMap, HashSet};
+
+    let storage = MemoryStorage::new();
+    init(&storage).await;
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("a"), xorshift_bytes(7, 1_500_000)).unwrap();
+    let repo = Repository::open(Arc::new(storage.clone()), b"pw")
+        .await
+        .unwrap();
+    let first = run_backup(&repo, data.path()).await;
+    gc::forget_snapshots(&repo, &[first.id]).await.unwrap();
+    let (older, _) = WriterSession::start(&repo, "backup").await.unwrap();
+    let (_, report) = gc::run(&repo, &GcOptions::default()).await.unwrap();
+    assert_eq!(report.tombstones_blocked.len(), 1);
+    let writer = Repository::open(Arc::new(storage.clone()), b"pw")
+        .await
+        .unwrap();
+    let second = run_backup(&writer, data.path()).await;
+    assert!(second.manifest.summary.bytes_added >= 1_500_000);
+
+    let excluded: HashSet<BlobId> = load_tombstones(&repo)
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|(_, t)| t.packs.iter().map(|p| p.id))
+        .collect();
+    assert!(!excluded.is_empty());
+    let mut files: Vec<(String, IndexFile)> = Vec::new();
+    for info in storage
+        .list(dprepo_repo_format::layout::INDEX_DIR)
+        .await
+        .unwrap()
+    {
+        let bytes = storage.get(&info.name).await.unwrap();
+        files.push((
+            info.name.clone(),
+            IndexFile::decode(repo.keys(), &bytes, &info.name).unwrap(),
+        ));
+    }
+    // Blobs with a copy outside the tombstoned packs, and with one inside.
+    let mut outside: HashSet<BlobId> = HashSet::new();
+    let mut inside: HashSet<BlobId> = HashSet::new();
+    for (_, f) in &files {
+        for p in &f.packs {
+            let set = if excluded.contains(&p.id) {
+                &mut inside
+            } else {
+                &mut outside
+            };
+            set.extend(p.entries.iter().map(|e| e.id));
+        }
+    }
+    assert!(
+        outside.intersection(&inside).count() > 50,
+        "the repository holds duplicate copies"
+    );
+
+    let caches = tempfile::tempdir().unwrap();
+    let mut kept: Vec<(String, HashMap<BlobId, BlobId>)> = Vec::new();
+    for reversed in [false, true] {
+        let mut order: Vec<&(String, IndexFile)> = files.iter().collect();
+        if reversed {
+            order.reverse();
+        }
+        for path in ["memory", "added", "rebuilt"] {
+            let mut index = match path {
+                "memory" => Index::new(),
+                _ => Index::on_disk(
+                    IndexCache::open(&caches.path().join(format!("{path}-{reversed}")), "r")
+                        .unwrap(),
+                ),
+            };
+            index.exclude_packs(&excluded);
+            if path == "rebuilt" {
+                index.begin_rebuild().unwrap();
+            }
+            for (name, file) in &order {
+                index.add_named_file(Some(name), file).unwrap();
+            }
+            if path == "rebuilt" {
+                index.finish_rebuild().unwrap();
+            }
+            let copies: HashMap<BlobId, BlobId> = outside
+                .union(&inside)
+                .map(|id| (*id, index.get(id).unwrap().pack_id))
+                .collect();
+            for id in &outside {
+                assert!(
+                    !excluded.contains(&copies[id]),
+                    "{path}, reversed {reversed}: blob {id:?} kept in a tombstoned pack"
+                );
+                assert!(index.usable(id), "{path}, reversed {reversed}: {id:?}");
+            }
+            kept.push((format!("{path}, reversed {reversed}"), copies));
+        }
+    }
+    for (what, copies) in &kept[1..] {
+        assert!(
+            copies == &kept[0].1,
+            "{what} keeps other copies than {}",
+            kept[0].0
+        );
+    }
+
+    let report = dprepo_repo_format::verify::verify(&repo, None, Arc::new(Default::default()))
+        .await
+        .unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    older.end().await;
+    let (_, report) = gc::run(&repo, &GcOptions::default()).await.unwrap();
+    assert_eq!(report.tombstones_processed, 1);
+    let names = storage.names();
+    for id in &excluded {
+        assert!(
+            names.iter().all(|n| !n.ends_with(&id.to_hex())),
+            "tombstoned pack {id:?} still stored"
+        );
+    }
+    let fresh = Repository::open(Arc::new(storage.clone()), b"pw")
+        .await
+        .unwrap();
+    assert_restores(&fresh, &second, data.path()).await;
+}

@@ -661,7 +661,10 @@ async fn finish_needs_twice_the_room_of_the_repository() {
         let file = IndexFile::decode(repo.keys(), &bytes, &info.name).unwrap();
         let mut packs = 0;
         for p in &file.packs {
-            packs += storage.size(&p.kind.storage_name(&p.id)).await.unwrap();
+            packs += storage
+                .size(&dprepo_repo_format::layout::pack(p.kind, &p.id))
+                .await
+                .unwrap();
         }
         largest = largest.max(packs);
     }

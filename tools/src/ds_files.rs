@@ -129,10 +129,7 @@ async fn load_inner(
     // consumed as they are converted, so their strings do not outlive the map's growth.
     let mut seen: HashMap<BlobId, bool> = HashMap::new();
     for n in repo.storage().list_names(SNAPSHOTS_DIR).await? {
-        if let Some(id) = n
-            .strip_prefix(SNAPSHOTS_DIR)
-            .and_then(|h| BlobId::from_hex(h).ok())
-        {
+        if let Some(id) = dprepo_repo_format::layout::id_in(SNAPSHOTS_DIR, &n) {
             seen.insert(id, false);
         }
     }
@@ -176,7 +173,7 @@ async fn load_inner(
         .iter()
         .filter(|(_, was_seen)| !**was_seen)
         .map(|(id, _)| BlobInfo {
-            name: format!("{SNAPSHOTS_DIR}{}", id.to_hex()),
+            name: dprepo_repo_format::layout::snapshot(id),
             size: 0,
         })
         .collect();

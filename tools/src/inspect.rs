@@ -491,7 +491,10 @@ async fn index_summary(cli: &Cli, repo: &Repository) -> Result<()> {
     );
     let (mut packs_total, mut blobs_total) = (0usize, 0usize);
     for f in &files {
-        let id = f.name.strip_prefix("index/").unwrap_or(&f.name);
+        let id = f
+            .name
+            .strip_prefix(dprepo_repo_format::layout::INDEX_DIR)
+            .unwrap_or(&f.name);
         match load_index_file(repo, &f.name).await {
             Ok(file) => {
                 let blobs: usize = file.packs.iter().map(|p| p.entries.len()).sum();
@@ -551,7 +554,9 @@ async fn index_file(cli: &Cli, repo: &Repository, arg: &str) -> Result<()> {
     let name = resolve_index_file(repo, arg).await?;
     let size = repo.storage().size(&name).await?;
     let file = load_index_file(repo, &name).await?;
-    let id = name.strip_prefix("index/").unwrap_or(&name);
+    let id = name
+        .strip_prefix(dprepo_repo_format::layout::INDEX_DIR)
+        .unwrap_or(&name);
     if cli.json {
         let packs: Vec<Value> = file
             .packs

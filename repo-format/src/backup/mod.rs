@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::manifest::{SnapshotManifest, SnapshotSummary, MANIFEST_VERSION};
 use crate::page_deltas::{ParentPages, TarPageMapBuilder};
-use crate::repo::{current_hostname, current_username, Repository, Snapshot, SNAPSHOTS_DIR};
+use crate::repo::{current_hostname, current_username, Repository, Snapshot};
 use crate::saver::BlobSaver;
 use crate::selection::{ExcludeReason, Excluded, Selection};
 use crate::session::WriterSession;
@@ -536,7 +536,7 @@ async fn run_backup(
     }
     session.check_alive().await?;
     repo.storage()
-        .put(&format!("{SNAPSHOTS_DIR}{}", id.to_hex()), &bytes)
+        .put(&crate::layout::snapshot(&id), &bytes)
         .await?;
     Ok(BackupOutcome {
         snapshot: Snapshot { id, manifest },

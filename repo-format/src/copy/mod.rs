@@ -35,7 +35,7 @@ use crate::content::{Content, ContentBuilder};
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::manifest::CopyOrigin;
-use crate::repo::{Repository, Snapshot, SNAPSHOTS_DIR};
+use crate::repo::{Repository, Snapshot};
 use crate::saver::{BlobSaver, UploaderHandle};
 use crate::session::WriterSession;
 use crate::tree::{Node, NodeKind, Tree};
@@ -409,7 +409,7 @@ async fn copy_in_session(
         let id = BlobId::of_stored(&bytes);
         session.check_alive().await?;
         dst.storage()
-            .put(&format!("{SNAPSHOTS_DIR}{}", id.to_hex()), &bytes)
+            .put(&crate::layout::snapshot(&id), &bytes)
             .await?;
         origins.insert(&origin, id);
         let after = (

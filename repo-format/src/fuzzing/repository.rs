@@ -38,7 +38,7 @@ pub async fn create_fuzz_repository(
 ) -> Result<Repository> {
     let master = MasterKey::from_bytes(FUZZ_MASTER_KEY);
     let key = KeyFile::create(&master, FUZZ_PASSWORD, FUZZ_KDF, "fuzz-host", "fuzz-user")?;
-    let key_name = format!("{KEYS_DIR}{}", BlobId::of_stored(&key).to_hex());
+    let key_name = crate::layout::key_file(&BlobId::of_stored(&key));
     storage.create(&key_name, &key).await?;
     let mut config = Config::new(options.chunker, options.stream_chunker);
     config.pack_size = options.pack_size;

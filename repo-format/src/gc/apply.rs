@@ -12,7 +12,7 @@ use crate::index::{IndexFile, IndexPack};
 use crate::manifest::{SessionMarker, Tombstone, TombstonePack};
 use crate::pack::{PackBuilder, PackEntry, PackKind};
 use crate::repo::{run_cpu, Repository, INDEX_DIR, SESSIONS_DIR};
-use crate::session::{load_tombstones, TOMBSTONES_DIR};
+use crate::session::load_tombstones;
 use crate::verify::{check_deltas, Segment, SegmentBuffers};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -82,7 +82,7 @@ async fn write_tombstone(
         packs,
     };
     let bytes = tombstone.encode(repo.keys());
-    let name = format!("{TOMBSTONES_DIR}{}", BlobId::of_stored(&bytes).to_hex());
+    let name = crate::layout::tombstone(&BlobId::of_stored(&bytes));
     match repo.storage().create(&name, &bytes).await {
         Ok(()) | Err(Error::AlreadyExists { .. }) => Ok(()),
         Err(e) => Err(e),
@@ -188,6 +188,7 @@ async fn process_tombstones(
     // Pass 2: which of them have a copy in a pack that stays. A delta copy counts only
     // if its base has a full copy in a pack that stays too (pass 3): an unreachable
     // delta's entry may have outlived its base, collected as garbage by an earlier gc.
+    // (`Index::usable` with the candidates excluded: the copy `index::copies` keeps.)
     let mut copied: HashSet<BlobId> = HashSet::new();
     let mut delta_copies: Vec<(BlobId, BlobId)> = Vec::new();
     if !needs_copy.is_empty() {
@@ -276,7 +277,9 @@ async fn process_tombstones(
     }
     let stored = stored_packs(repo).await?;
     for (id, kind) in &deletable {
-        repo.storage().delete(&kind.storage_name(id)).await?;
+        repo.storage()
+            .delete(&crate::layout::pack(*kind, id))
+            .await?;
         report.packs_deleted += 1;
         report.bytes_freed += stored.get(id).map(|(_, s)| *s).unwrap_or(0);
     }
@@ -296,7 +299,7 @@ async fn write_index(repo: &Repository, file: IndexFile) -> Result<()> {
     let bytes = run_cpu(move || file.encode(&keys)).await?;
     repo.storage()
         .put(
-            &format!("{INDEX_DIR}{}", BlobId::of_stored(&bytes).to_hex()),
+            &crate::layout::index_file(&BlobId::of_stored(&bytes)),
             &bytes,
         )
         .await
@@ -315,7 +318,7 @@ async fn rewrite_packs(
     let mut done = Vec::new();
     let buffers = SegmentBuffers::default();
     for usage in packs {
-        let name = usage.kind.storage_name(&usage.id);
+        let name = crate::layout::pack(usage.kind, &usage.id);
         let bytes = match repo.storage().get(&name).await {
             Ok(b) => b,
             Err(e) => {
@@ -437,7 +440,7 @@ async fn upload_pack(
     let keys = repo.keys().clone();
     let pack = run_cpu(move || builder.finish(&keys)).await?;
     repo.storage()
-        .put(&pack.kind.storage_name(&pack.id), &pack.bytes)
+        .put(&crate::layout::pack(pack.kind, &pack.id), &pack.bytes)
         .await?;
     report.packs_written += 1;
     report.bytes_written += pack.bytes.len() as u64;

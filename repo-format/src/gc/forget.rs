@@ -10,9 +10,7 @@ use crate::repo::{Repository, Snapshot};
 /// Storage errors.
 pub async fn forget_snapshots(repo: &Repository, ids: &[BlobId]) -> Result<()> {
     for id in ids {
-        repo.storage()
-            .delete(&format!("{}{}", crate::repo::SNAPSHOTS_DIR, id.to_hex()))
-            .await?;
+        repo.storage().delete(&crate::layout::snapshot(id)).await?;
     }
     Ok(())
 }
@@ -79,10 +77,7 @@ pub async fn rewrite_manifest(
     let written = async {
         session.check_alive().await?;
         repo.storage()
-            .put(
-                &format!("{}{}", crate::repo::SNAPSHOTS_DIR, id.to_hex()),
-                &bytes,
-            )
+            .put(&crate::layout::snapshot(&id), &bytes)
             .await
     }
     .await;

@@ -7,8 +7,7 @@ use crate::repo::Repository;
 use crate::storage::{Bytes, PutMode, Version};
 use chacha20poly1305::aead::{rand_core::RngCore, OsRng};
 
-/// Storage name of the gc lease.
-pub const LEASE_NAME: &str = "locks/gc";
+pub use crate::layout::LEASE_NAME;
 
 /// The gc lease as this process holds it: the lease and the storage version it was
 /// written at, which renewal and release name so that they act only on this very lease

@@ -6,7 +6,7 @@
 use super::{GcOptions, GcReport};
 use crate::error::{Error, Result};
 use crate::id::BlobId;
-use crate::locator::{self, locator_name, Locator};
+use crate::locator::{self, Locator};
 use crate::repo::{Repository, SNAPSHOTS_DIR};
 use std::collections::HashSet;
 
@@ -29,7 +29,7 @@ pub(super) async fn sweep_orphan_locators(
         .list_names(SNAPSHOTS_DIR)
         .await?
         .iter()
-        .filter_map(|n| BlobId::from_hex(n.strip_prefix(SNAPSHOTS_DIR).unwrap_or(n)).ok())
+        .filter_map(|n| crate::layout::id_in(SNAPSHOTS_DIR, n))
         .collect();
     let now = (options.clock)();
     // Manifests' `original`s, read only when an old orphan candidate needs them.
@@ -38,7 +38,7 @@ pub(super) async fn sweep_orphan_locators(
         if snapshot_ids.contains(&id) {
             continue;
         }
-        let name = locator_name(&id);
+        let name = crate::layout::locator(&id);
         let old = match repo.storage().get(&name).await {
             Err(Error::NotFound { .. }) => continue,
             Err(e) => return Err(e),

@@ -98,19 +98,6 @@ pub struct GcReport {
     pub locators_deleted: u64,
 }
 
-fn pack_id_from_name(name: &str) -> Option<(BlobId, PackKind)> {
-    let kind = if name.starts_with("data/") {
-        PackKind::Data
-    } else if name.starts_with("meta/") {
-        PackKind::Meta
-    } else {
-        return None;
-    };
-    BlobId::from_hex(name.rsplit('/').next()?)
-        .ok()
-        .map(|id| (id, kind))
-}
-
 /// Every snapshot; gc refuses to run when one cannot be read, since it would free that
 /// snapshot's data.
 pub(super) async fn all_snapshots(repo: &Repository) -> Result<Vec<Snapshot>> {
@@ -126,9 +113,9 @@ pub(super) async fn all_snapshots(repo: &Repository) -> Result<Vec<Snapshot>> {
 
 pub(super) async fn stored_packs(repo: &Repository) -> Result<HashMap<BlobId, (PackKind, u64)>> {
     let mut out = HashMap::new();
-    for prefix in ["data/", "meta/"] {
-        for b in repo.storage().list(prefix).await? {
-            if let Some((id, kind)) = pack_id_from_name(&b.name) {
+    for kind in PackKind::ALL {
+        for b in repo.storage().list(crate::layout::pack_dir(kind)).await? {
+            if let Some((kind, id)) = crate::layout::parse_pack(&b.name) {
                 out.insert(id, (kind, b.size));
             }
         }

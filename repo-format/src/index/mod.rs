@@ -20,8 +20,10 @@ use crate::envelope::{open_file, seal_file, FileType};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, ID_LEN};
 pub mod cache;
+pub mod copies;
 use crate::pack::{check_base, decode_type_byte, PackEntry, PackKind};
 use cache::IndexCache;
+use copies::CopyRank;
 use std::collections::{HashMap, HashSet};
 
 /// Envelope version of index files without delta entries.
@@ -160,7 +162,7 @@ pub struct BlobLocation {
 impl BlobLocation {
     /// The storage name of the pack holding the blob.
     pub fn pack_name(&self) -> String {
-        self.pack_kind.storage_name(&self.pack_id)
+        crate::layout::pack(self.pack_kind, &self.pack_id)
     }
 }
 
@@ -210,12 +212,11 @@ impl MemoryIndex {
                 std::collections::hash_map::Entry::Vacant(v) => {
                     v.insert(slot);
                 }
-                // A full copy is preferred over a delta (whose base gc may have taken
-                // with it as garbage), a copy outside an excluded pack over one inside.
+                // Which copy wins: `copies` (outside excluded packs, then full).
                 std::collections::hash_map::Entry::Occupied(mut o) => {
                     let old_pack = self.packs[o.get().pack as usize].0;
-                    let replaces_delta = o.get().base.is_some() && slot.base.is_none();
-                    if replaces_delta || (!new_is_excluded && excluded.contains(&old_pack)) {
+                    let old = CopyRank::of(o.get().base.is_some(), excluded.contains(&old_pack));
+                    if copies::replaces(CopyRank::of(slot.base.is_some(), new_is_excluded), old) {
                         o.insert(slot);
                     }
                 }

@@ -88,7 +88,7 @@ async fn rebuild_index_files(
             Err(Error::NotFound { .. }) => {}
             Err(Error::Corrupt { .. } | Error::UnsupportedVersion { .. }) => {
                 unreadable.insert(id);
-                report.unreadable_packs.push(kind.storage_name(&id));
+                report.unreadable_packs.push(crate::layout::pack(kind, &id));
             }
             // A storage fault says nothing about the pack: stop before deleting the
             // index files that name it.
@@ -137,7 +137,7 @@ async fn rebuild_index_files(
 pub(super) async fn write_index(repo: &Repository, file: IndexFile) -> Result<String> {
     let keys = repo.keys().clone();
     let bytes = run_cpu(move || file.encode(&keys)).await?;
-    let name = format!("{INDEX_DIR}{}", BlobId::of_stored(&bytes).to_hex());
+    let name = crate::layout::index_file(&BlobId::of_stored(&bytes));
     repo.storage().put(&name, &bytes).await?;
     Ok(name)
 }

@@ -207,7 +207,7 @@ pub async fn plan_packs(
 
     let mut damaged: Vec<Salvage> = Vec::new();
     for (id, kind, size) in selected {
-        let name = kind.storage_name(&id);
+        let name = crate::layout::pack(kind, &id);
         let mut index_entries = indexed.remove(&id).unwrap_or_default();
         index_entries.sort_by_key(|e| (e.offset, e.id));
         index_entries.dedup();
@@ -285,7 +285,7 @@ async fn apply_packs(repo: &Repository, plan: RepairPacksPlan) -> Result<RepairP
     let mut builders: HashMap<PackKind, PackBuilder> = HashMap::new();
     let mut new_index = IndexFile::default();
     for salvage in &mut damaged {
-        let name = salvage.kind.storage_name(&salvage.id);
+        let name = crate::layout::pack(salvage.kind, &salvage.id);
         let checked = check_blobs(repo, &name, salvage.size, &salvage.entries, true).await?;
         salvage.report.blobs_kept = checked.good.len();
         salvage.report.dropped = dropped_blobs(checked.bad);
@@ -297,7 +297,9 @@ async fn apply_packs(repo: &Repository, plan: RepairPacksPlan) -> Result<RepairP
             if builder.len() >= pack_size {
                 let full = std::mem::replace(builder, PackBuilder::new(salvage.kind));
                 let pack = upload_pack(repo, full).await?;
-                report.packs_written.push(pack.kind.storage_name(&pack.id));
+                report
+                    .packs_written
+                    .push(crate::layout::pack(pack.kind, &pack.id));
                 new_index.packs.push(pack);
             }
         }
@@ -305,7 +307,9 @@ async fn apply_packs(repo: &Repository, plan: RepairPacksPlan) -> Result<RepairP
     for (_, builder) in builders {
         if !builder.is_empty() {
             let pack = upload_pack(repo, builder).await?;
-            report.packs_written.push(pack.kind.storage_name(&pack.id));
+            report
+                .packs_written
+                .push(crate::layout::pack(pack.kind, &pack.id));
             new_index.packs.push(pack);
         }
     }
@@ -346,7 +350,9 @@ async fn apply_packs(repo: &Repository, plan: RepairPacksPlan) -> Result<RepairP
         report.index_files_rewritten += 1;
     }
     for d in &damaged {
-        repo.storage().delete(&d.kind.storage_name(&d.id)).await?;
+        repo.storage()
+            .delete(&crate::layout::pack(d.kind, &d.id))
+            .await?;
     }
     report.damaged = damaged.into_iter().map(|d| d.report).collect();
     // R-6 again: locators of backups committed while the repair ran.
@@ -414,7 +420,7 @@ async fn upload_pack(repo: &Repository, builder: PackBuilder) -> Result<IndexPac
     let keys = repo.keys().clone();
     let pack = run_cpu(move || builder.finish(&keys)).await?;
     repo.storage()
-        .put(&pack.kind.storage_name(&pack.id), &pack.bytes)
+        .put(&crate::layout::pack(pack.kind, &pack.id), &pack.bytes)
         .await?;
     Ok(IndexPack {
         id: pack.id,

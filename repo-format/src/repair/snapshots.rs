@@ -210,10 +210,7 @@ async fn rewrite_snapshots(
         if let (Some(bytes), false) = (bytes, dry_run) {
             fixer.flush().await?;
             repo.storage()
-                .put(
-                    &format!("{}{}", crate::repo::SNAPSHOTS_DIR, id.to_hex()),
-                    &bytes,
-                )
+                .put(&crate::layout::snapshot(&id), &bytes)
                 .await?;
         }
     }

@@ -79,7 +79,7 @@ impl Repository {
             )
         })
         .await??;
-        let key_name = format!("{KEYS_DIR}{}", BlobId::of_stored(&key_file).to_hex());
+        let key_name = crate::layout::key_file(&BlobId::of_stored(&key_file));
         storage.create(&key_name, &key_file).await?;
         if let Err(e) = storage.create(CONFIG_NAME, &config.encode(&keys)).await {
             // Lost a race with another init: leave no stray key behind.
@@ -118,7 +118,7 @@ const INIT_RACE_POLL: std::time::Duration = std::time::Duration::from_millis(100
 /// Storage errors listing them.
 pub(super) async fn repository_files(storage: &dyn Storage) -> Result<Vec<(&'static str, usize)>> {
     let mut held = Vec::new();
-    for dir in [KEYS_DIR, "data/", INDEX_DIR, SNAPSHOTS_DIR] {
+    for dir in [KEYS_DIR, crate::layout::DATA_DIR, INDEX_DIR, SNAPSHOTS_DIR] {
         let n = storage.list(dir).await?.len();
         if n > 0 {
             held.push((dir, n));

@@ -50,10 +50,7 @@ impl Repository {
     ) -> Result<(AccessKey, bool)> {
         for (name, file) in Repository::key_files(&*self.storage).await? {
             let Ok(file) = file else { continue };
-            let Some(id) = name
-                .strip_prefix(KEYS_DIR)
-                .and_then(|hex| BlobId::from_hex(hex).ok())
-            else {
+            let Some(id) = crate::layout::id_in(KEYS_DIR, &name) else {
                 continue;
             };
             let key = AccessKey::from_parts(id, secret);
@@ -104,7 +101,7 @@ impl Repository {
         let pw = password_owned(password);
         let (host, user) = (hostname.to_string(), username.to_string());
         let bytes = run_cpu(move || KeyFile::create(&master, &pw, kdf, &host, &user)).await??;
-        let name = format!("{KEYS_DIR}{}", BlobId::of_stored(&bytes).to_hex());
+        let name = crate::layout::key_file(&BlobId::of_stored(&bytes));
         self.storage.create(&name, &bytes).await?;
         // Read it back and open it: the new key must be durable and open this master key
         // before anything relies on it.
@@ -238,7 +235,7 @@ pub(crate) async fn newer_generation_check(repo: &Repository) -> Result<()> {
         .list(crate::keyring::KEYRING_DIR)
         .await?
         .iter()
-        .filter_map(|b| crate::keyring::generation_of(&b.name))
+        .filter_map(|b| crate::layout::parse_keyring(&b.name))
         .max()
         .unwrap_or(1);
     Err(Error::KeyRetired {

@@ -35,16 +35,7 @@ const INDEX_BYTES_IN_FLIGHT: u64 = 32 << 20;
 /// (BENCHMARKS.md, "Index cache lookups at 10 million blobs").
 const DECODED_PER_STORED_BYTE: u64 = 3;
 
-/// Storage name of the config file.
-pub const CONFIG_NAME: &str = "config";
-/// Directory of key files.
-pub const KEYS_DIR: &str = "keys/";
-/// Directory of index files.
-pub const INDEX_DIR: &str = "index/";
-/// Directory of snapshot manifests.
-pub const SNAPSHOTS_DIR: &str = "snapshots/";
-/// Directory of writer session markers.
-pub const SESSIONS_DIR: &str = "sessions/";
+pub use crate::layout::{CONFIG_NAME, INDEX_DIR, KEYS_DIR, SESSIONS_DIR, SNAPSHOTS_DIR};
 /// Snapshot files read and decoded at once by [`Repository::read_snapshots`].
 pub const SNAPSHOT_READS_IN_FLIGHT: usize = 64;
 /// Most key files tried when opening (each costs one Argon2 run).

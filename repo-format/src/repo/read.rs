@@ -191,7 +191,7 @@ impl Repository {
     /// [`Error::NotFound`] if there is no such snapshot file; [`Error::Corrupt`] if its
     /// bytes do not hash to its name or do not decode; storage errors.
     pub async fn load_snapshot(&self, id: &BlobId) -> Result<Snapshot> {
-        let name = format!("{SNAPSHOTS_DIR}{}", id.to_hex());
+        let name = crate::layout::snapshot(id);
         let bytes = self.storage.get(&name).await?;
         if BlobId::of_stored(&bytes) != *id {
             return Err(Error::corrupt(&name, "content does not hash to its name"));
@@ -222,8 +222,7 @@ impl Repository {
                 let _permit = limit.acquire_owned().await;
                 let name = info.name.clone();
                 let result = async {
-                    let hex = info.name.trim_start_matches(SNAPSHOTS_DIR).to_string();
-                    let id = BlobId::from_hex(&hex).map_err(|_| {
+                    let id = crate::layout::id_in(SNAPSHOTS_DIR, &info.name).ok_or_else(|| {
                         Error::corrupt(&info.name, "snapshot file name is not an id")
                     })?;
                     let bytes = storage.get(&info.name).await?;

@@ -23,7 +23,7 @@ async fn open_passes_over_the_key_of_an_init_that_lost_the_race() {
     let (stray_name, stray) = loop {
         let stray =
             KeyFile::create(&MasterKey::generate(), b"pw", FAST_KDF, "loser", "me").unwrap();
-        let name = format!("{KEYS_DIR}{}", BlobId::of_stored(&stray).to_hex());
+        let name = crate::layout::key_file(&BlobId::of_stored(&stray));
         if name < winner_key {
             break (name, stray);
         }

@@ -94,8 +94,7 @@ pub(super) async fn unlock_with_password(
         let Some(master) = run_cpu(move || key.open(&pw)).await?? else {
             // A wrong password and a damaged key file both fail to unwrap; the name
             // (the storage id of the bytes written, L1) tells them apart.
-            let expected = BlobId::of_stored(&bytes).to_hex();
-            if name.strip_prefix(KEYS_DIR) != Some(expected.as_str()) {
+            if crate::layout::id_in(KEYS_DIR, name) != Some(BlobId::of_stored(&bytes)) {
                 damaged_key.get_or_insert_with(|| {
                     (
                         name.clone(),
@@ -206,7 +205,7 @@ async fn open_config(
     let rotated = config.version >= crate::config::REPOSITORY_VERSION_ROTATED;
     if rotated != (generation.number >= 2) {
         return Ok(Err(Error::corrupt(
-            "config",
+            CONFIG_NAME,
             format!(
                 "repository version {} opened by master key generation {}",
                 config.version, generation.number

@@ -12,6 +12,7 @@
 use super::{BlobInfo, BlobMeta, Bytes, PutMode, Storage, Version, Versioned};
 use crate::error::Result;
 use crate::id::BlobId;
+use crate::layout::{CATALOG_DIR, INDEX_DIR, KEYS_DIR, META_DIR, SNAPSHOTS_DIR};
 use async_trait::async_trait;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,9 +21,9 @@ use std::sync::Arc;
 /// repair deletes every locator relying on the deletion being seen at once; a
 /// cached copy would let a cold backup trust a parent whose blobs repair took out of the
 /// index.
-const CACHED_PREFIXES: [&str; 5] = ["index/", "snapshots/", "keys/", "meta/", "catalog/"];
+const CACHED_PREFIXES: [&str; 5] = [INDEX_DIR, SNAPSHOTS_DIR, KEYS_DIR, META_DIR, CATALOG_DIR];
 /// Directories whose listing prunes the cache.
-const PRUNED_PREFIXES: [&str; 4] = ["index/", "snapshots/", "keys/", "catalog/"];
+const PRUNED_PREFIXES: [&str; 4] = [INDEX_DIR, SNAPSHOTS_DIR, KEYS_DIR, CATALOG_DIR];
 
 /// Caches immutable metadata of `inner` under a local directory.
 #[derive(Debug)]
@@ -132,7 +133,7 @@ impl Storage for CachedStorage {
         }
     }
     async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        if !name.starts_with("meta/") {
+        if !name.starts_with(META_DIR) {
             return self.inner.get_range(name, offset, len).await;
         }
         // Metadata packs are read many times in small pieces: fetch and keep them whole.
@@ -156,7 +157,7 @@ impl Storage for CachedStorage {
         len: u64,
         buf: Vec<u8>,
     ) -> Result<Vec<u8>> {
-        if name.starts_with("meta/") {
+        if name.starts_with(META_DIR) {
             return self.get_range(name, offset, len).await;
         }
         self.inner.get_range_into(name, offset, len, buf).await
@@ -206,7 +207,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cached = CachedStorage::new(counting.clone(), dir.path());
         let body = b"index body".to_vec();
-        let name = format!("index/{}", BlobId::of_stored(&body).to_hex());
+        let name = crate::layout::index_file(&BlobId::of_stored(&body));
         mem.raw_put(&name, body.clone());
         assert_eq!(cached.get(&name).await.unwrap(), body);
         assert_eq!(cached.get(&name).await.unwrap(), body);
@@ -240,7 +241,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cached = CachedStorage::new(counting.clone(), dir.path());
         let body = b"locator body".to_vec();
-        let name = crate::locator::locator_name(&BlobId::of_stored(&body));
+        let name = crate::layout::locator(&BlobId::of_stored(&body));
         mem.raw_put(&name, body.clone());
         assert_eq!(cached.get(&name).await.unwrap(), body);
         assert_eq!(cached.get(&name).await.unwrap(), body);

@@ -52,7 +52,7 @@ impl DryRunStorage {
 }
 
 fn is_data_pack(name: &str) -> bool {
-    name.starts_with("data/")
+    name.starts_with(crate::layout::DATA_DIR)
 }
 
 #[async_trait]

@@ -284,11 +284,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 /// # Errors
 /// Storage errors other than the expected conflict.
 pub async fn probe_create_if_absent(storage: &dyn Storage) -> Result<bool> {
-    let name = format!(
-        "locks/create-probe-{}-{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
-    );
+    let ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let name = crate::layout::create_probe(std::process::id(), ns);
     storage.create(&name, b"probe").await?;
     let second = storage.create(&name, b"probe 2").await;
     let _ = storage.delete(&name).await;
@@ -306,11 +303,8 @@ pub async fn probe_create_if_absent(storage: &dyn Storage) -> Result<bool> {
 /// # Errors
 /// Storage errors other than the expected conflict.
 pub async fn probe_compare_and_swap(storage: &dyn Storage) -> Result<bool> {
-    let name = format!(
-        "locks/cas-probe-{}-{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
-    );
+    let ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let name = crate::layout::cas_probe(std::process::id(), ns);
     let first = storage
         .put_opts(&name, Bytes::from_static(b"probe 1"), PutMode::Create)
         .await?;

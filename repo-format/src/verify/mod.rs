@@ -299,7 +299,7 @@ pub async fn verify(
                         e.id,
                         (
                             ProblemKind::PackMissing,
-                            kind.storage_name(&id),
+                            crate::layout::pack(kind, &id),
                             format!(
                                 "index file {} lists this pack but it is not in storage",
                                 info.name
@@ -316,7 +316,7 @@ pub async fn verify(
                         e.id,
                         (
                             ProblemKind::BlobOutOfBounds,
-                            kind.storage_name(&id),
+                            crate::layout::pack(kind, &id),
                             format!(
                                 "blob {} at {}+{} lies beyond the pack's {} bytes",
                                 e.id.short(),
@@ -354,7 +354,7 @@ pub async fn verify(
     report.unindexed_packs = stored
         .iter()
         .filter(|(id, _)| !indexed.contains(id))
-        .map(|(id, (k, _))| k.storage_name(id))
+        .map(|(id, (k, _))| crate::layout::pack(*k, id))
         .collect();
     report.unindexed_packs.sort();
     for t in repo.storage().list_temporary().await? {

@@ -2,17 +2,6 @@
 
 use super::*;
 
-fn pack_name_id(name: &str) -> Option<(BlobId, PackKind)> {
-    let kind = match name.split('/').next()? {
-        "data" => PackKind::Data,
-        "meta" => PackKind::Meta,
-        _ => return None,
-    };
-    BlobId::from_hex(name.rsplit('/').next()?)
-        .ok()
-        .map(|id| (id, kind))
-}
-
 /// Read a pack's header with two ranged reads (trailer, then header).
 ///
 /// # Errors
@@ -23,7 +12,7 @@ pub async fn read_pack_header(
     kind: PackKind,
     size: u64,
 ) -> Result<Vec<PackEntry>> {
-    let name = kind.storage_name(id);
+    let name = crate::layout::pack(kind, id);
     if size < TRAILER_LEN as u64 {
         return Err(Error::corrupt(
             &name,
@@ -50,9 +39,9 @@ pub async fn read_pack_header(
 /// Storage errors.
 pub async fn list_packs(repo: &Repository) -> Result<HashMap<BlobId, (PackKind, u64)>> {
     let mut out = HashMap::new();
-    for prefix in ["data/", "meta/"] {
-        for b in repo.storage().list(prefix).await? {
-            if let Some((id, kind)) = pack_name_id(&b.name) {
+    for kind in PackKind::ALL {
+        for b in repo.storage().list(crate::layout::pack_dir(kind)).await? {
+            if let Some((kind, id)) = crate::layout::parse_pack(&b.name) {
                 out.insert(id, (kind, b.size));
             }
         }
@@ -148,7 +137,7 @@ pub(super) async fn header_after_read(
         Some(Err(e)) => Err(e),
         Some(Ok((sealed, version))) => {
             let keys = repo.keys().clone();
-            let name = kind.storage_name(id);
+            let name = crate::layout::pack(kind, id);
             run_cpu(move || decode_header(&keys, &sealed, size, version, &name)).await?
         }
     }

@@ -92,7 +92,7 @@ pub(super) async fn check_pack(
             progress.packs_done.fetch_add(1, Ordering::Relaxed);
         }
     };
-    let name = kind.storage_name(&id);
+    let name = crate::layout::pack(kind, &id);
     let mut out = PackOutcome {
         read: false,
         bytes: 0,

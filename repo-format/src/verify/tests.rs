@@ -109,7 +109,7 @@ async fn deltas_are_checked_against_bases_read_in_runs() {
     }
     let (id, size, entries) = delta_pack.expect("a pack of deltas");
     assert_eq!(entries.len(), 600);
-    let name = PackKind::Data.storage_name(&id);
+    let name = crate::layout::pack(PackKind::Data, &id);
     let buffers = SegmentBuffers::default();
     for segment in [9000, 16 << 20] {
         let read = read_in_segments(&repo, &name, size, &entries, segment, &buffers).await;
@@ -124,7 +124,7 @@ async fn deltas_are_checked_against_bases_read_in_runs() {
 
     // Damage base 7 in its pack: the delta against it, and only that one, fails.
     let (base_pack_id, _, base_entries) = base_pack.expect("a pack of bases");
-    let base_name = PackKind::Data.storage_name(&base_pack_id);
+    let base_name = crate::layout::pack(PackKind::Data, &base_pack_id);
     let damaged_base = repo.keys().content_id(&bases[7]);
     let at = base_entries
         .iter()
@@ -204,7 +204,7 @@ async fn a_pack_read_in_segments_checks_every_blob_and_hashes_every_byte() {
         .iter()
         .find(|(_, (k, _))| *k == PackKind::Data)
         .unwrap();
-    let name = kind.storage_name(&id);
+    let name = crate::layout::pack(kind, &id);
     let entries = read_pack_header(&repo, &id, kind, size).await.unwrap();
     assert_eq!(entries.len(), 40);
     // Shared by every read below, so buffers come back holding other bytes.

@@ -236,3 +236,72 @@ fn a_rebuild_cut_short_is_discarded_by_the_next_open() {
     assert!(reopened.absorbed_files().unwrap().is_empty());
     assert!(reopened.get(&id(0)).is_none());
 }
+
+/// What broke: with a delta copy of a blob in a usable pack and a full copy in a pack a
+/// gc tombstone names (excluded), the copy the index kept depended on the order the
+/// index files came in and on the path: in memory and when adding files the later copy
+/// won (the full copy replaced the delta, the delta replaced the excluded copy), while a
+/// rebuild kept the earlier one. A writer's `usable` answer for the blob then changed
+/// with the listing order. The rule (`index::copies`) ranks copies outside excluded
+/// packs first and full copies before deltas, so every path keeps the same copy.
+#[test]
+fn an_excluded_full_copy_and_a_usable_delta_resolve_the_same_in_every_order_and_path() {
+    let delta = IndexFile {
+        obsoletes: Vec::new(),
+        packs: vec![IndexPack {
+            id: id(1 << 40 | 7),
+            kind: PackKind::Data,
+            entries: vec![PackEntry {
+                blob_type: BlobType::Data,
+                id: id(5),
+                offset: 0,
+                stored_len: 60,
+                raw_len: 90,
+                base: Some(id(4)),
+            }],
+        }],
+    };
+    // Blob 4 (the base) also has a full copy in a usable pack.
+    let base = IndexFile {
+        obsoletes: Vec::new(),
+        packs: vec![pack(9, [4])],
+    };
+    let full = IndexFile {
+        obsoletes: Vec::new(),
+        packs: vec![pack(8, [5, 6])],
+    };
+    let excluded: HashSet<BlobId> = [id(1 << 40 | 8)].into();
+    for order in [[&base, &delta, &full], [&base, &full, &delta]] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut added = IndexCache::open(&dir.path().join("a"), "repo").unwrap();
+        let mut rebuilt = IndexCache::open(&dir.path().join("b"), "repo").unwrap();
+        let mut memory = crate::index::Index::new();
+        memory.exclude_packs(&excluded);
+        rebuilt.begin_rebuild().unwrap();
+        for (n, f) in order.iter().enumerate() {
+            let name = format!("index/{n}");
+            added.add_file(Some(&name), f, &excluded).unwrap();
+            rebuilt.add_file(Some(&name), f, &excluded).unwrap();
+            memory.add_file(f).unwrap();
+        }
+        rebuilt.finish_rebuild().unwrap();
+        for (what, found) in [
+            ("added", added.get(&id(5))),
+            ("rebuilt", rebuilt.get(&id(5))),
+            ("memory", memory.get(&id(5))),
+        ] {
+            let found = found.unwrap();
+            assert_eq!(
+                (found.pack_id, found.base),
+                (id(1 << 40 | 7), Some(id(4))),
+                "{what}, order with the full copy {}",
+                if std::ptr::eq(order[1], &full) {
+                    "first"
+                } else {
+                    "last"
+                }
+            );
+        }
+        assert!(memory.usable(&id(5)));
+    }
+}

@@ -2,8 +2,18 @@
 //! module documentation of the cache).
 
 use super::*;
+use crate::index::copies::{self, CopyRank};
 
 impl IndexCache {
+    /// The [`CopyRank`] of the copy `rec` records, given the `excluded` packs.
+    fn rank_of(&self, rec: &BlobRecord, excluded: &HashSet<BlobId>) -> CopyRank {
+        let in_excluded = !excluded.is_empty()
+            && self
+                .pack_by_number(rec.pack)
+                .is_some_and(|(id, _)| excluded.contains(&id));
+        CopyRank::of(rec.base.is_some(), in_excluded)
+    }
+
     /// Drop every record and start a rebuild from scratch: until
     /// [`IndexCache::finish_rebuild`], [`IndexCache::add_file`] writes without reading
     /// first and the blob count is not kept.
@@ -48,8 +58,8 @@ impl IndexCache {
     }
 
     /// Add the packs of index file `name` (if given, it is recorded as absorbed in the
-    /// same batch). A blob already known keeps its location unless that location is in
-    /// an `excluded` pack and the new one is not.
+    /// same batch). A blob already known keeps its location unless the new copy ranks
+    /// better ([`crate::index::copies`]: outside `excluded` packs, then full).
     ///
     /// # Errors
     /// [`Error::IndexCache`].
@@ -64,7 +74,7 @@ impl IndexCache {
         }
         let mut batch = WriteBatch::default();
         let mut new_packs: HashMap<BlobId, u32> = HashMap::new();
-        let mut written: HashSet<BlobId> = HashSet::new();
+        let mut written: HashMap<BlobId, CopyRank> = HashMap::new();
         let (mut blob_count, mut pack_count) = (self.blob_count, self.pack_count);
         for pack in &file.packs {
             let number = match new_packs.get(&pack.id) {
@@ -93,25 +103,23 @@ impl IndexCache {
             let existing = self.db()?.multi_get(&keys);
             for (entry, found) in pack.entries.iter().zip(existing) {
                 let found = found.map_err(|e| cache_error(&self.path, "read", e))?;
-                let replace = match found.as_deref().map(BlobRecord::decode) {
-                    None => !written.contains(&entry.id),
-                    Some(None) => true,
-                    // A full copy replaces a delta (whose base gc may have taken with
-                    // it as garbage); a copy outside an excluded pack one inside.
-                    Some(Some(old)) => {
-                        (old.base.is_some() && entry.base.is_none())
-                            || (!new_is_excluded
-                                && !excluded.is_empty()
-                                && self
-                                    .pack_by_number(old.pack)
-                                    .is_some_and(|(id, _)| excluded.contains(&id)))
+                let new_rank = CopyRank::of(entry.base.is_some(), new_is_excluded);
+                let replace = match (
+                    written.get(&entry.id),
+                    found.as_deref().map(BlobRecord::decode),
+                ) {
+                    // Written earlier in this batch (a later pack of the same file).
+                    (Some(old), _) => copies::replaces(new_rank, *old),
+                    (None, None) | (None, Some(None)) => true,
+                    (None, Some(Some(old))) => {
+                        copies::replaces(new_rank, self.rank_of(&old, excluded))
                     }
                 };
-                if found.is_none() && !written.contains(&entry.id) {
+                if found.is_none() && !written.contains_key(&entry.id) {
                     blob_count += 1;
                 }
                 if replace {
-                    written.insert(entry.id);
+                    written.insert(entry.id, new_rank);
                     let (value, len) = record(number, entry).encode();
                     batch.put(blob_key(&entry.id), &value[..len]);
                 }
@@ -133,11 +141,11 @@ impl IndexCache {
     }
 
     /// [`IndexCache::add_file`] during a rebuild: full entries of packs that are not
-    /// excluded are written without looking first (last location wins); entries of
-    /// excluded packs and delta entries go first and only where the blob is not known
-    /// yet, so a usable full copy written before or after always wins over them. (A delta
-    /// entry may outlive its base when gc collected both as garbage but kept the delta's
-    /// pack; a full copy stored again later must then be the one found.)
+    /// excluded (the best [`CopyRank`]) are written without looking first (last location
+    /// wins, which SPEC allows among equals); entries of excluded packs and delta entries
+    /// go first and only where the blob is not known yet or known with a worse rank
+    /// ([`crate::index::copies`]), so the copy kept is the one adding the files one by
+    /// one keeps, up to copies of equal rank.
     pub(super) fn add_file_rebuilding(
         &mut self,
         name: Option<&str>,
@@ -147,7 +155,8 @@ impl IndexCache {
         let mut batch = WriteBatch::default();
         let mut in_batch = 0usize;
         let mut numbers: HashMap<BlobId, u32> = HashMap::new();
-        let mut excluded_written: HashSet<BlobId> = HashSet::new();
+        // Ranks of the entries of excluded packs and deltas in the unwritten batch.
+        let mut pending: HashMap<BlobId, CopyRank> = HashMap::new();
         let (excluded_packs, usable_packs): (Vec<_>, Vec<_>) =
             file.packs.iter().partition(|p| excluded.contains(&p.id));
         // Pass 0: excluded packs, and the delta entries of the others; pass 1: the
@@ -182,15 +191,20 @@ impl IndexCache {
             batch.put(pack_key(number), pack_value);
             let is_excluded = excluded.contains(&pack.id);
             for entry in &pack.entries {
-                let only_if_unknown = is_excluded || entry.base.is_some();
-                if (pass == 0) != only_if_unknown {
+                let rank = CopyRank::of(entry.base.is_some(), is_excluded);
+                let only_if_better = rank != CopyRank::BEST;
+                if (pass == 0) != only_if_better {
                     continue;
                 }
-                if only_if_unknown {
-                    if excluded_written.contains(&entry.id) || self.contains(&entry.id) {
+                if only_if_better {
+                    let old = match pending.get(&entry.id) {
+                        Some(old) => Some(*old),
+                        None => self.record(&entry.id).map(|r| self.rank_of(&r, excluded)),
+                    };
+                    if old.is_some_and(|old| !copies::replaces(rank, old)) {
                         continue;
                     }
-                    excluded_written.insert(entry.id);
+                    pending.insert(entry.id, rank);
                 }
                 let (value, len) = record(number, entry).encode();
                 batch.put(blob_key(&entry.id), &value[..len]);
@@ -200,8 +214,8 @@ impl IndexCache {
                     // in a crash, and then the whole rebuild starts over anyway.
                     self.write(std::mem::take(&mut batch))?;
                     in_batch = 0;
-                    // Excluded entries already written are now visible to `contains`.
-                    excluded_written.clear();
+                    // Entries already written are now visible to `record`.
+                    pending.clear();
                 }
             }
         }
