@@ -6,9 +6,11 @@ heaptrack_print reports the peak of the whole run; for dprepo that is always Arg
 was live at the largest heap from AFTER_MS on.
 
     heaptrack -o /tmp/hv dprepo verify --read-data
-    python3 benches/compare/heap_at_peak.py /tmp/hv.zst 3000
+    python3 benches/compare/heap_at_peak.py /tmp/hv.zst 3000 [FRAMES]
 
-Each row: MiB live, then the first three frames outside the allocator and std.
+Each row: MiB live, then the first FRAMES (default 3) frames outside the allocator and
+std; more frames tell apart allocations made by the same function for different callers
+(e.g. 7 for `dprepo verify`: index lists against pack headers).
 """
 import collections
 import subprocess
@@ -21,6 +23,7 @@ SKIP = ("alloc::", "core::", "std::", "<alloc", "<core", "hashbrown", "<hashbrow
 def main():
     path = sys.argv[1]
     after_ms = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    depth = int(sys.argv[3]) if len(sys.argv) > 3 else 3
     lines = subprocess.run(["zstdcat", path], capture_output=True, text=True,
                            check=True).stdout.splitlines()
     strings, ips, traces = [None], [None], [(0, 0)]
@@ -78,7 +81,7 @@ def main():
         if n > 0:
             size, trace = infos[i]
             own = [f for f in frames(trace) if not f.startswith(SKIP)]
-            by_site[" < ".join(f[:90] for f in own[:3])] += size * n
+            by_site[" < ".join(f[:90] for f in own[:depth])] += size * n
     for site, size in by_site.most_common(25):
         print(f"{size / 2**20:7.2f} {site}")
 

@@ -27,10 +27,13 @@ pub(crate) mod tests;
 
 use check::{users_of, walk_snapshots, Suspects};
 pub(crate) use pack_read::{check_deltas, Segment, SegmentBuffers};
-use pack_read::{header_after_read, read_pack_in_segments, VERIFY_SEGMENT_BYTES};
+use pack_read::{
+    header_after_read, read_pack_header_pooled, read_pack_in_segments, VERIFY_SEGMENT_BYTES,
+};
 pub use pack_read::{list_packs, read_pack_header};
 use read_data::{
-    check_against, check_pack, delta_object, Affected, PackCheck, PackOutcome, PACKS_READ_AT_ONCE,
+    check_against, check_pack, delta_object, Affected, EntriesInFlight, PackCheck, PackOutcome,
+    PACKS_READ_AT_ONCE,
 };
 
 /// Which packs `--read-data` reads.
@@ -257,13 +260,16 @@ pub async fn verify(
     let index_names = repo.storage().list(INDEX_DIR).await?;
     report.index_files = index_names.len();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut in_flight = EntriesInFlight::default();
     let buffers = Arc::new(SegmentBuffers::default());
     // Problems of the pack checks, reported in pack order whatever order they came in.
     let mut pack_problems: Vec<Problem> = Vec::new();
     let absorb = |report: &mut VerifyReport,
                   pack_problems: &mut Vec<Problem>,
                   suspect_blobs: &mut Suspects,
+                  in_flight: &mut EntriesInFlight,
                   outcome: PackOutcome| {
+        in_flight.finished(outcome.entries);
         report.packs_read += usize::from(outcome.read);
         report.bytes_read += outcome.bytes;
         report.blobs_checked += outcome.blobs_checked;
@@ -328,12 +334,20 @@ pub async fn verify(
                     );
                 }
             }
-            while tasks.len() >= PACKS_READ_AT_ONCE {
-                if let Some(done) = tasks.join_next().await {
-                    let outcome = done.map_err(|e| Error::Internal(e.to_string()))?;
-                    absorb(&mut report, &mut pack_problems, &mut suspect_blobs, outcome);
-                }
+            while in_flight.full(entries.len()) {
+                let Some(done) = tasks.join_next().await else {
+                    break;
+                };
+                let outcome = done.map_err(|e| Error::Internal(e.to_string()))?;
+                absorb(
+                    &mut report,
+                    &mut pack_problems,
+                    &mut suspect_blobs,
+                    &mut in_flight,
+                    outcome,
+                );
             }
+            in_flight.started(entries.len());
             let checked = PackCheck {
                 id,
                 kind: stored_kind,
@@ -348,7 +362,13 @@ pub async fn verify(
     }
     while let Some(done) = tasks.join_next().await {
         let outcome = done.map_err(|e| Error::Internal(e.to_string()))?;
-        absorb(&mut report, &mut pack_problems, &mut suspect_blobs, outcome);
+        absorb(
+            &mut report,
+            &mut pack_problems,
+            &mut suspect_blobs,
+            &mut in_flight,
+            outcome,
+        );
     }
     report.blobs = repo.index().read().map(|i| i.blob_count()).unwrap_or(0);
     report.unindexed_packs = stored

@@ -64,6 +64,8 @@ const MAX_SEGMENT_ENTRIES: usize = 512;
 #[derive(Default)]
 pub(crate) struct SegmentBuffers {
     spare: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// The structure check's sealed pack headers, pooled the same way.
+    pub(super) headers: HeaderBuffers,
 }
 
 impl SegmentBuffers {
@@ -399,4 +401,79 @@ pub(crate) async fn check_deltas(
         bad.extend(checked);
     }
     Ok(bad)
+}
+
+/// Sealed pack headers of the structure check, handed from one header read to the next.
+/// Every pack's header is read; one of 16 MiB of tiny blobs is about 4 MiB, and a buffer
+/// allocated per read on a storage thread and freed on another stayed resident in that
+/// thread's glibc arena, more of them the more packs were read (BENCHMARKS.md,
+/// "Incremental backup and verify as the repository grows").
+#[derive(Default)]
+pub(super) struct HeaderBuffers {
+    spare: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl HeaderBuffers {
+    /// At most one spare buffer per pack checked at once.
+    const KEEP: usize = PACKS_READ_AT_ONCE;
+    /// Larger buffers (headers of packs of more than about 400k blobs) are not kept.
+    const MAX_KEPT: usize = 16 << 20;
+
+    fn take(&self) -> Vec<u8> {
+        self.spare
+            .lock()
+            .ok()
+            .and_then(|mut spare| spare.pop())
+            .unwrap_or_default()
+    }
+
+    fn give_back(&self, buf: Vec<u8>) {
+        if buf.capacity() > Self::MAX_KEPT {
+            return;
+        }
+        if let Ok(mut spare) = self.spare.lock() {
+            if spare.len() < Self::KEEP {
+                spare.push(buf);
+            }
+        }
+    }
+}
+
+/// [`read_pack_header`], the sealed header read into a buffer of `buffers` and given
+/// back after decoding: the same reads, checks and errors.
+///
+/// # Errors
+/// As [`read_pack_header`].
+pub(super) async fn read_pack_header_pooled(
+    repo: &Repository,
+    id: &BlobId,
+    kind: PackKind,
+    size: u64,
+    buffers: &HeaderBuffers,
+) -> Result<Vec<PackEntry>> {
+    let name = kind.storage_name(id);
+    if size < TRAILER_LEN as u64 {
+        return Err(Error::corrupt(
+            &name,
+            format!("pack of {size} bytes is too short for its trailer"),
+        ));
+    }
+    let trailer = repo
+        .storage()
+        .get_range(&name, size - TRAILER_LEN as u64, TRAILER_LEN as u64)
+        .await?;
+    let (header_len, version) = parse_trailer(&trailer, size, &name)?;
+    let start = size - TRAILER_LEN as u64 - u64::from(header_len);
+    let sealed = repo
+        .storage()
+        .get_range_into(&name, start, u64::from(header_len), buffers.take())
+        .await?;
+    let keys = repo.keys().clone();
+    let (header, sealed) = run_cpu(move || {
+        let header = decode_header(&keys, &sealed, size, version, &name);
+        (header, sealed)
+    })
+    .await?;
+    buffers.give_back(sealed);
+    header
 }

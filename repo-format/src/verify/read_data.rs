@@ -11,10 +11,47 @@ pub(super) struct PackOutcome {
     pub(super) blobs_checked: u64,
     pub(super) bad_blobs: Vec<(BlobId, ProblemKind, String, String)>,
     pub(super) problems: Vec<Problem>,
+    /// Index entries the check was given (what [`EntriesInFlight`] counts).
+    pub(super) entries: usize,
 }
 
 /// Packs checked at the same time.
 pub(super) const PACKS_READ_AT_ONCE: usize = 4;
+
+/// Index entries of the packs checked at the same time, at most: a pack that holds more
+/// is checked alone. Each entry is held twice while its pack is checked (the index
+/// file's entry and the decoded header's, about 80 bytes each) besides the sealed and
+/// plain header (about 40 bytes each): 64k entries are about 13 MiB. Packs of large
+/// chunks hold a few hundred blobs and are still checked [`PACKS_READ_AT_ONCE`] at a
+/// time; packs of 16 MiB of tiny blobs (50k each) were checked four at once, about
+/// 50 MiB (BENCHMARKS.md, "Incremental backup and verify as the repository grows").
+pub(super) const ENTRIES_CHECKED_AT_ONCE: usize = 1 << 16;
+
+/// The index entries of the pack checks in flight.
+#[derive(Default)]
+pub(super) struct EntriesInFlight {
+    packs: usize,
+    entries: usize,
+}
+
+impl EntriesInFlight {
+    /// Whether a check of `entries` more must wait for one in flight to finish.
+    pub(super) fn full(&self, entries: usize) -> bool {
+        self.packs > 0
+            && (self.packs >= PACKS_READ_AT_ONCE
+                || self.entries.saturating_add(entries) > ENTRIES_CHECKED_AT_ONCE)
+    }
+
+    pub(super) fn started(&mut self, entries: usize) {
+        self.packs += 1;
+        self.entries += entries;
+    }
+
+    pub(super) fn finished(&mut self, entries: usize) {
+        self.packs = self.packs.saturating_sub(1);
+        self.entries = self.entries.saturating_sub(entries);
+    }
+}
 
 /// One pack to check: its id, kind and size, whether to read it whole, and what one
 /// index file says it holds.
@@ -99,6 +136,7 @@ pub(super) async fn check_pack(
         blobs_checked: 0,
         bad_blobs: Vec::new(),
         problems: Vec::new(),
+        entries: index_entries.len(),
     };
     let header = if full_read {
         match read_pack_in_segments(
@@ -146,7 +184,7 @@ pub(super) async fn check_pack(
             }
         }
     } else {
-        read_pack_header(repo, &id, kind, size).await
+        read_pack_header_pooled(repo, &id, kind, size, &buffers.headers).await
     };
     done(progress);
     match header {
