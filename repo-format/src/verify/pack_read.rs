@@ -451,7 +451,7 @@ pub(super) async fn read_pack_header_pooled(
     size: u64,
     buffers: &HeaderBuffers,
 ) -> Result<Vec<PackEntry>> {
-    let name = kind.storage_name(id);
+    let name = crate::layout::pack(kind, id);
     if size < TRAILER_LEN as u64 {
         return Err(Error::corrupt(
             &name,
