@@ -217,6 +217,13 @@ fn repos_of_secret(
         })
         .map(|o| ObjectRef::new(&o.name))
         .collect();
+    // The access Secret and the revocation's Secret, owned by nobody: by label.
+    if ns == controller_ns && label_value(&secret.metadata, label::DPREPO_BACKUP_REPO_UID).is_some()
+    {
+        if let Some(repo) = label_value(&secret.metadata, label::BACKUP_REPO_NAME) {
+            out.push(ObjectRef::new(repo));
+        }
+    }
     for repo in store.state() {
         let credential = repo.spec.credential.as_ref().is_some_and(|c| {
             c.name.as_deref() == Some(name.as_str()) && c.namespace.as_deref() == Some(ns.as_str())
