@@ -34,8 +34,8 @@ fn invalid_objects_are_reported_by_field_and_providers_follow_their_csi_driver()
                 .then_some(())
         },
     );
-    let deploy = workspace().join("deploy");
-    c.kubectl_ok(&["apply", "--validate=false", "-k", deploy.to_str().unwrap()]);
+    // deploy/ without its controller Deployment: the test's controller is the only one.
+    apply_deploy(&c, false);
     c.wait_for(
         "/readyz once the CRDs are installed",
         Duration::from_secs(60),

@@ -45,9 +45,9 @@ pub struct Cluster {
     pub probe_port: u16,
     /// Where the controller serves /metrics.
     pub metrics_port: u16,
-    /// Whether the test asked for `deploy/`'s controller Deployment
-    /// ([`install_deployed`]); otherwise [`Cluster::assert_one_controller`] runs on drop.
-    deployed_controller: bool,
+    /// Whether the test started a controller of its own: then
+    /// [`Cluster::assert_one_controller`] runs on drop.
+    own_controller_started: bool,
 }
 
 impl Cluster {
@@ -89,7 +89,7 @@ impl Cluster {
             controller: None,
             probe_port: free_port(),
             metrics_port: free_port(),
-            deployed_controller: false,
+            own_controller_started: false,
         };
         c.wait_for("kube-sim to answer", Duration::from_secs(60), || {
             (c.kubeconfig.is_file() && c.kubectl(&["get", "namespaces"]).status.success())
@@ -162,6 +162,7 @@ impl Cluster {
             .spawn()
             .expect("start dprepo-controller");
         self.controller = Some(child);
+        self.own_controller_started = true;
     }
 
     /// Kills the controller (as a crash would); `start_controller` starts it again.
@@ -348,7 +349,7 @@ impl Drop for Cluster {
         // Not while a test fails already (a second panic aborts), nor when kube-sim is
         // gone (a test that stopped it).
         if !std::thread::panicking()
-            && !self.deployed_controller
+            && self.own_controller_started
             && self.sim.try_wait().is_ok_and(|s| s.is_none())
         {
             self.assert_one_controller();
@@ -475,11 +476,10 @@ pub fn install_with(c: &mut Cluster, env: &[(&str, &str)]) {
 }
 
 /// Applies all of `deploy/`, the controller Deployment included, for a test of the
-/// deployed controller itself: no controller of the test's is started, and the drop
-/// check of [`Cluster::assert_one_controller`] is off. Waits for the Deployment's pod.
+/// deployed controller itself (start no controller of the test's then: the drop check of
+/// [`Cluster::assert_one_controller`] would fail). Waits for the Deployment's pod.
 pub fn install_deployed(c: &mut Cluster) {
     apply_deploy(c, true);
-    c.deployed_controller = true;
     c.wait_for(
         "the deployed controller's pod Running",
         Duration::from_secs(120),
@@ -501,8 +501,8 @@ pub fn install_deployed(c: &mut Cluster) {
 }
 
 /// `kubectl apply` of `kubectl kustomize deploy/`, without the controller Deployment
-/// unless `with_deployment`.
-fn apply_deploy(c: &Cluster, with_deployment: bool) {
+/// unless `with_deployment` (for a test that starts its controller before the CRDs).
+pub fn apply_deploy(c: &Cluster, with_deployment: bool) {
     let deploy = workspace().join("deploy");
     let out = Command::new("kubectl")
         .arg("kustomize")
