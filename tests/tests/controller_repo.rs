@@ -905,7 +905,7 @@ spec:
             .unwrap()["metadata"]["ownerReferences"]
             .clone();
         assert!(
-            !owners.as_array().is_some_and(|a| !a.is_empty()),
+            owners.as_array().is_none_or(Vec::is_empty),
             "the access Secret is owned by nobody: {owners}"
         );
 
