@@ -217,6 +217,13 @@ fn repos_of_secret(
         })
         .map(|o| ObjectRef::new(&o.name))
         .collect();
+    // The access Secret and the revocation's Secret, owned by nobody: by label.
+    if ns == controller_ns && label_value(&secret.metadata, label::DPREPO_BACKUP_REPO_UID).is_some()
+    {
+        if let Some(repo) = label_value(&secret.metadata, label::BACKUP_REPO_NAME) {
+            out.push(ObjectRef::new(repo));
+        }
+    }
     for repo in store.state() {
         let credential = repo.spec.credential.as_ref().is_some_and(|c| {
             c.name.as_deref() == Some(name.as_str()) && c.namespace.as_deref() == Some(ns.as_str())
@@ -383,7 +390,17 @@ async fn run_controllers(ctx: Arc<Context>, mut stops: Vec<oneshot::Receiver<()>
         .watches(
             Api::<Job>::namespaced(client.clone(), &ns),
             by_repo.clone(),
-            |j: Job| cluster_owners::<BackupRepo>(&j.metadata),
+            |j: Job| {
+                // The access-key revocation Job is owned by nobody (a foreground deletion
+                // of the BackupRepo would delete it first): it names its repository.
+                if label_value(&j.metadata, label::DPREPO_BACKUP_REPO_UID).is_some() {
+                    label_value(&j.metadata, label::BACKUP_REPO_NAME)
+                        .map(|name| vec![ObjectRef::<BackupRepo>::new(name)])
+                        .unwrap_or_default()
+                } else {
+                    cluster_owners::<BackupRepo>(&j.metadata)
+                }
+            },
         )
         .watches(
             Api::<PersistentVolumeClaim>::all(client.clone()),
@@ -763,6 +780,14 @@ pub async fn run(options: RunOptions) -> Result<()> {
         metrics,
         Some(identity),
     ));
+    // What BackupRepos gone while no controller ran left behind (owned by nobody).
+    match backuprepo::sweep_left_behind(&ctx.client, &ctx.config.namespace).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(objects = n, "deleted what removed BackupRepos left behind"),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for what removed BackupRepos left behind")
+        }
+    }
     let (stop_txs, stop_rxs): (Vec<_>, Vec<_>) = (0..13).map(|_| oneshot::channel::<()>()).unzip();
     let controllers = tokio::spawn(run_controllers(ctx, stop_rxs));
     let lost = async {

@@ -62,31 +62,6 @@ fn with_note<'a>(all: &'a [(String, i64)], text: &str) -> Vec<&'a (String, i64)>
     all.iter().filter(|(n, _)| n.contains(text)).collect()
 }
 
-/// [`install`], then removes the controller Deployment of `deploy/`, which kube-sim runs
-/// as a pod beside the test's controller: two controllers would each publish their own
-/// events (the Recorder's series are per reporting instance), and these tests count them.
-fn install_one_controller(c: &mut Cluster) {
-    install(c);
-    c.kubectl_ok(&[
-        "delete",
-        "deployment",
-        "dprepo-controller",
-        "-n",
-        "dprepo-system",
-        "--ignore-not-found",
-    ]);
-    c.wait_for("the deployed controller's pod gone", TIMEOUT, || {
-        let pods = c.get(&[
-            "pods",
-            "-n",
-            "dprepo-system",
-            "-l",
-            "app.kubernetes.io/name=dprepo-controller",
-        ])?;
-        pods["items"].as_array()?.is_empty().then_some(())
-    });
-}
-
 fn patch(c: &Cluster, args: &[&str], json_patch: &str) {
     let mut all = vec!["patch"];
     all.extend_from_slice(args);
@@ -99,7 +74,7 @@ fn patch(c: &Cluster, args: &[&str], json_patch: &str) {
 #[test]
 fn different_failures_of_one_object_each_keep_their_event_and_repeats_count_up() {
     let mut c = Cluster::start();
-    install_one_controller(&mut c);
+    install(&mut c);
     c.apply(
         r#"
 apiVersion: dataprotection.kubeblocks.io/v1alpha1
@@ -236,7 +211,7 @@ spec:
 #[test]
 fn each_other_default_backup_repo_is_named_in_its_own_event() {
     let mut c = Cluster::start();
-    install_one_controller(&mut c);
+    install(&mut c);
     let mut yaml = String::from(
         r#"
 apiVersion: dataprotection.kubeblocks.io/v1alpha1

@@ -34,8 +34,8 @@ fn invalid_objects_are_reported_by_field_and_providers_follow_their_csi_driver()
                 .then_some(())
         },
     );
-    let deploy = workspace().join("deploy");
-    c.kubectl_ok(&["apply", "--validate=false", "-k", deploy.to_str().unwrap()]);
+    // deploy/ without its controller Deployment: the test's controller is the only one.
+    apply_deploy(&c, false);
     c.wait_for(
         "/readyz once the CRDs are installed",
         Duration::from_secs(60),
@@ -815,5 +815,192 @@ spec:
     assert!(
         warning.contains(&format!("dprepo key remove {id}")),
         "{warning}"
+    );
+}
+
+/// `kubectl delete backuprepo --cascade=foreground` lost the access-key revocation: the
+/// garbage collector deletes every dependent of an owner deleted in the foreground while
+/// its finalizer holds it, and the access Secret (which names the key) and the
+/// revocation's Job and Secret were owned by the BackupRepo, so they went before the
+/// revocation ran and the key stayed valid, without a word. They are owned by nobody
+/// now: the key is revoked in either cascade mode, and nothing is left behind. What a
+/// BackupRepo gone while no controller ran left is deleted when the controller starts.
+#[test]
+fn access_keys_are_revoked_when_their_backup_repo_is_deleted_in_the_foreground() {
+    ensure_s3_bucket();
+    let mut c = Cluster::start();
+    install(&mut c);
+    let prefix = c
+        .dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_lowercase();
+    let root = format!("{S3_BUCKET}/{prefix}");
+    let endpoint = s3_endpoint();
+    let provider = s3_storage_provider("s3-cascade");
+    let modes = [("foreground", "cascade-fg"), ("background", "cascade-bg")];
+    let mut yaml = format!(
+        r#"
+{provider}---
+apiVersion: v1
+kind: Secret
+metadata: {{name: s3-creds, namespace: dprepo-system}}
+stringData: {{accessKeyId: test, secretAccessKey: test}}
+"#
+    );
+    for (_, name) in &modes {
+        yaml.push_str(&format!(
+            r#"---
+apiVersion: dataprotection.kubeblocks.io/v1alpha1
+kind: BackupRepo
+metadata: {{name: {name}}}
+spec:
+  storageProviderRef: s3-cascade
+  accessMethod: Tool
+  pvReclaimPolicy: Retain
+  config: {{bucket: "{root}/{name}", endpoint: "{endpoint}"}}
+  credential: {{name: s3-creds, namespace: dprepo-system}}
+"#
+        ));
+    }
+    c.apply(&yaml);
+    for (mode, name) in &modes {
+        let repo_root = format!("{root}/{name}");
+        c.wait_for(
+            &format!("BackupRepo {name} Ready"),
+            Duration::from_secs(180),
+            || {
+                c.get(&["backuprepo", name])
+                    .filter(|r| r.pointer("/status/phase") == Some(&Value::from("Ready")))
+            },
+        );
+        let uid = c.get(&["backuprepo", name]).unwrap()["metadata"]["uid"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let access_secret = format!("dprepo-access-{name}");
+        let access = c.wait_for(
+            &format!("the access key of {name}"),
+            Duration::from_secs(120),
+            || secret_field(&c, "dprepo-system", &access_secret, "accessKey"),
+        );
+        let id = access
+            .strip_prefix("dprepo-ak1-")
+            .and_then(|rest| rest.split_once('-'))
+            .map(|(id, _)| id.to_string())
+            .expect("access key text");
+        let (_, key) = generated_key(&c, name);
+        let key = key.trim().to_string();
+        assert!(key_ids(&endpoint, &repo_root, &key, c.dir.path()).contains(&id));
+        assert!(access_key_opens(
+            &endpoint,
+            &repo_root,
+            &access,
+            c.dir.path()
+        ));
+        let owners = c
+            .get(&["secret", "-n", "dprepo-system", &access_secret])
+            .unwrap()["metadata"]["ownerReferences"]
+            .clone();
+        assert!(
+            owners.as_array().is_none_or(Vec::is_empty),
+            "the access Secret is owned by nobody: {owners}"
+        );
+
+        c.kubectl_ok(&[
+            "delete",
+            "backuprepo",
+            name,
+            &format!("--cascade={mode}"),
+            "--wait=false",
+        ]);
+        c.wait_for(&format!("{name} gone"), Duration::from_secs(180), || {
+            c.get(&["backuprepo", name]).is_none().then_some(())
+        });
+        let ids = key_ids(&endpoint, &repo_root, &key, c.dir.path());
+        assert!(!ids.contains(&id), "{mode}: {id} still in {ids:?}");
+        assert_eq!(ids.len(), 1, "the repository key stays: {ids:?}");
+        assert!(!access_key_opens(
+            &endpoint,
+            &repo_root,
+            &access,
+            c.dir.path()
+        ));
+        let events = c.events_of(name);
+        assert!(
+            events
+                .iter()
+                .any(|e| e.starts_with("AccessKeyRevoked: ") && e.contains(id.as_str())),
+            "{mode}: {events:?}"
+        );
+        // Nothing of the repository is left but the key Secret (kept by design).
+        let by_name = format!("dataprotection.kubeblocks.io/backup-repo-name={name}");
+        let jobs = c.get(&["jobs", "-A", "-l", &by_name]).expect("job list");
+        assert_eq!(
+            jobs["items"].as_array().map(Vec::len),
+            Some(0),
+            "{mode}: {jobs}"
+        );
+        let by_uid = format!("dprepo.io/backup-repo-uid={uid}");
+        let secrets = c
+            .get(&["secrets", "-A", "-l", &by_uid])
+            .expect("secret list");
+        assert_eq!(
+            secrets["items"].as_array().map(Vec::len),
+            Some(0),
+            "{mode}: {secrets}"
+        );
+        let all = c.get(&["secrets", "-n", "dprepo-system"]).expect("secrets");
+        let left: Vec<&str> = all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s.pointer("/metadata/name").and_then(Value::as_str))
+            .filter(|n| n.contains(*name))
+            .collect();
+        assert_eq!(left, [format!("dprepo-key-{name}")], "{mode}");
+    }
+
+    // A BackupRepo removed while no controller ran (its finalizer removed by hand) left
+    // a revocation Job and Secret: the controller deletes them when it starts.
+    c.stop_controller();
+    let gone_uid = "00000000-0000-4000-8000-00000000dead";
+    c.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata:
+  name: revoke-key-00000000-removed
+  namespace: dprepo-system
+  labels: {{dataprotection.kubeblocks.io/backup-repo-name: removed, dprepo.io/backup-repo-uid: "{gone_uid}"}}
+stringData: {{dprepo-password: the-repository-key}}
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: revoke-key-00000000-removed
+  namespace: dprepo-system
+  labels: {{dataprotection.kubeblocks.io/backup-repo-name: removed, dprepo.io/backup-repo-uid: "{gone_uid}"}}
+spec:
+  suspend: true
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{{name: c, image: busybox, command: ["true"]}}]
+"#
+    ));
+    c.start_controller();
+    c.wait_for(
+        "what the removed BackupRepo left deleted",
+        Duration::from_secs(60),
+        || {
+            let by_uid = format!("dprepo.io/backup-repo-uid={gone_uid}");
+            let jobs = c.get(&["jobs", "-n", "dprepo-system", "-l", &by_uid])?;
+            let secrets = c.get(&["secrets", "-n", "dprepo-system", "-l", &by_uid])?;
+            (jobs["items"].as_array()?.is_empty() && secrets["items"].as_array()?.is_empty())
+                .then_some(())
+        },
     );
 }

@@ -335,8 +335,7 @@ fn env_file(path: &Path) -> std::collections::BTreeMap<String, String> {
 #[test]
 fn restores_full_and_point_in_time_backups_and_fails_clearly() {
     let mut c = Cluster::start();
-    let deploy = workspace().join("deploy");
-    c.kubectl_ok(&["apply", "--validate=false", "-k", deploy.to_str().unwrap()]);
+    apply_deploy(&c, false);
     c.start_controller();
     c.apply(&local_mount_repo("demo"));
     c.apply(
@@ -828,8 +827,7 @@ fn a_postgresql_backup_restores_and_the_server_starts_on_it() {
     );
     assert!(before.starts_with("20000 "), "{before}");
 
-    let deploy = workspace().join("deploy");
-    c.kubectl_ok(&["apply", "--validate=false", "-k", deploy.to_str().unwrap()]);
+    apply_deploy(&c, false);
     c.start_controller();
     c.apply(&local_mount_repo("demo"));
     c.apply(ACTION_SETS);
@@ -868,8 +866,7 @@ fn a_postgresql_backup_restores_and_the_server_starts_on_it() {
 #[test]
 fn post_ready_job_steps_run_against_the_target_pod() {
     let mut c = Cluster::start();
-    let deploy = workspace().join("deploy");
-    c.kubectl_ok(&["apply", "--validate=false", "-k", deploy.to_str().unwrap()]);
+    apply_deploy(&c, false);
     c.start_controller();
     c.apply(&local_mount_repo("demo"));
     c.apply(

@@ -43,6 +43,10 @@ pub mod label {
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
     /// The value of [`MANAGED_BY`].
     pub const MANAGED_BY_VALUE: &str = "kubeblocks-dataprotection";
+    /// dprepo: on the objects of a BackupRepo that must outlive a cascading deletion of
+    /// it (its access Secret, the access-key revocation Job and its Secret), which carry
+    /// no owner reference: the uid of that BackupRepo. The controller deletes them itself.
+    pub const DPREPO_BACKUP_REPO_UID: &str = "dprepo.io/backup-repo-uid";
 }
 
 /// Annotations.

@@ -2,8 +2,9 @@
 //! the repository without hashing the password, README "Access keys").
 //!
 //! The controller chooses a 256-bit secret and keeps it in the Secret
-//! `dprepo-access-<repo>` (controller's namespace, owned by the BackupRepo, key
-//! [`SECRET_FIELD`]). The pre-check Job, which has the repository key, gets the secret in
+//! `dprepo-access-<repo>` (controller's namespace, key [`SECRET_FIELD`]; not owned by the
+//! BackupRepo, so that a cascading deletion cannot remove it before the key it records
+//! was revoked: labelled with the repository's uid, deleted by the controller). The pre-check Job, which has the repository key, gets the secret in
 //! its own tool Secret ([`PRE_CHECK_SECRET_KEY`]) and runs `datasafed access-key`, which
 //! registers the access key that secret makes (once per repository) and prints only the
 //! key file's id ([`ID_LINE_PREFIX`]). The controller reads the id from the pod's log,
@@ -108,9 +109,15 @@ pub const REVOKE_BACKOFF_LIMIT: i32 = 1;
 
 /// The Job that removes the access key file `id` from `repo`'s repository: in the
 /// controller's namespace, named [`super::names::revoke_key_name`] like its tool Secret
-/// (which carries the repository key), worker service account, owned by the BackupRepo
-/// (whose finalizer waits for it), running `/dprepo key remove <id>` from the datasafed
-/// image with the datasafed injection (`dprepo` finds the storage as datasafed does).
+/// (which carries the repository key), worker service account, running
+/// `/dprepo key remove <id>` from the datasafed image with the datasafed injection
+/// (`dprepo` finds the storage as datasafed does).
+///
+/// Not owned by the BackupRepo (whose finalizer waits for it): deleted in the foreground
+/// (`kubectl delete --cascade=foreground`), the BackupRepo's dependents are deleted by
+/// the garbage collector before it goes, and the Job with them before it ran. It carries
+/// the repository's name and uid ([`label::DPREPO_BACKUP_REPO_UID`]) instead, and the
+/// controller deletes it once it is done.
 pub fn revoke_job(
     repo: &BackupRepo,
     name: &str,
@@ -119,6 +126,7 @@ pub fn revoke_job(
     config: &ControllerConfig,
 ) -> Job {
     let repo_name = repo.metadata.name.clone().unwrap_or_default();
+    let repo_uid = repo.metadata.uid.as_deref().unwrap_or("");
     let container = Container {
         name: REVOKE_CONTAINER.into(),
         image: Some(config.datasafed_image.clone()),
@@ -144,9 +152,9 @@ pub fn revoke_job(
             namespace: Some(config.namespace.clone()),
             labels: Some(string_map([
                 (label::BACKUP_REPO_NAME, repo_name.as_str()),
+                (label::DPREPO_BACKUP_REPO_UID, repo_uid),
                 (label::MANAGED_BY, label::MANAGED_BY_VALUE),
             ])),
-            owner_references: super::controller_ref(repo).map(|o| vec![o]),
             ..Default::default()
         },
         spec: Some(JobSpec {
@@ -183,6 +191,47 @@ mod tests {
         assert_eq!(id_of_access_key(&format!("{text}0")), None);
         assert_eq!(id_of_access_key(&format!("dprepo-ak1-x-{secret}")), None);
         assert_eq!(id_of_access_key("dprepo-ak1-; rm -rf /"), None);
+    }
+
+    /// The revocation Job was owned by its BackupRepo: deleted in the foreground, the
+    /// garbage collector removed it with the repository's other dependents before it ran,
+    /// and the access key stayed valid. It is found by labels now.
+    #[test]
+    fn the_revocation_job_survives_a_foreground_deletion_of_its_repo() {
+        use crate::api::backuprepo::{BackupRepoSpec, PvReclaimPolicy};
+        let mut repo = BackupRepo::new(
+            "s3-repo",
+            BackupRepoSpec {
+                storage_provider_ref: "s3".into(),
+                access_method: Some(AccessMethod::Tool),
+                volume_capacity: None,
+                pv_reclaim_policy: PvReclaimPolicy::Retain,
+                config: None,
+                credential: None,
+                path_prefix: None,
+            },
+        );
+        repo.metadata.uid = Some("0f1e2d3c-aaaa-bbbb-cccc-000000000000".into());
+        let config = ControllerConfig::from_source(&std::collections::BTreeMap::from([(
+            "CM_NAMESPACE".to_string(),
+            "dprepo-system".to_string(),
+        )]))
+        .unwrap();
+        let job = revoke_job(
+            &repo,
+            "revoke-key-0f1e2d3c-s3-repo",
+            &"ab".repeat(32),
+            "sa",
+            &config,
+        );
+        assert_eq!(job.metadata.owner_references, None);
+        let labels = job.metadata.labels.unwrap();
+        assert_eq!(labels[label::BACKUP_REPO_NAME], "s3-repo");
+        assert_eq!(
+            labels[label::DPREPO_BACKUP_REPO_UID],
+            "0f1e2d3c-aaaa-bbbb-cccc-000000000000"
+        );
+        assert_eq!(job.metadata.namespace.as_deref(), Some("dprepo-system"));
     }
 
     #[test]

@@ -2009,8 +2009,19 @@ impl Cluster {
             ));
         }
         let mut warnings = Vec::new();
+        let already = obj
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|d| !d.is_null());
+        let mut fins = finalizers(&obj);
+        let has = |f: &str| fins.iter().any(|x| x == f);
+        // As the API server's store does (also on an object already being deleted, so a
+        // second `kubectl delete --cascade=foreground` switches a pending deletion to the
+        // foreground): an explicit policy decides; without one, a propagation finalizer
+        // already there stays; else the kind's default.
         let propagation = match o.propagation {
             Some(p) => p,
+            None if has("orphan") => Propagation::Orphan,
+            None if has("foregroundDeletion") => Propagation::Foreground,
             None => {
                 let p = Self::default_propagation(&rt);
                 if rt.kind == "Job" && rt.group == "batch" {
@@ -2019,21 +2030,23 @@ impl Cluster {
                 p
             }
         };
-        let already = obj
-            .pointer("/metadata/deletionTimestamp")
-            .is_some_and(|d| !d.is_null());
-        let mut fins = finalizers(&obj);
-        match propagation {
-            Propagation::Orphan if !fins.contains(&"orphan".to_string()) && !already => {
-                fins.push("orphan".into())
-            }
-            Propagation::Foreground
-                if !fins.contains(&"foregroundDeletion".to_string()) && !already =>
-            {
-                fins.push("foregroundDeletion".into())
-            }
-            _ => {}
+        let wanted = match propagation {
+            Propagation::Orphan => Some("orphan"),
+            Propagation::Foreground => Some("foregroundDeletion"),
+            Propagation::Background => None,
+        };
+        let before = fins.clone();
+        fins.retain(|f| f != "orphan" && f != "foregroundDeletion");
+        if let Some(f) = wanted {
+            fins.push(f.to_string());
         }
+        let finalizers_changed = {
+            let mut a = before.clone();
+            let mut b = fins.clone();
+            a.sort();
+            b.sort();
+            a != b
+        };
         // Graceful pod deletion: a pod bound to the node stays until the kubelet (the
         // runner) confirms with a zero grace period.
         let mut grace = 0i64;
@@ -2083,7 +2096,7 @@ impl Cluster {
                 warnings,
             });
         }
-        if already && !(rt.kind == "Pod" && grace == 0) {
+        if already && !(rt.kind == "Pod" && grace == 0) && !finalizers_changed {
             return Ok(DeleteOutcome {
                 object: present(&rt, &obj),
                 deleted: false,
@@ -2095,7 +2108,7 @@ impl Cluster {
                 .format("%Y-%m-%dT%H:%M:%SZ")
                 .to_string();
             let m = meta_mut(&mut obj);
-            if !already || grace == 0 {
+            if !already || (rt.kind == "Pod" && grace == 0) {
                 m.insert("deletionTimestamp".into(), Value::String(when));
             }
             m.insert("deletionGracePeriodSeconds".into(), json!(grace));

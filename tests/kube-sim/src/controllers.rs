@@ -6,7 +6,9 @@
 //! - the garbage collector: dependents whose owners (by uid, in the dependent's namespace
 //!   or cluster-scoped) are all gone are deleted; dangling references next to live owners
 //!   are removed; `orphan` owners release their dependents; `foregroundDeletion` owners
-//!   delete theirs and go once no dependent with `blockOwnerDeletion` remains;
+//!   delete all theirs (also ones created while they wait; a dependent another owner
+//!   still holds loses the reference instead) and go once no dependent with
+//!   `blockOwnerDeletion` remains, and only then does a dependent made later survive;
 //! - CRD cleanup: a terminating CRD's objects are deleted, then its finalizer removed;
 //! - volumes: PVCs are bound (a PV is provisioned for Immediate storage classes, or for
 //!   WaitForFirstConsumer ones once a pod uses the claim; claims restored from a
@@ -273,6 +275,17 @@ fn garbage_collect(c: &Cluster) {
     }
     // uid -> dependents still referring to it (blocking or not)
     let mut dependents: HashMap<String, (usize, usize)> = HashMap::new();
+    // uids some object names as its owner.
+    let owned: std::collections::HashSet<&str> = all
+        .iter()
+        .flat_map(|(_, o)| {
+            o.pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.get("uid").and_then(Value::as_str))
+        })
+        .collect();
     for (k, o) in &all {
         let refs = o
             .pointer("/metadata/ownerReferences")
@@ -293,6 +306,10 @@ fn garbage_collect(c: &Cluster) {
         let mut keep = Vec::new();
         let mut dangling = false;
         let mut delete_now = false;
+        // Owners that are not deleting their dependents in the foreground.
+        let mut solid = false;
+        // References to owners that are (dropped when a solid owner remains).
+        let mut waiting = Vec::new();
         for r in &refs {
             let uid = r
                 .get("uid")
@@ -310,6 +327,9 @@ fn garbage_collect(c: &Cluster) {
                     if info.terminating && info.finalizers.iter().any(|f| f == "foregroundDeletion")
                     {
                         delete_now = true;
+                        waiting.push(uid.clone());
+                    } else {
+                        solid = true;
                     }
                     let e = dependents.entry(uid).or_insert((0, 0));
                     e.0 += 1;
@@ -340,10 +360,24 @@ fn garbage_collect(c: &Cluster) {
             } else {
                 delete(c, k, &ns, &name, Propagation::Background);
             }
-        } else if delete_now {
-            delete(c, k, &ns, &name, Propagation::Foreground);
-        } else if dangling {
-            let keep_uids: Vec<Value> = keep.iter().map(|r| r["uid"].clone()).collect();
+        } else if delete_now && !solid {
+            // As the real collector: an object with dependents of its own is deleted in
+            // the foreground too, a leaf in the background.
+            let uid = meta(o, "uid");
+            let policy = if owned.contains(uid.as_str()) {
+                Propagation::Foreground
+            } else {
+                Propagation::Background
+            };
+            delete(c, k, &ns, &name, policy);
+        } else if dangling || delete_now {
+            // Another owner still holds it: the references to gone owners and to owners
+            // deleting in the foreground are removed instead (so those owners can go).
+            let keep_uids: Vec<Value> = keep
+                .iter()
+                .map(|r| r["uid"].clone())
+                .filter(|u| !waiting.iter().any(|w| u.as_str() == Some(w.as_str())))
+                .collect();
             modify(c, k, &ns, &name, |obj| {
                 let refs = obj
                     .pointer("/metadata/ownerReferences")

@@ -707,3 +707,70 @@ async fn an_owner_held_by_a_finalizer_keeps_its_dependents_unless_deleted_in_the
     one_gc_pass(&cms, "ghost-c").await;
     assert!(cms.get("fg-late").await.is_ok());
 }
+
+/// kube-sim ignored the propagation policy of a second delete of an object already being
+/// deleted, where the API server's store sets the `foregroundDeletion` / `orphan`
+/// finalizers anew: `kubectl delete --cascade=foreground` of an owner a finalizer held in
+/// a background deletion did not delete its dependents. And a dependent with another,
+/// live owner was deleted with a foreground-deleting one, where the real collector only
+/// removes the reference to the deleting owner.
+#[tokio::test]
+async fn a_second_delete_switches_to_the_foreground_and_spares_dependents_held_by_another_owner() {
+    let sim = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(sim.client.clone(), "default");
+    let pp = PostParams::default();
+    let mut owner = cm("twice");
+    owner.metadata.finalizers = Some(vec!["test.io/cleanup".into()]);
+    let o = cms.create(&pp, &owner).await.unwrap();
+    cms.create(&pp, &owned_cm("twice-dep", &o, true))
+        .await
+        .unwrap();
+    cms.delete("twice", &DeleteParams::background())
+        .await
+        .unwrap();
+    let first = cms.get("twice").await.unwrap();
+    let since = first.metadata.deletion_timestamp.clone().unwrap();
+    one_gc_pass(&cms, "ghost-d").await;
+    assert!(cms.get("twice-dep").await.is_ok(), "background: kept");
+    cms.delete("twice", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let again = cms.get("twice").await.unwrap();
+    assert_eq!(again.metadata.deletion_timestamp, Some(since));
+    eventually("twice-dep collected", || async {
+        cms.get("twice-dep").await.is_err()
+    })
+    .await;
+    eventually("only the cleanup finalizer left", || async {
+        cms.get("twice").await.is_ok_and(|o| {
+            o.metadata.finalizers.unwrap_or_default() == ["test.io/cleanup".to_string()]
+        })
+    })
+    .await;
+
+    // Two owners, one deleted in the foreground: the dependent stays with the other.
+    let going = cms.create(&pp, &cm("going")).await.unwrap();
+    let staying = cms.create(&pp, &cm("staying")).await.unwrap();
+    let reference = |o: &ConfigMap| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "name": o.metadata.name,
+            "uid": o.metadata.uid, "blockOwnerDeletion": true})
+    };
+    let shared: ConfigMap = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "shared", "ownerReferences": [reference(&going), reference(&staying)]}}))
+    .unwrap();
+    cms.create(&pp, &shared).await.unwrap();
+    cms.delete("going", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    eventually("going gone", || async { cms.get("going").await.is_err() }).await;
+    let kept = cms.get("shared").await.unwrap();
+    assert!(kept.metadata.deletion_timestamp.is_none());
+    let owners: Vec<String> = kept
+        .metadata
+        .owner_references
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(owners, ["staying"]);
+}

@@ -45,6 +45,9 @@ pub struct Cluster {
     pub probe_port: u16,
     /// Where the controller serves /metrics.
     pub metrics_port: u16,
+    /// Whether the test started a controller of its own: then
+    /// [`Cluster::assert_one_controller`] runs on drop.
+    own_controller_started: bool,
 }
 
 impl Cluster {
@@ -86,6 +89,7 @@ impl Cluster {
             controller: None,
             probe_port: free_port(),
             metrics_port: free_port(),
+            own_controller_started: false,
         };
         c.wait_for("kube-sim to answer", Duration::from_secs(60), || {
             (c.kubeconfig.is_file() && c.kubectl(&["get", "namespaces"]).status.success())
@@ -158,6 +162,7 @@ impl Cluster {
             .spawn()
             .expect("start dprepo-controller");
         self.controller = Some(child);
+        self.own_controller_started = true;
     }
 
     /// Kills the controller (as a crash would); `start_controller` starts it again.
@@ -275,8 +280,80 @@ impl Cluster {
     }
 }
 
+/// The label of the pods of `deploy/`'s controller Deployment.
+pub const DEPLOYED_CONTROLLER_SELECTOR: &str = "app.kubernetes.io/name=dprepo-controller";
+
+impl Cluster {
+    /// Fails if a controller besides the test's own reconciles or did: a pod of
+    /// `deploy/`'s controller Deployment exists (kube-sim's runner plays kubelet and runs
+    /// it), or a leader Lease exists in `dprepo-system` (the test's controller runs with
+    /// `--leader-elect=false`, every deployed one takes the Lease). Two controllers each
+    /// do the work (and hide a controller that does not: the other did it), each publish
+    /// events, and race on every object.
+    pub fn assert_one_controller(&self) {
+        let pods = self
+            .get(&["pods", "-A", "-l", DEPLOYED_CONTROLLER_SELECTOR])
+            .expect("list pods");
+        let pods: Vec<String> = pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                format!(
+                    "{}/{} ({})",
+                    p.pointer("/metadata/namespace")
+                        .and_then(Value::as_str)
+                        .unwrap_or(""),
+                    p.pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or(""),
+                    p.pointer("/status/phase")
+                        .and_then(Value::as_str)
+                        .unwrap_or("Pending")
+                )
+            })
+            .collect();
+        assert!(
+            pods.is_empty(),
+            "a deployed controller runs beside the test's: pods {pods:?} (install() leaves \
+             deploy/'s Deployment out; install_deployed() is for tests that want it)"
+        );
+        let leases = self
+            .get(&["leases", "-n", "dprepo-system"])
+            .expect("list leases");
+        let leases: Vec<String> = leases["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| {
+                format!(
+                    "{} held by {}",
+                    l.pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or(""),
+                    l.pointer("/spec/holderIdentity")
+                        .and_then(Value::as_str)
+                        .unwrap_or("nobody")
+                )
+            })
+            .collect();
+        assert!(
+            leases.is_empty(),
+            "a leader-electing controller ran beside the test's: Leases {leases:?}"
+        );
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // Not while a test fails already (a second panic aborts), nor when kube-sim is
+        // gone (a test that stopped it).
+        if !std::thread::panicking()
+            && self.own_controller_started
+            && self.sim.try_wait().is_ok_and(|s| s.is_none())
+        {
+            self.assert_one_controller();
+        }
         if let Some(c) = &mut self.controller {
             let _ = c.kill();
             let _ = c.wait();
@@ -351,7 +428,6 @@ pub fn service_id(flag: &str, user: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Applies `deploy/` and starts the controller, waiting until it is ready.
 /// The StorageProvider `local-path` (kube-sim's host-path provisioner), the Mount-access
 /// BackupRepo `local` on it, and the namespace `ns`: the repository most end-to-end tests
 /// back up into.
@@ -381,16 +457,80 @@ metadata: {{name: {ns}}}
     )
 }
 
+/// Applies `deploy/` except the controller's Deployment and starts the controller under
+/// test, waiting until it is ready: the one controller of the cluster. (kube-sim's runner
+/// would run the Deployment's pod, a second controller beside the test's; see
+/// [`Cluster::assert_one_controller`], which runs when the cluster is dropped.)
 pub fn install(c: &mut Cluster) {
     install_with(c, &[])
 }
 
 /// [`install`] with extra environment variables for the controller.
 pub fn install_with(c: &mut Cluster, env: &[(&str, &str)]) {
-    let deploy = workspace().join("deploy");
-    c.kubectl_ok(&["apply", "--validate=false", "-k", deploy.to_str().unwrap()]);
+    apply_deploy(c, false);
     c.start_controller_with(env);
     c.wait_for("/readyz to answer 200", Duration::from_secs(60), || {
         (c.http_get(c.probe_port, "/readyz").0 == 200).then_some(())
     });
+    c.assert_one_controller();
+}
+
+/// Applies all of `deploy/`, the controller Deployment included, for a test of the
+/// deployed controller itself (start no controller of the test's then: the drop check of
+/// [`Cluster::assert_one_controller`] would fail). Waits for the Deployment's pod.
+pub fn install_deployed(c: &mut Cluster) {
+    apply_deploy(c, true);
+    c.wait_for(
+        "the deployed controller's pod Running",
+        Duration::from_secs(120),
+        || {
+            let pods = c.get(&[
+                "pods",
+                "-n",
+                "dprepo-system",
+                "-l",
+                DEPLOYED_CONTROLLER_SELECTOR,
+            ])?;
+            pods["items"]
+                .as_array()?
+                .iter()
+                .any(|p| p.pointer("/status/phase") == Some(&Value::from("Running")))
+                .then_some(())
+        },
+    );
+}
+
+/// `kubectl apply` of `kubectl kustomize deploy/`, without the controller Deployment
+/// unless `with_deployment` (for a test that starts its controller before the CRDs).
+pub fn apply_deploy(c: &Cluster, with_deployment: bool) {
+    let deploy = workspace().join("deploy");
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&deploy)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kubectl kustomize");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize deploy/: {}",
+        stderr(&out)
+    );
+    let text = String::from_utf8(out.stdout).expect("kubectl kustomize printed UTF-8");
+    let mut kept = Vec::new();
+    let mut left_out = 0;
+    for doc in text.split("\n---\n").filter(|d| !d.trim().is_empty()) {
+        let v: Value = serde_yaml::from_str(doc).expect("kubectl kustomize printed YAML");
+        if !with_deployment && v["kind"] == "Deployment" && v["apiVersion"] == "apps/v1" {
+            left_out += 1;
+            continue;
+        }
+        kept.push(doc.trim_end().to_string());
+    }
+    assert!(
+        with_deployment || left_out == 1,
+        "deploy/ has {left_out} Deployments, expected the controller's one"
+    );
+    let path = c.dir.path().join("deploy.yaml");
+    std::fs::write(&path, kept.join("\n---\n") + "\n").expect("write deploy.yaml");
+    c.kubectl_ok(&["apply", "--validate=false", "-f", path.to_str().unwrap()]);
 }

@@ -30,15 +30,12 @@ impl Run<'_> {
         let name = access_secret_name(&self.name);
         let fresh = generate_secret()
             .map_err(|e| Error::Other(format!("generating an access key secret: {e}")))?;
-        let wanted = Secret {
+        // Not owned by the BackupRepo: it names the key the deletion revokes, and a
+        // foreground deletion would have the garbage collector remove it first.
+        let mut wanted = Secret {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 namespace: Some(ns.clone()),
-                labels: Some(BTreeMap::from([(
-                    label::BACKUP_REPO_NAME.to_string(),
-                    self.name.clone(),
-                )])),
-                owner_references: crate::builder::controller_ref(&self.repo).map(|o| vec![o]),
                 ..Default::default()
             },
             data: Some(BTreeMap::from([(
@@ -47,7 +44,34 @@ impl Run<'_> {
             )])),
             ..Default::default()
         };
-        let (secret, _) = create_if_absent(&secrets, &wanted).await?;
+        self.unowned(&mut wanted.metadata);
+        let (mut secret, _) = create_if_absent(&secrets, &wanted).await?;
+        let uid = self.repo.metadata.uid.as_deref().unwrap_or("");
+        match label_of(&secret.metadata, label::DPREPO_BACKUP_REPO_UID) {
+            // Left behind by an earlier BackupRepo of this name (its finalizer removed by
+            // hand): that key is not this repository's.
+            Some(other) if other != uid => {
+                tracing::info!(repo = %self.name, secret = %format!("{ns}/{name}"),
+                    "replacing the access Secret of an earlier BackupRepo of this name");
+                delete_background(&secrets, &name).await?;
+                secret = create_if_absent(&secrets, &wanted).await?.0;
+            }
+            Some(_) => {}
+            // Written by an earlier version, owned by the BackupRepo: released now,
+            // before a deletion.
+            None => {
+                secret = patch_object(
+                    &secrets,
+                    &name,
+                    None,
+                    json!({"metadata": {
+                        "ownerReferences": null,
+                        "labels": wanted.metadata.labels,
+                    }}),
+                )
+                .await?;
+            }
+        }
         let field = |k: &str| {
             secret
                 .data

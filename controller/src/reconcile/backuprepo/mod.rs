@@ -34,7 +34,9 @@
 //! the repository by a Job, best effort and bounded (a Warning Event names a key it
 //! could not remove); pre-check Jobs, PVCs (waited for: `HaveResidualPVCs`),
 //! StorageClasses, Secrets and GarbageCollections the BackupRepo owns are deleted; then
-//! the finalizer goes. The repository key Secret is owned by nobody and stays.
+//! the finalizer goes. The repository key Secret is owned by nobody and stays. The access
+//! Secret and the access-key revocation's Job and Secret are owned by nobody either (a
+//! foreground deletion would remove them first): the deletion removes them itself.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -523,7 +525,7 @@ mod ready;
 mod revoke;
 mod storage;
 
-pub use revoke::{ACCESS_KEY_NOT_REVOKED, ACCESS_KEY_REVOKED, REVOKE_TIMEOUT};
+pub use revoke::{sweep_left_behind, ACCESS_KEY_NOT_REVOKED, ACCESS_KEY_REVOKED, REVOKE_TIMEOUT};
 
 enum PreCheck {
     Running,

@@ -359,6 +359,8 @@ impl Run<'_> {
                 delete_background(&gcs, g.metadata.name.as_deref().unwrap_or("")).await?;
             }
         }
+        // Revoked or given up on above; owned by nobody, so not among the Secrets above.
+        self.remove_access_secret().await?;
         self.cond(
             condition::DERIVED_OBJECTS_DELETED,
             "True",

@@ -8,6 +8,15 @@
 //! (the storage is gone or refuses), or runs longer than [`REVOKE_TIMEOUT`], a Warning
 //! Event names the key id and the repository for an admin to remove it by hand, and the
 //! deletion goes on.
+//!
+//! Neither the revocation Job and its Secret nor the access Secret (which names the key)
+//! is owned by the BackupRepo: `kubectl delete --cascade=foreground` has the garbage
+//! collector delete every dependent of the BackupRepo while its finalizer holds it, which
+//! removed them before the revocation ran, and the key stayed valid. They carry the
+//! repository's name and uid ([`label::DPREPO_BACKUP_REPO_UID`]) and the controller
+//! deletes them: once the revocation is done, on the next reconcile of a repository that
+//! left them behind (a restart mid-way), and at start for repositories gone
+//! ([`sweep_left_behind`]).
 
 use super::*;
 use crate::builder::access::{id_of_access_key, revoke_job, ACCESS_KEY_FIELD, REVOKE_CONTAINER};
@@ -100,10 +109,15 @@ impl Run<'_> {
     /// while the removal runs; `None` once it is done or given up on (a Warning Event
     /// then names the key).
     pub(super) async fn revoke_access_key(&mut self) -> Result<Option<Duration>> {
-        if self.repo.access_method() != AccessMethod::Tool {
-            return Ok(None);
-        }
-        let Some(id) = self.recorded_access_key().await? else {
+        let recorded = if self.repo.access_method() == AccessMethod::Tool {
+            self.recorded_access_key().await?
+        } else {
+            None
+        };
+        let Some(id) = recorded else {
+            // Nothing (left) to revoke; a revocation a restart interrupted after it
+            // forgot the key leaves its Job and Secret (the repository key) behind.
+            self.remove_revocation().await?;
             return Ok(None);
         };
         let ns = self.namespace().to_string();
@@ -127,7 +141,10 @@ impl Run<'_> {
             let sa = ensure_worker_service_account(self.ctx, &ns).await?;
             let secret = match self.tool_secret_object(&provider, &rctx, &key, &name, &ns, &digest)
             {
-                Ok(s) => s,
+                Ok(mut s) => {
+                    self.unowned(&mut s.metadata);
+                    s
+                }
                 Err(e) => {
                     self.not_revoked(&id, &format!("the removal cannot run: {e}"), None)
                         .await;
@@ -188,13 +205,42 @@ impl Run<'_> {
             }
         }
         self.forget_access_key().await?;
-        delete_background(&jobs, &name).await?;
+        self.remove_revocation().await?;
+        Ok(None)
+    }
+
+    /// `meta` as an object of this repository that a cascading deletion must not remove:
+    /// no owner reference, labelled with the repository's name and uid.
+    pub(super) fn unowned(&self, meta: &mut ObjectMeta) {
+        meta.owner_references = None;
+        let labels = meta.labels.get_or_insert_with(BTreeMap::new);
+        labels.insert(label::BACKUP_REPO_NAME.to_string(), self.name.clone());
+        labels.insert(
+            label::DPREPO_BACKUP_REPO_UID.to_string(),
+            self.repo.metadata.uid.clone().unwrap_or_default(),
+        );
+    }
+
+    /// Deletes the revocation Job (with its pods) and its Secret, if there.
+    async fn remove_revocation(&self) -> Result<()> {
+        let ns = self.namespace().to_string();
+        let name = self.revoke_name();
+        delete_background(&Api::<Job>::namespaced(self.ctx.client.clone(), &ns), &name).await?;
         delete_background(
             &Api::<Secret>::namespaced(self.ctx.client.clone(), &ns),
             &name,
         )
-        .await?;
-        Ok(None)
+        .await
+    }
+
+    /// Deletes the access Secret: the last step of the deletion, after the revocation.
+    pub(super) async fn remove_access_secret(&self) -> Result<()> {
+        let ns = self.namespace().to_string();
+        delete_background(
+            &Api::<Secret>::namespaced(self.ctx.client.clone(), &ns),
+            &access_secret_name(&self.name),
+        )
+        .await
     }
 
     /// The termination message (the log's tail on failure) of the revocation Job's last
@@ -271,4 +317,54 @@ impl Run<'_> {
 
 fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Deletes the Jobs and Secrets in `namespace` labelled with the uid of a BackupRepo that
+/// no longer exists ([`label::DPREPO_BACKUP_REPO_UID`]: access Secrets, revocation Jobs and
+/// their Secrets, which no owner reference lets the garbage collector remove), as left
+/// behind when a BackupRepo's finalizer was removed by hand. Returns how many were deleted.
+///
+/// # Errors
+/// The API error of a list or a delete.
+pub async fn sweep_left_behind(client: &kube::Client, namespace: &str) -> Result<usize> {
+    let by_uid = ListParams::default().labels(label::DPREPO_BACKUP_REPO_UID);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    // Listed before the repositories: whatever is listed here and belongs to a live
+    // repository has that repository in the list below.
+    let job_list = jobs
+        .list(&by_uid)
+        .await
+        .during(|| format!("list the Jobs of BackupRepos in {namespace}"))?
+        .items;
+    let secret_list = secrets
+        .list(&by_uid)
+        .await
+        .during(|| format!("list the Secrets of BackupRepos in {namespace}"))?
+        .items;
+    let live: std::collections::BTreeSet<String> = Api::<BackupRepo>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .during(|| "list BackupRepos".to_string())?
+        .items
+        .into_iter()
+        .filter_map(|r| r.metadata.uid)
+        .collect();
+    let gone = |meta: &ObjectMeta| {
+        label_of(meta, label::DPREPO_BACKUP_REPO_UID).is_some_and(|uid| !live.contains(uid))
+    };
+    let mut deleted = 0;
+    for j in job_list.iter().filter(|j| gone(&j.metadata)) {
+        let name = j.metadata.name.as_deref().unwrap_or("");
+        tracing::info!(job = %format!("{namespace}/{name}"), "deleting a Job of a BackupRepo that is gone");
+        delete_background(&jobs, name).await?;
+        deleted += 1;
+    }
+    for s in secret_list.iter().filter(|s| gone(&s.metadata)) {
+        let name = s.metadata.name.as_deref().unwrap_or("");
+        tracing::info!(secret = %format!("{namespace}/{name}"), "deleting a Secret of a BackupRepo that is gone");
+        delete_background(&secrets, name).await?;
+        deleted += 1;
+    }
+    Ok(deleted)
 }
