@@ -10,23 +10,28 @@
 //! outside those packs wins over one inside first.
 //!
 //! The rule, as a total order on [`CopyRank`] (smaller wins):
-//! 1. a copy outside the excluded packs (those the writer's tombstones name) before one
-//!    inside them;
-//! 2. then a full copy before a delta;
+//! 1. a full copy before a delta, always (section 10's reader rule);
+//! 2. then a copy outside the excluded packs (those the writer's tombstones name) before
+//!    one inside them;
 //! 3. then the copy seen first stays (SPEC's "first location seen"; a rebuild of the
 //!    index cache may keep another of equal rank, which SPEC allows).
 //!
-//! Readers that exclude nothing get SPEC section 10's rule exactly. Being a total order
-//! makes the outcome independent of the order index files are read in, which the memory
-//! index, the index cache and its rebuild all rely on.
+//! Full before delta comes first even for a writer because the index cache is shared:
+//! the copy a writer keeps stays in the cache for every later reader, which excludes
+//! nothing, and a delta kept over an excluded full copy may be one whose base gc already
+//! collected (then only the full copy decodes). A writer that finds only an excluded full
+//! copy gets "not usable" (`Index::usable`) and stores the blob again: S-3 holds, at
+//! the cost of one blob in this rare case. Being a total order makes the outcome
+//! independent of the order index files are read in, which the memory index, the index
+//! cache and its rebuild all rely on.
 //!
 //! Where a copy is chosen: only in the index (`MemoryIndex::add_pack`,
 //! `IndexCache::add_file` and its rebuild), so restore, backup's deduplication
 //! (`Index::usable`) and verify's snapshot walk all read the copy this rule keeps. The
 //! other commands look at every copy instead of choosing one: gc's plan counts every
 //! indexed copy of a reachable blob as live, gc's apply deletes a tombstoned pack only
-//! when each reachable blob in it has a copy elsewhere that this rule (with the
-//! tombstoned packs excluded) would keep and `Index::usable` accept, verify checks
+//! when each reachable blob in it has a copy elsewhere that `Index::usable` accepts once
+//! the pack is gone (a full copy, or a delta whose base keeps a full copy), verify checks
 //! every copy of every pack, and repair rebuilds index files and salvages packs one
 //! pack at a time.
 
@@ -35,10 +40,10 @@
 pub enum CopyRank {
     /// A full copy in a pack no tombstone names.
     Full,
-    /// A delta copy in a pack no tombstone names.
-    Delta,
     /// A full copy in an excluded pack.
     ExcludedFull,
+    /// A delta copy in a pack no tombstone names.
+    Delta,
     /// A delta copy in an excluded pack.
     ExcludedDelta,
 }
@@ -70,14 +75,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn outside_excluded_packs_first_then_full_before_delta() {
+    fn full_before_delta_first_then_outside_excluded_packs() {
         use CopyRank::*;
         assert_eq!(CopyRank::of(false, false), Full);
         assert_eq!(CopyRank::of(true, false), Delta);
         assert_eq!(CopyRank::of(false, true), ExcludedFull);
         assert_eq!(CopyRank::of(true, true), ExcludedDelta);
-        assert!(replaces(Full, Delta) && replaces(Delta, ExcludedFull));
-        assert!(replaces(ExcludedFull, ExcludedDelta));
+        assert!(replaces(Full, ExcludedFull) && replaces(ExcludedFull, Delta));
+        assert!(replaces(Delta, ExcludedDelta));
         for r in [Full, Delta, ExcludedFull, ExcludedDelta] {
             assert!(!replaces(r, r), "first seen stays among equals");
         }
