@@ -192,6 +192,11 @@ pub fn cas_probe(pid: u32, ns: i64) -> String {
     format!("{CAS_PROBE}{pid}-{ns}")
 }
 
+/// A lower-case hex digit: the only spelling a writer produces (SPEC section 4).
+fn is_lower_hex(b: u8) -> bool {
+    b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
+}
+
 /// The object `name` stands for.
 ///
 /// # Errors
@@ -214,7 +219,7 @@ pub fn parse(name: &str) -> Result<Object> {
     } else if let Some(rest) = name.strip_prefix(KEYS_DIR) {
         Object::Key(id(rest)?)
     } else if let Some(rest) = name.strip_prefix(KEYRING_DIR) {
-        if rest.len() != KEYRING_HEX_LEN || !rest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if rest.len() != KEYRING_HEX_LEN || !rest.bytes().all(is_lower_hex) {
             return Err(bad("key ring generation is not 8 hex digits"));
         }
         Object::KeyRing(u32::from_str_radix(rest, 16).map_err(|_| bad("bad generation"))?)
@@ -235,7 +240,7 @@ pub fn parse(name: &str) -> Result<Object> {
     } else if let Some(rest) = name.strip_prefix(LOCATORS_DIR) {
         Object::Locator(id(rest)?)
     } else if let Some(rest) = name.strip_prefix(SESSIONS_DIR) {
-        if rest.len() != SESSION_HEX_LEN || !rest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if rest.len() != SESSION_HEX_LEN || !rest.bytes().all(is_lower_hex) {
             return Err(bad("session marker is not 32 hex digits"));
         }
         Object::Session(rest.to_string())
@@ -368,6 +373,7 @@ mod tests {
             format!("index/{hex}/"),
             format!("snapshots/{}", &hex[1..]),
             "sessions/xyz".into(),
+            format!("sessions/{}", "AB".repeat(16)),
             "locks/other".into(),
             "locks/cas-probe-1".into(),
             "locks/create-probe-x-1".into(),
