@@ -104,15 +104,22 @@ pub(super) async fn open_existing(
         .await
 }
 
+/// Print what changed about where the index is kept (a damaged cache made again, a
+/// full disk) as warnings. The index loads at the first blob lookup, long after the
+/// open (`IndexLoad::Deferred`), so calls that look blobs up print them again after.
+pub(super) fn warn_index_notes(repo: &Repository) {
+    for note in repo.take_index_notes() {
+        eprintln!("Warning: {note}");
+    }
+}
+
 /// Open the repository; `create` initialises one when the location holds none (losing
 /// an init race to another process is fine: its repository is opened instead).
 /// `None`: no repository and `create` is false (an empty bucket).
 pub(super) async fn open(ctx: &Env, create: bool, blobs: Blobs) -> Result<Option<Repository>> {
     match open_existing(ctx, blobs).await {
         Ok(r) => {
-            for note in r.take_index_notes() {
-                eprintln!("Warning: {note}");
-            }
+            warn_index_notes(&r);
             return Ok(Some(r));
         }
         Err(EngineError::NoRepository { .. }) if !create => return Ok(None),

@@ -148,8 +148,8 @@ pub(super) async fn mkdir(cli: &DatasafedCli, a: &PathArg) -> Result<()> {
         name: basename(&path).to_string(),
         reader: Box::new(std::io::empty()),
     };
-    backup(&repo, source, options, Arc::new(BackupProgress::default()))
-        .await
-        .with_context(|| what)?;
+    let stored = backup(&repo, source, options, Arc::new(BackupProgress::default())).await;
+    warn_index_notes(&repo);
+    stored.with_context(|| what)?;
     Ok(())
 }

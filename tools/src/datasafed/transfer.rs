@@ -64,9 +64,9 @@ pub(super) async fn push(cli: &DatasafedCli, a: &PushArgs) -> Result<()> {
         name: basename(&path).to_string(),
         reader,
     };
-    let outcome = backup(&repo, source, options, Arc::new(BackupProgress::default()))
-        .await
-        .with_context(|| what.clone())?;
+    let outcome = backup(&repo, source, options, Arc::new(BackupProgress::default())).await;
+    warn_index_notes(&repo);
+    let outcome = outcome.with_context(|| what.clone())?;
     let new = outcome.snapshot;
     // Replace: older snapshots of this path go only after the new one is stored. A
     // concurrent push of the same path stored after the listing above is not seen: of
@@ -194,6 +194,7 @@ pub(super) async fn pull(cli: &DatasafedCli, a: &PullArgs) -> Result<()> {
         }
         Transform::Decompress(d) => decompress_into(repo, &tree, &name, d, out).await,
     };
+    warn_index_notes(repo);
     result.with_context(|| what)
 }
 
