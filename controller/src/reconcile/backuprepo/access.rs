@@ -51,6 +51,7 @@ impl Run<'_> {
             // Left behind by an earlier BackupRepo of this name (its finalizer removed by
             // hand): that key is not this repository's.
             Some(other) if other != uid => {
+                super::revoke::warn_unrevoked_key(&secret, &format!("{ns}/{name}"));
                 tracing::info!(repo = %self.name, secret = %format!("{ns}/{name}"),
                     "replacing the access Secret of an earlier BackupRepo of this name");
                 delete_background(&secrets, &name).await?;

@@ -362,9 +362,26 @@ pub async fn sweep_left_behind(client: &kube::Client, namespace: &str) -> Result
     }
     for s in secret_list.iter().filter(|s| gone(&s.metadata)) {
         let name = s.metadata.name.as_deref().unwrap_or("");
+        warn_unrevoked_key(s, &format!("{namespace}/{name}"));
         tracing::info!(secret = %format!("{namespace}/{name}"), "deleting a Secret of a BackupRepo that is gone");
         delete_background(&secrets, name).await?;
         deleted += 1;
     }
     Ok(deleted)
+}
+
+/// Before an access Secret is deleted outside the revocation (its BackupRepo is gone,
+/// or it was left by an earlier repository of the same name): a key it still records
+/// was never revoked, so name the key id for removal by hand (SPEC.md 6.1).
+pub(super) fn warn_unrevoked_key(secret: &Secret, what: &str) {
+    let id = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(ACCESS_KEY_FIELD))
+        .and_then(|v| std::str::from_utf8(&v.0).ok())
+        .and_then(id_of_access_key);
+    if let Some(id) = id {
+        tracing::warn!(secret = %what, key_id = %id,
+            "deleting an access Secret whose key was never revoked: remove it with `dprepo key remove {id}`");
+    }
 }
