@@ -13,24 +13,37 @@ pub async fn read_pack_header(
     size: u64,
 ) -> Result<Vec<PackEntry>> {
     let name = crate::layout::pack(kind, id);
-    if size < TRAILER_LEN as u64 {
-        return Err(Error::corrupt(
-            &name,
-            format!("pack of {size} bytes is too short for its trailer"),
-        ));
-    }
-    let trailer = repo
-        .storage()
-        .get_range(&name, size - TRAILER_LEN as u64, TRAILER_LEN as u64)
-        .await?;
-    let (header_len, version) = parse_trailer(&trailer, size, &name)?;
-    let start = size - TRAILER_LEN as u64 - u64::from(header_len);
+    let (start, header_len, version) = read_header_place(repo, &name, size).await?;
     let sealed = repo
         .storage()
         .get_range(&name, start, u64::from(header_len))
         .await?;
     let keys = repo.keys().clone();
     run_cpu(move || decode_header(&keys, &sealed, size, version, &name)).await?
+}
+
+/// Where the sealed header of the pack `name` (of `size` bytes) starts, its length and
+/// the pack version, from the pack's trailer (one ranged read).
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the pack if it is too short or its trailer is damaged.
+async fn read_header_place(repo: &Repository, name: &str, size: u64) -> Result<(u64, u32, u8)> {
+    if size < TRAILER_LEN as u64 {
+        return Err(Error::corrupt(
+            name,
+            format!("pack of {size} bytes is too short for its trailer"),
+        ));
+    }
+    let trailer = repo
+        .storage()
+        .get_range(name, size - TRAILER_LEN as u64, TRAILER_LEN as u64)
+        .await?;
+    let (header_len, version) = parse_trailer(&trailer, size, name)?;
+    Ok((
+        size - TRAILER_LEN as u64 - u64::from(header_len),
+        header_len,
+        version,
+    ))
 }
 
 /// Every pack in storage with its kind and size.
@@ -452,18 +465,7 @@ pub(super) async fn read_pack_header_pooled(
     buffers: &HeaderBuffers,
 ) -> Result<Vec<PackEntry>> {
     let name = crate::layout::pack(kind, id);
-    if size < TRAILER_LEN as u64 {
-        return Err(Error::corrupt(
-            &name,
-            format!("pack of {size} bytes is too short for its trailer"),
-        ));
-    }
-    let trailer = repo
-        .storage()
-        .get_range(&name, size - TRAILER_LEN as u64, TRAILER_LEN as u64)
-        .await?;
-    let (header_len, version) = parse_trailer(&trailer, size, &name)?;
-    let start = size - TRAILER_LEN as u64 - u64::from(header_len);
+    let (start, header_len, version) = read_header_place(repo, &name, size).await?;
     let sealed = repo
         .storage()
         .get_range_into(&name, start, u64::from(header_len), buffers.take())
